@@ -1,0 +1,78 @@
+/* gclient: the gRPC client core: calls over one HTTP/2 connection (h2conn, client
+ * role) to a prismqd or any gRPC server, h2c with prior knowledge over TCP or a unix
+ * socket.
+ *
+ * Asynchronous on a caller's event_base (gcl_call_start), with blocking helpers that
+ * run a private loop (gcl_unary). Library code: every failure, out-of-memory included,
+ * is returned, never aborted on. Not thread-safe: one connection belongs to one thread
+ * (its event_base). */
+#ifndef PRISMQ_GCLIENT_H
+#define PRISMQ_GCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+typedef struct gcl_conn gcl_conn;
+typedef struct gcl_call gcl_call;
+
+/* Final status of a call: a gRPC status code (enum gw_status) and its decoded
+ * grpc-message. Transport failures map to UNAVAILABLE (cannot connect, connection
+ * lost) or INTERNAL (protocol violations), with a message saying what happened. */
+typedef struct gcl_status {
+  int code;
+  char message[512];
+} gcl_status;
+
+typedef struct gcl_conn_opts {
+  uint32_t connect_timeout_ms; /* 0 = none */
+  size_t max_recv_msg;         /* largest response message accepted */
+} gcl_conn_opts;
+
+#define GCL_CONN_OPTS_INIT { 10000, 64u << 20 }
+
+/* Connects to `target`: "host:port" (IPv4/IPv6 literal or name; "[::1]:port" for
+ * IPv6), or "unix:/path". The connection is made asynchronously on `base`; calls may
+ * be started at once and fail with UNAVAILABLE if it cannot be made.
+ * Returns 0 and sets *out, -EINVAL for a malformed target, -ENOMEM, or another
+ * negative errno from socket set-up. Caller frees with gcl_conn_free. */
+int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
+                 const gcl_conn_opts *opts);
+
+/* Closes the connection; calls still running end with CANCELLED (their on_done
+ * fires before this returns). Accepts NULL. Not from inside one of its calls'
+ * callbacks. */
+void gcl_conn_free(gcl_conn *c);
+
+/* Called for each response message (len bytes, valid during the call). Return 0 to
+ * go on, non-zero to stop: the call is cancelled on the wire (RST_STREAM CANCEL) and
+ * on_done reports CANCELLED. */
+typedef int (*gcl_msg_fn)(void *user, const uint8_t *msg, size_t len);
+
+/* Called once when the call ends, with its final status; the call is freed right
+ * after it returns. */
+typedef void (*gcl_done_fn)(void *user, const gcl_status *st);
+
+/* Starts a unary or server-streaming call of `path` ("/pkg.Svc/Method") sending the
+ * one request message `req` (len bytes, copied). `timeout_ms` 0 = no deadline; else it
+ * is sent as grpc-timeout and enforced locally too (DEADLINE_EXCEEDED).
+ * Returns 0 (on_done will fire exactly once, never from inside this function) and, if
+ * out is not NULL, sets *out to a handle valid until on_done; or a negative errno
+ * (-ENOMEM, -ENOTCONN if the connection has failed), in which case no callback fires. */
+int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req,
+                   size_t len, uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done,
+                   void *user);
+
+/* Cancels a running call: RST_STREAM(CANCEL) goes out and on_done fires later from the
+ * loop with CANCELLED. */
+void gcl_call_cancel(gcl_call *call);
+
+/* Blocking unary call on a connection whose event_base is not otherwise running: runs
+ * the loop until the call ends. On OK sets *resp (malloc'd, caller frees with free();
+ * NULL for an empty message) and *resp_len. Returns the status code (0 = OK) and fills
+ * *st (which may be NULL). */
+int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
+              uint64_t timeout_ms, uint8_t **resp, size_t *resp_len, gcl_status *st);
+
+#endif

@@ -1,0 +1,88 @@
+/* grpcwire: the gRPC-over-HTTP/2 wire rules that are pure functions of bytes:
+ * status codes, grpc-message percent-encoding, grpc-timeout values, and the 5-byte
+ * length-prefixed message framing. No sockets, no nghttp2: unit-testable alone.
+ * See grpc doc/PROTOCOL-HTTP2.md and doc/statuscodes.md. */
+#ifndef PRISMQ_GRPCWIRE_H
+#define PRISMQ_GRPCWIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+struct ProtobufCMessage;
+
+/* gRPC status codes (doc/statuscodes.md). */
+enum gw_status {
+  GW_OK = 0,
+  GW_CANCELLED = 1,
+  GW_UNKNOWN = 2,
+  GW_INVALID_ARGUMENT = 3,
+  GW_DEADLINE_EXCEEDED = 4,
+  GW_NOT_FOUND = 5,
+  GW_ALREADY_EXISTS = 6,
+  GW_PERMISSION_DENIED = 7,
+  GW_RESOURCE_EXHAUSTED = 8,
+  GW_FAILED_PRECONDITION = 9,
+  GW_ABORTED = 10,
+  GW_OUT_OF_RANGE = 11,
+  GW_UNIMPLEMENTED = 12,
+  GW_INTERNAL = 13,
+  GW_UNAVAILABLE = 14,
+  GW_DATA_LOSS = 15,
+  GW_UNAUTHENTICATED = 16,
+};
+
+/* Returns the canonical upper-case name ("DEADLINE_EXCEEDED"), or "UNKNOWN" for a
+ * code outside 0..16. The string is static. */
+const char *gw_status_name(int code);
+
+/* Length of the 5-byte message prefix: 1 flag byte + 4-byte big-endian length. */
+#define GW_PREFIX_LEN 5
+
+/* Percent-encodes `src` (NUL-terminated) for a grpc-message header: '%' and every
+ * byte outside 0x20..0x7E become %XX. Writes at most cap-1 bytes plus a NUL into dst,
+ * never splitting an escape; returns the length written (excluding the NUL).
+ * cap must be >= 1. */
+size_t gw_pct_encode(char *dst, size_t cap, const char *src);
+
+/* Decodes a grpc-message value of `len` bytes into dst (cap >= 1, NUL-terminated,
+ * truncated to cap-1). A malformed escape is copied as-is, as the spec asks.
+ * Returns the length written. */
+size_t gw_pct_decode(char *dst, size_t cap, const char *src, size_t len);
+
+/* Parses a grpc-timeout value (1..8 ASCII digits then one unit of H M S m u n) of
+ * `len` bytes. On success returns 0 and sets *out_ms to the timeout in milliseconds,
+ * rounded up (so 1n is 1 ms and 0 stays 0). Returns -EINVAL, *out_ms untouched, for
+ * anything else; callers ignore a malformed timeout, as gRPC C-core does. */
+int gw_timeout_parse(uint64_t *out_ms, const char *v, size_t len);
+
+/* Formats `ms` as a grpc-timeout value into buf (at least 16 bytes), choosing the
+ * finest unit that fits in 8 digits. Returns the length. */
+size_t gw_timeout_format(char *buf, uint64_t ms);
+
+/* Result of gw_frame_next. */
+enum gw_frame_result {
+  GW_FRAME_MSG = 1,       /* one whole message was taken out */
+  GW_FRAME_NEED_MORE = 0, /* not enough bytes yet */
+  GW_FRAME_TOO_LARGE = -1,  /* the prefix announces more than max_len: RESOURCE_EXHAUSTED */
+  GW_FRAME_COMPRESSED = -2, /* flag byte 1: the caller decides (we support no encoding) */
+  GW_FRAME_BAD_FLAG = -3,   /* flag byte other than 0 or 1: INTERNAL */
+};
+
+/* Takes the next length-prefixed message out of `in`, if whole. Checks the prefix as
+ * soon as its 5 bytes are there, so an oversized message is refused before its body
+ * is buffered. On GW_FRAME_MSG, *out_msg is a malloc'd copy of the body (NULL when the
+ * body is empty) of *out_len bytes that the caller frees with free(); both prefix and
+ * body are drained from `in`. On anything else `in` and the outputs are untouched.
+ * Returns -ENOMEM (outputs untouched) if the copy cannot be allocated. */
+int gw_frame_next(struct evbuffer *in, size_t max_len, uint8_t **out_msg, size_t *out_len);
+
+/* Appends one uncompressed message (prefix + body) to `out`.
+ * Returns 0, or -ENOMEM if `out` could not grow. */
+int gw_frame_append(struct evbuffer *out, const uint8_t *msg, size_t len);
+
+/* Packs a protobuf-c message straight into `out` behind its prefix, with no
+ * intermediate copy. Returns 0 or -ENOMEM. */
+int gw_frame_append_pb(struct evbuffer *out, const struct ProtobufCMessage *msg);
+
+#endif

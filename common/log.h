@@ -1,0 +1,28 @@
+/* log: one line per event on stderr, filtered by level.
+ *
+ * Lines look like `2026-11-26T17:43:48.123Z INFO run started run_id=... module_id=...`:
+ * a UTC timestamp, the level, then the caller's text (by convention a short phrase
+ * followed by key=value context). Not thread-safe for set-up; log_msg itself may be
+ * called from any thread (each line is written with one write(2)). */
+#ifndef PRISMQ_LOG_H
+#define PRISMQ_LOG_H
+
+enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARNING, LOG_LVL_ERROR };
+
+/* Parses DEBUG|INFO|WARNING|ERROR (case-insensitive; WARN is accepted too).
+ * Returns 0 and sets *out, or -EINVAL leaving *out untouched. */
+int log_level_parse(enum log_level *out, const char *s);
+
+/* Sets the lowest level that is printed (default LOG_LVL_INFO). */
+void log_set_level(enum log_level lvl);
+enum log_level log_get_level(void);
+
+/* Prints one line at `lvl` if it passes the filter. */
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define LOG_DEBUG(...) do { if (log_get_level() <= LOG_LVL_DEBUG) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+#define LOG_INFO(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define LOG_WARN(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
+#define LOG_ERROR(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+
+#endif

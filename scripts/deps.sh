@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages PrismQ Runner needs to build, run and test.
+# Idempotent: skips apt entirely when everything is already installed.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config
+  libevent-dev libnghttp2-dev libssl-dev
+  libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  libsqlite3-dev libyaml-dev libcmocka-dev
+  python3 python3-grpcio python3-protobuf protobuf-compiler-grpc
+  nghttp2-client openssl procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}"

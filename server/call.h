@@ -1,0 +1,97 @@
+/* call: the gRPC call layer of the server, between h2conn (streams and bytes) and
+ * the handlers (messages and statuses).
+ *
+ * A call_server holds the method table and the connections. For each request stream
+ * it checks the gRPC request headers, arms the grpc-timeout deadline, reassembles the
+ * single request message (refusing oversized, compressed or malformed input with the
+ * right status), then calls the method's handler with it. The handler answers through
+ * the call API only: call_send for each response message, call_finish for the status.
+ *
+ * Lifetime: a call belongs to its handler from the handler call until call_finish, or
+ * until the call is cancelled (client reset, deadline, connection loss, shutdown): then
+ * the on_cancel callback fires and the handler must drop its pointer, the layer ends
+ * the call itself. After call_finish or on_cancel the handler must not touch the call.
+ * Single-threaded: everything runs on the server's event_base. */
+#ifndef PRISMQ_CALL_H
+#define PRISMQ_CALL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bufferevent;
+struct event_base;
+struct ProtobufCMessage;
+
+typedef struct call call;
+typedef struct call_server call_server;
+
+/* A method handler: the request message (len bytes, not yet decoded; valid only
+ * during the call) has arrived for `path`. `svc` is the pointer given to
+ * call_server_add. The handler owns `c` until it calls call_finish. */
+typedef void (*call_handler_fn)(call *c, const uint8_t *req, size_t len, void *svc);
+
+typedef struct call_server_opts {
+  size_t max_recv_msg;      /* largest request message accepted (default 4 MiB) */
+  size_t stream_low_water;  /* streaming: on_writable fires when queued output is below */
+} call_server_opts;
+
+#define CALL_SERVER_OPTS_INIT { 4u << 20, 64u << 10 }
+
+/* Creates the server layer on `base`. Returns 0 and sets *out, or -ENOMEM. */
+int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts);
+
+/* Frees everything: connections are dropped (calls cancelled). Accepts NULL. */
+void call_server_free(call_server *s);
+
+/* Registers `fn` for `path` ("/pkg.Service/Method"; copied). Call before serving.
+ * Returns 0, -EEXIST (path taken) or -ENOMEM. */
+int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc);
+
+/* Looks up a method by path (not NUL-terminated). Returns its handler or NULL;
+ * *svc_out receives its svc pointer. Exposed for tests of the dispatch table. */
+call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
+                                   void **svc_out);
+
+/* Serves HTTP/2 on a connected bufferevent (plain TCP, unix or TLS), which the server
+ * owns from now on, also on failure. Returns 0 or -ENOMEM/-EPROTO. */
+int call_server_accept(call_server *s, struct bufferevent *bev);
+
+/* Graceful shutdown: GOAWAY on every connection; calls still running are cancelled
+ * and answered UNAVAILABLE. `on_idle` fires (once, from the loop) when the last
+ * connection has closed, which may be at once. */
+void call_server_shutdown(call_server *s, void (*on_idle)(void *arg), void *arg);
+
+/* Counters for introspection. */
+size_t call_server_live_calls(const call_server *s);
+size_t call_server_live_conns(const call_server *s);
+uint64_t call_server_total_calls(const call_server *s);
+
+/* Sets the handler's cancel callback: fires at most once, if the call ends before
+ * call_finish (client reset, deadline, connection loss, shutdown). `arg` is passed
+ * back. The call is gone once it returns. */
+void call_on_cancel(call *c, void (*fn)(call *c, void *arg), void *arg);
+
+/* Streaming: sets a callback that fires whenever the queued output falls below the
+ * low-water mark, so the handler can send more. A handler that sends only while
+ * call_writable() is true keeps memory bounded however slow the client reads. */
+void call_on_writable(call *c, void (*fn)(call *c, void *arg), void *arg);
+
+/* True while the queued output is below the low-water mark. */
+int call_writable(const call *c);
+
+/* Sends one response message (response headers go first, once). Returns 0, or
+ * -ENOMEM. Messages queue; call_writable tells when to stop. */
+int call_send(call *c, const struct ProtobufCMessage *msg);
+
+/* Ends the call with `status` (enum gw_status) and a printf-style message (may be
+ * NULL), sent percent-encoded in grpc-message. Nothing sent yet and status non-zero
+ * gives a trailers-only answer. The call is the layer's from now on. */
+void call_finish(call *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Milliseconds left until the call's deadline, or UINT64_MAX for none. */
+uint64_t call_deadline_left_ms(const call *c);
+
+/* The event_base the call runs on (for the handler's own timers). */
+struct event_base *call_base(const call *c);
+
+#endif
