@@ -57,7 +57,8 @@ size_t gw_pct_decode(char *dst, size_t cap, const char *src, size_t len);
 int gw_timeout_parse(uint64_t *out_ms, const char *v, size_t len);
 
 /* Formats `ms` as a grpc-timeout value into buf (at least 16 bytes), choosing the
- * finest unit that fits in 8 digits. Returns the length. */
+ * finest unit from m, S, M, H whose value, rounded up, fits in 8 digits (beyond
+ * 99999999H the value is clamped to that). Returns the length. */
 size_t gw_timeout_format(char *buf, uint64_t ms);
 
 /* Result of gw_frame_next. */
@@ -77,12 +78,13 @@ enum gw_frame_result {
  * Returns -ENOMEM (outputs untouched) if the copy cannot be allocated. */
 int gw_frame_next(struct evbuffer *in, size_t max_len, uint8_t **out_msg, size_t *out_len);
 
-/* Appends one uncompressed message (prefix + body) to `out`.
- * Returns 0, or -ENOMEM if `out` could not grow. */
+/* Appends one uncompressed message (prefix + body) to `out`, all or nothing.
+ * Returns 0, -EMSGSIZE if len does not fit the 4-byte prefix, or -ENOMEM if `out`
+ * could not grow (`out` untouched on failure). */
 int gw_frame_append(struct evbuffer *out, const uint8_t *msg, size_t len);
 
 /* Packs a protobuf-c message straight into `out` behind its prefix, with no
- * intermediate copy. Returns 0 or -ENOMEM. */
+ * intermediate copy. Returns 0, -EMSGSIZE or -ENOMEM as gw_frame_append does. */
 int gw_frame_append_pb(struct evbuffer *out, const struct ProtobufCMessage *msg);
 
 #endif

@@ -69,10 +69,9 @@ typedef struct h2conn_opts {
   uint32_t connection_window_size; /* connection receive window */
   uint32_t max_header_list_size;   /* header bytes per block we accept (name+value+32 each) */
   size_t out_high_water;           /* socket output bytes above which we stop writing/reading */
-  uint32_t idle_timeout_ms;        /* 0 = none: close a connection with no streams after this */
 } h2conn_opts;
 
-#define H2CONN_OPTS_INIT { 1000, 1u << 20, 16u << 20, 16u << 10, 64u << 10, 0 }
+#define H2CONN_OPTS_INIT { 1000, 1u << 20, 16u << 20, 16u << 10, 64u << 10 }
 
 /* Creates a connection over `bev`, which must be connected (or connecting, client
  * role) and is owned by the h2conn from now on, also on failure. Sends our SETTINGS at

@@ -1,1 +1,545 @@
 #include "call.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "grpcwire.h"
+#include "h2conn.h"
+#include "log.h"
+
+struct method {
+  char *path;
+  call_handler_fn fn;
+  void *svc;
+};
+
+struct conn {
+  call_server *srv;
+  h2conn *h2;
+  struct conn *prev, *next;
+};
+
+enum call_state {
+  CALL_HEADERS, /* reading request headers */
+  CALL_BODY,    /* reading the request message */
+  CALL_HANDLER, /* the handler owns the call */
+  CALL_DONE,    /* answered; waiting for the stream to close */
+};
+
+struct call {
+  call_server *srv;
+  struct conn *conn;
+  int32_t sid;
+  enum call_state state;
+  char path[256];
+  size_t pathlen;
+  unsigned path_too_long : 1;
+  unsigned is_post : 1;
+  unsigned ct_grpc : 1;
+  unsigned has_encoding : 1;   /* grpc-encoding other than identity */
+  unsigned headers_sent : 1;
+  uint64_t timeout_ms;         /* UINT64_MAX = none */
+  uint64_t deadline_at_ms;
+  const struct method *method;
+  struct evbuffer *in;
+  uint8_t *msg;
+  size_t msglen;
+  size_t nmsgs;
+  struct event *deadline_ev;
+  void (*on_cancel)(call *c, void *arg);
+  void *cancel_arg;
+  void (*on_writable)(call *c, void *arg);
+  void *writable_arg;
+  struct call *prev, *next; /* the server's live calls */
+};
+
+struct call_server {
+  struct event_base *base;
+  call_server_opts opts;
+  struct method *methods; /* sorted by path for bsearch */
+  size_t nmethods;
+  struct conn *conns;
+  size_t nconns;
+  struct call *calls;
+  size_t ncalls;
+  uint64_t total_calls;
+  unsigned shutting_down : 1;
+  void (*on_idle)(void *arg);
+  void *idle_arg;
+};
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (!p) abort();
+  return p;
+}
+
+static uint64_t now_ms(struct event_base *base) {
+  struct timeval tv;
+  event_base_gettimeofday_cached(base, &tv);
+  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+#define NV(n, v) \
+  { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
+
+/* ---- answering ------------------------------------------------------------------ */
+
+/* Formats and percent-encodes a grpc-message, kept short as the spec asks. */
+static void format_message(char *enc, size_t cap, const char *fmt, va_list ap) {
+  char raw[512];
+  raw[0] = '\0';
+  if (fmt) vsnprintf(raw, sizeof raw, fmt, ap);
+  gw_pct_encode(enc, cap, raw);
+}
+
+static void send_headers(call *c) {
+  if (c->headers_sent) return;
+  c->headers_sent = 1;
+  nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                      NV("grpc-accept-encoding", "identity")};
+  h2conn_submit_response(c->conn->h2, c->sid, nva, 3, 1);
+}
+
+static void disarm_deadline(call *c) {
+  if (c->deadline_ev) event_del(c->deadline_ev);
+}
+
+/* Sends the status: as trailers after what was sent, or trailers-only. */
+static void answer(call *c, int status, const char *enc_msg) {
+  char code[12];
+  snprintf(code, sizeof code, "%d", status);
+  c->state = CALL_DONE;
+  disarm_deadline(c);
+  if (c->headers_sent) {
+    nghttp2_nv tr[] = {NV("grpc-status", code), NV("grpc-message", enc_msg)};
+    h2conn_stream_end(c->conn->h2, c->sid, tr, enc_msg[0] ? 2 : 1);
+  } else {
+    nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                        NV("grpc-status", code), NV("grpc-message", enc_msg)};
+    h2conn_submit_response(c->conn->h2, c->sid, nva, enc_msg[0] ? 4 : 3, 0);
+  }
+  if (status != GW_OK)
+    LOG_DEBUG("call ended path=%.*s status=%s", (int)c->pathlen, c->path, gw_status_name(status));
+}
+
+static void answerf(call *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void answerf(call *c, int status, const char *fmt, ...) {
+  char enc[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  format_message(enc, sizeof enc, fmt, ap);
+  va_end(ap);
+  answer(c, status, enc);
+}
+
+/* An answer that is not gRPC at all (wrong content-type or method). */
+static void answer_http(call *c, const char *http_status) {
+  c->state = CALL_DONE;
+  disarm_deadline(c);
+  nghttp2_nv nva[] = {NV(":status", http_status)};
+  h2conn_submit_response(c->conn->h2, c->sid, nva, 1, 0);
+}
+
+/* The layer takes the call back from its handler: tell the handler first. */
+static void cancel_handler(call *c) {
+  if (c->state != CALL_HANDLER) return;
+  c->state = CALL_DONE;
+  void (*fn)(call *, void *) = c->on_cancel;
+  c->on_cancel = NULL;
+  c->on_writable = NULL;
+  if (fn) fn(c, c->cancel_arg);
+}
+
+/* ---- the handler's API ---------------------------------------------------------- */
+
+void call_on_cancel(call *c, void (*fn)(call *c, void *arg), void *arg) {
+  c->on_cancel = fn;
+  c->cancel_arg = arg;
+}
+
+void call_on_writable(call *c, void (*fn)(call *c, void *arg), void *arg) {
+  c->on_writable = fn;
+  c->writable_arg = arg;
+}
+
+int call_writable(const call *c) {
+  return h2conn_stream_pending(c->conn->h2, c->sid) < c->srv->opts.stream_low_water;
+}
+
+int call_send(call *c, const struct ProtobufCMessage *msg) {
+  send_headers(c);
+  struct evbuffer *out = h2conn_stream_output(c->conn->h2, c->sid);
+  if (!out) return 0; /* stream already gone: the cancel callback is on its way */
+  int rc = gw_frame_append_pb(out, msg);
+  if (rc == 0) h2conn_stream_resume(c->conn->h2, c->sid);
+  return rc;
+}
+
+int call_send_framed(call *c, struct evbuffer *framed) {
+  send_headers(c);
+  struct evbuffer *out = h2conn_stream_output(c->conn->h2, c->sid);
+  if (!out) {
+    evbuffer_drain(framed, evbuffer_get_length(framed));
+    return 0;
+  }
+  if (evbuffer_add_buffer(out, framed) != 0) abort();
+  h2conn_stream_resume(c->conn->h2, c->sid);
+  return 0;
+}
+
+void call_finish(call *c, int status, const char *fmt, ...) {
+  if (c->state != CALL_HANDLER) return;
+  char enc[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  format_message(enc, sizeof enc, fmt, ap);
+  va_end(ap);
+  c->on_cancel = NULL;
+  c->on_writable = NULL;
+  answer(c, status, enc);
+}
+
+uint64_t call_deadline_left_ms(const call *c) {
+  if (c->timeout_ms == UINT64_MAX) return UINT64_MAX;
+  uint64_t now = now_ms(c->srv->base);
+  return now >= c->deadline_at_ms ? 0 : c->deadline_at_ms - now;
+}
+
+struct event_base *call_base(const call *c) { return c->srv->base; }
+
+/* ---- request processing --------------------------------------------------------- */
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  call *c = arg;
+  if (c->state == CALL_DONE) return;
+  cancel_handler(c);
+  answerf(c, GW_DEADLINE_EXCEEDED, "deadline of %llu ms exceeded", (unsigned long long)c->timeout_ms);
+}
+
+static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
+  (void)h2;
+  struct conn *cn = conn_user;
+  call_server *s = cn->srv;
+  call *c = xcalloc(1, sizeof *c);
+  c->srv = s;
+  c->conn = cn;
+  c->sid = sid;
+  c->timeout_ms = UINT64_MAX;
+  c->in = evbuffer_new();
+  if (!c->in) abort();
+  c->next = s->calls;
+  if (s->calls) s->calls->prev = c;
+  s->calls = c;
+  s->ncalls++;
+  s->total_calls++;
+  return c;
+}
+
+static int hdr_is(const uint8_t *name, size_t namelen, const char *want) {
+  size_t n = strlen(want);
+  return namelen == n && memcmp(name, want, n) == 0;
+}
+
+static int on_header(h2conn *h2, int32_t sid, void *user, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, int trailer) {
+  (void)h2;
+  (void)sid;
+  call *c = user;
+  if (!c || trailer || c->state != CALL_HEADERS) return 0;
+  if (hdr_is(name, namelen, ":path")) {
+    if (valuelen >= sizeof c->path) {
+      c->path_too_long = 1;
+    } else {
+      memcpy(c->path, value, valuelen);
+      c->path[valuelen] = '\0';
+      c->pathlen = valuelen;
+    }
+  } else if (hdr_is(name, namelen, ":method")) {
+    c->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+  } else if (hdr_is(name, namelen, "content-type")) {
+    /* application/grpc, application/grpc+proto, application/grpc;charset=... */
+    static const char ct[] = "application/grpc";
+    c->ct_grpc = valuelen >= sizeof ct - 1 && memcmp(value, ct, sizeof ct - 1) == 0 &&
+                 (valuelen == sizeof ct - 1 || value[sizeof ct - 1] == '+' || value[sizeof ct - 1] == ';');
+  } else if (hdr_is(name, namelen, "grpc-timeout")) {
+    uint64_t ms;
+    /* A malformed timeout is ignored, as gRPC C-core does. */
+    if (gw_timeout_parse(&ms, (const char *)value, valuelen) == 0) c->timeout_ms = ms;
+  } else if (hdr_is(name, namelen, "grpc-encoding")) {
+    c->has_encoding = !(valuelen == 8 && memcmp(value, "identity", 8) == 0);
+  }
+  return 0;
+}
+
+/* Binary search of the sorted method table for a path that is not NUL-terminated. */
+static const struct method *find_method(const call_server *s, const char *path, size_t len) {
+  size_t lo = 0, hi = s->nmethods;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const char *p = s->methods[mid].path;
+    size_t plen = strlen(p);
+    int cmp = memcmp(path, p, len < plen ? len : plen);
+    if (cmp == 0) cmp = (len > plen) - (len < plen);
+    if (cmp == 0) return &s->methods[mid];
+    if (cmp < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  return NULL;
+}
+
+static void request_headers_done(call *c) {
+  call_server *s = c->srv;
+  if (!c->ct_grpc) {
+    answer_http(c, "415");
+    return;
+  }
+  if (!c->is_post) {
+    answer_http(c, "405");
+    return;
+  }
+  c->state = CALL_BODY;
+  c->method = c->path_too_long ? NULL : find_method(s, c->path, c->pathlen);
+  if (!c->method) {
+    answerf(c, GW_UNIMPLEMENTED, "unknown method %.*s", (int)(c->path_too_long ? 64 : c->pathlen), c->path);
+    return;
+  }
+  if (c->timeout_ms != UINT64_MAX) {
+    c->deadline_at_ms = now_ms(s->base) + c->timeout_ms;
+    c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
+    if (!c->deadline_ev) abort();
+    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
+    evtimer_add(c->deadline_ev, &tv);
+  }
+}
+
+/* The client has sent everything: exactly one message makes a valid call. */
+static void request_complete(call *c) {
+  if (c->state != CALL_BODY) return;
+  if (evbuffer_get_length(c->in) > 0) {
+    answerf(c, GW_INTERNAL, "request stream ended inside a message");
+    return;
+  }
+  if (c->nmsgs != 1) {
+    answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got %zu", c->path, c->nmsgs);
+    return;
+  }
+  c->state = CALL_HANDLER;
+  uint8_t *msg = c->msg;
+  size_t len = c->msglen;
+  c->msg = NULL;
+  c->method->fn(c, msg, len, c->method->svc);
+  free(msg);
+}
+
+static void on_headers_done(h2conn *h2, int32_t sid, void *user, int trailer, int end_stream) {
+  (void)h2;
+  (void)sid;
+  call *c = user;
+  if (!c) return;
+  if (!trailer && c->state == CALL_HEADERS) request_headers_done(c);
+  if (end_stream) request_complete(c);
+}
+
+static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, size_t len) {
+  (void)h2;
+  (void)sid;
+  call *c = user;
+  if (!c || c->state != CALL_BODY) return; /* answered already: discard */
+  if (evbuffer_add(c->in, data, len) != 0) abort();
+  for (;;) {
+    uint8_t *msg;
+    size_t mlen;
+    uint8_t hdr[GW_PREFIX_LEN];
+    int r = gw_frame_next(c->in, c->srv->opts.max_recv_msg, &msg, &mlen);
+    if (r == GW_FRAME_NEED_MORE) return;
+    if (r == GW_FRAME_MSG) {
+      if (++c->nmsgs > 1) {
+        free(msg);
+        answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got more", c->path);
+        return;
+      }
+      c->msg = msg;
+      c->msglen = mlen;
+      continue;
+    }
+    evbuffer_copyout(c->in, hdr, sizeof hdr);
+    uint32_t announced = (uint32_t)hdr[1] << 24 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 8 | hdr[4];
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    switch (r) {
+    case GW_FRAME_TOO_LARGE:
+      answerf(c, GW_RESOURCE_EXHAUSTED, "request message of %u bytes exceeds the limit of %zu bytes",
+              announced, c->srv->opts.max_recv_msg);
+      return;
+    case GW_FRAME_COMPRESSED:
+      if (c->has_encoding)
+        answerf(c, GW_UNIMPLEMENTED, "compressed messages are not supported; use grpc-encoding identity");
+      else
+        answerf(c, GW_INTERNAL, "compressed flag set without a grpc-encoding");
+      return;
+    default:
+      answerf(c, GW_INTERNAL, "invalid message flag %u", hdr[0]);
+      return;
+    }
+  }
+}
+
+static void on_remote_end(h2conn *h2, int32_t sid, void *user) {
+  (void)h2;
+  (void)sid;
+  if (user) request_complete(user);
+}
+
+static void on_drain(h2conn *h2, int32_t sid, void *user) {
+  (void)h2;
+  (void)sid;
+  call *c = user;
+  if (c && c->state == CALL_HANDLER && c->on_writable) c->on_writable(c, c->writable_arg);
+}
+
+static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_code) {
+  (void)h2;
+  (void)sid;
+  call *c = user;
+  if (!c) return;
+  if (c->state == CALL_HANDLER)
+    LOG_DEBUG("call cancelled by peer path=%s h2_error=%s", c->path, nghttp2_http2_strerror(error_code));
+  cancel_handler(c);
+  call_server *s = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else s->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->ncalls--;
+  if (c->deadline_ev) event_free(c->deadline_ev);
+  evbuffer_free(c->in);
+  free(c->msg);
+  free(c);
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  call_server *s = arg;
+  void (*fn)(void *) = s->on_idle;
+  s->on_idle = NULL;
+  if (fn && s->nconns == 0) fn(s->idle_arg);
+}
+
+static void check_idle(call_server *s) {
+  if (s->shutting_down && s->nconns == 0 && s->on_idle)
+    event_base_once(s->base, -1, EV_TIMEOUT, idle_cb, s, NULL);
+}
+
+static void on_conn_close(h2conn *h2, void *conn_user) {
+  (void)h2;
+  struct conn *cn = conn_user;
+  call_server *s = cn->srv;
+  if (cn->prev) cn->prev->next = cn->next;
+  else s->conns = cn->next;
+  if (cn->next) cn->next->prev = cn->prev;
+  s->nconns--;
+  free(cn);
+  check_idle(s);
+}
+
+static const h2conn_callbacks conn_callbacks = {
+    .on_stream_open = on_stream_open,
+    .on_header = on_header,
+    .on_headers_done = on_headers_done,
+    .on_data = on_data,
+    .on_remote_end = on_remote_end,
+    .on_drain = on_drain,
+    .on_stream_close = on_stream_close,
+    .on_conn_close = on_conn_close,
+};
+
+/* ---- the server ----------------------------------------------------------------- */
+
+int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts) {
+  static const call_server_opts defaults = CALL_SERVER_OPTS_INIT;
+  call_server *s = calloc(1, sizeof *s);
+  if (!s) return -ENOMEM;
+  s->base = base;
+  s->opts = opts ? *opts : defaults;
+  *out = s;
+  return 0;
+}
+
+void call_server_free(call_server *s) {
+  if (!s) return;
+  while (s->conns) h2conn_free(s->conns->h2); /* on_conn_close unlinks it */
+  for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
+  free(s->methods);
+  free(s);
+}
+
+static int method_cmp(const void *a, const void *b) {
+  return strcmp(((const struct method *)a)->path, ((const struct method *)b)->path);
+}
+
+int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc) {
+  void *unused;
+  if (call_server_lookup(s, path, strlen(path), &unused)) return -EEXIST;
+  struct method *m = realloc(s->methods, (s->nmethods + 1) * sizeof *m);
+  if (!m) return -ENOMEM;
+  s->methods = m;
+  char *p = strdup(path);
+  if (!p) return -ENOMEM;
+  m[s->nmethods++] = (struct method){p, fn, svc};
+  qsort(s->methods, s->nmethods, sizeof *m, method_cmp);
+  return 0;
+}
+
+call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
+                                   void **svc_out) {
+  const struct method *m = find_method(s, path, len);
+  if (!m) return NULL;
+  *svc_out = m->svc;
+  return m->fn;
+}
+
+int call_server_accept(call_server *s, struct bufferevent *bev) {
+  if (s->shutting_down) {
+    bufferevent_free(bev);
+    return -ECONNREFUSED;
+  }
+  struct conn *cn = xcalloc(1, sizeof *cn);
+  cn->srv = s;
+  h2conn_opts o = H2CONN_OPTS_INIT;
+  int rc = h2conn_new(&cn->h2, bev, H2CONN_SERVER, &o, &conn_callbacks, cn);
+  if (rc < 0) {
+    free(cn);
+    return rc;
+  }
+  cn->next = s->conns;
+  if (s->conns) s->conns->prev = cn;
+  s->conns = cn;
+  s->nconns++;
+  return 0;
+}
+
+void call_server_shutdown(call_server *s, void (*on_idle)(void *arg), void *arg) {
+  s->shutting_down = 1;
+  s->on_idle = on_idle;
+  s->idle_arg = arg;
+  for (call *c = s->calls; c; c = c->next) {
+    if (c->state != CALL_HANDLER) continue;
+    cancel_handler(c);
+    answerf(c, GW_UNAVAILABLE, "server shutting down");
+  }
+  for (struct conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);
+  check_idle(s);
+}
+
+size_t call_server_live_calls(const call_server *s) { return s->ncalls; }
+size_t call_server_live_conns(const call_server *s) { return s->nconns; }
+uint64_t call_server_total_calls(const call_server *s) { return s->total_calls; }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct bufferevent;
+struct evbuffer;
 struct event_base;
 struct ProtobufCMessage;
 
@@ -82,6 +83,10 @@ int call_writable(const call *c);
 /* Sends one response message (response headers go first, once). Returns 0, or
  * -ENOMEM. Messages queue; call_writable tells when to stop. */
 int call_send(call *c, const struct ProtobufCMessage *msg);
+
+/* Queues messages that are already framed (5-byte prefix + body each), moving all of
+ * `framed`'s bytes without copying: for output stored in wire form. Returns 0. */
+int call_send_framed(call *c, struct evbuffer *framed);
 
 /* Ends the call with `status` (enum gw_status) and a printf-style message (may be
  * NULL), sent percent-encoded in grpc-message. Nothing sent yet and status non-zero

@@ -1,2 +1,176 @@
-/* placeholder: replaced by the real server entry point in this same change */
-int main(void) { return 0; }
+/* prismqd: the PrismQ Runner server. Parses the command line, builds the layers
+ * (listeners → call layer → services) on one event loop and runs it until SIGTERM or
+ * SIGINT, then shuts down gracefully. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "admin.h"
+#include "call.h"
+#include "health.h"
+#include "listen.h"
+#include "log.h"
+
+#define MAX_LISTEN 16
+/* A graceful shutdown that takes longer than this is cut short. */
+#define SHUTDOWN_GRACE_S 5
+
+struct server {
+  struct event_base *base;
+  call_server *calls;
+  admin *admin;
+  listen_sock *listeners[MAX_LISTEN];
+  size_t nlisteners;
+  struct event *sigterm, *sigint;
+  int stopping;
+};
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: prismqd [--listen URL]... [--log-level LEVEL]\n"
+          "  --listen URL      tcp://IP:PORT or unix:///path (repeatable; default tcp://127.0.0.1:50051)\n"
+          "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
+          "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
+}
+
+static void on_accept(int fd, void *arg) {
+  struct server *srv = arg;
+  struct bufferevent *bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (!bev) {
+    LOG_ERROR("cannot create a connection buffer fd=%d", fd);
+    close(fd);
+    return;
+  }
+  int rc = call_server_accept(srv->calls, bev);
+  if (rc < 0) LOG_WARN("connection refused: %s", strerror(-rc));
+}
+
+static void on_idle(void *arg) {
+  struct server *srv = arg;
+  event_base_loopexit(srv->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+  (void)what;
+  struct server *srv = arg;
+  if (srv->stopping) {
+    LOG_WARN("second signal %d: stopping now", (int)sig);
+    event_base_loopexit(srv->base, NULL);
+    return;
+  }
+  srv->stopping = 1;
+  LOG_INFO("shutting down on signal %d", (int)sig);
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    listen_free(srv->listeners[i]);
+    srv->listeners[i] = NULL;
+  }
+  call_server_shutdown(srv->calls, on_idle, srv);
+  struct timeval grace = {SHUTDOWN_GRACE_S, 0};
+  event_base_loopexit(srv->base, &grace);
+}
+
+int main(int argc, char **argv) {
+  const char *listen_urls[MAX_LISTEN];
+  size_t nlisten = 0;
+  const char *level = getenv("LOG_LEVEL");
+  static const struct option longopts[] = {
+      {"listen", required_argument, NULL, 'l'},
+      {"log-level", required_argument, NULL, 'L'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+    switch (ch) {
+    case 'l':
+      if (nlisten == MAX_LISTEN) {
+        fprintf(stderr, "prismqd: at most %d --listen\n", MAX_LISTEN);
+        return 2;
+      }
+      listen_urls[nlisten++] = optarg;
+      break;
+    case 'L':
+      level = optarg;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "prismqd: unexpected argument %s\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  if (level && *level) {
+    enum log_level lvl;
+    if (log_level_parse(&lvl, level) != 0) {
+      fprintf(stderr, "prismqd: bad log level \"%s\" (want DEBUG, INFO, WARNING or ERROR)\n", level);
+      return 2;
+    }
+    log_set_level(lvl);
+  }
+  const char *mode = getenv("PRISMQ_RUN_MODE");
+  if (mode && *mode && strcmp(mode, "async") && strcmp(mode, "threaded") && strcmp(mode, "dry-run")) {
+    fprintf(stderr, "prismqd: bad PRISMQ_RUN_MODE \"%s\" (want async, threaded or dry-run)\n", mode);
+    return 2;
+  }
+  if (nlisten == 0) listen_urls[nlisten++] = "tcp://127.0.0.1:50051";
+
+  /* A peer that goes away mid-write must not kill the server. */
+  signal(SIGPIPE, SIG_IGN);
+  evthread_use_pthreads();
+
+  struct server srv;
+  memset(&srv, 0, sizeof srv);
+  int status = 1;
+  srv.base = event_base_new();
+  if (!srv.base) {
+    LOG_ERROR("cannot create the event loop");
+    return 1;
+  }
+  if (call_server_new(&srv.calls, srv.base, NULL) < 0) goto out;
+  static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
+  if (health_register(srv.calls, health_services) < 0) goto out;
+  if (admin_new(&srv.admin, srv.calls, NULL, NULL) < 0) goto out;
+
+  for (size_t i = 0; i < nlisten; i++) {
+    char err[256];
+    if (listen_new(&srv.listeners[i], srv.base, listen_urls[i], on_accept, &srv, err, sizeof err) < 0) {
+      LOG_ERROR("%s", err);
+      status = 2;
+      goto out;
+    }
+    srv.nlisteners++;
+    LOG_INFO("listening on %s", listen_url(srv.listeners[i]));
+  }
+  srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
+  srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
+  if (!srv.sigterm || !srv.sigint) goto out;
+  evsignal_add(srv.sigterm, NULL);
+  evsignal_add(srv.sigint, NULL);
+
+  LOG_INFO("prismqd ready pid=%d mode=%s", (int)getpid(), mode && *mode ? mode : "async");
+  event_base_dispatch(srv.base);
+  status = 0;
+  LOG_INFO("prismqd stopped");
+
+out:
+  for (size_t i = 0; i < srv.nlisteners; i++) listen_free(srv.listeners[i]);
+  if (srv.sigterm) event_free(srv.sigterm);
+  if (srv.sigint) event_free(srv.sigint);
+  call_server_free(srv.calls);
+  admin_free(srv.admin);
+  event_base_free(srv.base);
+  return status;
+}

@@ -1,0 +1,532 @@
+#include "h2conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "log.h"
+
+/* Output below this many bytes wakes the writer again (write low-watermark). */
+#define OUT_LOW_WATER (16u << 10)
+/* Rapid Reset (CVE-2023-44487): at most this many RST_STREAMs in a burst, then per second. */
+#define RST_BURST 1000
+#define RST_RATE 33
+/* CONTINUATION flood (CVE-2024-28182). */
+#define MAX_CONTINUATIONS 8
+
+struct h2stream {
+  int32_t id;
+  void *user;
+  struct evbuffer *out;
+  nghttp2_nv *trailers; /* one allocation holding the array and its strings */
+  size_t ntrailers;
+  size_t hdr_bytes;      /* header list size of the block being received */
+  unsigned has_body : 1;
+  unsigned deferred : 1; /* the data provider returned DEFERRED: needs resume_data */
+  unsigned ending : 1;   /* h2conn_stream_end was called */
+  unsigned drained : 1;  /* the output emptied during a send: tell the user */
+  struct h2stream *prev, *next;
+};
+
+struct h2conn {
+  nghttp2_session *session;
+  struct bufferevent *bev;
+  struct event *flush_ev; /* deferred: send, notify drains, tear down */
+  h2conn_callbacks cbs;
+  void *conn_user;
+  h2conn_opts opts;
+  enum h2conn_role role;
+  struct h2stream *streams;
+  size_t nstreams;
+  unsigned closing : 1;   /* tear down at the next flush */
+  unsigned dead : 1;      /* tearing down: the API is a no-op */
+  unsigned read_held : 1; /* reading paused while output is over the high-water mark */
+};
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (!p) abort();
+  return p;
+}
+
+static void schedule_flush(h2conn *c) {
+  if (!c->dead) event_active(c->flush_ev, EV_WRITE, 0);
+}
+
+static struct h2stream *stream_new(h2conn *c, void *user) {
+  struct h2stream *s = xcalloc(1, sizeof *s);
+  s->out = evbuffer_new();
+  if (!s->out) abort();
+  s->user = user;
+  s->next = c->streams;
+  if (c->streams) c->streams->prev = s;
+  c->streams = s;
+  c->nstreams++;
+  return s;
+}
+
+static void stream_free(h2conn *c, struct h2stream *s) {
+  if (s->prev) s->prev->next = s->next;
+  else c->streams = s->next;
+  if (s->next) s->next->prev = s->prev;
+  c->nstreams--;
+  evbuffer_free(s->out);
+  free(s->trailers);
+  free(s);
+}
+
+static struct h2stream *stream_get(h2conn *c, int32_t sid) {
+  if (c->dead) return NULL;
+  return nghttp2_session_get_stream_user_data(c->session, sid);
+}
+
+/* Copies header fields into one allocation: they must outlive the caller's arrays
+ * until the data provider reaches EOF and submits them. */
+static nghttp2_nv *nv_copy(const nghttp2_nv *nva, size_t n) {
+  size_t bytes = n * sizeof *nva;
+  for (size_t i = 0; i < n; i++) bytes += nva[i].namelen + nva[i].valuelen;
+  nghttp2_nv *out = malloc(bytes ? bytes : 1);
+  if (!out) abort();
+  uint8_t *p = (uint8_t *)(out + n);
+  for (size_t i = 0; i < n; i++) {
+    out[i] = nva[i];
+    out[i].flags = NGHTTP2_NV_FLAG_NONE;
+    out[i].name = memcpy(p, nva[i].name, nva[i].namelen);
+    p += nva[i].namelen;
+    out[i].value = memcpy(p, nva[i].value, nva[i].valuelen);
+    p += nva[i].valuelen;
+  }
+  return out;
+}
+
+/* ---- nghttp2 callbacks ---------------------------------------------------------- */
+
+static int over_high_water(const h2conn *c) {
+  return evbuffer_get_length(bufferevent_get_output(c->bev)) >= c->opts.out_high_water;
+}
+
+static ssize_t send_cb(nghttp2_session *session, const uint8_t *data, size_t len, int flags,
+                       void *user_data) {
+  (void)session;
+  (void)flags;
+  h2conn *c = user_data;
+  /* Stop producing while the socket is behind: bounded output per connection. */
+  if (over_high_water(c)) return NGHTTP2_ERR_WOULDBLOCK;
+  if (evbuffer_add(bufferevent_get_output(c->bev), data, len) != 0) abort();
+  return (ssize_t)len;
+}
+
+/* DATA payloads go from the stream's buffer to the socket's by moving evbuffer
+ * chains, not by copying (NGHTTP2_DATA_FLAG_NO_COPY). */
+static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *source, void *user_data) {
+  (void)session;
+  h2conn *c = user_data;
+  struct h2stream *s = source->ptr;
+  if (over_high_water(c)) return NGHTTP2_ERR_WOULDBLOCK;
+  struct evbuffer *o = bufferevent_get_output(c->bev);
+  if (evbuffer_add(o, framehd, 9) != 0) abort();
+  /* We install no padding callback, so padlen is always 0. */
+  (void)frame;
+  if (evbuffer_remove_buffer(s->out, o, length) != (int)length) abort();
+  if (evbuffer_get_length(s->out) == 0 && !s->ending) s->drained = 1;
+  return 0;
+}
+
+static ssize_t data_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data) {
+  (void)buf;
+  (void)user_data;
+  struct h2stream *s = source->ptr;
+  size_t avail = evbuffer_get_length(s->out);
+  size_t n = avail < length ? avail : length;
+  if (n == avail && s->ending) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->ntrailers) {
+      /* Trailers submitted from here go out after this last DATA frame, never
+       * before queued data (nghttp2#269). */
+      *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      if (nghttp2_submit_trailer(session, sid, s->trailers, s->ntrailers) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+  } else if (n == 0) {
+    s->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (n > 0) *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  return (ssize_t)n;
+}
+
+static int begin_headers_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
+  h2conn *c = user_data;
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  struct h2stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!s && c->role == H2CONN_SERVER && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    s = stream_new(c, NULL);
+    s->id = frame->hd.stream_id;
+    nghttp2_session_set_stream_user_data(session, s->id, s);
+    s->user = c->cbs.on_stream_open ? c->cbs.on_stream_open(c, s->id, c->conn_user) : NULL;
+  }
+  if (s) s->hdr_bytes = 0;
+  return 0;
+}
+
+static int is_trailer_block(const nghttp2_frame *frame) {
+  return frame->headers.cat == NGHTTP2_HCAT_HEADERS;
+}
+
+static int header_cb(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data) {
+  (void)flags;
+  h2conn *c = user_data;
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  struct h2stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!s) return 0; /* stream already gone: tolerate */
+  /* nghttp2 advertises but does not enforce SETTINGS_MAX_HEADER_LIST_SIZE (#655). */
+  s->hdr_bytes += namelen + valuelen + 32;
+  if (s->hdr_bytes > c->opts.max_header_list_size) {
+    LOG_DEBUG("h2: header list too large stream=%d bytes=%zu", s->id, s->hdr_bytes);
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  if (c->cbs.on_header &&
+      c->cbs.on_header(c, s->id, s->user, name, namelen, value, valuelen, is_trailer_block(frame)) != 0)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  return 0;
+}
+
+static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
+  h2conn *c = user_data;
+  struct h2stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!s) return 0;
+  int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  switch (frame->hd.type) {
+  case NGHTTP2_HEADERS:
+    if (c->cbs.on_headers_done) c->cbs.on_headers_done(c, s->id, s->user, is_trailer_block(frame), end);
+    break;
+  case NGHTTP2_DATA:
+    if (end && c->cbs.on_remote_end) c->cbs.on_remote_end(c, s->id, s->user);
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static int data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t sid, const uint8_t *data,
+                         size_t len, void *user_data) {
+  (void)flags;
+  h2conn *c = user_data;
+  struct h2stream *s = nghttp2_session_get_stream_user_data(session, sid);
+  if (s && c->cbs.on_data) c->cbs.on_data(c, sid, s->user, data, len);
+  return 0;
+}
+
+static int frame_send_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
+  h2conn *c = user_data;
+  if (c->role != H2CONN_SERVER || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+  if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) return 0;
+  /* We answered before the client finished sending: tell it to stop (gRPC spec). */
+  if (nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+  return 0;
+}
+
+static int stream_close_cb(nghttp2_session *session, int32_t sid, uint32_t error_code,
+                           void *user_data) {
+  h2conn *c = user_data;
+  struct h2stream *s = nghttp2_session_get_stream_user_data(session, sid);
+  if (!s) return 0;
+  nghttp2_session_set_stream_user_data(session, sid, NULL);
+  if (c->cbs.on_stream_close) c->cbs.on_stream_close(c, sid, s->user, error_code);
+  stream_free(c, s);
+  return 0;
+}
+
+/* ---- driving the session -------------------------------------------------------- */
+
+static void teardown(h2conn *c);
+
+/* Feeds buffered input to nghttp2 until it is consumed or output is over the mark. */
+static int process_input(h2conn *c) {
+  struct evbuffer *in = bufferevent_get_input(c->bev);
+  while (evbuffer_get_length(in) > 0) {
+    if (over_high_water(c)) {
+      /* A peer that does not read our answers (PING/SETTINGS floods included)
+       * must not make us queue without bound: stop reading until it drains. */
+      bufferevent_disable(c->bev, EV_READ);
+      c->read_held = 1;
+      return 0;
+    }
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+    ssize_t rv = nghttp2_session_mem_recv(c->session, v.iov_base, v.iov_len);
+    if (rv < 0) {
+      LOG_DEBUG("h2: input rejected: %s", nghttp2_strerror((int)rv));
+      if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || rv == NGHTTP2_ERR_FLOODED)
+        nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
+      else
+        nghttp2_session_terminate_session(c->session, NGHTTP2_INTERNAL_ERROR);
+      evbuffer_drain(in, evbuffer_get_length(in));
+      return -1;
+    }
+    evbuffer_drain(in, (size_t)rv);
+  }
+  return 0;
+}
+
+/* Sends what nghttp2 has, tells users whose output drained, and closes the
+ * connection once neither side has anything more to say. */
+static void do_send(h2conn *c) {
+  if (c->dead) return;
+  if (nghttp2_session_send(c->session) != 0) {
+    c->closing = 1;
+  } else {
+    for (struct h2stream *s = c->streams; s; s = s->next) {
+      if (!s->drained) continue;
+      s->drained = 0;
+      if (c->cbs.on_drain) c->cbs.on_drain(c, s->id, s->user);
+    }
+  }
+  struct evbuffer *o = bufferevent_get_output(c->bev);
+  if (!c->closing && !nghttp2_session_want_read(c->session) &&
+      !nghttp2_session_want_write(c->session)) {
+    if (evbuffer_get_length(o) == 0) c->closing = 1;
+    else bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* wake us when fully flushed */
+  }
+  if (c->closing) schedule_flush(c); /* tear down from the loop, not inside a callback */
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  h2conn *c = arg;
+  if (c->closing) teardown(c);
+  else do_send(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  h2conn *c = arg;
+  process_input(c);
+  do_send(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  h2conn *c = arg;
+  if (c->read_held && !over_high_water(c)) {
+    c->read_held = 0;
+    bufferevent_enable(c->bev, EV_READ);
+    process_input(c);
+  }
+  do_send(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg) {
+  (void)bev;
+  h2conn *c = arg;
+  if (what & BEV_EVENT_CONNECTED) {
+    do_send(c);
+    return;
+  }
+  if (what & BEV_EVENT_ERROR)
+    LOG_DEBUG("h2: connection error: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+  /* EOF, error or timeout: mark and tear down from the deferred event, not inside
+   * the bufferevent's own callback. */
+  c->closing = 1;
+  schedule_flush(c);
+}
+
+/* Ends everything: open streams are closed (nghttp2_session_del would not call
+ * on_stream_close for them), then the user hears of the connection's end. */
+static void teardown(h2conn *c) {
+  if (c->dead) return;
+  c->dead = 1;
+  while (c->streams) {
+    struct h2stream *s = c->streams;
+    nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
+    if (c->cbs.on_stream_close) c->cbs.on_stream_close(c, s->id, s->user, NGHTTP2_CANCEL);
+    stream_free(c, s);
+  }
+  nghttp2_session_del(c->session);
+  bufferevent_free(c->bev);
+  event_free(c->flush_ev);
+  if (c->cbs.on_conn_close) c->cbs.on_conn_close(c, c->conn_user);
+  free(c);
+}
+
+/* ---- public API ----------------------------------------------------------------- */
+
+int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
+               const h2conn_opts *opts, const h2conn_callbacks *cbs, void *conn_user) {
+  static const h2conn_opts defaults = H2CONN_OPTS_INIT;
+  nghttp2_session_callbacks *ncb = NULL;
+  nghttp2_option *nopt = NULL;
+  h2conn *c = NULL;
+  int rc = -ENOMEM;
+
+  c = calloc(1, sizeof *c);
+  if (!c) goto fail;
+  c->bev = bev;
+  c->role = role;
+  c->opts = opts ? *opts : defaults;
+  c->cbs = *cbs;
+  c->conn_user = conn_user;
+  c->flush_ev = event_new(bufferevent_get_base(bev), -1, 0, flush_cb, c);
+  if (!c->flush_ev) goto fail;
+
+  if (nghttp2_session_callbacks_new(&ncb) != 0) goto fail;
+  nghttp2_session_callbacks_set_send_callback(ncb, send_cb);
+  nghttp2_session_callbacks_set_send_data_callback(ncb, send_data_cb);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(ncb, begin_headers_cb);
+  nghttp2_session_callbacks_set_on_header_callback(ncb, header_cb);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(ncb, frame_recv_cb);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(ncb, data_chunk_cb);
+  nghttp2_session_callbacks_set_on_frame_send_callback(ncb, frame_send_cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(ncb, stream_close_cb);
+  if (nghttp2_option_new(&nopt) != 0) goto fail;
+  nghttp2_option_set_stream_reset_rate_limit(nopt, RST_BURST, RST_RATE);
+  nghttp2_option_set_max_continuations(nopt, MAX_CONTINUATIONS);
+
+  int nrv = role == H2CONN_SERVER ? nghttp2_session_server_new2(&c->session, ncb, c, nopt)
+                                  : nghttp2_session_client_new2(&c->session, ncb, c, nopt);
+  if (nrv != 0) goto fail;
+
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->opts.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->opts.initial_window_size},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->opts.max_header_list_size},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  };
+  /* ENABLE_PUSH is a client-only setting. */
+  size_t niv = role == H2CONN_CLIENT ? 4 : 3;
+  rc = -EPROTO;
+  if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, niv) != 0) goto fail;
+  if (nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+                                            (int32_t)c->opts.connection_window_size) != 0)
+    goto fail;
+
+  nghttp2_option_del(nopt);
+  nghttp2_session_callbacks_del(ncb);
+  bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+  bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW_WATER, 0);
+  bufferevent_enable(bev, EV_READ | EV_WRITE);
+  /* Our SETTINGS go out at once: C-core clients wait for them (grpc#23636). */
+  schedule_flush(c);
+  *out = c;
+  return 0;
+
+fail:
+  if (c && c->session) nghttp2_session_del(c->session);
+  nghttp2_option_del(nopt);
+  nghttp2_session_callbacks_del(ncb);
+  if (c && c->flush_ev) event_free(c->flush_ev);
+  free(c);
+  bufferevent_free(bev);
+  return rc;
+}
+
+void h2conn_free(h2conn *c) {
+  if (c) teardown(c);
+}
+
+void h2conn_close(h2conn *c) {
+  if (!c || c->dead) return;
+  c->closing = 1;
+  schedule_flush(c);
+}
+
+void h2conn_shutdown(h2conn *c) {
+  if (!c || c->dead) return;
+  /* Streams the peer opened after the last one we processed are refused; the
+   * peer may retry them elsewhere. */
+  nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->session),
+                        NGHTTP2_NO_ERROR, NULL, 0);
+  schedule_flush(c);
+}
+
+static nghttp2_data_provider provider_for(struct h2stream *s) {
+  nghttp2_data_provider prd;
+  prd.source.ptr = s;
+  prd.read_callback = data_read_cb;
+  return prd;
+}
+
+int h2conn_submit_request(h2conn *c, int32_t *out_sid, const nghttp2_nv *nva, size_t nvlen,
+                          int has_body, void *stream_user) {
+  if (c->dead || c->role != H2CONN_CLIENT) return -EINVAL;
+  struct h2stream *s = stream_new(c, stream_user);
+  s->has_body = has_body != 0;
+  nghttp2_data_provider prd = provider_for(s);
+  int32_t sid = nghttp2_submit_request(c->session, NULL, nva, nvlen, has_body ? &prd : NULL, s);
+  if (sid < 0) {
+    stream_free(c, s);
+    return sid == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -EAGAIN
+           : sid == NGHTTP2_ERR_NOMEM                ? -ENOMEM
+                                                     : -EINVAL;
+  }
+  s->id = sid;
+  schedule_flush(c);
+  *out_sid = sid;
+  return 0;
+}
+
+int h2conn_submit_response(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t nvlen,
+                           int has_body) {
+  struct h2stream *s = stream_get(c, sid);
+  if (!s) return -ENOENT;
+  s->has_body = has_body != 0;
+  nghttp2_data_provider prd = provider_for(s);
+  if (nghttp2_submit_response(c->session, sid, nva, nvlen, has_body ? &prd : NULL) != 0) return -EINVAL;
+  schedule_flush(c);
+  return 0;
+}
+
+struct evbuffer *h2conn_stream_output(h2conn *c, int32_t sid) {
+  struct h2stream *s = stream_get(c, sid);
+  return s ? s->out : NULL;
+}
+
+void h2conn_stream_resume(h2conn *c, int32_t sid) {
+  struct h2stream *s = stream_get(c, sid);
+  if (!s) return;
+  /* resume_data on a stream that is not deferred is an error (nghttp2#399). */
+  if (s->deferred) {
+    s->deferred = 0;
+    nghttp2_session_resume_data(c->session, sid);
+  }
+  schedule_flush(c);
+}
+
+int h2conn_stream_end(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t nvlen) {
+  struct h2stream *s = stream_get(c, sid);
+  if (!s) return -ENOENT;
+  if (!s->has_body || s->ending) return -EINVAL;
+  s->ending = 1;
+  if (nvlen > 0) {
+    s->trailers = nv_copy(nva, nvlen);
+    s->ntrailers = nvlen;
+  }
+  h2conn_stream_resume(c, sid);
+  return 0;
+}
+
+void h2conn_stream_reset(h2conn *c, int32_t sid, uint32_t error_code) {
+  if (!stream_get(c, sid)) return;
+  nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, sid, error_code);
+  schedule_flush(c);
+}
+
+size_t h2conn_stream_pending(h2conn *c, int32_t sid) {
+  struct h2stream *s = stream_get(c, sid);
+  return s ? evbuffer_get_length(s->out) : 0;
+}
+
+size_t h2conn_stream_count(const h2conn *c) { return c->nstreams; }
+
+struct bufferevent *h2conn_bufferevent(h2conn *c) { return c->bev; }

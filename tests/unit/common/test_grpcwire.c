@@ -1,0 +1,443 @@
+/* Unit tests for common/grpcwire: framing, grpc-timeout, grpc-message encoding,
+ * status names. */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcwire.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Sentinels: gw_frame_next must leave its outputs alone unless it returns a message. */
+static uint8_t sentinel_byte;
+#define SENTINEL_MSG (&sentinel_byte)
+#define SENTINEL_LEN ((size_t)0xdeadbeef)
+
+static struct evbuffer *buf_with(const void *bytes, size_t n) {
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  assert_int_equal(evbuffer_add(b, bytes, n), 0);
+  return b;
+}
+
+/* Asserts that gw_frame_next returns `want` (not a message) and changes nothing. */
+static void expect_no_frame(struct evbuffer *b, size_t max_len, int want) {
+  size_t before = evbuffer_get_length(b);
+  uint8_t *msg = SENTINEL_MSG;
+  size_t len = SENTINEL_LEN;
+  assert_int_equal(gw_frame_next(b, max_len, &msg, &len), want);
+  assert_ptr_equal(msg, SENTINEL_MSG);
+  assert_int_equal(len, SENTINEL_LEN);
+  assert_int_equal(evbuffer_get_length(b), before);
+}
+
+/* Asserts that the next frame of `b` is exactly `want` (want_len bytes). */
+static void expect_frame(struct evbuffer *b, const void *want, size_t want_len) {
+  uint8_t *msg = SENTINEL_MSG;
+  size_t len = SENTINEL_LEN;
+  assert_int_equal(gw_frame_next(b, 1 << 20, &msg, &len), GW_FRAME_MSG);
+  assert_int_equal(len, want_len);
+  if (want_len == 0) {
+    assert_null(msg);
+  } else {
+    assert_non_null(msg);
+    assert_memory_equal(msg, want, want_len);
+  }
+  free(msg);
+}
+
+static void test_frame_split_byte_by_byte(void **state) {
+  (void)state;
+  static const uint8_t wire[] = {0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'};
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  for (size_t i = 0; i < sizeof wire - 1; i++) {
+    assert_int_equal(evbuffer_add(b, &wire[i], 1), 0);
+    expect_no_frame(b, 1 << 20, GW_FRAME_NEED_MORE);
+  }
+  assert_int_equal(evbuffer_add(b, &wire[sizeof wire - 1], 1), 0);
+  expect_frame(b, "hello", 5);
+  assert_int_equal(evbuffer_get_length(b), 0);
+  evbuffer_free(b);
+}
+
+static void test_frame_two_in_one_buffer(void **state) {
+  (void)state;
+  static const uint8_t wire[] = {0, 0, 0, 0, 2, 'a', 'b', 0, 0, 0, 0, 3, 'x', 'y', 'z', 0};
+  struct evbuffer *b = buf_with(wire, sizeof wire);
+  expect_frame(b, "ab", 2);
+  assert_int_equal(evbuffer_get_length(b), 9);
+  expect_frame(b, "xyz", 3);
+  /* The start of a third prefix stays for later. */
+  expect_no_frame(b, 1 << 20, GW_FRAME_NEED_MORE);
+  assert_int_equal(evbuffer_get_length(b), 1);
+  evbuffer_free(b);
+}
+
+static void test_frame_empty_message(void **state) {
+  (void)state;
+  static const uint8_t wire[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'q'};
+  struct evbuffer *b = buf_with(wire, sizeof wire);
+  expect_frame(b, NULL, 0);
+  /* Exactly the empty frame's prefix was drained: the next one is intact. */
+  expect_frame(b, "q", 1);
+  assert_int_equal(evbuffer_get_length(b), 0);
+  evbuffer_free(b);
+}
+
+static void test_frame_too_large_refused_at_prefix(void **state) {
+  (void)state;
+  static const uint8_t over[] = {0, 0, 0, 0, 17};
+  struct evbuffer *b = buf_with(over, sizeof over);
+  /* No body byte is there yet: the refusal must not wait for it. */
+  expect_no_frame(b, 16, GW_FRAME_TOO_LARGE);
+  evbuffer_free(b);
+
+  static const uint8_t at_limit[] = {0, 0, 0, 0, 16};
+  b = buf_with(at_limit, sizeof at_limit);
+  expect_no_frame(b, 16, GW_FRAME_NEED_MORE);
+  evbuffer_free(b);
+}
+
+static void test_frame_4gib_length(void **state) {
+  (void)state;
+  static const uint8_t wire[] = {0, 0xff, 0xff, 0xff, 0xff, 'x'};
+  struct evbuffer *b = buf_with(wire, sizeof wire);
+  expect_no_frame(b, 4u << 20, GW_FRAME_TOO_LARGE);
+  expect_no_frame(b, 0xfffffffe, GW_FRAME_TOO_LARGE);
+  /* The full 32-bit length is decoded, not a truncated or signed one. */
+  expect_no_frame(b, 0xffffffff, GW_FRAME_NEED_MORE);
+  expect_no_frame(b, SIZE_MAX, GW_FRAME_NEED_MORE);
+  evbuffer_free(b);
+}
+
+static void test_frame_flags(void **state) {
+  (void)state;
+  static const uint8_t compressed[] = {1, 0, 0, 0, 1, 'z'};
+  struct evbuffer *b = buf_with(compressed, sizeof compressed);
+  expect_no_frame(b, 1 << 20, GW_FRAME_COMPRESSED);
+  evbuffer_free(b);
+
+  static const uint8_t bad_flags[] = {2, 0x80, 0xff};
+  for (size_t i = 0; i < ARRAY_LEN(bad_flags); i++) {
+    uint8_t wire[] = {bad_flags[i], 0, 0, 0, 0};
+    b = buf_with(wire, sizeof wire);
+    expect_no_frame(b, 1 << 20, GW_FRAME_BAD_FLAG);
+    evbuffer_free(b);
+  }
+}
+
+static void test_frame_append_round_trip(void **state) {
+  (void)state;
+  size_t big_len = 100000;
+  uint8_t *big = malloc(big_len);
+  assert_non_null(big);
+  for (size_t i = 0; i < big_len; i++) big[i] = (uint8_t)(i * 7 + 3);
+
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  assert_int_equal(gw_frame_append(b, (const uint8_t *)"abc", 3), 0);
+  assert_int_equal(gw_frame_append(b, NULL, 0), 0);
+  assert_int_equal(gw_frame_append(b, big, big_len), 0);
+  assert_int_equal(evbuffer_get_length(b), 3 * GW_PREFIX_LEN + 3 + big_len);
+
+  /* The prefix is flag 0 plus the big-endian length, as the peer will read it. */
+  static const uint8_t first[] = {0, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0, 0, 0, 0, 0x01, 0x86, 0xa0};
+  uint8_t head[sizeof first];
+  assert_int_equal(evbuffer_copyout(b, head, sizeof head), sizeof head);
+  assert_memory_equal(head, first, sizeof first);
+
+  expect_frame(b, "abc", 3);
+  expect_frame(b, NULL, 0);
+  expect_frame(b, big, big_len);
+  assert_int_equal(evbuffer_get_length(b), 0);
+  evbuffer_free(b);
+  free(big);
+}
+
+static void test_frame_append_all_or_nothing(void **state) {
+  (void)state;
+  struct evbuffer *b = buf_with("x", 1);
+  /* A buffer whose end is frozen cannot grow: the append fails without a partial frame. */
+  assert_int_equal(evbuffer_freeze(b, 0), 0);
+  assert_int_equal(gw_frame_append(b, (const uint8_t *)"abc", 3), -ENOMEM);
+  Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  assert_int_equal(gw_frame_append_pb(b, &resp.base), -ENOMEM);
+  assert_int_equal(evbuffer_get_length(b), 1);
+  evbuffer_free(b);
+}
+
+static void test_frame_append_pb(void **state) {
+  (void)state;
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  assert_int_equal(gw_frame_append_pb(b, &resp.base), 0);
+  /* A default message packs to nothing: an empty frame. */
+  Grpc__Health__V1__HealthCheckResponse empty = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  assert_int_equal(gw_frame_append_pb(b, &empty.base), 0);
+
+  static const uint8_t want[] = {0, 0, 0, 0, 2, 0x08, 0x01, 0, 0, 0, 0, 0};
+  assert_int_equal(evbuffer_get_length(b), sizeof want);
+  uint8_t got[sizeof want];
+  assert_int_equal(evbuffer_copyout(b, got, sizeof got), sizeof got);
+  assert_memory_equal(got, want, sizeof want);
+
+  uint8_t *msg = NULL;
+  size_t len = 0;
+  assert_int_equal(gw_frame_next(b, 1 << 20, &msg, &len), GW_FRAME_MSG);
+  Grpc__Health__V1__HealthCheckResponse *dec =
+      grpc__health__v1__health_check_response__unpack(NULL, len, msg);
+  assert_non_null(dec);
+  assert_int_equal(dec->status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+  grpc__health__v1__health_check_response__free_unpacked(dec, NULL);
+  free(msg);
+
+  expect_frame(b, NULL, 0);
+  assert_int_equal(evbuffer_get_length(b), 0);
+  evbuffer_free(b);
+}
+
+static void test_timeout_parse_valid(void **state) {
+  (void)state;
+  static const struct {
+    const char *v;
+    uint64_t ms;
+  } cases[] = {
+      {"1H", 3600000},
+      {"2M", 120000},
+      {"3S", 3000},
+      {"4m", 4},
+      {"0H", 0},
+      {"0m", 0},
+      {"0n", 0},
+      {"0u", 0},
+      {"1u", 1},
+      {"999u", 1},
+      {"1000u", 1},
+      {"1001u", 2},
+      {"1n", 1},
+      {"1000000n", 1},
+      {"1000001n", 2},
+      {"99999999n", 100},
+      {"99999999m", 99999999},
+      {"00000001S", 1000},
+      {"99999999H", UINT64_C(359999996400000)},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    uint64_t ms = UINT64_MAX;
+    int rc = gw_timeout_parse(&ms, cases[i].v, strlen(cases[i].v));
+    if (rc != 0 || ms != cases[i].ms)
+      fail_msg("%s: rc=%d ms=%llu want %llu", cases[i].v, rc, (unsigned long long)ms,
+               (unsigned long long)cases[i].ms);
+  }
+}
+
+static void test_timeout_parse_invalid(void **state) {
+  (void)state;
+  static const char *const cases[] = {
+      "",    "m",   "100000000m", "000000001m", "10",   "10x",  "10h", "10s", "1 m",
+      " 1m", "1m ", "-1m",        "+1m",        "1.5S", "0x1S", "1mm", "S1",
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    uint64_t ms = 42;
+    int rc = gw_timeout_parse(&ms, cases[i], strlen(cases[i]));
+    if (rc != -EINVAL || ms != 42) fail_msg("'%s' accepted: rc=%d ms=%llu", cases[i], rc, (unsigned long long)ms);
+  }
+  /* Only `len` bytes count: "12m" cut to "12" has no unit. */
+  uint64_t ms = 42;
+  assert_int_equal(gw_timeout_parse(&ms, "12m", 2), -EINVAL);
+  assert_int_equal(ms, 42);
+  assert_int_equal(gw_timeout_parse(&ms, "12m", 3), 0);
+  assert_int_equal(ms, 12);
+}
+
+static void expect_format(uint64_t ms, const char *want) {
+  char buf[16];
+  size_t n = gw_timeout_format(buf, ms);
+  assert_string_equal(buf, want);
+  assert_int_equal(n, strlen(want));
+}
+
+static void test_timeout_format(void **state) {
+  (void)state;
+  expect_format(0, "0m");
+  expect_format(1, "1m");
+  expect_format(99999999, "99999999m");
+  expect_format(100000000, "100000S");
+  expect_format(100000001, "100001S");
+  expect_format(UINT64_C(99999999000), "99999999S");
+  expect_format(UINT64_C(99999999001), "1666667M");
+  expect_format(UINT64_C(359999996400000), "99999999H");
+  expect_format(UINT64_MAX, "99999999H");
+}
+
+static uint64_t unit_ms(char unit) {
+  switch (unit) {
+    case 'm': return 1;
+    case 'S': return 1000;
+    case 'M': return 60000;
+    default: return 3600000;
+  }
+}
+
+static void test_timeout_format_round_trip(void **state) {
+  (void)state;
+  uint64_t x = 0x9e3779b97f4a7c15u;
+  for (int i = 0; i < 2000; i++) {
+    /* Values spread over every unit's range, up to 2^64. */
+    x = x * 6364136223846793005u + 1442695040888963407u;
+    uint64_t ms = x >> (x % 64);
+    char buf[16];
+    size_t n = gw_timeout_format(buf, ms);
+    if (ms > UINT64_C(359999996400000)) {
+      assert_string_equal(buf, "99999999H");
+      continue;
+    }
+    assert_in_range(n, 2, 9);
+    uint64_t back = 0;
+    assert_int_equal(gw_timeout_parse(&back, buf, n), 0);
+    /* Never shorter, and longer by less than one unit. */
+    assert_true(back >= ms);
+    assert_true(back - ms < unit_ms(buf[n - 1]));
+    if (ms <= 99999999) assert_int_equal(back, ms);
+  }
+}
+
+static void expect_encode(const char *src, const char *want) {
+  char dst[256];
+  size_t n = gw_pct_encode(dst, sizeof dst, src);
+  assert_string_equal(dst, want);
+  assert_int_equal(n, strlen(want));
+}
+
+static void test_pct_encode(void **state) {
+  (void)state;
+  expect_encode("", "");
+  expect_encode("Hello, World! ~ `{}|' \"x\"", "Hello, World! ~ `{}|' \"x\"");
+  expect_encode("100%", "100%25");
+  expect_encode("%%", "%25%25");
+  expect_encode("r\xc3\xa9sum\xc3\xa9", "r%C3%A9sum%C3%A9");
+  expect_encode("a\tb\nc\x7f\x1f", "a%09b%0Ac%7F%1F");
+  expect_encode("\xff", "%FF");
+}
+
+static void test_pct_encode_truncation(void **state) {
+  (void)state;
+  static const struct {
+    size_t cap;
+    const char *want;
+  } cases[] = {
+      {1, ""}, {2, "a"}, {3, "ab"}, {4, "ab"}, {5, "ab"}, {6, "ab%25"}, {7, "ab%25c"}, {8, "ab%25c"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char dst[16];
+    memset(dst, '#', sizeof dst);
+    size_t n = gw_pct_encode(dst, cases[i].cap, "ab%c");
+    assert_string_equal(dst, cases[i].want);
+    assert_int_equal(n, strlen(cases[i].want));
+    /* Nothing written past cap. */
+    for (size_t j = cases[i].cap; j < sizeof dst; j++) assert_int_equal(dst[j], '#');
+  }
+}
+
+static void expect_decode(const char *src, const char *want) {
+  char dst[256];
+  size_t n = gw_pct_decode(dst, sizeof dst, src, strlen(src));
+  assert_string_equal(dst, want);
+  assert_int_equal(n, strlen(want));
+}
+
+static void test_pct_decode(void **state) {
+  (void)state;
+  expect_decode("", "");
+  expect_decode("plain text", "plain text");
+  expect_decode("100%25", "100%");
+  expect_decode("r%C3%A9sum%c3%a9", "r\xc3\xa9sum\xc3\xa9");
+  expect_decode("%%41", "%A");
+  /* Malformed escapes are kept verbatim. */
+  expect_decode("%", "%");
+  expect_decode("100%", "100%");
+  expect_decode("%2", "%2");
+  expect_decode("%zz", "%zz");
+  expect_decode("%2g%g2", "%2g%g2");
+  expect_decode("50% off", "50% off");
+
+  char dst[16];
+  /* Only `len` bytes count: an escape cut by len is malformed. */
+  assert_int_equal(gw_pct_decode(dst, sizeof dst, "%41", 2), 2);
+  assert_string_equal(dst, "%4");
+  /* %00 decodes to a NUL byte that the length accounts for. */
+  assert_int_equal(gw_pct_decode(dst, sizeof dst, "a%00b", 5), 3);
+  assert_memory_equal(dst, "a\0b", 4);
+  /* Truncated to cap - 1 and NUL-terminated, nothing written past cap. */
+  memset(dst, '#', sizeof dst);
+  assert_int_equal(gw_pct_decode(dst, 4, "%41%42%43%44", 12), 3);
+  assert_string_equal(dst, "ABC");
+  for (size_t j = 4; j < sizeof dst; j++) assert_int_equal(dst[j], '#');
+  assert_int_equal(gw_pct_decode(dst, 1, "abc", 3), 0);
+  assert_string_equal(dst, "");
+}
+
+static void test_pct_round_trip_all_bytes(void **state) {
+  (void)state;
+  char src[256];
+  for (int i = 1; i < 256; i++) src[i - 1] = (char)i;
+  src[255] = '\0';
+  char enc[3 * 256 + 1];
+  size_t n = gw_pct_encode(enc, sizeof enc, src);
+  for (size_t i = 0; i < n; i++) assert_true(enc[i] >= 0x20 && enc[i] <= 0x7e);
+  char dec[256];
+  assert_int_equal(gw_pct_decode(dec, sizeof dec, enc, n), 255);
+  assert_memory_equal(dec, src, 256);
+}
+
+static void test_status_name(void **state) {
+  (void)state;
+  assert_string_equal(gw_status_name(GW_OK), "OK");
+  assert_string_equal(gw_status_name(GW_CANCELLED), "CANCELLED");
+  assert_string_equal(gw_status_name(GW_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
+  assert_string_equal(gw_status_name(GW_RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED");
+  assert_string_equal(gw_status_name(GW_UNIMPLEMENTED), "UNIMPLEMENTED");
+  assert_string_equal(gw_status_name(GW_INTERNAL), "INTERNAL");
+  assert_string_equal(gw_status_name(GW_UNAUTHENTICATED), "UNAUTHENTICATED");
+  assert_string_equal(gw_status_name(-1), "UNKNOWN");
+  assert_string_equal(gw_status_name(17), "UNKNOWN");
+  assert_string_equal(gw_status_name(INT_MAX), "UNKNOWN");
+  assert_string_equal(gw_status_name(INT_MIN), "UNKNOWN");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_frame_split_byte_by_byte),
+      cmocka_unit_test(test_frame_two_in_one_buffer),
+      cmocka_unit_test(test_frame_empty_message),
+      cmocka_unit_test(test_frame_too_large_refused_at_prefix),
+      cmocka_unit_test(test_frame_4gib_length),
+      cmocka_unit_test(test_frame_flags),
+      cmocka_unit_test(test_frame_append_round_trip),
+      cmocka_unit_test(test_frame_append_all_or_nothing),
+      cmocka_unit_test(test_frame_append_pb),
+      cmocka_unit_test(test_timeout_parse_valid),
+      cmocka_unit_test(test_timeout_parse_invalid),
+      cmocka_unit_test(test_timeout_format),
+      cmocka_unit_test(test_timeout_format_round_trip),
+      cmocka_unit_test(test_pct_encode),
+      cmocka_unit_test(test_pct_encode_truncation),
+      cmocka_unit_test(test_pct_decode),
+      cmocka_unit_test(test_pct_round_trip_all_bytes),
+      cmocka_unit_test(test_status_name),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
