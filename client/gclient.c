@@ -1,1 +1,612 @@
 #include "gclient.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <nghttp2/nghttp2.h>
+
+#include "grpcwire.h"
+#include "h2conn.h"
+
+#define GCL_USER_AGENT "prismq-c/0.1"
+#define UNIX_PREFIX "unix:"
+#define LOCALHOST_PREFIX "localhost:"
+
+struct gcl_call {
+  LIST_ENTRY(gcl_call) link;
+  gcl_conn *conn;
+  int32_t sid; /* 0: no stream was opened (the call failed at start) */
+  /* The call's one event: its deadline while the stream is open, then, activated by
+   * hand, the deferred completion that runs on_done outside h2conn's callbacks. */
+  struct event *ev;
+  struct evbuffer *in; /* response bytes not yet deframed */
+  gcl_msg_fn on_msg;
+  gcl_done_fn on_done;
+  void *user;
+  int http_status;
+  int grpc_status; /* -1 absent, -2 malformed */
+  int grpc_type_ok;
+  int closed;          /* h2conn closed the stream (or there never was one) */
+  uint32_t reset_code; /* HTTP/2 error code the stream closed with */
+  int have_status;     /* st is final: the first final status wins */
+  gcl_status st;
+};
+
+struct gcl_conn {
+  struct event_base *base;
+  gcl_conn_opts opts;
+  h2conn *h2;        /* NULL once the connection has failed or closed */
+  evutil_socket_t fd; /* ours while connecting; -1 once the bufferevent owns it */
+  struct event *connect_ev;
+  char *target;
+  const char *authority;
+  int freeing;
+  char err[256]; /* why the connection is gone, for the calls that end with it */
+  LIST_HEAD(, gcl_call) calls;
+};
+
+/* ---- call status ---- */
+
+static void call_set_status(gcl_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void call_set_vstatus(gcl_call *call, int code, const char *fmt, va_list ap) {
+  if (call->have_status) return;
+  call->have_status = 1;
+  call->st.code = code;
+  vsnprintf(call->st.message, sizeof call->st.message, fmt, ap);
+}
+
+static void call_set_status(gcl_call *call, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  call_set_vstatus(call, code, fmt, ap);
+  va_end(ap);
+}
+
+static int stream_open(const gcl_call *call) {
+  return call->sid > 0 && !call->closed && call->conn->h2;
+}
+
+/* Ends the call locally with `code`: the stream is reset so the server stops, and
+ * on_done follows once h2conn has closed it. */
+static void call_fail(gcl_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void call_fail(gcl_call *call, int code, const char *fmt, ...) {
+  if (call->have_status) return;
+  va_list ap;
+  va_start(ap, fmt);
+  call_set_vstatus(call, code, fmt, ap);
+  va_end(ap);
+  if (stream_open(call)) h2conn_stream_reset(call->conn->h2, call->sid, NGHTTP2_CANCEL);
+}
+
+/* grpc doc/PROTOCOL-HTTP2.md, "Errors": RST_STREAM codes as the client reports them. */
+static int reset_code_status(uint32_t code) {
+  switch (code) {
+  case NGHTTP2_CANCEL:
+    return GW_CANCELLED;
+  case NGHTTP2_REFUSED_STREAM:
+    return GW_UNAVAILABLE;
+  case NGHTTP2_ENHANCE_YOUR_CALM:
+    return GW_RESOURCE_EXHAUSTED;
+  case NGHTTP2_INADEQUATE_SECURITY:
+    return GW_PERMISSION_DENIED;
+  default:
+    return GW_INTERNAL;
+  }
+}
+
+/* grpc doc/http-grpc-status-mapping.md. */
+static int http_status_code(int http) {
+  switch (http) {
+  case 400:
+    return GW_INTERNAL;
+  case 401:
+    return GW_UNAUTHENTICATED;
+  case 403:
+    return GW_PERMISSION_DENIED;
+  case 404:
+    return GW_UNIMPLEMENTED;
+  case 429:
+  case 502:
+  case 503:
+  case 504:
+    return GW_UNAVAILABLE;
+  default:
+    return GW_UNKNOWN;
+  }
+}
+
+static void call_free(gcl_call *call) {
+  if (call->ev) event_free(call->ev);
+  if (call->in) evbuffer_free(call->in);
+  free(call);
+}
+
+/* Decides the status of a call that ended without one, runs on_done, frees the call.
+ * The call is unlinked first, so on_done may free the connection. */
+static void call_complete(gcl_call *call) {
+  gcl_conn *c = call->conn;
+  if (c->freeing)
+    call_set_status(call, GW_CANCELLED, "connection freed");
+  else if (!c->h2)
+    /* Streams cut by a lost connection close with CANCEL just before on_conn_close;
+     * completion is deferred, so by now the connection is known to be gone. */
+    call_set_status(call, GW_UNAVAILABLE, "%s", c->err);
+  else if (call->reset_code != NGHTTP2_NO_ERROR)
+    call_set_status(call, reset_code_status(call->reset_code), "stream reset by server: %s",
+                    nghttp2_http2_strerror(call->reset_code));
+  else
+    call_set_status(call, GW_INTERNAL, "stream closed without grpc-status");
+  LIST_REMOVE(call, link);
+  call->on_done(call->user, &call->st);
+  call_free(call);
+}
+
+/* Schedules call_complete from the loop (never from inside gcl_call_start or an
+ * h2conn callback). */
+static void call_schedule_done(gcl_call *call) {
+  call->closed = 1;
+  event_del(call->ev);
+  event_active(call->ev, EV_TIMEOUT, 1);
+}
+
+static void call_event_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  gcl_call *call = arg;
+  if (call->closed)
+    call_complete(call);
+  else
+    call_fail(call, GW_DEADLINE_EXCEEDED, "deadline exceeded");
+}
+
+/* ---- h2conn callbacks ---- */
+
+static int header_is(const uint8_t *name, size_t namelen, const char *lit) {
+  size_t n = strlen(lit);
+  return namelen == n && memcmp(name, lit, n) == 0;
+}
+
+/* A non-negative decimal of at most 9 digits, or -1. */
+static int parse_small_uint(const uint8_t *v, size_t len) {
+  if (len == 0 || len > 9) return -1;
+  int n = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (v[i] < '0' || v[i] > '9') return -1;
+    n = n * 10 + (v[i] - '0');
+  }
+  return n;
+}
+
+/* "application/grpc" alone or followed by "+proto", ";charset=..." and the like. */
+static int grpc_content_type(const uint8_t *v, size_t len) {
+  static const char base[] = "application/grpc";
+  size_t n = sizeof base - 1;
+  return len >= n && memcmp(v, base, n) == 0 && (len == n || v[n] == '+' || v[n] == ';');
+}
+
+static int on_header(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, int trailer) {
+  (void)h2;
+  (void)sid;
+  (void)trailer;
+  gcl_call *call = stream_user;
+  if (!call || call->have_status) return 0;
+  if (header_is(name, namelen, ":status")) {
+    call->http_status = parse_small_uint(value, valuelen);
+  } else if (header_is(name, namelen, "content-type")) {
+    call->grpc_type_ok = grpc_content_type(value, valuelen);
+  } else if (header_is(name, namelen, "grpc-status")) {
+    int code = parse_small_uint(value, valuelen);
+    call->grpc_status = code < 0 ? -2 : code;
+  } else if (header_is(name, namelen, "grpc-message")) {
+    gw_pct_decode(call->st.message, sizeof call->st.message, (const char *)value, valuelen);
+  }
+  return 0;
+}
+
+/* The server ended the stream with trailers (or a trailers-only answer). */
+static void call_take_trailers(gcl_call *call) {
+  if (call->grpc_status == -1) {
+    call_set_status(call, GW_UNKNOWN, "missing grpc-status in trailers");
+  } else if (call->grpc_status == -2) {
+    call_set_status(call, GW_UNKNOWN, "malformed grpc-status in trailers");
+  } else if (call->grpc_status == GW_OK && evbuffer_get_length(call->in) > 0) {
+    call_set_status(call, GW_INTERNAL, "stream ended inside a message (%zu bytes left)",
+                    evbuffer_get_length(call->in));
+  } else {
+    /* st.message already holds the decoded grpc-message, if any. */
+    call->st.code = call->grpc_status;
+    call->have_status = 1;
+  }
+}
+
+static void on_headers_done(h2conn *h2, int32_t sid, void *stream_user, int trailer,
+                            int end_stream) {
+  (void)h2;
+  (void)sid;
+  gcl_call *call = stream_user;
+  if (!call || call->have_status) return;
+  if (!trailer) {
+    if (call->http_status != 200) {
+      call_fail(call, http_status_code(call->http_status), "unexpected HTTP status %d",
+                call->http_status);
+      return;
+    }
+    /* A trailers-only answer is judged by its grpc-status alone. */
+    if (!end_stream && !call->grpc_type_ok) {
+      call_fail(call, GW_INTERNAL, "response content-type is not application/grpc");
+      return;
+    }
+  }
+  if (end_stream) call_take_trailers(call);
+}
+
+static void on_data(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *data,
+                    size_t len) {
+  (void)h2;
+  (void)sid;
+  gcl_call *call = stream_user;
+  if (!call || call->have_status) return;
+  if (evbuffer_add(call->in, data, len) < 0) {
+    call_fail(call, GW_RESOURCE_EXHAUSTED, "out of memory buffering the response");
+    return;
+  }
+  while (!call->have_status) {
+    uint8_t *msg;
+    size_t msglen;
+    int r = gw_frame_next(call->in, call->conn->opts.max_recv_msg, &msg, &msglen);
+    if (r == GW_FRAME_NEED_MORE) return;
+    switch (r) {
+    case GW_FRAME_MSG: {
+      int stop = call->on_msg ? call->on_msg(call->user, msg, msglen) : 0;
+      free(msg);
+      if (stop) call_fail(call, GW_CANCELLED, "call cancelled by the client");
+      break;
+    }
+    case GW_FRAME_TOO_LARGE:
+      call_fail(call, GW_RESOURCE_EXHAUSTED, "response message larger than %zu bytes",
+                call->conn->opts.max_recv_msg);
+      break;
+    case GW_FRAME_COMPRESSED:
+      call_fail(call, GW_INTERNAL, "compressed response message, but no encoding was asked for");
+      break;
+    case -ENOMEM:
+      call_fail(call, GW_RESOURCE_EXHAUSTED, "out of memory for a response message");
+      break;
+    default:
+      call_fail(call, GW_INTERNAL, "bad message flag in the response");
+      break;
+    }
+  }
+}
+
+static void on_stream_close(h2conn *h2, int32_t sid, void *stream_user, uint32_t error_code) {
+  (void)h2;
+  (void)sid;
+  gcl_call *call = stream_user;
+  if (!call) return;
+  call->reset_code = error_code;
+  call_schedule_done(call);
+}
+
+static void on_conn_close(h2conn *h2, void *conn_user) {
+  (void)h2;
+  gcl_conn *c = conn_user;
+  c->h2 = NULL;
+  if (!c->err[0]) snprintf(c->err, sizeof c->err, "connection closed");
+}
+
+static const h2conn_callbacks conn_callbacks = {
+    .on_header = on_header,
+    .on_headers_done = on_headers_done,
+    .on_data = on_data,
+    .on_stream_close = on_stream_close,
+    .on_conn_close = on_conn_close,
+};
+
+/* ---- connection ---- */
+
+/* Parses the target into a socket address. TCP hosts are numeric or "localhost":
+ * resolving names would block the caller's loop. */
+static int parse_target(struct sockaddr_storage *ss, socklen_t *sslen, const char *target) {
+  memset(ss, 0, sizeof *ss);
+  if (strncmp(target, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
+    const char *path = target + strlen(UNIX_PREFIX);
+    struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+    if (!path[0] || strlen(path) >= sizeof sun->sun_path) return -EINVAL;
+    sun->sun_family = AF_UNIX;
+    strcpy(sun->sun_path, path);
+    *sslen = (socklen_t)sizeof *sun;
+    return 0;
+  }
+  char buf[64];
+  if (strncmp(target, LOCALHOST_PREFIX, strlen(LOCALHOST_PREFIX)) == 0) {
+    int n = snprintf(buf, sizeof buf, "127.0.0.1:%s", target + strlen(LOCALHOST_PREFIX));
+    if (n < 0 || (size_t)n >= sizeof buf) return -EINVAL;
+    target = buf;
+  }
+  int len = (int)sizeof *ss;
+  if (evutil_parse_sockaddr_port(target, (struct sockaddr *)ss, &len) < 0) return -EINVAL;
+  /* evutil accepts a bare address as port 0; a target must name its port. */
+  in_port_t port = ss->ss_family == AF_INET ? ((struct sockaddr_in *)ss)->sin_port
+                                            : ((struct sockaddr_in6 *)ss)->sin6_port;
+  if (port == 0) return -EINVAL;
+  *sslen = (socklen_t)len;
+  return 0;
+}
+
+/* The connection is gone before or without HTTP/2: every call ends UNAVAILABLE with
+ * the reason. Not from inside an h2conn callback. */
+static void conn_fail(gcl_conn *c, int err) {
+  snprintf(c->err, sizeof c->err, "connect to %s: %s", c->target, strerror(err));
+  if (c->connect_ev) {
+    event_free(c->connect_ev);
+    c->connect_ev = NULL;
+  }
+  if (c->fd >= 0) {
+    evutil_closesocket(c->fd);
+    c->fd = -1;
+  }
+  h2conn_free(c->h2);
+}
+
+static void connect_cb(evutil_socket_t fd, short what, void *arg) {
+  gcl_conn *c = arg;
+  int err = ETIMEDOUT;
+  socklen_t errlen = sizeof err;
+  if ((what & EV_WRITE) && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0) err = errno;
+  if (err) {
+    conn_fail(c, err);
+    return;
+  }
+  event_free(c->connect_ev);
+  c->connect_ev = NULL;
+  /* The bufferevent starts writing what h2conn has queued (preface, SETTINGS,
+   * requests) and reading the answers. */
+  bufferevent_setfd(h2conn_bufferevent(c->h2), c->fd);
+  c->fd = -1;
+}
+
+/* We connect the socket ourselves rather than with bufferevent_socket_connect, which
+ * reports a failed connect to h2conn's event callback without its errno: the calls
+ * could not say why. The bufferevent gets the socket once connected; until then
+ * h2conn queues its output in it. */
+static int conn_start(gcl_conn *c, const struct sockaddr_storage *ss, socklen_t sslen) {
+  int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (ss->ss_family != AF_UNIX) {
+    /* gRPC messages are small and latency-bound: no Nagle. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  c->fd = fd;
+  int rc = connect(fd, (const struct sockaddr *)ss, sslen);
+  if (rc < 0 && errno != EINPROGRESS) {
+    conn_fail(c, errno);
+    return 0;
+  }
+  if (rc == 0) {
+    bufferevent_setfd(h2conn_bufferevent(c->h2), fd);
+    c->fd = -1;
+    return 0;
+  }
+  c->connect_ev = event_new(c->base, fd, EV_WRITE, connect_cb, c);
+  if (!c->connect_ev) return -ENOMEM;
+  struct timeval tv = {c->opts.connect_timeout_ms / 1000,
+                       (c->opts.connect_timeout_ms % 1000) * 1000};
+  if (event_add(c->connect_ev, c->opts.connect_timeout_ms ? &tv : NULL) < 0) return -ENOMEM;
+  return 0;
+}
+
+int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
+                 const gcl_conn_opts *opts) {
+  static const gcl_conn_opts defaults = GCL_CONN_OPTS_INIT;
+  struct sockaddr_storage ss;
+  socklen_t sslen;
+  int rc = parse_target(&ss, &sslen, target);
+  if (rc < 0) return rc;
+
+  gcl_conn *c = calloc(1, sizeof *c);
+  if (!c) return -ENOMEM;
+  c->base = base;
+  c->opts = opts ? *opts : defaults;
+  c->fd = -1;
+  LIST_INIT(&c->calls);
+  c->target = strdup(target);
+  if (!c->target) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  /* gRPC names unix sockets "localhost" in :authority. */
+  c->authority = ss.ss_family == AF_UNIX ? "localhost" : c->target;
+
+  struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+  if (!bev) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  h2conn_opts ho = H2CONN_OPTS_INIT;
+  rc = h2conn_new(&c->h2, bev, H2CONN_CLIENT, &ho, &conn_callbacks, c);
+  if (rc < 0) goto fail;
+  rc = conn_start(c, &ss, sslen);
+  if (rc < 0) goto fail;
+  *out = c;
+  return 0;
+
+fail:
+  gcl_conn_free(c);
+  return rc;
+}
+
+void gcl_conn_free(gcl_conn *c) {
+  /* Also a no-op from an on_done that this very free runs. */
+  if (!c || c->freeing) return;
+  c->freeing = 1;
+  if (c->connect_ev) event_free(c->connect_ev);
+  if (c->fd >= 0) evutil_closesocket(c->fd);
+  /* Closes every stream (each schedules its completion), then on_conn_close. */
+  h2conn_free(c->h2);
+  gcl_call *call;
+  while ((call = LIST_FIRST(&c->calls)) != NULL) {
+    call->closed = 1;
+    call_complete(call);
+  }
+  free(c->target);
+  free(c);
+}
+
+/* ---- calls ---- */
+
+/* Opens the stream for the request already framed in call->in. Nothing can fail once
+ * the stream exists: the bytes move to its output without a copy, leaving call->in
+ * empty for the response. Returns 0, -ENOMEM, or another negative errno from h2conn
+ * (the connection takes no new streams). */
+static int call_submit(gcl_call *call, const char *path, uint64_t timeout_ms) {
+  gcl_conn *c = call->conn;
+  char timeout[16];
+#define NV(n, v, vlen) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vlen), NGHTTP2_NV_FLAG_NONE}
+#define NVS(n, s) NV(n, s, strlen(s))
+  nghttp2_nv nva[] = {
+      NVS(":method", "POST"),
+      NVS(":scheme", "http"),
+      NVS(":path", path),
+      NVS(":authority", c->authority),
+      NVS("content-type", "application/grpc"),
+      NVS("te", "trailers"),
+      NVS("user-agent", GCL_USER_AGENT),
+      NV("grpc-timeout", timeout, timeout_ms ? gw_timeout_format(timeout, timeout_ms) : 0),
+  };
+#undef NVS
+#undef NV
+  size_t nvlen = sizeof nva / sizeof nva[0] - (timeout_ms ? 0 : 1);
+  int rc = h2conn_submit_request(c->h2, &call->sid, nva, nvlen, 1, call);
+  if (rc < 0) return rc;
+  evbuffer_add_buffer(h2conn_stream_output(c->h2, call->sid), call->in);
+  h2conn_stream_resume(c->h2, call->sid);
+  h2conn_stream_end(c->h2, call->sid, NULL, 0);
+  return 0;
+}
+
+int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req,
+                   size_t len, uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done,
+                   void *user) {
+  gcl_call *call = calloc(1, sizeof *call);
+  if (!call) return -ENOMEM;
+  call->conn = c;
+  call->on_msg = on_msg;
+  call->on_done = on_done;
+  call->user = user;
+  call->http_status = -1;
+  call->grpc_status = -1;
+  call->ev = event_new(c->base, -1, 0, call_event_cb, call);
+  call->in = evbuffer_new();
+  int rc = call->ev && call->in ? gw_frame_append(call->in, req, len) : -ENOMEM;
+  if (rc == 0 && timeout_ms) {
+    /* The deadline covers connecting too. Past ~68 years it is moot; the cap keeps
+     * time_t arithmetic sane. */
+    uint64_t sec = timeout_ms / 1000 > INT32_MAX ? INT32_MAX : timeout_ms / 1000;
+    struct timeval tv = {(time_t)sec, (suseconds_t)(timeout_ms % 1000) * 1000};
+    if (event_add(call->ev, &tv) < 0) rc = -ENOMEM;
+  }
+  if (rc < 0) goto fail;
+
+  if (!c->h2) {
+    call_set_status(call, GW_UNAVAILABLE, "%s", c->err);
+  } else {
+    rc = call_submit(call, path, timeout_ms);
+    if (rc == -ENOMEM) goto fail;
+    if (rc < 0)
+      call_set_status(call, GW_UNAVAILABLE, "connection takes no new calls: %s", strerror(-rc));
+  }
+  LIST_INSERT_HEAD(&c->calls, call, link);
+  if (call->sid == 0) call_schedule_done(call);
+  if (out) *out = call;
+  return 0;
+
+fail:
+  call_free(call);
+  return rc;
+}
+
+void gcl_call_cancel(gcl_call *call) {
+  call_fail(call, GW_CANCELLED, "call cancelled");
+}
+
+/* ---- blocking unary ---- */
+
+struct unary {
+  int done;
+  size_t nmsg;
+  int nomem;
+  uint8_t *msg;
+  size_t len;
+  gcl_status st;
+};
+
+static int unary_msg(void *user, const uint8_t *msg, size_t len) {
+  struct unary *u = user;
+  if (u->nmsg++ > 0) return 1;
+  if (len > 0) {
+    u->msg = malloc(len);
+    if (!u->msg) {
+      u->nomem = 1;
+      return 1;
+    }
+    memcpy(u->msg, msg, len);
+  }
+  u->len = len;
+  return 0;
+}
+
+static void unary_done(void *user, const gcl_status *st) {
+  struct unary *u = user;
+  u->done = 1;
+  u->st = *st;
+  if (u->nomem) {
+    u->st.code = GW_RESOURCE_EXHAUSTED;
+    snprintf(u->st.message, sizeof u->st.message, "out of memory for the response");
+  } else if (u->nmsg > 1) {
+    u->st.code = GW_INTERNAL;
+    snprintf(u->st.message, sizeof u->st.message, "unary call got more than one response");
+  } else if (st->code == GW_OK && u->nmsg == 0) {
+    u->st.code = GW_INTERNAL;
+    snprintf(u->st.message, sizeof u->st.message, "unary call got no response message");
+  }
+}
+
+int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
+              uint64_t timeout_ms, uint8_t **resp, size_t *resp_len, gcl_status *st) {
+  struct unary u = {0};
+  int rc = gcl_call_start(NULL, c, path, req, len, timeout_ms, unary_msg, unary_done, &u);
+  if (rc < 0) {
+    u.st.code = GW_RESOURCE_EXHAUSTED;
+    snprintf(u.st.message, sizeof u.st.message, "cannot start the call: %s", strerror(-rc));
+  }
+  /* A pending call always has an event (socket, deadline or completion), so the loop
+   * cannot run dry before on_done. */
+  while (rc == 0 && !u.done) event_base_loop(c->base, EVLOOP_ONCE);
+  if (u.st.code == GW_OK) {
+    *resp = u.msg;
+    *resp_len = u.len;
+  } else {
+    free(u.msg);
+  }
+  if (st) *st = u.st;
+  return u.st.code;
+}

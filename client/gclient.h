@@ -32,17 +32,21 @@ typedef struct gcl_conn_opts {
 
 #define GCL_CONN_OPTS_INIT { 10000, 64u << 20 }
 
-/* Connects to `target`: "host:port" (IPv4/IPv6 literal or name; "[::1]:port" for
- * IPv6), or "unix:/path". The connection is made asynchronously on `base`; calls may
- * be started at once and fail with UNAVAILABLE if it cannot be made.
+/* Connects to `target`: "host:port" where host is an IPv4 literal, "[v6 literal]" or
+ * "localhost" (127.0.0.1; other names are not resolved, as that would block the
+ * loop), or "unix:/path". The connection is made asynchronously on `base` (within
+ * opts->connect_timeout_ms); calls may be started at once. If it cannot be made, or
+ * once it is lost, every call on it ends UNAVAILABLE with the reason (e.g. "connect to
+ * 127.0.0.1:1: Connection refused", "connection closed"); there is no reconnection.
+ * `opts` may be NULL for GCL_CONN_OPTS_INIT.
  * Returns 0 and sets *out, -EINVAL for a malformed target, -ENOMEM, or another
- * negative errno from socket set-up. Caller frees with gcl_conn_free. */
+ * negative errno from socket(2). Caller frees with gcl_conn_free. */
 int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
                  const gcl_conn_opts *opts);
 
 /* Closes the connection; calls still running end with CANCELLED (their on_done
- * fires before this returns). Accepts NULL. Not from inside one of its calls'
- * callbacks. */
+ * fires before this returns). Accepts NULL. May be called from a call's on_done, not
+ * from inside on_msg. */
 void gcl_conn_free(gcl_conn *c);
 
 /* Called for each response message (len bytes, valid during the call). Return 0 to
@@ -56,21 +60,27 @@ typedef void (*gcl_done_fn)(void *user, const gcl_status *st);
 
 /* Starts a unary or server-streaming call of `path` ("/pkg.Svc/Method") sending the
  * one request message `req` (len bytes, copied). `timeout_ms` 0 = no deadline; else it
- * is sent as grpc-timeout and enforced locally too (DEADLINE_EXCEEDED).
- * Returns 0 (on_done will fire exactly once, never from inside this function) and, if
- * out is not NULL, sets *out to a handle valid until on_done; or a negative errno
- * (-ENOMEM, -ENOTCONN if the connection has failed), in which case no callback fires. */
+ * is sent as grpc-timeout and enforced locally too (DEADLINE_EXCEEDED). `on_msg` may
+ * be NULL to ignore response messages. on_msg and on_done run from the connection's
+ * event_base loop.
+ * Returns 0 (on_done will fire exactly once, never from inside this function; on a
+ * failed connection it fires from the loop with UNAVAILABLE) and, if out is not NULL,
+ * sets *out to a handle valid until on_done; or -ENOMEM / -EMSGSIZE (request over
+ * 4 GiB), in which case no callback fires. */
 int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req,
                    size_t len, uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done,
                    void *user);
 
 /* Cancels a running call: RST_STREAM(CANCEL) goes out and on_done fires later from the
- * loop with CANCELLED. */
+ * loop with CANCELLED (or with the final status the call already had). Valid until
+ * on_done, including from inside on_msg. */
 void gcl_call_cancel(gcl_call *call);
 
 /* Blocking unary call on a connection whose event_base is not otherwise running: runs
  * the loop until the call ends. On OK sets *resp (malloc'd, caller frees with free();
- * NULL for an empty message) and *resp_len. Returns the status code (0 = OK) and fills
+ * NULL for an empty message) and *resp_len; otherwise leaves them untouched. A
+ * response with no message or more than one is INTERNAL; a call that cannot be started
+ * (out of memory) is RESOURCE_EXHAUSTED. Returns the status code (0 = OK) and fills
  * *st (which may be NULL). */
 int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
               uint64_t timeout_ms, uint8_t **resp, size_t *resp_len, gcl_status *st);

@@ -81,7 +81,13 @@ static void stream_free(h2conn *c, struct h2stream *s) {
 
 static struct h2stream *stream_get(h2conn *c, int32_t sid) {
   if (c->dead) return NULL;
-  return nghttp2_session_get_stream_user_data(c->session, sid);
+  struct h2stream *s = nghttp2_session_get_stream_user_data(c->session, sid);
+  if (s) return s;
+  /* A client stream exists in nghttp2 only once its HEADERS are sent: until then it
+   * is found on our own list. */
+  for (s = c->streams; s; s = s->next)
+    if (s->id == sid) return s;
+  return NULL;
 }
 
 /* Copies header fields into one allocation: they must outlive the caller's arrays

@@ -15,9 +15,13 @@
 
 #include "admin.h"
 #include "call.h"
+#include "config.h"
 #include "health.h"
 #include "listen.h"
 #include "log.h"
+#include "runner.h"
+#include "runtab.h"
+#include "scheduler.h"
 
 #define MAX_LISTEN 16
 /* A graceful shutdown that takes longer than this is cut short. */
@@ -25,7 +29,11 @@
 
 struct server {
   struct event_base *base;
+  config *cfg;
+  runtab *rt;
+  sched *sch;
   call_server *calls;
+  runner *runner;
   admin *admin;
   listen_sock *listeners[MAX_LISTEN];
   size_t nlisteners;
@@ -35,8 +43,10 @@ struct server {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: prismqd [--listen URL]... [--log-level LEVEL]\n"
-          "  --listen URL      tcp://IP:PORT or unix:///path (repeatable; default tcp://127.0.0.1:50051)\n"
+          "usage: prismqd [--config FILE] [--listen URL]... [--data-dir DIR] [--log-level LEVEL]\n"
+          "  --config FILE     YAML configuration (default: the built-in demo configuration)\n"
+          "  --listen URL      tcp://IP:PORT or unix:///path (repeatable; replaces the config's)\n"
+          "  --data-dir DIR    where runs.db and run output go (replaces the config's)\n"
           "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
           "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
 }
@@ -81,7 +91,10 @@ int main(int argc, char **argv) {
   const char *listen_urls[MAX_LISTEN];
   size_t nlisten = 0;
   const char *level = getenv("LOG_LEVEL");
+  const char *config_path = NULL, *data_dir = NULL;
   static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"data-dir", required_argument, NULL, 'd'},
       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'L'},
       {"help", no_argument, NULL, 'h'},
@@ -98,6 +111,12 @@ int main(int argc, char **argv) {
       break;
     case 'L':
       level = optarg;
+      break;
+    case 'c':
+      config_path = optarg;
+      break;
+    case 'd':
+      data_dir = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -121,31 +140,59 @@ int main(int argc, char **argv) {
     log_set_level(lvl);
   }
   const char *mode = getenv("PRISMQ_RUN_MODE");
-  if (mode && *mode && strcmp(mode, "async") && strcmp(mode, "threaded") && strcmp(mode, "dry-run")) {
+  enum sched_mode smode;
+  if (sched_mode_parse(&smode, mode) != 0) {
     fprintf(stderr, "prismqd: bad PRISMQ_RUN_MODE \"%s\" (want async, threaded or dry-run)\n", mode);
     return 2;
   }
-  if (nlisten == 0) listen_urls[nlisten++] = "tcp://127.0.0.1:50051";
+  struct server srv;
+  memset(&srv, 0, sizeof srv);
+  char err[512];
+  int rc = config_path ? config_load_file(&srv.cfg, config_path, err, sizeof err)
+                       : config_load_string(&srv.cfg, config_default_yaml, strlen(config_default_yaml),
+                                            "built-in config", err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "prismqd: %s\n", err);
+    return 2;
+  }
+  if (nlisten == 0)
+    for (size_t i = 0; i < srv.cfg->nlisten && nlisten < MAX_LISTEN; i++) listen_urls[nlisten++] = srv.cfg->listen[i];
+  if (!data_dir) data_dir = srv.cfg->data_dir;
 
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
   evthread_use_pthreads();
 
-  struct server srv;
-  memset(&srv, 0, sizeof srv);
   int status = 1;
   srv.base = event_base_new();
   if (!srv.base) {
     LOG_ERROR("cannot create the event loop");
-    return 1;
+    goto out;
+  }
+  char dbpath[4096];
+  sched_opts so = SCHED_OPTS_INIT;
+  so.cfg = srv.cfg;
+  so.data_dir = data_dir;
+  so.mode = smode;
+  snprintf(dbpath, sizeof dbpath, "%s/runs.db", data_dir);
+  if (sched_init_data_dir(data_dir, err, sizeof err) < 0 || runtab_open(&srv.rt, dbpath, err, sizeof err) < 0) {
+    LOG_ERROR("%s", err);
+    status = 2;
+    goto out;
+  }
+  so.rt = srv.rt;
+  if (sched_new(&srv.sch, srv.base, &so, err, sizeof err) < 0) {
+    LOG_ERROR("%s", err);
+    status = 2;
+    goto out;
   }
   if (call_server_new(&srv.calls, srv.base, NULL) < 0) goto out;
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
   if (health_register(srv.calls, health_services) < 0) goto out;
-  if (admin_new(&srv.admin, srv.calls, NULL, NULL) < 0) goto out;
+  if (runner_new(&srv.runner, srv.calls, srv.sch, srv.cfg) < 0) goto out;
+  if (admin_new(&srv.admin, srv.calls, runner_counters, srv.runner) < 0) goto out;
 
   for (size_t i = 0; i < nlisten; i++) {
-    char err[256];
     if (listen_new(&srv.listeners[i], srv.base, listen_urls[i], on_accept, &srv, err, sizeof err) < 0) {
       LOG_ERROR("%s", err);
       status = 2;
@@ -160,7 +207,8 @@ int main(int argc, char **argv) {
   evsignal_add(srv.sigterm, NULL);
   evsignal_add(srv.sigint, NULL);
 
-  LOG_INFO("prismqd ready pid=%d mode=%s", (int)getpid(), mode && *mode ? mode : "async");
+  LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(), mode && *mode ? mode : "async",
+           srv.cfg->nmodules, data_dir);
   event_base_dispatch(srv.base);
   status = 0;
   LOG_INFO("prismqd stopped");
@@ -171,6 +219,10 @@ out:
   if (srv.sigint) event_free(srv.sigint);
   call_server_free(srv.calls);
   admin_free(srv.admin);
-  event_base_free(srv.base);
+  runner_free(srv.runner);
+  sched_free(srv.sch);
+  runtab_free(srv.rt);
+  if (srv.base) event_base_free(srv.base);
+  config_free(srv.cfg);
   return status;
 }

@@ -1,0 +1,942 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "log.h"
+
+#define CONFIG_MAX_FILE (16u << 20)
+
+#define ALPHA "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#define ALNUM ALPHA "0123456789"
+
+const char config_default_yaml[] =
+    "# prismqd built-in configuration: used when no configuration file is given.\n"
+    "listen: [\"tcp://127.0.0.1:50051\"]\n"
+    "data_dir: ./var\n"
+    "limits: {max_concurrent: 8}\n"
+    "modules:\n"
+    "  - id: echo\n"
+    "    name: Echo\n"
+    "    description: Prints a message on stdout\n"
+    "    argv: [\"echo\", \"{message}\"]\n"
+    "    parameters:\n"
+    "      - {name: message, default: hello, description: the text to print}\n"
+    "  - id: emit\n"
+    "    name: Emit bytes\n"
+    "    description: Writes N zero bytes to stdout\n"
+    "    argv: [\"head\", \"-c\", \"{bytes}\", \"/dev/zero\"]\n"
+    "    parameters:\n"
+    "      - {name: bytes, default: \"1024\", pattern: \"[0-9]+\", description: how many bytes}\n"
+    "  - id: sleep\n"
+    "    name: Sleep\n"
+    "    description: Sleeps for a while, then exits 0 (try cancelling it)\n"
+    "    argv: [\"sleep\", \"{seconds}\"]\n"
+    "    timeout_ms: 600000\n"
+    "    parameters:\n"
+    "      - {name: seconds, default: \"1\", pattern: '[0-9]+(\\.[0-9]+)?',\n"
+    "         description: how long to sleep}\n"
+    "  - id: count\n"
+    "    name: Count\n"
+    "    description: Prints the lines 1 to N\n"
+    "    argv: [\"seq\", \"1\", \"{n}\"]\n"
+    "    parameters:\n"
+    "      - {name: n, default: \"10\", pattern: \"[0-9]+\", description: the last number}\n"
+    "  - id: fail\n"
+    "    name: Fail\n"
+    "    description: Lists a missing path, so exits non-zero with a message on stderr\n"
+    "    argv: [\"ls\", \"{path}\"]\n"
+    "    parameters:\n"
+    "      # Confined under /nonexistent so the demo cannot list the server's files.\n"
+    "      - {name: path, default: /nonexistent, pattern: \"/nonexistent(/[A-Za-z0-9._-]*)*\",\n"
+    "         description: a path under /nonexistent}\n";
+
+static void oom(void)
+{
+  LOG_ERROR("out of memory in config");
+  abort();
+}
+
+/* Never returns NULL: zero items still get a (zeroed) allocation. */
+static void *xcalloc(size_t n, size_t size)
+{
+  void *p = calloc(n ? n : 1, size);
+  if (!p)
+    oom();
+  return p;
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+  char *p = strndup(s, n);
+  if (!p)
+    oom();
+  return p;
+}
+
+static char *xstrdup(const char *s)
+{
+  return xstrndup(s, strlen(s));
+}
+
+static char *kv_new(const char *k, const char *v)
+{
+  size_t len = strlen(k) + 1 + strlen(v) + 1;
+  char *p = xcalloc(len, 1);
+  snprintf(p, len, "%s=%s", k, v);
+  return p;
+}
+
+void config_argv_free(char **v)
+{
+  if (!v)
+    return;
+  for (char **p = v; *p; p++)
+    free(*p);
+  free(v);
+}
+
+__attribute__((format(printf, 3, 4)))
+static int set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (errlen) {
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return -EINVAL;
+}
+
+/* ---- templates ---- */
+
+static long param_index(const config_module *m, const char *name, size_t len)
+{
+  for (size_t i = 0; i < m->nparams; i++)
+    if (strlen(m->params[i].name) == len && memcmp(m->params[i].name, name, len) == 0)
+      return (long)i;
+  return -1;
+}
+
+/* One expander serves both load (checking a template against the declared parameters)
+ * and render, so the two can never disagree on the syntax. vals[i] is the value of
+ * m->params[i] or NULL. Returns the expansion, or NULL with a message in msg. */
+static char *expand(const config_module *m, const char *t, char *const *vals, char *msg,
+                    size_t msglen)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+
+  if (!f)
+    oom();
+  while (*t) {
+    if ((t[0] == '{' || t[0] == '}') && t[1] == t[0]) {
+      fputc(t[0], f);
+      t += 2;
+    } else if (t[0] == '}') {
+      set_err(msg, msglen, "lone \"}\" (write \"}}\" for a literal brace)");
+      goto fail;
+    } else if (t[0] == '{') {
+      const char *end = strchr(t + 1, '}');
+      long i;
+
+      if (!end) {
+        set_err(msg, msglen, "unclosed \"{\" (write \"{{\" for a literal brace)");
+        goto fail;
+      }
+      i = param_index(m, t + 1, (size_t)(end - t - 1));
+      if (i < 0) {
+        set_err(msg, msglen, "placeholder %.*s names no declared parameter",
+                (int)(end - t + 1), t);
+        goto fail;
+      }
+      if (!vals[i]) {
+        set_err(msg, msglen,
+                "placeholder {%s} may have no value: parameter \"%s\" is optional "
+                "and has no default",
+                m->params[i].name, m->params[i].name);
+        goto fail;
+      }
+      fputs(vals[i], f);
+      t = end + 1;
+    } else {
+      fputc(*t++, f);
+    }
+  }
+  /* The stream allocates as it writes and at the final flush in fclose. */
+  if (ferror(f) | fclose(f))
+    oom();
+  return buf;
+
+fail:
+  fclose(f);
+  free(buf);
+  return NULL;
+}
+
+static int param_accepts(const config_param *p, const char *v)
+{
+  return !p->pattern || regexec(&p->re, v, 0, NULL, 0) == 0;
+}
+
+/* ---- loading ---- */
+
+typedef struct loader {
+  yaml_document_t doc;
+  const char *name;
+  char *err;
+  size_t errlen;
+} loader;
+
+__attribute__((format(printf, 3, 4)))
+static int fail_at(const loader *ld, const yaml_node_t *n, const char *fmt, ...)
+{
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return set_err(ld->err, ld->errlen, "%s:%zu: %s", ld->name, n->start_mark.line + 1, msg);
+}
+
+static yaml_node_t *node(const loader *ld, int index)
+{
+  return yaml_document_get_node((yaml_document_t *)&ld->doc, index);
+}
+
+/* YAML 1.1 null, which is no string: "key:" with nothing after it must not silently
+ * become "". */
+static int is_null(const yaml_node_t *n)
+{
+  static const char *const words[] = {"", "~", "null", "Null", "NULL"};
+
+  if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+    return 0;
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+    if (!strcmp((const char *)n->data.scalar.value, words[i]))
+      return 1;
+  return 0;
+}
+
+/* Collects the values of mapping n's keys into vals[i] for keys[i] (NULL-terminated
+ * list; vals has as many slots, NULL for absent keys). Unknown and repeated keys are
+ * errors, since a typo must not pass silently. */
+static int get_fields(const loader *ld, const yaml_node_t *n, const char *what,
+                      const char *const *keys, yaml_node_t **vals)
+{
+  size_t nkeys = 0;
+
+  while (keys[nkeys])
+    vals[nkeys++] = NULL;
+  if (n->type != YAML_MAPPING_NODE)
+    return fail_at(ld, n, "%s must be a mapping", what);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = node(ld, p->key);
+    const char *key;
+    size_t i = 0;
+
+    if (k->type != YAML_SCALAR_NODE)
+      return fail_at(ld, k, "%s: keys must be strings", what);
+    key = (const char *)k->data.scalar.value;
+    while (i < nkeys && strcmp(keys[i], key) != 0)
+      i++;
+    if (i == nkeys) {
+      char known[256] = "";
+      size_t used = 0;
+
+      for (size_t j = 0; j < nkeys && used < sizeof known; j++)
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "",
+                                 keys[j]);
+      return fail_at(ld, k, "%s: unknown key \"%s\" (expected one of: %s)", what, key, known);
+    }
+    if (vals[i])
+      return fail_at(ld, k, "%s: duplicate key \"%s\"", what, key);
+    vals[i] = node(ld, p->value);
+  }
+  return 0;
+}
+
+static int get_str(const loader *ld, const yaml_node_t *n, const char *what, int nonempty,
+                   char **out)
+{
+  if (n->type != YAML_SCALAR_NODE || is_null(n) || (nonempty && !n->data.scalar.length))
+    return fail_at(ld, n, "%s must be a %sstring", what, nonempty ? "non-empty " : "");
+  if (memchr(n->data.scalar.value, '\0', n->data.scalar.length))
+    return fail_at(ld, n, "%s must not contain a NUL byte", what);
+  *out = xstrndup((const char *)n->data.scalar.value, n->data.scalar.length);
+  return 0;
+}
+
+static int get_uint(const loader *ld, const yaml_node_t *n, const char *what, uint64_t lo,
+                    uint64_t hi, uint64_t *out)
+{
+  if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+      n->data.scalar.length &&
+      strspn((const char *)n->data.scalar.value, "0123456789") == n->data.scalar.length) {
+    unsigned long long x;
+
+    errno = 0;
+    x = strtoull((const char *)n->data.scalar.value, NULL, 10);
+    if (errno == 0 && x >= lo && x <= hi) {
+      *out = x;
+      return 0;
+    }
+  }
+  return fail_at(ld, n, "%s must be an integer from %llu to %llu", what,
+                 (unsigned long long)lo, (unsigned long long)hi);
+}
+
+static int get_u32(const loader *ld, const yaml_node_t *n, const char *what, uint32_t lo,
+                   uint32_t hi, uint32_t *out)
+{
+  uint64_t x;
+  int rc = get_uint(ld, n, what, lo, hi, &x);
+
+  if (rc == 0)
+    *out = (uint32_t)x;
+  return rc;
+}
+
+static int get_bool(const loader *ld, const yaml_node_t *n, const char *what, int *out)
+{
+  static const char *const words[] = {"false", "False", "FALSE", "true", "True", "TRUE"};
+
+  if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+      if (!strcmp((const char *)n->data.scalar.value, words[i])) {
+        *out = i >= 3;
+        return 0;
+      }
+  return fail_at(ld, n, "%s must be true or false", what);
+}
+
+/* A non-empty sequence of strings, as a NULL-terminated vector. */
+static int get_strv(const loader *ld, const yaml_node_t *n, const char *what, int nonempty,
+                    char ***out, size_t *count)
+{
+  size_t len, i;
+  char **v;
+  int rc = 0;
+
+  if (n->type != YAML_SEQUENCE_NODE ||
+      n->data.sequence.items.top == n->data.sequence.items.start)
+    return fail_at(ld, n, "%s must be a non-empty list of strings", what);
+  len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+  v = xcalloc(len + 1, sizeof *v);
+  for (i = 0; i < len && rc == 0; i++) {
+    char path[128];
+
+    snprintf(path, sizeof path, "%s[%zu]", what, i);
+    rc = get_str(ld, node(ld, n->data.sequence.items.start[i]), path, nonempty, &v[i]);
+  }
+  if (rc < 0) {
+    config_argv_free(v);
+    return rc;
+  }
+  *out = v;
+  *count = len;
+  return 0;
+}
+
+static int get_env(const loader *ld, const yaml_node_t *n, const char *what, config_module *m)
+{
+  size_t len, i;
+
+  if (n->type != YAML_MAPPING_NODE)
+    return fail_at(ld, n, "%s must be a mapping of names to strings", what);
+  len = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  m->env = xcalloc(len + 1, sizeof *m->env);
+  for (i = 0; i < len; i++) {
+    const yaml_node_t *kn = node(ld, n->data.mapping.pairs.start[i].key);
+    const yaml_node_t *vn = node(ld, n->data.mapping.pairs.start[i].value);
+    char path[192];
+    char *k = NULL, *v = NULL;
+    size_t klen;
+    int rc;
+
+    snprintf(path, sizeof path, "%s names", what);
+    if ((rc = get_str(ld, kn, path, 1, &k)) < 0)
+      return rc;
+    klen = strlen(k);
+    if (strchr(k, '='))
+      rc = fail_at(ld, kn, "%s: name \"%s\" contains \"=\"", what, k);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+      if (!strncmp(m->env[j], k, klen) && m->env[j][klen] == '=')
+        rc = fail_at(ld, kn, "%s: duplicate name \"%s\"", what, k);
+    snprintf(path, sizeof path, "%s.%s", what, k);
+    if (rc == 0 && (rc = get_str(ld, vn, path, 0, &v)) == 0)
+      m->env[m->nenv++] = kv_new(k, v);
+    free(k);
+    free(v);
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int valid_param_name(const char *s)
+{
+  size_t len = strlen(s);
+
+  return len >= 1 && len <= 64 && strchr(ALPHA "_", s[0]) && strspn(s, ALNUM "_") == len;
+}
+
+static int valid_module_id(const char *s)
+{
+  size_t len = strlen(s);
+
+  return len >= 1 && len <= 64 && strspn(s, ALNUM "_.-") == len;
+}
+
+static int compile_pattern(const loader *ld, const yaml_node_t *n, const char *what,
+                           config_param *p, const char *pattern)
+{
+  size_t len = strlen(pattern) + 5;
+  char *wrapped = xcalloc(len, 1);
+  regex_t probe;
+  int rc;
+
+  /* The value must match as a whole, so the pattern goes inside ^(...)$; glibc takes
+   * an unmatched ")" as a literal, so "(pattern" compiling means the pattern has a
+   * ")" that would close our group early and leave the anchors on a branch only. */
+  snprintf(wrapped, len, "(%s", pattern);
+  if (regcomp(&probe, wrapped, REG_EXTENDED | REG_NOSUB) == 0) {
+    regfree(&probe);
+    free(wrapped);
+    return fail_at(ld, n, "%s has an unmatched \")\" (write \\) for a literal one)", what);
+  }
+  snprintf(wrapped, len, "^(%s)$", pattern);
+  rc = regcomp(&p->re, wrapped, REG_EXTENDED | REG_NOSUB);
+  free(wrapped);
+  if (rc != 0) {
+    char why[128];
+
+    regerror(rc, &p->re, why, sizeof why);
+    return fail_at(ld, n, "%s is not a valid extended regular expression: %s", what, why);
+  }
+  p->pattern = xstrdup(pattern);
+  return 0;
+}
+
+static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
+                      config_module *m, size_t idx)
+{
+  static const char *const keys[] = {"name", "required", "default", "description", "pattern",
+                                     NULL};
+  enum { NAME, REQUIRED, DEFAULT, DESCRIPTION, PATTERN, NKEYS };
+  config_param *p = &m->params[idx];
+  yaml_node_t *v[NKEYS];
+  char path[160];
+  char *pattern = NULL;
+  int rc;
+
+  if ((rc = get_fields(ld, n, what, keys, v)) < 0)
+    return rc;
+  if (!v[NAME])
+    return fail_at(ld, n, "%s: missing required key \"name\"", what);
+  snprintf(path, sizeof path, "%s.name", what);
+  if ((rc = get_str(ld, v[NAME], path, 1, &p->name)) < 0)
+    return rc;
+  if (!valid_param_name(p->name))
+    return fail_at(ld, v[NAME], "%s \"%s\" must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$", path,
+                   p->name);
+  for (size_t j = 0; j < idx; j++)
+    if (!strcmp(m->params[j].name, p->name))
+      return fail_at(ld, v[NAME], "%s: duplicate parameter name \"%s\"", what, p->name);
+  snprintf(path, sizeof path, "%s.required", what);
+  if (v[REQUIRED] && (rc = get_bool(ld, v[REQUIRED], path, &p->required)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.default", what);
+  if (v[DEFAULT] && (rc = get_str(ld, v[DEFAULT], path, 0, &p->default_value)) < 0)
+    return rc;
+  if (p->required && p->default_value)
+    return fail_at(ld, v[DEFAULT], "%s: a required parameter cannot have a default", what);
+  snprintf(path, sizeof path, "%s.description", what);
+  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &p->description)) < 0)
+    return rc;
+  if (!p->description)
+    p->description = xstrdup("");
+  if (v[PATTERN]) {
+    snprintf(path, sizeof path, "%s.pattern", what);
+    if ((rc = get_str(ld, v[PATTERN], path, 1, &pattern)) < 0)
+      return rc;
+    rc = compile_pattern(ld, v[PATTERN], path, p, pattern);
+    free(pattern);
+    if (rc < 0)
+      return rc;
+  }
+  if (p->default_value && !param_accepts(p, p->default_value))
+    return fail_at(ld, v[DEFAULT], "%s.default \"%s\" does not match the pattern %s", what,
+                   p->default_value, p->pattern);
+  return 0;
+}
+
+/* Checks template t (at node n) now, so that rendering cannot meet an unknown
+ * placeholder or one without a value. */
+static int check_template(const loader *ld, const yaml_node_t *n, const char *what,
+                          const config_module *m, const char *t)
+{
+  char **vals = xcalloc(m->nparams, sizeof *vals);
+  char msg[256];
+  char *out;
+
+  /* Only whether a parameter can have a value matters here: any non-NULL stand-in
+   * will do for a required one. */
+  for (size_t i = 0; i < m->nparams; i++)
+    vals[i] = m->params[i].required ? m->params[i].name : m->params[i].default_value;
+  out = expand(m, t, vals, msg, sizeof msg);
+  free(vals);
+  if (!out)
+    return fail_at(ld, n, "%s: %s", what, msg);
+  free(out);
+  return 0;
+}
+
+static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx)
+{
+  static const char *const keys[] = {"id", "name", "description", "argv", "cwd", "env",
+                                     "timeout_ms", "max_concurrent", "pass_parameters",
+                                     "parameters", NULL};
+  enum { ID, NAME, DESCRIPTION, ARGV, CWD, ENV, TIMEOUT, MAXCONC, PASS, PARAMS, NKEYS };
+  config_module *m = &c->modules[idx];
+  yaml_node_t *v[NKEYS];
+  char what[32], path[96];
+  int rc;
+
+  snprintf(what, sizeof what, "modules[%zu]", idx);
+  if ((rc = get_fields(ld, n, what, keys, v)) < 0)
+    return rc;
+  if (!v[ID])
+    return fail_at(ld, n, "%s: missing required key \"id\"", what);
+  if (!v[ARGV])
+    return fail_at(ld, n, "%s: missing required key \"argv\"", what);
+
+  snprintf(path, sizeof path, "%s.id", what);
+  if ((rc = get_str(ld, v[ID], path, 1, &m->id)) < 0)
+    return rc;
+  if (!valid_module_id(m->id))
+    return fail_at(ld, v[ID], "%s \"%s\" must match ^[A-Za-z0-9_.-]{1,64}$", path, m->id);
+  for (size_t j = 0; j < idx; j++)
+    if (!strcmp(c->modules[j].id, m->id))
+      return fail_at(ld, v[ID], "%s: duplicate module id \"%s\" (also modules[%zu].id)", path,
+                     m->id, j);
+
+  snprintf(path, sizeof path, "%s.name", what);
+  if (v[NAME] && (rc = get_str(ld, v[NAME], path, 1, &m->name)) < 0)
+    return rc;
+  if (!m->name)
+    m->name = xstrdup(m->id);
+  snprintf(path, sizeof path, "%s.description", what);
+  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &m->description)) < 0)
+    return rc;
+  if (!m->description)
+    m->description = xstrdup("");
+
+  /* Parameters first: the argv and cwd templates are checked against them. */
+  if (v[PARAMS]) {
+    const yaml_node_t *ps = v[PARAMS];
+
+    snprintf(path, sizeof path, "%s.parameters", what);
+    if (ps->type != YAML_SEQUENCE_NODE)
+      return fail_at(ld, ps, "%s must be a list of mappings", path);
+    m->nparams = (size_t)(ps->data.sequence.items.top - ps->data.sequence.items.start);
+    m->params = xcalloc(m->nparams, sizeof *m->params);
+    for (size_t i = 0; i < m->nparams; i++) {
+      char ppath[128];
+
+      snprintf(ppath, sizeof ppath, "%s[%zu]", path, i);
+      if ((rc = load_param(ld, node(ld, ps->data.sequence.items.start[i]), ppath, m, i)) < 0)
+        return rc;
+    }
+  }
+
+  snprintf(path, sizeof path, "%s.argv", what);
+  if ((rc = get_strv(ld, v[ARGV], path, 0, &m->argv, &m->argc)) < 0)
+    return rc;
+  for (size_t i = 0; i < m->argc; i++) {
+    snprintf(path, sizeof path, "%s.argv[%zu]", what, i);
+    if ((rc = check_template(ld, node(ld, v[ARGV]->data.sequence.items.start[i]), path, m,
+                             m->argv[i])) < 0)
+      return rc;
+  }
+  if (!m->argv[0][0])
+    return fail_at(ld, v[ARGV], "%s.argv[0] (the program) must not be empty", what);
+
+  snprintf(path, sizeof path, "%s.cwd", what);
+  if (v[CWD] && ((rc = get_str(ld, v[CWD], path, 1, &m->cwd)) < 0 ||
+                 (rc = check_template(ld, v[CWD], path, m, m->cwd)) < 0))
+    return rc;
+
+  snprintf(path, sizeof path, "%s.env", what);
+  if (v[ENV] && (rc = get_env(ld, v[ENV], path, m)) < 0)
+    return rc;
+  if (!m->env)
+    m->env = xcalloc(1, sizeof *m->env);
+
+  snprintf(path, sizeof path, "%s.timeout_ms", what);
+  if (v[TIMEOUT] && (rc = get_u32(ld, v[TIMEOUT], path, 0, UINT32_MAX, &m->timeout_ms)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.max_concurrent", what);
+  if (v[MAXCONC] &&
+      (rc = get_u32(ld, v[MAXCONC], path, 0, UINT32_MAX, &m->max_concurrent)) < 0)
+    return rc;
+
+  if (v[PASS]) {
+    const yaml_node_t *pn = v[PASS];
+    const char *s = pn->type == YAML_SCALAR_NODE ? (const char *)pn->data.scalar.value : "";
+
+    if (strcmp(s, "none") && strcmp(s, "flags"))
+      return fail_at(ld, pn, "%s.pass_parameters must be none or flags", what);
+    m->pass_flags = !strcmp(s, "flags");
+  }
+  return 0;
+}
+
+static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l)
+{
+  static const char *const keys[] = {"max_concurrent", "max_queued", "max_memory_percent",
+                                     "min_available_memory_mb", "max_cpu_percent",
+                                     "output_max_bytes", NULL};
+  enum { MAXCONC, MAXQ, MEMPCT, MINMEM, CPUPCT, OUTMAX, NKEYS };
+  /* Order as in keys: the field, its lowest and highest value. */
+  uint32_t *const u32[] = {&l->max_concurrent, &l->max_queued, &l->max_memory_percent,
+                           &l->min_available_memory_mb, &l->max_cpu_percent};
+  static const uint32_t lo[] = {1, 0, 0, 0, 0};
+  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100, UINT32_MAX, 100};
+  yaml_node_t *v[NKEYS];
+  char path[64];
+  int rc;
+
+  if ((rc = get_fields(ld, n, "limits", keys, v)) < 0)
+    return rc;
+  for (size_t i = 0; i < OUTMAX; i++) {
+    snprintf(path, sizeof path, "limits.%s", keys[i]);
+    if (v[i] && (rc = get_u32(ld, v[i], path, lo[i], hi[i], u32[i])) < 0)
+      return rc;
+  }
+  if (v[OUTMAX] &&
+      (rc = get_uint(ld, v[OUTMAX], "limits.output_max_bytes", 0, UINT64_MAX,
+                     &l->output_max_bytes)) < 0)
+    return rc;
+  return 0;
+}
+
+static int load_root(const loader *ld, config *c)
+{
+  static const char *const keys[] = {"listen", "data_dir", "limits", "modules", NULL};
+  enum { LISTEN, DATA_DIR, LIMITS, MODULES, NKEYS };
+  yaml_node_t *root = yaml_document_get_root_node((yaml_document_t *)&ld->doc);
+  yaml_node_t *v[NKEYS];
+  int rc;
+
+  /* An empty file, or one holding only "---", means all defaults. */
+  if (!root || is_null(root))
+    return 0;
+  if ((rc = get_fields(ld, root, "top level", keys, v)) < 0)
+    return rc;
+  if (v[LISTEN] && (rc = get_strv(ld, v[LISTEN], "listen", 1, &c->listen, &c->nlisten)) < 0)
+    return rc;
+  if (v[DATA_DIR] && (rc = get_str(ld, v[DATA_DIR], "data_dir", 1, &c->data_dir)) < 0)
+    return rc;
+  if (v[LIMITS] && (rc = load_limits(ld, v[LIMITS], &c->limits)) < 0)
+    return rc;
+  if (v[MODULES]) {
+    const yaml_node_t *ms = v[MODULES];
+
+    if (ms->type != YAML_SEQUENCE_NODE && !is_null(ms))
+      return fail_at(ld, ms, "modules must be a list of mappings");
+    if (ms->type == YAML_SEQUENCE_NODE) {
+      c->nmodules = (size_t)(ms->data.sequence.items.top - ms->data.sequence.items.start);
+      c->modules = xcalloc(c->nmodules, sizeof *c->modules);
+      for (size_t i = 0; i < c->nmodules; i++)
+        if ((rc = load_module(ld, node(ld, ms->data.sequence.items.start[i]), c, i)) < 0)
+          return rc;
+    }
+  }
+  return 0;
+}
+
+/* libyaml reports reader errors (bad UTF-8, control characters) by byte offset only. */
+static size_t line_of_offset(const char *yaml, size_t len, size_t off)
+{
+  size_t line = 1;
+
+  for (size_t i = 0; i < off && i < len; i++)
+    line += yaml[i] == '\n';
+  return line;
+}
+
+static int syntax_error(const loader *ld, const yaml_parser_t *ps, const char *yaml,
+                        size_t len)
+{
+  size_t line = ps->error == YAML_READER_ERROR
+                    ? line_of_offset(yaml, len, ps->problem_offset)
+                    : ps->problem_mark.line + 1;
+
+  if (ps->error == YAML_MEMORY_ERROR)
+    oom();
+  if (ps->context)
+    return set_err(ld->err, ld->errlen, "%s:%zu: invalid YAML: %s (%s at line %zu)", ld->name,
+                   line, ps->problem, ps->context, ps->context_mark.line + 1);
+  return set_err(ld->err, ld->errlen, "%s:%zu: invalid YAML: %s", ld->name, line,
+                 ps->problem);
+}
+
+void config_free(config *c)
+{
+  if (!c)
+    return;
+  for (size_t i = 0; i < c->nmodules; i++) {
+    config_module *m = &c->modules[i];
+
+    for (size_t j = 0; j < m->nparams; j++) {
+      config_param *p = &m->params[j];
+
+      if (p->pattern)
+        regfree(&p->re);
+      free(p->pattern);
+      free(p->description);
+      free(p->default_value);
+      free(p->name);
+    }
+    free(m->params);
+    config_argv_free(m->env);
+    free(m->cwd);
+    config_argv_free(m->argv);
+    free(m->description);
+    free(m->name);
+    free(m->id);
+  }
+  free(c->modules);
+  free(c->data_dir);
+  config_argv_free(c->listen);
+  free(c);
+}
+
+int config_load_string(config **out, const char *yaml, size_t len, const char *name,
+                       char *err, size_t errlen)
+{
+  static const config_limits default_limits = {
+      .max_concurrent = 8, .max_queued = 10000, .output_max_bytes = (uint64_t)1 << 30};
+  yaml_parser_t parser;
+  loader ld = {.name = name ? name : "config", .err = err, .errlen = errlen};
+  config *c = NULL;
+  int rc;
+
+  if (!yaml_parser_initialize(&parser))
+    oom();
+  yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+  if (!yaml_parser_load(&parser, &ld.doc)) {
+    rc = syntax_error(&ld, &parser, yaml, len);
+    goto fail_parser;
+  }
+  c = xcalloc(1, sizeof *c);
+  c->limits = default_limits;
+  rc = load_root(&ld, c);
+  yaml_document_delete(&ld.doc);
+  if (rc < 0)
+    goto fail_config;
+
+  /* A second document would be ignored silently otherwise. */
+  if (!yaml_parser_load(&parser, &ld.doc)) {
+    rc = syntax_error(&ld, &parser, yaml, len);
+    goto fail_config;
+  }
+  if (yaml_document_get_root_node(&ld.doc))
+    rc = fail_at(&ld, yaml_document_get_root_node(&ld.doc),
+                 "a configuration is a single YAML document");
+  yaml_document_delete(&ld.doc);
+  if (rc < 0)
+    goto fail_config;
+
+  if (!c->listen) {
+    c->listen = xcalloc(2, sizeof *c->listen);
+    c->listen[0] = xstrdup("tcp://127.0.0.1:50051");
+    c->nlisten = 1;
+  }
+  if (!c->data_dir)
+    c->data_dir = xstrdup("./var");
+  yaml_parser_delete(&parser);
+  *out = c;
+  return 0;
+
+fail_config:
+  config_free(c);
+fail_parser:
+  yaml_parser_delete(&parser);
+  return rc;
+}
+
+/* Reads the whole file: errors keep their errno, which stdio behind libyaml's file
+ * input would blur into a reader error. */
+static int read_file(char **out, size_t *outlen, const char *path)
+{
+  size_t cap = 4096, len = 0;
+  char *buf = NULL;
+  int fd = -1, rc;
+
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  buf = xcalloc(cap, 1);
+  for (;;) {
+    ssize_t r;
+
+    if (len == cap) {
+      if (cap >= CONFIG_MAX_FILE) {
+        rc = -EFBIG;
+        goto fail;
+      }
+      cap *= 2;
+      buf = realloc(buf, cap);
+      if (!buf)
+        oom();
+    }
+    r = read(fd, buf + len, cap - len);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      rc = -errno;
+      goto fail;
+    }
+    if (r == 0)
+      break;
+    len += (size_t)r;
+  }
+  close(fd);
+  *out = buf;
+  *outlen = len;
+  return 0;
+
+fail:
+  free(buf);
+  close(fd);
+  return rc;
+}
+
+int config_load_file(config **out, const char *path, char *err, size_t errlen)
+{
+  char *yaml = NULL;
+  size_t len = 0;
+  int rc = read_file(&yaml, &len, path);
+
+  if (rc < 0) {
+    set_err(err, errlen, "%s: %s", path, strerror(-rc));
+    return rc;
+  }
+  rc = config_load_string(out, yaml, len, path, err, errlen);
+  free(yaml);
+  return rc;
+}
+
+const config_module *config_find_module(const config *c, const char *id)
+{
+  for (size_t i = 0; i < c->nmodules; i++)
+    if (!strcmp(c->modules[i].id, id))
+      return &c->modules[i];
+  return NULL;
+}
+
+/* ---- rendering ---- */
+
+/* Fills vals[i] (malloc'd, or NULL) with the effective value of m->params[i]. */
+static int resolve(char **vals, const config_module *m, const char *const *names,
+                   const char *const *values, const size_t *lens, size_t n, char *err,
+                   size_t errlen)
+{
+  size_t *given = xcalloc(m->nparams, sizeof *given); /* request index + 1; 0 = not given */
+  int rc = 0;
+
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    long k = param_index(m, names[i], strlen(names[i]));
+
+    if (k < 0)
+      rc = set_err(err, errlen, "unknown parameter \"%s\"", names[i]);
+    else
+      given[k] = i + 1;
+  }
+  for (size_t k = 0; k < m->nparams && rc == 0; k++) {
+    const config_param *p = &m->params[k];
+
+    if (given[k]) {
+      const char *v = values[given[k] - 1];
+      size_t len = lens ? lens[given[k] - 1] : strlen(v);
+
+      if (memchr(v, '\0', len)) {
+        rc = set_err(err, errlen, "parameter \"%s\" contains a NUL byte", p->name);
+        break;
+      }
+      vals[k] = xstrndup(v, len);
+    } else if (p->default_value) {
+      vals[k] = xstrdup(p->default_value);
+    } else if (p->required) {
+      rc = set_err(err, errlen, "missing required parameter \"%s\"", p->name);
+      break;
+    }
+    if (vals[k] && !param_accepts(p, vals[k]))
+      rc = set_err(err, errlen, "parameter \"%s\" does not match %s", p->name, p->pattern);
+  }
+  free(given);
+  return rc;
+}
+
+int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
+                         const config_module *m, const char *const *names,
+                         const char *const *values, const size_t *lens, size_t n,
+                         char *err, size_t errlen)
+{
+  char **vals = xcalloc(m->nparams, sizeof *vals);
+  char **argv = NULL, **params = NULL, *cwd = NULL;
+  size_t nvals = 0, argc = 0, np = 0;
+  int rc;
+
+  if ((rc = resolve(vals, m, names, values, lens, n, err, errlen)) < 0)
+    goto out;
+  for (size_t k = 0; k < m->nparams; k++)
+    nvals += vals[k] != NULL;
+
+  argv = xcalloc(m->argc + (m->pass_flags ? 2 * nvals : 0) + 1, sizeof *argv);
+  for (size_t i = 0; i < m->argc; i++)
+    if (!(argv[argc++] = expand(m, m->argv[i], vals, err, errlen))) {
+      rc = -EINVAL;
+      goto out;
+    }
+  for (size_t k = 0; m->pass_flags && k < m->nparams; k++)
+    if (vals[k]) {
+      argv[argc] = xcalloc(strlen(m->params[k].name) + 3, 1);
+      sprintf(argv[argc++], "--%s", m->params[k].name);
+      argv[argc++] = xstrdup(vals[k]);
+    }
+  if (m->cwd && !(cwd = expand(m, m->cwd, vals, err, errlen))) {
+    rc = -EINVAL;
+    goto out;
+  }
+  if (out_params) {
+    params = xcalloc(nvals + 1, sizeof *params);
+    for (size_t k = 0; k < m->nparams; k++)
+      if (vals[k])
+        params[np++] = kv_new(m->params[k].name, vals[k]);
+    *out_params = params;
+  }
+  *out_argv = argv;
+  *out_cwd = cwd;
+  argv = NULL;
+  cwd = NULL;
+
+out:
+  free(cwd);
+  config_argv_free(argv);
+  for (size_t k = 0; k < m->nparams; k++)
+    free(vals[k]);
+  free(vals);
+  return rc;
+}

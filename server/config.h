@@ -1,0 +1,170 @@
+/* config: the server's configuration (listen addresses, data directory, limits and
+ * the modules a client may run), loaded from YAML with libyaml, and the rendering of a
+ * run request into the argv/cwd of the process to start.
+ *
+ * The file format (every key optional unless said otherwise; unknown keys are errors):
+ *
+ *   listen: ["tcp://127.0.0.1:50051", "unix:///tmp/prismq.sock"]  # non-empty list
+ *   data_dir: ./var
+ *   limits: {max_concurrent: 8, max_queued: 10000, max_memory_percent: 80,
+ *            min_available_memory_mb: 0, max_cpu_percent: 0, output_max_bytes: 1073741824}
+ *   modules:
+ *     - id: emit                      # required, unique, ^[A-Za-z0-9_.-]{1,64}$
+ *       name: Emit bytes              # default: the id
+ *       description: Writes N zero bytes to stdout     # default: ""
+ *       argv: ["head", "-c", "{bytes}", "/dev/zero"]  # required, non-empty; no shell
+ *       cwd: /tmp                     # default: none (the server's own)
+ *       env: {LC_ALL: C}              # added to the environment
+ *       timeout_ms: 600000            # 0 (default) = no timeout
+ *       max_concurrent: 4             # 0 (default) = no per-module limit
+ *       pass_parameters: none         # none (default) | flags
+ *       parameters:
+ *         - {name: bytes, required: true, pattern: "^[0-9]+$", description: how many}
+ *         - {name: label, default: "none"}
+ *
+ * Values: strings are any YAML scalar except null (`~`, `null`, empty), so `default:
+ * 1024` is the string "1024"; a string may not contain a NUL byte. Numbers are plain
+ * decimal scalars (no sign, no quotes). Booleans are plain true/false (True, TRUE,
+ * False, FALSE too). A file holds one YAML document; an empty one gives all defaults.
+ *
+ * Defaults and ranges: listen ["tcp://127.0.0.1:50051"], data_dir "./var";
+ * limits.max_concurrent 8 (>= 1), max_queued 10000 (0 = runs never queue: one that
+ * cannot start at once is refused), max_memory_percent 0 and max_cpu_percent 0
+ * (0..100, 0 = check off), min_available_memory_mb 0 (0 = check off),
+ * output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
+ * The listen addresses are not interpreted here (the listener does that).
+ *
+ * Parameters: names unique within a module, ^[A-Za-z_][A-Za-z0-9_]{0,63}$; a required
+ * parameter has no default; a pattern is a POSIX extended regular expression that must
+ * match the WHOLE value (it is compiled as ^(pattern)$, so it need not be anchored; a
+ * pattern with an unmatched ")" is refused, since it would break out of that group);
+ * a default must match the pattern.
+ *
+ * Templates: in argv elements and cwd, "{name}" is replaced by the value of parameter
+ * `name`, "{{" is a literal "{" and "}}" a literal "}" (so "{{name}}" gives "{name}").
+ * Any other "{" or "}" is an error, as is a placeholder that names no declared
+ * parameter, or an optional parameter without a default (it could have no value). The
+ * substituted value is one argv element whatever it holds: there is no shell and no
+ * word splitting. With pass_parameters: flags, "--name" "value" (two elements) are
+ * appended for each parameter that has a value, in declared order.
+ *
+ * Errors name the source and the line (from libyaml's marks), e.g.
+ * "config.yaml:12: modules[1].argv must be a non-empty list of strings"; list indexes
+ * count from 0.
+ *
+ * A loaded config is read-only data: any thread may read it, nothing changes it until
+ * config_free. Out of memory aborts (server code). */
+#ifndef PRISMQ_CONFIG_H
+#define PRISMQ_CONFIG_H
+
+#include <regex.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One declared parameter of a module. */
+typedef struct config_param {
+  char *name;          /* ^[A-Za-z_][A-Za-z0-9_]{0,63}$, unique within the module */
+  int required;        /* non-zero: a run must give a value */
+  char *default_value; /* used when a run gives none; NULL if none (always NULL if required) */
+  char *description;   /* "" if not given */
+  char *pattern;       /* the pattern as written, NULL if none */
+  regex_t re;          /* ^(pattern)$ compiled REG_EXTENDED|REG_NOSUB; valid iff pattern */
+} config_param;
+
+/* One module: a command a client may run. argv and cwd are templates (see above). */
+typedef struct config_module {
+  char *id;              /* ^[A-Za-z0-9_.-]{1,64}$, unique */
+  char *name;            /* the id if not given */
+  char *description;     /* "" if not given */
+  char **argv;           /* argc templates, then a NULL; argc >= 1 */
+  size_t argc;
+  char *cwd;             /* template, or NULL: the server's working directory */
+  char **env;            /* nenv "KEY=VALUE" strings (literal, no templates), then a NULL */
+  size_t nenv;
+  uint32_t timeout_ms;     /* 0 = no timeout */
+  uint32_t max_concurrent; /* 0 = no per-module limit */
+  int pass_flags;          /* pass_parameters: flags */
+  config_param *params;    /* nparams, in declared order */
+  size_t nparams;
+} config_module;
+
+/* Server-wide limits. For the percentages and min_available_memory_mb, 0 = check off. */
+typedef struct config_limits {
+  uint32_t max_concurrent;          /* runs running at once, >= 1 */
+  uint32_t max_queued;              /* runs waiting for a slot; 0 = no queue */
+  uint32_t max_memory_percent;      /* 0..100: refuse starts above this memory use */
+  uint32_t min_available_memory_mb; /* refuse starts below this much available memory */
+  uint32_t max_cpu_percent;         /* 0..100: refuse starts above this CPU use */
+  uint64_t output_max_bytes;        /* per run and stream; 0 = no limit */
+} config_limits;
+
+/* A loaded configuration. */
+typedef struct config {
+  char **listen;           /* nlisten addresses as written, then a NULL; nlisten >= 1 */
+  size_t nlisten;
+  char *data_dir;
+  config_limits limits;
+  config_module *modules;  /* nmodules, in file order (NULL if none) */
+  size_t nmodules;
+} config;
+
+/* The built-in configuration (YAML text), for a server started without a file:
+ * listen tcp://127.0.0.1:50051, data_dir ./var, limits.max_concurrent 8, and demo
+ * modules: echo {message="hello"}, emit {bytes=1024} (head -c bytes /dev/zero),
+ * sleep {seconds=1}, count {n=10} (seq 1 n) and fail (ls of a path under /nonexistent,
+ * which exits non-zero with a message on stderr). */
+extern const char config_default_yaml[];
+
+/* Loads the YAML configuration in file `path`; messages name the file as `path`.
+ * On success returns 0 and sets *out (caller frees with config_free). Otherwise *out
+ * is untouched, `err` (errlen bytes, may be NULL if errlen is 0) receives a message,
+ * and the return is -EINVAL for an invalid configuration ("path:line: message"), or
+ * the negative errno of opening/reading the file ("path: strerror"), -EFBIG for a file
+ * of 16 MiB or more. */
+int config_load_file(config **out, const char *path, char *err, size_t errlen);
+
+/* Loads a configuration from `yaml` (len bytes, need not be NUL-terminated); `name`
+ * stands for the source in messages ("config" if NULL). Returns 0 and sets *out
+ * (caller frees with config_free), or -EINVAL with *out untouched and `err` filled as
+ * for config_load_file. */
+int config_load_string(config **out, const char *yaml, size_t len, const char *name,
+                       char *err, size_t errlen);
+
+/* Frees a configuration and everything it owns. Accepts NULL. */
+void config_free(config *c);
+
+/* Returns the module with id `id` (owned by c), or NULL if there is none. */
+const config_module *config_find_module(const config *c, const char *id);
+
+/* Renders a run request for module m: checks the request's parameters and builds the
+ * command to start.
+ *
+ * The request is n name/value pairs: names[i] (NUL-terminated) and values[i], which
+ * is lens[i] bytes long, or NUL-terminated when lens is NULL. When a name appears more
+ * than once the last pair wins (like a protobuf map). Each parameter's value is the
+ * one given, else its default; then, in declared order, a required parameter must have
+ * one and a value must match the parameter's pattern.
+ *
+ * On success returns 0 and sets:
+ *   *out_argv    the NULL-terminated argv (templates substituted, then the flags for
+ *                pass_parameters: flags); free with config_argv_free;
+ *   *out_cwd     the substituted cwd (free with free()), or NULL if the module has none;
+ *   *out_params  (if out_params is not NULL) the effective parameters, given or
+ *                defaulted, as NULL-terminated "name=value" strings in declared order
+ *                (a parameter with no value is left out); free with config_argv_free.
+ * Returns -EINVAL, outputs untouched, with `err` (errlen bytes; may be NULL if errlen
+ * is 0) holding one of:
+ *   unknown parameter "foo"                    (first such name in request order)
+ *   parameter "x" contains a NUL byte          (only possible with lens)
+ *   missing required parameter "bytes"
+ *   parameter "bytes" does not match ^[0-9]+$  (the pattern as written)
+ * Nothing is kept: the result is the caller's. */
+int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
+                         const config_module *m, const char *const *names,
+                         const char *const *values, const size_t *lens, size_t n,
+                         char *err, size_t errlen);
+
+/* Frees a NULL-terminated string vector from config_module_render. Accepts NULL. */
+void config_argv_free(char **v);
+
+#endif

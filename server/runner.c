@@ -1,0 +1,566 @@
+#include "runner.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/evp.h>
+
+#include "grpcwire.h"
+#include "ids.h"
+#include "log.h"
+#include "outlog.h"
+#include "utf8.h"
+
+/* Input limits: generous for people, small enough that no request can make the
+ * server hold much. */
+#define MAX_ID_LEN 128
+#define MAX_KEY_LEN 128
+#define MAX_VALUE_LEN 8192
+#define MAX_ENTRIES 64
+#define LIST_DEFAULT 100
+#define LIST_MAX 1000
+/* Output a follower moves per turn while its client keeps up. */
+#define FOLLOW_BATCH (256u << 10)
+
+struct runner {
+  sched *sch;
+  const config *cfg;
+  uint64_t followers;
+};
+
+typedef Prismq__Runner__V1__Run pb_run;
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (!p) abort();
+  return p;
+}
+
+/* Maps the core's negative errno to a gRPC status. */
+static int status_of(int rc) {
+  switch (rc) {
+  case -ENOENT: return GW_NOT_FOUND;
+  case -EINVAL: return GW_INVALID_ARGUMENT;
+  case -EEXIST: return GW_ALREADY_EXISTS;
+  case -EAGAIN: return GW_RESOURCE_EXHAUSTED;
+  case -EALREADY: return GW_FAILED_PRECONDITION;
+  default: return GW_INTERNAL;
+  }
+}
+
+static int send_run(call *c, const pb_run *r) {
+  return call_send(c, &r->base);
+}
+
+static void reply_run(call *c, pb_run *r) {
+  send_run(c, r);
+  prismq__runner__v1__run__free_unpacked(r, NULL);
+  call_finish(c, GW_OK, NULL);
+}
+
+/* ---- input checks --------------------------------------------------------------- */
+
+/* Checks one string field: valid UTF-8 (clients in other languages cannot decode
+ * anything else back) and not longer than max. Answers the call and returns 0 if not. */
+static int check_str(call *c, const char *what, const char *s, size_t max) {
+  size_t len = strlen(s);
+  if (len > max) {
+    call_finish(c, GW_INVALID_ARGUMENT, "%s is too long (%zu bytes, at most %zu)", what, len, max);
+    return 0;
+  }
+  if (!utf8_valid(s, len)) {
+    call_finish(c, GW_INVALID_ARGUMENT, "%s is not valid UTF-8", what);
+    return 0;
+  }
+  return 1;
+}
+
+/* Map entries of a request: key and value strings at the same places in each type. */
+typedef struct {
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+} map_entry;
+
+static int check_map(call *c, const char *what, void *const *entries, size_t n) {
+  if (n > MAX_ENTRIES) {
+    call_finish(c, GW_INVALID_ARGUMENT, "too many %s (%zu, at most %d)", what, n, MAX_ENTRIES);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const map_entry *e = entries[i];
+    if (!check_str(c, what, e->key, MAX_KEY_LEN) || !check_str(c, what, e->value, MAX_VALUE_LEN)) return 0;
+    if (!e->key[0]) {
+      call_finish(c, GW_INVALID_ARGUMENT, "%s key must not be empty", what);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* A run id argument: answers NOT_FOUND itself for anything that cannot be one. */
+static int check_run_id(call *c, const char *id) {
+  if (!id[0]) {
+    call_finish(c, GW_INVALID_ARGUMENT, "run_id is required");
+    return 0;
+  }
+  if (!id_run_valid(id, strlen(id))) {
+    char safe[64];
+    utf8_sanitize(safe, sizeof safe, id, strlen(id));
+    call_finish(c, GW_NOT_FOUND, "run \"%s\" not found", safe);
+    return 0;
+  }
+  return 1;
+}
+
+#define UNPACK_OR_FAIL(var, type, fn, what)                    \
+  type *var = fn(NULL, len, req);                              \
+  if (!var) {                                                  \
+    call_finish(c, GW_INVALID_ARGUMENT, "malformed " what);    \
+    return;                                                    \
+  }
+
+/* ---- unary methods -------------------------------------------------------------- */
+
+static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request__unpack,
+                 "StartRunRequest");
+  if (!r->module_id[0]) {
+    call_finish(c, GW_INVALID_ARGUMENT, "module_id is required");
+  } else if (check_str(c, "module_id", r->module_id, MAX_ID_LEN) &&
+             check_str(c, "request_id", r->request_id, MAX_ID_LEN) &&
+             check_map(c, "parameters", (void *const *)r->parameters, r->n_parameters) &&
+             check_map(c, "labels", (void *const *)r->labels, r->n_labels)) {
+    char err[512];
+    pb_run *run = NULL;
+    int rc = sched_start(rn->sch, r, &run, err, sizeof err);
+    if (rc < 0) call_finish(c, status_of(rc), "%s", err);
+    else reply_run(c, run);
+  }
+  prismq__runner__v1__start_run_request__free_unpacked(r, NULL);
+}
+
+static void get_run(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__GetRunRequest, prismq__runner__v1__get_run_request__unpack,
+                 "GetRunRequest");
+  pb_run *run = NULL;
+  if (check_run_id(c, r->run_id)) {
+    if (sched_get(rn->sch, r->run_id, &run) == 0) reply_run(c, run);
+    else call_finish(c, GW_NOT_FOUND, "run %s not found", r->run_id);
+  }
+  prismq__runner__v1__get_run_request__free_unpacked(r, NULL);
+}
+
+/* Page tokens are opaque to clients: "v1:" + the last run id, base64. */
+static void token_encode(char *out, const char *run_id) {
+  char raw[64];
+  int n = snprintf(raw, sizeof raw, "v1:%s", run_id);
+  EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
+}
+
+static int token_decode(char *run_id, const char *tok) {
+  size_t len = strlen(tok);
+  unsigned char raw[64];
+  if (len == 0 || len % 4 || len > 4 * (sizeof raw / 3) - 4) return -EINVAL;
+  int n = EVP_DecodeBlock(raw, (const unsigned char *)tok, (int)len);
+  if (n < 0) return -EINVAL;
+  while (n > 0 && tok[len - 1] == '=') n--, len--; /* DecodeBlock counts padding */
+  if (n != 3 + ID_RUN_LEN || memcmp(raw, "v1:", 3) != 0 || !id_run_valid((char *)raw + 3, ID_RUN_LEN))
+    return -EINVAL;
+  memcpy(run_id, raw + 3, ID_RUN_LEN);
+  run_id[ID_RUN_LEN] = '\0';
+  return 0;
+}
+
+static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListRunsRequest, prismq__runner__v1__list_runs_request__unpack,
+                 "ListRunsRequest");
+  char before[ID_RUN_LEN + 1];
+  const char *keys[MAX_ENTRIES], *vals[MAX_ENTRIES];
+  int statuses[RUNTAB_FILTER_MAX];
+  runtab_filter f = RUNTAB_FILTER_INIT;
+  if (r->n_statuses > RUNTAB_FILTER_MAX) {
+    call_finish(c, GW_INVALID_ARGUMENT, "too many statuses (at most %d)", RUNTAB_FILTER_MAX);
+    goto out;
+  }
+  for (size_t i = 0; i < r->n_statuses; i++) {
+    if (r->statuses[i] < PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED ||
+        r->statuses[i] > PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST) {
+      call_finish(c, GW_INVALID_ARGUMENT, "invalid status %d in statuses", (int)r->statuses[i]);
+      goto out;
+    }
+    statuses[i] = (int)r->statuses[i];
+  }
+  if (!check_str(c, "module_id", r->module_id, MAX_ID_LEN) ||
+      !check_map(c, "labels", (void *const *)r->labels, r->n_labels))
+    goto out;
+  if (r->page_token[0] && token_decode(before, r->page_token) != 0) {
+    call_finish(c, GW_INVALID_ARGUMENT, "invalid page_token");
+    goto out;
+  }
+  for (size_t i = 0; i < r->n_labels; i++) {
+    keys[i] = r->labels[i]->key;
+    vals[i] = r->labels[i]->value;
+  }
+  f.statuses = statuses;
+  f.nstatuses = r->n_statuses;
+  f.module_id = r->module_id;
+  f.label_keys = keys;
+  f.label_values = vals;
+  f.nlabels = r->n_labels;
+  size_t limit = r->page_size == 0 ? LIST_DEFAULT : r->page_size > LIST_MAX ? LIST_MAX : r->page_size;
+  pb_run **runs = NULL;
+  size_t n = 0;
+  int more = 0;
+  int rc = sched_list(rn->sch, &f, r->page_token[0] ? before : NULL, limit, &runs, &n, &more);
+  if (rc < 0) {
+    call_finish(c, GW_INTERNAL, "cannot list runs: %s", strerror(-rc));
+    goto out;
+  }
+  char tok[128] = "";
+  if (more && n > 0) token_encode(tok, runs[n - 1]->run_id);
+  Prismq__Runner__V1__ListRunsResponse resp = PRISMQ__RUNNER__V1__LIST_RUNS_RESPONSE__INIT;
+  resp.runs = runs;
+  resp.n_runs = n;
+  resp.next_page_token = tok;
+  call_send(c, &resp.base);
+  runtab_list_free(runs, n);
+  call_finish(c, GW_OK, NULL);
+out:
+  prismq__runner__v1__list_runs_request__free_unpacked(r, NULL);
+}
+
+static void list_modules(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest, prismq__runner__v1__list_modules_request__unpack,
+                 "ListModulesRequest");
+  prismq__runner__v1__list_modules_request__free_unpacked(r, NULL);
+  const config *cfg = rn->cfg;
+  size_t np = 0;
+  for (size_t i = 0; i < cfg->nmodules; i++) np += cfg->modules[i].nparams;
+  /* Views into the config: nothing here is allocated per string. */
+  Prismq__Runner__V1__Module *mods = xcalloc(cfg->nmodules + 1, sizeof *mods);
+  Prismq__Runner__V1__Module **mptr = xcalloc(cfg->nmodules + 1, sizeof *mptr);
+  Prismq__Runner__V1__ParameterSpec *ps = xcalloc(np + 1, sizeof *ps);
+  Prismq__Runner__V1__ParameterSpec **pptr = xcalloc(np + 1, sizeof *pptr);
+  size_t k = 0;
+  for (size_t i = 0; i < cfg->nmodules; i++) {
+    const config_module *m = &cfg->modules[i];
+    Prismq__Runner__V1__Module *o = &mods[i];
+    *o = (Prismq__Runner__V1__Module)PRISMQ__RUNNER__V1__MODULE__INIT;
+    o->id = m->id;
+    o->name = m->name;
+    o->description = m->description;
+    o->timeout_ms = m->timeout_ms;
+    o->max_concurrent = m->max_concurrent;
+    o->parameters = &pptr[k];
+    o->n_parameters = m->nparams;
+    for (size_t j = 0; j < m->nparams; j++, k++) {
+      const config_param *p = &m->params[j];
+      ps[k] = (Prismq__Runner__V1__ParameterSpec)PRISMQ__RUNNER__V1__PARAMETER_SPEC__INIT;
+      ps[k].name = p->name;
+      ps[k].required = p->required != 0;
+      ps[k].default_value = p->default_value ? p->default_value : (char *)protobuf_c_empty_string;
+      ps[k].description = p->description;
+      ps[k].pattern = p->pattern ? p->pattern : (char *)protobuf_c_empty_string;
+      pptr[k] = &ps[k];
+    }
+    mptr[i] = o;
+  }
+  Prismq__Runner__V1__ListModulesResponse resp = PRISMQ__RUNNER__V1__LIST_MODULES_RESPONSE__INIT;
+  resp.modules = mptr;
+  resp.n_modules = cfg->nmodules;
+  call_send(c, &resp.base);
+  free(pptr);
+  free(ps);
+  free(mptr);
+  free(mods);
+  call_finish(c, GW_OK, NULL);
+}
+
+/* ---- WaitRun and CancelRun: a call held until the run changes -------------------- */
+
+struct waiter {
+  runner *rn;
+  call *c;
+  sched_watch *w;
+  struct event *timer;
+  char run_id[ID_RUN_LEN + 1];
+};
+
+static void waiter_free(struct waiter *wt) {
+  sched_unwatch(wt->w);
+  if (wt->timer) event_free(wt->timer);
+  free(wt);
+}
+
+static void waiter_cancelled(call *c, void *arg) {
+  (void)c;
+  waiter_free(arg);
+}
+
+static void waiter_fired(void *arg, const pb_run *run) {
+  struct waiter *wt = arg;
+  wt->w = NULL; /* the scheduler frees a watch once it fires */
+  send_run(wt->c, run);
+  call_finish(wt->c, GW_OK, NULL);
+  waiter_free(wt);
+}
+
+/* WaitRun's own timeout: answer with the run as it is now. */
+static void waiter_timeout(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct waiter *wt = arg;
+  pb_run *run = NULL;
+  if (sched_get(wt->rn->sch, wt->run_id, &run) == 0) reply_run(wt->c, run);
+  else call_finish(wt->c, GW_NOT_FOUND, "run %s not found", wt->run_id);
+  waiter_free(wt);
+}
+
+/* Holds call c until run_id is terminal (or timeout_ms, if not 0, has passed). */
+static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t timeout_ms) {
+  struct waiter *wt = xcalloc(1, sizeof *wt);
+  wt->rn = rn;
+  wt->c = c;
+  snprintf(wt->run_id, sizeof wt->run_id, "%s", run_id);
+  if (sched_watch_run(rn->sch, &wt->w, run_id, SCHED_EV_TERMINAL, waiter_fired, wt) < 0) {
+    free(wt);
+    call_finish(c, GW_NOT_FOUND, "run %s not found", run_id);
+    return;
+  }
+  if (timeout_ms) {
+    wt->timer = evtimer_new(call_base(c), waiter_timeout, wt);
+    if (!wt->timer) abort();
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    evtimer_add(wt->timer, &tv);
+  }
+  call_on_cancel(c, waiter_cancelled, wt);
+}
+
+static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__WaitRunRequest, prismq__runner__v1__wait_run_request__unpack,
+                 "WaitRunRequest");
+  if (check_run_id(c, r->run_id)) wait_terminal(svc, c, r->run_id, r->timeout_ms);
+  prismq__runner__v1__wait_run_request__free_unpacked(r, NULL);
+}
+
+/* Cancel = terminate, wait, kill: the answer is the run once it has ended, so a
+ * client that sees CancelRun return knows no process of the run is left. */
+static void cancel_run(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__CancelRunRequest, prismq__runner__v1__cancel_run_request__unpack,
+                 "CancelRunRequest");
+  if (check_run_id(c, r->run_id)) {
+    int rc = sched_cancel(rn->sch, r->run_id, r->grace_ms);
+    if (rc == -EALREADY) {
+      pb_run *run = NULL;
+      const char *st = "terminal";
+      if (sched_get(rn->sch, r->run_id, &run) == 0) {
+        const ProtobufCEnumValue *v =
+            protobuf_c_enum_descriptor_get_value(&prismq__runner__v1__run_status__descriptor, run->status);
+        if (v) st = v->name;
+      }
+      call_finish(c, GW_FAILED_PRECONDITION, "run %s is already %s", r->run_id, st);
+      if (run) prismq__runner__v1__run__free_unpacked(run, NULL);
+    } else if (rc < 0) {
+      call_finish(c, status_of(rc), "run %s not found", r->run_id);
+    } else {
+      wait_terminal(rn, c, r->run_id, 0);
+    }
+  }
+  prismq__runner__v1__cancel_run_request__free_unpacked(r, NULL);
+}
+
+/* ---- StreamOutput followers ------------------------------------------------------ */
+
+struct follower {
+  runner *rn;
+  call *c;
+  char run_id[ID_RUN_LEN + 1];
+  uint64_t start_seq;
+  int stream;
+  int follow;
+  outlog_reader *rd;
+  sched_watch *w;
+  struct evbuffer *buf;
+};
+
+static void follower_free(struct follower *f) {
+  sched_unwatch(f->w);
+  outlog_reader_free(f->rd);
+  evbuffer_free(f->buf);
+  f->rn->followers--;
+  free(f);
+}
+
+static void follower_cancelled(call *c, void *arg) {
+  (void)c;
+  follower_free(arg);
+}
+
+/* The end of a follow: one last chunk carrying the terminal run, then OK. */
+static void follower_end(struct follower *f) {
+  if (f->follow) {
+    pb_run *run = NULL;
+    if (sched_get(f->rn->sch, f->run_id, &run) == 0) {
+      Prismq__Runner__V1__OutputChunk last = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
+      last.run = run;
+      call_send(f->c, &last.base);
+      prismq__runner__v1__run__free_unpacked(run, NULL);
+    }
+  }
+  call_finish(f->c, GW_OK, NULL);
+  follower_free(f);
+}
+
+static void follower_wake(outlog_reader *rd, void *arg);
+
+/* Moves output to the call while the client keeps up; then waits for the client
+ * (on_writable) or for more output (outlog wake). Memory held: one batch. */
+static void follower_pump(struct follower *f) {
+  while (call_writable(f->c)) {
+    ssize_t n = outlog_reader_read(f->rd, f->buf, FOLLOW_BATCH);
+    if (n < 0) {
+      LOG_ERROR("output read failed run_id=%s: %s", f->run_id, strerror((int)-n));
+      call_finish(f->c, GW_DATA_LOSS, "cannot read the output of run %s: %s", f->run_id, strerror((int)-n));
+      follower_free(f);
+      return;
+    }
+    if (n > 0) {
+      call_send_framed(f->c, f->buf);
+      continue;
+    }
+    if (outlog_reader_done(f->rd) || (!f->follow && outlog_reader_caught_up(f->rd))) {
+      follower_end(f);
+      return;
+    }
+    outlog_reader_wait(f->rd, follower_wake, f);
+    return;
+  }
+}
+
+static void follower_wake(outlog_reader *rd, void *arg) {
+  (void)rd;
+  follower_pump(arg);
+}
+
+static void follower_writable(call *c, void *arg) {
+  (void)c;
+  follower_pump(arg);
+}
+
+/* Opens the reader once the run has output (at once, or when a queued run starts). */
+static void follower_open(struct follower *f) {
+  int rc = sched_open_output(f->rn->sch, f->run_id, f->start_seq, f->stream, &f->rd);
+  if (rc == -EAGAIN) {
+    if (!f->follow) {
+      call_finish(f->c, GW_OK, NULL); /* queued: nothing exists yet */
+      follower_free(f);
+    }
+    return; /* the STARTED watch is set up by the caller */
+  }
+  if (rc < 0) {
+    call_finish(f->c, status_of(rc), "cannot open the output of run %s: %s", f->run_id, strerror(-rc));
+    follower_free(f);
+    return;
+  }
+  if (!f->rd) {
+    follower_end(f); /* the run ended before it started: no output at all */
+    return;
+  }
+  call_on_writable(f->c, follower_writable, f);
+  follower_pump(f);
+}
+
+static void follower_started(void *arg, const pb_run *run) {
+  (void)run;
+  struct follower *f = arg;
+  f->w = NULL;
+  follower_open(f);
+}
+
+static void stream_output(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StreamOutputRequest,
+                 prismq__runner__v1__stream_output_request__unpack, "StreamOutputRequest");
+  if (!check_run_id(c, r->run_id)) goto out;
+  if (r->stream < 0 || r->stream > PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR) {
+    call_finish(c, GW_INVALID_ARGUMENT, "invalid stream %d", (int)r->stream);
+    goto out;
+  }
+  struct follower *f = xcalloc(1, sizeof *f);
+  f->rn = rn;
+  f->c = c;
+  snprintf(f->run_id, sizeof f->run_id, "%s", r->run_id);
+  f->start_seq = r->start_seq;
+  f->stream = (int)r->stream;
+  f->follow = r->follow;
+  f->buf = evbuffer_new();
+  if (!f->buf) abort();
+  rn->followers++;
+  call_on_cancel(c, follower_cancelled, f);
+  pb_run *run = NULL;
+  if (sched_get(rn->sch, f->run_id, &run) != 0) {
+    call_finish(c, GW_NOT_FOUND, "run %s not found", f->run_id);
+    follower_free(f);
+    goto out;
+  }
+  int queued = run->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
+  prismq__runner__v1__run__free_unpacked(run, NULL);
+  if (queued && f->follow) {
+    if (sched_watch_run(rn->sch, &f->w, f->run_id, SCHED_EV_STARTED, follower_started, f) < 0) {
+      call_finish(c, GW_NOT_FOUND, "run %s not found", f->run_id);
+      follower_free(f);
+    }
+    goto out;
+  }
+  follower_open(f);
+out:
+  prismq__runner__v1__stream_output_request__free_unpacked(r, NULL);
+}
+
+/* ---- registration --------------------------------------------------------------- */
+
+int runner_new(runner **out, call_server *cs, sched *sch, const config *cfg) {
+  static const struct {
+    const char *path;
+    call_handler_fn fn;
+  } methods[] = {
+      {"/prismq.runner.v1.Runner/StartRun", start_run},
+      {"/prismq.runner.v1.Runner/GetRun", get_run},
+      {"/prismq.runner.v1.Runner/ListRuns", list_runs},
+      {"/prismq.runner.v1.Runner/CancelRun", cancel_run},
+      {"/prismq.runner.v1.Runner/WaitRun", wait_run},
+      {"/prismq.runner.v1.Runner/StreamOutput", stream_output},
+      {"/prismq.runner.v1.Runner/ListModules", list_modules},
+  };
+  runner *rn = xcalloc(1, sizeof *rn);
+  rn->sch = sch;
+  rn->cfg = cfg;
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+    int rc = call_server_add(cs, methods[i].path, methods[i].fn, rn);
+    if (rc < 0) {
+      free(rn);
+      return rc;
+    }
+  }
+  *out = rn;
+  return 0;
+}
+
+void runner_free(runner *rn) { free(rn); }
+
+void runner_counters(admin_counters *out, void *arg) {
+  runner *rn = arg;
+  out->runs_active = sched_active(rn->sch);
+  out->runs_total = sched_total(rn->sch);
+  out->followers = rn->followers;
+}

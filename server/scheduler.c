@@ -1,0 +1,810 @@
+#include "scheduler.h"
+
+#include <errno.h>
+#include <search.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+
+#include "ids.h"
+#include "log.h"
+#include "outlog.h"
+#include "proc.h"
+#include "resmon.h"
+#include "utf8.h"
+
+/* The last stderr bytes kept for a failed run's error_message (as the old design). */
+#define ERRTAIL_MAX 500
+
+struct sched_watch {
+  sched *s;
+  struct srun *run;  /* live watch: on run->watchers; NULL for a pending one */
+  sched_run *snap;   /* pending watch: the state to report, fired from `ev` */
+  struct event *ev;
+  int events;
+  sched_watch_fn fn;
+  void *arg;
+  struct sched_watch *prev, *next;
+};
+
+/* An active (queued or running) run. */
+struct srun {
+  sched *s;
+  sched_run *pb; /* owned; strings are malloc'd or protobuf_c_empty_string */
+  const config_module *mod;
+  char **argv; /* rendered at request time; freed once started */
+  char *cwd;
+  uint32_t timeout_ms;
+  proc *p;
+  outlog *log;
+  struct event *timer;
+  char *errtail; /* ring of the last ERRTAIL_MAX stderr bytes, while running */
+  size_t errtail_len, errtail_pos;
+  unsigned cancelled : 1, timed_out : 1, log_error : 1;
+  struct sched_watch *watchers;
+  struct srun *qprev, *qnext; /* the queue, while QUEUED */
+};
+
+struct sched {
+  struct event_base *base;
+  sched_opts opts;
+  char *data_dir;
+  char ***module_envp; /* per module index: the child's environment (NULL-terminated) */
+  uint32_t *mod_running; /* per module index */
+  void *index;        /* tsearch tree of active runs by run_id */
+  struct srun *qhead, *qtail;
+  size_t nqueued, nrunning;
+  resmon *res;
+  unsigned pumping : 1, repump : 1;
+  char blocked_why[160]; /* the last resource check that held the queue */
+};
+
+static void *xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p) abort();
+  return p;
+}
+
+static char *xstrdup(const char *s) {
+  char *p = strdup(s);
+  if (!p) abort();
+  return p;
+}
+
+static const char *status_name(int st) {
+  const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&prismq__runner__v1__run_status__descriptor, st);
+  return v ? v->name + sizeof "RUN_STATUS_" - 1 : "?";
+}
+
+/* ---- the Run message ------------------------------------------------------------ */
+
+static void set_str(char **field, const char *v) {
+  if (*field != protobuf_c_empty_string) free(*field);
+  *field = v && *v ? xstrdup(v) : (char *)protobuf_c_empty_string;
+}
+
+static sched_run *run_copy(const sched_run *r) {
+  size_t n = prismq__runner__v1__run__get_packed_size(r);
+  uint8_t stackbuf[2048];
+  uint8_t *buf = n <= sizeof stackbuf ? stackbuf : xmalloc(n);
+  prismq__runner__v1__run__pack(r, buf);
+  sched_run *c = prismq__runner__v1__run__unpack(NULL, n, buf);
+  if (buf != stackbuf) free(buf);
+  if (!c) abort(); /* only out of memory can fail on our own encoding */
+  return c;
+}
+
+/* The map entries of a Run, built from parallel key/value strings. */
+#define BUILD_MAP(Type, INIT, out_arr, out_n, keys, vals, count)      \
+  do {                                                                 \
+    (out_n) = (count);                                                 \
+    (out_arr) = (count) ? xmalloc((count) * sizeof *(out_arr)) : NULL; \
+    for (size_t i_ = 0; i_ < (count); i_++) {                          \
+      Type *e_ = xmalloc(sizeof *e_);                                  \
+      *e_ = (Type)INIT;                                                \
+      e_->key = xstrdup(keys[i_]);                                     \
+      e_->value = xstrdup(vals[i_]);                                   \
+      (out_arr)[i_] = e_;                                              \
+    }                                                                  \
+  } while (0)
+
+/* The copy of a run that callers get, with the live byte counts of a running one. */
+static sched_run *snapshot(const struct srun *r) {
+  sched_run *c = run_copy(r->pb);
+  if (r->log) {
+    c->stdout_bytes = outlog_bytes(r->log, OUTLOG_STDOUT);
+    c->stderr_bytes = outlog_bytes(r->log, OUTLOG_STDERR);
+  }
+  return c;
+}
+
+/* ---- the index of active runs --------------------------------------------------- */
+
+static int run_cmp(const void *a, const void *b) {
+  return strcmp(((const struct srun *)a)->pb->run_id, ((const struct srun *)b)->pb->run_id);
+}
+
+static struct srun *find_active(sched *s, const char *run_id) {
+  sched_run key_pb = PRISMQ__RUNNER__V1__RUN__INIT;
+  struct srun key = {.pb = &key_pb};
+  key_pb.run_id = (char *)run_id;
+  struct srun **hit = tfind(&key, &s->index, run_cmp);
+  return hit ? *hit : NULL;
+}
+
+/* ---- watchers ------------------------------------------------------------------- */
+
+static void watch_unlink(sched_watch *w) {
+  if (!w->run) return;
+  if (w->prev) w->prev->next = w->next;
+  else w->run->watchers = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->run = NULL;
+}
+
+/* Fires the watchers of r that wait for one of `events`. Each is unlinked before its
+ * callback, which may unwatch others of the same run. */
+static void notify(struct srun *r, int events) {
+  sched_watch *w = r->watchers;
+  while (w) {
+    if (!(w->events & events)) {
+      w = w->next;
+      continue;
+    }
+    watch_unlink(w);
+    w->fn(w->arg, r->pb);
+    free(w);
+    w = r->watchers; /* the list may have changed: start over (fired ones are gone) */
+  }
+}
+
+static void pending_fire(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  sched_watch *w = arg;
+  w->fn(w->arg, w->snap);
+  prismq__runner__v1__run__free_unpacked(w->snap, NULL);
+  event_free(w->ev);
+  free(w);
+}
+
+int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
+                    sched_watch_fn fn, void *arg) {
+  struct srun *r = find_active(s, run_id);
+  sched_run *snap = NULL;
+  if (r) {
+    int started = r->pb->status != PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
+    if ((events & SCHED_EV_STARTED) && started) snap = snapshot(r);
+  } else if (runtab_get(s->opts.rt, run_id, &snap) != 0) {
+    return -ENOENT;
+  }
+  sched_watch *w = calloc(1, sizeof *w);
+  if (!w) abort();
+  w->s = s;
+  w->events = events;
+  w->fn = fn;
+  w->arg = arg;
+  if (snap) {
+    /* Already happened: report it from the loop, never inside this call. */
+    w->snap = snap;
+    w->ev = event_new(s->base, -1, 0, pending_fire, w);
+    if (!w->ev) abort();
+    event_active(w->ev, EV_TIMEOUT, 0);
+  } else {
+    w->run = r;
+    w->next = r->watchers;
+    if (r->watchers) r->watchers->prev = w;
+    r->watchers = w;
+  }
+  *out = w;
+  return 0;
+}
+
+void sched_unwatch(sched_watch *w) {
+  if (!w) return;
+  if (w->snap) {
+    event_free(w->ev);
+    prismq__runner__v1__run__free_unpacked(w->snap, NULL);
+  }
+  watch_unlink(w);
+  free(w);
+}
+
+/* ---- queue ---------------------------------------------------------------------- */
+
+static void queue_remove(sched *s, struct srun *r) {
+  if (r->qprev) r->qprev->qnext = r->qnext;
+  else s->qhead = r->qnext;
+  if (r->qnext) r->qnext->qprev = r->qprev;
+  else s->qtail = r->qprev;
+  r->qprev = r->qnext = NULL;
+  s->nqueued--;
+}
+
+static void queue_push(sched *s, struct srun *r) {
+  r->qprev = s->qtail;
+  if (s->qtail) s->qtail->qnext = r;
+  else s->qhead = r;
+  s->qtail = r;
+  s->nqueued++;
+}
+
+static size_t mod_index(const sched *s, const config_module *m) {
+  return (size_t)(m - s->opts.cfg->modules);
+}
+
+/* ---- life of a run -------------------------------------------------------------- */
+
+static void pump(sched *s);
+
+static void persist(sched *s, const sched_run *pb) {
+  int rc = runtab_update(s->opts.rt, pb);
+  if (rc < 0)
+    LOG_ERROR("run table update failed run_id=%s module_id=%s status=%s: %s", pb->run_id, pb->module_id,
+              status_name(pb->status), strerror(-rc));
+}
+
+static void srun_free(struct srun *r) {
+  config_argv_free(r->argv);
+  free(r->cwd);
+  if (r->timer) event_free(r->timer);
+  free(r->errtail);
+  prismq__runner__v1__run__free_unpacked(r->pb, NULL);
+  free(r);
+}
+
+/* The run is over: record it, end its output, tell watchers, free a slot. */
+static void finish(struct srun *r, int status, const char *error) {
+  sched *s = r->s;
+  sched_run *pb = r->pb;
+  int was_running = pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
+  pb->status = status;
+  pb->finished_at_ms = id_now_ms();
+  if (error) set_str(&pb->error_message, error);
+  if (r->log) {
+    pb->stdout_bytes = outlog_bytes(r->log, OUTLOG_STDOUT);
+    pb->stderr_bytes = outlog_bytes(r->log, OUTLOG_STDERR);
+  }
+  /* Persist before the log ends: a follower that sees the end reads the final run. */
+  persist(s, pb);
+  outlog_free(r->log);
+  r->log = NULL;
+  if (r->p) {
+    proc_free(r->p);
+    r->p = NULL;
+  }
+  tdelete(r, &s->index, run_cmp);
+  if (r->qprev || r->qnext || s->qhead == r) queue_remove(s, r);
+  if (was_running) {
+    s->nrunning--;
+    s->mod_running[mod_index(s, r->mod)]--;
+  }
+  LOG_INFO("run finished run_id=%s module_id=%s status=%s exit_code=%d signal=%d", pb->run_id,
+           pb->module_id, status_name(status), pb->exit_code, pb->term_signal);
+  notify(r, SCHED_EV_STARTED | SCHED_EV_TERMINAL);
+  srun_free(r);
+  pump(s);
+}
+
+static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
+  (void)p;
+  struct srun *r = arg;
+  int rc = outlog_append(r->log, stream, data, len, id_now_ms());
+  if (rc < 0 && !r->log_error) {
+    r->log_error = 1; /* once per run: a full disk would otherwise flood the log */
+    LOG_ERROR("output not stored run_id=%s module_id=%s: %s", r->pb->run_id, r->pb->module_id,
+              strerror(-rc));
+  }
+  if (stream != OUTLOG_STDERR) return;
+  for (size_t i = len > ERRTAIL_MAX ? len - ERRTAIL_MAX : 0; i < len; i++) {
+    r->errtail[r->errtail_pos] = (char)data[i];
+    r->errtail_pos = (r->errtail_pos + 1) % ERRTAIL_MAX;
+    if (r->errtail_len < ERRTAIL_MAX) r->errtail_len++;
+  }
+}
+
+/* The last lines of stderr, at most ERRTAIL_MAX bytes, starting at a line when the
+ * tail was cut, made valid UTF-8 for the string field. */
+static void stderr_tail(const struct srun *r, char *out, size_t cap) {
+  char lin[ERRTAIL_MAX];
+  size_t n = r->errtail_len;
+  size_t start = (r->errtail_pos + ERRTAIL_MAX - n) % ERRTAIL_MAX;
+  for (size_t i = 0; i < n; i++) lin[i] = r->errtail[(start + i) % ERRTAIL_MAX];
+  size_t from = 0;
+  if (n == ERRTAIL_MAX) {
+    char *nl = memchr(lin, '\n', n);
+    if (nl && (size_t)(nl - lin) + 1 < n) from = (size_t)(nl - lin) + 1;
+  }
+  while (n > from && (lin[n - 1] == '\n' || lin[n - 1] == '\r')) n--;
+  utf8_sanitize(out, cap, lin + from, n - from);
+}
+
+static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u, void *arg) {
+  (void)p;
+  struct srun *r = arg;
+  sched_run *pb = r->pb;
+  char msg[ERRTAIL_MAX + 128];
+  pb->exit_code = exit_status;
+  pb->term_signal = term_signal;
+  pb->user_cpu_ms = u->user_cpu_ms;
+  pb->sys_cpu_ms = u->sys_cpu_ms;
+  pb->max_rss_kb = u->max_rss_kb;
+  if (r->cancelled) {
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "cancelled");
+  } else if (r->timed_out) {
+    snprintf(msg, sizeof msg, "timed out after %u ms", r->timeout_ms);
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_TIMED_OUT, msg);
+  } else if (term_signal) {
+    snprintf(msg, sizeof msg, "killed by signal %d (%s)", term_signal, strsignal(term_signal));
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, msg);
+  } else if (exit_status != 0) {
+    stderr_tail(r, msg, sizeof msg);
+    if (!msg[0]) snprintf(msg, sizeof msg, "exited with code %d", exit_status);
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, msg);
+  } else {
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, NULL);
+  }
+}
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct srun *r = arg;
+  LOG_INFO("run timed out run_id=%s module_id=%s timeout_ms=%u", r->pb->run_id, r->pb->module_id,
+           r->timeout_ms);
+  r->timed_out = 1;
+  proc_terminate(r->p, r->s->opts.default_grace_ms);
+}
+
+/* The argv as one line a person can read, for dry-run mode. */
+static size_t argv_line(char *buf, size_t cap, char *const *argv) {
+  size_t o = 0;
+  for (size_t i = 0; argv[i] && o + 1 < cap; i++) {
+    int quote = argv[i][0] == '\0' || strpbrk(argv[i], " \t\n'\"\\$`*?[]{}()<>|&;#~") != NULL;
+    o += (size_t)snprintf(buf + o, cap - o, quote ? "%s'%s'" : "%s%s", i ? " " : "", argv[i]);
+    if (o >= cap) o = cap - 1;
+  }
+  if (o + 1 < cap) buf[o++] = '\n';
+  buf[o] = '\0';
+  return o;
+}
+
+static void start_run(struct srun *r) {
+  sched *s = r->s;
+  sched_run *pb = r->pb;
+  char path[4096];
+  char err[4096 + 128];
+  queue_remove(s, r);
+  s->nrunning++;
+  s->mod_running[mod_index(s, r->mod)]++;
+  pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
+  pb->started_at_ms = id_now_ms();
+
+  outlog_opts lo = OUTLOG_OPTS_INIT;
+  lo.max_bytes = s->opts.cfg->limits.output_max_bytes;
+  snprintf(path, sizeof path, "%s/output/%s.out", s->data_dir, pb->run_id);
+  int rc = outlog_new(&r->log, s->base, path, &lo);
+  if (rc < 0) {
+    snprintf(err, sizeof err, "cannot create the output file %s: %s", path, strerror(-rc));
+    LOG_ERROR("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
+    return;
+  }
+
+  if (s->opts.mode == SCHED_DRY_RUN) {
+    size_t n = argv_line(err, sizeof err, r->argv);
+    outlog_append(r->log, OUTLOG_STDOUT, err, n, id_now_ms());
+    LOG_INFO("run started run_id=%s module_id=%s mode=dry-run", pb->run_id, pb->module_id);
+    notify(r, SCHED_EV_STARTED);
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, NULL);
+    return;
+  }
+
+  proc_opts po = PROC_OPTS_INIT;
+  po.argv = (const char *const *)r->argv;
+  po.envp = (const char *const *)s->module_envp[mod_index(s, r->mod)];
+  po.cwd = r->cwd;
+  po.threaded = s->opts.mode == SCHED_THREADED;
+  po.orphan_kill_ms = s->opts.orphan_kill_ms;
+  po.on_output = on_output;
+  po.on_exit = on_exit_cb;
+  po.arg = r;
+  r->errtail = xmalloc(ERRTAIL_MAX);
+  rc = proc_spawn(&r->p, s->base, &po);
+  if (rc < 0) {
+    snprintf(err, sizeof err, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
+    LOG_WARN("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
+    return;
+  }
+  pb->pid = (int32_t)proc_pid(r->p);
+  config_argv_free(r->argv);
+  r->argv = NULL;
+  if (r->timeout_ms) {
+    r->timer = evtimer_new(s->base, timeout_cb, r);
+    if (!r->timer) abort();
+    struct timeval tv = {(time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000};
+    evtimer_add(r->timer, &tv);
+  }
+  persist(s, pb);
+  LOG_INFO("run started run_id=%s module_id=%s pid=%d", pb->run_id, pb->module_id, pb->pid);
+  notify(r, SCHED_EV_STARTED);
+}
+
+/* Starts queued runs, oldest first, while slots and resources allow. A run whose
+ * module is at its own limit is passed over, so it does not hold up other modules.
+ * Starting a run can end it at once (dry-run, spawn failure), which asks for another
+ * pump: that one is folded into this loop rather than run re-entrantly. */
+static void pump(sched *s) {
+  if (s->pumping) {
+    s->repump = 1;
+    return;
+  }
+  s->pumping = 1;
+  const config_limits *lim = &s->opts.cfg->limits;
+  do {
+    s->repump = 0;
+    struct srun *r = s->qhead;
+    while (r && s->nrunning < lim->max_concurrent) {
+      uint32_t mmax = r->mod->max_concurrent;
+      if (mmax && s->mod_running[mod_index(s, r->mod)] >= mmax) {
+        r = r->qnext;
+        continue;
+      }
+      char why[160];
+      if (s->res && !resmon_check(s->res, why, sizeof why)) {
+        if (strcmp(why, s->blocked_why) != 0) {
+          LOG_INFO("queued runs wait: %s queued=%zu", why, s->nqueued);
+          snprintf(s->blocked_why, sizeof s->blocked_why, "%s", why);
+        }
+        s->repump = 0;
+        break;
+      }
+      s->blocked_why[0] = '\0';
+      start_run(r);
+      r = s->qhead; /* the queue changed under us: scan again from the oldest */
+    }
+  } while (s->repump);
+  s->pumping = 0;
+}
+
+static void on_sample(void *arg) { pump(arg); }
+
+/* ---- requests ------------------------------------------------------------------- */
+
+int sched_mode_parse(enum sched_mode *out, const char *s) {
+  if (!s || !*s || strcmp(s, "async") == 0) *out = SCHED_ASYNC;
+  else if (strcmp(s, "threaded") == 0) *out = SCHED_THREADED;
+  else if (strcmp(s, "dry-run") == 0) *out = SCHED_DRY_RUN;
+  else return -EINVAL;
+  return 0;
+}
+
+/* Two runs are the same request when module and effective parameters match. */
+static int same_request(const sched_run *a, const char *module_id, char *const *params) {
+  if (strcmp(a->module_id, module_id) != 0) return 0;
+  size_t n = 0;
+  for (; params[n]; n++) {
+    if (n >= a->n_parameters) return 0;
+    const char *eq = strchr(params[n], '=');
+    size_t klen = (size_t)(eq - params[n]);
+    const Prismq__Runner__V1__Run__ParametersEntry *e = a->parameters[n];
+    if (strlen(e->key) != klen || memcmp(e->key, params[n], klen) != 0 || strcmp(e->value, eq + 1) != 0)
+      return 0;
+  }
+  return n == a->n_parameters;
+}
+
+int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_run **out,
+                char *err, size_t errlen) {
+  const config *cfg = s->opts.cfg;
+  const config_module *m = config_find_module(cfg, req->module_id);
+  if (!m) {
+    snprintf(err, errlen, "unknown module \"%.64s\"", req->module_id);
+    return -ENOENT;
+  }
+  size_t np = req->n_parameters;
+  const char **names = xmalloc(np * sizeof *names);
+  const char **values = xmalloc(np * sizeof *values);
+  for (size_t i = 0; i < np; i++) {
+    names[i] = req->parameters[i]->key;
+    values[i] = req->parameters[i]->value;
+  }
+  char **argv = NULL, *cwd = NULL, **params = NULL;
+  int rc = config_module_render(&argv, &cwd, &params, m, names, values, NULL, np, err, errlen);
+  free(names);
+  free(values);
+  if (rc < 0) return rc;
+
+  if (req->request_id[0]) {
+    sched_run *prev = NULL;
+    if (runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) == 0) {
+      int same = same_request(prev, m->id, params);
+      config_argv_free(argv);
+      free(cwd);
+      config_argv_free(params);
+      if (!same) {
+        snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module or parameters",
+                 req->request_id, prev->run_id);
+        prismq__runner__v1__run__free_unpacked(prev, NULL);
+        return -EEXIST;
+      }
+      struct srun *live = find_active(s, prev->run_id);
+      if (live) {
+        prismq__runner__v1__run__free_unpacked(prev, NULL);
+        prev = snapshot(live);
+      }
+      *out = prev;
+      return 1;
+    }
+  }
+
+  int can_start = s->nrunning < cfg->limits.max_concurrent && s->nqueued == 0;
+  if (!can_start && s->nqueued >= cfg->limits.max_queued) {
+    snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued,
+             cfg->limits.max_queued);
+    config_argv_free(argv);
+    free(cwd);
+    config_argv_free(params);
+    return -EAGAIN;
+  }
+
+  struct srun *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->s = s;
+  r->mod = m;
+  r->argv = argv;
+  r->cwd = cwd;
+  /* The request may shorten the module's timeout, never lengthen it. */
+  r->timeout_ms = m->timeout_ms;
+  if (req->timeout_ms && (!m->timeout_ms || req->timeout_ms < m->timeout_ms)) r->timeout_ms = req->timeout_ms;
+
+  sched_run *pb = xmalloc(sizeof *pb);
+  *pb = (sched_run)PRISMQ__RUNNER__V1__RUN__INIT;
+  char id[ID_RUN_LEN + 1];
+  pb->created_at_ms = id_now_ms();
+  id_run_new(id, pb->created_at_ms);
+  pb->run_id = xstrdup(id);
+  pb->module_id = xstrdup(m->id);
+  pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
+  set_str(&pb->request_id, req->request_id);
+  size_t npar = 0;
+  while (params[npar]) npar++;
+  char **pk = xmalloc(npar * sizeof *pk), **pv = xmalloc(npar * sizeof *pv);
+  for (size_t i = 0; i < npar; i++) {
+    pk[i] = params[i];
+    pv[i] = strchr(params[i], '=');
+    *pv[i]++ = '\0';
+  }
+  BUILD_MAP(Prismq__Runner__V1__Run__ParametersEntry, PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT,
+            pb->parameters, pb->n_parameters, pk, pv, npar);
+  free(pk);
+  free(pv);
+  config_argv_free(params);
+  /* Labels: protobuf map semantics, the last duplicate key wins. */
+  size_t nl = 0;
+  const char **lk = xmalloc(req->n_labels * sizeof *lk), **lv = xmalloc(req->n_labels * sizeof *lv);
+  for (size_t i = 0; i < req->n_labels; i++) {
+    size_t j = 0;
+    while (j < nl && strcmp(lk[j], req->labels[i]->key) != 0) j++;
+    lk[j] = req->labels[i]->key;
+    lv[j] = req->labels[i]->value;
+    if (j == nl) nl++;
+  }
+  BUILD_MAP(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, pb->labels,
+            pb->n_labels, lk, lv, nl);
+  free(lk);
+  free(lv);
+  r->pb = pb;
+
+  rc = runtab_insert(s->opts.rt, pb);
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot record the run: %s", strerror(-rc));
+    LOG_ERROR("run not recorded run_id=%s module_id=%s: %s", pb->run_id, pb->module_id, strerror(-rc));
+    srun_free(r);
+    return -EIO;
+  }
+  if (!tsearch(r, &s->index, run_cmp)) abort();
+  queue_push(s, r);
+  LOG_INFO("run queued run_id=%s module_id=%s", pb->run_id, pb->module_id);
+  char run_id[ID_RUN_LEN + 1];
+  memcpy(run_id, pb->run_id, sizeof run_id);
+  pump(s);
+  /* The answer shows the run as pump left it: running, or even finished already. */
+  return sched_get(s, run_id, out) == 0 ? 0 : -EIO;
+}
+
+int sched_get(sched *s, const char *run_id, sched_run **out) {
+  struct srun *r = find_active(s, run_id);
+  if (r) {
+    *out = snapshot(r);
+    return 0;
+  }
+  return runtab_get(s->opts.rt, run_id, out) == 0 ? 0 : -ENOENT;
+}
+
+int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
+  struct srun *r = find_active(s, run_id);
+  if (!r) {
+    sched_run *done = NULL;
+    if (runtab_get(s->opts.rt, run_id, &done) != 0) return -ENOENT;
+    prismq__runner__v1__run__free_unpacked(done, NULL);
+    return -EALREADY;
+  }
+  LOG_INFO("run cancel requested run_id=%s module_id=%s status=%s", run_id, r->pb->module_id,
+           status_name(r->pb->status));
+  if (r->pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "cancelled while queued");
+    return 0;
+  }
+  r->cancelled = 1;
+  proc_terminate(r->p, grace_ms ? grace_ms : s->opts.default_grace_ms);
+  return 0;
+}
+
+int sched_list(sched *s, const runtab_filter *f, const char *before_run_id, size_t limit,
+               sched_run ***out, size_t *n_out, int *more_out) {
+  int rc = runtab_list(s->opts.rt, f, before_run_id, limit, out, n_out, more_out);
+  if (rc < 0) return rc;
+  for (size_t i = 0; i < *n_out; i++) {
+    struct srun *r = find_active(s, (*out)[i]->run_id);
+    if (!r) continue;
+    prismq__runner__v1__run__free_unpacked((*out)[i], NULL);
+    (*out)[i] = snapshot(r);
+  }
+  return 0;
+}
+
+int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stream,
+                      outlog_reader **out) {
+  if (stream < 0 || stream > 2) return -EINVAL;
+  struct srun *r = find_active(s, run_id);
+  if (r) {
+    if (!r->log) return -EAGAIN;
+    return outlog_reader_new(out, r->log, start_seq, stream);
+  }
+  sched_run *done = NULL;
+  if (runtab_get(s->opts.rt, run_id, &done) != 0) return -ENOENT;
+  prismq__runner__v1__run__free_unpacked(done, NULL);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/output/%s.out", s->data_dir, run_id);
+  outlog *l = NULL;
+  int rc = outlog_open_existing(&l, s->base, path, NULL);
+  if (rc == -ENOENT) {
+    /* A run that ended before it started (cancelled while queued) has no output. */
+    *out = NULL;
+    return 0;
+  }
+  if (rc < 0) return rc;
+  rc = outlog_reader_new(out, l, start_seq, stream);
+  outlog_free(l); /* the reader holds its own reference */
+  return rc;
+}
+
+size_t sched_active(const sched *s) { return s->nqueued + s->nrunning; }
+
+uint64_t sched_total(const sched *s) { return runtab_count(s->opts.rt); }
+
+/* ---- set-up --------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
+    *p = '/';
+  }
+  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
+  return 0;
+}
+
+/* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
+ * default), then the module's own variables, which win. */
+static char **build_env(const config_module *m) {
+  static const char *const inherit[] = {"PATH", "HOME", "LANG"};
+  char **env = xmalloc((3 + m->nenv + 1) * sizeof *env);
+  size_t n = 0;
+  for (size_t i = 0; i < 3; i++) {
+    const char *v = getenv(inherit[i]);
+    if (!v && i == 0) v = "/usr/local/bin:/usr/bin:/bin";
+    if (!v) continue;
+    int overridden = 0;
+    size_t klen = strlen(inherit[i]);
+    for (size_t j = 0; j < m->nenv; j++)
+      overridden |= strncmp(m->env[j], inherit[i], klen) == 0 && m->env[j][klen] == '=';
+    if (overridden) continue;
+    size_t len = klen + 1 + strlen(v) + 1;
+    env[n] = xmalloc(len);
+    snprintf(env[n++], len, "%s=%s", inherit[i], v);
+  }
+  for (size_t j = 0; j < m->nenv; j++) env[n++] = xstrdup(m->env[j]);
+  env[n] = NULL;
+  return env;
+}
+
+int sched_init_data_dir(const char *data_dir, char *err, size_t errlen) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/output", data_dir);
+  int rc = mkdir_p(path);
+  if (rc < 0) snprintf(err, errlen, "cannot create %s: %s", path, strerror(-rc));
+  return rc;
+}
+
+int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
+              size_t errlen) {
+  sched *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  s->base = base;
+  s->opts = *opts;
+  s->data_dir = xstrdup(opts->data_dir);
+  int rc = sched_init_data_dir(s->data_dir, err, errlen);
+  if (rc < 0) goto fail;
+  size_t nm = opts->cfg->nmodules;
+  s->mod_running = calloc(nm ? nm : 1, sizeof *s->mod_running);
+  s->module_envp = calloc(nm ? nm : 1, sizeof *s->module_envp);
+  if (!s->mod_running || !s->module_envp) abort();
+  for (size_t i = 0; i < nm; i++) s->module_envp[i] = build_env(&opts->cfg->modules[i]);
+
+  const config_limits *lim = &opts->cfg->limits;
+  if (lim->max_cpu_percent || lim->max_memory_percent || lim->min_available_memory_mb) {
+    resmon_opts ro = RESMON_OPTS_INIT;
+    ro.limits.max_cpu_percent = lim->max_cpu_percent;
+    ro.limits.max_memory_percent = lim->max_memory_percent;
+    ro.limits.min_available_memory_mb = lim->min_available_memory_mb;
+    ro.interval_ms = opts->resmon_interval_ms;
+    ro.on_sample = on_sample;
+    ro.arg = s;
+    rc = resmon_new(&s->res, base, &ro);
+    if (rc < 0) {
+      snprintf(err, errlen, "cannot read resource usage from /proc: %s", strerror(-rc));
+      goto fail;
+    }
+  }
+  size_t lost = 0;
+  rc = runtab_mark_lost(opts->rt, id_now_ms(), &lost);
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot update the run table: %s", strerror(-rc));
+    goto fail;
+  }
+  if (lost) LOG_WARN("runs marked LOST after a restart count=%zu", lost);
+  *out = s;
+  return 0;
+
+fail:
+  sched_free(s);
+  return rc;
+}
+
+static void noop_free(void *p) { (void)p; }
+
+void sched_free(sched *s) {
+  if (!s) return;
+  /* Queued runs first, so ending running ones does not start them. */
+  while (s->qhead) {
+    struct srun *r = s->qhead;
+    while (r->watchers) sched_unwatch(r->watchers);
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+  }
+  while (s->index) {
+    struct srun *r = *(struct srun **)s->index;
+    while (r->watchers) sched_unwatch(r->watchers);
+    proc_kill(r->p, SIGKILL);
+    r->pb->exit_code = -1;
+    r->pb->term_signal = SIGKILL;
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+  }
+  tdestroy(s->index, noop_free);
+  resmon_free(s->res);
+  if (s->module_envp)
+    for (size_t i = 0; i < s->opts.cfg->nmodules; i++) config_argv_free(s->module_envp[i]);
+  free(s->module_envp);
+  free(s->mod_running);
+  free(s->data_dir);
+  free(s);
+}

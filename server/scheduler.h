@@ -1,0 +1,133 @@
+/* scheduler (prefix sched_): the run scheduler, the heart of the core. It turns run requests into runs
+ * of configured modules and carries each through its life:
+ *
+ *   QUEUED ──(slot free, module slot free, resources ok)──> RUNNING ──> COMPLETED
+ *      │                                                      │   ├──> FAILED
+ *      └──(cancel)──> CANCELLED                 (cancel) ─────┤   ├──> CANCELLED
+ *                                              (timeout) ─────┘   └──> TIMED_OUT
+ *
+ * It owns the active runs (queued and running) in memory, persists every run through
+ * the run table at each transition, starts processes with proc, records their output
+ * with outlog (one file per run under data_dir/output/), enforces the limits of the
+ * configuration (global and per-module concurrency, queue length, the resource check
+ * of resmon, timeouts) and tells watchers when runs change.
+ *
+ * Runs are the contract's data model (Prismq__Runner__V1__Run): the core knows the
+ * messages of the .proto, not gRPC. Errors are negative errno values with a message.
+ * Single-threaded: everything runs on the event_base given to sched_new (threaded
+ * mode only moves the waiting for exits to worker threads inside proc). */
+#ifndef PRISMQ_SCHEDULER_H
+#define PRISMQ_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "prismq/runner/v1/runner.pb-c.h"
+#include "runtab.h"
+
+struct event_base;
+typedef struct sched sched;
+typedef struct outlog_reader outlog_reader;
+
+typedef Prismq__Runner__V1__Run sched_run;
+
+enum sched_mode {
+  SCHED_ASYNC = 0,    /* exits noticed on the event loop (pidfd) */
+  SCHED_THREADED = 1, /* exits waited for on worker threads, handed back to the loop */
+  SCHED_DRY_RUN = 2,  /* nothing executes: a run records the argv it would run */
+};
+
+typedef struct sched_opts {
+  const config *cfg;          /* modules and limits; not owned, must outlive the sched */
+  runtab *rt;                 /* not owned, must outlive the sched */
+  const char *data_dir;       /* output files go to data_dir/output/<run_id>.out */
+  enum sched_mode mode;
+  uint32_t resmon_interval_ms; /* resource samples; queued runs are re-tried after each */
+  uint32_t default_grace_ms;   /* cancel and timeout: SIGTERM, then SIGKILL after this */
+  uint32_t orphan_kill_ms;     /* see proc_opts */
+} sched_opts;
+
+#define SCHED_OPTS_INIT { NULL, NULL, "./var", SCHED_ASYNC, 1000, 5000, 2000 }
+
+/* Parses PRISMQ_RUN_MODE ("async", "threaded", "dry-run"; NULL or "" = async).
+ * Returns 0 and sets *out, or -EINVAL. */
+int sched_mode_parse(enum sched_mode *out, const char *s);
+
+/* Creates data_dir and data_dir/output (with missing parents), where the run table
+ * and the output files live. Returns 0, or a negative errno with err saying which
+ * directory could not be made. */
+int sched_init_data_dir(const char *data_dir, char *err, size_t errlen);
+
+/* Creates the scheduler on a data_dir made by sched_init_data_dir. Runs left QUEUED or RUNNING in the run
+ * table by an earlier process become LOST. Returns 0 and sets *out, or a negative
+ * errno with err (errlen bytes) saying what failed. Free with sched_free. */
+int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
+              size_t errlen);
+
+/* Ends every active run: queued ones are cancelled, running ones get SIGKILL to their
+ * process group and are recorded CANCELLED ("server shut down"); watchers are
+ * dropped without firing. Accepts NULL. */
+void sched_free(sched *s);
+
+/* Creates a run from `req` (module, parameters, labels, request_id, timeout_ms).
+ * Returns 0 for a new run or 1 when req->request_id names an existing run with the
+ * same module and parameters (then that run is returned); *out is a copy the caller
+ * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). Errors, *out untouched,
+ * err filled: -ENOENT unknown module; -EINVAL a parameter is unknown, missing or does
+ * not match; -EEXIST request_id used before for another module or other parameters;
+ * -EAGAIN the queue is full (limits.max_queued); -EIO the run table failed. */
+int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_run **out,
+                char *err, size_t errlen);
+
+/* Copies run `run_id` into *out (free as above). Returns 0 or -ENOENT. */
+int sched_get(sched *s, const char *run_id, sched_run **out);
+
+/* Cancels a run: a queued run becomes CANCELLED at once; a running one gets SIGTERM
+ * to its process group and SIGKILL after grace_ms (0 = the default grace), and becomes
+ * CANCELLED when it has exited (watch SCHED_EV_TERMINAL to learn when). Cancelling a
+ * run that is already being cancelled is not an error. Returns 0, -ENOENT, or
+ * -EALREADY if the run is terminal. */
+int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms);
+
+/* Lists runs newest first; see runtab_list for the filter and paging. Active runs
+ * show their live values. Same ownership as runtab_list (runtab_list_free). */
+int sched_list(sched *s, const runtab_filter *f, const char *before_run_id, size_t limit,
+               sched_run ***out, size_t *n_out, int *more_out);
+
+/* What a watcher waits for. */
+enum {
+  SCHED_EV_STARTED = 1,  /* the run left QUEUED (to RUNNING or terminal) */
+  SCHED_EV_TERMINAL = 2, /* the run is terminal and its output log has ended */
+};
+
+typedef struct sched_watch sched_watch;
+
+/* Called once when one of the watched events happens; `run` is the run's current
+ * state (valid during the call). The watch is freed right after the call: do not
+ * sched_unwatch it then. */
+typedef void (*sched_watch_fn)(void *arg, const sched_run *run);
+
+/* Watches run `run_id` for `events`. If one of them has already happened, fn fires
+ * from the loop soon (never inside this call). Returns 0 and sets *out (a handle to
+ * sched_unwatch before it fires), or -ENOENT. */
+int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
+                    sched_watch_fn fn, void *arg);
+
+/* Drops a watch that has not fired. Accepts NULL. */
+void sched_unwatch(sched_watch *w);
+
+/* Opens a reader of the run's output from `start_seq` (0 = the start) filtered by
+ * `stream` (0 both, 1 stdout, 2 stderr): see outlog_reader_*. A queued run has no
+ * output yet: returns -EAGAIN (watch SCHED_EV_STARTED, then open). Returns 0 and sets
+ * *out (free with outlog_reader_free), or sets *out to NULL for a terminal run that
+ * never started (it has no output at all); -ENOENT for an unknown run, -EINVAL for a
+ * bad stream, or the negative errno of opening a finished run's output file. */
+int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stream,
+                      outlog_reader **out);
+
+/* Counters: runs queued + running, and all runs in the table. */
+size_t sched_active(const sched *s);
+uint64_t sched_total(const sched *s);
+
+#endif

@@ -1,0 +1,725 @@
+/* Unit tests for server/config: loading (every field, defaults, each class of error
+ * with its line), the built-in configuration, and rendering a run request. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The example from the product issue. */
+static const char example_yaml[] =
+    "listen: [\"tcp://127.0.0.1:50051\", \"unix:///tmp/prismq.sock\"]\n"
+    "data_dir: ./var\n"
+    "limits: {max_concurrent: 8, max_queued: 10000, max_memory_percent: 80, "
+    "min_available_memory_mb: 0,\n"
+    "         max_cpu_percent: 0, output_max_bytes: 1073741824}      # 0 = that check is off\n"
+    "modules:\n"
+    "  - id: emit\n"
+    "    name: Emit bytes\n"
+    "    description: Writes N zero bytes to stdout\n"
+    "    argv: [\"head\", \"-c\", \"{bytes}\", \"/dev/zero\"]\n"
+    "    cwd: /tmp\n"
+    "    env: {LC_ALL: C}\n"
+    "    timeout_ms: 600000\n"
+    "    max_concurrent: 4\n"
+    "    parameters:\n"
+    "      - {name: bytes, required: true, pattern: \"^[0-9]+$\", description: how many bytes}\n"
+    "      - {name: label, default: \"none\"}\n"
+    "  - id: report\n"
+    "    name: Python report script\n"
+    "    argv: [\"python3\", \"scripts/report.py\"]\n"
+    "    pass_parameters: flags        # appends --name value per parameter, in declared order\n"
+    "    parameters:\n"
+    "      - {name: since, required: true}\n";
+
+/* Sentinel: failing calls must leave their outputs alone. */
+static char sentinel_byte;
+#define SENTINEL ((void *)&sentinel_byte)
+
+static config *load_ok(const char *yaml)
+{
+  config *c = NULL;
+  char err[512] = "";
+  int rc = config_load_string(&c, yaml, strlen(yaml), "t.yaml", err, sizeof err);
+
+  if (rc != 0)
+    fail_msg("load failed (%d): %s", rc, err);
+  assert_non_null(c);
+  return c;
+}
+
+static void assert_strv(char **got, const char *const *want, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    assert_non_null(got[i]);
+    assert_string_equal(got[i], want[i]);
+  }
+  assert_null(got[n]);
+}
+
+static void test_example_loads_all_fields(void **state)
+{
+  (void)state;
+  config *c = load_ok(example_yaml);
+  const config_module *m;
+
+  assert_int_equal(c->nlisten, 2);
+  assert_strv(c->listen, (const char *[]){"tcp://127.0.0.1:50051", "unix:///tmp/prismq.sock"},
+              2);
+  assert_string_equal(c->data_dir, "./var");
+  assert_int_equal(c->limits.max_concurrent, 8);
+  assert_int_equal(c->limits.max_queued, 10000);
+  assert_int_equal(c->limits.max_memory_percent, 80);
+  assert_int_equal(c->limits.min_available_memory_mb, 0);
+  assert_int_equal(c->limits.max_cpu_percent, 0);
+  assert_true(c->limits.output_max_bytes == 1073741824u);
+  assert_int_equal(c->nmodules, 2);
+
+  m = &c->modules[0];
+  assert_string_equal(m->id, "emit");
+  assert_string_equal(m->name, "Emit bytes");
+  assert_string_equal(m->description, "Writes N zero bytes to stdout");
+  assert_int_equal(m->argc, 4);
+  assert_strv(m->argv, (const char *[]){"head", "-c", "{bytes}", "/dev/zero"}, 4);
+  assert_string_equal(m->cwd, "/tmp");
+  assert_int_equal(m->nenv, 1);
+  assert_strv(m->env, (const char *[]){"LC_ALL=C"}, 1);
+  assert_int_equal(m->timeout_ms, 600000);
+  assert_int_equal(m->max_concurrent, 4);
+  assert_false(m->pass_flags);
+  assert_int_equal(m->nparams, 2);
+  assert_string_equal(m->params[0].name, "bytes");
+  assert_true(m->params[0].required);
+  assert_null(m->params[0].default_value);
+  assert_string_equal(m->params[0].description, "how many bytes");
+  assert_string_equal(m->params[0].pattern, "^[0-9]+$");
+  assert_string_equal(m->params[1].name, "label");
+  assert_false(m->params[1].required);
+  assert_string_equal(m->params[1].default_value, "none");
+  assert_string_equal(m->params[1].description, "");
+  assert_null(m->params[1].pattern);
+
+  m = &c->modules[1];
+  assert_string_equal(m->id, "report");
+  assert_string_equal(m->name, "Python report script");
+  assert_string_equal(m->description, "");
+  assert_strv(m->argv, (const char *[]){"python3", "scripts/report.py"}, 2);
+  assert_null(m->cwd);
+  assert_int_equal(m->nenv, 0);
+  assert_null(m->env[0]);
+  assert_int_equal(m->timeout_ms, 0);
+  assert_int_equal(m->max_concurrent, 0);
+  assert_true(m->pass_flags);
+  assert_int_equal(m->nparams, 1);
+  assert_string_equal(m->params[0].name, "since");
+  assert_true(m->params[0].required);
+
+  assert_ptr_equal(config_find_module(c, "report"), &c->modules[1]);
+  assert_ptr_equal(config_find_module(c, "emit"), &c->modules[0]);
+  assert_null(config_find_module(c, "emi"));
+  assert_null(config_find_module(c, ""));
+  config_free(c);
+}
+
+static void test_defaults(void **state)
+{
+  (void)state;
+  static const char *const docs[] = {"", "---\n", "# nothing\n", "modules: []\n",
+                                     "modules:\n", "limits: {}\n"};
+
+  for (size_t i = 0; i < ARRAY_LEN(docs); i++) {
+    config *c = load_ok(docs[i]);
+
+    assert_int_equal(c->nlisten, 1);
+    assert_strv(c->listen, (const char *[]){"tcp://127.0.0.1:50051"}, 1);
+    assert_string_equal(c->data_dir, "./var");
+    assert_int_equal(c->limits.max_concurrent, 8);
+    assert_int_equal(c->limits.max_queued, 10000);
+    assert_int_equal(c->limits.max_memory_percent, 0);
+    assert_int_equal(c->limits.min_available_memory_mb, 0);
+    assert_int_equal(c->limits.max_cpu_percent, 0);
+    assert_true(c->limits.output_max_bytes == (uint64_t)1 << 30);
+    assert_int_equal(c->nmodules, 0);
+    config_free(c);
+  }
+}
+
+static void test_scalars(void **state)
+{
+  (void)state;
+  /* Numbers and booleans written as strings elsewhere stay strings; limits at their
+   * extremes; a partial limits mapping keeps the other defaults. */
+  config *c = load_ok("limits: {max_queued: 0, output_max_bytes: 18446744073709551615,\n"
+                      "         max_cpu_percent: 100}\n"
+                      "modules:\n"
+                      "  - id: a.b-C_9\n"
+                      "    argv: [prog, '', 1024, true]\n"
+                      "    env: {N: 5, EMPTY: ''}\n"
+                      "    pass_parameters: none\n"
+                      "    parameters:\n"
+                      "      - {name: _x9, required: false, default: 12}\n"
+                      "      - {name: y, required: FALSE}\n");
+  const config_module *m = &c->modules[0];
+
+  assert_int_equal(c->limits.max_queued, 0);
+  assert_true(c->limits.output_max_bytes == UINT64_MAX);
+  assert_int_equal(c->limits.max_cpu_percent, 100);
+  assert_int_equal(c->limits.max_concurrent, 8);
+  assert_string_equal(m->id, "a.b-C_9");
+  assert_string_equal(m->name, "a.b-C_9");
+  assert_strv(m->argv, (const char *[]){"prog", "", "1024", "true"}, 4);
+  assert_strv(m->env, (const char *[]){"N=5", "EMPTY="}, 2);
+  assert_false(m->pass_flags);
+  assert_string_equal(m->params[0].default_value, "12");
+  assert_false(m->params[0].required);
+  assert_false(m->params[1].required);
+  config_free(c);
+}
+
+static void test_default_config(void **state)
+{
+  (void)state;
+  static const struct {
+    const char *id;
+    const char *argv[5];
+  } want[] = {
+      {"echo", {"echo", "hello"}},
+      {"emit", {"head", "-c", "1024", "/dev/zero"}},
+      {"sleep", {"sleep", "1"}},
+      {"count", {"seq", "1", "10"}},
+      {"fail", {"ls", "/nonexistent"}},
+  };
+  config *c = load_ok(config_default_yaml);
+
+  assert_int_equal(c->nlisten, 1);
+  assert_string_equal(c->listen[0], "tcp://127.0.0.1:50051");
+  assert_string_equal(c->data_dir, "./var");
+  assert_int_equal(c->limits.max_concurrent, 8);
+  assert_int_equal(c->nmodules, ARRAY_LEN(want));
+  for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+    const config_module *m = config_find_module(c, want[i].id);
+    char **argv = NULL, *cwd = SENTINEL;
+    char err[256];
+    size_t n = 0;
+
+    assert_non_null(m);
+    /* Every demo module runs with no parameters at all. */
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, NULL, NULL, NULL, 0, err,
+                                          sizeof err),
+                     0);
+    while (want[i].argv[n])
+      n++;
+    assert_strv(argv, want[i].argv, n);
+    assert_null(cwd);
+    config_argv_free(argv);
+  }
+
+  /* The demo patterns hold: whole-value numbers, and fail stays under /nonexistent. */
+  static const struct {
+    const char *id, *name, *value;
+    size_t pos; /* where the value lands in argv; 0 = refused */
+  } vals[] = {
+      {"sleep", "seconds", "0.5", 1},
+      {"sleep", "seconds", "1e3", 0},
+      {"sleep", "seconds", "2.", 0},
+      {"count", "n", "3", 2},
+      {"count", "n", "-3", 0},
+      {"emit", "bytes", "7", 2},
+      {"emit", "bytes", "10x", 0},
+      {"fail", "path", "/nonexistent/x", 1},
+      {"fail", "path", "/nonexistent/../etc", 1},
+      {"fail", "path", "/etc", 0},
+      {"fail", "path", "-la", 0},
+      {"echo", "message", "a b; $(id)", 1},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(vals); i++) {
+    char **argv = NULL, *cwd = NULL;
+    char err[256];
+    int rc = config_module_render(&argv, &cwd, NULL, config_find_module(c, vals[i].id),
+                                  &vals[i].name, &vals[i].value, NULL, 1, err, sizeof err);
+
+    assert_int_equal(rc, vals[i].pos ? 0 : -EINVAL);
+    if (rc == 0)
+      assert_string_equal(argv[vals[i].pos], vals[i].value);
+    config_argv_free(argv);
+  }
+  config_free(c);
+}
+
+/* Each error: the YAML, then the exact message; a message ending in "..." gives only
+ * its start (libc's regerror text follows). */
+static const struct {
+  const char *yaml;
+  const char *msg;
+} errors[] = {
+    /* Unknown keys, at each level. */
+    {"listen: [\"tcp://127.0.0.1:1\"]\nlisen: [x]\n",
+     "t.yaml:2: top level: unknown key \"lisen\" (expected one of: listen, data_dir, limits, "
+     "modules)"},
+    {"limits:\n  max_concurent: 3\n",
+     "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
+     "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
+     "output_max_bytes)"},
+    {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
+     "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
+     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters)"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
+     "      - name: p\n        requird: true\n",
+     "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
+     "required, default, description, pattern)"},
+    {"data_dir: a\ndata_dir: b\n", "t.yaml:2: top level: duplicate key \"data_dir\""},
+    {"[a, b]\n", "t.yaml:1: top level must be a mapping"},
+    {"? [a]\n: b\n", "t.yaml:1: top level: keys must be strings"},
+    {"data_dir: a\n---\ndata_dir: b\n", "t.yaml:3: a configuration is a single YAML document"},
+
+    /* Wrong types. */
+    {"modules:\n  - id: a\n    argv: \"echo hi\"\n",
+     "t.yaml:3: modules[0].argv must be a non-empty list of strings"},
+    {"modules:\n  - id: a\n    argv: []\n",
+     "t.yaml:3: modules[0].argv must be a non-empty list of strings"},
+    {"modules:\n  - id: a\n    argv:\n      - echo\n      - {x: y}\n",
+     "t.yaml:5: modules[0].argv[1] must be a string"},
+    {"modules:\n  - id: a\n    argv: ['']\n",
+     "t.yaml:3: modules[0].argv[0] (the program) must not be empty"},
+    {"listen: []\n", "t.yaml:1: listen must be a non-empty list of strings"},
+    {"listen: [\"\"]\n", "t.yaml:1: listen[0] must be a non-empty string"},
+    {"listen: tcp://127.0.0.1:1\n", "t.yaml:1: listen must be a non-empty list of strings"},
+    {"data_dir:\n", "t.yaml:1: data_dir must be a non-empty string"},
+    {"data_dir: ~\n", "t.yaml:1: data_dir must be a non-empty string"},
+    {"data_dir: \"\"\n", "t.yaml:1: data_dir must be a non-empty string"},
+    {"data_dir: [a]\n", "t.yaml:1: data_dir must be a non-empty string"},
+    {"\n\ndata_dir: \"a\\0b\"\n", "t.yaml:3: data_dir must not contain a NUL byte"},
+    {"limits: [1]\n", "t.yaml:1: limits must be a mapping"},
+    {"modules: {id: a}\n", "t.yaml:1: modules must be a list of mappings"},
+    {"modules:\n  - a\n", "t.yaml:2: modules[0] must be a mapping"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters: {name: p}\n",
+     "t.yaml:4: modules[0].parameters must be a list of mappings"},
+    {"modules:\n  - id: a\n    argv: [x]\n    env: [A=1]\n",
+     "t.yaml:4: modules[0].env must be a mapping of names to strings"},
+    {"modules:\n  - id: a\n    argv: [x]\n    env:\n      A: [1]\n",
+     "t.yaml:5: modules[0].env.A must be a string"},
+    {"modules:\n  - id: a\n    argv: [x]\n    env: {[A]: 1}\n",
+     "t.yaml:4: modules[0].env names must be a non-empty string"},
+    {"modules:\n  - id: a\n    argv: [x]\n    env: {A=B: 1}\n",
+     "t.yaml:4: modules[0].env: name \"A=B\" contains \"=\""},
+    {"modules:\n  - id: a\n    argv: [x]\n    env:\n      A: 1\n      A: 2\n",
+     "t.yaml:6: modules[0].env: duplicate name \"A\""},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: p, required: yes}\n",
+     "t.yaml:5: modules[0].parameters[0].required must be true or false"},
+    {"modules:\n  - id: a\n    argv: [x]\n    pass_parameters: flag\n",
+     "t.yaml:4: modules[0].pass_parameters must be none or flags"},
+    {"modules:\n  - id: a\n    argv: [x]\n    pass_parameters: [flags]\n",
+     "t.yaml:4: modules[0].pass_parameters must be none or flags"},
+
+    /* Numbers. */
+    {"limits:\n  max_memory_percent: 101\n",
+     "t.yaml:2: limits.max_memory_percent must be an integer from 0 to 100"},
+    {"limits: {max_cpu_percent: 200}\n",
+     "t.yaml:1: limits.max_cpu_percent must be an integer from 0 to 100"},
+    {"limits: {max_concurrent: 0}\n",
+     "t.yaml:1: limits.max_concurrent must be an integer from 1 to 4294967295"},
+    {"limits: {max_queued: -1}\n",
+     "t.yaml:1: limits.max_queued must be an integer from 0 to 4294967295"},
+    {"limits: {max_queued: 4294967296}\n",
+     "t.yaml:1: limits.max_queued must be an integer from 0 to 4294967295"},
+    {"limits: {max_concurrent: \"8\"}\n",
+     "t.yaml:1: limits.max_concurrent must be an integer from 1 to 4294967295"},
+    {"limits: {max_concurrent: 8.0}\n",
+     "t.yaml:1: limits.max_concurrent must be an integer from 1 to 4294967295"},
+    {"limits: {output_max_bytes: 18446744073709551616}\n",
+     "t.yaml:1: limits.output_max_bytes must be an integer from 0 to 18446744073709551615"},
+    {"modules:\n  - id: a\n    argv: [x]\n    timeout_ms: 10s\n",
+     "t.yaml:4: modules[0].timeout_ms must be an integer from 0 to 4294967295"},
+    {"modules:\n  - id: a\n    argv: [x]\n    max_concurrent: -2\n",
+     "t.yaml:4: modules[0].max_concurrent must be an integer from 0 to 4294967295"},
+
+    /* Module ids and parameter names. */
+    {"modules:\n  - argv: [x]\n", "t.yaml:2: modules[0]: missing required key \"id\""},
+    {"modules:\n  - id: a\n", "t.yaml:2: modules[0]: missing required key \"argv\""},
+    {"modules:\n  - {id: a, argv: [x]}\n  - {id: b, argv: [x]}\n  - {id: a, argv: [y]}\n",
+     "t.yaml:4: modules[2].id: duplicate module id \"a\" (also modules[0].id)"},
+    {"modules:\n  - {id: \"a b\", argv: [x]}\n",
+     "t.yaml:2: modules[0].id \"a b\" must match ^[A-Za-z0-9_.-]{1,64}$"},
+    {"modules:\n  - {id: "
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, argv: [x]}\n",
+     "t.yaml:2: modules[0].id "
+     "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" must match "
+     "^[A-Za-z0-9_.-]{1,64}$"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {required: true}\n",
+     "t.yaml:5: modules[0].parameters[0]: missing required key \"name\""},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: 1x}\n",
+     "t.yaml:5: modules[0].parameters[0].name \"1x\" must match "
+     "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: a-b}\n",
+     "t.yaml:5: modules[0].parameters[0].name \"a-b\" must match "
+     "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: p}\n"
+     "      - {name: q}\n      - {name: p}\n",
+     "t.yaml:7: modules[0].parameters[2]: duplicate parameter name \"p\""},
+
+    /* Patterns and defaults. */
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - name: p\n"
+     "        pattern: \"[0-9\"\n",
+     "t.yaml:6: modules[0].parameters[0].pattern is not a valid extended regular expression: ..."},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: p, pattern: \"a(\"}\n",
+     "t.yaml:5: modules[0].parameters[0].pattern is not a valid extended regular expression: ..."},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: p, pattern: \"x)|.*\"}\n",
+     "t.yaml:5: modules[0].parameters[0].pattern has an unmatched \")\" (write \\) for a "
+     "literal one)"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - {name: p, pattern: \"\"}\n",
+     "t.yaml:5: modules[0].parameters[0].pattern must be a non-empty string"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
+     "      - {name: p, required: true, default: x}\n",
+     "t.yaml:5: modules[0].parameters[0]: a required parameter cannot have a default"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
+     "      - {name: p, default: 12a, pattern: \"[0-9]+\"}\n",
+     "t.yaml:5: modules[0].parameters[0].default \"12a\" does not match the pattern [0-9]+"},
+
+    /* Templates. */
+    {"modules:\n  - id: a\n    argv: [echo, \"{foo}\"]\n",
+     "t.yaml:3: modules[0].argv[1]: placeholder {foo} names no declared parameter"},
+    {"modules:\n  - id: a\n    argv:\n      - echo\n      - \"x={p}{q}\"\n    parameters:\n"
+     "      - {name: p, required: true}\n",
+     "t.yaml:5: modules[0].argv[1]: placeholder {q} names no declared parameter"},
+    {"modules:\n  - id: a\n    argv: [echo]\n    cwd: /tmp/{dir}\n",
+     "t.yaml:4: modules[0].cwd: placeholder {dir} names no declared parameter"},
+    {"modules:\n  - id: a\n    argv: [echo, \"{}\"]\n",
+     "t.yaml:3: modules[0].argv[1]: placeholder {} names no declared parameter"},
+    {"modules:\n  - id: a\n    argv: [echo, \"{p\"]\n    parameters: [{name: p, default: x}]\n",
+     "t.yaml:3: modules[0].argv[1]: unclosed \"{\" (write \"{{\" for a literal brace)"},
+    {"modules:\n  - id: a\n    argv: [awk, \"{print}\", \"x}\"]\n",
+     "t.yaml:3: modules[0].argv[1]: placeholder {print} names no declared parameter"},
+    {"modules:\n  - id: a\n    argv: [echo, \"x}\"]\n",
+     "t.yaml:3: modules[0].argv[1]: lone \"}\" (write \"}}\" for a literal brace)"},
+    {"modules:\n  - id: a\n    argv: [echo, \"{p}\"]\n    parameters: [{name: p}]\n",
+     "t.yaml:3: modules[0].argv[1]: placeholder {p} may have no value: parameter \"p\" is "
+     "optional and has no default"},
+
+    /* YAML itself. */
+    {"listen: [a,\ndata_dir: x\n",
+     "t.yaml:3: invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence "
+     "at line 1)"},
+    {"a: *nope\n", "t.yaml:1: invalid YAML: found undefined alias"},
+    {"listen: [a]\n\n\ndata_dir: \"\xff\"\n",
+     "t.yaml:4: invalid YAML: invalid leading UTF-8 octet"},
+};
+
+static void test_errors(void **state)
+{
+  (void)state;
+  for (size_t i = 0; i < ARRAY_LEN(errors); i++) {
+    config *c = SENTINEL;
+    char err[512] = "";
+    int rc = config_load_string(&c, errors[i].yaml, strlen(errors[i].yaml), "t.yaml", err,
+                                sizeof err);
+
+    if (rc != -EINVAL)
+      fail_msg("case %zu: rc %d, want -EINVAL (err \"%s\")", i, rc, err);
+    assert_ptr_equal(c, SENTINEL);
+    const char *want = errors[i].msg;
+    size_t len = strlen(want);
+    int prefix = len > 3 && !strcmp(want + len - 3, "...");
+
+    if (prefix ? strncmp(err, want, len - 3) != 0 || strlen(err) <= len - 3
+               : strcmp(err, want) != 0)
+      fail_msg("case %zu:\n got: %s\nwant: %s", i, err, want);
+  }
+}
+
+static void test_error_buffer(void **state)
+{
+  (void)state;
+  config *c = SENTINEL;
+  char err[12];
+  static const char yaml[] = "lisen: x\n";
+
+  /* Truncated, still terminated; no buffer at all is allowed too. */
+  assert_int_equal(config_load_string(&c, yaml, strlen(yaml), NULL, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "config:1: t");
+  assert_int_equal(config_load_string(&c, yaml, strlen(yaml), "x", NULL, 0), -EINVAL);
+  assert_ptr_equal(c, SENTINEL);
+  /* len, not a terminator, bounds the input. */
+  assert_int_equal(config_load_string(&c, "data_dir: abcdef", 13, "x", err, sizeof err), 0);
+  assert_string_equal(c->data_dir, "abc");
+  config_free(c);
+  config_free(NULL);
+  config_argv_free(NULL);
+}
+
+static void test_load_file(void **state)
+{
+  (void)state;
+  char path[] = "/tmp/prismq-test-config-XXXXXX";
+  char err[512] = "";
+  int fd = mkstemp(path);
+  config *c = SENTINEL;
+
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, example_yaml, strlen(example_yaml)), (ssize_t)strlen(example_yaml));
+  assert_int_equal(write(fd, "bogus: 1\n", 9), 9);
+  close(fd);
+
+  /* Messages name the file as given, with the line of the fault. */
+  assert_int_equal(config_load_file(&c, path, err, sizeof err), -EINVAL);
+  assert_ptr_equal(c, SENTINEL);
+  assert_true(strncmp(err, path, strlen(path)) == 0);
+  assert_true(strncmp(err + strlen(path), ":23: top level: unknown key \"bogus\"", 35) == 0);
+
+  assert_int_equal(truncate(path, (off_t)strlen(example_yaml)), 0);
+  assert_int_equal(config_load_file(&c, path, err, sizeof err), 0);
+  assert_int_equal(c->nmodules, 2);
+  config_free(c);
+  unlink(path);
+
+  c = SENTINEL;
+  assert_int_equal(config_load_file(&c, path, err, sizeof err), -ENOENT);
+  assert_ptr_equal(c, SENTINEL);
+  assert_true(strncmp(err, path, strlen(path)) == 0);
+  assert_string_equal(err + strlen(path), ": No such file or directory");
+  assert_int_equal(config_load_file(&c, "/tmp", err, sizeof err), -EISDIR);
+  assert_ptr_equal(c, SENTINEL);
+}
+
+/* Renders module `id` of c with the pairs given; returns the result code. */
+static int render(char ***argv, char **cwd, char ***params, const config *c, const char *id,
+                  const char *const *names, const char *const *values, size_t n, char *err,
+                  size_t errlen)
+{
+  const config_module *m = config_find_module(c, id);
+
+  assert_non_null(m);
+  return config_module_render(argv, cwd, params, m, names, values, NULL, n, err, errlen);
+}
+
+static void test_render_substitution_and_defaults(void **state)
+{
+  (void)state;
+  config *c = load_ok(example_yaml);
+  char **argv = NULL, **params = NULL, *cwd = NULL;
+  char err[256];
+
+  assert_int_equal(render(&argv, &cwd, &params, c, "emit", (const char *[]){"bytes"},
+                          (const char *[]){"5"}, 1, err, sizeof err),
+                   0);
+  assert_strv(argv, (const char *[]){"head", "-c", "5", "/dev/zero"}, 4);
+  assert_string_equal(cwd, "/tmp");
+  /* The effective set: what was given plus the defaults, in declared order. */
+  assert_strv(params, (const char *[]){"bytes=5", "label=none"}, 2);
+  config_argv_free(argv);
+  config_argv_free(params);
+  free(cwd);
+
+  /* Same name twice: the last wins; an explicit value beats the default. */
+  assert_int_equal(render(&argv, &cwd, &params, c, "emit",
+                          (const char *[]){"label", "bytes", "bytes"},
+                          (const char *[]){"x=y", "1", "22"}, 3, err, sizeof err),
+                   0);
+  assert_strv(argv, (const char *[]){"head", "-c", "22", "/dev/zero"}, 4);
+  assert_strv(params, (const char *[]){"bytes=22", "label=x=y"}, 2);
+  config_argv_free(argv);
+  config_argv_free(params);
+  free(cwd);
+  config_free(c);
+
+  /* Placeholders in cwd and inside longer elements, several per element, literal
+   * braces, and values that a shell would mangle staying one element each. */
+  c = load_ok("modules:\n"
+              "  - id: t\n"
+              "    argv: [\"{prog}\", \"--out={dir}/{name}.txt\", \"{{{name}}}\", \"}}{{\", \"\","
+              " \"{v}\"]\n"
+              "    cwd: \"/srv/{dir}\"\n"
+              "    parameters:\n"
+              "      - {name: prog, default: tool}\n"
+              "      - {name: dir, required: true}\n"
+              "      - {name: name, default: out}\n"
+              "      - {name: v, default: \"\"}\n"
+              "      - {name: unused}\n");
+  assert_int_equal(render(&argv, &cwd, &params, c, "t", (const char *[]){"dir", "v"},
+                          (const char *[]){"a b", "$(id); `x` '\"*"}, 2, err, sizeof err),
+                   0);
+  assert_strv(argv,
+              (const char *[]){"tool", "--out=a b/out.txt", "{out}", "}{", "",
+                               "$(id); `x` '\"*"},
+              6);
+  assert_string_equal(cwd, "/srv/a b");
+  assert_strv(params, (const char *[]){"prog=tool", "dir=a b", "name=out", "v=$(id); `x` '\"*"},
+              4);
+  config_argv_free(argv);
+  config_argv_free(params);
+  free(cwd);
+  config_free(c);
+}
+
+static void test_render_flags_order(void **state)
+{
+  (void)state;
+  config *c = load_ok(example_yaml);
+  char **argv = NULL, *cwd = SENTINEL;
+  char err[256];
+
+  assert_int_equal(render(&argv, &cwd, NULL, c, "report", (const char *[]){"since"},
+                          (const char *[]){"2024-01-01"}, 1, err, sizeof err),
+                   0);
+  assert_strv(argv, (const char *[]){"python3", "scripts/report.py", "--since", "2024-01-01"},
+              4);
+  assert_null(cwd);
+  config_argv_free(argv);
+  config_free(c);
+
+  /* Declared order, whatever the request's order; defaults included; an optional
+   * parameter with neither value nor default left out; placeholders still work. */
+  c = load_ok("modules:\n"
+              "  - id: f\n"
+              "    argv: [run, \"{b}\"]\n"
+              "    pass_parameters: flags\n"
+              "    parameters:\n"
+              "      - {name: c}\n"
+              "      - {name: b, default: B}\n"
+              "      - {name: a, required: true}\n"
+              "      - {name: d}\n"
+              "      - {name: e, default: \"\"}\n");
+  assert_int_equal(render(&argv, &cwd, NULL, c, "f", (const char *[]){"a", "c"},
+                          (const char *[]){"1", "-x"}, 2, err, sizeof err),
+                   0);
+  assert_strv(argv,
+              (const char *[]){"run", "B", "--c", "-x", "--b", "B", "--a", "1", "--e", ""}, 10);
+  config_argv_free(argv);
+  config_free(c);
+}
+
+static void test_render_errors(void **state)
+{
+  (void)state;
+  config *c = load_ok(example_yaml);
+  static const struct {
+    const char *id;
+    const char *names[3];
+    const char *values[3];
+    size_t n;
+    const char *msg;
+  } cases[] = {
+      {"emit", {"bytes", "foo"}, {"1", "x"}, 2, "unknown parameter \"foo\""},
+      /* An unknown name is reported before a missing one. */
+      {"emit", {"bogus"}, {"1"}, 1, "unknown parameter \"bogus\""},
+      {"emit", {"label"}, {"x"}, 1, "missing required parameter \"bytes\""},
+      {"emit", {0}, {0}, 0, "missing required parameter \"bytes\""},
+      {"emit", {"bytes"}, {"12a"}, 1, "parameter \"bytes\" does not match ^[0-9]+$"},
+      {"emit", {"bytes"}, {""}, 1, "parameter \"bytes\" does not match ^[0-9]+$"},
+      /* The last of a repeated name counts. */
+      {"emit", {"bytes", "bytes"}, {"1", "x"}, 2, "parameter \"bytes\" does not match ^[0-9]+$"},
+      {"report", {"since", "Since"}, {"1", "2"}, 2, "unknown parameter \"Since\""},
+  };
+
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char **argv = SENTINEL, **params = SENTINEL, *cwd = SENTINEL;
+    char err[256] = "";
+
+    assert_int_equal(render(&argv, &cwd, &params, c, cases[i].id, cases[i].names,
+                            cases[i].values, cases[i].n, err, sizeof err),
+                     -EINVAL);
+    assert_string_equal(err, cases[i].msg);
+    assert_ptr_equal(argv, SENTINEL);
+    assert_ptr_equal(params, SENTINEL);
+    assert_ptr_equal(cwd, SENTINEL);
+  }
+
+  /* With lengths, values need no terminator, and an embedded NUL is refused. */
+  {
+    const config_module *m = config_find_module(c, "emit");
+    const char *names[] = {"bytes", "label"};
+    const char *values[] = {"123456", "a\0b"};
+    size_t lens[] = {3, 1};
+    char **argv = SENTINEL, *cwd = SENTINEL;
+    char err[256] = "";
+
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, err,
+                                          sizeof err),
+                     0);
+    assert_string_equal(argv[2], "123");
+    config_argv_free(argv);
+    free(cwd);
+    argv = SENTINEL;
+    cwd = SENTINEL;
+    lens[1] = 3;
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, err,
+                                          sizeof err),
+                     -EINVAL);
+    assert_string_equal(err, "parameter \"label\" contains a NUL byte");
+    assert_ptr_equal(argv, SENTINEL);
+    assert_ptr_equal(cwd, SENTINEL);
+  }
+  config_free(c);
+}
+
+/* A pattern written without anchors must still match the whole value, also when it
+ * has alternatives (the classic ^a|b$ mistake). */
+static void test_render_pattern_whole_value(void **state)
+{
+  (void)state;
+  config *c = load_ok("modules:\n"
+                      "  - id: p\n"
+                      "    argv: [x, \"{n}\", \"{w}\"]\n"
+                      "    parameters:\n"
+                      "      - {name: n, required: true, pattern: \"[0-9]+\"}\n"
+                      "      - {name: w, default: cat, pattern: \"cat|dog\"}\n");
+  static const struct {
+    const char *n, *w;
+    const char *msg; /* NULL = accepted */
+  } cases[] = {
+      {"12", "cat", NULL},
+      {"12", "dog", NULL},
+      {"12a", "cat", "parameter \"n\" does not match [0-9]+"},
+      {"a12", "cat", "parameter \"n\" does not match [0-9]+"},
+      {"1 2", "cat", "parameter \"n\" does not match [0-9]+"},
+      {"12\n", "cat", "parameter \"n\" does not match [0-9]+"},
+      {"12", "cats", "parameter \"w\" does not match cat|dog"},
+      {"12", "hotdog", "parameter \"w\" does not match cat|dog"},
+      {"12", "catdog", "parameter \"w\" does not match cat|dog"},
+  };
+
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char **argv = NULL, *cwd = NULL;
+    char err[256] = "";
+    int rc = render(&argv, &cwd, NULL, c, "p", (const char *[]){"n", "w"},
+                    (const char *[]){cases[i].n, cases[i].w}, 2, err, sizeof err);
+
+    if (!cases[i].msg) {
+      assert_int_equal(rc, 0);
+      assert_strv(argv, (const char *[]){"x", cases[i].n, cases[i].w}, 3);
+      config_argv_free(argv);
+    } else {
+      assert_int_equal(rc, -EINVAL);
+      assert_string_equal(err, cases[i].msg);
+    }
+  }
+  config_free(c);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_example_loads_all_fields),
+      cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_scalars),
+      cmocka_unit_test(test_default_config),
+      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_error_buffer),
+      cmocka_unit_test(test_load_file),
+      cmocka_unit_test(test_render_substitution_and_defaults),
+      cmocka_unit_test(test_render_flags_order),
+      cmocka_unit_test(test_render_errors),
+      cmocka_unit_test(test_render_pattern_whole_value),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
