@@ -40,7 +40,8 @@ static const char hex_digits[] = "0123456789ABCDEF";
 size_t gw_pct_encode(char *dst, size_t cap, const char *src) {
   size_t n = 0;
   for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
-    int plain = *p >= 0x20 && *p <= 0x7E && *p != '%';
+    int edge_space = *p == ' ' && (p == (const unsigned char *)src || p[1] == '\0');
+    int plain = *p >= 0x20 && *p <= 0x7E && *p != '%' && !edge_space;
     size_t need = plain ? 1 : 3;
     /* Stop rather than emit half an escape: the peer would decode it as literal text. */
     if (cap - 1 - n < need) break;
@@ -52,6 +53,7 @@ size_t gw_pct_encode(char *dst, size_t cap, const char *src) {
       dst[n++] = hex_digits[*p & 0xF];
     }
   }
+  while (n > 0 && dst[n - 1] == ' ') n--; /* truncated right after a space */
   dst[n] = '\0';
   return n;
 }

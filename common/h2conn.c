@@ -29,6 +29,7 @@ struct h2stream {
   unsigned deferred : 1; /* the data provider returned DEFERRED: needs resume_data */
   unsigned ending : 1;   /* h2conn_stream_end was called */
   unsigned drained : 1;  /* the output emptied during a send: tell the user */
+  unsigned responded : 1;
   struct h2stream *prev, *next;
 };
 
@@ -486,6 +487,8 @@ int h2conn_submit_response(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t
                            int has_body) {
   struct h2stream *s = stream_get(c, sid);
   if (!s) return -ENOENT;
+  if (s->responded) return -EINVAL;
+  s->responded = 1;
   s->has_body = has_body != 0;
   nghttp2_data_provider prd = provider_for(s);
   if (nghttp2_submit_response(c->session, sid, nva, nvlen, has_body ? &prd : NULL) != 0) return -EINVAL;

@@ -118,8 +118,9 @@ void h2conn_stream_resume(h2conn *c, int32_t sid);
 
 /* Ends our side of the stream after its buffered output: with trailers `nva` (copied,
  * nvlen > 0) in a final HEADERS frame, or with an empty END_STREAM DATA frame.
- * Returns 0 or -ENOENT. If our side ends before the peer's, the stream is then reset
- * with NO_ERROR so the peer stops sending. */
+ * Returns 0, -ENOENT, or -EINVAL (the stream has no body, or was ended before). If
+ * our side ends before the peer's, the stream is then reset with NO_ERROR so the peer
+ * stops sending. */
 int h2conn_stream_end(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t nvlen);
 
 /* Resets the stream with `error_code` (e.g. NGHTTP2_CANCEL); on_stream_close follows. */

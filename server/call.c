@@ -123,8 +123,9 @@ static void answer(call *c, int status, const char *enc_msg) {
     h2conn_stream_end(c->conn->h2, c->sid, tr, enc_msg[0] ? 2 : 1);
   } else {
     nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
-                        NV("grpc-status", code), NV("grpc-message", enc_msg)};
-    h2conn_submit_response(c->conn->h2, c->sid, nva, enc_msg[0] ? 4 : 3, 0);
+                        NV("grpc-accept-encoding", "identity"), NV("grpc-status", code),
+                        NV("grpc-message", enc_msg)};
+    h2conn_submit_response(c->conn->h2, c->sid, nva, enc_msg[0] ? 5 : 4, 0);
   }
   if (status != GW_OK)
     LOG_DEBUG("call ended path=%.*s status=%s", (int)c->pathlen, c->path, gw_status_name(status));
@@ -259,6 +260,8 @@ static int on_header(h2conn *h2, int32_t sid, void *user, const uint8_t *name, s
   if (hdr_is(name, namelen, ":path")) {
     if (valuelen >= sizeof c->path) {
       c->path_too_long = 1;
+      memcpy(c->path, value, sizeof c->path - 1);
+      c->path[sizeof c->path - 1] = '\0';
     } else {
       memcpy(c->path, value, valuelen);
       c->path[valuelen] = '\0';
@@ -331,6 +334,10 @@ static void request_complete(call *c) {
   }
   if (c->nmsgs != 1) {
     answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got %zu", c->path, c->nmsgs);
+    return;
+  }
+  if (c->srv->shutting_down) {
+    answerf(c, GW_UNAVAILABLE, "server shutting down");
     return;
   }
   c->state = CALL_HANDLER;

@@ -54,7 +54,8 @@ call_handler_fn call_server_lookup(const call_server *s, const char *path, size_
                                    void **svc_out);
 
 /* Serves HTTP/2 on a connected bufferevent (plain TCP, unix or TLS), which the server
- * owns from now on, also on failure. Returns 0 or -ENOMEM/-EPROTO. */
+ * owns from now on, also on failure. Returns 0, -ECONNREFUSED after
+ * call_server_shutdown, or -ENOMEM/-EPROTO. */
 int call_server_accept(call_server *s, struct bufferevent *bev);
 
 /* Graceful shutdown: GOAWAY on every connection; calls still running are cancelled
@@ -72,8 +73,8 @@ uint64_t call_server_total_calls(const call_server *s);
  * back. The call is gone once it returns. */
 void call_on_cancel(call *c, void (*fn)(call *c, void *arg), void *arg);
 
-/* Streaming: sets a callback that fires whenever the queued output falls below the
- * low-water mark, so the handler can send more. A handler that sends only while
+/* Streaming: sets a callback that fires whenever the queued output has all gone to
+ * the connection, so the handler can send more. A handler that sends only while
  * call_writable() is true keeps memory bounded however slow the client reads. */
 void call_on_writable(call *c, void (*fn)(call *c, void *arg), void *arg);
 

@@ -1,0 +1,433 @@
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/pidfd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "log.h"
+
+/* One read per readiness: a pipe holds 64 KiB by default, and reading once per
+ * callback keeps a chatty child from starving the rest of the loop. */
+#define PROC_READ_MAX (64u << 10)
+
+/* What execvpe searches when the environment has no PATH. */
+#define PROC_DEFAULT_PATH "/bin:/usr/bin"
+
+struct proc {
+  struct event_base *base;
+  pid_t pid;
+  int threaded;
+  uint32_t orphan_kill_ms;
+  proc_output_fn on_output;
+  proc_exit_fn on_exit;
+  void *arg;
+
+  int out_fd[2]; /* our read ends of stdout, stderr; -1 once at end-of-file */
+  struct event *out_ev[2];
+  int exit_fd; /* pidfd, or the eventfd the waiter thread signals; -1 once seen */
+  struct event *exit_ev;
+  pthread_t waiter;
+  struct event *term_ev;   /* proc_terminate's grace period */
+  struct event *orphan_ev; /* main process gone, pipes still open */
+
+  int in_cb;          /* depth of user callbacks running: defer the release */
+  unsigned exited : 1; /* the main process is a zombie: its pid still pins the group */
+  unsigned done : 1;   /* reaped and on_exit delivered */
+  unsigned user_gone : 1;    /* proc_free was called */
+  unsigned term_sent : 1;    /* proc_terminate was called */
+  unsigned group_killed : 1; /* the group has had a SIGKILL */
+};
+
+static void *must(void *ptr) {
+  if (!ptr) {
+    LOG_ERROR("proc out of memory");
+    abort();
+  }
+  return ptr;
+}
+
+/* posix_spawn's set-up calls fail only on allocation or on a programming error. */
+static void must0(int err) {
+  if (err) {
+    LOG_ERROR("proc spawn set-up failed err=%s", strerror(err));
+    abort();
+  }
+}
+
+static struct timeval ms_tv(uint32_t ms) {
+  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+  return tv;
+}
+
+/* Only called while the main process is not reaped, so the group id is still ours. */
+static int kill_group(proc *p, int sig) {
+  if (sig == SIGKILL) p->group_killed = 1;
+  return kill(-p->pid, sig) < 0 ? -errno : 0;
+}
+
+static void close_stream(proc *p, int s) {
+  if (p->out_fd[s] < 0) return;
+  event_del(p->out_ev[s]);
+  close(p->out_fd[s]);
+  p->out_fd[s] = -1;
+}
+
+static void destroy(proc *p) {
+  for (int s = 0; s < 2; s++) {
+    close_stream(p, s);
+    if (p->out_ev[s]) event_free(p->out_ev[s]);
+  }
+  if (p->exit_ev) event_free(p->exit_ev);
+  if (p->exit_fd >= 0) close(p->exit_fd);
+  event_free(p->term_ev);
+  event_free(p->orphan_ev);
+  free(p);
+}
+
+/* The main process is a zombie (exit seen): SIGKILL the group while its id is still
+ * pinned, then reap. Returns 0 with the status and usage, or -errno if something else
+ * in the program reaped it first. */
+static int reap(proc *p, int *status, struct rusage *ru) {
+  int rc = kill_group(p, SIGKILL);
+  if (rc < 0 && rc != -ESRCH) LOG_WARN("proc group kill failed pid=%d err=%s", p->pid, strerror(-rc));
+  pid_t r;
+  do r = wait4(p->pid, status, WNOHANG, ru);
+  while (r < 0 && errno == EINTR);
+  if (r == p->pid) return 0;
+  rc = r < 0 ? -errno : -ECHILD;
+  LOG_ERROR("proc reap failed, exit status lost pid=%d err=%s", p->pid, strerror(-rc));
+  return rc;
+}
+
+static uint64_t tv_ms(struct timeval tv) {
+  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+static void settle(proc *p);
+
+static void finish(proc *p) {
+  int status = 0, code = -1, sig = 0;
+  struct rusage ru;
+  proc_usage u = {0};
+  if (reap(p, &status, &ru) == 0) {
+    if (WIFEXITED(status)) code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) sig = WTERMSIG(status);
+    u.user_cpu_ms = tv_ms(ru.ru_utime);
+    u.sys_cpu_ms = tv_ms(ru.ru_stime);
+    u.max_rss_kb = (uint64_t)ru.ru_maxrss; /* already KiB on Linux */
+  }
+  p->done = 1;
+  event_del(p->term_ev);
+  event_del(p->orphan_ev);
+  LOG_DEBUG("proc done pid=%d exit_status=%d term_signal=%d", p->pid, code, sig);
+  if (p->on_exit) {
+    p->in_cb++;
+    p->on_exit(p, code, sig, &u, p->arg);
+    p->in_cb--;
+  }
+  settle(p);
+}
+
+/* Moves the proc on after any change of state; p may be gone when it returns, so it
+ * is the last thing every event callback does. */
+static void settle(proc *p) {
+  if (p->in_cb) return; /* the callback's dispatcher settles once it returns */
+  if (p->user_gone) {
+    if (p->done) {
+      destroy(p);
+    } else if (p->exited) {
+      int status;
+      struct rusage ru;
+      reap(p, &status, &ru);
+      destroy(p);
+    }
+    return; /* not exited: exit_ev comes back here */
+  }
+  if (p->done || !p->exited) return;
+  if (p->out_fd[0] >= 0 || p->out_fd[1] >= 0) {
+    if (!evtimer_pending(p->orphan_ev, NULL)) {
+      struct timeval tv = ms_tv(p->orphan_kill_ms);
+      evtimer_add(p->orphan_ev, &tv);
+    }
+    return;
+  }
+  finish(p);
+}
+
+static void output_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)what;
+  proc *p = arg;
+  int s = fd == p->out_fd[0] ? 0 : 1;
+  uint8_t buf[PROC_READ_MAX];
+  ssize_t n = read(fd, buf, sizeof buf);
+  if (n > 0) {
+    if (p->on_output) {
+      p->in_cb++;
+      p->on_output(p, s + 1, buf, (size_t)n, p->arg);
+      p->in_cb--;
+      settle(p);
+    }
+    return;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n < 0) LOG_WARN("proc output read failed pid=%d stream=%d err=%s", p->pid, s + 1, strerror(errno));
+  close_stream(p, s);
+  settle(p);
+}
+
+static void exit_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  proc *p = arg;
+  /* The waiter has signalled and is returning: the join is immediate. */
+  if (p->threaded) pthread_join(p->waiter, NULL);
+  close(p->exit_fd);
+  p->exit_fd = -1;
+  p->exited = 1;
+  settle(p);
+}
+
+static void term_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  kill_group(arg, SIGKILL);
+}
+
+/* First expiry: the main process left members of its group holding the pipes; kill
+ * them. Second expiry: the pipes are still open although the group is dead, so a
+ * process that left the group holds them; stop waiting for it. */
+static void orphan_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  proc *p = arg;
+  if (!p->group_killed) {
+    kill_group(p, SIGKILL);
+    struct timeval tv = ms_tv(p->orphan_kill_ms);
+    evtimer_add(p->orphan_ev, &tv);
+    return;
+  }
+  LOG_WARN("proc output held open by a process outside the group, closing it pid=%d", p->pid);
+  close_stream(p, 0);
+  close_stream(p, 1);
+  settle(p);
+}
+
+/* Threaded mode. The waiter reads only p->pid and p->exit_fd, which do not change, and
+ * p is not freed before the loop has joined it. WNOWAIT leaves the reaping to the loop,
+ * as in pidfd mode, so the group id stays pinned until the final group kill. */
+static void *waiter_main(void *arg) {
+  proc *p = arg;
+  siginfo_t si;
+  while (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  eventfd_write(p->exit_fd, 1);
+  return NULL;
+}
+
+/* 0 if `path` (relative to dirfd) is an executable regular file for us, as exec
+ * would judge it; else -errno. */
+static int check_exec(int dirfd, const char *path) {
+  struct stat st;
+  if (fstatat(dirfd, path, &st, 0) < 0) return -errno;
+  if (!S_ISREG(st.st_mode)) return -EACCES;
+  return faccessat(dirfd, path, X_OK, AT_EACCESS) < 0 ? -errno : 0;
+}
+
+/* Finds the file to execute for `file` the way execvpe does, but with the PATH of the
+ * child's environment and relative names taken from the child's cwd (dirfd). Checking
+ * here, rather than trying posix_spawn on each candidate, spawns once and reports
+ * ENOENT/EACCES even where posix_spawn cannot (valgrind turns its vfork into a fork). */
+static int resolve(char *out, size_t cap, int dirfd, const char *file, const char *const *envp) {
+  if (!*file) return -ENOENT;
+  if (strchr(file, '/')) {
+    if (strlen(file) >= cap) return -ENAMETOOLONG;
+    int rc = check_exec(dirfd, file);
+    if (rc == 0) strcpy(out, file);
+    return rc;
+  }
+  const char *path = PROC_DEFAULT_PATH;
+  for (const char *const *e = envp; *e; e++) {
+    if (strncmp(*e, "PATH=", 5) == 0) {
+      path = *e + 5;
+      break;
+    }
+  }
+  int rc = -ENOENT;
+  for (const char *dir = path;; dir++) {
+    size_t dlen = strcspn(dir, ":");
+    /* An empty entry means the current directory. */
+    int n = dlen ? snprintf(out, cap, "%.*s/%s", (int)dlen, dir, file) : snprintf(out, cap, "./%s", file);
+    if (n > 0 && (size_t)n < cap) {
+      int r = check_exec(dirfd, out);
+      if (r == 0) return 0;
+      if (r == -EACCES) rc = r;
+    }
+    dir += dlen;
+    if (!*dir) break;
+  }
+  return rc;
+}
+
+/* The child's set-up, run by posix_spawn between fork and exec. Order matters: the
+ * chdir needs cwd_fd before closefrom, and the pipes are placed before /dev/null is
+ * opened on 0 in case a pipe end got a low number. */
+static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, int cwd_fd,
+                        const int child_end[2]) {
+  must0(posix_spawn_file_actions_init(fa));
+  if (cwd_fd >= 0) must0(posix_spawn_file_actions_addfchdir_np(fa, cwd_fd));
+  must0(posix_spawn_file_actions_adddup2(fa, child_end[0], STDOUT_FILENO));
+  must0(posix_spawn_file_actions_adddup2(fa, child_end[1], STDERR_FILENO));
+  must0(posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0));
+  must0(posix_spawn_file_actions_addclosefrom_np(fa, STDERR_FILENO + 1));
+
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  must0(posix_spawnattr_init(attr));
+  must0(posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                           POSIX_SPAWN_SETSIGDEF));
+  must0(posix_spawnattr_setpgroup(attr, 0));
+  must0(posix_spawnattr_setsigmask(attr, &none));
+  must0(posix_spawnattr_setsigdefault(attr, &all));
+}
+
+/* Opens the pipes (our ends non-blocking, all close-on-exec) and watches our ends. */
+static int open_streams(proc *p, int child_end[2]) {
+  for (int s = 0; s < 2; s++) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+    p->out_fd[s] = fds[0];
+    child_end[s] = fds[1];
+    evutil_make_socket_nonblocking(fds[0]);
+    p->out_ev[s] = must(event_new(p->base, fds[0], EV_READ | EV_PERSIST, output_cb, p));
+    if (event_add(p->out_ev[s], NULL) < 0) return -EIO;
+  }
+  return 0;
+}
+
+static int watch_exit(proc *p) {
+  p->exit_ev = must(event_new(p->base, p->exit_fd, EV_READ, exit_cb, p));
+  return event_add(p->exit_ev, NULL) < 0 ? -EIO : 0;
+}
+
+int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
+  static const char *const no_env[] = {NULL};
+  if (!out || !base || !opts || !opts->argv || !opts->argv[0]) return -EINVAL;
+  const char *const *envp = opts->envp ? opts->envp : no_env;
+
+  int cwd_fd = -1, child_end[2] = {-1, -1}, rc;
+  proc *p = must(calloc(1, sizeof *p));
+  p->base = base;
+  p->threaded = opts->threaded;
+  p->orphan_kill_ms = opts->orphan_kill_ms;
+  p->on_output = opts->on_output;
+  p->on_exit = opts->on_exit;
+  p->arg = opts->arg;
+  p->out_fd[0] = p->out_fd[1] = p->exit_fd = -1;
+  p->term_ev = must(evtimer_new(base, term_cb, p));
+  p->orphan_ev = must(evtimer_new(base, orphan_cb, p));
+
+  /* The directory is held open so that the lookup and the child see the same one. */
+  if (opts->cwd && (cwd_fd = open(opts->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  char path[PATH_MAX];
+  if ((rc = resolve(path, sizeof path, cwd_fd >= 0 ? cwd_fd : AT_FDCWD, opts->argv[0], envp)) < 0)
+    goto fail;
+  if ((rc = open_streams(p, child_end)) < 0) goto fail;
+  if (p->threaded) {
+    if ((p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+      rc = -errno;
+      goto fail;
+    }
+    if ((rc = watch_exit(p)) < 0) goto fail;
+  }
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  spawn_setup(&fa, &attr, cwd_fd, child_end);
+  /* posix_spawn only reads argv and envp; its prototype predates const. */
+  rc = -posix_spawn(&p->pid, path, &fa, &attr, (char *const *)opts->argv, (char *const *)envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc < 0) goto fail;
+  for (int s = 0; s < 2; s++) {
+    close(child_end[s]);
+    child_end[s] = -1;
+  }
+  if (cwd_fd >= 0) {
+    close(cwd_fd);
+    cwd_fd = -1;
+  }
+
+  if (p->threaded) {
+    if ((rc = -pthread_create(&p->waiter, NULL, waiter_main, p)) < 0) goto fail_spawned;
+  } else {
+    if ((p->exit_fd = pidfd_open(p->pid, 0)) < 0) {
+      rc = -errno;
+      goto fail_spawned;
+    }
+    if ((rc = watch_exit(p)) < 0) goto fail_spawned;
+  }
+  LOG_DEBUG("proc spawned pid=%d path=%s threaded=%d", p->pid, path, p->threaded);
+  *out = p;
+  return 0;
+
+fail_spawned:
+  LOG_ERROR("proc cannot watch the child, killing it pid=%d err=%s", p->pid, strerror(-rc));
+  kill(-p->pid, SIGKILL);
+  /* Blocks only for the moment a SIGKILLed child takes to die, on this rare path. */
+  while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+fail:
+  for (int s = 0; s < 2; s++)
+    if (child_end[s] >= 0) close(child_end[s]);
+  if (cwd_fd >= 0) close(cwd_fd);
+  destroy(p);
+  return rc;
+}
+
+void proc_terminate(proc *p, uint32_t grace_ms) {
+  if (p->done || p->term_sent) return;
+  p->term_sent = 1;
+  kill_group(p, SIGTERM);
+  kill_group(p, SIGCONT);
+  struct timeval tv = ms_tv(grace_ms);
+  evtimer_add(p->term_ev, &tv);
+}
+
+int proc_kill(proc *p, int sig) {
+  if (p->done) return -ESRCH;
+  return kill_group(p, sig);
+}
+
+pid_t proc_pid(const proc *p) { return p->pid; }
+
+void proc_free(proc *p) {
+  if (!p) return;
+  p->user_gone = 1;
+  if (!p->done) {
+    kill_group(p, SIGKILL);
+    close_stream(p, 0);
+    close_stream(p, 1);
+    event_del(p->term_ev);
+    event_del(p->orphan_ev);
+  }
+  settle(p);
+}

@@ -1,0 +1,525 @@
+/* Schema (user_version 1):
+ *
+ *   runs(run_id TEXT PRIMARY KEY, request_id TEXT, module_id TEXT NOT NULL,
+ *        status INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, pb BLOB NOT NULL)
+ *     pb is the packed Run and the only source of truth for reads; the other columns
+ *     are copies for lookups and filters. An ordinary rowid table rather than WITHOUT
+ *     ROWID, because pb has no size bound (parameters, error messages) and WITHOUT ROWID
+ *     keeps whole rows in interior b-tree pages.
+ *   runs_request UNIQUE (request_id) WHERE request_id IS NOT NULL
+ *     request_id is NULL when the run has none; the partial index leaves those out, so
+ *     most inserts write one index page fewer.
+ *   runs_status (status, run_id), runs_module (module_id, run_id)
+ *     An equality filter plus a cursor on run_id reads one index range already in
+ *     "newest first" order, with no sort.
+ *   run_labels(run_id, key, value, PRIMARY KEY (run_id, key)) WITHOUT ROWID
+ *     Small rows, clustered by run. run_labels_kv (key, value) carries the primary key
+ *     too, so a label filter is answered from that index alone.
+ *
+ * No foreign key from run_labels to runs: both are written in the same transaction by
+ * this file alone, and enforcing it would cost a lookup per label on the start path.
+ *
+ * Checkpoints: SQLite's automatic one, run by the commit that takes the WAL past
+ * CKPT_PAGES pages; it copies the WAL into the database and fsyncs both, so that commit
+ * takes milliseconds to tens of milliseconds on a slow disk. A run writes about ten
+ * pages (three transactions), so that is once per few hundred runs. 4000 pages (16 MiB)
+ * rather than SQLite's 1000 spend fewer fsyncs per run (start rate +20..50% measured on
+ * a slow virtual disk) while the WAL stays small enough for fast reads. Checkpointing
+ * from another thread was tried and rejected: under a sustained start load PASSIVE
+ * checkpoints never catch up with the writer, so the WAL is never rewound (1.9 GB after
+ * 40k runs) and every read slows down with it.
+ *
+ * Migrations: migrations[i] takes the schema from version i to i + 1; runtab_open
+ * applies the missing ones in one transaction. A new version appends an entry. */
+#include "runtab.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ids.h"
+#include "log.h"
+
+typedef Prismq__Runner__V1__Run Run;
+
+static const char *const migrations[] = {
+    "CREATE TABLE runs(run_id TEXT PRIMARY KEY, request_id TEXT,"
+    " module_id TEXT NOT NULL, status INTEGER NOT NULL, created_at_ms INTEGER NOT NULL,"
+    " pb BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX runs_request ON runs(request_id) WHERE request_id IS NOT NULL;"
+    "CREATE INDEX runs_status ON runs(status, run_id);"
+    "CREATE INDEX runs_module ON runs(module_id, run_id);"
+    "CREATE TABLE run_labels(run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, key)) WITHOUT ROWID;"
+    "CREATE INDEX run_labels_kv ON run_labels(key, value);",
+};
+#define SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
+
+enum {
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_INSERT,
+  ST_INSERT_LABEL,
+  ST_UPDATE,
+  ST_GET,
+  ST_GET_BY_REQUEST,
+  ST_ACTIVE,
+  ST_COUNT
+};
+
+/* Every statement but runtab_list's is prepared once at open. */
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_INSERT] = "INSERT INTO runs(run_id, request_id, module_id, status, created_at_ms, pb)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    /* OR REPLACE: a repeated map key keeps the last value, as protobuf maps do. */
+    [ST_INSERT_LABEL] = "INSERT OR REPLACE INTO run_labels(run_id, key, value) VALUES (?1, ?2, ?3)",
+    [ST_UPDATE] = "UPDATE runs SET status = ?2, pb = ?3 WHERE run_id = ?1",
+    [ST_GET] = "SELECT pb FROM runs WHERE run_id = ?1",
+    [ST_GET_BY_REQUEST] = "SELECT pb FROM runs WHERE request_id = ?1",
+    [ST_ACTIVE] = "SELECT pb FROM runs WHERE status IN (1, 2)", /* QUEUED, RUNNING */
+};
+
+/* runtab_list's SQL depends on the shape of the filter; the statements of the last
+ * few shapes are kept, so a client paging through a listing prepares once. */
+#define LIST_CACHE 8
+
+struct list_shape {
+  size_t nstatuses, nlabels;
+  int module, cursor;
+};
+
+struct list_stmt {
+  struct list_shape shape;
+  sqlite3_stmt *st; /* NULL: free slot */
+};
+
+/* See "Checkpoints" above. */
+#define CKPT_PAGES 4000
+
+struct runtab {
+  sqlite3 *db;
+  sqlite3_stmt *st[ST_COUNT];
+  struct list_stmt lists[LIST_CACHE];
+  unsigned list_victim; /* next slot to reuse when all are taken (round robin) */
+  uint8_t *buf;         /* packing buffer, reused by every write */
+  size_t cap;
+  uint64_t count; /* rows in runs: this connection is the only writer */
+};
+
+static void *xrealloc(void *p, size_t size) {
+  p = realloc(p, size);
+  if (!p) abort();
+  return p;
+}
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (!p) abort();
+  return p;
+}
+
+/* protobuf-c leaves strings NULL only if the caller did; treat that as "". */
+static const char *str_or_empty(const char *s) {
+  return s ? s : "";
+}
+
+__attribute__((format(printf, 3, 4)))
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (!errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static int fail_sql(runtab *t, const char *op, const char *run_id) {
+  LOG_ERROR("run table %s failed: %s run_id=%s", op, sqlite3_errmsg(t->db), str_or_empty(run_id));
+  return -EIO;
+}
+
+/* Steps a statement that returns no rows and resets it; returns SQLite's code. */
+static int step_done(sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Abandons the open transaction, if a failed statement has not already ended it. */
+static void rollback(runtab *t) {
+  if (!sqlite3_get_autocommit(t->db)) step_done(t->st[ST_ROLLBACK]);
+}
+
+/* Commits the open transaction; on failure rolls it back and returns -EIO (logged). */
+static int commit(runtab *t, const char *op, const char *run_id) {
+  if (step_done(t->st[ST_COMMIT]) == SQLITE_OK) return 0;
+  int ret = fail_sql(t, op, run_id);
+  rollback(t);
+  return ret;
+}
+
+/* Packs run into t->buf and binds it as parameter idx of st. */
+static void bind_run(runtab *t, sqlite3_stmt *st, int idx, const Run *run) {
+  size_t n = prismq__runner__v1__run__get_packed_size(run);
+  if (n > t->cap) {
+    t->cap = n;
+    t->buf = xrealloc(t->buf, n);
+  }
+  prismq__runner__v1__run__pack(run, t->buf);
+  /* n > 0 for any run with a run_id, so the blob is never NULL where a row is written. */
+  sqlite3_bind_blob64(st, idx, t->buf, n, SQLITE_STATIC);
+}
+
+/* Unpacks column 0 of st's current row into a new Run; NULL if it does not unpack
+ * (logged). */
+static Run *unpack_row(sqlite3_stmt *st) {
+  const void *p = sqlite3_column_blob(st, 0);
+  int n = sqlite3_column_bytes(st, 0);
+  Run *r = prismq__runner__v1__run__unpack(NULL, (size_t)n, p);
+  if (!r) LOG_ERROR("run table: a stored run does not unpack bytes=%d", n);
+  return r;
+}
+
+/* Steps st to the end, or until `limit` rows are collected, unpacking each row into
+ * the array *runs (grown as needed; *n rows so far). *more is set to 1 if a row is
+ * left after the limit. Resets st. Returns 0 or -EIO (logged); the rows collected
+ * stay in *runs either way. */
+static int collect(runtab *t, sqlite3_stmt *st, size_t limit, Run ***runs, size_t *n, int *more) {
+  size_t cap = 0;
+  int rc, ret = 0;
+  *more = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (*n == limit) {
+      *more = 1;
+      break;
+    }
+    Run *r = unpack_row(st);
+    if (!r) {
+      ret = -EIO;
+      break;
+    }
+    if (*n == cap) {
+      cap = cap ? 2 * cap : (limit < 16 ? limit : 16);
+      *runs = xrealloc(*runs, cap * sizeof **runs);
+    }
+    (*runs)[(*n)++] = r;
+  }
+  if (!ret && rc != SQLITE_ROW && rc != SQLITE_DONE) ret = fail_sql(t, "select", NULL);
+  sqlite3_reset(st); /* ends the read transaction, if any */
+  return ret;
+}
+
+/* ---- open ---- */
+
+static int query_int(sqlite3 *db, const char *sql, int64_t *out) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      *out = sqlite3_column_int64(st, 0);
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Fills err with SQLite's view of the failure rc on db (NULL if even the handle could
+ * not be allocated) and returns -EIO. */
+static int open_err(sqlite3 *db, int rc, const char *path, char *err, size_t errlen) {
+  if (!db)
+    set_err(err, errlen, "%s: %s", path, sqlite3_errstr(rc));
+  else if ((rc & 0xff) == SQLITE_CANTOPEN && sqlite3_system_errno(db))
+    /* SQLite's "unable to open database file" does not say why; errno does. */
+    set_err(err, errlen, "%s: %s (%s)", path, sqlite3_errmsg(db),
+            strerror(sqlite3_system_errno(db)));
+  else
+    set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
+  return -EIO;
+}
+
+/* Brings the schema from version `from` to SCHEMA_VERSION in one transaction.
+ * Returns 0, or -EIO with err filled. */
+static int migrate(sqlite3 *db, int64_t from, const char *path, char *err, size_t errlen) {
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  for (int64_t v = from; rc == SQLITE_OK && v < SCHEMA_VERSION; v++)
+    rc = sqlite3_exec(db, migrations[v], NULL, NULL, NULL);
+  if (rc == SQLITE_OK) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %" PRId64, SCHEMA_VERSION);
+    rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+  }
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) return 0;
+  int ret = open_err(db, rc, path, err, errlen); /* before ROLLBACK replaces the message */
+  if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return ret;
+}
+
+int runtab_open(runtab **out, const char *path, char *err, size_t errlen) {
+  sqlite3 *db = NULL;
+  runtab *t = NULL;
+  int64_t version = 0, count = 0;
+  int ret;
+
+  /* NOMUTEX: the table is single-threaded (see runtab.h), so SQLite's locks are waste.
+   * EXRESCODE: tells a duplicate primary key from a duplicate request_id. */
+  int rc = sqlite3_open_v2(path, &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+                               SQLITE_OPEN_EXRESCODE,
+                           NULL);
+  if (rc != SQLITE_OK) goto fail_db;
+  /* READWRITE quietly falls back to read-only on a write-protected file. */
+  if (sqlite3_db_readonly(db, "main") == 1) {
+    set_err(err, errlen, "%s: the database file is read-only", path);
+    ret = -EIO;
+    goto fail;
+  }
+  /* WAL: readers never block the writer and a commit is one append; synchronous=NORMAL
+   * drops the fsync per commit (durable across a process crash, see runtab.h). */
+  rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) goto fail_db;
+  sqlite3_wal_autocheckpoint(db, CKPT_PAGES);
+  if ((rc = query_int(db, "PRAGMA user_version", &version)) != SQLITE_OK) goto fail_db;
+  if (version > SCHEMA_VERSION) {
+    set_err(err, errlen,
+            "%s: run table schema version %" PRId64 " is newer than this server's (%" PRId64 ")",
+            path, version, SCHEMA_VERSION);
+    ret = -ENOTSUP;
+    goto fail;
+  }
+  if (version < SCHEMA_VERSION && (ret = migrate(db, version, path, err, errlen)) < 0) goto fail;
+  if ((rc = query_int(db, "SELECT count(*) FROM runs", &count)) != SQLITE_OK) goto fail_db;
+
+  t = xcalloc(1, sizeof *t);
+  t->db = db;
+  t->count = (uint64_t)count;
+  for (int i = 0; i < ST_COUNT; i++) {
+    rc = sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &t->st[i], NULL);
+    if (rc != SQLITE_OK) goto fail_db;
+  }
+  *out = t;
+  return 0;
+
+fail_db:
+  ret = open_err(db, rc, path, err, errlen);
+fail:
+  if (t)
+    runtab_free(t); /* closes db */
+  else
+    sqlite3_close(db);
+  return ret;
+}
+
+void runtab_free(runtab *t) {
+  if (!t) return;
+  for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(t->st[i]);
+  for (size_t i = 0; i < LIST_CACHE; i++) sqlite3_finalize(t->lists[i].st);
+  sqlite3_close(t->db);
+  free(t->buf);
+  free(t);
+}
+
+uint64_t runtab_count(const runtab *t) {
+  return t->count;
+}
+
+/* ---- writes ---- */
+
+static int insert_rows(runtab *t, const Run *run) {
+  sqlite3_stmt *st = t->st[ST_INSERT];
+  const char *req = run->request_id && *run->request_id ? run->request_id : NULL;
+  sqlite3_bind_text(st, 1, run->run_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, req, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, str_or_empty(run->module_id), -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 4, run->status);
+  sqlite3_bind_int64(st, 5, run->created_at_ms);
+  bind_run(t, st, 6, run);
+  int rc = step_done(st);
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) return -EBUSY;
+  if (rc == SQLITE_CONSTRAINT_UNIQUE) return -EEXIST;
+  if (rc != SQLITE_OK) return fail_sql(t, "insert", run->run_id);
+
+  st = t->st[ST_INSERT_LABEL];
+  sqlite3_bind_text(st, 1, run->run_id, -1, SQLITE_STATIC);
+  for (size_t i = 0; i < run->n_labels; i++) {
+    sqlite3_bind_text(st, 2, str_or_empty(run->labels[i]->key), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, str_or_empty(run->labels[i]->value), -1, SQLITE_STATIC);
+    if (step_done(st) != SQLITE_OK) return fail_sql(t, "insert label", run->run_id);
+  }
+  return 0;
+}
+
+int runtab_insert(runtab *t, const Run *run) {
+  if (!run->run_id || !id_run_valid(run->run_id, strlen(run->run_id))) return -EINVAL;
+  if (step_done(t->st[ST_BEGIN]) != SQLITE_OK) return fail_sql(t, "begin", run->run_id);
+  int rc = insert_rows(t, run);
+  if (rc) {
+    rollback(t);
+    return rc;
+  }
+  if ((rc = commit(t, "commit insert", run->run_id)) == 0) t->count++;
+  return rc;
+}
+
+int runtab_update(runtab *t, const Run *run) {
+  sqlite3_stmt *st = t->st[ST_UPDATE];
+  sqlite3_bind_text(st, 1, str_or_empty(run->run_id), -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, run->status);
+  bind_run(t, st, 3, run);
+  if (step_done(st) != SQLITE_OK) return fail_sql(t, "update", run->run_id);
+  return sqlite3_changes(t->db) ? 0 : -ENOENT;
+}
+
+int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out) {
+  Run **runs = NULL;
+  size_t n = 0;
+  int more;
+  if (step_done(t->st[ST_BEGIN]) != SQLITE_OK) return fail_sql(t, "begin", NULL);
+  int rc = collect(t, t->st[ST_ACTIVE], SIZE_MAX, &runs, &n, &more);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    Run *r = runs[i];
+    /* Borrow the constant message for packing; the unpacked string goes back before
+     * free_unpacked, which owns it. */
+    char *old_msg = r->error_message;
+    r->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
+    r->finished_at_ms = now_ms;
+    r->error_message = (char *)RUNTAB_LOST_MESSAGE;
+    rc = runtab_update(t, r);
+    r->error_message = old_msg;
+  }
+  /* -ENOENT cannot happen: the rows were just read in this transaction. */
+  if (rc)
+    rollback(t);
+  else
+    rc = commit(t, "commit mark lost", NULL);
+  if (rc == 0 && n_out) *n_out = n;
+  runtab_list_free(runs, n);
+  return rc;
+}
+
+/* ---- reads ---- */
+
+/* Runs a one-row lookup statement keyed by parameter 1. */
+static int get_one(runtab *t, sqlite3_stmt *st, const char *key, Run **out) {
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+  int ret, rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    Run *r = unpack_row(st);
+    if (r) *out = r;
+    ret = r ? 0 : -EIO;
+  } else if (rc == SQLITE_DONE) {
+    ret = -ENOENT;
+  } else {
+    ret = fail_sql(t, "get", key);
+  }
+  sqlite3_reset(st); /* ends the read transaction */
+  return ret;
+}
+
+int runtab_get(runtab *t, const char *run_id, Run **out) {
+  return get_one(t, t->st[ST_GET], run_id, out);
+}
+
+int runtab_get_by_request_id(runtab *t, const char *request_id, Run **out) {
+  /* Runs without one store NULL, which "" (or anything) never equals. */
+  return get_one(t, t->st[ST_GET_BY_REQUEST], request_id, out);
+}
+
+/* Builds the SQL of a listing of this shape; parameters in order: the statuses, the
+ * module, each label's key and value, the cursor, then the limit. */
+static char *list_sql(sqlite3 *db, const struct list_shape *s) {
+  sqlite3_str *q = sqlite3_str_new(db);
+  sqlite3_str_appendall(q, "SELECT pb FROM runs WHERE 1");
+  if (s->nstatuses) {
+    sqlite3_str_appendall(q, " AND status IN (?");
+    for (size_t i = 1; i < s->nstatuses; i++) sqlite3_str_appendall(q, ", ?");
+    sqlite3_str_appendall(q, ")");
+  }
+  if (s->module) sqlite3_str_appendall(q, " AND module_id = ?");
+  for (size_t i = 0; i < s->nlabels; i++)
+    sqlite3_str_appendall(q, " AND run_id IN"
+                             " (SELECT run_id FROM run_labels WHERE key = ? AND value = ?)");
+  if (s->cursor) sqlite3_str_appendall(q, " AND run_id < ?");
+  sqlite3_str_appendall(q, " ORDER BY run_id DESC LIMIT ?");
+  char *sql = sqlite3_str_finish(q);
+  if (!sql) abort(); /* out of memory: the only way sqlite3_str fails here */
+  return sql;
+}
+
+/* Returns the cached statement for shape s, preparing it on a miss; NULL if SQLite
+ * fails (logged). */
+static sqlite3_stmt *list_stmt(runtab *t, const struct list_shape *s) {
+  for (size_t i = 0; i < LIST_CACHE; i++) {
+    const struct list_stmt *l = &t->lists[i];
+    if (l->st && l->shape.nstatuses == s->nstatuses && l->shape.nlabels == s->nlabels &&
+        l->shape.module == s->module && l->shape.cursor == s->cursor)
+      return l->st;
+  }
+  struct list_stmt *l = &t->lists[t->list_victim];
+  t->list_victim = (t->list_victim + 1) % LIST_CACHE;
+  sqlite3_finalize(l->st);
+  l->st = NULL;
+  char *sql = list_sql(t->db, s);
+  if (sqlite3_prepare_v3(t->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &l->st, NULL) == SQLITE_OK)
+    l->shape = *s;
+  else
+    fail_sql(t, "prepare list", NULL);
+  sqlite3_free(sql);
+  return l->st;
+}
+
+int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, size_t limit,
+                Run ***out, size_t *n_out, int *more_out) {
+  static const runtab_filter all = RUNTAB_FILTER_INIT;
+  if (!f) f = &all;
+  if (!limit || f->nstatuses > RUNTAB_FILTER_MAX || f->nlabels > RUNTAB_FILTER_MAX ||
+      (f->nstatuses && !f->statuses) || (f->nlabels && (!f->label_keys || !f->label_values)))
+    return -EINVAL;
+
+  const struct list_shape shape = {
+      .nstatuses = f->nstatuses,
+      .nlabels = f->nlabels,
+      .module = f->module_id && *f->module_id,
+      .cursor = before_run_id && *before_run_id,
+  };
+  sqlite3_stmt *st = list_stmt(t, &shape);
+  if (!st) return -EIO;
+
+  int p = 1;
+  for (size_t i = 0; i < f->nstatuses; i++) sqlite3_bind_int(st, p++, f->statuses[i]);
+  if (shape.module) sqlite3_bind_text(st, p++, f->module_id, -1, SQLITE_STATIC);
+  for (size_t i = 0; i < f->nlabels; i++) {
+    sqlite3_bind_text(st, p++, f->label_keys[i], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, p++, f->label_values[i], -1, SQLITE_STATIC);
+  }
+  if (shape.cursor) sqlite3_bind_text(st, p++, before_run_id, -1, SQLITE_STATIC);
+  /* One row past the page says whether another page exists. */
+  sqlite3_bind_int64(st, p, limit < (size_t)INT64_MAX ? (sqlite3_int64)limit + 1 : INT64_MAX);
+
+  Run **runs = NULL;
+  size_t n = 0;
+  int more;
+  int ret = collect(t, st, limit, &runs, &n, &more);
+  if (ret) {
+    runtab_list_free(runs, n);
+    return ret;
+  }
+  *out = runs;
+  *n_out = n;
+  *more_out = more;
+  return 0;
+}
+
+void runtab_list_free(Run **runs, size_t n) {
+  for (size_t i = 0; i < n; i++) prismq__runner__v1__run__free_unpacked(runs[i], NULL);
+  free(runs);
+}

@@ -1,0 +1,122 @@
+/* runtab: the run table, every run the server has accepted, kept durably in SQLite.
+ *
+ * Runs are stored as the contract's data model, prismq.runner.v1.Run (protobuf-c's
+ * Prismq__Runner__V1__Run): the packed message is the record, and a few of its fields
+ * are copied into indexed columns for lookups and filters (run_id, request_id,
+ * module_id, status, created_at_ms, labels). What the table returns is always the
+ * unpacked record, so every field written comes back exactly.
+ *
+ * Order: run ids are ULIDs (common/ids.h) that sort by creation time, so "newest
+ * first" is descending run id, and a page cursor is simply a run id: the next page
+ * holds the runs whose id sorts before it, whether or not that run still exists.
+ *
+ * Fixed at insert: run_id, request_id, module_id, created_at_ms and labels identify and
+ * classify a run and never change in the contract. runtab_update rewrites the stored
+ * record and the status column only; the caller must not change those fields.
+ *
+ * Durability: SQLite in WAL mode with synchronous=NORMAL. A returned write survives a
+ * crash of the process; the last transactions before a power loss may be lost (the
+ * database stays consistent).
+ *
+ * Single-threaded: one runtab is used from one thread at a time (the event loop
+ * thread), and it should be the only writer of its file. Calls do blocking file I/O:
+ * normally short (page cache, no fsync per commit: a GetRun costs a few microseconds),
+ * but about once per few hundred runs a write also checkpoints the WAL into the
+ * database, two fsyncs (milliseconds; tens of them on a slow disk). Out of memory
+ * aborts (server code). */
+#ifndef PRISMQ_RUNTAB_H
+#define PRISMQ_RUNTAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "prismq/runner/v1/runner.pb-c.h"
+
+typedef struct runtab runtab;
+
+/* error_message that runtab_mark_lost gives the runs it marks. */
+#define RUNTAB_LOST_MESSAGE "server restarted while the run was active"
+
+/* Most statuses, and most labels, one runtab_list filter may hold. */
+#define RUNTAB_FILTER_MAX 64
+
+/* Opens (creating it if needed) the run table in the SQLite database file `path`
+ * (e.g. "<data_dir>/runs.db"; its directory must exist), or a private in-memory table
+ * for ":memory:". Creates or upgrades the schema (tracked by PRAGMA user_version).
+ * On success returns 0 and sets *out (free with runtab_free). Otherwise *out is
+ * untouched, `err` (errlen bytes; may be NULL if errlen is 0) receives a one-line
+ * message starting with the path, and the return is -EIO when SQLite fails (cannot
+ * open or create the file, not a database, corrupt, I/O error), or -ENOTSUP when the
+ * file's schema is newer than this server knows. */
+int runtab_open(runtab **out, const char *path, char *err, size_t errlen);
+
+/* Closes the database. Accepts NULL. */
+void runtab_free(runtab *t);
+
+/* Adds a new run: the record, its index columns and its labels, in one transaction
+ * (all or nothing). run->run_id must be a valid run id (id_run_valid); an empty (or
+ * NULL) request_id means none, and any number of runs may have none. Labels with the
+ * same key: the last one counts for label filters (as protobuf map semantics say), the
+ * stored record keeps them all. `run` is not kept.
+ * Returns 0; -EINVAL for an invalid run_id; -EEXIST if another run has the same
+ * non-empty request_id (the caller may then look it up with runtab_get_by_request_id);
+ * -EBUSY if a run with this run_id exists (when both clash, either code may come);
+ * -EIO if SQLite fails (logged). On any error the table is unchanged. */
+int runtab_insert(runtab *t, const Prismq__Runner__V1__Run *run);
+
+/* Replaces the stored record of run->run_id by `run` and sets its status column
+ * (see the top of this file for the fields that must not change). `run` is not kept.
+ * Returns 0; -ENOENT if there is no run with that id; -EIO if SQLite fails (logged). */
+int runtab_update(runtab *t, const Prismq__Runner__V1__Run *run);
+
+/* Looks up a run by id. Returns 0 and sets *out to a new copy, which the caller frees
+ * with prismq__runner__v1__run__free_unpacked(*out, NULL); -ENOENT if there is no such
+ * run; -EIO if SQLite fails or the stored record does not unpack (logged). *out is
+ * untouched unless 0 is returned. */
+int runtab_get(runtab *t, const char *run_id, Prismq__Runner__V1__Run **out);
+
+/* As runtab_get, by the request_id given at insert. An empty request_id finds nothing
+ * (-ENOENT). */
+int runtab_get_by_request_id(runtab *t, const char *request_id, Prismq__Runner__V1__Run **out);
+
+/* Which runs runtab_list returns: those matching every condition given. Not kept by
+ * runtab_list. */
+typedef struct runtab_filter {
+  const int *statuses;             /* the status is one of these (RunStatus values) */
+  size_t nstatuses;                /* 0 = any status; at most RUNTAB_FILTER_MAX */
+  const char *module_id;           /* NULL or "" = any module */
+  const char *const *label_keys;   /* the run has label label_keys[i] ... */
+  const char *const *label_values; /* ... with value label_values[i], for every i */
+  size_t nlabels;                  /* 0 = any labels; at most RUNTAB_FILTER_MAX */
+} runtab_filter;
+
+#define RUNTAB_FILTER_INIT { NULL, 0, NULL, NULL, NULL, 0 }
+
+/* Lists the runs matching `f` (NULL = all runs), newest first (descending run id), at
+ * most `limit` of them (>= 1). `before_run_id` NULL or "" starts from the newest run;
+ * otherwise only runs whose id sorts before it are listed: pass the last id of a page
+ * to get the next one (the run need not exist any more, only its id is compared).
+ * On success returns 0, sets *out to an array of *n_out runs (NULL when 0), which the
+ * caller frees with runtab_list_free(*out, *n_out), and sets *more_out to 1 if more
+ * runs match after these (a next page exists), else 0.
+ * Returns -EINVAL for limit 0, too many statuses or labels, or a NULL array with a
+ * non-zero count; -EIO if SQLite fails or a stored record does not unpack (logged).
+ * The outputs are untouched unless 0 is returned. */
+int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, size_t limit,
+                Prismq__Runner__V1__Run ***out, size_t *n_out, int *more_out);
+
+/* Frees the n runs of `runs` and the array, as returned by runtab_list. Accepts NULL. */
+void runtab_list_free(Prismq__Runner__V1__Run **runs, size_t n);
+
+/* For start-up, before any run is started: every run still QUEUED or RUNNING was
+ * active when the previous server died, and now never will finish. Each becomes
+ * RUN_STATUS_LOST with finished_at_ms = now_ms and error_message RUNTAB_LOST_MESSAGE
+ * (its other fields kept), all in one transaction.
+ * Returns 0 and sets *n_out (may be NULL) to the number of runs marked; -EIO if
+ * SQLite fails or a stored record does not unpack (logged; nothing is changed). */
+int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out);
+
+/* The number of runs in the table. Constant time. */
+uint64_t runtab_count(const runtab *t);
+
+#endif

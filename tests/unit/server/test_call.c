@@ -1,0 +1,1467 @@
+/* Unit tests for server/call and the h2conn server role under it, entirely in memory.
+ *
+ * The server sits on one end of a bufferevent pair; the other end is driven by a raw
+ * nghttp2 client session (not h2conn, so that a fault shared by both roles cannot
+ * hide itself) whose every received frame is recorded, or by raw bytes for input that
+ * is not HTTP/2 at all. Test handlers are registered with call_server_add: echo,
+ * protobuf, fail-with-message, a streaming producer that honours call_writable, and one
+ * that never finishes. Tests drive the loop until an observable condition holds, under
+ * a guard timer, or until no callback is pending (settle). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "call.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcwire.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#define P_ECHO "/test.Echo/Unary"
+#define P_PB "/test.Echo/Serving"
+#define P_FAIL "/test.Echo/Fail"
+#define P_HANG "/test.Echo/Hang"
+#define P_STREAM "/test.Echo/Stream"
+
+#define MAX_STREAMS 64
+#define GUARD_SECONDS 10
+/* Streaming test: STREAM_N messages of STREAM_MSG bytes, 2 MB in all. */
+#define STREAM_N 2000
+#define STREAM_MSG 1000
+/* What the server may hold for one slow stream: below the call layer's low-water mark
+ * plus the message that crossed it, plus h2conn's socket high-water mark plus the
+ * largest frame that crossed it, plus headers. From CALL_SERVER_OPTS_INIT and
+ * H2CONN_OPTS_INIT (64 KiB each) and the 16 KiB default SETTINGS_MAX_FRAME_SIZE. */
+#define QUEUE_BOUND ((64u << 10) + STREAM_MSG + GW_PREFIX_LEN + (64u << 10) + (16u << 10) + 9 + 1024)
+
+/* What one client stream sent and observed. */
+struct cstream {
+  int32_t sid;
+  uint8_t *body; /* request body bytes, sent in DATA frames of at most `chunk` */
+  size_t body_len, body_sent, chunk;
+  int keep_open;          /* do not end the stream after the body */
+  int end_with_trailers;  /* end the request with a trailing HEADERS frame */
+  size_t data_frames_sent;
+  int http_status;        /* :status, 0 until seen */
+  char content_type[64];
+  char accept_encoding[64];
+  int grpc_status;        /* -1 until seen */
+  char grpc_message[1100]; /* as received: percent-encoded */
+  int headers_ended;      /* the response HEADERS carried END_STREAM */
+  int got_trailers;
+  size_t data_at_status;  /* DATA bytes received before grpc-status */
+  struct evbuffer *data;  /* DATA payload received */
+  int rst_received;
+  uint32_t rst_error;
+  int closed;
+  uint32_t close_error;
+};
+
+struct fx {
+  struct event_base *base;
+  call_server *srv;
+  struct bufferevent *cbev; /* the client's end of the pair */
+  struct bufferevent *sbev; /* the server's end: the server's, valid while it is connected */
+  nghttp2_session *cs;      /* NULL: raw mode, the server's bytes go to raw_in */
+  struct evbuffer *raw_in;
+  int client_err;           /* an nghttp2 client call failed */
+  struct event *guard;
+  int timed_out;
+  struct cstream streams[MAX_STREAMS];
+  size_t nstreams;
+  int settings_seen;
+  uint32_t srv_max_streams, srv_window, srv_max_hdr;
+  int goaways;
+  uint32_t goaway_error;
+  int32_t goaway_last_sid;
+  size_t ping_acks;
+  /* handlers */
+  int handler_calls;
+  int base_mismatch;        /* call_base() was not our base */
+  size_t framed_left;       /* bytes call_send_framed left behind */
+  call *hang;               /* the never-finishing call, until cancelled */
+  int cancels;
+  int cancel_wrong_call;
+  uint64_t hang_left_ms;
+  size_t st_sent, st_writable_calls;
+  struct cstream *st_stream;
+  size_t st_max_queued;
+  int idle;
+};
+
+/* ---- client ----------------------------------------------------------------------- */
+
+static struct cstream *stream_of(nghttp2_session *s, int32_t sid) {
+  return nghttp2_session_get_stream_user_data(s, sid);
+}
+
+static ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud) {
+  (void)s;
+  (void)flags;
+  struct fx *f = ud;
+  if (bufferevent_write(f->cbev, data, len) != 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return (ssize_t)len;
+}
+
+static ssize_t c_body_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
+                           uint32_t *flags, nghttp2_data_source *src, void *ud) {
+  struct fx *f = ud;
+  struct cstream *cs = src->ptr;
+  size_t n = cs->body_len - cs->body_sent;
+  if (n > len) n = len;
+  if (cs->chunk && n > cs->chunk) n = cs->chunk;
+  if (n == 0 && cs->keep_open) return NGHTTP2_ERR_DEFERRED;
+  memcpy(buf, cs->body + cs->body_sent, n);
+  cs->body_sent += n;
+  if (cs->body_sent == cs->body_len && !cs->keep_open) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (cs->end_with_trailers) {
+      static const nghttp2_nv tr[] = {{(uint8_t *)"x-trailer", (uint8_t *)"1", 9, 1, NGHTTP2_NV_FLAG_NONE}};
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      if (nghttp2_submit_trailer(s, sid, tr, 1) != 0) f->client_err = 1;
+    }
+  }
+  return (ssize_t)n;
+}
+
+static void copy_value(char *dst, size_t cap, const uint8_t *v, size_t len) {
+  if (len >= cap) len = cap - 1;
+  memcpy(dst, v, len);
+  dst[len] = '\0';
+}
+
+static int c_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t namelen,
+                    const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+  (void)flags;
+  (void)ud;
+  struct cstream *cs = stream_of(s, fr->hd.stream_id);
+  if (!cs || fr->hd.type != NGHTTP2_HEADERS) return 0;
+  if (fr->headers.cat == NGHTTP2_HCAT_HEADERS) cs->got_trailers = 1;
+  char v[1100];
+  copy_value(v, sizeof v, value, valuelen);
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+    cs->http_status = atoi(v);
+  } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+    copy_value(cs->content_type, sizeof cs->content_type, value, valuelen);
+  } else if (namelen == 20 && memcmp(name, "grpc-accept-encoding", 20) == 0) {
+    copy_value(cs->accept_encoding, sizeof cs->accept_encoding, value, valuelen);
+  } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+    cs->grpc_status = atoi(v);
+    cs->data_at_status = evbuffer_get_length(cs->data);
+  } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
+    copy_value(cs->grpc_message, sizeof cs->grpc_message, value, valuelen);
+  }
+  return 0;
+}
+
+static int c_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud) {
+  struct fx *f = ud;
+  struct cstream *cs = stream_of(s, fr->hd.stream_id);
+  switch (fr->hd.type) {
+  case NGHTTP2_SETTINGS:
+    if (fr->hd.flags & NGHTTP2_FLAG_ACK) break;
+    f->settings_seen++;
+    for (size_t i = 0; i < fr->settings.niv; i++) {
+      uint32_t v = fr->settings.iv[i].value;
+      switch (fr->settings.iv[i].settings_id) {
+      case NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS: f->srv_max_streams = v; break;
+      case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE: f->srv_window = v; break;
+      case NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE: f->srv_max_hdr = v; break;
+      default: break;
+      }
+    }
+    break;
+  case NGHTTP2_PING:
+    if (fr->hd.flags & NGHTTP2_FLAG_ACK) f->ping_acks++;
+    break;
+  case NGHTTP2_GOAWAY:
+    f->goaways++;
+    f->goaway_error = fr->goaway.error_code;
+    f->goaway_last_sid = fr->goaway.last_stream_id;
+    break;
+  case NGHTTP2_RST_STREAM:
+    if (cs) {
+      cs->rst_received = 1;
+      cs->rst_error = fr->rst_stream.error_code;
+    }
+    break;
+  case NGHTTP2_HEADERS:
+    if (cs && fr->headers.cat == NGHTTP2_HCAT_RESPONSE && (fr->hd.flags & NGHTTP2_FLAG_END_STREAM))
+      cs->headers_ended = 1;
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static int c_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
+                  void *ud) {
+  (void)flags;
+  (void)ud;
+  struct cstream *cs = stream_of(s, sid);
+  if (cs && evbuffer_add(cs->data, data, len) != 0) abort();
+  return 0;
+}
+
+static int c_frame_send(nghttp2_session *s, const nghttp2_frame *fr, void *ud) {
+  (void)ud;
+  struct cstream *cs = stream_of(s, fr->hd.stream_id);
+  if (cs && fr->hd.type == NGHTTP2_DATA) cs->data_frames_sent++;
+  return 0;
+}
+
+static int c_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code, void *ud) {
+  (void)ud;
+  struct cstream *cs = stream_of(s, sid);
+  if (cs) {
+    cs->closed = 1;
+    cs->close_error = error_code;
+  }
+  return 0;
+}
+
+static void client_flush(struct fx *f) {
+  if (nghttp2_session_send(f->cs) != 0) f->client_err = 1;
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg) {
+  struct fx *f = arg;
+  struct evbuffer *in = bufferevent_get_input(bev);
+  if (!f->cs) {
+    evbuffer_add_buffer(f->raw_in, in);
+    return;
+  }
+  struct evbuffer_iovec v;
+  while (evbuffer_peek(in, -1, NULL, &v, 1) == 1) {
+    ssize_t rv = nghttp2_session_mem_recv(f->cs, v.iov_base, v.iov_len);
+    if (rv != (ssize_t)v.iov_len) {
+      f->client_err = 1;
+      evbuffer_drain(in, evbuffer_get_length(in));
+      return;
+    }
+    evbuffer_drain(in, v.iov_len);
+  }
+  client_flush(f);
+}
+
+enum {
+  CL_RAW = 1,       /* no nghttp2 session: the test writes bytes itself */
+  CL_NO_UPDATE = 2, /* never open the receive windows again (no WINDOW_UPDATE) */
+};
+
+/* Connects a new client to the server over a bufferevent pair. `window` > 0 sets the
+ * client's stream and connection receive windows; `flags` are CL_*. */
+static void client_connect(struct fx *f, uint32_t window, int flags) {
+  /* A pair always defers its callbacks, so, as with sockets, neither side ever runs
+   * from inside the other's nghttp2 calls. */
+  struct bufferevent *pair[2];
+  assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
+  f->cbev = pair[1];
+  f->sbev = pair[0];
+  bufferevent_setcb(f->cbev, client_read_cb, NULL, NULL, f);
+  bufferevent_enable(f->cbev, EV_READ | EV_WRITE);
+  assert_int_equal(call_server_accept(f->srv, pair[0]), 0);
+  if (flags & CL_RAW) return;
+
+  nghttp2_session_callbacks *cb;
+  assert_int_equal(nghttp2_session_callbacks_new(&cb), 0);
+  nghttp2_session_callbacks_set_send_callback(cb, c_send);
+  nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, c_frame_send);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_stream_close);
+  nghttp2_option *opt;
+  assert_int_equal(nghttp2_option_new(&opt), 0);
+  if (flags & CL_NO_UPDATE) nghttp2_option_set_no_auto_window_update(opt, 1);
+  assert_int_equal(nghttp2_session_client_new2(&f->cs, cb, f, opt), 0);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window},
+                                 {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+  if (window) {
+    assert_int_equal(nghttp2_submit_settings(f->cs, NGHTTP2_FLAG_NONE, iv, 2), 0);
+    assert_int_equal(nghttp2_session_set_local_window_size(f->cs, NGHTTP2_FLAG_NONE, 0, (int32_t)window), 0);
+  } else {
+    assert_int_equal(nghttp2_submit_settings(f->cs, NGHTTP2_FLAG_NONE, iv + 1, 1), 0);
+  }
+  client_flush(f);
+}
+
+/* Sends EOF to the server, as a peer closing its socket. */
+static void client_close(struct fx *f) {
+  assert_int_equal(bufferevent_flush(f->cbev, EV_WRITE, BEV_FINISHED), 0);
+}
+
+/* One request. Unset fields give a well-formed gRPC request to `path`. */
+struct req {
+  const char *path;         /* NULL: no :path at all */
+  const char *method;       /* default POST */
+  const char *content_type; /* default application/grpc */
+  int no_content_type;
+  const char *timeout;      /* grpc-timeout */
+  const char *encoding;     /* grpc-encoding */
+  size_t pad_header;        /* adds an x-pad header of this many bytes */
+  const void *msg;          /* one message, framed by gw_frame_append */
+  size_t msg_len;
+  const void *raw;          /* or raw body bytes */
+  size_t raw_len;
+  int headers_only;         /* END_STREAM on HEADERS, no DATA at all */
+  size_t chunk;             /* at most this many body bytes per DATA frame (0: any) */
+  int keep_open;            /* leave the stream open after the body */
+  int end_with_trailers;    /* end the request with trailers, not END_STREAM on DATA */
+};
+
+static nghttp2_nv mknv(const char *name, const char *value) {
+  return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE};
+}
+
+/* REQ(f, .path = P_ECHO, MSG("hi")): one request, fields as in struct req. */
+#define REQ(f, ...) client_call((f), &(struct req){__VA_ARGS__})
+#define MSG(lit) .msg = (lit), .msg_len = sizeof(lit) - 1
+#define RAW(arr) .raw = (arr), .raw_len = sizeof(arr)
+
+static struct cstream *client_call(struct fx *f, const struct req *r) {
+  assert_true(f->nstreams < MAX_STREAMS);
+  struct cstream *cs = &f->streams[f->nstreams++];
+  cs->grpc_status = -1;
+  cs->data = evbuffer_new();
+  assert_non_null(cs->data);
+  struct evbuffer *body = evbuffer_new();
+  assert_non_null(body);
+  if (r->msg) assert_int_equal(gw_frame_append(body, r->msg, r->msg_len), 0);
+  if (r->raw) assert_int_equal(evbuffer_add(body, r->raw, r->raw_len), 0);
+  cs->body_len = evbuffer_get_length(body);
+  cs->body = malloc(cs->body_len + 1);
+  assert_non_null(cs->body);
+  evbuffer_remove(body, cs->body, cs->body_len);
+  evbuffer_free(body);
+  cs->chunk = r->chunk;
+  cs->keep_open = r->keep_open;
+  cs->end_with_trailers = r->end_with_trailers;
+
+  nghttp2_nv nva[10];
+  size_t n = 0;
+  nva[n++] = mknv(":method", r->method ? r->method : "POST");
+  nva[n++] = mknv(":scheme", "http");
+  if (r->path) nva[n++] = mknv(":path", r->path);
+  nva[n++] = mknv(":authority", "test");
+  if (!r->no_content_type)
+    nva[n++] = mknv("content-type", r->content_type ? r->content_type : "application/grpc");
+  nva[n++] = mknv("te", "trailers");
+  if (r->timeout) nva[n++] = mknv("grpc-timeout", r->timeout);
+  if (r->encoding) nva[n++] = mknv("grpc-encoding", r->encoding);
+  char *pad = NULL;
+  if (r->pad_header) {
+    pad = malloc(r->pad_header + 1);
+    assert_non_null(pad);
+    memset(pad, 'p', r->pad_header);
+    pad[r->pad_header] = '\0';
+    nva[n++] = mknv("x-pad", pad);
+  }
+  nghttp2_data_provider prd = {.source.ptr = cs, .read_callback = c_body_read};
+  cs->sid = nghttp2_submit_request(f->cs, NULL, nva, n, r->headers_only ? NULL : &prd, cs);
+  free(pad);
+  assert_true(cs->sid > 0);
+  client_flush(f);
+  return cs;
+}
+
+/* Ends a keep_open request after what its body already holds. */
+static void client_end_body(struct fx *f, struct cstream *cs) {
+  cs->keep_open = 0;
+  assert_int_equal(nghttp2_session_resume_data(f->cs, cs->sid), 0);
+  client_flush(f);
+}
+
+/* ---- driving ---------------------------------------------------------------------- */
+
+static void guard_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  ((struct fx *)arg)->timed_out = 1;
+}
+
+/* Runs the loop until `cond` holds; the guard timer fails the test instead of a hang. */
+#define RUN_UNTIL(f, cond)                                \
+  do {                                                    \
+    while (!(cond)) {                                     \
+      assert_false((f)->timed_out);                       \
+      assert_false((f)->client_err);                      \
+      event_base_loop((f)->base, EVLOOP_ONCE);            \
+    }                                                     \
+    assert_false((f)->client_err);                        \
+  } while (0)
+
+/* Runs the loop until no callback is pending: everything the two ends can say to each
+ * other without a timer firing has been said. */
+static void settle(struct fx *f) {
+  for (int i = 0; event_base_get_num_events(f->base, EVENT_BASE_COUNT_ACTIVE) > 0; i++) {
+    assert_true(i < 1000000);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+  }
+  assert_false(f->client_err);
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- handlers --------------------------------------------------------------------- */
+
+static void send_bytes(struct fx *f, call *c, const uint8_t *msg, size_t len) {
+  struct evbuffer *b = evbuffer_new();
+  if (!b || gw_frame_append(b, msg, len) != 0) abort();
+  call_send_framed(c, b);
+  f->framed_left += evbuffer_get_length(b);
+  evbuffer_free(b);
+}
+
+static void note_call(struct fx *f, call *c) {
+  f->handler_calls++;
+  if (call_base(c) != f->base) f->base_mismatch = 1;
+}
+
+static void echo_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  struct fx *f = svc;
+  note_call(f, c);
+  send_bytes(f, c, req, len);
+  call_finish(c, GW_OK, NULL);
+}
+
+static void pb_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  (void)req;
+  (void)len;
+  note_call(svc, c);
+  Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  call_send(c, &resp.base);
+  call_finish(c, GW_OK, NULL);
+}
+
+static void count_cancel(call *c, void *arg) {
+  struct fx *f = arg;
+  f->cancels++;
+  if (f->hang && c != f->hang) f->cancel_wrong_call = 1;
+  f->hang = NULL;
+}
+
+/* Echoes the request, then fails with the request's text as grpc-message. Its cancel
+ * callback must never fire: the call is finished at once. */
+static void fail_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  struct fx *f = svc;
+  note_call(f, c);
+  call_on_cancel(c, count_cancel, f);
+  send_bytes(f, c, req, len);
+  call_finish(c, GW_FAILED_PRECONDITION, "%.*s", (int)len, (const char *)req);
+}
+
+/* Never finishes; echoes a non-empty request first. */
+static void hang_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  struct fx *f = svc;
+  note_call(f, c);
+  f->hang = c;
+  f->hang_left_ms = call_deadline_left_ms(c);
+  call_on_cancel(c, count_cancel, f);
+  if (len > 0) send_bytes(f, c, req, len);
+}
+
+static void stream_msg(uint8_t *m, size_t idx) {
+  m[0] = (uint8_t)(idx >> 24);
+  m[1] = (uint8_t)(idx >> 16);
+  m[2] = (uint8_t)(idx >> 8);
+  m[3] = (uint8_t)idx;
+  for (size_t j = 4; j < STREAM_MSG; j++) m[j] = (uint8_t)(idx * 7 + j);
+}
+
+/* Bytes the handler has produced that have not left the server (call layer, h2conn,
+ * socket buffer). What sits in the client's input buffer has left: with a real socket
+ * it would be in the kernel's receive buffer. */
+static void note_queued(struct fx *f) {
+  size_t made = f->st_sent * (STREAM_MSG + GW_PREFIX_LEN);
+  size_t gone = evbuffer_get_length(f->st_stream->data) + evbuffer_get_length(bufferevent_get_input(f->cbev));
+  size_t held = made > gone ? made - gone : 0;
+  if (held > f->st_max_queued) f->st_max_queued = held;
+}
+
+static void stream_fill(struct fx *f, call *c) {
+  while (f->st_sent < STREAM_N && call_writable(c)) {
+    uint8_t m[STREAM_MSG];
+    stream_msg(m, f->st_sent);
+    send_bytes(f, c, m, sizeof m);
+    f->st_sent++;
+    note_queued(f);
+  }
+  if (f->st_sent == STREAM_N) call_finish(c, GW_OK, NULL);
+}
+
+static void stream_writable(call *c, void *arg) {
+  struct fx *f = arg;
+  f->st_writable_calls++;
+  stream_fill(f, c);
+}
+
+/* Sends STREAM_N messages, only while the call is writable. */
+static void stream_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  (void)req;
+  (void)len;
+  struct fx *f = svc;
+  note_call(f, c);
+  call_on_cancel(c, count_cancel, f);
+  call_on_writable(c, stream_writable, f);
+  stream_fill(f, c);
+}
+
+static void on_idle(void *arg) { ((struct fx *)arg)->idle++; }
+
+/* ---- fixture ---------------------------------------------------------------------- */
+
+static void server_start(struct fx *f, const call_server_opts *opts) {
+  assert_int_equal(call_server_new(&f->srv, f->base, opts), 0);
+  assert_int_equal(call_server_add(f->srv, P_ECHO, echo_handler, f), 0);
+  assert_int_equal(call_server_add(f->srv, P_PB, pb_handler, f), 0);
+  assert_int_equal(call_server_add(f->srv, P_FAIL, fail_handler, f), 0);
+  assert_int_equal(call_server_add(f->srv, P_HANG, hang_handler, f), 0);
+  assert_int_equal(call_server_add(f->srv, P_STREAM, stream_handler, f), 0);
+}
+
+static int setup(void **state) {
+  struct fx *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  f->base = event_base_new();
+  assert_non_null(f->base);
+  f->raw_in = evbuffer_new();
+  assert_non_null(f->raw_in);
+  f->guard = evtimer_new(f->base, guard_cb, f);
+  assert_non_null(f->guard);
+  struct timeval tv = {GUARD_SECONDS, 0};
+  assert_int_equal(evtimer_add(f->guard, &tv), 0);
+  server_start(f, NULL);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fx *f = *state;
+  call_server_free(f->srv);
+  if (f->cs) nghttp2_session_del(f->cs);
+  if (f->cbev) bufferevent_free(f->cbev);
+  for (size_t i = 0; i < f->nstreams; i++) {
+    evbuffer_free(f->streams[i].data);
+    free(f->streams[i].body);
+  }
+  evbuffer_free(f->raw_in);
+  event_free(f->guard);
+  event_base_free(f->base);
+  free(f);
+  return 0;
+}
+
+/* ---- assertions ------------------------------------------------------------------- */
+
+/* A gRPC answer with no messages: one HEADERS frame with END_STREAM (trailers-only). */
+static void expect_trailers_only(const struct cstream *cs, int status) {
+  assert_true(cs->closed);
+  assert_int_equal(cs->http_status, 200);
+  assert_string_equal(cs->content_type, "application/grpc");
+  assert_true(cs->headers_ended);
+  assert_false(cs->got_trailers);
+  assert_int_equal(cs->grpc_status, status);
+  assert_int_equal(evbuffer_get_length(cs->data), 0);
+}
+
+/* A gRPC answer with messages: HEADERS, DATA, then trailers with `status`. */
+static void expect_with_trailers(const struct cstream *cs, int status) {
+  assert_true(cs->closed);
+  assert_int_equal(cs->close_error, NGHTTP2_NO_ERROR);
+  assert_int_equal(cs->http_status, 200);
+  assert_string_equal(cs->content_type, "application/grpc");
+  assert_false(cs->headers_ended);
+  assert_true(cs->got_trailers);
+  assert_int_equal(cs->grpc_status, status);
+  assert_int_equal(cs->data_at_status, evbuffer_get_length(cs->data));
+}
+
+/* The response body is exactly one message equal to want. */
+static void expect_one_message(const struct cstream *cs, const void *want, size_t want_len) {
+  uint8_t *msg = NULL;
+  size_t len = 0;
+  assert_int_equal(gw_frame_next(cs->data, 8u << 20, &msg, &len), GW_FRAME_MSG);
+  assert_int_equal(len, want_len);
+  if (want_len) assert_memory_equal(msg, want, want_len);
+  free(msg);
+  assert_int_equal(evbuffer_get_length(cs->data), 0);
+}
+
+static void decode_message(const struct cstream *cs, char *out, size_t cap) {
+  /* The header value itself must be plain visible ASCII. */
+  for (const char *p = cs->grpc_message; *p; p++) assert_true(*p >= 0x20 && *p <= 0x7e);
+  gw_pct_decode(out, cap, cs->grpc_message, strlen(cs->grpc_message));
+}
+
+/* Waits for the stream to close, then for the server to let go of every call. */
+static void finish(struct fx *f, struct cstream *cs) {
+  RUN_UNTIL(f, cs->closed);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+/* ---- tests: dispatch table -------------------------------------------------------- */
+
+static void test_dispatch_table(void **state) {
+  (void)state;
+  call_server *s = NULL;
+  struct event_base *base = event_base_new();
+  assert_non_null(base);
+  assert_int_equal(call_server_new(&s, base, NULL), 0);
+  /* Added out of order, with shared prefixes, so the search must really sort; two
+   * distinct handlers (never run here) and a distinct svc per path. */
+  static const char *const paths[] = {"/z.S/M", "/a.S/MM", "/a.S/M", "/m.Svc/Get", "/a.S/", "/a.T/M",
+                                      "/m.Svc/GetAll", "/b", "/a.S/N"};
+  for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
+    call_handler_fn fn = i % 2 ? echo_handler : fail_handler;
+    assert_int_equal(call_server_add(s, paths[i], fn, (void *)(uintptr_t)(i + 1)), 0);
+  }
+  for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
+    void *svc = NULL;
+    call_handler_fn fn = i % 2 ? echo_handler : fail_handler;
+    assert_ptr_equal(call_server_lookup(s, paths[i], strlen(paths[i]), &svc), fn);
+    assert_ptr_equal(svc, (void *)(uintptr_t)(i + 1));
+  }
+  /* Exact match only: prefixes, superstrings, the empty path and near misses fail
+   * and leave *svc_out alone. */
+  static const char *const misses[] = {"/m.Svc/Ge", "/m.Svc/GetAl", "/m.Svc/GetAllX", "/z.S/MX", "/",
+                                       "", "/a.S", "/b/", "/A.S/M", "/c"};
+  for (size_t i = 0; i < ARRAY_LEN(misses); i++) {
+    void *svc = &svc;
+    assert_null(call_server_lookup(s, misses[i], strlen(misses[i]), &svc));
+    assert_ptr_equal(svc, &svc);
+  }
+  /* The path is a length, not a C string: a prefix of a longer buffer matches. */
+  void *svc = NULL;
+  assert_ptr_equal(call_server_lookup(s, "/a.S/MMXYZ", 7, &svc), echo_handler);
+  assert_ptr_equal(svc, (void *)(uintptr_t)2);
+  assert_ptr_equal(call_server_lookup(s, "/a.S/MMXYZ", 6, &svc), fail_handler);
+  assert_ptr_equal(svc, (void *)(uintptr_t)3);
+  /* A duplicate is refused and does not replace the first. */
+  assert_int_equal(call_server_add(s, "/a.S/M", echo_handler, NULL), -EEXIST);
+  assert_ptr_equal(call_server_lookup(s, "/a.S/M", 6, &svc), fail_handler);
+  assert_ptr_equal(svc, (void *)(uintptr_t)3);
+  call_server_free(s);
+  call_server_free(NULL);
+  event_base_free(base);
+}
+
+/* ---- tests: well-formed calls ----------------------------------------------------- */
+
+static void test_settings_sent_at_once(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  RUN_UNTIL(f, f->settings_seen);
+  /* The gRPC-relevant limits (see the notes): > 100 streams, a large window, a
+   * header list cap. */
+  assert_true(f->srv_max_streams > 100);
+  assert_true(f->srv_window >= (1u << 20));
+  assert_int_equal(f->srv_max_hdr, 16u << 10);
+  assert_int_equal(call_server_live_conns(f->srv), 1);
+}
+
+static void test_unary_round_trip(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const char hello[] = "hello, world";
+  struct cstream *cs = REQ(f, .path = P_ECHO, MSG(hello));
+  finish(f, cs);
+  expect_with_trailers(cs, GW_OK);
+  assert_string_equal(cs->accept_encoding, "identity");
+  assert_string_equal(cs->grpc_message, "");
+  expect_one_message(cs, hello, 12);
+  assert_int_equal(f->handler_calls, 1);
+  assert_false(f->base_mismatch);
+  assert_int_equal(f->framed_left, 0);
+  assert_int_equal(call_server_total_calls(f->srv), 1);
+  assert_int_equal(call_server_live_conns(f->srv), 1);
+}
+
+static void test_unary_sizes(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* Empty, and larger than the default 64 KiB windows on both sides. */
+  static const size_t sizes[] = {0, 1, 70000, 300000};
+  uint8_t *big = malloc(300000);
+  assert_non_null(big);
+  for (size_t i = 0; i < 300000; i++) big[i] = (uint8_t)(i * 31 + 7);
+  struct cstream *cs[ARRAY_LEN(sizes)];
+  for (size_t i = 0; i < ARRAY_LEN(sizes); i++)
+    cs[i] = REQ(f, .path = P_ECHO, .msg = big, .msg_len = sizes[i]);
+  for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
+    finish(f, cs[i]);
+    expect_with_trailers(cs[i], GW_OK);
+    expect_one_message(cs[i], big, sizes[i]);
+  }
+  free(big);
+}
+
+static void test_protobuf_response(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_PB, MSG(""));
+  finish(f, cs);
+  expect_with_trailers(cs, GW_OK);
+  expect_one_message(cs, "\x08\x01", 2); /* status: SERVING */
+}
+
+static void test_request_one_byte_per_frame(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const char text[] = "one DATA frame per byte";
+  size_t n = strlen(text);
+  struct cstream *cs = REQ(f, .path = P_ECHO, MSG(text), .chunk = 1);
+  finish(f, cs);
+  assert_int_equal(cs->data_frames_sent, n + GW_PREFIX_LEN);
+  expect_with_trailers(cs, GW_OK);
+  expect_one_message(cs, text, n);
+}
+
+static void test_request_ends_with_trailers(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_ECHO, MSG("t"), .end_with_trailers = 1);
+  finish(f, cs);
+  expect_with_trailers(cs, GW_OK);
+  expect_one_message(cs, "t", 1);
+}
+
+static void test_concurrent_calls(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  char bodies[40][16];
+  struct cstream *cs[40];
+  for (size_t i = 0; i < 40; i++) {
+    snprintf(bodies[i], sizeof bodies[i], "call %zu", i);
+    cs[i] = REQ(f, .path = P_ECHO, .msg = bodies[i], .msg_len = strlen(bodies[i]), .chunk = 3);
+  }
+  for (size_t i = 0; i < 40; i++) {
+    finish(f, cs[i]);
+    expect_with_trailers(cs[i], GW_OK);
+    expect_one_message(cs[i], bodies[i], strlen(bodies[i]));
+  }
+  assert_int_equal(f->handler_calls, 40);
+  assert_int_equal(call_server_total_calls(f->srv), 40);
+}
+
+static void test_content_types(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const struct {
+    const char *ct;
+    int http;
+  } cases[] = {
+      {"application/grpc", 200},        {"application/grpc+proto", 200}, {"application/grpc;charset=x", 200},
+      {"text/plain", 415},              {"application/grpcx", 415},      {"application/grp", 415},
+      {"application/json", 415},        {NULL, 415},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    struct cstream *cs =
+        REQ(f, .path = P_ECHO, .content_type = cases[i].ct, .no_content_type = cases[i].ct == NULL, MSG("x"));
+    finish(f, cs);
+    assert_int_equal(cs->http_status, cases[i].http);
+    if (cases[i].http == 200) {
+      expect_with_trailers(cs, GW_OK);
+    } else {
+      assert_true(cs->headers_ended);
+      assert_int_equal(cs->grpc_status, -1);
+    }
+  }
+  assert_int_equal(f->handler_calls, 3);
+}
+
+static void test_get_is_405(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_ECHO, .method = "GET", .headers_only = 1);
+  finish(f, cs);
+  assert_int_equal(cs->http_status, 405);
+  assert_true(cs->headers_ended);
+  assert_int_equal(f->handler_calls, 0);
+}
+
+/* ---- tests: refused requests ------------------------------------------------------ */
+
+static void test_unknown_path(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const char path[] = "/no.Such/Method%20x";
+  struct cstream *cs = REQ(f, .path = path, MSG("x"));
+  finish(f, cs);
+  expect_trailers_only(cs, GW_UNIMPLEMENTED);
+  char msg[512];
+  decode_message(cs, msg, sizeof msg);
+  assert_non_null(strstr(msg, path));
+  /* Superstrings and prefixes of a real method are unknown too. */
+  struct cstream *a = REQ(f, .path = P_ECHO "X", MSG("x"));
+  struct cstream *b = REQ(f, .path = "/test.Echo/Unar", MSG("x"));
+  finish(f, a);
+  finish(f, b);
+  expect_trailers_only(a, GW_UNIMPLEMENTED);
+  expect_trailers_only(b, GW_UNIMPLEMENTED);
+  assert_int_equal(f->handler_calls, 0);
+}
+
+static void test_long_unknown_path(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  char path[1001];
+  path[0] = '/';
+  memset(path + 1, 'q', sizeof path - 2);
+  path[sizeof path - 1] = '\0';
+  struct cstream *cs = REQ(f, .path = path, MSG("x"));
+  finish(f, cs);
+  /* BUG (reported to the lead): a :path of 256 bytes or more is not kept (on_header in
+   * server/call.c sets path_too_long only), so request_headers_done prints 64 bytes of
+   * an empty buffer: grpc-message is "unknown method " -- no path, and a trailing
+   * space, which RFC 9113 forbids in a field value: nghttp2 >= 1.50 clients (ours
+   * included) reject the whole answer with PROTOCOL_ERROR. */
+  expect_trailers_only(cs, GW_UNIMPLEMENTED);
+  char msg[512];
+  decode_message(cs, msg, sizeof msg);
+  assert_non_null(strstr(msg, "/qqqqqqqqqqqqqqqq"));
+}
+
+static void test_oversized_message(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* The prefix announces 5 MiB; no byte of the body is ever sent and the stream stays
+   * open, so an answer proves the server did not wait for the body. */
+  static const uint8_t prefix[] = {0, 0x00, 0x50, 0x00, 0x00};
+  struct cstream *cs = REQ(f, .path = P_ECHO, RAW(prefix), .keep_open = 1);
+  finish(f, cs);
+  expect_trailers_only(cs, GW_RESOURCE_EXHAUSTED);
+  /* We had not finished sending: the server tells us to stop (gRPC spec). */
+  assert_true(cs->rst_received);
+  assert_int_equal(cs->rst_error, NGHTTP2_NO_ERROR);
+  assert_int_equal(f->handler_calls, 0);
+}
+
+static void test_max_recv_msg_boundary(void **state) {
+  struct fx *f = *state;
+  call_server_free(f->srv);
+  call_server_opts o = CALL_SERVER_OPTS_INIT;
+  o.max_recv_msg = 1024;
+  server_start(f, &o);
+  client_connect(f, 0, 0);
+  uint8_t big[1025];
+  memset(big, 'b', sizeof big);
+  struct cstream *ok = REQ(f, .path = P_ECHO, .msg = big, .msg_len = 1024);
+  struct cstream *over = REQ(f, .path = P_ECHO, .msg = big, .msg_len = 1025);
+  finish(f, ok);
+  finish(f, over);
+  expect_with_trailers(ok, GW_OK);
+  expect_one_message(ok, big, 1024);
+  expect_trailers_only(over, GW_RESOURCE_EXHAUSTED);
+}
+
+static void test_truncated_message(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* Inside the prefix, and inside the body. */
+  static const uint8_t half_prefix[] = {0, 0, 0};
+  static const uint8_t half_body[] = {0, 0, 0, 0, 9, 'a', 'b'};
+  struct cstream *a = REQ(f, .path = P_ECHO, RAW(half_prefix));
+  struct cstream *b = REQ(f, .path = P_ECHO, RAW(half_body));
+  finish(f, a);
+  finish(f, b);
+  expect_trailers_only(a, GW_INTERNAL);
+  expect_trailers_only(b, GW_INTERNAL);
+  assert_int_equal(f->handler_calls, 0);
+}
+
+static void test_message_count(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* No DATA at all; one empty DATA frame with END_STREAM; two messages. */
+  static const uint8_t two[] = {0, 0, 0, 0, 1, 'a', 0, 0, 0, 0, 1, 'b'};
+  struct cstream *none = REQ(f, .path = P_ECHO, .headers_only = 1);
+  struct cstream *empty = REQ(f, .path = P_ECHO);
+  struct cstream *pair = REQ(f, .path = P_ECHO, RAW(two));
+  struct cstream *split = REQ(f, .path = P_ECHO, RAW(two), .chunk = 6);
+  finish(f, none);
+  finish(f, empty);
+  finish(f, pair);
+  finish(f, split);
+  expect_trailers_only(none, GW_UNIMPLEMENTED);
+  expect_trailers_only(empty, GW_UNIMPLEMENTED);
+  expect_trailers_only(pair, GW_UNIMPLEMENTED);
+  expect_trailers_only(split, GW_UNIMPLEMENTED);
+  assert_int_equal(f->handler_calls, 0);
+}
+
+static void test_compressed_flag(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const uint8_t gz[] = {1, 0, 0, 0, 2, 'z', 'z'};
+  static const uint8_t bad_flag[] = {2, 0, 0, 0, 1, 'z'};
+  struct cstream *gzip = REQ(f, .path = P_ECHO, .encoding = "gzip", RAW(gz));
+  struct cstream *none = REQ(f, .path = P_ECHO, RAW(gz));
+  struct cstream *ident = REQ(f, .path = P_ECHO, .encoding = "identity", RAW(gz));
+  struct cstream *flag2 = REQ(f, .path = P_ECHO, RAW(bad_flag));
+  /* The flag is per message: an uncompressed one is fine whatever grpc-encoding says. */
+  struct cstream *plain = REQ(f, .path = P_ECHO, .encoding = "gzip", MSG("u"));
+  finish(f, gzip);
+  finish(f, none);
+  finish(f, ident);
+  finish(f, flag2);
+  finish(f, plain);
+  expect_with_trailers(plain, GW_OK);
+  expect_one_message(plain, "u", 1);
+  expect_trailers_only(gzip, GW_UNIMPLEMENTED);
+  expect_trailers_only(none, GW_INTERNAL);
+  expect_trailers_only(ident, GW_INTERNAL);
+  expect_trailers_only(flag2, GW_INTERNAL);
+  assert_int_equal(f->handler_calls, 1);
+  /* BUG (reported to the lead): grpc doc/compression.md and our notes require the
+   * UNIMPLEMENTED answer to an unsupported encoding to carry grpc-accept-encoding; the
+   * trailers-only answer built by answer() in server/call.c omits it. */
+  assert_string_equal(gzip->accept_encoding, "identity");
+}
+
+static void test_headers_without_path(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *bad = REQ(f, .path = NULL, MSG("x"));
+  finish(f, bad);
+  assert_true(bad->rst_received);
+  assert_int_equal(bad->close_error, NGHTTP2_PROTOCOL_ERROR);
+  assert_int_equal(bad->http_status, 0);
+  /* The connection is fine: the next stream is served. */
+  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("y"));
+  finish(f, ok);
+  expect_with_trailers(ok, GW_OK);
+  expect_one_message(ok, "y", 1);
+  assert_int_equal(f->handler_calls, 1);
+  assert_int_equal(call_server_live_conns(f->srv), 1);
+}
+
+static void test_header_list_too_large(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *fat = REQ(f, .path = P_ECHO, .pad_header = 20000, MSG("x"));
+  finish(f, fat);
+  assert_true(fat->rst_received);
+  assert_int_not_equal(fat->close_error, NGHTTP2_NO_ERROR);
+  /* A header under the limit is fine, and so is the connection. */
+  struct cstream *ok = REQ(f, .path = P_ECHO, .pad_header = 8000, MSG("y"));
+  finish(f, ok);
+  expect_with_trailers(ok, GW_OK);
+  assert_int_equal(f->handler_calls, 1);
+}
+
+static void test_garbage_preface(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, CL_RAW);
+  static const char http1[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(bufferevent_write(f->cbev, http1, sizeof http1 - 1), 0);
+  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
+  settle(f);
+  /* What came back: our SETTINGS first, then a GOAWAY(PROTOCOL_ERROR). */
+  size_t n = evbuffer_get_length(f->raw_in);
+  const uint8_t *b = evbuffer_pullup(f->raw_in, -1);
+  int goaway = 0;
+  for (size_t off = 0; off + 9 <= n;) {
+    size_t len = (size_t)b[off] << 16 | (size_t)b[off + 1] << 8 | b[off + 2];
+    uint8_t type = b[off + 3];
+    assert_true(off + 9 + len <= n);
+    if (off == 0) assert_int_equal(type, NGHTTP2_SETTINGS);
+    if (type == NGHTTP2_GOAWAY) {
+      assert_true(len >= 8);
+      const uint8_t *p = b + off + 9 + 4;
+      uint32_t code = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+      assert_int_equal(code, NGHTTP2_PROTOCOL_ERROR);
+      goaway = 1;
+    }
+    off += 9 + len;
+  }
+  assert_true(goaway);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+/* ---- tests: status messages ------------------------------------------------------- */
+
+static void test_status_message_percent_encoding(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* UTF-8, '%', a tab, a DEL and a near-escape: all must come back byte for byte. */
+  static const char text[] = "na\xc3\xafve \xe2\x98\x83 100% done\t%zz \x7f end";
+  size_t n = strlen(text);
+  struct cstream *cs = REQ(f, .path = P_FAIL, MSG(text));
+  finish(f, cs);
+  expect_with_trailers(cs, GW_FAILED_PRECONDITION);
+  expect_one_message(cs, text, n);
+  char msg[512];
+  decode_message(cs, msg, sizeof msg);
+  assert_string_equal(msg, text);
+}
+
+/* RFC 9113 section 8.2.1: a field value must not start or end with whitespace, and
+ * nghttp2 >= 1.50 rejects such a response. Spaces are legal unencoded inside a
+ * grpc-message, so only the ends need %20. */
+static void test_status_message_edge_spaces(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const char text[] = " padded message ";
+  struct cstream *cs = REQ(f, .path = P_FAIL, MSG(text));
+  finish(f, cs);
+  /* BUG (reported to the lead): gw_pct_encode (common/grpcwire.c) leaves the leading
+   * and trailing spaces as they are; the client rejects the trailers (stream reset
+   * PROTOCOL_ERROR) and never sees the status. */
+  expect_with_trailers(cs, GW_FAILED_PRECONDITION);
+  char msg[64];
+  decode_message(cs, msg, sizeof msg);
+  assert_string_equal(msg, text);
+}
+
+/* ---- tests: cancellation ---------------------------------------------------------- */
+
+static void test_deadline(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  uint64_t t0 = mono_ms();
+  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "50m", MSG(""));
+  RUN_UNTIL(f, f->handler_calls == 1);
+  assert_true(f->hang_left_ms > 0 && f->hang_left_ms <= 50);
+  finish(f, cs);
+  assert_true(mono_ms() - t0 >= 45);
+  expect_trailers_only(cs, GW_DEADLINE_EXCEEDED);
+  assert_int_equal(f->cancels, 1);
+  assert_false(f->cancel_wrong_call);
+  assert_null(f->hang);
+}
+
+static void test_deadline_after_a_message(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "20000u", MSG("m"));
+  finish(f, cs);
+  expect_with_trailers(cs, GW_DEADLINE_EXCEEDED);
+  expect_one_message(cs, "m", 1);
+  assert_int_equal(f->cancels, 1);
+}
+
+/* The deadline runs from the request headers: a request body that never completes
+ * is cut off too, and no handler ever sees it. */
+static void test_deadline_while_request_arrives(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const uint8_t part[] = {0, 0, 0, 0, 4, 'a'};
+  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "30m", RAW(part), .keep_open = 1);
+  finish(f, cs);
+  expect_trailers_only(cs, GW_DEADLINE_EXCEEDED);
+  assert_true(cs->rst_received);
+  assert_int_equal(cs->rst_error, NGHTTP2_NO_ERROR);
+  assert_int_equal(f->handler_calls, 0);
+  assert_int_equal(f->cancels, 0);
+}
+
+static void test_client_reset(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* A malformed grpc-timeout is ignored: no deadline. */
+  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "5x", MSG(""));
+  RUN_UNTIL(f, f->handler_calls == 1);
+  assert_int_equal(f->hang_left_ms, UINT64_MAX);
+  assert_int_equal(call_server_live_calls(f->srv), 1);
+  settle(f);
+  assert_int_equal(f->cancels, 0);
+  assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
+  client_flush(f);
+  RUN_UNTIL(f, f->cancels > 0);
+  settle(f);
+  assert_int_equal(f->cancels, 1);
+  assert_false(f->cancel_wrong_call);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+  /* The connection still serves. */
+  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("z"));
+  finish(f, ok);
+  expect_with_trailers(ok, GW_OK);
+}
+
+static void test_client_reset_before_handler(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const uint8_t part[] = {0, 0, 0, 0, 4, 'a'};
+  struct cstream *cs = REQ(f, .path = P_HANG, RAW(part), .keep_open = 1);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 1);
+  assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
+  client_flush(f);
+  RUN_UNTIL(f, call_server_live_calls(f->srv) == 0);
+  settle(f);
+  assert_int_equal(f->handler_calls, 0);
+  assert_int_equal(f->cancels, 0);
+}
+
+/* A finished call whose answer is still queued is the layer's: a reset then must not
+ * reach the handler. The client grants a 4 KiB window and never more, so the answer
+ * stays queued. (A client that stops reading its socket could not be heard at all:
+ * the server stops reading while its output is full.) */
+static void test_reset_after_finish(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 4096, CL_NO_UPDATE);
+  static uint8_t big[300000];
+  struct cstream *cs = REQ(f, .path = P_FAIL, .msg = big, .msg_len = sizeof big);
+  RUN_UNTIL(f, f->handler_calls == 1);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 1);
+  assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
+  client_flush(f);
+  RUN_UNTIL(f, call_server_live_calls(f->srv) == 0);
+  settle(f);
+  assert_int_equal(f->cancels, 0);
+}
+
+static void test_connection_loss(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const uint8_t half_prefix[] = {0, 0};
+  REQ(f, .path = P_HANG, MSG(""));
+  REQ(f, .path = P_ECHO, RAW(half_prefix), .keep_open = 1);
+  RUN_UNTIL(f, f->handler_calls == 1);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 2);
+  client_close(f);
+  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
+  settle(f);
+  assert_int_equal(f->cancels, 1);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+static void test_server_free_cancels(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  REQ(f, .path = P_HANG, MSG(""));
+  RUN_UNTIL(f, f->handler_calls == 1);
+  call_server_free(f->srv);
+  f->srv = NULL;
+  assert_int_equal(f->cancels, 1);
+  settle(f);
+}
+
+static ssize_t never_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+                          nghttp2_data_source *src, void *ud) {
+  (void)s;
+  (void)sid;
+  (void)buf;
+  (void)len;
+  (void)flags;
+  (void)src;
+  (void)ud;
+  return NGHTTP2_ERR_DEFERRED;
+}
+
+/* Rapid Reset (CVE-2023-44487): streams opened and reset at once, more than the
+ * burst h2conn allows, end the connection with GOAWAY; nothing leaks. */
+static void test_rapid_reset(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  nghttp2_nv nva[] = {mknv(":method", "POST"), mknv(":scheme", "http"), mknv(":path", P_HANG),
+                      mknv(":authority", "test"), mknv("content-type", "application/grpc")};
+  nghttp2_data_provider prd = {.read_callback = never_read};
+  int i;
+  for (i = 0; i < 1500 && !f->goaways; i++) {
+    int32_t sid = nghttp2_submit_request(f->cs, NULL, nva, ARRAY_LEN(nva), &prd, NULL);
+    assert_true(sid > 0);
+    /* HEADERS must be out first: nghttp2 drops both for a reset stream never sent. */
+    client_flush(f);
+    assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL), 0);
+    client_flush(f);
+    if (i % 50 == 0) settle(f);
+  }
+  RUN_UNTIL(f, f->goaways);
+  assert_true(i > 1000);
+  assert_int_equal(f->goaway_error, NGHTTP2_INTERNAL_ERROR);
+  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+  assert_int_equal(f->handler_calls, 0);
+}
+
+/* A client that sends PINGs but reads nothing: once its output is over the high-water
+ * mark the server stops writing and then stops reading, so the ACKs cannot pile up
+ * without bound (the PINGs stay with the client). When the client reads again, every
+ * PING is answered and the connection still serves. */
+static void test_ping_flood_unread(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  RUN_UNTIL(f, f->settings_seen);
+  bufferevent_disable(f->cbev, EV_READ);
+  size_t pings = 0;
+  struct evbuffer *unsent = bufferevent_get_output(f->cbev);
+  /* The pair moves bytes only while the server reads: left-over client output means
+   * the server has stopped reading. */
+  while (evbuffer_get_length(unsent) == 0) {
+    assert_true(pings < 100000);
+    for (int i = 0; i < 100; i++) assert_int_equal(nghttp2_submit_ping(f->cs, NGHTTP2_FLAG_NONE, NULL), 0);
+    pings += 100;
+    client_flush(f);
+    settle(f);
+    assert_true(evbuffer_get_length(bufferevent_get_output(f->sbev)) <= (64u << 10) + 1024);
+  }
+  settle(f);
+  assert_int_equal(call_server_live_conns(f->srv), 1);
+  bufferevent_enable(f->cbev, EV_READ);
+  RUN_UNTIL(f, f->ping_acks == pings || f->goaways);
+  assert_int_equal(f->goaways, 0);
+  struct cstream *cs = REQ(f, .path = P_ECHO, MSG("p"));
+  finish(f, cs);
+  expect_with_trailers(cs, GW_OK);
+}
+
+/* ---- tests: streaming and backpressure -------------------------------------------- */
+
+static void expect_stream_messages(struct cstream *cs) {
+  uint8_t want[STREAM_MSG];
+  for (size_t i = 0; i < STREAM_N; i++) {
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    assert_int_equal(gw_frame_next(cs->data, STREAM_MSG, &msg, &len), GW_FRAME_MSG);
+    assert_int_equal(len, STREAM_MSG);
+    stream_msg(want, i);
+    assert_memory_equal(msg, want, STREAM_MSG);
+    free(msg);
+  }
+  assert_int_equal(evbuffer_get_length(cs->data), 0);
+}
+
+/* The client stops reading entirely; flow-control windows are far larger than the
+ * stream, so only the server's own backpressure can bound what it holds. */
+static void test_stream_backpressure_stalled_reader(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 32u << 20, 0);
+  f->st_stream = REQ(f, .path = P_STREAM, MSG(""));
+  bufferevent_disable(f->cbev, EV_READ);
+  settle(f);
+  assert_int_equal(f->handler_calls, 1);
+  size_t stalled_at = f->st_sent;
+  assert_true(stalled_at > 0);
+  assert_true(stalled_at < STREAM_N);
+  assert_true(f->st_max_queued <= QUEUE_BOUND);
+  settle(f);
+  assert_int_equal(f->st_sent, stalled_at);
+  /* Reading again resumes the producer through on_writable. */
+  bufferevent_enable(f->cbev, EV_READ);
+  finish(f, f->st_stream);
+  assert_int_equal(f->st_sent, STREAM_N);
+  assert_true(f->st_writable_calls > 0);
+  assert_true(f->st_max_queued <= QUEUE_BOUND);
+  expect_with_trailers(f->st_stream, GW_OK);
+  expect_stream_messages(f->st_stream);
+  assert_int_equal(f->cancels, 0);
+}
+
+/* The deadline passes while the answer is held up by a client that does not read: the
+ * handler is cancelled at once, and the client, once it reads, gets what was queued
+ * in order, then DEADLINE_EXCEEDED. */
+static void test_stream_deadline_while_stalled(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 32u << 20, 0);
+  f->st_stream = REQ(f, .path = P_STREAM, .timeout = "30m", MSG(""));
+  bufferevent_disable(f->cbev, EV_READ);
+  RUN_UNTIL(f, f->cancels == 1);
+  size_t sent = f->st_sent;
+  assert_true(sent > 0 && sent < STREAM_N);
+  bufferevent_enable(f->cbev, EV_READ);
+  finish(f, f->st_stream);
+  assert_int_equal(f->st_sent, sent);
+  assert_int_equal(f->cancels, 1);
+  expect_with_trailers(f->st_stream, GW_DEADLINE_EXCEEDED);
+  assert_int_equal(evbuffer_get_length(f->st_stream->data), sent * (STREAM_MSG + GW_PREFIX_LEN));
+}
+
+/* The client reads, but grants only a small window: flow control stalls the stream
+ * over and over. */
+static void test_stream_backpressure_small_window(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 4096, 0);
+  f->st_stream = REQ(f, .path = P_STREAM, MSG(""));
+  finish(f, f->st_stream);
+  assert_true(f->st_max_queued <= QUEUE_BOUND);
+  expect_with_trailers(f->st_stream, GW_OK);
+  expect_stream_messages(f->st_stream);
+}
+
+static void test_stream_cancelled_while_stalled(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 32u << 20, 0);
+  f->st_stream = REQ(f, .path = P_STREAM, MSG(""));
+  bufferevent_disable(f->cbev, EV_READ);
+  settle(f);
+  assert_true(f->st_sent < STREAM_N);
+  client_close(f);
+  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
+  settle(f);
+  assert_int_equal(f->cancels, 1);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+/* ---- tests: shutdown -------------------------------------------------------------- */
+
+static void test_shutdown_running_call(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_HANG, MSG(""));
+  struct cstream *sent = REQ(f, .path = P_HANG, MSG("s"));
+  RUN_UNTIL(f, f->handler_calls == 2);
+  call_server_shutdown(f->srv, on_idle, f);
+  assert_int_equal(f->cancels, 2);
+  RUN_UNTIL(f, cs->closed && sent->closed && f->goaways);
+  expect_trailers_only(cs, GW_UNAVAILABLE);
+  expect_with_trailers(sent, GW_UNAVAILABLE);
+  expect_one_message(sent, "s", 1);
+  assert_int_equal(f->goaway_error, NGHTTP2_NO_ERROR);
+  assert_int_equal(f->goaway_last_sid, sent->sid);
+  /* Nothing is left open: the server closes the connection by itself. */
+  RUN_UNTIL(f, f->idle);
+  settle(f);
+  assert_int_equal(f->idle, 1);
+  assert_int_equal(f->cancels, 2);
+  assert_int_equal(call_server_live_conns(f->srv), 0);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+  /* New connections are refused (and their bufferevent freed). */
+  struct bufferevent *pair[2];
+  assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
+  assert_true(call_server_accept(f->srv, pair[0]) < 0);
+  bufferevent_free(pair[1]);
+}
+
+/* A stream the client opens after the server's GOAWAY (it had not seen it yet) is
+ * refused, not served. */
+static void test_shutdown_refuses_new_streams(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *old = REQ(f, .path = P_HANG, MSG(""));
+  RUN_UNTIL(f, f->handler_calls == 1);
+  call_server_shutdown(f->srv, on_idle, f);
+  struct cstream *late = REQ(f, .path = P_ECHO, MSG("l"));
+  RUN_UNTIL(f, old->closed && late->closed);
+  expect_trailers_only(old, GW_UNAVAILABLE);
+  assert_int_equal(late->close_error, NGHTTP2_REFUSED_STREAM);
+  assert_int_equal(late->http_status, 0);
+  assert_int_equal(f->goaway_last_sid, old->sid);
+  RUN_UNTIL(f, f->idle);
+  settle(f);
+  assert_int_equal(f->handler_calls, 1);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+static void test_shutdown_without_connections(void **state) {
+  struct fx *f = *state;
+  call_server_shutdown(f->srv, on_idle, f);
+  assert_int_equal(f->idle, 0); /* from the loop, not from inside the call */
+  RUN_UNTIL(f, f->idle);
+  settle(f);
+  assert_int_equal(f->idle, 1);
+}
+
+/* A request still arriving at shutdown keeps its connection open until the client
+ * goes away. */
+static void test_shutdown_waits_for_client(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const uint8_t part[] = {0, 0, 0, 0, 4, 'a'};
+  REQ(f, .path = P_HANG, RAW(part), .keep_open = 1);
+  settle(f);
+  call_server_shutdown(f->srv, on_idle, f);
+  RUN_UNTIL(f, f->goaways);
+  settle(f);
+  assert_int_equal(f->idle, 0);
+  assert_int_equal(call_server_live_conns(f->srv), 1);
+  client_close(f);
+  RUN_UNTIL(f, f->idle);
+  settle(f);
+  assert_int_equal(f->idle, 1);
+  assert_int_equal(f->handler_calls, 0);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+/* A request that completes after shutdown must not start a handler that nothing will
+ * end: it is answered UNAVAILABLE like the calls running at shutdown. */
+static void test_shutdown_then_request_completes(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_HANG, MSG(""), .keep_open = 1);
+  settle(f);
+  call_server_shutdown(f->srv, on_idle, f);
+  RUN_UNTIL(f, f->goaways);
+  client_end_body(f, cs);
+  RUN_UNTIL(f, cs->closed || f->handler_calls > 0);
+  /* BUG (reported to the lead): request_complete() in server/call.c dispatches the
+   * handler even while the server is shutting down, so a long-running handler keeps
+   * the connection (and on_idle) waiting forever. */
+  assert_int_equal(f->handler_calls, 0);
+  expect_trailers_only(cs, GW_UNAVAILABLE);
+  RUN_UNTIL(f, f->idle);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dispatch_table),
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+      T(test_settings_sent_at_once),
+      T(test_unary_round_trip),
+      T(test_unary_sizes),
+      T(test_protobuf_response),
+      T(test_request_one_byte_per_frame),
+      T(test_request_ends_with_trailers),
+      T(test_concurrent_calls),
+      T(test_content_types),
+      T(test_get_is_405),
+      T(test_unknown_path),
+      T(test_long_unknown_path),
+      T(test_oversized_message),
+      T(test_max_recv_msg_boundary),
+      T(test_truncated_message),
+      T(test_message_count),
+      T(test_compressed_flag),
+      T(test_headers_without_path),
+      T(test_header_list_too_large),
+      T(test_garbage_preface),
+      T(test_status_message_percent_encoding),
+      T(test_status_message_edge_spaces),
+      T(test_deadline),
+      T(test_deadline_after_a_message),
+      T(test_deadline_while_request_arrives),
+      T(test_client_reset),
+      T(test_client_reset_before_handler),
+      T(test_reset_after_finish),
+      T(test_connection_loss),
+      T(test_server_free_cancels),
+      T(test_rapid_reset),
+      T(test_ping_flood_unread),
+      T(test_stream_backpressure_stalled_reader),
+      T(test_stream_deadline_while_stalled),
+      T(test_stream_backpressure_small_window),
+      T(test_stream_cancelled_while_stalled),
+      T(test_shutdown_running_call),
+      T(test_shutdown_refuses_new_streams),
+      T(test_shutdown_without_connections),
+      T(test_shutdown_waits_for_client),
+      T(test_shutdown_then_request_completes),
+#undef T
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,717 @@
+/* proc: the subprocess core. The children are this binary itself, re-executed with
+ * "--child=<role>" (libuv test-spawn style), so every behaviour is checked against a
+ * program whose actions we know. Every behavioural test runs twice: pidfd mode and
+ * threaded mode. The test process is a child subreaper, so that grandchildren orphaned
+ * by a run come back to it and can be checked (and reaped) here. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "proc.h"
+
+#define ECHO_OUT_LEN 300000u /* several pipe buffers' worth */
+#define ECHO_ERR_LEN 100000u
+#define GUARD_MS 20000       /* bound on every wait; generous for valgrind */
+#define BURN_CPU_MS 100
+#define BURN_MIB 64
+
+static char g_self[PATH_MAX];
+
+/* ---- the child side ---- */
+
+/* Different patterns per stream, each covering all 256 byte values (7 is odd). */
+static uint8_t pattern(int stream, size_t i) {
+  return stream == PROC_STDOUT ? (uint8_t)i : (uint8_t)(i * 7 + 3);
+}
+
+static void put_pattern(int fd, size_t *off, size_t total, size_t chunk) {
+  uint8_t buf[4096];
+  size_t n = total - *off < chunk ? total - *off : chunk;
+  for (size_t i = 0; i < n; i++) buf[i] = pattern(fd, *off + i);
+  for (size_t done = 0; done < n;) {
+    ssize_t w = write(fd, buf + done, n - done);
+    if (w < 0) _exit(101);
+    done += (size_t)w;
+  }
+  *off += n;
+}
+
+static void child_echo_both(void) {
+  size_t o = 0, e = 0;
+  while (o < ECHO_OUT_LEN || e < ECHO_ERR_LEN) {
+    put_pattern(STDOUT_FILENO, &o, ECHO_OUT_LEN, 4093);
+    put_pattern(STDERR_FILENO, &e, ECHO_ERR_LEN, 1021);
+  }
+}
+
+/* Prints the open descriptors, then what stdin is. */
+static void child_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) _exit(102);
+  int fds[64], n = 0;
+  for (struct dirent *de; (de = readdir(d)) && n < 64;) {
+    if (de->d_name[0] == '.') continue;
+    int fd = atoi(de->d_name);
+    if (fd != dirfd(d)) fds[n++] = fd;
+  }
+  closedir(d);
+  for (int i = 0; i < n; i++) /* /proc lists them ascending; keep it checkable anyway */
+    for (int j = i + 1; j < n; j++)
+      if (fds[j] < fds[i]) {
+        int t = fds[i];
+        fds[i] = fds[j];
+        fds[j] = t;
+      }
+  for (int i = 0; i < n; i++) dprintf(STDOUT_FILENO, "%d ", fds[i]);
+  char target[PATH_MAX] = "";
+  ssize_t len = readlink("/proc/self/fd/0", target, sizeof target - 1);
+  if (len >= 0) target[len] = 0;
+  dprintf(STDOUT_FILENO, "stdin=%s\n", target);
+}
+
+static void child_burn(void) {
+  size_t sz = (size_t)BURN_MIB << 20;
+  volatile char *m = malloc(sz);
+  if (!m) _exit(103);
+  memset((char *)m, 1, sz);
+  struct timespec ts;
+  do clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  while (ts.tv_sec * 1000 + ts.tv_nsec / 1000000 < BURN_CPU_MS);
+  _exit(m[sz - 1] == 1 ? 0 : 104);
+}
+
+/* Forks a grandchild that ignores SIGTERM and prints its pid. `how`: "hold" keeps the
+ * pipes, "release" gives them up (stdout and stderr to /dev/null), "escape" keeps them
+ * but leaves the process group. sync_fd, if any, is closed once it is set up. */
+static void fork_grandchild(int sync_fd, const char *how) {
+  pid_t g = fork();
+  if (g < 0) _exit(105);
+  if (g > 0) return;
+  signal(SIGTERM, SIG_IGN);
+  if (!strcmp(how, "escape") && setsid() < 0) _exit(109);
+  dprintf(STDOUT_FILENO, "gpid=%d\n", (int)getpid());
+  if (!strcmp(how, "release")) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, STDOUT_FILENO);
+    dup2(null, STDERR_FILENO);
+    close(null);
+  }
+  if (sync_fd >= 0) close(sync_fd);
+  for (;;) pause();
+}
+
+/* Exits 3 once its grandchild is set up (EOF on sync). */
+static void child_orphan(const char *how) {
+  int sync[2];
+  char c;
+  if (pipe(sync) < 0) _exit(107);
+  fork_grandchild(sync[1], how);
+  close(sync[1]);
+  if (read(sync[0], &c, 1) != 0) _exit(108);
+  _exit(3);
+}
+
+static int child_main(const char *role, char **args) {
+  if (!strcmp(role, "exit")) _exit(atoi(args[0]));
+  if (!strcmp(role, "raise")) {
+    raise(atoi(args[0]));
+    _exit(0);
+  }
+  if (!strcmp(role, "echo-both")) child_echo_both();
+  else if (!strcmp(role, "fds")) child_fds();
+  else if (!strcmp(role, "env"))
+    for (char **e = environ; *e; e++) dprintf(STDOUT_FILENO, "%s\n", *e);
+  else if (!strcmp(role, "cwd")) {
+    char buf[PATH_MAX];
+    if (!getcwd(buf, sizeof buf)) _exit(106);
+    dprintf(STDOUT_FILENO, "%s\n", buf);
+  } else if (!strcmp(role, "ids")) dprintf(STDOUT_FILENO, "%d %d\n", (int)getpid(), (int)getpgid(0));
+  else if (!strcmp(role, "burn")) child_burn();
+  else if (!strcmp(role, "pause")) {
+    dprintf(STDOUT_FILENO, "ready\n");
+    for (;;) pause();
+  } else if (!strcmp(role, "tree")) {
+    fork_grandchild(-1, "hold");
+    for (;;) pause();
+  } else if (!strcmp(role, "orphan")) {
+    child_orphan(args[0]);
+  } else _exit(100);
+  _exit(0);
+}
+
+/* ---- the test side ---- */
+
+typedef struct mode {
+  int threaded;
+} mode;
+static mode M_PIDFD = {0}, M_THREADED = {1};
+static int g_have_pidfd; /* valgrind 3.19 lacks pidfd_open: pidfd mode is left out there */
+
+typedef struct run {
+  struct event_base *base;
+  struct event *guard;
+  int timed_out;
+  int threaded;
+  uint32_t orphan_kill_ms;
+  proc *p;
+  pid_t pid;
+  struct evbuffer *out[2];
+  const char *want; /* for has_want: text awaited on stdout */
+  int exits, status, sig;
+  proc_usage usage;
+  int kill_rc_in_exit;
+  int free_in_output, free_in_exit, freed;
+} run;
+
+static void on_guard(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  ((run *)arg)->timed_out = 1;
+}
+
+static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
+  run *r = arg;
+  assert_false(r->freed);
+  assert_ptr_equal(p, r->p);
+  assert_true(stream == PROC_STDOUT || stream == PROC_STDERR);
+  assert_true(len > 0);
+  evbuffer_add(r->out[stream - 1], data, len);
+  if (r->free_in_output) {
+    proc_free(p);
+    r->p = NULL;
+    r->freed = 1;
+  }
+}
+
+static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u, void *arg) {
+  run *r = arg;
+  assert_false(r->freed);
+  assert_ptr_equal(p, r->p);
+  r->exits++;
+  r->status = exit_status;
+  r->sig = term_signal;
+  r->usage = *u;
+  r->kill_rc_in_exit = proc_kill(p, 0);
+  if (r->free_in_exit) {
+    proc_free(p);
+    r->p = NULL;
+    r->freed = 1;
+  }
+}
+
+static void run_init(run *r, void **state) {
+  memset(r, 0, sizeof *r);
+  r->threaded = ((const mode *)*state)->threaded;
+  r->orphan_kill_ms = 2000;
+  r->base = event_base_new();
+  assert_non_null(r->base);
+  r->guard = evtimer_new(r->base, on_guard, r);
+  r->out[0] = evbuffer_new();
+  r->out[1] = evbuffer_new();
+}
+
+static void run_fini(run *r) {
+  proc_free(r->p);
+  evbuffer_free(r->out[0]);
+  evbuffer_free(r->out[1]);
+  event_free(r->guard);
+  event_base_free(r->base);
+  /* Nothing of ours is left unreaped: no zombie, no orphan. */
+  assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+  assert_int_equal(errno, ECHILD);
+}
+
+static int run_spawn(run *r, const char *const *argv, const char *const *envp, const char *cwd) {
+  proc_opts o = PROC_OPTS_INIT;
+  o.argv = argv;
+  o.envp = envp;
+  o.cwd = cwd;
+  o.threaded = r->threaded;
+  o.orphan_kill_ms = r->orphan_kill_ms;
+  o.on_output = on_output;
+  o.on_exit = on_exit_cb;
+  o.arg = r;
+  proc *sentinel = (proc *)&sentinel;
+  r->p = sentinel;
+  int rc = proc_spawn(&r->p, r->base, &o);
+  if (rc < 0) {
+    assert_ptr_equal(r->p, sentinel); /* *out untouched */
+    r->p = NULL;
+    return rc;
+  }
+  r->pid = proc_pid(r->p);
+  assert_true(r->pid > 0);
+  return 0;
+}
+
+/* Spawns this binary as `role` with up to one argument and an empty environment. */
+static void run_child(run *r, const char *role, const char *arg) {
+  char flag[64];
+  snprintf(flag, sizeof flag, "--child=%s", role);
+  const char *argv[] = {g_self, flag, arg, NULL};
+  assert_int_equal(run_spawn(r, argv, NULL, NULL), 0);
+}
+
+static int has_exited(run *r) { return r->exits > 0; }
+static int has_want(run *r) {
+  return evbuffer_search(r->out[0], r->want, strlen(r->want), NULL).pos >= 0;
+}
+static int is_gone(run *r) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d", (int)r->pid);
+  return access(path, F_OK) != 0;
+}
+
+/* Runs the loop until pred holds, failing the test after GUARD_MS. */
+static void drive(run *r, int (*pred)(run *)) {
+  struct timeval tv = {GUARD_MS / 1000, 0};
+  r->timed_out = 0;
+  evtimer_add(r->guard, &tv);
+  while (!pred(r) && !r->timed_out) event_base_loop(r->base, EVLOOP_ONCE);
+  evtimer_del(r->guard);
+  assert_false(r->timed_out);
+}
+
+static void wait_text(run *r, const char *want) {
+  r->want = want;
+  drive(r, has_want);
+}
+
+/* The whole of stdout as a string (tests print short text). */
+static const char *stdout_str(run *r) {
+  evbuffer_add(r->out[0], "", 1);
+  return (const char *)evbuffer_pullup(r->out[0], -1);
+}
+
+static void assert_exited(run *r, int status, int sig) {
+  drive(r, has_exited);
+  event_base_loop(r->base, EVLOOP_NONBLOCK); /* a second on_exit would show up here */
+  assert_int_equal(r->exits, 1);
+  assert_int_equal(r->status, status);
+  assert_int_equal(r->sig, sig);
+  assert_int_equal(r->kill_rc_in_exit, -ESRCH);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* At least `ms` have passed since t0, by libevent's timers: they run on the coarse
+ * monotonic clock, which may fire them up to a tick (at most 10 ms) early. */
+static void assert_waited(int64_t t0, int64_t ms) {
+  int64_t waited = now_ms() - t0;
+  if (waited < ms - 10) fail_msg("waited %lld ms, expected %lld", (long long)waited, (long long)ms);
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+/* Reaps an orphaned grandchild (reparented to us, the subreaper) and returns its wait
+ * status. It should be dying already; an alarm bounds the wait (pidfd_open, which
+ * could bound it on the loop, is missing under valgrind), and a grandchild still alive
+ * then is killed, so that a failure does not leak it into later tests. */
+static int reap_orphan(pid_t pid) {
+  struct sigaction sa = {.sa_handler = on_alarm}, old; /* no SA_RESTART: EINTR */
+  sigaction(SIGALRM, &sa, &old);
+  alarm(GUARD_MS / 1000);
+  int st;
+  pid_t r = waitpid(pid, &st, 0);
+  alarm(0);
+  sigaction(SIGALRM, &old, NULL);
+  if (r != pid) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fail_msg("grandchild %d still alive", (int)pid);
+  }
+  return st;
+}
+
+static pid_t parse_gpid(run *r) {
+  int gpid = 0;
+  assert_int_equal(sscanf(stdout_str(r), "gpid=%d", &gpid), 1);
+  return (pid_t)gpid;
+}
+
+static void test_exit_codes(void **state) {
+  static const char *const codes[] = {"0", "1", "42", "255"};
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+    run r;
+    run_init(&r, state);
+    run_child(&r, "exit", codes[i]);
+    assert_exited(&r, atoi(codes[i]), 0);
+    assert_int_equal(evbuffer_get_length(r.out[0]) + evbuffer_get_length(r.out[1]), 0);
+    run_fini(&r);
+  }
+}
+
+/* The child dies of the signal it raises even though we block one and ignore the
+ * other: the mask and the dispositions are reset for it. */
+static void test_signal_death(void **state) {
+  sigset_t usr1, old_mask;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &usr1, &old_mask);
+  struct sigaction ign = {.sa_handler = SIG_IGN}, old_sa;
+  sigaction(SIGUSR2, &ign, &old_sa);
+
+  static const int sigs[] = {SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+    char num[16];
+    snprintf(num, sizeof num, "%d", sigs[i]);
+    run r;
+    run_init(&r, state);
+    run_child(&r, "raise", num);
+    assert_exited(&r, -1, sigs[i]);
+    run_fini(&r);
+  }
+  sigaction(SIGUSR2, &old_sa, NULL);
+  sigprocmask(SIG_SETMASK, &old_mask, NULL);
+}
+
+/* A scratch directory with a link to this binary and a non-executable file. */
+typedef struct scratch {
+  char dir[64], child[128], noexec[128];
+} scratch;
+
+static void scratch_init(scratch *s) {
+  strcpy(s->dir, "/tmp/pq-proc-XXXXXX");
+  assert_non_null(mkdtemp(s->dir));
+  snprintf(s->child, sizeof s->child, "%s/pq-child", s->dir);
+  snprintf(s->noexec, sizeof s->noexec, "%s/pq-noexec", s->dir);
+  assert_int_equal(symlink(g_self, s->child), 0);
+  int fd = open(s->noexec, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "#!/bin/sh\n", 10), 10);
+  close(fd);
+}
+
+static void scratch_fini(scratch *s) {
+  unlink(s->child);
+  unlink(s->noexec);
+  rmdir(s->dir);
+}
+
+static int spawn_rc(void **state, const char *const *argv, const char *const *envp,
+                    const char *cwd) {
+  run r;
+  run_init(&r, state);
+  int rc = run_spawn(&r, argv, envp, cwd);
+  if (rc == 0) assert_exited(&r, 7, 0);
+  run_fini(&r);
+  return rc;
+}
+
+static void test_spawn_errors(void **state) {
+  scratch s;
+  scratch_init(&s);
+  const char *missing[] = {"/nonexistent/pq-none", NULL};
+  assert_int_equal(spawn_rc(state, missing, NULL, NULL), -ENOENT);
+  const char *noexec[] = {s.noexec, NULL};
+  assert_int_equal(spawn_rc(state, noexec, NULL, NULL), -EACCES);
+  const char *dir[] = {s.dir, NULL};
+  assert_int_equal(spawn_rc(state, dir, NULL, NULL), -EACCES);
+  const char *by_name[] = {"pq-noexec", NULL};
+  char path_env[128];
+  snprintf(path_env, sizeof path_env, "PATH=/nonexistent:%s", s.dir);
+  const char *env[] = {path_env, NULL};
+  assert_int_equal(spawn_rc(state, by_name, env, NULL), -EACCES);
+  const char *none[] = {"pq-none", NULL};
+  assert_int_equal(spawn_rc(state, none, env, NULL), -ENOENT);
+  const char *empty[] = {"", NULL};
+  assert_int_equal(spawn_rc(state, empty, env, NULL), -ENOENT);
+  const char *ok[] = {g_self, "--child=exit", "7", NULL};
+  assert_int_equal(spawn_rc(state, ok, NULL, "/nonexistent"), -ENOENT);
+  const char *no_argv0[] = {NULL};
+  assert_int_equal(spawn_rc(state, no_argv0, NULL, NULL), -EINVAL);
+  scratch_fini(&s);
+}
+
+/* argv[0] is looked up in the child's PATH, never the server's; an empty entry is the
+ * child's cwd; without PATH the default applies. */
+static void test_path_lookup(void **state) {
+  scratch s;
+  scratch_init(&s);
+  char *saved = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+  setenv("PATH", s.dir, 1);
+
+  const char *argv[] = {"pq-child", "--child=exit", "7", NULL};
+  char path_env[128];
+  snprintf(path_env, sizeof path_env, "PATH=/nonexistent:%s", s.dir);
+  const char *found[] = {"A=1", path_env, NULL};
+  assert_int_equal(spawn_rc(state, argv, found, NULL), 0);
+  const char *elsewhere[] = {"PATH=/nonexistent", NULL};
+  assert_int_equal(spawn_rc(state, argv, elsewhere, NULL), -ENOENT);
+  const char *cwd_entry[] = {"PATH=/nonexistent:", NULL};
+  assert_int_equal(spawn_rc(state, argv, cwd_entry, s.dir), 0);
+  assert_int_equal(spawn_rc(state, argv, NULL, NULL), -ENOENT); /* default PATH */
+  const char *sh[] = {"sh", "-c", "exit 7", NULL};
+  assert_int_equal(spawn_rc(state, sh, NULL, NULL), 0); /* /bin/sh via the default */
+
+  if (saved) setenv("PATH", saved, 1);
+  else unsetenv("PATH");
+  free(saved);
+  scratch_fini(&s);
+}
+
+static void assert_stream(struct evbuffer *b, int stream, size_t len) {
+  assert_int_equal(evbuffer_get_length(b), len);
+  const uint8_t *d = evbuffer_pullup(b, -1);
+  for (size_t i = 0; i < len; i++)
+    if (d[i] != pattern(stream, i)) fail_msg("stream %d differs at byte %zu", stream, i);
+}
+
+/* Both streams arrive apart, whole, in order, byte-exact, before on_exit. */
+static void test_output(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "echo-both", NULL);
+  assert_exited(&r, 0, 0);
+  assert_stream(r.out[0], PROC_STDOUT, ECHO_OUT_LEN);
+  assert_stream(r.out[1], PROC_STDERR, ECHO_ERR_LEN);
+  run_fini(&r);
+}
+
+/* Only 0, 1, 2 reach the child, stdin is /dev/null, even with leaky fds around. */
+static void test_fds(void **state) {
+  int leak1 = dup(STDOUT_FILENO); /* no O_CLOEXEC on purpose */
+  int leak2 = open("/dev/null", O_RDONLY);
+  assert_true(leak1 > 2 && leak2 > 2);
+  run r;
+  run_init(&r, state);
+  run_child(&r, "fds", NULL);
+  assert_exited(&r, 0, 0);
+  assert_string_equal(stdout_str(&r), "0 1 2 stdin=/dev/null\n");
+  assert_int_equal(evbuffer_get_length(r.out[1]), 0);
+  run_fini(&r);
+  close(leak1);
+  close(leak2);
+}
+
+static void test_env(void **state) {
+  run r;
+  run_init(&r, state);
+  const char *argv[] = {g_self, "--child=env", NULL};
+  const char *env[] = {"A=1", "B=two words", "EMPTY=", NULL};
+  assert_int_equal(run_spawn(&r, argv, env, NULL), 0);
+  assert_exited(&r, 0, 0);
+  assert_string_equal(stdout_str(&r), "A=1\nB=two words\nEMPTY=\n");
+  run_fini(&r);
+}
+
+static void test_cwd(void **state) {
+  scratch s;
+  scratch_init(&s);
+  run r;
+  run_init(&r, state);
+  const char *argv[] = {g_self, "--child=cwd", NULL};
+  assert_int_equal(run_spawn(&r, argv, NULL, s.dir), 0);
+  assert_exited(&r, 0, 0);
+  char want[PATH_MAX + 1];
+  assert_non_null(realpath(s.dir, want));
+  strcat(want, "\n");
+  assert_string_equal(stdout_str(&r), want);
+  run_fini(&r);
+  scratch_fini(&s);
+}
+
+/* The child leads a process group of its own. */
+static void test_pgid(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "ids", NULL);
+  assert_exited(&r, 0, 0);
+  int pid = 0, pgid = 0;
+  assert_int_equal(sscanf(stdout_str(&r), "%d %d", &pid, &pgid), 2);
+  assert_int_equal(pid, r.pid);
+  assert_int_equal(pgid, r.pid);
+  assert_int_not_equal(pgid, getpgid(0));
+  run_fini(&r);
+}
+
+static void test_kill(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "pause", NULL);
+  wait_text(&r, "ready\n");
+  assert_int_equal(proc_kill(r.p, 0), 0);
+  assert_int_equal(proc_kill(r.p, -1), -EINVAL);
+  assert_int_equal(proc_kill(r.p, SIGUSR1), 0);
+  assert_exited(&r, -1, SIGUSR1);
+  assert_int_equal(proc_kill(r.p, SIGKILL), -ESRCH);
+  proc_terminate(r.p, 0); /* done: a no-op */
+  run_fini(&r);
+}
+
+/* SIGTERM kills the main process; the grandchild ignores it and holds the pipes until
+ * the SIGKILL after the grace period; then nothing of the group is left. */
+static void test_terminate_tree(void **state) {
+  run r;
+  run_init(&r, state);
+  r.orphan_kill_ms = 60000; /* only the grace period may end it */
+  run_child(&r, "tree", NULL);
+  wait_text(&r, "\n");
+  pid_t gpid = parse_gpid(&r);
+  int64_t t0 = now_ms();
+  proc_terminate(r.p, 100);
+  proc_terminate(r.p, 0); /* idempotent: does not shorten the grace */
+  assert_exited(&r, -1, SIGTERM);
+  assert_waited(t0, 100);
+  int st = reap_orphan(gpid);
+  assert_true(WIFSIGNALED(st));
+  assert_int_equal(WTERMSIG(st), SIGKILL);
+  assert_int_equal(kill(-r.pid, 0), -1);
+  assert_int_equal(errno, ESRCH);
+  run_fini(&r);
+}
+
+/* The main process exits, a grandchild keeps the pipes: the group is killed after
+ * orphan_kill_ms and on_exit reports the main process's own status. */
+static void test_orphan(void **state) {
+  run r;
+  run_init(&r, state);
+  r.orphan_kill_ms = 100;
+  int64_t t0 = now_ms();
+  run_child(&r, "orphan", "hold");
+  assert_exited(&r, 3, 0);
+  assert_waited(t0, 100);
+  int st = reap_orphan(parse_gpid(&r));
+  assert_true(WIFSIGNALED(st));
+  assert_int_equal(WTERMSIG(st), SIGKILL);
+  assert_int_equal(kill(-r.pid, 0), -1);
+  assert_int_equal(errno, ESRCH);
+  run_fini(&r);
+}
+
+/* A grandchild that let go of the pipes does not delay the end, but does not outlive
+ * it either: the group gets a SIGKILL when done. */
+static void test_group_killed_when_done(void **state) {
+  run r;
+  run_init(&r, state);
+  r.orphan_kill_ms = 60000;
+  run_child(&r, "orphan", "release");
+  assert_exited(&r, 3, 0);
+  int st = reap_orphan(parse_gpid(&r));
+  assert_true(WIFSIGNALED(st));
+  assert_int_equal(WTERMSIG(st), SIGKILL);
+  run_fini(&r);
+}
+
+/* A grandchild that left the group with the pipes cannot be killed through it: the
+ * pipes are given up orphan_kill_ms after the group kill and the run still ends. */
+static void test_escaped_holder(void **state) {
+  run r;
+  run_init(&r, state);
+  r.orphan_kill_ms = 100;
+  int64_t t0 = now_ms();
+  run_child(&r, "orphan", "escape");
+  assert_exited(&r, 3, 0);
+  pid_t gpid = parse_gpid(&r);
+  assert_int_equal(kill(gpid, SIGKILL), 0); /* still alive: ours to clean up */
+  int st = reap_orphan(gpid);
+  assert_true(WIFSIGNALED(st));
+  assert_waited(t0, 200);
+  run_fini(&r);
+}
+
+static void test_rusage(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "burn", NULL);
+  assert_exited(&r, 0, 0);
+  assert_true(r.usage.user_cpu_ms + r.usage.sys_cpu_ms >= BURN_CPU_MS - 10);
+  assert_true(r.usage.max_rss_kb >= (uint64_t)BURN_MIB * 1024);
+  run_fini(&r);
+}
+
+/* Freed while running: no callback, and the main process is still reaped. */
+static void test_free_running(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "pause", NULL);
+  wait_text(&r, "ready\n");
+  proc_free(r.p);
+  r.p = NULL;
+  r.freed = 1;
+  drive(&r, is_gone);
+  assert_int_equal(r.exits, 0);
+  assert_int_equal(waitpid(r.pid, NULL, WNOHANG), -1);
+  assert_int_equal(errno, ECHILD);
+  run_fini(&r);
+}
+
+/* Freed from inside on_output, mid-stream: no more callbacks, still reaped. */
+static void test_free_in_output(void **state) {
+  run r;
+  run_init(&r, state);
+  r.free_in_output = 1;
+  run_child(&r, "echo-both", NULL);
+  drive(&r, is_gone);
+  assert_true(r.freed);
+  assert_int_equal(r.exits, 0);
+  run_fini(&r);
+}
+
+/* Freed from inside on_exit. */
+static void test_free_in_exit(void **state) {
+  run r;
+  run_init(&r, state);
+  r.free_in_exit = 1;
+  run_child(&r, "echo-both", NULL);
+  assert_exited(&r, 0, 0);
+  assert_true(r.freed);
+  proc_free(NULL);
+  run_fini(&r);
+}
+
+#define BOTH(f) {#f "/pidfd", f, NULL, NULL, &M_PIDFD}, {#f "/threaded", f, NULL, NULL, &M_THREADED}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strncmp(argv[1], "--child=", 8) == 0) return child_main(argv[1] + 8, argv + 2);
+  ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
+  if (len <= 0) return 1;
+  g_self[len] = 0;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) return 1;
+  int fd = pidfd_open(getpid(), 0);
+  g_have_pidfd = fd >= 0;
+  if (fd >= 0) close(fd);
+  /* The product enables libevent threading in threaded mode; test under it. */
+  evthread_use_pthreads();
+  struct CMUnitTest tests[] = {
+      BOTH(test_exit_codes),   BOTH(test_signal_death), BOTH(test_spawn_errors),
+      BOTH(test_path_lookup),  BOTH(test_output),       BOTH(test_fds),
+      BOTH(test_env),          BOTH(test_cwd),          BOTH(test_pgid),
+      BOTH(test_kill),         BOTH(test_terminate_tree), BOTH(test_orphan),
+      BOTH(test_group_killed_when_done), BOTH(test_escaped_holder),
+      BOTH(test_rusage),       BOTH(test_free_running), BOTH(test_free_in_output),
+      BOTH(test_free_in_exit),
+  };
+  size_t n = 0;
+  for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
+    if (g_have_pidfd || ((const mode *)tests[i].initial_state)->threaded) tests[n++] = tests[i];
+  if (!g_have_pidfd) fprintf(stderr, "pidfd_open is missing here: pidfd mode not tested\n");
+  int rc = _cmocka_run_group_tests("test_proc", tests, n, NULL, NULL);
+  libevent_global_shutdown();
+  return rc;
+}

@@ -1,0 +1,797 @@
+/* Unit tests for server/runtab: the SQLite run table. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "ids.h"
+#include "runtab.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+
+typedef Prismq__Runner__V1__Run Run;
+
+struct kv {
+  const char *k, *v;
+};
+
+/* A Run whose memory is all in this struct, so tests need no cleanup. */
+#define MAX_ENTRIES 4
+struct run_buf {
+  Run run;
+  char id[ID_RUN_LEN + 1];
+  Prismq__Runner__V1__Run__LabelsEntry labels[MAX_ENTRIES];
+  Prismq__Runner__V1__Run__LabelsEntry *label_ptrs[MAX_ENTRIES];
+  Prismq__Runner__V1__Run__ParametersEntry params[MAX_ENTRIES];
+  Prismq__Runner__V1__Run__ParametersEntry *param_ptrs[MAX_ENTRIES];
+};
+
+/* Fills b with a new run id (creation order) and the given fields; others zero. */
+static void run_init(struct run_buf *b, const char *module_id, int status, const char *request_id,
+                     const struct kv *labels, size_t nlabels) {
+  assert_true(nlabels <= MAX_ENTRIES);
+  memset(b, 0, sizeof *b);
+  Run init = PRISMQ__RUNNER__V1__RUN__INIT;
+  b->run = init;
+  id_run_new(b->id, id_now_ms());
+  b->run.run_id = b->id;
+  b->run.module_id = (char *)module_id;
+  b->run.status = status;
+  b->run.request_id = (char *)request_id;
+  for (size_t i = 0; i < nlabels; i++) {
+    Prismq__Runner__V1__Run__LabelsEntry e = PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT;
+    b->labels[i] = e;
+    b->labels[i].key = (char *)labels[i].k;
+    b->labels[i].value = (char *)labels[i].v;
+    b->label_ptrs[i] = &b->labels[i];
+  }
+  b->run.n_labels = nlabels;
+  b->run.labels = nlabels ? b->label_ptrs : NULL;
+}
+
+/* Asserts that a and b hold the same fields (same packed bytes: protobuf-c packs the
+ * fields in number order and repeated entries in array order). */
+static void assert_run_equal(const Run *a, const Run *b) {
+  size_t na = prismq__runner__v1__run__get_packed_size(a);
+  size_t nb = prismq__runner__v1__run__get_packed_size(b);
+  assert_int_equal(na, nb);
+  uint8_t *pa = malloc(na), *pb = malloc(nb);
+  assert_non_null(pa);
+  assert_non_null(pb);
+  prismq__runner__v1__run__pack(a, pa);
+  prismq__runner__v1__run__pack(b, pb);
+  assert_memory_equal(pa, pb, na);
+  free(pa);
+  free(pb);
+}
+
+/* Asserts that the stored run with b's id equals b. */
+static void assert_stored(runtab *t, const struct run_buf *b) {
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, b->id, &got), 0);
+  assert_run_equal(got, &b->run);
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+}
+
+/* Asserts that listing (f, before, limit) returns exactly the runs want[0..nwant) in
+ * that order, with the given more flag. */
+static void expect_list(runtab *t, const runtab_filter *f, const char *before, size_t limit,
+                        const char *const *want, size_t nwant, int want_more) {
+  Run **runs = NULL;
+  size_t n = 99;
+  int more = 99;
+  assert_int_equal(runtab_list(t, f, before, limit, &runs, &n, &more), 0);
+  assert_int_equal(n, nwant);
+  assert_int_equal(more, want_more);
+  for (size_t i = 0; i < n; i++) assert_string_equal(runs[i]->run_id, want[i]);
+  if (!n) assert_null(runs);
+  runtab_list_free(runs, n);
+}
+
+static int setup_mem(void **state) {
+  char err[256] = "";
+  runtab *t = NULL;
+  if (runtab_open(&t, ":memory:", err, sizeof err) != 0) {
+    fprintf(stderr, "open: %s\n", err);
+    return -1;
+  }
+  *state = t;
+  return 0;
+}
+
+static int teardown_mem(void **state) {
+  runtab_free(*state);
+  return 0;
+}
+
+/* ---- insert / get ---- */
+
+static void test_round_trip_every_field(void **state) {
+  runtab *t = *state;
+  static const struct kv labels[] = {{"team", "infra"}, {"env", ""}};
+  struct run_buf b;
+  run_init(&b, "emit", ST(COMPLETED), "req-1", labels, ARRAY_LEN(labels));
+  b.run.exit_code = -1;
+  b.run.term_signal = 9;
+  b.run.error_message = "killed: \"x\"\n";
+  Prismq__Runner__V1__Run__ParametersEntry e = PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT;
+  for (int i = 0; i < 3; i++) {
+    b.params[i] = e;
+    b.param_ptrs[i] = &b.params[i];
+  }
+  b.params[0].key = "bytes", b.params[0].value = "1024";
+  b.params[1].key = "empty", b.params[1].value = "";
+  b.params[2].key = "utf8", b.params[2].value = "h\xc3\xa9";
+  b.run.n_parameters = 3;
+  b.run.parameters = b.param_ptrs;
+  b.run.created_at_ms = 1700000000001;
+  b.run.started_at_ms = 1700000000002;
+  b.run.finished_at_ms = INT64_MAX;
+  b.run.pid = 4242;
+  b.run.stdout_bytes = UINT64_MAX;
+  b.run.stderr_bytes = 7;
+  b.run.user_cpu_ms = 11;
+  b.run.sys_cpu_ms = 12;
+  b.run.max_rss_kb = 13;
+  assert_int_equal(runtab_insert(t, &b.run), 0);
+  assert_int_equal(runtab_count(t), 1);
+
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, b.id, &got), 0);
+  assert_string_equal(got->run_id, b.id);
+  assert_string_equal(got->module_id, "emit");
+  assert_int_equal(got->status, ST(COMPLETED));
+  assert_int_equal(got->exit_code, -1);
+  assert_int_equal(got->term_signal, 9);
+  assert_string_equal(got->error_message, "killed: \"x\"\n");
+  assert_int_equal(got->n_parameters, 3);
+  for (size_t i = 0; i < 3; i++) {
+    assert_string_equal(got->parameters[i]->key, b.params[i].key);
+    assert_string_equal(got->parameters[i]->value, b.params[i].value);
+  }
+  assert_int_equal(got->n_labels, 2);
+  assert_string_equal(got->labels[0]->key, "team");
+  assert_string_equal(got->labels[0]->value, "infra");
+  assert_string_equal(got->labels[1]->key, "env");
+  assert_string_equal(got->labels[1]->value, "");
+  assert_true(got->created_at_ms == 1700000000001);
+  assert_true(got->started_at_ms == 1700000000002);
+  assert_true(got->finished_at_ms == INT64_MAX);
+  assert_int_equal(got->pid, 4242);
+  assert_true(got->stdout_bytes == UINT64_MAX);
+  assert_int_equal(got->stderr_bytes, 7);
+  assert_int_equal(got->user_cpu_ms, 11);
+  assert_int_equal(got->sys_cpu_ms, 12);
+  assert_int_equal(got->max_rss_kb, 13);
+  assert_string_equal(got->request_id, "req-1");
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+}
+
+static void test_round_trip_zero_fields(void **state) {
+  runtab *t = *state;
+  struct run_buf b;
+  run_init(&b, "", ST(UNSPECIFIED), "", NULL, 0);
+  assert_int_equal(runtab_insert(t, &b.run), 0);
+
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, b.id, &got), 0);
+  assert_string_equal(got->run_id, b.id);
+  /* Unset strings come back as "", never NULL, and maps as empty. */
+  assert_string_equal(got->module_id, "");
+  assert_string_equal(got->error_message, "");
+  assert_string_equal(got->request_id, "");
+  assert_int_equal(got->status, ST(UNSPECIFIED));
+  assert_int_equal(got->n_parameters, 0);
+  assert_int_equal(got->n_labels, 0);
+  assert_true(got->created_at_ms == 0 && got->finished_at_ms == 0 && got->pid == 0);
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+  assert_stored(t, &b);
+
+  /* A run given NULL strings is stored as if they were "". */
+  struct run_buf n;
+  run_init(&n, NULL, ST(QUEUED), NULL, NULL, 0);
+  assert_int_equal(runtab_insert(t, &n.run), 0);
+  assert_int_equal(runtab_get(t, n.id, &got), 0);
+  assert_string_equal(got->module_id, "");
+  assert_string_equal(got->request_id, "");
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+}
+
+static void test_get_missing(void **state) {
+  runtab *t = *state;
+  char id[ID_RUN_LEN + 1];
+  id_run_new(id, id_now_ms());
+  static Run sentinel;
+  Run *got = &sentinel;
+  assert_int_equal(runtab_get(t, id, &got), -ENOENT);
+  assert_int_equal(runtab_get(t, "", &got), -ENOENT);
+  assert_ptr_equal(got, &sentinel);
+}
+
+static void test_insert_invalid_id(void **state) {
+  runtab *t = *state;
+  struct run_buf b;
+  run_init(&b, "m", ST(QUEUED), "", NULL, 0);
+  b.run.run_id = "not-a-run-id";
+  assert_int_equal(runtab_insert(t, &b.run), -EINVAL);
+  b.run.run_id = "";
+  assert_int_equal(runtab_insert(t, &b.run), -EINVAL);
+  b.run.run_id = NULL;
+  assert_int_equal(runtab_insert(t, &b.run), -EINVAL);
+  assert_int_equal(runtab_count(t), 0);
+}
+
+static void test_duplicates(void **state) {
+  runtab *t = *state;
+  static const struct kv ghost[] = {{"ghost", "1"}};
+  static const char *const gk[] = {"ghost"}, *const gv[] = {"1"};
+  const runtab_filter by_ghost = {.label_keys = gk, .label_values = gv, .nlabels = 1};
+  struct run_buf a, b, c, d;
+  run_init(&a, "m", ST(QUEUED), "req-a", NULL, 0);
+  assert_int_equal(runtab_insert(t, &a.run), 0);
+
+  /* Same run_id, another request_id: -EBUSY, and its labels are not left behind. */
+  run_init(&b, "other", ST(RUNNING), "req-b", ghost, 1);
+  b.run.run_id = a.id;
+  assert_int_equal(runtab_insert(t, &b.run), -EBUSY);
+  expect_list(t, &by_ghost, NULL, 10, NULL, 0, 0);
+
+  /* New run_id, same request_id: -EEXIST, nothing stored either. */
+  run_init(&c, "other", ST(RUNNING), "req-a", ghost, 1);
+  assert_int_equal(runtab_insert(t, &c.run), -EEXIST);
+  expect_list(t, &by_ghost, NULL, 10, NULL, 0, 0);
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, c.id, &got), -ENOENT);
+  assert_stored(t, &a);
+  assert_int_equal(runtab_count(t), 1);
+
+  /* Runs without a request_id never clash with each other. */
+  run_init(&c, "m", ST(QUEUED), "", NULL, 0);
+  run_init(&d, "m", ST(QUEUED), "", NULL, 0);
+  assert_int_equal(runtab_insert(t, &c.run), 0);
+  assert_int_equal(runtab_insert(t, &d.run), 0);
+  assert_int_equal(runtab_count(t), 3);
+
+  /* The table still works after the failed transactions. */
+  run_init(&b, "m", ST(QUEUED), "req-b", ghost, 1);
+  assert_int_equal(runtab_insert(t, &b.run), 0);
+  const char *want[] = {b.id};
+  expect_list(t, &by_ghost, NULL, 10, want, 1, 0);
+}
+
+static void test_duplicate_label_key_last_wins(void **state) {
+  runtab *t = *state;
+  static const struct kv labels[] = {{"k", "first"}, {"k", "last"}};
+  static const char *const k[] = {"k"}, *const first[] = {"first"}, *const last[] = {"last"};
+  struct run_buf b;
+  run_init(&b, "m", ST(QUEUED), "", labels, 2);
+  assert_int_equal(runtab_insert(t, &b.run), 0);
+  assert_stored(t, &b); /* the record keeps both entries */
+  const runtab_filter f_first = {.label_keys = k, .label_values = first, .nlabels = 1};
+  const runtab_filter f_last = {.label_keys = k, .label_values = last, .nlabels = 1};
+  const char *want[] = {b.id};
+  expect_list(t, &f_first, NULL, 10, NULL, 0, 0);
+  expect_list(t, &f_last, NULL, 10, want, 1, 0);
+}
+
+static void test_update(void **state) {
+  runtab *t = *state;
+  static const int running[] = {ST(RUNNING)}, queued[] = {ST(QUEUED)};
+  const runtab_filter f_running = {.statuses = running, .nstatuses = 1};
+  const runtab_filter f_queued = {.statuses = queued, .nstatuses = 1};
+  static const struct kv labels[] = {{"team", "x"}};
+  struct run_buf b, other;
+  run_init(&b, "m", ST(QUEUED), "req", labels, 1);
+  run_init(&other, "m", ST(QUEUED), "", NULL, 0);
+  assert_int_equal(runtab_insert(t, &b.run), 0);
+  assert_int_equal(runtab_insert(t, &other.run), 0);
+
+  b.run.status = ST(RUNNING);
+  b.run.pid = 77;
+  b.run.started_at_ms = 5;
+  assert_int_equal(runtab_update(t, &b.run), 0);
+  assert_stored(t, &b);
+  assert_stored(t, &other);
+  const char *want_running[] = {b.id}, *want_queued[] = {other.id};
+  expect_list(t, &f_running, NULL, 10, want_running, 1, 0);
+  expect_list(t, &f_queued, NULL, 10, want_queued, 1, 0);
+
+  b.run.status = ST(COMPLETED);
+  b.run.finished_at_ms = 9;
+  b.run.stdout_bytes = 100;
+  assert_int_equal(runtab_update(t, &b.run), 0);
+  assert_stored(t, &b);
+  expect_list(t, &f_running, NULL, 10, NULL, 0, 0);
+
+  struct run_buf missing;
+  run_init(&missing, "m", ST(RUNNING), "", NULL, 0);
+  assert_int_equal(runtab_update(t, &missing.run), -ENOENT);
+  assert_int_equal(runtab_count(t), 2);
+}
+
+static void test_get_by_request_id(void **state) {
+  runtab *t = *state;
+  struct run_buf a, b, none;
+  run_init(&a, "m", ST(QUEUED), "req-a", NULL, 0);
+  run_init(&b, "m", ST(QUEUED), "req-b", NULL, 0);
+  run_init(&none, "m", ST(QUEUED), "", NULL, 0);
+  assert_int_equal(runtab_insert(t, &a.run), 0);
+  assert_int_equal(runtab_insert(t, &b.run), 0);
+  assert_int_equal(runtab_insert(t, &none.run), 0);
+
+  Run *got = NULL;
+  assert_int_equal(runtab_get_by_request_id(t, "req-b", &got), 0);
+  assert_run_equal(got, &b.run);
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+  assert_int_equal(runtab_get_by_request_id(t, "req-a", &got), 0);
+  assert_run_equal(got, &a.run);
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+
+  got = NULL;
+  assert_int_equal(runtab_get_by_request_id(t, "req-c", &got), -ENOENT);
+  /* A run without a request_id is not found by "". */
+  assert_int_equal(runtab_get_by_request_id(t, "", &got), -ENOENT);
+  assert_null(got);
+}
+
+/* ---- list ---- */
+
+/* Six runs, oldest first:
+ *   0: a QUEUED    team=x
+ *   1: b RUNNING   team=x env=prod
+ *   2: a COMPLETED env=prod
+ *   3: a FAILED    team=x env=prod
+ *   4: b COMPLETED team=y env=prod
+ *   5: a COMPLETED team=x env=dev */
+struct fixture {
+  runtab *t;
+  struct run_buf r[6];
+};
+
+static int setup_fixture(void **state) {
+  static const struct kv l0[] = {{"team", "x"}};
+  static const struct kv l1[] = {{"team", "x"}, {"env", "prod"}};
+  static const struct kv l2[] = {{"env", "prod"}};
+  static const struct kv l3[] = {{"team", "x"}, {"env", "prod"}};
+  static const struct kv l4[] = {{"env", "prod"}, {"team", "y"}};
+  static const struct kv l5[] = {{"team", "x"}, {"env", "dev"}};
+  struct fixture *fx = calloc(1, sizeof *fx);
+  if (!fx || setup_mem(state)) return -1;
+  fx->t = *state;
+  run_init(&fx->r[0], "a", ST(QUEUED), "", l0, ARRAY_LEN(l0));
+  run_init(&fx->r[1], "b", ST(RUNNING), "", l1, ARRAY_LEN(l1));
+  run_init(&fx->r[2], "a", ST(COMPLETED), "", l2, ARRAY_LEN(l2));
+  run_init(&fx->r[3], "a", ST(FAILED), "", l3, ARRAY_LEN(l3));
+  run_init(&fx->r[4], "b", ST(COMPLETED), "", l4, ARRAY_LEN(l4));
+  run_init(&fx->r[5], "a", ST(COMPLETED), "", l5, ARRAY_LEN(l5));
+  /* Inserted out of order: the listing order must come from the ids alone. */
+  static const int order[] = {3, 0, 5, 1, 4, 2};
+  for (size_t i = 0; i < ARRAY_LEN(order); i++)
+    if (runtab_insert(fx->t, &fx->r[order[i]].run) != 0) return -1;
+  *state = fx;
+  return 0;
+}
+
+static int teardown_fixture(void **state) {
+  struct fixture *fx = *state;
+  runtab_free(fx->t);
+  free(fx);
+  return 0;
+}
+
+/* Lists with f and asserts the result is runs idx[0..n) of the fixture, in order. */
+static void expect_idx(struct fixture *fx, const runtab_filter *f, const int *idx, size_t n) {
+  const char *want[6];
+  for (size_t i = 0; i < n; i++) want[i] = fx->r[idx[i]].id;
+  expect_list(fx->t, f, NULL, 100, want, n, 0);
+}
+
+static void test_list_newest_first(void **state) {
+  struct fixture *fx = *state;
+  static const int all[] = {5, 4, 3, 2, 1, 0};
+  expect_idx(fx, NULL, all, 6);
+  runtab_filter empty = RUNTAB_FILTER_INIT;
+  expect_idx(fx, &empty, all, 6);
+  empty.module_id = ""; /* "" is any module */
+  expect_idx(fx, &empty, all, 6);
+  assert_int_equal(runtab_count(fx->t), 6);
+  for (size_t i = 0; i < 6; i++) assert_stored(fx->t, &fx->r[i]);
+}
+
+static void test_list_filter_statuses(void **state) {
+  struct fixture *fx = *state;
+  static const int done[] = {ST(COMPLETED), ST(FAILED)};
+  const runtab_filter f_done = {.statuses = done, .nstatuses = 2};
+  static const int want_done[] = {5, 4, 3, 2};
+  expect_idx(fx, &f_done, want_done, 4);
+
+  static const int active[] = {ST(RUNNING), ST(QUEUED), ST(RUNNING)};
+  const runtab_filter f_active = {.statuses = active, .nstatuses = 3};
+  static const int want_active[] = {1, 0};
+  expect_idx(fx, &f_active, want_active, 2);
+
+  static const int lost[] = {ST(LOST)};
+  const runtab_filter f_lost = {.statuses = lost, .nstatuses = 1};
+  expect_idx(fx, &f_lost, NULL, 0);
+}
+
+static void test_list_filter_module(void **state) {
+  struct fixture *fx = *state;
+  runtab_filter f = RUNTAB_FILTER_INIT;
+  f.module_id = "a";
+  static const int want_a[] = {5, 3, 2, 0};
+  expect_idx(fx, &f, want_a, 4);
+  f.module_id = "b";
+  static const int want_b[] = {4, 1};
+  expect_idx(fx, &f, want_b, 2);
+  f.module_id = "nope";
+  expect_idx(fx, &f, NULL, 0);
+}
+
+static void test_list_filter_labels(void **state) {
+  struct fixture *fx = *state;
+  static const char *const keys[] = {"team", "env"}, *const vals[] = {"x", "prod"};
+  /* Both labels must match: 0 (team only), 2 (env only) and 5 (env=dev) do not. */
+  const runtab_filter both = {.label_keys = keys, .label_values = vals, .nlabels = 2};
+  static const int want_both[] = {3, 1};
+  expect_idx(fx, &both, want_both, 2);
+
+  const runtab_filter team = {.label_keys = keys, .label_values = vals, .nlabels = 1};
+  static const int want_team[] = {5, 3, 1, 0};
+  expect_idx(fx, &team, want_team, 4);
+
+  /* The value matters, not only the key. */
+  static const char *const env[] = {"env"}, *const dev[] = {"dev"}, *const y[] = {"y"};
+  const runtab_filter f_dev = {.label_keys = env, .label_values = dev, .nlabels = 1};
+  static const int want_dev[] = {5};
+  expect_idx(fx, &f_dev, want_dev, 1);
+  const runtab_filter f_env_y = {.label_keys = env, .label_values = y, .nlabels = 1};
+  expect_idx(fx, &f_env_y, NULL, 0);
+}
+
+static void test_list_filter_combined(void **state) {
+  struct fixture *fx = *state;
+  static const char *const keys[] = {"team", "env"}, *const vals[] = {"x", "prod"};
+  static const int done[] = {ST(COMPLETED), ST(FAILED)};
+  runtab_filter f = {.statuses = done, .nstatuses = 2, .module_id = "a"};
+  static const int want_sm[] = {5, 3, 2};
+  expect_idx(fx, &f, want_sm, 3);
+
+  f.label_keys = keys;
+  f.label_values = vals;
+  f.nlabels = 2;
+  static const int want_all[] = {3};
+  expect_idx(fx, &f, want_all, 1);
+
+  f.module_id = "b"; /* 1 has both labels but is RUNNING; 4 has team=y */
+  expect_idx(fx, &f, NULL, 0);
+
+  runtab_filter g = {.module_id = "b", .label_keys = keys, .label_values = vals, .nlabels = 2};
+  static const int want_g[] = {1};
+  expect_idx(fx, &g, want_g, 1);
+}
+
+static void test_list_paging(void **state) {
+  runtab *t = *state;
+  struct run_buf r[5];
+  for (size_t i = 0; i < 5; i++) {
+    run_init(&r[i], i % 2 ? "odd" : "even", ST(COMPLETED), "", NULL, 0);
+    assert_int_equal(runtab_insert(t, &r[i].run), 0);
+  }
+  /* limit 2: pages {4,3} {2,1} {0}, each run exactly once, more on all but the last. */
+  const char *want[][2] = {{r[4].id, r[3].id}, {r[2].id, r[1].id}, {r[0].id, NULL}};
+  const size_t nwant[] = {2, 2, 1};
+  const char *cursor = NULL;
+  for (size_t page = 0; page < 3; page++) {
+    expect_list(t, NULL, cursor, 2, want[page], nwant[page], page < 2);
+    cursor = want[page][nwant[page] - 1];
+  }
+  /* Past the last run: an empty last page. */
+  expect_list(t, NULL, r[0].id, 2, NULL, 0, 0);
+
+  /* The more flag at the edges: exactly all, one fewer. */
+  const char *all[] = {r[4].id, r[3].id, r[2].id, r[1].id, r[0].id};
+  expect_list(t, NULL, NULL, 5, all, 5, 0);
+  expect_list(t, NULL, NULL, 4, all, 4, 1);
+  expect_list(t, NULL, "", 1, all, 1, 1); /* "" = from the newest */
+
+  /* Paging a filtered listing: "even" is 4, 2, 0. */
+  const runtab_filter even = {.module_id = "even"};
+  const char *p1[] = {r[4].id, r[2].id}, *p2[] = {r[0].id};
+  expect_list(t, &even, NULL, 2, p1, 2, 1);
+  expect_list(t, &even, r[2].id, 2, p2, 1, 0);
+}
+
+static void test_list_cursor_gone(void **state) {
+  runtab *t = *state;
+  struct run_buf r[6];
+  for (size_t i = 0; i < 6; i++) {
+    run_init(&r[i], "m", ST(COMPLETED), "", NULL, 0);
+    if (i != 3) assert_int_equal(runtab_insert(t, &r[i].run), 0);
+  }
+  /* Run 3 was never stored: its id still splits the runs. */
+  const char *older[] = {r[2].id, r[1].id};
+  expect_list(t, NULL, r[3].id, 2, older, 2, 1);
+  const char *oldest[] = {r[0].id};
+  expect_list(t, NULL, r[1].id, 2, oldest, 1, 0);
+
+  /* A cursor newer than every run lists from the newest. */
+  char future[ID_RUN_LEN + 1];
+  id_run_new(future, id_now_ms());
+  const char *newest[] = {r[5].id, r[4].id};
+  expect_list(t, NULL, future, 2, newest, 2, 1);
+  /* One older than every run lists nothing. */
+  expect_list(t, NULL, "00000000000000000000000000", 2, NULL, 0, 0);
+}
+
+static void test_list_invalid(void **state) {
+  runtab *t = *state;
+  Run **runs = (Run **)state;
+  size_t n = 99;
+  int more = 99;
+  assert_int_equal(runtab_list(t, NULL, NULL, 0, &runs, &n, &more), -EINVAL);
+  runtab_filter f = {.nstatuses = 1}; /* no array */
+  assert_int_equal(runtab_list(t, &f, NULL, 10, &runs, &n, &more), -EINVAL);
+  static const char *const k[] = {"k"};
+  runtab_filter g = {.label_keys = k, .nlabels = 1}; /* no values */
+  assert_int_equal(runtab_list(t, &g, NULL, 10, &runs, &n, &more), -EINVAL);
+  int many[RUNTAB_FILTER_MAX + 1] = {0};
+  runtab_filter h = {.statuses = many, .nstatuses = RUNTAB_FILTER_MAX + 1};
+  assert_int_equal(runtab_list(t, &h, NULL, 10, &runs, &n, &more), -EINVAL);
+  assert_ptr_equal(runs, (Run **)state);
+  assert_int_equal(n, 99);
+  assert_int_equal(more, 99);
+  /* The largest filter is accepted. */
+  h.nstatuses = RUNTAB_FILTER_MAX;
+  expect_list(t, &h, NULL, 10, NULL, 0, 0);
+}
+
+/* More filter shapes than statements kept: results stay right as they are replaced. */
+static void test_list_many_shapes(void **state) {
+  struct fixture *fx = *state;
+  static const int statuses[] = {ST(COMPLETED), ST(COMPLETED), ST(COMPLETED), ST(COMPLETED),
+                                 ST(COMPLETED), ST(COMPLETED), ST(COMPLETED), ST(COMPLETED),
+                                 ST(COMPLETED), ST(COMPLETED), ST(COMPLETED), ST(COMPLETED)};
+  static const int want[] = {5, 4, 2};
+  for (int round = 0; round < 3; round++) {
+    for (size_t n = 1; n <= ARRAY_LEN(statuses); n++) {
+      const runtab_filter f = {.statuses = statuses, .nstatuses = n};
+      expect_idx(fx, &f, want, 3);
+      const char *cursor_want[] = {fx->r[2].id};
+      expect_list(fx->t, &f, fx->r[4].id, 5, cursor_want, 1, 0);
+    }
+  }
+}
+
+/* ---- mark_lost ---- */
+
+static void test_mark_lost(void **state) {
+  runtab *t = *state;
+  struct run_buf q, r, c, f;
+  run_init(&q, "m", ST(QUEUED), "", NULL, 0);
+  run_init(&r, "m", ST(RUNNING), "req-r", NULL, 0);
+  r.run.pid = 1234;
+  r.run.started_at_ms = 100;
+  r.run.stdout_bytes = 55;
+  run_init(&c, "m", ST(COMPLETED), "", NULL, 0);
+  c.run.finished_at_ms = 200;
+  run_init(&f, "m", ST(FAILED), "", NULL, 0);
+  f.run.error_message = "exit status 1";
+  assert_int_equal(runtab_insert(t, &q.run), 0);
+  assert_int_equal(runtab_insert(t, &r.run), 0);
+  assert_int_equal(runtab_insert(t, &c.run), 0);
+  assert_int_equal(runtab_insert(t, &f.run), 0);
+
+  size_t n = 99;
+  assert_int_equal(runtab_mark_lost(t, 5000, &n), 0);
+  assert_int_equal(n, 2);
+
+  /* The active runs are LOST, finished now, with the message; all else kept. */
+  q.run.status = ST(LOST);
+  q.run.finished_at_ms = 5000;
+  q.run.error_message = RUNTAB_LOST_MESSAGE;
+  r.run.status = ST(LOST);
+  r.run.finished_at_ms = 5000;
+  r.run.error_message = RUNTAB_LOST_MESSAGE;
+  assert_stored(t, &q);
+  assert_stored(t, &r);
+  assert_stored(t, &c);
+  assert_stored(t, &f);
+
+  /* The status column changed too. */
+  static const int lost[] = {ST(LOST)}, active[] = {ST(QUEUED), ST(RUNNING)};
+  const runtab_filter f_lost = {.statuses = lost, .nstatuses = 1};
+  const runtab_filter f_active = {.statuses = active, .nstatuses = 2};
+  const char *want[] = {r.id, q.id};
+  expect_list(t, &f_lost, NULL, 10, want, 2, 0);
+  expect_list(t, &f_active, NULL, 10, NULL, 0, 0);
+
+  /* Nothing left to mark; n_out may be NULL. */
+  n = 99;
+  assert_int_equal(runtab_mark_lost(t, 6000, &n), 0);
+  assert_int_equal(n, 0);
+  assert_int_equal(runtab_mark_lost(t, 6000, NULL), 0);
+  assert_stored(t, &q);
+  assert_int_equal(runtab_count(t), 4);
+}
+
+/* ---- files ---- */
+
+struct tmpdir {
+  char dir[64];
+  char db[96];
+};
+
+static void tmpdir_make(struct tmpdir *d) {
+  snprintf(d->dir, sizeof d->dir, "/tmp/test_runtab.XXXXXX");
+  assert_non_null(mkdtemp(d->dir));
+  snprintf(d->db, sizeof d->db, "%s/runs.db", d->dir);
+}
+
+static void tmpdir_remove(struct tmpdir *d) {
+  static const char *const suffixes[] = {"", "-wal", "-shm"};
+  char p[128];
+  for (size_t i = 0; i < ARRAY_LEN(suffixes); i++) {
+    snprintf(p, sizeof p, "%s%s", d->db, suffixes[i]);
+    unlink(p);
+  }
+  assert_int_equal(rmdir(d->dir), 0);
+}
+
+static void test_file_reopen(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  char err[256] = "";
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+
+  static const struct kv labels[] = {{"team", "x"}, {"env", "prod"}};
+  struct run_buf r[3];
+  for (size_t i = 0; i < 3; i++) {
+    run_init(&r[i], "m", ST(QUEUED), i == 1 ? "req-1" : "", labels, i == 2 ? 2 : 1);
+    assert_int_equal(runtab_insert(t, &r[i].run), 0);
+  }
+  r[0].run.status = ST(COMPLETED);
+  r[0].run.exit_code = 3;
+  assert_int_equal(runtab_update(t, &r[0].run), 0);
+  /* Write-ahead logging is on: commits went to the -wal file. */
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", d.db);
+  assert_int_equal(access(wal, F_OK), 0);
+  runtab_free(t);
+
+  t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  assert_int_equal(runtab_count(t), 3);
+  for (size_t i = 0; i < 3; i++) assert_stored(t, &r[i]);
+  Run *got = NULL;
+  assert_int_equal(runtab_get_by_request_id(t, "req-1", &got), 0);
+  assert_string_equal(got->run_id, r[1].id);
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+  static const char *const keys[] = {"team", "env"}, *const vals[] = {"x", "prod"};
+  const runtab_filter both = {.label_keys = keys, .label_values = vals, .nlabels = 2};
+  const char *want[] = {r[2].id};
+  expect_list(t, &both, NULL, 10, want, 1, 0);
+  /* The unique request_id survived too. */
+  struct run_buf dup;
+  run_init(&dup, "m", ST(QUEUED), "req-1", NULL, 0);
+  assert_int_equal(runtab_insert(t, &dup.run), -EEXIST);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
+static void test_open_bad_path(void **state) {
+  (void)state;
+  static max_align_t storage;
+  runtab *sentinel = (runtab *)(void *)&storage, *t = sentinel;
+  char err[256] = "";
+  assert_int_equal(runtab_open(&t, "/nonexistent-prismq-dir/runs.db", err, sizeof err), -EIO);
+  assert_ptr_equal(t, sentinel);
+  assert_non_null(strstr(err, "/nonexistent-prismq-dir/runs.db: "));
+  assert_non_null(strstr(err, "No such file or directory"));
+  /* err may be left out. */
+  assert_int_equal(runtab_open(&t, "/nonexistent-prismq-dir/runs.db", NULL, 0), -EIO);
+  assert_ptr_equal(t, sentinel);
+}
+
+static void test_open_not_a_database(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  FILE *f = fopen(d.db, "w");
+  assert_non_null(f);
+  for (int i = 0; i < 200; i++) fputs("this is not an SQLite database\n", f);
+  assert_int_equal(fclose(f), 0);
+
+  char err[256] = "";
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), -EIO);
+  assert_null(t);
+  assert_non_null(strstr(err, d.db));
+  assert_non_null(strstr(err, "not a database"));
+  tmpdir_remove(&d);
+}
+
+static void test_open_newer_schema(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+  char err[256] = "";
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), -ENOTSUP);
+  assert_null(t);
+  assert_non_null(strstr(err, "99"));
+  tmpdir_remove(&d);
+}
+
+/* A database made by this version carries its schema version, and opens again. */
+static void test_schema_version_recorded(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
+  runtab_free(t);
+
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 1);
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+  t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
+  assert_int_equal(runtab_count(t), 0);
+  runtab_free(t);
+  runtab_free(NULL);
+  tmpdir_remove(&d);
+}
+
+int main(void) {
+#define MEM(fn) cmocka_unit_test_setup_teardown(fn, setup_mem, teardown_mem)
+#define FIX(fn) cmocka_unit_test_setup_teardown(fn, setup_fixture, teardown_fixture)
+  const struct CMUnitTest tests[] = {
+      MEM(test_round_trip_every_field),
+      MEM(test_round_trip_zero_fields),
+      MEM(test_get_missing),
+      MEM(test_insert_invalid_id),
+      MEM(test_duplicates),
+      MEM(test_duplicate_label_key_last_wins),
+      MEM(test_update),
+      MEM(test_get_by_request_id),
+      FIX(test_list_newest_first),
+      FIX(test_list_filter_statuses),
+      FIX(test_list_filter_module),
+      FIX(test_list_filter_labels),
+      FIX(test_list_filter_combined),
+      MEM(test_list_paging),
+      MEM(test_list_cursor_gone),
+      MEM(test_list_invalid),
+      FIX(test_list_many_shapes),
+      MEM(test_mark_lost),
+      cmocka_unit_test(test_file_reopen),
+      cmocka_unit_test(test_open_bad_path),
+      cmocka_unit_test(test_open_not_a_database),
+      cmocka_unit_test(test_open_newer_schema),
+      cmocka_unit_test(test_schema_version_recorded),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
