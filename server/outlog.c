@@ -1,0 +1,460 @@
+#include "outlog.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include "grpcwire.h"
+#include "prismq/runner/v1/runner.pb-c.h"
+
+/* Upper bound of a packed record body: OUTLOG_CHUNK_MAX bytes of data plus at most
+ * 39 bytes of tags and varints (seq 11, stream 2, data length 4, offset 11, time 11).
+ * Anything longer in a file is not ours. */
+#define REC_BODY_MAX (OUTLOG_CHUNK_MAX + 64u)
+#define REC_MAX (GW_PREFIX_LEN + REC_BODY_MAX)
+
+/* pread size: large enough to hold any record, small enough to keep a read call short. */
+#define READ_BLOCK (256u << 10)
+
+/* Bytes of skipped records a reader may scan per call before yielding to the loop. */
+#define SCAN_BUDGET_MIN (1u << 20)
+
+struct idx_entry {
+  uint64_t seq;
+  uint64_t off;
+};
+
+struct outlog {
+  unsigned refs; /* the owner's (until outlog_free) + one per reader */
+  struct event_base *base;
+  int fd; /* O_RDWR|O_APPEND: appends go to the end, pread ignores O_APPEND */
+  uint64_t max_bytes;
+  uint32_t idx_max;
+  uint64_t idx_every_recs, idx_every_bytes; /* double on each thinning */
+  struct idx_entry *idx;
+  size_t n_idx, cap_idx;
+  uint64_t size;     /* bytes of whole records: what readers may see */
+  uint64_t next_seq;
+  uint64_t bytes[2]; /* produced per stream, dropped included */
+  uint64_t stored;   /* data bytes stored, against max_bytes */
+  int write_err;     /* set when a failed append could not be rolled back */
+  int ended;
+  int truncated;
+  LIST_HEAD(, outlog_reader) waiters;
+};
+
+struct outlog_reader {
+  outlog *log;
+  struct event *ev; /* deferred wake-up: never fires inside the writer's call */
+  uint64_t off;     /* file offset of the record with seq `seq` */
+  uint64_t seq;
+  uint64_t want;    /* first seq to yield */
+  int filter;
+  outlog_wake_fn fn;
+  void *arg;
+  int waiting; /* on log->waiters */
+  LIST_ENTRY(outlog_reader) link;
+};
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (!p) abort();
+  return p;
+}
+
+static void *xmalloc(size_t size) {
+  void *p = malloc(size);
+  if (!p) abort();
+  return p;
+}
+
+static uint32_t get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+/* Looks at the record starting at p (avail bytes there). Returns 1 and sets *size
+ * (prefix included) if it is whole, 0 if more bytes are needed, -1 if the prefix is
+ * not one we write. */
+static int rec_size(const uint8_t *p, size_t avail, size_t *size) {
+  if (avail < GW_PREFIX_LEN) return 0;
+  uint32_t len = get_be32(p + 1);
+  if (p[0] != 0 || len > REC_BODY_MAX) return -1;
+  if (avail - GW_PREFIX_LEN < len) return 0;
+  *size = GW_PREFIX_LEN + len;
+  return 1;
+}
+
+static Prismq__Runner__V1__OutputChunk *rec_unpack(const uint8_t *rec, size_t size) {
+  return prismq__runner__v1__output_chunk__unpack(NULL, size - GW_PREFIX_LEN, rec + GW_PREFIX_LEN);
+}
+
+static int check_opts(const outlog_opts *o) {
+  return o->index_every_records && o->index_every_bytes && o->index_max_entries >= 2 ? 0 : -EINVAL;
+}
+
+/* Records the file offset of `seq` if enough records or bytes have passed since the
+ * last entry. At the cap, every other entry goes and the spacings double, so the gap
+ * between neighbours stays within the current spacing (plus one record). */
+static void index_note(outlog *l, uint64_t seq, uint64_t off) {
+  if (l->n_idx) {
+    const struct idx_entry *last = &l->idx[l->n_idx - 1];
+    if (seq - last->seq < l->idx_every_recs && off - last->off < l->idx_every_bytes) return;
+  }
+  if (l->n_idx == l->idx_max) {
+    size_t kept = (l->n_idx + 1) / 2;
+    for (size_t i = 1; i < kept; i++) l->idx[i] = l->idx[2 * i];
+    l->n_idx = kept;
+    l->idx_every_recs *= 2;
+    l->idx_every_bytes *= 2;
+  }
+  if (l->n_idx == l->cap_idx) {
+    size_t cap = l->cap_idx ? l->cap_idx * 2 : 16;
+    if (cap > l->idx_max) cap = l->idx_max;
+    l->idx = realloc(l->idx, cap * sizeof *l->idx);
+    if (!l->idx) abort();
+    l->cap_idx = cap;
+  }
+  l->idx[l->n_idx++] = (struct idx_entry){seq, off};
+}
+
+/* The last entry at or before `seq`, or NULL when there is none (empty log). */
+static const struct idx_entry *index_find(const outlog *l, uint64_t seq) {
+  size_t lo = 0, hi = l->n_idx; /* answer is in [lo - 1, hi) */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (l->idx[mid].seq <= seq)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo ? &l->idx[lo - 1] : NULL;
+}
+
+static void wake_waiters(outlog *l) {
+  outlog_reader *r;
+  while ((r = LIST_FIRST(&l->waiters)) != NULL) {
+    LIST_REMOVE(r, link);
+    r->waiting = 0;
+    event_active(r->ev, 0, 0);
+  }
+}
+
+static int log_alloc(outlog **out, struct event_base *base, const char *path, int flags,
+                     const outlog_opts *opts) {
+  outlog_opts defaults = OUTLOG_OPTS_INIT;
+  if (!opts) opts = &defaults;
+  int rc = check_opts(opts);
+  if (rc) return rc;
+  int fd = open(path, flags, 0600);
+  if (fd < 0) return -errno;
+  outlog *l = xcalloc(1, sizeof *l);
+  l->refs = 1;
+  l->base = base;
+  l->fd = fd;
+  l->max_bytes = opts->max_bytes;
+  l->idx_max = opts->index_max_entries;
+  l->idx_every_recs = opts->index_every_records;
+  l->idx_every_bytes = opts->index_every_bytes;
+  l->next_seq = 1;
+  LIST_INIT(&l->waiters);
+  *out = l;
+  return 0;
+}
+
+static void log_unref(outlog *l) {
+  if (--l->refs) return;
+  close(l->fd);
+  free(l->idx);
+  free(l);
+}
+
+int outlog_new(outlog **out, struct event_base *base, const char *path, const outlog_opts *opts) {
+  return log_alloc(out, base, path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, opts);
+}
+
+/* Rebuilds index and counters from the file, stopping at the first record that is
+ * partial or is not the one expected next (torn write, zero-filled tail, garbage). */
+static int scan_file(outlog *l) {
+  uint8_t *buf = xmalloc(READ_BLOCK);
+  uint64_t off = 0;
+  int rc = 0;
+  for (;;) {
+    ssize_t got = pread(l->fd, buf, READ_BLOCK, (off_t)off);
+    if (got < 0) {
+      rc = -errno;
+      break;
+    }
+    size_t pos = 0, size;
+    int valid = 1;
+    while (valid && rec_size(buf + pos, (size_t)got - pos, &size) == 1) {
+      Prismq__Runner__V1__OutputChunk *c = rec_unpack(buf + pos, size);
+      valid = c && c->seq == l->next_seq &&
+              (c->stream == OUTLOG_STDOUT || c->stream == OUTLOG_STDERR) &&
+              c->offset == l->bytes[c->stream - 1];
+      if (valid) {
+        index_note(l, c->seq, off + pos);
+        l->bytes[c->stream - 1] += c->data.len;
+        l->next_seq++;
+        pos += size;
+      }
+      if (c) prismq__runner__v1__output_chunk__free_unpacked(c, NULL);
+    }
+    off += pos;
+    /* A block always holds a whole valid record at its start unless the valid part
+     * has ended there. */
+    if (!valid || pos == 0) break;
+  }
+  free(buf);
+  l->size = off;
+  return rc;
+}
+
+int outlog_open_existing(outlog **out, struct event_base *base, const char *path,
+                         const outlog_opts *opts) {
+  outlog *l = NULL;
+  int rc = log_alloc(&l, base, path, O_RDONLY | O_CLOEXEC, opts);
+  if (rc) return rc;
+  rc = scan_file(l);
+  if (rc) {
+    log_unref(l);
+    return rc;
+  }
+  l->ended = 1;
+  *out = l;
+  return 0;
+}
+
+void outlog_free(outlog *l) {
+  if (!l) return;
+  outlog_end(l);
+  log_unref(l);
+}
+
+/* Writes one record with one write(2) (a loop only if the kernel writes part of it,
+ * which happens when the disk or a file size limit is reached). On failure the file is
+ * cut back to its last whole record, so readers and later appends see no torn record. */
+static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, uint64_t offset,
+                        int64_t time_ms) {
+  Prismq__Runner__V1__OutputChunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
+  c.seq = l->next_seq;
+  c.stream = (Prismq__Runner__V1__OutputStream)stream;
+  c.data.data = (uint8_t *)data;
+  c.data.len = len;
+  c.offset = offset;
+  c.time_ms = time_ms;
+  size_t body = prismq__runner__v1__output_chunk__get_packed_size(&c);
+  size_t n = GW_PREFIX_LEN + body;
+  uint8_t *rec = xmalloc(n);
+  rec[0] = 0;
+  put_be32(rec + 1, (uint32_t)body);
+  prismq__runner__v1__output_chunk__pack(&c, rec + GW_PREFIX_LEN);
+  size_t done = 0;
+  int rc = 0;
+  while (done < n) {
+    ssize_t w = write(l->fd, rec + done, n - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      rc = -errno;
+      break;
+    }
+    done += (size_t)w;
+  }
+  free(rec);
+  if (rc) {
+    if (done && ftruncate(l->fd, (off_t)l->size) != 0) l->write_err = rc;
+    return rc;
+  }
+  index_note(l, l->next_seq, l->size);
+  l->size += n;
+  l->next_seq++;
+  return 0;
+}
+
+/* Stores data as records of at most OUTLOG_CHUNK_MAX bytes. */
+static int store(outlog *l, int stream, const uint8_t *data, size_t len, uint64_t offset,
+                 int64_t time_ms) {
+  for (size_t done = 0; done < len;) {
+    size_t n = len - done < OUTLOG_CHUNK_MAX ? len - done : OUTLOG_CHUNK_MAX;
+    int rc = write_record(l, stream, data + done, n, offset + done, time_ms);
+    if (rc) return rc;
+    l->stored += n;
+    done += n;
+  }
+  return 0;
+}
+
+int outlog_append(outlog *l, int stream, const void *data, size_t len, int64_t time_ms) {
+  if ((stream != OUTLOG_STDOUT && stream != OUTLOG_STDERR) || l->ended) return -EINVAL;
+  if (len == 0) return 0;
+  uint64_t offset = l->bytes[stream - 1];
+  l->bytes[stream - 1] += len;
+  if (l->write_err) return l->write_err;
+  size_t keep = len;
+  if (l->max_bytes) {
+    uint64_t room = l->truncated ? 0 : l->max_bytes - l->stored;
+    if (keep > room) keep = (size_t)room;
+  }
+  uint64_t size_before = l->size;
+  int rc = store(l, stream, data, keep, offset, time_ms);
+  if (rc == 0 && keep < len && !l->truncated) {
+    /* The notice sits where stderr's stored bytes end, so stderr offsets stay
+     * contiguous in the file. */
+    char msg[80];
+    int n = snprintf(msg, sizeof msg, "[prismq: output truncated after %" PRIu64 " bytes]\n",
+                     l->max_bytes);
+    uint64_t err_off = stream == OUTLOG_STDERR ? offset + keep : l->bytes[OUTLOG_STDERR - 1];
+    l->truncated = 1;
+    rc = write_record(l, OUTLOG_STDERR, (const uint8_t *)msg, (size_t)n, err_off, time_ms);
+  }
+  if (l->size != size_before) wake_waiters(l);
+  return rc;
+}
+
+void outlog_end(outlog *l) {
+  if (l->ended) return;
+  l->ended = 1;
+  wake_waiters(l);
+}
+
+int outlog_ended(const outlog *l) { return l->ended; }
+
+uint64_t outlog_bytes(const outlog *l, int stream) {
+  return stream == OUTLOG_STDOUT || stream == OUTLOG_STDERR ? l->bytes[stream - 1] : 0;
+}
+
+uint64_t outlog_next_seq(const outlog *l) { return l->next_seq; }
+
+size_t outlog_index_entries(const outlog *l) { return l->n_idx; }
+
+static void reader_wake_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  outlog_reader *r = arg;
+  outlog_wake_fn fn = r->fn;
+  r->fn = NULL;
+  fn(r, r->arg);
+}
+
+int outlog_reader_new(outlog_reader **out, outlog *l, uint64_t start_seq, int stream_filter) {
+  if (stream_filter != 0 && stream_filter != OUTLOG_STDOUT && stream_filter != OUTLOG_STDERR)
+    return -EINVAL;
+  outlog_reader *r = xcalloc(1, sizeof *r);
+  r->ev = event_new(l->base, -1, 0, reader_wake_cb, r);
+  if (!r->ev) abort();
+  r->log = l;
+  l->refs++;
+  r->want = start_seq ? start_seq : 1;
+  r->filter = stream_filter;
+  const struct idx_entry *e = index_find(l, r->want);
+  r->seq = e ? e->seq : 1;
+  r->off = e ? e->off : 0;
+  *out = r;
+  return 0;
+}
+
+void outlog_reader_free(outlog_reader *r) {
+  if (!r) return;
+  if (r->waiting) LIST_REMOVE(r, link);
+  event_free(r->ev); /* also takes it off the active queue: a pending wake never fires */
+  log_unref(r->log);
+  free(r);
+}
+
+/* Walks the whole records in p[0, got) from the reader's cursor, moving those it
+ * yields to the front of p (in place: they are already framed) and advancing the
+ * cursor past everything walked. Stops before a record that would take the total
+ * (out already appended + *kept) past max_bytes, unless nothing is taken yet. Sets
+ * *kept and *walked; returns 1 if it stopped for max_bytes, 0 otherwise, -EIO for a
+ * record we did not write. */
+static int take_records(outlog_reader *r, uint8_t *p, size_t got, size_t out, size_t max_bytes,
+                        size_t *kept, size_t *walked) {
+  size_t pos = 0, k = 0, size;
+  int rc = 0, whole;
+  while ((whole = rec_size(p + pos, got - pos, &size)) == 1) {
+    int yield = r->seq >= r->want;
+    if (yield && r->filter) {
+      Prismq__Runner__V1__OutputChunk *c = rec_unpack(p + pos, size);
+      if (!c) {
+        rc = -EIO;
+        break;
+      }
+      yield = (int)c->stream == r->filter;
+      prismq__runner__v1__output_chunk__free_unpacked(c, NULL);
+    }
+    if (yield) {
+      if (out + k > 0 && out + k + size > max_bytes) {
+        rc = 1;
+        break;
+      }
+      if (k != pos) memmove(p + k, p + pos, size);
+      k += size;
+    }
+    pos += size;
+    r->seq++;
+    r->off += size;
+  }
+  if (whole < 0) rc = -EIO;
+  *kept = k;
+  *walked = pos;
+  return rc;
+}
+
+ssize_t outlog_reader_read(outlog_reader *r, struct evbuffer *dst, size_t max_bytes) {
+  const outlog *l = r->log;
+  size_t out = 0, scanned = 0;
+  size_t budget = max_bytes > SCAN_BUDGET_MIN ? max_bytes : SCAN_BUDGET_MIN;
+  int rc = 0;
+  while (rc == 0 && r->off < l->size && scanned < budget && (out == 0 || out < max_bytes)) {
+    /* With nothing taken yet, read enough to hold any record whole. */
+    size_t want = out < max_bytes ? max_bytes - out : 0;
+    if (out == 0 && want < REC_MAX) want = REC_MAX;
+    if (want > READ_BLOCK) want = READ_BLOCK;
+    if (want > l->size - r->off) want = (size_t)(l->size - r->off);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(dst, (ev_ssize_t)want, &v, 1) != 1) abort();
+    ssize_t got = pread(l->fd, v.iov_base, want, (off_t)r->off);
+    size_t kept = 0, walked = 0;
+    if (got < 0)
+      rc = -errno;
+    else
+      rc = take_records(r, v.iov_base, (size_t)got, out, max_bytes, &kept, &walked);
+    v.iov_len = kept;
+    evbuffer_commit_space(dst, &v, kept ? 1 : 0);
+    out += kept;
+    scanned += walked;
+    /* Nothing whole in a block sized for any record: the file is shorter than what
+     * was written, or holds a record we did not write. */
+    if (rc == 0 && walked == 0) rc = out ? 1 : -EIO;
+  }
+  if (out) return (ssize_t)out;
+  return rc < 0 ? rc : 0;
+}
+
+void outlog_reader_wait(outlog_reader *r, outlog_wake_fn fn, void *arg) {
+  r->fn = fn;
+  r->arg = arg;
+  if (r->off < r->log->size || r->log->ended)
+    event_active(r->ev, 0, 0);
+  else if (!r->waiting) {
+    LIST_INSERT_HEAD(&r->log->waiters, r, link);
+    r->waiting = 1;
+  }
+}
+
+int outlog_reader_caught_up(const outlog_reader *r) { return r->off >= r->log->size; }
+
+int outlog_reader_done(const outlog_reader *r) { return r->log->ended && r->off >= r->log->size; }
