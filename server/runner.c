@@ -132,6 +132,11 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
                  "StartRunRequest");
   if (!r->module_id[0]) {
     call_finish(c, GW_INVALID_ARGUMENT, "module_id is required");
+  } else if (prismq__runner__v1__start_run_request__get_packed_size(r) != len) {
+    /* protobuf-c cuts a string at its first NUL byte; re-encoding then comes out
+     * shorter. A value that cannot be an argument must not run as a shorter one. */
+    call_finish(c, GW_INVALID_ARGUMENT,
+                "StartRunRequest holds a string with a NUL byte (or a field encoded twice)");
   } else if (check_str(c, "module_id", r->module_id, MAX_ID_LEN) &&
              check_str(c, "request_id", r->request_id, MAX_ID_LEN) &&
              check_map(c, "parameters", (void *const *)r->parameters, r->n_parameters) &&
