@@ -8,8 +8,9 @@ PKGS=(
   libevent-dev libnghttp2-dev libssl-dev
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libsqlite3-dev libyaml-dev libcmocka-dev
-  python3 python3-grpcio python3-protobuf protobuf-compiler-grpc
-  nghttp2-client openssl procps
+  python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-h2
+  nghttp2-client openssl procps valgrind
+  nanopb libnanopb-dev
 )
 
 missing=()

@@ -26,6 +26,8 @@
 #define MAX_LISTEN 16
 /* A graceful shutdown that takes longer than this is cut short. */
 #define SHUTDOWN_GRACE_S 5
+/* Running runs get SIGTERM at shutdown, then SIGKILL after this. */
+#define RUN_STOP_GRACE_MS 3000
 
 struct server {
   struct event_base *base;
@@ -39,6 +41,7 @@ struct server {
   size_t nlisteners;
   struct event *sigterm, *sigint;
   int stopping;
+  int calls_idle, runs_idle;
 };
 
 static void usage(FILE *f) {
@@ -63,9 +66,21 @@ static void on_accept(int fd, void *arg) {
   if (rc < 0) LOG_WARN("connection refused: %s", strerror(-rc));
 }
 
-static void on_idle(void *arg) {
+/* The loop ends once both the calls and the runs are done. */
+static void maybe_exit(struct server *srv) {
+  if (srv->calls_idle && srv->runs_idle) event_base_loopexit(srv->base, NULL);
+}
+
+static void on_calls_idle(void *arg) {
   struct server *srv = arg;
-  event_base_loopexit(srv->base, NULL);
+  srv->calls_idle = 1;
+  maybe_exit(srv);
+}
+
+static void on_runs_idle(void *arg) {
+  struct server *srv = arg;
+  srv->runs_idle = 1;
+  maybe_exit(srv);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
@@ -82,7 +97,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     listen_free(srv->listeners[i]);
     srv->listeners[i] = NULL;
   }
-  call_server_shutdown(srv->calls, on_idle, srv);
+  /* Runs end as a cancel does (terminate, wait, kill) so that no process outlives
+   * the server; calls end first, so no client waits on a run that is going away. */
+  call_server_shutdown(srv->calls, on_calls_idle, srv);
+  sched_shutdown(srv->sch, RUN_STOP_GRACE_MS, on_runs_idle, srv);
   struct timeval grace = {SHUTDOWN_GRACE_S, 0};
   event_base_loopexit(srv->base, &grace);
 }

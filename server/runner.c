@@ -13,6 +13,7 @@
 #include "ids.h"
 #include "log.h"
 #include "outlog.h"
+#include "pbcheck.h"
 #include "utf8.h"
 
 /* Input limits: generous for people, small enough that no request can make the
@@ -64,16 +65,12 @@ static void reply_run(call *c, pb_run *r) {
 
 /* ---- input checks --------------------------------------------------------------- */
 
-/* Checks one string field: valid UTF-8 (clients in other languages cannot decode
- * anything else back) and not longer than max. Answers the call and returns 0 if not. */
+/* Checks one string field's length (pbcheck_strings has checked its bytes).
+ * Answers the call and returns 0 if it is too long. */
 static int check_str(call *c, const char *what, const char *s, size_t max) {
   size_t len = strlen(s);
   if (len > max) {
     call_finish(c, GW_INVALID_ARGUMENT, "%s is too long (%zu bytes, at most %zu)", what, len, max);
-    return 0;
-  }
-  if (!utf8_valid(s, len)) {
-    call_finish(c, GW_INVALID_ARGUMENT, "%s is not valid UTF-8", what);
     return 0;
   }
   return 1;
@@ -117,26 +114,28 @@ static int check_run_id(call *c, const char *id) {
   return 1;
 }
 
-#define UNPACK_OR_FAIL(var, type, fn, what)                    \
-  type *var = fn(NULL, len, req);                              \
-  if (!var) {                                                  \
-    call_finish(c, GW_INVALID_ARGUMENT, "malformed " what);    \
-    return;                                                    \
+/* Decodes the request, after checking its strings: protobuf-c would cut one at a NUL
+ * byte (a parameter would silently run shorter) and pass invalid UTF-8 through. */
+#define UNPACK_OR_FAIL(var, type, stem, what)                         \
+  char perr_[256];                                                        \
+  if (pbcheck_strings(&stem##__descriptor, req, len, perr_, sizeof perr_) < 0) {        \
+    call_finish(c, GW_INVALID_ARGUMENT, "%s", perr_);                     \
+    return;                                                               \
+  }                                                                       \
+  type *var = stem##__unpack(NULL, len, req);                                         \
+  if (!var) {                                                             \
+    call_finish(c, GW_INVALID_ARGUMENT, "malformed " what);               \
+    return;                                                               \
   }
 
 /* ---- unary methods -------------------------------------------------------------- */
 
 static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request__unpack,
-                 "StartRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request, "StartRunRequest");
   if (!r->module_id[0]) {
     call_finish(c, GW_INVALID_ARGUMENT, "module_id is required");
-  } else if (prismq__runner__v1__start_run_request__get_packed_size(r) != len) {
-    /* protobuf-c cuts a string at its first NUL byte; re-encoding then comes out
-     * shorter. A value that cannot be an argument must not run as a shorter one. */
-    call_finish(c, GW_INVALID_ARGUMENT,
-                "StartRunRequest holds a string with a NUL byte (or a field encoded twice)");
+
   } else if (check_str(c, "module_id", r->module_id, MAX_ID_LEN) &&
              check_str(c, "request_id", r->request_id, MAX_ID_LEN) &&
              check_map(c, "parameters", (void *const *)r->parameters, r->n_parameters) &&
@@ -152,8 +151,7 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
 
 static void get_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__GetRunRequest, prismq__runner__v1__get_run_request__unpack,
-                 "GetRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__GetRunRequest, prismq__runner__v1__get_run_request, "GetRunRequest");
   pb_run *run = NULL;
   if (check_run_id(c, r->run_id)) {
     if (sched_get(rn->sch, r->run_id, &run) == 0) reply_run(c, run);
@@ -185,8 +183,7 @@ static int token_decode(char *run_id, const char *tok) {
 
 static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListRunsRequest, prismq__runner__v1__list_runs_request__unpack,
-                 "ListRunsRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListRunsRequest, prismq__runner__v1__list_runs_request, "ListRunsRequest");
   char before[ID_RUN_LEN + 1];
   const char *keys[MAX_ENTRIES], *vals[MAX_ENTRIES];
   int statuses[RUNTAB_FILTER_MAX];
@@ -244,8 +241,7 @@ out:
 
 static void list_modules(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest, prismq__runner__v1__list_modules_request__unpack,
-                 "ListModulesRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest, prismq__runner__v1__list_modules_request, "ListModulesRequest");
   prismq__runner__v1__list_modules_request__free_unpacked(r, NULL);
   const config *cfg = rn->cfg;
   size_t np = 0;
@@ -351,8 +347,7 @@ static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t time
 }
 
 static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__WaitRunRequest, prismq__runner__v1__wait_run_request__unpack,
-                 "WaitRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__WaitRunRequest, prismq__runner__v1__wait_run_request, "WaitRunRequest");
   if (check_run_id(c, r->run_id)) wait_terminal(svc, c, r->run_id, r->timeout_ms);
   prismq__runner__v1__wait_run_request__free_unpacked(r, NULL);
 }
@@ -361,8 +356,7 @@ static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
  * client that sees CancelRun return knows no process of the run is left. */
 static void cancel_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__CancelRunRequest, prismq__runner__v1__cancel_run_request__unpack,
-                 "CancelRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__CancelRunRequest, prismq__runner__v1__cancel_run_request, "CancelRunRequest");
   if (check_run_id(c, r->run_id)) {
     int rc = sched_cancel(rn->sch, r->run_id, r->grace_ms);
     if (rc == -EALREADY) {
@@ -495,7 +489,7 @@ static void follower_started(void *arg, const pb_run *run) {
 static void stream_output(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__StreamOutputRequest,
-                 prismq__runner__v1__stream_output_request__unpack, "StreamOutputRequest");
+                 prismq__runner__v1__stream_output_request, "StreamOutputRequest");
   if (!check_run_id(c, r->run_id)) goto out;
   if (r->stream < 0 || r->stream > PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR) {
     call_finish(c, GW_INVALID_ARGUMENT, "invalid stream %d", (int)r->stream);

@@ -45,6 +45,7 @@ struct srun {
   char *errtail; /* ring of the last ERRTAIL_MAX stderr bytes, while running */
   size_t errtail_len, errtail_pos;
   unsigned cancelled : 1, timed_out : 1, log_error : 1;
+  const char *cancel_reason; /* error_message of a cancelled run (static) */
   struct sched_watch *watchers;
   struct srun *qprev, *qnext; /* the queue, while QUEUED */
 };
@@ -59,7 +60,9 @@ struct sched {
   struct srun *qhead, *qtail;
   size_t nqueued, nrunning;
   resmon *res;
-  unsigned pumping : 1, repump : 1;
+  unsigned pumping : 1, repump : 1, stopping : 1;
+  void (*on_idle)(void *arg); /* after sched_shutdown: no run is active any more */
+  void *idle_arg;
   char blocked_why[160]; /* the last resource check that held the queue */
 };
 
@@ -288,6 +291,11 @@ static void finish(struct srun *r, int status, const char *error) {
   notify(r, SCHED_EV_STARTED | SCHED_EV_TERMINAL);
   srun_free(r);
   pump(s);
+  if (s->stopping && s->on_idle && s->nqueued + s->nrunning == 0) {
+    void (*fn)(void *) = s->on_idle;
+    s->on_idle = NULL;
+    fn(s->idle_arg);
+  }
 }
 
 static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
@@ -334,7 +342,7 @@ static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usa
   pb->sys_cpu_ms = u->sys_cpu_ms;
   pb->max_rss_kb = u->max_rss_kb;
   if (r->cancelled) {
-    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "cancelled");
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, r->cancel_reason);
   } else if (r->timed_out) {
     snprintf(msg, sizeof msg, "timed out after %u ms", r->timeout_ms);
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_TIMED_OUT, msg);
@@ -444,6 +452,7 @@ static void pump(sched *s) {
     s->repump = 1;
     return;
   }
+  if (s->stopping) return;
   s->pumping = 1;
   const config_limits *lim = &s->opts.cfg->limits;
   do {
@@ -627,6 +636,24 @@ int sched_get(sched *s, const char *run_id, sched_run **out) {
   return runtab_get(s->opts.rt, run_id, out) == 0 ? 0 : -ENOENT;
 }
 
+struct collect {
+  struct srun ***arr;
+  size_t *n;
+};
+
+/* twalk_r visitor: gathers the running runs (each node once, at its leaf or
+ * post-order visit), since finishing runs while walking would change the tree. */
+static void collect_run(const void *node, VISIT v, void *arg) {
+  if (v != postorder && v != leaf) return;
+  struct collect *c = arg;
+  struct srun *r = *(struct srun *const *)node;
+  if (!r->p) return;
+  struct srun **a = realloc(*c->arr, (*c->n + 1) * sizeof *a);
+  if (!a) abort();
+  a[(*c->n)++] = r;
+  *c->arr = a;
+}
+
 int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
   struct srun *r = find_active(s, run_id);
   if (!r) {
@@ -642,8 +669,30 @@ int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
     return 0;
   }
   r->cancelled = 1;
+  r->cancel_reason = "cancelled";
   proc_terminate(r->p, grace_ms ? grace_ms : s->opts.default_grace_ms);
   return 0;
+}
+
+void sched_shutdown(sched *s, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg) {
+  s->stopping = 1;
+  s->on_idle = on_idle;
+  s->idle_arg = arg;
+  /* Queued runs first, so ending running ones does not start them. */
+  while (s->qhead) finish(s->qhead, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+  size_t n = 0;
+  struct srun **running = NULL;
+  twalk_r(s->index, collect_run, &(struct collect){&running, &n});
+  for (size_t i = 0; i < n; i++) {
+    running[i]->cancelled = 1;
+    running[i]->cancel_reason = "server shut down";
+    proc_terminate(running[i]->p, grace_ms);
+  }
+  free(running);
+  if (s->nqueued + s->nrunning == 0 && s->on_idle) {
+    s->on_idle = NULL;
+    on_idle(arg);
+  }
 }
 
 int sched_list(sched *s, const runtab_filter *f, const char *before_run_id, size_t limit,

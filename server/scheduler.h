@@ -65,9 +65,15 @@ int sched_init_data_dir(const char *data_dir, char *err, size_t errlen);
 int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
               size_t errlen);
 
-/* Ends every active run: queued ones are cancelled, running ones get SIGKILL to their
- * process group and are recorded CANCELLED ("server shut down"); watchers are
- * dropped without firing. Accepts NULL. */
+/* Graceful stop: no run starts any more; queued runs become CANCELLED at once and
+ * running ones are cancelled (SIGTERM to the group, SIGKILL after grace_ms), all with
+ * error_message "server shut down". `on_idle` fires (perhaps before this returns)
+ * once no run is active. */
+void sched_shutdown(sched *s, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg);
+
+/* Frees the scheduler. Runs still active (a shutdown that did not finish in time)
+ * are ended as sched_shutdown does but at once, with SIGKILL; watchers are dropped
+ * without firing. Accepts NULL. */
 void sched_free(sched *s);
 
 /* Creates a run from `req` (module, parameters, labels, request_id, timeout_ms).

@@ -390,7 +390,7 @@ static int teardown_fixture(void **state) {
 
 /* Lists with f and asserts the result is runs idx[0..n) of the fixture, in order. */
 static void expect_idx(struct fixture *fx, const runtab_filter *f, const int *idx, size_t n) {
-  const char *want[6];
+  const char *want[6] = {NULL};
   for (size_t i = 0; i < n; i++) want[i] = fx->r[idx[i]].id;
   expect_list(fx->t, f, NULL, 100, want, n, 0);
 }

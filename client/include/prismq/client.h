@@ -1,0 +1,281 @@
+/* libprismq: the C client library of PrismQ Runner.
+ *
+ * One prismq_client is one HTTP/2 connection (h2c, gRPC) to a prismqd. Every Runner
+ * RPC has a blocking function and an asynchronous one; requests and results are the
+ * protobuf-c structs of "prismq/runner/v1/runner.pb-c.h" (included here), generated
+ * from proto/prismq/runner/v1/runner.proto.
+ *
+ * Two kinds of client:
+ *   - prismq_client_connect: blocking. Each prismq_<rpc>() call runs a private
+ *     libevent loop until the RPC ends. The prismq_*_async functions refuse it.
+ *   - prismq_client_connect_async: on the caller's struct event_base. The
+ *     prismq_*_async functions start an RPC and return; its callback fires later from
+ *     the caller's loop. The blocking functions refuse it.
+ *
+ * Connecting is lazy, as in gRPC: prismq_client_connect only checks the options and
+ * starts the connection. If the server cannot be reached, each call ends with
+ * PRISMQ_CODE_UNAVAILABLE and a message naming the reason (e.g. "connect to
+ * 127.0.0.1:7: Connection refused"). There is no reconnection: once the connection is
+ * lost (server stopped or killed), calls in progress and every later call end
+ * UNAVAILABLE; free the client and connect again.
+ *
+ * Results: each result is a protobuf-c message allocated with malloc (protobuf-c's
+ * default allocator). The caller owns it and frees it with the generated
+ * free_unpacked function and a NULL allocator, e.g.
+ *   prismq__runner__v1__list_runs_response__free_unpacked(resp, NULL);
+ * prismq_run_free(run) does exactly that for a Run. Requests are only read: the
+ * library never keeps a pointer to a request after the function returns.
+ *
+ * Statuses: every RPC ends with a prismq_status, the gRPC status code (enum
+ * prismq_code; 0 = OK) and its message. Errors of the library itself use the same
+ * codes: INVALID_ARGUMENT (a NULL argument), FAILED_PRECONDITION (a blocking function
+ * on an asynchronous client, or called from inside a callback of the same client),
+ * RESOURCE_EXHAUSTED (out of memory), INTERNAL (a response that does not decode).
+ *
+ * Deadlines: every RPC function takes `deadline_ms`: 0 uses the client's default
+ * (prismq_client_opts.deadline_ms), PRISMQ_NO_DEADLINE means none, any other value is
+ * the deadline in milliseconds from the start of the call. It is sent to the server
+ * (grpc-timeout) and enforced locally: the call ends PRISMQ_CODE_DEADLINE_EXCEEDED.
+ * The default (30 s) suits short calls; WaitRun and a following StreamOutput usually
+ * want a longer deadline or PRISMQ_NO_DEADLINE.
+ *
+ * Threads: a client and everything about it belongs to one thread at a time; nothing
+ * here is thread-safe. Distinct clients may be used from distinct threads.
+ *
+ * SIGPIPE: the blocking functions block SIGPIPE in the calling thread while they run
+ * (and discard one raised meanwhile), so a server that goes away cannot kill the
+ * program. A prismq_chunk_fn runs inside, so its own writes to a closed pipe fail with
+ * EPIPE rather than raise SIGPIPE. Programs using the asynchronous form run the loop
+ * themselves and must ignore or block SIGPIPE, as any libevent program writing to
+ * sockets must.
+ *
+ * Failures are returned, out of memory included, not aborted on. One known exception
+ * remains: the HTTP/2 layer shared with the server (common/h2conn) still aborts if an
+ * allocation fails while it frames or sends. */
+#ifndef PRISMQ_CLIENT_H
+#define PRISMQ_CLIENT_H
+
+#include <stdint.h>
+
+#include "prismq/runner/v1/runner.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+
+typedef struct prismq_client prismq_client;
+
+/* gRPC status codes (grpc doc/statuscodes.md). */
+enum prismq_code {
+  PRISMQ_CODE_OK = 0,
+  PRISMQ_CODE_CANCELLED = 1,
+  PRISMQ_CODE_UNKNOWN = 2,
+  PRISMQ_CODE_INVALID_ARGUMENT = 3,
+  PRISMQ_CODE_DEADLINE_EXCEEDED = 4,
+  PRISMQ_CODE_NOT_FOUND = 5,
+  PRISMQ_CODE_ALREADY_EXISTS = 6,
+  PRISMQ_CODE_PERMISSION_DENIED = 7,
+  PRISMQ_CODE_RESOURCE_EXHAUSTED = 8,
+  PRISMQ_CODE_FAILED_PRECONDITION = 9,
+  PRISMQ_CODE_ABORTED = 10,
+  PRISMQ_CODE_OUT_OF_RANGE = 11,
+  PRISMQ_CODE_UNIMPLEMENTED = 12,
+  PRISMQ_CODE_INTERNAL = 13,
+  PRISMQ_CODE_UNAVAILABLE = 14,
+  PRISMQ_CODE_DATA_LOSS = 15,
+  PRISMQ_CODE_UNAUTHENTICATED = 16,
+};
+
+/* The outcome of an RPC: `code` (enum prismq_code, 0 = OK) and a NUL-terminated
+ * message ("" when the server sent none; truncated to fit). */
+typedef struct prismq_status {
+  int code;
+  char message[512];
+} prismq_status;
+
+/* Returns the canonical name of a status code ("DEADLINE_EXCEEDED"), or "UNKNOWN"
+ * for a code outside 0..16. The string is static. */
+const char *prismq_code_name(int code);
+
+/* Per-call deadline meaning "no deadline at all". */
+#define PRISMQ_NO_DEADLINE UINT32_MAX
+
+typedef struct prismq_client_opts {
+  /* "host:port" (host an IPv4 literal, "[IPv6 literal]" or "localhost"; other host
+   * names are not resolved) or "unix:/path/to/socket". NULL: the environment
+   * variable PRISMQ_TARGET if set and not empty, else "127.0.0.1:50051" (prismqd's
+   * default). Copied. */
+  const char *target;
+  /* Default deadline of each call in milliseconds; 0 or PRISMQ_NO_DEADLINE: none. */
+  uint32_t deadline_ms;
+  /* Bound on establishing the connection, in milliseconds; 0: none. */
+  uint32_t connect_timeout_ms;
+  /* TLS (PEM files, and the name to verify the server certificate against). Not
+   * supported yet: if any is set, connecting fails with -ENOTSUP. */
+  const char *ca_file;
+  const char *cert_file;
+  const char *key_file;
+  const char *server_name;
+} prismq_client_opts;
+
+#define PRISMQ_CLIENT_OPTS_INIT { NULL, 30000, 10000, NULL, NULL, NULL, NULL }
+
+/* Creates a blocking client and starts connecting (see "Connecting is lazy" above).
+ * `opts` may be NULL for PRISMQ_CLIENT_OPTS_INIT.
+ * Returns 0 and sets *out (free with prismq_client_free); or, *out untouched:
+ *   -EINVAL   the target is malformed (or out is NULL),
+ *   -ENOTSUP  a TLS option is set: TLS is not supported yet,
+ *   -ENOMEM   out of memory,
+ *   another negative errno from socket(2) (e.g. -EMFILE).
+ * prismq_strerror() turns these into text. */
+int prismq_client_connect(prismq_client **out, const prismq_client_opts *opts);
+
+/* Creates an asynchronous client on `base`, which must outlive it; the caller runs
+ * the loop. Returns as prismq_client_connect does (-EINVAL also for a NULL base). */
+int prismq_client_connect_async(prismq_client **out, struct event_base *base,
+                                const prismq_client_opts *opts);
+
+/* Closes the connection and frees the client. Asynchronous calls still running end
+ * with PRISMQ_CODE_CANCELLED: their callbacks fire before this returns. Accepts NULL.
+ * May be called from a completion callback (prismq_run_fn and the like, or a
+ * stream's prismq_done_fn), not from inside a prismq_chunk_fn. */
+void prismq_client_free(prismq_client *c);
+
+/* A message for a negative errno returned by this library: "TLS is not supported
+ * yet" for -ENOTSUP, else strerror's text. */
+const char *prismq_strerror(int rc);
+
+/* Frees a Run returned by this library; the same as
+ * prismq__runner__v1__run__free_unpacked(run, NULL). Accepts NULL. */
+void prismq_run_free(Prismq__Runner__V1__Run *run);
+
+/* ---- blocking calls (clients from prismq_client_connect) ----
+ *
+ * Each sends one request and waits for the end of the call. On PRISMQ_CODE_OK the
+ * result goes to *out (the caller owns it; see "Results" above); on any other code
+ * *out is untouched. `out` may be NULL to discard the result. The request must not
+ * be NULL unless said otherwise. */
+
+/* Runner/StartRun: creates a run of req->module_id with req->parameters (and the
+ * optional request_id, labels and timeout_ms). *out: the new run (QUEUED or RUNNING),
+ * or the existing one for a request_id seen before. */
+prismq_status prismq_start_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                               const Prismq__Runner__V1__StartRunRequest *req,
+                               uint32_t deadline_ms);
+
+/* Runner/GetRun: the run req->run_id as it is now (NOT_FOUND if unknown). */
+prismq_status prismq_get_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                             const Prismq__Runner__V1__GetRunRequest *req, uint32_t deadline_ms);
+
+/* Runner/ListRuns: a page of runs, newest first, filtered by req (statuses,
+ * module_id, labels); *out->next_page_token is "" on the last page. */
+prismq_status prismq_list_runs(Prismq__Runner__V1__ListRunsResponse **out, prismq_client *c,
+                               const Prismq__Runner__V1__ListRunsRequest *req,
+                               uint32_t deadline_ms);
+
+/* Runner/CancelRun: SIGTERM to the run's processes, SIGKILL after req->grace_ms;
+ * *out: the run once terminal. */
+prismq_status prismq_cancel_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                                const Prismq__Runner__V1__CancelRunRequest *req,
+                                uint32_t deadline_ms);
+
+/* Runner/WaitRun: returns when the run is terminal, or after req->timeout_ms (if not
+ * 0) with the run as it is then. Keep deadline_ms above req->timeout_ms. */
+prismq_status prismq_wait_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                              const Prismq__Runner__V1__WaitRunRequest *req,
+                              uint32_t deadline_ms);
+
+/* Runner/ListModules: the modules the server can run. `req` may be NULL (the request
+ * has no fields yet). */
+prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out,
+                                  prismq_client *c,
+                                  const Prismq__Runner__V1__ListModulesRequest *req,
+                                  uint32_t deadline_ms);
+
+/* Serving status of grpc.health.v1 (HealthCheckResponse.ServingStatus). */
+enum prismq_serving {
+  PRISMQ_SERVING_UNKNOWN = 0,
+  PRISMQ_SERVING = 1,
+  PRISMQ_NOT_SERVING = 2,
+  PRISMQ_SERVICE_UNKNOWN = 3,
+};
+
+/* grpc.health.v1.Health/Check of `service` (NULL or "" = the server as a whole; the
+ * Runner is "prismq.runner.v1.Runner"). On OK sets *out (if not NULL) to an enum
+ * prismq_serving value. An unknown service ends NOT_FOUND. */
+prismq_status prismq_health(int *out, prismq_client *c, const char *service,
+                            uint32_t deadline_ms);
+
+/* Called for each OutputChunk of a StreamOutput, in order. `chunk` belongs to the
+ * library and is freed when the callback returns. Return 0 to go on; non-zero stops
+ * the stream at once: no further chunk is delivered, the call is cancelled on the
+ * wire (RST_STREAM CANCEL, the server stops sending) and the call ends with
+ * PRISMQ_CODE_CANCELLED. */
+typedef int (*prismq_chunk_fn)(const Prismq__Runner__V1__OutputChunk *chunk, void *user);
+
+/* Runner/StreamOutput: replays the run's output from req->start_seq (optionally only
+ * req->stream) and, with req->follow, goes on live until the run ends; the last chunk
+ * of a follow has `run` set to the terminal run (and usually no data). Calls
+ * on_chunk(chunk, user) for each chunk, from inside this function, and returns the
+ * final status: OK when the server ended the stream, CANCELLED if on_chunk stopped
+ * it, NOT_FOUND for an unknown run, UNAVAILABLE if the connection was lost, ...
+ * on_chunk may not make blocking calls on this client. */
+prismq_status prismq_stream_output(prismq_client *c,
+                                   const Prismq__Runner__V1__StreamOutputRequest *req,
+                                   uint32_t deadline_ms, prismq_chunk_fn on_chunk, void *user);
+
+/* ---- asynchronous calls (clients from prismq_client_connect_async) ----
+ *
+ * Each packs the request (which the caller may free at once) and starts the call.
+ * Returns 0: the callback will fire exactly once, from the client's event loop (never
+ * from inside the *_async function), also when the call fails. Or returns, and then no
+ * callback fires: -EINVAL (NULL client, request or callback, or a blocking client),
+ * -ENOMEM, -EMSGSIZE (request over 4 GiB).
+ *
+ * Completion callbacks receive the status (valid during the callback) and, on
+ * PRISMQ_CODE_OK only, the result, which the callback owns and must free (see
+ * "Results"); otherwise the result is NULL. */
+
+typedef void (*prismq_run_fn)(const prismq_status *st, Prismq__Runner__V1__Run *run, void *user);
+typedef void (*prismq_list_runs_fn)(const prismq_status *st,
+                                    Prismq__Runner__V1__ListRunsResponse *resp, void *user);
+typedef void (*prismq_list_modules_fn)(const prismq_status *st,
+                                       Prismq__Runner__V1__ListModulesResponse *resp,
+                                       void *user);
+/* `serving` is an enum prismq_serving value (PRISMQ_SERVING_UNKNOWN unless OK). */
+typedef void (*prismq_health_fn)(const prismq_status *st, int serving, void *user);
+/* The end of a call without a result (a stream). */
+typedef void (*prismq_done_fn)(const prismq_status *st, void *user);
+
+int prismq_start_run_async(prismq_client *c, const Prismq__Runner__V1__StartRunRequest *req,
+                           uint32_t deadline_ms, prismq_run_fn cb, void *user);
+int prismq_get_run_async(prismq_client *c, const Prismq__Runner__V1__GetRunRequest *req,
+                         uint32_t deadline_ms, prismq_run_fn cb, void *user);
+int prismq_list_runs_async(prismq_client *c, const Prismq__Runner__V1__ListRunsRequest *req,
+                           uint32_t deadline_ms, prismq_list_runs_fn cb, void *user);
+int prismq_cancel_run_async(prismq_client *c, const Prismq__Runner__V1__CancelRunRequest *req,
+                            uint32_t deadline_ms, prismq_run_fn cb, void *user);
+int prismq_wait_run_async(prismq_client *c, const Prismq__Runner__V1__WaitRunRequest *req,
+                          uint32_t deadline_ms, prismq_run_fn cb, void *user);
+/* `req` may be NULL, as for prismq_list_modules. */
+int prismq_list_modules_async(prismq_client *c, const Prismq__Runner__V1__ListModulesRequest *req,
+                              uint32_t deadline_ms, prismq_list_modules_fn cb, void *user);
+/* `service` may be NULL, as for prismq_health. */
+int prismq_health_async(prismq_client *c, const char *service, uint32_t deadline_ms,
+                        prismq_health_fn cb, void *user);
+
+/* StreamOutput, asynchronously: on_chunk fires from the loop for each chunk (with the
+ * same contract as for prismq_stream_output; it may start other asynchronous calls),
+ * then on_done once with the final status. */
+int prismq_stream_output_async(prismq_client *c,
+                               const Prismq__Runner__V1__StreamOutputRequest *req,
+                               uint32_t deadline_ms, prismq_chunk_fn on_chunk,
+                               prismq_done_fn on_done, void *user);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,528 @@
+/* libprismq: typed Runner RPCs over the gRPC client core (gclient). Blocking calls
+ * are asynchronous calls on the client's private event_base, run until they end, so
+ * both forms share one code path. */
+#include "prismq/client.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "gclient.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpcwire.h"
+
+#define DEFAULT_TARGET "127.0.0.1:50051"
+#define TARGET_ENV "PRISMQ_TARGET"
+
+/* A generated request as the protobuf-c message it starts with (NULL stays NULL). */
+#define REQ(req) ((const ProtobufCMessage *)(req))
+
+struct prismq_client {
+  gcl_conn *conn;
+  struct event_base *base;
+  struct event_base *own_base; /* blocking client: the private loop; NULL when async */
+  uint32_t deadline_ms;        /* default per call; 0 = none */
+  int blocking_call;           /* a blocking call is running its loop */
+};
+
+/* An RPC: its path and the message type it answers with. */
+struct rpc {
+  const char *path;
+  const ProtobufCMessageDescriptor *resp; /* NULL: a stream of OutputChunks */
+};
+
+static const struct rpc RPC_START = {"/prismq.runner.v1.Runner/StartRun",
+                                     &prismq__runner__v1__run__descriptor};
+static const struct rpc RPC_GET = {"/prismq.runner.v1.Runner/GetRun",
+                                   &prismq__runner__v1__run__descriptor};
+static const struct rpc RPC_LIST = {"/prismq.runner.v1.Runner/ListRuns",
+                                    &prismq__runner__v1__list_runs_response__descriptor};
+static const struct rpc RPC_CANCEL = {"/prismq.runner.v1.Runner/CancelRun",
+                                      &prismq__runner__v1__run__descriptor};
+static const struct rpc RPC_WAIT = {"/prismq.runner.v1.Runner/WaitRun",
+                                    &prismq__runner__v1__run__descriptor};
+static const struct rpc RPC_MODULES = {"/prismq.runner.v1.Runner/ListModules",
+                                       &prismq__runner__v1__list_modules_response__descriptor};
+static const struct rpc RPC_STREAM = {"/prismq.runner.v1.Runner/StreamOutput", NULL};
+static const struct rpc RPC_HEALTH = {"/grpc.health.v1.Health/Check",
+                                      &grpc__health__v1__health_check_response__descriptor};
+
+/* A blocking call's outcome, filled by the completion. */
+struct sync {
+  int done;
+  prismq_status st;
+  ProtobufCMessage *resp;
+};
+
+enum sink { SINK_SYNC, SINK_RUN, SINK_LIST_RUNS, SINK_LIST_MODULES, SINK_HEALTH, SINK_DONE };
+
+/* One call in flight. */
+struct pcall {
+  const struct rpc *rpc;
+  prismq_chunk_fn on_chunk;
+  void *user;
+  ProtobufCMessage *resp; /* unary: the response, once decoded */
+  size_t nmsg;
+  int have_local;      /* the call failed here (decoding, out of memory): `local` wins */
+  prismq_status local; /* over the CANCELLED that stopping the call produces */
+  enum sink sink;
+  union {
+    struct sync *sync;
+    prismq_run_fn run;
+    prismq_list_runs_fn list_runs;
+    prismq_list_modules_fn list_modules;
+    prismq_health_fn health;
+    prismq_done_fn done;
+  } to;
+};
+
+/* ---- statuses ---- */
+
+static void status_set(prismq_status *st, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void status_set(prismq_status *st, int code, const char *fmt, ...) {
+  va_list ap;
+  st->code = code;
+  va_start(ap, fmt);
+  vsnprintf(st->message, sizeof st->message, fmt, ap);
+  va_end(ap);
+}
+
+static prismq_status status_of(int code, const char *message) {
+  prismq_status st;
+  status_set(&st, code, "%s", message);
+  return st;
+}
+
+/* The status for a call that could not be started (negative errno). */
+static prismq_status start_error(int rc) {
+  if (rc == -ENOMEM) return status_of(PRISMQ_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  if (rc == -EMSGSIZE) return status_of(PRISMQ_CODE_RESOURCE_EXHAUSTED, "request too large");
+  return status_of(PRISMQ_CODE_INVALID_ARGUMENT, "NULL client, request or callback");
+}
+
+const char *prismq_code_name(int code) {
+  return gw_status_name(code);
+}
+
+const char *prismq_strerror(int rc) {
+  if (rc == -ENOTSUP) return "TLS is not supported yet";
+  return strerror(rc < 0 ? -rc : rc);
+}
+
+void prismq_run_free(Prismq__Runner__V1__Run *run) {
+  prismq__runner__v1__run__free_unpacked(run, NULL);
+}
+
+/* ---- decoding ---- */
+
+/* protobuf-c's unpack returns NULL both for malformed input and for a failed
+ * allocation; this allocator tells them apart. It is malloc/free, so results can be
+ * freed with the default allocator (free_unpacked(msg, NULL)). */
+struct decode_alloc {
+  ProtobufCAllocator a;
+  int nomem;
+};
+
+static void *decode_alloc_fn(void *data, size_t size) {
+  struct decode_alloc *d = data;
+  void *p = malloc(size);
+  if (!p) d->nomem = 1;
+  return p;
+}
+
+static void decode_free_fn(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
+/* Decodes one response message; on failure the call gets its local status and is
+ * stopped (the return value for gclient's on_msg). */
+static ProtobufCMessage *decode(struct pcall *pc, const ProtobufCMessageDescriptor *desc,
+                                const uint8_t *msg, size_t len) {
+  struct decode_alloc d = {{decode_alloc_fn, decode_free_fn, NULL}, 0};
+  d.a.allocator_data = &d;
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, &d.a, len, msg);
+  if (!m) {
+    pc->have_local = 1;
+    if (d.nomem)
+      status_set(&pc->local, PRISMQ_CODE_RESOURCE_EXHAUSTED, "out of memory decoding a %s",
+                 desc->short_name);
+    else
+      status_set(&pc->local, PRISMQ_CODE_INTERNAL, "malformed %s from the server",
+                 desc->short_name);
+  }
+  return m;
+}
+
+/* ---- calls ---- */
+
+static int call_on_msg(void *user, const uint8_t *msg, size_t len) {
+  struct pcall *pc = user;
+  if (!pc->rpc->resp) {
+    ProtobufCMessage *m = decode(pc, &prismq__runner__v1__output_chunk__descriptor, msg, len);
+    if (!m) return 1;
+    int stop = pc->on_chunk((const Prismq__Runner__V1__OutputChunk *)m, pc->user);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return stop;
+  }
+  if (pc->nmsg++ > 0) {
+    pc->have_local = 1;
+    status_set(&pc->local, PRISMQ_CODE_INTERNAL, "unary call got more than one response");
+    return 1;
+  }
+  pc->resp = decode(pc, pc->rpc->resp, msg, len);
+  return pc->resp ? 0 : 1;
+}
+
+/* The serving status in a HealthCheckResponse, which the call consumes. */
+static int take_serving(ProtobufCMessage *resp) {
+  if (!resp) return PRISMQ_SERVING_UNKNOWN;
+  int serving = (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return serving;
+}
+
+/* Hands the final status and result to where the call's caller wants them. */
+static void deliver(struct pcall *pc, const prismq_status *st, ProtobufCMessage *resp) {
+  switch (pc->sink) {
+  case SINK_SYNC:
+    pc->to.sync->st = *st;
+    pc->to.sync->resp = resp;
+    pc->to.sync->done = 1;
+    break;
+  case SINK_RUN:
+    pc->to.run(st, (Prismq__Runner__V1__Run *)resp, pc->user);
+    break;
+  case SINK_LIST_RUNS:
+    pc->to.list_runs(st, (Prismq__Runner__V1__ListRunsResponse *)resp, pc->user);
+    break;
+  case SINK_LIST_MODULES:
+    pc->to.list_modules(st, (Prismq__Runner__V1__ListModulesResponse *)resp, pc->user);
+    break;
+  case SINK_HEALTH:
+    pc->to.health(st, take_serving(resp), pc->user);
+    break;
+  case SINK_DONE:
+    pc->to.done(st, pc->user);
+    break;
+  }
+}
+
+static void call_on_done(void *user, const gcl_status *gst) {
+  struct pcall *pc = user;
+  prismq_status st;
+  if (pc->have_local)
+    st = pc->local;
+  else
+    status_set(&st, gst->code, "%s", gst->message);
+  if (st.code == PRISMQ_CODE_OK && pc->rpc->resp && !pc->resp)
+    status_set(&st, PRISMQ_CODE_INTERNAL, "unary call got no response message");
+  ProtobufCMessage *resp = pc->resp;
+  if (st.code != PRISMQ_CODE_OK && resp) {
+    protobuf_c_message_free_unpacked(resp, NULL);
+    resp = NULL;
+  }
+  deliver(pc, &st, resp);
+  free(pc);
+}
+
+static uint64_t effective_deadline(const prismq_client *c, uint32_t deadline_ms) {
+  if (deadline_ms == 0) deadline_ms = c->deadline_ms;
+  return deadline_ms == PRISMQ_NO_DEADLINE ? 0 : deadline_ms;
+}
+
+/* Packs `req` and starts the call described by `tmpl` (copied). Returns 0 (deliver
+ * will run from the loop) or a negative errno, and then nothing more happens. */
+static int call_start(prismq_client *c, const struct pcall *tmpl, const ProtobufCMessage *req,
+                      uint32_t deadline_ms) {
+  size_t len = protobuf_c_message_get_packed_size(req);
+  uint8_t *buf = malloc(len ? len : 1);
+  struct pcall *pc = malloc(sizeof *pc);
+  int rc = -ENOMEM;
+  if (!buf || !pc) goto fail;
+  protobuf_c_message_pack(req, buf);
+  *pc = *tmpl;
+  rc = gcl_call_start(NULL, c->conn, pc->rpc->path, buf, len, effective_deadline(c, deadline_ms),
+                      call_on_msg, call_on_done, pc);
+  if (rc < 0) goto fail;
+  free(buf);
+  return 0;
+
+fail:
+  free(pc);
+  free(buf);
+  return rc;
+}
+
+/* Starts an asynchronous call after checking the client kind and arguments. */
+static int call_async(prismq_client *c, const ProtobufCMessage *req, uint32_t deadline_ms,
+                      int have_cb, const struct pcall *tmpl) {
+  if (!c || !req || !have_cb || c->own_base) return -EINVAL;
+  return call_start(c, tmpl, req, deadline_ms);
+}
+
+/* Blocks SIGPIPE in this thread while a blocking call runs its loop, so a write to a
+ * connection the server has closed fails with EPIPE instead of killing the program;
+ * a SIGPIPE that became pending meanwhile is ours and is discarded (unless one was
+ * pending before). The libpq approach: we cannot pass MSG_NOSIGNAL to libevent's
+ * writes, and changing the process's signal disposition is not a library's call. */
+struct sigpipe_guard {
+  sigset_t old;
+  int was_pending;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g) {
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+}
+
+static void sigpipe_restore(const struct sigpipe_guard *g) {
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+    const struct timespec zero = {0, 0};
+    sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* Runs one call on the private loop until it ends. On OK, *resp (if not NULL) gets
+ * the result, else it is freed. */
+static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
+                                   const ProtobufCMessage *req, uint32_t deadline_ms,
+                                   prismq_chunk_fn on_chunk, void *user,
+                                   ProtobufCMessage **resp) {
+  if (!c || !req) return start_error(-EINVAL);
+  if (!c->own_base)
+    return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
+                     "blocking call on a client made by prismq_client_connect_async");
+  /* event_base_loop refuses to nest: the inner call could never end. */
+  if (c->blocking_call)
+    return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
+                     "blocking call from inside a callback of the same client");
+  struct sync s = {0};
+  struct pcall tmpl = {.rpc = rpc, .on_chunk = on_chunk, .user = user, .sink = SINK_SYNC};
+  tmpl.to.sync = &s;
+  struct sigpipe_guard g;
+  sigpipe_block(&g);
+  int rc = call_start(c, &tmpl, req, deadline_ms);
+  if (rc == 0) {
+    c->blocking_call = 1;
+    /* gclient keeps an event pending (socket, deadline or completion) until on_done,
+     * so the loop cannot run dry first. */
+    while (!s.done) event_base_loop(c->base, EVLOOP_ONCE);
+    c->blocking_call = 0;
+  }
+  sigpipe_restore(&g);
+  if (rc < 0) return start_error(rc);
+  if (resp && s.resp)
+    *resp = s.resp;
+  else
+    protobuf_c_message_free_unpacked(s.resp, NULL);
+  return s.st;
+}
+
+/* ---- client ---- */
+
+static int client_new(prismq_client **out, struct event_base *base,
+                      const prismq_client_opts *opts) {
+  static const prismq_client_opts defaults = PRISMQ_CLIENT_OPTS_INIT;
+  if (!out) return -EINVAL;
+  if (!opts) opts = &defaults;
+  if (opts->ca_file || opts->cert_file || opts->key_file || opts->server_name) return -ENOTSUP;
+  const char *target = opts->target;
+  if (!target) target = getenv(TARGET_ENV);
+  if (!target || !target[0]) target = DEFAULT_TARGET;
+
+  prismq_client *c = calloc(1, sizeof *c);
+  if (!c) return -ENOMEM;
+  int rc = -ENOMEM;
+  c->deadline_ms = opts->deadline_ms == PRISMQ_NO_DEADLINE ? 0 : opts->deadline_ms;
+  if (!base) {
+    c->own_base = event_base_new();
+    if (!c->own_base) goto fail;
+    base = c->own_base;
+  }
+  c->base = base;
+  gcl_conn_opts go = GCL_CONN_OPTS_INIT;
+  go.connect_timeout_ms = opts->connect_timeout_ms;
+  rc = gcl_conn_new(&c->conn, base, target, &go);
+  if (rc < 0) goto fail;
+  *out = c;
+  return 0;
+
+fail:
+  prismq_client_free(c);
+  return rc;
+}
+
+int prismq_client_connect(prismq_client **out, const prismq_client_opts *opts) {
+  return client_new(out, NULL, opts);
+}
+
+int prismq_client_connect_async(prismq_client **out, struct event_base *base,
+                                const prismq_client_opts *opts) {
+  if (!base) return -EINVAL;
+  return client_new(out, base, opts);
+}
+
+void prismq_client_free(prismq_client *c) {
+  if (!c) return;
+  gcl_conn_free(c->conn);
+  if (c->own_base) event_base_free(c->own_base);
+  free(c);
+}
+
+/* ---- blocking RPCs ---- */
+
+/* A unary call whose result is a Run. */
+static prismq_status run_call(Prismq__Runner__V1__Run **out, prismq_client *c,
+                              const struct rpc *rpc, const ProtobufCMessage *req,
+                              uint32_t deadline_ms) {
+  ProtobufCMessage *m = NULL;
+  prismq_status st = call_blocking(c, rpc, req, deadline_ms, NULL, NULL, out ? &m : NULL);
+  if (m) *out = (Prismq__Runner__V1__Run *)m;
+  return st;
+}
+
+prismq_status prismq_start_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                               const Prismq__Runner__V1__StartRunRequest *req,
+                               uint32_t deadline_ms) {
+  return run_call(out, c, &RPC_START, REQ(req), deadline_ms);
+}
+
+prismq_status prismq_get_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                             const Prismq__Runner__V1__GetRunRequest *req, uint32_t deadline_ms) {
+  return run_call(out, c, &RPC_GET, REQ(req), deadline_ms);
+}
+
+prismq_status prismq_cancel_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                                const Prismq__Runner__V1__CancelRunRequest *req,
+                                uint32_t deadline_ms) {
+  return run_call(out, c, &RPC_CANCEL, REQ(req), deadline_ms);
+}
+
+prismq_status prismq_wait_run(Prismq__Runner__V1__Run **out, prismq_client *c,
+                              const Prismq__Runner__V1__WaitRunRequest *req,
+                              uint32_t deadline_ms) {
+  return run_call(out, c, &RPC_WAIT, REQ(req), deadline_ms);
+}
+
+prismq_status prismq_list_runs(Prismq__Runner__V1__ListRunsResponse **out, prismq_client *c,
+                               const Prismq__Runner__V1__ListRunsRequest *req,
+                               uint32_t deadline_ms) {
+  ProtobufCMessage *m = NULL;
+  prismq_status st = call_blocking(c, &RPC_LIST, REQ(req), deadline_ms, NULL,
+                                   NULL, out ? &m : NULL);
+  if (m) *out = (Prismq__Runner__V1__ListRunsResponse *)m;
+  return st;
+}
+
+static const Prismq__Runner__V1__ListModulesRequest EMPTY_MODULES_REQ =
+    PRISMQ__RUNNER__V1__LIST_MODULES_REQUEST__INIT;
+
+prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out,
+                                  prismq_client *c,
+                                  const Prismq__Runner__V1__ListModulesRequest *req,
+                                  uint32_t deadline_ms) {
+  if (!req) req = &EMPTY_MODULES_REQ;
+  ProtobufCMessage *m = NULL;
+  prismq_status st = call_blocking(c, &RPC_MODULES, &req->base, deadline_ms, NULL, NULL,
+                                   out ? &m : NULL);
+  if (m) *out = (Prismq__Runner__V1__ListModulesResponse *)m;
+  return st;
+}
+
+/* A HealthCheckRequest for `service` (NULL = ""); points into `service`. */
+static Grpc__Health__V1__HealthCheckRequest health_request(const char *service) {
+  Grpc__Health__V1__HealthCheckRequest r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  if (service) r.service = (char *)service;
+  return r;
+}
+
+prismq_status prismq_health(int *out, prismq_client *c, const char *service,
+                            uint32_t deadline_ms) {
+  Grpc__Health__V1__HealthCheckRequest req = health_request(service);
+  ProtobufCMessage *resp = NULL;
+  prismq_status st = call_blocking(c, &RPC_HEALTH, &req.base, deadline_ms, NULL, NULL, &resp);
+  int serving = take_serving(resp);
+  if (st.code == PRISMQ_CODE_OK && out) *out = serving;
+  return st;
+}
+
+prismq_status prismq_stream_output(prismq_client *c,
+                                   const Prismq__Runner__V1__StreamOutputRequest *req,
+                                   uint32_t deadline_ms, prismq_chunk_fn on_chunk, void *user) {
+  if (!on_chunk) return start_error(-EINVAL);
+  return call_blocking(c, &RPC_STREAM, REQ(req), deadline_ms, on_chunk, user,
+                       NULL);
+}
+
+/* ---- asynchronous RPCs ---- */
+
+int prismq_start_run_async(prismq_client *c, const Prismq__Runner__V1__StartRunRequest *req,
+                           uint32_t deadline_ms, prismq_run_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_START, .sink = SINK_RUN, .user = user, .to.run = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_get_run_async(prismq_client *c, const Prismq__Runner__V1__GetRunRequest *req,
+                         uint32_t deadline_ms, prismq_run_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_GET, .sink = SINK_RUN, .user = user, .to.run = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_list_runs_async(prismq_client *c, const Prismq__Runner__V1__ListRunsRequest *req,
+                           uint32_t deadline_ms, prismq_list_runs_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_LIST, .sink = SINK_LIST_RUNS, .user = user, .to.list_runs = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_cancel_run_async(prismq_client *c, const Prismq__Runner__V1__CancelRunRequest *req,
+                            uint32_t deadline_ms, prismq_run_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_CANCEL, .sink = SINK_RUN, .user = user, .to.run = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_wait_run_async(prismq_client *c, const Prismq__Runner__V1__WaitRunRequest *req,
+                          uint32_t deadline_ms, prismq_run_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_WAIT, .sink = SINK_RUN, .user = user, .to.run = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_list_modules_async(prismq_client *c, const Prismq__Runner__V1__ListModulesRequest *req,
+                              uint32_t deadline_ms, prismq_list_modules_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_MODULES, .sink = SINK_LIST_MODULES, .user = user,
+                    .to.list_modules = cb};
+  return call_async(c, REQ(req ? req : &EMPTY_MODULES_REQ), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_health_async(prismq_client *c, const char *service, uint32_t deadline_ms,
+                        prismq_health_fn cb, void *user) {
+  Grpc__Health__V1__HealthCheckRequest req = health_request(service);
+  struct pcall t = {.rpc = &RPC_HEALTH, .sink = SINK_HEALTH, .user = user, .to.health = cb};
+  return call_async(c, REQ(&req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_stream_output_async(prismq_client *c,
+                               const Prismq__Runner__V1__StreamOutputRequest *req,
+                               uint32_t deadline_ms, prismq_chunk_fn on_chunk,
+                               prismq_done_fn on_done, void *user) {
+  struct pcall t = {.rpc = &RPC_STREAM, .sink = SINK_DONE, .on_chunk = on_chunk, .user = user,
+                    .to.done = on_done};
+  return call_async(c, REQ(req), deadline_ms, on_chunk && on_done, &t);
+}
