@@ -95,7 +95,7 @@ typedef struct config_limits {
   uint32_t max_memory_percent;      /* 0..100: refuse starts above this memory use */
   uint32_t min_available_memory_mb; /* refuse starts below this much available memory */
   uint32_t max_cpu_percent;         /* 0..100: refuse starts above this CPU use */
-  uint64_t output_max_bytes;        /* per run and stream; 0 = no limit */
+  uint64_t output_max_bytes;        /* per run, stdout and stderr together; 0 = no limit */
 } config_limits;
 
 /* A loaded configuration. */
