@@ -26,7 +26,7 @@ static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
 }
 
 static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end, int depth,
-                const char *prefix, char *err, size_t errlen) {
+                size_t *nmsgs, const char *prefix, char *err, size_t errlen) {
   while (p < end) {
     uint64_t tag, n;
     if (varint(&p, end, &tag) < 0) return 0; /* malformed: unpack will say so */
@@ -51,9 +51,16 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
           return -EINVAL;
         }
       } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < MAX_DEPTH) {
+        /* Each sub-message costs unpack an allocation of its own: a few MiB of
+         * empty map entries would cost a hundred times that in memory. */
+        if (++*nmsgs > PBCHECK_MAX_MESSAGES) {
+          snprintf(err, errlen, "%s%s has too many entries (at most %d messages in all)", prefix, f->name,
+                   PBCHECK_MAX_MESSAGES);
+          return -E2BIG;
+        }
         char sub[128];
         snprintf(sub, sizeof sub, "%s%s.", prefix, f->name);
-        int rc = walk(f->descriptor, p, p + n, depth + 1, sub, err, errlen);
+        int rc = walk(f->descriptor, p, p + n, depth + 1, nmsgs, sub, err, errlen);
         if (rc < 0) return rc;
       }
       p += n;
@@ -67,5 +74,6 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
 
 int pbcheck_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, char *err,
                     size_t errlen) {
-  return walk(desc, buf, buf + len, 0, "", err, errlen);
+  size_t nmsgs = 0;
+  return walk(desc, buf, buf + len, 0, &nmsgs, "", err, errlen);
 }

@@ -23,8 +23,18 @@ struct method {
 struct conn {
   call_server *srv;
   h2conn *h2;
+  size_t held; /* request bytes buffered by this connection's calls */
   struct conn *prev, *next;
 };
+
+/* Request bytes one connection may have buffered at once, all its streams together:
+ * nghttp2 reopens flow-control windows as data arrives, so this is the real bound. */
+#define CONN_MAX_HELD (16u << 20)
+/* Streams one connection may have open at once. */
+#define CONN_MAX_STREAMS 128
+/* A request must have arrived whole this long after its headers (or by its own
+ * deadline, if sooner): a client cannot park half a request for ever. */
+#define REQUEST_READ_MS 30000
 
 enum call_state {
   CALL_HEADERS, /* reading request headers */
@@ -52,6 +62,7 @@ struct call {
   uint8_t *msg;
   size_t msglen;
   size_t nmsgs;
+  size_t held; /* this call's share of conn->held */
   struct event *deadline_ev;
   void (*on_cancel)(call *c, void *arg);
   void *cancel_arg;
@@ -112,12 +123,34 @@ static void disarm_deadline(call *c) {
   if (c->deadline_ev) event_del(c->deadline_ev);
 }
 
+/* Brings the connection's count of buffered request bytes up to date. */
+static void update_held(call *c) {
+  size_t now = evbuffer_get_length(c->in) + c->msglen;
+  c->conn->held = c->conn->held - c->held + now;
+  c->held = now;
+}
+
+/* An answered call needs none of its request any more. */
+static void drop_request(call *c) {
+  evbuffer_drain(c->in, evbuffer_get_length(c->in));
+  free(c->msg);
+  c->msg = NULL;
+  c->msglen = 0;
+  update_held(c);
+}
+
+static void arm_timer(call *c, uint64_t ms) {
+  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  evtimer_add(c->deadline_ev, &tv);
+}
+
 /* Sends the status: as trailers after what was sent, or trailers-only. */
 static void answer(call *c, int status, const char *enc_msg) {
   char code[12];
   snprintf(code, sizeof code, "%d", status);
   c->state = CALL_DONE;
   disarm_deadline(c);
+  drop_request(c);
   if (c->headers_sent) {
     nghttp2_nv tr[] = {NV("grpc-status", code), NV("grpc-message", enc_msg)};
     h2conn_stream_end(c->conn->h2, c->sid, tr, enc_msg[0] ? 2 : 1);
@@ -145,6 +178,7 @@ static void answerf(call *c, int status, const char *fmt, ...) {
 static void answer_http(call *c, const char *http_status) {
   c->state = CALL_DONE;
   disarm_deadline(c);
+  drop_request(c);
   nghttp2_nv nva[] = {NV(":status", http_status)};
   h2conn_submit_response(c->conn->h2, c->sid, nva, 1, 0);
 }
@@ -218,13 +252,24 @@ struct event_base *call_base(const call *c) { return c->srv->base; }
 
 /* ---- request processing --------------------------------------------------------- */
 
+/* A status queued behind output the client does not read would never go out, and
+ * the stream would hold its buffers: reset it instead (RST_STREAM CANCEL). */
+static void reset_if_stalled(call *c) {
+  if (h2conn_stream_pending(c->conn->h2, c->sid) > 0) h2conn_stream_reset(c->conn->h2, c->sid, NGHTTP2_CANCEL);
+}
+
 static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   call *c = arg;
   if (c->state == CALL_DONE) return;
-  cancel_handler(c);
-  answerf(c, GW_DEADLINE_EXCEEDED, "deadline of %llu ms exceeded", (unsigned long long)c->timeout_ms);
+  if (c->state == CALL_BODY && call_deadline_left_ms(c) > 0) {
+    answerf(c, GW_DEADLINE_EXCEEDED, "request not received whole within %d ms", REQUEST_READ_MS);
+  } else {
+    cancel_handler(c);
+    answerf(c, GW_DEADLINE_EXCEEDED, "deadline of %llu ms exceeded", (unsigned long long)c->timeout_ms);
+  }
+  reset_if_stalled(c);
 }
 
 static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
@@ -316,13 +361,10 @@ static void request_headers_done(call *c) {
     answerf(c, GW_UNIMPLEMENTED, "unknown method %.*s", (int)(c->path_too_long ? 64 : c->pathlen), c->path);
     return;
   }
-  if (c->timeout_ms != UINT64_MAX) {
-    c->deadline_at_ms = now_ms(s->base) + c->timeout_ms;
-    c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
-    if (!c->deadline_ev) abort();
-    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
-    evtimer_add(c->deadline_ev, &tv);
-  }
+  if (c->timeout_ms != UINT64_MAX) c->deadline_at_ms = now_ms(s->base) + c->timeout_ms;
+  c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
+  if (!c->deadline_ev) abort();
+  arm_timer(c, c->timeout_ms < REQUEST_READ_MS ? c->timeout_ms : REQUEST_READ_MS);
 }
 
 /* The client has sent everything: exactly one message makes a valid call. */
@@ -341,9 +383,13 @@ static void request_complete(call *c) {
     return;
   }
   c->state = CALL_HANDLER;
+  if (c->timeout_ms == UINT64_MAX) event_del(c->deadline_ev);
+  else arm_timer(c, call_deadline_left_ms(c));
   uint8_t *msg = c->msg;
   size_t len = c->msglen;
   c->msg = NULL;
+  c->msglen = 0;
+  update_held(c);
   c->method->fn(c, msg, len, c->method->svc);
   free(msg);
 }
@@ -362,21 +408,30 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
   (void)sid;
   call *c = user;
   if (!c || c->state != CALL_BODY) return; /* answered already: discard */
+  if (c->conn->held + len > CONN_MAX_HELD) {
+    answerf(c, GW_RESOURCE_EXHAUSTED, "more than %u bytes of requests in flight on this connection",
+            CONN_MAX_HELD);
+    return;
+  }
   if (evbuffer_add(c->in, data, len) != 0) abort();
+  update_held(c);
   for (;;) {
     uint8_t *msg;
     size_t mlen;
     uint8_t hdr[GW_PREFIX_LEN];
+    if (c->nmsgs == 1 && evbuffer_get_length(c->in) > 0) {
+      /* A second message begins: refuse it now rather than buffer its body. */
+      answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got more", c->path);
+      return;
+    }
     int r = gw_frame_next(c->in, c->srv->opts.max_recv_msg, &msg, &mlen);
     if (r == GW_FRAME_NEED_MORE) return;
+    if (r == -ENOMEM) abort();
     if (r == GW_FRAME_MSG) {
-      if (++c->nmsgs > 1) {
-        free(msg);
-        answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got more", c->path);
-        return;
-      }
+      c->nmsgs++;
       c->msg = msg;
       c->msglen = mlen;
+      update_held(c);
       continue;
     }
     evbuffer_copyout(c->in, hdr, sizeof hdr);
@@ -426,9 +481,9 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_
   else s->calls = c->next;
   if (c->next) c->next->prev = c->prev;
   s->ncalls--;
+  drop_request(c);
   if (c->deadline_ev) event_free(c->deadline_ev);
   evbuffer_free(c->in);
-  free(c->msg);
   free(c);
 }
 
@@ -522,6 +577,7 @@ int call_server_accept(call_server *s, struct bufferevent *bev) {
   struct conn *cn = xcalloc(1, sizeof *cn);
   cn->srv = s;
   h2conn_opts o = H2CONN_OPTS_INIT;
+  o.max_concurrent_streams = CONN_MAX_STREAMS;
   int rc = h2conn_new(&cn->h2, bev, H2CONN_SERVER, &o, &conn_callbacks, cn);
   if (rc < 0) {
     free(cn);
@@ -542,6 +598,7 @@ void call_server_shutdown(call_server *s, void (*on_idle)(void *arg), void *arg)
     if (c->state != CALL_HANDLER) continue;
     cancel_handler(c);
     answerf(c, GW_UNAVAILABLE, "server shutting down");
+    reset_if_stalled(c);
   }
   for (struct conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);
   check_idle(s);

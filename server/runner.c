@@ -24,6 +24,12 @@
 #define MAX_ENTRIES 64
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
+/* A run is stored and listed with everything its request held: keep requests small
+ * enough that a page of runs stays a reasonable message. */
+#define MAX_START_REQ (64u << 10)
+/* A ListRuns answer stops short of this many bytes (stock clients refuse messages
+ * over 4 MiB), continuing through next_page_token. */
+#define LIST_MAX_BYTES (3u << 20)
 /* Output a follower moves per turn while its client keeps up. */
 #define FOLLOW_BATCH (256u << 10)
 
@@ -133,7 +139,10 @@ static int check_run_id(call *c, const char *id) {
 static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request, "StartRunRequest");
-  if (!r->module_id[0]) {
+  if (len > MAX_START_REQ) {
+    call_finish(c, GW_INVALID_ARGUMENT, "StartRunRequest of %zu bytes is over the limit of %u bytes", len,
+                MAX_START_REQ);
+  } else if (!r->module_id[0]) {
     call_finish(c, GW_INVALID_ARGUMENT, "module_id is required");
 
   } else if (check_str(c, "module_id", r->module_id, MAX_ID_LEN) &&
@@ -225,6 +234,18 @@ static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
   if (rc < 0) {
     call_finish(c, GW_INTERNAL, "cannot list runs: %s", strerror(-rc));
     goto out;
+  }
+  size_t bytes = 0, keep = 0;
+  while (keep < n) {
+    size_t sz = prismq__runner__v1__run__get_packed_size(runs[keep]) + 8; /* + tag and length */
+    if (keep > 0 && bytes + sz > LIST_MAX_BYTES) break;
+    bytes += sz;
+    keep++;
+  }
+  if (keep < n) {
+    more = 1;
+    for (size_t i = keep; i < n; i++) prismq__runner__v1__run__free_unpacked(runs[i], NULL);
+    n = keep;
   }
   char tok[128] = "";
   if (more && n > 0) token_encode(tok, runs[n - 1]->run_id);

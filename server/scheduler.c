@@ -19,6 +19,9 @@
 
 /* The last stderr bytes kept for a failed run's error_message (as the old design). */
 #define ERRTAIL_MAX 500
+/* Finished runs' logs kept open after a replay: reopening one scans its whole file,
+ * so a client replaying the same run again and again must not make the loop do it. */
+#define DONE_LOGS 8
 
 struct sched_watch {
   sched *s;
@@ -60,6 +63,11 @@ struct sched {
   struct srun *qhead, *qtail;
   size_t nqueued, nrunning;
   resmon *res;
+  struct {
+    char run_id[ID_RUN_LEN + 1];
+    outlog *log;
+  } done_logs[DONE_LOGS]; /* a ring, the oldest replaced first */
+  size_t done_next;
   unsigned pumping : 1, repump : 1, stopping : 1;
   void (*on_idle)(void *arg); /* after sched_shutdown: no run is active any more */
   void *idle_arg;
@@ -362,6 +370,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct srun *r = arg;
+  if (r->cancelled) return; /* a cancel got there first */
   LOG_INFO("run timed out run_id=%s module_id=%s timeout_ms=%u", r->pb->run_id, r->pb->module_id,
            r->timeout_ms);
   r->timed_out = 1;
@@ -552,7 +561,19 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_
     }
   }
 
-  int can_start = s->nrunning < cfg->limits.max_concurrent && s->nqueued == 0;
+  /* The queue limit applies to runs that would wait: one that can start now (a
+   * global and a module slot free, resources fine) is never refused for it. */
+  char why[160];
+  int can_start = s->nrunning < cfg->limits.max_concurrent &&
+                  (!m->max_concurrent || s->mod_running[mod_index(s, m)] < m->max_concurrent) &&
+                  (!s->res || resmon_check(s->res, why, sizeof why));
+  if (s->stopping) {
+    snprintf(err, errlen, "server shutting down");
+    config_argv_free(argv);
+    free(cwd);
+    config_argv_free(params);
+    return -EAGAIN;
+  }
   if (!can_start && s->nqueued >= cfg->limits.max_queued) {
     snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued,
              cfg->limits.max_queued);
@@ -668,9 +689,12 @@ int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "cancelled while queued");
     return 0;
   }
+  if (r->timed_out) return 0; /* already on its way out: TIMED_OUT it stays */
   r->cancelled = 1;
   r->cancel_reason = "cancelled";
-  proc_terminate(r->p, grace_ms ? grace_ms : s->opts.default_grace_ms);
+  /* A client cannot hold a slot for long with a huge grace. */
+  if (!grace_ms) grace_ms = s->opts.default_grace_ms;
+  proc_terminate(r->p, grace_ms < SCHED_MAX_GRACE_MS ? grace_ms : SCHED_MAX_GRACE_MS);
   return 0;
 }
 
@@ -719,6 +743,9 @@ int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stre
   sched_run *done = NULL;
   if (runtab_get(s->opts.rt, run_id, &done) != 0) return -ENOENT;
   prismq__runner__v1__run__free_unpacked(done, NULL);
+  for (size_t i = 0; i < DONE_LOGS; i++)
+    if (s->done_logs[i].log && strcmp(s->done_logs[i].run_id, run_id) == 0)
+      return outlog_reader_new(out, s->done_logs[i].log, start_seq, stream);
   char path[4096];
   snprintf(path, sizeof path, "%s/output/%s.out", s->data_dir, run_id);
   outlog *l = NULL;
@@ -730,7 +757,11 @@ int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stre
   }
   if (rc < 0) return rc;
   rc = outlog_reader_new(out, l, start_seq, stream);
-  outlog_free(l); /* the reader holds its own reference */
+  /* The ring holds the owner's reference; readers hold their own. */
+  size_t slot = s->done_next++ % DONE_LOGS;
+  outlog_free(s->done_logs[slot].log);
+  s->done_logs[slot].log = l;
+  memcpy(s->done_logs[slot].run_id, run_id, ID_RUN_LEN + 1);
   return rc;
 }
 
@@ -834,7 +865,8 @@ static void noop_free(void *p) { (void)p; }
 
 void sched_free(sched *s) {
   if (!s) return;
-  /* Queued runs first, so ending running ones does not start them. */
+  s->stopping = 1; /* ending runs below must not start queued ones */
+  s->on_idle = NULL;
   while (s->qhead) {
     struct srun *r = s->qhead;
     while (r->watchers) sched_unwatch(r->watchers);
@@ -849,6 +881,7 @@ void sched_free(sched *s) {
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
   }
   tdestroy(s->index, noop_free);
+  for (size_t i = 0; i < DONE_LOGS; i++) outlog_free(s->done_logs[i].log);
   resmon_free(s->res);
   if (s->module_envp)
     for (size_t i = 0; i < s->opts.cfg->nmodules; i++) config_argv_free(s->module_envp[i]);

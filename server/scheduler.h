@@ -82,17 +82,24 @@ void sched_free(sched *s);
  * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). Errors, *out untouched,
  * err filled: -ENOENT unknown module; -EINVAL a parameter is unknown, missing or does
  * not match; -EEXIST request_id used before for another module or other parameters;
- * -EAGAIN the queue is full (limits.max_queued); -EIO the run table failed. */
+ * -EAGAIN the queue is full (limits.max_queued) or the scheduler is shutting down;
+ * -EIO the run table failed. A run that can start at once never counts against
+ * max_queued. */
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_run **out,
                 char *err, size_t errlen);
 
 /* Copies run `run_id` into *out (free as above). Returns 0 or -ENOENT. */
 int sched_get(sched *s, const char *run_id, sched_run **out);
 
+/* Longest grace a cancel may ask for. */
+#define SCHED_MAX_GRACE_MS 60000
+
 /* Cancels a run: a queued run becomes CANCELLED at once; a running one gets SIGTERM
- * to its process group and SIGKILL after grace_ms (0 = the default grace), and becomes
+ * to its process group and SIGKILL after grace_ms (0 = the default grace; at most
+ * SCHED_MAX_GRACE_MS), and becomes
  * CANCELLED when it has exited (watch SCHED_EV_TERMINAL to learn when). Cancelling a
- * run that is already being cancelled is not an error. Returns 0, -ENOENT, or
+ * run that is already being cancelled, or that is timing out (it stays TIMED_OUT), is
+ * not an error. Returns 0, -ENOENT, or
  * -EALREADY if the run is terminal. */
 int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms);
 

@@ -87,6 +87,17 @@ static void test_bytes_fields_may_hold_anything(void **state) {
   assert_int_equal(pbcheck_strings(&prismq__runner__v1__output_chunk__descriptor, chunk, sizeof chunk, err, sizeof err), 0);
 }
 
+static void test_too_many_entries(void **state) {
+  (void)state;
+  /* Empty labels entries (field 4, length 0): two bytes each on the wire. */
+  static uint8_t buf[2 * (PBCHECK_MAX_MESSAGES + 1)];
+  char err[128] = "";
+  for (size_t i = 0; i < sizeof buf; i += 2) buf[i] = 0x22, buf[i + 1] = 0;
+  assert_int_equal(check(buf, sizeof buf - 2, err, sizeof err), 0);
+  assert_int_equal(check(buf, sizeof buf, err, sizeof err), -E2BIG);
+  assert_non_null(strstr(err, "labels"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_clean_message_passes),
@@ -94,6 +105,7 @@ int main(void) {
       cmocka_unit_test(test_bad_utf8_in_top_level_field),
       cmocka_unit_test(test_truncated_or_unknown_wire_is_left_to_unpack),
       cmocka_unit_test(test_bytes_fields_may_hold_anything),
+      cmocka_unit_test(test_too_many_entries),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

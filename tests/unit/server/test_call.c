@@ -1288,8 +1288,12 @@ static void test_stream_deadline_while_stalled(void **state) {
   finish(f, f->st_stream);
   assert_int_equal(f->st_sent, sent);
   assert_int_equal(f->cancels, 1);
-  expect_with_trailers(f->st_stream, GW_DEADLINE_EXCEEDED);
-  assert_int_equal(evbuffer_get_length(f->st_stream->data), sent * (STREAM_MSG + GW_PREFIX_LEN));
+  /* The status could only queue behind output the client was not reading: the
+   * server resets the stream instead, so it holds nothing for a stalled client. */
+  assert_true(f->st_stream->closed);
+  assert_int_equal(f->st_stream->close_error, NGHTTP2_CANCEL);
+  assert_true(evbuffer_get_length(f->st_stream->data) <= sent * (STREAM_MSG + GW_PREFIX_LEN));
+  assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
 /* The client reads, but grants only a small window: flow control stalls the stream
