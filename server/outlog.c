@@ -34,7 +34,9 @@ struct idx_entry {
 struct outlog {
   unsigned refs; /* the owner's (until outlog_free) + one per reader */
   struct event_base *base;
-  int fd; /* O_RDWR|O_APPEND: appends go to the end, pread ignores O_APPEND */
+  int fd; /* O_RDWR|O_APPEND: appends go to the end, pread ignores O_APPEND; -1
+           * until the first record of a new log (a run with no output has no file) */
+  char *path; /* for that first open; NULL once open */
   uint64_t max_bytes;
   uint32_t idx_max;
   uint64_t idx_every_recs, idx_every_bytes; /* double on each thinning */
@@ -159,12 +161,21 @@ static int log_alloc(outlog **out, struct event_base *base, const char *path, in
   if (!opts) opts = &defaults;
   int rc = check_opts(opts);
   if (rc) return rc;
-  int fd = open(path, flags, 0600);
-  if (fd < 0) return -errno;
+  int fd = -1;
+  if (!(flags & O_CREAT)) {
+    fd = open(path, flags, 0600);
+    if (fd < 0) return -errno;
+  }
   outlog *l = xcalloc(1, sizeof *l);
   l->refs = 1;
   l->base = base;
   l->fd = fd;
+  if (fd < 0) {
+    /* Creating a file costs the start of a run more than anything else it does
+     * (inode allocation): leave it to the first output. */
+    l->path = strdup(path);
+    if (!l->path) abort();
+  }
   l->max_bytes = opts->max_bytes;
   l->idx_max = opts->index_max_entries;
   l->idx_every_recs = opts->index_every_records;
@@ -177,7 +188,8 @@ static int log_alloc(outlog **out, struct event_base *base, const char *path, in
 
 static void log_unref(outlog *l) {
   if (--l->refs) return;
-  close(l->fd);
+  if (l->fd >= 0) close(l->fd);
+  free(l->path);
   free(l->idx);
   free(l);
 }
@@ -264,6 +276,15 @@ static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, 
   prismq__runner__v1__output_chunk__pack(&c, rec + GW_PREFIX_LEN);
   size_t done = 0;
   int rc = 0;
+  if (l->fd < 0) {
+    l->fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    if (l->fd < 0) {
+      free(rec);
+      return -errno;
+    }
+    free(l->path);
+    l->path = NULL;
+  }
   while (done < n) {
     ssize_t w = write(l->fd, rec + done, n - done);
     if (w < 0) {

@@ -65,10 +65,11 @@ typedef struct outlog_opts {
 
 #define OUTLOG_OPTS_INIT { 0, 1024, 1u << 20, 4096 }
 
-/* Creates the log and its file at `path`, which must not exist (O_EXCL; mode 0600).
- * `opts` may be NULL for the defaults. `base` (not owned) runs readers' callbacks.
- * Returns 0 and sets *out; -EINVAL for a bad option; or the negative errno of open(2)
- * (-EEXIST, -ENOENT, -EACCES, ...). Release with outlog_free. */
+/* Creates the log; its file at `path` is created by the first append (O_EXCL; mode
+ * 0600), so a run that writes nothing leaves no file (outlog_open_existing then gives
+ * -ENOENT: an empty log). `opts` may be NULL for the defaults. `base` (not owned) runs
+ * readers' callbacks. Returns 0 and sets *out, or -EINVAL for a bad option. Release
+ * with outlog_free. */
 int outlog_new(outlog **out, struct event_base *base, const char *path, const outlog_opts *opts);
 
 /* Opens the file of a finished run for replay: scans it once to rebuild the index and
@@ -91,8 +92,8 @@ void outlog_free(outlog *l);
  * len > OUTLOG_CHUNK_MAX. len 0 does nothing. The bytes always count in outlog_bytes;
  * past opts.max_bytes they are dropped (see outlog_opts). Waiting readers are woken
  * (later, from the loop; never inside this call). `data` is not kept.
- * Returns 0; -EINVAL for a bad stream or an ended log; or the negative errno of a
- * failed write (-ENOSPC, -EFBIG, -EIO, ...): the records not written are lost (their
+ * Returns 0; -EINVAL for a bad stream or an ended log; the negative errno of creating
+ * the file (first append: -EEXIST, -ENOENT, -EACCES, ...) or of a failed write (-ENOSPC, -EFBIG, -EIO, ...): the records not written are lost (their
  * bytes still count, so later offsets show the gap), the file keeps whole records
  * only, and later appends are tried again. The caller logs the error. */
 int outlog_append(outlog *l, int stream, const void *data, size_t len, int64_t time_ms);

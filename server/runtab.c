@@ -425,6 +425,30 @@ static int get_one(runtab *t, sqlite3_stmt *st, const char *key, Run **out) {
   return ret;
 }
 
+int runtab_get_packed(runtab *t, const char *run_id, const uint8_t **out, size_t *len) {
+  sqlite3_stmt *st = t->st[ST_GET];
+  sqlite3_bind_text(st, 1, run_id, -1, SQLITE_STATIC);
+  int ret, rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    /* Copied out: the row's memory is gone once the statement is reset. */
+    size_t n = (size_t)sqlite3_column_bytes(st, 0);
+    if (n > t->cap) {
+      t->cap = n;
+      t->buf = xrealloc(t->buf, n);
+    }
+    memcpy(t->buf, sqlite3_column_blob(st, 0), n);
+    *out = t->buf;
+    *len = n;
+    ret = 0;
+  } else if (rc == SQLITE_DONE) {
+    ret = -ENOENT;
+  } else {
+    ret = fail_sql(t, "get", run_id);
+  }
+  sqlite3_reset(st);
+  return ret;
+}
+
 int runtab_get(runtab *t, const char *run_id, Run **out) {
   return get_one(t, t->st[ST_GET], run_id, out);
 }

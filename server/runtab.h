@@ -75,6 +75,11 @@ int runtab_update(runtab *t, const Prismq__Runner__V1__Run *run);
  * untouched unless 0 is returned. */
 int runtab_get(runtab *t, const char *run_id, Prismq__Runner__V1__Run **out);
 
+/* As runtab_get, but gives the stored encoding of the run (a packed Run) without
+ * decoding it: *out points into the table's own buffer, valid until the next call on
+ * `t`. Returns 0, -ENOENT or -EIO. */
+int runtab_get_packed(runtab *t, const char *run_id, const uint8_t **out, size_t *len);
+
 /* As runtab_get, by the request_id given at insert. An empty request_id finds nothing
  * (-ENOENT). */
 int runtab_get_by_request_id(runtab *t, const char *request_id, Prismq__Runner__V1__Run **out);

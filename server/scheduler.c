@@ -68,6 +68,8 @@ struct sched {
     outlog *log;
   } done_logs[DONE_LOGS]; /* a ring, the oldest replaced first */
   size_t done_next;
+  uint8_t *packed; /* sched_get_packed's answer for an active run */
+  size_t packed_cap;
   unsigned pumping : 1, repump : 1, stopping : 1;
   void (*on_idle)(void *arg); /* after sched_shutdown: no run is active any more */
   void *idle_arg;
@@ -675,6 +677,23 @@ static void collect_run(const void *node, VISIT v, void *arg) {
   *c->arr = a;
 }
 
+int sched_get_packed(sched *s, const char *run_id, const uint8_t **out, size_t *len) {
+  struct srun *r = find_active(s, run_id);
+  if (!r) return runtab_get_packed(s->opts.rt, run_id, out, len) == 0 ? 0 : -ENOENT;
+  sched_run *snap = snapshot(r);
+  size_t n = prismq__runner__v1__run__get_packed_size(snap);
+  if (n > s->packed_cap) {
+    s->packed = realloc(s->packed, n);
+    if (!s->packed) abort();
+    s->packed_cap = n;
+  }
+  prismq__runner__v1__run__pack(snap, s->packed);
+  prismq__runner__v1__run__free_unpacked(snap, NULL);
+  *out = s->packed;
+  *len = n;
+  return 0;
+}
+
 int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
   struct srun *r = find_active(s, run_id);
   if (!r) {
@@ -887,6 +906,7 @@ void sched_free(sched *s) {
     for (size_t i = 0; i < s->opts.cfg->nmodules; i++) config_argv_free(s->module_envp[i]);
   free(s->module_envp);
   free(s->mod_running);
+  free(s->packed);
   free(s->data_dir);
   free(s);
 }

@@ -91,6 +91,10 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_
 /* Copies run `run_id` into *out (free as above). Returns 0 or -ENOENT. */
 int sched_get(sched *s, const char *run_id, sched_run **out);
 
+/* As sched_get, but gives the run encoded (a packed Run), without decoding a stored
+ * one: *out is valid until the next call into the scheduler. Returns 0 or -ENOENT. */
+int sched_get_packed(sched *s, const char *run_id, const uint8_t **out, size_t *len);
+
 /* Longest grace a cancel may ask for. */
 #define SCHED_MAX_GRACE_MS 60000
 

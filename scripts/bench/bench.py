@@ -1,0 +1,728 @@
+"""PrismQ Runner benchmarks: prismqd against references measured in the same run, as ratios.
+
+Run through scripts/bench/run.sh, which installs the bench packages and builds prismqd,
+grpc_ref_server, spawn_ref and bench_client first:
+
+  bench.py --build-dir DIR --out RESULTS.json [--only PHASE[,PHASE...]]
+
+Phases (in order): unary, start, firstbyte, stream, fanout, memory, instructions. Prints
+a table on stdout and writes every figure, the commands behind them and the machine to
+RESULTS.json. Exits 0 when every measurement ran and its correctness checks passed (a
+missed performance target does not fail the run; the table and the JSON say so), 1
+otherwise.
+
+Environment: BENCH_UNARY_SECONDS (seconds per h2load run, default 2; 3 runs per server and case),
+BENCH_PIN=0 to skip the pinned unary runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import select
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import grpc
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import prismq_testlib as tl  # noqa: E402  (after the path set-up)
+
+MIB = 1 << 20
+GIB = 1 << 30
+H2_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+HEALTH_PATH = "/grpc.health.v1.Health/Check"
+GETRUN_PATH = "/prismq.runner.v1.Runner/GetRun"
+UNARY_SECONDS = float(os.environ.get("BENCH_UNARY_SECONDS", "2"))
+UNARY_REPS = 3
+PIN = os.environ.get("BENCH_PIN", "1") != "0" and os.cpu_count() >= 2
+SERVER_CPU, LOAD_CPU = "0", "1"
+PHASES = ("unary", "start", "firstbyte", "stream", "fanout", "memory", "instructions")
+
+# The modules every benchmark server has; FAN_FILE is filled in at start-up.
+BENCH_MODULES = """
+  - id: "true"
+    argv: ["/bin/true"]
+  - id: echo
+    argv: ["/bin/echo", "x"]
+  - id: emit
+    argv: ["head", "-c", "{bytes}", "/dev/zero"]
+    parameters:
+      - {name: bytes, required: true, pattern: "[0-9]+"}
+  - id: fan
+    argv: ["cat", "FAN_FILE"]
+  - id: sleep
+    argv: ["sleep", "{seconds}"]
+    parameters:
+      - {name: seconds, required: true, pattern: "[0-9]+"}
+"""
+
+
+class BenchError(Exception):
+    """A measurement could not be made or its correctness check failed."""
+
+
+class Bench:
+    def __init__(self, build_dir, out):
+        self.build = os.path.abspath(build_dir)
+        self.bdir = os.path.join(self.build, "bench")
+        self.out = out
+        self.tmp = tl.temp_dir("prismq-bench-")
+        self.fan_file = os.path.join(self.tmp, "fan.bin")
+        self.results = {"machine": machine(), "commands": {}, "targets": []}
+        self.errors = []
+        self.nwrap = 0
+        tl.BIN_DIR = os.path.join(self.build, "bin")
+        tl.PROTO_DIR = os.path.join(ROOT, "proto")
+        tl.WAIT = 120.0  # valgrind start-up, and shutdown with 10,000 queued runs
+        self.pb = tl.protos()
+
+    # ---- helpers ------------------------------------------------------------------
+
+    def tool(self, name):
+        return os.path.join(self.bdir, name)
+
+    def config(self, max_concurrent=64, max_queued=20000):
+        mods = BENCH_MODULES.replace("FAN_FILE", self.fan_file)
+        return ("limits: {max_concurrent: %d, max_queued: %d, output_max_bytes: 0}\nmodules:%s"
+                % (max_concurrent, max_queued, mods))
+
+    def server(self, wrapper=None, env=None, **cfg):
+        """A started prismqd; wrapper is a command prefix (valgrind), env more
+        environment variables."""
+        bin_dir = os.path.join(self.build, "bin")
+        if wrapper:
+            self.nwrap += 1
+            bin_dir = os.path.join(self.tmp, "wrap-%d" % self.nwrap)
+            os.makedirs(bin_dir)
+            path = os.path.join(bin_dir, "prismqd")
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\nexec %s \"$@\"\n" % shlex.join(wrapper + [os.path.join(self.build, "bin", "prismqd")]))
+            os.chmod(path, 0o755)
+        tl.BIN_DIR = bin_dir
+        try:
+            return tl.Server(config_yaml=self.config(**cfg), env=env).start()
+        finally:
+            tl.BIN_DIR = os.path.join(self.build, "bin")
+
+    def runner(self, srv):
+        ch = srv.channel()
+        return ch, self.pb.runner_pb2_grpc.RunnerStub(ch)
+
+    def run_to_end(self, stub, module, timeout=300, **params):
+        pb = self.pb.runner_pb2
+        r = stub.StartRun(pb.StartRunRequest(module_id=module, parameters=params), timeout=30)
+        return stub.WaitRun(pb.WaitRunRequest(run_id=r.run_id, timeout_ms=timeout * 1000),
+                            timeout=timeout + 10)
+
+    def cmd(self, key, argv, timeout=600):
+        """Runs argv, records it under key, returns its JSON result line."""
+        self.results["commands"][key] = shlex.join(argv)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise BenchError("%s failed (exit %d): %s %s" % (key, p.returncode, p.stdout.strip(),
+                                                               p.stderr.strip()[-2000:]))
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    def body_file(self, name, req):
+        """Writes the packed request `req` as one gRPC message (h2load's -d body); returns
+        the path."""
+        path = os.path.join(self.tmp, name + ".bin")
+        with open(path, "wb") as f:
+            f.write(b"\0" + len(req).to_bytes(4, "big") + req)
+        return path
+
+    def target(self, name, value, op, bound, unit, note=""):
+        ok = value is not None and (value >= bound if op == ">=" else value <= bound)
+        self.results["targets"].append({"name": name, "value": value, "op": op, "target": bound,
+                                        "unit": unit, "pass": ok, "note": note})
+
+    # ---- 1. unary -----------------------------------------------------------------
+
+    def h2load(self, url, body, n, c, m, log, pin=False):
+        argv = ["h2load", "-n", str(n), "-c", str(c), "-m", str(m), "-t", "1", "-d", body] + H2_HEADERS
+        argv += ["--log-file", log, url]
+        if pin and PIN:
+            argv = ["taskset", "-c", LOAD_CPU] + argv
+        if os.path.exists(log):
+            os.unlink(log)  # h2load appends
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            raise BenchError("h2load failed: %s" % p.stderr.strip())
+        return argv, parse_h2load(p.stdout, log)
+
+    def unary_one(self, key, url, body, msg_bytes, n, c, m, pin):
+        """One h2load run of n requests, checked; returns its parsed figures."""
+        log = os.path.join(self.tmp, "h2load.log")
+        argv, r = self.h2load(url, body, n, c, m, log, pin)
+        self.results["commands"]["unary." + key] = shlex.join(argv)
+        # h2load counts any HTTP 2xx as a success, even with grpc-status != 0; an error
+        # answer is Trailers-Only (no DATA), so the DATA byte count proves every request
+        # got a real response message of the expected size.
+        want = n * (5 + msg_bytes)
+        if r["succeeded"] != n or r["status_2xx"] != n or r["log_rows"] != n or r["data_bytes"] != want:
+            raise BenchError("unary %s: %d/%d succeeded, %d 2xx, %d log rows, %d DATA bytes (want %d)"
+                             % (key, r["succeeded"], n, r["status_2xx"], r["log_rows"], r["data_bytes"], want))
+        r["requests"] = n
+        return r
+
+    def pin_servers(self, pids, pin):
+        """Puts every thread of each server on SERVER_CPU (pin) or on all CPUs."""
+        cpus = SERVER_CPU if pin else "0-%d" % (os.cpu_count() - 1)
+        for pid in pids:
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True, timeout=30)
+
+    def unary_pair(self, key, targets, c, m, pin):
+        """Both servers on one method and concurrency: a warm-up run each sizes the
+        request count (about UNARY_SECONDS per run), then UNARY_REPS runs of each, in turn.
+        targets: [(label, url, body, msg_bytes)]. Returns ({label: medians}, ratios), the
+        ratios being medians of the per-rep ratios prismqd / grpc_cpp."""
+        log = os.path.join(self.tmp, "h2load.log")
+        n = {}
+        for label, url, body, _ in targets:
+            _, warm = self.h2load(url, body, 3000, c, m, log, pin)
+            n[label] = int(min(1_000_000, max(5000, warm["qps"] * UNARY_SECONDS)))
+        reps = {label: [] for label, _, _, _ in targets}
+        for _ in range(UNARY_REPS):
+            for label, url, body, size in targets:
+                reps[label].append(self.unary_one("%s.%s" % (label, key), url, body, size, n[label], c, m, pin))
+        out = {}
+        for label, rs in reps.items():
+            out[label] = {f: statistics.median(r[f] for r in rs) for f in ("qps", "mean_us", "p50_us", "p99_us")}
+            out[label]["reps"] = rs
+        pairs = list(zip(reps["prismqd"], reps["grpc_cpp"]))
+        ratios = {"qps": statistics.median(p["qps"] / g["qps"] for p, g in pairs),
+                  "mean_latency": statistics.median(p["mean_us"] / g["mean_us"] for p, g in pairs),
+                  "p50_latency": statistics.median(p["p50_us"] / g["p50_us"] for p, g in pairs),
+                  "p99_latency": statistics.median(p["p99_us"] / g["p99_us"] for p, g in pairs)}
+        return out, ratios
+
+    def phase_unary(self):
+        pb = self.pb
+        srv = self.server()
+        ref_argv = [self.tool("grpc_ref_server")]
+        ref = subprocess.Popen(ref_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = read_line(ref.stdout, 30)
+            mt = re.search(r"listening on 127\.0\.0\.1:(\d+)", line or "")
+            if not mt:
+                raise BenchError("grpc_ref_server did not start: %r" % line)
+            ref_addr = "127.0.0.1:" + mt.group(1)
+            ch, stub = self.runner(srv)
+            run = self.run_to_end(stub, "emit", bytes="100")
+            if run.status != pb.runner_pb2.RUN_STATUS_COMPLETED:
+                raise BenchError("the GetRun target run did not complete: %s" % run)
+            getrun_req = pb.runner_pb2.GetRunRequest(run_id=run.run_id).SerializeToString()
+            health_req = pb.health_pb2.HealthCheckRequest().SerializeToString()
+            bodies = {"health": self.body_file("health", health_req), "getrun": self.body_file("getrun", getrun_req)}
+            # One grpcio call of each method on each server first: the answers must be right
+            # (h2load cannot tell), and give the response size the DATA count is checked with.
+            sizes = {}
+            for label, addr in (("prismqd", srv.addr), ("grpc_cpp", ref_addr)):
+                with grpc.insecure_channel(addr) as c2:
+                    h = pb.health_pb2_grpc.HealthStub(c2).Check(pb.health_pb2.HealthCheckRequest(), timeout=10)
+                    if h.status != pb.health_pb2.HealthCheckResponse.SERVING:
+                        raise BenchError("%s Health/Check: %s" % (label, h))
+                    g = pb.runner_pb2_grpc.RunnerStub(c2).GetRun(
+                        pb.runner_pb2.GetRunRequest(run_id=run.run_id), timeout=10)
+                    if g.run_id != run.run_id or g.status != pb.runner_pb2.RUN_STATUS_COMPLETED:
+                        raise BenchError("%s GetRun: %s" % (label, g))
+                    sizes[label] = {"health": len(h.SerializeToString()), "getrun": len(g.SerializeToString())}
+            ch.close()
+            res = {"pinned_runs": PIN, "reps": UNARY_REPS, "response_bytes": sizes, "prismqd": {}, "grpc_cpp": {},
+                   "ratios": {}}
+            # Headline: both servers free to use every CPU (gRPC C++ with its thread pool,
+            # as deployed by default). Then, for context, pinned: server on one CPU, h2load
+            # on another (a per-core comparison).
+            runs = [("%s_c4_m%d%s" % (method, m, "_pinned" if pin else ""), path, method, m, pin)
+                    for pin in ((False, True) if PIN else (False,))
+                    for method, path in (("health", HEALTH_PATH), ("getrun", GETRUN_PATH)) for m in (1, 25)]
+            for key, path, method, m, pin in runs:
+                self.pin_servers((srv.pid, ref.pid), pin)
+                targets = [(label, "http://%s%s" % (addr, path), bodies[method], sizes[label][method])
+                           for label, addr in (("prismqd", srv.addr), ("grpc_cpp", ref_addr))]
+                figures, res["ratios"][key] = self.unary_pair(key, targets, 4, m, pin)
+                for label, f in figures.items():
+                    res[label][key] = f
+            self.results["unary"] = res
+            for method in ("health", "getrun"):
+                self.target("unary %s QPS vs gRPC C++ (-c4 -m25)" % method,
+                            res["ratios"][method + "_c4_m25"]["qps"], ">=", 2.0, "x")
+                self.target("unary %s mean latency vs gRPC C++ (-c4 -m1)" % method,
+                            res["ratios"][method + "_c4_m1"]["mean_latency"], "<=", 0.5, "x")
+        finally:
+            ref.send_signal(signal.SIGTERM)
+            try:
+                ref.wait(30)
+            except subprocess.TimeoutExpired:
+                ref.kill()
+                ref.wait()
+            srv.stop()
+
+    # ---- 2. start rate, 3. first byte, 4. streaming ----------------------------------
+
+    def alternate(self, reps, ref, mine, field):
+        """Runs ref and mine (each a (key, fn) whose fn returns a dict) in turn, reps times,
+        so that the drift of a shared machine hits both alike. Returns {"reps": {key:
+        [result...]}, "median": {key: median of field}, "ratio": median over the reps of
+        mine[field] / ref[field]}."""
+        out = {ref[0]: [], mine[0]: []}
+        for _ in range(reps):
+            for k, fn in (ref, mine):
+                out[k].append(fn())
+        return {"reps": out, "median": {k: statistics.median(x[field] for x in v) for k, v in out.items()},
+                "ratio": statistics.median(b[field] / a[field] for a, b in zip(out[ref[0]], out[mine[0]]))}
+
+    def phase_start(self):
+        srv = self.server()
+        try:
+            client = [self.tool("bench_client"), srv.addr]
+            r = self.alternate(
+                5, ("plain", lambda: self.cmd("start.plain", [self.tool("spawn_ref"), "rate", "1500", "32", "/bin/true"])),
+                ("prismqd", lambda: self.cmd("start.prismqd", client + ["starts", "1500", "32", "true"])), "runs_per_s")
+        finally:
+            srv.stop()
+        self.results["start_rate"] = r
+        self.target("start rate vs posix_spawn loop (32 in flight)", r["ratio"], ">=", 0.7, "x")
+
+    def phase_firstbyte(self):
+        srv = self.server()
+        try:
+            client = [self.tool("bench_client"), srv.addr]
+            r = self.alternate(
+                5, ("plain", lambda: self.cmd("firstbyte.plain", [self.tool("spawn_ref"), "firstbyte", "200", "/bin/echo", "x"])),
+                ("prismqd", lambda: self.cmd("firstbyte.prismqd", client + ["firstbyte", "200", "echo"])), "median_us")
+        finally:
+            srv.stop()
+        r["p99_us"] = {k: statistics.median(x["p99_us"] for x in v) for k, v in r["reps"].items()}
+        r["median_diff_us"] = statistics.median(b["median_us"] - a["median_us"]
+                                                for a, b in zip(r["reps"]["plain"], r["reps"]["prismqd"]))
+        self.results["first_byte"] = r
+        self.target("first byte: median minus plain loop's median", r["median_diff_us"] / 1000, "<=", 1.0, "ms")
+
+    def raw_pipe(self):
+        argv = ["bash", "-c", "head -c %d /dev/zero | cat > /dev/null" % GIB]
+        self.results["commands"]["stream.raw"] = shlex.join(argv)
+        t0 = time.monotonic()
+        subprocess.run(argv, check=True, timeout=120)
+        s = time.monotonic() - t0
+        return {"bytes": GIB, "seconds": s, "bytes_per_s": GIB / s}
+
+    def phase_stream(self):
+        srv = self.server()
+        try:
+            client = [self.tool("bench_client"), srv.addr, "stream", str(GIB), "emit", "bytes=%d" % GIB]
+            r = self.alternate(3, ("raw_pipe", self.raw_pipe), ("prismqd", lambda: self.cmd("stream.prismqd", client)),
+                               "bytes_per_s")
+        finally:
+            srv.stop()
+        self.results["streaming"] = r
+        self.target("streaming 1 GiB, one follower, vs raw pipe", r["ratio"], ">=", 0.5, "x")
+
+    # ---- 5. fan-out ------------------------------------------------------------------
+
+    def phase_fanout(self):
+        srv = self.server()
+        try:
+            r = self.cmd("fanout.prismqd", [self.tool("bench_client"), srv.addr, "fanout", "100", self.fan_file, "fan"])
+        finally:
+            srv.stop()
+        self.results["fanout"] = r
+        self.target("fan-out 100 followers x 64 MiB, aggregate", r["aggregate_bytes_per_s"] / 1e9, ">=", 1.0, "GB/s")
+
+    # ---- 6. memory -------------------------------------------------------------------
+
+    def phase_memory(self):
+        mem = {}
+        pb = self.pb.runner_pb2
+        # Idle: right after start-up, then with one connection that made one call.
+        srv = self.server()
+        try:
+            mem["idle_rss_kb"] = rss_kb(srv.pid)
+            srv.stats()
+            mem["idle_one_connection_rss_kb"] = rss_kb(srv.pid)
+        finally:
+            srv.stop()
+        self.target("idle RSS", mem["idle_rss_kb"] / 1024, "<=", 8.0, "MiB")
+
+        # 10,000 queued runs behind a sleeper that holds the only slot.
+        srv = self.server(max_concurrent=1, max_queued=20000)
+        try:
+            ch, stub = self.runner(srv)
+            r = stub.StartRun(pb.StartRunRequest(module_id="sleep", parameters={"seconds": "3600"}), timeout=30)
+            if r.status != pb.RUN_STATUS_RUNNING:
+                raise BenchError("the sleeper is not running: %s" % r)
+            ch.close()
+            before = rss_kb(srv.pid)
+            q = self.cmd("memory.queue", [self.tool("bench_client"), srv.addr, "queue", "10000", "true"])
+            st = srv.stats()
+            if st.runs_active != 10001:
+                raise BenchError("%d runs active after queueing 10,000 (want 10001)" % st.runs_active)
+            after = rss_kb(srv.pid)
+            mem["queued"] = {"runs": 10000, "rss_before_kb": before, "rss_after_kb": after,
+                             "bytes_per_run": (after - before) * 1024 / 10000, "queue_seconds": q["seconds"]}
+        finally:
+            t0 = time.monotonic()
+            srv.stop()
+            mem.setdefault("queued", {})["shutdown_seconds"] = time.monotonic() - t0
+        self.target("RSS per queued run", mem["queued"]["bytes_per_run"] / 1024, "<=", 2.0, "KiB")
+
+        # 1,000 idle followers of a sleeping run: 100 per connection, then one per connection.
+        for label, per_conn in (("idle_followers", 100), ("idle_followers_1_per_connection", 1)):
+            mem[label] = self.idle_followers(1000, per_conn)
+        self.target("RSS per idle follower (100 per connection)", mem["idle_followers"]["bytes_per_follower"] / 1024,
+                    "<=", 32.0, "KiB")
+        self.target("RSS per idle follower (own connection)",
+                    mem["idle_followers_1_per_connection"]["bytes_per_follower"] / 1024, "<=", 32.0, "KiB",
+                    "connection included")
+
+        mem["stalled_followers"] = self.stalled_followers(100)
+        sf = mem["stalled_followers"]
+        # The kernel already holds each stalled socket's queued bytes; what the server
+        # adds in user space should be no more than an idle follower on its own connection
+        # plus one connection output buffer (h2conn's 64 KiB high-water mark).
+        bound = mem["idle_followers_1_per_connection"]["bytes_per_follower"] + 64 * 1024
+        sf["user_space_bound_bytes"] = bound
+        self.target("RSS per stalled follower (user space, beyond its socket buffers)",
+                    sf["rss_bytes_per_follower"] / 1024, "<=", bound / 1024, "KiB",
+                    "bound = idle follower on its own connection + 64 KiB output high-water mark")
+        self.results["memory"] = mem
+
+    def idle_followers(self, n, per_conn):
+        srv = self.server()
+        try:
+            ch, stub = self.runner(srv)
+            r = stub.StartRun(self.pb.runner_pb2.StartRunRequest(module_id="sleep", parameters={"seconds": "3600"}),
+                              timeout=30)
+            ch.close()
+            srv.stats()  # the stats connection exists before the baseline
+            before = rss_kb(srv.pid)
+            argv = [self.tool("bench_client"), srv.addr, "follow", str(n), str(per_conn), r.run_id]
+            self.results["commands"]["memory.follow_%d" % per_conn] = shlex.join(argv)
+            p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                read_line(p.stdout, 60)
+                srv.wait_stats(lambda s: s.followers == n, timeout=60)
+                after = rss_kb(srv.pid)
+            finally:
+                p.stdin.close()
+                p.wait(60)
+            if p.returncode != 0:
+                raise BenchError("bench_client follow exited %d" % p.returncode)
+            srv.wait_stats(lambda s: s.followers == 0, timeout=60)
+        finally:
+            srv.stop()
+        return {"followers": n, "per_connection": per_conn, "rss_before_kb": before, "rss_after_kb": after,
+                "bytes_per_follower": (after - before) * 1024 / n}
+
+    def stalled_followers(self, n):
+        srv = self.server()
+        try:
+            ch, stub = self.runner(srv)
+            # A first 1 GiB run without followers, so the baseline holds whatever a run of
+            # that size costs by itself.
+            self.run_to_end(stub, "emit", bytes=str(GIB))
+            srv.stats()
+            before = rss_kb(srv.pid)
+            argv = [self.tool("bench_client"), srv.addr, "stall", str(n), "emit", "bytes=%d" % GIB]
+            self.results["commands"]["memory.stall"] = shlex.join(argv)
+            p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                line = read_line(p.stdout, 120)
+                if not line:
+                    raise BenchError("bench_client stall printed nothing")
+                run_id = json.loads(line)["run_id"]
+                run = stub.WaitRun(self.pb.runner_pb2.WaitRunRequest(run_id=run_id, timeout_ms=300000), timeout=310)
+                if run.stdout_bytes != GIB:
+                    raise BenchError("stalled run wrote %d bytes" % run.stdout_bytes)
+                after = settle_rss(srv.pid)
+                sk = socket_mem(srv.port)
+                st = srv.stats()
+                if st.followers != n:
+                    raise BenchError("%d followers live while stalled (want %d)" % (st.followers, n))
+            finally:
+                p.stdin.close()
+                p.wait(60)
+            ch.close()
+        finally:
+            srv.stop()
+        # The server's sockets with the most queued bytes are the stalled followers'.
+        srv_socks = sorted(sk["server"], key=lambda s: -s.get("w", 0))[:n]
+        return {"followers": n, "run_bytes": GIB, "rss_before_kb": before, "rss_after_kb": after,
+                "rss_bytes_per_follower": (after - before) * 1024 / n,
+                "server_sndbuf_bytes_per_follower": statistics.mean(s.get("tb", 0) for s in srv_socks),
+                "server_send_queued_bytes_per_follower": statistics.mean(s.get("w", 0) for s in srv_socks),
+                "client_recv_queued_bytes_per_follower": statistics.mean(s.get("r", 0) for s in sk["client"])
+                if sk["client"] else 0}
+
+    # ---- 7. instructions ---------------------------------------------------------------
+
+    def phase_instructions(self):
+        cgdir = os.path.join(self.bdir, "callgrind")
+        os.makedirs(cgdir, exist_ok=True)
+        for f in os.listdir(cgdir):
+            os.unlink(os.path.join(cgdir, f))
+        out = os.path.join(cgdir, "prismqd.%p.out")
+        # Threaded run mode: valgrind 3.19 has no pidfd_open, which async mode needs to
+        # start a process. Only how exits are waited for differs; the paths measured
+        # (a unary call, output from pipe to follower) are the same.
+        srv = self.server(wrapper=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out],
+                          env={"PRISMQ_RUN_MODE": "threaded"})
+        res = {}
+        try:
+            ch, stub = self.runner(srv)
+            run = self.run_to_end(stub, "emit", bytes="100")
+            log = os.path.join(self.tmp, "cg-h2load.log")
+            n = 5000
+            for name, path, msg in (
+                    ("health", HEALTH_PATH, self.pb.health_pb2.HealthCheckRequest()),
+                    ("getrun", GETRUN_PATH, self.pb.runner_pb2.GetRunRequest(run_id=run.run_id))):
+                body = self.body_file("cg-" + name, msg.SerializeToString())
+                url = "http://%s%s" % (srv.addr, path)
+                self.h2load(url, body, 500, 4, 25, log)  # warm-up
+                res[name] = self.callgrind_span(srv.pid, cgdir, name, lambda u=url, b=body: self.h2load(
+                    u, b, n, 4, 25, log), n, "request")
+                res[name]["command"] = "h2load -n %d -c 4 -m 25 -t 1 %s, prismqd under callgrind" % (n, path)
+            nbytes = 64 * MIB
+            client = [self.tool("bench_client"), srv.addr, "stream", str(nbytes), "emit", "bytes=%d" % nbytes]
+            res["stream"] = self.callgrind_span(srv.pid, cgdir, "stream", lambda: self.cmd(
+                "instructions.stream", client), nbytes / MIB, "MiB")
+            ch.close()
+        finally:
+            srv.stop()
+        self.results["instructions"] = res
+
+    def callgrind_span(self, pid, cgdir, name, fn, units, unit):
+        """Zeroes callgrind's counters, runs fn, dumps; returns instructions per unit and the
+        hottest functions (self cost)."""
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True, timeout=60)
+        fn()
+        subprocess.run(["callgrind_control", "-d", name, str(pid)], check=True, capture_output=True, timeout=60)
+        dumps = [f for f in os.listdir(cgdir) if re.search(r"\.out\.\d+$", f)]
+        path = os.path.join(cgdir, max(dumps, key=lambda f: int(f.rsplit(".", 1)[1])))
+        total = None
+        with open(path) as f:
+            for line in f:
+                if line.startswith("summary:"):
+                    total = int(line.split()[1])
+                    break
+        ann = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True,
+                             timeout=120).stdout
+        with open(os.path.join(cgdir, name + ".annotate.txt"), "w") as f:
+            f.write(ann)
+        hot = []
+        for line in ann.splitlines():
+            mt = re.match(r"\s*([\d,]+) \(\s*([\d.]+)%\)\s+(\S.*)$", line)
+            # Frames below the event loop (main, dispatch, libc start) carry everything.
+            if mt and float(mt.group(2)) < 50 and "PROGRAM TOTALS" not in line:
+                hot.append({"ir": int(mt.group(1).replace(",", "")), "percent": float(mt.group(2)),
+                            "function": mt.group(3)})
+        return {"instructions": total, "units": units, "unit": unit, "per_unit": total / units,
+                "dump": path, "hot": hot[:15]}
+
+    # ---- run ---------------------------------------------------------------------------
+
+    def run(self, phases):
+        with open(self.fan_file, "wb") as f:
+            f.write(os.urandom(64 * MIB))
+        for ph in phases:
+            t0 = time.monotonic()
+            try:
+                getattr(self, "phase_" + ph)()
+            except (BenchError, AssertionError, RuntimeError, subprocess.SubprocessError, OSError) as e:
+                self.errors.append("%s: %s" % (ph, e))
+                print("bench: %s failed: %s" % (ph, e), file=sys.stderr)
+            self.results.setdefault("phase_seconds", {})[ph] = time.monotonic() - t0
+        self.results["errors"] = self.errors
+        with open(self.out, "w") as f:
+            json.dump(self.results, f, indent=2, sort_keys=True)
+        print_table(self.results)
+        print("\nresults: %s" % self.out)
+        return 1 if self.errors else 0
+
+
+# ---- parsing and sampling ------------------------------------------------------------
+
+def to_us(v, unit):
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def parse_h2load(text, log):
+    r = {}
+    mt = re.search(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", text)
+    r["seconds"] = to_us(mt.group(1), mt.group(2)) / 1e6
+    r["qps"] = float(mt.group(3))
+    mt = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
+    r["succeeded"], r["failed"], r["errored"] = int(mt.group(2)), int(mt.group(3)), int(mt.group(4))
+    r["status_2xx"] = int(re.search(r"status codes: (\d+) 2xx", text).group(1))
+    r["data_bytes"] = int(re.search(r"\((\d+)\) data", text).group(1))
+    mt = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    r["min_us"], r["max_us"], r["mean_us"] = (to_us(mt.group(i), mt.group(i + 1)) for i in (1, 3, 5))
+    lat = []
+    with open(log) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) >= 3 and cols[1] == "200":
+                lat.append(int(cols[2]))
+    lat.sort()
+    r["log_rows"] = len(lat)
+    if lat:
+        r["p50_us"] = float(lat[len(lat) // 2])
+        r["p99_us"] = float(lat[min(len(lat) - 1, len(lat) * 99 // 100)])
+        r["log_mean_us"] = statistics.fmean(lat)
+    return r
+
+
+def read_line(f, timeout):
+    """One line from pipe f within timeout seconds, or None."""
+    r, _, _ = select.select([f], [], [], timeout)
+    return f.readline() if r else None
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise BenchError("no VmRSS for pid %d" % pid)
+
+
+def settle_rss(pid, timeout=20):
+    """RSS once it has stopped changing (two equal samples 0.5 s apart)."""
+    prev = rss_kb(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        cur = rss_kb(pid)
+        if cur == prev:
+            return cur
+        prev = cur
+    return prev
+
+
+def socket_mem(port):
+    """skmem fields of the TCP sockets on port: {"server": [...], "client": [...]}."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established"], capture_output=True, text=True,
+                         timeout=30).stdout
+    res = {"server": [], "client": []}
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        f = line.split()
+        if len(f) < 4 or i + 1 >= len(lines):
+            continue
+        mt = re.search(r"skmem:\(([^)]*)\)", line + lines[i + 1])
+        if not mt:
+            continue
+        mem = {re.match(r"[a-z]+", kv).group(0): int(re.search(r"\d+", kv).group(0)) for kv in mt.group(1).split(",")}
+        if f[2].endswith(":%d" % port):
+            res["server"].append(mem)
+        elif f[3].endswith(":%d" % port):
+            res["client"].append(mem)
+    return res
+
+
+def machine():
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+
+    def version(argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(), "mem_mib": mem_kb // 1024,
+            "h2load": version(["h2load", "--version"]), "grpcpp": version(["pkg-config", "--modversion", "grpc++"]),
+            "valgrind": version(["valgrind", "--version"]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+# ---- the table -------------------------------------------------------------------------
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(r):
+    m = r["machine"]
+    print("machine: %d CPUs, %s, Linux %s" % (m["nproc"], m["cpu_model"], m["kernel"]))
+    rows = []
+    u = r.get("unary")
+    if u:
+        for key in u["prismqd"]:
+            p, g, q = u["prismqd"][key], u["grpc_cpp"][key], u["ratios"][key]
+            rows.append(("unary %s QPS" % key, fmt(p["qps"], ",.0f"), fmt(g["qps"], ",.0f"), fmt(q["qps"], ".2f") + "x"))
+            for f, lab in (("mean", "mean"), ("p50", "p50"), ("p99", "p99")):
+                rows.append(("unary %s %s us" % (key, lab), fmt(p[f + "_us"], ".0f"), fmt(g[f + "_us"], ".0f"),
+                             fmt(q[f + "_latency"], ".2f") + "x"))
+    s = r.get("start_rate")
+    if s:
+        rows.append(("start rate runs/s (32 in flight)", fmt(s["median"]["prismqd"], ",.0f"),
+                     fmt(s["median"]["plain"], ",.0f"), fmt(s["ratio"], ".2f") + "x"))
+    fb = r.get("first_byte")
+    if fb:
+        rows.append(("first byte median/p99 us", "%.0f / %.0f" % (fb["median"]["prismqd"], fb["p99_us"]["prismqd"]),
+                     "%.0f / %.0f" % (fb["median"]["plain"], fb["p99_us"]["plain"]), "%+.0f us" % fb["median_diff_us"]))
+    st = r.get("streaming")
+    if st:
+        rows.append(("stream 1 GiB MB/s", fmt(st["median"]["prismqd"] / 1e6, ",.0f"),
+                     fmt(st["median"]["raw_pipe"] / 1e6, ",.0f"), fmt(st["ratio"], ".2f") + "x"))
+    fo = r.get("fanout")
+    if fo:
+        rows.append(("fan-out 100x64 MiB MB/s (exact %d/100)" % fo["exact"],
+                     fmt(fo["aggregate_bytes_per_s"] / 1e6, ",.0f"), "", ""))
+    mem = r.get("memory")
+    if mem:
+        rows.append(("RSS idle KiB", str(mem["idle_rss_kb"]), "", ""))
+        if "bytes_per_run" in mem.get("queued", {}):
+            rows.append(("RSS per queued run B", fmt(mem["queued"]["bytes_per_run"], ",.0f"), "", ""))
+        for k in ("idle_followers", "idle_followers_1_per_connection"):
+            if k in mem:
+                rows.append(("RSS per %s B" % k, fmt(mem[k]["bytes_per_follower"], ",.0f"), "", ""))
+        sf = mem.get("stalled_followers")
+        if sf:
+            rows.append(("RSS per stalled follower B", fmt(sf["rss_bytes_per_follower"], ",.0f"), "", ""))
+            rows.append(("  kernel send queue per stalled socket B",
+                         fmt(sf["server_send_queued_bytes_per_follower"], ",.0f"), "", ""))
+    ins = r.get("instructions")
+    if ins:
+        rows.append(("instructions per Health/Check", fmt(ins["health"]["per_unit"], ",.0f"), "", ""))
+        rows.append(("instructions per GetRun", fmt(ins["getrun"]["per_unit"], ",.0f"), "", ""))
+        rows.append(("instructions per MiB streamed", fmt(ins["stream"]["per_unit"], ",.0f"), "", ""))
+    w = max([len(x[0]) for x in rows] + [6])
+    print("%-*s  %18s  %18s  %12s" % (w, "metric", "prismqd", "reference", "ratio"))
+    for row in rows:
+        print("%-*s  %18s  %18s  %12s" % ((w,) + row))
+    print("\ntargets:")
+    for t in r["targets"]:
+        print("  %-4s %s: %s %s (target %s %s %s)" % ("ok" if t["pass"] else "MISS", t["name"], fmt(t["value"], ".3g"),
+                                                  t["unit"], t["op"], fmt(t["target"], ".3g"), t["unit"]))
+    for e in r.get("errors", []):
+        print("  ERROR %s" % e)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default=",".join(PHASES))
+    a = ap.parse_args()
+    phases = [p for p in a.only.split(",") if p]
+    bad = [p for p in phases if p not in PHASES]
+    if bad:
+        ap.error("unknown phase(s): %s" % ", ".join(bad))
+    return Bench(a.build_dir, a.out).run(phases)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# PrismQ Runner benchmarks (see docs/performance.md): prismqd against references measured
+# in the same run (stock gRPC C++, a plain posix_spawn loop, a raw pipe), reported as
+# ratios. Takes about 3 minutes on 2 cores, plus the build. Never run by ctest.
+#
+#   scripts/bench/run.sh [RESULTS_JSON] [--only PHASE,...]
+#
+# Installs the bench-only Debian packages if missing (kept out of scripts/deps.sh),
+# builds prismqd (Release) and the bench tools into $BUILD_DIR/bench, runs
+# scripts/bench/bench.py, prints a table and writes the figures as JSON to RESULTS_JSON
+# (default $BUILD_DIR/bench-results.json). Phases: unary, start, firstbyte, stream,
+# fanout, memory, instructions. Environment:
+#   BUILD_DIR            build directory (default build-bench; relative to the repository)
+#   BUILD_TYPE           CMake build type (default Release)
+#   BENCH_UNARY_SECONDS  seconds per h2load run (default 2; 3 runs per server and case)
+#   BENCH_PIN=0          unary phase without CPU pinning (default: server on CPU 0,
+#                        h2load on CPU 1, when there are 2 CPUs or more)
+# Exits 0 when every measurement ran and passed its correctness checks; a missed
+# performance target is reported, not an error.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-build-bench}"
+case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
+OUT="$BUILD_DIR/bench-results.json"
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) ARGS+=(--only "$2"); shift 2 ;;
+    *) OUT="$1"; shift ;;
+  esac
+done
+
+BENCH_PKGS=(
+  libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc protobuf-compiler
+  valgrind nghttp2-client libxxhash-dev iproute2 util-linux g++
+)
+missing=()
+for p in "${BENCH_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+  echo "bench: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+BUILD_DIR="$BUILD_DIR" BUILD_TYPE="${BUILD_TYPE:-Release}" bash "$ROOT/scripts/build.sh" prismqd prismq_client
+
+B="$BUILD_DIR/bench"
+GEN="$B/gen"
+SRC="$ROOT/scripts/bench"
+PROTO="$ROOT/proto/prismq/runner/v1/runner.proto"
+mkdir -p "$GEN"
+CFLAGS=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes)
+
+# Rebuilds $1 from the files after it when any of them is newer.
+stale() {
+  local out="$1"; shift
+  [ -e "$out" ] || return 0
+  for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done
+  return 1
+}
+
+if stale "$B/grpc_ref_server" "$SRC/grpc_ref_server.cc" "$PROTO"; then
+  echo "bench: building grpc_ref_server" >&2
+  protoc -I"$ROOT/proto" --cpp_out="$GEN" --grpc_out="$GEN" \
+    --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" "$PROTO"
+  # shellcheck disable=SC2046  # pkg-config output is a list of flags
+  g++ -O2 -std=c++17 -I"$GEN" "$SRC/grpc_ref_server.cc" \
+    "$GEN/prismq/runner/v1/runner.pb.cc" "$GEN/prismq/runner/v1/runner.grpc.pb.cc" \
+    -o "$B/grpc_ref_server" $(pkg-config --cflags --libs grpc++ protobuf) -lpthread
+fi
+if stale "$B/spawn_ref" "$SRC/spawn_ref.c"; then
+  gcc "${CFLAGS[@]}" "$SRC/spawn_ref.c" -o "$B/spawn_ref"
+fi
+LIBS=("$BUILD_DIR/client/libprismq_client.a" "$BUILD_DIR/common/libprismq_common.a"
+      "$BUILD_DIR/proto/libprismq_proto.a")
+if stale "$B/bench_client" "$SRC/bench_client.c" "${LIBS[@]}"; then
+  # shellcheck disable=SC2046
+  gcc "${CFLAGS[@]}" -I"$ROOT/client" -I"$ROOT/common" -I"$BUILD_DIR/gen" \
+    $(pkg-config --cflags libevent_core libxxhash) "$SRC/bench_client.c" "${LIBS[@]}" \
+    $(pkg-config --libs libevent_core libnghttp2 libprotobuf-c libxxhash openssl) -o "$B/bench_client"
+fi
+
+# Followers and connections by the thousand.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+exec /usr/bin/python3 "$SRC/bench.py" --build-dir "$BUILD_DIR" --out "$OUT" "${ARGS[@]}"
