@@ -26,11 +26,18 @@ static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
 }
 
 static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end, int depth,
-                size_t *nmsgs, const char *prefix, char *err, size_t errlen) {
+                size_t *nfields, const char *prefix, char *err, size_t errlen) {
   while (p < end) {
     uint64_t tag, n;
     if (varint(&p, end, &tag) < 0) return 0; /* malformed: unpack will say so */
     const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(desc, (unsigned)(tag >> 3));
+    /* Every field costs unpack memory of its own (unknown ones are kept too), far
+     * more than its size on the wire: count them all. */
+    if (++*nfields > PBCHECK_MAX_FIELDS) {
+      snprintf(err, errlen, "%s%s: too many fields (at most %d in all)", prefix, f ? f->name : "unknown field",
+               PBCHECK_MAX_FIELDS);
+      return -E2BIG;
+    }
     switch (tag & 7) {
     case 0:
       if (varint(&p, end, &n) < 0) return 0;
@@ -44,23 +51,25 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
     }
     case 2:
       if (varint(&p, end, &n) < 0 || n > (uint64_t)(end - p)) return 0;
-      if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+      if (f && f->label == PROTOBUF_C_LABEL_REPEATED && f->type != PROTOBUF_C_TYPE_STRING &&
+          f->type != PROTOBUF_C_TYPE_BYTES && f->type != PROTOBUF_C_TYPE_MESSAGE) {
+        /* Packed scalars: at most one element per byte. */
+        *nfields += n;
+        if (*nfields > PBCHECK_MAX_FIELDS) {
+          snprintf(err, errlen, "%s%s has too many elements (at most %d fields in all)", prefix, f->name,
+                   PBCHECK_MAX_FIELDS);
+          return -E2BIG;
+        }
+      } else if (f && f->type == PROTOBUF_C_TYPE_STRING) {
         const char *what = memchr(p, 0, n) ? "holds a NUL byte" : !utf8_valid((const char *)p, n) ? "is not valid UTF-8" : NULL;
         if (what) {
           snprintf(err, errlen, "%s%s %s", prefix, f->name, what);
           return -EINVAL;
         }
       } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < MAX_DEPTH) {
-        /* Each sub-message costs unpack an allocation of its own: a few MiB of
-         * empty map entries would cost a hundred times that in memory. */
-        if (++*nmsgs > PBCHECK_MAX_MESSAGES) {
-          snprintf(err, errlen, "%s%s has too many entries (at most %d messages in all)", prefix, f->name,
-                   PBCHECK_MAX_MESSAGES);
-          return -E2BIG;
-        }
         char sub[128];
         snprintf(sub, sizeof sub, "%s%s.", prefix, f->name);
-        int rc = walk(f->descriptor, p, p + n, depth + 1, nmsgs, sub, err, errlen);
+        int rc = walk(f->descriptor, p, p + n, depth + 1, nfields, sub, err, errlen);
         if (rc < 0) return rc;
       }
       p += n;
@@ -74,6 +83,6 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
 
 int pbcheck_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, char *err,
                     size_t errlen) {
-  size_t nmsgs = 0;
-  return walk(desc, buf, buf + len, 0, &nmsgs, "", err, errlen);
+  size_t nfields = 0;
+  return walk(desc, buf, buf + len, 0, &nfields, "", err, errlen);
 }

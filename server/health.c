@@ -4,10 +4,16 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
+#include "pbcheck.h"
 
 /* Looks up the requested service; answers the error itself and returns 0 when the
  * request is bad or the service unknown. */
 static int known_service(call *c, const uint8_t *req, size_t len, const char *const *services) {
+  char err[256];
+  if (pbcheck_strings(&grpc__health__v1__health_check_request__descriptor, req, len, err, sizeof err) < 0) {
+    call_finish(c, GW_INVALID_ARGUMENT, "%s", err);
+    return 0;
+  }
   Grpc__Health__V1__HealthCheckRequest *r = grpc__health__v1__health_check_request__unpack(NULL, len, req);
   if (!r) {
     call_finish(c, GW_INVALID_ARGUMENT, "malformed HealthCheckRequest");

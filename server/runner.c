@@ -140,11 +140,13 @@ static int check_run_id(call *c, const char *id) {
 
 static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request, "StartRunRequest");
   if (len > MAX_START_REQ) {
     call_finish(c, GW_INVALID_ARGUMENT, "StartRunRequest of %zu bytes is over the limit of %u bytes", len,
                 MAX_START_REQ);
-  } else if (!r->module_id[0]) {
+    return;
+  }
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request, "StartRunRequest");
+  if (!r->module_id[0]) {
     call_finish(c, GW_INVALID_ARGUMENT, "module_id is required");
 
   } else if (check_str(c, "module_id", r->module_id, MAX_ID_LEN) &&

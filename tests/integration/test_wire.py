@@ -19,6 +19,7 @@ from prismq_testlib import WAIT, ServerTestCase, protos
 pb = protos()
 CHECK = "/grpc.health.v1.Health/Check"
 WATCH = "/grpc.health.v1.Health/Watch"
+MiB = 1 << 20
 
 
 def grpc_msg(payload, compressed=False):
@@ -35,6 +36,30 @@ def grpc_headers(path, content_type="application/grpc", extra=()):
     return [(":method", "POST"), (":scheme", "http"), (":path", path),
             (":authority", "prismq"), ("content-type", content_type),
             ("te", "trailers")] + list(extra)
+
+
+def big_check_msg(size):
+    """A gRPC message whose payload, exactly `size` bytes (2..256 MiB), is a
+    HealthCheckRequest naming an unknown service: the server answers it NOT_FOUND."""
+    payload = pb.health_pb2.HealthCheckRequest(service="x" * (size - 5)).SerializeToString()
+    assert len(payload) == size  # a tag byte and a 4-byte length
+    return grpc_msg(payload)
+
+
+def peak_rss_kb(pid):
+    """The peak resident set size (VmHWM) of process `pid`, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM line for pid %d" % pid)
+
+
+def sanitized(pid):
+    """True if process `pid` runs with AddressSanitizer, whose quarantine keeps freed
+    memory resident: its peak RSS says nothing of what the program holds."""
+    with open("/proc/%d/maps" % pid) as f:
+        return any("libasan" in line for line in f)
 
 
 class Stream:
@@ -86,6 +111,33 @@ class H2Client:
             self.conn.send_data(sid, body, end_stream=end_stream)
         self._flush()
         return sid
+
+    def send_body(self, sid, data, end_stream=False, timeout=WAIT):
+        """Sends `data` on stream `sid` as DATA frames that fit the server's flow-control
+        windows, reading what the server sends (its WINDOW_UPDATEs) while they are shut.
+        Stops early if the stream is seen to end or be reset. Returns the bytes sent.
+        Raises AssertionError if a window stays shut for `timeout` s or the connection ends."""
+        deadline = time.monotonic() + timeout
+        st = self.streams[sid]
+        view = memoryview(data)
+        sent = 0
+        while sent < len(data) and not st.done:
+            if self.terminated is not None:
+                raise AssertionError("connection ended (%s) while sending on stream %d"
+                                     % (self.terminated, sid))
+            n = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size,
+                    len(data) - sent)
+            if n == 0:
+                if time.monotonic() >= deadline:
+                    raise AssertionError("flow-control window of stream %d shut for %.1f s"
+                                         % (sid, timeout))
+                self._pump(deadline)
+                continue
+            self.conn.send_data(sid, bytes(view[sent:sent + n]),
+                                end_stream=end_stream and sent + n == len(data))
+            self._flush()
+            sent += n
+        return sent
 
     def _pump(self, deadline):
         self.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -258,6 +310,57 @@ class Wire(ServerTestCase):
 
     def test_no_message_on_unary(self):
         self.assertEqual(self.call(CHECK, b"").grpc_status(), "12")
+
+    def test_connection_request_budget(self):
+        # Each stream sends all but the last byte of a 4 MiB request. One connection
+        # may buffer 16 MiB of requests in all: the first three streams are held whole,
+        # the fourth is refused where it would go over, and so is each one after it.
+        msg = big_check_msg(4 * MiB)
+        peak = peak_rss_kb(self.server.pid)
+        c = self.client()
+        held = []
+        for _ in range(3):
+            sid = c.request(grpc_headers(CHECK), end_stream=False)
+            self.assertEqual(c.send_body(sid, msg[:-1]), len(msg) - 1)
+            held.append(sid)
+        for _ in range(3):
+            sid = c.request(grpc_headers(CHECK), end_stream=False)
+            c.send_body(sid, msg[:-1])
+            st = c.wait(sid)
+            self.assertEqual(st.grpc_status(), "8", st.headers)
+            self.assertIn("on this connection", st.headers.get("grpc-message", ""))
+        for sid in held:
+            self.assertFalse(c.streams[sid].done, "held stream %d was answered" % sid)
+        # About the budget, not all that was sent (over 24 MiB), went into memory.
+        if not sanitized(self.server.pid):
+            self.assertLess(peak_rss_kb(self.server.pid) - peak, 24 * MiB // 1024)
+        # Another connection is not charged for this one's requests...
+        other = self.client()
+        sid = other.request(grpc_headers(CHECK), end_stream=False)
+        other.send_body(sid, msg, end_stream=True)
+        self.assertEqual(other.wait(sid).grpc_status(), "5")
+        # ...and the held requests are intact: completing one has it served.
+        c.send_body(held[0], msg[-1:], end_stream=True)
+        self.assertEqual(c.wait(held[0]).grpc_status(), "5")
+
+    def test_stalled_request_answered_at_its_deadline(self):
+        # Headers alone, or headers and half a message, then nothing: the deadline
+        # (sooner than the server's own 30 s limit on reading a request) answers it.
+        for body in (b"", grpc_msg(b"\x0a\x04abcd")[:7]):
+            with self.subTest(body=body):
+                start = time.monotonic()
+                st = self.call(CHECK, body, extra=[("grpc-timeout", "200m")], end_stream=False)
+                self.assertEqual(st.grpc_status(), "4")
+                self.assertGreaterEqual(time.monotonic() - start, 0.19)
+
+    def test_second_message_refused_at_its_start(self):
+        # A whole first message and the start of a second, the stream left open: the
+        # server must refuse at once, not wait for (or buffer) the second body.
+        for tail in (struct.pack(">BI", 0, MiB), b"\x00"):
+            with self.subTest(tail=tail):
+                st = self.call(CHECK, EMPTY_MSG + tail, end_stream=False)
+                self.assertEqual(st.grpc_status(), "12")
+                self.assertEqual(st.data, b"")
 
 
 if __name__ == "__main__":

@@ -87,15 +87,29 @@ static void test_bytes_fields_may_hold_anything(void **state) {
   assert_int_equal(pbcheck_strings(&prismq__runner__v1__output_chunk__descriptor, chunk, sizeof chunk, err, sizeof err), 0);
 }
 
-static void test_too_many_entries(void **state) {
+static void test_too_many_fields(void **state) {
   (void)state;
-  /* Empty labels entries (field 4, length 0): two bytes each on the wire. */
-  static uint8_t buf[2 * (PBCHECK_MAX_MESSAGES + 1)];
+  /* Empty labels entries (field 4, length 0): two bytes and one field each. */
+  static uint8_t buf[2 * (PBCHECK_MAX_FIELDS + 1)];
   char err[128] = "";
   for (size_t i = 0; i < sizeof buf; i += 2) buf[i] = 0x22, buf[i + 1] = 0;
   assert_int_equal(check(buf, sizeof buf - 2, err, sizeof err), 0);
   assert_int_equal(check(buf, sizeof buf, err, sizeof err), -E2BIG);
   assert_non_null(strstr(err, "labels"));
+  /* Unknown fields count too: protobuf-c keeps each of them. */
+  for (size_t i = 0; i < sizeof buf; i += 2) buf[i] = 0x78, buf[i + 1] = 0;
+  assert_int_equal(check(buf, sizeof buf, err, sizeof err), -E2BIG);
+  /* And so does each element of a packed repeated scalar (ListRunsRequest.statuses). */
+  static uint8_t packed[4 + PBCHECK_MAX_FIELDS + 1];
+  size_t n = sizeof packed - 4;
+  packed[0] = 0x0a;
+  packed[1] = (uint8_t)(0x80 | (n & 0x7f));
+  packed[2] = (uint8_t)(0x80 | ((n >> 7) & 0x7f));
+  packed[3] = (uint8_t)(n >> 14);
+  memset(packed + 4, 1, n);
+  assert_int_equal(pbcheck_strings(&prismq__runner__v1__list_runs_request__descriptor, packed, sizeof packed, err,
+                                   sizeof err), -E2BIG);
+  assert_non_null(strstr(err, "statuses"));
 }
 
 int main(void) {
@@ -105,7 +119,7 @@ int main(void) {
       cmocka_unit_test(test_bad_utf8_in_top_level_field),
       cmocka_unit_test(test_truncated_or_unknown_wire_is_left_to_unpack),
       cmocka_unit_test(test_bytes_fields_may_hold_anything),
-      cmocka_unit_test(test_too_many_entries),
+      cmocka_unit_test(test_too_many_fields),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
