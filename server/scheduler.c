@@ -446,6 +446,9 @@ static void start_run(struct srun *r) {
   if (r->timeout_ms) {
     r->timer = evtimer_new(s->base, timeout_cb, r);
     if (!r->timer) abort();
+    /* Timers count from the loop's cached time, taken before this iteration's work
+     * (the spawn included): refresh it so a run never times out early. */
+    event_base_update_cache_time(s->base);
     struct timeval tv = {(time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000};
     evtimer_add(r->timer, &tv);
   }
