@@ -1,0 +1,228 @@
+/* prismq, the operators' command line of PrismQ Runner: what the commands share.
+ *
+ * Each command is one file, cmd-NAME.c, defining a `const struct cli_cmd cli_cmd_NAME`
+ * listed in prismq.c's table. The program uses only the public API of libprismq
+ * (<prismq/client.h>) and protobuf-c. It is a program, not a library: on out of memory
+ * it prints "prismq: out of memory" and exits 1 (cli_xmalloc and friends).
+ *
+ * Output conventions: results on stdout, diagnostics on stderr prefixed "prismq: ",
+ * gRPC errors as "prismq: CODE_NAME: message". Exit statuses: enum cli_exit, and the
+ * run's own outcome for the commands that wait for a run (cli_run_exit). The table is
+ * in docs/cli.md. */
+#ifndef PRISMQ_CLI_H
+#define PRISMQ_CLI_H
+
+#include <getopt.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <prismq/client.h>
+
+typedef Prismq__Runner__V1__Run cli_run;
+
+/* Exit statuses of prismq (besides a run's own exit code, 1..255, and 128 + signal). */
+enum cli_exit {
+  CLI_EXIT_OK = 0,
+  CLI_EXIT_ERROR = 1,        /* an RPC failed, cannot connect, cannot write the output */
+  CLI_EXIT_USAGE = 2,        /* bad command line */
+  CLI_EXIT_LOST = 69,        /* the run is LOST (EX_UNAVAILABLE) */
+  CLI_EXIT_CANCELLED = 75,   /* the run was CANCELLED */
+  CLI_EXIT_ACTIVE = 99,      /* wait --timeout passed: the run is still QUEUED or RUNNING */
+  CLI_EXIT_TIMED_OUT = 124,  /* the run TIMED_OUT (as timeout(1)) */
+  CLI_EXIT_NOT_STARTED = 127 /* the run FAILED without an exit code: its program could not
+                              * start (as a shell's "command not found") */
+};
+
+/* What the commands share: the connection settings (global options) and the client,
+ * connected on first use by cli_client(). */
+typedef struct cli_ctx {
+  prismq_client_opts opts;
+  const char *target_arg; /* --target as given (NULL if not), for hints we print */
+  prismq_client *client;  /* NULL until cli_client(); main frees it */
+} cli_ctx;
+
+/* One command. */
+struct cli_cmd {
+  const char *name;
+  const char *args;    /* the synopsis after "prismq NAME" */
+  const char *summary; /* one line for the command list */
+  const char *help;    /* the options and what the command prints, for --help */
+  /* Runs the command. argv[0] is "prismq NAME" (getopt's messages name it), argv[1..]
+   * its arguments; getopt is reset (optind = 0) before the call. Returns the exit
+   * status of prismq. */
+  int (*exec)(cli_ctx *ctx, int argc, char **argv);
+};
+
+extern const struct cli_cmd cli_cmd_cancel, cli_cmd_health, cli_cmd_help, cli_cmd_logs,
+    cli_cmd_ls, cli_cmd_modules, cli_cmd_run, cli_cmd_status, cli_cmd_wait;
+
+/* The command called `name`, or NULL (prismq.c). */
+const struct cli_cmd *cli_find_cmd(const char *name);
+
+/* Prints the whole program's usage and command list on `f` (prismq.c). */
+void cli_print_usage(FILE *f);
+
+/* ---- options (cli-args.c) ---- */
+
+/* Long options of the commands: --help on all (option 'h', also -h), --json on those
+ * that read (option 'j'). */
+#define CLI_OPT_HELP {"help", no_argument, NULL, 'h'}
+#define CLI_OPT_JSON {"json", no_argument, NULL, 'j'}
+
+/* The end of a command's option switch, for 'h' and anything unknown: for 'h' prints
+ * the command's help on stdout and returns CLI_EXIT_OK; otherwise (getopt has already
+ * named the bad option on stderr) returns cli_usage_error(cmd, NULL). */
+int cli_opt_other(const struct cli_cmd *cmd, int opt);
+
+/* Checks that the arguments left after the options (argv[optind..argc-1]) number
+ * min..max; returns 0, or cli_usage_error()'s value. */
+int cli_check_args(const struct cli_cmd *cmd, int argc, char **argv, int min, int max);
+
+/* Prints "prismq NAME: <fmt...>" (if fmt is not NULL), the command's usage line and a
+ * pointer to its --help on stderr. Returns CLI_EXIT_USAGE. */
+int cli_usage_error(const struct cli_cmd *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Prints a command's full help (usage line, summary, help text) on `f`. */
+void cli_print_help(const struct cli_cmd *cmd, FILE *f);
+
+/* Parses the argument of option --NAME of cmd as a duration: one or more NUMBER UNIT
+ * groups, UNIT one of ms, s, m, h ("500ms", "30s", "1h30m"), or "0"; below UINT32_MAX
+ * ms (UINT32_MAX means "no deadline" to the library). Returns 0 and sets *out_ms, or
+ * cli_usage_error()'s value. */
+int cli_opt_duration(uint32_t *out_ms, const struct cli_cmd *cmd, const char *name,
+                     const char *arg);
+
+/* Parses a decimal unsigned number (no sign, no spaces) up to `max`. Returns 0 and
+ * sets *out, or -EINVAL / -ERANGE. */
+int cli_parse_uint(uint64_t *out, const char *s, uint64_t max);
+
+/* A map field of a request being built from KEY=VALUE arguments: `items` are messages
+ * of a map-entry type (fields key and value) whose strings point into the arguments. */
+typedef struct cli_map {
+  size_t n;
+  ProtobufCMessage **items;
+} cli_map;
+
+/* Adds the argument of option --NAME of cmd, KEY=VALUE, to `m` as an entry of type
+ * `entry`: splits `arg` at its first '=' (writing a NUL there; the strings stay in
+ * `arg`). Returns 0, or cli_usage_error()'s value (no '=' or an empty key). */
+int cli_opt_map(cli_map *m, const ProtobufCMessageDescriptor *entry, const struct cli_cmd *cmd,
+                const char *name, char *arg);
+
+/* Frees the entries (not the strings) and resets `m`. */
+void cli_map_clear(cli_map *m);
+
+/* Parses a run status name, case-insensitively, with or without "RUN_STATUS_"
+ * ("running", "RUN_STATUS_FAILED"). Returns 0 and sets *out, or -EINVAL. */
+int cli_parse_status(int *out, const char *s);
+
+/* ---- runs and formatting (cli-fmt.c) ---- */
+
+/* malloc, calloc, realloc and strdup that exit(CLI_EXIT_ERROR) with "prismq: out of
+ * memory" instead of returning NULL. */
+void *cli_xmalloc(size_t n);
+void *cli_xcalloc(size_t n, size_t size);
+void *cli_xrealloc(void *p, size_t n);
+char *cli_xstrdup(const char *s);
+
+/* The client of ctx, connecting it on first use. NULL after printing the reason on
+ * stderr (an option the library refuses, e.g. TLS). */
+prismq_client *cli_client(cli_ctx *ctx);
+
+/* Prints "prismq: CODE_NAME: message" on stderr; returns CLI_EXIT_ERROR. */
+int cli_rpc_error(const prismq_status *st);
+
+/* Writes `s` on `f` with control characters (and DEL) shown as '?', so that text from
+ * the server cannot drive the terminal. A newline ends the text if `newline` is NULL,
+ * else is written as `newline` (e.g. "\n" and an indent). */
+void cli_put_text(FILE *f, const char *s, const char *newline);
+
+/* The short name of a run status ("RUNNING"), or "?" for a value out of the enum. */
+const char *cli_status_name(int status);
+
+/* 1 if `status` is terminal (COMPLETED, FAILED, CANCELLED, TIMED_OUT, LOST). */
+int cli_status_terminal(int status);
+
+/* prismq's exit status for the run as it is (see enum cli_exit): 0 COMPLETED; FAILED:
+ * 128 + signal, else its exit code, else CLI_EXIT_NOT_STARTED; the CLI_EXIT_ code of
+ * CANCELLED, TIMED_OUT, LOST; CLI_EXIT_ACTIVE while QUEUED or RUNNING. */
+int cli_run_exit(const cli_run *run);
+
+/* Prints "RUN_ID STATUS[: detail]\n" on `f`, the detail being "exit code N" or "killed by
+ * signal N (SIGNAME)" for a FAILED run with either, else the first line of its
+ * error_message. */
+void cli_print_outcome(FILE *f, const cli_run *run);
+
+/* Formats the exit column of a run: "-" while not terminal or when no process exited,
+ * else "SIGNAME" or the exit code. */
+void cli_format_exit(char *buf, size_t cap, const cli_run *run);
+
+/* Formats a duration in ms for people: "850ms", "4.2s", "3m04s", "2h05m", "3d04h". */
+void cli_format_duration(char *buf, size_t cap, uint64_t ms);
+
+/* Formats Unix time in ms as local "YYYY-MM-DD HH:MM:SS", or "-" for 0. */
+void cli_format_time(char *buf, size_t cap, int64_t ms);
+
+/* A deep copy of `run` (through protobuf-c pack/unpack). Free with prismq_run_free. */
+cli_run *cli_run_dup(const cli_run *run);
+
+/* ---- tables (cli-table.c) ---- */
+
+/* Rows of text printed as aligned columns: headers first, cells padded to the widest
+ * of their column (in UTF-8 characters), two spaces apart, the last column unpadded. */
+typedef struct cli_table cli_table;
+
+/* A table of `ncols` columns titled `headers` (copied). Never NULL. */
+cli_table *cli_table_new(size_t ncols, const char *const *headers);
+
+/* Adds a row of ncols cells (copied, control characters replaced by '?'; NULL prints
+ * as ""). */
+void cli_table_add(cli_table *t, const char *const *cells);
+
+/* Prints the table on `f`. */
+void cli_table_print(const cli_table *t, FILE *f);
+
+/* Frees the table. Accepts NULL. */
+void cli_table_free(cli_table *t);
+
+/* ---- JSON (cli-json.c) ---- */
+
+/* Prints `msg` on `f` as one JSON document (and a newline) in the proto3 JSON mapping:
+ * lowerCamelCase field names, every field present (defaults included), enums by name,
+ * 64-bit integers as strings, maps as objects, messages not set omitted. */
+void cli_json_message(FILE *f, const ProtobufCMessage *msg);
+
+/* Prints `s` as a JSON string literal: quotes, backslashes and control characters
+ * escaped, bytes that are not valid UTF-8 replaced by \ufffd. */
+void cli_json_string(FILE *f, const char *s);
+
+/* ---- following output (cli-follow.c) ---- */
+
+/* Makes SIGINT (Ctrl-C) set a flag instead of ending prismq: the next cli_follow()
+ * check detaches from the run. Leaves SIGINT ignored if it is (a background job).
+ * Idempotent. */
+void cli_catch_sigint(void);
+
+typedef struct cli_follow_opts {
+  uint64_t start_seq; /* the first chunk wanted (seq starts at 1; 0 = from the start) */
+  int stream;         /* an OutputStream value: 0 both, 1 stdout only, 2 stderr only */
+  int follow;         /* go on live until the run ends */
+} cli_follow_opts;
+
+#define CLI_FOLLOW_OPTS_INIT {0, 0, 0}
+
+/* Copies the output of run `run_id` (through ctx's client), stdout chunks to fd 1 and
+ * stderr chunks to fd 2, byte for byte, as `o` says. Returns the exit status of the
+ * command:
+ *   - without follow: CLI_EXIT_OK;
+ *   - with follow: cli_run_exit() of the terminal run, after printing "prismq: run "
+ *     and cli_print_outcome() on stderr unless it COMPLETED; or 128 + SIGINT after a
+ *     Ctrl-C (follow mode calls cli_catch_sigint), with a hint on stderr saying how to
+ *     reattach or cancel;
+ *   - CLI_EXIT_ERROR after printing an RPC or write error; but a reader that went away
+ *     (EPIPE) ends it quietly with 128 + SIGPIPE, as it ends a filter it kills. */
+int cli_follow(cli_ctx *ctx, const char *run_id, const cli_follow_opts *o);
+
+#endif

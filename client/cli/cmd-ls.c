@@ -1,0 +1,147 @@
+/* prismq ls: runs, newest first (Runner/ListRuns, page after page up to --limit). */
+#include <stdlib.h>
+#include <time.h>
+
+#include "cli.h"
+
+#define DEFAULT_LIMIT 100
+/* Runs asked for per call: the server's maximum is 1000, but big labels could make
+ * such a page pass the client's 4 MiB message limit. */
+#define PAGE_SIZE 200
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void print_table(cli_run *const *runs, size_t n) {
+  cli_table *t = cli_table_new(
+      6, (const char *[]){"RUN ID", "MODULE", "STATUS", "EXIT", "STARTED", "DURATION"});
+  int64_t now = now_ms();
+  for (size_t i = 0; i < n; i++) {
+    const cli_run *r = runs[i];
+    char exit_s[32], started[32], duration[32] = "-";
+    cli_format_exit(exit_s, sizeof exit_s, r);
+    cli_format_time(started, sizeof started, r->started_at_ms);
+    if (r->started_at_ms > 0) {
+      int64_t end = r->finished_at_ms > 0 ? r->finished_at_ms : now;
+      cli_format_duration(duration, sizeof duration,
+                          end > r->started_at_ms ? (uint64_t)(end - r->started_at_ms) : 0);
+    }
+    cli_table_add(t, (const char *[]){r->run_id, r->module_id, cli_status_name(r->status), exit_s,
+                                      started, duration});
+  }
+  cli_table_print(t, stdout);
+  cli_table_free(t);
+}
+
+static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"status", required_argument, NULL, 's'}, {"module", required_argument, NULL, 'm'},
+      {"label", required_argument, NULL, 'l'},  {"limit", required_argument, NULL, 'n'},
+      CLI_OPT_JSON,                             CLI_OPT_HELP,
+      {NULL, 0, NULL, 0},
+  };
+  const struct cli_cmd *cmd = &cli_cmd_ls;
+  Prismq__Runner__V1__ListRunsRequest req = PRISMQ__RUNNER__V1__LIST_RUNS_REQUEST__INIT;
+  Prismq__Runner__V1__ListRunsResponse *page = NULL;
+  cli_map labels = {0, NULL};
+  cli_run **runs = NULL;
+  size_t nruns = 0;
+  char *token = NULL;
+  uint64_t limit = DEFAULT_LIMIT;
+  int json = 0, opt, status, code = 0;
+  while (code == 0 && (opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 's':
+      if (cli_parse_status(&status, optarg) < 0) {
+        code = cli_usage_error(cmd, "--status %s: not a run status (e.g. running, failed)", optarg);
+        break;
+      }
+      req.statuses = cli_xrealloc(req.statuses, (req.n_statuses + 1) * sizeof *req.statuses);
+      req.statuses[req.n_statuses++] = (Prismq__Runner__V1__RunStatus)status;
+      break;
+    case 'm': req.module_id = optarg; break;
+    case 'l':
+      code = cli_opt_map(&labels, &prismq__runner__v1__list_runs_request__labels_entry__descriptor,
+                         cmd, "label", optarg);
+      break;
+    case 'n':
+      if (cli_parse_uint(&limit, optarg, SIZE_MAX / sizeof *runs) < 0)
+        code = cli_usage_error(cmd, "--limit %s: not a number", optarg);
+      break;
+    case 'j': json = 1; break;
+    default: code = cli_opt_other(cmd, opt); goto out;
+    }
+  }
+  if (code != 0 || (code = cli_check_args(cmd, argc, argv, 0, 0)) != 0) goto out;
+  req.n_labels = labels.n;
+  req.labels = (Prismq__Runner__V1__ListRunsRequest__LabelsEntry **)labels.items;
+  prismq_client *c = cli_client(ctx);
+  if (!c) {
+    code = CLI_EXIT_ERROR;
+    goto out;
+  }
+
+  do {
+    uint64_t want = limit ? limit - nruns : PAGE_SIZE;
+    req.page_size = want < PAGE_SIZE ? (uint32_t)want : PAGE_SIZE;
+    req.page_token = token ? token : "";
+    prismq_status st = prismq_list_runs(&page, c, &req, 0);
+    if (st.code != PRISMQ_CODE_OK) {
+      code = cli_rpc_error(&st);
+      goto out;
+    }
+    /* Take the runs out of the page, which is then freed without them. */
+    runs = cli_xrealloc(runs, (nruns + page->n_runs) * sizeof *runs);
+    for (size_t i = 0; i < page->n_runs; i++) {
+      if (!limit || nruns < limit)
+        runs[nruns++] = page->runs[i];
+      else
+        prismq_run_free(page->runs[i]);
+    }
+    page->n_runs = 0;
+    free(token);
+    token = cli_xstrdup(page->next_page_token);
+    prismq__runner__v1__list_runs_response__free_unpacked(page, NULL);
+    page = NULL;
+  } while (token[0] && (!limit || nruns < limit));
+
+  if (json) {
+    /* One document for all pages; nextPageToken continues after the last run shown. */
+    Prismq__Runner__V1__ListRunsResponse all = PRISMQ__RUNNER__V1__LIST_RUNS_RESPONSE__INIT;
+    all.n_runs = nruns;
+    all.runs = runs;
+    all.next_page_token = token;
+    cli_json_message(stdout, &all.base);
+  } else {
+    print_table(runs, nruns);
+  }
+
+out:
+  for (size_t i = 0; i < nruns; i++) prismq_run_free(runs[i]);
+  free(runs);
+  free(token);
+  cli_map_clear(&labels);
+  free(req.statuses);
+  return code;
+}
+
+const struct cli_cmd cli_cmd_ls = {
+    "ls",
+    "[--status STATUS]... [--module MODULE] [--label KEY=VALUE]... [--limit N] [--json]",
+    "List runs, newest first",
+    "Prints a table: RUN ID, MODULE, STATUS, EXIT (the exit code, or SIGNAME; \"-\" when no\n"
+    "process exited), STARTED (local time), DURATION (so far, for a running run).\n"
+    "\n"
+    "Options:\n"
+    "  --status STATUS    only runs in this status: queued, running, completed, failed,\n"
+    "                     cancelled, timed_out, lost (repeatable: any of them)\n"
+    "  --module MODULE    only runs of this module\n"
+    "  --label KEY=VALUE  only runs with this label (repeatable: all of them)\n"
+    "  --limit N          at most N runs (default 100; 0: all), fetched page by page\n"
+    "  --json             print {\"runs\": [...], \"nextPageToken\": \"...\"} instead (a\n"
+    "                     ListRunsResponse; the token is \"\" once there are no more)\n",
+    ls_exec,
+};
