@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "grpcwire.h"
@@ -256,7 +257,43 @@ void outlog_free(outlog *l) {
   log_unref(l);
 }
 
-/* Writes one record with one write(2) (a loop only if the kernel writes part of it,
+/* A ProtobufCBuffer that gathers a packed record as iovecs instead of copying it:
+ * protobuf-c hands a bytes field's data to append() as the caller's own pointer, so
+ * the output is written straight from the read buffer. Small pieces (tags, varints)
+ * are copied into `small`, consecutive ones merged. */
+struct iov_buf {
+  ProtobufCBuffer base;
+  struct iovec iov[8];
+  int n;
+  uint8_t small[96];
+  size_t used;
+};
+
+/* Appends below this size are copied; larger ones are referenced. */
+#define IOV_COPY_MAX 64
+
+static void iov_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
+  struct iov_buf *ib = (struct iov_buf *)b;
+  if (len == 0) return;
+  if (len <= IOV_COPY_MAX && len <= sizeof ib->small - ib->used) {
+    uint8_t *dst = ib->small + ib->used;
+    memcpy(dst, data, len);
+    ib->used += len;
+    struct iovec *last = ib->n ? &ib->iov[ib->n - 1] : NULL;
+    if (last && (uint8_t *)last->iov_base + last->iov_len == dst) {
+      last->iov_len += len;
+      return;
+    }
+    data = dst;
+  }
+  /* An OutputChunk packs into at most 7 pieces (5 fields, the data split in two). */
+  if (ib->n == (int)(sizeof ib->iov / sizeof ib->iov[0])) abort();
+  ib->iov[ib->n].iov_base = (void *)data;
+  ib->iov[ib->n].iov_len = len;
+  ib->n++;
+}
+
+/* Writes one record with one writev(2) (a loop only if the kernel writes part of it,
  * which happens when the disk or a file size limit is reached). On failure the file is
  * cut back to its last whole record, so readers and later appends see no torn record. */
 static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, uint64_t offset,
@@ -270,31 +307,42 @@ static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, 
   c.time_ms = time_ms;
   size_t body = prismq__runner__v1__output_chunk__get_packed_size(&c);
   size_t n = GW_PREFIX_LEN + body;
-  uint8_t *rec = xmalloc(n);
-  rec[0] = 0;
-  put_be32(rec + 1, (uint32_t)body);
-  prismq__runner__v1__output_chunk__pack(&c, rec + GW_PREFIX_LEN);
+  struct iov_buf ib = {.base = {.append = iov_append}};
+  uint8_t prefix[GW_PREFIX_LEN];
+  prefix[0] = 0;
+  put_be32(prefix + 1, (uint32_t)body);
+  iov_append(&ib.base, sizeof prefix, prefix);
+  prismq__runner__v1__output_chunk__pack_to_buffer(&c, &ib.base);
   size_t done = 0;
   int rc = 0;
   if (l->fd < 0) {
     l->fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
-    if (l->fd < 0) {
-      free(rec);
-      return -errno;
-    }
+    if (l->fd < 0) return -errno;
     free(l->path);
     l->path = NULL;
   }
+  struct iovec *v = ib.iov;
+  int nv = ib.n;
   while (done < n) {
-    ssize_t w = write(l->fd, rec + done, n - done);
+    ssize_t w = writev(l->fd, v, nv);
     if (w < 0) {
       if (errno == EINTR) continue;
       rc = -errno;
       break;
     }
     done += (size_t)w;
+    /* A short write: skip what went out, go on with the rest. */
+    size_t k = (size_t)w;
+    while (nv > 0 && k >= v->iov_len) {
+      k -= v->iov_len;
+      v++;
+      nv--;
+    }
+    if (nv > 0) {
+      v->iov_base = (uint8_t *)v->iov_base + k;
+      v->iov_len -= k;
+    }
   }
-  free(rec);
   if (rc) {
     if (done && ftruncate(l->fd, (off_t)l->size) != 0) l->write_err = rc;
     return rc;
