@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <protobuf-c/protobuf-c.h>
@@ -21,16 +23,24 @@
 
 #define DEFAULT_TARGET "127.0.0.1:50051"
 #define TARGET_ENV "PRISMQ_TARGET"
+#define INTERRUPTED_MSG "call interrupted by prismq_client_interrupt"
 
 /* A generated request as the protobuf-c message it starts with (NULL stays NULL). */
 #define REQ(req) ((const ProtobufCMessage *)(req))
+
+struct sync;
 
 struct prismq_client {
   gcl_conn *conn;
   struct event_base *base;
   struct event_base *own_base; /* blocking client: the private loop; NULL when async */
   uint32_t deadline_ms;        /* default per call; 0 = none */
-  int blocking_call;           /* a blocking call is running its loop */
+  struct sync *running;        /* the blocking call running its loop, or NULL */
+  /* Blocking client: prismq_client_interrupt writes to the eventfd, which wakes the
+   * private loop; -1 / NULL when async. */
+  int intr_fd;
+  struct event *intr_ev;
+  int intr_pending; /* an interrupt came with no call running: it is for the next one */
 };
 
 /* An RPC: its path and the message type it answers with. */
@@ -60,6 +70,8 @@ struct sync {
   int done;
   prismq_status st;
   ProtobufCMessage *resp;
+  gcl_call *call;  /* valid until done */
+  int interrupted; /* prismq_client_interrupt cancelled it */
 };
 
 enum sink { SINK_SYNC, SINK_RUN, SINK_LIST_RUNS, SINK_LIST_MODULES, SINK_HEALTH, SINK_DONE };
@@ -242,9 +254,10 @@ static uint64_t effective_deadline(const prismq_client *c, uint32_t deadline_ms)
 }
 
 /* Packs `req` and starts the call described by `tmpl` (copied). Returns 0 (deliver
- * will run from the loop) or a negative errno, and then nothing more happens. */
-static int call_start(prismq_client *c, const struct pcall *tmpl, const ProtobufCMessage *req,
-                      uint32_t deadline_ms) {
+ * will run from the loop; *out, if not NULL, is the call's handle until then) or a
+ * negative errno, and then nothing more happens. */
+static int call_start(gcl_call **out, prismq_client *c, const struct pcall *tmpl,
+                      const ProtobufCMessage *req, uint32_t deadline_ms) {
   size_t len = protobuf_c_message_get_packed_size(req);
   uint8_t *buf = malloc(len ? len : 1);
   struct pcall *pc = malloc(sizeof *pc);
@@ -252,7 +265,7 @@ static int call_start(prismq_client *c, const struct pcall *tmpl, const Protobuf
   if (!buf || !pc) goto fail;
   protobuf_c_message_pack(req, buf);
   *pc = *tmpl;
-  rc = gcl_call_start(NULL, c->conn, pc->rpc->path, buf, len, effective_deadline(c, deadline_ms),
+  rc = gcl_call_start(out, c->conn, pc->rpc->path, buf, len, effective_deadline(c, deadline_ms),
                       call_on_msg, call_on_done, pc);
   if (rc < 0) goto fail;
   free(buf);
@@ -268,7 +281,7 @@ fail:
 static int call_async(prismq_client *c, const ProtobufCMessage *req, uint32_t deadline_ms,
                       int have_cb, const struct pcall *tmpl) {
   if (!c || !req || !have_cb || c->own_base) return -EINVAL;
-  return call_start(c, tmpl, req, deadline_ms);
+  return call_start(NULL, c, tmpl, req, deadline_ms);
 }
 
 /* Blocks SIGPIPE in this thread while a blocking call runs its loop, so a write to a
@@ -300,6 +313,31 @@ static void sigpipe_restore(const struct sigpipe_guard *g) {
   pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
+/* The private loop's interrupt event: the eventfd was written to. */
+static void on_interrupt(evutil_socket_t fd, short what, void *arg) {
+  (void)what;
+  prismq_client *c = arg;
+  eventfd_t n;
+  eventfd_read(fd, &n);
+  struct sync *s = c->running;
+  if (s && !s->done) {
+    s->interrupted = 1;
+    gcl_call_cancel(s->call);
+  } else {
+    /* The call ended in this same turn of the loop: the interrupt came too late for it
+     * and is kept for the next one, as if it had come after. */
+    c->intr_pending = 1;
+  }
+}
+
+/* Consumes an interrupt that came while no call was running. */
+static int take_interrupt(prismq_client *c) {
+  eventfd_t n;
+  int got = c->intr_pending || eventfd_read(c->intr_fd, &n) == 0;
+  c->intr_pending = 0;
+  return got;
+}
+
 /* Runs one call on the private loop until it ends. On OK, *resp (if not NULL) gets
  * the result, else it is freed. */
 static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
@@ -311,24 +349,27 @@ static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
     return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
                      "blocking call on a client made by prismq_client_connect_async");
   /* event_base_loop refuses to nest: the inner call could never end. */
-  if (c->blocking_call)
+  if (c->running)
     return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
                      "blocking call from inside a callback of the same client");
+  if (take_interrupt(c)) return status_of(PRISMQ_CODE_CANCELLED, INTERRUPTED_MSG);
   struct sync s = {0};
   struct pcall tmpl = {.rpc = rpc, .on_chunk = on_chunk, .user = user, .sink = SINK_SYNC};
   tmpl.to.sync = &s;
   struct sigpipe_guard g;
   sigpipe_block(&g);
-  int rc = call_start(c, &tmpl, req, deadline_ms);
+  int rc = call_start(&s.call, c, &tmpl, req, deadline_ms);
   if (rc == 0) {
-    c->blocking_call = 1;
-    /* gclient keeps an event pending (socket, deadline or completion) until on_done,
-     * so the loop cannot run dry first. */
+    c->running = &s;
+    /* The interrupt event is always pending, so the loop cannot run dry first. */
     while (!s.done) event_base_loop(c->base, EVLOOP_ONCE);
-    c->blocking_call = 0;
+    c->running = NULL;
   }
   sigpipe_restore(&g);
   if (rc < 0) return start_error(rc);
+  /* A call that had already ended otherwise when the interrupt came keeps its status. */
+  if (s.interrupted && s.st.code == PRISMQ_CODE_CANCELLED)
+    status_set(&s.st, PRISMQ_CODE_CANCELLED, INTERRUPTED_MSG);
   if (resp && s.resp)
     *resp = s.resp;
   else
@@ -350,12 +391,20 @@ static int client_new(prismq_client **out, struct event_base *base,
 
   prismq_client *c = calloc(1, sizeof *c);
   if (!c) return -ENOMEM;
+  c->intr_fd = -1;
   int rc = -ENOMEM;
   c->deadline_ms = opts->deadline_ms == PRISMQ_NO_DEADLINE ? 0 : opts->deadline_ms;
   if (!base) {
     c->own_base = event_base_new();
     if (!c->own_base) goto fail;
     base = c->own_base;
+    c->intr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->intr_fd < 0) {
+      rc = -errno;
+      goto fail;
+    }
+    c->intr_ev = event_new(base, c->intr_fd, EV_READ | EV_PERSIST, on_interrupt, c);
+    if (!c->intr_ev || event_add(c->intr_ev, NULL) < 0) goto fail;
   }
   c->base = base;
   gcl_conn_opts go = GCL_CONN_OPTS_INIT;
@@ -383,8 +432,22 @@ int prismq_client_connect_async(prismq_client **out, struct event_base *base,
 void prismq_client_free(prismq_client *c) {
   if (!c) return;
   gcl_conn_free(c->conn);
+  if (c->intr_ev) event_free(c->intr_ev);
+  if (c->intr_fd >= 0) close(c->intr_fd);
   if (c->own_base) event_base_free(c->own_base);
   free(c);
+}
+
+int prismq_client_interrupt(prismq_client *c) {
+  if (!c || c->intr_fd < 0) return -EINVAL;
+  /* A signal handler's errno must survive it. EAGAIN (the counter full) is moot: the
+   * interrupt is pending anyway. */
+  int saved = errno;
+  static const uint64_t one = 1;
+  ssize_t w = write(c->intr_fd, &one, sizeof one);
+  (void)w;
+  errno = saved;
+  return 0;
 }
 
 /* ---- blocking RPCs ---- */

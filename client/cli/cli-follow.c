@@ -1,29 +1,28 @@
 /* Copying a run's output to our stdout and stderr, live with follow, and detaching on
  * Ctrl-C.
  *
- * Ctrl-C only sets a flag; the chunk callback sees it and stops the stream. A blocking
- * libprismq call does not return on a signal, though (its event loop restarts after
- * EINTR), so while the run is silent no chunk comes to look at the flag. A follow is
- * therefore a chain of StreamOutput calls with a short deadline, each resuming at the
- * seq after the last chunk received (the documented way to resume, so no byte is lost
- * or repeated); the flag is checked between them. */
+ * A blocking libprismq call does not return on a signal (its event loop goes on after
+ * EINTR), so Ctrl-C sets a flag and, while a follow's StreamOutput call runs, ends that
+ * call with prismq_client_interrupt: at once, even while the run prints nothing. */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
 
-/* How long one call of a follow lasts at most: how late Ctrl-C may take effect while
- * the run prints nothing. The round trip to the server must stay below it. */
-#define POLL_MS 500
-
 static volatile sig_atomic_t interrupted;
+/* The client whose StreamOutput call Ctrl-C ends; NULL outside that call, so that
+ * Ctrl-C during `run -f`'s StartRun still lets the run's id be known for the hint. */
+static _Atomic(prismq_client *) follow_client; /* lock-free: fit for a handler */
 
 static void on_sigint(int sig) {
   (void)sig;
   interrupted = 1;
+  prismq_client *c = follow_client;
+  if (c) prismq_client_interrupt(c);
 }
 
 void cli_catch_sigint(void) {
@@ -37,8 +36,7 @@ void cli_catch_sigint(void) {
 }
 
 struct follow {
-  uint64_t next_seq; /* where the next call starts */
-  int progressed;    /* a chunk came during the current call */
+  uint64_t next_seq; /* the seq after the last chunk written, for the reattach hint */
   int write_errno;
   cli_run *final; /* the terminal run, from the last chunk of a follow */
 };
@@ -58,6 +56,7 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
 
 static int on_chunk(const Prismq__Runner__V1__OutputChunk *chunk, void *user) {
   struct follow *f = user;
+  /* Stops a burst of chunks already received at once, before the interrupt's turn. */
   if (interrupted) return 1;
   int fd = chunk->stream == PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR ? 2 : 1;
   int rc = write_all(fd, chunk->data.data, chunk->data.len);
@@ -65,14 +64,8 @@ static int on_chunk(const Prismq__Runner__V1__OutputChunk *chunk, void *user) {
     f->write_errno = -rc;
     return 1;
   }
-  f->progressed = 1;
   if (chunk->seq) f->next_seq = chunk->seq + 1; /* the final chunk has none */
-  if (chunk->run) {
-    /* A call that ran out of time just after the final chunk is resumed, and the
-     * final chunk comes again. */
-    prismq_run_free(f->final);
-    f->final = cli_run_dup(chunk->run);
-  }
+  if (chunk->run && !f->final) f->final = cli_run_dup(chunk->run);
   return 0;
 }
 
@@ -94,22 +87,19 @@ int cli_follow(cli_ctx *ctx, const char *run_id, const cli_follow_opts *o) {
   prismq_client *c = cli_client(ctx);
   if (!c) return CLI_EXIT_ERROR;
   if (o->follow) cli_catch_sigint();
-  struct follow f = {o->start_seq, 0, 0, NULL};
+  struct follow f = {o->start_seq, 0, NULL};
   Prismq__Runner__V1__StreamOutputRequest req = PRISMQ__RUNNER__V1__STREAM_OUTPUT_REQUEST__INIT;
   req.run_id = (char *)run_id;
+  req.start_seq = o->start_seq;
   req.follow = o->follow;
   req.stream = o->stream;
   prismq_status st = {PRISMQ_CODE_CANCELLED, ""};
-  /* Without follow, the client's default deadline bounds each call; a replay too long
-   * for one call goes on as long as calls make progress. */
-  while (!interrupted) {
-    req.start_seq = f.next_seq;
-    f.progressed = 0;
-    st = prismq_stream_output(c, &req, o->follow ? POLL_MS : 0, on_chunk, &f);
-    if (f.write_errno || st.code != PRISMQ_CODE_DEADLINE_EXCEEDED ||
-        !(o->follow || f.progressed))
-      break;
-  }
+  /* No deadline: a follow lasts as long as the run, and a replay as long as the
+   * reader takes it. A Ctrl-C after follow_client is set but before the call starts
+   * is not lost: the library keeps it for the call, which then returns at once. */
+  follow_client = c;
+  if (!interrupted) st = prismq_stream_output(c, &req, PRISMQ_NO_DEADLINE, on_chunk, &f);
+  follow_client = NULL;
 
   int code;
   if (f.write_errno == EPIPE) {

@@ -200,8 +200,9 @@ void cli_json_string(FILE *f, const char *s);
 
 /* ---- following output (cli-follow.c) ---- */
 
-/* Makes SIGINT (Ctrl-C) set a flag instead of ending prismq: the next cli_follow()
- * check detaches from the run. Leaves SIGINT ignored if it is (a background job).
+/* Makes SIGINT (Ctrl-C) detach instead of ending prismq: it sets a flag that
+ * cli_follow() checks before its call, and ends that call at once if it is running
+ * (prismq_client_interrupt). Leaves SIGINT ignored if it is (a background job).
  * Idempotent. */
 void cli_catch_sigint(void);
 

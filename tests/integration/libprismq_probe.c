@@ -18,6 +18,14 @@
  *                            chunks; checks that a blocking call from on_chunk is
  *                            refused and that the connection still serves a GetRun;
  *                            prints "CANCELLED N"
+ *   interrupt RUN_ID         prismq_client_interrupt from a SIGALRM handler: a
+ *                            StreamOutput (follow, no deadline) of a silent RUN_ID,
+ *                            interrupted 100 ms after its first chunk, then a WaitRun
+ *                            (no deadline) interrupted after 100 ms; then an interrupt
+ *                            with no call running, which the next GetRun must end at
+ *                            once; then a GetRun on the same connection. Prints
+ *                            "stream CANCELLED 1", "wait CANCELLED", "get CANCELLED"
+ *                            and the GetRun line
  *   misuse                   wrong kind of client, NULL arguments (no server needed):
  *                            prints "ok"
  *   tls                      connect with a CA file set: prints the error
@@ -34,9 +42,11 @@
  * stderr as "NAME: message"); 4 if connecting failed ("connect: why" on stderr); 1 for
  * any other failed check; 2 for usage errors. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/event.h>
 
@@ -226,6 +236,75 @@ static int cmd_stop_early(prismq_client *c, const char *run_id, int n) {
   return 0;
 }
 
+/* ---- interrupting ---- */
+
+#define INTERRUPTED "call interrupted by prismq_client_interrupt"
+
+static prismq_client *alarm_client;
+
+static void on_alarm(int sig) {
+  (void)sig;
+  prismq_client_interrupt(alarm_client);
+}
+
+/* SIGALRM once, in 100 ms. */
+static void alarm_soon(void) {
+  struct itimerval it = {{0, 0}, {0, 100 * 1000}};
+  setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static int alarm_after_first(const Prismq__Runner__V1__OutputChunk *chunk, void *user) {
+  (void)chunk;
+  if ((*(int *)user)++ == 0) alarm_soon();
+  return 0;
+}
+
+/* 0 if `st` is the CANCELLED of an interrupt, else rpc_failed()'s value. */
+static int check_interrupted(const prismq_status *st) {
+  if (st->code != PRISMQ_CODE_CANCELLED || strcmp(st->message, INTERRUPTED) != 0)
+    return rpc_failed(st);
+  return 0;
+}
+
+static int cmd_interrupt(prismq_client *c, const char *run_id) {
+  alarm_client = c;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGALRM, &sa, NULL) < 0) return check_failed("sigaction");
+
+  Prismq__Runner__V1__StreamOutputRequest sreq = PRISMQ__RUNNER__V1__STREAM_OUTPUT_REQUEST__INIT;
+  sreq.run_id = (char *)run_id;
+  sreq.follow = 1;
+  int nchunks = 0;
+  prismq_status st =
+      prismq_stream_output(c, &sreq, PRISMQ_NO_DEADLINE, alarm_after_first, &nchunks);
+  int rc = check_interrupted(&st);
+  if (rc) return rc;
+  printf("stream CANCELLED %d\n", nchunks);
+
+  Prismq__Runner__V1__WaitRunRequest wreq = PRISMQ__RUNNER__V1__WAIT_RUN_REQUEST__INIT;
+  wreq.run_id = (char *)run_id;
+  Prismq__Runner__V1__Run *run = NULL;
+  alarm_soon();
+  st = prismq_wait_run(&run, c, &wreq, PRISMQ_NO_DEADLINE);
+  if ((rc = check_interrupted(&st)) != 0) return rc;
+  printf("wait CANCELLED\n");
+
+  /* No call running: kept for the next one, which must not even start. */
+  if (prismq_client_interrupt(c) != 0 || prismq_client_interrupt(c) != 0)
+    return check_failed("interrupt refused");
+  Prismq__Runner__V1__GetRunRequest greq = PRISMQ__RUNNER__V1__GET_RUN_REQUEST__INIT;
+  greq.run_id = (char *)run_id;
+  st = prismq_get_run(&run, c, &greq, 0);
+  if ((rc = check_interrupted(&st)) != 0) return rc;
+  printf("get CANCELLED\n");
+  if (run) return check_failed("an interrupted call set its result");
+  /* Two interrupts, one call: the next call runs. */
+  return cmd_get(c, run_id);
+}
+
 static void ignore_run(const prismq_status *st, Prismq__Runner__V1__Run *run, void *user) {
   (void)st;
   (void)user;
@@ -252,7 +331,8 @@ static int cmd_misuse(void) {
       prismq_get_run_async(async, NULL, 0, ignore_run, NULL) != -EINVAL ||
       prismq_get_run_async(async, &req, 0, NULL, NULL) != -EINVAL ||
       prismq_client_connect_async(&other, NULL, &opts) != -EINVAL ||
-      prismq_client_connect(NULL, &opts) != -EINVAL || other) {
+      prismq_client_connect(NULL, &opts) != -EINVAL || other ||
+      prismq_client_interrupt(async) != -EINVAL || prismq_client_interrupt(NULL) != -EINVAL) {
     check_failed("async misuse accepted");
     goto out;
   }
@@ -526,6 +606,7 @@ static int blocking_cmd(prismq_client *c, int argc, char **argv) {
   if (strcmp(cmd, "stream") == 0 && argc == 5 && strcmp(argv[4], "follow") == 0)
     return cmd_stream(c, arg, 1);
   if (strcmp(cmd, "stop-early") == 0 && argc == 5 && n > 0) return cmd_stop_early(c, arg, (int)n);
+  if (strcmp(cmd, "interrupt") == 0 && argc == 4) return cmd_interrupt(c, arg);
   fprintf(stderr, "libprismq_probe: bad command (see the source for usage)\n");
   return 2;
 }

@@ -1,9 +1,9 @@
 """libprismq, the C client library (client/include/prismq/client.h), against a real
-prismqd: every RPC through the blocking API, a stream stopped early, deadlines, a
-refused connection, a server killed mid-stream, the asynchronous API (through the
-libprismq_probe helper, tests/integration/libprismq_probe.c), the follow_run example
-(also under valgrind), and `cmake --install` followed by an out-of-tree build of the
-example with pkg-config."""
+prismqd: every RPC through the blocking API, a stream stopped early, blocking calls
+interrupted from a signal handler, deadlines, a refused connection, a server killed
+mid-stream, the asynchronous API (through the libprismq_probe helper,
+tests/integration/libprismq_probe.c), the follow_run example (also under valgrind), and
+`cmake --install` followed by an out-of-tree build of the example with pkg-config."""
 
 import os
 import re
@@ -182,6 +182,16 @@ class BlockingApi(LibCase):
         self.assertEqual(out, "%s child RUN_STATUS_RUNNING 0\nCANCELLED 1\n" % run_id)
         self.released()
 
+    def test_interrupt_from_a_signal_handler(self):
+        # A follow of a silent run and a WaitRun without deadlines end only through
+        # the interrupts; the connection serves the calls after them.
+        run_id = self.sleeping_run()
+        self.assertEqual(self.ok("interrupt", run_id),
+                         "stream CANCELLED 1\nwait CANCELLED\nget CANCELLED\n"
+                         "%s child RUN_STATUS_RUNNING 0\n" % run_id)
+        self.released()
+        self.assertEqual(self.c.get(run_id).status, R.RUN_STATUS_RUNNING)
+
     def test_wait_deadline(self):
         run_id = self.sleeping_run()
         start = time.monotonic()
@@ -289,6 +299,7 @@ class Example(LibCase):
                                           timeout=120))
         run_id = self.sleeping_run()
         for args, want in ((("stop-early", run_id, 1), "CANCELLED 1"),
+                           (("interrupt", run_id), "get CANCELLED"),
                            (("async-free", run_id), "wait CANCELLED"),
                            (("async", "child", "action=ok"), "wait RUN_STATUS_COMPLETED 0"),
                            (("misuse",), "ok")):

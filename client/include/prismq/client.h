@@ -40,7 +40,12 @@
  * want a longer deadline or PRISMQ_NO_DEADLINE.
  *
  * Threads: a client and everything about it belongs to one thread at a time; nothing
- * here is thread-safe. Distinct clients may be used from distinct threads.
+ * here is thread-safe, except prismq_client_interrupt. Distinct clients may be used
+ * from distinct threads.
+ *
+ * Interrupting: a blocking function does not return when a signal arrives (its loop
+ * goes on after EINTR). A signal handler, or another thread, ends it with
+ * prismq_client_interrupt.
  *
  * SIGPIPE: the blocking functions block SIGPIPE in the calling thread while they run
  * (and discard one raised meanwhile), so a server that goes away cannot kill the
@@ -128,7 +133,7 @@ typedef struct prismq_client_opts {
  *   -EINVAL   the target is malformed (or out is NULL),
  *   -ENOTSUP  a TLS option is set: TLS is not supported yet,
  *   -ENOMEM   out of memory,
- *   another negative errno from socket(2) (e.g. -EMFILE).
+ *   another negative errno from socket(2) or eventfd(2) (e.g. -EMFILE).
  * prismq_strerror() turns these into text. */
 int prismq_client_connect(prismq_client **out, const prismq_client_opts *opts);
 
@@ -142,6 +147,26 @@ int prismq_client_connect_async(prismq_client **out, struct event_base *base,
  * May be called from a completion callback (prismq_run_fn and the like, or a
  * stream's prismq_done_fn), not from inside a prismq_chunk_fn. */
 void prismq_client_free(prismq_client *c);
+
+/* Ends the blocking call running on `c` (from prismq_client_connect) as a non-zero
+ * return from a prismq_chunk_fn does: the call is cancelled on the wire (RST_STREAM
+ * CANCEL) and returns PRISMQ_CODE_CANCELLED with the message "call interrupted by
+ * prismq_client_interrupt". A call that has already ended otherwise by then returns
+ * its own status.
+ *
+ * If no blocking call is running, the interrupt waits for the next one, which then
+ * returns that CANCELLED at once, sending nothing; so a handler cannot miss a call
+ * that is just starting. Interrupts that come before a call starts count as one; one
+ * that comes during a call is consumed by it (even when it came too late to change the
+ * outcome), except one that comes just as the call ends, which may go to the next.
+ *
+ * Async-signal-safe (it only write(2)s to an eventfd, and leaves errno as it was), so
+ * a signal handler may call it; and safe to call from any thread while the client's
+ * own thread is inside a call, but not concurrently with (or after)
+ * prismq_client_free.
+ * Returns 0, or -EINVAL for NULL or an asynchronous client (whose caller runs the loop
+ * and can cancel by other means, e.g. a stream's on_chunk returning non-zero). */
+int prismq_client_interrupt(prismq_client *c);
 
 /* A message for a negative errno returned by this library: "TLS is not supported
  * yet" for -ENOTSUP, else strerror's text. */
