@@ -13,12 +13,6 @@ int64_t id_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-uint64_t id_mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 void id_run_new(char *out, int64_t now_ms) {
   /* The last id's time and random part: a second id in the same millisecond (or
    * after the clock stepped back) continues from it, so ids stay ordered. */

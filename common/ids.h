@@ -11,9 +11,6 @@
 /* Wall-clock time in milliseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t id_now_ms(void);
 
-/* Monotonic time in milliseconds (CLOCK_MONOTONIC), for timeouts. */
-uint64_t id_mono_ms(void);
-
 /* Writes a new run id into out (ID_RUN_LEN + 1 bytes): a ULID, 48 bits of `now_ms`
  * then 80 random bits, in Crockford base32. Ids made by one process sort in creation
  * order (within one millisecond the random part is incremented), so sorting by id is

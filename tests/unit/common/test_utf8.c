@@ -1,0 +1,41 @@
+/* Unit tests for utf8: what counts as well-formed, and sanitizing for string fields. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "utf8.h"
+
+#define VALID(s) utf8_valid(s, sizeof(s) - 1)
+
+static void test_valid(void **state) {
+  (void)state;
+  assert_true(VALID("plain ascii"));
+  assert_true(VALID("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80")); /* é € 😀 */
+  assert_false(VALID("\xc0\xaf"));         /* overlong '/' */
+  assert_false(VALID("\xed\xa0\x80"));     /* surrogate */
+  assert_false(VALID("\xf4\x90\x80\x80")); /* over U+10FFFF */
+  assert_false(VALID("\xe2\x82"));         /* cut short */
+  assert_false(VALID("\xff"));
+}
+
+static void test_sanitize(void **state) {
+  (void)state;
+  char out[16];
+  assert_int_equal(utf8_sanitize(out, sizeof out, "a\xff" "b\0c", 5), 5);
+  assert_string_equal(out, "a?b?c");
+  /* Truncation never splits a sequence: "é" needs 2 bytes, only 1 is left. */
+  assert_int_equal(utf8_sanitize(out, 3, "a\xc3\xa9", 3), 1);
+  assert_string_equal(out, "a");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_valid),
+      cmocka_unit_test(test_sanitize),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
