@@ -182,7 +182,14 @@ int main(int argc, char **argv) {
   evthread_use_pthreads();
 
   int status = 1;
-  srv.base = event_base_new();
+  /* Timeouts a client can observe (WaitRun, deadlines, run timeouts) must not fire
+   * early: libevent's default coarse clock can be a few milliseconds behind. */
+  struct event_config *ecfg = event_config_new();
+  if (ecfg) {
+    event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    srv.base = event_base_new_with_config(ecfg);
+    event_config_free(ecfg);
+  }
   if (!srv.base) {
     LOG_ERROR("cannot create the event loop");
     goto out;

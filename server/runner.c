@@ -372,6 +372,7 @@ static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t time
   if (timeout_ms) {
     wt->timer = evtimer_new(call_base(c), waiter_timeout, wt);
     if (!wt->timer) abort();
+    event_base_update_cache_time(call_base(c)); /* count from now, not the loop's start */
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
     evtimer_add(wt->timer, &tv);
   }
