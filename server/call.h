@@ -32,7 +32,8 @@ typedef struct call_server call_server;
 typedef void (*call_handler_fn)(call *c, const uint8_t *req, size_t len, void *svc);
 
 typedef struct call_server_opts {
-  size_t max_recv_msg;      /* largest request message accepted (default 4 MiB) */
+  size_t max_recv_msg;      /* largest request message accepted (default 4 MiB); a
+                             * connection buffers at most 16 MiB of requests in all */
   size_t stream_low_water;  /* streaming: on_writable fires when queued output is below */
 } call_server_opts;
 
