@@ -46,6 +46,8 @@ struct h2conn {
   unsigned closing : 1;   /* tear down at the next flush */
   unsigned dead : 1;      /* tearing down: the API is a no-op */
   unsigned read_held : 1; /* reading paused while output is over the high-water mark */
+  unsigned direct : 1;    /* server on a socket: output is written at once (write_now) */
+  unsigned write_on : 1;  /* direct: the bufferevent's EV_WRITE is enabled */
 };
 
 static void *xcalloc(size_t n, size_t size) {
@@ -286,6 +288,28 @@ static int process_input(h2conn *c) {
   return 0;
 }
 
+/* A server on a socket: output is written to it at once, and the bufferevent's write
+ * event is enabled only while some is left over. A unary answer then costs one
+ * writev instead of arming EV_WRITE, waking up for it and disarming it again (two
+ * epoll_ctl and one epoll_wait per call). */
+static void write_now(h2conn *c, struct evbuffer *o) {
+  if (!c->direct || c->write_on || evbuffer_get_length(o) == 0) return;
+  /* A socket bufferevent keeps its output's start frozen outside its own write
+   * callback; thaw it around this write as that callback does. */
+  evbuffer_unfreeze(o, 1);
+  int w = evbuffer_write(o, bufferevent_getfd(c->bev));
+  evbuffer_freeze(o, 1);
+  if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    LOG_DEBUG("h2: write failed: %s", strerror(errno));
+    c->closing = 1;
+    return;
+  }
+  if (evbuffer_get_length(o) > 0) {
+    c->write_on = 1;
+    bufferevent_enable(c->bev, EV_WRITE);
+  }
+}
+
 /* Sends what nghttp2 has, tells users whose output drained, and closes the
  * connection once neither side has anything more to say. */
 static void do_send(h2conn *c) {
@@ -300,6 +324,10 @@ static void do_send(h2conn *c) {
     }
   }
   struct evbuffer *o = bufferevent_get_output(c->bev);
+  write_now(c, o);
+  /* The socket took all of it while nghttp2 had stopped at the high-water mark: no
+   * write event will come to re-drive it, so go round again from the loop. */
+  if (c->direct && !c->closing && !c->write_on && nghttp2_session_want_write(c->session)) schedule_flush(c);
   if (!c->closing && !nghttp2_session_want_read(c->session) &&
       !nghttp2_session_want_write(c->session)) {
     if (evbuffer_get_length(o) == 0) c->closing = 1;
@@ -326,6 +354,10 @@ static void read_cb(struct bufferevent *bev, void *arg) {
 static void write_cb(struct bufferevent *bev, void *arg) {
   (void)bev;
   h2conn *c = arg;
+  if (c->direct && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    c->write_on = 0;
+    bufferevent_disable(c->bev, EV_WRITE);
+  }
   if (c->read_held && !over_high_water(c)) {
     c->read_held = 0;
     bufferevent_enable(c->bev, EV_READ);
@@ -422,7 +454,10 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
   nghttp2_session_callbacks_del(ncb);
   bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
   bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW_WATER, 0);
-  bufferevent_enable(bev, EV_READ | EV_WRITE);
+  /* Only a server on a real socket writes directly (not a client still connecting,
+   * nor an in-memory pair); TLS bufferevents will need their own path here. */
+  c->direct = role == H2CONN_SERVER && bufferevent_getfd(bev) >= 0;
+  bufferevent_enable(bev, c->direct ? EV_READ : EV_READ | EV_WRITE);
   /* Our SETTINGS go out at once: C-core clients wait for them (grpc#23636). */
   schedule_flush(c);
   *out = c;
