@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages PrismQ Runner needs to build, run and test.
+# Installs the Debian packages PrismQ Runner needs to build, run and test, and any
+# more packages named as arguments (the benchmarks add theirs).
 # Idempotent: skips apt entirely when everything is already installed.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ PKGS=(
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-h2
   nghttp2-client openssl procps valgrind
   nanopb libnanopb-dev
+  "$@"
 )
 
 missing=()

@@ -5,7 +5,7 @@
 #
 #   scripts/bench/run.sh [RESULTS_JSON] [--only PHASE,...]
 #
-# Installs the bench-only Debian packages if missing (kept out of scripts/deps.sh),
+# Installs the bench-only Debian packages if missing (scripts/deps.sh with extra names),
 # builds prismqd (Release) and the bench tools into $BUILD_DIR/bench, runs
 # scripts/bench/bench.py, prints a table and writes the figures as JSON to RESULTS_JSON
 # (default $BUILD_DIR/bench-results.json). Phases: unary, start, firstbyte, stream,
@@ -35,18 +35,7 @@ BENCH_PKGS=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc protobuf-compiler
   valgrind nghttp2-client libxxhash-dev iproute2 util-linux g++
 )
-missing=()
-for p in "${BENCH_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=
-  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-  echo "bench: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+bash "$ROOT/scripts/deps.sh" "${BENCH_PKGS[@]}"
 
 BUILD_DIR="$BUILD_DIR" BUILD_TYPE="${BUILD_TYPE:-Release}" bash "$ROOT/scripts/build.sh" prismqd prismq_client
 
