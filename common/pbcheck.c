@@ -81,7 +81,7 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
   return 0;
 }
 
-int pbcheck_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, char *err,
+int pbcheck_message(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, char *err,
                     size_t errlen) {
   size_t nfields = 0;
   return walk(desc, buf, buf + len, 0, &nfields, "", err, errlen);

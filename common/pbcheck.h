@@ -2,7 +2,8 @@
  *
  * protobuf-c hands `string` fields over as C strings, so a string holding a NUL byte
  * silently arrives cut short; and it accepts invalid UTF-8, which other languages'
- * runtimes then refuse to decode when the text comes back to them. */
+ * runtimes then refuse to decode when the text comes back to them; and its memory per
+ * decoded field is many times the field's size on the wire. */
 #ifndef PRISMQ_PBCHECK_H
 #define PRISMQ_PBCHECK_H
 
@@ -22,7 +23,7 @@ struct ProtobufCMessageDescriptor;
  * unpack to refuse. Returns 0; -EINVAL with err (errlen bytes) naming the field, e.g.
  * `parameters.value holds a NUL byte`; or -E2BIG when the message holds more than
  * PBCHECK_MAX_FIELDS fields (decoding it would cost far more memory than its size). */
-int pbcheck_strings(const struct ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+int pbcheck_message(const struct ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
                     char *err, size_t errlen);
 
 #endif

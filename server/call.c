@@ -144,13 +144,18 @@ static void arm_timer(call *c, uint64_t ms) {
   evtimer_add(c->deadline_ev, &tv);
 }
 
+/* The call is answered: no timer, no request bytes held any more. */
+static void mark_done(call *c) {
+  c->state = CALL_DONE;
+  disarm_deadline(c);
+  drop_request(c);
+}
+
 /* Sends the status: as trailers after what was sent, or trailers-only. */
 static void answer(call *c, int status, const char *enc_msg) {
   char code[12];
   snprintf(code, sizeof code, "%d", status);
-  c->state = CALL_DONE;
-  disarm_deadline(c);
-  drop_request(c);
+  mark_done(c);
   if (c->headers_sent) {
     nghttp2_nv tr[] = {NV("grpc-status", code), NV("grpc-message", enc_msg)};
     h2conn_stream_end(c->conn->h2, c->sid, tr, enc_msg[0] ? 2 : 1);
@@ -176,9 +181,7 @@ static void answerf(call *c, int status, const char *fmt, ...) {
 
 /* An answer that is not gRPC at all (wrong content-type or method). */
 static void answer_http(call *c, const char *http_status) {
-  c->state = CALL_DONE;
-  disarm_deadline(c);
-  drop_request(c);
+  mark_done(c);
   nghttp2_nv nva[] = {NV(":status", http_status)};
   h2conn_submit_response(c->conn->h2, c->sid, nva, 1, 0);
 }

@@ -10,7 +10,7 @@
  * request is bad or the service unknown. */
 static int known_service(call *c, const uint8_t *req, size_t len, const char *const *services) {
   char err[256];
-  if (pbcheck_strings(&grpc__health__v1__health_check_request__descriptor, req, len, err, sizeof err) < 0) {
+  if (pbcheck_message(&grpc__health__v1__health_check_request__descriptor, req, len, err, sizeof err) < 0) {
     call_finish(c, GW_INVALID_ARGUMENT, "%s", err);
     return 0;
   }

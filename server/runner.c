@@ -73,7 +73,7 @@ static void reply_run(call *c, pb_run *r) {
 
 /* ---- input checks --------------------------------------------------------------- */
 
-/* Checks one string field's length (pbcheck_strings has checked its bytes).
+/* Checks one string field's length (pbcheck_message has checked its bytes).
  * Answers the call and returns 0 if it is too long. */
 static int check_str(call *c, const char *what, const char *s, size_t max) {
   size_t len = strlen(s);
@@ -126,7 +126,7 @@ static int check_run_id(call *c, const char *id) {
  * byte (a parameter would silently run shorter) and pass invalid UTF-8 through. */
 #define UNPACK_OR_FAIL(var, type, stem, what)                         \
   char perr_[256];                                                        \
-  if (pbcheck_strings(&stem##__descriptor, req, len, perr_, sizeof perr_) < 0) {        \
+  if (pbcheck_message(&stem##__descriptor, req, len, perr_, sizeof perr_) < 0) {        \
     call_finish(c, GW_INVALID_ARGUMENT, "%s", perr_);                     \
     return;                                                               \
   }                                                                       \

@@ -126,13 +126,16 @@ static sched_run *run_copy(const sched_run *r) {
   } while (0)
 
 /* The copy of a run that callers get, with the live byte counts of a running one. */
-static sched_run *snapshot(const struct srun *r) {
-  sched_run *c = run_copy(r->pb);
-  if (r->log) {
-    c->stdout_bytes = outlog_bytes(r->log, OUTLOG_STDOUT);
-    c->stderr_bytes = outlog_bytes(r->log, OUTLOG_STDERR);
-  }
-  return c;
+/* Brings the live byte counts of a running run into its record. */
+static void refresh_live(struct srun *r) {
+  if (!r->log) return;
+  r->pb->stdout_bytes = outlog_bytes(r->log, OUTLOG_STDOUT);
+  r->pb->stderr_bytes = outlog_bytes(r->log, OUTLOG_STDERR);
+}
+
+static sched_run *snapshot(struct srun *r) {
+  refresh_live(r);
+  return run_copy(r->pb);
 }
 
 /* ---- the index of active runs --------------------------------------------------- */
@@ -278,10 +281,7 @@ static void finish(struct srun *r, int status, const char *error) {
   pb->status = status;
   pb->finished_at_ms = id_now_ms();
   if (error) set_str(&pb->error_message, error);
-  if (r->log) {
-    pb->stdout_bytes = outlog_bytes(r->log, OUTLOG_STDOUT);
-    pb->stderr_bytes = outlog_bytes(r->log, OUTLOG_STDERR);
-  }
+  refresh_live(r);
   /* Persist before the log ends: a follower that sees the end reads the final run. */
   persist(s, pb);
   outlog_free(r->log);
@@ -683,15 +683,14 @@ static void collect_run(const void *node, VISIT v, void *arg) {
 int sched_get_packed(sched *s, const char *run_id, const uint8_t **out, size_t *len) {
   struct srun *r = find_active(s, run_id);
   if (!r) return runtab_get_packed(s->opts.rt, run_id, out, len) == 0 ? 0 : -ENOENT;
-  sched_run *snap = snapshot(r);
-  size_t n = prismq__runner__v1__run__get_packed_size(snap);
+  refresh_live(r);
+  size_t n = prismq__runner__v1__run__get_packed_size(r->pb);
   if (n > s->packed_cap) {
     s->packed = realloc(s->packed, n);
     if (!s->packed) abort();
     s->packed_cap = n;
   }
-  prismq__runner__v1__run__pack(snap, s->packed);
-  prismq__runner__v1__run__free_unpacked(snap, NULL);
+  prismq__runner__v1__run__pack(r->pb, s->packed);
   *out = s->packed;
   *len = n;
   return 0;
@@ -883,8 +882,6 @@ fail:
   return rc;
 }
 
-static void noop_free(void *p) { (void)p; }
-
 void sched_free(sched *s) {
   if (!s) return;
   s->stopping = 1; /* ending runs below must not start queued ones */
@@ -902,7 +899,6 @@ void sched_free(sched *s) {
     r->pb->term_signal = SIGKILL;
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
   }
-  tdestroy(s->index, noop_free);
   for (size_t i = 0; i < DONE_LOGS; i++) outlog_free(s->done_logs[i].log);
   resmon_free(s->res);
   if (s->module_envp)
