@@ -33,7 +33,7 @@ static size_t start_req(uint8_t *out, const char *module, const char *key, const
 }
 
 static int check(const uint8_t *buf, size_t len, char *err, size_t errlen) {
-  return pbcheck_strings(&prismq__runner__v1__start_run_request__descriptor, buf, len, err, errlen);
+  return pbcheck_message(&prismq__runner__v1__start_run_request__descriptor, buf, len, err, errlen);
 }
 
 static void test_clean_message_passes(void **state) {
@@ -84,7 +84,7 @@ static void test_bytes_fields_may_hold_anything(void **state) {
   /* OutputChunk.data (3) is bytes: NUL and 0xff are data, not errors. */
   static const uint8_t chunk[] = {0x1a, 0x03, 0x00, 0xff, 0x41};
   char err[64] = "";
-  assert_int_equal(pbcheck_strings(&prismq__runner__v1__output_chunk__descriptor, chunk, sizeof chunk, err, sizeof err), 0);
+  assert_int_equal(pbcheck_message(&prismq__runner__v1__output_chunk__descriptor, chunk, sizeof chunk, err, sizeof err), 0);
 }
 
 static void test_too_many_fields(void **state) {
@@ -107,7 +107,7 @@ static void test_too_many_fields(void **state) {
   packed[2] = (uint8_t)(0x80 | ((n >> 7) & 0x7f));
   packed[3] = (uint8_t)(n >> 14);
   memset(packed + 4, 1, n);
-  assert_int_equal(pbcheck_strings(&prismq__runner__v1__list_runs_request__descriptor, packed, sizeof packed, err,
+  assert_int_equal(pbcheck_message(&prismq__runner__v1__list_runs_request__descriptor, packed, sizeof packed, err,
                                    sizeof err), -E2BIG);
   assert_non_null(strstr(err, "statuses"));
 }
