@@ -31,7 +31,8 @@ struct gcl_call {
   /* The call's one event: its deadline while the stream is open, then, activated by
    * hand, the deferred completion that runs on_done outside h2conn's callbacks. */
   struct event *ev;
-  struct evbuffer *in; /* response bytes not yet deframed */
+  struct evbuffer *in; /* the framed request until the stream opens */
+  gw_deframer df;      /* response messages */
   gcl_msg_fn on_msg;
   gcl_done_fn on_done;
   void *user;
@@ -134,6 +135,7 @@ static int http_status_code(int http) {
 static void call_free(gcl_call *call) {
   if (call->ev) event_free(call->ev);
   if (call->in) evbuffer_free(call->in);
+  gw_deframer_reset(&call->df);
   free(call);
 }
 
@@ -226,9 +228,9 @@ static void call_take_trailers(gcl_call *call) {
     call_set_status(call, GW_UNKNOWN, "missing grpc-status in trailers");
   } else if (call->grpc_status == -2) {
     call_set_status(call, GW_UNKNOWN, "malformed grpc-status in trailers");
-  } else if (call->grpc_status == GW_OK && evbuffer_get_length(call->in) > 0) {
+  } else if (call->grpc_status == GW_OK && gw_deframer_partial(&call->df) > 0) {
     call_set_status(call, GW_INTERNAL, "stream ended inside a message (%zu bytes left)",
-                    evbuffer_get_length(call->in));
+                    gw_deframer_partial(&call->df));
   } else {
     /* st.message already holds the decoded grpc-message, if any. */
     call->st.code = call->grpc_status;
@@ -257,42 +259,39 @@ static void on_headers_done(h2conn *h2, int32_t sid, void *stream_user, int trai
   if (end_stream) call_take_trailers(call);
 }
 
+/* A message for the user; a non-zero return stops the deframer. */
+static int deliver(void *arg, const uint8_t *msg, size_t len) {
+  gcl_call *call = arg;
+  if (call->on_msg && call->on_msg(call->user, msg, len)) {
+    call_fail(call, GW_CANCELLED, "call cancelled by the client");
+    return 1;
+  }
+  return call->have_status; /* on_msg may have ended the call */
+}
+
 static void on_data(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *data,
                     size_t len) {
   (void)h2;
   (void)sid;
   gcl_call *call = stream_user;
   if (!call || call->have_status) return;
-  if (evbuffer_add(call->in, data, len) < 0) {
-    call_fail(call, GW_RESOURCE_EXHAUSTED, "out of memory buffering the response");
-    return;
-  }
-  while (!call->have_status) {
-    uint8_t *msg;
-    size_t msglen;
-    int r = gw_frame_next(call->in, call->conn->opts.max_recv_msg, &msg, &msglen);
-    if (r == GW_FRAME_NEED_MORE) return;
-    switch (r) {
-    case GW_FRAME_MSG: {
-      int stop = call->on_msg ? call->on_msg(call->user, msg, msglen) : 0;
-      free(msg);
-      if (stop) call_fail(call, GW_CANCELLED, "call cancelled by the client");
-      break;
-    }
-    case GW_FRAME_TOO_LARGE:
-      call_fail(call, GW_RESOURCE_EXHAUSTED, "response message larger than %zu bytes",
-                call->conn->opts.max_recv_msg);
-      break;
-    case GW_FRAME_COMPRESSED:
-      call_fail(call, GW_INTERNAL, "compressed response message, but no encoding was asked for");
-      break;
-    case -ENOMEM:
-      call_fail(call, GW_RESOURCE_EXHAUSTED, "out of memory for a response message");
-      break;
-    default:
-      call_fail(call, GW_INTERNAL, "bad message flag in the response");
-      break;
-    }
+  switch (gw_deframe(&call->df, data, len, deliver, call)) {
+  case 0:
+  case 1:
+    break;
+  case GW_FRAME_TOO_LARGE:
+    call_fail(call, GW_RESOURCE_EXHAUSTED, "response message larger than %zu bytes",
+              call->conn->opts.max_recv_msg);
+    break;
+  case GW_FRAME_COMPRESSED:
+    call_fail(call, GW_INTERNAL, "compressed response message, but no encoding was asked for");
+    break;
+  case -ENOMEM:
+    call_fail(call, GW_RESOURCE_EXHAUSTED, "out of memory for a response message");
+    break;
+  default:
+    call_fail(call, GW_INTERNAL, "bad message flag in the response");
+    break;
   }
 }
 
@@ -515,6 +514,7 @@ int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t 
   call->http_status = -1;
   call->grpc_status = -1;
   call->ev = event_new(c->base, -1, 0, call_event_cb, call);
+  call->df = (gw_deframer)GW_DEFRAMER_INIT(c->opts.max_recv_msg);
   call->in = evbuffer_new();
   int rc = call->ev && call->in ? gw_frame_append(call->in, req, len) : -ENOMEM;
   if (rc == 0 && timeout_ms) {

@@ -132,15 +132,23 @@ size_t gw_timeout_format(char *buf, uint64_t ms) {
   return (size_t)sprintf(buf, "%" PRIu64 "%c", value, unit);
 }
 
+/* Checks a message prefix; sets *len to the body length it announces. Returns 0 or
+ * a GW_FRAME_* error. */
+static int prefix_check(const uint8_t *prefix, size_t max_len, uint32_t *len) {
+  if (prefix[0] == 1) return GW_FRAME_COMPRESSED;
+  if (prefix[0] != 0) return GW_FRAME_BAD_FLAG;
+  *len = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
+         (uint32_t)prefix[4];
+  return *len > max_len ? GW_FRAME_TOO_LARGE : 0;
+}
+
 int gw_frame_next(struct evbuffer *in, size_t max_len, uint8_t **out_msg, size_t *out_len) {
   uint8_t prefix[GW_PREFIX_LEN];
   if (evbuffer_copyout(in, prefix, sizeof prefix) < (ev_ssize_t)sizeof prefix)
     return GW_FRAME_NEED_MORE;
-  if (prefix[0] == 1) return GW_FRAME_COMPRESSED;
-  if (prefix[0] != 0) return GW_FRAME_BAD_FLAG;
-  uint32_t len = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
-                 (uint32_t)prefix[4];
-  if (len > max_len) return GW_FRAME_TOO_LARGE;
+  uint32_t len;
+  int rc = prefix_check(prefix, max_len, &len);
+  if (rc) return rc;
   if (evbuffer_get_length(in) - GW_PREFIX_LEN < len) return GW_FRAME_NEED_MORE;
   uint8_t *msg = NULL;
   if (len > 0) {
@@ -152,6 +160,64 @@ int gw_frame_next(struct evbuffer *in, size_t max_len, uint8_t **out_msg, size_t
   *out_msg = msg;
   *out_len = len;
   return GW_FRAME_MSG;
+}
+
+int gw_deframe(gw_deframer *d, const uint8_t *data, size_t len, gw_msg_fn fn, void *arg) {
+  while (len > 0) {
+    if (d->prefix_have < GW_PREFIX_LEN) {
+      /* Between messages: one whole inside `data` goes to fn in place. */
+      if (d->prefix_have == 0 && len >= GW_PREFIX_LEN) {
+        uint32_t n;
+        int rc = prefix_check(data, d->max_len, &n);
+        if (rc) return rc;
+        if (len - GW_PREFIX_LEN >= n) {
+          rc = fn(arg, data + GW_PREFIX_LEN, n);
+          if (rc) return rc;
+          data += GW_PREFIX_LEN + n;
+          len -= GW_PREFIX_LEN + n;
+          continue;
+        }
+      }
+      size_t k = GW_PREFIX_LEN - d->prefix_have;
+      if (k > len) k = len;
+      memcpy(d->prefix + d->prefix_have, data, k);
+      d->prefix_have += k;
+      data += k;
+      len -= k;
+      if (d->prefix_have < GW_PREFIX_LEN) return 0;
+      uint32_t n;
+      int rc = prefix_check(d->prefix, d->max_len, &n);
+      if (rc) return rc;
+      d->len = n;
+      d->have = 0;
+      if (n > 0 && !(d->msg = malloc(n))) return -ENOMEM;
+    }
+    size_t k = d->len - d->have;
+    if (k > len) k = len;
+    if (k) memcpy(d->msg + d->have, data, k);
+    d->have += k;
+    data += k;
+    len -= k;
+    if (d->have < d->len) return 0;
+    uint8_t *msg = d->msg;
+    size_t n = d->len;
+    d->msg = NULL;
+    d->prefix_have = 0;
+    d->len = d->have = 0;
+    int rc = fn(arg, msg, n);
+    free(msg);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+size_t gw_deframer_partial(const gw_deframer *d) { return d->prefix_have + d->have; }
+
+void gw_deframer_reset(gw_deframer *d) {
+  free(d->msg);
+  d->msg = NULL;
+  d->prefix_have = 0;
+  d->len = d->have = 0;
 }
 
 /* Reserves prefix + body as one contiguous extent and writes the prefix, so a failure

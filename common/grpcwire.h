@@ -78,6 +78,37 @@ enum gw_frame_result {
  * Returns -ENOMEM (outputs untouched) if the copy cannot be allocated. */
 int gw_frame_next(struct evbuffer *in, size_t max_len, uint8_t **out_msg, size_t *out_len);
 
+/* A streaming deframer for bytes that arrive in pieces (DATA frames): it hands whole
+ * messages over without copying those that lie wholly inside one piece, and gathers
+ * the others once into a buffer of their announced size. Set up with
+ * GW_DEFRAMER_INIT(max_len); release with gw_deframer_reset. */
+typedef struct gw_deframer {
+  size_t max_len;                /* larger messages are refused (GW_FRAME_TOO_LARGE) */
+  uint8_t prefix[GW_PREFIX_LEN]; /* of the message being gathered */
+  size_t prefix_have;
+  uint8_t *msg; /* body being gathered (malloc'd, len bytes), or NULL */
+  size_t len, have;
+} gw_deframer;
+
+#define GW_DEFRAMER_INIT(max_len) { (max_len), {0}, 0, NULL, 0, 0 }
+
+/* Called for each whole message; `msg` is valid during the call only. Return 0 to go
+ * on, or a positive value to stop. */
+typedef int (*gw_msg_fn)(void *arg, const uint8_t *msg, size_t len);
+
+/* Feeds `len` bytes to the deframer, calling fn(arg, ...) for every message they
+ * complete, in order. Returns 0 once all bytes are taken; fn's positive value if it
+ * stopped (the bytes after that message are dropped); GW_FRAME_TOO_LARGE,
+ * GW_FRAME_COMPRESSED or GW_FRAME_BAD_FLAG for a prefix refused (as gw_frame_next);
+ * -ENOMEM. After a non-zero return the deframer must be reset before reuse. */
+int gw_deframe(gw_deframer *d, const uint8_t *data, size_t len, gw_msg_fn fn, void *arg);
+
+/* Bytes of a message begun but not complete (0 between messages). */
+size_t gw_deframer_partial(const gw_deframer *d);
+
+/* Frees what a partial message holds and starts over between messages. */
+void gw_deframer_reset(gw_deframer *d);
+
 /* Appends one uncompressed message (prefix + body) to `out`, all or nothing.
  * Returns 0, -EMSGSIZE if len does not fit the 4-byte prefix, or -ENOMEM if `out`
  * could not grow (`out` untouched on failure). */

@@ -17,11 +17,29 @@
 #define RST_RATE 33
 /* CONTINUATION flood (CVE-2024-28182). */
 #define MAX_CONTINUATIONS 8
+/* Largest frame we accept (SETTINGS_MAX_FRAME_SIZE), and largest DATA payload of file
+ * output we send when the peer accepts it. */
+#define DATA_FRAME_MAX (256u << 10)
+/* DATA payload of memory output: nghttp2's default (16 KiB). */
+#define MEM_FRAME_MAX (16u << 10)
+
+/* Output queued before a file piece: what was appended to the stream's output buffer
+ * before h2conn_stream_add_file (mem), or a file range sent without copying (seg). */
+struct piece {
+  struct piece *next;
+  struct evbuffer *mem;             /* a memory piece, or NULL */
+  struct evbuffer_file_segment *seg; /* a file piece: our reference */
+  uint64_t off;                     /* next byte of seg to send */
+  size_t len;                       /* bytes left in the piece */
+};
 
 struct h2stream {
   int32_t id;
   void *user;
-  struct evbuffer *out;
+  struct evbuffer *out;  /* memory output after every piece */
+  struct piece *pieces;  /* sent before `out`, in order */
+  struct piece **pieces_tail;
+  size_t pieces_len;     /* bytes left in pieces */
   nghttp2_nv *trailers; /* one allocation holding the array and its strings */
   size_t ntrailers;
   size_t hdr_bytes;      /* header list size of the block being received */
@@ -48,6 +66,7 @@ struct h2conn {
   unsigned read_held : 1; /* reading paused while output is over the high-water mark */
   unsigned direct : 1;    /* server on a socket: output is written at once (write_now) */
   unsigned write_on : 1;  /* direct: the bufferevent's EV_WRITE is enabled */
+  unsigned file_tail : 1; /* the socket output may end with a file chain (out_add) */
 };
 
 static void *xcalloc(size_t n, size_t size) {
@@ -64,6 +83,7 @@ static struct h2stream *stream_new(h2conn *c, void *user) {
   struct h2stream *s = xcalloc(1, sizeof *s);
   s->out = evbuffer_new();
   if (!s->out) abort();
+  s->pieces_tail = &s->pieces;
   s->user = user;
   s->next = c->streams;
   if (c->streams) c->streams->prev = s;
@@ -72,11 +92,22 @@ static struct h2stream *stream_new(h2conn *c, void *user) {
   return s;
 }
 
+static void piece_free(struct piece *p) {
+  if (p->mem) evbuffer_free(p->mem);
+  if (p->seg) evbuffer_file_segment_free(p->seg);
+  free(p);
+}
+
 static void stream_free(h2conn *c, struct h2stream *s) {
   if (s->prev) s->prev->next = s->next;
   else c->streams = s->next;
   if (s->next) s->next->prev = s->prev;
   c->nstreams--;
+  while (s->pieces) {
+    struct piece *p = s->pieces;
+    s->pieces = p->next;
+    piece_free(p);
+  }
   evbuffer_free(s->out);
   free(s->trailers);
   free(s);
@@ -112,10 +143,53 @@ static nghttp2_nv *nv_copy(const nghttp2_nv *nva, size_t n) {
   return out;
 }
 
+static size_t stream_pending(const struct h2stream *s) {
+  return s->pieces_len + evbuffer_get_length(s->out);
+}
+
+static void piece_push(struct h2stream *s, struct piece *p) {
+  *s->pieces_tail = p;
+  s->pieces_tail = &p->next;
+  s->pieces_len += p->len;
+}
+
 /* ---- nghttp2 callbacks ---------------------------------------------------------- */
 
 static int over_high_water(const h2conn *c) {
   return evbuffer_get_length(bufferevent_get_output(c->bev)) >= c->opts.out_high_water;
+}
+
+/* Appends to the socket output. libevent sizes a new chain after the last one, which
+ * after a file chain is that chain's file offset plus its length (hundreds of MiB):
+ * past a file chain, memory goes in through reserve_space, sized by the request. */
+static void out_add(h2conn *c, struct evbuffer *o, const void *data, size_t len) {
+  if (!c->file_tail) {
+    if (evbuffer_add(o, data, len) != 0) abort();
+    return;
+  }
+  struct evbuffer_iovec v;
+  if (evbuffer_reserve_space(o, (ev_ssize_t)len, &v, 1) != 1) abort();
+  memcpy(v.iov_base, data, len);
+  v.iov_len = len;
+  if (evbuffer_commit_space(o, &v, 1) != 0) abort();
+  c->file_tail = 0;
+}
+
+/* Moves n bytes of src to the socket output: whole chains move, a partial one is
+ * copied (by evbuffer_add inside evbuffer_remove_buffer, hence the copy here past a
+ * file chain, as in out_add). */
+static void out_move(h2conn *c, struct evbuffer *o, struct evbuffer *src, size_t n) {
+  if (!c->file_tail || n == evbuffer_get_length(src)) {
+    if (evbuffer_remove_buffer(src, o, n) != (int)n) abort();
+    c->file_tail = 0;
+    return;
+  }
+  struct evbuffer_iovec v;
+  if (evbuffer_reserve_space(o, (ev_ssize_t)n, &v, 1) != 1) abort();
+  if (evbuffer_remove(src, v.iov_base, n) != (int)n) abort();
+  v.iov_len = n;
+  if (evbuffer_commit_space(o, &v, 1) != 0) abort();
+  c->file_tail = 0;
 }
 
 static ssize_t send_cb(nghttp2_session *session, const uint8_t *data, size_t len, int flags,
@@ -125,12 +199,40 @@ static ssize_t send_cb(nghttp2_session *session, const uint8_t *data, size_t len
   h2conn *c = user_data;
   /* Stop producing while the socket is behind: bounded output per connection. */
   if (over_high_water(c)) return NGHTTP2_ERR_WOULDBLOCK;
-  if (evbuffer_add(bufferevent_get_output(c->bev), data, len) != 0) abort();
+  out_add(c, bufferevent_get_output(c->bev), data, len);
   return (ssize_t)len;
 }
 
-/* DATA payloads go from the stream's buffer to the socket's by moving evbuffer
- * chains, not by copying (NGHTTP2_DATA_FLAG_NO_COPY). */
+/* Moves `len` bytes of the stream's output to the socket's output: memory by moving
+ * evbuffer chains, file pieces as file segments, which a socket sends with sendfile(2)
+ * (a sendfile chain cannot be split by evbuffer_remove_buffer, hence the pieces).
+ * Returns 0, or -1 if a file piece could not be added (mapping it failed). */
+static int move_output(h2conn *c, struct h2stream *s, struct evbuffer *o, size_t len) {
+  while (len > 0 && s->pieces) {
+    struct piece *p = s->pieces;
+    size_t n = p->len < len ? p->len : len;
+    if (p->seg) {
+      if (evbuffer_add_file_segment(o, p->seg, (ev_off_t)p->off, (ev_off_t)n) != 0) return -1;
+      c->file_tail = 1;
+      p->off += n;
+    } else {
+      out_move(c, o, p->mem, n);
+    }
+    p->len -= n;
+    s->pieces_len -= n;
+    len -= n;
+    if (p->len == 0) {
+      s->pieces = p->next;
+      if (!s->pieces) s->pieces_tail = &s->pieces;
+      piece_free(p);
+    }
+  }
+  if (len > 0) out_move(c, o, s->out, len);
+  return 0;
+}
+
+/* DATA payloads go from the stream's output to the socket's without copying
+ * (NGHTTP2_DATA_FLAG_NO_COPY). */
 static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *source, void *user_data) {
   (void)session;
@@ -138,12 +240,31 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
   struct h2stream *s = source->ptr;
   if (over_high_water(c)) return NGHTTP2_ERR_WOULDBLOCK;
   struct evbuffer *o = bufferevent_get_output(c->bev);
-  if (evbuffer_add(o, framehd, 9) != 0) abort();
+  out_add(c, o, framehd, 9);
   /* We install no padding callback, so padlen is always 0. */
   (void)frame;
-  if (evbuffer_remove_buffer(s->out, o, length) != (int)length) abort();
-  if (evbuffer_get_length(s->out) == 0 && !s->ending) s->drained = 1;
+  if (move_output(c, s, o, length) != 0) {
+    LOG_ERROR("h2: cannot send file output of stream %d: %s", s->id, strerror(errno));
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  if (stream_pending(s) == 0 && !s->ending) s->drained = 1;
   return 0;
+}
+
+/* DATA frames from a file go out as large as the peer takes, up to DATA_FRAME_MAX:
+ * fewer, larger sendfile calls. Memory output keeps the default 16 KiB, so what a frame
+ * that crosses the high-water mark adds to the memory held stays small. nghttp2 applies
+ * the flow-control windows to what we return. */
+static ssize_t read_length_cb(nghttp2_session *session, uint8_t frame_type, int32_t sid,
+                              int32_t session_window, int32_t stream_window,
+                              uint32_t remote_max_frame_size, void *user_data) {
+  (void)frame_type;
+  (void)session_window;
+  (void)stream_window;
+  (void)user_data;
+  const struct h2stream *s = nghttp2_session_get_stream_user_data(session, sid);
+  size_t max = s && s->pieces && s->pieces->seg ? DATA_FRAME_MAX : MEM_FRAME_MAX;
+  return (ssize_t)(remote_max_frame_size < max ? remote_max_frame_size : max);
 }
 
 static ssize_t data_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t length,
@@ -151,7 +272,7 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
   (void)buf;
   (void)user_data;
   struct h2stream *s = source->ptr;
-  size_t avail = evbuffer_get_length(s->out);
+  size_t avail = stream_pending(s);
   size_t n = avail < length ? avail : length;
   if (n == avail && s->ending) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -297,7 +418,12 @@ static void write_now(h2conn *c, struct evbuffer *o) {
   /* A socket bufferevent keeps its output's start frozen outside its own write
    * callback; thaw it around this write as that callback does. */
   evbuffer_unfreeze(o, 1);
-  int w = evbuffer_write(o, bufferevent_getfd(c->bev));
+  /* One evbuffer_write is one writev(2) or, for a file chain first, one sendfile(2):
+   * go on until the socket is full or the output is gone. */
+  int w;
+  do
+    w = evbuffer_write(o, bufferevent_getfd(c->bev));
+  while (w > 0 && evbuffer_get_length(o) > 0);
   evbuffer_freeze(o, 1);
   if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
     LOG_DEBUG("h2: write failed: %s", strerror(errno));
@@ -422,6 +548,7 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
   if (nghttp2_session_callbacks_new(&ncb) != 0) goto fail;
   nghttp2_session_callbacks_set_send_callback(ncb, send_cb);
   nghttp2_session_callbacks_set_send_data_callback(ncb, send_data_cb);
+  nghttp2_session_callbacks_set_data_source_read_length_callback(ncb, read_length_cb);
   nghttp2_session_callbacks_set_on_begin_headers_callback(ncb, begin_headers_cb);
   nghttp2_session_callbacks_set_on_header_callback(ncb, header_cb);
   nghttp2_session_callbacks_set_on_frame_recv_callback(ncb, frame_recv_cb);
@@ -440,10 +567,12 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->opts.max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->opts.initial_window_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->opts.max_header_list_size},
+      /* nghttp2 hands DATA to us as it arrives, so large frames cost no buffer. */
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, DATA_FRAME_MAX},
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
   };
   /* ENABLE_PUSH is a client-only setting. */
-  size_t niv = role == H2CONN_CLIENT ? 4 : 3;
+  size_t niv = role == H2CONN_CLIENT ? 5 : 4;
   rc = -EPROTO;
   if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, niv) != 0) goto fail;
   if (nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
@@ -453,6 +582,9 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
   nghttp2_option_del(nopt);
   nghttp2_session_callbacks_del(ncb);
   bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+  /* libevent reads 16 KiB per wake-up by default: a stream at full speed would cost a
+   * read, an ioctl and an epoll_wait per 16 KiB. Large frames are read whole. */
+  bufferevent_set_max_single_read(bev, DATA_FRAME_MAX);
   bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW_WATER, 0);
   /* Only a server on a real socket writes directly (not a client still connecting,
    * nor an in-memory pair); TLS bufferevents will need their own path here. */
@@ -566,9 +698,37 @@ void h2conn_stream_reset(h2conn *c, int32_t sid, uint32_t error_code) {
   schedule_flush(c);
 }
 
+int h2conn_stream_add_file(h2conn *c, int32_t sid, struct evbuffer_file_segment *seg, size_t len) {
+  struct h2stream *s = stream_get(c, sid);
+  if (!s || s->ending) {
+    evbuffer_file_segment_free(seg);
+    return s ? -EINVAL : -ENOENT;
+  }
+  if (len == 0) {
+    evbuffer_file_segment_free(seg);
+    return 0;
+  }
+  /* What the user appended so far goes first: it becomes a memory piece. */
+  size_t before = evbuffer_get_length(s->out);
+  if (before > 0) {
+    struct piece *m = xcalloc(1, sizeof *m);
+    m->mem = evbuffer_new();
+    if (!m->mem) abort();
+    if (evbuffer_add_buffer(m->mem, s->out) != 0) abort();
+    m->len = before;
+    piece_push(s, m);
+  }
+  struct piece *p = xcalloc(1, sizeof *p);
+  p->seg = seg;
+  p->len = len;
+  piece_push(s, p);
+  h2conn_stream_resume(c, sid);
+  return 0;
+}
+
 size_t h2conn_stream_pending(h2conn *c, int32_t sid) {
   struct h2stream *s = stream_get(c, sid);
-  return s ? evbuffer_get_length(s->out) : 0;
+  return s ? stream_pending(s) : 0;
 }
 
 size_t h2conn_stream_count(const h2conn *c) { return c->nstreams; }

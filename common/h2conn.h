@@ -14,10 +14,12 @@
  * call, and a callback may call any h2conn_* function except h2conn_free.
  *
  * Output bodies: every stream has an output evbuffer (h2conn_stream_output). The user
- * appends bytes to it and calls h2conn_stream_resume; h2conn moves them to the socket
- * without copying as the flow-control windows allow, and calls on_drain when the
- * buffer has emptied so that a producer can add more: that bounds what a slow peer can
- * make us hold. */
+ * appends bytes to it and calls h2conn_stream_resume, or queues file ranges
+ * (h2conn_stream_add_file); h2conn moves them to the socket without copying as the
+ * flow-control windows allow, and calls on_drain when the output has emptied so that a
+ * producer can add more: that bounds what a slow peer can make us hold. DATA frames
+ * of file output are as large as the peer's SETTINGS_MAX_FRAME_SIZE allows, up to
+ * 256 KiB (we advertise that size too); memory output goes in 16 KiB frames. */
 #ifndef PRISMQ_H2CONN_H
 #define PRISMQ_H2CONN_H
 
@@ -27,6 +29,7 @@
 
 struct bufferevent;
 struct evbuffer;
+struct evbuffer_file_segment;
 
 typedef struct h2conn h2conn;
 
@@ -113,6 +116,15 @@ int h2conn_submit_response(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t
  * Returns NULL if the stream is gone. The buffer belongs to the h2conn. */
 struct evbuffer *h2conn_stream_output(h2conn *c, int32_t sid);
 
+/* Queues the first `len` bytes of the file segment `seg` as body output after
+ * everything queued before, without copying them: on a socket they go out with
+ * sendfile(2), elsewhere libevent maps the segment. The file must not change in that
+ * range until the segment is freed; a cleanup callback on it (see
+ * evbuffer_file_segment_add_cleanup_cb) tells when the last byte is sent or dropped.
+ * Takes ownership of `seg` (also on failure) and resumes the stream.
+ * Returns 0, -ENOENT (stream gone) or -EINVAL (the stream was ended). */
+int h2conn_stream_add_file(h2conn *c, int32_t sid, struct evbuffer_file_segment *seg, size_t len);
+
 /* Tells h2conn that output was appended. Cheap; call after each batch. */
 void h2conn_stream_resume(h2conn *c, int32_t sid);
 
@@ -126,7 +138,7 @@ int h2conn_stream_end(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t nvle
 /* Resets the stream with `error_code` (e.g. NGHTTP2_CANCEL); on_stream_close follows. */
 void h2conn_stream_reset(h2conn *c, int32_t sid, uint32_t error_code);
 
-/* Bytes waiting in the stream's output buffer (0 if the stream is gone). */
+/* Bytes waiting in the stream's output, file pieces included (0 if the stream is gone). */
 size_t h2conn_stream_pending(h2conn *c, int32_t sid);
 
 /* Number of streams currently open. */

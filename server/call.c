@@ -233,6 +233,12 @@ int call_send_framed(call *c, struct evbuffer *framed) {
   return 0;
 }
 
+int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len) {
+  send_headers(c);
+  int rc = h2conn_stream_add_file(c->conn->h2, c->sid, seg, len);
+  return rc == -ENOENT ? 0 : rc; /* stream gone: the cancel callback is on its way */
+}
+
 void call_finish(call *c, int status, const char *fmt, ...) {
   if (c->state != CALL_HANDLER) return;
   char enc[1024];

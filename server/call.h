@@ -20,6 +20,7 @@
 
 struct bufferevent;
 struct evbuffer;
+struct evbuffer_file_segment;
 struct event_base;
 struct ProtobufCMessage;
 
@@ -89,6 +90,11 @@ int call_send(call *c, const struct ProtobufCMessage *msg);
 /* Queues messages that are already framed (5-byte prefix + body each), moving all of
  * `framed`'s bytes without copying: for output stored in wire form. Returns 0. */
 int call_send_framed(call *c, struct evbuffer *framed);
+
+/* Queues `len` bytes of already framed messages from a file segment, sent without
+ * copying (sendfile on a socket). Takes ownership of `seg`, also on failure.
+ * Returns 0, or -EINVAL once the call has finished. */
+int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len);
 
 /* Ends the call with `status` (enum gw_status) and a printf-style message (may be
  * NULL), sent percent-encoded in grpc-message. Nothing sent yet and status non-zero

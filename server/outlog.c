@@ -513,6 +513,32 @@ ssize_t outlog_reader_read(outlog_reader *r, struct evbuffer *dst, size_t max_by
   return rc < 0 ? rc : 0;
 }
 
+/* A segment holds the log (and so its file descriptor) until the last byte taken
+ * from it has been sent or dropped. */
+static void segment_done(const struct evbuffer_file_segment *seg, int flags, void *arg) {
+  (void)seg;
+  (void)flags;
+  log_unref(arg);
+}
+
+ssize_t outlog_reader_read_segment(outlog_reader *r, struct evbuffer_file_segment **out) {
+  outlog *l = r->log;
+  if (r->filter || r->seq < r->want) return -ENOTSUP;
+  if (r->off >= l->size) return 0;
+  uint64_t len = l->size - r->off;
+  struct evbuffer_file_segment *seg =
+      evbuffer_file_segment_new(l->fd, (ev_off_t)r->off, (ev_off_t)len, EVBUF_FS_DISABLE_LOCKING);
+  if (!seg) return -ENOMEM;
+  l->refs++;
+  evbuffer_file_segment_add_cleanup_cb(seg, segment_done, l);
+  /* The log's size is always the end of a whole record: the cursor stays on a record
+   * boundary, and the next seq is the log's. */
+  r->off = l->size;
+  r->seq = l->next_seq;
+  *out = seg;
+  return (ssize_t)len;
+}
+
 void outlog_reader_wait(outlog_reader *r, outlog_wake_fn fn, void *arg) {
   r->fn = fn;
   r->arg = arg;

@@ -35,6 +35,7 @@
 
 struct event_base;
 struct evbuffer;
+struct evbuffer_file_segment;
 
 typedef struct outlog outlog;
 typedef struct outlog_reader outlog_reader;
@@ -136,6 +137,16 @@ void outlog_reader_free(outlog_reader *r);
  * negative errno of pread(2). The usual loop: read until 0, then check
  * outlog_reader_done, else outlog_reader_wait. */
 ssize_t outlog_reader_read(outlog_reader *r, struct evbuffer *dst, size_t max_bytes);
+
+/* Like outlog_reader_read without copying: sets *out to a file segment of all the
+ * whole records past the cursor (framed, as in the file) and moves the cursor past
+ * them. For readers with no stream filter whose start seq has been reached; others
+ * get -ENOTSUP and use outlog_reader_read (which also gets a reader past the records
+ * before its start seq). The segment keeps the log's file open until it is freed
+ * (evbuffer_file_segment_free, or by whatever it was handed to): the bytes it covers
+ * never change. Returns the segment's length (> 0); 0 when the reader has caught up
+ * (*out untouched); -ENOTSUP; -ENOMEM. */
+ssize_t outlog_reader_read_segment(outlog_reader *r, struct evbuffer_file_segment **out);
 
 /* Called once per outlog_reader_wait. The reader is the caller's again: fn may read,
  * wait again or free the reader (nothing touches it after fn returns). */

@@ -456,10 +456,18 @@ static void follower_end(struct follower *f) {
 static void follower_wake(outlog_reader *rd, void *arg);
 
 /* Moves output to the call while the client keeps up; then waits for the client
- * (on_writable) or for more output (outlog wake). Memory held: one batch. */
+ * (on_writable) or for more output (outlog wake). Records go as they are in the file
+ * (a file segment, sent without copying) when the follower wants them all; a stream
+ * filter, or skipping to the start seq, reads them into memory: one batch at most. */
 static void follower_pump(struct follower *f) {
   while (call_writable(f->c)) {
-    ssize_t n = outlog_reader_read(f->rd, f->buf, FOLLOW_BATCH);
+    struct evbuffer_file_segment *seg;
+    ssize_t n = outlog_reader_read_segment(f->rd, &seg);
+    if (n > 0) {
+      call_send_file(f->c, seg, (size_t)n);
+      continue;
+    }
+    if (n == -ENOTSUP) n = outlog_reader_read(f->rd, f->buf, FOLLOW_BATCH);
     if (n < 0) {
       LOG_ERROR("output read failed run_id=%s: %s", f->run_id, strerror((int)-n));
       call_finish(f->c, GW_DATA_LOSS, "cannot read the output of run %s: %s", f->run_id, strerror((int)-n));
