@@ -212,7 +212,10 @@ static int move_output(h2conn *c, struct h2stream *s, struct evbuffer *o, size_t
     struct piece *p = s->pieces;
     size_t n = p->len < len ? p->len : len;
     if (p->seg) {
-      if (evbuffer_add_file_segment(o, p->seg, (ev_off_t)p->off, (ev_off_t)n) != 0) return -1;
+      if (evbuffer_add_file_segment(o, p->seg, (ev_off_t)p->off, (ev_off_t)n) != 0) {
+        p->seg = NULL; /* libevent dropped our reference when it refused the segment */
+        return -1;
+      }
       c->file_tail = 1;
       p->off += n;
     } else {
@@ -244,7 +247,8 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
   /* We install no padding callback, so padlen is always 0. */
   (void)frame;
   if (move_output(c, s, o, length) != 0) {
-    LOG_ERROR("h2: cannot send file output of stream %d: %s", s->id, strerror(errno));
+    LOG_ERROR("h2: cannot send the file output of stream %d (a range past the file segment, "
+              "or the file could not be mapped)", s->id);
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
   if (stream_pending(s) == 0 && !s->ending) s->drained = 1;
@@ -439,15 +443,18 @@ static void write_now(h2conn *c, struct evbuffer *o) {
 /* Sends what nghttp2 has, tells users whose output drained, and closes the
  * connection once neither side has anything more to say. */
 static void do_send(h2conn *c) {
-  if (c->dead) return;
+  /* Closing: nghttp2 may have failed (a callback refused a frame); never drive it again. */
+  if (c->dead || c->closing) return;
   if (nghttp2_session_send(c->session) != 0) {
+    /* The output may end in half a frame: nothing more goes to the peer. */
     c->closing = 1;
-  } else {
-    for (struct h2stream *s = c->streams; s; s = s->next) {
-      if (!s->drained) continue;
-      s->drained = 0;
-      if (c->cbs.on_drain) c->cbs.on_drain(c, s->id, s->user);
-    }
+    schedule_flush(c);
+    return;
+  }
+  for (struct h2stream *s = c->streams; s; s = s->next) {
+    if (!s->drained) continue;
+    s->drained = 0;
+    if (c->cbs.on_drain) c->cbs.on_drain(c, s->id, s->user);
   }
   struct evbuffer *o = bufferevent_get_output(c->bev);
   write_now(c, o);

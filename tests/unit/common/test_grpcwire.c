@@ -1,5 +1,5 @@
-/* Unit tests for common/grpcwire: framing, grpc-timeout, grpc-message encoding,
- * status names. */
+/* Unit tests for common/grpcwire: framing (whole buffers and the streaming
+ * deframer), grpc-timeout, grpc-message encoding, status names. */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -207,6 +207,438 @@ static void test_frame_append_pb(void **state) {
   expect_frame(b, NULL, 0);
   assert_int_equal(evbuffer_get_length(b), 0);
   evbuffer_free(b);
+}
+
+/* ---- streaming deframer ---------------------------------------------------------- */
+
+#define MAX_SEEN 64
+#define NOT_IN_PIECE SIZE_MAX
+
+/* What gw_deframe handed to the callback. */
+typedef struct seen {
+  size_t n;                 /* messages */
+  struct evbuffer *log;     /* each message as a 4-byte length and its bytes, in order */
+  size_t at[MAX_SEEN];      /* where the first MAX_SEEN messages were within the piece
+                             * being fed, or NOT_IN_PIECE */
+  size_t len[MAX_SEEN];
+  const uint8_t *piece;     /* the piece being fed */
+  size_t piece_len;
+  size_t in_place;          /* non-empty messages that lay inside the piece */
+  size_t stop_at;           /* return stop_rc from this message (1-based; 0: never) */
+  int stop_rc;
+} seen;
+
+static void seen_init(seen *s) {
+  memset(s, 0, sizeof *s);
+  s->log = evbuffer_new();
+  assert_non_null(s->log);
+}
+
+/* No assertions here: a failure would jump out of gw_deframe. The tests check what
+ * was recorded. */
+static int on_msg(void *arg, const uint8_t *msg, size_t len) {
+  seen *s = arg;
+  int inside = s->piece && msg && msg >= s->piece && msg + len <= s->piece + s->piece_len;
+  if (s->n < MAX_SEEN) {
+    s->at[s->n] = inside ? (size_t)(msg - s->piece) : NOT_IN_PIECE;
+    s->len[s->n] = len;
+  }
+  if (inside && len > 0) s->in_place++;
+  s->n++;
+  uint32_t l32 = (uint32_t)len;
+  if (evbuffer_add(s->log, &l32, sizeof l32) != 0 || (len && evbuffer_add(s->log, msg, len) != 0))
+    abort();
+  return s->n == s->stop_at ? s->stop_rc : 0;
+}
+
+/* Feeds `n` bytes as one piece in an allocation of its own, so that ASan sees a read
+ * outside it. */
+static int feed(gw_deframer *d, seen *s, const uint8_t *p, size_t n) {
+  uint8_t *piece = malloc(n ? n : 1);
+  assert_non_null(piece);
+  if (n) memcpy(piece, p, n);
+  s->piece = piece;
+  s->piece_len = n;
+  int rc = gw_deframe(d, piece, n, on_msg, s);
+  free(piece);
+  s->piece = NULL;
+  return rc;
+}
+
+/* Appends one framed message of `len` pattern bytes to `wire`, and to `want` as
+ * on_msg logs it. */
+static void add_msg(struct evbuffer *wire, struct evbuffer *want, size_t len, uint8_t seed) {
+  uint8_t *body = malloc(len + 1);
+  assert_non_null(body);
+  for (size_t i = 0; i < len; i++) body[i] = (uint8_t)(seed + i * 31 + (i >> 8));
+  assert_int_equal(gw_frame_append(wire, body, len), 0);
+  uint32_t l32 = (uint32_t)len;
+  assert_int_equal(evbuffer_add(want, &l32, sizeof l32), 0);
+  if (len) assert_int_equal(evbuffer_add(want, body, len), 0);
+  free(body);
+}
+
+static void expect_same(struct evbuffer *a, struct evbuffer *b) {
+  assert_int_equal(evbuffer_get_length(a), evbuffer_get_length(b));
+  if (evbuffer_get_length(a))
+    assert_memory_equal(evbuffer_pullup(a, -1), evbuffer_pullup(b, -1), evbuffer_get_length(a));
+}
+
+static void test_deframe_whole_messages_in_place(void **state) {
+  (void)state;
+  static const size_t lens[] = {3, 1000, 1, 70000, 2};
+  struct evbuffer *wire = evbuffer_new(), *want = evbuffer_new();
+  assert_true(wire && want);
+  for (size_t i = 0; i < ARRAY_LEN(lens); i++) add_msg(wire, want, lens[i], (uint8_t)i);
+  size_t n = evbuffer_get_length(wire);
+  gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+  seen s;
+  seen_init(&s);
+  assert_int_equal(feed(&d, &s, evbuffer_pullup(wire, -1), n), 0);
+  assert_int_equal(s.n, ARRAY_LEN(lens));
+  expect_same(s.log, want);
+  /* Each message was passed in place: a pointer into the piece, after its prefix. */
+  assert_int_equal(s.in_place, ARRAY_LEN(lens));
+  size_t at = 0;
+  for (size_t i = 0; i < ARRAY_LEN(lens); i++) {
+    at += GW_PREFIX_LEN;
+    assert_int_equal(s.at[i], at);
+    assert_int_equal(s.len[i], lens[i]);
+    at += lens[i];
+  }
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  assert_null(d.msg);
+  gw_deframer_reset(&d);
+  evbuffer_free(s.log);
+  evbuffer_free(want);
+  evbuffer_free(wire);
+}
+
+/* Deterministic xorshift so failures reproduce. */
+static uint64_t rnd(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+/* Feeds `wire` in pieces: all in one (max_piece 0), byte by byte (1), or of random
+ * sizes in 1..max_piece. Every call returns 0 and the messages come out as `want`
+ * says. Returns how many non-empty ones were passed in place. */
+static size_t feed_in_pieces(struct evbuffer *wire, struct evbuffer *want, size_t max_piece,
+                             uint64_t seed) {
+  const uint8_t *p = evbuffer_pullup(wire, -1);
+  size_t n = evbuffer_get_length(wire);
+  gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+  seen s;
+  seen_init(&s);
+  for (size_t off = 0; off < n;) {
+    size_t k = max_piece == 0 ? n : max_piece == 1 ? 1 : 1 + rnd(&seed) % max_piece;
+    if (k > n - off) k = n - off;
+    assert_int_equal(feed(&d, &s, p + off, k), 0);
+    off += k;
+  }
+  expect_same(s.log, want);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  gw_deframer_reset(&d);
+  evbuffer_free(s.log);
+  return s.in_place;
+}
+
+static void test_deframe_any_split_same_messages(void **state) {
+  (void)state;
+  struct evbuffer *wire = evbuffer_new(), *want = evbuffer_new();
+  assert_true(wire && want);
+  uint64_t x = 0x2545f4914f6cdd1dULL;
+  size_t nonempty = 0;
+  for (size_t i = 0; i < 300; i++) {
+    uint64_t r = rnd(&x);
+    size_t len = r % 7 == 0 ? 0 : r % 31 == 0 ? 20000 + r % 100000 : 1 + r % 600;
+    add_msg(wire, want, len, (uint8_t)r);
+    nonempty += len > 0;
+  }
+  assert_true(nonempty > 200 && nonempty < 300);
+  /* All in one piece: every message in place. */
+  assert_int_equal(feed_in_pieces(wire, want, 0, 0), nonempty);
+  /* Byte by byte: every message gathered. */
+  assert_int_equal(feed_in_pieces(wire, want, 1, 0), 0);
+  /* Random pieces, small and large: the same messages each time. */
+  static const size_t maxes[] = {2, 6, 7, 100, 5000, 150000};
+  for (size_t i = 0; i < ARRAY_LEN(maxes); i++)
+    assert_true(feed_in_pieces(wire, want, maxes[i], 0x9e3779b97f4a7c15ULL + i) <= nonempty);
+  evbuffer_free(want);
+  evbuffer_free(wire);
+}
+
+static void test_deframe_empty_messages(void **state) {
+  (void)state;
+  static const uint8_t wire[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'q', 0, 0, 0, 0, 0};
+  /* One piece, then byte by byte: empty, empty, "q", empty either way. */
+  for (int split = 0; split < 2; split++) {
+    gw_deframer d = GW_DEFRAMER_INIT(16);
+    seen s;
+    seen_init(&s);
+    if (split) {
+      for (size_t i = 0; i < sizeof wire; i++) {
+        assert_int_equal(feed(&d, &s, &wire[i], 1), 0);
+        /* An empty message is complete with its prefix: handed over at once. */
+        if (i == 4 || i == 9 || i == 15 || i == 20) assert_int_equal(gw_deframer_partial(&d), 0);
+      }
+    } else {
+      assert_int_equal(feed(&d, &s, wire, sizeof wire), 0);
+    }
+    assert_int_equal(s.n, 4);
+    static const size_t lens[] = {0, 0, 1, 0};
+    for (size_t i = 0; i < ARRAY_LEN(lens); i++) assert_int_equal(s.len[i], lens[i]);
+    assert_int_equal(gw_deframer_partial(&d), 0);
+    assert_null(d.msg);
+    gw_deframer_reset(&d);
+    evbuffer_free(s.log);
+  }
+  /* A piece that is exactly one empty message's prefix. */
+  gw_deframer d = GW_DEFRAMER_INIT(16);
+  seen s;
+  seen_init(&s);
+  assert_int_equal(feed(&d, &s, wire, GW_PREFIX_LEN), 0);
+  assert_int_equal(s.n, 1);
+  assert_int_equal(s.len[0], 0);
+  evbuffer_free(s.log);
+}
+
+static void test_deframe_prefix_split(void **state) {
+  (void)state;
+  static const uint8_t wire[] = {0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o', 0, 0, 0, 0, 3, 'a', 'b', 'c'};
+  gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+  seen s;
+  seen_init(&s);
+  assert_int_equal(feed(&d, &s, wire, 2), 0);
+  assert_int_equal(gw_deframer_partial(&d), 2);
+  assert_int_equal(feed(&d, &s, wire + 2, 3), 0); /* the prefix is complete, no body yet */
+  assert_int_equal(gw_deframer_partial(&d), 5);
+  assert_int_equal(s.n, 0);
+  /* The body and the whole next message in one piece: the first was gathered, the
+   * second is passed in place. */
+  assert_int_equal(feed(&d, &s, wire + 5, sizeof wire - 5), 0);
+  assert_int_equal(s.n, 2);
+  assert_int_equal(s.at[0], NOT_IN_PIECE);
+  assert_int_equal(s.at[1], 5 + GW_PREFIX_LEN);
+  assert_int_equal(s.in_place, 1);
+  struct evbuffer *want = evbuffer_new();
+  assert_non_null(want);
+  uint32_t l5 = 5, l3 = 3;
+  assert_int_equal(evbuffer_add(want, &l5, 4), 0);
+  assert_int_equal(evbuffer_add(want, "hello", 5), 0);
+  assert_int_equal(evbuffer_add(want, &l3, 4), 0);
+  assert_int_equal(evbuffer_add(want, "abc", 3), 0);
+  expect_same(s.log, want);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  evbuffer_free(want);
+  evbuffer_free(s.log);
+
+  /* A prefix split at every point, with the body in the piece that completes it. */
+  for (size_t k = 1; k < GW_PREFIX_LEN; k++) {
+    seen_init(&s);
+    assert_int_equal(feed(&d, &s, wire, k), 0);
+    assert_int_equal(gw_deframer_partial(&d), k);
+    assert_int_equal(feed(&d, &s, wire + k, 10 - k), 0);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.len[0], 5);
+    assert_memory_equal(evbuffer_pullup(s.log, -1) + 4, "hello", 5);
+    assert_int_equal(gw_deframer_partial(&d), 0);
+    evbuffer_free(s.log);
+  }
+  gw_deframer_reset(&d);
+}
+
+static void test_deframe_too_large_at_prefix(void **state) {
+  (void)state;
+  static const uint8_t over[] = {0, 0, 0, 0, 17};
+  static const uint8_t ok[] = {0, 0, 0, 0, 1, 'k'};
+  /* A whole prefix alone; the same split; after a good message in the same piece;
+   * with a body following in the piece. None waits for the body. */
+  for (int how = 0; how < 4; how++) {
+    gw_deframer d = GW_DEFRAMER_INIT(16);
+    seen s;
+    seen_init(&s);
+    int rc;
+    if (how == 0) {
+      rc = feed(&d, &s, over, sizeof over);
+    } else if (how == 1) {
+      assert_int_equal(feed(&d, &s, over, 3), 0);
+      rc = feed(&d, &s, over + 3, 2);
+    } else {
+      uint8_t piece[sizeof ok + sizeof over + 17];
+      memcpy(piece, ok, sizeof ok);
+      memcpy(piece + sizeof ok, over, sizeof over);
+      memset(piece + sizeof ok + sizeof over, 'x', 17);
+      rc = feed(&d, &s, piece, how == 2 ? sizeof ok + sizeof over : sizeof piece);
+    }
+    assert_int_equal(rc, GW_FRAME_TOO_LARGE);
+    assert_int_equal(s.n, how >= 2 ? 1 : 0);
+    assert_null(d.msg);
+    gw_deframer_reset(&d);
+    evbuffer_free(s.log);
+  }
+  /* At the limit it is taken; with its prefix alone it waits for the body. */
+  gw_deframer d = GW_DEFRAMER_INIT(16);
+  seen s;
+  seen_init(&s);
+  static const uint8_t at_limit[] = {0, 0, 0, 0, 16};
+  assert_int_equal(feed(&d, &s, at_limit, sizeof at_limit), 0);
+  assert_int_equal(gw_deframer_partial(&d), GW_PREFIX_LEN);
+  uint8_t body[16];
+  memset(body, 'b', sizeof body);
+  assert_int_equal(feed(&d, &s, body, sizeof body), 0);
+  assert_int_equal(s.n, 1);
+  assert_int_equal(s.len[0], 16);
+  /* The full 32-bit length, not a truncated or signed one. */
+  gw_deframer_reset(&d);
+  d.max_len = 0xfffffffe;
+  static const uint8_t huge[] = {0, 0xff, 0xff, 0xff, 0xff};
+  assert_int_equal(feed(&d, &s, huge, sizeof huge), GW_FRAME_TOO_LARGE);
+  assert_null(d.msg);
+  gw_deframer_reset(&d);
+  evbuffer_free(s.log);
+}
+
+static void test_deframe_flags(void **state) {
+  (void)state;
+  static const uint8_t flags[] = {1, 2, 0x80, 0xff};
+  for (size_t i = 0; i < ARRAY_LEN(flags); i++) {
+    int want = flags[i] == 1 ? GW_FRAME_COMPRESSED : GW_FRAME_BAD_FLAG;
+    uint8_t wire[] = {0, 0, 0, 0, 1, 'a', flags[i], 0, 0, 0, 1, 'z'};
+    /* In place (whole in the piece), then with the prefix gathered byte by byte. */
+    for (int split = 0; split < 2; split++) {
+      gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+      seen s;
+      seen_init(&s);
+      int rc = 0;
+      if (split) {
+        for (size_t k = 0; k < sizeof wire && rc == 0; k++) rc = feed(&d, &s, &wire[k], 1);
+      } else {
+        rc = feed(&d, &s, wire, sizeof wire);
+      }
+      assert_int_equal(rc, want);
+      /* The message before it went through; the refused one never does. */
+      assert_int_equal(s.n, 1);
+      assert_int_equal(s.len[0], 1);
+      assert_null(d.msg);
+      gw_deframer_reset(&d);
+      evbuffer_free(s.log);
+    }
+  }
+}
+
+static void test_deframe_callback_stops(void **state) {
+  (void)state;
+  struct evbuffer *wire = evbuffer_new(), *want = evbuffer_new();
+  assert_true(wire && want);
+  add_msg(wire, want, 10, 1);
+  add_msg(wire, want, 20, 2);
+  add_msg(wire, want, 30, 3);
+  size_t n = evbuffer_get_length(wire);
+  const uint8_t *p = evbuffer_pullup(wire, -1);
+  /* In place: the second message stops it, the third is not passed. */
+  gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+  seen s;
+  seen_init(&s);
+  s.stop_at = 2;
+  s.stop_rc = 7;
+  assert_int_equal(feed(&d, &s, p, n), 7);
+  assert_int_equal(s.n, 2);
+  assert_int_equal(s.len[1], 20);
+  gw_deframer_reset(&d);
+  evbuffer_free(s.log);
+
+  /* Gathered: the message completed by the piece stops it; its buffer is freed
+   * (ASan's leak check) and the rest of the piece is not looked at. */
+  seen_init(&s);
+  s.stop_at = 1;
+  s.stop_rc = 1;
+  assert_int_equal(feed(&d, &s, p, 8), 0);
+  assert_int_equal(feed(&d, &s, p + 8, n - 8), 1);
+  assert_int_equal(s.n, 1);
+  assert_int_equal(s.len[0], 10);
+  gw_deframer_reset(&d);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  /* After the reset it starts over between messages. */
+  s.stop_at = 0;
+  assert_int_equal(feed(&d, &s, p, n), 0);
+  assert_int_equal(s.n, 4);
+  gw_deframer_reset(&d);
+  evbuffer_free(s.log);
+  evbuffer_free(want);
+  evbuffer_free(wire);
+}
+
+static void test_deframer_partial(void **state) {
+  (void)state;
+  struct evbuffer *wire = evbuffer_new(), *want = evbuffer_new();
+  assert_true(wire && want);
+  add_msg(wire, want, 100, 1);
+  add_msg(wire, want, 50, 2);
+  const uint8_t *p = evbuffer_pullup(wire, -1);
+  gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+  seen s;
+  seen_init(&s);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  /* Byte by byte through the first message: it counts prefix and body so far. */
+  for (size_t i = 0; i < GW_PREFIX_LEN + 100; i++) {
+    assert_int_equal(feed(&d, &s, p + i, 1), 0);
+    assert_int_equal(gw_deframer_partial(&d), i + 1 == GW_PREFIX_LEN + 100 ? 0 : i + 1);
+  }
+  assert_int_equal(s.n, 1);
+  /* The second, half in one piece. */
+  assert_int_equal(feed(&d, &s, p + 105, 30), 0);
+  assert_int_equal(gw_deframer_partial(&d), 30);
+  assert_int_equal(feed(&d, &s, p + 135, 25), 0);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  assert_int_equal(s.n, 2);
+  expect_same(s.log, want);
+  /* A whole message and half of the next in one piece. */
+  evbuffer_free(s.log);
+  seen_init(&s);
+  assert_int_equal(feed(&d, &s, p, 105 + 12), 0);
+  assert_int_equal(s.n, 1);
+  assert_int_equal(gw_deframer_partial(&d), 12);
+  gw_deframer_reset(&d);
+  evbuffer_free(s.log);
+  evbuffer_free(want);
+  evbuffer_free(wire);
+}
+
+static void test_deframer_reset_frees_partial(void **state) {
+  (void)state;
+  struct evbuffer *wire = evbuffer_new(), *want = evbuffer_new();
+  assert_true(wire && want);
+  add_msg(wire, want, 100000, 9);
+  const uint8_t *p = evbuffer_pullup(wire, -1);
+  gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
+  seen s;
+  seen_init(&s);
+  /* Half a message gathered into its own buffer: the reset frees it (a leak would
+   * show under ASan) and drops what was gathered. */
+  assert_int_equal(feed(&d, &s, p, 50000), 0);
+  assert_int_equal(gw_deframer_partial(&d), 50000);
+  assert_non_null(d.msg);
+  gw_deframer_reset(&d);
+  assert_null(d.msg);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  /* The rest of that message would now read as a new prefix: start over instead. */
+  assert_int_equal(feed(&d, &s, p, evbuffer_get_length(wire)), 0);
+  assert_int_equal(s.n, 1);
+  expect_same(s.log, want);
+  /* A reset with only part of a prefix, and on a fresh or reset deframer. */
+  assert_int_equal(feed(&d, &s, p, 3), 0);
+  gw_deframer_reset(&d);
+  assert_int_equal(gw_deframer_partial(&d), 0);
+  gw_deframer_reset(&d);
+  gw_deframer fresh = GW_DEFRAMER_INIT(1);
+  gw_deframer_reset(&fresh);
+  assert_int_equal(fresh.max_len, 1);
+  evbuffer_free(s.log);
+  evbuffer_free(want);
+  evbuffer_free(wire);
 }
 
 static void test_timeout_parse_valid(void **state) {
@@ -429,6 +861,15 @@ int main(void) {
       cmocka_unit_test(test_frame_append_round_trip),
       cmocka_unit_test(test_frame_append_all_or_nothing),
       cmocka_unit_test(test_frame_append_pb),
+      cmocka_unit_test(test_deframe_whole_messages_in_place),
+      cmocka_unit_test(test_deframe_any_split_same_messages),
+      cmocka_unit_test(test_deframe_empty_messages),
+      cmocka_unit_test(test_deframe_prefix_split),
+      cmocka_unit_test(test_deframe_too_large_at_prefix),
+      cmocka_unit_test(test_deframe_flags),
+      cmocka_unit_test(test_deframe_callback_stops),
+      cmocka_unit_test(test_deframer_partial),
+      cmocka_unit_test(test_deframer_reset_frees_partial),
       cmocka_unit_test(test_timeout_parse_valid),
       cmocka_unit_test(test_timeout_parse_invalid),
       cmocka_unit_test(test_timeout_format),

@@ -1,9 +1,11 @@
 /* Unit tests for common/h2conn: both roles against each other over an in-memory
- * bufferevent pair. They check what users rely on: bodies and trailers in both
- * directions, on_drain, on_stream_close exactly once per stream whatever ends it
- * (reset, header limits, connection loss, free, close from a callback, shutdown),
- * on_conn_close once, and the documented return codes. The server-role details under
- * gRPC are in tests/unit/server/test_call.c. */
+ * bufferevent pair (and a socket pair where the path differs). They check what users
+ * rely on: bodies and trailers in both directions, on_drain, on_stream_close exactly
+ * once per stream whatever ends it (reset, header limits, connection loss, free, close
+ * from a callback, shutdown), on_conn_close once, file output (order, sendfile on a
+ * socket, segments released once), and the documented return codes. The server-role
+ * details under gRPC are in tests/unit/server/test_call.c. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/buffer.h>
@@ -60,6 +65,8 @@ struct fx {
   int close_on_headers;   /* h2conn_close from on_headers_done */
   int submit_twice;       /* respond() submits the response a second time */
   int submit_twice_rc;    /* ... and gets this */
+  int file_fd;            /* file for segments (make_file), or -1 */
+  int released[2];        /* cleanup callbacks of segments made with segment(f, .., k) */
 };
 
 static void fill(uint8_t *p, size_t n) {
@@ -193,6 +200,25 @@ static const h2conn_callbacks cbs = {
 
 /* ---- fixture ---------------------------------------------------------------------- */
 
+/* sendfile(2) as libevent calls it, counted, so a test can tell that file output took
+ * that path (libevent_core is a shared library: this definition comes first). */
+static struct {
+  int calls;
+  size_t bytes;     /* sent */
+  size_t max_count; /* largest request: one file chain, at most one DATA frame */
+} sf;
+
+ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count) {
+  static ssize_t (*real)(int, int, off_t *, size_t);
+  if (!real) *(void **)&real = dlsym(RTLD_NEXT, "sendfile");
+  ssize_t n = real(out_fd, in_fd, offset, count);
+  sf.calls++;
+  if (n > 0) sf.bytes += (size_t)n;
+  if (count > sf.max_count) sf.max_count = count;
+  return n;
+}
+
+
 static void guard_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
@@ -226,6 +252,8 @@ static void connect_pair(struct fx *f, const h2conn_opts *sopts) {
 static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
   assert_non_null(f);
+  f->file_fd = -1;
+  memset(&sf, 0, sizeof sf);
   f->base = event_base_new();
   assert_non_null(f->base);
   f->guard = evtimer_new(f->base, guard_cb, f);
@@ -245,6 +273,7 @@ static int teardown(void **state) {
     for (size_t i = 0; i < sides[s]->nrecs; i++) evbuffer_free(sides[s]->recs[i].data);
   event_free(f->guard);
   event_base_free(f->base);
+  if (f->file_fd >= 0) close(f->file_fd);
   free(f);
   return 0;
 }
@@ -486,6 +515,321 @@ static void test_shutdown_lets_streams_finish(void **state) {
   assert_int_equal(f->srv.recs[0].closes, 1);
 }
 
+/* ---- file output ------------------------------------------------------------------- */
+
+#define FILE_SIZE (512u << 10)
+
+static uint8_t file_byte(size_t i) { return (uint8_t)((i * 2654435761u) >> 13 ^ i); }
+
+/* The fixture's file: FILE_SIZE pattern bytes, unlinked at once. */
+static int make_file(void) {
+  char path[] = "/tmp/h2conn-test-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(unlink(path), 0);
+  uint8_t *p = malloc(FILE_SIZE);
+  assert_non_null(p);
+  for (size_t i = 0; i < FILE_SIZE; i++) p[i] = file_byte(i);
+  assert_int_equal(write(fd, p, FILE_SIZE), (ssize_t)FILE_SIZE);
+  free(p);
+  return fd;
+}
+
+static void count_cleanup(const struct evbuffer_file_segment *seg, int flags, void *arg) {
+  (void)seg;
+  (void)flags;
+  ++*(int *)arg;
+}
+
+/* A segment of the fixture's file, bytes [off, off + len); its release counts in
+ * f->released[k] (in the fixture: a failed test's segments are released after it). */
+static struct evbuffer_file_segment *segment(struct fx *f, size_t off, size_t len, int k) {
+  if (f->file_fd < 0) f->file_fd = make_file();
+  struct evbuffer_file_segment *seg = evbuffer_file_segment_new(f->file_fd, (ev_off_t)off, (ev_off_t)len, 0);
+  assert_non_null(seg);
+  evbuffer_file_segment_add_cleanup_cb(seg, count_cleanup, &f->released[k]);
+  return seg;
+}
+
+/* Queues the first `len` bytes of `seg` (which starts at file offset `off`) on the
+ * server's stream, and the same bytes on `want`. */
+static void add_file(struct fx *f, int32_t sid, struct evbuffer_file_segment *seg, size_t off,
+                     size_t len, struct evbuffer *want) {
+  assert_int_equal(h2conn_stream_add_file(f->srv.h2, sid, seg, len), 0);
+  uint8_t *p = malloc(len);
+  assert_non_null(p);
+  for (size_t i = 0; i < len; i++) p[i] = file_byte(off + i);
+  assert_int_equal(evbuffer_add(want, p, len), 0);
+  free(p);
+}
+
+/* Appends `len` memory bytes to the server's stream output, and to `want`. */
+static void add_mem(struct fx *f, int32_t sid, uint8_t seed, size_t len, struct evbuffer *want) {
+  struct evbuffer *out = h2conn_stream_output(f->srv.h2, sid);
+  assert_non_null(out);
+  uint8_t *p = malloc(len);
+  assert_non_null(p);
+  for (size_t i = 0; i < len; i++) p[i] = (uint8_t)(seed + i);
+  assert_int_equal(evbuffer_add(out, p, len), 0);
+  assert_int_equal(evbuffer_add(want, p, len), 0);
+  free(p);
+  h2conn_stream_resume(f->srv.h2, sid);
+}
+
+/* Both roles over a socket pair: the server writes directly (sendfile for file
+ * output). With `small_buffers` the kernel holds little, so output backs up soon. */
+static void connect_sockets(struct fx *f, int small_buffers) {
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  if (small_buffers) {
+    int n = 16 << 10;
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &n, sizeof n), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &n, sizeof n), 0);
+  }
+  struct bufferevent *s = bufferevent_socket_new(f->base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+  struct bufferevent *c = bufferevent_socket_new(f->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+  assert_true(s && c);
+  assert_int_equal(h2conn_new(&f->srv.h2, s, H2CONN_SERVER, NULL, &cbs, f), 0);
+  assert_int_equal(h2conn_new(&f->cli.h2, c, H2CONN_CLIENT, NULL, &cbs, f), 0);
+}
+
+/* Opens a stream that the server answers with headers only: the test then writes its
+ * body from outside the callbacks. Sets *srv to the server's record of it. */
+static struct rec *open_answered(struct fx *f, const char *path, struct rec **srv) {
+  size_t before = f->srv.nrecs;
+  f->respond_bytes = 0;
+  f->respond_no_end = 1;
+  struct rec *c = request(f, path, NULL, 0, NULL, 0);
+  RUN_UNTIL(f, f->srv.nrecs == before + 1 && f->srv.recs[before].headers_done);
+  *srv = &f->srv.recs[before];
+  return c;
+}
+
+/* The client's body is exactly `want`. */
+static void expect_data(struct rec *r, struct evbuffer *want) {
+  size_t n = evbuffer_get_length(want);
+  assert_int_equal(evbuffer_get_length(r->data), n);
+  assert_memory_equal(evbuffer_pullup(r->data, -1), evbuffer_pullup(want, -1), n);
+}
+
+/* Memory, a file segment from an odd offset, memory, part of another segment,
+ * memory, then trailers: the client gets them byte-exact and in order, and each
+ * segment is released once, when its last byte is gone. */
+static void file_body_round_trip(struct fx *f) {
+  struct rec *s;
+  struct rec *c = open_answered(f, "/file", &s);
+  struct evbuffer *want = evbuffer_new();
+  assert_non_null(want);
+  add_mem(f, s->sid, 'A', 10000, want);
+  add_file(f, s->sid, segment(f, 4099, 300000, 0), 4099, 300000, want);
+  add_mem(f, s->sid, 'B', 30000, want);
+  /* Only the first len bytes of a segment are sent. */
+  add_file(f, s->sid, segment(f, 7, 50000, 1), 7, 40000, want);
+  add_mem(f, s->sid, 'C', 5, want);
+  assert_int_equal(h2conn_stream_pending(f->srv.h2, s->sid), evbuffer_get_length(want));
+  assert_int_equal(f->released[0] + f->released[1], 0);
+
+  /* All of it goes, then on_drain says the output is empty. */
+  RUN_UNTIL(f, s->drains > 0);
+  assert_int_equal(h2conn_stream_pending(f->srv.h2, s->sid), 0);
+  nghttp2_nv tr[] = {NV("x-end", "file")};
+  assert_int_equal(h2conn_stream_end(f->srv.h2, s->sid, tr, 1), 0);
+  RUN_UNTIL(f, c->closes && s->closes);
+  assert_int_equal(c->close_code, NGHTTP2_NO_ERROR);
+  assert_string_equal(c->trailer_value, "file");
+  assert_int_equal(c->trailers_done, 1);
+  expect_data(c, want);
+  assert_int_equal(f->released[0], 1);
+  assert_int_equal(f->released[1], 1);
+
+  /* Nothing holds them any more: freeing the connections releases nothing twice. */
+  h2conn_free(f->cli.h2);
+  h2conn_free(f->srv.h2);
+  settle(f);
+  assert_int_equal(f->released[0], 1);
+  assert_int_equal(f->released[1], 1);
+  evbuffer_free(want);
+}
+
+static void test_file_body_in_order_pair(void **state) {
+  struct fx *f = *state;
+  connect_pair(f, NULL);
+  file_body_round_trip(f);
+  /* Not a socket: libevent mapped the file instead. */
+  assert_int_equal(sf.calls, 0);
+}
+
+static void test_file_body_in_order_socket(void **state) {
+  struct fx *f = *state;
+  connect_sockets(f, 0);
+  file_body_round_trip(f);
+  /* Every file byte went out with sendfile, in DATA frames larger than memory
+   * output's 16 KiB and at most 256 KiB. */
+  assert_true(sf.calls > 0);
+  assert_int_equal(sf.bytes, 300000 + 40000);
+  assert_true(sf.max_count > (16u << 10));
+  assert_true(sf.max_count <= (256u << 10));
+}
+
+/* Reset before a byte of the segment went out, then in the middle of it (the client
+ * stops reading so that part of it is queued on the socket): the segment is released
+ * once, the client got a prefix of the body, and the connection goes on. */
+static void test_file_released_on_reset(void **state) {
+  struct fx *f = *state;
+  connect_pair(f, NULL);
+  struct rec *s;
+  struct rec *c = open_answered(f, "/reset1", &s);
+  struct evbuffer *want = evbuffer_new();
+  assert_non_null(want);
+  add_mem(f, s->sid, 'M', 100, want);
+  add_file(f, s->sid, segment(f, 0, FILE_SIZE, 0), 0, FILE_SIZE, want);
+  h2conn_stream_reset(f->srv.h2, s->sid, NGHTTP2_CANCEL);
+  RUN_UNTIL(f, c->closes && s->closes);
+  assert_int_equal(c->close_code, NGHTTP2_CANCEL);
+  settle(f);
+  assert_int_equal(f->released[0], 1);
+  assert_true(evbuffer_get_length(c->data) < FILE_SIZE);
+  evbuffer_free(want);
+
+  struct bufferevent *cbev = h2conn_bufferevent(f->cli.h2);
+  c = open_answered(f, "/reset2", &s);
+  want = evbuffer_new();
+  assert_non_null(want);
+  f->released[0] = 0;
+  assert_int_equal(bufferevent_disable(cbev, EV_READ), 0);
+  add_mem(f, s->sid, 'N', 100, want);
+  add_file(f, s->sid, segment(f, 1, FILE_SIZE - 1, 0), 1, FILE_SIZE - 1, want);
+  add_file(f, s->sid, segment(f, 0, FILE_SIZE, 1), 0, FILE_SIZE, want);
+  struct evbuffer *sout = bufferevent_get_output(h2conn_bufferevent(f->srv.h2));
+  RUN_UNTIL(f, evbuffer_get_length(sout) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
+  assert_true(h2conn_stream_pending(f->srv.h2, s->sid) < evbuffer_get_length(want));
+  h2conn_stream_reset(f->srv.h2, s->sid, NGHTTP2_CANCEL);
+  settle(f);
+  assert_int_equal(f->released[0], 0); /* part of it is still on its way */
+  assert_int_equal(f->released[1], 0);
+  assert_int_equal(bufferevent_enable(cbev, EV_READ), 0);
+  RUN_UNTIL(f, c->closes && s->closes);
+  assert_int_equal(c->close_code, NGHTTP2_CANCEL);
+  assert_int_equal(s->close_code, NGHTTP2_CANCEL);
+  settle(f);
+  assert_int_equal(f->released[0], 1);
+  assert_int_equal(f->released[1], 1);
+  /* What arrived is the start of the body, in order; the reset cut it short. */
+  size_t got = evbuffer_get_length(c->data);
+  assert_true(got >= 100 && got < evbuffer_get_length(want));
+  assert_memory_equal(evbuffer_pullup(c->data, -1), evbuffer_pullup(want, -1), got);
+  evbuffer_free(want);
+
+  f->respond_no_end = 0;
+  f->respond_bytes = 1000;
+  c = request(f, "/after", NULL, 0, NULL, 0);
+  RUN_UNTIL(f, c->closes);
+  assert_int_equal(c->close_code, NGHTTP2_NO_ERROR);
+  expect_body(c, 1000);
+  assert_int_equal(f->released[0], 1);
+  assert_int_equal(f->released[1], 1);
+}
+
+/* The connection is freed while a segment is queued both on the stream and on the
+ * socket's output: released once (a leak or a double release shows under ASan). */
+static void file_released_on_free(struct fx *f) {
+  struct rec *s;
+  struct rec *c = open_answered(f, "/free", &s);
+  struct evbuffer *want = evbuffer_new();
+  assert_non_null(want);
+  assert_int_equal(bufferevent_disable(h2conn_bufferevent(f->cli.h2), EV_READ), 0);
+  add_file(f, s->sid, segment(f, 3, FILE_SIZE - 3, 0), 3, FILE_SIZE - 3, want);
+  add_mem(f, s->sid, 'Z', 10, want);
+  struct evbuffer *sout = bufferevent_get_output(h2conn_bufferevent(f->srv.h2));
+  RUN_UNTIL(f, evbuffer_get_length(sout) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
+  assert_true(h2conn_stream_pending(f->srv.h2, s->sid) < evbuffer_get_length(want));
+  assert_int_equal(f->released[0], 0);
+  h2conn_free(f->srv.h2);
+  assert_int_equal(s->closes, 1);
+  assert_int_equal(s->close_code, NGHTTP2_CANCEL);
+  assert_null(f->srv.h2);
+  settle(f);
+  assert_int_equal(f->released[0], 1);
+  h2conn_free(f->cli.h2);
+  assert_int_equal(c->closes, 1);
+  settle(f);
+  assert_int_equal(f->released[0], 1);
+  evbuffer_free(want);
+}
+
+static void test_file_released_on_free_pair(void **state) {
+  struct fx *f = *state;
+  connect_pair(f, NULL);
+  file_released_on_free(f);
+}
+
+static void test_file_released_on_free_socket(void **state) {
+  struct fx *f = *state;
+  connect_sockets(f, 1);
+  file_released_on_free(f);
+  assert_true(sf.calls > 0);
+}
+
+/* Documented: add_file takes the segment also when it fails. */
+static void test_add_file_errors(void **state) {
+  struct fx *f = *state;
+  connect_pair(f, NULL);
+  assert_int_equal(h2conn_stream_add_file(f->srv.h2, 5, segment(f, 0, 100, 0), 100), -ENOENT);
+  assert_int_equal(f->released[0], 1);
+
+  /* A stream that was and is no more. */
+  f->respond_bytes = 10;
+  struct rec *c = request(f, "/gone", NULL, 0, NULL, 0);
+  RUN_UNTIL(f, c->closes && f->srv.nrecs == 1 && f->srv.recs[0].closes);
+  assert_int_equal(h2conn_stream_add_file(f->srv.h2, f->srv.recs[0].sid, segment(f, 0, 100, 0), 100),
+                   -ENOENT);
+  assert_int_equal(f->released[0], 2);
+  /* Client role too. */
+  assert_int_equal(h2conn_stream_add_file(f->cli.h2, c->sid, segment(f, 0, 100, 0), 100), -ENOENT);
+  assert_int_equal(f->released[0], 3);
+
+  struct rec *s;
+  c = open_answered(f, "/ended", &s);
+  struct evbuffer *want = evbuffer_new();
+  assert_non_null(want);
+  add_mem(f, s->sid, 'E', 50, want);
+  /* len 0 queues nothing and lets go of the segment at once. */
+  assert_int_equal(h2conn_stream_add_file(f->srv.h2, s->sid, segment(f, 0, 100, 0), 0), 0);
+  assert_int_equal(f->released[0], 4);
+  assert_int_equal(h2conn_stream_pending(f->srv.h2, s->sid), 50);
+  assert_int_equal(h2conn_stream_end(f->srv.h2, s->sid, NULL, 0), 0);
+  assert_int_equal(h2conn_stream_add_file(f->srv.h2, s->sid, segment(f, 0, 100, 0), 100), -EINVAL);
+  assert_int_equal(f->released[0], 5);
+  assert_int_equal(h2conn_stream_pending(f->srv.h2, s->sid), 50);
+  RUN_UNTIL(f, c->closes);
+  assert_int_equal(c->close_code, NGHTTP2_NO_ERROR);
+  expect_data(c, want);
+  settle(f);
+  assert_int_equal(f->released[0], 5);
+  evbuffer_free(want);
+}
+
+/* A segment libevent refuses (here: len past the segment's end, a caller's error)
+ * ends the connection: the segment is released once, the streams close, nothing
+ * crashes. */
+static void test_refused_segment_closes_connection(void **state) {
+  struct fx *f = *state;
+  connect_pair(f, NULL);
+  struct rec *s;
+  struct rec *c = open_answered(f, "/refused", &s);
+  assert_int_equal(h2conn_stream_add_file(f->srv.h2, s->sid, segment(f, 0, 100, 0), 200), 0);
+  RUN_UNTIL(f, f->srv.conn_closes);
+  assert_null(f->srv.h2);
+  assert_int_equal(s->closes, 1);
+  assert_int_equal(s->close_code, NGHTTP2_CANCEL);
+  settle(f);
+  assert_int_equal(f->released[0], 1);
+  /* A pair sends no EOF: the client goes when freed. */
+  h2conn_free(f->cli.h2);
+  assert_int_equal(c->closes, 1);
+  assert_int_equal(f->released[0], 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -499,6 +843,13 @@ int main(void) {
       T(test_peer_eof_closes_streams),
       T(test_close_from_callback),
       T(test_shutdown_lets_streams_finish),
+      T(test_file_body_in_order_pair),
+      T(test_file_body_in_order_socket),
+      T(test_file_released_on_reset),
+      T(test_file_released_on_free_pair),
+      T(test_file_released_on_free_socket),
+      T(test_add_file_errors),
+      T(test_refused_segment_closes_connection),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,7 @@
 /* Unit tests for server/outlog: records as gRPC frames, replay from any seq, stream
- * filters, live wake-ups, truncation, bounded memory, write errors and reopening. */
+ * filters, live wake-ups, truncation, bounded memory, write errors and reopening, and
+ * file segments for sending without copies. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -914,6 +916,289 @@ static void test_open_existing(void **state) {
   model_free(&m);
 }
 
+/* ---- file segments (outlog_reader_read_segment) ----------------------------------- */
+
+/* A value read_segment must leave alone when it hands nothing over. */
+static int seg_sentinel;
+#define SEG_SENTINEL ((struct evbuffer_file_segment *)&seg_sentinel)
+
+/* The bytes a segment covers, as libevent hands them to a plain buffer (it maps or
+ * reads the file), copied out. The whole segment is taken, so its length shows too. */
+static struct evbuffer *segment_bytes(struct evbuffer_file_segment *seg) {
+  struct evbuffer *mapped = evbuffer_new(), *b = evbuffer_new();
+  assert_true(mapped && b);
+  assert_int_equal(evbuffer_add_file_segment(mapped, seg, 0, -1), 0);
+  size_t n = evbuffer_get_length(mapped);
+  if (n) assert_int_equal(evbuffer_add(b, evbuffer_pullup(mapped, -1), n), 0);
+  evbuffer_free(mapped);
+  return b;
+}
+
+/* Takes the reader's next segment, which must be `want_len` bytes (> 0). */
+static struct evbuffer_file_segment *take_segment(outlog_reader *r, size_t want_len) {
+  struct evbuffer_file_segment *seg = SEG_SENTINEL;
+  assert_int_equal(outlog_reader_read_segment(r, &seg), (ssize_t)want_len);
+  assert_non_null(seg);
+  assert_ptr_not_equal(seg, SEG_SENTINEL);
+  return seg;
+}
+
+/* Asserts that read_segment returns `want` (0 or an error) and leaves *out alone. */
+static void expect_no_segment(outlog_reader *r, ssize_t want) {
+  struct evbuffer_file_segment *seg = SEG_SENTINEL;
+  assert_int_equal(outlog_reader_read_segment(r, &seg), want);
+  assert_ptr_equal(seg, SEG_SENTINEL);
+}
+
+/* Bytes [from, end) of `all` equal `b`. */
+static void expect_tail(struct evbuffer *all, size_t from, struct evbuffer *b) {
+  size_t n = evbuffer_get_length(all) - from;
+  assert_int_equal(evbuffer_get_length(b), n);
+  if (n) assert_memory_equal(evbuffer_pullup(b, -1), evbuffer_pullup(all, -1) + from, n);
+}
+
+/* File descriptors of this process open on the file at `path`. */
+static int fds_open_on(const char *path) {
+  struct stat want, st;
+  assert_int_equal(stat(path, &want), 0);
+  DIR *dir = opendir("/proc/self/fd");
+  assert_non_null(dir);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(dir)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    int fd = atoi(e->d_name);
+    if (fd != dirfd(dir) && fstat(fd, &st) == 0 && st.st_dev == want.st_dev && st.st_ino == want.st_ino)
+      n++;
+  }
+  closedir(dir);
+  return n;
+}
+
+static void test_segment_equals_read(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  model m = {0};
+  assert_int_equal(outlog_new(&l, f->base, f->path, NULL), 0);
+  fill_random(l, &m, 1500, 77);
+  struct evbuffer *all = read_all(l, 0, 0);
+  assert_true(evbuffer_get_length(all) > (1u << 20));
+
+  outlog_reader *r;
+  assert_int_equal(outlog_reader_new(&r, l, 0, 0), 0);
+  struct evbuffer_file_segment *seg = take_segment(r, evbuffer_get_length(all));
+  struct evbuffer *b = segment_bytes(seg);
+  assert_true(buf_equal(b, all));
+  recs rs = decode(b);
+  check_recs(&rs, &m, 1, 0, 1);
+  recs_free(&rs);
+  /* The reader has caught up: nothing more either way. */
+  assert_true(outlog_reader_caught_up(r));
+  expect_no_segment(r, 0);
+  struct evbuffer *more = evbuffer_new();
+  assert_non_null(more);
+  assert_int_equal(outlog_reader_read(r, more, 1 << 20), 0);
+  assert_int_equal(evbuffer_get_length(more), 0);
+  evbuffer_free(more);
+  evbuffer_file_segment_free(seg);
+  outlog_reader_free(r);
+  evbuffer_free(b);
+  outlog_free(l);
+
+  /* A finished run's file reopened for replay (read-only descriptor): the same. */
+  assert_int_equal(outlog_open_existing(&l, f->base, f->path, NULL), 0);
+  assert_int_equal(outlog_reader_new(&r, l, 1, 0), 0);
+  seg = take_segment(r, evbuffer_get_length(all));
+  b = segment_bytes(seg);
+  assert_true(buf_equal(b, all));
+  expect_no_segment(r, 0);
+  assert_true(outlog_reader_done(r));
+  evbuffer_file_segment_free(seg);
+  outlog_reader_free(r);
+  outlog_free(l);
+  evbuffer_free(b);
+  evbuffer_free(all);
+  model_free(&m);
+}
+
+static void test_segment_then_append(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  model m = {0};
+  assert_int_equal(outlog_new(&l, f->base, f->path, NULL), 0);
+  outlog_reader *r;
+  assert_int_equal(outlog_reader_new(&r, l, 0, 0), 0);
+  /* Nothing written yet (no file either). */
+  expect_no_segment(r, 0);
+
+  append_both(l, &m, OUTLOG_STDOUT, (const uint8_t *)"one\n", 4, T0);
+  append_both(l, &m, OUTLOG_STDERR, (const uint8_t *)"two\n", 4, T0 + 1);
+  struct evbuffer *all = read_all(l, 0, 0);
+  struct evbuffer_file_segment *first = take_segment(r, evbuffer_get_length(all));
+  size_t first_len = evbuffer_get_length(all);
+  expect_no_segment(r, 0);
+
+  /* A live follower waits, is woken by the next appends, and gets only them. */
+  int wakes = 0;
+  outlog_reader_wait(r, count_cb, &wakes);
+  spin(f->base);
+  assert_int_equal(wakes, 0);
+  static uint8_t big[3 * OUTLOG_CHUNK_MAX / 2];
+  for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7);
+  append_both(l, &m, OUTLOG_STDOUT, big, sizeof big, T0 + 2);
+  append_both(l, &m, OUTLOG_STDERR, (const uint8_t *)"three\n", 6, T0 + 3);
+  spin(f->base);
+  assert_int_equal(wakes, 1);
+  evbuffer_free(all);
+  all = read_all(l, 0, 0);
+  struct evbuffer_file_segment *second = take_segment(r, evbuffer_get_length(all) - first_len);
+  struct evbuffer *b = segment_bytes(second);
+  expect_tail(all, first_len, b);
+  recs rs = decode(b);
+  assert_int_equal(rs.n, 3); /* the big append is two records */
+  assert_int_equal(rs.c[0]->seq, 3);
+  recs_free(&rs);
+  evbuffer_free(b);
+  /* The first segment still covers exactly the first records. */
+  b = segment_bytes(first);
+  assert_int_equal(evbuffer_get_length(b), first_len);
+  assert_memory_equal(evbuffer_pullup(b, -1), evbuffer_pullup(all, -1), first_len);
+  rs = decode(b);
+  assert_int_equal(rs.n, 2);
+  recs_free(&rs);
+  evbuffer_free(b);
+
+  /* All of the log went into segments: the follower is done once it ends. */
+  expect_no_segment(r, 0);
+  assert_false(outlog_reader_done(r));
+  outlog_end(l);
+  assert_true(outlog_reader_done(r));
+  evbuffer_file_segment_free(first);
+  evbuffer_file_segment_free(second);
+  evbuffer_free(all);
+  outlog_reader_free(r);
+  outlog_free(l);
+  model_free(&m);
+}
+
+static void test_segment_needs_unfiltered_reader_at_start(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  model m = {0};
+  assert_int_equal(outlog_new(&l, f->base, f->path, NULL), 0);
+  fill_random(l, &m, 120, 13);
+  struct evbuffer *all = read_all(l, 0, 0);
+  recs rs = decode(all);
+  assert_true(rs.n > 100);
+
+  /* A filtered reader: never, not even once it has caught up. */
+  for (int s = OUTLOG_STDOUT; s <= OUTLOG_STDERR; s++) {
+    outlog_reader *r;
+    assert_int_equal(outlog_reader_new(&r, l, 0, s), 0);
+    expect_no_segment(r, -ENOTSUP);
+    struct evbuffer *b = evbuffer_new();
+    assert_non_null(b);
+    drain(r, b, 64 << 10);
+    expect_no_segment(r, -ENOTSUP);
+    evbuffer_free(b);
+    outlog_reader_free(r);
+  }
+
+  /* A reader from seq 50: not until outlog_reader_read has got it there; then the
+   * segment goes on exactly where read stopped. */
+  outlog_reader *r;
+  assert_int_equal(outlog_reader_new(&r, l, 50, 0), 0);
+  expect_no_segment(r, -ENOTSUP);
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  assert_int_equal(outlog_reader_read(r, b, 1), (ssize_t)(rs.at[50] - rs.at[49]));
+  assert_int_equal(outlog_reader_read(r, b, 1), (ssize_t)(rs.at[51] - rs.at[50]));
+  struct evbuffer_file_segment *seg = take_segment(r, evbuffer_get_length(all) - rs.at[51]);
+  struct evbuffer *sb = segment_bytes(seg);
+  assert_int_equal(evbuffer_add_buffer(b, sb), 0);
+  expect_tail(all, rs.at[49], b);
+  expect_no_segment(r, 0);
+  evbuffer_file_segment_free(seg);
+  evbuffer_free(sb);
+  evbuffer_free(b);
+  outlog_reader_free(r);
+
+  /* A reader from a seq not written yet: reads skip up to it, and only then does a
+   * segment start, with that very record. */
+  uint64_t next = outlog_next_seq(l);
+  assert_int_equal(outlog_reader_new(&r, l, next + 2, 0), 0);
+  b = evbuffer_new();
+  assert_non_null(b);
+  assert_int_equal(outlog_reader_read(r, b, 64 << 10), 0);
+  expect_no_segment(r, -ENOTSUP);
+  append_both(l, &m, OUTLOG_STDOUT, (const uint8_t *)"a", 1, T0);
+  expect_no_segment(r, -ENOTSUP);
+  append_both(l, &m, OUTLOG_STDERR, (const uint8_t *)"b", 1, T0);
+  assert_int_equal(outlog_reader_read(r, b, 64 << 10), 0);
+  assert_int_equal(evbuffer_get_length(b), 0);
+  expect_no_segment(r, 0); /* at its start seq, caught up */
+  append_both(l, &m, OUTLOG_STDOUT, (const uint8_t *)"c", 1, T0);
+  evbuffer_free(all);
+  all = read_all(l, next + 2, 0);
+  seg = take_segment(r, evbuffer_get_length(all));
+  sb = segment_bytes(seg);
+  recs one = decode(sb);
+  assert_int_equal(one.n, 1);
+  assert_int_equal(one.c[0]->seq, next + 2);
+  assert_memory_equal(one.c[0]->data.data, "c", 1);
+  recs_free(&one);
+  evbuffer_file_segment_free(seg);
+  evbuffer_free(sb);
+  evbuffer_free(b);
+  outlog_reader_free(r);
+  recs_free(&rs);
+  evbuffer_free(all);
+  outlog_free(l);
+  model_free(&m);
+}
+
+/* The run and the follower both let go while the segment is still queued somewhere:
+ * the segment keeps the file open and readable, and its release frees the rest (ASan
+ * and valgrind see any leak). */
+static void test_segment_outlives_reader_and_log(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  model m = {0};
+  assert_int_equal(outlog_new(&l, f->base, f->path, NULL), 0);
+  fill_random(l, &m, 300, 21);
+  struct evbuffer *all = read_all(l, 0, 0);
+  assert_int_equal(fds_open_on(f->path), 1);
+
+  outlog_reader *r;
+  assert_int_equal(outlog_reader_new(&r, l, 0, 0), 0);
+  struct evbuffer_file_segment *seg = take_segment(r, evbuffer_get_length(all));
+  outlog_reader_free(r);
+  outlog_free(l);
+  assert_int_equal(fds_open_on(f->path), 1);
+  struct evbuffer *b = segment_bytes(seg);
+  assert_true(buf_equal(b, all));
+  evbuffer_free(b);
+  evbuffer_file_segment_free(seg);
+  assert_int_equal(fds_open_on(f->path), 0);
+
+  /* Handed to a buffer, which keeps it after the caller's reference is gone. */
+  assert_int_equal(outlog_open_existing(&l, f->base, f->path, NULL), 0);
+  assert_int_equal(outlog_reader_new(&r, l, 0, 0), 0);
+  seg = take_segment(r, evbuffer_get_length(all));
+  struct evbuffer *queued = evbuffer_new();
+  assert_non_null(queued);
+  assert_int_equal(evbuffer_add_file_segment(queued, seg, 0, -1), 0);
+  evbuffer_file_segment_free(seg);
+  outlog_free(l);
+  outlog_reader_free(r);
+  assert_int_equal(fds_open_on(f->path), 1);
+  assert_true(buf_equal(queued, all));
+  evbuffer_free(queued);
+  assert_int_equal(fds_open_on(f->path), 0);
+  evbuffer_free(all);
+  model_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_roundtrip_random, setup, teardown),
@@ -932,6 +1217,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_error_rollback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_open_existing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segment_equals_read, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segment_then_append, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segment_needs_unfiltered_reader_at_start, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segment_outlives_reader_and_log, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
