@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -22,6 +23,8 @@
 #define DATA_FRAME_MAX (256u << 10)
 /* DATA payload of memory output: nghttp2's default (16 KiB). */
 #define MEM_FRAME_MAX (16u << 10)
+/* Most bytes one read of a socket takes (sock_read_cb). */
+#define READ_CHUNK (64u << 10)
 
 /* Output queued before a file piece: what was appended to the stream's output buffer
  * before h2conn_stream_add_file (mem), or a file range sent without copying (seg). */
@@ -55,6 +58,7 @@ struct h2conn {
   nghttp2_session *session;
   struct bufferevent *bev;
   struct event *flush_ev; /* deferred: send, notify drains, tear down */
+  struct event *read_ev;  /* a socket's input, read by sock_read_cb; NULL: the bufferevent reads */
   h2conn_callbacks cbs;
   void *conn_user;
   h2conn_opts opts;
@@ -385,6 +389,18 @@ static int stream_close_cb(nghttp2_session *session, int32_t sid, uint32_t error
 
 static void teardown(h2conn *c);
 
+/* Starts or stops reading the peer. */
+static void reading(h2conn *c, int on) {
+  if (c->read_ev) {
+    if (on) event_add(c->read_ev, NULL);
+    else event_del(c->read_ev);
+  } else if (on) {
+    bufferevent_enable(c->bev, EV_READ);
+  } else {
+    bufferevent_disable(c->bev, EV_READ);
+  }
+}
+
 /* Feeds buffered input to nghttp2 until it is consumed or output is over the mark. */
 static int process_input(h2conn *c) {
   struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -392,7 +408,7 @@ static int process_input(h2conn *c) {
     if (over_high_water(c)) {
       /* A peer that does not read our answers (PING/SETTINGS floods included)
        * must not make us queue without bound: stop reading until it drains. */
-      bufferevent_disable(c->bev, EV_READ);
+      reading(c, 0);
       c->read_held = 1;
       return 0;
     }
@@ -477,9 +493,55 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   else do_send(c);
 }
 
+static void read_cb(struct bufferevent *bev, void *arg);
+
+/* A socket's input is read here, not by the bufferevent: libevent 2.1 reads at most
+ * 4 KiB per wake-up, after a FIONREAD ioctl, so a stream at full speed would cost
+ * three system calls per 4 KiB. One readv of up to READ_CHUNK per wake-up instead. */
+static void sock_read_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)what;
+  h2conn *c = arg;
+  struct evbuffer *in = bufferevent_get_input(c->bev);
+  /* A socket bufferevent keeps its input's end frozen outside its own read callback;
+   * thaw it around this read as that callback does. */
+  evbuffer_unfreeze(in, 0);
+  struct evbuffer_iovec v;
+  if (evbuffer_reserve_space(in, READ_CHUNK, &v, 1) != 1) abort();
+  struct iovec iov = {v.iov_base, v.iov_len};
+  ssize_t r = readv(fd, &iov, 1);
+  int e = errno;
+  v.iov_len = r > 0 ? (size_t)r : 0;
+  evbuffer_commit_space(in, &v, 1);
+  evbuffer_freeze(in, 0);
+  errno = e;
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  if (r <= 0) {
+    if (r < 0) LOG_DEBUG("h2: read failed: %s", strerror(errno));
+    /* EOF or error: tear down from the deferred event, as event_cb does. */
+    event_del(c->read_ev);
+    c->closing = 1;
+    schedule_flush(c);
+    return;
+  }
+  read_cb(c->bev, c);
+}
+
+/* Moves reading from the bufferevent to sock_read_cb once the connection is on a
+ * socket: at once for a server, at the first input for a client (its socket is
+ * connected and set later). In-memory pairs have no socket and stay as they are. */
+static void read_socket(h2conn *c) {
+  evutil_socket_t fd = bufferevent_getfd(c->bev);
+  if (c->read_ev || fd < 0) return;
+  c->read_ev = event_new(bufferevent_get_base(c->bev), fd, EV_READ | EV_PERSIST, sock_read_cb, c);
+  if (!c->read_ev) abort();
+  bufferevent_disable(c->bev, EV_READ);
+  if (!c->read_held) event_add(c->read_ev, NULL);
+}
+
 static void read_cb(struct bufferevent *bev, void *arg) {
   (void)bev;
   h2conn *c = arg;
+  read_socket(c);
   process_input(c);
   do_send(c);
 }
@@ -493,7 +555,7 @@ static void write_cb(struct bufferevent *bev, void *arg) {
   }
   if (c->read_held && !over_high_water(c)) {
     c->read_held = 0;
-    bufferevent_enable(c->bev, EV_READ);
+    reading(c, 1);
     process_input(c);
   }
   do_send(c);
@@ -526,6 +588,7 @@ static void teardown(h2conn *c) {
     stream_free(c, s);
   }
   nghttp2_session_del(c->session);
+  if (c->read_ev) event_free(c->read_ev); /* before the bufferevent closes its socket */
   bufferevent_free(c->bev);
   event_free(c->flush_ev);
   if (c->cbs.on_conn_close) c->cbs.on_conn_close(c, c->conn_user);
@@ -589,14 +652,12 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
   nghttp2_option_del(nopt);
   nghttp2_session_callbacks_del(ncb);
   bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
-  /* libevent reads 16 KiB per wake-up by default: a stream at full speed would cost a
-   * read, an ioctl and an epoll_wait per 16 KiB. Large frames are read whole. */
-  bufferevent_set_max_single_read(bev, DATA_FRAME_MAX);
   bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW_WATER, 0);
   /* Only a server on a real socket writes directly (not a client still connecting,
    * nor an in-memory pair); TLS bufferevents will need their own path here. */
   c->direct = role == H2CONN_SERVER && bufferevent_getfd(bev) >= 0;
-  bufferevent_enable(bev, c->direct ? EV_READ : EV_READ | EV_WRITE);
+  if (c->direct) read_socket(c);
+  else bufferevent_enable(bev, EV_READ | EV_WRITE);
   /* Our SETTINGS go out at once: C-core clients wait for them (grpc#23636). */
   schedule_flush(c);
   *out = c;
