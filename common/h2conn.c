@@ -59,6 +59,7 @@ struct h2conn {
   struct bufferevent *bev;
   struct event *flush_ev; /* deferred: send, notify drains, tear down */
   struct event *read_ev;  /* a socket's input, read by sock_read_cb; NULL: the bufferevent reads */
+  struct event *write_ev; /* direct: EV_WRITE while output is left over (sock_write_cb) */
   h2conn_callbacks cbs;
   void *conn_user;
   h2conn_opts opts;
@@ -69,7 +70,7 @@ struct h2conn {
   unsigned dead : 1;      /* tearing down: the API is a no-op */
   unsigned read_held : 1; /* reading paused while output is over the high-water mark */
   unsigned direct : 1;    /* server on a socket: output is written at once (write_now) */
-  unsigned write_on : 1;  /* direct: the bufferevent's EV_WRITE is enabled */
+  unsigned write_on : 1;  /* direct: write_ev is pending */
   unsigned file_tail : 1; /* the socket output may end with a file chain (out_add) */
 };
 
@@ -429,30 +430,33 @@ static int process_input(h2conn *c) {
   return 0;
 }
 
-/* A server on a socket: output is written to it at once, and the bufferevent's write
- * event is enabled only while some is left over. A unary answer then costs one
- * writev instead of arming EV_WRITE, waking up for it and disarming it again (two
- * epoll_ctl and one epoll_wait per call). */
+/* A server on a socket: output is written to it at once, and a write event is armed
+ * only while some is left over. A unary answer then costs one writev instead of arming
+ * EV_WRITE, waking up for it and disarming it again (two epoll_ctl and one epoll_wait
+ * per call). One evbuffer_write is one writev(2) or, for a file chain first, one
+ * sendfile(2), so it goes on until the socket is full or the output is gone. (Corking
+ * the socket so that each DATA frame's 9-byte header joins its sendfile data was
+ * tried: no measurable gain.) */
 static void write_now(h2conn *c, struct evbuffer *o) {
   if (!c->direct || c->write_on || evbuffer_get_length(o) == 0) return;
+  evutil_socket_t fd = bufferevent_getfd(c->bev);
   /* A socket bufferevent keeps its output's start frozen outside its own write
-   * callback; thaw it around this write as that callback does. */
+   * callback; thaw it around these writes as that callback does. */
   evbuffer_unfreeze(o, 1);
-  /* One evbuffer_write is one writev(2) or, for a file chain first, one sendfile(2):
-   * go on until the socket is full or the output is gone. */
   int w;
   do
-    w = evbuffer_write(o, bufferevent_getfd(c->bev));
+    w = evbuffer_write(o, fd);
   while (w > 0 && evbuffer_get_length(o) > 0);
+  int e = errno;
   evbuffer_freeze(o, 1);
-  if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-    LOG_DEBUG("h2: write failed: %s", strerror(errno));
+  if (w < 0 && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
+    LOG_DEBUG("h2: write failed: %s", strerror(e));
     c->closing = 1;
     return;
   }
   if (evbuffer_get_length(o) > 0) {
     c->write_on = 1;
-    bufferevent_enable(c->bev, EV_WRITE);
+    event_add(c->write_ev, NULL);
   }
 }
 
@@ -546,19 +550,33 @@ static void read_cb(struct bufferevent *bev, void *arg) {
   do_send(c);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg) {
-  (void)bev;
-  h2conn *c = arg;
-  if (c->direct && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-    c->write_on = 0;
-    bufferevent_disable(c->bev, EV_WRITE);
-  }
+/* Output went out: take up reading again if it was held, and send more. */
+static void output_went(h2conn *c) {
   if (c->read_held && !over_high_water(c)) {
     c->read_held = 0;
     reading(c, 1);
     process_input(c);
   }
   do_send(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  output_went(arg);
+}
+
+/* Direct mode: the socket takes output again. */
+static void sock_write_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  h2conn *c = arg;
+  c->write_on = 0;
+  write_now(c, bufferevent_get_output(c->bev));
+  if (c->closing) {
+    schedule_flush(c);
+    return;
+  }
+  output_went(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg) {
@@ -588,7 +606,9 @@ static void teardown(h2conn *c) {
     stream_free(c, s);
   }
   nghttp2_session_del(c->session);
-  if (c->read_ev) event_free(c->read_ev); /* before the bufferevent closes its socket */
+  /* Before the bufferevent closes the socket. */
+  if (c->read_ev) event_free(c->read_ev);
+  if (c->write_ev) event_free(c->write_ev);
   bufferevent_free(c->bev);
   event_free(c->flush_ev);
   if (c->cbs.on_conn_close) c->cbs.on_conn_close(c, c->conn_user);
@@ -656,8 +676,16 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
   /* Only a server on a real socket writes directly (not a client still connecting,
    * nor an in-memory pair); TLS bufferevents will need their own path here. */
   c->direct = role == H2CONN_SERVER && bufferevent_getfd(bev) >= 0;
-  if (c->direct) read_socket(c);
-  else bufferevent_enable(bev, EV_READ | EV_WRITE);
+  if (c->direct) {
+    /* All writing is write_now's: a new bufferevent has EV_WRITE enabled, and its own
+     * write callback would take a sendfile that met a full socket (0 bytes) for EOF. */
+    bufferevent_disable(bev, EV_WRITE);
+    c->write_ev = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev), EV_WRITE, sock_write_cb, c);
+    if (!c->write_ev) abort();
+    read_socket(c);
+  } else {
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+  }
   /* Our SETTINGS go out at once: C-core clients wait for them (grpc#23636). */
   schedule_flush(c);
   *out = c;

@@ -321,13 +321,15 @@ class Bench:
         the page cache of a new file fills at ~0.4 GB/s whoever writes it, while pages
         the guest has used before go at memory speed. Touching nbytes of memory and
         freeing it hands the page cache used pages, as on any machine that has run for a
-        while. Then sync, so that dirty pages of the previous repetition (writeback
-        throttles writers past ~2 GiB dirty here) do not slow this one."""
+        while. The guest hands freed memory back to the host after a few seconds, so this
+        comes last, right before the repetition. First, sync, so that dirty pages of the
+        previous repetition (writeback throttles writers past ~2 GiB dirty here) do not
+        slow this one."""
+        os.sync()
         b = bytearray(nbytes)
         for i in range(0, nbytes, 4096):
             b[i] = 1
         del b
-        os.sync()
 
     def phase_stream(self):
         srv = self.server()
