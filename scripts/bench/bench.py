@@ -337,8 +337,14 @@ class Bench:
             client = [self.tool("bench_client"), srv.addr, "stream", str(GIB), "emit", "bytes=%d" % GIB]
             cold = self.cmd("stream.prismqd.cold", client)
 
+            out_dir = os.path.join(srv.data_dir, "output")
+
             def settled(fn):
                 def run():
+                    # Earlier repetitions' output goes, as retention would remove old runs'
+                    # output: its page cache is recycled rather than grown.
+                    for name in os.listdir(out_dir):
+                        os.unlink(os.path.join(out_dir, name))
                     self.settle_memory(GIB * 3 // 2)
                     return fn()
                 return run
