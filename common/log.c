@@ -53,3 +53,18 @@ void log_msg(enum log_level lvl, const char *fmt, ...) {
   ssize_t w = write(STDERR_FILENO, line, len);
   (void)w;
 }
+
+int log_limit_pass(log_limit *l, unsigned every_ms, unsigned long long *held) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  /* +1 so that a clock reading of 0 is still a line passed. */
+  long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
+  if (l->last_ms && now - l->last_ms < (long long)every_ms) {
+    l->held++;
+    return 0;
+  }
+  l->last_ms = now;
+  *held = l->held;
+  l->held = 0;
+  return 1;
+}

@@ -20,6 +20,18 @@ enum log_level log_get_level(void);
 /* Prints one line at `lvl` if it passes the filter. */
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A rate limit for a line that can repeat without end (a full descriptor table, a
+ * flood of refused connections): at most one per interval, saying how many were held
+ * back. Zero-initialise. Single-threaded per limit. */
+typedef struct log_limit {
+  long long last_ms; /* monotonic time of the last line passed; 0 = none yet */
+  unsigned long long held;
+} log_limit;
+
+/* Returns 1 if a line may be printed now, setting *held to the lines held back since
+ * the previous one; returns 0 (counting one more held back) within `every_ms` of it. */
+int log_limit_pass(log_limit *l, unsigned every_ms, unsigned long long *held);
+
 #define LOG_DEBUG(...) do { if (log_get_level() <= LOG_LVL_DEBUG) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
 #define LOG_INFO(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define LOG_WARN(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)

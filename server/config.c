@@ -605,13 +605,13 @@ static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l)
 {
   static const char *const keys[] = {"max_concurrent", "max_queued", "max_memory_percent",
                                      "min_available_memory_mb", "max_cpu_percent",
-                                     "output_max_bytes", NULL};
-  enum { MAXCONC, MAXQ, MEMPCT, MINMEM, CPUPCT, OUTMAX, NKEYS };
+                                     "max_connections", "output_max_bytes", NULL};
+  enum { MAXCONC, MAXQ, MEMPCT, MINMEM, CPUPCT, MAXCONN, OUTMAX, NKEYS };
   /* Order as in keys: the field, its lowest and highest value. */
   uint32_t *const u32[] = {&l->max_concurrent, &l->max_queued, &l->max_memory_percent,
-                           &l->min_available_memory_mb, &l->max_cpu_percent};
-  static const uint32_t lo[] = {1, 0, 0, 0, 0};
-  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100, UINT32_MAX, 100};
+                           &l->min_available_memory_mb, &l->max_cpu_percent, &l->max_connections};
+  static const uint32_t lo[] = {1, 0, 0, 0, 0, 1};
+  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100, UINT32_MAX, 100, UINT32_MAX};
   yaml_node_t *v[NKEYS];
   char path[64];
   int rc;
@@ -726,7 +726,8 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
                        char *err, size_t errlen)
 {
   static const config_limits default_limits = {
-      .max_concurrent = 8, .max_queued = 10000, .output_max_bytes = (uint64_t)1 << 30};
+      .max_concurrent = 8, .max_queued = 10000, .max_connections = 10000,
+      .output_max_bytes = (uint64_t)1 << 30};
   yaml_parser_t parser;
   loader ld = {.name = name ? name : "config", .err = err, .errlen = errlen};
   config *c = NULL;

@@ -7,7 +7,8 @@
  *   listen: ["tcp://127.0.0.1:50051", "unix:///tmp/prismq.sock"]  # non-empty list
  *   data_dir: ./var
  *   limits: {max_concurrent: 8, max_queued: 10000, max_memory_percent: 80,
- *            min_available_memory_mb: 0, max_cpu_percent: 0, output_max_bytes: 1073741824}
+ *            min_available_memory_mb: 0, max_cpu_percent: 0, max_connections: 10000,
+ *            output_max_bytes: 1073741824}
  *   modules:
  *     - id: emit                      # required, unique, ^[A-Za-z0-9_.-]{1,64}$
  *       name: Emit bytes              # default: the id
@@ -31,7 +32,8 @@
  * limits.max_concurrent 8 (>= 1), max_queued 10000 (0 = runs never queue: one that
  * cannot start at once is refused), max_memory_percent 0 and max_cpu_percent 0
  * (0..100, 0 = check off), min_available_memory_mb 0 (0 = check off),
- * output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
+ * max_connections 10000 (>= 1; client connections open at once: more are closed as
+ * they are accepted), output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
  * The listen addresses are not interpreted here (the listener does that).
  *
  * Parameters: names unique within a module, ^[A-Za-z_][A-Za-z0-9_]{0,63}$; a required
@@ -95,6 +97,7 @@ typedef struct config_limits {
   uint32_t max_memory_percent;      /* 0..100: refuse starts above this memory use */
   uint32_t min_available_memory_mb; /* refuse starts below this much available memory */
   uint32_t max_cpu_percent;         /* 0..100: refuse starts above this CPU use */
+  uint32_t max_connections;         /* client connections open at once, >= 1 */
   uint64_t output_max_bytes;        /* per run, stdout and stderr together; 0 = no limit */
 } config_limits;
 

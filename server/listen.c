@@ -18,8 +18,15 @@
 
 #include "log.h"
 
+/* How long accepting pauses after accept(2) failed (a full descriptor table). */
+#define ACCEPT_PAUSE_MS 100
+/* At most one line per this many ms about failed accepts. */
+#define ACCEPT_LOG_MS 10000
+
 struct listen_sock {
   struct evconnlistener *ev;
+  struct event *resume_ev; /* ends a pause */
+  log_limit log_lim;
   listen_accept_fn fn;
   void *arg;
   char *unix_path; /* removed on free */
@@ -39,11 +46,26 @@ static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sock
   l->fn(fd, l->arg);
 }
 
+/* accept(2) failed for a reason libevent does not retry (EMFILE, ENFILE, ENOBUFS...).
+ * The pending connection is still there, so the socket stays readable: listening on
+ * would spin on the same error. Pause instead, and say so at most every 10 s. */
 static void error_cb(struct evconnlistener *ev, void *arg) {
-  (void)ev;
   listen_sock *l = arg;
-  /* EMFILE and friends: log and keep listening; libevent retries on the next event. */
-  LOG_ERROR("accept failed on %s: %s", l->url, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+  int e = EVUTIL_SOCKET_ERROR();
+  unsigned long long held;
+  if (log_limit_pass(&l->log_lim, ACCEPT_LOG_MS, &held))
+    LOG_ERROR("accept failed on %s: %s; not accepting for %d ms (%llu more failures since the last report)",
+              l->url, evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS, held);
+  evconnlistener_disable(ev);
+  struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+  evtimer_add(l->resume_ev, &tv);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  listen_sock *l = arg;
+  evconnlistener_enable(l->ev);
 }
 
 static int fail_msg(char *err, size_t errlen, int rc, const char *fmt, const char *what) {
@@ -118,6 +140,8 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, list
     return -e;
   }
   evconnlistener_set_error_cb(l->ev, error_cb);
+  l->resume_ev = evtimer_new(base, resume_cb, l);
+  if (!l->resume_ev) abort();
 
   if (unix_path) {
     snprintf(l->url, sizeof l->url, "unix://%s", unix_path);
@@ -148,6 +172,7 @@ const char *listen_url(const listen_sock *l) { return l->url; }
 void listen_free(listen_sock *l) {
   if (!l) return;
   evconnlistener_free(l->ev);
+  event_free(l->resume_ev);
   if (l->unix_path) unlink(l->unix_path);
   free(l->unix_path);
   free(l);

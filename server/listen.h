@@ -1,6 +1,8 @@
 /* listen: the server's listening sockets (TCP and unix), on libevent's
  * evconnlistener. Knows sockets only: each accepted connection is handed to a
- * callback as a non-blocking, close-on-exec descriptor. */
+ * callback as a non-blocking, close-on-exec descriptor. When accept(2) fails for want
+ * of descriptors or memory, the listener pauses for 100 ms (rather than spin on a
+ * socket that stays readable) and logs it at most every 10 s. */
 #ifndef PRISMQ_LISTEN_H
 #define PRISMQ_LISTEN_H
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
@@ -28,6 +29,8 @@
 #define SHUTDOWN_GRACE_S 5
 /* Running runs get SIGTERM at shutdown, then SIGKILL after this. */
 #define RUN_STOP_GRACE_MS 3000
+/* The soft RLIMIT_NOFILE we raise to, at most. */
+#define NOFILE_MAX 65536
 
 struct server {
   struct event_base *base;
@@ -42,6 +45,7 @@ struct server {
   struct event *sigterm, *sigint;
   int stopping;
   int calls_idle, runs_idle;
+  log_limit refused_log; /* connections over limits.max_connections */
 };
 
 static void usage(FILE *f) {
@@ -56,6 +60,17 @@ static void usage(FILE *f) {
 
 static void on_accept(int fd, void *arg) {
   struct server *srv = arg;
+  /* Over the limit, a connection is closed as it comes: the descriptors and memory
+   * of the ones open, and the runs' own descriptors, stay safe. */
+  uint32_t max = srv->cfg->limits.max_connections;
+  if (call_server_live_conns(srv->calls) >= max) {
+    close(fd);
+    unsigned long long held;
+    if (log_limit_pass(&srv->refused_log, 10000, &held))
+      LOG_WARN("connection refused: %u connections open, limits.max_connections (%llu more refused "
+               "since the last report)", (unsigned)max, held);
+    return;
+  }
   struct bufferevent *bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
   if (!bev) {
     LOG_ERROR("cannot create a connection buffer fd=%d", fd);
@@ -179,6 +194,15 @@ int main(int argc, char **argv) {
 
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
+  /* Connections, runs' pipes and output files all take descriptors: raise the soft
+   * limit towards the hard one, but not past NOFILE_MAX, which the runs inherit (some
+   * programs loop over every possible descriptor). */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < NOFILE_MAX &&
+      nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max < NOFILE_MAX ? nofile.rlim_max : NOFILE_MAX;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   evthread_use_pthreads();
 
   int status = 1;

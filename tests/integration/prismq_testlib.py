@@ -98,12 +98,13 @@ atexit.register(_kill_leftovers)
 class Server:
     """One prismqd process for a test.
 
-    Server(config_yaml=None, extra_args=(), env=None)
+    Server(config_yaml=None, extra_args=(), env=None, nofile=None)
       config_yaml  text written to <tmp>/prismq.yaml and passed as --config; None runs
                    on the embedded default config.
       extra_args   more command-line arguments (e.g. ("--listen", "unix:///tmp/x.sock")).
       env          variables added to (or, with value None, removed from) the
                    environment of the server.
+      nofile       RLIMIT_NOFILE of the server, soft and hard (None: inherited).
     start() (or `with Server(...) as srv:`) launches
       prismqd --listen tcp://127.0.0.1:0 --data-dir <tmp>/var [--config ...] extra_args
     and returns once the server has logged `prismqd ready` (raises RuntimeError, with
@@ -113,7 +114,7 @@ class Server:
     not 0, the whole log is printed on stderr.
     """
 
-    def __init__(self, config_yaml=None, extra_args=(), env=None):
+    def __init__(self, config_yaml=None, extra_args=(), env=None, nofile=None):
         self.tmp = temp_dir()
         self.data_dir = os.path.join(self.tmp, "var")
         self.addr = None
@@ -123,6 +124,7 @@ class Server:
         self._config_yaml = config_yaml
         self._extra_args = tuple(extra_args)
         self._env = env or {}
+        self._nofile = nofile
         self._proc = None
         self._lines = []
         self._eof = False
@@ -148,8 +150,15 @@ class Server:
                 env.pop(k, None)
             else:
                 env[k] = str(v)
+        preexec = None
+        if self._nofile is not None:
+            import resource
+            n = self._nofile
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, env=env)
+                                      stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
         _live_servers.add(self._proc)
         self.pid = self._proc.pid
         self._reader = threading.Thread(target=self._read_log, daemon=True)

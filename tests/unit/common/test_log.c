@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -157,10 +158,39 @@ static void test_long_line_truncated_to_one_line(void **state) {
   free(text);
 }
 
+/* The first line passes; within the interval lines are held back and counted; the next
+ * line to pass says how many. Waiting out a 20 ms interval polls the clock (bounded). */
+static void test_limit_holds_back_and_counts(void **state) {
+  (void)state;
+  log_limit l = {0};
+  unsigned long long held = 99;
+  assert_int_equal(log_limit_pass(&l, 20, &held), 1);
+  assert_int_equal(held, 0);
+  for (int i = 0; i < 3; i++) assert_int_equal(log_limit_pass(&l, 60000, &held), 0);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int passed = 0;
+  double waited = 0;
+  while (!passed && waited < 2.0) {
+    passed = log_limit_pass(&l, 20, &held);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    waited = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+  }
+  assert_int_equal(passed, 1);
+  assert_true(waited >= 0.015); /* not before its interval (a few ms of slack for the clock) */
+  assert_true(held >= 3);
+  /* An interval of 0 lets everything pass. */
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(log_limit_pass(&l, 0, &held), 1);
+    assert_int_equal(held, 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_level_parse_accepts),
       cmocka_unit_test(test_level_parse_rejects),
+      cmocka_unit_test(test_limit_holds_back_and_counts),
       cmocka_unit_test_setup_teardown(test_filter_at_info, setup_capture, teardown_capture),
       cmocka_unit_test_setup_teardown(test_filter_at_error, setup_capture, teardown_capture),
       cmocka_unit_test_setup_teardown(test_filter_at_debug, setup_capture, teardown_capture),

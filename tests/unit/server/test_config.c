@@ -22,7 +22,7 @@ static const char example_yaml[] =
     "data_dir: ./var\n"
     "limits: {max_concurrent: 8, max_queued: 10000, max_memory_percent: 80, "
     "min_available_memory_mb: 0,\n"
-    "         max_cpu_percent: 0, output_max_bytes: 1073741824}      # 0 = that check is off\n"
+    "         max_cpu_percent: 0, max_connections: 500, output_max_bytes: 1073741824}  # 0 = check off\n"
     "modules:\n"
     "  - id: emit\n"
     "    name: Emit bytes\n"
@@ -82,6 +82,7 @@ static void test_example_loads_all_fields(void **state)
   assert_int_equal(c->limits.max_memory_percent, 80);
   assert_int_equal(c->limits.min_available_memory_mb, 0);
   assert_int_equal(c->limits.max_cpu_percent, 0);
+  assert_int_equal(c->limits.max_connections, 500);
   assert_true(c->limits.output_max_bytes == 1073741824u);
   assert_int_equal(c->nmodules, 2);
 
@@ -148,6 +149,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->limits.max_memory_percent, 0);
     assert_int_equal(c->limits.min_available_memory_mb, 0);
     assert_int_equal(c->limits.max_cpu_percent, 0);
+    assert_int_equal(c->limits.max_connections, 10000);
     assert_true(c->limits.output_max_bytes == (uint64_t)1 << 30);
     assert_int_equal(c->nmodules, 0);
     config_free(c);
@@ -269,7 +271,7 @@ static const struct {
     {"limits:\n  max_concurent: 3\n",
      "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
      "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
-     "output_max_bytes)"},
+     "max_connections, output_max_bytes)"},
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
      "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters)"},
@@ -328,6 +330,8 @@ static const struct {
      "t.yaml:1: limits.max_cpu_percent must be an integer from 0 to 100"},
     {"limits: {max_concurrent: 0}\n",
      "t.yaml:1: limits.max_concurrent must be an integer from 1 to 4294967295"},
+    {"limits: {max_connections: 0}\n",
+     "t.yaml:1: limits.max_connections must be an integer from 1 to 4294967295"},
     {"limits: {max_queued: -1}\n",
      "t.yaml:1: limits.max_queued must be an integer from 0 to 4294967295"},
     {"limits: {max_queued: 4294967296}\n",
