@@ -19,8 +19,11 @@
 /* CONTINUATION flood (CVE-2024-28182). */
 #define MAX_CONTINUATIONS 8
 /* Largest frame we accept (SETTINGS_MAX_FRAME_SIZE), and largest DATA payload of file
- * output we send when the peer accepts it. */
-#define DATA_FRAME_MAX (256u << 10)
+ * output we send when the peer accepts it: above an output record (64 KiB and a few
+ * bytes), so that a client can take records whole from one frame. nghttp2 grows a
+ * connection's frame buffer to it once (unused address space, since file frames are
+ * NO_COPY). */
+#define DATA_FRAME_MAX (128u << 10)
 /* DATA payload of memory output: nghttp2's default (16 KiB). */
 #define MEM_FRAME_MAX (16u << 10)
 /* Most bytes one read of a socket takes (sock_read_cb). */
@@ -69,6 +72,7 @@ struct h2conn {
   unsigned closing : 1;   /* tear down at the next flush */
   unsigned dead : 1;      /* tearing down: the API is a no-op */
   unsigned read_held : 1; /* reading paused while output is over the high-water mark */
+  unsigned read_paused : 1; /* reading paused by the user (h2conn_pause_input) */
   unsigned direct : 1;    /* server on a socket: output is written at once (write_now) */
   unsigned write_on : 1;  /* direct: write_ev is pending */
   unsigned file_tail : 1; /* the socket output may end with a file chain (out_add) */
@@ -217,8 +221,11 @@ static int move_output(h2conn *c, struct h2stream *s, struct evbuffer *o, size_t
     struct piece *p = s->pieces;
     size_t n = p->len < len ? p->len : len;
     if (p->seg) {
+      /* The socket's output drains to its descriptor (file pieces exist in direct mode
+       * only), so libevent adds a sendfile chain and maps nothing: it fails only for a
+       * range past the segment, and then it has dropped our reference. */
       if (evbuffer_add_file_segment(o, p->seg, (ev_off_t)p->off, (ev_off_t)n) != 0) {
-        p->seg = NULL; /* libevent dropped our reference when it refused the segment */
+        p->seg = NULL;
         return -1;
       }
       c->file_tail = 1;
@@ -444,13 +451,18 @@ static void write_now(h2conn *c, struct evbuffer *o) {
    * callback; thaw it around these writes as that callback does. */
   evbuffer_unfreeze(o, 1);
   int w;
-  do
+  do {
+    errno = 0;
     w = evbuffer_write(o, fd);
-  while (w > 0 && evbuffer_get_length(o) > 0);
+  } while (w > 0 && evbuffer_get_length(o) > 0);
   int e = errno;
   evbuffer_freeze(o, 1);
-  if (w < 0 && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-    LOG_DEBUG("h2: write failed: %s", strerror(e));
+  /* libevent gives 0 for a sendfile that met a full socket (errno EAGAIN) and also for
+   * one that met the end of its file (errno 0: the file was cut under us), which no
+   * wait would mend. */
+  if ((w < 0 || (w == 0 && e == 0)) && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
+    if (w == 0) LOG_WARN("h2: a file being sent ended before its segment did: connection closed");
+    else LOG_DEBUG("h2: write failed: %s", strerror(e));
     c->closing = 1;
     return;
   }
@@ -539,7 +551,7 @@ static void read_socket(h2conn *c) {
   c->read_ev = event_new(bufferevent_get_base(c->bev), fd, EV_READ | EV_PERSIST, sock_read_cb, c);
   if (!c->read_ev) abort();
   bufferevent_disable(c->bev, EV_READ);
-  if (!c->read_held) event_add(c->read_ev, NULL);
+  if (!c->read_held && !c->read_paused) event_add(c->read_ev, NULL);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg) {
@@ -554,7 +566,7 @@ static void read_cb(struct bufferevent *bev, void *arg) {
 static void output_went(h2conn *c) {
   if (c->read_held && !over_high_water(c)) {
     c->read_held = 0;
-    reading(c, 1);
+    if (!c->read_paused) reading(c, 1);
     process_input(c);
   }
   do_send(c);
@@ -804,6 +816,17 @@ int h2conn_stream_add_file(h2conn *c, int32_t sid, struct evbuffer_file_segment 
     evbuffer_file_segment_free(seg);
     return 0;
   }
+  if (!c->direct) {
+    /* Not written by write_now (an in-memory pair, later TLS): no sendfile. libevent
+     * maps the file into a chain of the stream's output, which then goes as memory. On
+     * a plain buffer the mapping is the only way this fails, and then the reference is
+     * still ours. */
+    int rc = evbuffer_add_file_segment(s->out, seg, 0, (ev_off_t)len);
+    evbuffer_file_segment_free(seg);
+    if (rc != 0) return -EIO;
+    h2conn_stream_resume(c, sid);
+    return 0;
+  }
   /* What the user appended so far goes first: it becomes a memory piece. */
   size_t before = evbuffer_get_length(s->out);
   if (before > 0) {
@@ -825,6 +848,13 @@ int h2conn_stream_add_file(h2conn *c, int32_t sid, struct evbuffer_file_segment 
 size_t h2conn_stream_pending(h2conn *c, int32_t sid) {
   struct h2stream *s = stream_get(c, sid);
   return s ? stream_pending(s) : 0;
+}
+
+void h2conn_pause_input(h2conn *c, int paused) {
+  if (c->dead || c->read_paused == (paused != 0)) return;
+  c->read_paused = paused != 0;
+  if (paused) reading(c, 0);
+  else if (!c->read_held) reading(c, 1);
 }
 
 size_t h2conn_stream_count(const h2conn *c) { return c->nstreams; }

@@ -19,7 +19,7 @@
  * flow-control windows allow, and calls on_drain when the output has emptied so that a
  * producer can add more: that bounds what a slow peer can make us hold. DATA frames
  * of file output are as large as the peer's SETTINGS_MAX_FRAME_SIZE allows, up to
- * 256 KiB (we advertise that size too); memory output goes in 16 KiB frames. */
+ * 128 KiB (we advertise that size too); memory output goes in 16 KiB frames. */
 #ifndef PRISMQ_H2CONN_H
 #define PRISMQ_H2CONN_H
 
@@ -116,13 +116,15 @@ int h2conn_submit_response(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t
  * Returns NULL if the stream is gone. The buffer belongs to the h2conn. */
 struct evbuffer *h2conn_stream_output(h2conn *c, int32_t sid);
 
-/* Queues the first `len` bytes of the file segment `seg` as body output after
- * everything queued before, without copying them: on a socket they go out with
- * sendfile(2), elsewhere libevent maps the segment. The file must not change in that
- * range until the segment is freed; a cleanup callback on it (see
- * evbuffer_file_segment_add_cleanup_cb) tells when the last byte is sent or dropped.
- * Takes ownership of `seg` (also on failure) and resumes the stream.
- * Returns 0, -ENOENT (stream gone) or -EINVAL (the stream was ended). */
+/* Queues the first `len` bytes of the file segment `seg` (len must not exceed the
+ * segment) as body output after everything queued before, without copying them: a
+ * server on a socket sends them with sendfile(2); on other connections libevent maps
+ * the segment at once. The file must not change in that range until the segment is
+ * freed; a cleanup callback on it (see evbuffer_file_segment_add_cleanup_cb) tells when
+ * the last byte is sent or dropped. A file cut short under a queued segment ends the
+ * connection. Takes ownership of `seg` (also on failure) and resumes the stream.
+ * Returns 0, -ENOENT (stream gone), -EINVAL (the stream was ended) or -EIO (the file
+ * could not be mapped). */
 int h2conn_stream_add_file(h2conn *c, int32_t sid, struct evbuffer_file_segment *seg, size_t len);
 
 /* Tells h2conn that output was appended. Cheap; call after each batch. */
@@ -140,6 +142,11 @@ void h2conn_stream_reset(h2conn *c, int32_t sid, uint32_t error_code);
 
 /* Bytes waiting in the stream's output, file pieces included (0 if the stream is gone). */
 size_t h2conn_stream_pending(h2conn *c, int32_t sid);
+
+/* Stops (paused non-zero) or resumes reading from the peer. While paused, what the peer
+ * sends waits in the kernel and HTTP/2 flow control soon stops it: for a consumer that
+ * cannot keep up. Input already buffered is still processed. */
+void h2conn_pause_input(h2conn *c, int paused);
 
 /* Number of streams currently open. */
 size_t h2conn_stream_count(const h2conn *c);

@@ -91,9 +91,10 @@ int call_send(call *c, const struct ProtobufCMessage *msg);
  * `framed`'s bytes without copying: for output stored in wire form. Returns 0. */
 int call_send_framed(call *c, struct evbuffer *framed);
 
-/* Queues `len` bytes of already framed messages from a file segment, sent without
- * copying (sendfile on a socket). Takes ownership of `seg`, also on failure.
- * Returns 0, or -EINVAL once the call has finished. */
+/* Queues `len` bytes (at most the segment's) of already framed messages from a file
+ * segment, sent without copying (sendfile on a socket). Takes ownership of `seg`, also
+ * on failure. Returns 0; -EINVAL once the call has finished; -EIO if the file could not
+ * be mapped (not on a socket): nothing was queued. */
 int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len);
 
 /* Ends the call with `status` (enum gw_status) and a printf-style message (may be

@@ -463,10 +463,8 @@ static void follower_pump(struct follower *f) {
   while (call_writable(f->c)) {
     struct evbuffer_file_segment *seg;
     ssize_t n = outlog_reader_read_segment(f->rd, &seg);
-    if (n > 0) {
-      call_send_file(f->c, seg, (size_t)n);
-      continue;
-    }
+    if (n > 0) n = call_send_file(f->c, seg, (size_t)n) == 0 ? 1 : -EIO;
+    if (n > 0) continue;
     if (n == -ENOTSUP) n = outlog_reader_read(f->rd, f->buf, FOLLOW_BATCH);
     if (n < 0) {
       LOG_ERROR("output read failed run_id=%s: %s", f->run_id, strerror((int)-n));
