@@ -395,7 +395,13 @@ static int client_new(prismq_client **out, struct event_base *base,
   int rc = -ENOMEM;
   c->deadline_ms = opts->deadline_ms == PRISMQ_NO_DEADLINE ? 0 : opts->deadline_ms;
   if (!base) {
-    c->own_base = event_base_new();
+    /* Deadlines must not fire early: libevent's default clock is the coarse one, a few
+     * milliseconds behind. */
+    struct event_config *ecfg = event_config_new();
+    if (!ecfg) goto fail;
+    event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    c->own_base = event_base_new_with_config(ecfg);
+    event_config_free(ecfg);
     if (!c->own_base) goto fail;
     base = c->own_base;
     c->intr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

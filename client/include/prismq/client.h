@@ -138,7 +138,10 @@ typedef struct prismq_client_opts {
 int prismq_client_connect(prismq_client **out, const prismq_client_opts *opts);
 
 /* Creates an asynchronous client on `base`, which must outlive it; the caller runs
- * the loop. Returns as prismq_client_connect does (-EINVAL also for a NULL base). */
+ * the loop. Deadlines are libevent timers on `base`: create it with
+ * EVENT_BASE_FLAG_PRECISE_TIMER (as the blocking client does for its own loop), or
+ * they may end a few milliseconds early (libevent's default clock is the coarse one).
+ * Returns as prismq_client_connect does (-EINVAL also for a NULL base). */
 int prismq_client_connect_async(prismq_client **out, struct event_base *base,
                                 const prismq_client_opts *opts);
 
