@@ -31,6 +31,8 @@ struct sched_watch {
   int events;
   sched_watch_fn fn;
   void *arg;
+  unsigned firing : 1;  /* taken by notify: freed there */
+  unsigned dropped : 1; /* unwatched while firing: its callback is skipped */
   struct sched_watch *prev, *next;
 };
 
@@ -162,19 +164,30 @@ static void watch_unlink(sched_watch *w) {
   w->run = NULL;
 }
 
-/* Fires the watchers of r that wait for one of `events`. Each is unlinked before its
- * callback, which may unwatch others of the same run. */
+/* Fires the watchers of r that wait for one of `events`. The matching ones are taken off
+ * the run's list first, in one pass (rescanning the list after each callback would cost
+ * O(n*m) with thousands of watchers of one run); a callback may unwatch any watcher,
+ * one taken included (sched_unwatch then only marks it), and watchers it adds that
+ * match are fired by the next pass. */
 static void notify(struct srun *r, int events) {
-  sched_watch *w = r->watchers;
-  while (w) {
-    if (!(w->events & events)) {
-      w = w->next;
-      continue;
+  for (;;) {
+    sched_watch *batch = NULL, **tail = &batch;
+    for (sched_watch *w = r->watchers, *next; w; w = next) {
+      next = w->next;
+      if (!(w->events & events)) continue;
+      watch_unlink(w);
+      w->firing = 1;
+      w->next = NULL;
+      *tail = w;
+      tail = &w->next;
     }
-    watch_unlink(w);
-    w->fn(w->arg, r->pb);
-    free(w);
-    w = r->watchers; /* the list may have changed: start over (fired ones are gone) */
+    if (!batch) return;
+    while (batch) {
+      sched_watch *w = batch;
+      batch = w->next;
+      if (!w->dropped) w->fn(w->arg, r->pb);
+      free(w);
+    }
   }
 }
 
@@ -222,6 +235,10 @@ int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
 
 void sched_unwatch(sched_watch *w) {
   if (!w) return;
+  if (w->firing) {
+    w->dropped = 1; /* notify frees it */
+    return;
+  }
   if (w->snap) {
     event_free(w->ev);
     prismq__runner__v1__run__free_unpacked(w->snap, NULL);
