@@ -1,8 +1,11 @@
 #include "log.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
@@ -28,6 +31,60 @@ int log_level_parse(enum log_level *out, const char *s) {
   return -EINVAL;
 }
 
+/* The batching thread's buffer; only that thread touches it (see log.h). */
+static struct {
+  atomic_int on; /* read by every thread that logs */
+  pthread_t thread;
+  log_flush_request_fn request;
+  void *arg;
+  size_t len;
+  char buf[LOG_BATCH_BYTES];
+} g_batch;
+
+static void write_all(const char *p, size_t len) {
+  while (len > 0) {
+    ssize_t w = write(STDERR_FILENO, p, len);
+    if (w <= 0) {
+      if (w < 0 && errno == EINTR) continue;
+      return; /* nowhere to report a failing stderr */
+    }
+    p += w;
+    len -= (size_t)w;
+  }
+}
+
+static int batching_here(void) {
+  return atomic_load_explicit(&g_batch.on, memory_order_acquire) &&
+         pthread_equal(g_batch.thread, pthread_self());
+}
+
+void log_flush(void) {
+  if (!batching_here() || !g_batch.len) return;
+  write_all(g_batch.buf, g_batch.len);
+  g_batch.len = 0;
+}
+
+void log_batch(log_flush_request_fn request, void *arg) {
+  log_flush();
+  atomic_store_explicit(&g_batch.on, 0, memory_order_release);
+  g_batch.thread = pthread_self();
+  g_batch.request = request;
+  g_batch.arg = arg;
+  if (request) atomic_store_explicit(&g_batch.on, 1, memory_order_release);
+}
+
+/* Queues a line of the batching thread; see log_batch for when it leaves. */
+static void batch_line(enum log_level lvl, const char *line, size_t len) {
+  if (g_batch.len + len > sizeof g_batch.buf) log_flush();
+  int first = g_batch.len == 0;
+  memcpy(g_batch.buf + g_batch.len, line, len);
+  g_batch.len += len;
+  if (lvl >= LOG_LVL_ERROR)
+    log_flush();
+  else if (first)
+    g_batch.request(g_batch.arg);
+}
+
 void log_set_level(enum log_level lvl) { g_level = lvl; }
 
 enum log_level log_get_level(void) { return g_level; }
@@ -49,9 +106,12 @@ void log_msg(enum log_level lvl, const char *fmt, ...) {
   size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
   if (len > sizeof line - 2) len = sizeof line - 2; /* truncated: keep room for '\n' */
   line[len++] = '\n';
-  /* One write per line so lines from threads and children do not interleave. */
-  ssize_t w = write(STDERR_FILENO, line, len);
-  (void)w;
+  /* One write per line (or per batch) so lines from threads and children do not
+   * interleave. */
+  if (batching_here())
+    batch_line(lvl, line, len);
+  else
+    write_all(line, len);
 }
 
 int log_limit_pass(log_limit *l, unsigned every_ms, unsigned long long *held) {

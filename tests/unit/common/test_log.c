@@ -1,5 +1,7 @@
-/* Unit tests for common/log: level parsing and filtering of what reaches stderr. */
+/* Unit tests for common/log: level parsing, filtering of what reaches stderr, batching. */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -186,6 +188,132 @@ static void test_limit_holds_back_and_counts(void **state) {
   }
 }
 
+/* Batching: stderr is a non-blocking pipe here, so a test sees what has been written so
+ * far, and nothing when nothing has. */
+struct pipe_capture {
+  int rd;
+  int saved_stderr;
+  int requests; /* calls of the flush request */
+};
+
+static int setup_pipe(void **state) {
+  struct pipe_capture *c = calloc(1, sizeof *c);
+  int p[2];
+  if (!c || pipe2(p, O_CLOEXEC) < 0) {
+    free(c);
+    return -1;
+  }
+  fcntl(p[0], F_SETFL, O_NONBLOCK);
+  c->rd = p[0];
+  c->saved_stderr = dup(STDERR_FILENO);
+  if (c->saved_stderr < 0 || dup2(p[1], STDERR_FILENO) < 0) return -1;
+  close(p[1]);
+  *state = c;
+  return 0;
+}
+
+static int teardown_pipe(void **state) {
+  struct pipe_capture *c = *state;
+  log_batch(NULL, NULL);
+  dup2(c->saved_stderr, STDERR_FILENO);
+  close(c->saved_stderr);
+  close(c->rd);
+  free(c);
+  log_set_level(LOG_LVL_INFO);
+  return 0;
+}
+
+static void count_request(void *arg) {
+  ((struct pipe_capture *)arg)->requests++;
+}
+
+/* Everything written to the pipe so far (it holds far less than buf), NUL terminated in
+ * buf; "" if nothing is there. */
+static const char *read_pipe(struct pipe_capture *c, char *buf, size_t cap) {
+  ssize_t n = read(c->rd, buf, cap - 1);
+  buf[n > 0 ? n : 0] = '\0';
+  return buf;
+}
+
+static void test_batch_waits_for_flush(void **state) {
+  struct pipe_capture *c = *state;
+  char buf[8192];
+  log_batch(count_request, c);
+  LOG_INFO("one");
+  LOG_WARN("two");
+  LOG_DEBUG("filtered"); /* below the level: neither buffered nor a request */
+  LOG_INFO("three");
+  /* Nothing written yet, and one request for the whole batch. */
+  assert_string_equal(read_pipe(c, buf, sizeof buf), "");
+  assert_int_equal(c->requests, 1);
+  log_flush();
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO one\n" TS " WARNING two\n" TS " INFO three\n$");
+  log_flush(); /* nothing buffered: writes nothing */
+  assert_string_equal(read_pipe(c, buf, sizeof buf), "");
+  /* The next line after a flush asks again. */
+  LOG_INFO("four");
+  assert_int_equal(c->requests, 2);
+  log_batch(NULL, NULL); /* turning batching off flushes */
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO four\n$");
+  LOG_INFO("five"); /* off: written at once */
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO five\n$");
+  assert_int_equal(c->requests, 2);
+}
+
+static void test_batch_error_goes_at_once_in_order(void **state) {
+  struct pipe_capture *c = *state;
+  char buf[8192];
+  log_batch(count_request, c);
+  LOG_INFO("before");
+  LOG_ERROR("failed code=%d", 5);
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO before\n" TS " ERROR failed code=5\n$");
+  assert_int_equal(c->requests, 1);
+  LOG_ERROR("alone");
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " ERROR alone\n$");
+}
+
+static void test_batch_full_buffer_is_written(void **state) {
+  struct pipe_capture *c = *state;
+  char buf[8192];
+  char msg[901];
+  memset(msg, 'y', 900);
+  msg[900] = '\0';
+  log_batch(count_request, c);
+  /* Lines of about 930 bytes: the fifth does not fit in LOG_BATCH_BYTES with four others,
+   * so the four leave (one write) and the fifth starts the next batch. */
+  for (int i = 0; i < 5; i++) LOG_INFO("%d %s", i, msg);
+  const char *got = read_pipe(c, buf, sizeof buf);
+  size_t len = strlen(got);
+  assert_true(len <= LOG_BATCH_BYTES);
+  size_t lines = 0;
+  for (const char *p = got; (p = strchr(p, '\n')); p++) lines++;
+  assert_int_equal(lines, 4);
+  assert_non_null(strstr(got, " INFO 3 yyy"));
+  assert_null(strstr(got, " INFO 4 "));
+  assert_int_equal(c->requests, 2);
+  log_flush();
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO 4 y+\n$");
+}
+
+static void *log_from_thread(void *arg) {
+  (void)arg;
+  LOG_INFO("from another thread");
+  return NULL;
+}
+
+static void test_batch_other_threads_write_at_once(void **state) {
+  struct pipe_capture *c = *state;
+  char buf[8192];
+  log_batch(count_request, c);
+  LOG_INFO("held");
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, log_from_thread, NULL), 0);
+  pthread_join(t, NULL);
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO from another thread\n$");
+  log_flush();
+  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO held\n$");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_level_parse_accepts),
@@ -196,6 +324,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_filter_at_debug, setup_capture, teardown_capture),
       cmocka_unit_test_setup_teardown(test_long_line_truncated_to_one_line, setup_capture,
                                       teardown_capture),
+      cmocka_unit_test_setup_teardown(test_batch_waits_for_flush, setup_pipe, teardown_pipe),
+      cmocka_unit_test_setup_teardown(test_batch_error_goes_at_once_in_order, setup_pipe, teardown_pipe),
+      cmocka_unit_test_setup_teardown(test_batch_full_buffer_is_written, setup_pipe, teardown_pipe),
+      cmocka_unit_test_setup_teardown(test_batch_other_threads_write_at_once, setup_pipe, teardown_pipe),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
