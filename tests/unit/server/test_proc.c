@@ -26,7 +26,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "proc.h"
 
@@ -696,8 +695,6 @@ int main(int argc, char **argv) {
   int fd = pidfd_open(getpid(), 0);
   g_have_pidfd = fd >= 0;
   if (fd >= 0) close(fd);
-  /* The product enables libevent threading in threaded mode; test under it. */
-  evthread_use_pthreads();
   struct CMUnitTest tests[] = {
       BOTH(test_exit_codes),   BOTH(test_signal_death), BOTH(test_spawn_errors),
       BOTH(test_path_lookup),  BOTH(test_output),       BOTH(test_fds),
