@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -690,6 +691,55 @@ static void test_file_reopen(void **state) {
   tmpdir_remove(&d);
 }
 
+/* The table checkpoints its WAL itself (its WAL hook replaces SQLite's): after twice
+ * as many pages as a checkpoint waits for, the WAL has been rewound, so its file stays
+ * near one checkpoint's worth; the flusher syncs it in between. Every run is intact. */
+static void test_file_checkpoints(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  char err[256] = "";
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  /* About a page per run (a long error message): 3000 inserts write over 8000 pages
+   * with the indexes, past two checkpoints of 4000 (runtab.c's CKPT_PAGES). */
+  char *msg = malloc(3001);
+  assert_non_null(msg);
+  memset(msg, 'e', 3000);
+  msg[3000] = '\0';
+  enum { N = 3000 };
+  char(*ids)[ID_RUN_LEN + 1] = malloc(N * sizeof *ids);
+  assert_non_null(ids);
+  for (size_t i = 0; i < N; i++) {
+    struct run_buf r;
+    run_init(&r, "m", ST(FAILED), "", NULL, 0);
+    r.run.error_message = msg;
+    assert_int_equal(runtab_insert(t, &r.run), 0);
+    memcpy(ids[i], r.id, sizeof ids[i]);
+  }
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", d.db);
+  struct stat st;
+  assert_int_equal(stat(wal, &st), 0);
+  /* 4000 frames of 4 KiB plus headers, and the last transaction's few pages. */
+  assert_true(st.st_size < (off_t)4100 * (4096 + 24));
+  runtab_free(t);
+
+  t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  assert_int_equal(runtab_count(t), N);
+  for (size_t i = 0; i < N; i += 97) {
+    Run *got = NULL;
+    assert_int_equal(runtab_get(t, ids[i], &got), 0);
+    assert_string_equal(got->error_message, msg);
+    prismq__runner__v1__run__free_unpacked(got, NULL);
+  }
+  runtab_free(t);
+  free(ids);
+  free(msg);
+  tmpdir_remove(&d);
+}
+
 static void test_open_bad_path(void **state) {
   (void)state;
   static max_align_t storage;
@@ -788,6 +838,7 @@ int main(void) {
       FIX(test_list_many_shapes),
       MEM(test_mark_lost),
       cmocka_unit_test(test_file_reopen),
+      cmocka_unit_test(test_file_checkpoints),
       cmocka_unit_test(test_open_bad_path),
       cmocka_unit_test(test_open_not_a_database),
       cmocka_unit_test(test_open_newer_schema),
