@@ -19,11 +19,12 @@
  * database stays consistent).
  *
  * Single-threaded: one runtab is used from one thread at a time (the event loop
- * thread), and it should be the only writer of its file. Calls do blocking file I/O:
- * normally short (page cache, no fsync per commit: a GetRun costs a few microseconds),
- * but about once per few hundred runs a write also checkpoints the WAL into the
- * database, two fsyncs (milliseconds; tens of them on a slow disk). Out of memory
- * aborts (server code). */
+ * thread), and it is the only user of its file (runtab_open locks it). Calls do
+ * blocking file I/O: normally short (page cache, no fsync per commit: a GetRun costs a
+ * few microseconds), but about once per few hundred runs a write also checkpoints the
+ * WAL into the database, with two fsyncs; a helper thread keeps the WAL written back
+ * in between, so those take about a millisecond each here (tens of them on a slow
+ * disk). Out of memory aborts (server code). */
 #ifndef PRISMQ_RUNTAB_H
 #define PRISMQ_RUNTAB_H
 
@@ -46,8 +47,10 @@ typedef struct runtab runtab;
  * On success returns 0 and sets *out (free with runtab_free). Otherwise *out is
  * untouched, `err` (errlen bytes; may be NULL if errlen is 0) receives a one-line
  * message starting with the path, and the return is -EIO when SQLite fails (cannot
- * open or create the file, not a database, corrupt, I/O error), or -ENOTSUP when the
- * file's schema is newer than this server knows. */
+ * open or create the file, not a database, corrupt, I/O error), -EBUSY when another
+ * process has the file open (the table holds it locked until runtab_free, so nothing
+ * else, not even the sqlite3 shell, reads it meanwhile), or -ENOTSUP when the file's
+ * schema is newer than this server knows. */
 int runtab_open(runtab **out, const char *path, char *err, size_t errlen);
 
 /* Closes the database. Accepts NULL. */

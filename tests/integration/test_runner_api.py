@@ -256,6 +256,26 @@ class Api(RunnerMixin, ServerTestCase):
                 self.assertIn(b"PRISMQ_RUN_MODE", p.stdout + p.stderr)
 
 
+    def test_second_server_on_the_same_data_dir_exits_2(self):
+        # It would mark the first one's active runs LOST: the run table is locked.
+        cfg = config_yaml([child_module("child")])
+        data_dir = os.path.join(temp_dir(), "var")
+        s1 = self.own_server(cfg, ("--data-dir", data_dir))
+        c1 = self.client(s1)
+        g = self.gate()
+        running = c1.start("child", "gate", g.path)
+        conn, _ = g.accept()
+        p = subprocess.run(
+            [os.path.join(BIN_DIR, "prismqd"), "--listen", "tcp://127.0.0.1:0", "--data-dir", data_dir],
+            env=dict(os.environ, **mode_env(self.MODE)), stdin=subprocess.DEVNULL,
+            capture_output=True, timeout=WAIT)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"runs.db: in use by another process", p.stdout + p.stderr)
+        # The first server and its run carry on.
+        self.assertStatus(c1.get(running.run_id), RUNNING)
+        g.release(conn)
+        self.assertStatus(c1.wait(running.run_id), COMPLETED)
+
     def test_restart_keeps_runs_and_output(self):
         cfg = config_yaml([child_module("child")], max_concurrent=1)
         data_dir = os.path.join(temp_dir(), "var")

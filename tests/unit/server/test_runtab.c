@@ -740,6 +740,33 @@ static void test_file_checkpoints(void **state) {
   tmpdir_remove(&d);
 }
 
+/* The file is locked while a table has it open: a second open fails with -EBUSY and
+ * says why, touching nothing; once the first is closed the file opens again. */
+static void test_file_in_use(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  char err[256] = "";
+  runtab *t = NULL, *t2 = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  struct run_buf r;
+  run_init(&r, "m", ST(RUNNING), "", NULL, 0);
+  assert_int_equal(runtab_insert(t, &r.run), 0);
+  assert_int_equal(runtab_open(&t2, d.db, err, sizeof err), -EBUSY);
+  assert_null(t2);
+  assert_non_null(strstr(err, d.db));
+  assert_non_null(strstr(err, "in use by another process"));
+  /* The first table goes on as before. */
+  r.run.status = ST(COMPLETED);
+  assert_int_equal(runtab_update(t, &r.run), 0);
+  assert_stored(t, &r);
+  runtab_free(t);
+  assert_int_equal(runtab_open(&t2, d.db, err, sizeof err), 0);
+  assert_stored(t2, &r);
+  runtab_free(t2);
+  tmpdir_remove(&d);
+}
+
 static void test_open_bad_path(void **state) {
   (void)state;
   static max_align_t storage;
@@ -839,6 +866,7 @@ int main(void) {
       MEM(test_mark_lost),
       cmocka_unit_test(test_file_reopen),
       cmocka_unit_test(test_file_checkpoints),
+      cmocka_unit_test(test_file_in_use),
       cmocka_unit_test(test_open_bad_path),
       cmocka_unit_test(test_open_not_a_database),
       cmocka_unit_test(test_open_newer_schema),
