@@ -361,7 +361,7 @@ class Bench:
                     self.settle_memory(GIB * 3 // 2)
                     return fn()
                 return run
-            r = self.alternate(3, ("raw_pipe", settled(self.raw_pipe)),
+            r = self.alternate(5, ("raw_pipe", settled(self.raw_pipe)),
                                ("prismqd", settled(lambda: self.cmd("stream.prismqd", client))), "bytes_per_s")
             r["cold_bytes_per_s"] = cold["bytes_per_s"]
         finally:
