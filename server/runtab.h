@@ -22,7 +22,7 @@
  * thread), and it is the only user of its file (runtab_open locks it). Calls do
  * blocking file I/O: normally short (page cache, no fsync per commit: a GetRun costs a
  * few microseconds), but about once per few hundred runs a write also checkpoints the
- * WAL into the database, with two fsyncs; a helper thread keeps the WAL written back
+ * WAL into the database, with two fsyncs; the WAL's writeback is started early
  * in between, so those take about a millisecond each here (tens of them on a slow
  * disk). Out of memory aborts (server code). */
 #ifndef PRISMQ_RUNTAB_H

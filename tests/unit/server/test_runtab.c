@@ -693,7 +693,7 @@ static void test_file_reopen(void **state) {
 
 /* The table checkpoints its WAL itself (its WAL hook replaces SQLite's): after twice
  * as many pages as a checkpoint waits for, the WAL has been rewound, so its file stays
- * near one checkpoint's worth; the flusher syncs it in between. Every run is intact. */
+ * near one checkpoint's worth (its writeback started in between). Every run is intact. */
 static void test_file_checkpoints(void **state) {
   (void)state;
   struct tmpdir d;
