@@ -64,6 +64,9 @@ typedef struct h2conn_callbacks {
   /* The connection has ended and every stream has been closed; h2conn frees itself
    * right after this returns. */
   void (*on_conn_close)(h2conn *c, void *conn_user);
+  /* About to turn what the streams queued into frames for the peer (each round of
+   * sending). The last moment to make durable what those frames may tell the peer. */
+  void (*on_send)(h2conn *c, void *conn_user);
 } h2conn_callbacks;
 
 typedef struct h2conn_opts {

@@ -522,6 +522,12 @@ static void on_conn_close(h2conn *h2, void *conn_user) {
   check_idle(s);
 }
 
+static void on_send(h2conn *h2, void *conn_user) {
+  (void)h2;
+  const call_server_opts *o = &((struct conn *)conn_user)->srv->opts;
+  if (o->before_send) o->before_send(o->before_send_arg);
+}
+
 static const h2conn_callbacks conn_callbacks = {
     .on_stream_open = on_stream_open,
     .on_header = on_header,
@@ -531,6 +537,7 @@ static const h2conn_callbacks conn_callbacks = {
     .on_drain = on_drain,
     .on_stream_close = on_stream_close,
     .on_conn_close = on_conn_close,
+    .on_send = on_send,
 };
 
 /* ---- the server ----------------------------------------------------------------- */

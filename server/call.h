@@ -36,9 +36,13 @@ typedef struct call_server_opts {
   size_t max_recv_msg;      /* largest request message accepted (default 4 MiB); a
                              * connection buffers at most 16 MiB of requests in all */
   size_t stream_low_water;  /* streaming: on_writable fires when queued output is below */
+  /* Called before a connection sends what its calls have queued (NULL: nothing): the
+   * server makes durable there what answers may tell (prismqd commits its run table). */
+  void (*before_send)(void *arg);
+  void *before_send_arg;
 } call_server_opts;
 
-#define CALL_SERVER_OPTS_INIT { 4u << 20, 64u << 10 }
+#define CALL_SERVER_OPTS_INIT { 4u << 20, 64u << 10, NULL, NULL }
 
 /* Creates the server layer on `base`. Returns 0 and sets *out, or -ENOMEM. */
 int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts);

@@ -120,6 +120,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   event_base_loopexit(srv->base, &grace);
 }
 
+/* Nothing an answer tells may be lost in a crash after it: the run table's waiting
+ * updates (group commit, runtab.h) are committed before any connection sends. */
+static void sync_run_table(void *rt) {
+  runtab_sync(rt);
+}
+
 static void on_log_flush(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
@@ -245,7 +251,10 @@ int main(int argc, char **argv) {
     status = 2;
     goto out;
   }
-  if (call_server_new(&srv.calls, srv.base, NULL) < 0) goto out;
+  call_server_opts co = CALL_SERVER_OPTS_INIT;
+  co.before_send = sync_run_table;
+  co.before_send_arg = srv.rt;
+  if (call_server_new(&srv.calls, srv.base, &co) < 0) goto out;
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
   if (health_register(srv.calls, health_services) < 0) goto out;
   if (runner_new(&srv.runner, srv.calls, srv.sch, srv.cfg) < 0) goto out;

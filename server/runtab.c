@@ -74,6 +74,9 @@ enum {
   ST_BEGIN,
   ST_COMMIT,
   ST_ROLLBACK,
+  ST_SAVEPOINT,
+  ST_ROLLBACK_TO,
+  ST_RELEASE,
   ST_INSERT,
   ST_INSERT_LABEL,
   ST_UPDATE,
@@ -88,6 +91,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT ins",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO ins",
+    [ST_RELEASE] = "RELEASE ins",
     [ST_INSERT] = "INSERT INTO runs(run_id, request_id, module_id, status, created_at_ms, pb)"
                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     /* OR REPLACE: a repeated map key keeps the last value, as protobuf maps do. */
@@ -375,6 +381,7 @@ fail:
 
 void runtab_free(runtab *t) {
   if (!t) return;
+  runtab_sync(t); /* a failure is logged; nothing else to do with it here */
   for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(t->st[i]);
   for (size_t i = 0; i < LIST_CACHE; i++) sqlite3_finalize(t->lists[i].st);
   sqlite3_close(t->db);
@@ -413,19 +420,33 @@ static int insert_rows(runtab *t, const Run *run) {
   return 0;
 }
 
+/* Opens the transaction that writes join until the next commit, if none is open. */
+static int begin(runtab *t, const char *run_id) {
+  if (!sqlite3_get_autocommit(t->db)) return 0;
+  return step_done(t->st[ST_BEGIN]) == SQLITE_OK ? 0 : fail_sql(t, "begin", run_id);
+}
+
 int runtab_insert(runtab *t, const Run *run) {
   if (!run->run_id || !id_run_valid(run->run_id, strlen(run->run_id))) return -EINVAL;
-  if (step_done(t->st[ST_BEGIN]) != SQLITE_OK) return fail_sql(t, "begin", run->run_id);
-  int rc = insert_rows(t, run);
+  int rc = begin(t, run->run_id);
+  if (rc) return rc;
+  /* The savepoint undoes this insert alone (a clash, a failed label) and keeps the
+   * updates waiting in the transaction. */
+  if (step_done(t->st[ST_SAVEPOINT]) != SQLITE_OK) return fail_sql(t, "savepoint", run->run_id);
+  rc = insert_rows(t, run);
   if (rc) {
-    rollback(t);
+    step_done(t->st[ST_ROLLBACK_TO]);
+    step_done(t->st[ST_RELEASE]);
     return rc;
   }
+  step_done(t->st[ST_RELEASE]);
   if ((rc = commit(t, "commit insert", run->run_id)) == 0) t->count++;
   return rc;
 }
 
 int runtab_update(runtab *t, const Run *run) {
+  int rc = begin(t, run->run_id);
+  if (rc) return rc;
   sqlite3_stmt *st = t->st[ST_UPDATE];
   sqlite3_bind_text(st, 1, str_or_empty(run->run_id), -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 2, run->status);
@@ -434,12 +455,20 @@ int runtab_update(runtab *t, const Run *run) {
   return sqlite3_changes(t->db) ? 0 : -ENOENT;
 }
 
+int runtab_sync(runtab *t) {
+  if (sqlite3_get_autocommit(t->db)) return 0;
+  return commit(t, "commit updates", NULL);
+}
+
 int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out) {
   Run **runs = NULL;
   size_t n = 0;
   int more;
-  if (step_done(t->st[ST_BEGIN]) != SQLITE_OK) return fail_sql(t, "begin", NULL);
-  int rc = collect(t, t->st[ST_ACTIVE], SIZE_MAX, &runs, &n, &more);
+  /* Its own transaction: a rollback below must not take earlier updates with it. */
+  int rc = runtab_sync(t);
+  if (rc == 0) rc = begin(t, NULL);
+  if (rc) return rc;
+  rc = collect(t, t->st[ST_ACTIVE], SIZE_MAX, &runs, &n, &more);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     Run *r = runs[i];
     /* Borrow the constant message for packing; the unpacked string goes back before

@@ -14,9 +14,15 @@
  * classify a run and never change in the contract. runtab_update rewrites the stored
  * record and the status column only; the caller must not change those fields.
  *
- * Durability: SQLite in WAL mode with synchronous=NORMAL. A returned write survives a
+ * Durability: SQLite in WAL mode with synchronous=NORMAL. A committed write survives a
  * crash of the process; the last transactions before a power loss may be lost (the
- * database stays consistent).
+ * database stays consistent). runtab_insert commits before it returns; runtab_update
+ * only joins the open transaction (reads on this table see it at once), which the next
+ * runtab_insert, runtab_sync or runtab_free commits: group commit. A run's status
+ * changes thus share one commit with each other and with the next new run, instead of
+ * one each (three per run; WAL writes were the largest part of a start). The caller
+ * syncs before anything outside the process can learn of an update (prismqd: before a
+ * connection sends, and at the end of each pass of its loop).
  *
  * Single-threaded: one runtab is used from one thread at a time (the event loop
  * thread), and it is the only user of its file (runtab_open locks it). Calls do
@@ -53,24 +59,30 @@ typedef struct runtab runtab;
  * schema is newer than this server knows. */
 int runtab_open(runtab **out, const char *path, char *err, size_t errlen);
 
-/* Closes the database. Accepts NULL. */
+/* Commits what waits (runtab_sync) and closes the database. Accepts NULL. */
 void runtab_free(runtab *t);
 
-/* Adds a new run: the record, its index columns and its labels, in one transaction
- * (all or nothing). run->run_id must be a valid run id (id_run_valid); an empty (or
- * NULL) request_id means none, and any number of runs may have none. Labels with the
- * same key: the last one counts for label filters (as protobuf map semantics say), the
- * stored record keeps them all. `run` is not kept.
+/* Adds a new run: the record, its index columns and its labels (all or nothing), and
+ * commits it together with the updates waiting (see Durability). run->run_id must be a
+ * valid run id (id_run_valid); an empty (or NULL) request_id means none, and any number
+ * of runs may have none. Labels with the same key: the last one counts for label filters
+ * (as protobuf map semantics say), the stored record keeps them all. `run` is not kept.
  * Returns 0; -EINVAL for an invalid run_id; -EEXIST if another run has the same
  * non-empty request_id (the caller may then look it up with runtab_get_by_request_id);
  * -EBUSY if a run with this run_id exists (when both clash, either code may come);
- * -EIO if SQLite fails (logged). On any error the table is unchanged. */
+ * -EIO if SQLite fails (logged). On -EINVAL, -EEXIST or -EBUSY nothing of this run is
+ * written and the waiting updates still wait; -EIO loses them too (as runtab_sync). */
 int runtab_insert(runtab *t, const Prismq__Runner__V1__Run *run);
 
 /* Replaces the stored record of run->run_id by `run` and sets its status column
- * (see the top of this file for the fields that must not change). `run` is not kept.
+ * (see the top of this file for the fields that must not change), in the open
+ * transaction: durable once committed (see Durability). `run` is not kept.
  * Returns 0; -ENOENT if there is no run with that id; -EIO if SQLite fails (logged). */
 int runtab_update(runtab *t, const Prismq__Runner__V1__Run *run);
+
+/* Commits the updates waiting, if any. Returns 0, or -EIO if SQLite fails (logged;
+ * those updates are lost: the table holds the runs as they were before them). */
+int runtab_sync(runtab *t);
 
 /* Looks up a run by id. Returns 0 and sets *out to a new copy, which the caller frees
  * with prismq__runner__v1__run__free_unpacked(*out, NULL); -ENOENT if there is no such

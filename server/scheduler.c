@@ -70,6 +70,7 @@ struct sched {
     outlog *log;
   } done_logs[DONE_LOGS]; /* a ring, the oldest replaced first */
   size_t done_next;
+  struct event *sync_ev; /* commits the run table's waiting updates, end of this pass */
   uint8_t *packed; /* sched_get_packed's answer for an active run */
   size_t packed_cap;
   unsigned pumping : 1, repump : 1, stopping : 1;
@@ -274,11 +275,22 @@ static size_t mod_index(const sched *s, const config_module *m) {
 
 static void pump(sched *s);
 
+/* Records a change of the run. The update waits in the run table's open transaction
+ * (group commit, see runtab.h) until the next insert, a connection about to send
+ * (prismqd's before_send), or at the latest the end of this pass of the loop. */
 static void persist(sched *s, const sched_run *pb) {
   int rc = runtab_update(s->opts.rt, pb);
   if (rc < 0)
     LOG_ERROR("run table update failed run_id=%s module_id=%s status=%s: %s", pb->run_id, pb->module_id,
               status_name(pb->status), strerror(-rc));
+  event_active(s->sync_ev, 0, 0);
+}
+
+static void sync_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  sched *s = arg;
+  runtab_sync(s->opts.rt);
 }
 
 static void srun_free(struct srun *r) {
@@ -861,6 +873,8 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   s->base = base;
   s->opts = *opts;
   s->data_dir = xstrdup(opts->data_dir);
+  s->sync_ev = event_new(base, -1, 0, sync_cb, s);
+  if (!s->sync_ev) abort();
   int rc = sched_init_data_dir(s->data_dir, err, errlen);
   if (rc < 0) goto fail;
   size_t nm = opts->cfg->nmodules;
@@ -915,6 +929,10 @@ void sched_free(sched *s) {
     r->pb->exit_code = -1;
     r->pb->term_signal = SIGKILL;
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+  }
+  if (s->sync_ev) {
+    runtab_sync(s->opts.rt); /* the runs just ended */
+    event_free(s->sync_ev);
   }
   for (size_t i = 0; i < DONE_LOGS; i++) outlog_free(s->done_logs[i].log);
   resmon_free(s->res);

@@ -34,6 +34,7 @@
 #define P_FAIL "/test.Echo/Fail"
 #define P_HANG "/test.Echo/Hang"
 #define P_STREAM "/test.Echo/Stream"
+#define P_DIRTY "/test.Echo/Dirty"
 
 #define MAX_STREAMS 64
 #define GUARD_SECONDS 10
@@ -99,6 +100,9 @@ struct fx {
   struct cstream *st_stream;
   size_t st_max_queued;
   int idle;
+  /* before_send: P_DIRTY's handler sets dirty, the hook clears it; data that reaches
+   * the client while dirty is counted. */
+  int dirty, before_sends, dirty_data;
 };
 
 /* ---- client ----------------------------------------------------------------------- */
@@ -210,7 +214,8 @@ static int c_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud) {
 static int c_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
                   void *ud) {
   (void)flags;
-  (void)ud;
+  struct fx *f = ud;
+  if (f->dirty) f->dirty_data++;
   struct cstream *cs = stream_of(s, sid);
   if (cs && evbuffer_add(cs->data, data, len) != 0) abort();
   return 0;
@@ -444,6 +449,18 @@ static void echo_handler(call *c, const uint8_t *req, size_t len, void *svc) {
   call_finish(c, GW_OK, NULL);
 }
 
+/* As echo, after a change that must be made durable before any answer leaves. */
+static void dirty_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  ((struct fx *)svc)->dirty = 1;
+  echo_handler(c, req, len, svc);
+}
+
+static void make_clean(void *arg) {
+  struct fx *f = arg;
+  f->dirty = 0;
+  f->before_sends++;
+}
+
 static void pb_handler(call *c, const uint8_t *req, size_t len, void *svc) {
   (void)req;
   (void)len;
@@ -538,6 +555,7 @@ static void server_start(struct fx *f, const call_server_opts *opts) {
   assert_int_equal(call_server_add(f->srv, P_FAIL, fail_handler, f), 0);
   assert_int_equal(call_server_add(f->srv, P_HANG, hang_handler, f), 0);
   assert_int_equal(call_server_add(f->srv, P_STREAM, stream_handler, f), 0);
+  assert_int_equal(call_server_add(f->srv, P_DIRTY, dirty_handler, f), 0);
 }
 
 static int setup(void **state) {
@@ -874,6 +892,36 @@ static void test_max_recv_msg_boundary(void **state) {
   expect_with_trailers(ok, GW_OK);
   expect_one_message(ok, big, 1024);
   expect_trailers_only(over, GW_RESOURCE_EXHAUSTED);
+}
+
+/* before_send runs before the server sends anything a handler queued: no answer
+ * reaches the client while the change its handler made is not yet made durable. */
+static void test_before_send(void **state) {
+  struct fx *f = *state;
+  call_server_free(f->srv);
+  call_server_opts o = CALL_SERVER_OPTS_INIT;
+  o.before_send = make_clean;
+  o.before_send_arg = f;
+  server_start(f, &o);
+  client_connect(f, 0, 0);
+  struct cstream *cs[3];
+  for (size_t i = 0; i < ARRAY_LEN(cs); i++) cs[i] = REQ(f, .path = P_DIRTY, MSG("changed"));
+  for (size_t i = 0; i < ARRAY_LEN(cs); i++) {
+    finish(f, cs[i]);
+    expect_with_trailers(cs[i], GW_OK);
+    expect_one_message(cs[i], "changed", 7);
+  }
+  assert_int_equal(f->dirty_data, 0);
+  assert_true(f->before_sends >= 1);
+  /* Without the hook the same exchange does show the answers early: the check bites. */
+  call_server_free(f->srv);
+  nghttp2_session_del(f->cs);
+  bufferevent_free(f->cbev);
+  server_start(f, NULL);
+  client_connect(f, 0, 0);
+  struct cstream *plain = REQ(f, .path = P_DIRTY, MSG("changed"));
+  finish(f, plain);
+  assert_true(f->dirty_data > 0);
 }
 
 static void test_truncated_message(void **state) {
@@ -1438,6 +1486,7 @@ int main(void) {
       T(test_long_unknown_path),
       T(test_oversized_message),
       T(test_max_recv_msg_boundary),
+      T(test_before_send),
       T(test_truncated_message),
       T(test_message_count),
       T(test_compressed_flag),

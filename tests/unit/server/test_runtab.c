@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -742,6 +743,65 @@ static void test_file_checkpoints(void **state) {
 
 /* The file is locked while a table has it open: a second open fails with -EBUSY and
  * says why, touching nothing; once the first is closed the file opens again. */
+/* Group commit, seen from a crash: a child process writes and dies without closing the
+ * table (as kill -9 would leave it); what it committed is there, what only waited for a
+ * commit is not. Statuses: A QUEUED -> RUNNING (synced) -> COMPLETED (committed by the
+ * insert of B) ; B QUEUED -> RUNNING (waiting) ; C clashes with A's request_id and is not
+ * written, without dropping the update waiting before it (D RUNNING, then synced). */
+static void test_updates_wait_for_a_commit(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  struct run_buf a, b, c, dd;
+  run_init(&a, "m", ST(QUEUED), "req-a", NULL, 0);
+  run_init(&b, "m", ST(QUEUED), "", NULL, 0);
+  run_init(&c, "m", ST(QUEUED), "req-a", NULL, 0);
+  run_init(&dd, "m", ST(QUEUED), "", NULL, 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    /* The child reports the step that went wrong as its exit code. */
+    runtab *t = NULL;
+    if (runtab_open(&t, d.db, NULL, 0) != 0) _exit(10);
+    if (runtab_insert(t, &a.run) != 0 || runtab_insert(t, &dd.run) != 0) _exit(11);
+    a.run.status = ST(RUNNING);
+    if (runtab_update(t, &a.run) != 0 || runtab_sync(t) != 0) _exit(12);
+    a.run.status = ST(COMPLETED);
+    if (runtab_update(t, &a.run) != 0) _exit(13);
+    Run *now = NULL; /* this table sees its own waiting update */
+    if (runtab_get(t, a.id, &now) != 0 || now->status != ST(COMPLETED)) _exit(14);
+    prismq__runner__v1__run__free_unpacked(now, NULL);
+    if (runtab_insert(t, &b.run) != 0) _exit(15);
+    b.run.status = ST(RUNNING);
+    if (runtab_update(t, &b.run) != 0) _exit(16);
+    dd.run.status = ST(RUNNING);
+    if (runtab_update(t, &dd.run) != 0) _exit(17);
+    if (runtab_insert(t, &c.run) != -EEXIST) _exit(18);
+    if (runtab_sync(t) != 0) _exit(19);
+    b.run.status = ST(COMPLETED);
+    if (runtab_update(t, &b.run) != 0) _exit(20);
+    _exit(0); /* no runtab_free: the last update is never committed */
+  }
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  runtab *t = NULL;
+  char err[256] = "";
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  a.run.status = ST(COMPLETED);
+  assert_stored(t, &a);
+  b.run.status = ST(RUNNING); /* its COMPLETED never committed */
+  assert_stored(t, &b);
+  dd.run.status = ST(RUNNING);
+  assert_stored(t, &dd);
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, c.id, &got), -ENOENT);
+  assert_int_equal(runtab_count(t), 3);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
 static void test_file_in_use(void **state) {
   (void)state;
   struct tmpdir d;
@@ -866,6 +926,7 @@ int main(void) {
       MEM(test_mark_lost),
       cmocka_unit_test(test_file_reopen),
       cmocka_unit_test(test_file_checkpoints),
+      cmocka_unit_test(test_updates_wait_for_a_commit),
       cmocka_unit_test(test_file_in_use),
       cmocka_unit_test(test_open_bad_path),
       cmocka_unit_test(test_open_not_a_database),
