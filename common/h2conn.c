@@ -477,9 +477,10 @@ static void write_now(h2conn *c, struct evbuffer *o) {
 static void do_send(h2conn *c) {
   /* Closing: nghttp2 may have failed (a callback refused a frame); never drive it again. */
   if (c->dead || c->closing) return;
-  if (c->cbs.on_send) c->cbs.on_send(c, c->conn_user);
-  if (nghttp2_session_send(c->session) != 0) {
-    /* The output may end in half a frame: nothing more goes to the peer. */
+  if ((c->cbs.on_send && c->cbs.on_send(c, c->conn_user) < 0) ||
+      nghttp2_session_send(c->session) != 0) {
+    /* on_send refused, or nghttp2 failed and the output may end in half a frame:
+     * nothing more goes to the peer. */
     c->closing = 1;
     schedule_flush(c);
     return;

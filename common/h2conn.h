@@ -65,8 +65,10 @@ typedef struct h2conn_callbacks {
    * right after this returns. */
   void (*on_conn_close)(h2conn *c, void *conn_user);
   /* About to turn what the streams queued into frames for the peer (each round of
-   * sending). The last moment to make durable what those frames may tell the peer. */
-  void (*on_send)(h2conn *c, void *conn_user);
+   * sending): the last moment to make durable what those frames may tell the peer.
+   * Return 0, or -1 if that failed: nothing more is sent and the connection is closed
+   * (as after h2conn_close). */
+  int (*on_send)(h2conn *c, void *conn_user);
 } h2conn_callbacks;
 
 typedef struct h2conn_opts {

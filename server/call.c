@@ -74,6 +74,7 @@ struct call {
 struct call_server {
   struct event_base *base;
   call_server_opts opts;
+  log_limit send_refused; /* before_send failing: every send of every connection */
   struct method *methods; /* sorted by path for bsearch */
   size_t nmethods;
   struct conn *conns;
@@ -522,10 +523,16 @@ static void on_conn_close(h2conn *h2, void *conn_user) {
   check_idle(s);
 }
 
-static void on_send(h2conn *h2, void *conn_user) {
+static int on_send(h2conn *h2, void *conn_user) {
   (void)h2;
-  const call_server_opts *o = &((struct conn *)conn_user)->srv->opts;
-  if (o->before_send) o->before_send(o->before_send_arg);
+  call_server *s = ((struct conn *)conn_user)->srv;
+  int rc = s->opts.before_send ? s->opts.before_send(s->opts.before_send_arg) : 0;
+  if (rc == 0) return 0;
+  unsigned long long held;
+  if (log_limit_pass(&s->send_refused, 10000, &held))
+    LOG_WARN("connection closed unsent: its answers could not be made durable: %s (%llu more in the last 10 s)",
+             strerror(-rc), held);
+  return -1;
 }
 
 static const h2conn_callbacks conn_callbacks = {

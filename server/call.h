@@ -37,8 +37,10 @@ typedef struct call_server_opts {
                              * connection buffers at most 16 MiB of requests in all */
   size_t stream_low_water;  /* streaming: on_writable fires when queued output is below */
   /* Called before a connection sends what its calls have queued (NULL: nothing): the
-   * server makes durable there what answers may tell (prismqd commits its run table). */
-  void (*before_send)(void *arg);
+   * server makes durable there what answers may tell (prismqd commits its run table).
+   * Returns 0, or a negative errno if it could not: the connection is then closed
+   * unsent (its calls are cancelled), so that no answer tells what a crash could undo. */
+  int (*before_send)(void *arg);
   void *before_send_arg;
 } call_server_opts;
 

@@ -122,8 +122,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 
 /* Nothing an answer tells may be lost in a crash after it: the run table's waiting
  * updates (group commit, runtab.h) are committed before any connection sends. */
-static void sync_run_table(void *rt) {
-  runtab_sync(rt);
+static int sync_run_table(void *rt) {
+  return runtab_sync(rt);
 }
 
 static void on_log_flush(evutil_socket_t fd, short what, void *arg) {

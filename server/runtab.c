@@ -122,10 +122,25 @@ struct list_stmt {
 #define CKPT_PAGES 4000
 #define FLUSH_PAGES 500
 
+/* An update waiting for its commit (see runtab.h, "Durability"). Kept until then, to be
+ * applied again if SQLite rolls the transaction back: a failed write (disk full, an I/O
+ * error) can take the whole transaction, with other runs' updates in it, and those
+ * must neither be lost nor told to anyone as done. */
+struct pending {
+  char run_id[ID_RUN_LEN + 1];
+  int status;
+  size_t off, len; /* the packed run, in pend_buf */
+};
+
 struct runtab {
   sqlite3 *db;
   int wal_fd;        /* the WAL file, read-only, for sync_file_range; -1 if none */
   int flushed_pages; /* WAL size at the last writeback started */
+  struct pending *pend; /* updates since the last commit, in order */
+  size_t npend, pend_cap;
+  uint8_t *pend_buf;
+  size_t pend_used, pend_buf_cap;
+  log_limit fail_limit; /* SQL failures can repeat every pass while a disk is full */
   sqlite3_stmt *st[ST_COUNT];
   struct list_stmt lists[LIST_CACHE];
   unsigned list_victim; /* next slot to reuse when all are taken (round robin) */
@@ -161,7 +176,10 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 static int fail_sql(runtab *t, const char *op, const char *run_id) {
-  LOG_ERROR("run table %s failed: %s run_id=%s", op, sqlite3_errmsg(t->db), str_or_empty(run_id));
+  unsigned long long held;
+  if (log_limit_pass(&t->fail_limit, 10000, &held))
+    LOG_ERROR("run table %s failed: %s run_id=%s (%llu more failures in the last 10 s)", op,
+              sqlite3_errmsg(t->db), str_or_empty(run_id), held);
   return -EIO;
 }
 
@@ -177,22 +195,33 @@ static void rollback(runtab *t) {
   if (!sqlite3_get_autocommit(t->db)) step_done(t->st[ST_ROLLBACK]);
 }
 
-/* Commits the open transaction; on failure rolls it back and returns -EIO (logged). */
+/* Commits the open transaction, which ends the waiting of its updates; on failure
+ * rolls it back (they keep waiting) and returns -EIO (logged). */
 static int commit(runtab *t, const char *op, const char *run_id) {
-  if (step_done(t->st[ST_COMMIT]) == SQLITE_OK) return 0;
+  if (step_done(t->st[ST_COMMIT]) == SQLITE_OK) {
+    t->npend = 0;
+    t->pend_used = 0;
+    return 0;
+  }
   int ret = fail_sql(t, op, run_id);
   rollback(t);
   return ret;
 }
 
-/* Packs run into t->buf and binds it as parameter idx of st. */
-static void bind_run(runtab *t, sqlite3_stmt *st, int idx, const Run *run) {
+/* Packs run into t->buf; returns its size. */
+static size_t pack_run(runtab *t, const Run *run) {
   size_t n = prismq__runner__v1__run__get_packed_size(run);
   if (n > t->cap) {
     t->cap = n;
     t->buf = xrealloc(t->buf, n);
   }
   prismq__runner__v1__run__pack(run, t->buf);
+  return n;
+}
+
+/* Packs run into t->buf and binds it as parameter idx of st. */
+static void bind_run(runtab *t, sqlite3_stmt *st, int idx, const Run *run) {
+  size_t n = pack_run(t, run);
   /* n > 0 for any run with a run_id, so the blob is never NULL where a row is written. */
   sqlite3_bind_blob64(st, idx, t->buf, n, SQLITE_STATIC);
 }
@@ -386,6 +415,8 @@ void runtab_free(runtab *t) {
   for (size_t i = 0; i < LIST_CACHE; i++) sqlite3_finalize(t->lists[i].st);
   sqlite3_close(t->db);
   if (t->wal_fd >= 0) close(t->wal_fd);
+  free(t->pend);
+  free(t->pend_buf);
   free(t->buf);
   free(t);
 }
@@ -420,10 +451,53 @@ static int insert_rows(runtab *t, const Run *run) {
   return 0;
 }
 
-/* Opens the transaction that writes join until the next commit, if none is open. */
+/* Runs one update statement in the open transaction. Returns 0, -ENOENT (no such run)
+ * or -EIO (logged). */
+static int apply_update(runtab *t, const char *run_id, int status, const uint8_t *pb, size_t len) {
+  sqlite3_stmt *st = t->st[ST_UPDATE];
+  sqlite3_bind_text(st, 1, run_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, status);
+  /* len > 0 for any run with a run_id, so the blob is never NULL. */
+  sqlite3_bind_blob64(st, 3, pb, len, SQLITE_STATIC);
+  if (step_done(st) != SQLITE_OK) return fail_sql(t, "update", run_id);
+  return sqlite3_changes(t->db) ? 0 : -ENOENT;
+}
+
+/* Opens the transaction that writes join until the next commit, if none is open. When
+ * updates are waiting although no transaction is open, SQLite rolled theirs back (a
+ * write failed): they are applied again first. Returns 0 or -EIO (logged; nothing open). */
 static int begin(runtab *t, const char *run_id) {
   if (!sqlite3_get_autocommit(t->db)) return 0;
-  return step_done(t->st[ST_BEGIN]) == SQLITE_OK ? 0 : fail_sql(t, "begin", run_id);
+  if (step_done(t->st[ST_BEGIN]) != SQLITE_OK) return fail_sql(t, "begin", run_id);
+  for (size_t i = 0; i < t->npend; i++) {
+    const struct pending *p = &t->pend[i];
+    if (apply_update(t, p->run_id, p->status, t->pend_buf + p->off, p->len) == -EIO) {
+      rollback(t);
+      return -EIO;
+    }
+  }
+  return 0;
+}
+
+/* Keeps an update until it is committed. */
+static void pend_push(runtab *t, const char *run_id, int status, const uint8_t *pb, size_t len) {
+  if (t->npend == t->pend_cap) {
+    t->pend_cap = t->pend_cap ? 2 * t->pend_cap : 16;
+    t->pend = xrealloc(t->pend, t->pend_cap * sizeof *t->pend);
+  }
+  if (len > t->pend_buf_cap - t->pend_used) {
+    size_t want = t->pend_used + len;
+    t->pend_buf_cap = t->pend_buf_cap ? 2 * t->pend_buf_cap : 4096;
+    if (t->pend_buf_cap < want) t->pend_buf_cap = want;
+    t->pend_buf = xrealloc(t->pend_buf, t->pend_buf_cap);
+  }
+  struct pending *p = &t->pend[t->npend++];
+  memcpy(p->run_id, run_id, sizeof p->run_id);
+  p->status = status;
+  p->off = t->pend_used;
+  p->len = len;
+  memcpy(t->pend_buf + t->pend_used, pb, len);
+  t->pend_used += len;
 }
 
 int runtab_insert(runtab *t, const Run *run) {
@@ -445,19 +519,24 @@ int runtab_insert(runtab *t, const Run *run) {
 }
 
 int runtab_update(runtab *t, const Run *run) {
+  /* Only a valid id can name a row (and fits a pending entry). */
+  if (!run->run_id || !id_run_valid(run->run_id, strlen(run->run_id))) return -ENOENT;
+  size_t n = pack_run(t, run);
   int rc = begin(t, run->run_id);
-  if (rc) return rc;
-  sqlite3_stmt *st = t->st[ST_UPDATE];
-  sqlite3_bind_text(st, 1, str_or_empty(run->run_id), -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 2, run->status);
-  bind_run(t, st, 3, run);
-  if (step_done(st) != SQLITE_OK) return fail_sql(t, "update", run->run_id);
-  return sqlite3_changes(t->db) ? 0 : -ENOENT;
+  if (rc == 0) rc = apply_update(t, run->run_id, run->status, t->buf, n);
+  if (rc == -ENOENT) return rc;
+  /* Kept also when this write failed: a failed statement may have ended the
+   * transaction or not, so end it here either way, and the next commit applies every
+   * waiting update again. */
+  pend_push(t, run->run_id, run->status, t->buf, n);
+  if (rc) rollback(t);
+  return rc;
 }
 
 int runtab_sync(runtab *t) {
-  if (sqlite3_get_autocommit(t->db)) return 0;
-  return commit(t, "commit updates", NULL);
+  if (!t->npend && sqlite3_get_autocommit(t->db)) return 0;
+  int rc = begin(t, NULL);
+  return rc ? rc : commit(t, "commit updates", NULL);
 }
 
 int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out) {
@@ -477,10 +556,12 @@ int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out) {
     r->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
     r->finished_at_ms = now_ms;
     r->error_message = (char *)RUNTAB_LOST_MESSAGE;
-    rc = runtab_update(t, r);
+    size_t len = pack_run(t, r);
     r->error_message = old_msg;
+    /* Applied, not kept waiting: this is all or nothing (-ENOENT cannot happen: the
+     * rows were just read in this transaction). */
+    rc = apply_update(t, r->run_id, r->status, t->buf, len);
   }
-  /* -ENOENT cannot happen: the rows were just read in this transaction. */
   if (rc)
     rollback(t);
   else

@@ -70,18 +70,22 @@ void runtab_free(runtab *t);
  * Returns 0; -EINVAL for an invalid run_id; -EEXIST if another run has the same
  * non-empty request_id (the caller may then look it up with runtab_get_by_request_id);
  * -EBUSY if a run with this run_id exists (when both clash, either code may come);
- * -EIO if SQLite fails (logged). On -EINVAL, -EEXIST or -EBUSY nothing of this run is
- * written and the waiting updates still wait; -EIO loses them too (as runtab_sync). */
+ * -EIO if SQLite fails (logged). On any error nothing of this run is written, and the
+ * updates waiting still wait. */
 int runtab_insert(runtab *t, const Prismq__Runner__V1__Run *run);
 
 /* Replaces the stored record of run->run_id by `run` and sets its status column
  * (see the top of this file for the fields that must not change), in the open
- * transaction: durable once committed (see Durability). `run` is not kept.
- * Returns 0; -ENOENT if there is no run with that id; -EIO if SQLite fails (logged). */
+ * transaction: durable once committed (see Durability). `run` is not kept: the table
+ * keeps its own copy until the commit, and applies it again if SQLite has rolled the
+ * transaction back meanwhile (a write failed: disk full, an I/O error).
+ * Returns 0; -ENOENT if there is no run with that id; -EIO if SQLite fails (logged: the
+ * update waits all the same, and the next commit tries it again). */
 int runtab_update(runtab *t, const Prismq__Runner__V1__Run *run);
 
-/* Commits the updates waiting, if any. Returns 0, or -EIO if SQLite fails (logged;
- * those updates are lost: the table holds the runs as they were before them). */
+/* Commits the updates waiting, if any. Returns 0, or -EIO if SQLite fails (logged, at
+ * most a line per 10 s with a count): they keep waiting, and the next runtab_sync,
+ * runtab_insert or runtab_free tries them again. */
 int runtab_sync(runtab *t);
 
 /* Looks up a run by id. Returns 0 and sets *out to a new copy, which the caller frees

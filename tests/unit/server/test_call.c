@@ -102,7 +102,7 @@ struct fx {
   int idle;
   /* before_send: P_DIRTY's handler sets dirty, the hook clears it; data that reaches
    * the client while dirty is counted. */
-  int dirty, before_sends, dirty_data;
+  int dirty, before_sends, dirty_data, refuse;
 };
 
 /* ---- client ----------------------------------------------------------------------- */
@@ -455,10 +455,14 @@ static void dirty_handler(call *c, const uint8_t *req, size_t len, void *svc) {
   echo_handler(c, req, len, svc);
 }
 
-static void make_clean(void *arg) {
+/* As the run table's sync: nothing to do is never a failure; with `refuse`, making a
+ * change durable fails (a full disk). */
+static int make_clean(void *arg) {
   struct fx *f = arg;
-  f->dirty = 0;
   f->before_sends++;
+  if (f->dirty && f->refuse) return -EIO;
+  f->dirty = 0;
+  return 0;
 }
 
 static void pb_handler(call *c, const uint8_t *req, size_t len, void *svc) {
@@ -913,6 +917,18 @@ static void test_before_send(void **state) {
   }
   assert_int_equal(f->dirty_data, 0);
   assert_true(f->before_sends >= 1);
+  /* When the change cannot be made durable, the answer never leaves: the connection is
+   * closed unsent and its calls end. */
+  f->refuse = 1;
+  struct cstream *refused = REQ(f, .path = P_DIRTY, MSG("changed"));
+  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+  assert_false(refused->closed);
+  assert_int_equal(evbuffer_get_length(refused->data), 0);
+  assert_int_equal(f->dirty_data, 0);
+  f->refuse = 0;
+  f->dirty = 0;
   /* Without the hook the same exchange does show the answers early: the check bites. */
   call_server_free(f->srv);
   nghttp2_session_del(f->cs);

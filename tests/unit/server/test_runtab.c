@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -802,6 +804,64 @@ static void test_updates_wait_for_a_commit(void **state) {
   tmpdir_remove(&d);
 }
 
+/* A commit that fails (here the WAL may not grow: RLIMIT_FSIZE, as a full disk) rolls
+ * the whole transaction back, and with it the updates of other runs waiting there:
+ * they are kept and applied again, and the next commit that succeeds has them all.
+ * In a child process, which dies without closing the table. */
+static void test_failed_commit_keeps_updates(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  struct run_buf a, b, c;
+  run_init(&a, "m", ST(QUEUED), "", NULL, 0);
+  run_init(&b, "m", ST(QUEUED), "", NULL, 0);
+  run_init(&c, "m", ST(QUEUED), "", NULL, 0);
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", d.db);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    runtab *t = NULL;
+    if (runtab_open(&t, d.db, NULL, 0) != 0) _exit(10);
+    if (runtab_insert(t, &a.run) != 0 || runtab_insert(t, &b.run) != 0) _exit(11);
+    struct stat st;
+    if (stat(wal, &st) != 0) _exit(12);
+    signal(SIGXFSZ, SIG_IGN); /* a write past the limit then fails with EFBIG */
+    struct rlimit lim, full;
+    if (getrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(13);
+    full = lim;
+    full.rlim_cur = (rlim_t)st.st_size;
+    if (setrlimit(RLIMIT_FSIZE, &full) != 0) _exit(14);
+    a.run.status = ST(COMPLETED);
+    if (runtab_update(t, &a.run) != 0) _exit(15); /* waits: nothing written yet */
+    if (runtab_insert(t, &c.run) != -EIO) _exit(16); /* its commit fails */
+    b.run.status = ST(RUNNING);
+    runtab_update(t, &b.run); /* may fail now or wait: either way it is kept */
+    if (runtab_sync(t) != -EIO) _exit(17); /* still full */
+    Run *got = NULL;
+    if (runtab_get(t, c.id, &got) != -ENOENT) _exit(18);
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(19); /* space again */
+    if (runtab_sync(t) != 0) _exit(20);
+    _exit(0);
+  }
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  runtab *t = NULL;
+  char err[256] = "";
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  a.run.status = ST(COMPLETED);
+  assert_stored(t, &a);
+  b.run.status = ST(RUNNING);
+  assert_stored(t, &b);
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, c.id, &got), -ENOENT);
+  assert_int_equal(runtab_count(t), 2);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
 static void test_file_in_use(void **state) {
   (void)state;
   struct tmpdir d;
@@ -927,6 +987,7 @@ int main(void) {
       cmocka_unit_test(test_file_reopen),
       cmocka_unit_test(test_file_checkpoints),
       cmocka_unit_test(test_updates_wait_for_a_commit),
+      cmocka_unit_test(test_failed_commit_keeps_updates),
       cmocka_unit_test(test_file_in_use),
       cmocka_unit_test(test_open_bad_path),
       cmocka_unit_test(test_open_not_a_database),
