@@ -745,118 +745,121 @@ static void test_file_checkpoints(void **state) {
 
 /* The file is locked while a table has it open: a second open fails with -EBUSY and
  * says why, touching nothing; once the first is closed the file opens again. */
+/* Runs child(d->db, arg) in a child process, which exits with what it returns without
+ * closing anything (as kill -9 would leave the table); asserts that it returned 0 (a
+ * child says which of its steps failed by its code) and opens the table again. */
+static runtab *reopen_after_child(const struct tmpdir *d, int (*child)(const char *db, void *arg),
+                                  void *arg) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(child(d->db, arg));
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  runtab *t = NULL;
+  char err[256] = "";
+  assert_int_equal(runtab_open(&t, d->db, err, sizeof err), 0);
+  return t;
+}
+
+/* Runs A, B, C, D of test_updates_wait_for_a_commit. */
+static int write_and_die(const char *db, void *arg) {
+  struct run_buf *r = arg, *a = &r[0], *b = &r[1], *c = &r[2], *dd = &r[3];
+  runtab *t = NULL;
+  if (runtab_open(&t, db, NULL, 0) != 0) return 10;
+  if (runtab_insert(t, &a->run) != 0 || runtab_insert(t, &dd->run) != 0) return 11;
+  a->run.status = ST(RUNNING);
+  if (runtab_update(t, &a->run) != 0 || runtab_sync(t) != 0) return 12;
+  a->run.status = ST(COMPLETED);
+  if (runtab_update(t, &a->run) != 0) return 13;
+  Run *now = NULL; /* this table sees its own waiting update */
+  if (runtab_get(t, a->id, &now) != 0 || now->status != ST(COMPLETED)) return 14;
+  prismq__runner__v1__run__free_unpacked(now, NULL);
+  if (runtab_insert(t, &b->run) != 0) return 15;
+  b->run.status = ST(RUNNING);
+  if (runtab_update(t, &b->run) != 0) return 16;
+  dd->run.status = ST(RUNNING);
+  if (runtab_update(t, &dd->run) != 0) return 17;
+  if (runtab_insert(t, &c->run) != -EEXIST) return 18;
+  if (runtab_sync(t) != 0) return 19;
+  b->run.status = ST(COMPLETED);
+  if (runtab_update(t, &b->run) != 0) return 20;
+  return 0; /* no runtab_free: the last update is never committed */
+}
+
 /* Group commit, seen from a crash: a child process writes and dies without closing the
- * table (as kill -9 would leave it); what it committed is there, what only waited for a
- * commit is not. Statuses: A QUEUED -> RUNNING (synced) -> COMPLETED (committed by the
- * insert of B) ; B QUEUED -> RUNNING (waiting) ; C clashes with A's request_id and is not
+ * table; what it committed is there, what only waited for a commit is not. Statuses:
+ * A QUEUED -> RUNNING (synced) -> COMPLETED (committed by the insert of B); B QUEUED ->
+ * RUNNING (synced) -> COMPLETED (waiting); C clashes with A's request_id and is not
  * written, without dropping the update waiting before it (D RUNNING, then synced). */
 static void test_updates_wait_for_a_commit(void **state) {
   (void)state;
   struct tmpdir d;
   tmpdir_make(&d);
-  struct run_buf a, b, c, dd;
-  run_init(&a, "m", ST(QUEUED), "req-a", NULL, 0);
-  run_init(&b, "m", ST(QUEUED), "", NULL, 0);
-  run_init(&c, "m", ST(QUEUED), "req-a", NULL, 0);
-  run_init(&dd, "m", ST(QUEUED), "", NULL, 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    /* The child reports the step that went wrong as its exit code. */
-    runtab *t = NULL;
-    if (runtab_open(&t, d.db, NULL, 0) != 0) _exit(10);
-    if (runtab_insert(t, &a.run) != 0 || runtab_insert(t, &dd.run) != 0) _exit(11);
-    a.run.status = ST(RUNNING);
-    if (runtab_update(t, &a.run) != 0 || runtab_sync(t) != 0) _exit(12);
-    a.run.status = ST(COMPLETED);
-    if (runtab_update(t, &a.run) != 0) _exit(13);
-    Run *now = NULL; /* this table sees its own waiting update */
-    if (runtab_get(t, a.id, &now) != 0 || now->status != ST(COMPLETED)) _exit(14);
-    prismq__runner__v1__run__free_unpacked(now, NULL);
-    if (runtab_insert(t, &b.run) != 0) _exit(15);
-    b.run.status = ST(RUNNING);
-    if (runtab_update(t, &b.run) != 0) _exit(16);
-    dd.run.status = ST(RUNNING);
-    if (runtab_update(t, &dd.run) != 0) _exit(17);
-    if (runtab_insert(t, &c.run) != -EEXIST) _exit(18);
-    if (runtab_sync(t) != 0) _exit(19);
-    b.run.status = ST(COMPLETED);
-    if (runtab_update(t, &b.run) != 0) _exit(20);
-    _exit(0); /* no runtab_free: the last update is never committed */
-  }
-  int st = 0;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  assert_true(WIFEXITED(st));
-  assert_int_equal(WEXITSTATUS(st), 0);
-  runtab *t = NULL;
-  char err[256] = "";
-  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
-  a.run.status = ST(COMPLETED);
-  assert_stored(t, &a);
-  b.run.status = ST(RUNNING); /* its COMPLETED never committed */
-  assert_stored(t, &b);
-  dd.run.status = ST(RUNNING);
-  assert_stored(t, &dd);
+  struct run_buf r[4];
+  run_init(&r[0], "m", ST(QUEUED), "req-a", NULL, 0);
+  run_init(&r[1], "m", ST(QUEUED), "", NULL, 0);
+  run_init(&r[2], "m", ST(QUEUED), "req-a", NULL, 0);
+  run_init(&r[3], "m", ST(QUEUED), "", NULL, 0);
+  runtab *t = reopen_after_child(&d, write_and_die, r);
+  r[0].run.status = ST(COMPLETED);
+  assert_stored(t, &r[0]);
+  r[1].run.status = ST(RUNNING); /* its COMPLETED never committed */
+  assert_stored(t, &r[1]);
+  r[3].run.status = ST(RUNNING);
+  assert_stored(t, &r[3]);
   Run *got = NULL;
-  assert_int_equal(runtab_get(t, c.id, &got), -ENOENT);
+  assert_int_equal(runtab_get(t, r[2].id, &got), -ENOENT);
   assert_int_equal(runtab_count(t), 3);
   runtab_free(t);
   tmpdir_remove(&d);
 }
 
+/* Runs A, B, C of test_failed_commit_keeps_updates. */
+static int fill_the_disk(const char *db, void *arg) {
+  struct run_buf *r = arg, *a = &r[0], *b = &r[1], *c = &r[2];
+  runtab *t = NULL;
+  if (runtab_open(&t, db, NULL, 0) != 0) return 10;
+  if (runtab_insert(t, &a->run) != 0 || runtab_insert(t, &b->run) != 0) return 11;
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", db);
+  struct stat st;
+  if (stat(wal, &st) != 0) return 12;
+  signal(SIGXFSZ, SIG_IGN); /* a write past the limit then fails with EFBIG */
+  struct rlimit lim, full;
+  if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 13;
+  full = lim;
+  full.rlim_cur = (rlim_t)st.st_size;
+  if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+  a->run.status = ST(COMPLETED);
+  if (runtab_update(t, &a->run) != 0) return 15; /* waits: nothing written yet */
+  if (runtab_insert(t, &c->run) != -EIO) return 16; /* its commit fails */
+  b->run.status = ST(RUNNING);
+  runtab_update(t, &b->run); /* may fail now or wait: either way it is kept */
+  if (runtab_sync(t) != -EIO) return 17; /* still full */
+  Run *got = NULL;
+  if (runtab_get(t, c->id, &got) != -ENOENT) return 18;
+  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 19; /* space again */
+  return runtab_sync(t) == 0 ? 0 : 20;
+}
+
 /* A commit that fails (here the WAL may not grow: RLIMIT_FSIZE, as a full disk) rolls
  * the whole transaction back, and with it the updates of other runs waiting there:
- * they are kept and applied again, and the next commit that succeeds has them all.
- * In a child process, which dies without closing the table. */
+ * they are kept and applied again, and the next commit that succeeds has them all. */
 static void test_failed_commit_keeps_updates(void **state) {
   (void)state;
   struct tmpdir d;
   tmpdir_make(&d);
-  struct run_buf a, b, c;
-  run_init(&a, "m", ST(QUEUED), "", NULL, 0);
-  run_init(&b, "m", ST(QUEUED), "", NULL, 0);
-  run_init(&c, "m", ST(QUEUED), "", NULL, 0);
-  char wal[128];
-  snprintf(wal, sizeof wal, "%s-wal", d.db);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    runtab *t = NULL;
-    if (runtab_open(&t, d.db, NULL, 0) != 0) _exit(10);
-    if (runtab_insert(t, &a.run) != 0 || runtab_insert(t, &b.run) != 0) _exit(11);
-    struct stat st;
-    if (stat(wal, &st) != 0) _exit(12);
-    signal(SIGXFSZ, SIG_IGN); /* a write past the limit then fails with EFBIG */
-    struct rlimit lim, full;
-    if (getrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(13);
-    full = lim;
-    full.rlim_cur = (rlim_t)st.st_size;
-    if (setrlimit(RLIMIT_FSIZE, &full) != 0) _exit(14);
-    a.run.status = ST(COMPLETED);
-    if (runtab_update(t, &a.run) != 0) _exit(15); /* waits: nothing written yet */
-    if (runtab_insert(t, &c.run) != -EIO) _exit(16); /* its commit fails */
-    b.run.status = ST(RUNNING);
-    runtab_update(t, &b.run); /* may fail now or wait: either way it is kept */
-    if (runtab_sync(t) != -EIO) _exit(17); /* still full */
-    Run *got = NULL;
-    if (runtab_get(t, c.id, &got) != -ENOENT) _exit(18);
-    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(19); /* space again */
-    if (runtab_sync(t) != 0) _exit(20);
-    _exit(0);
-  }
-  int st = 0;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  assert_true(WIFEXITED(st));
-  assert_int_equal(WEXITSTATUS(st), 0);
-  runtab *t = NULL;
-  char err[256] = "";
-  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
-  a.run.status = ST(COMPLETED);
-  assert_stored(t, &a);
-  b.run.status = ST(RUNNING);
-  assert_stored(t, &b);
+  struct run_buf r[3];
+  for (size_t i = 0; i < 3; i++) run_init(&r[i], "m", ST(QUEUED), "", NULL, 0);
+  runtab *t = reopen_after_child(&d, fill_the_disk, r);
+  r[0].run.status = ST(COMPLETED);
+  assert_stored(t, &r[0]);
+  r[1].run.status = ST(RUNNING);
+  assert_stored(t, &r[1]);
   Run *got = NULL;
-  assert_int_equal(runtab_get(t, c.id, &got), -ENOENT);
+  assert_int_equal(runtab_get(t, r[2].id, &got), -ENOENT);
   assert_int_equal(runtab_count(t), 2);
   runtab_free(t);
   tmpdir_remove(&d);
