@@ -34,10 +34,11 @@
  * of what the WAL holds so far (sync_file_range, which does not wait for it), and the
  * checkpoint finds it nearly clean: its fsyncs then take about a millisecond. This is
  * not a sync (no metadata, no disk cache flush), only writeback started sooner; the
- * checkpoint still syncs as SQLite does. (sync_file_range waits only when the disk's
- * request queue is full: on a slow disk, for a part of what the fsync would wait.) A helper thread doing fdatasync did the same
- * but cost more than it saved: a second thread in the process makes every munmap (one
- * per posix_spawn, its child's stack) a TLB shootdown across CPUs.
+ * checkpoint still syncs as SQLite does. sync_file_range waits only when the disk's
+ * request queue is full (on a slow disk, for a part of what the fsync would wait). A
+ * helper thread doing fdatasync did the same but cost more than it saved: a second
+ * thread in the process makes every munmap (one per posix_spawn, its child's stack) a
+ * TLB shootdown across CPUs.
  *
  * Migrations: migrations[i] takes the schema from version i to i + 1; runtab_open
  * applies the missing ones in one transaction. A new version appends an entry. */
