@@ -1,28 +1,23 @@
 #include "gclient.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/util.h>
 #include <nghttp2/nghttp2.h>
 
+#include "addr.h"
+#include "conn.h"
 #include "grpcwire.h"
 #include "h2conn.h"
 
 #define GCL_USER_AGENT "prismq-c/0.1"
-#define UNIX_PREFIX "unix:"
-#define LOCALHOST_PREFIX "localhost:"
 
 struct gcl_call {
   LIST_ENTRY(gcl_call) link;
@@ -49,10 +44,9 @@ struct gcl_conn {
   struct event_base *base;
   gcl_conn_opts opts;
   h2conn *h2;        /* NULL once the connection has failed or closed */
-  evutil_socket_t fd; /* ours while connecting; -1 once the bufferevent owns it */
-  struct event *connect_ev;
   char *target;
-  const char *authority;
+  char authority[ADDR_FORMAT_LEN];
+  const char *scheme; /* "https" over TLS */
   int freeing;
   char err[256]; /* why the connection is gone, for the calls that end with it */
   LIST_HEAD(, gcl_call) calls;
@@ -305,10 +299,11 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *stream_user, uint32_t
 }
 
 static void on_conn_close(h2conn *h2, void *conn_user) {
-  (void)h2;
   gcl_conn *c = conn_user;
   c->h2 = NULL;
-  if (!c->err[0]) snprintf(c->err, sizeof c->err, "connection closed");
+  /* A transport that failed says why (refused, timed out, TLS handshake). */
+  const char *why = conn_error(h2conn_conn(h2));
+  if (!c->err[0]) snprintf(c->err, sizeof c->err, "%s", why[0] ? why : "connection closed");
 }
 
 static const h2conn_callbacks conn_callbacks = {
@@ -321,129 +316,45 @@ static const h2conn_callbacks conn_callbacks = {
 
 /* ---- connection ---- */
 
-/* Parses the target into a socket address. TCP hosts are numeric or "localhost":
- * resolving names would block the caller's loop. */
-static int parse_target(struct sockaddr_storage *ss, socklen_t *sslen, const char *target) {
-  memset(ss, 0, sizeof *ss);
-  if (strncmp(target, UNIX_PREFIX, strlen(UNIX_PREFIX)) == 0) {
-    const char *path = target + strlen(UNIX_PREFIX);
-    struct sockaddr_un *sun = (struct sockaddr_un *)ss;
-    if (!path[0] || strlen(path) >= sizeof sun->sun_path) return -EINVAL;
-    sun->sun_family = AF_UNIX;
-    strcpy(sun->sun_path, path);
-    *sslen = (socklen_t)sizeof *sun;
-    return 0;
-  }
-  char buf[64];
-  if (strncmp(target, LOCALHOST_PREFIX, strlen(LOCALHOST_PREFIX)) == 0) {
-    int n = snprintf(buf, sizeof buf, "127.0.0.1:%s", target + strlen(LOCALHOST_PREFIX));
-    if (n < 0 || (size_t)n >= sizeof buf) return -EINVAL;
-    target = buf;
-  }
-  int len = (int)sizeof *ss;
-  if (evutil_parse_sockaddr_port(target, (struct sockaddr *)ss, &len) < 0) return -EINVAL;
-  /* evutil accepts a bare address as port 0; a target must name its port. */
-  in_port_t port = ss->ss_family == AF_INET ? ((struct sockaddr_in *)ss)->sin_port
-                                            : ((struct sockaddr_in6 *)ss)->sin6_port;
-  if (port == 0) return -EINVAL;
-  *sslen = (socklen_t)len;
-  return 0;
-}
-
-/* The connection is gone before or without HTTP/2: every call ends UNAVAILABLE with
- * the reason. Not from inside an h2conn callback. */
-static void conn_fail(gcl_conn *c, int err) {
-  snprintf(c->err, sizeof c->err, "connect to %s: %s", c->target, strerror(err));
-  if (c->connect_ev) {
-    event_free(c->connect_ev);
-    c->connect_ev = NULL;
-  }
-  if (c->fd >= 0) {
-    evutil_closesocket(c->fd);
-    c->fd = -1;
-  }
-  h2conn_free(c->h2);
-}
-
-static void connect_cb(evutil_socket_t fd, short what, void *arg) {
-  gcl_conn *c = arg;
-  int err = ETIMEDOUT;
-  socklen_t errlen = sizeof err;
-  if ((what & EV_WRITE) && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0) err = errno;
-  if (err) {
-    conn_fail(c, err);
-    return;
-  }
-  event_free(c->connect_ev);
-  c->connect_ev = NULL;
-  /* The bufferevent starts writing what h2conn has queued (preface, SETTINGS,
-   * requests) and reading the answers. */
-  bufferevent_setfd(h2conn_bufferevent(c->h2), c->fd);
-  c->fd = -1;
-}
-
-/* We connect the socket ourselves rather than with bufferevent_socket_connect, which
- * reports a failed connect to h2conn's event callback without its errno: the calls
- * could not say why. The bufferevent gets the socket once connected; until then
- * h2conn queues its output in it. */
-static int conn_start(gcl_conn *c, const struct sockaddr_storage *ss, socklen_t sslen) {
-  int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  if (ss->ss_family != AF_UNIX) {
-    /* gRPC messages are small and latency-bound: no Nagle. */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  c->fd = fd;
-  int rc = connect(fd, (const struct sockaddr *)ss, sslen);
-  if (rc < 0 && errno != EINPROGRESS) {
-    conn_fail(c, errno);
-    return 0;
-  }
-  if (rc == 0) {
-    bufferevent_setfd(h2conn_bufferevent(c->h2), fd);
-    c->fd = -1;
-    return 0;
-  }
-  c->connect_ev = event_new(c->base, fd, EV_WRITE, connect_cb, c);
-  if (!c->connect_ev) return -ENOMEM;
-  struct timeval tv = {c->opts.connect_timeout_ms / 1000,
-                       (c->opts.connect_timeout_ms % 1000) * 1000};
-  if (event_add(c->connect_ev, c->opts.connect_timeout_ms ? &tv : NULL) < 0) return -ENOMEM;
-  return 0;
+/* Starts the transport to `a` and HTTP/2 over it. */
+static int conn_open(gcl_conn *c, const addr *a, const struct sockaddr_storage *ss, socklen_t sslen) {
+  conn_tls_opts tls = {c->opts.tls_ctx, 0, c->opts.server_name, c->opts.connect_timeout_ms};
+  if (!tls.server_name && a->kind == ADDR_TCP) tls.server_name = a->host;
+  conn *cn = NULL;
+  int rc = conn_connect(&cn, c->base, (const struct sockaddr *)ss, sslen, c->target, c->opts.connect_timeout_ms,
+                        c->opts.tls_ctx ? &tls : NULL);
+  if (rc < 0) return rc;
+  h2conn_opts ho = H2CONN_OPTS_INIT;
+  return h2conn_new(&c->h2, cn, H2CONN_CLIENT, &ho, &conn_callbacks, c);
 }
 
 int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
-                 const gcl_conn_opts *opts) {
+                 const gcl_conn_opts *opts, char *err, size_t errlen) {
   static const gcl_conn_opts defaults = GCL_CONN_OPTS_INIT;
+  addr a;
   struct sockaddr_storage ss;
   socklen_t sslen;
-  int rc = parse_target(&ss, &sslen, target);
+  int rc = addr_parse(&a, target, err, errlen);
+  if (rc == 0) rc = addr_sockaddr(&ss, &sslen, &a, 0, err, errlen);
   if (rc < 0) return rc;
 
   gcl_conn *c = calloc(1, sizeof *c);
   if (!c) return -ENOMEM;
   c->base = base;
   c->opts = opts ? *opts : defaults;
-  c->fd = -1;
   LIST_INIT(&c->calls);
+  rc = -ENOMEM;
   c->target = strdup(target);
-  if (!c->target) {
-    rc = -ENOMEM;
-    goto fail;
-  }
+  if (!c->target) goto fail;
+  c->scheme = c->opts.tls_ctx ? "https" : "http";
   /* gRPC names unix sockets "localhost" in :authority. */
-  c->authority = ss.ss_family == AF_UNIX ? "localhost" : c->target;
-
-  struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-  if (!bev) {
-    rc = -ENOMEM;
-    goto fail;
+  if (a.kind != ADDR_TCP) snprintf(c->authority, sizeof c->authority, "localhost");
+  else if (c->opts.server_name) snprintf(c->authority, sizeof c->authority, "%s:%u", c->opts.server_name, a.port);
+  else {
+    a.tls = 0;
+    addr_format(c->authority, sizeof c->authority, &a);
   }
-  h2conn_opts ho = H2CONN_OPTS_INIT;
-  rc = h2conn_new(&c->h2, bev, H2CONN_CLIENT, &ho, &conn_callbacks, c);
-  if (rc < 0) goto fail;
-  rc = conn_start(c, &ss, sslen);
+  rc = conn_open(c, &a, &ss, sslen);
   if (rc < 0) goto fail;
   *out = c;
   return 0;
@@ -457,8 +368,6 @@ void gcl_conn_free(gcl_conn *c) {
   /* Also a no-op from an on_done that this very free runs. */
   if (!c || c->freeing) return;
   c->freeing = 1;
-  if (c->connect_ev) event_free(c->connect_ev);
-  if (c->fd >= 0) evutil_closesocket(c->fd);
   /* Closes every stream (each schedules its completion), then on_conn_close. */
   h2conn_free(c->h2);
   gcl_call *call;
@@ -483,7 +392,7 @@ static int call_submit(gcl_call *call, const char *path, uint64_t timeout_ms) {
 #define NVS(n, s) NV(n, s, strlen(s))
   nghttp2_nv nva[] = {
       NVS(":method", "POST"),
-      NVS(":scheme", "http"),
+      NVS(":scheme", c->scheme),
       NVS(":path", path),
       NVS(":authority", c->authority),
       NVS("content-type", "application/grpc"),

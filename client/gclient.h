@@ -1,6 +1,6 @@
 /* gclient: the gRPC client core: calls over one HTTP/2 connection (h2conn, client
- * role) to a prismqd or any gRPC server, h2c with prior knowledge over TCP or a unix
- * socket.
+ * role) to a prismqd or any gRPC server: h2c with prior knowledge over TCP or a unix
+ * socket, or TLS with ALPN h2.
  *
  * Asynchronous on a caller's event_base (gcl_call_start), with blocking helpers that
  * run a private loop (gcl_unary). Library code: every failure, out-of-memory included,
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 struct event_base;
+typedef struct ssl_ctx_st SSL_CTX;
 
 typedef struct gcl_conn gcl_conn;
 typedef struct gcl_call gcl_call;
@@ -26,23 +27,31 @@ typedef struct gcl_status {
 } gcl_status;
 
 typedef struct gcl_conn_opts {
-  uint32_t connect_timeout_ms; /* 0 = none */
+  uint32_t connect_timeout_ms; /* 0 = none; bounds the TLS handshake too */
   size_t max_recv_msg;         /* largest response message accepted */
+  /* TLS: a client context (tlsctx_client_new; borrowed, each connection takes its own
+   * reference), or NULL for h2c. The server certificate must match server_name, or
+   * the target's host when server_name is NULL. */
+  SSL_CTX *tls_ctx;
+  const char *server_name;
 } gcl_conn_opts;
 
-#define GCL_CONN_OPTS_INIT { 10000, 64u << 20 }
+#define GCL_CONN_OPTS_INIT { 10000, 64u << 20, NULL, NULL }
 
-/* Connects to `target`: "host:port" where host is an IPv4 literal, "[v6 literal]" or
- * "localhost" (127.0.0.1; other names are not resolved, as that would block the
- * loop), or "unix:/path". The connection is made asynchronously on `base` (within
+/* Connects to `target`, in gRPC's naming (addr.h): "host:port", "dns:host:port",
+ * "ipv4:", "ipv6:", "unix:path", "unix:///abs/path", "unix-abstract:name", or
+ * "tls://host:port" (TLS is chosen by opts->tls_ctx, not by the form). A host name is
+ * resolved here, with getaddrinfo: that may block the caller on DNS. The connection is
+ * made asynchronously on `base` (within
  * opts->connect_timeout_ms); calls may be started at once. If it cannot be made, or
  * once it is lost, every call on it ends UNAVAILABLE with the reason (e.g. "connect to
  * 127.0.0.1:1: Connection refused", "connection closed"); there is no reconnection.
  * `opts` may be NULL for GCL_CONN_OPTS_INIT.
- * Returns 0 and sets *out, -EINVAL for a malformed target, -ENOMEM, or another
- * negative errno from socket(2). Caller frees with gcl_conn_free. */
+ * Returns 0 and sets *out (caller frees with gcl_conn_free); or -EINVAL for a malformed
+ * target or another negative errno for a host that does not resolve, both with `err`
+ * (errlen bytes, may be NULL) saying why; -ENOMEM; or a negative errno from socket(2). */
 int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
-                 const gcl_conn_opts *opts);
+                 const gcl_conn_opts *opts, char *err, size_t errlen);
 
 /* Closes the connection; calls still running end with CANCELLED (their on_done
  * fires before this returns). Accepts NULL. May be called from a call's on_done, not

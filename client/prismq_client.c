@@ -15,11 +15,13 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "gclient.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
+#include "tlsctx.h"
 
 #define DEFAULT_TARGET "127.0.0.1:50051"
 #define TARGET_ENV "PRISMQ_TARGET"
@@ -32,6 +34,7 @@ struct sync;
 
 struct prismq_client {
   gcl_conn *conn;
+  SSL_CTX *tls; /* NULL: h2c */
   struct event_base *base;
   struct event_base *own_base; /* blocking client: the private loop; NULL when async */
   uint32_t deadline_ms;        /* default per call; 0 = none */
@@ -126,8 +129,12 @@ const char *prismq_code_name(int code) {
   return gw_status_name(code);
 }
 
+/* Why the last connect of this thread failed, when errno alone cannot say (TLS files). */
+static __thread char connect_error[512];
+static __thread int connect_error_rc;
+
 const char *prismq_strerror(int rc) {
-  if (rc == -ENOTSUP) return "TLS is not supported yet";
+  if (rc < 0 && rc == connect_error_rc && connect_error[0]) return connect_error;
   return strerror(rc < 0 ? -rc : rc);
 }
 
@@ -382,9 +389,9 @@ static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
 static int client_new(prismq_client **out, struct event_base *base,
                       const prismq_client_opts *opts) {
   static const prismq_client_opts defaults = PRISMQ_CLIENT_OPTS_INIT;
+  connect_error_rc = 0;
   if (!out) return -EINVAL;
   if (!opts) opts = &defaults;
-  if (opts->ca_file || opts->cert_file || opts->key_file || opts->server_name) return -ENOTSUP;
   const char *target = opts->target;
   if (!target) target = getenv(TARGET_ENV);
   if (!target || !target[0]) target = DEFAULT_TARGET;
@@ -392,7 +399,16 @@ static int client_new(prismq_client **out, struct event_base *base,
   prismq_client *c = calloc(1, sizeof *c);
   if (!c) return -ENOMEM;
   c->intr_fd = -1;
-  int rc = -ENOMEM;
+  int rc;
+  if (opts->ca_file || opts->cert_file || opts->key_file || opts->server_name || strncmp(target, "tls://", 6) == 0) {
+    tlsctx_client_opts to = {opts->ca_file, opts->cert_file, opts->key_file};
+    rc = tlsctx_client_new(&c->tls, &to, connect_error, sizeof connect_error);
+    if (rc < 0) {
+      connect_error_rc = rc;
+      goto fail;
+    }
+  }
+  rc = -ENOMEM;
   c->deadline_ms = opts->deadline_ms == PRISMQ_NO_DEADLINE ? 0 : opts->deadline_ms;
   if (!base) {
     /* Deadlines must not fire early: libevent's default clock is the coarse one, a few
@@ -415,8 +431,13 @@ static int client_new(prismq_client **out, struct event_base *base,
   c->base = base;
   gcl_conn_opts go = GCL_CONN_OPTS_INIT;
   go.connect_timeout_ms = opts->connect_timeout_ms;
-  rc = gcl_conn_new(&c->conn, base, target, &go);
-  if (rc < 0) goto fail;
+  go.tls_ctx = c->tls;
+  go.server_name = opts->server_name;
+  rc = gcl_conn_new(&c->conn, base, target, &go, connect_error, sizeof connect_error);
+  if (rc < 0) {
+    connect_error_rc = rc;
+    goto fail;
+  }
   *out = c;
   return 0;
 
@@ -438,6 +459,7 @@ int prismq_client_connect_async(prismq_client **out, struct event_base *base,
 void prismq_client_free(prismq_client *c) {
   if (!c) return;
   gcl_conn_free(c->conn);
+  SSL_CTX_free(c->tls);
   if (c->intr_ev) event_free(c->intr_ev);
   if (c->intr_fd >= 0) close(c->intr_fd);
   if (c->own_base) event_base_free(c->own_base);

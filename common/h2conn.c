@@ -6,13 +6,11 @@
 #include <sys/uio.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "conn.h"
 #include "log.h"
 
-/* Output below this many bytes wakes the writer again (write low-watermark). */
-#define OUT_LOW_WATER (16u << 10)
 /* Rapid Reset (CVE-2023-44487): at most this many RST_STREAMs in a burst, then per second. */
 #define RST_BURST 1000
 #define RST_RATE 33
@@ -26,7 +24,7 @@
 #define DATA_FRAME_MAX (128u << 10)
 /* DATA payload of memory output: nghttp2's default (16 KiB). */
 #define MEM_FRAME_MAX (16u << 10)
-/* Most bytes one read of a socket takes (sock_read_cb). */
+/* Most bytes one read of the transport takes (on_conn_read). */
 #define READ_CHUNK (64u << 10)
 
 /* Output queued before a file piece: what was appended to the stream's output buffer
@@ -59,10 +57,10 @@ struct h2stream {
 
 struct h2conn {
   nghttp2_session *session;
-  struct bufferevent *bev;
+  conn *conn;
+  struct evbuffer *in;    /* read from the transport, not yet taken by nghttp2 */
+  struct evbuffer *out;   /* frames for the transport (file chains stay unmapped where it sends files) */
   struct event *flush_ev; /* deferred: send, notify drains, tear down */
-  struct event *read_ev;  /* a socket's input, read by sock_read_cb; NULL: the bufferevent reads */
-  struct event *write_ev; /* direct: EV_WRITE while output is left over (sock_write_cb) */
   h2conn_callbacks cbs;
   void *conn_user;
   h2conn_opts opts;
@@ -73,9 +71,7 @@ struct h2conn {
   unsigned dead : 1;      /* tearing down: the API is a no-op */
   unsigned read_held : 1; /* reading paused while output is over the high-water mark */
   unsigned read_paused : 1; /* reading paused by the user (h2conn_pause_input) */
-  unsigned direct : 1;    /* server on a socket: output is written at once (write_now) */
-  unsigned write_on : 1;  /* direct: write_ev is pending */
-  unsigned file_tail : 1; /* the socket output may end with a file chain (out_add) */
+  unsigned file_tail : 1; /* the output may end with a file chain (out_add) */
 };
 
 static void *xcalloc(size_t n, size_t size) {
@@ -165,10 +161,10 @@ static void piece_push(struct h2stream *s, struct piece *p) {
 /* ---- nghttp2 callbacks ---------------------------------------------------------- */
 
 static int over_high_water(const h2conn *c) {
-  return evbuffer_get_length(bufferevent_get_output(c->bev)) >= c->opts.out_high_water;
+  return evbuffer_get_length(c->out) >= c->opts.out_high_water;
 }
 
-/* Appends to the socket output. libevent sizes a new chain after the last one, which
+/* Appends to the output. libevent sizes a new chain after the last one, which
  * after a file chain is that chain's file offset plus its length (hundreds of MiB):
  * past a file chain, memory goes in through reserve_space, sized by the request. */
 static void out_add(h2conn *c, struct evbuffer *o, const void *data, size_t len) {
@@ -184,7 +180,7 @@ static void out_add(h2conn *c, struct evbuffer *o, const void *data, size_t len)
   c->file_tail = 0;
 }
 
-/* Moves n bytes of src to the socket output: whole chains move, a partial one is
+/* Moves n bytes of src to the output: whole chains move, a partial one is
  * copied (by evbuffer_add inside evbuffer_remove_buffer, hence the copy here past a
  * file chain, as in out_add). */
 static void out_move(h2conn *c, struct evbuffer *o, struct evbuffer *src, size_t n) {
@@ -206,13 +202,13 @@ static ssize_t send_cb(nghttp2_session *session, const uint8_t *data, size_t len
   (void)session;
   (void)flags;
   h2conn *c = user_data;
-  /* Stop producing while the socket is behind: bounded output per connection. */
+  /* Stop producing while the transport is behind: bounded output per connection. */
   if (over_high_water(c)) return NGHTTP2_ERR_WOULDBLOCK;
-  out_add(c, bufferevent_get_output(c->bev), data, len);
+  out_add(c, c->out, data, len);
   return (ssize_t)len;
 }
 
-/* Moves `len` bytes of the stream's output to the socket's output: memory by moving
+/* Moves `len` bytes of the stream's output to the connection's output: memory by moving
  * evbuffer chains, file pieces as file segments, which a socket sends with sendfile(2)
  * (a sendfile chain cannot be split by evbuffer_remove_buffer, hence the pieces).
  * Returns 0, or -1 if a file piece could not be added (mapping it failed). */
@@ -221,9 +217,9 @@ static int move_output(h2conn *c, struct h2stream *s, struct evbuffer *o, size_t
     struct piece *p = s->pieces;
     size_t n = p->len < len ? p->len : len;
     if (p->seg) {
-      /* The socket's output drains to its descriptor (file pieces exist in direct mode
-       * only), so libevent adds a sendfile chain and maps nothing: it fails only for a
-       * range past the segment, and then it has dropped our reference. */
+      /* The output drains to a descriptor (file pieces exist only where the transport
+       * sends files), so libevent adds a sendfile chain and maps nothing: it fails only
+       * for a range past the segment, and then it has dropped our reference. */
       if (evbuffer_add_file_segment(o, p->seg, (ev_off_t)p->off, (ev_off_t)n) != 0) {
         p->seg = NULL;
         return -1;
@@ -246,7 +242,7 @@ static int move_output(h2conn *c, struct h2stream *s, struct evbuffer *o, size_t
   return 0;
 }
 
-/* DATA payloads go from the stream's output to the socket's without copying
+/* DATA payloads go from the stream's output to the connection's without copying
  * (NGHTTP2_DATA_FLAG_NO_COPY). */
 static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *source, void *user_data) {
@@ -254,7 +250,7 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
   h2conn *c = user_data;
   struct h2stream *s = source->ptr;
   if (over_high_water(c)) return NGHTTP2_ERR_WOULDBLOCK;
-  struct evbuffer *o = bufferevent_get_output(c->bev);
+  struct evbuffer *o = c->out;
   out_add(c, o, framehd, 9);
   /* We install no padding callback, so padlen is always 0. */
   (void)frame;
@@ -399,19 +395,12 @@ static void teardown(h2conn *c);
 
 /* Starts or stops reading the peer. */
 static void reading(h2conn *c, int on) {
-  if (c->read_ev) {
-    if (on) event_add(c->read_ev, NULL);
-    else event_del(c->read_ev);
-  } else if (on) {
-    bufferevent_enable(c->bev, EV_READ);
-  } else {
-    bufferevent_disable(c->bev, EV_READ);
-  }
+  conn_want_read(c->conn, on);
 }
 
 /* Feeds buffered input to nghttp2 until it is consumed or output is over the mark. */
 static int process_input(h2conn *c) {
-  struct evbuffer *in = bufferevent_get_input(c->bev);
+  struct evbuffer *in = c->in;
   while (evbuffer_get_length(in) > 0) {
     if (over_high_water(c)) {
       /* A peer that does not read our answers (PING/SETTINGS floods included)
@@ -437,39 +426,18 @@ static int process_input(h2conn *c) {
   return 0;
 }
 
-/* A server on a socket: output is written to it at once, and a write event is armed
- * only while some is left over. A unary answer then costs one writev instead of arming
- * EV_WRITE, waking up for it and disarming it again (two epoll_ctl and one epoll_wait
- * per call). One evbuffer_write is one writev(2) or, for a file chain first, one
- * sendfile(2), so it goes on until the socket is full or the output is gone. (Corking
- * the socket so that each DATA frame's 9-byte header joins its sendfile data was
- * tried: no measurable gain.) */
-static void write_now(h2conn *c, struct evbuffer *o) {
-  if (!c->direct || c->write_on || evbuffer_get_length(o) == 0) return;
-  evutil_socket_t fd = bufferevent_getfd(c->bev);
-  /* A socket bufferevent keeps its output's start frozen outside its own write
-   * callback; thaw it around these writes as that callback does. */
-  evbuffer_unfreeze(o, 1);
-  int w;
-  do {
-    errno = 0;
-    w = evbuffer_write(o, fd);
-  } while (w > 0 && evbuffer_get_length(o) > 0);
-  int e = errno;
-  evbuffer_freeze(o, 1);
-  /* libevent gives 0 for a sendfile that met a full socket (errno EAGAIN) and also for
-   * one that met the end of its file (errno 0: the file was cut under us), which no
-   * wait would mend. */
-  if ((w < 0 || (w == 0 && e == 0)) && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
-    if (w == 0) LOG_WARN("h2: a file being sent ended before its segment did: connection closed");
-    else LOG_DEBUG("h2: write failed: %s", strerror(e));
+/* Output goes to the transport at once, and a write wake-up is asked for only while
+ * some is left over: a unary answer then costs one writev instead of arming a write
+ * event, waking up for it and disarming it again (two epoll_ctl and one epoll_wait per
+ * call). */
+static void write_now(h2conn *c) {
+  if (evbuffer_get_length(c->out) == 0) return;
+  if (conn_write(c->conn, c->out) < 0) {
+    LOG_DEBUG("h2: %s", conn_error(c->conn));
     c->closing = 1;
     return;
   }
-  if (evbuffer_get_length(o) > 0) {
-    c->write_on = 1;
-    event_add(c->write_ev, NULL);
-  }
+  if (evbuffer_get_length(c->out) > 0) conn_want_write(c->conn);
 }
 
 /* Sends what nghttp2 has, tells users whose output drained, and closes the
@@ -490,16 +458,16 @@ static void do_send(h2conn *c) {
     s->drained = 0;
     if (c->cbs.on_drain) c->cbs.on_drain(c, s->id, s->user);
   }
-  struct evbuffer *o = bufferevent_get_output(c->bev);
-  write_now(c, o);
-  /* The socket took all of it while nghttp2 had stopped at the high-water mark: no
-   * write event will come to re-drive it, so go round again from the loop. */
-  if (c->direct && !c->closing && !c->write_on && nghttp2_session_want_write(c->session)) schedule_flush(c);
-  if (!c->closing && !nghttp2_session_want_read(c->session) &&
-      !nghttp2_session_want_write(c->session)) {
-    if (evbuffer_get_length(o) == 0) c->closing = 1;
-    else bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* wake us when fully flushed */
-  }
+  write_now(c);
+  size_t left = evbuffer_get_length(c->out);
+  /* The transport took all of it while nghttp2 had stopped at the high-water mark: no
+   * write wake-up will come to re-drive it, so go round again from the loop. */
+  if (!c->closing && left == 0 && nghttp2_session_want_write(c->session)) schedule_flush(c);
+  /* Neither side has more to say: close once the output is gone (write_now asked to
+   * be woken while some is left). */
+  if (!c->closing && left == 0 && !nghttp2_session_want_read(c->session) &&
+      !nghttp2_session_want_write(c->session))
+    c->closing = 1;
   if (c->closing) schedule_flush(c); /* tear down from the loop, not inside a callback */
 }
 
@@ -511,55 +479,23 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   else do_send(c);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg);
-
-/* A socket's input is read here, not by the bufferevent: libevent 2.1 reads at most
- * 4 KiB per wake-up, after a FIONREAD ioctl, so a stream at full speed would cost
- * three system calls per 4 KiB. One readv of up to READ_CHUNK per wake-up instead. */
-static void sock_read_cb(evutil_socket_t fd, short what, void *arg) {
-  (void)what;
+/* The transport has input: one read of up to READ_CHUNK per wake-up. */
+static void on_conn_read(conn *cn, void *arg) {
   h2conn *c = arg;
-  struct evbuffer *in = bufferevent_get_input(c->bev);
-  /* A socket bufferevent keeps its input's end frozen outside its own read callback;
-   * thaw it around this read as that callback does. */
-  evbuffer_unfreeze(in, 0);
   struct evbuffer_iovec v;
-  if (evbuffer_reserve_space(in, READ_CHUNK, &v, 1) != 1) abort();
-  struct iovec iov = {v.iov_base, v.iov_len};
-  ssize_t r = readv(fd, &iov, 1);
-  int e = errno;
+  if (evbuffer_reserve_space(c->in, READ_CHUNK, &v, 1) != 1) abort();
+  ssize_t r = conn_read(cn, v.iov_base, v.iov_len);
   v.iov_len = r > 0 ? (size_t)r : 0;
-  evbuffer_commit_space(in, &v, 1);
-  evbuffer_freeze(in, 0);
-  errno = e;
-  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  evbuffer_commit_space(c->in, &v, 1);
+  if (r == -EAGAIN) return;
   if (r <= 0) {
-    if (r < 0) LOG_DEBUG("h2: read failed: %s", strerror(errno));
-    /* EOF or error: tear down from the deferred event, as event_cb does. */
-    event_del(c->read_ev);
+    if (r < 0) LOG_DEBUG("h2: %s", conn_error(cn));
+    /* End of stream or failure: tear down from the deferred event. */
+    reading(c, 0);
     c->closing = 1;
     schedule_flush(c);
     return;
   }
-  read_cb(c->bev, c);
-}
-
-/* Moves reading from the bufferevent to sock_read_cb once the connection is on a
- * socket: at once for a server, at the first input for a client (its socket is
- * connected and set later). In-memory pairs have no socket and stay as they are. */
-static void read_socket(h2conn *c) {
-  evutil_socket_t fd = bufferevent_getfd(c->bev);
-  if (c->read_ev || fd < 0) return;
-  c->read_ev = event_new(bufferevent_get_base(c->bev), fd, EV_READ | EV_PERSIST, sock_read_cb, c);
-  if (!c->read_ev) abort();
-  bufferevent_disable(c->bev, EV_READ);
-  if (!c->read_held && !c->read_paused) event_add(c->read_ev, NULL);
-}
-
-static void read_cb(struct bufferevent *bev, void *arg) {
-  (void)bev;
-  h2conn *c = arg;
-  read_socket(c);
   process_input(c);
   do_send(c);
 }
@@ -574,38 +510,16 @@ static void output_went(h2conn *c) {
   do_send(c);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg) {
-  (void)bev;
-  output_went(arg);
-}
-
-/* Direct mode: the socket takes output again. */
-static void sock_write_cb(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
+/* The transport takes output again. */
+static void on_conn_write(conn *cn, void *arg) {
+  (void)cn;
   h2conn *c = arg;
-  c->write_on = 0;
-  write_now(c, bufferevent_get_output(c->bev));
+  write_now(c);
   if (c->closing) {
     schedule_flush(c);
     return;
   }
   output_went(c);
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg) {
-  (void)bev;
-  h2conn *c = arg;
-  if (what & BEV_EVENT_CONNECTED) {
-    do_send(c);
-    return;
-  }
-  if (what & BEV_EVENT_ERROR)
-    LOG_DEBUG("h2: connection error: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-  /* EOF, error or timeout: mark and tear down from the deferred event, not inside
-   * the bufferevent's own callback. */
-  c->closing = 1;
-  schedule_flush(c);
 }
 
 /* Ends everything: open streams are closed (nghttp2_session_del would not call
@@ -620,19 +534,19 @@ static void teardown(h2conn *c) {
     stream_free(c, s);
   }
   nghttp2_session_del(c->session);
-  /* Before the bufferevent closes the socket. */
-  if (c->read_ev) event_free(c->read_ev);
-  if (c->write_ev) event_free(c->write_ev);
-  bufferevent_free(c->bev);
+  evbuffer_free(c->in);
+  evbuffer_free(c->out);
   event_free(c->flush_ev);
+  /* The transport outlives the callback, which may ask it why it ended. */
   if (c->cbs.on_conn_close) c->cbs.on_conn_close(c, c->conn_user);
+  conn_free(c->conn);
   free(c);
 }
 
 /* ---- public API ----------------------------------------------------------------- */
 
-int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
-               const h2conn_opts *opts, const h2conn_callbacks *cbs, void *conn_user) {
+int h2conn_new(h2conn **out, conn *cn, enum h2conn_role role, const h2conn_opts *opts,
+               const h2conn_callbacks *cbs, void *conn_user) {
   static const h2conn_opts defaults = H2CONN_OPTS_INIT;
   nghttp2_session_callbacks *ncb = NULL;
   nghttp2_option *nopt = NULL;
@@ -641,13 +555,17 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
 
   c = calloc(1, sizeof *c);
   if (!c) goto fail;
-  c->bev = bev;
+  c->conn = cn;
   c->role = role;
   c->opts = opts ? *opts : defaults;
   c->cbs = *cbs;
   c->conn_user = conn_user;
-  c->flush_ev = event_new(bufferevent_get_base(bev), -1, 0, flush_cb, c);
-  if (!c->flush_ev) goto fail;
+  c->flush_ev = event_new(conn_base(cn), -1, 0, flush_cb, c);
+  c->in = evbuffer_new();
+  c->out = evbuffer_new();
+  if (!c->flush_ev || !c->in || !c->out) goto fail;
+  /* File chains then stay unmapped, for sendfile (h2conn_stream_add_file). */
+  if (conn_can_sendfile(cn)) evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD);
 
   if (nghttp2_session_callbacks_new(&ncb) != 0) goto fail;
   nghttp2_session_callbacks_set_send_callback(ncb, send_cb);
@@ -685,21 +603,8 @@ int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
 
   nghttp2_option_del(nopt);
   nghttp2_session_callbacks_del(ncb);
-  bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
-  bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW_WATER, 0);
-  /* Only a server on a real socket writes directly (not a client still connecting,
-   * nor an in-memory pair); TLS bufferevents will need their own path here. */
-  c->direct = role == H2CONN_SERVER && bufferevent_getfd(bev) >= 0;
-  if (c->direct) {
-    /* All writing is write_now's: a new bufferevent has EV_WRITE enabled, and its own
-     * write callback would take a sendfile that met a full socket (0 bytes) for EOF. */
-    bufferevent_disable(bev, EV_WRITE);
-    c->write_ev = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev), EV_WRITE, sock_write_cb, c);
-    if (!c->write_ev) abort();
-    read_socket(c);
-  } else {
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
-  }
+  conn_set_handlers(cn, on_conn_read, on_conn_write, c);
+  conn_want_read(cn, 1);
   /* Our SETTINGS go out at once: C-core clients wait for them (grpc#23636). */
   schedule_flush(c);
   *out = c;
@@ -710,8 +615,10 @@ fail:
   nghttp2_option_del(nopt);
   nghttp2_session_callbacks_del(ncb);
   if (c && c->flush_ev) event_free(c->flush_ev);
+  if (c && c->in) evbuffer_free(c->in);
+  if (c && c->out) evbuffer_free(c->out);
   free(c);
-  bufferevent_free(bev);
+  conn_free(cn);
   return rc;
 }
 
@@ -818,8 +725,8 @@ int h2conn_stream_add_file(h2conn *c, int32_t sid, struct evbuffer_file_segment 
     evbuffer_file_segment_free(seg);
     return 0;
   }
-  if (!c->direct) {
-    /* Not written by write_now (an in-memory pair, later TLS): no sendfile. libevent
+  if (!conn_can_sendfile(c->conn)) {
+    /* A transport that cannot send files (TLS, an in-memory pair): libevent
      * maps the file into a chain of the stream's output, which then goes as memory. On
      * a plain buffer the mapping is the only way this fails, and then the reference is
      * still ours. */
@@ -861,4 +768,6 @@ void h2conn_pause_input(h2conn *c, int paused) {
 
 size_t h2conn_stream_count(const h2conn *c) { return c->nstreams; }
 
-struct bufferevent *h2conn_bufferevent(h2conn *c) { return c->bev; }
+conn *h2conn_conn(h2conn *c) { return c->conn; }
+
+size_t h2conn_output_pending(const h2conn *c) { return evbuffer_get_length(c->out); }

@@ -1,7 +1,8 @@
-/* h2conn: one HTTP/2 connection over a libevent bufferevent, on nghttp2.
+/* h2conn: one HTTP/2 connection over a transport (conn.h: a socket, TLS, or an adapted
+ * bufferevent), on nghttp2.
  *
  * It knows bytes and streams, not RPCs: it moves header fields, DATA bytes and
- * trailers between the socket and its user, enforces HTTP/2 limits (header list size,
+ * trailers between the transport and its user, enforces HTTP/2 limits (header list size,
  * concurrent streams, Rapid Reset and CONTINUATION floods) and applies backpressure
  * both ways. The same code serves the server role (streams are opened by the peer) and
  * the client role (streams are opened with h2conn_submit_request).
@@ -15,7 +16,7 @@
  *
  * Output bodies: every stream has an output evbuffer (h2conn_stream_output). The user
  * appends bytes to it and calls h2conn_stream_resume, or queues file ranges
- * (h2conn_stream_add_file); h2conn moves them to the socket without copying as the
+ * (h2conn_stream_add_file); h2conn moves them to the transport without copying as the
  * flow-control windows allow, and calls on_drain when the output has emptied so that a
  * producer can add more: that bounds what a slow peer can make us hold. DATA frames
  * of file output are as large as the peer's SETTINGS_MAX_FRAME_SIZE allows, up to
@@ -27,7 +28,8 @@
 #include <stdint.h>
 #include <nghttp2/nghttp2.h>
 
-struct bufferevent;
+#include "conn.h"
+
 struct evbuffer;
 struct evbuffer_file_segment;
 
@@ -54,7 +56,7 @@ typedef struct h2conn_callbacks {
   /* The peer ended its side of the stream (END_STREAM on DATA; END_STREAM on HEADERS
    * is reported by on_headers_done instead). */
   void (*on_remote_end)(h2conn *c, int32_t sid, void *stream_user);
-  /* The stream's output buffer has been sent to the socket and is empty again. */
+  /* The stream's output buffer has been sent to the transport and is empty again. */
   void (*on_drain)(h2conn *c, int32_t sid, void *stream_user);
   /* The stream is closed (`error_code` 0 for a clean close, else the HTTP/2 error from
    * RST_STREAM, or NGHTTP2_CANCEL when the connection went away). Fires exactly once
@@ -76,18 +78,19 @@ typedef struct h2conn_opts {
   uint32_t initial_window_size;    /* per-stream receive window */
   uint32_t connection_window_size; /* connection receive window */
   uint32_t max_header_list_size;   /* header bytes per block we accept (name+value+32 each) */
-  size_t out_high_water;           /* socket output bytes above which we stop writing/reading */
+  size_t out_high_water;           /* output bytes above which we stop framing/reading */
 } h2conn_opts;
 
 #define H2CONN_OPTS_INIT { 1000, 1u << 20, 16u << 20, 16u << 10, 64u << 10 }
 
-/* Creates a connection over `bev`, which must be connected (or connecting, client
- * role) and is owned by the h2conn from now on, also on failure. Sends our SETTINGS at
+/* Creates a connection over the transport `cn` (up, or still connecting or in its
+ * handshake: output waits until it is up), which the h2conn owns from now on, also on
+ * failure; it sets the transport's handlers. Sends our SETTINGS at
  * once (and, client role, the connection preface). `cbs` is copied; `conn_user` is
  * passed to on_stream_open and on_conn_close.
  * Returns 0 and sets *out, or -ENOMEM / -EPROTO (nghttp2 refused set-up). */
-int h2conn_new(h2conn **out, struct bufferevent *bev, enum h2conn_role role,
-               const h2conn_opts *opts, const h2conn_callbacks *cbs, void *conn_user);
+int h2conn_new(h2conn **out, conn *cn, enum h2conn_role role, const h2conn_opts *opts,
+               const h2conn_callbacks *cbs, void *conn_user);
 
 /* Tears the connection down at once: every open stream gets on_stream_close with
  * NGHTTP2_CANCEL, then on_conn_close fires and the connection is freed. Accepts NULL.
@@ -123,7 +126,7 @@ struct evbuffer *h2conn_stream_output(h2conn *c, int32_t sid);
 
 /* Queues the first `len` bytes of the file segment `seg` (len must not exceed the
  * segment) as body output after everything queued before, without copying them: a
- * server on a socket sends them with sendfile(2); on other connections libevent maps
+ * plain socket sends them with sendfile(2); on other transports libevent maps
  * the segment at once. The file must not change in that range until the segment is
  * freed; a cleanup callback on it (see evbuffer_file_segment_add_cleanup_cb) tells when
  * the last byte is sent or dropped. A file cut short under a queued segment ends the
@@ -156,7 +159,10 @@ void h2conn_pause_input(h2conn *c, int paused);
 /* Number of streams currently open. */
 size_t h2conn_stream_count(const h2conn *c);
 
-/* The bufferevent under the connection (to read the peer address, TLS state...). */
-struct bufferevent *h2conn_bufferevent(h2conn *c);
+/* The transport under the connection (to read the peer, the TLS state...). */
+conn *h2conn_conn(h2conn *c);
+
+/* Bytes framed for the transport and not yet taken by it. */
+size_t h2conn_output_pending(const h2conn *c);
 
 #endif

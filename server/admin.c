@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "authz.h"
 #include "grpcwire.h"
 #include "pbcheck.h"
 #include "prismq/admin/v1/admin.pb-c.h"
@@ -69,7 +70,7 @@ int admin_new(admin **out, call_server *s, admin_counters_fn fn, void *arg) {
   a->srv = s;
   a->fn = fn;
   a->arg = arg;
-  int rc = call_server_add(s, "/prismq.admin.v1.Admin/GetStats", get_stats, a);
+  int rc = call_server_add(s, "/prismq.admin.v1.Admin/GetStats", get_stats, a, AUTHZ_ADMIN);
   if (rc < 0) {
     free(a);
     return rc;

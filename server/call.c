@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "grpcwire.h"
@@ -18,13 +17,14 @@ struct method {
   char *path;
   call_handler_fn fn;
   void *svc;
+  unsigned need; /* role bits of which the caller must hold one (0: none needed) */
 };
 
-struct conn {
+struct call_conn {
   call_server *srv;
   h2conn *h2;
   size_t held; /* request bytes buffered by this connection's calls */
-  struct conn *prev, *next;
+  struct call_conn *prev, *next;
 };
 
 /* Request bytes one connection may have buffered at once, all its streams together:
@@ -45,7 +45,7 @@ enum call_state {
 
 struct call {
   call_server *srv;
-  struct conn *conn;
+  struct call_conn *conn;
   int32_t sid;
   enum call_state state;
   char path[256];
@@ -55,6 +55,9 @@ struct call {
   unsigned ct_grpc : 1;
   unsigned has_encoding : 1;   /* grpc-encoding other than identity */
   unsigned headers_sent : 1;
+  unsigned roles;              /* the caller's role bits, known once the headers are in */
+  char *md;                    /* request metadata: "name\0value\0" pairs in order */
+  size_t mdlen, mdcap;
   uint64_t timeout_ms;         /* UINT64_MAX = none */
   uint64_t deadline_at_ms;
   const struct method *method;
@@ -77,7 +80,7 @@ struct call_server {
   log_limit send_refused; /* before_send failing: every send of every connection */
   struct method *methods; /* sorted by path for bsearch */
   size_t nmethods;
-  struct conn *conns;
+  struct call_conn *conns;
   size_t nconns;
   struct call *calls;
   size_t ncalls;
@@ -260,6 +263,29 @@ uint64_t call_deadline_left_ms(const call *c) {
 
 struct event_base *call_base(const call *c) { return c->srv->base; }
 
+const conn_peer *call_peer(const call *c) { return conn_get_peer(h2conn_conn(c->conn->h2)); }
+
+unsigned call_roles(const call *c) { return c->roles; }
+
+const char *call_metadata(const call *c, const char *name, size_t *len) {
+  size_t pos = 0;
+  const char *n, *v;
+  while (call_metadata_next(c, &pos, &n, &v))
+    if (strcmp(n, name) == 0) {
+      if (len) *len = strlen(v);
+      return v;
+    }
+  return NULL;
+}
+
+int call_metadata_next(const call *c, size_t *pos, const char **name, const char **value) {
+  if (*pos >= c->mdlen) return 0;
+  *name = c->md + *pos;
+  *value = *name + strlen(*name) + 1;
+  *pos = (size_t)(*value - c->md) + strlen(*value) + 1;
+  return 1;
+}
+
 /* ---- request processing --------------------------------------------------------- */
 
 /* A status queued behind output the client does not read would never go out, and
@@ -284,7 +310,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
   (void)h2;
-  struct conn *cn = conn_user;
+  struct call_conn *cn = conn_user;
   call_server *s = cn->srv;
   call *c = xcalloc(1, sizeof *c);
   c->srv = s;
@@ -299,6 +325,24 @@ static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
   s->ncalls++;
   s->total_calls++;
   return c;
+}
+
+/* Keeps a metadata entry. h2conn bounds a request's header list
+ * (h2conn_opts.max_header_list_size), and so what this holds. */
+static void md_add(call *c, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen) {
+  size_t need = c->mdlen + namelen + valuelen + 2;
+  if (need > c->mdcap) {
+    size_t cap = c->mdcap ? c->mdcap : 256;
+    while (cap < need) cap *= 2;
+    c->md = realloc(c->md, cap);
+    if (!c->md) abort();
+    c->mdcap = cap;
+  }
+  memcpy(c->md + c->mdlen, name, namelen);
+  c->md[c->mdlen + namelen] = '\0';
+  memcpy(c->md + c->mdlen + namelen + 1, value, valuelen);
+  c->md[need - 1] = '\0';
+  c->mdlen = need;
 }
 
 static int hdr_is(const uint8_t *name, size_t namelen, const char *want) {
@@ -336,6 +380,7 @@ static int on_header(h2conn *h2, int32_t sid, void *user, const uint8_t *name, s
   } else if (hdr_is(name, namelen, "grpc-encoding")) {
     c->has_encoding = !(valuelen == 8 && memcmp(value, "identity", 8) == 0);
   }
+  if (namelen > 0 && name[0] != ':') md_add(c, name, namelen, value, valuelen);
   return 0;
 }
 
@@ -355,6 +400,41 @@ static const struct method *find_method(const call_server *s, const char *path, 
   return NULL;
 }
 
+/* Names the bits of `bits` as "a or b" into buf. */
+static void role_names(char *buf, size_t len, const call_server *s, unsigned bits) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (unsigned bit = 1; bit && used < len; bit <<= 1) {
+    if (!(bits & bit)) continue;
+    char num[16];
+    const char *name = s->opts.role_name ? s->opts.role_name(bit) : NULL;
+    if (!name) {
+      snprintf(num, sizeof num, "%u", bit);
+      name = num;
+    }
+    int n = snprintf(buf + used, len - used, "%s%s", used ? " or " : "", name);
+    if (n < 0) break;
+    used += (size_t)n;
+  }
+}
+
+/* The one authorization check: the caller must hold one of the method's roles. Done
+ * before the request body is read, so a caller without them makes us buffer nothing. */
+static int authorized(call *c) {
+  call_server *s = c->srv;
+  const conn_peer *p = call_peer(c);
+  c->roles = s->opts.roles ? s->opts.roles(s->opts.roles_arg, p) : ~0u;
+  unsigned need = c->method->need;
+  if (!need || (c->roles & need)) return 1;
+  char names[128];
+  role_names(names, sizeof names, s, need);
+  LOG_INFO("permission denied path=%s identity=%s peer=%s needs=%s", c->path, p->identity[0] ? p->identity : "anonymous",
+           p->addr, names);
+  answerf(c, GW_PERMISSION_DENIED, "permission denied: %s needs role %s, which %s does not have", c->path, names,
+          p->identity[0] ? p->identity : "an anonymous caller");
+  return 0;
+}
+
 static void request_headers_done(call *c) {
   call_server *s = c->srv;
   if (!c->ct_grpc) {
@@ -371,6 +451,7 @@ static void request_headers_done(call *c) {
     answerf(c, GW_UNIMPLEMENTED, "unknown method %.*s", (int)(c->path_too_long ? 64 : c->pathlen), c->path);
     return;
   }
+  if (!authorized(c)) return;
   if (c->timeout_ms != UINT64_MAX) c->deadline_at_ms = now_ms(s->base) + c->timeout_ms;
   c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
   if (!c->deadline_ev) abort();
@@ -494,6 +575,7 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_
   drop_request(c);
   if (c->deadline_ev) event_free(c->deadline_ev);
   evbuffer_free(c->in);
+  free(c->md);
   free(c);
 }
 
@@ -513,7 +595,7 @@ static void check_idle(call_server *s) {
 
 static void on_conn_close(h2conn *h2, void *conn_user) {
   (void)h2;
-  struct conn *cn = conn_user;
+  struct call_conn *cn = conn_user;
   call_server *s = cn->srv;
   if (cn->prev) cn->prev->next = cn->next;
   else s->conns = cn->next;
@@ -525,7 +607,7 @@ static void on_conn_close(h2conn *h2, void *conn_user) {
 
 static int on_send(h2conn *h2, void *conn_user) {
   (void)h2;
-  call_server *s = ((struct conn *)conn_user)->srv;
+  call_server *s = ((struct call_conn *)conn_user)->srv;
   int rc = s->opts.before_send ? s->opts.before_send(s->opts.before_send_arg) : 0;
   if (rc == 0) return 0;
   unsigned long long held;
@@ -571,7 +653,7 @@ static int method_cmp(const void *a, const void *b) {
   return strcmp(((const struct method *)a)->path, ((const struct method *)b)->path);
 }
 
-int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc) {
+int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc, unsigned need) {
   void *unused;
   if (call_server_lookup(s, path, strlen(path), &unused)) return -EEXIST;
   struct method *m = realloc(s->methods, (s->nmethods + 1) * sizeof *m);
@@ -579,7 +661,7 @@ int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *
   s->methods = m;
   char *p = strdup(path);
   if (!p) return -ENOMEM;
-  m[s->nmethods++] = (struct method){p, fn, svc};
+  m[s->nmethods++] = (struct method){p, fn, svc, need};
   qsort(s->methods, s->nmethods, sizeof *m, method_cmp);
   return 0;
 }
@@ -592,16 +674,16 @@ call_handler_fn call_server_lookup(const call_server *s, const char *path, size_
   return m->fn;
 }
 
-int call_server_accept(call_server *s, struct bufferevent *bev) {
+int call_server_accept(call_server *s, conn *transport) {
   if (s->shutting_down) {
-    bufferevent_free(bev);
+    conn_free(transport);
     return -ECONNREFUSED;
   }
-  struct conn *cn = xcalloc(1, sizeof *cn);
+  struct call_conn *cn = xcalloc(1, sizeof *cn);
   cn->srv = s;
   h2conn_opts o = H2CONN_OPTS_INIT;
   o.max_concurrent_streams = CONN_MAX_STREAMS;
-  int rc = h2conn_new(&cn->h2, bev, H2CONN_SERVER, &o, &conn_callbacks, cn);
+  int rc = h2conn_new(&cn->h2, transport, H2CONN_SERVER, &o, &conn_callbacks, cn);
   if (rc < 0) {
     free(cn);
     return rc;
@@ -623,7 +705,7 @@ void call_server_shutdown(call_server *s, void (*on_idle)(void *arg), void *arg)
     answerf(c, GW_UNAVAILABLE, "server shutting down");
     reset_if_stalled(c);
   }
-  for (struct conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);
+  for (struct call_conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);
   check_idle(s);
 }
 

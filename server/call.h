@@ -11,6 +11,14 @@
  * until the call is cancelled (client reset, deadline, connection loss, shutdown): then
  * the on_cancel callback fires and the handler must drop its pointer, the layer ends
  * the call itself. After call_finish or on_cancel the handler must not touch the call.
+ *
+ * Context: a handler sees who calls (call_peer: address, identity), the request's
+ * metadata (call_metadata), its deadline and the roles the caller holds (call_roles).
+ *
+ * Authorization is one check here, before any handler runs and before the request body
+ * is read: opts.roles gives the caller's role bits (any meaning the server gives them),
+ * and a method registered with `need` runs only for a caller holding one of those bits;
+ * any other caller is answered PERMISSION_DENIED naming the roles it lacks.
  * Single-threaded: everything runs on the server's event_base. */
 #ifndef PRISMQ_CALL_H
 #define PRISMQ_CALL_H
@@ -18,7 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct bufferevent;
+#include "conn.h"
+
 struct evbuffer;
 struct evbuffer_file_segment;
 struct event_base;
@@ -42,9 +51,14 @@ typedef struct call_server_opts {
    * unsent (its calls are cancelled), so that no answer tells what a crash could undo. */
   int (*before_send)(void *arg);
   void *before_send_arg;
+  /* The role bits `peer` holds, asked once per call (NULL: every caller holds all). */
+  unsigned (*roles)(void *arg, const conn_peer *peer);
+  void *roles_arg;
+  /* The name of one role bit, for PERMISSION_DENIED messages (NULL: the bit's value). */
+  const char *(*role_name)(unsigned bit);
 } call_server_opts;
 
-#define CALL_SERVER_OPTS_INIT { 4u << 20, 64u << 10, NULL, NULL }
+#define CALL_SERVER_OPTS_INIT { 4u << 20, 64u << 10, NULL, NULL, NULL, NULL, NULL }
 
 /* Creates the server layer on `base`. Returns 0 and sets *out, or -ENOMEM. */
 int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts);
@@ -52,19 +66,20 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
 /* Frees everything: connections are dropped (calls cancelled). Accepts NULL. */
 void call_server_free(call_server *s);
 
-/* Registers `fn` for `path` ("/pkg.Service/Method"; copied). Call before serving.
- * Returns 0, -EEXIST (path taken) or -ENOMEM. */
-int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc);
+/* Registers `fn` for `path` ("/pkg.Service/Method"; copied). Only a caller holding one
+ * of the role bits of `need` may call it (0: anyone, even without any role). Call before
+ * serving. Returns 0, -EEXIST (path taken) or -ENOMEM. */
+int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc, unsigned need);
 
 /* Looks up a method by path (not NUL-terminated). Returns its handler or NULL;
  * *svc_out receives its svc pointer. Exposed for tests of the dispatch table. */
 call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
                                    void **svc_out);
 
-/* Serves HTTP/2 on a connected bufferevent (plain TCP, unix or TLS), which the server
- * owns from now on, also on failure. Returns 0, -ECONNREFUSED after
- * call_server_shutdown, or -ENOMEM/-EPROTO. */
-int call_server_accept(call_server *s, struct bufferevent *bev);
+/* Serves HTTP/2 on a transport (a socket, TLS still in its handshake, an adapted
+ * bufferevent), which the server owns from now on, also on failure. Returns 0,
+ * -ECONNREFUSED after call_server_shutdown, or -ENOMEM/-EPROTO. */
+int call_server_accept(call_server *s, conn *cn);
 
 /* Graceful shutdown: GOAWAY on every connection; calls still running are cancelled
  * and answered UNAVAILABLE. `on_idle` fires (once, from the loop) when the last
@@ -107,6 +122,21 @@ int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len);
  * NULL), sent percent-encoded in grpc-message. Nothing sent yet and status non-zero
  * gives a trailers-only answer. The call is the layer's from now on. */
 void call_finish(call *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Who calls: the peer's address and identity (valid during the call). */
+const conn_peer *call_peer(const call *c);
+
+/* The role bits the caller holds (from call_server_opts.roles). */
+unsigned call_roles(const call *c);
+
+/* The value of request metadata `name` (a header other than the pseudo-headers; give it
+ * in lower case), or NULL if the request has none; with several, the first. *len (may
+ * be NULL) receives its length; the value is NUL-terminated and valid during the call. */
+const char *call_metadata(const call *c, const char *name, size_t *len);
+
+/* Walks the request metadata in order: pass *pos = 0 first. Returns 1 and sets *name
+ * and *value (NUL-terminated, valid during the call), or 0 after the last. */
+int call_metadata_next(const call *c, size_t *pos, const char **name, const char **value);
 
 /* Milliseconds left until the call's deadline, or UINT64_MAX for none. */
 uint64_t call_deadline_left_ms(const call *c);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "authz.h"
 #include "log.h"
 
 #define CONFIG_MAX_FILE (16u << 20)
@@ -319,17 +320,18 @@ static int get_bool(const loader *ld, const yaml_node_t *n, const char *what, in
   return fail_at(ld, n, "%s must be true or false", what);
 }
 
-/* A non-empty sequence of strings, as a NULL-terminated vector. */
+/* A sequence of strings (non-empty ones if `nonempty`), as a NULL-terminated vector;
+ * the sequence itself may be empty only if `empty_ok`. */
 static int get_strv(const loader *ld, const yaml_node_t *n, const char *what, int nonempty,
-                    char ***out, size_t *count)
+                    int empty_ok, char ***out, size_t *count)
 {
   size_t len, i;
   char **v;
   int rc = 0;
 
   if (n->type != YAML_SEQUENCE_NODE ||
-      n->data.sequence.items.top == n->data.sequence.items.start)
-    return fail_at(ld, n, "%s must be a non-empty list of strings", what);
+      (!empty_ok && n->data.sequence.items.top == n->data.sequence.items.start))
+    return fail_at(ld, n, "%s must be a %slist of strings", what, empty_ok ? "" : "non-empty ");
   len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
   v = xcalloc(len + 1, sizeof *v);
   for (i = 0; i < len && rc == 0; i++) {
@@ -560,7 +562,7 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   }
 
   snprintf(path, sizeof path, "%s.argv", what);
-  if ((rc = get_strv(ld, v[ARGV], path, 0, &m->argv, &m->argc)) < 0)
+  if ((rc = get_strv(ld, v[ARGV], path, 0, 0, &m->argv, &m->argc)) < 0)
     return rc;
   for (size_t i = 0; i < m->argc; i++) {
     snprintf(path, sizeof path, "%s.argv[%zu]", what, i);
@@ -630,10 +632,169 @@ static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l)
   return 0;
 }
 
+/* Every field's own check first, then the ones between fields, so that each message
+ * points at the value to fix. The files are not opened here: prismqd loads them. */
+static int load_tls(const loader *ld, const yaml_node_t *n, config *c)
+{
+  static const char *const keys[] = {"cert", "key", "client_ca", "crl", "require_client_cert",
+                                     "handshake_timeout_ms", NULL};
+  enum { CERT, KEY, CLIENT_CA, CRL, REQUIRE, TIMEOUT, NKEYS };
+  config_tls *t = &c->tls;
+  /* Order as in keys, up to CRL: the path strings. */
+  char **const paths[] = {&t->cert, &t->key, &t->client_ca, &t->crl};
+  yaml_node_t *v[NKEYS];
+  char what[48];
+  int rc;
+
+  c->has_tls = 1;
+  if ((rc = get_fields(ld, n, "tls", keys, v)) < 0)
+    return rc;
+  for (size_t i = 0; i <= CRL; i++) {
+    snprintf(what, sizeof what, "tls.%s", keys[i]);
+    if (v[i] && (rc = get_str(ld, v[i], what, 1, paths[i])) < 0)
+      return rc;
+  }
+  if (v[REQUIRE] &&
+      (rc = get_bool(ld, v[REQUIRE], "tls.require_client_cert", &t->require_client_cert)) < 0)
+    return rc;
+  if (v[TIMEOUT] && (rc = get_u32(ld, v[TIMEOUT], "tls.handshake_timeout_ms", 1, 600000,
+                                  &t->handshake_timeout_ms)) < 0)
+    return rc;
+
+  if (!v[CERT] && !v[KEY])
+    return fail_at(ld, n, "tls needs cert and key");
+  if (!v[KEY])
+    return fail_at(ld, v[CERT], "tls.cert is given without tls.key (tls needs cert and key)");
+  if (!v[CERT])
+    return fail_at(ld, v[KEY], "tls.key is given without tls.cert (tls needs cert and key)");
+  if (t->require_client_cert && !t->client_ca)
+    return fail_at(ld, v[REQUIRE], "tls.require_client_cert: true needs tls.client_ca");
+  if (t->crl && !t->client_ca)
+    return fail_at(ld, v[CRL], "tls.crl needs tls.client_ca (it checks client certificates)");
+  return 0;
+}
+
+/* Permission bits are octal whatever the YAML style: a plain 0660 must not be read as
+ * decimal (or, YAML 1.1, as the integer 432). */
+static int get_mode(const loader *ld, const yaml_node_t *n, const char *what, uint32_t *out)
+{
+  if (n->type == YAML_SCALAR_NODE && n->data.scalar.length &&
+      strspn((const char *)n->data.scalar.value, "01234567") == n->data.scalar.length) {
+    unsigned long x;
+
+    errno = 0;
+    x = strtoul((const char *)n->data.scalar.value, NULL, 8);
+    if (errno == 0 && x <= 0777) {
+      *out = (uint32_t)x;
+      return 0;
+    }
+  }
+  return fail_at(ld, n, "%s must be octal permission bits from 0 to 0777, like \"0660\"", what);
+}
+
+static int load_unix_socket(const loader *ld, const yaml_node_t *n, config *c)
+{
+  static const char *const keys[] = {"mode", "group", NULL};
+  enum { MODE, GROUP, NKEYS };
+  yaml_node_t *v[NKEYS];
+  int rc;
+
+  if ((rc = get_fields(ld, n, "unix_socket", keys, v)) < 0)
+    return rc;
+  if (v[MODE] && (rc = get_mode(ld, v[MODE], "unix_socket.mode", &c->unix_mode)) < 0)
+    return rc;
+  if (v[GROUP] && (rc = get_str(ld, v[GROUP], "unix_socket.group", 1, &c->unix_group)) < 0)
+    return rc;
+  return 0;
+}
+
+/* Role names as role bits; an unknown name is an error, since a typo would silently
+ * grant less (or, read as another role, more) than meant. */
+static int get_roles(const loader *ld, const yaml_node_t *n, const char *what,
+                     unsigned *out)
+{
+  if (n->type != YAML_SEQUENCE_NODE)
+    return fail_at(ld, n, "%s must be a list of role names", what);
+  for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+       it++) {
+    const yaml_node_t *item = node(ld, *it);
+    char path[128];
+    char *name = NULL;
+    unsigned bit;
+    int rc;
+
+    snprintf(path, sizeof path, "%s[%zu]", what, (size_t)(it - n->data.sequence.items.start));
+    if ((rc = get_str(ld, item, path, 1, &name)) < 0)
+      return rc;
+    bit = authz_role_parse(name);
+    if (!bit)
+      rc = fail_at(ld, item,
+                   "%s: unknown role \"%s\" (expected one of: read, read_all, cancel_any, "
+                   "admin)",
+                   path, name);
+    free(name);
+    if (rc < 0)
+      return rc;
+    *out |= bit;
+  }
+  return 0;
+}
+
+static int load_authz_rule(const loader *ld, const yaml_node_t *n, config_authz_rule *r,
+                           size_t idx)
+{
+  static const char *const keys[] = {"identity", "modules", "roles", NULL};
+  enum { IDENTITY, MODULES, ROLES, NKEYS };
+  yaml_node_t *v[NKEYS];
+  char what[32], path[64];
+  int rc;
+
+  snprintf(what, sizeof what, "authz[%zu]", idx);
+  if ((rc = get_fields(ld, n, what, keys, v)) < 0)
+    return rc;
+  if (!v[IDENTITY])
+    return fail_at(ld, n, "%s: missing required key \"identity\"", what);
+  snprintf(path, sizeof path, "%s.identity", what);
+  if ((rc = get_str(ld, v[IDENTITY], path, 1, &r->identity)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.modules", what);
+  if (v[MODULES] && (rc = get_strv(ld, v[MODULES], path, 1, 1, &r->modules, &r->nmodules)) < 0)
+    return rc;
+  if (!r->modules)
+    r->modules = xcalloc(1, sizeof *r->modules);
+  snprintf(path, sizeof path, "%s.roles", what);
+  if (v[ROLES] && (rc = get_roles(ld, v[ROLES], path, &r->roles)) < 0)
+    return rc;
+  return 0;
+}
+
+/* "authz:" with nothing after it is an empty list, as for modules: a section with no
+ * rules, which refuses everyone (fails closed) rather than falling back to the
+ * no-authz defaults. */
+static int load_authz(const loader *ld, const yaml_node_t *n, config *c)
+{
+  int rc;
+
+  c->has_authz = 1;
+  if (is_null(n))
+    return 0;
+  if (n->type != YAML_SEQUENCE_NODE)
+    return fail_at(ld, n, "authz must be a list of mappings");
+  c->nauthz = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+  c->authz = xcalloc(c->nauthz, sizeof *c->authz);
+  for (size_t i = 0; i < c->nauthz; i++)
+    if ((rc = load_authz_rule(ld, node(ld, n->data.sequence.items.start[i]), &c->authz[i],
+                              i)) < 0)
+      return rc;
+  return 0;
+}
+
 static int load_root(const loader *ld, config *c)
 {
-  static const char *const keys[] = {"listen", "data_dir", "limits", "modules", NULL};
-  enum { LISTEN, DATA_DIR, LIMITS, MODULES, NKEYS };
+  static const char *const keys[] = {"listen", "data_dir", "limits", "modules",
+                                     "allow_insecure_remote", "tls", "unix_socket", "authz",
+                                     NULL};
+  enum { LISTEN, DATA_DIR, LIMITS, MODULES, INSECURE, TLS, UNIX, AUTHZ, NKEYS };
   yaml_node_t *root = yaml_document_get_root_node((yaml_document_t *)&ld->doc);
   yaml_node_t *v[NKEYS];
   int rc;
@@ -643,11 +804,20 @@ static int load_root(const loader *ld, config *c)
     return 0;
   if ((rc = get_fields(ld, root, "top level", keys, v)) < 0)
     return rc;
-  if (v[LISTEN] && (rc = get_strv(ld, v[LISTEN], "listen", 1, &c->listen, &c->nlisten)) < 0)
+  if (v[LISTEN] && (rc = get_strv(ld, v[LISTEN], "listen", 1, 0, &c->listen, &c->nlisten)) < 0)
     return rc;
   if (v[DATA_DIR] && (rc = get_str(ld, v[DATA_DIR], "data_dir", 1, &c->data_dir)) < 0)
     return rc;
   if (v[LIMITS] && (rc = load_limits(ld, v[LIMITS], &c->limits)) < 0)
+    return rc;
+  if (v[INSECURE] &&
+      (rc = get_bool(ld, v[INSECURE], "allow_insecure_remote", &c->allow_insecure_remote)) < 0)
+    return rc;
+  if (v[TLS] && (rc = load_tls(ld, v[TLS], c)) < 0)
+    return rc;
+  if (v[UNIX] && (rc = load_unix_socket(ld, v[UNIX], c)) < 0)
+    return rc;
+  if (v[AUTHZ] && (rc = load_authz(ld, v[AUTHZ], c)) < 0)
     return rc;
   if (v[MODULES]) {
     const yaml_node_t *ms = v[MODULES];
@@ -717,6 +887,16 @@ void config_free(config *c)
     free(m->id);
   }
   free(c->modules);
+  for (size_t i = 0; i < c->nauthz; i++) {
+    config_argv_free(c->authz[i].modules);
+    free(c->authz[i].identity);
+  }
+  free(c->authz);
+  free(c->unix_group);
+  free(c->tls.crl);
+  free(c->tls.client_ca);
+  free(c->tls.key);
+  free(c->tls.cert);
   free(c->data_dir);
   config_argv_free(c->listen);
   free(c);
@@ -742,6 +922,8 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
   }
   c = xcalloc(1, sizeof *c);
   c->limits = default_limits;
+  c->tls.handshake_timeout_ms = 10000;
+  c->unix_mode = 0600;
   rc = load_root(&ld, c);
   yaml_document_delete(&ld.doc);
   if (rc < 0)

@@ -1,6 +1,7 @@
-/* config: the server's configuration (listen addresses, data directory, limits and
- * the modules a client may run), loaded from YAML with libyaml, and the rendering of a
- * run request into the argv/cwd of the process to start.
+/* config: the server's configuration (listen addresses, data directory, limits, the
+ * modules a client may run, TLS, unix socket permissions and authorization rules),
+ * loaded from YAML with libyaml, and the rendering of a run request into the argv/cwd
+ * of the process to start.
  *
  * The file format (every key optional unless said otherwise; unknown keys are errors):
  *
@@ -22,6 +23,19 @@
  *       parameters:
  *         - {name: bytes, required: true, pattern: "^[0-9]+$", description: how many}
  *         - {name: label, default: "none"}
+ *   allow_insecure_remote: false
+ *   tls:                              # all of tls is optional; if given, cert and key are required
+ *     cert: /etc/prismq/server.pem    # PEM certificate chain
+ *     key: /etc/prismq/server.key     # PEM private key
+ *     client_ca: /etc/prismq/ca.pem   # CA bundle that verifies client certificates
+ *     require_client_cert: false      # true needs client_ca
+ *     crl: /etc/prismq/crl.pem        # PEM CRL(s) for client certificates; needs client_ca
+ *     handshake_timeout_ms: 10000
+ *   unix_socket: {mode: "0660", group: prismq}   # permissions of unix:// listeners
+ *   authz:                            # who may do what (see authz.h)
+ *     - identity: "spiffe://prismq/ops*"    # required, non-empty glob
+ *       modules: ["*"]                # globs over the module ids it may start
+ *       roles: [read, read_all, cancel_any, admin]
  *
  * Values: strings are any YAML scalar except null (`~`, `null`, empty), so `default:
  * 1024` is the string "1024"; a string may not contain a NUL byte. Numbers are plain
@@ -35,6 +49,27 @@
  * max_connections 10000 (>= 1; client connections open at once: more are closed as
  * they are accepted), output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
  * The listen addresses are not interpreted here (the listener does that).
+ *
+ * Transport security: allow_insecure_remote false (the authz module's rule for a
+ * configuration without authz: only local peers are allowed). tls.handshake_timeout_ms
+ * 10000 (1..600000). tls.cert, key, client_ca and crl are non-empty path strings that
+ * are only stored here (prismqd opens them with OpenSSL); a tls section needs cert and
+ * key, and require_client_cert: true or a crl needs client_ca. Whether a tls:// listen
+ * address has a tls section to go with it is checked by prismqd, not here.
+ *
+ * unix_socket.mode: the permission bits of unix listeners' socket files, octal digits
+ * only, 0..0777, default 0600; a plain 0660 and a quoted "0660" are the same and the
+ * leading 0 is optional (660 is 0660 too). unix_socket.group: a group name or a numeric
+ * gid (a non-empty string, resolved by prismqd), default none: the group is left as
+ * created.
+ *
+ * authz: a list of rules, each {identity, modules, roles}. identity is an fnmatch(3)
+ * glob (no flags: "*" matches "/" too, and also the anonymous identity ""); modules is
+ * a list of non-empty globs over module ids (default none; [] is the same); roles a
+ * list of the names read, read_all, cancel_any, admin (default none; repeats are
+ * harmless). A rule with neither still marks its identities as known (AUTHZ_ANY).
+ * "authz:" with an empty list, or with nothing after it, is an authz section with no
+ * rules: every caller is refused. Without an authz key, authz.h's defaults apply.
  *
  * Parameters: names unique within a module, ^[A-Za-z_][A-Za-z0-9_]{0,63}$; a required
  * parameter has no default; a pattern is a POSIX extended regular expression that must
@@ -101,6 +136,21 @@ typedef struct config_limits {
   uint64_t output_max_bytes;        /* per run, stdout and stderr together; 0 = no limit */
 } config_limits;
 
+/* The tls: section. The paths are as written, not opened or checked here. */
+typedef struct config_tls {
+  char *cert, *key, *client_ca, *crl; /* NULL when not given; cert, key: iff !has_tls */
+  int require_client_cert;            /* non-zero: a client must present a certificate */
+  uint32_t handshake_timeout_ms;      /* 1..600000, default 10000 (set also without tls) */
+} config_tls;
+
+/* One rule of the authz: list (see authz.h for how rules are applied). */
+typedef struct config_authz_rule {
+  char *identity;     /* fnmatch(3) glob over the caller identity, non-empty */
+  char **modules;     /* nmodules globs over module ids, then a NULL (never NULL itself) */
+  size_t nmodules;
+  unsigned roles;     /* AUTHZ_* bits from authz.h: READ=1, READ_ALL=2, CANCEL_ANY=4, ADMIN=8 */
+} config_authz_rule;
+
 /* A loaded configuration. */
 typedef struct config {
   char **listen;           /* nlisten addresses as written, then a NULL; nlisten >= 1 */
@@ -109,6 +159,14 @@ typedef struct config {
   config_limits limits;
   config_module *modules;  /* nmodules, in file order (NULL if none) */
   size_t nmodules;
+  int allow_insecure_remote; /* non-zero: without authz, remote peers are allowed too */
+  config_tls tls;            /* defaults (all NULL, 10000 ms) unless has_tls */
+  int has_tls;               /* a tls: section was given (it then has cert and key) */
+  uint32_t unix_mode;        /* permission bits of unix socket files, default 0600 */
+  char *unix_group;          /* group name or numeric gid as written; NULL = none */
+  config_authz_rule *authz;  /* nauthz rules in file order (NULL if none) */
+  size_t nauthz;
+  int has_authz;             /* an authz: key was given (even an empty list) */
 } config;
 
 /* The built-in configuration (YAML text), for a server started without a file:

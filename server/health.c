@@ -54,7 +54,7 @@ static void watch(call *c, const uint8_t *req, size_t len, void *svc) {
 
 int health_register(call_server *s, const char *const *services) {
   void *svc = (void *)(uintptr_t)services;
-  int rc = call_server_add(s, "/grpc.health.v1.Health/Check", check, svc);
-  if (rc == 0) rc = call_server_add(s, "/grpc.health.v1.Health/Watch", watch, svc);
+  int rc = call_server_add(s, "/grpc.health.v1.Health/Check", check, svc, 0);
+  if (rc == 0) rc = call_server_add(s, "/grpc.health.v1.Health/Watch", watch, svc, 0);
   return rc;
 }

@@ -1,9 +1,11 @@
 #include "listen.h"
 
+#include <ctype.h>
 #include <errno.h>
-#include <netdb.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "addr.h"
 #include "log.h"
 
 /* How long accepting pauses after accept(2) failed (a full descriptor table). */
@@ -29,8 +32,10 @@ struct listen_sock {
   log_limit log_lim;
   listen_accept_fn fn;
   void *arg;
-  char *unix_path; /* removed on free */
-  char url[160];
+  char *unix_path; /* absolute; removed on free */
+  int tls;         /* the URL was tls:// */
+  int local;       /* bound to a loopback address or a unix socket */
+  char *url;       /* the canonical bound URL */
 };
 
 static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *sa, int salen,
@@ -43,7 +48,7 @@ static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sock
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  l->fn(fd, l->arg);
+  l->fn(fd, l, l->arg);
 }
 
 /* accept(2) failed for a reason libevent does not retry (EMFILE, ENFILE, ENOBUFS...).
@@ -68,106 +73,178 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg) {
   evconnlistener_enable(l->ev);
 }
 
-static int fail_msg(char *err, size_t errlen, int rc, const char *fmt, const char *what) {
-  if (err && errlen) snprintf(err, errlen, fmt, what);
-  return rc;
+/* Formats into a new string; the server may abort on out-of-memory. */
+static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xprintf(const char *fmt, ...) {
+  char *s = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vasprintf(&s, fmt, ap);
+  va_end(ap);
+  if (n < 0) abort();
+  return s;
 }
 
-int listen_new(listen_sock **out, struct event_base *base, const char *url, listen_accept_fn fn,
-               void *arg, char *err, size_t errlen) {
-  struct sockaddr_storage ss;
-  int sslen = sizeof ss;
-  char *unix_path = NULL;
-  memset(&ss, 0, sizeof ss);
-
-  if (strncmp(url, "tcp://", 6) == 0) {
-    /* HOST:PORT with HOST an IPv4 literal, [IPv6] or localhost; numeric only, so
-     * nothing blocks on a resolver. Port 0 is allowed (evutil's parser refuses it). */
-    char host[128];
-    const char *hp = url + 6;
-    const char *colon = strrchr(hp, ':');
-    size_t hlen = colon ? (size_t)(colon - hp) : 0;
-    if (hlen >= 2 && hp[0] == '[' && hp[hlen - 1] == ']') {
-      hp++;
-      hlen -= 2;
-    }
-    if (!colon || hlen == 0 || hlen >= sizeof host)
-      return fail_msg(err, errlen, -EINVAL, "bad listen address %s (want tcp://IP:PORT)", url);
-    memcpy(host, hp, hlen);
-    host[hlen] = '\0';
-    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
-                             .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
-      return fail_msg(err, errlen, -EINVAL, "bad listen address %s (want tcp://IP:PORT)", url);
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    sslen = (int)ai->ai_addrlen;
-    freeaddrinfo(ai);
-  } else if (strncmp(url, "unix://", 7) == 0) {
-    struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
-    const char *path = url + 7;
-    if (path[0] != '/' || strlen(path) >= sizeof sun->sun_path)
-      return fail_msg(err, errlen, -EINVAL, "bad unix socket path in %s (want unix:///abs/path)", url);
-    sun->sun_family = AF_UNIX;
-    strcpy(sun->sun_path, path);
-    sslen = (int)sizeof *sun;
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-      if (!S_ISSOCK(st.st_mode))
-        return fail_msg(err, errlen, -EEXIST, "%s exists and is not a socket", path);
-      unlink(path); /* a stale socket from an earlier run */
-    }
-    unix_path = strdup(path);
-    if (!unix_path) abort();
-  } else {
-    return fail_msg(err, errlen, -EINVAL, "bad listen URL %s (want tcp://IP:PORT or unix:///path)", url);
-  }
-
-  listen_sock *l = calloc(1, sizeof *l);
-  if (!l) abort();
-  l->fn = fn;
-  l->arg = arg;
-  l->unix_path = unix_path;
-  l->ev = evconnlistener_new_bind(base, accept_cb, l,
-                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-                                  (struct sockaddr *)&ss, sslen);
-  if (!l->ev) {
-    int e = errno ? errno : EADDRNOTAVAIL;
-    if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s", url, strerror(e));
-    free(unix_path);
-    free(l);
-    return -e;
-  }
-  evconnlistener_set_error_cb(l->ev, error_cb);
-  l->resume_ev = evtimer_new(base, resume_cb, l);
-  if (!l->resume_ev) abort();
-
-  if (unix_path) {
-    snprintf(l->url, sizeof l->url, "unix://%s", unix_path);
-  } else {
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    getsockname(evconnlistener_get_fd(l->ev), (struct sockaddr *)&bound, &blen);
-    if (bound.ss_family == AF_INET6) {
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&bound;
-      evutil_inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-      port = ntohs(a->sin6_port);
-      snprintf(l->url, sizeof l->url, "tcp://[%s]:%d", host, port);
-    } else {
-      struct sockaddr_in *a = (struct sockaddr_in *)&bound;
-      evutil_inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-      port = ntohs(a->sin_port);
-      snprintf(l->url, sizeof l->url, "tcp://%s:%d", host, port);
+/* The gid of `group`: a number as it is, else the group database's entry. */
+static int group_gid(gid_t *out, const char *group, char *err, size_t errlen) {
+  if (isdigit((unsigned char)group[0])) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(group, &end, 10);
+    if (*end == '\0' && errno == 0 && v < (unsigned long)(gid_t)-1) {
+      *out = (gid_t)v;
+      return 0;
     }
   }
-  *out = l;
+  struct group gr, *res = NULL;
+  long hint = sysconf(_SC_GETGR_R_SIZE_MAX);
+  size_t blen = hint > 0 ? (size_t)hint : 1024;
+  char *buf = NULL;
+  int rc;
+  for (;;) {
+    buf = malloc(blen);
+    if (!buf) abort();
+    rc = getgrnam_r(group, &gr, buf, blen, &res);
+    if (rc != ERANGE || blen >= (1u << 20)) break;
+    free(buf);
+    blen *= 2;
+  }
+  if (rc == 0 && res) *out = gr.gr_gid;
+  free(buf);
+  if (rc != 0) {
+    if (err && errlen) snprintf(err, errlen, "cannot look up group %s: %s", group, strerror(rc));
+    return -rc;
+  }
+  if (!res) {
+    if (err && errlen) snprintf(err, errlen, "unknown group %s", group);
+    return -EINVAL;
+  }
   return 0;
 }
 
+int listen_new(listen_sock **out, struct event_base *base, const char *url, const listen_opts *opts,
+               listen_accept_fn fn, void *arg, char *err, size_t errlen) {
+  static const listen_opts defaults = LISTEN_OPTS_INIT;
+  struct sockaddr_storage ss, bound;
+  socklen_t sslen, blen = sizeof bound;
+  addr a;
+  gid_t gid = (gid_t)-1;
+  int fd = -1, file_made = 0, rc;
+  const char *step = NULL; /* the call that failed, for err */
+  char *abs_path = NULL;
+  listen_sock *l = NULL;
+  if (!opts) opts = &defaults;
+
+  rc = addr_parse(&a, url, err, errlen);
+  if (rc < 0) goto fail;
+  rc = addr_sockaddr(&ss, &sslen, &a, 1, err, errlen);
+  if (rc < 0) goto fail;
+  if (a.kind == ADDR_UNIX) {
+    if (opts->unix_mode > 07777) {
+      if (err && errlen) snprintf(err, errlen, "bad unix socket mode %o for %s", opts->unix_mode, url);
+      rc = -EINVAL;
+      goto fail;
+    }
+    if (opts->unix_group && (rc = group_gid(&gid, opts->unix_group, err, errlen)) < 0) goto fail;
+    /* The path is kept absolute, for the URL and for the unlink at free, which may
+     * come after a change of directory. */
+    if (a.path[0] == '/') {
+      abs_path = xprintf("%s", a.path);
+    } else {
+      char *cwd = getcwd(NULL, 0);
+      if (!cwd) {
+        rc = -errno;
+        if (err && errlen) snprintf(err, errlen, "cannot listen on %s: working directory: %s", url, strerror(-rc));
+        goto fail;
+      }
+      abs_path = xprintf("%s/%s", strcmp(cwd, "/") ? cwd : "", a.path);
+      free(cwd);
+    }
+    struct stat st;
+    if (lstat(a.path, &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s exists and is not a socket", url, abs_path);
+        rc = -EEXIST;
+        goto fail;
+      }
+      unlink(a.path); /* a stale socket from an earlier run */
+    }
+  }
+
+  step = "socket";
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) goto fail_errno;
+  if (a.kind == ADDR_TCP) {
+    int one = 1;
+    step = "SO_REUSEADDR";
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) goto fail_errno;
+  }
+  step = "bind";
+  if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) goto fail_errno;
+  if (a.kind == ADDR_UNIX) {
+    /* bind made the file with the umask's mode; set the one asked for before listen,
+     * so no connection is ever accepted through looser permissions. (fchmod on the
+     * socket would change the socket's inode, not the file's.) */
+    file_made = 1;
+    step = "chmod";
+    if (chmod(a.path, (mode_t)opts->unix_mode) < 0) goto fail_errno;
+    step = "chown";
+    if (opts->unix_group && chown(a.path, (uid_t)-1, gid) < 0) goto fail_errno;
+  }
+  step = "listen";
+  if (listen(fd, 1024) < 0) goto fail_errno;
+  step = "getsockname";
+  if (getsockname(fd, (struct sockaddr *)&bound, &blen) < 0) goto fail_errno;
+
+  l = calloc(1, sizeof *l);
+  if (!l) abort();
+  /* Backlog 0: the socket already listens. */
+  l->ev = evconnlistener_new(base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+  if (!l->ev) {
+    if (err && errlen) snprintf(err, errlen, "cannot listen on %s: out of memory", url);
+    rc = -ENOMEM;
+    goto fail;
+  }
+  fd = -1; /* the listener's now */
+  evconnlistener_set_error_cb(l->ev, error_cb);
+  l->resume_ev = evtimer_new(base, resume_cb, l);
+  if (!l->resume_ev) abort();
+  l->fn = fn;
+  l->arg = arg;
+  l->tls = a.tls;
+  l->local = addr_is_local((struct sockaddr *)&bound);
+  if (a.kind == ADDR_TCP) {
+    char hp[ADDR_FORMAT_LEN];
+    addr_peer_format(hp, sizeof hp, (struct sockaddr *)&bound, blen);
+    l->url = xprintf("%s://%s", a.tls ? "tls" : "tcp", hp);
+  } else if (a.kind == ADDR_UNIX) {
+    l->url = xprintf("unix://%s", abs_path);
+    l->unix_path = abs_path;
+    abs_path = NULL;
+  } else {
+    char buf[ADDR_FORMAT_LEN];
+    addr_format(buf, sizeof buf, &a);
+    l->url = xprintf("%s", buf);
+  }
+  *out = l;
+  return 0;
+
+fail_errno:
+  rc = -errno;
+  if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s: %s", url, step, strerror(-rc));
+fail:
+  free(l);
+  if (fd >= 0) close(fd);
+  if (file_made) unlink(a.path);
+  free(abs_path);
+  return rc;
+}
+
 const char *listen_url(const listen_sock *l) { return l->url; }
+
+int listen_is_tls(const listen_sock *l) { return l->tls; }
+
+int listen_is_local(const listen_sock *l) { return l->local; }
 
 void listen_free(listen_sock *l) {
   if (!l) return;
@@ -175,5 +252,6 @@ void listen_free(listen_sock *l) {
   event_free(l->resume_ev);
   if (l->unix_path) unlink(l->unix_path);
   free(l->unix_path);
+  free(l->url);
   free(l);
 }

@@ -10,14 +10,14 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "admin.h"
+#include "authz.h"
 #include "call.h"
 #include "config.h"
+#include "front.h"
 #include "health.h"
-#include "listen.h"
 #include "log.h"
 #include "runner.h"
 #include "runtab.h"
@@ -39,46 +39,22 @@ struct server {
   call_server *calls;
   runner *runner;
   admin *admin;
-  listen_sock *listeners[MAX_LISTEN];
-  size_t nlisteners;
-  struct event *sigterm, *sigint;
+  front *front;
+  struct event *sigterm, *sigint, *sighup;
   struct event *log_flush; /* writes the log lines of one pass of the loop together */
   int stopping;
   int calls_idle, runs_idle;
-  log_limit refused_log; /* connections over limits.max_connections */
 };
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: prismqd [--config FILE] [--listen URL]... [--data-dir DIR] [--log-level LEVEL]\n"
           "  --config FILE     YAML configuration (default: the built-in demo configuration)\n"
-          "  --listen URL      tcp://IP:PORT or unix:///path (repeatable; replaces the config's)\n"
+          "  --listen URL      tcp://HOST:PORT, tls://HOST:PORT, unix:///path, unix-abstract:NAME\n"
+          "                    (repeatable; replaces the config's)\n"
           "  --data-dir DIR    where runs.db and run output go (replaces the config's)\n"
           "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
           "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
-}
-
-static void on_accept(int fd, void *arg) {
-  struct server *srv = arg;
-  /* Over the limit, a connection is closed as it comes: the descriptors and memory
-   * of the ones open, and the runs' own descriptors, stay safe. */
-  uint32_t max = srv->cfg->limits.max_connections;
-  if (call_server_live_conns(srv->calls) >= max) {
-    close(fd);
-    unsigned long long held;
-    if (log_limit_pass(&srv->refused_log, 10000, &held))
-      LOG_WARN("connection refused: %u connections open, limits.max_connections (%llu more refused "
-               "since the last report)", (unsigned)max, held);
-    return;
-  }
-  struct bufferevent *bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-  if (!bev) {
-    LOG_ERROR("cannot create a connection buffer fd=%d", fd);
-    close(fd);
-    return;
-  }
-  int rc = call_server_accept(srv->calls, bev);
-  if (rc < 0) LOG_WARN("connection refused: %s", strerror(-rc));
 }
 
 /* The loop ends once both the calls and the runs are done. */
@@ -108,16 +84,28 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   }
   srv->stopping = 1;
   LOG_INFO("shutting down on signal %d", (int)sig);
-  for (size_t i = 0; i < srv->nlisteners; i++) {
-    listen_free(srv->listeners[i]);
-    srv->listeners[i] = NULL;
-  }
+  front_close(srv->front);
   /* Runs end as a cancel does (terminate, wait, kill) so that no process outlives
    * the server; calls end first, so no client waits on a run that is going away. */
   call_server_shutdown(srv->calls, on_calls_idle, srv);
   sched_shutdown(srv->sch, RUN_STOP_GRACE_MS, on_runs_idle, srv);
   struct timeval grace = {SHUTDOWN_GRACE_S, 0};
   event_base_loopexit(srv->base, &grace);
+}
+
+/* SIGHUP: certificates are read again; open connections keep theirs. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg) {
+  (void)sig;
+  (void)what;
+  struct server *srv = arg;
+  char err[512];
+  if (front_reload_tls(srv->front, err, sizeof err) < 0) LOG_ERROR("TLS reload failed, keeping the old certificates: %s", err);
+  else if (srv->cfg->has_tls) LOG_INFO("TLS certificates reloaded");
+}
+
+/* The call layer's authorization: what the configuration's authz section grants. */
+static unsigned peer_roles(void *cfg, const conn_peer *p) {
+  return authz_roles(cfg, p->identity, p->local);
 }
 
 /* Nothing an answer tells may be lost in a crash after it: the run table's waiting
@@ -254,26 +242,27 @@ int main(int argc, char **argv) {
   call_server_opts co = CALL_SERVER_OPTS_INIT;
   co.before_send = sync_run_table;
   co.before_send_arg = srv.rt;
+  co.roles = peer_roles;
+  co.roles_arg = srv.cfg;
+  co.role_name = authz_role_name;
   if (call_server_new(&srv.calls, srv.base, &co) < 0) goto out;
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
   if (health_register(srv.calls, health_services) < 0) goto out;
   if (runner_new(&srv.runner, srv.calls, srv.sch, srv.cfg) < 0) goto out;
   if (admin_new(&srv.admin, srv.calls, runner_counters, srv.runner) < 0) goto out;
 
-  for (size_t i = 0; i < nlisten; i++) {
-    if (listen_new(&srv.listeners[i], srv.base, listen_urls[i], on_accept, &srv, err, sizeof err) < 0) {
-      LOG_ERROR("%s", err);
-      status = 2;
-      goto out;
-    }
-    srv.nlisteners++;
-    LOG_INFO("listening on %s", listen_url(srv.listeners[i]));
+  if (front_new(&srv.front, srv.base, srv.cfg, srv.calls, listen_urls, nlisten, err, sizeof err) < 0) {
+    LOG_ERROR("%s", err);
+    status = 2;
+    goto out;
   }
   srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
   srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
-  if (!srv.sigterm || !srv.sigint) goto out;
+  srv.sighup = evsignal_new(srv.base, SIGHUP, on_sighup, &srv);
+  if (!srv.sigterm || !srv.sigint || !srv.sighup) goto out;
   evsignal_add(srv.sigterm, NULL);
   evsignal_add(srv.sigint, NULL);
+  evsignal_add(srv.sighup, NULL);
 
   srv.log_flush = event_new(srv.base, -1, 0, on_log_flush, NULL);
   if (!srv.log_flush) goto out;
@@ -291,9 +280,10 @@ int main(int argc, char **argv) {
   LOG_INFO("prismqd stopped");
 
 out:
-  for (size_t i = 0; i < srv.nlisteners; i++) listen_free(srv.listeners[i]);
+  front_free(srv.front);
   if (srv.sigterm) event_free(srv.sigterm);
   if (srv.sigint) event_free(srv.sigint);
+  if (srv.sighup) event_free(srv.sighup);
   if (srv.log_flush) event_free(srv.log_flush);
   call_server_free(srv.calls);
   admin_free(srv.admin);

@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <openssl/evp.h>
 
+#include "authz.h"
 #include "grpcwire.h"
 #include "ids.h"
 #include "log.h"
@@ -136,6 +137,32 @@ static int check_run_id(call *c, const char *id) {
     return;                                                               \
   }
 
+/* ---- who may touch a run ---------------------------------------------------------- */
+
+static const char *who(const call *c) {
+  const char *id = call_peer(c)->identity;
+  return id[0] ? id : "anonymous";
+}
+
+/* A caller holding `all_role` may touch any run; others only their own (the method's
+ * own role was checked by the call layer). Answers the call and returns 0 if the run
+ * is someone else's or does not exist. The run is read only for such callers, so the
+ * common path (one identity for everything, or none) costs nothing here. */
+static int check_owner(runner *rn, call *c, const char *run_id, unsigned all_role) {
+  if (call_roles(c) & all_role) return 1;
+  pb_run *run = NULL;
+  if (sched_get(rn->sch, run_id, &run) != 0) {
+    call_finish(c, GW_NOT_FOUND, "run %s not found", run_id);
+    return 0;
+  }
+  int mine = strcmp(run->owner, call_peer(c)->identity) == 0;
+  prismq__runner__v1__run__free_unpacked(run, NULL);
+  if (!mine)
+    call_finish(c, GW_PERMISSION_DENIED, "permission denied: run %s belongs to another identity; %s needs role %s",
+                run_id, who(c), authz_role_name(all_role));
+  return mine;
+}
+
 /* ---- unary methods -------------------------------------------------------------- */
 
 static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
@@ -155,9 +182,15 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
              check_map(c, "labels", (void *const *)r->labels, r->n_labels)) {
     char err[512];
     pb_run *run = NULL;
-    int rc = sched_start(rn->sch, r, &run, err, sizeof err);
-    if (rc < 0) call_finish(c, status_of(rc), "%s", err);
-    else reply_run(c, run);
+    const conn_peer *p = call_peer(c);
+    if (!authz_may_start(rn->cfg, p->identity, p->local, r->module_id)) {
+      LOG_INFO("start refused module_id=%.64s identity=%s peer=%s", r->module_id, who(c), p->addr);
+      call_finish(c, GW_PERMISSION_DENIED, "permission denied: %s may not start module %.64s", who(c), r->module_id);
+    } else {
+      int rc = sched_start(rn->sch, r, p->identity, &run, err, sizeof err);
+      if (rc < 0) call_finish(c, status_of(rc), "%s", err);
+      else reply_run(c, run);
+    }
   }
   prismq__runner__v1__start_run_request__free_unpacked(r, NULL);
 }
@@ -167,7 +200,7 @@ static void get_run(call *c, const uint8_t *req, size_t len, void *svc) {
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__GetRunRequest, prismq__runner__v1__get_run_request, "GetRunRequest");
   const uint8_t *run;
   size_t run_len;
-  if (check_run_id(c, r->run_id)) {
+  if (check_run_id(c, r->run_id) && check_owner(rn, c, r->run_id, AUTHZ_READ_ALL)) {
     /* The stored encoding goes out as it is: no decode and re-encode per call. */
     if (sched_get_packed(rn->sch, r->run_id, &run, &run_len) == 0) {
       if (gw_frame_append(rn->framed, run, run_len) != 0) abort();
@@ -237,6 +270,8 @@ static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
   f.label_keys = keys;
   f.label_values = vals;
   f.nlabels = r->n_labels;
+  /* Without read_all a caller lists its own runs only. */
+  if (!(call_roles(c) & AUTHZ_READ_ALL)) f.owner = call_peer(c)->identity;
   size_t limit = r->page_size == 0 ? LIST_DEFAULT : r->page_size > LIST_MAX ? LIST_MAX : r->page_size;
   pb_run **runs = NULL;
   size_t n = 0;
@@ -381,7 +416,8 @@ static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t time
 
 static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__WaitRunRequest, prismq__runner__v1__wait_run_request, "WaitRunRequest");
-  if (check_run_id(c, r->run_id)) wait_terminal(svc, c, r->run_id, r->timeout_ms);
+  if (check_run_id(c, r->run_id) && check_owner(svc, c, r->run_id, AUTHZ_READ_ALL))
+    wait_terminal(svc, c, r->run_id, r->timeout_ms);
   prismq__runner__v1__wait_run_request__free_unpacked(r, NULL);
 }
 
@@ -390,7 +426,8 @@ static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
 static void cancel_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__CancelRunRequest, prismq__runner__v1__cancel_run_request, "CancelRunRequest");
-  if (check_run_id(c, r->run_id)) {
+  if (check_run_id(c, r->run_id) && check_owner(rn, c, r->run_id, AUTHZ_CANCEL_ANY)) {
+    LOG_INFO("cancel requested run_id=%s by=%s peer=%s", r->run_id, who(c), call_peer(c)->addr);
     int rc = sched_cancel(rn->sch, r->run_id, r->grace_ms);
     if (rc == -EALREADY) {
       pb_run *run = NULL;
@@ -529,7 +566,7 @@ static void stream_output(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__StreamOutputRequest,
                  prismq__runner__v1__stream_output_request, "StreamOutputRequest");
-  if (!check_run_id(c, r->run_id)) goto out;
+  if (!check_run_id(c, r->run_id) || !check_owner(rn, c, r->run_id, AUTHZ_READ_ALL)) goto out;
   if (r->stream < 0 || r->stream > PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR) {
     call_finish(c, GW_INVALID_ARGUMENT, "invalid stream %d", (int)r->stream);
     goto out;
@@ -568,17 +605,21 @@ out:
 /* ---- registration --------------------------------------------------------------- */
 
 int runner_new(runner **out, call_server *cs, sched *sch, const config *cfg) {
+  /* Reading runs: one's own with read or with any module to start, all with read_all
+   * (checked per run by check_owner); cancelling: one's own runs, or any with cancel_any. */
+  enum { READ = AUTHZ_READ | AUTHZ_READ_ALL | AUTHZ_START };
   static const struct {
     const char *path;
     call_handler_fn fn;
+    unsigned need;
   } methods[] = {
-      {"/prismq.runner.v1.Runner/StartRun", start_run},
-      {"/prismq.runner.v1.Runner/GetRun", get_run},
-      {"/prismq.runner.v1.Runner/ListRuns", list_runs},
-      {"/prismq.runner.v1.Runner/CancelRun", cancel_run},
-      {"/prismq.runner.v1.Runner/WaitRun", wait_run},
-      {"/prismq.runner.v1.Runner/StreamOutput", stream_output},
-      {"/prismq.runner.v1.Runner/ListModules", list_modules},
+      {"/prismq.runner.v1.Runner/StartRun", start_run, AUTHZ_START},
+      {"/prismq.runner.v1.Runner/GetRun", get_run, READ},
+      {"/prismq.runner.v1.Runner/ListRuns", list_runs, READ},
+      {"/prismq.runner.v1.Runner/CancelRun", cancel_run, AUTHZ_START | AUTHZ_CANCEL_ANY},
+      {"/prismq.runner.v1.Runner/WaitRun", wait_run, READ},
+      {"/prismq.runner.v1.Runner/StreamOutput", stream_output, READ},
+      {"/prismq.runner.v1.Runner/ListModules", list_modules, AUTHZ_ANY},
   };
   runner *rn = xcalloc(1, sizeof *rn);
   rn->sch = sch;
@@ -586,7 +627,7 @@ int runner_new(runner **out, call_server *cs, sched *sch, const config *cfg) {
   rn->framed = evbuffer_new();
   if (!rn->framed) abort();
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-    int rc = call_server_add(cs, methods[i].path, methods[i].fn, rn);
+    int rc = call_server_add(cs, methods[i].path, methods[i].fn, rn, methods[i].need);
     if (rc < 0) {
       runner_free(rn);
       return rc;

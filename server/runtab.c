@@ -1,15 +1,19 @@
-/* Schema (user_version 1):
+/* Schema (user_version 2):
  *
  *   runs(run_id TEXT PRIMARY KEY, request_id TEXT, module_id TEXT NOT NULL,
- *        status INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, pb BLOB NOT NULL)
+ *        status INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, pb BLOB NOT NULL,
+ *        owner TEXT NOT NULL DEFAULT '')
  *     pb is the packed Run and the only source of truth for reads; the other columns
  *     are copies for lookups and filters. An ordinary rowid table rather than WITHOUT
  *     ROWID, because pb has no size bound (parameters, error messages) and WITHOUT ROWID
- *     keeps whole rows in interior b-tree pages.
+ *     keeps whole rows in interior b-tree pages. owner comes last because version 2
+ *     added it (ALTER TABLE, which only appends); the default gives the runs of a
+ *     version-1 file owner "" without rewriting them.
  *   runs_request UNIQUE (request_id) WHERE request_id IS NOT NULL
  *     request_id is NULL when the run has none; the partial index leaves those out, so
  *     most inserts write one index page fewer.
- *   runs_status (status, run_id), runs_module (module_id, run_id)
+ *   runs_status (status, run_id), runs_module (module_id, run_id),
+ *   runs_owner (owner, run_id)
  *     An equality filter plus a cursor on run_id reads one index range already in
  *     "newest first" order, with no sort.
  *   run_labels(run_id, key, value, PRIMARY KEY (run_id, key)) WITHOUT ROWID
@@ -41,7 +45,9 @@
  * TLB shootdown across CPUs.
  *
  * Migrations: migrations[i] takes the schema from version i to i + 1; runtab_open
- * applies the missing ones in one transaction. A new version appends an entry. */
+ * applies the missing ones in one transaction (a new file gets them all, so it ends up
+ * with the same schema as an upgraded one). A new version appends an entry; an entry
+ * never changes once released. */
 #include "runtab.h"
 
 #include <errno.h>
@@ -69,6 +75,9 @@ static const char *const migrations[] = {
     "CREATE TABLE run_labels(run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
     " PRIMARY KEY (run_id, key)) WITHOUT ROWID;"
     "CREATE INDEX run_labels_kv ON run_labels(key, value);",
+    /* 1 -> 2: who started each run. */
+    "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX runs_owner ON runs(owner, run_id);",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -96,8 +105,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SAVEPOINT] = "SAVEPOINT ins",
     [ST_ROLLBACK_TO] = "ROLLBACK TO ins",
     [ST_RELEASE] = "RELEASE ins",
-    [ST_INSERT] = "INSERT INTO runs(run_id, request_id, module_id, status, created_at_ms, pb)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_INSERT] = "INSERT INTO runs(run_id, request_id, module_id, status, created_at_ms, pb,"
+                  " owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     /* OR REPLACE: a repeated map key keeps the last value, as protobuf maps do. */
     [ST_INSERT_LABEL] = "INSERT OR REPLACE INTO run_labels(run_id, key, value) VALUES (?1, ?2, ?3)",
     [ST_UPDATE] = "UPDATE runs SET status = ?2, pb = ?3 WHERE run_id = ?1",
@@ -112,7 +121,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 struct list_shape {
   size_t nstatuses, nlabels;
-  int module, cursor;
+  int module, owner, cursor;
 };
 
 struct list_stmt {
@@ -438,6 +447,7 @@ static int insert_rows(runtab *t, const Run *run) {
   sqlite3_bind_int(st, 4, run->status);
   sqlite3_bind_int64(st, 5, run->created_at_ms);
   bind_run(t, st, 6, run);
+  sqlite3_bind_text(st, 7, str_or_empty(run->owner), -1, SQLITE_STATIC);
   int rc = step_done(st);
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) return -EBUSY;
   if (rc == SQLITE_CONSTRAINT_UNIQUE) return -EEXIST;
@@ -626,7 +636,7 @@ int runtab_get_by_request_id(runtab *t, const char *request_id, Run **out) {
 }
 
 /* Builds the SQL of a listing of this shape; parameters in order: the statuses, the
- * module, each label's key and value, the cursor, then the limit. */
+ * module, the owner, each label's key and value, the cursor, then the limit. */
 static char *list_sql(sqlite3 *db, const struct list_shape *s) {
   sqlite3_str *q = sqlite3_str_new(db);
   sqlite3_str_appendall(q, "SELECT pb FROM runs WHERE 1");
@@ -636,6 +646,7 @@ static char *list_sql(sqlite3 *db, const struct list_shape *s) {
     sqlite3_str_appendall(q, ")");
   }
   if (s->module) sqlite3_str_appendall(q, " AND module_id = ?");
+  if (s->owner) sqlite3_str_appendall(q, " AND owner = ?");
   for (size_t i = 0; i < s->nlabels; i++)
     sqlite3_str_appendall(q, " AND run_id IN"
                              " (SELECT run_id FROM run_labels WHERE key = ? AND value = ?)");
@@ -652,7 +663,8 @@ static sqlite3_stmt *list_stmt(runtab *t, const struct list_shape *s) {
   for (size_t i = 0; i < LIST_CACHE; i++) {
     const struct list_stmt *l = &t->lists[i];
     if (l->st && l->shape.nstatuses == s->nstatuses && l->shape.nlabels == s->nlabels &&
-        l->shape.module == s->module && l->shape.cursor == s->cursor)
+        l->shape.module == s->module && l->shape.owner == s->owner &&
+        l->shape.cursor == s->cursor)
       return l->st;
   }
   struct list_stmt *l = &t->lists[t->list_victim];
@@ -680,6 +692,7 @@ int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, si
       .nstatuses = f->nstatuses,
       .nlabels = f->nlabels,
       .module = f->module_id && *f->module_id,
+      .owner = f->owner != NULL, /* "" is a condition: anonymous runs only */
       .cursor = before_run_id && *before_run_id,
   };
   sqlite3_stmt *st = list_stmt(t, &shape);
@@ -688,6 +701,7 @@ int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, si
   int p = 1;
   for (size_t i = 0; i < f->nstatuses; i++) sqlite3_bind_int(st, p++, f->statuses[i]);
   if (shape.module) sqlite3_bind_text(st, p++, f->module_id, -1, SQLITE_STATIC);
+  if (shape.owner) sqlite3_bind_text(st, p++, f->owner, -1, SQLITE_STATIC);
   for (size_t i = 0; i < f->nlabels; i++) {
     sqlite3_bind_text(st, p++, f->label_keys[i], -1, SQLITE_STATIC);
     sqlite3_bind_text(st, p++, f->label_values[i], -1, SQLITE_STATIC);

@@ -3,16 +3,17 @@
  * Runs are stored as the contract's data model, prismq.runner.v1.Run (protobuf-c's
  * Prismq__Runner__V1__Run): the packed message is the record, and a few of its fields
  * are copied into indexed columns for lookups and filters (run_id, request_id,
- * module_id, status, created_at_ms, labels). What the table returns is always the
- * unpacked record, so every field written comes back exactly.
+ * module_id, owner, status, created_at_ms, labels). What the table returns is always
+ * the unpacked record, so every field written comes back exactly.
  *
  * Order: run ids are ULIDs (common/ids.h) that sort by creation time, so "newest
  * first" is descending run id, and a page cursor is simply a run id: the next page
  * holds the runs whose id sorts before it, whether or not that run still exists.
  *
- * Fixed at insert: run_id, request_id, module_id, created_at_ms and labels identify and
- * classify a run and never change in the contract. runtab_update rewrites the stored
- * record and the status column only; the caller must not change those fields.
+ * Fixed at insert: run_id, request_id, module_id, owner, created_at_ms and labels
+ * identify and classify a run and never change in the contract. runtab_update rewrites
+ * the stored record and the status column only; the caller must not change those
+ * fields.
  *
  * Durability: SQLite in WAL mode with synchronous=NORMAL. A committed write survives a
  * crash of the process; the last transactions before a power loss may be lost (the
@@ -49,7 +50,9 @@ typedef struct runtab runtab;
 
 /* Opens (creating it if needed) the run table in the SQLite database file `path`
  * (e.g. "<data_dir>/runs.db"; its directory must exist), or a private in-memory table
- * for ":memory:". Creates or upgrades the schema (tracked by PRAGMA user_version).
+ * for ":memory:". Creates or upgrades the schema (tracked by PRAGMA user_version), in
+ * place and in one transaction: the runs of an older file are kept (a run stored before
+ * owners were, has owner "").
  * On success returns 0 and sets *out (free with runtab_free). Otherwise *out is
  * untouched, `err` (errlen bytes; may be NULL if errlen is 0) receives a one-line
  * message starting with the path, and the return is -EIO when SQLite fails (cannot
@@ -65,8 +68,9 @@ void runtab_free(runtab *t);
 /* Adds a new run: the record, its index columns and its labels (all or nothing), and
  * commits it together with the updates waiting (see Durability). run->run_id must be a
  * valid run id (id_run_valid); an empty (or NULL) request_id means none, and any number
- * of runs may have none. Labels with the same key: the last one counts for label filters
- * (as protobuf map semantics say), the stored record keeps them all. `run` is not kept.
+ * of runs may have none; a NULL owner is stored as "" (anonymous). Labels with the same
+ * key: the last one counts for label filters (as protobuf map semantics say), the stored
+ * record keeps them all. `run` is not kept.
  * Returns 0; -EINVAL for an invalid run_id; -EEXIST if another run has the same
  * non-empty request_id (the caller may then look it up with runtab_get_by_request_id);
  * -EBUSY if a run with this run_id exists (when both clash, either code may come);
@@ -109,12 +113,13 @@ typedef struct runtab_filter {
   const int *statuses;             /* the status is one of these (RunStatus values) */
   size_t nstatuses;                /* 0 = any status; at most RUNTAB_FILTER_MAX */
   const char *module_id;           /* NULL or "" = any module */
+  const char *owner;               /* NULL = any owner; "" = anonymous runs only */
   const char *const *label_keys;   /* the run has label label_keys[i] ... */
   const char *const *label_values; /* ... with value label_values[i], for every i */
   size_t nlabels;                  /* 0 = any labels; at most RUNTAB_FILTER_MAX */
 } runtab_filter;
 
-#define RUNTAB_FILTER_INIT { NULL, 0, NULL, NULL, NULL, 0 }
+#define RUNTAB_FILTER_INIT { NULL, 0, NULL, NULL, NULL, NULL, 0 }
 
 /* Lists the runs matching `f` (NULL = all runs), newest first (descending run id), at
  * most `limit` of them (>= 1). `before_run_id` NULL or "" starts from the newest run;

@@ -537,8 +537,8 @@ int sched_mode_parse(enum sched_mode *out, const char *s) {
 }
 
 /* Two runs are the same request when module and effective parameters match. */
-static int same_request(const sched_run *a, const char *module_id, char *const *params) {
-  if (strcmp(a->module_id, module_id) != 0) return 0;
+static int same_request(const sched_run *a, const char *module_id, const char *owner, char *const *params) {
+  if (strcmp(a->module_id, module_id) != 0 || strcmp(a->owner, owner) != 0) return 0;
   size_t n = 0;
   for (; params[n]; n++) {
     if (n >= a->n_parameters) return 0;
@@ -551,7 +551,7 @@ static int same_request(const sched_run *a, const char *module_id, char *const *
   return n == a->n_parameters;
 }
 
-int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_run **out,
+int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
                 char *err, size_t errlen) {
   const config *cfg = s->opts.cfg;
   const config_module *m = config_find_module(cfg, req->module_id);
@@ -575,12 +575,12 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_
   if (req->request_id[0]) {
     sched_run *prev = NULL;
     if (runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) == 0) {
-      int same = same_request(prev, m->id, params);
+      int same = same_request(prev, m->id, owner, params);
       config_argv_free(argv);
       free(cwd);
       config_argv_free(params);
       if (!same) {
-        snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module or parameters",
+        snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module, parameters or owner",
                  req->request_id, prev->run_id);
         prismq__runner__v1__run__free_unpacked(prev, NULL);
         return -EEXIST;
@@ -636,6 +636,7 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_
   pb->module_id = xstrdup(m->id);
   pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
   set_str(&pb->request_id, req->request_id);
+  set_str(&pb->owner, owner);
   size_t npar = 0;
   while (params[npar]) npar++;
   char **pk = xmalloc(npar * sizeof *pk), **pv = xmalloc(npar * sizeof *pv);
@@ -674,7 +675,8 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_
   }
   if (!tsearch(r, &s->index, run_cmp)) abort();
   queue_push(s, r);
-  LOG_INFO("run queued run_id=%s module_id=%s", pb->run_id, pb->module_id);
+  LOG_INFO("run queued run_id=%s module_id=%s owner=%s", pb->run_id, pb->module_id,
+           pb->owner[0] ? pb->owner : "anonymous");
   char run_id[ID_RUN_LEN + 1];
   memcpy(run_id, pb->run_id, sizeof run_id);
   pump(s);

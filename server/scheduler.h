@@ -76,16 +76,17 @@ void sched_shutdown(sched *s, uint32_t grace_ms, void (*on_idle)(void *arg), voi
  * without firing. Accepts NULL. */
 void sched_free(sched *s);
 
-/* Creates a run from `req` (module, parameters, labels, request_id, timeout_ms).
+/* Creates a run from `req` (module, parameters, labels, request_id, timeout_ms) for
+ * `owner` (the caller's identity, "" for anonymous; recorded as Run.owner).
  * Returns 0 for a new run or 1 when req->request_id names an existing run with the
- * same module and parameters (then that run is returned); *out is a copy the caller
+ * same module, parameters and owner (then that run is returned); *out is a copy the caller
  * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). Errors, *out untouched,
  * err filled: -ENOENT unknown module; -EINVAL a parameter is unknown, missing or does
- * not match; -EEXIST request_id used before for another module or other parameters;
+ * not match; -EEXIST request_id used before for another module, other parameters or owner;
  * -EAGAIN the queue is full (limits.max_queued) or the scheduler is shutting down;
  * -EIO the run table failed. A run that can start at once never counts against
  * max_queued. */
-int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, sched_run **out,
+int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
                 char *err, size_t errlen);
 
 /* Copies run `run_id` into *out (free as above). Returns 0 or -ENOENT. */

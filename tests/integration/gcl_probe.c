@@ -173,9 +173,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   gcl_conn *c = NULL;
-  int rc = gcl_conn_new(&c, base, argv[1], NULL);
+  char err[256] = "";
+  int rc = gcl_conn_new(&c, base, argv[1], NULL, err, sizeof err);
   if (rc < 0) {
-    fprintf(stderr, "gcl_probe: gcl_conn_new %s: %s\n", argv[1], strerror(-rc));
+    fprintf(stderr, "gcl_probe: gcl_conn_new %s: %s\n", argv[1], err[0] ? err : strerror(-rc));
     event_base_free(base);
     return 2;
   }

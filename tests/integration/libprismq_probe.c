@@ -28,7 +28,7 @@
  *                            and the GetRun line
  *   misuse                   wrong kind of client, NULL arguments (no server needed):
  *                            prints "ok"
- *   tls                      connect with a CA file set: prints the error
+ *   tls                      connect with a missing CA file: prints the error
  * Asynchronous API (on the probe's own event_base):
  *   async MODULE [K=V...]    health and ListModules, StartRun, then StreamOutput
  *                            (follow) and WaitRun together, then GetRun, ListRuns and
@@ -364,7 +364,7 @@ static int cmd_tls(void) {
     return check_failed("connected with TLS options");
   }
   printf("%s\n", prismq_strerror(rc));
-  return rc == -ENOTSUP && !c ? 0 : 1;
+  return rc == -EINVAL && !c ? 0 : 1;
 }
 
 /* ---- asynchronous ---- */

@@ -87,7 +87,10 @@ class ClientCoreTcp(ProbeCase):
     def test_bad_target(self):
         r = probe("no-such-host.invalid:80", "check")
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("Invalid argument", r.stderr)
+        self.assertIn("cannot resolve host no-such-host.invalid", r.stderr)
+        r = probe("http://127.0.0.1:80", "check")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("http://127.0.0.1:80", r.stderr)
 
     @unittest.skipUnless(VALGRIND, "valgrind not installed")
     @unittest.skipIf(_asan_build(), "an ASan build does not run under valgrind")

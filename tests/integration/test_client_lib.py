@@ -203,7 +203,7 @@ class BlockingApi(LibCase):
 
     def test_misuse_and_tls(self):
         self.assertEqual(self.ok("misuse"), "ok\n")
-        self.assertEqual(self.ok("tls"), "TLS is not supported yet\n")
+        self.assertRegex(self.ok("tls"), r"^cannot load the CA file ca\.pem: .*No such file or directory\n$")
 
     def test_target_from_environment(self):
         r = probe("-", "health", env={"PRISMQ_TARGET": self.server.addr})
@@ -219,7 +219,7 @@ class BlockingApi(LibCase):
     def test_bad_target(self):
         r = probe("no-such-host.invalid:80", "health")
         self.assertEqual(r.returncode, EXIT_CONNECT)
-        self.assertEqual(r.stderr.decode(), "connect: Invalid argument\n")
+        self.assertRegex(r.stderr.decode(), r"^connect: cannot resolve host no-such-host\.invalid: .+\n$")
 
 
 class AsyncApi(LibCase):

@@ -108,17 +108,20 @@ const char *prismq_code_name(int code);
 #define PRISMQ_NO_DEADLINE UINT32_MAX
 
 typedef struct prismq_client_opts {
-  /* "host:port" (host an IPv4 literal, "[IPv6 literal]" or "localhost"; other host
-   * names are not resolved) or "unix:/path/to/socket". NULL: the environment
-   * variable PRISMQ_TARGET if set and not empty, else "127.0.0.1:50051" (prismqd's
-   * default). Copied. */
+  /* The server, in gRPC's naming: "host:port", "dns:host:port", "ipv4:1.2.3.4:port",
+   * "ipv6:[::1]:port", "unix:path", "unix:///abs/path", "unix-abstract:name", or
+   * "tls://host:port" (TLS). A host name is resolved when connecting (getaddrinfo, which
+   * may block on DNS). NULL: the environment variable PRISMQ_TARGET if set and not
+   * empty, else "127.0.0.1:50051" (prismqd's default). Copied. */
   const char *target;
   /* Default deadline of each call in milliseconds; 0 or PRISMQ_NO_DEADLINE: none. */
   uint32_t deadline_ms;
-  /* Bound on establishing the connection, in milliseconds; 0: none. */
+  /* Bound on establishing the connection (and on the TLS handshake), in ms; 0: none. */
   uint32_t connect_timeout_ms;
-  /* TLS (PEM files, and the name to verify the server certificate against). Not
-   * supported yet: if any is set, connecting fails with -ENOTSUP. */
+  /* TLS, used when the target is "tls://..." or any of these is set. PEM files: the CAs
+   * to verify the server with (NULL: the system's), a client certificate and its key
+   * (for servers that ask for one), and the name the server certificate must match
+   * (NULL: the target's host; an IP address is matched against the IP SANs). */
   const char *ca_file;
   const char *cert_file;
   const char *key_file;
@@ -130,8 +133,9 @@ typedef struct prismq_client_opts {
 /* Creates a blocking client and starts connecting (see "Connecting is lazy" above).
  * `opts` may be NULL for PRISMQ_CLIENT_OPTS_INIT.
  * Returns 0 and sets *out (free with prismq_client_free); or, *out untouched:
- *   -EINVAL   the target is malformed (or out is NULL),
- *   -ENOTSUP  a TLS option is set: TLS is not supported yet,
+ *   -EINVAL   the target is malformed (or out is NULL), or a TLS file cannot be
+ *             loaded (prismq_strerror then says which and why),
+ *   -EHOSTUNREACH  the target's host name does not resolve,
  *   -ENOMEM   out of memory,
  *   another negative errno from socket(2) or eventfd(2) (e.g. -EMFILE).
  * prismq_strerror() turns these into text. */
@@ -171,8 +175,10 @@ void prismq_client_free(prismq_client *c);
  * and can cancel by other means, e.g. a stream's on_chunk returning non-zero). */
 int prismq_client_interrupt(prismq_client *c);
 
-/* A message for a negative errno returned by this library: "TLS is not supported
- * yet" for -ENOTSUP, else strerror's text. */
+/* A message for a negative errno returned by this library: strerror's text, or, for
+ * the code the last failed connect of the calling thread returned, its reason when
+ * errno alone cannot say (e.g. "cannot load the CA file ca.pem: No such file or
+ * directory"). The string is valid until the thread's next connect. */
 const char *prismq_strerror(int rc);
 
 /* Frees a Run returned by this library; the same as

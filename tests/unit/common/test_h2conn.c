@@ -56,6 +56,7 @@ struct side {
 struct fx {
   struct event_base *base;
   struct side srv, cli;
+  struct bufferevent *cli_bev; /* the client's end of a bufferevent pair (owned by its conn) */
   struct event *guard;
   int timed_out;
   /* What the server application does. */
@@ -244,9 +245,13 @@ static void settle(struct fx *f) {
 /* Connects both roles; `sopts` may be NULL for the defaults. */
 static void connect_pair(struct fx *f, const h2conn_opts *sopts) {
   struct bufferevent *pair[2];
+  conn *s, *c;
   assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
-  assert_int_equal(h2conn_new(&f->srv.h2, pair[0], H2CONN_SERVER, sopts, &cbs, f), 0);
-  assert_int_equal(h2conn_new(&f->cli.h2, pair[1], H2CONN_CLIENT, NULL, &cbs, f), 0);
+  assert_int_equal(conn_new_bufferevent(&s, pair[0]), 0);
+  assert_int_equal(conn_new_bufferevent(&c, pair[1]), 0);
+  f->cli_bev = pair[1];
+  assert_int_equal(h2conn_new(&f->srv.h2, s, H2CONN_SERVER, sopts, &cbs, f), 0);
+  assert_int_equal(h2conn_new(&f->cli.h2, c, H2CONN_CLIENT, NULL, &cbs, f), 0);
 }
 
 static int setup(void **state) {
@@ -410,7 +415,7 @@ static void test_api_errors(void **state) {
   assert_int_equal(h2conn_stream_end(f->srv.h2, 5, NULL, 0), -ENOENT);
   h2conn_stream_resume(f->srv.h2, 5);
   h2conn_stream_reset(f->srv.h2, 5, NGHTTP2_CANCEL);
-  assert_non_null(h2conn_bufferevent(f->srv.h2));
+  assert_non_null(h2conn_conn(f->srv.h2));
   h2conn_free(NULL);
   h2conn_close(NULL);
   h2conn_shutdown(NULL);
@@ -470,7 +475,7 @@ static void test_peer_eof_closes_streams(void **state) {
   struct rec *c = open_stream(f, "/eof", 1, NULL, 0);
   RUN_UNTIL(f, f->srv.nrecs == 1 && f->srv.recs[0].headers_done);
   /* The client's socket goes away under it. */
-  assert_int_equal(bufferevent_flush(h2conn_bufferevent(f->cli.h2), EV_WRITE, BEV_FINISHED), 0);
+  assert_int_equal(bufferevent_flush(f->cli_bev, EV_WRITE, BEV_FINISHED), 0);
   RUN_UNTIL(f, f->srv.conn_closes);
   assert_int_equal(f->srv.recs[0].closes, 1);
   assert_int_equal(f->srv.recs[0].close_code, NGHTTP2_CANCEL);
@@ -586,9 +591,9 @@ static void connect_sockets(struct fx *f, int small_buffers) {
     assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &n, sizeof n), 0);
     assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &n, sizeof n), 0);
   }
-  struct bufferevent *s = bufferevent_socket_new(f->base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-  struct bufferevent *c = bufferevent_socket_new(f->base, sv[1], BEV_OPT_CLOSE_ON_FREE);
-  assert_true(s && c);
+  conn *s, *c;
+  assert_int_equal(conn_new_socket(&s, f->base, sv[0], NULL), 0);
+  assert_int_equal(conn_new_socket(&c, f->base, sv[1], NULL), 0);
   assert_int_equal(h2conn_new(&f->srv.h2, s, H2CONN_SERVER, NULL, &cbs, f), 0);
   assert_int_equal(h2conn_new(&f->cli.h2, c, H2CONN_CLIENT, NULL, &cbs, f), 0);
 }
@@ -699,8 +704,7 @@ static void test_file_released_on_reset(void **state) {
   add_mem(f, s->sid, 'N', 100, want);
   add_file(f, s->sid, segment(f, 1, FILE_SIZE - 1, 0), 1, FILE_SIZE - 1, want);
   add_file(f, s->sid, segment(f, 0, FILE_SIZE, 1), 0, FILE_SIZE, want);
-  struct evbuffer *sout = bufferevent_get_output(h2conn_bufferevent(f->srv.h2));
-  RUN_UNTIL(f, evbuffer_get_length(sout) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
+  RUN_UNTIL(f, h2conn_output_pending(f->srv.h2) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
   assert_true(h2conn_stream_pending(f->srv.h2, s->sid) < evbuffer_get_length(want));
   h2conn_stream_reset(f->srv.h2, s->sid, NGHTTP2_CANCEL);
   settle(f);
@@ -739,8 +743,7 @@ static void file_released_on_free(struct fx *f) {
   h2conn_pause_input(f->cli.h2, 1);
   add_file(f, s->sid, segment(f, 3, FILE_SIZE - 3, 0), 3, FILE_SIZE - 3, want);
   add_mem(f, s->sid, 'Z', 10, want);
-  struct evbuffer *sout = bufferevent_get_output(h2conn_bufferevent(f->srv.h2));
-  RUN_UNTIL(f, evbuffer_get_length(sout) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
+  RUN_UNTIL(f, h2conn_output_pending(f->srv.h2) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
   assert_true(h2conn_stream_pending(f->srv.h2, s->sid) < evbuffer_get_length(want));
   assert_int_equal(f->released[0], 0);
   h2conn_free(f->srv.h2);

@@ -278,7 +278,9 @@ static void client_connect(struct fx *f, uint32_t window, int flags) {
   f->sbev = pair[0];
   bufferevent_setcb(f->cbev, client_read_cb, NULL, NULL, f);
   bufferevent_enable(f->cbev, EV_READ | EV_WRITE);
-  assert_int_equal(call_server_accept(f->srv, pair[0]), 0);
+  conn *sc;
+  assert_int_equal(conn_new_bufferevent(&sc, pair[0]), 0);
+  assert_int_equal(call_server_accept(f->srv, sc), 0);
   if (flags & CL_RAW) return;
 
   nghttp2_session_callbacks *cb;
@@ -554,12 +556,12 @@ static void on_idle(void *arg) { ((struct fx *)arg)->idle++; }
 
 static void server_start(struct fx *f, const call_server_opts *opts) {
   assert_int_equal(call_server_new(&f->srv, f->base, opts), 0);
-  assert_int_equal(call_server_add(f->srv, P_ECHO, echo_handler, f), 0);
-  assert_int_equal(call_server_add(f->srv, P_PB, pb_handler, f), 0);
-  assert_int_equal(call_server_add(f->srv, P_FAIL, fail_handler, f), 0);
-  assert_int_equal(call_server_add(f->srv, P_HANG, hang_handler, f), 0);
-  assert_int_equal(call_server_add(f->srv, P_STREAM, stream_handler, f), 0);
-  assert_int_equal(call_server_add(f->srv, P_DIRTY, dirty_handler, f), 0);
+  assert_int_equal(call_server_add(f->srv, P_ECHO, echo_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_PB, pb_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_FAIL, fail_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_HANG, hang_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_STREAM, stream_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_DIRTY, dirty_handler, f, 0), 0);
 }
 
 static int setup(void **state) {
@@ -657,7 +659,7 @@ static void test_dispatch_table(void **state) {
                                       "/m.Svc/GetAll", "/b", "/a.S/N"};
   for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
     call_handler_fn fn = i % 2 ? echo_handler : fail_handler;
-    assert_int_equal(call_server_add(s, paths[i], fn, (void *)(uintptr_t)(i + 1)), 0);
+    assert_int_equal(call_server_add(s, paths[i], fn, (void *)(uintptr_t)(i + 1), 0), 0);
   }
   for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
     void *svc = NULL;
@@ -681,7 +683,7 @@ static void test_dispatch_table(void **state) {
   assert_ptr_equal(call_server_lookup(s, "/a.S/MMXYZ", 6, &svc), fail_handler);
   assert_ptr_equal(svc, (void *)(uintptr_t)3);
   /* A duplicate is refused and does not replace the first. */
-  assert_int_equal(call_server_add(s, "/a.S/M", echo_handler, NULL), -EEXIST);
+  assert_int_equal(call_server_add(s, "/a.S/M", echo_handler, NULL, 0), -EEXIST);
   assert_ptr_equal(call_server_lookup(s, "/a.S/M", 6, &svc), fail_handler);
   assert_ptr_equal(svc, (void *)(uintptr_t)3);
   call_server_free(s);
@@ -1409,10 +1411,12 @@ static void test_shutdown_running_call(void **state) {
   assert_int_equal(f->cancels, 2);
   assert_int_equal(call_server_live_conns(f->srv), 0);
   assert_int_equal(call_server_live_calls(f->srv), 0);
-  /* New connections are refused (and their bufferevent freed). */
+  /* New connections are refused (and their transport freed). */
   struct bufferevent *pair[2];
+  conn *sc;
   assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
-  assert_true(call_server_accept(f->srv, pair[0]) < 0);
+  assert_int_equal(conn_new_bufferevent(&sc, pair[0]), 0);
+  assert_true(call_server_accept(f->srv, sc) < 0);
   bufferevent_free(pair[1]);
 }
 

@@ -1,5 +1,6 @@
 /* Unit tests for server/config: loading (every field, defaults, each class of error
- * with its line), the built-in configuration, and rendering a run request. */
+ * with its line; TLS, unix socket permissions and authz rules too), the built-in
+ * configuration, and rendering a run request. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "authz.h"
 #include "config.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -132,6 +134,24 @@ static void test_example_loads_all_fields(void **state)
   config_free(c);
 }
 
+/* No tls, unix_socket, authz or allow_insecure_remote given. */
+static void assert_security_defaults(const config *c)
+{
+  assert_false(c->allow_insecure_remote);
+  assert_false(c->has_tls);
+  assert_null(c->tls.cert);
+  assert_null(c->tls.key);
+  assert_null(c->tls.client_ca);
+  assert_null(c->tls.crl);
+  assert_false(c->tls.require_client_cert);
+  assert_int_equal(c->tls.handshake_timeout_ms, 10000);
+  assert_int_equal(c->unix_mode, 0600);
+  assert_null(c->unix_group);
+  assert_false(c->has_authz);
+  assert_null(c->authz);
+  assert_int_equal(c->nauthz, 0);
+}
+
 static void test_defaults(void **state)
 {
   (void)state;
@@ -152,6 +172,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->limits.max_connections, 10000);
     assert_true(c->limits.output_max_bytes == (uint64_t)1 << 30);
     assert_int_equal(c->nmodules, 0);
+    assert_security_defaults(c);
     config_free(c);
   }
 }
@@ -188,6 +209,133 @@ static void test_scalars(void **state)
   config_free(c);
 }
 
+static void test_tls(void **state)
+{
+  (void)state;
+  config *c = load_ok("allow_insecure_remote: true\n"
+                      "tls:\n"
+                      "  cert: /etc/prismq/server.pem\n"
+                      "  key: /etc/prismq/server.key\n"
+                      "  client_ca: /etc/prismq/ca.pem\n"
+                      "  require_client_cert: true\n"
+                      "  crl: /etc/prismq/crl.pem\n"
+                      "  handshake_timeout_ms: 600000\n");
+
+  assert_true(c->allow_insecure_remote);
+  assert_true(c->has_tls);
+  assert_string_equal(c->tls.cert, "/etc/prismq/server.pem");
+  assert_string_equal(c->tls.key, "/etc/prismq/server.key");
+  assert_string_equal(c->tls.client_ca, "/etc/prismq/ca.pem");
+  assert_string_equal(c->tls.crl, "/etc/prismq/crl.pem");
+  assert_true(c->tls.require_client_cert);
+  assert_int_equal(c->tls.handshake_timeout_ms, 600000);
+  assert_false(c->has_authz);
+  config_free(c);
+
+  /* The least a tls section needs; the files are not opened at load. */
+  c = load_ok("allow_insecure_remote: False\n"
+              "tls: {cert: /nonexistent/c.pem, key: k.pem, handshake_timeout_ms: 1,\n"
+              "      require_client_cert: false}\n");
+  assert_false(c->allow_insecure_remote);
+  assert_true(c->has_tls);
+  assert_string_equal(c->tls.cert, "/nonexistent/c.pem");
+  assert_string_equal(c->tls.key, "k.pem");
+  assert_null(c->tls.client_ca);
+  assert_null(c->tls.crl);
+  assert_false(c->tls.require_client_cert);
+  assert_int_equal(c->tls.handshake_timeout_ms, 1);
+  config_free(c);
+
+  /* A client_ca alone verifies certificates that are offered without requiring one. */
+  c = load_ok("tls: {cert: c, key: k, client_ca: ca}\n");
+  assert_string_equal(c->tls.client_ca, "ca");
+  assert_false(c->tls.require_client_cert);
+  assert_int_equal(c->tls.handshake_timeout_ms, 10000);
+  config_free(c);
+}
+
+static void test_unix_socket(void **state)
+{
+  (void)state;
+  /* Octal whatever the style; the leading 0 is optional. */
+  static const struct {
+    const char *yaml;
+    uint32_t mode;
+  } modes[] = {
+      {"unix_socket: {mode: 0660}\n", 0660},     {"unix_socket: {mode: \"0660\"}\n", 0660},
+      {"unix_socket: {mode: '0750'}\n", 0750},   {"unix_socket: {mode: 660}\n", 0660},
+      {"unix_socket: {mode: 0}\n", 0},           {"unix_socket: {mode: 0000}\n", 0},
+      {"unix_socket: {mode: 0777}\n", 0777},     {"unix_socket: {mode: 00600}\n", 0600},
+      {"unix_socket: {}\n", 0600},               {"unix_socket: {group: g}\n", 0600},
+  };
+
+  for (size_t i = 0; i < ARRAY_LEN(modes); i++) {
+    config *c = load_ok(modes[i].yaml);
+
+    if (c->unix_mode != modes[i].mode)
+      fail_msg("case %zu: mode %o, want %o", i, c->unix_mode, modes[i].mode);
+    config_free(c);
+  }
+
+  config *c = load_ok("unix_socket:\n  mode: \"0660\"\n  group: prismq\n");
+
+  assert_int_equal(c->unix_mode, 0660);
+  assert_string_equal(c->unix_group, "prismq");
+  config_free(c);
+  /* A numeric gid stays a string: prismqd tells the two apart. */
+  c = load_ok("unix_socket: {group: 1000}\n");
+  assert_string_equal(c->unix_group, "1000");
+  assert_int_equal(c->unix_mode, 0600);
+  config_free(c);
+}
+
+static void test_authz_rules(void **state)
+{
+  (void)state;
+  config *c = load_ok("authz:\n"
+                      "  - identity: \"spiffe://prismq/ops/*\"\n"
+                      "    modules: [\"*\"]\n"
+                      "    roles: [read, read_all, cancel_any, admin]\n"
+                      "  - identity: CN=ci\n"
+                      "    modules: [emit, \"build-*\"]\n"
+                      "    roles: [read, read]\n"
+                      "  - identity: \"*\"\n"
+                      "  - identity: x\n"
+                      "    modules: []\n"
+                      "    roles: []\n");
+  const config_authz_rule *r = c->authz;
+
+  assert_true(c->has_authz);
+  assert_int_equal(c->nauthz, 4);
+  assert_string_equal(r[0].identity, "spiffe://prismq/ops/*");
+  assert_int_equal(r[0].nmodules, 1);
+  assert_strv(r[0].modules, (const char *[]){"*"}, 1);
+  assert_int_equal(r[0].roles, AUTHZ_READ | AUTHZ_READ_ALL | AUTHZ_CANCEL_ANY | AUTHZ_ADMIN);
+  assert_string_equal(r[1].identity, "CN=ci");
+  assert_int_equal(r[1].nmodules, 2);
+  assert_strv(r[1].modules, (const char *[]){"emit", "build-*"}, 2);
+  assert_int_equal(r[1].roles, AUTHZ_READ);
+  /* Neither modules nor roles: an empty (but NULL-terminated) list and no roles. */
+  for (size_t i = 2; i < 4; i++) {
+    assert_int_equal(r[i].nmodules, 0);
+    assert_non_null(r[i].modules);
+    assert_null(r[i].modules[0]);
+    assert_int_equal(r[i].roles, 0);
+  }
+  assert_false(c->has_tls);
+  config_free(c);
+
+  /* An authz key with no rules is still an authz section. */
+  static const char *const empty[] = {"authz: []\n", "authz:\n", "authz: ~\n"};
+
+  for (size_t i = 0; i < ARRAY_LEN(empty); i++) {
+    c = load_ok(empty[i]);
+    assert_true(c->has_authz);
+    assert_int_equal(c->nauthz, 0);
+    config_free(c);
+  }
+}
+
 static void test_default_config(void **state)
 {
   (void)state;
@@ -208,6 +356,7 @@ static void test_default_config(void **state)
   assert_string_equal(c->data_dir, "./var");
   assert_int_equal(c->limits.max_concurrent, 8);
   assert_int_equal(c->nmodules, ARRAY_LEN(want));
+  assert_security_defaults(c);
   for (size_t i = 0; i < ARRAY_LEN(want); i++) {
     const config_module *m = config_find_module(c, want[i].id);
     char **argv = NULL, *cwd = SENTINEL;
@@ -267,7 +416,7 @@ static const struct {
     /* Unknown keys, at each level. */
     {"listen: [\"tcp://127.0.0.1:1\"]\nlisen: [x]\n",
      "t.yaml:2: top level: unknown key \"lisen\" (expected one of: listen, data_dir, limits, "
-     "modules)"},
+     "modules, allow_insecure_remote, tls, unix_socket, authz)"},
     {"limits:\n  max_concurent: 3\n",
      "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
      "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
@@ -408,6 +557,97 @@ static const struct {
     {"modules:\n  - id: a\n    argv: [echo, \"{p}\"]\n    parameters: [{name: p}]\n",
      "t.yaml:3: modules[0].argv[1]: placeholder {p} may have no value: parameter \"p\" is "
      "optional and has no default"},
+
+    /* TLS. */
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  ca: ca.pem\n",
+     "t.yaml:4: tls: unknown key \"ca\" (expected one of: cert, key, client_ca, crl, "
+     "require_client_cert, handshake_timeout_ms)"},
+    {"tls: /etc/prismq\n", "t.yaml:1: tls must be a mapping"},
+    {"tls:\n", "t.yaml:1: tls must be a mapping"},
+    {"tls: {}\n", "t.yaml:1: tls needs cert and key"},
+    {"data_dir: x\ntls:\n  client_ca: ca.pem\n", "t.yaml:3: tls needs cert and key"},
+    {"tls:\n  client_ca: ca.pem\n  cert: c.pem\n",
+     "t.yaml:3: tls.cert is given without tls.key (tls needs cert and key)"},
+    {"tls:\n  key: k.pem\n",
+     "t.yaml:2: tls.key is given without tls.cert (tls needs cert and key)"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  require_client_cert: true\n",
+     "t.yaml:4: tls.require_client_cert: true needs tls.client_ca"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  crl: crl.pem\n",
+     "t.yaml:4: tls.crl needs tls.client_ca (it checks client certificates)"},
+    {"tls:\n  cert: c.pem\n  key: \"\"\n", "t.yaml:3: tls.key must be a non-empty string"},
+    {"tls:\n  cert: [c.pem]\n  key: k.pem\n", "t.yaml:2: tls.cert must be a non-empty string"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  client_ca:\n",
+     "t.yaml:4: tls.client_ca must be a non-empty string"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  require_client_cert: yes\n",
+     "t.yaml:4: tls.require_client_cert must be true or false"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  handshake_timeout_ms: 0\n",
+     "t.yaml:4: tls.handshake_timeout_ms must be an integer from 1 to 600000"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  handshake_timeout_ms: 600001\n",
+     "t.yaml:4: tls.handshake_timeout_ms must be an integer from 1 to 600000"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  handshake_timeout_ms: 10s\n",
+     "t.yaml:4: tls.handshake_timeout_ms must be an integer from 1 to 600000"},
+    {"tls:\n  cert: c.pem\n  key: k.pem\n  handshake_timeout_ms: -1\n",
+     "t.yaml:4: tls.handshake_timeout_ms must be an integer from 1 to 600000"},
+    {"allow_insecure_remote: 1\n", "t.yaml:1: allow_insecure_remote must be true or false"},
+    {"allow_insecure_remote: \"true\"\n",
+     "t.yaml:1: allow_insecure_remote must be true or false"},
+
+    /* unix_socket. */
+    {"unix_socket:\n  mode: \"0600\"\n  perms: 0600\n",
+     "t.yaml:3: unix_socket: unknown key \"perms\" (expected one of: mode, group)"},
+    {"unix_socket: 0600\n", "t.yaml:1: unix_socket must be a mapping"},
+    {"unix_socket: {mode: \"0800\"}\n",
+     "t.yaml:1: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: 01000\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: 0x1ff\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: -0600\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: rw-rw----\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: \"\"\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: [0600]\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: 00000000000000000000001000\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  mode: 7777777777777777777777777\n",
+     "t.yaml:2: unix_socket.mode must be octal permission bits from 0 to 0777, like \"0660\""},
+    {"unix_socket:\n  group: \"\"\n", "t.yaml:2: unix_socket.group must be a non-empty string"},
+    {"unix_socket:\n  group: ~\n", "t.yaml:2: unix_socket.group must be a non-empty string"},
+
+    /* authz. */
+    {"authz: {identity: a}\n", "t.yaml:1: authz must be a list of mappings"},
+    {"authz: a\n", "t.yaml:1: authz must be a list of mappings"},
+    {"authz:\n  - a\n", "t.yaml:2: authz[0] must be a mapping"},
+    {"authz:\n  - identity: a\n    role: [read]\n",
+     "t.yaml:3: authz[0]: unknown key \"role\" (expected one of: identity, modules, roles)"},
+    {"authz:\n  - identity: a\n  - roles: [read]\n",
+     "t.yaml:3: authz[1]: missing required key \"identity\""},
+    {"authz:\n  - identity: \"\"\n", "t.yaml:2: authz[0].identity must be a non-empty string"},
+    {"authz:\n  - identity:\n    roles: [read]\n",
+     "t.yaml:2: authz[0].identity must be a non-empty string"},
+    {"authz:\n  - identity: [a]\n", "t.yaml:2: authz[0].identity must be a non-empty string"},
+    {"authz:\n  - identity: a\n    roles: [read, Admin]\n",
+     "t.yaml:3: authz[0].roles[1]: unknown role \"Admin\" (expected one of: read, read_all, "
+     "cancel_any, admin)"},
+    {"authz:\n  - identity: a\n    roles:\n      - read\n      - start\n",
+     "t.yaml:5: authz[0].roles[1]: unknown role \"start\" (expected one of: read, read_all, "
+     "cancel_any, admin)"},
+    {"authz:\n  - identity: a\n    roles: [any]\n",
+     "t.yaml:3: authz[0].roles[0]: unknown role \"any\" (expected one of: read, read_all, "
+     "cancel_any, admin)"},
+    {"authz:\n  - identity: a\n    roles: read\n",
+     "t.yaml:3: authz[0].roles must be a list of role names"},
+    {"authz:\n  - identity: a\n    roles: [\"\"]\n",
+     "t.yaml:3: authz[0].roles[0] must be a non-empty string"},
+    {"authz:\n  - identity: a\n    modules: \"*\"\n",
+     "t.yaml:3: authz[0].modules must be a list of strings"},
+    {"authz:\n  - identity: a\n    modules: [emit, \"\"]\n",
+     "t.yaml:3: authz[0].modules[1] must be a non-empty string"},
+    {"authz:\n  - identity: a\n    identity: b\n",
+     "t.yaml:3: authz[0]: duplicate key \"identity\""},
 
     /* YAML itself. */
     {"listen: [a,\ndata_dir: x\n",
@@ -715,6 +955,9 @@ int main(void)
       cmocka_unit_test(test_example_loads_all_fields),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_scalars),
+      cmocka_unit_test(test_tls),
+      cmocka_unit_test(test_unix_socket),
+      cmocka_unit_test(test_authz_rules),
       cmocka_unit_test(test_default_config),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_error_buffer),

@@ -146,6 +146,7 @@ static void test_round_trip_every_field(void **state) {
   b.run.user_cpu_ms = 11;
   b.run.sys_cpu_ms = 12;
   b.run.max_rss_kb = 13;
+  b.run.owner = "spiffe://example.org/ci";
   assert_int_equal(runtab_insert(t, &b.run), 0);
   assert_int_equal(runtab_count(t), 1);
 
@@ -177,6 +178,7 @@ static void test_round_trip_every_field(void **state) {
   assert_int_equal(got->sys_cpu_ms, 12);
   assert_int_equal(got->max_rss_kb, 13);
   assert_string_equal(got->request_id, "req-1");
+  assert_string_equal(got->owner, "spiffe://example.org/ci");
   prismq__runner__v1__run__free_unpacked(got, NULL);
 }
 
@@ -193,6 +195,7 @@ static void test_round_trip_zero_fields(void **state) {
   assert_string_equal(got->module_id, "");
   assert_string_equal(got->error_message, "");
   assert_string_equal(got->request_id, "");
+  assert_string_equal(got->owner, "");
   assert_int_equal(got->status, ST(UNSPECIFIED));
   assert_int_equal(got->n_parameters, 0);
   assert_int_equal(got->n_labels, 0);
@@ -207,7 +210,12 @@ static void test_round_trip_zero_fields(void **state) {
   assert_int_equal(runtab_get(t, n.id, &got), 0);
   assert_string_equal(got->module_id, "");
   assert_string_equal(got->request_id, "");
+  assert_string_equal(got->owner, "");
   prismq__runner__v1__run__free_unpacked(got, NULL);
+  /* Both are anonymous runs. */
+  const runtab_filter anonymous = {.owner = ""};
+  const char *want[] = {n.id, b.id};
+  expect_list(t, &anonymous, NULL, 10, want, 2, 0);
 }
 
 static void test_get_missing(void **state) {
@@ -350,12 +358,12 @@ static void test_get_by_request_id(void **state) {
 /* ---- list ---- */
 
 /* Six runs, oldest first:
- *   0: a QUEUED    team=x
- *   1: b RUNNING   team=x env=prod
- *   2: a COMPLETED env=prod
- *   3: a FAILED    team=x env=prod
- *   4: b COMPLETED team=y env=prod
- *   5: a COMPLETED team=x env=dev */
+ *   0: a QUEUED    team=x          owner alice
+ *   1: b RUNNING   team=x env=prod owner "" (anonymous)
+ *   2: a COMPLETED env=prod        owner bob
+ *   3: a FAILED    team=x env=prod owner alice
+ *   4: b COMPLETED team=y env=prod owner alice
+ *   5: a COMPLETED team=x env=dev  owner "" */
 struct fixture {
   runtab *t;
   struct run_buf r[6];
@@ -377,6 +385,8 @@ static int setup_fixture(void **state) {
   run_init(&fx->r[3], "a", ST(FAILED), "", l3, ARRAY_LEN(l3));
   run_init(&fx->r[4], "b", ST(COMPLETED), "", l4, ARRAY_LEN(l4));
   run_init(&fx->r[5], "a", ST(COMPLETED), "", l5, ARRAY_LEN(l5));
+  static const char *const owners[] = {"alice", "", "bob", "alice", "alice", ""};
+  for (size_t i = 0; i < ARRAY_LEN(owners); i++) fx->r[i].run.owner = (char *)owners[i];
   /* Inserted out of order: the listing order must come from the ids alone. */
   static const int order[] = {3, 0, 5, 1, 4, 2};
   for (size_t i = 0; i < ARRAY_LEN(order); i++)
@@ -484,6 +494,92 @@ static void test_list_filter_combined(void **state) {
   expect_idx(fx, &g, want_g, 1);
 }
 
+static void test_list_filter_owner(void **state) {
+  struct fixture *fx = *state;
+  runtab_filter f = RUNTAB_FILTER_INIT;
+  f.owner = "alice";
+  static const int want_alice[] = {4, 3, 0};
+  expect_idx(fx, &f, want_alice, 3);
+  f.owner = "bob";
+  static const int want_bob[] = {2};
+  expect_idx(fx, &f, want_bob, 1);
+  f.owner = ""; /* unlike module_id, "" is a condition: anonymous runs only */
+  static const int want_anon[] = {5, 1};
+  expect_idx(fx, &f, want_anon, 2);
+  f.owner = NULL;
+  static const int all[] = {5, 4, 3, 2, 1, 0};
+  expect_idx(fx, &f, all, 6);
+  /* Equality, exactly: no case folding, no prefix. */
+  f.owner = "Alice";
+  expect_idx(fx, &f, NULL, 0);
+  f.owner = "ali";
+  expect_idx(fx, &f, NULL, 0);
+
+  /* The listing gives whole records, owner included. */
+  f.owner = "alice";
+  Run **runs = NULL;
+  size_t n = 0;
+  int more = 99;
+  assert_int_equal(runtab_list(fx->t, &f, NULL, 10, &runs, &n, &more), 0);
+  assert_int_equal(n, 3);
+  for (size_t i = 0; i < n; i++) assert_run_equal(runs[i], &fx->r[want_alice[i]].run);
+  runtab_list_free(runs, n);
+}
+
+/* The owner with each other condition; the same filters with and without an owner
+ * alternate, so a statement kept for one shape never answers the other. */
+static void test_list_filter_owner_combined(void **state) {
+  struct fixture *fx = *state;
+  static const char *const keys[] = {"team", "env"}, *const vals[] = {"x", "prod"};
+  static const int done[] = {ST(COMPLETED), ST(FAILED)};
+  for (int round = 0; round < 2; round++) {
+    runtab_filter f = {.statuses = done, .nstatuses = 2, .owner = "alice"};
+    static const int want_s[] = {4, 3};
+    expect_idx(fx, &f, want_s, 2);
+    f.owner = "";
+    static const int want_s_anon[] = {5};
+    expect_idx(fx, &f, want_s_anon, 1);
+    f.owner = NULL;
+    static const int want_s_any[] = {5, 4, 3, 2};
+    expect_idx(fx, &f, want_s_any, 4);
+
+    runtab_filter g = {.module_id = "a", .owner = "alice"};
+    static const int want_m[] = {3, 0};
+    expect_idx(fx, &g, want_m, 2);
+    g.owner = "";
+    static const int want_m_anon[] = {5};
+    expect_idx(fx, &g, want_m_anon, 1);
+    g.module_id = "b";
+    static const int want_b_anon[] = {1};
+    expect_idx(fx, &g, want_b_anon, 1);
+
+    runtab_filter h = {.owner = "alice", .label_keys = keys, .label_values = vals,
+                       .nlabels = 1};
+    static const int want_l[] = {3, 0};
+    expect_idx(fx, &h, want_l, 2);
+    h.nlabels = 2;
+    static const int want_l2[] = {3};
+    expect_idx(fx, &h, want_l2, 1);
+    h.owner = ""; /* 1 has both labels and no owner */
+    static const int want_l2_anon[] = {1};
+    expect_idx(fx, &h, want_l2_anon, 1);
+    h.owner = NULL;
+    static const int want_l2_any[] = {3, 1};
+    expect_idx(fx, &h, want_l2_any, 2);
+
+    /* Every condition at once. */
+    runtab_filter all = {.statuses = done, .nstatuses = 2, .module_id = "a", .owner = "alice",
+                         .label_keys = keys, .label_values = vals, .nlabels = 2};
+    static const int want_all[] = {3};
+    expect_idx(fx, &all, want_all, 1);
+    all.owner = "bob"; /* 2 is bob's, done and a, but has no team label */
+    expect_idx(fx, &all, NULL, 0);
+    all.nlabels = 0;
+    static const int want_bob[] = {2};
+    expect_idx(fx, &all, want_bob, 1);
+  }
+}
+
 static void test_list_paging(void **state) {
   runtab *t = *state;
   struct run_buf r[5];
@@ -513,6 +609,44 @@ static void test_list_paging(void **state) {
   const char *p1[] = {r[4].id, r[2].id}, *p2[] = {r[0].id};
   expect_list(t, &even, NULL, 2, p1, 2, 1);
   expect_list(t, &even, r[2].id, 2, p2, 1, 0);
+}
+
+/* Paging by owner: each owner's runs exactly once, newest first, with runs of other
+ * owners in between; a cursor may be a run of another owner. */
+static void test_list_paging_owner(void **state) {
+  runtab *t = *state;
+  static const char *const owners[] = {"alice", "", "bob"};
+  enum { N = 9 };
+  struct run_buf r[N];
+  for (size_t i = 0; i < N; i++) {
+    run_init(&r[i], "m", ST(COMPLETED), "", NULL, 0);
+    r[i].run.owner = (char *)owners[i % 3];
+    assert_int_equal(runtab_insert(t, &r[i].run), 0);
+  }
+  for (size_t o = 0; o < ARRAY_LEN(owners); o++) {
+    const runtab_filter f = {.owner = owners[o]};
+    /* This owner's runs, newest first: o + 6, o + 3, o; pages of 2. */
+    const char *p1[] = {r[o + 6].id, r[o + 3].id}, *p2[] = {r[o].id};
+    expect_list(t, &f, NULL, 2, p1, 2, 1);
+    expect_list(t, &f, r[o + 3].id, 2, p2, 1, 0);
+    expect_list(t, &f, r[o].id, 2, NULL, 0, 0);
+    /* From the newest run, whoever owns it (r[8] is bob's). */
+    expect_list(t, &f, r[8].id, 1, o == 2 ? p1 + 1 : p1, 1, 1);
+  }
+  /* With a status too, still in order. */
+  static const int completed[] = {ST(COMPLETED)};
+  const runtab_filter g = {.statuses = completed, .nstatuses = 1, .owner = ""};
+  const char *anon[] = {r[7].id, r[4].id, r[1].id};
+  expect_list(t, &g, NULL, 3, anon, 3, 0);
+  expect_list(t, &g, r[7].id, 1, anon + 1, 1, 1);
+
+  /* An update keeps the owner column (it rewrites status and record only). */
+  r[4].run.status = ST(FAILED);
+  assert_int_equal(runtab_update(t, &r[4].run), 0);
+  const char *anon_after[] = {r[7].id, r[1].id};
+  expect_list(t, &g, NULL, 3, anon_after, 2, 0);
+  const runtab_filter any_anon = {.owner = ""};
+  expect_list(t, &any_anon, NULL, 3, anon, 3, 0);
 }
 
 static void test_list_cursor_gone(void **state) {
@@ -922,21 +1056,57 @@ static void test_open_not_a_database(void **state) {
   tmpdir_remove(&d);
 }
 
+/* ---- schema versions ---- */
+
+/* The schema version of this server (runtab.c's SCHEMA_VERSION). */
+#define SCHEMA_VERSION 2
+
+/* Returns the schema of the database file `path`, read with SQLite directly (the table
+ * must be closed): its user_version, then every table and index with its SQL, by name.
+ * Free with sqlite3_free. */
+static char *file_schema(const char *path) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_str *out = sqlite3_str_new(db);
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  sqlite3_str_appendf(out, "user_version %d\n", sqlite3_column_int(st, 0));
+  assert_int_equal(sqlite3_finalize(st), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT type, name, sql FROM sqlite_schema ORDER BY name",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW)
+    sqlite3_str_appendf(out, "%s %s: %s\n", sqlite3_column_text(st, 0),
+                        sqlite3_column_text(st, 1), sqlite3_column_text(st, 2));
+  assert_int_equal(sqlite3_finalize(st), SQLITE_OK);
+  char *schema = sqlite3_str_finish(out);
+  assert_non_null(schema);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  return schema;
+}
+
 static void test_open_newer_schema(void **state) {
   (void)state;
-  struct tmpdir d;
-  tmpdir_make(&d);
-  sqlite3 *db = NULL;
-  assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
-  assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  static const int versions[] = {SCHEMA_VERSION + 1, 99};
+  for (size_t i = 0; i < ARRAY_LEN(versions); i++) {
+    struct tmpdir d;
+    tmpdir_make(&d);
+    sqlite3 *db = NULL;
+    char sql[64], want[16];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", versions[i]);
+    assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
-  char err[256] = "";
-  runtab *t = NULL;
-  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), -ENOTSUP);
-  assert_null(t);
-  assert_non_null(strstr(err, "99"));
-  tmpdir_remove(&d);
+    char err[256] = "";
+    runtab *t = NULL;
+    assert_int_equal(runtab_open(&t, d.db, err, sizeof err), -ENOTSUP);
+    assert_null(t);
+    snprintf(want, sizeof want, "%d", versions[i]);
+    assert_non_null(strstr(err, want));
+    tmpdir_remove(&d);
+  }
 }
 
 /* A database made by this version carries its schema version, and opens again. */
@@ -948,20 +1118,198 @@ static void test_schema_version_recorded(void **state) {
   assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
   runtab_free(t);
 
-  sqlite3 *db = NULL;
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
-  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 1);
-  sqlite3_finalize(st);
-  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  char *schema = file_schema(d.db);
+  assert_true(strncmp(schema, "user_version 2\n", strlen("user_version 2\n")) == 0);
+  assert_non_null(strstr(schema, "owner TEXT NOT NULL DEFAULT ''"));
+  assert_non_null(strstr(schema, "CREATE INDEX runs_owner ON runs(owner, run_id)"));
+  sqlite3_free(schema);
 
   t = NULL;
   assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
   assert_int_equal(runtab_count(t), 0);
   runtab_free(t);
   runtab_free(NULL);
+  tmpdir_remove(&d);
+}
+
+/* Schema version 1 as runtab.c created it, a database file that a server before owners
+ * left behind: a fixture, never to be edited. */
+static const char v1_schema[] =
+    "CREATE TABLE runs(run_id TEXT PRIMARY KEY, request_id TEXT,"
+    " module_id TEXT NOT NULL, status INTEGER NOT NULL, created_at_ms INTEGER NOT NULL,"
+    " pb BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX runs_request ON runs(request_id) WHERE request_id IS NOT NULL;"
+    "CREATE INDEX runs_status ON runs(status, run_id);"
+    "CREATE INDEX runs_module ON runs(module_id, run_id);"
+    "CREATE TABLE run_labels(run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, key)) WITHOUT ROWID;"
+    "CREATE INDEX run_labels_kv ON run_labels(key, value);";
+
+/* Creates the version-1 database file `path` holding runs[0..n), written as version 1
+ * wrote them: the packed Run (no owner then), its index columns and its labels. */
+static void make_v1_db(const char *path, const struct run_buf *runs, size_t n) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *ins = NULL, *lab = NULL;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "INSERT INTO runs(run_id, request_id, module_id, status,"
+                                      " created_at_ms, pb) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                      -1, &ins, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "INSERT OR REPLACE INTO run_labels(run_id, key, value)"
+                                      " VALUES (?1, ?2, ?3)",
+                                      -1, &lab, NULL),
+                   SQLITE_OK);
+  for (size_t i = 0; i < n; i++) {
+    const Run *r = &runs[i].run;
+    assert_true(!r->owner || !*r->owner); /* version 1 knew of no owner */
+    size_t len = prismq__runner__v1__run__get_packed_size(r);
+    uint8_t *pb = malloc(len);
+    assert_non_null(pb);
+    prismq__runner__v1__run__pack(r, pb);
+    sqlite3_bind_text(ins, 1, r->run_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 2, *r->request_id ? r->request_id : NULL, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 3, r->module_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(ins, 4, r->status);
+    sqlite3_bind_int64(ins, 5, r->created_at_ms);
+    sqlite3_bind_blob64(ins, 6, pb, len, SQLITE_TRANSIENT);
+    free(pb);
+    assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+    assert_int_equal(sqlite3_reset(ins), SQLITE_OK);
+    for (size_t j = 0; j < r->n_labels; j++) {
+      sqlite3_bind_text(lab, 1, r->run_id, -1, SQLITE_STATIC);
+      sqlite3_bind_text(lab, 2, r->labels[j]->key, -1, SQLITE_STATIC);
+      sqlite3_bind_text(lab, 3, r->labels[j]->value, -1, SQLITE_STATIC);
+      assert_int_equal(sqlite3_step(lab), SQLITE_DONE);
+      assert_int_equal(sqlite3_reset(lab), SQLITE_OK);
+    }
+  }
+  assert_int_equal(sqlite3_finalize(ins), SQLITE_OK);
+  assert_int_equal(sqlite3_finalize(lab), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A version-1 file is upgraded in place when opened: its runs are kept, are anonymous
+ * (owner ""), and every lookup and filter still finds them; new runs have owners; the
+ * file ends up with the same schema as a new one. */
+static void test_open_upgrades_v1(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  static const struct kv labels[] = {{"team", "x"}};
+  struct run_buf r[3];
+  run_init(&r[0], "emit", ST(COMPLETED), "req-a", labels, ARRAY_LEN(labels));
+  r[0].run.exit_code = 3;
+  r[0].run.created_at_ms = 1700000000001;
+  r[0].run.error_message = "exit status 3";
+  run_init(&r[1], "m", ST(RUNNING), "", NULL, 0);
+  make_v1_db(d.db, r, 2);
+
+  char err[256] = "";
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  assert_int_equal(runtab_count(t), 2);
+  assert_stored(t, &r[0]);
+  assert_stored(t, &r[1]);
+  Run *got = NULL;
+  assert_int_equal(runtab_get_by_request_id(t, "req-a", &got), 0);
+  assert_run_equal(got, &r[0].run);
+  assert_string_equal(got->owner, "");
+  prismq__runner__v1__run__free_unpacked(got, NULL);
+
+  const char *both[] = {r[1].id, r[0].id};
+  runtab_filter anon = {.owner = ""};
+  expect_list(t, &anon, NULL, 10, both, 2, 0);
+  expect_list(t, NULL, NULL, 10, both, 2, 0);
+  static const char *const k[] = {"team"}, *const v[] = {"x"};
+  const runtab_filter anon_team = {.owner = "", .label_keys = k, .label_values = v, .nlabels = 1};
+  expect_list(t, &anon_team, NULL, 10, both + 1, 1, 0);
+  static const int running[] = {ST(RUNNING)};
+  const runtab_filter anon_running = {.statuses = running, .nstatuses = 1, .owner = ""};
+  expect_list(t, &anon_running, NULL, 10, both, 1, 0);
+  const runtab_filter alice = {.owner = "alice"};
+  expect_list(t, &alice, NULL, 10, NULL, 0, 0);
+
+  /* Old runs still update; new runs carry their owner; request ids stay unique. */
+  r[1].run.status = ST(COMPLETED);
+  assert_int_equal(runtab_update(t, &r[1].run), 0);
+  assert_stored(t, &r[1]);
+  run_init(&r[2], "m", ST(QUEUED), "req-a", NULL, 0);
+  r[2].run.owner = "alice";
+  assert_int_equal(runtab_insert(t, &r[2].run), -EEXIST);
+  r[2].run.request_id = "req-c";
+  assert_int_equal(runtab_insert(t, &r[2].run), 0);
+  const char *alices[] = {r[2].id}, *all[] = {r[2].id, r[1].id, r[0].id};
+  expect_list(t, &alice, NULL, 10, alices, 1, 0);
+  expect_list(t, &anon, NULL, 10, both, 2, 0);
+  expect_list(t, NULL, NULL, 10, all, 3, 0);
+  runtab_free(t);
+
+  /* Same schema as a new file, and it opens again as it is. */
+  struct tmpdir fresh;
+  tmpdir_make(&fresh);
+  t = NULL;
+  assert_int_equal(runtab_open(&t, fresh.db, NULL, 0), 0);
+  runtab_free(t);
+  char *upgraded = file_schema(d.db), *created = file_schema(fresh.db);
+  assert_string_equal(upgraded, created);
+  sqlite3_free(upgraded);
+  sqlite3_free(created);
+  tmpdir_remove(&fresh);
+  t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
+  assert_int_equal(runtab_count(t), 3);
+  assert_stored(t, &r[0]);
+  assert_stored(t, &r[2]);
+  expect_list(t, &alice, NULL, 10, alices, 1, 0);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
+/* An upgrade is all or nothing: when a step fails (here its index name is taken), the
+ * open fails with the reason and the file is left exactly as it was, still version 1;
+ * once the clash is gone, the upgrade goes through and the runs are all there. */
+static void test_open_upgrade_fails_whole(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  struct run_buf r;
+  run_init(&r, "m", ST(COMPLETED), "req-a", NULL, 0);
+  make_v1_db(d.db, &r, 1);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "CREATE INDEX runs_owner ON runs(module_id)", NULL, NULL, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  char *before = file_schema(d.db);
+
+  char err[256] = "";
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), -EIO);
+  assert_null(t);
+  assert_non_null(strstr(err, d.db));
+  assert_non_null(strstr(err, "runs_owner"));
+  char *after = file_schema(d.db); /* no owner column: the ALTER TABLE was undone too */
+  assert_string_equal(after, before);
+  sqlite3_free(after);
+  sqlite3_free(before);
+
+  db = NULL;
+  assert_int_equal(sqlite3_open(d.db, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "DROP INDEX runs_owner", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  assert_int_equal(runtab_open(&t, d.db, err, sizeof err), 0);
+  assert_stored(t, &r);
+  const runtab_filter anon = {.owner = ""};
+  const char *want[] = {r.id};
+  expect_list(t, &anon, NULL, 10, want, 1, 0);
+  runtab_free(t);
   tmpdir_remove(&d);
 }
 
@@ -982,7 +1330,10 @@ int main(void) {
       FIX(test_list_filter_module),
       FIX(test_list_filter_labels),
       FIX(test_list_filter_combined),
+      FIX(test_list_filter_owner),
+      FIX(test_list_filter_owner_combined),
       MEM(test_list_paging),
+      MEM(test_list_paging_owner),
       MEM(test_list_cursor_gone),
       MEM(test_list_invalid),
       FIX(test_list_many_shapes),
@@ -996,6 +1347,8 @@ int main(void) {
       cmocka_unit_test(test_open_not_a_database),
       cmocka_unit_test(test_open_newer_schema),
       cmocka_unit_test(test_schema_version_recorded),
+      cmocka_unit_test(test_open_upgrades_v1),
+      cmocka_unit_test(test_open_upgrade_fails_whole),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
