@@ -72,6 +72,7 @@ struct h2conn {
   unsigned read_held : 1; /* reading paused while output is over the high-water mark */
   unsigned read_paused : 1; /* reading paused by the user (h2conn_pause_input) */
   unsigned file_tail : 1; /* the output may end with a file chain (out_add) */
+  unsigned write_wait : 1; /* the transport was full: on_conn_write comes when it takes more */
 };
 
 static void *xcalloc(size_t n, size_t size) {
@@ -431,13 +432,16 @@ static int process_input(h2conn *c) {
  * event, waking up for it and disarming it again (two epoll_ctl and one epoll_wait per
  * call). */
 static void write_now(h2conn *c) {
-  if (evbuffer_get_length(c->out) == 0) return;
+  if (c->write_wait || evbuffer_get_length(c->out) == 0) return;
   if (conn_write(c->conn, c->out) < 0) {
     LOG_DEBUG("h2: %s", conn_error(c->conn));
     c->closing = 1;
     return;
   }
-  if (evbuffer_get_length(c->out) > 0) conn_want_write(c->conn);
+  if (evbuffer_get_length(c->out) > 0) {
+    c->write_wait = 1;
+    conn_want_write(c->conn);
+  }
 }
 
 /* Sends what nghttp2 has, tells users whose output drained, and closes the
@@ -514,6 +518,7 @@ static void output_went(h2conn *c) {
 static void on_conn_write(conn *cn, void *arg) {
   (void)cn;
   h2conn *c = arg;
+  c->write_wait = 0;
   write_now(c);
   if (c->closing) {
     schedule_flush(c);

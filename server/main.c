@@ -46,15 +46,89 @@ struct server {
   int calls_idle, runs_idle;
 };
 
+/* What the command line asks for. */
+struct cmdline {
+  const char *listen_urls[MAX_LISTEN];
+  size_t nlisten;
+  const char *level, *config_path, *data_dir;
+  const char *tls_cert, *tls_key, *tls_client_ca; /* replace the config's tls: files */
+};
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: prismqd [--config FILE] [--listen URL]... [--data-dir DIR] [--log-level LEVEL]\n"
+          "               [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
           "  --config FILE     YAML configuration (default: the built-in demo configuration)\n"
           "  --listen URL      tcp://HOST:PORT, tls://HOST:PORT, unix:///path, unix-abstract:NAME\n"
           "                    (repeatable; replaces the config's)\n"
           "  --data-dir DIR    where runs.db and run output go (replaces the config's)\n"
           "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
+          "  --tls-cert FILE, --tls-key FILE, --tls-client-ca FILE\n"
+          "                    replace the config's tls.cert, tls.key, tls.client_ca\n"
           "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
+}
+
+/* Parses argv into *cl. Returns -1 to go on, else the exit status. */
+static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},    {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},    {"log-level", required_argument, NULL, 'L'},
+      {"tls-cert", required_argument, NULL, 'C'},  {"tls-key", required_argument, NULL, 'K'},
+      {"tls-client-ca", required_argument, NULL, 'A'}, {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+    switch (ch) {
+    case 'l':
+      if (cl->nlisten == MAX_LISTEN) {
+        fprintf(stderr, "prismqd: at most %d --listen\n", MAX_LISTEN);
+        return 2;
+      }
+      cl->listen_urls[cl->nlisten++] = optarg;
+      break;
+    case 'L': cl->level = optarg; break;
+    case 'c': cl->config_path = optarg; break;
+    case 'd': cl->data_dir = optarg; break;
+    case 'C': cl->tls_cert = optarg; break;
+    case 'K': cl->tls_key = optarg; break;
+    case 'A': cl->tls_client_ca = optarg; break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "prismqd: unexpected argument %s\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  return -1;
+}
+
+/* A file named on the command line replaces the configuration's. */
+static void override_str(char **field, const char *value) {
+  if (!value) return;
+  free(*field);
+  *field = strdup(value);
+  if (!*field) abort();
+}
+
+/* Loads the configuration and applies the command line's replacements to it.
+ * Returns 0, or 2 (the exit status) after saying why. */
+static int load_config(config **out, const struct cmdline *cl) {
+  char err[512];
+  int rc = cl->config_path ? config_load_file(out, cl->config_path, err, sizeof err)
+                           : config_load_string(out, config_default_yaml, strlen(config_default_yaml),
+                                                "built-in config", err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "prismqd: %s\n", err);
+    return 2;
+  }
+  config *cfg = *out;
+  override_str(&cfg->tls.cert, cl->tls_cert);
+  override_str(&cfg->tls.key, cl->tls_key);
+  override_str(&cfg->tls.client_ca, cl->tls_client_ca);
+  if (cl->tls_cert || cl->tls_key || cl->tls_client_ca) cfg->has_tls = 1;
+  return 0;
 }
 
 /* The loop ends once both the calls and the runs are done. */
@@ -126,49 +200,10 @@ static void request_log_flush(void *ev) {
 }
 
 int main(int argc, char **argv) {
-  const char *listen_urls[MAX_LISTEN];
-  size_t nlisten = 0;
-  const char *level = getenv("LOG_LEVEL");
-  const char *config_path = NULL, *data_dir = NULL;
-  static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'},
-      {"data-dir", required_argument, NULL, 'd'},
-      {"listen", required_argument, NULL, 'l'},
-      {"log-level", required_argument, NULL, 'L'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
-  };
-  for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
-    switch (ch) {
-    case 'l':
-      if (nlisten == MAX_LISTEN) {
-        fprintf(stderr, "prismqd: at most %d --listen\n", MAX_LISTEN);
-        return 2;
-      }
-      listen_urls[nlisten++] = optarg;
-      break;
-    case 'L':
-      level = optarg;
-      break;
-    case 'c':
-      config_path = optarg;
-      break;
-    case 'd':
-      data_dir = optarg;
-      break;
-    case 'h':
-      usage(stdout);
-      return 0;
-    default:
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "prismqd: unexpected argument %s\n", argv[optind]);
-    usage(stderr);
-    return 2;
-  }
+  struct cmdline cl = {.level = getenv("LOG_LEVEL")};
+  int exit_now = parse_cmdline(&cl, argc, argv);
+  if (exit_now >= 0) return exit_now;
+  const char *level = cl.level;
   if (level && *level) {
     enum log_level lvl;
     if (log_level_parse(&lvl, level) != 0) {
@@ -186,16 +221,11 @@ int main(int argc, char **argv) {
   struct server srv;
   memset(&srv, 0, sizeof srv);
   char err[512];
-  int rc = config_path ? config_load_file(&srv.cfg, config_path, err, sizeof err)
-                       : config_load_string(&srv.cfg, config_default_yaml, strlen(config_default_yaml),
-                                            "built-in config", err, sizeof err);
-  if (rc < 0) {
-    fprintf(stderr, "prismqd: %s\n", err);
-    return 2;
-  }
-  if (nlisten == 0)
-    for (size_t i = 0; i < srv.cfg->nlisten && nlisten < MAX_LISTEN; i++) listen_urls[nlisten++] = srv.cfg->listen[i];
-  if (!data_dir) data_dir = srv.cfg->data_dir;
+  if (load_config(&srv.cfg, &cl) != 0) return 2;
+  if (cl.nlisten == 0)
+    for (size_t i = 0; i < srv.cfg->nlisten && cl.nlisten < MAX_LISTEN; i++)
+      cl.listen_urls[cl.nlisten++] = srv.cfg->listen[i];
+  const char *data_dir = cl.data_dir ? cl.data_dir : srv.cfg->data_dir;
 
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
@@ -251,7 +281,7 @@ int main(int argc, char **argv) {
   if (runner_new(&srv.runner, srv.calls, srv.sch, srv.cfg) < 0) goto out;
   if (admin_new(&srv.admin, srv.calls, runner_counters, srv.runner) < 0) goto out;
 
-  if (front_new(&srv.front, srv.base, srv.cfg, srv.calls, listen_urls, nlisten, err, sizeof err) < 0) {
+  if (front_new(&srv.front, srv.base, srv.cfg, srv.calls, cl.listen_urls, cl.nlisten, err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
     status = 2;
     goto out;

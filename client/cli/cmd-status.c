@@ -25,6 +25,7 @@ static void print_run(const cli_run *r) {
   field("exit", buf, NULL);
   if (r->error_message[0]) field("error", r->error_message, NULL);
   if (r->request_id[0]) field("request id", r->request_id, NULL);
+  if (r->owner[0]) field("owner", r->owner, NULL);
   cli_format_time(buf, sizeof buf, r->created_at_ms);
   field("created", buf, NULL);
   cli_format_time(buf, sizeof buf, r->started_at_ms);
@@ -82,7 +83,8 @@ const struct cli_cmd cli_cmd_status = {
     "RUN [--json]",
     "Show a run as it is now",
     "Prints the run's fields, one per line: status, exit (code or SIGNAME), error (why it\n"
-    "failed: the end of its stderr, or why it could not start), times, resources,\n"
+    "failed: the end of its stderr, or why it could not start), who started it (owner),\n"
+    "times, resources,\n"
     "parameters and labels. Exits 0 whatever the run's status ('prismq wait' exits with it).\n"
     "\n"
     "Options:\n"

@@ -1,6 +1,7 @@
 /* prismq: the operators' command line of PrismQ Runner.
  *
- *   prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE] COMMAND [ARGS]
+ *   prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE --tls-server-name NAME]
+ *          COMMAND [ARGS]
  *
  * This file holds the global options, the command table and the dispatch; each
  * command is in cmd-NAME.c. docs/cli.md is the manual. */
@@ -25,18 +26,21 @@ const struct cli_cmd *cli_find_cmd(const char *name) {
 }
 
 void cli_print_usage(FILE *f) {
-  fputs("usage: prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE] COMMAND "
-        "[ARGS]\n\nCommands:\n",
+  fputs("usage: prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE\n"
+        "              --tls-server-name NAME] COMMAND [ARGS]\n\nCommands:\n",
         f);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-8s %s\n", commands[i]->name, commands[i]->summary);
   fputs("\nGlobal options:\n"
-        "  --target ADDR    the server: HOST:PORT or unix:/PATH (default: $PRISMQ_TARGET,\n"
+        "  --target ADDR    the server: HOST:PORT, tls://HOST:PORT, unix:PATH, unix:///PATH,\n"
+        "                   unix-abstract:NAME, dns:/ipv4:/ipv6:... (default: $PRISMQ_TARGET,\n"
         "                   else 127.0.0.1:50051)\n"
-        "  --tls-ca FILE    CA certificates to verify the server with ($PRISMQ_TLS_CA)\n"
+        "  --tls-ca FILE    CA certificates to verify the server with ($PRISMQ_TLS_CA);\n"
+        "                   any --tls-* option, or a tls:// target, means TLS\n"
         "  --tls-cert FILE  client certificate ($PRISMQ_TLS_CERT)\n"
         "  --tls-key FILE   its private key ($PRISMQ_TLS_KEY)\n"
-        "                   TLS is not supported yet: with any of these, commands fail\n"
+        "  --tls-server-name NAME  the name the server certificate must match\n"
+        "                   ($PRISMQ_TLS_SERVER_NAME; default: the target's host)\n"
         "  -h, --help       this help\n"
         "\n"
         "'prismq help COMMAND' or 'prismq COMMAND --help' describes a command.\n"
@@ -56,12 +60,14 @@ int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"target", required_argument, NULL, 't'},  {"tls-ca", required_argument, NULL, 'a'},
       {"tls-cert", required_argument, NULL, 'c'}, {"tls-key", required_argument, NULL, 'k'},
+      {"tls-server-name", required_argument, NULL, 'n'},
       CLI_OPT_HELP,                               {NULL, 0, NULL, 0},
   };
   cli_ctx ctx = {PRISMQ_CLIENT_OPTS_INIT, NULL, NULL};
   ctx.opts.ca_file = env("PRISMQ_TLS_CA");
   ctx.opts.cert_file = env("PRISMQ_TLS_CERT");
   ctx.opts.key_file = env("PRISMQ_TLS_KEY");
+  ctx.opts.server_name = env("PRISMQ_TLS_SERVER_NAME");
   /* "+": the options end at the command; the rest are the command's. */
   int opt;
   while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
@@ -70,6 +76,7 @@ int main(int argc, char **argv) {
     case 'a': ctx.opts.ca_file = optarg; break;
     case 'c': ctx.opts.cert_file = optarg; break;
     case 'k': ctx.opts.key_file = optarg; break;
+    case 'n': ctx.opts.server_name = optarg; break;
     case 'h': cli_print_usage(stdout); return CLI_EXIT_OK;
     default: fputs("Try 'prismq --help'.\n", stderr); return CLI_EXIT_USAGE;
     }

@@ -1,8 +1,8 @@
 /* libprismq: the C client library of PrismQ Runner.
  *
- * One prismq_client is one HTTP/2 connection (h2c, gRPC) to a prismqd. Every Runner
- * RPC has a blocking function and an asynchronous one; requests and results are the
- * protobuf-c structs of "prismq/runner/v1/runner.pb-c.h" (included here), generated
+ * One prismq_client is one HTTP/2 connection (gRPC; h2c, or TLS with ALPN h2) to a
+ * prismqd. Every Runner RPC has a blocking function and an asynchronous one; requests
+ * and results are the protobuf-c structs of "prismq/runner/v1/runner.pb-c.h" (included here), generated
  * from proto/prismq/runner/v1/runner.proto.
  *
  * Two kinds of client:
