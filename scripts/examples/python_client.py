@@ -5,7 +5,8 @@ The stubs are generated from proto/ when the script starts (protoc and
 grpc_python_plugin, into a temporary directory), so nothing generated is kept.
 
 Usage:
-  python_client.py [--target HOST:PORT] [--proto-dir DIR] [--timeout S] modules
+  python_client.py [--target HOST:PORT] [--proto-dir DIR] [--timeout S]
+                   [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME] modules
   python_client.py [...] run MODULE [NAME=VALUE ...] [--label KEY=VALUE ...]
   python_client.py [...] cancel [--seconds N] [--grace-ms MS]
 
@@ -20,6 +21,14 @@ Usage:
 The target comes from --target, else PRISMQ_TARGET, else 127.0.0.1:50051 (a plain
 HTTP/2 connection; "unix:///path" also works). --timeout is the deadline of each
 unary call; the output stream has none, since a run may last long.
+
+TLS, as with the prismq CLI: a "tls://HOST:PORT" target or any --tls-* option (or
+its variable PRISMQ_TLS_CA, PRISMQ_TLS_CERT, PRISMQ_TLS_KEY, PRISMQ_TLS_SERVER_NAME)
+connects with TLS. --tls-ca: the CAs (PEM) the server certificate must chain to
+(default: grpc's default roots); --tls-cert and --tls-key: a client certificate and
+its key, for a server that requires one (its URI SAN, DNS SAN or CN becomes the
+runs' owner); --tls-server-name: the name the server certificate must match
+(default: the target's host).
 
 Exit status: 0 when the run ends as expected (run: COMPLETED; cancel: CANCELLED),
 1 when it ends otherwise, 2 on a gRPC error (printed as "error: CODE: details").
@@ -37,6 +46,30 @@ import grpc
 DEFAULT_TARGET = "127.0.0.1:50051"
 RUNNER_PROTO = "prismq/runner/v1/runner.proto"
 DEFAULT_PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+
+
+def env(name):
+    """The variable's value; None when it is unset or empty, as for the prismq CLI."""
+    return os.environ.get(name) or None
+
+
+def file_bytes(path):
+    """argparse type: the content of the file at path (a usage error if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise argparse.ArgumentTypeError("cannot read %s: %s" % (path, e.strerror))
+
+
+def open_channel(args):
+    """A TLS channel for a tls:// target or any --tls-* option, else a plain one."""
+    tls = args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name
+    if not (tls or args.target.startswith("tls://")):
+        return grpc.insecure_channel(args.target)
+    creds = grpc.ssl_channel_credentials(args.tls_ca, args.tls_key, args.tls_cert)
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    return grpc.secure_channel(args.target.removeprefix("tls://"), creds, options=options)
 
 
 def load_stubs(proto_dir, out_dir):
@@ -127,8 +160,19 @@ def cmd_cancel(pb, stub, args):
 def parse_args(argv):
     ap = argparse.ArgumentParser(description="PrismQ Runner example client (Python, grpcio)")
     ap.add_argument("--target", default=os.environ.get("PRISMQ_TARGET", DEFAULT_TARGET),
-                    help="server address, HOST:PORT or unix:///path (env PRISMQ_TARGET; default %s)"
-                    % DEFAULT_TARGET)
+                    help="server address, HOST:PORT, tls://HOST:PORT or unix:///path "
+                    "(env PRISMQ_TARGET; default %s)" % DEFAULT_TARGET)
+    # The --tls-* file options hold the file's bytes once parsed (argparse reads a default
+    # taken from the environment the same way).
+    ap.add_argument("--tls-ca", type=file_bytes, default=env("PRISMQ_TLS_CA"), metavar="FILE",
+                    help="CA certificates (PEM) to verify the server with (env PRISMQ_TLS_CA)")
+    ap.add_argument("--tls-cert", type=file_bytes, default=env("PRISMQ_TLS_CERT"), metavar="FILE",
+                    help="client certificate (PEM) (env PRISMQ_TLS_CERT)")
+    ap.add_argument("--tls-key", type=file_bytes, default=env("PRISMQ_TLS_KEY"), metavar="FILE",
+                    help="its private key (PEM) (env PRISMQ_TLS_KEY)")
+    ap.add_argument("--tls-server-name", default=env("PRISMQ_TLS_SERVER_NAME"), metavar="NAME",
+                    help="name the server certificate must match (env PRISMQ_TLS_SERVER_NAME; "
+                    "default: the target's host)")
     ap.add_argument("--proto-dir", default=os.environ.get("PRISMQ_PROTO", DEFAULT_PROTO_DIR),
                     help="the proto/ directory (env PRISMQ_PROTO; default: the repository's)")
     ap.add_argument("--timeout", type=float, default=30.0, help="deadline of each unary call, seconds")
@@ -144,14 +188,17 @@ def parse_args(argv):
     cancel.add_argument("--grace-ms", type=int, default=0,
                         help="SIGKILL this long after SIGTERM (0: the server's default)")
     cancel.set_defaults(fn=cmd_cancel)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        ap.error("--tls-cert and --tls-key go together")  # grpcio would abort
+    return args
 
 
 def main(argv):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="prismq-stubs-") as gen:
         pb, pb_grpc = load_stubs(args.proto_dir, gen)
-        with grpc.insecure_channel(args.target) as channel:
+        with open_channel(args) as channel:
             stub = pb_grpc.RunnerStub(channel)
             try:
                 return args.fn(pb, stub, args)

@@ -2,8 +2,10 @@
 (Debian's grpcio, stubs generated at run time) and the Node.js one (@grpc/grpc-js and
 @grpc/proto-loader, installed with `npm ci` into a temporary copy unless
 node_modules is already there). The Node tests are skipped only when node is not
-installed."""
+installed. Each example is also run over TLS with a client certificate, against a
+prismqd that requires one (certificates from scripts/gen-dev-certs.sh)."""
 
+import functools
 import json
 import os
 import queue
@@ -13,6 +15,8 @@ import subprocess
 import threading
 import unittest
 
+import grpc
+
 from prismq_testlib import PROTO_DIR, WAIT, Server, ServerTestCase, protos, temp_dir
 
 R = protos().runner_pb2
@@ -21,6 +25,7 @@ RunnerStub = protos().runner_pb2_grpc.RunnerStub
 EXAMPLES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "examples"))
 PY_CLIENT = os.path.join(EXAMPLES, "python_client.py")
 NODE_DIR = os.path.join(EXAMPLES, "node")
+GEN_CERTS = os.path.abspath(os.path.join(EXAMPLES, "..", "gen-dev-certs.sh"))
 # One example invocation: protoc or proto-loader, a connection and a short run.
 RUN_BOUND = 60
 NPM_BOUND = 240
@@ -42,15 +47,20 @@ class ExampleCase(ServerTestCase):
     """Runs an example as a subprocess; the server runs on the built-in config."""
 
     def example(self, argv, env=None):
-        """Runs argv (bounded); returns the CompletedProcess with bytes stdout/stderr."""
-        full_env = dict(os.environ, PRISMQ_PROTO=PROTO_DIR)
-        full_env.update(env or {})
+        """Runs argv (bounded) with env added to ours, less any PRISMQ_TLS_* of ours;
+        returns the CompletedProcess with bytes stdout/stderr."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRISMQ_TLS_")}
+        full_env.update(env or {}, PRISMQ_PROTO=PROTO_DIR)
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=full_env,
                               timeout=RUN_BOUND)
 
+    def channel(self):
+        """A new channel to the server (caller closes it)."""
+        return self.server.channel()
+
     def assert_run_recorded(self, run_id, status):
-        """The server agrees with what the example printed."""
-        with self.server.channel() as ch:
+        """The server agrees with what the example printed; returns its Run."""
+        with self.channel() as ch:
             run = RunnerStub(ch).GetRun(R.GetRunRequest(run_id=run_id), timeout=WAIT)
         self.assertEqual(R.RunStatus.Name(run.status), "RUN_STATUS_" + status)
         return run
@@ -154,13 +164,14 @@ class PythonExampleLive(unittest.TestCase):
                 p.stderr.close()
 
 
+@functools.cache
 def node_install():
     """The directory to run client.js from, with its dependencies installed.
 
     Uses scripts/examples/node itself when node_modules is there; otherwise copies
     package.json, package-lock.json and client.js to a temporary directory and runs
-    `npm ci` there, so the tree stays clean. Raises unittest.SkipTest if node is not
-    installed, AssertionError if npm is missing or fails.
+    `npm ci` there (once per process), so the tree stays clean. Raises
+    unittest.SkipTest if node is not installed, AssertionError if npm is missing or fails.
     """
     if shutil.which("node") is None:
         raise unittest.SkipTest("node is not installed: the Node.js example is not tested "
@@ -216,6 +227,98 @@ class NodeExample(ExampleCase):
         p = self.node("no-such-module")
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn(b"error: NOT_FOUND:", p.stderr)
+
+
+@functools.cache
+def dev_certs():
+    """A temporary directory with scripts/gen-dev-certs.sh's certificates, made once."""
+    d = temp_dir("prismq-certs-")
+    p = subprocess.run([GEN_CERTS, d], stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_BOUND)
+    assert p.returncode == 0, "gen-dev-certs.sh failed: %s" % p.stderr.decode("utf-8", "replace")
+    return d
+
+
+def cert(name):
+    """The path of one of dev_certs()'s files."""
+    return os.path.join(dev_certs(), name)
+
+
+def read(name):
+    """The content of one of dev_certs()'s files."""
+    with open(cert(name), "rb") as f:
+        return f.read()
+
+
+class TlsExampleCase(ExampleCase):
+    """A server that serves TLS and requires a client certificate signed by the dev CA.
+
+    Server() always listens on tcp://127.0.0.1:0 from the command line, which replaces a
+    config's listen list, so the TLS listener comes from the command line too.
+    Attributes: tls_addr ("127.0.0.1:PORT" of the TLS listener)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server_kwargs = {"extra_args": ("--listen", "tls://127.0.0.1:0"), "config_yaml": json.dumps({
+            "tls": {"cert": cert("server.pem"), "key": cert("server.key"), "client_ca": cert("ca.pem"),
+                    "require_client_cert": True},
+            "modules": [{"id": "count", "argv": ["seq", "1", "{n}"],
+                         "parameters": [{"name": "n", "required": True}]}]})}
+        super().setUpClass()
+        port = cls.server.wait_log(r"listening on tls://127\.0\.0\.1:(\d+)").group(1)
+        cls.tls_addr = "127.0.0.1:" + port
+
+    def channel(self):
+        # As client2: the owner a run keeps is who started it, not who asks.
+        creds = grpc.ssl_channel_credentials(read("ca.pem"), read("client2.key"), read("client2.pem"))
+        return grpc.secure_channel(self.tls_addr, creds, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+class TlsTests:
+    """The TLS tests, mixed into a TlsExampleCase per example whose
+    client(options, [MODULE, NAME=VALUE...], env=None) runs the example's start-and-follow."""
+
+    def assert_count_3_by_client1(self, p):
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"1\n2\n3\n")
+        run_id, status, code = final_status(p.stderr)
+        self.assertEqual((status, code), ("COMPLETED", 0))
+        run = self.assert_run_recorded(run_id, "COMPLETED")
+        self.assertEqual(run.owner, "spiffe://prismq/client1")
+
+    def test_tls_with_client_certificate(self):
+        p = self.client(["--target", "tls://" + self.tls_addr, "--tls-ca", cert("ca.pem"),
+                         "--tls-cert", cert("client1.pem"), "--tls-key", cert("client1.key")], ["count", "n=3"])
+        self.assert_count_3_by_client1(p)
+
+    def test_tls_options_from_environment(self):
+        # A plain HOST:PORT target: the TLS variables alone make the connection TLS.
+        env = {"PRISMQ_TLS_CA": cert("ca.pem"), "PRISMQ_TLS_CERT": cert("client1.pem"),
+               "PRISMQ_TLS_KEY": cert("client1.key"), "PRISMQ_TLS_SERVER_NAME": "localhost"}
+        self.assert_count_3_by_client1(self.client(["--target", self.tls_addr], ["count", "n=3"], env))
+
+    def test_tls_without_client_certificate_is_unavailable(self):
+        p = self.client(["--target", "tls://" + self.tls_addr, "--tls-ca", cert("ca.pem")], ["count", "n=3"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"error: UNAVAILABLE", p.stderr)
+        self.assertNotRegex(p.stderr.decode("utf-8", "replace"), STARTED_RX)
+        self.assertEqual(p.stdout, b"")
+
+
+class PythonExampleTls(TlsTests, TlsExampleCase):
+
+    def client(self, options, run_args, env=None):
+        return self.example(["/usr/bin/python3", PY_CLIENT] + options + ["run"] + run_args, env)
+
+
+class NodeExampleTls(TlsTests, TlsExampleCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.node_dir = node_install()  # before the server: a skip leaves nothing to stop
+        super().setUpClass()
+
+    def client(self, options, run_args, env=None):
+        return self.example(["node", os.path.join(self.node_dir, "client.js")] + options + run_args, env)
 
 
 if __name__ == "__main__":

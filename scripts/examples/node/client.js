@@ -2,7 +2,9 @@
 // PrismQ Runner example client for Node.js: @grpc/grpc-js with the contract loaded
 // from runner.proto at run time by @grpc/proto-loader (no generated code).
 //
-// Usage: node client.js [--target HOST:PORT] [--proto-dir DIR] [--timeout S] MODULE [NAME=VALUE ...]
+// Usage: node client.js [--target HOST:PORT] [--proto-dir DIR] [--timeout S]
+//                       [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME]
+//                       MODULE [NAME=VALUE ...]
 //
 // Starts a run of MODULE, follows its output live (the run's stdout bytes to our
 // stdout, its stderr bytes to our stderr), then asks WaitRun for the final run and
@@ -10,10 +12,18 @@
 // The target comes from --target, else PRISMQ_TARGET, else 127.0.0.1:50051 (plain
 // HTTP/2; "unix:///path" also works). --timeout (seconds, default 30) is the deadline
 // of each unary call; the output stream has none, since a run may last long.
+// TLS, as with the prismq CLI: a "tls://HOST:PORT" target or any --tls-* option (or its
+// variable PRISMQ_TLS_CA, PRISMQ_TLS_CERT, PRISMQ_TLS_KEY, PRISMQ_TLS_SERVER_NAME)
+// connects with TLS. --tls-ca: the CAs (PEM) the server certificate must chain to
+// (default: Node's root certificates); --tls-cert and --tls-key: a client certificate
+// and its key, for a server that requires one (its URI SAN, DNS SAN or CN becomes the
+// run's owner); --tls-server-name: the name the server certificate must match
+// (default: the target's host).
 // Exit status: 0 when the run COMPLETED, 1 when it ended otherwise, 2 on a gRPC error
 // (printed as "error: CODE: details"), 64 on a usage error.
 'use strict';
 
+const fs = require('fs');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -23,7 +33,8 @@ const RUNNER_PROTO = 'prismq/runner/v1/runner.proto';
 
 function usage(msg) {
   process.stderr.write(`client.js: ${msg}\nusage: node client.js [--target HOST:PORT] ` +
-                       '[--proto-dir DIR] [--timeout S] MODULE [NAME=VALUE ...]\n');
+                       '[--proto-dir DIR] [--timeout S] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] ' +
+                       '[--tls-server-name NAME] MODULE [NAME=VALUE ...]\n');
   process.exit(64);
 }
 
@@ -32,10 +43,16 @@ function parseArgs(argv) {
     target: process.env.PRISMQ_TARGET || DEFAULT_TARGET,
     protoDir: process.env.PRISMQ_PROTO || path.join(__dirname, '..', '..', '..', 'proto'),
     timeoutS: 30,
+    // An empty variable counts as unset, as for the prismq CLI.
+    tlsCa: process.env.PRISMQ_TLS_CA || null,
+    tlsCert: process.env.PRISMQ_TLS_CERT || null,
+    tlsKey: process.env.PRISMQ_TLS_KEY || null,
+    tlsServerName: process.env.PRISMQ_TLS_SERVER_NAME || null,
     module: null,
     parameters: {},
   };
-  const flags = {'--target': 'target', '--proto-dir': 'protoDir', '--timeout': 'timeoutS'};
+  const flags = {'--target': 'target', '--proto-dir': 'protoDir', '--timeout': 'timeoutS', '--tls-ca': 'tlsCa',
+                 '--tls-cert': 'tlsCert', '--tls-key': 'tlsKey', '--tls-server-name': 'tlsServerName'};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a in flags) {
@@ -52,7 +69,29 @@ function parseArgs(argv) {
   if (opts.module === null) usage('MODULE is required');
   opts.timeoutS = Number(opts.timeoutS);
   if (!(opts.timeoutS > 0)) usage('--timeout must be a positive number of seconds');
+  if (!opts.tlsCert !== !opts.tlsKey) usage('--tls-cert and --tls-key go together');
   return opts;
+}
+
+// The content of a PEM file, or null without one.
+function readPem(file) {
+  if (!file) return null;
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    return usage(`cannot read ${file}: ${err.message}`);
+  }
+}
+
+// A Runner client: TLS for a tls:// target or any --tls-* option, else plain HTTP/2.
+function connect(pkg, opts) {
+  const tls = opts.tlsCa || opts.tlsCert || opts.tlsKey || opts.tlsServerName;
+  if (!tls && !opts.target.startsWith('tls://')) {
+    return new pkg.Runner(opts.target, grpc.credentials.createInsecure());
+  }
+  const creds = grpc.credentials.createSsl(readPem(opts.tlsCa), readPem(opts.tlsKey), readPem(opts.tlsCert));
+  const options = opts.tlsServerName ? {'grpc.ssl_target_name_override': opts.tlsServerName} : {};
+  return new pkg.Runner(opts.target.replace(/^tls:\/\//, ''), creds, options);
 }
 
 // Enums as their names, 64-bit integers as strings (JS numbers lose precision past
@@ -105,7 +144,7 @@ function statusLine(run) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const pkg = loadRunner(opts.protoDir);
-  const client = new pkg.Runner(opts.target, grpc.credentials.createInsecure());
+  const client = connect(pkg, opts);
   try {
     const run = await unary(client, 'StartRun', {module_id: opts.module, parameters: opts.parameters}, opts);
     await follow(client, run.run_id);
