@@ -14,20 +14,17 @@ _Static_assert(sizeof names / sizeof names[0] == 6 && AUTHZ_ALL == (1u << 6) - 1
 
 /* Without rules to go by, being local is what counts (or the operator's explicit
  * allow_insecure_remote). */
-static int allowed_without_rules(const config *cfg, int local)
-{
+static int allowed_without_rules(const config *cfg, int local) {
   return local || cfg->allow_insecure_remote;
 }
 
 /* fnmatch returns 0 on a match; any other value (no match, or an error, which glibc
  * never reports for flags 0) counts as no match, so a bad glob fails closed. */
-static int glob_matches(const char *glob, const char *s)
-{
+static int glob_matches(const char *glob, const char *s) {
   return fnmatch(glob, s, 0) == 0;
 }
 
-unsigned authz_roles(const config *cfg, const char *identity, int local)
-{
+unsigned authz_roles(const config *cfg, const char *identity, int local) {
   unsigned roles = 0;
 
   if (!cfg->has_authz)
@@ -47,8 +44,7 @@ unsigned authz_roles(const config *cfg, const char *identity, int local)
 }
 
 int authz_may_start(const config *cfg, const char *identity, int local,
-                    const char *module_id)
-{
+                    const char *module_id) {
   if (!cfg->has_authz)
     return allowed_without_rules(cfg, local);
   if (!identity)
@@ -67,16 +63,14 @@ int authz_may_start(const config *cfg, const char *identity, int local,
   return 0;
 }
 
-unsigned authz_role_parse(const char *name)
-{
+unsigned authz_role_parse(const char *name) {
   for (unsigned i = 0; i < NGRANTABLE; i++)
     if (!strcmp(name, names[i]))
       return 1u << i;
   return 0;
 }
 
-const char *authz_role_name(unsigned bit)
-{
+const char *authz_role_name(unsigned bit) {
   for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++)
     if (bit == 1u << i)
       return names[i];

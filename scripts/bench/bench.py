@@ -5,7 +5,7 @@ grpc_ref_server, spawn_ref and bench_client first:
 
   bench.py --build-dir DIR --out RESULTS.json [--only PHASE[,PHASE...]]
 
-Phases (in order): unary, start, firstbyte, stream, fanout, memory, instructions. Prints
+Phases (in order): unary, start, firstbyte, stream, fanout, memory, instructions, tls. Prints
 a table on stdout and writes every figure, the commands behind them and the machine to
 RESULTS.json. Exits 0 when every measurement ran and its correctness checks passed (a
 missed performance target does not fail the run; the table and the JSON say so), 1
@@ -23,6 +23,7 @@ import re
 import select
 import shlex
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,9 @@ UNARY_SECONDS = float(os.environ.get("BENCH_UNARY_SECONDS", "2"))
 UNARY_REPS = 3
 PIN = os.environ.get("BENCH_PIN", "1") != "0" and os.cpu_count() >= 2
 SERVER_CPU, LOAD_CPU = "0", "1"
-PHASES = ("unary", "start", "firstbyte", "stream", "fanout", "memory", "instructions")
+PHASES = ("unary", "start", "firstbyte", "stream", "fanout", "memory", "instructions", "tls")
+TLS_HANDSHAKE_SECONDS = 2
+TLS_REPS = 3
 
 # The modules every benchmark server has; FAN_FILE is filled in at start-up.
 BENCH_MODULES = """
@@ -88,14 +91,15 @@ class Bench:
     def tool(self, name):
         return os.path.join(self.bdir, name)
 
-    def config(self, max_concurrent=64, max_queued=20000):
+    def config(self, max_concurrent=64, max_queued=20000, extra=""):
+        """prismqd's configuration; extra is more top-level YAML."""
         mods = BENCH_MODULES.replace("FAN_FILE", self.fan_file)
-        return ("limits: {max_concurrent: %d, max_queued: %d, output_max_bytes: 0}\nmodules:%s"
-                % (max_concurrent, max_queued, mods))
+        return ("limits: {max_concurrent: %d, max_queued: %d, output_max_bytes: 0}\n%smodules:%s"
+                % (max_concurrent, max_queued, extra, mods))
 
-    def server(self, wrapper=None, env=None, **cfg):
+    def server(self, wrapper=None, env=None, extra_args=(), **cfg):
         """A started prismqd; wrapper is a command prefix (valgrind), env more
-        environment variables."""
+        environment variables, extra_args more command-line arguments."""
         bin_dir = os.path.join(self.build, "bin")
         if wrapper:
             self.nwrap += 1
@@ -107,7 +111,7 @@ class Bench:
             os.chmod(path, 0o755)
         tl.BIN_DIR = bin_dir
         try:
-            return tl.Server(config_yaml=self.config(**cfg), env=env).start()
+            return tl.Server(config_yaml=self.config(**cfg), env=env, extra_args=extra_args).start()
         finally:
             tl.BIN_DIR = os.path.join(self.build, "bin")
 
@@ -183,15 +187,16 @@ class Bench:
         for pid in pids:
             subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True, timeout=30)
 
-    def unary_pair(self, key, targets, c, m, pin):
-        """Both servers on one method and concurrency: a warm-up run each sizes the
+    def unary_compare(self, key, targets, c, m, pin):
+        """Two or more servers on one method and concurrency: a warm-up run each sizes the
         request count (about UNARY_SECONDS per run), then UNARY_REPS runs of each, in turn,
         for QPS and mean latency, then one more run each with h2load's per-request log,
         for p50 and p99. (The log costs h2load a write(2) per request; at -m 1 h2load is
         the busier process against prismqd, so the log would add to prismqd's mean
         latency and not to gRPC C++'s: 50 -> 64 us against 112 -> 112 us for Health.)
-        targets: [(label, url, body, msg_bytes)]. Returns ({label: figures}, ratios), the
-        ratios being medians of the per-rep ratios prismqd / grpc_cpp."""
+        targets: [(label, url, body, msg_bytes)], the first being the one measured against
+        the others. Returns ({label: figures}, {other label: ratios}), the ratios being
+        medians of the per-rep ratios first / other."""
         n = {}
         for label, url, body, _ in targets:
             _, warm = self.h2load(url, body, 3000, c, m, None, pin)
@@ -208,46 +213,64 @@ class Bench:
             out[label].update({f: logged[label][f] for f in ("p50_us", "p99_us")})
             out[label]["reps"] = rs
             out[label]["logged_run"] = logged[label]
-        pairs = list(zip(reps["prismqd"], reps["grpc_cpp"]))
-        lp, lg = logged["prismqd"], logged["grpc_cpp"]
-        ratios = {"qps": statistics.median(p["qps"] / g["qps"] for p, g in pairs),
-                  "mean_latency": statistics.median(p["mean_us"] / g["mean_us"] for p, g in pairs),
-                  "p50_latency": lp["p50_us"] / lg["p50_us"],
-                  "p99_latency": lp["p99_us"] / lg["p99_us"]}
+        first = targets[0][0]
+        ratios = {}
+        for label, _, _, _ in targets[1:]:
+            pairs = list(zip(reps[first], reps[label]))
+            lp, lg = logged[first], logged[label]
+            ratios[label] = {"qps": statistics.median(p["qps"] / g["qps"] for p, g in pairs),
+                             "mean_latency": statistics.median(p["mean_us"] / g["mean_us"] for p, g in pairs),
+                             "p50_latency": lp["p50_us"] / lg["p50_us"],
+                             "p99_latency": lp["p99_us"] / lg["p99_us"]}
         return out, ratios
+
+    def ref_server(self, *args):
+        """A started grpc_ref_server with options args; returns (Popen, "127.0.0.1:PORT")."""
+        argv = [self.tool("grpc_ref_server")] + list(args)
+        ref = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = read_line(ref.stdout, 30)
+        mt = re.search(r"listening on 127\.0\.0\.1:(\d+)", line or "")
+        if not mt:
+            stop_proc(ref)
+            raise BenchError("grpc_ref_server did not start: %r" % line)
+        return ref, "127.0.0.1:" + mt.group(1)
+
+    def check_unary(self, label, channel, run):
+        """One grpcio Health/Check and one GetRun of the completed run on channel: the
+        answers must be right (h2load cannot tell). Returns the response sizes, which the
+        h2load runs' DATA counts are checked with: {"health": bytes, "getrun": bytes}."""
+        pb = self.pb
+        h = pb.health_pb2_grpc.HealthStub(channel).Check(pb.health_pb2.HealthCheckRequest(), timeout=10)
+        if h.status != pb.health_pb2.HealthCheckResponse.SERVING:
+            raise BenchError("%s Health/Check: %s" % (label, h))
+        g = pb.runner_pb2_grpc.RunnerStub(channel).GetRun(pb.runner_pb2.GetRunRequest(run_id=run.run_id), timeout=10)
+        if g.run_id != run.run_id or g.status != pb.runner_pb2.RUN_STATUS_COMPLETED:
+            raise BenchError("%s GetRun: %s" % (label, g))
+        return {"health": len(h.SerializeToString()), "getrun": len(g.SerializeToString())}
+
+    def getrun_target(self, srv):
+        """A completed run on srv for GetRun to fetch; returns the Run."""
+        ch, stub = self.runner(srv)
+        with ch:
+            run = self.run_to_end(stub, "emit", bytes="100")
+        if run.status != self.pb.runner_pb2.RUN_STATUS_COMPLETED:
+            raise BenchError("the GetRun target run did not complete: %s" % run)
+        return run
 
     def phase_unary(self):
         pb = self.pb
         srv = self.server()
-        ref_argv = [self.tool("grpc_ref_server")]
-        ref = subprocess.Popen(ref_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ref = None
         try:
-            line = read_line(ref.stdout, 30)
-            mt = re.search(r"listening on 127\.0\.0\.1:(\d+)", line or "")
-            if not mt:
-                raise BenchError("grpc_ref_server did not start: %r" % line)
-            ref_addr = "127.0.0.1:" + mt.group(1)
-            ch, stub = self.runner(srv)
-            run = self.run_to_end(stub, "emit", bytes="100")
-            if run.status != pb.runner_pb2.RUN_STATUS_COMPLETED:
-                raise BenchError("the GetRun target run did not complete: %s" % run)
+            ref, ref_addr = self.ref_server()
+            run = self.getrun_target(srv)
             getrun_req = pb.runner_pb2.GetRunRequest(run_id=run.run_id).SerializeToString()
             health_req = pb.health_pb2.HealthCheckRequest().SerializeToString()
             bodies = {"health": self.body_file("health", health_req), "getrun": self.body_file("getrun", getrun_req)}
-            # One grpcio call of each method on each server first: the answers must be right
-            # (h2load cannot tell), and give the response size the DATA count is checked with.
             sizes = {}
             for label, addr in (("prismqd", srv.addr), ("grpc_cpp", ref_addr)):
                 with grpc.insecure_channel(addr) as c2:
-                    h = pb.health_pb2_grpc.HealthStub(c2).Check(pb.health_pb2.HealthCheckRequest(), timeout=10)
-                    if h.status != pb.health_pb2.HealthCheckResponse.SERVING:
-                        raise BenchError("%s Health/Check: %s" % (label, h))
-                    g = pb.runner_pb2_grpc.RunnerStub(c2).GetRun(
-                        pb.runner_pb2.GetRunRequest(run_id=run.run_id), timeout=10)
-                    if g.run_id != run.run_id or g.status != pb.runner_pb2.RUN_STATUS_COMPLETED:
-                        raise BenchError("%s GetRun: %s" % (label, g))
-                    sizes[label] = {"health": len(h.SerializeToString()), "getrun": len(g.SerializeToString())}
-            ch.close()
+                    sizes[label] = self.check_unary(label, c2, run)
             res = {"pinned_runs": PIN, "reps": UNARY_REPS, "response_bytes": sizes, "prismqd": {}, "grpc_cpp": {},
                    "ratios": {}}
             # Headline: both servers free to use every CPU (gRPC C++ with its thread pool,
@@ -260,7 +283,8 @@ class Bench:
                 self.pin_servers((srv.pid, ref.pid), pin)
                 targets = [(label, "http://%s%s" % (addr, path), bodies[method], sizes[label][method])
                            for label, addr in (("prismqd", srv.addr), ("grpc_cpp", ref_addr))]
-                figures, res["ratios"][key] = self.unary_pair(key, targets, 4, m, pin)
+                figures, ratios = self.unary_compare(key, targets, 4, m, pin)
+                res["ratios"][key] = ratios["grpc_cpp"]
                 for label, f in figures.items():
                     res[label][key] = f
             self.results["unary"] = res
@@ -270,12 +294,8 @@ class Bench:
                 self.target("unary %s mean latency vs gRPC C++ (-c4 -m1)" % method,
                             res["ratios"][method + "_c4_m1"]["mean_latency"], "<=", 0.5, "x")
         finally:
-            ref.send_signal(signal.SIGTERM)
-            try:
-                ref.wait(30)
-            except subprocess.TimeoutExpired:
-                ref.kill()
-                ref.wait()
+            if ref:
+                stop_proc(ref)
             srv.stop()
 
     # ---- 2. start rate, 3. first byte, 4. streaming ----------------------------------
@@ -344,25 +364,26 @@ class Bench:
             b[i] = 1
         del b
 
+    def settled(self, srv, fn):
+        """fn, run after readying the machine for a repetition that streams 1 GiB through
+        srv (settle_memory). Earlier repetitions' output goes first, as retention would
+        remove old runs' output: its page cache is recycled rather than grown."""
+        def run():
+            out_dir = os.path.join(srv.data_dir, "output")
+            for name in os.listdir(out_dir):
+                os.unlink(os.path.join(out_dir, name))
+            self.settle_memory(GIB * 3 // 2)
+            return fn()
+        return run
+
     def phase_stream(self):
         srv = self.server()
         try:
             client = [self.tool("bench_client"), srv.addr, "stream", str(GIB), "emit", "bytes=%d" % GIB]
             cold = self.cmd("stream.prismqd.cold", client)
-
-            out_dir = os.path.join(srv.data_dir, "output")
-
-            def settled(fn):
-                def run():
-                    # Earlier repetitions' output goes, as retention would remove old runs'
-                    # output: its page cache is recycled rather than grown.
-                    for name in os.listdir(out_dir):
-                        os.unlink(os.path.join(out_dir, name))
-                    self.settle_memory(GIB * 3 // 2)
-                    return fn()
-                return run
-            r = self.alternate(5, ("raw_pipe", settled(self.raw_pipe)),
-                               ("prismqd", settled(lambda: self.cmd("stream.prismqd", client))), "bytes_per_s")
+            r = self.alternate(5, ("raw_pipe", self.settled(srv, self.raw_pipe)),
+                               ("prismqd", self.settled(srv, lambda: self.cmd("stream.prismqd", client))),
+                               "bytes_per_s")
             r["cold_bytes_per_s"] = cold["bytes_per_s"]
         finally:
             srv.stop()
@@ -570,6 +591,118 @@ class Bench:
         return {"instructions": total, "units": units, "unit": unit, "per_unit": total / units,
                 "dump": path, "hot": hot[:15]}
 
+    # ---- 8. TLS ------------------------------------------------------------------------
+
+    def phase_tls(self):
+        certs = os.path.join(self.tmp, "certs")
+        argv = ["bash", os.path.join(ROOT, "scripts", "gen-dev-certs.sh"), certs]
+        self.results["commands"]["tls.certs"] = shlex.join(argv)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise BenchError("gen-dev-certs.sh failed: %s" % p.stderr.strip())
+        ca, cert, key = (os.path.join(certs, f) for f in ("ca.pem", "server.pem", "server.key"))
+        res = {"certificate": "P-256 ECDSA, CA-signed (scripts/gen-dev-certs.sh); the same for every server"}
+        # tl.Server listens on tcp://127.0.0.1:0 with --listen (which replaces the
+        # config's listen list); a second --listen adds the TLS listener.
+        srv = self.server(extra_args=("--listen", "tls://127.0.0.1:0"),
+                          extra="tls: {cert: %s, key: %s}\n" % (json.dumps(cert), json.dumps(key)))
+        try:
+            tls_addr = "127.0.0.1:" + srv.wait_log(r"listening on tls://127\.0\.0\.1:(\d+)").group(1)
+            res["unary"] = self.tls_unary(srv, tls_addr, ca, cert, key)
+            res["handshakes"] = self.tls_handshakes(tls_addr, ca, cert, key)
+            res["follower"] = self.tls_follower(srv, tls_addr, ca)
+        finally:
+            srv.stop()
+        hs = res["handshakes"]
+        res["tls_version"], res["cipher"], res["ktls"] = hs["version"], hs["cipher"], hs["ktls"]
+        self.results["tls"] = res
+        r = res["unary"]["ratios"]
+        self.target("unary getrun QPS over TLS vs prismqd plaintext (-c4 -m25)", r["prismqd"]["qps"], ">=", 0.8, "x")
+        self.target("unary getrun QPS over TLS vs gRPC C++ over TLS (-c4 -m25)", r["grpc_cpp_tls"]["qps"], ">=", 3.0,
+                    "x")
+        self.target("one follower over TLS vs plaintext (1 GiB)", res["follower"]["ratio"], ">=", 0.5, "x",
+                    res["ktls"])
+
+    def tls_unary(self, srv, tls_addr, ca, cert, key):
+        """GetRun at -c4 -m25: prismqd over TLS against prismqd in plaintext (same process)
+        and against grpc_ref_server over TLS on the same certificate."""
+        pb = self.pb
+        run = self.getrun_target(srv)
+        body = self.body_file("tls-getrun", pb.runner_pb2.GetRunRequest(run_id=run.run_id).SerializeToString())
+        with open(ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ref, ref_addr = self.ref_server("--tls", cert, key)
+        try:
+            servers = (("prismqd_tls", tls_addr, True), ("prismqd", srv.addr, False), ("grpc_cpp_tls", ref_addr, True))
+            sizes = {}
+            for label, addr, tls in servers:
+                with (grpc.secure_channel(addr, creds) if tls else grpc.insecure_channel(addr)) as c2:
+                    sizes[label] = self.check_unary(label, c2, run)["getrun"]
+            targets = [(label, "%s://%s%s" % ("https" if tls else "http", addr, GETRUN_PATH), body, sizes[label])
+                       for label, addr, tls in servers]
+            figures, ratios = self.unary_compare("tls_getrun_c4_m25", targets, 4, 25, False)
+        finally:
+            stop_proc(ref)
+        for label, _, tls in servers:
+            r = figures[label]["reps"][0]
+            if tls and not r.get("tls_protocol"):
+                raise BenchError("h2load did not speak TLS to %s" % label)
+            figures[label]["tls"] = "%s %s" % (r["tls_protocol"], r["tls_cipher"]) if tls else None
+        return {"response_bytes": sizes, "figures": figures, "ratios": ratios}
+
+    def s_server(self, cert, key):
+        """`openssl s_server -www` answering ALPN h2 on cert/key, on a free loopback port;
+        returns (Popen, "127.0.0.1:PORT"). -quiet, because it otherwise prints two lines
+        per connection."""
+        err = os.path.join(self.tmp, "s_server.err")
+        for _ in range(3):  # the free port may be taken before s_server binds it
+            port = free_port()
+            argv = ["openssl", "s_server", "-www", "-quiet", "-alpn", "h2", "-accept", "127.0.0.1:%d" % port,
+                    "-cert", cert, "-key", key]
+            with open(err, "w") as f:
+                p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f)
+            if wait_listening(port, p, 10):
+                self.results["commands"]["tls.s_server"] = shlex.join(argv)
+                return p, "127.0.0.1:%d" % port
+            stop_proc(p)
+        with open(err) as f:
+            raise BenchError("openssl s_server did not start: %s" % f.read().strip())
+
+    def tls_handshakes(self, tls_addr, ca, cert, key):
+        """New TLS connections per second, full and resumed, prismqd against s_server,
+        alternating (tls_handshake, one connection at a time)."""
+        res = {}
+        ref, ref_addr = self.s_server(cert, key)
+        try:
+            for mode, opts in (("full", []), ("resumed", ["--resume"])):
+                def hs(label, addr, mode=mode, opts=opts):
+                    argv = [self.tool("tls_handshake"), addr, str(TLS_HANDSHAKE_SECONDS), "--ca", ca] + opts
+                    return label, lambda: self.cmd("tls.handshake_%s.%s" % (mode, label), argv)
+                r = self.alternate(TLS_REPS, hs("s_server", ref_addr), hs("prismqd", tls_addr), "connections_per_s")
+                r["resumed_fraction"] = {k: sum(x["resumed"] for x in v) / sum(x["connections"] for x in v)
+                                         for k, v in r["reps"].items()}
+                res[mode] = r
+        finally:
+            stop_proc(ref)
+        for label, frac in res["resumed"]["resumed_fraction"].items():
+            if frac < 0.99:
+                # Not a resumption figure; the rest of the phase still counts.
+                self.errors.append("tls: only %.0f%% of %s's --resume handshakes resumed" % (frac * 100, label))
+        last = res["full"]["reps"]["prismqd"][-1]
+        res["version"], res["cipher"] = last["version"], last["cipher"]
+        res["ktls"] = ("kTLS: available (setsockopt TCP_ULP \"tls\" works)" if last["ktls_ulp"] == "ok" else
+                       "kTLS: not available (setsockopt TCP_ULP \"tls\": %s)" % last["ktls_ulp"])
+        return res
+
+    def tls_follower(self, srv, tls_addr, ca):
+        """One follower of a 1 GiB run (bench_client stream), over TLS and in plaintext to
+        the same server, alternating, each from the same state (settled)."""
+        args = ["stream", str(GIB), "emit", "bytes=%d" % GIB]
+        plain = [self.tool("bench_client"), srv.addr] + args
+        tls = [self.tool("bench_client"), "--tls-ca", ca, "tls://" + tls_addr] + args
+        return self.alternate(5, ("plain", self.settled(srv, lambda: self.cmd("tls.follower.plain", plain))),
+                              ("tls", self.settled(srv, lambda: self.cmd("tls.follower.tls", tls))), "bytes_per_s")
+
     # ---- run ---------------------------------------------------------------------------
 
     def run(self, phases):
@@ -606,6 +739,9 @@ def parse_h2load(text, log=None):
     r["succeeded"], r["failed"], r["errored"] = int(mt.group(2)), int(mt.group(3)), int(mt.group(4))
     r["status_2xx"] = int(re.search(r"status codes: (\d+) 2xx", text).group(1))
     r["data_bytes"] = int(re.search(r"\((\d+)\) data", text).group(1))
+    mt = re.search(r"TLS Protocol: (\S+)\s+Cipher: (\S+)", text)
+    if mt:
+        r["tls_protocol"], r["tls_cipher"] = mt.group(1), mt.group(2)
     mt = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
     r["min_us"], r["max_us"], r["mean_us"] = (to_us(mt.group(i), mt.group(i + 1)) for i in (1, 3, 5))
     if not log:
@@ -629,6 +765,37 @@ def read_line(f, timeout):
     """One line from pipe f within timeout seconds, or None."""
     r, _, _ = select.select([f], [], [], timeout)
     return f.readline() if r else None
+
+
+def stop_proc(p):
+    """SIGTERM, then SIGKILL if p has not exited within 30 s."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc, timeout):
+    """Whether something listens on 127.0.0.1:port within timeout seconds, while proc
+    runs (read from /proc/net/tcp, so that no connection is made)."""
+    want = "0100007F:%04X" % port  # local_address column: 127.0.0.1 as the kernel prints it
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        if any(r[1] == want and r[3] == "0A" for r in rows):  # state 0A: LISTEN
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def rss_kb(pid):
@@ -747,10 +914,29 @@ def print_table(r):
         rows.append(("instructions per Health/Check", fmt(ins["health"]["per_unit"], ",.0f"), "", ""))
         rows.append(("instructions per GetRun", fmt(ins["getrun"]["per_unit"], ",.0f"), "", ""))
         rows.append(("instructions per MiB streamed", fmt(ins["stream"]["per_unit"], ",.0f"), "", ""))
+    t = r.get("tls")
+    if t:
+        u, f = t["unary"]["figures"], t["unary"]["ratios"]
+        rows.append(("TLS unary getrun QPS -c4 -m25 vs own plaintext", fmt(u["prismqd_tls"]["qps"], ",.0f"),
+                     fmt(u["prismqd"]["qps"], ",.0f"), fmt(f["prismqd"]["qps"], ".2f") + "x"))
+        rows.append(("TLS unary getrun QPS -c4 -m25 vs gRPC C++ TLS", fmt(u["prismqd_tls"]["qps"], ",.0f"),
+                     fmt(u["grpc_cpp_tls"]["qps"], ",.0f"), fmt(f["grpc_cpp_tls"]["qps"], ".2f") + "x"))
+        rows.append(("TLS unary getrun mean us vs gRPC C++ TLS", fmt(u["prismqd_tls"]["mean_us"], ".0f"),
+                     fmt(u["grpc_cpp_tls"]["mean_us"], ".0f"), fmt(f["grpc_cpp_tls"]["mean_latency"], ".2f") + "x"))
+        for mode in ("full", "resumed"):
+            h = t["handshakes"][mode]
+            rows.append(("TLS %s handshakes/s vs s_server (resumed %.0f%%)"
+                         % (mode, 100 * h["resumed_fraction"]["prismqd"]), fmt(h["median"]["prismqd"], ",.0f"),
+                         fmt(h["median"]["s_server"], ",.0f"), fmt(h["ratio"], ".2f") + "x"))
+        fo = t["follower"]
+        rows.append(("TLS follower 1 GiB MB/s vs plaintext", fmt(fo["median"]["tls"] / 1e6, ",.0f"),
+                     fmt(fo["median"]["plain"] / 1e6, ",.0f"), fmt(fo["ratio"], ".2f") + "x"))
     w = max([len(x[0]) for x in rows] + [6])
     print("%-*s  %18s  %18s  %12s" % (w, "metric", "prismqd", "reference", "ratio"))
     for row in rows:
         print("%-*s  %18s  %18s  %12s" % ((w,) + row))
+    if t:
+        print("TLS (prismqd, tls_handshake): %s %s; %s" % (t["tls_version"], t["cipher"], t["ktls"]))
     print("\ntargets:")
     for t in r["targets"]:
         print("  %-4s %s: %s %s (target %s %s %s)" % ("ok" if t["pass"] else "MISS", t["name"], fmt(t["value"], ".3g"),

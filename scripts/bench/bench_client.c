@@ -2,6 +2,12 @@
  * fan-out, queued runs, idle and stalled followers) on the project's own client core
  * (client/gclient.h), so that a Python client's speed does not cap what is measured.
  *
+ *   bench_client [--tls-ca FILE] TARGET MODE ...
+ *       TARGET as gclient takes it ("127.0.0.1:PORT", "tls://127.0.0.1:PORT", ...).
+ *       Connections use TLS (ALPN h2) when --tls-ca is given or TARGET starts with
+ *       "tls://": the server certificate must verify against FILE (else the system's
+ *       CAs) and match TARGET's host.
+ *
  *   bench_client TARGET starts N INFLIGHT MODULE [NAME=VALUE...]
  *       N runs, INFLIGHT at once over one connection: StartRun, then WaitRun to the
  *       terminal state, then the next StartRun. A run fails unless it ends COMPLETED
@@ -44,10 +50,12 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <xxhash.h>
 
 #include "gclient.h"
 #include "grpcwire.h"
+#include "tlsctx.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 
 #define PATH_START "/prismq.runner.v1.Runner/StartRun"
@@ -63,6 +71,7 @@ typedef Prismq__Runner__V1__OutputChunk pb_chunk;
 
 static struct event_base *g_base;
 static const char *g_target;
+static SSL_CTX *g_tls; /* client TLS context of every connection, or NULL for h2c */
 /* The StartRun request of every run, packed once. */
 static uint8_t *g_start_req;
 static size_t g_start_len;
@@ -87,7 +96,12 @@ static double now_s(void) {
 static gcl_conn *conn_new(void) {
   gcl_conn *c = NULL;
   gcl_conn_opts o = GCL_CONN_OPTS_INIT;
-  if (gcl_conn_new(&c, g_base, g_target, &o) < 0) die("cannot create a connection");
+  o.tls_ctx = g_tls;
+  char err[256] = "";
+  if (gcl_conn_new(&c, g_base, g_target, &o, err, sizeof err) < 0) {
+    fprintf(stderr, "bench_client: cannot connect to %s: %s\n", g_target, err);
+    exit(2);
+  }
   return c;
 }
 
@@ -539,12 +553,25 @@ static int run_mode(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) die("usage: bench_client TARGET MODE ... (see the source)");
+  const char *tls_ca = NULL;
+  if (argc > 2 && strcmp(argv[1], "--tls-ca") == 0) {
+    tls_ca = argv[2];
+    argc -= 2;
+    argv += 2;
+  }
+  if (argc < 3) die("usage: bench_client [--tls-ca FILE] TARGET MODE ... (see the source)");
   g_target = argv[1];
+  if (tls_ca || strncmp(g_target, "tls://", 6) == 0) {
+    tlsctx_client_opts to = TLSCTX_CLIENT_OPTS_INIT;
+    char err[512];
+    to.ca_file = tls_ca;
+    if (tlsctx_client_new(&g_tls, &to, err, sizeof err) < 0) die(err);
+  }
   g_base = event_base_new();
   if (!g_base) die("event_base_new failed");
   int rc = run_mode(argc, argv);
   free(g_start_req);
+  SSL_CTX_free(g_tls);
   event_base_free(g_base);
   libevent_global_shutdown();
   return rc;

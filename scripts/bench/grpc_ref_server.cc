@@ -1,6 +1,10 @@
 // grpc_ref_server: the stock gRPC C++ server the unary benchmark compares prismqd with.
 //
-//   grpc_ref_server [PORT]    (default 0: a kernel-chosen port)
+//   grpc_ref_server [PORT] [--tls CERT KEY]    (PORT default 0: a kernel-chosen port)
+//
+// With --tls, serves over TLS (grpc::SslServerCredentials, default options: no client
+// certificate requested) with the PEM certificate chain CERT and private key KEY;
+// otherwise plaintext (h2c).
 //
 // Serves, on 127.0.0.1, the default health service (grpc::EnableDefaultHealthCheckService,
 // so grpc.health.v1.Health/Check with service "" answers SERVING) and one trivial unary
@@ -15,7 +19,10 @@
 // runner.proto's generated C++ code in the build directory; never committed as a binary.
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -51,10 +58,43 @@ class RunnerRef final : public pb::Runner::Service {
   pb::Run canned_;
 };
 
+// The whole file at path, or false if it cannot be read.
+bool read_file(std::string* out, const char* path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return f.good() && !out->empty();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = argc > 1 ? std::atoi(argv[1]) : 0;
+  int port = 0;
+  const char* tls_cert = nullptr;
+  const char* tls_key = nullptr;
+  for (int i = 1; i < argc; i++) {
+    if (std::strcmp(argv[i], "--tls") == 0 && i + 2 < argc) {
+      tls_cert = argv[++i];
+      tls_key = argv[++i];
+    } else if (argv[i][0] != '-') {
+      port = std::atoi(argv[i]);
+    } else {
+      std::fprintf(stderr, "usage: grpc_ref_server [PORT] [--tls CERT KEY]\n");
+      return 2;
+    }
+  }
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (tls_cert) {
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!read_file(&pair.cert_chain, tls_cert) || !read_file(&pair.private_key, tls_key)) {
+      std::fprintf(stderr, "grpc_ref_server: cannot read %s or %s\n", tls_cert, tls_key);
+      return 1;
+    }
+    grpc::SslServerCredentialsOptions opts;
+    opts.pem_key_cert_pairs.push_back(pair);
+    creds = grpc::SslServerCredentials(opts);
+  }
   // Block the stop signals in every thread gRPC starts; main waits for them below.
   sigset_t stop;
   sigemptyset(&stop);
@@ -66,7 +106,7 @@ int main(int argc, char** argv) {
   RunnerRef runner;
   grpc::ServerBuilder builder;
   int bound = 0;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &bound);
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), creds, &bound);
   builder.RegisterService(&runner);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound == 0) {

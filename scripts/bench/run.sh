@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PrismQ Runner benchmarks (see docs/performance.md): prismqd against references measured
 # in the same run (stock gRPC C++, a plain posix_spawn loop, a raw pipe), reported as
-# ratios. Takes about 3 minutes on 2 cores, plus the build. Never run by ctest.
+# ratios. Takes about 5 minutes on 2 cores, plus the build. Never run by ctest.
 #
 #   scripts/bench/run.sh [RESULTS_JSON] [--only PHASE,...]
 #
@@ -9,7 +9,9 @@
 # builds prismqd (Release) and the bench tools into $BUILD_DIR/bench, runs
 # scripts/bench/bench.py, prints a table and writes the figures as JSON to RESULTS_JSON
 # (default $BUILD_DIR/bench-results.json). Phases: unary, start, firstbyte, stream,
-# fanout, memory, instructions. Environment:
+# fanout, memory, instructions, tls (unary calls, new connections and one follower over
+# TLS, with certificates from scripts/gen-dev-certs.sh; handshakes against
+# `openssl s_server -www`). Environment:
 #   BUILD_DIR            build directory (default build-bench; relative to the repository)
 #   BUILD_TYPE           CMake build type (default Release)
 #   BENCH_UNARY_SECONDS  seconds per h2load run (default 2; 3 runs per server and case)
@@ -65,6 +67,10 @@ if stale "$B/grpc_ref_server" "$SRC/grpc_ref_server.cc" "$PROTO"; then
 fi
 if stale "$B/spawn_ref" "$SRC/spawn_ref.c"; then
   gcc "${CFLAGS[@]}" "$SRC/spawn_ref.c" -o "$B/spawn_ref"
+fi
+if stale "$B/tls_handshake" "$SRC/tls_handshake.c"; then
+  # shellcheck disable=SC2046
+  gcc "${CFLAGS[@]}" "$SRC/tls_handshake.c" $(pkg-config --cflags --libs openssl) -o "$B/tls_handshake"
 fi
 LIBS=("$BUILD_DIR/client/libprismq_client.a" "$BUILD_DIR/common/libprismq_common.a"
       "$BUILD_DIR/proto/libprismq_proto.a")
