@@ -3,6 +3,9 @@
  *
  *   libprismq_probe TARGET COMMAND [ARGS...]      (TARGET "-": opts.target = NULL)
  *
+ * The TLS options come from PRISMQ_TLS_CA, PRISMQ_TLS_CERT and PRISMQ_TLS_KEY when set
+ * and not empty (opts.ca_file, cert_file, key_file), as for prismq.
+ *
  * Blocking API:
  *   health [SERVICE]         prints the serving status (SERVING)
  *   modules                  prints the module ids, one a line
@@ -64,6 +67,22 @@ static const char *run_status_name(int status) {
 static int rpc_failed(const prismq_status *st) {
   fprintf(stderr, "%s: %s\n", prismq_code_name(st->code), st->message);
   return EXIT_RPC;
+}
+
+/* An environment variable, or NULL when unset or empty. */
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
+/* The client options of a command: `target`, and TLS files from the environment. */
+static prismq_client_opts client_opts(const char *target) {
+  prismq_client_opts opts = PRISMQ_CLIENT_OPTS_INIT;
+  opts.target = target;
+  opts.ca_file = env("PRISMQ_TLS_CA");
+  opts.cert_file = env("PRISMQ_TLS_CERT");
+  opts.key_file = env("PRISMQ_TLS_KEY");
+  return opts;
 }
 
 static int check_failed(const char *what) {
@@ -502,8 +521,7 @@ static int cmd_async(const char *target, const char *module, int n, char **kv) {
   a.module = module;
   a.base = event_base_new();
   if (!a.base) return check_failed("event_base_new");
-  prismq_client_opts opts = PRISMQ_CLIENT_OPTS_INIT;
-  opts.target = target;
+  prismq_client_opts opts = client_opts(target);
   int rc = prismq_client_connect_async(&a.c, a.base, &opts);
   if (rc < 0) {
     event_base_free(a.base);
@@ -553,8 +571,7 @@ static int cmd_async_free(const char *target, const char *run_id) {
   struct event_base *base = event_base_new();
   if (!base) return check_failed("event_base_new");
   struct async_free f = {NULL, 0, -1, 0, 0, -1};
-  prismq_client_opts opts = PRISMQ_CLIENT_OPTS_INIT;
-  opts.target = target;
+  prismq_client_opts opts = client_opts(target);
   int rc = prismq_client_connect_async(&f.c, base, &opts);
   if (rc < 0) {
     event_base_free(base);
@@ -628,8 +645,7 @@ int main(int argc, char **argv) {
   } else if (strcmp(cmd, "async-free") == 0 && argc == 4) {
     code = cmd_async_free(target, argv[3]);
   } else {
-    prismq_client_opts opts = PRISMQ_CLIENT_OPTS_INIT;
-    opts.target = target;
+    prismq_client_opts opts = client_opts(target);
     prismq_client *c = NULL;
     int rc = prismq_client_connect(&c, &opts);
     if (rc < 0) {
