@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,9 @@
 
 /* Plaintext handed to one SSL_write: one full TLS record. */
 #define TLS_RECORD (16u << 10)
+/* Ciphertext encrypted ahead of the socket, sent with one writev: records are 16 KiB,
+ * and a write(2) per record would cost a system call and a wake-up of the peer each. */
+#define TLS_ENC_HIGH_WATER (256u << 10)
 /* Bytes an adapted bufferevent may hold in its output before conn_write leaves the
  * rest with the caller. */
 #define BEV_HIGH_WATER (64u << 10)
@@ -47,7 +51,8 @@ struct conn {
   enum conn_state state;
   struct event_base *base;
   int fd;                  /* socket kinds; -1 for bev */
-  SSL *ssl;                /* tls */
+  SSL *ssl;                /* tls: reads the socket, writes records into enc */
+  struct evbuffer *enc;    /* tls: ciphertext not yet taken by the socket */
   struct bufferevent *bev; /* bev */
   struct event *rev, *wev; /* socket kinds: readable, writable */
   struct event *timer;     /* connect or handshake deadline */
@@ -56,9 +61,8 @@ struct conn {
   void *arg;
   unsigned want_read : 1;
   unsigned want_write : 1;
-  unsigned read_needs_write : 1; /* tls: the last SSL_read wants the socket writable */
   unsigned write_needs_read : 1; /* tls: the last SSL_write wants the socket readable */
-  unsigned hs_needs_write : 1;   /* tls handshake: wants the socket writable */
+  unsigned write_kick : 1;       /* bev: on_write is due from the kick (output empty) */
   unsigned rev_on : 1, wev_on : 1;
   unsigned eof : 1; /* bev: the peer has ended the stream */
   int err_no;       /* ST_FAILED: the errno conn_read/conn_write return */
@@ -97,8 +101,9 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   conn *c = arg;
-  if (c->state == ST_FAILED && c->want_write) {
+  if ((c->state == ST_FAILED || c->write_kick) && c->want_write) {
     c->want_write = 0;
+    c->write_kick = 0;
     c->on_write(c, c->arg);
   }
   if (c->want_read) c->on_read(c, c->arg);
@@ -160,13 +165,14 @@ static void sock_arm(conn *c) {
     w = 1;
     break;
   case ST_HANDSHAKE:
-    w = c->hs_needs_write;
-    r = !w;
+    r = 1;
+    w = evbuffer_get_length(c->enc) > 0;
     break;
   case ST_UP:
     if (c->ssl) {
-      r = (c->want_read && !c->read_needs_write) || (c->want_write && c->write_needs_read);
-      w = (c->want_write && !c->write_needs_read) || (c->want_read && c->read_needs_write);
+      /* Ciphertext left over is sent whatever the user wants. */
+      r = c->want_read || (c->want_write && c->write_needs_read);
+      w = (c->want_write && !c->write_needs_read) || evbuffer_get_length(c->enc) > 0;
     } else {
       r = c->want_read;
       w = c->want_write;
@@ -239,6 +245,42 @@ static void tls_fail(conn *c, int ssl_err, const char *what) {
   fail(c, EPROTO, "%s %s failed: %s", what, c->name ? c->name : c->peer.addr, detail[0] ? detail : "unknown error");
 }
 
+/* Sends the ciphertext waiting in enc until the socket is full. Returns 0 (what is left
+ * waits for EV_WRITE), or a negative errno once the transport has failed. */
+static int enc_flush(conn *c) {
+  while (evbuffer_get_length(c->enc) > 0) {
+    int w = evbuffer_write(c->enc, c->fd);
+    if (w > 0) continue;
+    if (w == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+    int e = errno;
+    fail(c, e, "write to %s: %s", c->peer.addr, strerror(e));
+    return -e;
+  }
+  return 0;
+}
+
+/* The write side of an SSL: records go into the conn's enc buffer (one copy, as a
+ * socket write would make), and enc_flush sends many in one writev. */
+static int enc_bio_write(BIO *b, const char *data, int len) {
+  conn *c = BIO_get_data(b);
+  return evbuffer_add(c->enc, data, (size_t)len) == 0 ? len : -1;
+}
+
+static long enc_bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)b;
+  (void)num;
+  (void)ptr;
+  return cmd == BIO_CTRL_FLUSH; /* nothing is held in the BIO itself */
+}
+
+static BIO_METHOD *enc_bio_method;
+
+static void enc_bio_init(void) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "prismq evbuffer");
+  if (m && BIO_meth_set_write(m, enc_bio_write) == 1 && BIO_meth_set_ctrl(m, enc_bio_ctrl) == 1) enc_bio_method = m;
+  else BIO_meth_free(m);
+}
+
 static void tls_up(conn *c) {
   if (c->timer) event_del(c->timer);
   c->state = ST_UP;
@@ -255,17 +297,12 @@ static void tls_up(conn *c) {
 static void handshake_step(conn *c) {
   ERR_clear_error();
   int r = SSL_do_handshake(c->ssl);
-  if (r == 1) {
-    tls_up(c);
-    return;
-  }
-  int e = SSL_get_error(c->ssl, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-    c->hs_needs_write = e == SSL_ERROR_WANT_WRITE;
-    sock_arm(c);
-    return;
-  }
-  tls_fail(c, e, "TLS handshake with");
+  int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+  /* What the handshake wrote goes out first, an alert that refuses the peer too. */
+  if (enc_flush(c) < 0) return;
+  if (e == SSL_ERROR_NONE) tls_up(c);
+  else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) sock_arm(c);
+  else tls_fail(c, e, "TLS handshake with");
 }
 
 /* Reads records until `len` bytes or the socket is dry. Input OpenSSL has already
@@ -274,8 +311,6 @@ static ssize_t tls_read(conn *c, void *buf, size_t len) {
   if (c->state == ST_FAILED) return -c->err_no;
   if (c->state != ST_UP) return -EAGAIN;
   size_t got = 0;
-  int was = c->read_needs_write;
-  c->read_needs_write = 0;
   while (got < len) {
     size_t n = 0;
     ERR_clear_error();
@@ -285,11 +320,7 @@ static ssize_t tls_read(conn *c, void *buf, size_t len) {
       continue;
     }
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ) break;
-    if (e == SSL_ERROR_WANT_WRITE) {
-      c->read_needs_write = 1;
-      break;
-    }
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
     if (e == SSL_ERROR_ZERO_RETURN) {
       if (got == 0) return 0;
       break;
@@ -298,21 +329,25 @@ static ssize_t tls_read(conn *c, void *buf, size_t len) {
     tls_fail(c, e, "TLS read from");
     return -EPROTO;
   }
-  if (was != c->read_needs_write) sock_arm(c);
+  /* Reading may have written (a key update's answer). */
+  if (evbuffer_get_length(c->enc) > 0) {
+    if (enc_flush(c) < 0 && got == 0) return -c->err_no;
+    sock_arm(c);
+  }
   if (got == len && SSL_has_pending(c->ssl)) event_active(c->kick, EV_TIMEOUT, 0);
   return got > 0 ? (ssize_t)got : -EAGAIN;
 }
 
-/* Writes a record at a time from the front of `out`: pulled up to TLS_RECORD bytes so
- * that small frames share a record. A retry after WANT_* hands the same bytes again
- * (out only grows at its end), possibly from a moved buffer (allowed by the mode). */
+/* Encrypts a record at a time from the front of `out` (pulled up to TLS_RECORD bytes so
+ * that small frames share a record) while the ciphertext ahead is under its mark, then
+ * sends it. */
 static int tls_write(conn *c, struct evbuffer *out) {
   if (c->state == ST_FAILED) return -c->err_no;
   if (c->state != ST_UP) return 0;
-  int was = c->write_needs_read;
+  if (enc_flush(c) < 0) return -c->err_no;
   c->write_needs_read = 0;
   size_t left;
-  while ((left = evbuffer_get_length(out)) > 0) {
+  while ((left = evbuffer_get_length(out)) > 0 && evbuffer_get_length(c->enc) < TLS_ENC_HIGH_WATER) {
     size_t want = left < TLS_RECORD ? left : TLS_RECORD;
     unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)want);
     if (!p) {
@@ -327,7 +362,6 @@ static int tls_write(conn *c, struct evbuffer *out) {
       continue;
     }
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_WRITE) break;
     if (e == SSL_ERROR_WANT_READ) {
       c->write_needs_read = 1;
       break;
@@ -335,15 +369,29 @@ static int tls_write(conn *c, struct evbuffer *out) {
     tls_fail(c, e, "TLS write to");
     return -EPROTO;
   }
-  if (was != c->write_needs_read) sock_arm(c);
+  if (enc_flush(c) < 0) return -c->err_no;
+  sock_arm(c);
   return 0;
 }
 
 static const struct conn_ops tls_ops = {tls_read, tls_write, sock_arm};
 
 static int tls_start(conn *c, const conn_tls_opts *t) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, enc_bio_init);
   c->ssl = SSL_new(t->ctx);
-  if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) return -ENOMEM;
+  c->enc = evbuffer_new();
+  if (!c->ssl || !c->enc || !enc_bio_method) return -ENOMEM;
+  BIO *rb = BIO_new_socket(c->fd, BIO_NOCLOSE);
+  BIO *wb = BIO_new(enc_bio_method);
+  if (!rb || !wb) {
+    BIO_free(rb);
+    BIO_free(wb);
+    return -ENOMEM;
+  }
+  BIO_set_data(wb, c);
+  BIO_set_init(wb, 1);
+  SSL_set_bio(c->ssl, rb, wb);
   c->hs_timeout_ms = t->handshake_timeout_ms;
   if (t->server) {
     SSL_set_accept_state(c->ssl);
@@ -429,13 +477,16 @@ static void io_cb(evutil_socket_t fd, short what, void *arg) {
     else rd = 1;
   }
   if (what & EV_WRITE) {
-    if (c->read_needs_write) rd = 1;
-    else wr = 1;
+    /* TLS: the user may write again once the ciphertext ahead is gone. */
+    if (c->ssl && enc_flush(c) < 0) return;
+    wr = !c->ssl || evbuffer_get_length(c->enc) == 0;
   }
   if (wr && c->want_write) {
     c->want_write = 0;
     sock_arm(c);
     c->on_write(c, c->arg);
+  } else if (what & EV_WRITE) {
+    sock_arm(c); /* the ciphertext may be gone: no more EV_WRITE for it */
   }
   if (rd && c->want_read) c->on_read(c, c->arg);
 }
@@ -454,7 +505,7 @@ int conn_new_socket(conn **out, struct event_base *base, int fd, const conn_tls_
     return -ENOMEM;
   }
   c->fd = fd;
-  int rc = socket_events(c);
+  int rc = evutil_make_socket_nonblocking(fd) == 0 ? socket_events(c) : -errno;
   if (rc == 0 && tls) rc = tls_start(c, tls);
   if (rc < 0) {
     conn_free(c);
@@ -546,6 +597,7 @@ static void bev_write_cb(struct bufferevent *bev, void *arg) {
   conn *c = arg;
   if (!c->want_write) return;
   c->want_write = 0;
+  c->write_kick = 0;
   c->on_write(c, c->arg);
 }
 
@@ -572,8 +624,8 @@ int conn_new_bufferevent(conn **out, struct bufferevent *bev) {
   snprintf(c->peer.addr, sizeof c->peer.addr, "memory");
   c->peer.local = 1;
   bufferevent_setcb(bev, bev_read_cb, bev_write_cb, bev_event_cb, c);
-  /* on_write once the output is down to a quarter of what bev_write fills it to. */
-  bufferevent_setwatermark(bev, EV_WRITE, BEV_HIGH_WATER / 4, 0);
+  /* on_write once the output has drained: conn_pending counts what it holds. */
+  bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
   bufferevent_enable(bev, EV_WRITE);
   bufferevent_disable(bev, EV_READ);
   *out = c;
@@ -589,6 +641,7 @@ void conn_free(conn *c) {
   if (c->timer) event_free(c->timer);
   event_free(c->kick);
   if (c->ssl) SSL_free(c->ssl);
+  if (c->enc) evbuffer_free(c->enc);
   if (c->fd >= 0) close(c->fd);
   if (c->bev) bufferevent_free(c->bev);
   free(c->name);
@@ -613,9 +666,18 @@ void conn_want_read(conn *c, int on) {
 void conn_want_write(conn *c) {
   if (c->want_write) return;
   c->want_write = 1;
-  if (c->state == ST_FAILED) event_active(c->kick, EV_TIMEOUT, 0);
-  else if (c->kind == CONN_BEV) bufferevent_enable(c->bev, EV_WRITE);
-  else c->ops->arm(c);
+  if (c->state == ST_FAILED) {
+    event_active(c->kick, EV_TIMEOUT, 0);
+  } else if (c->kind == CONN_BEV) {
+    /* The bufferevent calls back only once output it holds has drained. */
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+      c->write_kick = 1;
+      event_active(c->kick, EV_TIMEOUT, 0);
+    }
+    bufferevent_enable(c->bev, EV_WRITE);
+  } else {
+    c->ops->arm(c);
+  }
 }
 
 ssize_t conn_read(conn *c, void *buf, size_t len) { return c->ops->read(c, buf, len); }
@@ -623,6 +685,12 @@ ssize_t conn_read(conn *c, void *buf, size_t len) { return c->ops->read(c, buf, 
 int conn_write(conn *c, struct evbuffer *out) { return c->ops->write(c, out); }
 
 int conn_can_sendfile(const conn *c) { return c->kind == CONN_SOCKET; }
+
+size_t conn_pending(const conn *c) {
+  if (c->enc) return evbuffer_get_length(c->enc);
+  if (c->bev) return evbuffer_get_length(bufferevent_get_output(c->bev));
+  return 0;
+}
 
 struct event_base *conn_base(const conn *c) { return c->base; }
 

@@ -63,7 +63,7 @@ typedef struct conn_tls_opts {
 } conn_tls_opts;
 
 /* Wraps an accepted or connected stream socket `fd` (TCP or unix), made non-blocking
- * here; with `tls` (may be NULL) the socket carries TLS, whose handshake starts at
+ * here if it is not; with `tls` (may be NULL) the socket carries TLS, whose handshake starts at
  * once. Takes ownership of fd, also on failure.
  * Returns 0 and sets *out (free with conn_free), or -ENOMEM / -EINVAL (TLS set-up). */
 int conn_new_socket(conn **out, struct event_base *base, int fd, const conn_tls_opts *tls);
@@ -91,7 +91,8 @@ void conn_set_handlers(conn *c, conn_fn on_read, conn_fn on_write, void *arg);
 /* Turns reading on (non-zero) or off: on_read fires while on and input may be there. */
 void conn_want_read(conn *c, int on);
 
-/* Asks for one on_write call when the transport can take output again. */
+/* Asks for one on_write call when the transport can take output again (at once, from
+ * the loop, when nothing is pending). */
 void conn_want_write(conn *c);
 
 /* Reads up to len bytes. Returns the count (> 0), 0 at the end of the stream, -EAGAIN
@@ -104,6 +105,11 @@ ssize_t conn_read(conn *c, void *buf, size_t len);
  * when the transport has failed (conn_error says why). Before the transport is up it
  * writes nothing and returns 0. */
 int conn_write(conn *c, struct evbuffer *out);
+
+/* Bytes the transport has taken from conn_write but not yet handed to the kernel
+ * (TLS ciphertext, a bufferevent's output). They go out on their own; a user that
+ * closes once its output is gone waits for on_write while this is not 0. */
+size_t conn_pending(const conn *c);
 
 /* Non-zero if file chains in an output buffer may stay unmapped (sendfile): set
  * EVBUFFER_FLAG_DRAINS_TO_FD on such a buffer only then. */

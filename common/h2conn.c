@@ -432,16 +432,21 @@ static int process_input(h2conn *c) {
  * event, waking up for it and disarming it again (two epoll_ctl and one epoll_wait per
  * call). */
 static void write_now(h2conn *c) {
-  if (c->write_wait || evbuffer_get_length(c->out) == 0) return;
-  if (conn_write(c->conn, c->out) < 0) {
+  if (c->write_wait) return;
+  if (evbuffer_get_length(c->out) > 0 && conn_write(c->conn, c->out) < 0) {
     LOG_DEBUG("h2: %s", conn_error(c->conn));
     c->closing = 1;
     return;
   }
-  if (evbuffer_get_length(c->out) > 0) {
+  if (evbuffer_get_length(c->out) > 0 || conn_pending(c->conn) > 0) {
     c->write_wait = 1;
     conn_want_write(c->conn);
   }
+}
+
+/* Output not yet handed to the kernel: ours, and what the transport holds. */
+static size_t unsent(const h2conn *c) {
+  return evbuffer_get_length(c->out) + conn_pending(c->conn);
 }
 
 /* Sends what nghttp2 has, tells users whose output drained, and closes the
@@ -463,13 +468,13 @@ static void do_send(h2conn *c) {
     if (c->cbs.on_drain) c->cbs.on_drain(c, s->id, s->user);
   }
   write_now(c);
-  size_t left = evbuffer_get_length(c->out);
   /* The transport took all of it while nghttp2 had stopped at the high-water mark: no
    * write wake-up will come to re-drive it, so go round again from the loop. */
-  if (!c->closing && left == 0 && nghttp2_session_want_write(c->session)) schedule_flush(c);
+  if (!c->closing && evbuffer_get_length(c->out) == 0 && nghttp2_session_want_write(c->session))
+    schedule_flush(c);
   /* Neither side has more to say: close once the output is gone (write_now asked to
    * be woken while some is left). */
-  if (!c->closing && left == 0 && !nghttp2_session_want_read(c->session) &&
+  if (!c->closing && unsent(c) == 0 && !nghttp2_session_want_read(c->session) &&
       !nghttp2_session_want_write(c->session))
     c->closing = 1;
   if (c->closing) schedule_flush(c); /* tear down from the loop, not inside a callback */

@@ -8,6 +8,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+/* What one read(2) of a TLS socket may take (several records). */
+#define TLS_READ_BUFFER (64u << 10)
+
 /* ALPN wire form: one length-prefixed protocol name. */
 static const unsigned char alpn_h2[] = {2, 'h', '2'};
 
@@ -37,6 +40,11 @@ static void ctx_common(SSL_CTX *ctx) {
    * write that would block and its retry. */
   SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_RELEASE_BUFFERS);
+  /* Without read-ahead OpenSSL reads each record with two read(2) calls, its header
+   * and then its body; with it, one read takes what the socket has, up to the buffer
+   * (conn.c wakes its reader again for what stays buffered there). */
+  SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
 }
 
 /* gRPC over TLS is h2 or nothing: a client that offers no ALPN at all is refused here,
@@ -103,6 +111,22 @@ static int load_client_ca(SSL_CTX *ctx, const tlsctx_server_opts *o, char *err, 
   return o->crl ? load_crl(ctx, o->crl, err, errlen) : 0;
 }
 
+/* The server's key, which must be the certificate's: OpenSSL checks that as it loads
+ * the key, and says so in its own words. */
+static int load_key(SSL_CTX *ctx, const tlsctx_server_opts *o, char *err, size_t errlen) {
+  char what[600];
+  snprintf(what, sizeof what, "cannot load tls.key %s", o->key ? o->key : "(none)");
+  if (o->key && SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) == 1 && SSL_CTX_check_private_key(ctx) == 1)
+    return 0;
+  unsigned long e = ERR_peek_last_error();
+  if (o->key && (!e || ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)) {
+    ERR_clear_error();
+    if (err && errlen) snprintf(err, errlen, "tls.key %s does not match tls.cert %s", o->key, o->cert);
+    return -EINVAL;
+  }
+  return ssl_fail(err, errlen, what);
+}
+
 int tlsctx_server_new(SSL_CTX **out, const tlsctx_server_opts *o, char *err, size_t errlen) {
   char what[600];
   int rc;
@@ -113,21 +137,14 @@ int tlsctx_server_new(SSL_CTX **out, const tlsctx_server_opts *o, char *err, siz
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
   /* One ticket per connection is enough to resume it; OpenSSL sends two by default. */
   SSL_CTX_set_num_tickets(ctx, 1);
+  /* The chain sent is tls.cert's, not completed from the client CAs' store. */
+  SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
   snprintf(what, sizeof what, "cannot load tls.cert %s", o->cert ? o->cert : "(none)");
   if (!o->cert || SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
     rc = ssl_fail(err, errlen, what);
     goto fail;
   }
-  snprintf(what, sizeof what, "cannot load tls.key %s", o->key ? o->key : "(none)");
-  if (!o->key || SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1) {
-    rc = ssl_fail(err, errlen, what);
-    goto fail;
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    snprintf(what, sizeof what, "tls.key %s does not match tls.cert %s", o->key, o->cert);
-    rc = ssl_fail(err, errlen, what);
-    goto fail;
-  }
+  if ((rc = load_key(ctx, o, err, errlen)) < 0) goto fail;
   if ((rc = check_validity(ctx, o->cert, err, errlen)) < 0) goto fail;
   if (o->client_ca && (rc = load_client_ca(ctx, o, err, errlen)) < 0) goto fail;
   *out = ctx;

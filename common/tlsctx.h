@@ -45,10 +45,11 @@ typedef struct tlsctx_client_opts {
  * SSL_CTX_free), or -EINVAL / -ENOMEM with `err` filled. */
 int tlsctx_client_new(SSL_CTX **out, const tlsctx_client_opts *o, char *err, size_t errlen);
 
-/* Writes the identity of the peer's certificate into buf (len bytes): its first URI
- * SAN, else its first DNS SAN, else its subject CN; "" when the peer sent none, it was
- * not verified, or the name holds bytes outside printable ASCII or starts with "unix:"
- * (names of that form belong to unix-socket peers). */
+/* Writes the identity of the peer's certificate into buf (len bytes): its first usable
+ * URI SAN, else its first usable DNS SAN, else its subject CN if usable; "" when the
+ * peer sent no certificate, it was not verified, or no name is usable. A name is
+ * usable when it is printable ASCII without spaces, fits, and does not start with
+ * "unix:" (names of that form belong to unix-socket peers). */
 void tlsctx_peer_identity(char *buf, size_t len, SSL *ssl);
 
 #endif

@@ -78,6 +78,7 @@ struct call_server {
   struct event_base *base;
   call_server_opts opts;
   log_limit send_refused; /* before_send failing: every send of every connection */
+  log_limit conn_failed;  /* transports that failed */
   struct method *methods; /* sorted by path for bsearch */
   size_t nmethods;
   struct call_conn *conns;
@@ -266,6 +267,8 @@ struct event_base *call_base(const call *c) { return c->srv->base; }
 const conn_peer *call_peer(const call *c) { return conn_get_peer(h2conn_conn(c->conn->h2)); }
 
 unsigned call_roles(const call *c) { return c->roles; }
+
+int call_sends_files(const call *c) { return conn_can_sendfile(h2conn_conn(c->conn->h2)); }
 
 const char *call_metadata(const call *c, const char *name, size_t *len) {
   size_t pos = 0;
@@ -594,9 +597,15 @@ static void check_idle(call_server *s) {
 }
 
 static void on_conn_close(h2conn *h2, void *conn_user) {
-  (void)h2;
   struct call_conn *cn = conn_user;
   call_server *s = cn->srv;
+  /* A transport that failed (a refused TLS handshake, a reset) says why; a flood of
+   * them gives one line a second. */
+  const conn *t = h2conn_conn(h2);
+  unsigned long long held;
+  if (conn_error(t)[0] && log_limit_pass(&s->conn_failed, 1000, &held))
+    LOG_INFO("connection from %s ended: %s (%llu more since the last report)", conn_get_peer(t)->addr,
+             conn_error(t), held);
   if (cn->prev) cn->prev->next = cn->next;
   else s->conns = cn->next;
   if (cn->next) cn->next->prev = cn->prev;

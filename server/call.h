@@ -118,6 +118,11 @@ int call_send_framed(call *c, struct evbuffer *framed);
  * be mapped (not on a socket): nothing was queued. */
 int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len);
 
+/* Non-zero if call_send_file sends file bytes as they are (sendfile on a plain
+ * socket); zero where it would map them (TLS, in-memory transports), and copying a
+ * batch into memory is cheaper. */
+int call_sends_files(const call *c);
+
 /* Ends the call with `status` (enum gw_status) and a printf-style message (may be
  * NULL), sent percent-encoded in grpc-message. Nothing sent yet and status non-zero
  * gives a trailers-only answer. The call is the layer's from now on. */

@@ -3,6 +3,7 @@
  * SIGINT, then shuts down gracefully. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,10 @@
 #define SHUTDOWN_GRACE_S 5
 /* Running runs get SIGTERM at shutdown, then SIGKILL after this. */
 #define RUN_STOP_GRACE_MS 3000
+/* Allocations from this size on come from mmap; free heap beyond this at its top is
+ * given back (see main). */
+#define MALLOC_MMAP_MIN (4 << 20)
+#define MALLOC_TRIM_MIN (16 << 20)
 /* The soft RLIMIT_NOFILE we raise to, at most. */
 #define NOFILE_MAX 65536
 
@@ -229,6 +234,13 @@ int main(int argc, char **argv) {
 
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
+  /* Output moves through buffers of 64-128 KiB that come and go at the rate of the
+   * output. glibc's defaults serve 128 KiB from mmap and hand the top of the heap back
+   * once 128 KiB are free there: a munmap or brk per buffer, each a TLB flush on every
+   * CPU the process has run on. Fixed limits keep such buffers on the heap and the
+   * heap's top. */
+  mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_MIN);
+  mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_MIN);
   /* Connections, runs' pipes and output files all take descriptors: raise the soft
    * limit towards the hard one, but not past NOFILE_MAX, which the runs inherit (some
    * programs loop over every possible descriptor). */

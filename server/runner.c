@@ -497,9 +497,12 @@ static void follower_wake(outlog_reader *rd, void *arg);
  * (a file segment, sent without copying) when the follower wants them all; a stream
  * filter, or skipping to the start seq, reads them into memory: one batch at most. */
 static void follower_pump(struct follower *f) {
+  /* Where the connection cannot send files as they are (TLS), a file segment would
+   * be mapped and unmapped per batch: reading a batch into memory costs less. */
+  int files = call_sends_files(f->c);
   while (call_writable(f->c)) {
     struct evbuffer_file_segment *seg;
-    ssize_t n = outlog_reader_read_segment(f->rd, &seg);
+    ssize_t n = files ? outlog_reader_read_segment(f->rd, &seg) : -ENOTSUP;
     if (n > 0) n = call_send_file(f->c, seg, (size_t)n) == 0 ? 1 : -EIO;
     if (n > 0) continue;
     if (n == -ENOTSUP) n = outlog_reader_read(f->rd, f->buf, FOLLOW_BATCH);

@@ -51,7 +51,8 @@ ASAN = _asan_build()
 
 
 def run_cmd(args, wrapper=(), env=None, timeout=WAIT):
-    full_env = dict(os.environ)
+    # The probe reads PRISMQ_TLS_* as prismq does: a developer's own settings stay out.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRISMQ_TLS_")}
     full_env.update(env or {})
     return subprocess.run(list(wrapper) + [str(a) for a in args], stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=timeout, env=full_env)

@@ -35,6 +35,12 @@
 #define P_HANG "/test.Echo/Hang"
 #define P_STREAM "/test.Echo/Stream"
 #define P_DIRTY "/test.Echo/Dirty"
+/* Authorization and call context: one handler that records what the call tells. */
+#define P_GUARDED "/test.Echo/Guarded" /* needs role bit 2 */
+#define P_EITHER "/test.Echo/Either"   /* needs role bit 2 or 4 */
+#define P_OPEN "/test.Echo/Open"       /* needs no role */
+#define ROLE_TWO 2u
+#define ROLE_FOUR 4u
 
 #define MAX_STREAMS 64
 #define GUARD_SECONDS 10
@@ -103,6 +109,17 @@ struct fx {
   /* before_send: P_DIRTY's handler sets dirty, the hook clears it; data that reaches
    * the client while dirty is counted. */
   int dirty, before_sends, dirty_data, refuse;
+  /* opts.roles gives `roles` and notes whom it was asked about; inspect_handler notes
+   * what its call tells (copied: valid only during the call). */
+  unsigned roles;
+  int roles_asked;
+  char roles_peer[64];
+  unsigned seen_roles;
+  char seen_addr[64], seen_identity[256];
+  int seen_local;
+  char md_trace[64], md_dup[64], md_walk[512];
+  size_t md_trace_len, md_empty_len;
+  int md_missing_null, md_empty_found;
 };
 
 /* ---- client ----------------------------------------------------------------------- */
@@ -330,6 +347,7 @@ struct req {
   size_t chunk;             /* at most this many body bytes per DATA frame (0: any) */
   int keep_open;            /* leave the stream open after the body */
   int end_with_trailers;    /* end the request with trailers, not END_STREAM on DATA */
+  const char *const *extra; /* more headers after the others: name, value, ..., NULL */
 };
 
 static nghttp2_nv mknv(const char *name, const char *value) {
@@ -360,7 +378,7 @@ static struct cstream *client_call(struct fx *f, const struct req *r) {
   cs->keep_open = r->keep_open;
   cs->end_with_trailers = r->end_with_trailers;
 
-  nghttp2_nv nva[10];
+  nghttp2_nv nva[16];
   size_t n = 0;
   nva[n++] = mknv(":method", r->method ? r->method : "POST");
   nva[n++] = mknv(":scheme", "http");
@@ -378,6 +396,10 @@ static struct cstream *client_call(struct fx *f, const struct req *r) {
     memset(pad, 'p', r->pad_header);
     pad[r->pad_header] = '\0';
     nva[n++] = mknv("x-pad", pad);
+  }
+  for (const char *const *x = r->extra; x && *x; x += 2) {
+    assert_true(n < ARRAY_LEN(nva));
+    nva[n++] = mknv(x[0], x[1]);
   }
   nghttp2_data_provider prd = {.source.ptr = cs, .read_callback = c_body_read};
   cs->sid = nghttp2_submit_request(f->cs, NULL, nva, n, r->headers_only ? NULL : &prd, cs);
@@ -552,6 +574,44 @@ static void stream_handler(call *c, const uint8_t *req, size_t len, void *svc) {
 
 static void on_idle(void *arg) { ((struct fx *)arg)->idle++; }
 
+static void copy_str(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : "(null)"); }
+
+/* Notes the caller's roles and address, and the request metadata: by name (a custom
+ * header, a missing one, a duplicated one, an empty one) and walked in order as
+ * "name=value;" pairs. Then answers OK. */
+static void inspect_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  (void)req;
+  (void)len;
+  struct fx *f = svc;
+  note_call(f, c);
+  f->seen_roles = call_roles(c);
+  const conn_peer *p = call_peer(c);
+  copy_str(f->seen_addr, sizeof f->seen_addr, p->addr);
+  copy_str(f->seen_identity, sizeof f->seen_identity, p->identity);
+  f->seen_local = p->local;
+  copy_str(f->md_trace, sizeof f->md_trace, call_metadata(c, "x-trace", &f->md_trace_len));
+  f->md_missing_null = call_metadata(c, "x-missing", NULL) == NULL;
+  copy_str(f->md_dup, sizeof f->md_dup, call_metadata(c, "x-dup", NULL));
+  const char *empty = call_metadata(c, "x-empty", &f->md_empty_len);
+  f->md_empty_found = empty && empty[0] == '\0';
+  size_t pos = 0, used = 0;
+  const char *name, *value;
+  f->md_walk[0] = '\0';
+  while (call_metadata_next(c, &pos, &name, &value) && used < sizeof f->md_walk)
+    used += (size_t)snprintf(f->md_walk + used, sizeof f->md_walk - used, "%s=%s;", name, value);
+  call_finish(c, GW_OK, NULL);
+}
+
+static unsigned give_roles(void *arg, const conn_peer *peer) {
+  struct fx *f = arg;
+  f->roles_asked++;
+  copy_str(f->roles_peer, sizeof f->roles_peer, peer->addr);
+  return f->roles;
+}
+
+/* Names bit 2 only: other bits are shown by value. */
+static const char *name_role(unsigned bit) { return bit == ROLE_TWO ? "role-two" : NULL; }
+
 /* ---- fixture ---------------------------------------------------------------------- */
 
 static void server_start(struct fx *f, const call_server_opts *opts) {
@@ -562,6 +622,9 @@ static void server_start(struct fx *f, const call_server_opts *opts) {
   assert_int_equal(call_server_add(f->srv, P_HANG, hang_handler, f, 0), 0);
   assert_int_equal(call_server_add(f->srv, P_STREAM, stream_handler, f, 0), 0);
   assert_int_equal(call_server_add(f->srv, P_DIRTY, dirty_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_GUARDED, inspect_handler, f, ROLE_TWO), 0);
+  assert_int_equal(call_server_add(f->srv, P_EITHER, inspect_handler, f, ROLE_TWO | ROLE_FOUR), 0);
+  assert_int_equal(call_server_add(f->srv, P_OPEN, inspect_handler, f, 0), 0);
 }
 
 static int setup(void **state) {
@@ -1489,6 +1552,112 @@ static void test_shutdown_then_request_completes(void **state) {
   RUN_UNTIL(f, f->idle);
 }
 
+/* ---- tests: authorization and call context ------------------------------------- */
+
+/* Restarts the server with opts.roles (every caller holds f->roles) and role_name, and
+ * connects a new client. */
+static void restart_with_roles(struct fx *f) {
+  call_server_free(f->srv);
+  if (f->cs) nghttp2_session_del(f->cs);
+  if (f->cbev) bufferevent_free(f->cbev);
+  f->cs = NULL;
+  f->cbev = NULL;
+  call_server_opts o = CALL_SERVER_OPTS_INIT;
+  o.roles = give_roles;
+  o.roles_arg = f;
+  o.role_name = name_role;
+  server_start(f, &o);
+  client_connect(f, 0, 0);
+}
+
+/* A caller without one of the method's roles is answered PERMISSION_DENIED naming the
+ * roles, before the request body is read, and no handler runs. */
+static void test_role_denied(void **state) {
+  struct fx *f = *state;
+  restart_with_roles(f);
+  f->roles = 1;
+  /* The prefix announces 5 MiB of which no byte is ever sent: only a check made before
+   * the body is read can answer. */
+  static const uint8_t prefix[] = {0, 0x00, 0x50, 0x00, 0x00};
+  struct cstream *cs = REQ(f, .path = P_GUARDED, RAW(prefix), .keep_open = 1);
+  finish(f, cs);
+  expect_trailers_only(cs, GW_PERMISSION_DENIED);
+  assert_true(cs->rst_received); /* told to stop sending */
+  assert_int_equal(cs->rst_error, NGHTTP2_NO_ERROR);
+  char msg[512];
+  decode_message(cs, msg, sizeof msg);
+  assert_non_null(strstr(msg, P_GUARDED));
+  assert_non_null(strstr(msg, "needs role role-two,"));
+  assert_non_null(strstr(msg, "anonymous"));
+  /* A whole large body is refused the same way. */
+  static uint8_t big[1u << 20];
+  struct cstream *whole = REQ(f, .path = P_GUARDED, .msg = big, .msg_len = sizeof big);
+  finish(f, whole);
+  expect_trailers_only(whole, GW_PERMISSION_DENIED);
+  /* Several bits are named with "or", a bit without a name by its value. */
+  struct cstream *either = REQ(f, .path = P_EITHER, MSG("e"));
+  finish(f, either);
+  expect_trailers_only(either, GW_PERMISSION_DENIED);
+  decode_message(either, msg, sizeof msg);
+  assert_non_null(strstr(msg, "needs role role-two or 4,"));
+  assert_int_equal(f->handler_calls, 0);
+  /* Asked once per call, about this caller. */
+  assert_int_equal(f->roles_asked, 3);
+  assert_string_equal(f->roles_peer, "memory");
+  /* The connection still serves. */
+  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("after"));
+  finish(f, ok);
+  expect_with_trailers(ok, GW_OK);
+  expect_one_message(ok, "after", 5);
+}
+
+/* A caller holding one of the method's roles gets its handler, which sees the roles
+ * through call_roles; a method that needs none runs for anyone. */
+static void test_role_granted(void **state) {
+  struct fx *f = *state;
+  /* Without opts.roles every caller holds every role. */
+  client_connect(f, 0, 0);
+  struct cstream *cs = REQ(f, .path = P_GUARDED, MSG("g"));
+  finish(f, cs);
+  expect_trailers_only(cs, GW_OK);
+  assert_int_equal(f->seen_roles, ~0u);
+  restart_with_roles(f);
+  static const struct {
+    const char *path;
+    unsigned roles;
+  } cases[] = {{P_GUARDED, ROLE_TWO}, {P_GUARDED, ROLE_TWO | 1}, {P_EITHER, ROLE_FOUR}, {P_OPEN, 0}, {P_OPEN, 1}};
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    f->roles = cases[i].roles;
+    cs = REQ(f, .path = cases[i].path, MSG("g"));
+    finish(f, cs);
+    expect_trailers_only(cs, GW_OK);
+    assert_int_equal(f->handler_calls, (int)i + 2);
+    assert_int_equal(f->seen_roles, cases[i].roles);
+  }
+  assert_int_equal(f->roles_asked, (int)ARRAY_LEN(cases));
+}
+
+/* The handler sees the request metadata (no pseudo-headers) and who calls. */
+static void test_call_context(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  static const char *const md[] = {"x-trace", "abc", "x-dup", "first", "x-empty", "", "x-dup", "second", NULL};
+  struct cstream *cs = REQ(f, .path = P_OPEN, MSG("m"), .timeout = "5S", .extra = md);
+  finish(f, cs);
+  expect_trailers_only(cs, GW_OK);
+  assert_string_equal(f->md_trace, "abc");
+  assert_int_equal(f->md_trace_len, 3);
+  assert_true(f->md_missing_null);
+  assert_string_equal(f->md_dup, "first");
+  assert_true(f->md_empty_found);
+  assert_int_equal(f->md_empty_len, 0);
+  assert_string_equal(f->md_walk, "content-type=application/grpc;te=trailers;grpc-timeout=5S;x-trace=abc;"
+                                  "x-dup=first;x-empty=;x-dup=second;");
+  assert_string_equal(f->seen_addr, "memory");
+  assert_string_equal(f->seen_identity, "");
+  assert_int_equal(f->seen_local, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dispatch_table),
@@ -1534,6 +1703,9 @@ int main(void) {
       T(test_shutdown_without_connections),
       T(test_shutdown_waits_for_client),
       T(test_shutdown_then_request_completes),
+      T(test_role_denied),
+      T(test_role_granted),
+      T(test_call_context),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
