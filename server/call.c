@@ -23,15 +23,19 @@ struct method {
 struct call_conn {
   call_server *srv;
   h2conn *h2;
-  size_t held; /* request bytes buffered by this connection's calls */
+  size_t held;          /* request bytes buffered by this connection's calls */
+  size_t ncalls;        /* its streams (calls) open now */
+  uint64_t idle_since;  /* ms when ncalls last became 0 (or it was accepted) */
+  unsigned idle_shut : 1; /* shut down for being idle: closed if still there a timeout later */
   struct call_conn *prev, *next;
 };
 
-/* Request bytes one connection may have buffered at once, all its streams together:
- * nghttp2 reopens flow-control windows as data arrives, so this is the real bound. */
+/* Request bytes one connection may have buffered at once, all its streams together
+ * (or one message of the largest size, if more): nghttp2 reopens flow-control windows
+ * as data arrives, so this is the real bound. */
 #define CONN_MAX_HELD (16u << 20)
-/* Streams one connection may have open at once. */
-#define CONN_MAX_STREAMS 128
+/* How often idle connections and stalled request headers are looked for, at most. */
+#define SWEEP_MS 1000
 /* A request must have arrived whole this long after its headers (or by its own
  * deadline, if sooner): a client cannot park half a request for ever. */
 #define REQUEST_READ_MS 30000
@@ -55,6 +59,7 @@ struct call {
   unsigned ct_grpc : 1;
   unsigned has_encoding : 1;   /* grpc-encoding other than identity */
   unsigned headers_sent : 1;
+  uint64_t opened_ms;          /* when its stream opened */
   unsigned roles;              /* the caller's role bits, known once the headers are in */
   char *md;                    /* request metadata: "name\0value\0" pairs in order */
   size_t mdlen, mdcap;
@@ -79,6 +84,8 @@ struct call_server {
   call_server_opts opts;
   log_limit send_refused; /* before_send failing: every send of every connection */
   log_limit conn_failed;  /* transports that failed */
+  size_t max_held;        /* request bytes one connection may buffer */
+  struct event *sweep_ev; /* idle_timeout_ms: closes idle connections */
   struct method *methods; /* sorted by path for bsearch */
   size_t nmethods;
   struct call_conn *conns;
@@ -320,6 +327,8 @@ static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
   c->conn = cn;
   c->sid = sid;
   c->timeout_ms = UINT64_MAX;
+  c->opened_ms = now_ms(s->base);
+  cn->ncalls++;
   c->in = evbuffer_new();
   if (!c->in) abort();
   c->next = s->calls;
@@ -502,9 +511,9 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
   (void)sid;
   call *c = user;
   if (!c || c->state != CALL_BODY) return; /* answered already: discard */
-  if (c->conn->held + len > CONN_MAX_HELD) {
-    answerf(c, GW_RESOURCE_EXHAUSTED, "more than %u bytes of requests in flight on this connection",
-            CONN_MAX_HELD);
+  if (c->conn->held + len > c->srv->max_held) {
+    answerf(c, GW_RESOURCE_EXHAUSTED, "more than %zu bytes of requests in flight on this connection",
+            c->srv->max_held);
     return;
   }
   if (evbuffer_add(c->in, data, len) != 0) abort();
@@ -576,10 +585,35 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_
   if (c->next) c->next->prev = c->prev;
   s->ncalls--;
   drop_request(c);
+  if (--c->conn->ncalls == 0) c->conn->idle_since = now_ms(s->base);
   if (c->deadline_ev) event_free(c->deadline_ev);
   evbuffer_free(c->in);
   free(c->md);
   free(c);
+}
+
+/* Closes what holds resources without moving: connections with no call for
+ * idle_timeout_ms (GOAWAY, then the connection ends), and streams whose request
+ * headers have not all come in by then (a slow drip of headers). */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  call_server *s = arg;
+  uint64_t now = now_ms(s->base), limit = s->opts.idle_timeout_ms;
+  for (struct call_conn *cn = s->conns; cn; cn = cn->next) {
+    if (cn->ncalls > 0 || now < cn->idle_since || now - cn->idle_since < limit) continue;
+    if (cn->idle_shut) {
+      h2conn_close(cn->h2); /* its peer did not take the GOAWAY within a timeout */
+      continue;
+    }
+    LOG_DEBUG("idle connection shut down peer=%s", conn_get_peer(h2conn_conn(cn->h2))->addr);
+    cn->idle_shut = 1;
+    cn->idle_since = now;
+    h2conn_shutdown(cn->h2);
+  }
+  for (call *c = s->calls; c; c = c->next)
+    if (c->state == CALL_HEADERS && now >= c->opened_ms && now - c->opened_ms >= limit)
+      h2conn_stream_reset(c->conn->h2, c->sid, NGHTTP2_CANCEL);
 }
 
 static void idle_cb(evutil_socket_t fd, short what, void *arg) {
@@ -646,6 +680,18 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
   if (!s) return -ENOMEM;
   s->base = base;
   s->opts = opts ? *opts : defaults;
+  s->max_held = s->opts.max_recv_msg + GW_PREFIX_LEN > CONN_MAX_HELD ? s->opts.max_recv_msg + GW_PREFIX_LEN : CONN_MAX_HELD;
+  if (s->opts.idle_timeout_ms) {
+    s->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, s);
+    /* A short timeout (tests) is looked at more often, within a quarter of itself. */
+    uint32_t every = s->opts.idle_timeout_ms / 4 < SWEEP_MS ? s->opts.idle_timeout_ms / 4 + 1 : SWEEP_MS;
+    struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
+    if (!s->sweep_ev || event_add(s->sweep_ev, &tv) < 0) {
+      if (s->sweep_ev) event_free(s->sweep_ev);
+      free(s);
+      return -ENOMEM;
+    }
+  }
   *out = s;
   return 0;
 }
@@ -653,6 +699,7 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
 void call_server_free(call_server *s) {
   if (!s) return;
   while (s->conns) h2conn_free(s->conns->h2); /* on_conn_close unlinks it */
+  if (s->sweep_ev) event_free(s->sweep_ev);
   for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
   free(s->methods);
   free(s);
@@ -690,8 +737,10 @@ int call_server_accept(call_server *s, conn *transport) {
   }
   struct call_conn *cn = xcalloc(1, sizeof *cn);
   cn->srv = s;
+  cn->idle_since = now_ms(s->base);
   h2conn_opts o = H2CONN_OPTS_INIT;
-  o.max_concurrent_streams = CONN_MAX_STREAMS;
+  o.max_concurrent_streams = s->opts.max_streams;
+  o.max_header_list_size = s->opts.max_header_list;
   int rc = h2conn_new(&cn->h2, transport, H2CONN_SERVER, &o, &conn_callbacks, cn);
   if (rc < 0) {
     free(cn);

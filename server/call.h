@@ -43,7 +43,15 @@ typedef void (*call_handler_fn)(call *c, const uint8_t *req, size_t len, void *s
 
 typedef struct call_server_opts {
   size_t max_recv_msg;      /* largest request message accepted (default 4 MiB); a
-                             * connection buffers at most 16 MiB of requests in all */
+                             * connection buffers at most 16 MiB of requests in all, or
+                             * one such message if that is more */
+  uint32_t max_streams;     /* streams one connection may have open (default 100) */
+  uint32_t max_header_list; /* header bytes of one request, as HTTP/2 counts them (16 KiB) */
+  /* A connection with no stream open this long is shut down (GOAWAY), and a stream
+   * whose request headers have not all come in by then is reset; 0: never (default
+   * 300000). Checked every second (every quarter of the timeout if shorter), so it may take
+   * that much longer. */
+  uint32_t idle_timeout_ms;
   size_t stream_low_water;  /* streaming: on_writable fires when queued output is below */
   /* Called before a connection sends what its calls have queued (NULL: nothing): the
    * server makes durable there what answers may tell (prismqd commits its run table).
@@ -58,7 +66,7 @@ typedef struct call_server_opts {
   const char *(*role_name)(unsigned bit);
 } call_server_opts;
 
-#define CALL_SERVER_OPTS_INIT { 4u << 20, 64u << 10, NULL, NULL, NULL, NULL, NULL }
+#define CALL_SERVER_OPTS_INIT { 4u << 20, 100, 16u << 10, 300000, 64u << 10, NULL, NULL, NULL, NULL, NULL }
 
 /* Creates the server layer on `base`. Returns 0 and sets *out, or -ENOMEM. */
 int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts);

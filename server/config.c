@@ -607,13 +607,20 @@ static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l)
 {
   static const char *const keys[] = {"max_concurrent", "max_queued", "max_memory_percent",
                                      "min_available_memory_mb", "max_cpu_percent",
-                                     "max_connections", "output_max_bytes", NULL};
-  enum { MAXCONC, MAXQ, MEMPCT, MINMEM, CPUPCT, MAXCONN, OUTMAX, NKEYS };
+                                     "max_connections", "max_streams_per_connection",
+                                     "max_header_list_bytes", "max_message_bytes",
+                                     "idle_timeout_ms", "max_queued_per_identity",
+                                     "output_max_bytes", NULL};
+  enum { MAXCONC, MAXQ, MEMPCT, MINMEM, CPUPCT, MAXCONN, MAXSTREAMS, MAXHDR, MAXMSG, IDLE,
+         MAXQID, OUTMAX, NKEYS };
   /* Order as in keys: the field, its lowest and highest value. */
   uint32_t *const u32[] = {&l->max_concurrent, &l->max_queued, &l->max_memory_percent,
-                           &l->min_available_memory_mb, &l->max_cpu_percent, &l->max_connections};
-  static const uint32_t lo[] = {1, 0, 0, 0, 0, 1};
-  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100, UINT32_MAX, 100, UINT32_MAX};
+                           &l->min_available_memory_mb, &l->max_cpu_percent, &l->max_connections,
+                           &l->max_streams_per_connection, &l->max_header_list_bytes,
+                           &l->max_message_bytes, &l->idle_timeout_ms, &l->max_queued_per_identity};
+  static const uint32_t lo[] = {1, 0, 0, 0, 0, 1, 1, 1024, 1024, 0, 0};
+  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100, UINT32_MAX, 100, UINT32_MAX,
+                                10000, 1u << 20, 64u << 20, 86400000, UINT32_MAX};
   yaml_node_t *v[NKEYS];
   char path[64];
   int rc;
@@ -907,6 +914,8 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
 {
   static const config_limits default_limits = {
       .max_concurrent = 8, .max_queued = 10000, .max_connections = 10000,
+      .max_streams_per_connection = 100, .max_header_list_bytes = 16u << 10,
+      .max_message_bytes = 4u << 20, .idle_timeout_ms = 300000,
       .output_max_bytes = (uint64_t)1 << 30};
   yaml_parser_t parser;
   loader ld = {.name = name ? name : "config", .err = err, .errlen = errlen};

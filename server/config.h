@@ -9,7 +9,9 @@
  *   data_dir: ./var
  *   limits: {max_concurrent: 8, max_queued: 10000, max_memory_percent: 80,
  *            min_available_memory_mb: 0, max_cpu_percent: 0, max_connections: 10000,
- *            output_max_bytes: 1073741824}
+ *            max_streams_per_connection: 100, max_header_list_bytes: 16384,
+ *            max_message_bytes: 4194304, idle_timeout_ms: 300000,
+ *            max_queued_per_identity: 0, output_max_bytes: 1073741824}
  *   modules:
  *     - id: emit                      # required, unique, ^[A-Za-z0-9_.-]{1,64}$
  *       name: Emit bytes              # default: the id
@@ -47,7 +49,14 @@
  * cannot start at once is refused), max_memory_percent 0 and max_cpu_percent 0
  * (0..100, 0 = check off), min_available_memory_mb 0 (0 = check off),
  * max_connections 10000 (>= 1; client connections open at once: more are closed as
- * they are accepted), output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
+ * they are accepted), max_streams_per_connection 100 (1..10000; more streams are refused
+ * with REFUSED_STREAM), max_header_list_bytes 16384 (1024..1048576; a request with more
+ * header bytes, counted as HTTP/2 does, is reset), max_message_bytes 4194304
+ * (1024..67108864; a larger request message is answered RESOURCE_EXHAUSTED unread),
+ * idle_timeout_ms 300000 (0..86400000, 0 = never: a connection with no call in flight
+ * for this long is closed, and a request whose headers have not all arrived by then is
+ * reset), max_queued_per_identity 0 (0 = no limit: runs of one identity waiting for a
+ * slot; more are answered RESOURCE_EXHAUSTED), output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
  * The listen addresses are not interpreted here (the listener does that).
  *
  * Transport security: allow_insecure_remote false (the authz module's rule for a
@@ -133,6 +142,11 @@ typedef struct config_limits {
   uint32_t min_available_memory_mb; /* refuse starts below this much available memory */
   uint32_t max_cpu_percent;         /* 0..100: refuse starts above this CPU use */
   uint32_t max_connections;         /* client connections open at once, >= 1 */
+  uint32_t max_streams_per_connection; /* calls in flight on one connection, 1..10000 */
+  uint32_t max_header_list_bytes;   /* one request's headers (HTTP/2 list size), 1 KiB..1 MiB */
+  uint32_t max_message_bytes;       /* one request message, 1 KiB..64 MiB */
+  uint32_t idle_timeout_ms;         /* a connection without a call this long is closed; 0 = never */
+  uint32_t max_queued_per_identity; /* queued runs one identity may have; 0 = no limit */
   uint64_t output_max_bytes;        /* per run, stdout and stderr together; 0 = no limit */
 } config_limits;
 

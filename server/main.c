@@ -284,6 +284,10 @@ int main(int argc, char **argv) {
   call_server_opts co = CALL_SERVER_OPTS_INIT;
   co.before_send = sync_run_table;
   co.before_send_arg = srv.rt;
+  co.max_recv_msg = srv.cfg->limits.max_message_bytes;
+  co.max_streams = srv.cfg->limits.max_streams_per_connection;
+  co.max_header_list = srv.cfg->limits.max_header_list_bytes;
+  co.idle_timeout_ms = srv.cfg->limits.idle_timeout_ms;
   co.roles = peer_roles;
   co.roles_arg = srv.cfg;
   co.role_name = authz_role_name;

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "outlog.h"
 #include "proc.h"
+#include "quota.h"
 #include "resmon.h"
 #include "utf8.h"
 
@@ -64,6 +65,7 @@ struct sched {
   void *index;        /* tsearch tree of active runs by run_id */
   struct srun *qhead, *qtail;
   size_t nqueued, nrunning;
+  quota *queued_by_owner; /* queued runs per owner (limits.max_queued_per_identity) */
   resmon *res;
   struct {
     char run_id[ID_RUN_LEN + 1];
@@ -257,6 +259,7 @@ static void queue_remove(sched *s, struct srun *r) {
   else s->qtail = r->qprev;
   r->qprev = r->qnext = NULL;
   s->nqueued--;
+  quota_dec(s->queued_by_owner, r->pb->owner);
 }
 
 static void queue_push(sched *s, struct srun *r) {
@@ -265,6 +268,7 @@ static void queue_push(sched *s, struct srun *r) {
   else s->qhead = r;
   s->qtail = r;
   s->nqueued++;
+  quota_inc(s->queued_by_owner, r->pb->owner);
 }
 
 static size_t mod_index(const sched *s, const config_module *m) {
@@ -608,6 +612,15 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
     config_argv_free(params);
     return -EAGAIN;
   }
+  uint32_t per_owner = cfg->limits.max_queued_per_identity;
+  if (!can_start && per_owner && quota_get(s->queued_by_owner, owner) >= per_owner) {
+    snprintf(err, errlen, "too many queued runs for %.256s (%u; limits.max_queued_per_identity is %u)",
+             owner[0] ? owner : "anonymous callers", quota_get(s->queued_by_owner, owner), per_owner);
+    config_argv_free(argv);
+    free(cwd);
+    config_argv_free(params);
+    return -EAGAIN;
+  }
   if (!can_start && s->nqueued >= cfg->limits.max_queued) {
     snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued,
              cfg->limits.max_queued);
@@ -880,6 +893,7 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   int rc = sched_init_data_dir(s->data_dir, err, errlen);
   if (rc < 0) goto fail;
   size_t nm = opts->cfg->nmodules;
+  s->queued_by_owner = quota_new();
   s->mod_running = calloc(nm ? nm : 1, sizeof *s->mod_running);
   s->module_envp = calloc(nm ? nm : 1, sizeof *s->module_envp);
   if (!s->mod_running || !s->module_envp) abort();
@@ -938,6 +952,7 @@ void sched_free(sched *s) {
   }
   for (size_t i = 0; i < DONE_LOGS; i++) outlog_free(s->done_logs[i].log);
   resmon_free(s->res);
+  quota_free(s->queued_by_owner);
   if (s->module_envp)
     for (size_t i = 0; i < s->opts.cfg->nmodules; i++) config_argv_free(s->module_envp[i]);
   free(s->module_envp);

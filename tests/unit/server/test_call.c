@@ -760,9 +760,9 @@ static void test_settings_sent_at_once(void **state) {
   struct fx *f = *state;
   client_connect(f, 0, 0);
   RUN_UNTIL(f, f->settings_seen);
-  /* The gRPC-relevant limits (see the notes): > 100 streams, a large window, a
-   * header list cap. */
-  assert_true(f->srv_max_streams > 100);
+  /* The gRPC-relevant limits: the configured streams per connection (100 by
+   * default, limits.max_streams_per_connection), a large window, a header list cap. */
+  assert_int_equal(f->srv_max_streams, 100);
   assert_true(f->srv_window >= (1u << 20));
   assert_int_equal(f->srv_max_hdr, 16u << 10);
   assert_int_equal(call_server_live_conns(f->srv), 1);

@@ -170,6 +170,11 @@ static void test_defaults(void **state)
     assert_int_equal(c->limits.min_available_memory_mb, 0);
     assert_int_equal(c->limits.max_cpu_percent, 0);
     assert_int_equal(c->limits.max_connections, 10000);
+    assert_int_equal(c->limits.max_streams_per_connection, 100);
+    assert_int_equal(c->limits.max_header_list_bytes, 16384);
+    assert_int_equal(c->limits.max_message_bytes, 4194304);
+    assert_int_equal(c->limits.idle_timeout_ms, 300000);
+    assert_int_equal(c->limits.max_queued_per_identity, 0);
     assert_true(c->limits.output_max_bytes == (uint64_t)1 << 30);
     assert_int_equal(c->nmodules, 0);
     assert_security_defaults(c);
@@ -420,7 +425,8 @@ static const struct {
     {"limits:\n  max_concurent: 3\n",
      "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
      "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
-     "max_connections, output_max_bytes)"},
+     "max_connections, max_streams_per_connection, max_header_list_bytes, max_message_bytes, "
+     "idle_timeout_ms, max_queued_per_identity, output_max_bytes)"},
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
      "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters)"},
@@ -477,6 +483,14 @@ static const struct {
      "t.yaml:2: limits.max_memory_percent must be an integer from 0 to 100"},
     {"limits: {max_cpu_percent: 200}\n",
      "t.yaml:1: limits.max_cpu_percent must be an integer from 0 to 100"},
+    {"limits: {max_streams_per_connection: 0}\n",
+     "t.yaml:1: limits.max_streams_per_connection must be an integer from 1 to 10000"},
+    {"limits: {max_header_list_bytes: 100}\n",
+     "t.yaml:1: limits.max_header_list_bytes must be an integer from 1024 to 1048576"},
+    {"limits: {max_message_bytes: 67108865}\n",
+     "t.yaml:1: limits.max_message_bytes must be an integer from 1024 to 67108864"},
+    {"limits: {idle_timeout_ms: 86400001}\n",
+     "t.yaml:1: limits.idle_timeout_ms must be an integer from 0 to 86400000"},
     {"limits: {max_concurrent: 0}\n",
      "t.yaml:1: limits.max_concurrent must be an integer from 1 to 4294967295"},
     {"limits: {max_connections: 0}\n",
