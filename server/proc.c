@@ -325,6 +325,20 @@ static int watch_exit(proc *p) {
   return event_add(p->exit_ev, NULL) < 0 ? -EIO : 0;
 }
 
+/* Starts watching for the child's exit: a pidfd, or a waiter thread signalling an
+ * eventfd in threaded mode and where pidfd_open is missing (kernels before 5.3, and
+ * valgrind, which does not know the call): each such child then gets the thread. */
+static int watch_child(proc *p) {
+  if (!p->threaded) {
+    if ((p->exit_fd = pidfd_open(p->pid, 0)) >= 0) return watch_exit(p);
+    if (errno != ENOSYS) return -errno;
+    p->threaded = 1;
+  }
+  if ((p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) return -errno;
+  int rc = watch_exit(p);
+  return rc < 0 ? rc : -pthread_create(&p->waiter, NULL, waiter_main, p);
+}
+
 int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   static const char *const no_env[] = {NULL};
   if (!out || !base || !opts || !opts->argv || !opts->argv[0]) return -EINVAL;
@@ -351,13 +365,6 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   if ((rc = resolve(path, sizeof path, cwd_fd >= 0 ? cwd_fd : AT_FDCWD, opts->argv[0], envp)) < 0)
     goto fail;
   if ((rc = open_streams(p, child_end)) < 0) goto fail;
-  if (p->threaded) {
-    if ((p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-      rc = -errno;
-      goto fail;
-    }
-    if ((rc = watch_exit(p)) < 0) goto fail;
-  }
 
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
@@ -376,15 +383,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
     cwd_fd = -1;
   }
 
-  if (p->threaded) {
-    if ((rc = -pthread_create(&p->waiter, NULL, waiter_main, p)) < 0) goto fail_spawned;
-  } else {
-    if ((p->exit_fd = pidfd_open(p->pid, 0)) < 0) {
-      rc = -errno;
-      goto fail_spawned;
-    }
-    if ((rc = watch_exit(p)) < 0) goto fail_spawned;
-  }
+  if ((rc = watch_child(p)) < 0) goto fail_spawned;
   LOG_DEBUG("proc spawned pid=%d path=%s threaded=%d", p->pid, path, p->threaded);
   *out = p;
   return 0;

@@ -24,8 +24,8 @@
  * id can never have been reused by someone else.
  *
  * Exit detection: by default a pidfd (pidfd_open) watched by the loop. With `threaded`
- * (the fallback where pidfd_open is missing, PRISMQ_RUN_MODE=threaded) a worker thread
- * per process blocks in waitid(WNOWAIT) and wakes the loop through an eventfd; the
+ * (PRISMQ_RUN_MODE=threaded), and on its own where pidfd_open is missing (-ENOSYS:
+ * kernels before 5.3, valgrind), a worker thread per process blocks in waitid(WNOWAIT) and wakes the loop through an eventfd; the
  * reaping and the callbacks still happen on the loop, with the same semantics. Neither
  * mode needs libevent's thread support.
  *
@@ -106,7 +106,7 @@ typedef struct proc_opts {
  *   -EACCES  the program was found but is not an executable regular file (or cwd or a
  *            directory on the way is not searchable);
  *   other negative errno from opening cwd, pipe2, eventfd, posix_spawn (e.g. -ENOEXEC,
- *   -E2BIG), pidfd_open (-ENOSYS on kernels before 5.3: use threaded) or
+ *   -E2BIG), pidfd_open or
  *   pthread_create (-EAGAIN). When pidfd_open or pthread_create fail the child has
  *   already started: it is SIGKILLed and reaped before returning, which blocks for the
  *   moment it takes to die. */
