@@ -49,8 +49,9 @@
  * cannot start at once is refused), max_memory_percent 0 and max_cpu_percent 0
  * (0..100, 0 = check off), min_available_memory_mb 0 (0 = check off),
  * max_connections 10000 (>= 1; client connections open at once: more are closed as
- * they are accepted), max_streams_per_connection 100 (1..10000; more streams are refused
- * with REFUSED_STREAM), max_header_list_bytes 16384 (1024..1048576; a request with more
+ * they are accepted), max_streams_per_connection 100 (1..10000; advertised in SETTINGS:
+ * a stream over it is refused with REFUSED_STREAM before the client has acknowledged
+ * them, and after that ends the connection, as HTTP/2 allows), max_header_list_bytes 16384 (1024..1048576; a request with more
  * header bytes, counted as HTTP/2 does, is reset), max_message_bytes 4194304
  * (1024..67108864; a larger request message is answered RESOURCE_EXHAUSTED unread),
  * idle_timeout_ms 300000 (0..86400000, 0 = never: a connection with no call in flight
