@@ -43,6 +43,7 @@ struct call_conn {
 enum call_state {
   CALL_HEADERS, /* reading request headers */
   CALL_BODY,    /* reading the request message */
+  CALL_READY,   /* complete: waits for the dispatch, after the rest of the input read with it */
   CALL_HANDLER, /* the handler owns the call */
   CALL_DONE,    /* answered; waiting for the stream to close */
 };
@@ -77,6 +78,7 @@ struct call {
   void (*on_writable)(call *c, void *arg);
   void *writable_arg;
   struct call *prev, *next; /* the server's live calls */
+  struct call *ready_prev, *ready_next; /* CALL_READY: the server's dispatch queue */
 };
 
 struct call_server {
@@ -86,6 +88,8 @@ struct call_server {
   log_limit conn_failed;  /* transports that failed */
   size_t max_held;        /* request bytes one connection may buffer */
   struct event *sweep_ev; /* idle_timeout_ms: closes idle connections */
+  struct call *ready_head, *ready_tail; /* complete requests, in order */
+  struct event *dispatch_ev;            /* runs their handlers */
   struct method *methods; /* sorted by path for bsearch */
   size_t nmethods;
   struct call_conn *conns;
@@ -304,11 +308,14 @@ static void reset_if_stalled(call *c) {
   if (h2conn_stream_pending(c->conn->h2, c->sid) > 0) h2conn_stream_reset(c->conn->h2, c->sid, NGHTTP2_CANCEL);
 }
 
+static void ready_unlink(call *c);
+
 static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   call *c = arg;
   if (c->state == CALL_DONE) return;
+  if (c->state == CALL_READY) ready_unlink(c);
   if (c->state == CALL_BODY && call_deadline_left_ms(c) > 0) {
     answerf(c, GW_DEADLINE_EXCEEDED, "request not received whole within %d ms", REQUEST_READ_MS);
   } else {
@@ -470,7 +477,19 @@ static void request_headers_done(call *c) {
   arm_timer(c, c->timeout_ms < REQUEST_READ_MS ? c->timeout_ms : REQUEST_READ_MS);
 }
 
-/* The client has sent everything: exactly one message makes a valid call. */
+static void ready_unlink(call *c) {
+  call_server *s = c->srv;
+  if (c->ready_prev) c->ready_prev->ready_next = c->ready_next;
+  else s->ready_head = c->ready_next;
+  if (c->ready_next) c->ready_next->ready_prev = c->ready_prev;
+  else s->ready_tail = c->ready_prev;
+  c->ready_prev = c->ready_next = NULL;
+}
+
+/* The client has sent everything: exactly one message makes a valid call. Its handler
+ * runs from the dispatch event, once nghttp2 has taken the rest of the input read with
+ * the request: a RST_STREAM right behind it (Rapid Reset, CVE-2023-44487) closes the
+ * stream before any work is done for it. */
 static void request_complete(call *c) {
   if (c->state != CALL_BODY) return;
   if (evbuffer_get_length(c->in) > 0) {
@@ -481,6 +500,17 @@ static void request_complete(call *c) {
     answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got %zu", c->path, c->nmsgs);
     return;
   }
+  call_server *s = c->srv;
+  c->state = CALL_READY;
+  c->ready_prev = s->ready_tail;
+  if (s->ready_tail) s->ready_tail->ready_next = c;
+  else s->ready_head = c;
+  s->ready_tail = c;
+  event_active(s->dispatch_ev, EV_TIMEOUT, 0);
+}
+
+/* Hands a complete request to its method's handler. */
+static void run_handler(call *c) {
   if (c->srv->shutting_down) {
     answerf(c, GW_UNAVAILABLE, "server shutting down");
     return;
@@ -495,6 +525,17 @@ static void request_complete(call *c) {
   update_held(c);
   c->method->fn(c, msg, len, c->method->svc);
   free(msg);
+}
+
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  call_server *s = arg;
+  call *c;
+  while ((c = s->ready_head) != NULL) {
+    ready_unlink(c);
+    run_handler(c);
+  }
 }
 
 static void on_headers_done(h2conn *h2, int32_t sid, void *user, int trailer, int end_stream) {
@@ -578,6 +619,7 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_
   if (!c) return;
   if (c->state == CALL_HANDLER)
     LOG_DEBUG("call cancelled by peer path=%s h2_error=%s", c->path, nghttp2_http2_strerror(error_code));
+  if (c->state == CALL_READY) ready_unlink(c);
   cancel_handler(c);
   call_server *s = c->srv;
   if (c->prev) c->prev->next = c->next;
@@ -681,6 +723,11 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
   s->base = base;
   s->opts = opts ? *opts : defaults;
   s->max_held = s->opts.max_recv_msg + GW_PREFIX_LEN > CONN_MAX_HELD ? s->opts.max_recv_msg + GW_PREFIX_LEN : CONN_MAX_HELD;
+  s->dispatch_ev = event_new(base, -1, 0, dispatch_cb, s);
+  if (!s->dispatch_ev) {
+    free(s);
+    return -ENOMEM;
+  }
   if (s->opts.idle_timeout_ms) {
     s->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, s);
     /* A short timeout (tests) is looked at more often, within a quarter of itself. */
@@ -688,6 +735,7 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
     struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
     if (!s->sweep_ev || event_add(s->sweep_ev, &tv) < 0) {
       if (s->sweep_ev) event_free(s->sweep_ev);
+      event_free(s->dispatch_ev);
       free(s);
       return -ENOMEM;
     }
@@ -700,6 +748,7 @@ void call_server_free(call_server *s) {
   if (!s) return;
   while (s->conns) h2conn_free(s->conns->h2); /* on_conn_close unlinks it */
   if (s->sweep_ev) event_free(s->sweep_ev);
+  event_free(s->dispatch_ev);
   for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
   free(s->methods);
   free(s);

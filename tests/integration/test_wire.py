@@ -57,9 +57,10 @@ def peak_rss_kb(pid):
 
 def sanitized(pid):
     """True if process `pid` runs with AddressSanitizer, whose quarantine keeps freed
-    memory resident: its peak RSS says nothing of what the program holds."""
+    memory resident, or under valgrind, whose shadow memory is counted as its own: its
+    peak RSS says nothing of what the program holds."""
     with open("/proc/%d/maps" % pid) as f:
-        return any("libasan" in line for line in f)
+        return any("libasan" in line or "vgpreload" in line for line in f)
 
 
 class Stream:

@@ -1611,6 +1611,26 @@ static void test_role_denied(void **state) {
   expect_one_message(ok, "after", 5);
 }
 
+/* Rapid Reset (CVE-2023-44487): requests reset in the input that brought them never
+ * reach their handler, since handlers run only once the whole read has been taken. */
+static void test_reset_before_dispatch_runs_no_handler(void **state) {
+  struct fx *f = *state;
+  client_connect(f, 0, 0);
+  /* Written before the loop runs again: the server reads them all at once. */
+  for (int i = 0; i < 20; i++) {
+    struct cstream *cs = REQ(f, .path = P_ECHO, MSG("x"));
+    assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
+    client_flush(f);
+  }
+  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("after"));
+  finish(f, ok);
+  expect_with_trailers(ok, GW_OK);
+  expect_one_message(ok, "after", 5);
+  assert_int_equal(f->handler_calls, 1);
+  settle(f);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
 /* A caller holding one of the method's roles gets its handler, which sees the roles
  * through call_roles; a method that needs none runs for anyone. */
 static void test_role_granted(void **state) {
@@ -1689,6 +1709,7 @@ int main(void) {
       T(test_deadline_while_request_arrives),
       T(test_client_reset),
       T(test_client_reset_before_handler),
+      T(test_reset_before_dispatch_runs_no_handler),
       T(test_reset_after_finish),
       T(test_connection_loss),
       T(test_server_free_cancels),
