@@ -226,8 +226,9 @@ static void call_take_trailers(gcl_call *call) {
     call_set_status(call, GW_INTERNAL, "stream ended inside a message (%zu bytes left)",
                     gw_deframer_partial(&call->df));
   } else {
-    /* st.message already holds the decoded grpc-message, if any. */
-    call->st.code = call->grpc_status;
+    /* st.message already holds the decoded grpc-message, if any. A code gRPC does
+     * not define is UNKNOWN, as stock clients read it. */
+    call->st.code = call->grpc_status > GW_UNAUTHENTICATED ? GW_UNKNOWN : call->grpc_status;
     call->have_status = 1;
   }
 }

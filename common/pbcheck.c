@@ -84,5 +84,8 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
 int pbcheck_message(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, char *err,
                     size_t errlen) {
   size_t nfields = 0;
+  /* An empty message comes as NULL: no field, nothing to check (and NULL + 0 is
+   * undefined). */
+  if (len == 0) return 0;
   return walk(desc, buf, buf + len, 0, &nfields, "", err, errlen);
 }

@@ -49,6 +49,14 @@ static void test_clean_message_passes(void **state) {
   prismq__runner__v1__start_run_request__free_unpacked(r, NULL);
 }
 
+/* An empty message reaches handlers as NULL and no bytes (the call layer's form). */
+static void test_empty_message_passes(void **state) {
+  (void)state;
+  char err[128] = "";
+  assert_int_equal(pbcheck_message(&prismq__runner__v1__list_modules_request__descriptor, NULL, 0, err, sizeof err), 0);
+  assert_string_equal(err, "");
+}
+
 static void test_nul_in_map_value_is_named(void **state) {
   (void)state;
   uint8_t buf[128];
@@ -115,6 +123,7 @@ static void test_too_many_fields(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_clean_message_passes),
+      cmocka_unit_test(test_empty_message_passes),
       cmocka_unit_test(test_nul_in_map_value_is_named),
       cmocka_unit_test(test_bad_utf8_in_top_level_field),
       cmocka_unit_test(test_truncated_or_unknown_wire_is_left_to_unpack),
