@@ -122,6 +122,56 @@ static int group_gid(gid_t *out, const char *group, char *err, size_t errlen) {
   return 0;
 }
 
+/* Before a unix socket is bound: checks the options, resolves the group, makes the
+ * path absolute (*abs_path, caller frees: it names the socket in the URL and for the
+ * unlink at free, which may come after a change of directory) and removes a stale
+ * socket left there. Returns 0, or a negative errno with err filled. */
+static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen_opts *opts, const char *url,
+                        char *err, size_t errlen) {
+  if (opts->unix_mode > 07777) {
+    if (err && errlen) snprintf(err, errlen, "bad unix socket mode %o for %s", opts->unix_mode, url);
+    return -EINVAL;
+  }
+  int rc;
+  if (opts->unix_group && (rc = group_gid(gid, opts->unix_group, err, errlen)) < 0) return rc;
+  char *path;
+  if (a->path[0] == '/') {
+    path = xprintf("%s", a->path);
+  } else {
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) {
+      rc = -errno;
+      if (err && errlen) snprintf(err, errlen, "cannot listen on %s: working directory: %s", url, strerror(-rc));
+      return rc;
+    }
+    path = xprintf("%s/%s", strcmp(cwd, "/") ? cwd : "", a->path);
+    free(cwd);
+  }
+  struct stat st;
+  if (lstat(a->path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s exists and is not a socket", url, path);
+      free(path);
+      return -EEXIST;
+    }
+    unlink(a->path); /* a stale socket from an earlier run */
+  }
+  *abs_path = path;
+  return 0;
+}
+
+/* The URL of a bound listener (malloc'd): the real port of a TCP one. */
+static char *bound_url(const addr *a, const struct sockaddr *bound, socklen_t blen, const char *abs_path) {
+  char buf[ADDR_FORMAT_LEN];
+  if (a->kind == ADDR_TCP) {
+    addr_peer_format(buf, sizeof buf, bound, blen);
+    return xprintf("%s://%s", a->tls ? "tls" : "tcp", buf);
+  }
+  if (a->kind == ADDR_UNIX) return xprintf("unix://%s", abs_path);
+  addr_format(buf, sizeof buf, a);
+  return xprintf("%s", buf);
+}
+
 int listen_new(listen_sock **out, struct event_base *base, const char *url, const listen_opts *opts,
                listen_accept_fn fn, void *arg, char *err, size_t errlen) {
   static const listen_opts defaults = LISTEN_OPTS_INIT;
@@ -139,37 +189,7 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   if (rc < 0) goto fail;
   rc = addr_sockaddr(&ss, &sslen, &a, 1, err, errlen);
   if (rc < 0) goto fail;
-  if (a.kind == ADDR_UNIX) {
-    if (opts->unix_mode > 07777) {
-      if (err && errlen) snprintf(err, errlen, "bad unix socket mode %o for %s", opts->unix_mode, url);
-      rc = -EINVAL;
-      goto fail;
-    }
-    if (opts->unix_group && (rc = group_gid(&gid, opts->unix_group, err, errlen)) < 0) goto fail;
-    /* The path is kept absolute, for the URL and for the unlink at free, which may
-     * come after a change of directory. */
-    if (a.path[0] == '/') {
-      abs_path = xprintf("%s", a.path);
-    } else {
-      char *cwd = getcwd(NULL, 0);
-      if (!cwd) {
-        rc = -errno;
-        if (err && errlen) snprintf(err, errlen, "cannot listen on %s: working directory: %s", url, strerror(-rc));
-        goto fail;
-      }
-      abs_path = xprintf("%s/%s", strcmp(cwd, "/") ? cwd : "", a.path);
-      free(cwd);
-    }
-    struct stat st;
-    if (lstat(a.path, &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s exists and is not a socket", url, abs_path);
-        rc = -EEXIST;
-        goto fail;
-      }
-      unlink(a.path); /* a stale socket from an earlier run */
-    }
-  }
+  if (a.kind == ADDR_UNIX && (rc = unix_prepare(&abs_path, &gid, &a, opts, url, err, errlen)) < 0) goto fail;
 
   step = "socket";
   fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -213,19 +233,8 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   l->arg = arg;
   l->tls = a.tls;
   l->local = addr_is_local((struct sockaddr *)&bound);
-  if (a.kind == ADDR_TCP) {
-    char hp[ADDR_FORMAT_LEN];
-    addr_peer_format(hp, sizeof hp, (struct sockaddr *)&bound, blen);
-    l->url = xprintf("%s://%s", a.tls ? "tls" : "tcp", hp);
-  } else if (a.kind == ADDR_UNIX) {
-    l->url = xprintf("unix://%s", abs_path);
-    l->unix_path = abs_path;
-    abs_path = NULL;
-  } else {
-    char buf[ADDR_FORMAT_LEN];
-    addr_format(buf, sizeof buf, &a);
-    l->url = xprintf("%s", buf);
-  }
+  l->url = bound_url(&a, (struct sockaddr *)&bound, blen, abs_path);
+  l->unix_path = abs_path; /* NULL but for a unix path */
   *out = l;
   return 0;
 
