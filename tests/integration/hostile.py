@@ -605,13 +605,15 @@ class Sampler(threading.Thread):
                                                      "argv": [], "exe": ""})
             rec["last"] = now
             # Between posix_spawn's clone and its exec a child is prismqd's image (and
-            # during the exec, its executable changes a moment before its comm).
+            # during the exec, its executable changes a moment before its comm). comm
+            # is read first (from stat): once it is the new one, argv and exe read after
+            # it are the new program's too; before that, argv may still be prismqd's.
             if comm != self.server_comm or (exe and exe != self.server_exe):
                 rec["exec_seen"] = True
                 if comm != self.server_comm:
                     rec["comms"].add(comm)
-                if argv:
-                    rec["argv"] = argv
+                    if argv:
+                        rec["argv"] = argv
                 if exe:
                     rec["exe"] = exe
 
@@ -969,7 +971,10 @@ class Battery:
         _, a = c.req(CHECK, sid=5)
         _, b = c.req(CHECK, sid=3)
         c.send(a + b + frame(PING, 0, 0, b"backward"))
+        # The PING's ACK marks the end of the input; stream 5's answer comes from the
+        # handler's dispatch, which may follow it.
         c.wait(lambda: c.counts[PING] > 0 or c.eof is not None)
+        c.wait_stream(5)
         self.r.attempt(g, "malformed: stream ids going backwards (5, then 3)",
                        "stream 5: %s; stream 3: %s" % (c.describe(5), "ignored" if c.streams[3].headers is None
                                                        and c.streams[3].rst is None else c.describe(3)),
