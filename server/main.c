@@ -204,34 +204,27 @@ static void request_log_flush(void *ev) {
   event_active(ev, 0, 0);
 }
 
-int main(int argc, char **argv) {
-  struct cmdline cl = {.level = getenv("LOG_LEVEL")};
-  int exit_now = parse_cmdline(&cl, argc, argv);
-  if (exit_now >= 0) return exit_now;
-  const char *level = cl.level;
-  if (level && *level) {
+/* LOG_LEVEL (or --log-level) and PRISMQ_RUN_MODE. Returns -1 to go on, else the
+ * exit status after saying why. */
+static int read_environment(const struct cmdline *cl, enum sched_mode *mode) {
+  if (cl->level && *cl->level) {
     enum log_level lvl;
-    if (log_level_parse(&lvl, level) != 0) {
-      fprintf(stderr, "prismqd: bad log level \"%s\" (want DEBUG, INFO, WARNING or ERROR)\n", level);
+    if (log_level_parse(&lvl, cl->level) != 0) {
+      fprintf(stderr, "prismqd: bad log level \"%s\" (want DEBUG, INFO, WARNING or ERROR)\n", cl->level);
       return 2;
     }
     log_set_level(lvl);
   }
-  const char *mode = getenv("PRISMQ_RUN_MODE");
-  enum sched_mode smode;
-  if (sched_mode_parse(&smode, mode) != 0) {
-    fprintf(stderr, "prismqd: bad PRISMQ_RUN_MODE \"%s\" (want async, threaded or dry-run)\n", mode);
+  const char *m = getenv("PRISMQ_RUN_MODE");
+  if (sched_mode_parse(mode, m) != 0) {
+    fprintf(stderr, "prismqd: bad PRISMQ_RUN_MODE \"%s\" (want async, threaded or dry-run)\n", m);
     return 2;
   }
-  struct server srv;
-  memset(&srv, 0, sizeof srv);
-  char err[512];
-  if (load_config(&srv.cfg, &cl) != 0) return 2;
-  if (cl.nlisten == 0)
-    for (size_t i = 0; i < srv.cfg->nlisten && cl.nlisten < MAX_LISTEN; i++)
-      cl.listen_urls[cl.nlisten++] = srv.cfg->listen[i];
-  const char *data_dir = cl.data_dir ? cl.data_dir : srv.cfg->data_dir;
+  return -1;
+}
 
+/* What the process needs of its environment before anything starts. */
+static void setup_process(void) {
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
   /* Output moves through buffers of 64-128 KiB that come and go at the rate of the
@@ -250,93 +243,130 @@ int main(int argc, char **argv) {
     nofile.rlim_cur = nofile.rlim_max < NOFILE_MAX ? nofile.rlim_max : NOFILE_MAX;
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
+}
 
-  int status = 1;
+/* The loop and the core: the data directory, the run table, the scheduler. Returns 0,
+ * or the exit status (1, or 2 for a data directory that cannot be used) after logging
+ * why. */
+static int open_core(struct server *srv, const char *data_dir, enum sched_mode mode) {
+  char err[512], dbpath[4096];
   /* Timeouts a client can observe (WaitRun, deadlines, run timeouts) must not fire
    * early: libevent's default coarse clock can be a few milliseconds behind. */
   struct event_config *ecfg = event_config_new();
   if (ecfg) {
     event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-    srv.base = event_base_new_with_config(ecfg);
+    srv->base = event_base_new_with_config(ecfg);
     event_config_free(ecfg);
   }
-  if (!srv.base) {
+  if (!srv->base) {
     LOG_ERROR("cannot create the event loop");
-    goto out;
+    return 1;
   }
-  char dbpath[4096];
-  sched_opts so = SCHED_OPTS_INIT;
-  so.cfg = srv.cfg;
-  so.data_dir = data_dir;
-  so.mode = smode;
   snprintf(dbpath, sizeof dbpath, "%s/runs.db", data_dir);
-  if (sched_init_data_dir(data_dir, err, sizeof err) < 0 || runtab_open(&srv.rt, dbpath, err, sizeof err) < 0) {
+  if (sched_init_data_dir(data_dir, err, sizeof err) < 0 || runtab_open(&srv->rt, dbpath, err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
-    status = 2;
-    goto out;
+    return 2;
   }
-  so.rt = srv.rt;
-  if (sched_new(&srv.sch, srv.base, &so, err, sizeof err) < 0) {
+  sched_opts so = SCHED_OPTS_INIT;
+  so.cfg = srv->cfg;
+  so.data_dir = data_dir;
+  so.mode = mode;
+  so.rt = srv->rt;
+  if (sched_new(&srv->sch, srv->base, &so, err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
-    status = 2;
-    goto out;
+    return 2;
   }
+  return 0;
+}
+
+/* The call layer with the configuration's limits and authorization, and the services
+ * on it. Returns 0 or -ENOMEM. */
+static int open_services(struct server *srv) {
+  const config_limits *lim = &srv->cfg->limits;
   call_server_opts co = CALL_SERVER_OPTS_INIT;
   co.before_send = sync_run_table;
-  co.before_send_arg = srv.rt;
-  co.max_recv_msg = srv.cfg->limits.max_message_bytes;
-  co.max_streams = srv.cfg->limits.max_streams_per_connection;
-  co.max_header_list = srv.cfg->limits.max_header_list_bytes;
-  co.idle_timeout_ms = srv.cfg->limits.idle_timeout_ms;
+  co.before_send_arg = srv->rt;
+  co.max_recv_msg = lim->max_message_bytes;
+  co.max_streams = lim->max_streams_per_connection;
+  co.max_header_list = lim->max_header_list_bytes;
+  co.idle_timeout_ms = lim->idle_timeout_ms;
   co.roles = peer_roles;
-  co.roles_arg = srv.cfg;
+  co.roles_arg = srv->cfg;
   co.role_name = authz_role_name;
-  if (call_server_new(&srv.calls, srv.base, &co) < 0) goto out;
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
-  if (health_register(srv.calls, health_services) < 0) goto out;
-  if (runner_new(&srv.runner, srv.calls, srv.sch, srv.cfg) < 0) goto out;
-  if (admin_new(&srv.admin, srv.calls, runner_counters, srv.runner) < 0) goto out;
+  if (call_server_new(&srv->calls, srv->base, &co) < 0 || health_register(srv->calls, health_services) < 0 ||
+      runner_new(&srv->runner, srv->calls, srv->sch, srv->cfg) < 0 ||
+      admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0)
+    return -ENOMEM;
+  return 0;
+}
 
-  if (front_new(&srv.front, srv.base, srv.cfg, srv.calls, cl.listen_urls, cl.nlisten, err, sizeof err) < 0) {
+/* SIGTERM, SIGINT, SIGHUP, and the event that writes a pass's log lines. Returns 0 or
+ * -ENOMEM. */
+static int open_events(struct server *srv) {
+  srv->sigterm = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+  srv->sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
+  srv->sighup = evsignal_new(srv->base, SIGHUP, on_sighup, srv);
+  srv->log_flush = event_new(srv->base, -1, 0, on_log_flush, NULL);
+  if (!srv->sigterm || !srv->sigint || !srv->sighup || !srv->log_flush) return -ENOMEM;
+  evsignal_add(srv->sigterm, NULL);
+  evsignal_add(srv->sigint, NULL);
+  evsignal_add(srv->sighup, NULL);
+  return 0;
+}
+
+/* Frees whatever of the server was built, in reverse order. */
+static void server_free(struct server *srv) {
+  front_free(srv->front);
+  if (srv->sigterm) event_free(srv->sigterm);
+  if (srv->sigint) event_free(srv->sigint);
+  if (srv->sighup) event_free(srv->sighup);
+  if (srv->log_flush) event_free(srv->log_flush);
+  call_server_free(srv->calls);
+  admin_free(srv->admin);
+  runner_free(srv->runner);
+  sched_free(srv->sch);
+  runtab_free(srv->rt);
+  if (srv->base) event_base_free(srv->base);
+  config_free(srv->cfg);
+}
+
+int main(int argc, char **argv) {
+  struct cmdline cl = {.level = getenv("LOG_LEVEL")};
+  enum sched_mode smode;
+  int status = parse_cmdline(&cl, argc, argv);
+  if (status < 0) status = read_environment(&cl, &smode);
+  if (status >= 0) return status;
+  struct server srv;
+  memset(&srv, 0, sizeof srv);
+  if (load_config(&srv.cfg, &cl) != 0) return 2;
+  if (cl.nlisten == 0)
+    for (size_t i = 0; i < srv.cfg->nlisten && cl.nlisten < MAX_LISTEN; i++)
+      cl.listen_urls[cl.nlisten++] = srv.cfg->listen[i];
+  const char *data_dir = cl.data_dir ? cl.data_dir : srv.cfg->data_dir;
+  setup_process();
+
+  char err[512];
+  status = open_core(&srv, data_dir, smode);
+  if (status == 0 && (open_services(&srv) < 0 || open_events(&srv) < 0)) status = 1;
+  if (status == 0 &&
+      front_new(&srv.front, srv.base, srv.cfg, srv.calls, cl.listen_urls, cl.nlisten, err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
     status = 2;
-    goto out;
   }
-  srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
-  srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
-  srv.sighup = evsignal_new(srv.base, SIGHUP, on_sighup, &srv);
-  if (!srv.sigterm || !srv.sigint || !srv.sighup) goto out;
-  evsignal_add(srv.sigterm, NULL);
-  evsignal_add(srv.sigint, NULL);
-  evsignal_add(srv.sighup, NULL);
-
-  srv.log_flush = event_new(srv.base, -1, 0, on_log_flush, NULL);
-  if (!srv.log_flush) goto out;
-
-  LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(), mode && *mode ? mode : "async",
-           srv.cfg->nmodules, data_dir);
-  /* A line per run start and end is a write and a wake-up of the log's reader each:
-   * 8 % of the start rate with stderr on a pipe. Batched, the lines of one pass of the
-   * loop leave in one write, at the end of that pass (the flush event is activated
-   * behind the callbacks already active). */
-  log_batch(request_log_flush, srv.log_flush);
-  event_base_dispatch(srv.base);
-  log_batch(NULL, NULL);
-  status = 0;
-  LOG_INFO("prismqd stopped");
-
-out:
-  front_free(srv.front);
-  if (srv.sigterm) event_free(srv.sigterm);
-  if (srv.sigint) event_free(srv.sigint);
-  if (srv.sighup) event_free(srv.sighup);
-  if (srv.log_flush) event_free(srv.log_flush);
-  call_server_free(srv.calls);
-  admin_free(srv.admin);
-  runner_free(srv.runner);
-  sched_free(srv.sch);
-  runtab_free(srv.rt);
-  if (srv.base) event_base_free(srv.base);
-  config_free(srv.cfg);
+  if (status == 0) {
+    const char *mode = getenv("PRISMQ_RUN_MODE");
+    LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(), mode && *mode ? mode : "async",
+             srv.cfg->nmodules, data_dir);
+    /* A line per run start and end is a write and a wake-up of the log's reader each:
+     * 8 % of the start rate with stderr on a pipe. Batched, the lines of one pass of
+     * the loop leave in one write, at the end of that pass (the flush event is
+     * activated behind the callbacks already active). */
+    log_batch(request_log_flush, srv.log_flush);
+    event_base_dispatch(srv.base);
+    log_batch(NULL, NULL);
+    LOG_INFO("prismqd stopped");
+  }
+  server_free(&srv);
   return status;
 }
