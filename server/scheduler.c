@@ -555,6 +555,34 @@ static int same_request(const sched_run *a, const char *module_id, const char *o
   return n == a->n_parameters;
 }
 
+/* Whether a new run of m for `owner` may be taken: not while shutting down, and, for a
+ * run that would wait, not past the queue's limits (one that can start now, a global
+ * and a module slot free and resources fine, is never refused for them). Returns 0, or
+ * -EAGAIN with err filled. */
+static int admit(const sched *s, const config_module *m, const char *owner, char *err, size_t errlen) {
+  const config_limits *lim = &s->opts.cfg->limits;
+  if (s->stopping) {
+    snprintf(err, errlen, "server shutting down");
+    return -EAGAIN;
+  }
+  char why[160];
+  int can_start = s->nrunning < lim->max_concurrent &&
+                  (!m->max_concurrent || s->mod_running[mod_index(s, m)] < m->max_concurrent) &&
+                  (!s->res || resmon_check(s->res, why, sizeof why));
+  if (can_start) return 0;
+  uint32_t mine = quota_get(s->queued_by_owner, owner);
+  if (lim->max_queued_per_identity && mine >= lim->max_queued_per_identity) {
+    snprintf(err, errlen, "too many queued runs for %.256s (%u; limits.max_queued_per_identity is %u)",
+             owner[0] ? owner : "anonymous callers", mine, lim->max_queued_per_identity);
+    return -EAGAIN;
+  }
+  if (s->nqueued >= lim->max_queued) {
+    snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued, lim->max_queued);
+    return -EAGAIN;
+  }
+  return 0;
+}
+
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
                 char *err, size_t errlen) {
   const config *cfg = s->opts.cfg;
@@ -599,35 +627,11 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
     }
   }
 
-  /* The queue limit applies to runs that would wait: one that can start now (a
-   * global and a module slot free, resources fine) is never refused for it. */
-  char why[160];
-  int can_start = s->nrunning < cfg->limits.max_concurrent &&
-                  (!m->max_concurrent || s->mod_running[mod_index(s, m)] < m->max_concurrent) &&
-                  (!s->res || resmon_check(s->res, why, sizeof why));
-  if (s->stopping) {
-    snprintf(err, errlen, "server shutting down");
+  if ((rc = admit(s, m, owner, err, errlen)) < 0) {
     config_argv_free(argv);
     free(cwd);
     config_argv_free(params);
-    return -EAGAIN;
-  }
-  uint32_t per_owner = cfg->limits.max_queued_per_identity;
-  if (!can_start && per_owner && quota_get(s->queued_by_owner, owner) >= per_owner) {
-    snprintf(err, errlen, "too many queued runs for %.256s (%u; limits.max_queued_per_identity is %u)",
-             owner[0] ? owner : "anonymous callers", quota_get(s->queued_by_owner, owner), per_owner);
-    config_argv_free(argv);
-    free(cwd);
-    config_argv_free(params);
-    return -EAGAIN;
-  }
-  if (!can_start && s->nqueued >= cfg->limits.max_queued) {
-    snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued,
-             cfg->limits.max_queued);
-    config_argv_free(argv);
-    free(cwd);
-    config_argv_free(params);
-    return -EAGAIN;
+    return rc;
   }
 
   struct srun *r = calloc(1, sizeof *r);
