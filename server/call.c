@@ -60,6 +60,7 @@ struct call {
   unsigned ct_grpc : 1;
   unsigned has_encoding : 1;   /* grpc-encoding other than identity */
   unsigned headers_sent : 1;
+  unsigned streaming : 1;      /* call_set_streaming: a shutdown ends it at once */
   uint64_t opened_ms;          /* when its stream opened */
   unsigned roles;              /* the caller's role bits, known once the headers are in */
   char *md;                    /* request metadata: "name\0value\0" pairs in order */
@@ -98,6 +99,7 @@ struct call_server {
   size_t ncalls;
   uint64_t total_calls;
   unsigned shutting_down : 1;
+  struct event *drain_ev; /* the end of a graceful shutdown's wait for calls */
   void (*on_idle)(void *arg);
   void *idle_arg;
 };
@@ -218,6 +220,8 @@ void call_on_cancel(call *c, void (*fn)(call *c, void *arg), void *arg) {
   c->on_cancel = fn;
   c->cancel_arg = arg;
 }
+
+void call_set_streaming(call *c) { c->streaming = 1; }
 
 void call_on_writable(call *c, void (*fn)(call *c, void *arg), void *arg) {
   c->on_writable = fn;
@@ -748,6 +752,7 @@ void call_server_free(call_server *s) {
   if (!s) return;
   while (s->conns) h2conn_free(s->conns->h2); /* on_conn_close unlinks it */
   if (s->sweep_ev) event_free(s->sweep_ev);
+  if (s->drain_ev) event_free(s->drain_ev);
   event_free(s->dispatch_ev);
   for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
   free(s->methods);
@@ -802,15 +807,34 @@ int call_server_accept(call_server *s, conn *transport) {
   return 0;
 }
 
-void call_server_shutdown(call_server *s, void (*on_idle)(void *arg), void *arg) {
-  s->shutting_down = 1;
-  s->on_idle = on_idle;
-  s->idle_arg = arg;
-  for (call *c = s->calls; c; c = c->next) {
-    if (c->state != CALL_HANDLER) continue;
+/* Ends the calls in their handlers (only the streaming ones unless `all`) with
+ * UNAVAILABLE. */
+static void end_calls(call_server *s, int all) {
+  for (call *c = s->calls, *next; c; c = next) {
+    next = c->next;
+    if (c->state != CALL_HANDLER || !(all || c->streaming)) continue;
     cancel_handler(c);
     answerf(c, GW_UNAVAILABLE, "server shutting down");
     reset_if_stalled(c);
+  }
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  end_calls(arg, 1);
+}
+
+void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(void *arg), void *arg) {
+  s->shutting_down = 1;
+  s->on_idle = on_idle;
+  s->idle_arg = arg;
+  end_calls(s, drain_ms == 0);
+  if (drain_ms && !s->drain_ev) {
+    s->drain_ev = evtimer_new(s->base, drain_cb, s);
+    if (!s->drain_ev) abort();
+    struct timeval tv = {(time_t)(drain_ms / 1000), (suseconds_t)(drain_ms % 1000) * 1000};
+    evtimer_add(s->drain_ev, &tv);
   }
   for (struct call_conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);
   check_idle(s);

@@ -89,15 +89,23 @@ call_handler_fn call_server_lookup(const call_server *s, const char *path, size_
  * -ECONNREFUSED after call_server_shutdown, or -ENOMEM/-EPROTO. */
 int call_server_accept(call_server *s, conn *cn);
 
-/* Graceful shutdown: GOAWAY on every connection; calls still running are cancelled
- * and answered UNAVAILABLE. `on_idle` fires (once, from the loop) when the last
- * connection has closed, which may be at once. */
-void call_server_shutdown(call_server *s, void (*on_idle)(void *arg), void *arg);
+/* Graceful shutdown: GOAWAY on every connection (the streams the client opens after it
+ * are refused), and no new connection is taken. Streaming calls (call_set_streaming)
+ * are cancelled and answered UNAVAILABLE at once; other calls in their handlers may
+ * finish for drain_ms, then the rest are treated the same way (drain_ms 0: all at
+ * once). `on_idle` fires (once, from the loop) when the last connection has closed,
+ * which may be at once. */
+void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(void *arg), void *arg);
 
 /* Counters for introspection. */
 size_t call_server_live_calls(const call_server *s);
 size_t call_server_live_conns(const call_server *s);
 uint64_t call_server_total_calls(const call_server *s);
+
+/* Marks the call as one that streams until its client or the server ends it (an output
+ * follow, a health Watch): a graceful shutdown ends it at once with UNAVAILABLE rather
+ * than waiting for it to finish. */
+void call_set_streaming(call *c);
 
 /* Sets the handler's cancel callback: fires at most once, if the call ends before
  * call_finish (client reset, deadline, connection loss, shutdown). `arg` is passed

@@ -307,6 +307,33 @@ static int get_u32(const loader *ld, const yaml_node_t *n, const char *what, uin
   return rc;
 }
 
+/* A duration: a plain number of milliseconds, or a number with one unit of ms, s, m,
+ * h or d ("30s", "7d"), within lo..hi milliseconds. */
+static int get_duration(const loader *ld, const yaml_node_t *n, const char *what, uint64_t lo,
+                        uint64_t hi, uint64_t *out)
+{
+  static const struct {
+    const char *unit;
+    uint64_t ms;
+  } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+  const char *s = n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : "";
+  size_t digits = strspn(s, "0123456789");
+
+  if (digits && digits <= 12)
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+      if (!strcmp(s + digits, units[i].unit)) {
+        uint64_t x = strtoull(s, NULL, 10) * units[i].ms;
+
+        if (x >= lo && x <= hi) {
+          *out = x;
+          return 0;
+        }
+      }
+  return fail_at(ld, n, "%s must be a duration from %llu ms to %llu ms: milliseconds, or a "
+                 "number with a unit ms, s, m, h or d (like 30s or 7d)", what,
+                 (unsigned long long)lo, (unsigned long long)hi);
+}
+
 static int get_bool(const loader *ld, const yaml_node_t *n, const char *what, int *out)
 {
   static const char *const words[] = {"false", "False", "FALSE", "true", "True", "TRUE"};
@@ -507,8 +534,9 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
 {
   static const char *const keys[] = {"id", "name", "description", "argv", "cwd", "env",
                                      "timeout_ms", "max_concurrent", "pass_parameters",
-                                     "parameters", NULL};
-  enum { ID, NAME, DESCRIPTION, ARGV, CWD, ENV, TIMEOUT, MAXCONC, PASS, PARAMS, NKEYS };
+                                     "parameters", "memory_max", "cpu_max", NULL};
+  enum { ID, NAME, DESCRIPTION, ARGV, CWD, ENV, TIMEOUT, MAXCONC, PASS, PARAMS, MEMMAX, CPUMAX,
+         NKEYS };
   config_module *m = &c->modules[idx];
   yaml_node_t *v[NKEYS];
   char what[32], path[96];
@@ -600,6 +628,12 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
       return fail_at(ld, pn, "%s.pass_parameters must be none or flags", what);
     m->pass_flags = !strcmp(s, "flags");
   }
+  snprintf(path, sizeof path, "%s.memory_max", what);
+  if (v[MEMMAX] && (rc = get_uint(ld, v[MEMMAX], path, 4096, UINT64_MAX, &m->memory_max)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.cpu_max", what);
+  if (v[CPUMAX] && (rc = get_u32(ld, v[CPUMAX], path, 1, 100000, &m->cpu_max_percent)) < 0)
+    return rc;
   return 0;
 }
 
@@ -796,12 +830,74 @@ static int load_authz(const loader *ld, const yaml_node_t *n, config *c)
   return 0;
 }
 
+static int load_retention(const loader *ld, const yaml_node_t *n, config_retention *r)
+{
+  static const char *const keys[] = {"sweep_interval", "max_age", "max_runs", NULL};
+  enum { INTERVAL, AGE, RUNS, NKEYS };
+  yaml_node_t *v[NKEYS];
+  int rc;
+
+  if ((rc = get_fields(ld, n, "retention", keys, v)) < 0)
+    return rc;
+  if (v[INTERVAL] && (rc = get_duration(ld, v[INTERVAL], "retention.sweep_interval", 0,
+                                        (uint64_t)30 * 86400000, &r->sweep_interval_ms)) < 0)
+    return rc;
+  if (v[AGE] && (rc = get_duration(ld, v[AGE], "retention.max_age", 0,
+                                   (uint64_t)100 * 365 * 86400000, &r->max_age_ms)) < 0)
+    return rc;
+  if (v[RUNS] && (rc = get_uint(ld, v[RUNS], "retention.max_runs", 0, UINT64_MAX, &r->max_runs)) < 0)
+    return rc;
+  return 0;
+}
+
+static int load_shutdown(const loader *ld, const yaml_node_t *n, config_shutdown *sd)
+{
+  static const char *const keys[] = {"runs", "grace_ms", NULL};
+  enum { RUNS, GRACE, NKEYS };
+  yaml_node_t *v[NKEYS];
+  int rc;
+
+  if ((rc = get_fields(ld, n, "shutdown", keys, v)) < 0)
+    return rc;
+  if (v[RUNS]) {
+    const char *s = v[RUNS]->type == YAML_SCALAR_NODE ? (const char *)v[RUNS]->data.scalar.value : "";
+
+    if (strcmp(s, "wait") && strcmp(s, "cancel"))
+      return fail_at(ld, v[RUNS], "shutdown.runs must be wait or cancel");
+    sd->cancel_runs = !strcmp(s, "cancel");
+  }
+  if (v[GRACE] && (rc = get_u32(ld, v[GRACE], "shutdown.grace_ms", 0, 86400000, &sd->grace_ms)) < 0)
+    return rc;
+  return 0;
+}
+
+static int load_cgroups(const loader *ld, const yaml_node_t *n, config *c)
+{
+  static const char *const keys[] = {"root", NULL};
+  enum { ROOT, NKEYS };
+  yaml_node_t *v[NKEYS];
+  int rc;
+
+  if ((rc = get_fields(ld, n, "cgroups", keys, v)) < 0)
+    return rc;
+  if (v[ROOT]) {
+    free(c->cgroup_root);
+    c->cgroup_root = NULL;
+    if ((rc = get_str(ld, v[ROOT], "cgroups.root", 1, &c->cgroup_root)) < 0)
+      return rc;
+    if (strcmp(c->cgroup_root, "auto") && strcmp(c->cgroup_root, "off") && c->cgroup_root[0] != '/')
+      return fail_at(ld, v[ROOT], "cgroups.root must be auto, off or an absolute path");
+  }
+  return 0;
+}
+
 static int load_root(const loader *ld, config *c)
 {
   static const char *const keys[] = {"listen", "data_dir", "limits", "modules",
                                      "allow_insecure_remote", "tls", "unix_socket", "authz",
-                                     NULL};
-  enum { LISTEN, DATA_DIR, LIMITS, MODULES, INSECURE, TLS, UNIX, AUTHZ, NKEYS };
+                                     "retention", "shutdown", "cgroups", NULL};
+  enum { LISTEN, DATA_DIR, LIMITS, MODULES, INSECURE, TLS, UNIX, AUTHZ, RETENTION, SHUTDOWN,
+         CGROUPS, NKEYS };
   yaml_node_t *root = yaml_document_get_root_node((yaml_document_t *)&ld->doc);
   yaml_node_t *v[NKEYS];
   int rc;
@@ -825,6 +921,12 @@ static int load_root(const loader *ld, config *c)
   if (v[UNIX] && (rc = load_unix_socket(ld, v[UNIX], c)) < 0)
     return rc;
   if (v[AUTHZ] && (rc = load_authz(ld, v[AUTHZ], c)) < 0)
+    return rc;
+  if (v[RETENTION] && (rc = load_retention(ld, v[RETENTION], &c->retention)) < 0)
+    return rc;
+  if (v[SHUTDOWN] && (rc = load_shutdown(ld, v[SHUTDOWN], &c->shutdown)) < 0)
+    return rc;
+  if (v[CGROUPS] && (rc = load_cgroups(ld, v[CGROUPS], c)) < 0)
     return rc;
   if (v[MODULES]) {
     const yaml_node_t *ms = v[MODULES];
@@ -899,6 +1001,7 @@ void config_free(config *c)
     free(c->authz[i].identity);
   }
   free(c->authz);
+  free(c->cgroup_root);
   free(c->unix_group);
   free(c->tls.crl);
   free(c->tls.client_ca);
@@ -933,6 +1036,9 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
   c->limits = default_limits;
   c->tls.handshake_timeout_ms = 10000;
   c->unix_mode = 0600;
+  c->retention = (config_retention){.sweep_interval_ms = 3600000, .max_age_ms = (uint64_t)7 * 86400000,
+                                    .max_runs = 100000};
+  c->shutdown.grace_ms = 30000;
   rc = load_root(&ld, c);
   yaml_document_delete(&ld.doc);
   if (rc < 0)
@@ -957,6 +1063,8 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
   }
   if (!c->data_dir)
     c->data_dir = xstrdup("./var");
+  if (!c->cgroup_root)
+    c->cgroup_root = xstrdup("auto");
   yaml_parser_delete(&parser);
   *out = c;
   return 0;

@@ -22,6 +22,8 @@
  *       timeout_ms: 600000            # 0 (default) = no timeout
  *       max_concurrent: 4             # 0 (default) = no per-module limit
  *       pass_parameters: none         # none (default) | flags
+ *       memory_max: 1073741824        # bytes; needs cgroups with the memory controller
+ *       cpu_max: 150                  # percent of one CPU; needs the cpu controller
  *       parameters:
  *         - {name: bytes, required: true, pattern: "^[0-9]+$", description: how many}
  *         - {name: label, default: "none"}
@@ -34,6 +36,9 @@
  *     crl: /etc/prismq/crl.pem        # PEM CRL(s) for client certificates; needs client_ca
  *     handshake_timeout_ms: 10000
  *   unix_socket: {mode: "0660", group: prismq}   # permissions of unix:// listeners
+ *   retention: {sweep_interval: 1h, max_age: 7d, max_runs: 100000}
+ *   shutdown: {runs: wait, grace_ms: 30000}   # runs: wait | cancel
+ *   cgroups: {root: auto}             # auto | off | /sys/fs/cgroup/some/delegated/dir
  *   authz:                            # who may do what (see authz.h)
  *     - identity: "spiffe://prismq/ops*"    # required, non-empty glob
  *       modules: ["*"]                # globs over the module ids it may start
@@ -59,6 +64,12 @@
  * reset), max_queued_per_identity 0 (0 = no limit: runs of one identity waiting for a
  * slot; more are answered RESOURCE_EXHAUSTED), output_max_bytes 1 GiB (0 = no limit). A configuration with no modules is valid.
  * The listen addresses are not interpreted here (the listener does that).
+ *
+ * Lifecycle: retention.sweep_interval and max_age are durations (milliseconds, or a
+ * number with a unit ms, s, m, h or d); sweep_interval 0 turns the sweep off, max_age 0
+ * and max_runs 0 turn their limit off. shutdown.grace_ms 0..86400000. cgroups.root
+ * "auto" looks for a writable cgroup v2 hierarchy, "off" keeps runs in process groups
+ * only. memory_max >= 4096, cpu_max 1..100000 (percent of one CPU).
  *
  * Transport security: allow_insecure_remote false (the authz module's rule for a
  * configuration without authz: only local peers are allowed). tls.handshake_timeout_ms
@@ -133,6 +144,8 @@ typedef struct config_module {
   int pass_flags;          /* pass_parameters: flags */
   config_param *params;    /* nparams, in declared order */
   size_t nparams;
+  uint64_t memory_max;       /* bytes, the run's cgroup memory.max; 0 = none */
+  uint32_t cpu_max_percent;  /* of one CPU, the run's cgroup cpu.max; 0 = none */
 } config_module;
 
 /* Server-wide limits. For the percentages and min_available_memory_mb, 0 = check off. */
@@ -158,6 +171,19 @@ typedef struct config_tls {
   uint32_t handshake_timeout_ms;      /* 1..600000, default 10000 (set also without tls) */
 } config_tls;
 
+/* The retention: section: the periodic deletion of old terminal runs. */
+typedef struct config_retention {
+  uint64_t sweep_interval_ms; /* how often; 0 = never (default 1 h) */
+  uint64_t max_age_ms;        /* terminal runs finished longer ago go; 0 = no age limit (default 7 d) */
+  uint64_t max_runs;          /* terminal runs beyond the newest this many go; 0 = no limit (100000) */
+} config_retention;
+
+/* The shutdown: section: what SIGTERM/SIGINT do with running runs. */
+typedef struct config_shutdown {
+  int cancel_runs;   /* runs: cancel (non-zero) or wait (0, default) */
+  uint32_t grace_ms; /* wait: how long before the rest are cancelled (default 30000) */
+} config_shutdown;
+
 /* One rule of the authz: list (see authz.h for how rules are applied). */
 typedef struct config_authz_rule {
   char *identity;     /* fnmatch(3) glob over the caller identity, non-empty */
@@ -182,6 +208,9 @@ typedef struct config {
   config_authz_rule *authz;  /* nauthz rules in file order (NULL if none) */
   size_t nauthz;
   int has_authz;             /* an authz: key was given (even an empty list) */
+  config_retention retention;
+  config_shutdown shutdown;
+  char *cgroup_root;         /* cgroups.root: "auto" (default), "off", or an absolute path */
 } config;
 
 /* The built-in configuration (YAML text), for a server started without a file:

@@ -16,6 +16,7 @@
 #include "admin.h"
 #include "authz.h"
 #include "call.h"
+#include "cgroup.h"
 #include "config.h"
 #include "front.h"
 #include "health.h"
@@ -25,10 +26,9 @@
 #include "scheduler.h"
 
 #define MAX_LISTEN 16
-/* A graceful shutdown that takes longer than this is cut short. */
-#define SHUTDOWN_GRACE_S 5
-/* Running runs get SIGTERM at shutdown, then SIGKILL after this. */
-#define RUN_STOP_GRACE_MS 3000
+/* A graceful shutdown ends this long after its runs' grace (shutdown.grace_ms, then
+ * the cancel's own SIGTERM-to-SIGKILL grace), whatever is left. */
+#define SHUTDOWN_MARGIN_MS 5000
 /* Allocations from this size on come from mmap; free heap beyond this at its top is
  * given back (see main). */
 #define MALLOC_MMAP_MIN (4 << 20)
@@ -40,8 +40,10 @@ struct server {
   struct event_base *base;
   config *cfg;
   runtab *rt;
+  cgroup_root *cg;
   sched *sch;
   call_server *calls;
+  health *health;
   runner *runner;
   admin *admin;
   front *front;
@@ -162,14 +164,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     return;
   }
   srv->stopping = 1;
-  LOG_INFO("shutting down on signal %d", (int)sig);
+  const config_shutdown *sd = &srv->cfg->shutdown;
+  LOG_INFO("shutting down on signal %d runs=%s grace_ms=%u", (int)sig, sd->cancel_runs ? "cancel" : "wait",
+           sd->grace_ms);
   front_close(srv->front);
-  /* Runs end as a cancel does (terminate, wait, kill) so that no process outlives
-   * the server; calls end first, so no client waits on a run that is going away. */
-  call_server_shutdown(srv->calls, on_calls_idle, srv);
-  sched_shutdown(srv->sch, RUN_STOP_GRACE_MS, on_runs_idle, srv);
-  struct timeval grace = {SHUTDOWN_GRACE_S, 0};
-  event_base_loopexit(srv->base, &grace);
+  /* Running runs finish (shutdown.runs: wait) or end as a cancel does (terminate,
+   * wait, kill), so that no process outlives the server; queued runs stay queued for
+   * the next start. Unary calls may finish meanwhile (a WaitRun sees its run end);
+   * streams end at once. */
+  uint32_t runs_ms = (sd->cancel_runs ? 0 : sd->grace_ms) + SCHED_DEFAULT_GRACE_MS;
+  call_server_shutdown(srv->calls, runs_ms, on_calls_idle, srv);
+  sched_shutdown(srv->sch, sd->cancel_runs, sd->grace_ms, on_runs_idle, srv);
+  uint64_t limit_ms = (uint64_t)runs_ms + SHUTDOWN_MARGIN_MS;
+  struct timeval limit = {(time_t)(limit_ms / 1000), (suseconds_t)(limit_ms % 1000) * 1000};
+  event_base_loopexit(srv->base, &limit);
 }
 
 /* SIGHUP: certificates are read again; open connections keep theirs. */
@@ -245,6 +253,32 @@ static void setup_process(void) {
   }
 }
 
+/* Runs in cgroups where the machine allows (cgroups.root); else in process groups,
+ * said once, with what that does not cover. */
+static void open_cgroups(struct server *srv, const char *data_dir) {
+  const char *where = srv->cfg->cgroup_root;
+  char err[512];
+  if (strcmp(where, "off") == 0) {
+    LOG_INFO("cgroups off (cgroups.root: off): runs are process groups; a process that leaves its group "
+             "(setsid) escapes cancel, timeout and shutdown");
+    return;
+  }
+  if (cgroup_root_open(&srv->cg, srv->base, where, data_dir, err, sizeof err) < 0) {
+    LOG_WARN("no cgroups for runs, using process groups: %s; a process that leaves its group (setsid) "
+             "escapes cancel, timeout and shutdown", err);
+    return;
+  }
+  unsigned ctl = cgroup_root_controllers(srv->cg);
+  LOG_INFO("runs in cgroups under %s memory_controller=%s cpu_controller=%s", cgroup_root_path(srv->cg),
+           ctl & CGROUP_MEMORY ? "yes" : "no", ctl & CGROUP_CPU ? "yes" : "no");
+  for (size_t i = 0; i < srv->cfg->nmodules; i++) {
+    const config_module *m = &srv->cfg->modules[i];
+    if ((m->memory_max && !(ctl & CGROUP_MEMORY)) || (m->cpu_max_percent && !(ctl & CGROUP_CPU)))
+      LOG_WARN("module %s: memory_max/cpu_max not applied, the controller is not available under %s", m->id,
+               cgroup_root_path(srv->cg));
+  }
+}
+
 /* The loop and the core: the data directory, the run table, the scheduler. Returns 0,
  * or the exit status (1, or 2 for a data directory that cannot be used) after logging
  * why. */
@@ -267,7 +301,9 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
     LOG_ERROR("%s", err);
     return 2;
   }
+  open_cgroups(srv, data_dir);
   sched_opts so = SCHED_OPTS_INIT;
+  so.cg = srv->cg;
   so.cfg = srv->cfg;
   so.data_dir = data_dir;
   so.mode = mode;
@@ -294,7 +330,7 @@ static int open_services(struct server *srv) {
   co.roles_arg = srv->cfg;
   co.role_name = authz_role_name;
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
-  if (call_server_new(&srv->calls, srv->base, &co) < 0 || health_register(srv->calls, health_services) < 0 ||
+  if (call_server_new(&srv->calls, srv->base, &co) < 0 || health_new(&srv->health, srv->calls, health_services) < 0 ||
       runner_new(&srv->runner, srv->calls, srv->sch, srv->cfg) < 0 ||
       admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0)
     return -ENOMEM;
@@ -323,9 +359,11 @@ static void server_free(struct server *srv) {
   if (srv->sighup) event_free(srv->sighup);
   if (srv->log_flush) event_free(srv->log_flush);
   call_server_free(srv->calls);
+  health_free(srv->health);
   admin_free(srv->admin);
   runner_free(srv->runner);
   sched_free(srv->sch);
+  cgroup_root_free(srv->cg);
   runtab_free(srv->rt);
   if (srv->base) event_base_free(srv->base);
   config_free(srv->cfg);

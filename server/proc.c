@@ -16,9 +16,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/sched.h>
+#include <sys/syscall.h>
+
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "cgroup.h"
 #include "log.h"
 
 /* One read per readiness: a pipe holds 64 KiB by default, and reading once per
@@ -44,6 +48,7 @@ struct proc {
   pthread_t waiter;
   struct event *term_ev;   /* proc_terminate's grace period */
   struct event *orphan_ev; /* main process gone, pipes still open */
+  int cg_fd;               /* the run's cgroup directory, or -1 */
 
   int in_cb;          /* depth of user callbacks running: defer the release */
   unsigned exited : 1; /* the main process is a zombie: its pid still pins the group */
@@ -74,10 +79,17 @@ static struct timeval ms_tv(uint32_t ms) {
   return tv;
 }
 
-/* Only called while the main process is not reaped, so the group id is still ours. */
+/* Only called while the main process is not reaped, so the group id is still ours.
+ * With a cgroup, its members get the signal too: those that left the group with
+ * setsid() among them. */
 static int kill_group(proc *p, int sig) {
   if (sig == SIGKILL) p->group_killed = 1;
-  return kill(-p->pid, sig) < 0 ? -errno : 0;
+  int rc = kill(-p->pid, sig) < 0 ? -errno : 0;
+  if (p->cg_fd >= 0 && sig != 0) {
+    int crc = cgroup_signal(p->cg_fd, sig);
+    if (crc < 0) LOG_WARN("proc cgroup signal failed pid=%d sig=%d err=%s", p->pid, sig, strerror(-crc));
+  }
+  return rc;
 }
 
 static void close_stream(proc *p, int s) {
@@ -94,6 +106,7 @@ static void destroy(proc *p) {
   }
   if (p->exit_ev) event_free(p->exit_ev);
   if (p->exit_fd >= 0) close(p->exit_fd);
+  if (p->cg_fd >= 0) close(p->cg_fd);
   event_free(p->term_ev);
   event_free(p->orphan_ev);
   free(p);
@@ -130,6 +143,8 @@ static void finish(proc *p) {
     u.user_cpu_ms = tv_ms(ru.ru_utime);
     u.sys_cpu_ms = tv_ms(ru.ru_stime);
     u.max_rss_kb = (uint64_t)ru.ru_maxrss; /* already KiB on Linux */
+    /* The cgroup counts the whole tree, also what the main process never waited for. */
+    if (p->cg_fd >= 0) cgroup_cpu(p->cg_fd, &u.user_cpu_ms, &u.sys_cpu_ms);
   }
   p->done = 1;
   event_del(p->term_ev);
@@ -306,6 +321,71 @@ static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr,
   must0(posix_spawnattr_setsigdefault(attr, &all));
 }
 
+/* The child of clone3, between fork and exec: the same set-up as spawn_setup's, with
+ * async-signal-safe calls only. Descriptors below 3 are moved up first, so that
+ * placing stdio cannot overwrite them. An exec failure is written to err_fd. */
+static _Noreturn void child_exec(const char *path, const char *const *argv, const char *const *envp, int cwd_fd,
+                                 const int child_end[2], int err_fd) {
+  int fds[4] = {cwd_fd, child_end[0], child_end[1], err_fd};
+  for (int i = 0; i < 4; i++)
+    if (fds[i] >= 0 && fds[i] < 3) fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+  err_fd = fds[3];
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  sigset_t none;
+  sigemptyset(&none);
+  int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (setpgid(0, 0) < 0 || (fds[0] >= 0 && fchdir(fds[0]) < 0) || dup2(fds[1], STDOUT_FILENO) < 0 ||
+      dup2(fds[2], STDERR_FILENO) < 0 || nul < 0 || dup2(nul, STDIN_FILENO) < 0)
+    goto fail;
+  /* Everything else is closed, err_fd (close-on-exec) excepted. */
+  if (err_fd > 3) close_range(3, (unsigned)err_fd - 1, 0);
+  close_range((unsigned)err_fd + 1, ~0u, 0);
+  for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  execve(path, (char *const *)argv, (char *const *)envp);
+fail:;
+  int e = errno;
+  if (write(err_fd, &e, sizeof e) < 0) _exit(127);
+  _exit(127);
+}
+
+/* Starts the child inside the cgroup at cg_fd (posix_spawn cannot place it there, and
+ * moving it after the spawn would let it fork first). Returns 0 with p->pid and
+ * *pidfd set, or -errno (the exec's own error included, the child then reaped). */
+static int spawn_in_cgroup(proc *p, int *pidfd, const char *path, const char *const *argv,
+                           const char *const *envp, int cwd_fd, const int child_end[2], int cg_fd) {
+  int err_pipe[2];
+  if (pipe2(err_pipe, O_CLOEXEC) < 0) return -errno;
+  struct clone_args ca = {
+      .flags = CLONE_INTO_CGROUP | CLONE_PIDFD,
+      .pidfd = (uint64_t)(uintptr_t)pidfd,
+      .exit_signal = SIGCHLD,
+      .cgroup = (uint64_t)cg_fd,
+  };
+  long pid = syscall(SYS_clone3, &ca, sizeof ca);
+  if (pid == 0) child_exec(path, argv, envp, cwd_fd, child_end, err_pipe[1]);
+  int rc = pid < 0 ? -errno : 0;
+  close(err_pipe[1]);
+  if (rc == 0) {
+    int e;
+    ssize_t n;
+    /* Returns at the exec (end-of-file: the pipe was close-on-exec) or its failure. */
+    do n = read(err_pipe[0], &e, sizeof e);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof e) {
+      rc = -e;
+      while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR) {
+      }
+      close(*pidfd);
+      *pidfd = -1;
+    } else {
+      p->pid = (pid_t)pid;
+    }
+  }
+  close(err_pipe[0]);
+  return rc;
+}
+
 /* Opens the pipes (our ends non-blocking, all close-on-exec) and watches our ends. */
 static int open_streams(proc *p, int child_end[2]) {
   for (int s = 0; s < 2; s++) {
@@ -328,12 +408,13 @@ static int watch_exit(proc *p) {
 /* Starts watching for the child's exit: a pidfd, or a waiter thread signalling an
  * eventfd in threaded mode and where pidfd_open is missing (kernels before 5.3, and
  * valgrind, which does not know the call): each such child then gets the thread. */
-static int watch_child(proc *p) {
+static int watch_child(proc *p, int pidfd) {
   if (!p->threaded) {
-    if ((p->exit_fd = pidfd_open(p->pid, 0)) >= 0) return watch_exit(p);
+    if ((p->exit_fd = pidfd >= 0 ? pidfd : pidfd_open(p->pid, 0)) >= 0) return watch_exit(p);
     if (errno != ENOSYS) return -errno;
     p->threaded = 1;
   }
+  if (pidfd >= 0) close(pidfd);
   if ((p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) return -errno;
   int rc = watch_exit(p);
   return rc < 0 ? rc : -pthread_create(&p->waiter, NULL, waiter_main, p);
@@ -344,7 +425,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   if (!out || !base || !opts || !opts->argv || !opts->argv[0]) return -EINVAL;
   const char *const *envp = opts->envp ? opts->envp : no_env;
 
-  int cwd_fd = -1, child_end[2] = {-1, -1}, rc;
+  int cwd_fd = -1, child_end[2] = {-1, -1}, pidfd = -1, rc;
   proc *p = must(calloc(1, sizeof *p));
   p->base = base;
   p->threaded = opts->threaded;
@@ -352,7 +433,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   p->on_output = opts->on_output;
   p->on_exit = opts->on_exit;
   p->arg = opts->arg;
-  p->out_fd[0] = p->out_fd[1] = p->exit_fd = -1;
+  p->out_fd[0] = p->out_fd[1] = p->exit_fd = p->cg_fd = -1;
   p->term_ev = must(evtimer_new(base, term_cb, p));
   p->orphan_ev = must(evtimer_new(base, orphan_cb, p));
 
@@ -366,13 +447,21 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
     goto fail;
   if ((rc = open_streams(p, child_end)) < 0) goto fail;
 
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  spawn_setup(&fa, &attr, cwd_fd, child_end);
-  /* posix_spawn only reads argv and envp; its prototype predates const. */
-  rc = -posix_spawn(&p->pid, path, &fa, &attr, (char *const *)opts->argv, (char *const *)envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  if (opts->cgroup_fd >= 0) {
+    if ((p->cg_fd = fcntl(opts->cgroup_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+      rc = -errno;
+      goto fail;
+    }
+    rc = spawn_in_cgroup(p, &pidfd, path, opts->argv, envp, cwd_fd, child_end, p->cg_fd);
+  } else {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    spawn_setup(&fa, &attr, cwd_fd, child_end);
+    /* posix_spawn only reads argv and envp; its prototype predates const. */
+    rc = -posix_spawn(&p->pid, path, &fa, &attr, (char *const *)opts->argv, (char *const *)envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+  }
   if (rc < 0) goto fail;
   for (int s = 0; s < 2; s++) {
     close(child_end[s]);
@@ -383,14 +472,14 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
     cwd_fd = -1;
   }
 
-  if ((rc = watch_child(p)) < 0) goto fail_spawned;
+  if ((rc = watch_child(p, pidfd)) < 0) goto fail_spawned;
   LOG_DEBUG("proc spawned pid=%d path=%s threaded=%d", p->pid, path, p->threaded);
   *out = p;
   return 0;
 
 fail_spawned:
   LOG_ERROR("proc cannot watch the child, killing it pid=%d err=%s", p->pid, strerror(-rc));
-  kill(-p->pid, SIGKILL);
+  kill_group(p, SIGKILL);
   /* Blocks only for the moment a SIGKILLed child takes to die, on this rare path. */
   while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
   }
@@ -417,6 +506,29 @@ int proc_kill(proc *p, int sig) {
 }
 
 pid_t proc_pid(const proc *p) { return p->pid; }
+
+int proc_pid_start_ticks(pid_t pid, uint64_t *out) {
+  char path[32], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? -ESRCH : -errno;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int rc = n < 0 ? -errno : 0;
+  close(fd);
+  if (rc < 0) return rc;
+  buf[n] = '\0';
+  /* The command name (field 2) may hold spaces and parentheses: count from its end.
+   * Field 3 follows ") ", and 22 is 19 fields further on. */
+  char *p = strrchr(buf, ')');
+  if (!p) return -EINVAL;
+  p++;
+  for (int field = 3; field < 22; field++) {
+    p = strchr(p + 1, ' ');
+    if (!p) return -EINVAL;
+  }
+  *out = strtoull(p + 1, NULL, 10);
+  return 0;
+}
 
 void proc_free(proc *p) {
   if (!p) return;

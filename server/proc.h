@@ -89,12 +89,19 @@ typedef struct proc_opts {
   /* How long a group member may hold the pipes open after the main process exited
    * before the group is SIGKILLed (default 2000). */
   uint32_t orphan_kill_ms;
+  /* -1 (default), or an open cgroup v2 directory (cgroup.h): the child is started in
+   * it (clone3 CLONE_INTO_CGROUP instead of posix_spawn, with the same set-up), and
+   * from then on every signal to "the group" also goes to every member of the cgroup
+   * (SIGKILL through cgroup.kill), so nothing started by the process escapes by leaving
+   * the process group; on_exit's CPU times are the cgroup's (the whole tree). The
+   * descriptor is duplicated: the caller keeps its own. */
+  int cgroup_fd;
   proc_output_fn on_output; /* may be NULL: output is then read and dropped */
   proc_exit_fn on_exit;     /* may be NULL */
   void *arg;                /* passed to both callbacks */
 } proc_opts;
 
-#define PROC_OPTS_INIT { .orphan_kill_ms = 2000 }
+#define PROC_OPTS_INIT { .orphan_kill_ms = 2000, .cgroup_fd = -1 }
 
 /* Starts opts->argv as described above, watched on `base` (which must outlive the
  * proc, and keep running until a proc_free'd process has been reaped). `opts` and the
@@ -124,6 +131,11 @@ int proc_kill(proc *p, int sig);
 
 /* The pid of the main process, which is also the process group id. */
 pid_t proc_pid(const proc *p);
+
+/* The start time of process `pid` in clock ticks after boot (/proc/PID/stat field 22):
+ * with the pid it names one process, as a pid alone may have been reused. Returns 0
+ * and sets *out, -ESRCH if there is no such process, or another negative errno. */
+int proc_pid_start_ticks(pid_t pid, uint64_t *out);
 
 /* Releases the proc; accepts NULL. No callback fires after it. If the process is not
  * done, its group is SIGKILLed, its pipes closed, and its main process is still

@@ -58,6 +58,9 @@ static int status_of(int rc) {
   case -EEXIST: return GW_ALREADY_EXISTS;
   case -EAGAIN: return GW_RESOURCE_EXHAUSTED;
   case -EALREADY: return GW_FAILED_PRECONDITION;
+  /* Shutting down, or the run table cannot be written: worth a retry elsewhere or later. */
+  case -ESHUTDOWN:
+  case -EIO: return GW_UNAVAILABLE;
   default: return GW_INTERNAL;
   }
 }
@@ -475,16 +478,20 @@ static void follower_cancelled(call *c, void *arg) {
   follower_free(arg);
 }
 
-/* The end of a follow: one last chunk carrying the terminal run, then OK. */
+/* The end of a follow: one last chunk carrying the terminal run, then OK. A run
+ * deleted meanwhile (retention) ends the stream with NOT_FOUND. */
 static void follower_end(struct follower *f) {
   if (f->follow) {
     pb_run *run = NULL;
-    if (sched_get(f->rn->sch, f->run_id, &run) == 0) {
-      Prismq__Runner__V1__OutputChunk last = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
-      last.run = run;
-      call_send(f->c, &last.base);
-      prismq__runner__v1__run__free_unpacked(run, NULL);
+    if (sched_get(f->rn->sch, f->run_id, &run) != 0) {
+      call_finish(f->c, GW_NOT_FOUND, "run %s was deleted", f->run_id);
+      follower_free(f);
+      return;
     }
+    Prismq__Runner__V1__OutputChunk last = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
+    last.run = run;
+    call_send(f->c, &last.base);
+    prismq__runner__v1__run__free_unpacked(run, NULL);
   }
   call_finish(f->c, GW_OK, NULL);
   follower_free(f);
@@ -581,6 +588,7 @@ static void stream_output(call *c, const uint8_t *req, size_t len, void *svc) {
   f->start_seq = r->start_seq;
   f->stream = (int)r->stream;
   f->follow = r->follow;
+  if (f->follow) call_set_streaming(c);
   f->buf = evbuffer_new();
   if (!f->buf) abort();
   rn->followers++;

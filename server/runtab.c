@@ -112,7 +112,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_UPDATE] = "UPDATE runs SET status = ?2, pb = ?3 WHERE run_id = ?1",
     [ST_GET] = "SELECT pb FROM runs WHERE run_id = ?1",
     [ST_GET_BY_REQUEST] = "SELECT pb FROM runs WHERE request_id = ?1",
-    [ST_ACTIVE] = "SELECT pb FROM runs WHERE status IN (1, 2)", /* QUEUED, RUNNING */
+    /* QUEUED, RUNNING: oldest first, through the status index. */
+    [ST_ACTIVE] = "SELECT pb FROM runs WHERE status IN (1, 2) ORDER BY run_id",
 };
 
 /* runtab_list's SQL depends on the shape of the filter; the statements of the last
@@ -551,36 +552,18 @@ int runtab_sync(runtab *t) {
   return rc ? rc : commit(t, "commit updates", NULL);
 }
 
-int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out) {
+int runtab_active(runtab *t, Run ***out, size_t *n_out) {
   Run **runs = NULL;
   size_t n = 0;
   int more;
-  /* Its own transaction: a rollback below must not take earlier updates with it. */
-  int rc = runtab_sync(t);
-  if (rc == 0) rc = begin(t, NULL);
-  if (rc) return rc;
-  rc = collect(t, t->st[ST_ACTIVE], SIZE_MAX, &runs, &n, &more);
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    Run *r = runs[i];
-    /* Borrow the constant message for packing; the unpacked string goes back before
-     * free_unpacked, which owns it. */
-    char *old_msg = r->error_message;
-    r->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
-    r->finished_at_ms = now_ms;
-    r->error_message = (char *)RUNTAB_LOST_MESSAGE;
-    size_t len = pack_run(t, r);
-    r->error_message = old_msg;
-    /* Applied, not kept waiting: this is all or nothing (-ENOENT cannot happen: the
-     * rows were just read in this transaction). */
-    rc = apply_update(t, r->run_id, r->status, t->buf, len);
+  int rc = collect(t, t->st[ST_ACTIVE], SIZE_MAX, &runs, &n, &more);
+  if (rc < 0) {
+    runtab_list_free(runs, n);
+    return rc;
   }
-  if (rc)
-    rollback(t);
-  else
-    rc = commit(t, "commit mark lost", NULL);
-  if (rc == 0 && n_out) *n_out = n;
-  runtab_list_free(runs, n);
-  return rc;
+  *out = runs;
+  *n_out = n;
+  return 0;
 }
 
 /* ---- reads ---- */

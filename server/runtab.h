@@ -42,9 +42,6 @@
 
 typedef struct runtab runtab;
 
-/* error_message that runtab_mark_lost gives the runs it marks. */
-#define RUNTAB_LOST_MESSAGE "server restarted while the run was active"
-
 /* Most statuses, and most labels, one runtab_list filter may hold. */
 #define RUNTAB_FILTER_MAX 64
 
@@ -137,13 +134,11 @@ int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, si
 /* Frees the n runs of `runs` and the array, as returned by runtab_list. Accepts NULL. */
 void runtab_list_free(Prismq__Runner__V1__Run **runs, size_t n);
 
-/* For start-up, before any run is started: every run still QUEUED or RUNNING was
- * active when the previous server died, and now never will finish. Each becomes
- * RUN_STATUS_LOST with finished_at_ms = now_ms and error_message RUNTAB_LOST_MESSAGE
- * (its other fields kept), all in one transaction.
- * Returns 0 and sets *n_out (may be NULL) to the number of runs marked; -EIO if
- * SQLite fails or a stored record does not unpack (logged; nothing is changed). */
-int runtab_mark_lost(runtab *t, int64_t now_ms, size_t *n_out);
+/* For start-up: the runs still QUEUED or RUNNING, left so by an earlier server,
+ * oldest first. On success returns 0 and sets *out to an array of *n_out runs (NULL
+ * when 0; free with runtab_list_free); -EIO if SQLite fails or a stored record does not
+ * unpack (logged; outputs untouched). */
+int runtab_active(runtab *t, Prismq__Runner__V1__Run ***out, size_t *n_out);
 
 /* The number of runs in the table. Constant time. */
 uint64_t runtab_count(const runtab *t);

@@ -1,15 +1,19 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <search.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
+#include "cgroup.h"
 #include "ids.h"
 #include "log.h"
 #include "outlog.h"
@@ -50,7 +54,8 @@ struct srun {
   struct event *timer;
   char *errtail; /* ring of the last ERRTAIL_MAX stderr bytes, while running */
   size_t errtail_len, errtail_pos;
-  unsigned cancelled : 1, timed_out : 1, log_error : 1;
+  unsigned cancelled : 1, timed_out : 1;
+  int log_errno; /* the first output write error, or 0 */
   const char *cancel_reason; /* error_message of a cancelled run (static) */
   struct sched_watch *watchers;
   struct srun *qprev, *qnext; /* the queue, while QUEUED */
@@ -75,6 +80,8 @@ struct sched {
   struct event *sync_ev; /* commits the run table's waiting updates, end of this pass */
   uint8_t *packed; /* sched_get_packed's answer for an active run */
   size_t packed_cap;
+  struct event *pump_ev;  /* starts the runs recovered at start-up, from the loop */
+  struct event *drain_ev; /* shutdown: the end of the wait for running runs */
   unsigned pumping : 1, repump : 1, stopping : 1;
   void (*on_idle)(void *arg); /* after sched_shutdown: no run is active any more */
   void *idle_arg;
@@ -306,6 +313,24 @@ static void srun_free(struct srun *r) {
   free(r);
 }
 
+/* After sched_shutdown: tells the caller once no run is running (queued runs stay). */
+static void maybe_idle(sched *s) {
+  if (s->stopping && s->on_idle && s->nrunning == 0) {
+    void (*fn)(void *) = s->on_idle;
+    s->on_idle = NULL;
+    fn(s->idle_arg);
+  }
+}
+
+/* Says in error_message how much output a write error (a full disk) cost the run. */
+static void note_dropped(struct srun *r) {
+  sched_run *pb = r->pb;
+  char msg[ERRTAIL_MAX + 256];
+  snprintf(msg, sizeof msg, "%s%s%" PRIu64 " output bytes not stored (%s)", pb->error_message,
+           pb->error_message[0] ? "; " : "", pb->output_dropped_bytes, strerror(r->log_errno));
+  set_str(&pb->error_message, msg);
+}
+
 /* The run is over: record it, end its output, tell watchers, free a slot. */
 static void finish(struct srun *r, int status, const char *error) {
   sched *s = r->s;
@@ -315,6 +340,7 @@ static void finish(struct srun *r, int status, const char *error) {
   pb->finished_at_ms = id_now_ms();
   if (error) set_str(&pb->error_message, error);
   refresh_live(r);
+  if (pb->output_dropped_bytes) note_dropped(r);
   /* Persist before the log ends: a follower that sees the end reads the final run. */
   persist(s, pb);
   outlog_free(r->log);
@@ -323,6 +349,7 @@ static void finish(struct srun *r, int status, const char *error) {
     proc_free(r->p);
     r->p = NULL;
   }
+  if (pb->cgroup[0] && s->opts.cg) cgroup_remove(s->opts.cg, pb->run_id);
   tdelete(r, &s->index, run_cmp);
   if (r->qprev || r->qnext || s->qhead == r) queue_remove(s, r);
   if (was_running) {
@@ -334,21 +361,22 @@ static void finish(struct srun *r, int status, const char *error) {
   notify(r, SCHED_EV_STARTED | SCHED_EV_TERMINAL);
   srun_free(r);
   pump(s);
-  if (s->stopping && s->on_idle && s->nqueued + s->nrunning == 0) {
-    void (*fn)(void *) = s->on_idle;
-    s->on_idle = NULL;
-    fn(s->idle_arg);
-  }
+  maybe_idle(s);
 }
 
 static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
   (void)p;
   struct srun *r = arg;
   int rc = outlog_append(r->log, stream, data, len, id_now_ms());
-  if (rc < 0 && !r->log_error) {
-    r->log_error = 1; /* once per run: a full disk would otherwise flood the log */
-    LOG_ERROR("output not stored run_id=%s module_id=%s: %s", r->pb->run_id, r->pb->module_id,
-              strerror(-rc));
+  if (rc < 0) {
+    /* The run goes on; what is lost is counted on it and said once in the log (a full
+     * disk would otherwise flood it). */
+    r->pb->output_dropped_bytes += len;
+    if (!r->log_errno) {
+      r->log_errno = -rc;
+      LOG_ERROR("output not stored run_id=%s module_id=%s: %s", r->pb->run_id, r->pb->module_id,
+                strerror(-rc));
+    }
   }
   if (stream != OUTLOG_STDERR) return;
   for (size_t i = len > ERRTAIL_MAX ? len - ERRTAIL_MAX : 0; i < len; i++) {
@@ -456,7 +484,20 @@ static void start_run(struct srun *r) {
     return;
   }
 
+  int cg_fd = -1;
+  if (s->opts.cg) {
+    rc = cgroup_create(&cg_fd, s->opts.cg, pb->run_id, r->mod->memory_max, r->mod->cpu_max_percent, err,
+                       sizeof err);
+    if (rc < 0) {
+      LOG_ERROR("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
+      finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
+      return;
+    }
+    snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
+    set_str(&pb->cgroup, path);
+  }
   proc_opts po = PROC_OPTS_INIT;
+  po.cgroup_fd = cg_fd;
   po.argv = (const char *const *)r->argv;
   po.envp = (const char *const *)s->module_envp[mod_index(s, r->mod)];
   po.cwd = r->cwd;
@@ -467,6 +508,7 @@ static void start_run(struct srun *r) {
   po.arg = r;
   r->errtail = xmalloc(ERRTAIL_MAX);
   rc = proc_spawn(&r->p, s->base, &po);
+  if (cg_fd >= 0) close(cg_fd);
   if (rc < 0) {
     snprintf(err, sizeof err, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
     LOG_WARN("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
@@ -474,6 +516,8 @@ static void start_run(struct srun *r) {
     return;
   }
   pb->pid = (int32_t)proc_pid(r->p);
+  /* Recovery after a crash tells this process from a later one with the same pid. */
+  proc_pid_start_ticks(pb->pid, &pb->pid_start_ticks);
   config_argv_free(r->argv);
   r->argv = NULL;
   if (r->timeout_ms) {
@@ -563,7 +607,7 @@ static int admit(const sched *s, const config_module *m, const char *owner, char
   const config_limits *lim = &s->opts.cfg->limits;
   if (s->stopping) {
     snprintf(err, errlen, "server shutting down");
-    return -EAGAIN;
+    return -ESHUTDOWN;
   }
   char why[160];
   int can_start = s->nrunning < lim->max_concurrent &&
@@ -652,6 +696,7 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
   pb->run_id = xstrdup(id);
   pb->module_id = xstrdup(m->id);
   pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
+  pb->timeout_ms = r->timeout_ms;
   set_str(&pb->request_id, req->request_id);
   set_str(&pb->owner, owner);
   size_t npar = 0;
@@ -767,25 +812,41 @@ int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
   return 0;
 }
 
-void sched_shutdown(sched *s, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg) {
-  s->stopping = 1;
-  s->on_idle = on_idle;
-  s->idle_arg = arg;
-  /* Queued runs first, so ending running ones does not start them. */
-  while (s->qhead) finish(s->qhead, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+/* Cancels every running run as a shutdown does. */
+static void cancel_running(sched *s) {
   size_t n = 0;
   struct srun **running = NULL;
   twalk_r(s->index, collect_run, &(struct collect){&running, &n});
   for (size_t i = 0; i < n; i++) {
+    if (running[i]->timed_out || running[i]->cancelled) continue;
     running[i]->cancelled = 1;
-    running[i]->cancel_reason = "server shut down";
-    proc_terminate(running[i]->p, grace_ms);
+    running[i]->cancel_reason = SCHED_SHUTDOWN_MESSAGE;
+    proc_terminate(running[i]->p, s->opts.default_grace_ms);
   }
   free(running);
-  if (s->nqueued + s->nrunning == 0 && s->on_idle) {
-    s->on_idle = NULL;
-    on_idle(arg);
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  sched *s = arg;
+  if (s->nrunning) LOG_INFO("shutdown grace over, cancelling the runs still running count=%zu", s->nrunning);
+  cancel_running(s);
+}
+
+void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg) {
+  s->stopping = 1;
+  s->on_idle = on_idle;
+  s->idle_arg = arg;
+  if (s->nqueued) LOG_INFO("shutdown: queued runs stay queued for the next start count=%zu", s->nqueued);
+  if (cancel_runs || !grace_ms) {
+    cancel_running(s);
+  } else if (s->nrunning) {
+    LOG_INFO("shutdown: waiting for running runs count=%zu grace_ms=%u", s->nrunning, grace_ms);
+    struct timeval tv = {(time_t)(grace_ms / 1000), (suseconds_t)(grace_ms % 1000) * 1000};
+    evtimer_add(s->drain_ev, &tv);
   }
+  maybe_idle(s);
 }
 
 int sched_list(sched *s, const runtab_filter *f, const char *before_run_id, size_t limit,
@@ -837,6 +898,123 @@ int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stre
 size_t sched_active(const sched *s) { return s->nqueued + s->nrunning; }
 
 uint64_t sched_total(const sched *s) { return runtab_count(s->opts.rt); }
+
+/* ---- recovery after a restart -------------------------------------------------- */
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  pump(arg);
+}
+
+/* When this boot began (/proc/stat btime), in ms since the epoch; 0 if unknown. */
+static int64_t boot_time_ms(void) {
+  FILE *f = fopen("/proc/stat", "re");
+  if (!f) return 0;
+  char line[256];
+  long long btime = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "btime %lld", &btime) == 1) break;
+  fclose(f);
+  return (int64_t)btime * 1000;
+}
+
+/* Ends what is left of a run the previous server had running: its cgroup, and its
+ * main process's group if that process is still the same one (same pid, same start
+ * time, started in this boot). Returns 1 if something was killed. */
+static int end_survivors(const sched_run *pb, int64_t boot_ms) {
+  int ended = 0;
+  if (pb->cgroup[0]) {
+    int rc = cgroup_kill_path(pb->cgroup);
+    if (rc < 0) LOG_WARN("cannot end the cgroup of a lost run run_id=%s path=%s: %s", pb->run_id, pb->cgroup, strerror(-rc));
+    ended = rc > 0;
+  }
+  uint64_t ticks;
+  if (pb->pid > 0 && pb->pid_start_ticks && pb->started_at_ms >= boot_ms &&
+      proc_pid_start_ticks(pb->pid, &ticks) == 0 && ticks == pb->pid_start_ticks) {
+    kill(-pb->pid, SIGKILL);
+    kill(pb->pid, SIGKILL);
+    ended = 1;
+  }
+  return ended;
+}
+
+/* A run the previous server left QUEUED goes back into the queue. Takes pb on success.
+ * Returns 0, or a negative errno with err saying why it cannot (its module is gone, its
+ * parameters no longer fit). */
+static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
+  const config_module *m = config_find_module(s->opts.cfg, pb->module_id);
+  if (!m) {
+    snprintf(err, errlen, "module \"%.64s\" is not configured any more", pb->module_id);
+    return -ENOENT;
+  }
+  size_t np = pb->n_parameters;
+  const char **names = xmalloc(np * sizeof *names), **values = xmalloc(np * sizeof *values);
+  for (size_t i = 0; i < np; i++) {
+    names[i] = pb->parameters[i]->key;
+    values[i] = pb->parameters[i]->value;
+  }
+  char **argv = NULL, *cwd = NULL;
+  int rc = config_module_render(&argv, &cwd, NULL, m, names, values, NULL, np, err, errlen);
+  free(names);
+  free(values);
+  if (rc < 0) return rc;
+  struct srun *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->s = s;
+  r->mod = m;
+  r->argv = argv;
+  r->cwd = cwd;
+  r->pb = pb;
+  r->timeout_ms = pb->timeout_ms ? pb->timeout_ms : m->timeout_ms;
+  if (!tsearch(r, &s->index, run_cmp)) abort();
+  queue_push(s, r);
+  return 0;
+}
+
+/* Start-up: the runs an earlier server left active. Running ones become LOST, and
+ * whatever of them still runs is killed; queued ones are queued again, in their order,
+ * and start from the loop. Returns 0 or the negative errno of reading the table. */
+static int recover(sched *s) {
+  sched_run **runs = NULL;
+  size_t n = 0, lost = 0, killed = 0, queued = 0, failed = 0;
+  int rc = runtab_active(s->opts.rt, &runs, &n);
+  if (rc < 0) return rc;
+  int64_t boot_ms = boot_time_ms(), now = id_now_ms();
+  for (size_t i = 0; i < n; i++) {
+    sched_run *pb = runs[i];
+    char err[512];
+    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
+      if (requeue(s, pb, err, sizeof err) == 0) {
+        runs[i] = NULL;
+        queued++;
+        continue;
+      }
+      char msg[600];
+      snprintf(msg, sizeof msg, "not started after a server restart: %s", err);
+      set_str(&pb->error_message, msg);
+      pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED;
+      failed++;
+    } else {
+      int ended = end_survivors(pb, boot_ms);
+      killed += (size_t)ended;
+      set_str(&pb->error_message, ended ? SCHED_LOST_MESSAGE "; its processes were killed at restart"
+                                        : SCHED_LOST_MESSAGE);
+      pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
+      lost++;
+    }
+    pb->finished_at_ms = now;
+    persist(s, pb);
+  }
+  runtab_list_free(runs, n);
+  if ((rc = runtab_sync(s->opts.rt)) < 0) return rc;
+  size_t swept = s->opts.cg ? cgroup_root_sweep(s->opts.cg) : 0;
+  if (n)
+    LOG_WARN("runs recovered after a restart lost=%zu processes_killed=%zu requeued=%zu not_requeued=%zu "
+             "cgroups_swept=%zu", lost, killed, queued, failed, swept);
+  if (queued) event_active(s->pump_ev, 0, 0);
+  return 0;
+}
 
 /* ---- set-up --------------------------------------------------------------------- */
 
@@ -918,13 +1096,13 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
       goto fail;
     }
   }
-  size_t lost = 0;
-  rc = runtab_mark_lost(opts->rt, id_now_ms(), &lost);
-  if (rc < 0) {
-    snprintf(err, errlen, "cannot update the run table: %s", strerror(-rc));
+  s->pump_ev = event_new(base, -1, 0, pump_cb, s);
+  s->drain_ev = evtimer_new(base, drain_cb, s);
+  if (!s->pump_ev || !s->drain_ev) abort();
+  if ((rc = recover(s)) < 0) {
+    snprintf(err, errlen, "cannot read the run table: %s", strerror(-rc));
     goto fail;
   }
-  if (lost) LOG_WARN("runs marked LOST after a restart count=%zu", lost);
   *out = s;
   return 0;
 
@@ -937,10 +1115,13 @@ void sched_free(sched *s) {
   if (!s) return;
   s->stopping = 1; /* ending runs below must not start queued ones */
   s->on_idle = NULL;
+  /* Queued runs stay QUEUED in the run table, for the next start. */
   while (s->qhead) {
     struct srun *r = s->qhead;
     while (r->watchers) sched_unwatch(r->watchers);
-    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+    queue_remove(s, r);
+    tdelete(r, &s->index, run_cmp);
+    srun_free(r);
   }
   while (s->index) {
     struct srun *r = *(struct srun **)s->index;
@@ -948,8 +1129,10 @@ void sched_free(sched *s) {
     proc_kill(r->p, SIGKILL);
     r->pb->exit_code = -1;
     r->pb->term_signal = SIGKILL;
-    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "server shut down");
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, SCHED_SHUTDOWN_MESSAGE);
   }
+  if (s->pump_ev) event_free(s->pump_ev);
+  if (s->drain_ev) event_free(s->drain_ev);
   if (s->sync_ev) {
     runtab_sync(s->opts.rt); /* the runs just ended */
     event_free(s->sync_ev);

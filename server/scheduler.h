@@ -31,6 +31,12 @@ typedef struct sched sched;
 typedef struct outlog_reader outlog_reader;
 
 typedef Prismq__Runner__V1__Run sched_run;
+typedef struct cgroup_root cgroup_root;
+
+/* error_message of the runs a shutdown cancels. */
+#define SCHED_SHUTDOWN_MESSAGE "server shutdown"
+/* error_message of the runs found RUNNING at start-up: their server is gone. */
+#define SCHED_LOST_MESSAGE "the server stopped while the run was running"
 
 enum sched_mode {
   SCHED_ASYNC = 0,    /* exits noticed on the event loop (pidfd) */
@@ -46,9 +52,14 @@ typedef struct sched_opts {
   uint32_t resmon_interval_ms; /* resource samples; queued runs are re-tried after each */
   uint32_t default_grace_ms;   /* cancel and timeout: SIGTERM, then SIGKILL after this */
   uint32_t orphan_kill_ms;     /* see proc_opts */
+  cgroup_root *cg;             /* runs get cgroups under it; NULL: process groups only. Not owned */
 } sched_opts;
 
-#define SCHED_OPTS_INIT { NULL, NULL, "./var", SCHED_ASYNC, 1000, 5000, 2000 }
+/* The default grace of a cancel, a timeout and a shutdown's cancel: SIGTERM, then
+ * SIGKILL this much later. */
+#define SCHED_DEFAULT_GRACE_MS 5000
+
+#define SCHED_OPTS_INIT { NULL, NULL, "./var", SCHED_ASYNC, 1000, SCHED_DEFAULT_GRACE_MS, 2000, NULL }
 
 /* Parses PRISMQ_RUN_MODE ("async", "threaded", "dry-run"; NULL or "" = async).
  * Returns 0 and sets *out, or -EINVAL. */
@@ -59,21 +70,31 @@ int sched_mode_parse(enum sched_mode *out, const char *s);
  * directory could not be made. */
 int sched_init_data_dir(const char *data_dir, char *err, size_t errlen);
 
-/* Creates the scheduler on a data_dir made by sched_init_data_dir. Runs left QUEUED or RUNNING in the run
- * table by an earlier process become LOST. Returns 0 and sets *out, or a negative
- * errno with err (errlen bytes) saying what failed. Free with sched_free. */
+/* Creates the scheduler on a data_dir made by sched_init_data_dir, and recovers what
+ * an earlier server left in the run table:
+ *   - RUNNING runs become LOST (error_message SCHED_LOST_MESSAGE...). Whatever of them
+ *     still runs is killed: their cgroup, and their main process's group if that
+ *     process is still the one recorded (pid, start time, this boot);
+ *   - QUEUED runs are queued again, oldest first, and start from the loop as slots
+ *     allow; one whose module is gone or whose parameters no longer fit the module
+ *     becomes FAILED, saying so;
+ *   - with opts->cg, cgroups left under its root are killed and removed.
+ * Returns 0 and sets *out, or a negative errno with err (errlen bytes) saying what
+ * failed. Free with sched_free. */
 int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
               size_t errlen);
 
-/* Graceful stop: no run starts any more; queued runs become CANCELLED at once and
- * running ones are cancelled (SIGTERM to the group, SIGKILL after grace_ms), all with
- * error_message "server shut down". `on_idle` fires (perhaps before this returns)
- * once no run is active. */
-void sched_shutdown(sched *s, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg);
+/* Graceful stop: no run starts any more and no new run is taken (-EAGAIN); queued runs
+ * stay QUEUED, for the next server on this data directory. Running runs are cancelled
+ * (as sched_cancel with the default grace; they become CANCELLED with error_message
+ * SCHED_SHUTDOWN_MESSAGE) at once if `cancel_runs` or grace_ms is 0, else those still
+ * running grace_ms from now. `on_idle` fires (perhaps before this returns) once no run
+ * is running. */
+void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg);
 
-/* Frees the scheduler. Runs still active (a shutdown that did not finish in time)
- * are ended as sched_shutdown does but at once, with SIGKILL; watchers are dropped
- * without firing. Accepts NULL. */
+/* Frees the scheduler. Queued runs stay QUEUED in the run table. Runs still running (a
+ * shutdown that did not finish in time) are SIGKILLed and recorded CANCELLED with
+ * SCHED_SHUTDOWN_MESSAGE; watchers are dropped without firing. Accepts NULL. */
 void sched_free(sched *s);
 
 /* Creates a run from `req` (module, parameters, labels, request_id, timeout_ms) for
@@ -83,7 +104,8 @@ void sched_free(sched *s);
  * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). Errors, *out untouched,
  * err filled: -ENOENT unknown module; -EINVAL a parameter is unknown, missing or does
  * not match; -EEXIST request_id used before for another module, other parameters or owner;
- * -EAGAIN the queue is full (limits.max_queued) or the scheduler is shutting down;
+ * -EAGAIN the queue is full (limits.max_queued_per_identity, limits.max_queued);
+ * -ESHUTDOWN the scheduler is shutting down;
  * -EIO the run table failed. A run that can start at once never counts against
  * max_queued. */
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,

@@ -220,7 +220,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     run_until_idle(s.base);
   }
   if (mode & 4) {
-    call_server_shutdown(s.calls, on_idle, NULL);
+    call_server_shutdown(s.calls, 0, on_idle, NULL);
     sched_shutdown(s.sch, 0, on_idle, NULL);
     run_until_idle(s.base);
   }

@@ -360,7 +360,7 @@ class BehaviourTests(RunnerMixin):
         self.assertStatus(self.c.wait(run.run_id), COMPLETED)
 
     def test_server_shutdown_ends_running_runs(self):
-        srv = self.own_server(config_yaml([child_module("child")]))
+        srv = self.own_server(config_yaml([child_module("child")], {"shutdown": {"runs": "cancel"}}))
         c = self.client(srv)
         run = c.start("child", "tree", "pipes")
         it = c.stream(run.run_id, follow=True)

@@ -59,11 +59,13 @@ def child_module(mid, **extra):
     return m
 
 
-def config_yaml(modules, **limits):
-    """A config file text: JSON is a YAML flow document, and saves us quoting rules."""
+def config_yaml(modules, sections=None, **limits):
+    """A config file text: JSON is a YAML flow document, and saves us quoting rules.
+    `sections` adds top-level keys (shutdown, retention, cgroups...)."""
     cfg = {"modules": list(modules)}
     if limits:
         cfg["limits"] = limits
+    cfg.update(sections or {})
     return json.dumps(cfg, indent=1)
 
 

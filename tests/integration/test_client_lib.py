@@ -30,7 +30,8 @@ VALGRIND = shutil.which("valgrind")
 VALGRIND_ARGS = (VALGRIND, "-q", "--error-exitcode=99", "--leak-check=full",
                  "--errors-for-leak-kinds=definite,indirect,possible")
 
-CONFIG = config_yaml([child_module("child")])
+# Runs are cancelled at shutdown: the tests stop servers with runs still running.
+CONFIG = config_yaml([child_module("child")], {"shutdown": {"runs": "cancel"}})
 SERVER_KWARGS = {"config_yaml": CONFIG, "env": mode_env("async")}
 
 EXIT_RPC = 3

@@ -290,7 +290,6 @@ class Api(RunnerMixin, ServerTestCase):
         queued = c1.start("child", "ok")
         self.assertStatus(queued, QUEUED)
         self.assertEqual(s1.stop(signal.SIGKILL), -signal.SIGKILL)  # a crash
-        g.release(conn)  # the orphan ends on its own
         s2 = self.own_server(cfg, ("--data-dir", data_dir))
         c2 = self.client(s2)
         self.assertEqual(c2.get(done.run_id), done)
@@ -298,9 +297,16 @@ class Api(RunnerMixin, ServerTestCase):
                           for c in c2.chunks(done.run_id)[0]],
                          [(c.seq, c.stream, c.offset, c.data, c.time_ms) for c in chunks])
         self.assertEqual(c2.chunks(done.run_id, follow=True)[1], done)
-        for r in (running, queued):  # what was active when the server died
-            self.assertStatus(c2.get(r.run_id), R.RUN_STATUS_LOST)
+        # The running run is LOST, and its process, orphaned by the crash, was killed at
+        # the restart: the gate sees its end without being released.
+        lost = c2.get(running.run_id)
+        self.assertStatus(lost, R.RUN_STATUS_LOST)
+        self.assertIn("killed at restart", lost.error_message)
+        conn.settimeout(WAIT)
+        self.assertEqual(conn.recv(1), b"")
         self.assertEqual(b"".join(c.data for c in c2.chunks(running.run_id)[0]), b"waiting\n")
+        # The queued one was queued again, and ran.
+        self.assertStatus(c2.wait(queued.run_id), COMPLETED)
         self.assertEqual([r.run_id for r in c2.list().runs],
                          [queued.run_id, running.run_id, done.run_id])
         later = c2.wait(c2.start("child", "ok").run_id)

@@ -1,12 +1,7 @@
-/* Unit tests for server/call and the h2conn server role under it, entirely in memory.
- *
- * The server sits on one end of a bufferevent pair; the other end is driven by a raw
- * nghttp2 client session (not h2conn, so that a fault shared by both roles cannot
- * hide itself) whose every received frame is recorded, or by raw bytes for input that
- * is not HTTP/2 at all. Test handlers are registered with call_server_add: echo,
- * protobuf, fail-with-message, a streaming producer that honours call_writable, and one
- * that never finishes. Tests drive the loop until an observable condition holds, under
- * a guard timer, or until no callback is pending (settle). */
+/* Unit tests for server/call and the h2conn server role under it, entirely in memory,
+ * with the raw nghttp2 client of testh2.h. Test handlers are registered with
+ * call_server_add: echo, protobuf, fail-with-message, a streaming producer that honours
+ * call_writable, and one that never finishes. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,8 +21,7 @@
 #include "call.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
-
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#include "testh2.h"
 
 #define P_ECHO "/test.Echo/Unary"
 #define P_PB "/test.Echo/Serving"
@@ -42,9 +36,6 @@
 #define ROLE_TWO 2u
 #define ROLE_FOUR 4u
 
-#define MAX_STREAMS 64
-#define GUARD_SECONDS 10
-/* Streaming test: STREAM_N messages of STREAM_MSG bytes, 2 MB in all. */
 #define STREAM_N 2000
 #define STREAM_MSG 1000
 /* What the server may hold for one slow stream: below the call layer's low-water mark
@@ -53,47 +44,10 @@
  * H2CONN_OPTS_INIT (64 KiB each) and the 16 KiB default SETTINGS_MAX_FRAME_SIZE. */
 #define QUEUE_BOUND ((64u << 10) + STREAM_MSG + GW_PREFIX_LEN + (64u << 10) + (16u << 10) + 9 + 1024)
 
-/* What one client stream sent and observed. */
-struct cstream {
-  int32_t sid;
-  uint8_t *body; /* request body bytes, sent in DATA frames of at most `chunk` */
-  size_t body_len, body_sent, chunk;
-  int keep_open;          /* do not end the stream after the body */
-  int end_with_trailers;  /* end the request with a trailing HEADERS frame */
-  size_t data_frames_sent;
-  int http_status;        /* :status, 0 until seen */
-  char content_type[64];
-  char accept_encoding[64];
-  int grpc_status;        /* -1 until seen */
-  char grpc_message[1100]; /* as received: percent-encoded */
-  int headers_ended;      /* the response HEADERS carried END_STREAM */
-  int got_trailers;
-  size_t data_at_status;  /* DATA bytes received before grpc-status */
-  struct evbuffer *data;  /* DATA payload received */
-  int rst_received;
-  uint32_t rst_error;
-  int closed;
-  uint32_t close_error;
-};
-
 struct fx {
   struct event_base *base;
   call_server *srv;
-  struct bufferevent *cbev; /* the client's end of the pair */
-  struct bufferevent *sbev; /* the server's end: the server's, valid while it is connected */
-  nghttp2_session *cs;      /* NULL: raw mode, the server's bytes go to raw_in */
-  struct evbuffer *raw_in;
-  int client_err;           /* an nghttp2 client call failed */
-  struct event *guard;
-  int timed_out;
-  struct cstream streams[MAX_STREAMS];
-  size_t nstreams;
-  int settings_seen;
-  uint32_t srv_max_streams, srv_window, srv_max_hdr;
-  int goaways;
-  uint32_t goaway_error;
-  int32_t goaway_last_sid;
-  size_t ping_acks;
+  struct client cl;
   /* handlers */
   int handler_calls;
   int base_mismatch;        /* call_base() was not our base */
@@ -122,328 +76,7 @@ struct fx {
   int md_missing_null, md_empty_found;
 };
 
-/* ---- client ----------------------------------------------------------------------- */
-
-static struct cstream *stream_of(nghttp2_session *s, int32_t sid) {
-  return nghttp2_session_get_stream_user_data(s, sid);
-}
-
-static ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud) {
-  (void)s;
-  (void)flags;
-  struct fx *f = ud;
-  if (bufferevent_write(f->cbev, data, len) != 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
-  return (ssize_t)len;
-}
-
-static ssize_t c_body_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
-                           uint32_t *flags, nghttp2_data_source *src, void *ud) {
-  struct fx *f = ud;
-  struct cstream *cs = src->ptr;
-  size_t n = cs->body_len - cs->body_sent;
-  if (n > len) n = len;
-  if (cs->chunk && n > cs->chunk) n = cs->chunk;
-  if (n == 0 && cs->keep_open) return NGHTTP2_ERR_DEFERRED;
-  memcpy(buf, cs->body + cs->body_sent, n);
-  cs->body_sent += n;
-  if (cs->body_sent == cs->body_len && !cs->keep_open) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (cs->end_with_trailers) {
-      static const nghttp2_nv tr[] = {{(uint8_t *)"x-trailer", (uint8_t *)"1", 9, 1, NGHTTP2_NV_FLAG_NONE}};
-      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      if (nghttp2_submit_trailer(s, sid, tr, 1) != 0) f->client_err = 1;
-    }
-  }
-  return (ssize_t)n;
-}
-
-static void copy_value(char *dst, size_t cap, const uint8_t *v, size_t len) {
-  if (len >= cap) len = cap - 1;
-  memcpy(dst, v, len);
-  dst[len] = '\0';
-}
-
-static int c_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t namelen,
-                    const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
-  (void)flags;
-  (void)ud;
-  struct cstream *cs = stream_of(s, fr->hd.stream_id);
-  if (!cs || fr->hd.type != NGHTTP2_HEADERS) return 0;
-  if (fr->headers.cat == NGHTTP2_HCAT_HEADERS) cs->got_trailers = 1;
-  char v[1100];
-  copy_value(v, sizeof v, value, valuelen);
-  if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-    cs->http_status = atoi(v);
-  } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
-    copy_value(cs->content_type, sizeof cs->content_type, value, valuelen);
-  } else if (namelen == 20 && memcmp(name, "grpc-accept-encoding", 20) == 0) {
-    copy_value(cs->accept_encoding, sizeof cs->accept_encoding, value, valuelen);
-  } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
-    cs->grpc_status = atoi(v);
-    cs->data_at_status = evbuffer_get_length(cs->data);
-  } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
-    copy_value(cs->grpc_message, sizeof cs->grpc_message, value, valuelen);
-  }
-  return 0;
-}
-
-static int c_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud) {
-  struct fx *f = ud;
-  struct cstream *cs = stream_of(s, fr->hd.stream_id);
-  switch (fr->hd.type) {
-  case NGHTTP2_SETTINGS:
-    if (fr->hd.flags & NGHTTP2_FLAG_ACK) break;
-    f->settings_seen++;
-    for (size_t i = 0; i < fr->settings.niv; i++) {
-      uint32_t v = fr->settings.iv[i].value;
-      switch (fr->settings.iv[i].settings_id) {
-      case NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS: f->srv_max_streams = v; break;
-      case NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE: f->srv_window = v; break;
-      case NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE: f->srv_max_hdr = v; break;
-      default: break;
-      }
-    }
-    break;
-  case NGHTTP2_PING:
-    if (fr->hd.flags & NGHTTP2_FLAG_ACK) f->ping_acks++;
-    break;
-  case NGHTTP2_GOAWAY:
-    f->goaways++;
-    f->goaway_error = fr->goaway.error_code;
-    f->goaway_last_sid = fr->goaway.last_stream_id;
-    break;
-  case NGHTTP2_RST_STREAM:
-    if (cs) {
-      cs->rst_received = 1;
-      cs->rst_error = fr->rst_stream.error_code;
-    }
-    break;
-  case NGHTTP2_HEADERS:
-    if (cs && fr->headers.cat == NGHTTP2_HCAT_RESPONSE && (fr->hd.flags & NGHTTP2_FLAG_END_STREAM))
-      cs->headers_ended = 1;
-    break;
-  default:
-    break;
-  }
-  return 0;
-}
-
-static int c_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
-                  void *ud) {
-  (void)flags;
-  struct fx *f = ud;
-  if (f->dirty) f->dirty_data++;
-  struct cstream *cs = stream_of(s, sid);
-  if (cs && evbuffer_add(cs->data, data, len) != 0) abort();
-  return 0;
-}
-
-static int c_frame_send(nghttp2_session *s, const nghttp2_frame *fr, void *ud) {
-  (void)ud;
-  struct cstream *cs = stream_of(s, fr->hd.stream_id);
-  if (cs && fr->hd.type == NGHTTP2_DATA) cs->data_frames_sent++;
-  return 0;
-}
-
-static int c_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code, void *ud) {
-  (void)ud;
-  struct cstream *cs = stream_of(s, sid);
-  if (cs) {
-    cs->closed = 1;
-    cs->close_error = error_code;
-  }
-  return 0;
-}
-
-static void client_flush(struct fx *f) {
-  if (nghttp2_session_send(f->cs) != 0) f->client_err = 1;
-}
-
-static void client_read_cb(struct bufferevent *bev, void *arg) {
-  struct fx *f = arg;
-  struct evbuffer *in = bufferevent_get_input(bev);
-  if (!f->cs) {
-    evbuffer_add_buffer(f->raw_in, in);
-    return;
-  }
-  struct evbuffer_iovec v;
-  while (evbuffer_peek(in, -1, NULL, &v, 1) == 1) {
-    ssize_t rv = nghttp2_session_mem_recv(f->cs, v.iov_base, v.iov_len);
-    if (rv != (ssize_t)v.iov_len) {
-      f->client_err = 1;
-      evbuffer_drain(in, evbuffer_get_length(in));
-      return;
-    }
-    evbuffer_drain(in, v.iov_len);
-  }
-  client_flush(f);
-}
-
-enum {
-  CL_RAW = 1,       /* no nghttp2 session: the test writes bytes itself */
-  CL_NO_UPDATE = 2, /* never open the receive windows again (no WINDOW_UPDATE) */
-};
-
-/* Connects a new client to the server over a bufferevent pair. `window` > 0 sets the
- * client's stream and connection receive windows; `flags` are CL_*. */
-static void client_connect(struct fx *f, uint32_t window, int flags) {
-  /* A pair always defers its callbacks, so, as with sockets, neither side ever runs
-   * from inside the other's nghttp2 calls. */
-  struct bufferevent *pair[2];
-  assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
-  f->cbev = pair[1];
-  f->sbev = pair[0];
-  bufferevent_setcb(f->cbev, client_read_cb, NULL, NULL, f);
-  bufferevent_enable(f->cbev, EV_READ | EV_WRITE);
-  conn *sc;
-  assert_int_equal(conn_new_bufferevent(&sc, pair[0]), 0);
-  assert_int_equal(call_server_accept(f->srv, sc), 0);
-  if (flags & CL_RAW) return;
-
-  nghttp2_session_callbacks *cb;
-  assert_int_equal(nghttp2_session_callbacks_new(&cb), 0);
-  nghttp2_session_callbacks_set_send_callback(cb, c_send);
-  nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
-  nghttp2_session_callbacks_set_on_frame_send_callback(cb, c_frame_send);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_stream_close);
-  nghttp2_option *opt;
-  assert_int_equal(nghttp2_option_new(&opt), 0);
-  if (flags & CL_NO_UPDATE) nghttp2_option_set_no_auto_window_update(opt, 1);
-  assert_int_equal(nghttp2_session_client_new2(&f->cs, cb, f, opt), 0);
-  nghttp2_option_del(opt);
-  nghttp2_session_callbacks_del(cb);
-  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window},
-                                 {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
-  if (window) {
-    assert_int_equal(nghttp2_submit_settings(f->cs, NGHTTP2_FLAG_NONE, iv, 2), 0);
-    assert_int_equal(nghttp2_session_set_local_window_size(f->cs, NGHTTP2_FLAG_NONE, 0, (int32_t)window), 0);
-  } else {
-    assert_int_equal(nghttp2_submit_settings(f->cs, NGHTTP2_FLAG_NONE, iv + 1, 1), 0);
-  }
-  client_flush(f);
-}
-
-/* Sends EOF to the server, as a peer closing its socket. */
-static void client_close(struct fx *f) {
-  assert_int_equal(bufferevent_flush(f->cbev, EV_WRITE, BEV_FINISHED), 0);
-}
-
-/* One request. Unset fields give a well-formed gRPC request to `path`. */
-struct req {
-  const char *path;         /* NULL: no :path at all */
-  const char *method;       /* default POST */
-  const char *content_type; /* default application/grpc */
-  int no_content_type;
-  const char *timeout;      /* grpc-timeout */
-  const char *encoding;     /* grpc-encoding */
-  size_t pad_header;        /* adds an x-pad header of this many bytes */
-  const void *msg;          /* one message, framed by gw_frame_append */
-  size_t msg_len;
-  const void *raw;          /* or raw body bytes */
-  size_t raw_len;
-  int headers_only;         /* END_STREAM on HEADERS, no DATA at all */
-  size_t chunk;             /* at most this many body bytes per DATA frame (0: any) */
-  int keep_open;            /* leave the stream open after the body */
-  int end_with_trailers;    /* end the request with trailers, not END_STREAM on DATA */
-  const char *const *extra; /* more headers after the others: name, value, ..., NULL */
-};
-
-static nghttp2_nv mknv(const char *name, const char *value) {
-  return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE};
-}
-
-/* REQ(f, .path = P_ECHO, MSG("hi")): one request, fields as in struct req. */
-#define REQ(f, ...) client_call((f), &(struct req){__VA_ARGS__})
-#define MSG(lit) .msg = (lit), .msg_len = sizeof(lit) - 1
-#define RAW(arr) .raw = (arr), .raw_len = sizeof(arr)
-
-static struct cstream *client_call(struct fx *f, const struct req *r) {
-  assert_true(f->nstreams < MAX_STREAMS);
-  struct cstream *cs = &f->streams[f->nstreams++];
-  cs->grpc_status = -1;
-  cs->data = evbuffer_new();
-  assert_non_null(cs->data);
-  struct evbuffer *body = evbuffer_new();
-  assert_non_null(body);
-  if (r->msg) assert_int_equal(gw_frame_append(body, r->msg, r->msg_len), 0);
-  if (r->raw) assert_int_equal(evbuffer_add(body, r->raw, r->raw_len), 0);
-  cs->body_len = evbuffer_get_length(body);
-  cs->body = malloc(cs->body_len + 1);
-  assert_non_null(cs->body);
-  evbuffer_remove(body, cs->body, cs->body_len);
-  evbuffer_free(body);
-  cs->chunk = r->chunk;
-  cs->keep_open = r->keep_open;
-  cs->end_with_trailers = r->end_with_trailers;
-
-  nghttp2_nv nva[16];
-  size_t n = 0;
-  nva[n++] = mknv(":method", r->method ? r->method : "POST");
-  nva[n++] = mknv(":scheme", "http");
-  if (r->path) nva[n++] = mknv(":path", r->path);
-  nva[n++] = mknv(":authority", "test");
-  if (!r->no_content_type)
-    nva[n++] = mknv("content-type", r->content_type ? r->content_type : "application/grpc");
-  nva[n++] = mknv("te", "trailers");
-  if (r->timeout) nva[n++] = mknv("grpc-timeout", r->timeout);
-  if (r->encoding) nva[n++] = mknv("grpc-encoding", r->encoding);
-  char *pad = NULL;
-  if (r->pad_header) {
-    pad = malloc(r->pad_header + 1);
-    assert_non_null(pad);
-    memset(pad, 'p', r->pad_header);
-    pad[r->pad_header] = '\0';
-    nva[n++] = mknv("x-pad", pad);
-  }
-  for (const char *const *x = r->extra; x && *x; x += 2) {
-    assert_true(n < ARRAY_LEN(nva));
-    nva[n++] = mknv(x[0], x[1]);
-  }
-  nghttp2_data_provider prd = {.source.ptr = cs, .read_callback = c_body_read};
-  cs->sid = nghttp2_submit_request(f->cs, NULL, nva, n, r->headers_only ? NULL : &prd, cs);
-  free(pad);
-  assert_true(cs->sid > 0);
-  client_flush(f);
-  return cs;
-}
-
-/* Ends a keep_open request after what its body already holds. */
-static void client_end_body(struct fx *f, struct cstream *cs) {
-  cs->keep_open = 0;
-  assert_int_equal(nghttp2_session_resume_data(f->cs, cs->sid), 0);
-  client_flush(f);
-}
-
 /* ---- driving ---------------------------------------------------------------------- */
-
-static void guard_cb(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  ((struct fx *)arg)->timed_out = 1;
-}
-
-/* Runs the loop until `cond` holds; the guard timer fails the test instead of a hang. */
-#define RUN_UNTIL(f, cond)                                \
-  do {                                                    \
-    while (!(cond)) {                                     \
-      assert_false((f)->timed_out);                       \
-      assert_false((f)->client_err);                      \
-      event_base_loop((f)->base, EVLOOP_ONCE);            \
-    }                                                     \
-    assert_false((f)->client_err);                        \
-  } while (0)
-
-/* Runs the loop until no callback is pending: everything the two ends can say to each
- * other without a timer firing has been said. */
-static void settle(struct fx *f) {
-  for (int i = 0; event_base_get_num_events(f->base, EVENT_BASE_COUNT_ACTIVE) > 0; i++) {
-    assert_true(i < 1000000);
-    event_base_loop(f->base, EVLOOP_NONBLOCK);
-  }
-  assert_false(f->client_err);
-}
 
 static uint64_t mono_ms(void) {
   struct timespec ts;
@@ -487,6 +120,13 @@ static int make_clean(void *arg) {
   if (f->dirty && f->refuse) return -EIO;
   f->dirty = 0;
   return 0;
+}
+
+/* The client's on_data: counts response data that arrives while a change is not yet
+ * durable. */
+static void count_dirty_data(void *arg) {
+  struct fx *f = arg;
+  if (f->dirty) f->dirty_data++;
 }
 
 static void pb_handler(call *c, const uint8_t *req, size_t len, void *svc) {
@@ -539,7 +179,7 @@ static void stream_msg(uint8_t *m, size_t idx) {
  * it would be in the kernel's receive buffer. */
 static void note_queued(struct fx *f) {
   size_t made = f->st_sent * (STREAM_MSG + GW_PREFIX_LEN);
-  size_t gone = evbuffer_get_length(f->st_stream->data) + evbuffer_get_length(bufferevent_get_input(f->cbev));
+  size_t gone = evbuffer_get_length(f->st_stream->data) + evbuffer_get_length(bufferevent_get_input(f->cl.cbev));
   size_t held = made > gone ? made - gone : 0;
   if (held > f->st_max_queued) f->st_max_queued = held;
 }
@@ -632,12 +272,9 @@ static int setup(void **state) {
   assert_non_null(f);
   f->base = event_base_new();
   assert_non_null(f->base);
-  f->raw_in = evbuffer_new();
-  assert_non_null(f->raw_in);
-  f->guard = evtimer_new(f->base, guard_cb, f);
-  assert_non_null(f->guard);
-  struct timeval tv = {GUARD_SECONDS, 0};
-  assert_int_equal(evtimer_add(f->guard, &tv), 0);
+  client_init(&f->cl, f->base);
+  f->cl.on_data = count_dirty_data;
+  f->cl.on_data_arg = f;
   server_start(f, NULL);
   *state = f;
   return 0;
@@ -646,66 +283,10 @@ static int setup(void **state) {
 static int teardown(void **state) {
   struct fx *f = *state;
   call_server_free(f->srv);
-  if (f->cs) nghttp2_session_del(f->cs);
-  if (f->cbev) bufferevent_free(f->cbev);
-  for (size_t i = 0; i < f->nstreams; i++) {
-    evbuffer_free(f->streams[i].data);
-    free(f->streams[i].body);
-  }
-  evbuffer_free(f->raw_in);
-  event_free(f->guard);
+  client_free(&f->cl);
   event_base_free(f->base);
   free(f);
   return 0;
-}
-
-/* ---- assertions ------------------------------------------------------------------- */
-
-/* A gRPC answer with no messages: one HEADERS frame with END_STREAM (trailers-only). */
-static void expect_trailers_only(const struct cstream *cs, int status) {
-  assert_true(cs->closed);
-  assert_int_equal(cs->http_status, 200);
-  assert_string_equal(cs->content_type, "application/grpc");
-  assert_true(cs->headers_ended);
-  assert_false(cs->got_trailers);
-  assert_int_equal(cs->grpc_status, status);
-  assert_int_equal(evbuffer_get_length(cs->data), 0);
-}
-
-/* A gRPC answer with messages: HEADERS, DATA, then trailers with `status`. */
-static void expect_with_trailers(const struct cstream *cs, int status) {
-  assert_true(cs->closed);
-  assert_int_equal(cs->close_error, NGHTTP2_NO_ERROR);
-  assert_int_equal(cs->http_status, 200);
-  assert_string_equal(cs->content_type, "application/grpc");
-  assert_false(cs->headers_ended);
-  assert_true(cs->got_trailers);
-  assert_int_equal(cs->grpc_status, status);
-  assert_int_equal(cs->data_at_status, evbuffer_get_length(cs->data));
-}
-
-/* The response body is exactly one message equal to want. */
-static void expect_one_message(const struct cstream *cs, const void *want, size_t want_len) {
-  uint8_t *msg = NULL;
-  size_t len = 0;
-  assert_int_equal(gw_frame_next(cs->data, 8u << 20, &msg, &len), GW_FRAME_MSG);
-  assert_int_equal(len, want_len);
-  if (want_len) assert_memory_equal(msg, want, want_len);
-  free(msg);
-  assert_int_equal(evbuffer_get_length(cs->data), 0);
-}
-
-static void decode_message(const struct cstream *cs, char *out, size_t cap) {
-  /* The header value itself must be plain visible ASCII. */
-  for (const char *p = cs->grpc_message; *p; p++) assert_true(*p >= 0x20 && *p <= 0x7e);
-  gw_pct_decode(out, cap, cs->grpc_message, strlen(cs->grpc_message));
-}
-
-/* Waits for the stream to close, then for the server to let go of every call. */
-static void finish(struct fx *f, struct cstream *cs) {
-  RUN_UNTIL(f, cs->closed);
-  settle(f);
-  assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
 /* ---- tests: dispatch table -------------------------------------------------------- */
@@ -758,22 +339,22 @@ static void test_dispatch_table(void **state) {
 
 static void test_settings_sent_at_once(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  RUN_UNTIL(f, f->settings_seen);
+  client_connect(&f->cl, f->srv, 0, 0);
+  RUN_UNTIL(&f->cl, f->cl.settings_seen);
   /* The gRPC-relevant limits: the configured streams per connection (100 by
    * default, limits.max_streams_per_connection), a large window, a header list cap. */
-  assert_int_equal(f->srv_max_streams, 100);
-  assert_true(f->srv_window >= (1u << 20));
-  assert_int_equal(f->srv_max_hdr, 16u << 10);
+  assert_int_equal(f->cl.srv_max_streams, 100);
+  assert_true(f->cl.srv_window >= (1u << 20));
+  assert_int_equal(f->cl.srv_max_hdr, 16u << 10);
   assert_int_equal(call_server_live_conns(f->srv), 1);
 }
 
 static void test_unary_round_trip(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const char hello[] = "hello, world";
-  struct cstream *cs = REQ(f, .path = P_ECHO, MSG(hello));
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_ECHO, MSG(hello));
+  finish(&f->cl, cs);
   expect_with_trailers(cs, GW_OK);
   assert_string_equal(cs->accept_encoding, "identity");
   assert_string_equal(cs->grpc_message, "");
@@ -787,7 +368,7 @@ static void test_unary_round_trip(void **state) {
 
 static void test_unary_sizes(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* Empty, and larger than the default 64 KiB windows on both sides. */
   static const size_t sizes[] = {0, 1, 70000, 300000};
   uint8_t *big = malloc(300000);
@@ -795,9 +376,9 @@ static void test_unary_sizes(void **state) {
   for (size_t i = 0; i < 300000; i++) big[i] = (uint8_t)(i * 31 + 7);
   struct cstream *cs[ARRAY_LEN(sizes)];
   for (size_t i = 0; i < ARRAY_LEN(sizes); i++)
-    cs[i] = REQ(f, .path = P_ECHO, .msg = big, .msg_len = sizes[i]);
+    cs[i] = REQ(&f->cl, .path = P_ECHO, .msg = big, .msg_len = sizes[i]);
   for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
-    finish(f, cs[i]);
+    finish(&f->cl, cs[i]);
     expect_with_trailers(cs[i], GW_OK);
     expect_one_message(cs[i], big, sizes[i]);
   }
@@ -806,20 +387,20 @@ static void test_unary_sizes(void **state) {
 
 static void test_protobuf_response(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_PB, MSG(""));
-  finish(f, cs);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_PB, MSG(""));
+  finish(&f->cl, cs);
   expect_with_trailers(cs, GW_OK);
   expect_one_message(cs, "\x08\x01", 2); /* status: SERVING */
 }
 
 static void test_request_one_byte_per_frame(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const char text[] = "one DATA frame per byte";
   size_t n = strlen(text);
-  struct cstream *cs = REQ(f, .path = P_ECHO, MSG(text), .chunk = 1);
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_ECHO, MSG(text), .chunk = 1);
+  finish(&f->cl, cs);
   assert_int_equal(cs->data_frames_sent, n + GW_PREFIX_LEN);
   expect_with_trailers(cs, GW_OK);
   expect_one_message(cs, text, n);
@@ -827,24 +408,24 @@ static void test_request_one_byte_per_frame(void **state) {
 
 static void test_request_ends_with_trailers(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_ECHO, MSG("t"), .end_with_trailers = 1);
-  finish(f, cs);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_ECHO, MSG("t"), .end_with_trailers = 1);
+  finish(&f->cl, cs);
   expect_with_trailers(cs, GW_OK);
   expect_one_message(cs, "t", 1);
 }
 
 static void test_concurrent_calls(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   char bodies[40][16];
   struct cstream *cs[40];
   for (size_t i = 0; i < 40; i++) {
     snprintf(bodies[i], sizeof bodies[i], "call %zu", i);
-    cs[i] = REQ(f, .path = P_ECHO, .msg = bodies[i], .msg_len = strlen(bodies[i]), .chunk = 3);
+    cs[i] = REQ(&f->cl, .path = P_ECHO, .msg = bodies[i], .msg_len = strlen(bodies[i]), .chunk = 3);
   }
   for (size_t i = 0; i < 40; i++) {
-    finish(f, cs[i]);
+    finish(&f->cl, cs[i]);
     expect_with_trailers(cs[i], GW_OK);
     expect_one_message(cs[i], bodies[i], strlen(bodies[i]));
   }
@@ -854,7 +435,7 @@ static void test_concurrent_calls(void **state) {
 
 static void test_content_types(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const struct {
     const char *ct;
     int http;
@@ -865,8 +446,8 @@ static void test_content_types(void **state) {
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     struct cstream *cs =
-        REQ(f, .path = P_ECHO, .content_type = cases[i].ct, .no_content_type = cases[i].ct == NULL, MSG("x"));
-    finish(f, cs);
+        REQ(&f->cl, .path = P_ECHO, .content_type = cases[i].ct, .no_content_type = cases[i].ct == NULL, MSG("x"));
+    finish(&f->cl, cs);
     assert_int_equal(cs->http_status, cases[i].http);
     if (cases[i].http == 200) {
       expect_with_trailers(cs, GW_OK);
@@ -880,9 +461,9 @@ static void test_content_types(void **state) {
 
 static void test_get_is_405(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_ECHO, .method = "GET", .headers_only = 1);
-  finish(f, cs);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_ECHO, .method = "GET", .headers_only = 1);
+  finish(&f->cl, cs);
   assert_int_equal(cs->http_status, 405);
   assert_true(cs->headers_ended);
   assert_int_equal(f->handler_calls, 0);
@@ -892,19 +473,19 @@ static void test_get_is_405(void **state) {
 
 static void test_unknown_path(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const char path[] = "/no.Such/Method%20x";
-  struct cstream *cs = REQ(f, .path = path, MSG("x"));
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = path, MSG("x"));
+  finish(&f->cl, cs);
   expect_trailers_only(cs, GW_UNIMPLEMENTED);
   char msg[512];
   decode_message(cs, msg, sizeof msg);
   assert_non_null(strstr(msg, path));
   /* Superstrings and prefixes of a real method are unknown too. */
-  struct cstream *a = REQ(f, .path = P_ECHO "X", MSG("x"));
-  struct cstream *b = REQ(f, .path = "/test.Echo/Unar", MSG("x"));
-  finish(f, a);
-  finish(f, b);
+  struct cstream *a = REQ(&f->cl, .path = P_ECHO "X", MSG("x"));
+  struct cstream *b = REQ(&f->cl, .path = "/test.Echo/Unar", MSG("x"));
+  finish(&f->cl, a);
+  finish(&f->cl, b);
   expect_trailers_only(a, GW_UNIMPLEMENTED);
   expect_trailers_only(b, GW_UNIMPLEMENTED);
   assert_int_equal(f->handler_calls, 0);
@@ -912,13 +493,13 @@ static void test_unknown_path(void **state) {
 
 static void test_long_unknown_path(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   char path[1001];
   path[0] = '/';
   memset(path + 1, 'q', sizeof path - 2);
   path[sizeof path - 1] = '\0';
-  struct cstream *cs = REQ(f, .path = path, MSG("x"));
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = path, MSG("x"));
+  finish(&f->cl, cs);
   /* BUG (reported to the lead): a :path of 256 bytes or more is not kept (on_header in
    * server/call.c sets path_too_long only), so request_headers_done prints 64 bytes of
    * an empty buffer: grpc-message is "unknown method " -- no path, and a trailing
@@ -932,12 +513,12 @@ static void test_long_unknown_path(void **state) {
 
 static void test_oversized_message(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* The prefix announces 5 MiB; no byte of the body is ever sent and the stream stays
    * open, so an answer proves the server did not wait for the body. */
   static const uint8_t prefix[] = {0, 0x00, 0x50, 0x00, 0x00};
-  struct cstream *cs = REQ(f, .path = P_ECHO, RAW(prefix), .keep_open = 1);
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_ECHO, RAW(prefix), .keep_open = 1);
+  finish(&f->cl, cs);
   expect_trailers_only(cs, GW_RESOURCE_EXHAUSTED);
   /* We had not finished sending: the server tells us to stop (gRPC spec). */
   assert_true(cs->rst_received);
@@ -951,13 +532,13 @@ static void test_max_recv_msg_boundary(void **state) {
   call_server_opts o = CALL_SERVER_OPTS_INIT;
   o.max_recv_msg = 1024;
   server_start(f, &o);
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   uint8_t big[1025];
   memset(big, 'b', sizeof big);
-  struct cstream *ok = REQ(f, .path = P_ECHO, .msg = big, .msg_len = 1024);
-  struct cstream *over = REQ(f, .path = P_ECHO, .msg = big, .msg_len = 1025);
-  finish(f, ok);
-  finish(f, over);
+  struct cstream *ok = REQ(&f->cl, .path = P_ECHO, .msg = big, .msg_len = 1024);
+  struct cstream *over = REQ(&f->cl, .path = P_ECHO, .msg = big, .msg_len = 1025);
+  finish(&f->cl, ok);
+  finish(&f->cl, over);
   expect_with_trailers(ok, GW_OK);
   expect_one_message(ok, big, 1024);
   expect_trailers_only(over, GW_RESOURCE_EXHAUSTED);
@@ -972,11 +553,11 @@ static void test_before_send(void **state) {
   o.before_send = make_clean;
   o.before_send_arg = f;
   server_start(f, &o);
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   struct cstream *cs[3];
-  for (size_t i = 0; i < ARRAY_LEN(cs); i++) cs[i] = REQ(f, .path = P_DIRTY, MSG("changed"));
+  for (size_t i = 0; i < ARRAY_LEN(cs); i++) cs[i] = REQ(&f->cl, .path = P_DIRTY, MSG("changed"));
   for (size_t i = 0; i < ARRAY_LEN(cs); i++) {
-    finish(f, cs[i]);
+    finish(&f->cl, cs[i]);
     expect_with_trailers(cs[i], GW_OK);
     expect_one_message(cs[i], "changed", 7);
   }
@@ -985,9 +566,9 @@ static void test_before_send(void **state) {
   /* When the change cannot be made durable, the answer never leaves: the connection is
    * closed unsent and its calls end. */
   f->refuse = 1;
-  struct cstream *refused = REQ(f, .path = P_DIRTY, MSG("changed"));
-  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
-  settle(f);
+  struct cstream *refused = REQ(&f->cl, .path = P_DIRTY, MSG("changed"));
+  RUN_UNTIL(&f->cl, call_server_live_conns(f->srv) == 0);
+  settle(&f->cl);
   assert_int_equal(call_server_live_calls(f->srv), 0);
   assert_false(refused->closed);
   assert_int_equal(evbuffer_get_length(refused->data), 0);
@@ -996,25 +577,24 @@ static void test_before_send(void **state) {
   f->dirty = 0;
   /* Without the hook the same exchange does show the answers early: the check bites. */
   call_server_free(f->srv);
-  nghttp2_session_del(f->cs);
-  bufferevent_free(f->cbev);
+  client_drop(&f->cl);
   server_start(f, NULL);
-  client_connect(f, 0, 0);
-  struct cstream *plain = REQ(f, .path = P_DIRTY, MSG("changed"));
-  finish(f, plain);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *plain = REQ(&f->cl, .path = P_DIRTY, MSG("changed"));
+  finish(&f->cl, plain);
   assert_true(f->dirty_data > 0);
 }
 
 static void test_truncated_message(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* Inside the prefix, and inside the body. */
   static const uint8_t half_prefix[] = {0, 0, 0};
   static const uint8_t half_body[] = {0, 0, 0, 0, 9, 'a', 'b'};
-  struct cstream *a = REQ(f, .path = P_ECHO, RAW(half_prefix));
-  struct cstream *b = REQ(f, .path = P_ECHO, RAW(half_body));
-  finish(f, a);
-  finish(f, b);
+  struct cstream *a = REQ(&f->cl, .path = P_ECHO, RAW(half_prefix));
+  struct cstream *b = REQ(&f->cl, .path = P_ECHO, RAW(half_body));
+  finish(&f->cl, a);
+  finish(&f->cl, b);
   expect_trailers_only(a, GW_INTERNAL);
   expect_trailers_only(b, GW_INTERNAL);
   assert_int_equal(f->handler_calls, 0);
@@ -1022,17 +602,17 @@ static void test_truncated_message(void **state) {
 
 static void test_message_count(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* No DATA at all; one empty DATA frame with END_STREAM; two messages. */
   static const uint8_t two[] = {0, 0, 0, 0, 1, 'a', 0, 0, 0, 0, 1, 'b'};
-  struct cstream *none = REQ(f, .path = P_ECHO, .headers_only = 1);
-  struct cstream *empty = REQ(f, .path = P_ECHO);
-  struct cstream *pair = REQ(f, .path = P_ECHO, RAW(two));
-  struct cstream *split = REQ(f, .path = P_ECHO, RAW(two), .chunk = 6);
-  finish(f, none);
-  finish(f, empty);
-  finish(f, pair);
-  finish(f, split);
+  struct cstream *none = REQ(&f->cl, .path = P_ECHO, .headers_only = 1);
+  struct cstream *empty = REQ(&f->cl, .path = P_ECHO);
+  struct cstream *pair = REQ(&f->cl, .path = P_ECHO, RAW(two));
+  struct cstream *split = REQ(&f->cl, .path = P_ECHO, RAW(two), .chunk = 6);
+  finish(&f->cl, none);
+  finish(&f->cl, empty);
+  finish(&f->cl, pair);
+  finish(&f->cl, split);
   expect_trailers_only(none, GW_UNIMPLEMENTED);
   expect_trailers_only(empty, GW_UNIMPLEMENTED);
   expect_trailers_only(pair, GW_UNIMPLEMENTED);
@@ -1042,20 +622,20 @@ static void test_message_count(void **state) {
 
 static void test_compressed_flag(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const uint8_t gz[] = {1, 0, 0, 0, 2, 'z', 'z'};
   static const uint8_t bad_flag[] = {2, 0, 0, 0, 1, 'z'};
-  struct cstream *gzip = REQ(f, .path = P_ECHO, .encoding = "gzip", RAW(gz));
-  struct cstream *none = REQ(f, .path = P_ECHO, RAW(gz));
-  struct cstream *ident = REQ(f, .path = P_ECHO, .encoding = "identity", RAW(gz));
-  struct cstream *flag2 = REQ(f, .path = P_ECHO, RAW(bad_flag));
+  struct cstream *gzip = REQ(&f->cl, .path = P_ECHO, .encoding = "gzip", RAW(gz));
+  struct cstream *none = REQ(&f->cl, .path = P_ECHO, RAW(gz));
+  struct cstream *ident = REQ(&f->cl, .path = P_ECHO, .encoding = "identity", RAW(gz));
+  struct cstream *flag2 = REQ(&f->cl, .path = P_ECHO, RAW(bad_flag));
   /* The flag is per message: an uncompressed one is fine whatever grpc-encoding says. */
-  struct cstream *plain = REQ(f, .path = P_ECHO, .encoding = "gzip", MSG("u"));
-  finish(f, gzip);
-  finish(f, none);
-  finish(f, ident);
-  finish(f, flag2);
-  finish(f, plain);
+  struct cstream *plain = REQ(&f->cl, .path = P_ECHO, .encoding = "gzip", MSG("u"));
+  finish(&f->cl, gzip);
+  finish(&f->cl, none);
+  finish(&f->cl, ident);
+  finish(&f->cl, flag2);
+  finish(&f->cl, plain);
   expect_with_trailers(plain, GW_OK);
   expect_one_message(plain, "u", 1);
   expect_trailers_only(gzip, GW_UNIMPLEMENTED);
@@ -1071,15 +651,15 @@ static void test_compressed_flag(void **state) {
 
 static void test_headers_without_path(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *bad = REQ(f, .path = NULL, MSG("x"));
-  finish(f, bad);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *bad = REQ(&f->cl, .path = NULL, MSG("x"));
+  finish(&f->cl, bad);
   assert_true(bad->rst_received);
   assert_int_equal(bad->close_error, NGHTTP2_PROTOCOL_ERROR);
   assert_int_equal(bad->http_status, 0);
   /* The connection is fine: the next stream is served. */
-  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("y"));
-  finish(f, ok);
+  struct cstream *ok = REQ(&f->cl, .path = P_ECHO, MSG("y"));
+  finish(&f->cl, ok);
   expect_with_trailers(ok, GW_OK);
   expect_one_message(ok, "y", 1);
   assert_int_equal(f->handler_calls, 1);
@@ -1088,28 +668,28 @@ static void test_headers_without_path(void **state) {
 
 static void test_header_list_too_large(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *fat = REQ(f, .path = P_ECHO, .pad_header = 20000, MSG("x"));
-  finish(f, fat);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *fat = REQ(&f->cl, .path = P_ECHO, .pad_header = 20000, MSG("x"));
+  finish(&f->cl, fat);
   assert_true(fat->rst_received);
   assert_int_not_equal(fat->close_error, NGHTTP2_NO_ERROR);
   /* A header under the limit is fine, and so is the connection. */
-  struct cstream *ok = REQ(f, .path = P_ECHO, .pad_header = 8000, MSG("y"));
-  finish(f, ok);
+  struct cstream *ok = REQ(&f->cl, .path = P_ECHO, .pad_header = 8000, MSG("y"));
+  finish(&f->cl, ok);
   expect_with_trailers(ok, GW_OK);
   assert_int_equal(f->handler_calls, 1);
 }
 
 static void test_garbage_preface(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, CL_RAW);
+  client_connect(&f->cl, f->srv, 0, CL_RAW);
   static const char http1[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-  assert_int_equal(bufferevent_write(f->cbev, http1, sizeof http1 - 1), 0);
-  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
-  settle(f);
+  assert_int_equal(bufferevent_write(f->cl.cbev, http1, sizeof http1 - 1), 0);
+  RUN_UNTIL(&f->cl, call_server_live_conns(f->srv) == 0);
+  settle(&f->cl);
   /* What came back: our SETTINGS first, then a GOAWAY(PROTOCOL_ERROR). */
-  size_t n = evbuffer_get_length(f->raw_in);
-  const uint8_t *b = evbuffer_pullup(f->raw_in, -1);
+  size_t n = evbuffer_get_length(f->cl.raw_in);
+  const uint8_t *b = evbuffer_pullup(f->cl.raw_in, -1);
   int goaway = 0;
   for (size_t off = 0; off + 9 <= n;) {
     size_t len = (size_t)b[off] << 16 | (size_t)b[off + 1] << 8 | b[off + 2];
@@ -1133,12 +713,12 @@ static void test_garbage_preface(void **state) {
 
 static void test_status_message_percent_encoding(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* UTF-8, '%', a tab, a DEL and a near-escape: all must come back byte for byte. */
   static const char text[] = "na\xc3\xafve \xe2\x98\x83 100% done\t%zz \x7f end";
   size_t n = strlen(text);
-  struct cstream *cs = REQ(f, .path = P_FAIL, MSG(text));
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_FAIL, MSG(text));
+  finish(&f->cl, cs);
   expect_with_trailers(cs, GW_FAILED_PRECONDITION);
   expect_one_message(cs, text, n);
   char msg[512];
@@ -1151,10 +731,10 @@ static void test_status_message_percent_encoding(void **state) {
  * grpc-message, so only the ends need %20. */
 static void test_status_message_edge_spaces(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const char text[] = " padded message ";
-  struct cstream *cs = REQ(f, .path = P_FAIL, MSG(text));
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_FAIL, MSG(text));
+  finish(&f->cl, cs);
   /* BUG (reported to the lead): gw_pct_encode (common/grpcwire.c) leaves the leading
    * and trailing spaces as they are; the client rejects the trailers (stream reset
    * PROTOCOL_ERROR) and never sees the status. */
@@ -1168,12 +748,12 @@ static void test_status_message_edge_spaces(void **state) {
 
 static void test_deadline(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   uint64_t t0 = mono_ms();
-  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "50m", MSG(""));
-  RUN_UNTIL(f, f->handler_calls == 1);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, .timeout = "50m", MSG(""));
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
   assert_true(f->hang_left_ms > 0 && f->hang_left_ms <= 50);
-  finish(f, cs);
+  finish(&f->cl, cs);
   assert_true(mono_ms() - t0 >= 45);
   expect_trailers_only(cs, GW_DEADLINE_EXCEEDED);
   assert_int_equal(f->cancels, 1);
@@ -1183,9 +763,9 @@ static void test_deadline(void **state) {
 
 static void test_deadline_after_a_message(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "20000u", MSG("m"));
-  finish(f, cs);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, .timeout = "20000u", MSG("m"));
+  finish(&f->cl, cs);
   expect_with_trailers(cs, GW_DEADLINE_EXCEEDED);
   expect_one_message(cs, "m", 1);
   assert_int_equal(f->cancels, 1);
@@ -1195,10 +775,10 @@ static void test_deadline_after_a_message(void **state) {
  * is cut off too, and no handler ever sees it. */
 static void test_deadline_while_request_arrives(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const uint8_t part[] = {0, 0, 0, 0, 4, 'a'};
-  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "30m", RAW(part), .keep_open = 1);
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, .timeout = "30m", RAW(part), .keep_open = 1);
+  finish(&f->cl, cs);
   expect_trailers_only(cs, GW_DEADLINE_EXCEEDED);
   assert_true(cs->rst_received);
   assert_int_equal(cs->rst_error, NGHTTP2_NO_ERROR);
@@ -1208,38 +788,36 @@ static void test_deadline_while_request_arrives(void **state) {
 
 static void test_client_reset(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* A malformed grpc-timeout is ignored: no deadline. */
-  struct cstream *cs = REQ(f, .path = P_HANG, .timeout = "5x", MSG(""));
-  RUN_UNTIL(f, f->handler_calls == 1);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, .timeout = "5x", MSG(""));
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
   assert_int_equal(f->hang_left_ms, UINT64_MAX);
   assert_int_equal(call_server_live_calls(f->srv), 1);
-  settle(f);
+  settle(&f->cl);
   assert_int_equal(f->cancels, 0);
-  assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
-  client_flush(f);
-  RUN_UNTIL(f, f->cancels > 0);
-  settle(f);
+  client_cancel(&f->cl, cs);
+  RUN_UNTIL(&f->cl, f->cancels > 0);
+  settle(&f->cl);
   assert_int_equal(f->cancels, 1);
   assert_false(f->cancel_wrong_call);
   assert_int_equal(call_server_live_calls(f->srv), 0);
   /* The connection still serves. */
-  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("z"));
-  finish(f, ok);
+  struct cstream *ok = REQ(&f->cl, .path = P_ECHO, MSG("z"));
+  finish(&f->cl, ok);
   expect_with_trailers(ok, GW_OK);
 }
 
 static void test_client_reset_before_handler(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const uint8_t part[] = {0, 0, 0, 0, 4, 'a'};
-  struct cstream *cs = REQ(f, .path = P_HANG, RAW(part), .keep_open = 1);
-  settle(f);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, RAW(part), .keep_open = 1);
+  settle(&f->cl);
   assert_int_equal(call_server_live_calls(f->srv), 1);
-  assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
-  client_flush(f);
-  RUN_UNTIL(f, call_server_live_calls(f->srv) == 0);
-  settle(f);
+  client_cancel(&f->cl, cs);
+  RUN_UNTIL(&f->cl, call_server_live_calls(f->srv) == 0);
+  settle(&f->cl);
   assert_int_equal(f->handler_calls, 0);
   assert_int_equal(f->cancels, 0);
 }
@@ -1250,44 +828,43 @@ static void test_client_reset_before_handler(void **state) {
  * the server stops reading while its output is full.) */
 static void test_reset_after_finish(void **state) {
   struct fx *f = *state;
-  client_connect(f, 4096, CL_NO_UPDATE);
+  client_connect(&f->cl, f->srv, 4096, CL_NO_UPDATE);
   static uint8_t big[300000];
-  struct cstream *cs = REQ(f, .path = P_FAIL, .msg = big, .msg_len = sizeof big);
-  RUN_UNTIL(f, f->handler_calls == 1);
-  settle(f);
+  struct cstream *cs = REQ(&f->cl, .path = P_FAIL, .msg = big, .msg_len = sizeof big);
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
+  settle(&f->cl);
   assert_int_equal(call_server_live_calls(f->srv), 1);
-  assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
-  client_flush(f);
-  RUN_UNTIL(f, call_server_live_calls(f->srv) == 0);
-  settle(f);
+  client_cancel(&f->cl, cs);
+  RUN_UNTIL(&f->cl, call_server_live_calls(f->srv) == 0);
+  settle(&f->cl);
   assert_int_equal(f->cancels, 0);
 }
 
 static void test_connection_loss(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const uint8_t half_prefix[] = {0, 0};
-  REQ(f, .path = P_HANG, MSG(""));
-  REQ(f, .path = P_ECHO, RAW(half_prefix), .keep_open = 1);
-  RUN_UNTIL(f, f->handler_calls == 1);
-  settle(f);
+  REQ(&f->cl, .path = P_HANG, MSG(""));
+  REQ(&f->cl, .path = P_ECHO, RAW(half_prefix), .keep_open = 1);
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
+  settle(&f->cl);
   assert_int_equal(call_server_live_calls(f->srv), 2);
-  client_close(f);
-  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
-  settle(f);
+  client_close(&f->cl);
+  RUN_UNTIL(&f->cl, call_server_live_conns(f->srv) == 0);
+  settle(&f->cl);
   assert_int_equal(f->cancels, 1);
   assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
 static void test_server_free_cancels(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  REQ(f, .path = P_HANG, MSG(""));
-  RUN_UNTIL(f, f->handler_calls == 1);
+  client_connect(&f->cl, f->srv, 0, 0);
+  REQ(&f->cl, .path = P_HANG, MSG(""));
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
   call_server_free(f->srv);
   f->srv = NULL;
   assert_int_equal(f->cancels, 1);
-  settle(f);
+  settle(&f->cl);
 }
 
 static ssize_t never_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
@@ -1306,25 +883,25 @@ static ssize_t never_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t 
  * burst h2conn allows, end the connection with GOAWAY; nothing leaks. */
 static void test_rapid_reset(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   nghttp2_nv nva[] = {mknv(":method", "POST"), mknv(":scheme", "http"), mknv(":path", P_HANG),
                       mknv(":authority", "test"), mknv("content-type", "application/grpc")};
   nghttp2_data_provider prd = {.read_callback = never_read};
   int i;
-  for (i = 0; i < 1500 && !f->goaways; i++) {
-    int32_t sid = nghttp2_submit_request(f->cs, NULL, nva, ARRAY_LEN(nva), &prd, NULL);
+  for (i = 0; i < 1500 && !f->cl.goaways; i++) {
+    int32_t sid = nghttp2_submit_request(f->cl.cs, NULL, nva, ARRAY_LEN(nva), &prd, NULL);
     assert_true(sid > 0);
     /* HEADERS must be out first: nghttp2 drops both for a reset stream never sent. */
-    client_flush(f);
-    assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL), 0);
-    client_flush(f);
-    if (i % 50 == 0) settle(f);
+    client_flush(&f->cl);
+    assert_int_equal(nghttp2_submit_rst_stream(f->cl.cs, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL), 0);
+    client_flush(&f->cl);
+    if (i % 50 == 0) settle(&f->cl);
   }
-  RUN_UNTIL(f, f->goaways);
+  RUN_UNTIL(&f->cl, f->cl.goaways);
   assert_true(i > 1000);
-  assert_int_equal(f->goaway_error, NGHTTP2_INTERNAL_ERROR);
-  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
-  settle(f);
+  assert_int_equal(f->cl.goaway_error, NGHTTP2_INTERNAL_ERROR);
+  RUN_UNTIL(&f->cl, call_server_live_conns(f->srv) == 0);
+  settle(&f->cl);
   assert_int_equal(call_server_live_calls(f->srv), 0);
   assert_int_equal(f->handler_calls, 0);
 }
@@ -1335,28 +912,28 @@ static void test_rapid_reset(void **state) {
  * PING is answered and the connection still serves. */
 static void test_ping_flood_unread(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  RUN_UNTIL(f, f->settings_seen);
-  bufferevent_disable(f->cbev, EV_READ);
+  client_connect(&f->cl, f->srv, 0, 0);
+  RUN_UNTIL(&f->cl, f->cl.settings_seen);
+  bufferevent_disable(f->cl.cbev, EV_READ);
   size_t pings = 0;
-  struct evbuffer *unsent = bufferevent_get_output(f->cbev);
+  struct evbuffer *unsent = bufferevent_get_output(f->cl.cbev);
   /* The pair moves bytes only while the server reads: left-over client output means
    * the server has stopped reading. */
   while (evbuffer_get_length(unsent) == 0) {
     assert_true(pings < 100000);
-    for (int i = 0; i < 100; i++) assert_int_equal(nghttp2_submit_ping(f->cs, NGHTTP2_FLAG_NONE, NULL), 0);
+    for (int i = 0; i < 100; i++) assert_int_equal(nghttp2_submit_ping(f->cl.cs, NGHTTP2_FLAG_NONE, NULL), 0);
     pings += 100;
-    client_flush(f);
-    settle(f);
-    assert_true(evbuffer_get_length(bufferevent_get_output(f->sbev)) <= (64u << 10) + 1024);
+    client_flush(&f->cl);
+    settle(&f->cl);
+    assert_true(evbuffer_get_length(bufferevent_get_output(f->cl.sbev)) <= (64u << 10) + 1024);
   }
-  settle(f);
+  settle(&f->cl);
   assert_int_equal(call_server_live_conns(f->srv), 1);
-  bufferevent_enable(f->cbev, EV_READ);
-  RUN_UNTIL(f, f->ping_acks == pings || f->goaways);
-  assert_int_equal(f->goaways, 0);
-  struct cstream *cs = REQ(f, .path = P_ECHO, MSG("p"));
-  finish(f, cs);
+  bufferevent_enable(f->cl.cbev, EV_READ);
+  RUN_UNTIL(&f->cl, f->cl.ping_acks == pings || f->cl.goaways);
+  assert_int_equal(f->cl.goaways, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_ECHO, MSG("p"));
+  finish(&f->cl, cs);
   expect_with_trailers(cs, GW_OK);
 }
 
@@ -1380,20 +957,20 @@ static void expect_stream_messages(struct cstream *cs) {
  * stream, so only the server's own backpressure can bound what it holds. */
 static void test_stream_backpressure_stalled_reader(void **state) {
   struct fx *f = *state;
-  client_connect(f, 32u << 20, 0);
-  f->st_stream = REQ(f, .path = P_STREAM, MSG(""));
-  bufferevent_disable(f->cbev, EV_READ);
-  settle(f);
+  client_connect(&f->cl, f->srv, 32u << 20, 0);
+  f->st_stream = REQ(&f->cl, .path = P_STREAM, MSG(""));
+  bufferevent_disable(f->cl.cbev, EV_READ);
+  settle(&f->cl);
   assert_int_equal(f->handler_calls, 1);
   size_t stalled_at = f->st_sent;
   assert_true(stalled_at > 0);
   assert_true(stalled_at < STREAM_N);
   assert_true(f->st_max_queued <= QUEUE_BOUND);
-  settle(f);
+  settle(&f->cl);
   assert_int_equal(f->st_sent, stalled_at);
   /* Reading again resumes the producer through on_writable. */
-  bufferevent_enable(f->cbev, EV_READ);
-  finish(f, f->st_stream);
+  bufferevent_enable(f->cl.cbev, EV_READ);
+  finish(&f->cl, f->st_stream);
   assert_int_equal(f->st_sent, STREAM_N);
   assert_true(f->st_writable_calls > 0);
   assert_true(f->st_max_queued <= QUEUE_BOUND);
@@ -1407,14 +984,14 @@ static void test_stream_backpressure_stalled_reader(void **state) {
  * in order, then DEADLINE_EXCEEDED. */
 static void test_stream_deadline_while_stalled(void **state) {
   struct fx *f = *state;
-  client_connect(f, 32u << 20, 0);
-  f->st_stream = REQ(f, .path = P_STREAM, .timeout = "30m", MSG(""));
-  bufferevent_disable(f->cbev, EV_READ);
-  RUN_UNTIL(f, f->cancels == 1);
+  client_connect(&f->cl, f->srv, 32u << 20, 0);
+  f->st_stream = REQ(&f->cl, .path = P_STREAM, .timeout = "30m", MSG(""));
+  bufferevent_disable(f->cl.cbev, EV_READ);
+  RUN_UNTIL(&f->cl, f->cancels == 1);
   size_t sent = f->st_sent;
   assert_true(sent > 0 && sent < STREAM_N);
-  bufferevent_enable(f->cbev, EV_READ);
-  finish(f, f->st_stream);
+  bufferevent_enable(f->cl.cbev, EV_READ);
+  finish(&f->cl, f->st_stream);
   assert_int_equal(f->st_sent, sent);
   assert_int_equal(f->cancels, 1);
   /* The status could only queue behind output the client was not reading: the
@@ -1429,9 +1006,9 @@ static void test_stream_deadline_while_stalled(void **state) {
  * over and over. */
 static void test_stream_backpressure_small_window(void **state) {
   struct fx *f = *state;
-  client_connect(f, 4096, 0);
-  f->st_stream = REQ(f, .path = P_STREAM, MSG(""));
-  finish(f, f->st_stream);
+  client_connect(&f->cl, f->srv, 4096, 0);
+  f->st_stream = REQ(&f->cl, .path = P_STREAM, MSG(""));
+  finish(&f->cl, f->st_stream);
   assert_true(f->st_max_queued <= QUEUE_BOUND);
   expect_with_trailers(f->st_stream, GW_OK);
   expect_stream_messages(f->st_stream);
@@ -1439,14 +1016,14 @@ static void test_stream_backpressure_small_window(void **state) {
 
 static void test_stream_cancelled_while_stalled(void **state) {
   struct fx *f = *state;
-  client_connect(f, 32u << 20, 0);
-  f->st_stream = REQ(f, .path = P_STREAM, MSG(""));
-  bufferevent_disable(f->cbev, EV_READ);
-  settle(f);
+  client_connect(&f->cl, f->srv, 32u << 20, 0);
+  f->st_stream = REQ(&f->cl, .path = P_STREAM, MSG(""));
+  bufferevent_disable(f->cl.cbev, EV_READ);
+  settle(&f->cl);
   assert_true(f->st_sent < STREAM_N);
-  client_close(f);
-  RUN_UNTIL(f, call_server_live_conns(f->srv) == 0);
-  settle(f);
+  client_close(&f->cl);
+  RUN_UNTIL(&f->cl, call_server_live_conns(f->srv) == 0);
+  settle(&f->cl);
   assert_int_equal(f->cancels, 1);
   assert_int_equal(call_server_live_calls(f->srv), 0);
 }
@@ -1455,21 +1032,21 @@ static void test_stream_cancelled_while_stalled(void **state) {
 
 static void test_shutdown_running_call(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_HANG, MSG(""));
-  struct cstream *sent = REQ(f, .path = P_HANG, MSG("s"));
-  RUN_UNTIL(f, f->handler_calls == 2);
-  call_server_shutdown(f->srv, on_idle, f);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, MSG(""));
+  struct cstream *sent = REQ(&f->cl, .path = P_HANG, MSG("s"));
+  RUN_UNTIL(&f->cl, f->handler_calls == 2);
+  call_server_shutdown(f->srv, 0, on_idle, f);
   assert_int_equal(f->cancels, 2);
-  RUN_UNTIL(f, cs->closed && sent->closed && f->goaways);
+  RUN_UNTIL(&f->cl, cs->closed && sent->closed && f->cl.goaways);
   expect_trailers_only(cs, GW_UNAVAILABLE);
   expect_with_trailers(sent, GW_UNAVAILABLE);
   expect_one_message(sent, "s", 1);
-  assert_int_equal(f->goaway_error, NGHTTP2_NO_ERROR);
-  assert_int_equal(f->goaway_last_sid, sent->sid);
+  assert_int_equal(f->cl.goaway_error, NGHTTP2_NO_ERROR);
+  assert_int_equal(f->cl.goaway_last_sid, sent->sid);
   /* Nothing is left open: the server closes the connection by itself. */
-  RUN_UNTIL(f, f->idle);
-  settle(f);
+  RUN_UNTIL(&f->cl, f->idle);
+  settle(&f->cl);
   assert_int_equal(f->idle, 1);
   assert_int_equal(f->cancels, 2);
   assert_int_equal(call_server_live_conns(f->srv), 0);
@@ -1487,28 +1064,28 @@ static void test_shutdown_running_call(void **state) {
  * refused, not served. */
 static void test_shutdown_refuses_new_streams(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *old = REQ(f, .path = P_HANG, MSG(""));
-  RUN_UNTIL(f, f->handler_calls == 1);
-  call_server_shutdown(f->srv, on_idle, f);
-  struct cstream *late = REQ(f, .path = P_ECHO, MSG("l"));
-  RUN_UNTIL(f, old->closed && late->closed);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *old = REQ(&f->cl, .path = P_HANG, MSG(""));
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
+  call_server_shutdown(f->srv, 0, on_idle, f);
+  struct cstream *late = REQ(&f->cl, .path = P_ECHO, MSG("l"));
+  RUN_UNTIL(&f->cl, old->closed && late->closed);
   expect_trailers_only(old, GW_UNAVAILABLE);
   assert_int_equal(late->close_error, NGHTTP2_REFUSED_STREAM);
   assert_int_equal(late->http_status, 0);
-  assert_int_equal(f->goaway_last_sid, old->sid);
-  RUN_UNTIL(f, f->idle);
-  settle(f);
+  assert_int_equal(f->cl.goaway_last_sid, old->sid);
+  RUN_UNTIL(&f->cl, f->idle);
+  settle(&f->cl);
   assert_int_equal(f->handler_calls, 1);
   assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
 static void test_shutdown_without_connections(void **state) {
   struct fx *f = *state;
-  call_server_shutdown(f->srv, on_idle, f);
+  call_server_shutdown(f->srv, 0, on_idle, f);
   assert_int_equal(f->idle, 0); /* from the loop, not from inside the call */
-  RUN_UNTIL(f, f->idle);
-  settle(f);
+  RUN_UNTIL(&f->cl, f->idle);
+  settle(&f->cl);
   assert_int_equal(f->idle, 1);
 }
 
@@ -1516,18 +1093,18 @@ static void test_shutdown_without_connections(void **state) {
  * goes away. */
 static void test_shutdown_waits_for_client(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const uint8_t part[] = {0, 0, 0, 0, 4, 'a'};
-  REQ(f, .path = P_HANG, RAW(part), .keep_open = 1);
-  settle(f);
-  call_server_shutdown(f->srv, on_idle, f);
-  RUN_UNTIL(f, f->goaways);
-  settle(f);
+  REQ(&f->cl, .path = P_HANG, RAW(part), .keep_open = 1);
+  settle(&f->cl);
+  call_server_shutdown(f->srv, 0, on_idle, f);
+  RUN_UNTIL(&f->cl, f->cl.goaways);
+  settle(&f->cl);
   assert_int_equal(f->idle, 0);
   assert_int_equal(call_server_live_conns(f->srv), 1);
-  client_close(f);
-  RUN_UNTIL(f, f->idle);
-  settle(f);
+  client_close(&f->cl);
+  RUN_UNTIL(&f->cl, f->idle);
+  settle(&f->cl);
   assert_int_equal(f->idle, 1);
   assert_int_equal(f->handler_calls, 0);
   assert_int_equal(call_server_live_calls(f->srv), 0);
@@ -1537,19 +1114,19 @@ static void test_shutdown_waits_for_client(void **state) {
  * end: it is answered UNAVAILABLE like the calls running at shutdown. */
 static void test_shutdown_then_request_completes(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_HANG, MSG(""), .keep_open = 1);
-  settle(f);
-  call_server_shutdown(f->srv, on_idle, f);
-  RUN_UNTIL(f, f->goaways);
-  client_end_body(f, cs);
-  RUN_UNTIL(f, cs->closed || f->handler_calls > 0);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, MSG(""), .keep_open = 1);
+  settle(&f->cl);
+  call_server_shutdown(f->srv, 0, on_idle, f);
+  RUN_UNTIL(&f->cl, f->cl.goaways);
+  client_end_body(&f->cl, cs);
+  RUN_UNTIL(&f->cl, cs->closed || f->handler_calls > 0);
   /* BUG (reported to the lead): request_complete() in server/call.c dispatches the
    * handler even while the server is shutting down, so a long-running handler keeps
    * the connection (and on_idle) waiting forever. */
   assert_int_equal(f->handler_calls, 0);
   expect_trailers_only(cs, GW_UNAVAILABLE);
-  RUN_UNTIL(f, f->idle);
+  RUN_UNTIL(&f->cl, f->idle);
 }
 
 /* ---- tests: authorization and call context ------------------------------------- */
@@ -1558,16 +1135,13 @@ static void test_shutdown_then_request_completes(void **state) {
  * connects a new client. */
 static void restart_with_roles(struct fx *f) {
   call_server_free(f->srv);
-  if (f->cs) nghttp2_session_del(f->cs);
-  if (f->cbev) bufferevent_free(f->cbev);
-  f->cs = NULL;
-  f->cbev = NULL;
+  client_drop(&f->cl);
   call_server_opts o = CALL_SERVER_OPTS_INIT;
   o.roles = give_roles;
   o.roles_arg = f;
   o.role_name = name_role;
   server_start(f, &o);
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
 }
 
 /* A caller without one of the method's roles is answered PERMISSION_DENIED naming the
@@ -1579,8 +1153,8 @@ static void test_role_denied(void **state) {
   /* The prefix announces 5 MiB of which no byte is ever sent: only a check made before
    * the body is read can answer. */
   static const uint8_t prefix[] = {0, 0x00, 0x50, 0x00, 0x00};
-  struct cstream *cs = REQ(f, .path = P_GUARDED, RAW(prefix), .keep_open = 1);
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_GUARDED, RAW(prefix), .keep_open = 1);
+  finish(&f->cl, cs);
   expect_trailers_only(cs, GW_PERMISSION_DENIED);
   assert_true(cs->rst_received); /* told to stop sending */
   assert_int_equal(cs->rst_error, NGHTTP2_NO_ERROR);
@@ -1591,12 +1165,12 @@ static void test_role_denied(void **state) {
   assert_non_null(strstr(msg, "anonymous"));
   /* A whole large body is refused the same way. */
   static uint8_t big[1u << 20];
-  struct cstream *whole = REQ(f, .path = P_GUARDED, .msg = big, .msg_len = sizeof big);
-  finish(f, whole);
+  struct cstream *whole = REQ(&f->cl, .path = P_GUARDED, .msg = big, .msg_len = sizeof big);
+  finish(&f->cl, whole);
   expect_trailers_only(whole, GW_PERMISSION_DENIED);
   /* Several bits are named with "or", a bit without a name by its value. */
-  struct cstream *either = REQ(f, .path = P_EITHER, MSG("e"));
-  finish(f, either);
+  struct cstream *either = REQ(&f->cl, .path = P_EITHER, MSG("e"));
+  finish(&f->cl, either);
   expect_trailers_only(either, GW_PERMISSION_DENIED);
   decode_message(either, msg, sizeof msg);
   assert_non_null(strstr(msg, "needs role role-two or 4,"));
@@ -1605,8 +1179,8 @@ static void test_role_denied(void **state) {
   assert_int_equal(f->roles_asked, 3);
   assert_string_equal(f->roles_peer, "memory");
   /* The connection still serves. */
-  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("after"));
-  finish(f, ok);
+  struct cstream *ok = REQ(&f->cl, .path = P_ECHO, MSG("after"));
+  finish(&f->cl, ok);
   expect_with_trailers(ok, GW_OK);
   expect_one_message(ok, "after", 5);
 }
@@ -1615,19 +1189,18 @@ static void test_role_denied(void **state) {
  * reach their handler, since handlers run only once the whole read has been taken. */
 static void test_reset_before_dispatch_runs_no_handler(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   /* Written before the loop runs again: the server reads them all at once. */
   for (int i = 0; i < 20; i++) {
-    struct cstream *cs = REQ(f, .path = P_ECHO, MSG("x"));
-    assert_int_equal(nghttp2_submit_rst_stream(f->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
-    client_flush(f);
+    struct cstream *cs = REQ(&f->cl, .path = P_ECHO, MSG("x"));
+    client_cancel(&f->cl, cs);
   }
-  struct cstream *ok = REQ(f, .path = P_ECHO, MSG("after"));
-  finish(f, ok);
+  struct cstream *ok = REQ(&f->cl, .path = P_ECHO, MSG("after"));
+  finish(&f->cl, ok);
   expect_with_trailers(ok, GW_OK);
   expect_one_message(ok, "after", 5);
   assert_int_equal(f->handler_calls, 1);
-  settle(f);
+  settle(&f->cl);
   assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
@@ -1636,9 +1209,9 @@ static void test_reset_before_dispatch_runs_no_handler(void **state) {
 static void test_role_granted(void **state) {
   struct fx *f = *state;
   /* Without opts.roles every caller holds every role. */
-  client_connect(f, 0, 0);
-  struct cstream *cs = REQ(f, .path = P_GUARDED, MSG("g"));
-  finish(f, cs);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_GUARDED, MSG("g"));
+  finish(&f->cl, cs);
   expect_trailers_only(cs, GW_OK);
   assert_int_equal(f->seen_roles, ~0u);
   restart_with_roles(f);
@@ -1648,8 +1221,8 @@ static void test_role_granted(void **state) {
   } cases[] = {{P_GUARDED, ROLE_TWO}, {P_GUARDED, ROLE_TWO | 1}, {P_EITHER, ROLE_FOUR}, {P_OPEN, 0}, {P_OPEN, 1}};
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     f->roles = cases[i].roles;
-    cs = REQ(f, .path = cases[i].path, MSG("g"));
-    finish(f, cs);
+    cs = REQ(&f->cl, .path = cases[i].path, MSG("g"));
+    finish(&f->cl, cs);
     expect_trailers_only(cs, GW_OK);
     assert_int_equal(f->handler_calls, (int)i + 2);
     assert_int_equal(f->seen_roles, cases[i].roles);
@@ -1660,10 +1233,10 @@ static void test_role_granted(void **state) {
 /* The handler sees the request metadata (no pseudo-headers) and who calls. */
 static void test_call_context(void **state) {
   struct fx *f = *state;
-  client_connect(f, 0, 0);
+  client_connect(&f->cl, f->srv, 0, 0);
   static const char *const md[] = {"x-trace", "abc", "x-dup", "first", "x-empty", "", "x-dup", "second", NULL};
-  struct cstream *cs = REQ(f, .path = P_OPEN, MSG("m"), .timeout = "5S", .extra = md);
-  finish(f, cs);
+  struct cstream *cs = REQ(&f->cl, .path = P_OPEN, MSG("m"), .timeout = "5S", .extra = md);
+  finish(&f->cl, cs);
   expect_trailers_only(cs, GW_OK);
   assert_string_equal(f->md_trace, "abc");
   assert_int_equal(f->md_trace_len, 3);

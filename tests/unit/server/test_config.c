@@ -294,6 +294,51 @@ static void test_unix_socket(void **state)
   config_free(c);
 }
 
+static void test_lifecycle(void **state)
+{
+  (void)state;
+  config *c = load_ok("");
+
+  /* Defaults: sweep hourly, keep 7 days and 100000 runs; wait 30 s; cgroups where possible. */
+  assert_int_equal(c->retention.sweep_interval_ms, 3600000);
+  assert_int_equal(c->retention.max_age_ms, 7ull * 86400000);
+  assert_int_equal(c->retention.max_runs, 100000);
+  assert_int_equal(c->shutdown.cancel_runs, 0);
+  assert_int_equal(c->shutdown.grace_ms, 30000);
+  assert_string_equal(c->cgroup_root, "auto");
+  config_free(c);
+
+  c = load_ok("retention: {sweep_interval: 30s, max_age: 2d, max_runs: 0}\n"
+              "shutdown: {runs: cancel, grace_ms: 0}\n"
+              "cgroups: {root: /sys/fs/cgroup/x}\n"
+              "modules:\n  - {id: a, argv: [x], memory_max: 1048576, cpu_max: 150}\n");
+  assert_int_equal(c->retention.sweep_interval_ms, 30000);
+  assert_int_equal(c->retention.max_age_ms, 2ull * 86400000);
+  assert_int_equal(c->retention.max_runs, 0);
+  assert_int_equal(c->shutdown.cancel_runs, 1);
+  assert_int_equal(c->shutdown.grace_ms, 0);
+  assert_string_equal(c->cgroup_root, "/sys/fs/cgroup/x");
+  assert_int_equal(c->modules[0].memory_max, 1048576);
+  assert_int_equal(c->modules[0].cpu_max_percent, 150);
+  config_free(c);
+
+  /* Every unit, and a plain number of milliseconds. */
+  static const struct {
+    const char *v;
+    uint64_t ms;
+  } durations[] = {{"0", 0}, {"250", 250}, {"250ms", 250}, {"5s", 5000}, {"2m", 120000},
+                   {"1h", 3600000}, {"1d", 86400000}};
+  for (size_t i = 0; i < ARRAY_LEN(durations); i++) {
+    char yaml[64];
+
+    snprintf(yaml, sizeof yaml, "retention: {max_age: %s}\n", durations[i].v);
+    c = load_ok(yaml);
+    if (c->retention.max_age_ms != durations[i].ms)
+      fail_msg("case %s: %llu ms", durations[i].v, (unsigned long long)c->retention.max_age_ms);
+    config_free(c);
+  }
+}
+
 static void test_authz_rules(void **state)
 {
   (void)state;
@@ -421,7 +466,7 @@ static const struct {
     /* Unknown keys, at each level. */
     {"listen: [\"tcp://127.0.0.1:1\"]\nlisen: [x]\n",
      "t.yaml:2: top level: unknown key \"lisen\" (expected one of: listen, data_dir, limits, "
-     "modules, allow_insecure_remote, tls, unix_socket, authz)"},
+     "modules, allow_insecure_remote, tls, unix_socket, authz, retention, shutdown, cgroups)"},
     {"limits:\n  max_concurent: 3\n",
      "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
      "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
@@ -429,7 +474,7 @@ static const struct {
      "idle_timeout_ms, max_queued_per_identity, output_max_bytes)"},
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
-     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters)"},
+     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, cpu_max)"},
     {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
@@ -438,6 +483,18 @@ static const struct {
     {"[a, b]\n", "t.yaml:1: top level must be a mapping"},
     {"? [a]\n: b\n", "t.yaml:1: top level: keys must be strings"},
     {"data_dir: a\n---\ndata_dir: b\n", "t.yaml:3: a configuration is a single YAML document"},
+
+    /* Lifecycle sections. */
+    {"retention: {max_age: 7 days}\n",
+     "t.yaml:1: retention.max_age must be a duration from 0 ms to 3153600000000 ms: milliseconds, or a "
+     "number with a unit ms, s, m, h or d (like 30s or 7d)"},
+    {"retention: {sweep_interval: 31d}\n",
+     "t.yaml:1: retention.sweep_interval must be a duration from 0 ms to 2592000000 ms: milliseconds, "
+     "or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
+    {"shutdown: {runs: later}\n", "t.yaml:1: shutdown.runs must be wait or cancel"},
+    {"cgroups: {root: relative/dir}\n", "t.yaml:1: cgroups.root must be auto, off or an absolute path"},
+    {"modules:\n  - {id: a, argv: [x], cpu_max: 0}\n",
+     "t.yaml:2: modules[0].cpu_max must be an integer from 1 to 100000"},
 
     /* Wrong types. */
     {"modules:\n  - id: a\n    argv: \"echo hi\"\n",
@@ -971,6 +1028,7 @@ int main(void)
       cmocka_unit_test(test_scalars),
       cmocka_unit_test(test_tls),
       cmocka_unit_test(test_unix_socket),
+      cmocka_unit_test(test_lifecycle),
       cmocka_unit_test(test_authz_rules),
       cmocka_unit_test(test_default_config),
       cmocka_unit_test(test_errors),

@@ -710,56 +710,41 @@ static void test_list_many_shapes(void **state) {
   }
 }
 
-/* ---- mark_lost ---- */
+/* ---- active ---- */
 
-static void test_mark_lost(void **state) {
+static void test_active(void **state) {
   runtab *t = *state;
-  struct run_buf q, r, c, f;
+  struct run_buf q, r, c, q2;
   run_init(&q, "m", ST(QUEUED), "", NULL, 0);
   run_init(&r, "m", ST(RUNNING), "req-r", NULL, 0);
   r.run.pid = 1234;
-  r.run.started_at_ms = 100;
-  r.run.stdout_bytes = 55;
   run_init(&c, "m", ST(COMPLETED), "", NULL, 0);
-  c.run.finished_at_ms = 200;
-  run_init(&f, "m", ST(FAILED), "", NULL, 0);
-  f.run.error_message = "exit status 1";
+  run_init(&q2, "m", ST(QUEUED), "", NULL, 0);
   assert_int_equal(runtab_insert(t, &q.run), 0);
   assert_int_equal(runtab_insert(t, &r.run), 0);
   assert_int_equal(runtab_insert(t, &c.run), 0);
-  assert_int_equal(runtab_insert(t, &f.run), 0);
+  assert_int_equal(runtab_insert(t, &q2.run), 0);
 
+  /* The active runs, oldest first, whole; a terminal one is not among them. */
+  Prismq__Runner__V1__Run **runs = NULL;
   size_t n = 99;
-  assert_int_equal(runtab_mark_lost(t, 5000, &n), 0);
-  assert_int_equal(n, 2);
+  assert_int_equal(runtab_active(t, &runs, &n), 0);
+  assert_int_equal(n, 3);
+  assert_string_equal(runs[0]->run_id, q.id);
+  assert_string_equal(runs[1]->run_id, r.id);
+  assert_int_equal(runs[1]->pid, 1234);
+  assert_string_equal(runs[2]->run_id, q2.id);
+  runtab_list_free(runs, n);
 
-  /* The active runs are LOST, finished now, with the message; all else kept. */
-  q.run.status = ST(LOST);
-  q.run.finished_at_ms = 5000;
-  q.run.error_message = RUNTAB_LOST_MESSAGE;
-  r.run.status = ST(LOST);
-  r.run.finished_at_ms = 5000;
-  r.run.error_message = RUNTAB_LOST_MESSAGE;
-  assert_stored(t, &q);
-  assert_stored(t, &r);
-  assert_stored(t, &c);
-  assert_stored(t, &f);
-
-  /* The status column changed too. */
-  static const int lost[] = {ST(LOST)}, active[] = {ST(QUEUED), ST(RUNNING)};
-  const runtab_filter f_lost = {.statuses = lost, .nstatuses = 1};
-  const runtab_filter f_active = {.statuses = active, .nstatuses = 2};
-  const char *want[] = {r.id, q.id};
-  expect_list(t, &f_lost, NULL, 10, want, 2, 0);
-  expect_list(t, &f_active, NULL, 10, NULL, 0, 0);
-
-  /* Nothing left to mark; n_out may be NULL. */
-  n = 99;
-  assert_int_equal(runtab_mark_lost(t, 6000, &n), 0);
+  /* Once they are terminal, none. */
+  q.run.status = r.run.status = q2.run.status = ST(LOST);
+  assert_int_equal(runtab_update(t, &q.run), 0);
+  assert_int_equal(runtab_update(t, &r.run), 0);
+  assert_int_equal(runtab_update(t, &q2.run), 0);
+  runs = NULL;
+  assert_int_equal(runtab_active(t, &runs, &n), 0);
   assert_int_equal(n, 0);
-  assert_int_equal(runtab_mark_lost(t, 6000, NULL), 0);
-  assert_stored(t, &q);
-  assert_int_equal(runtab_count(t), 4);
+  assert_null(runs);
 }
 
 /* ---- files ---- */
@@ -1337,7 +1322,7 @@ int main(void) {
       MEM(test_list_cursor_gone),
       MEM(test_list_invalid),
       FIX(test_list_many_shapes),
-      MEM(test_mark_lost),
+      MEM(test_active),
       cmocka_unit_test(test_file_reopen),
       cmocka_unit_test(test_file_checkpoints),
       cmocka_unit_test(test_updates_wait_for_a_commit),
