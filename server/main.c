@@ -235,6 +235,9 @@ static int read_environment(const struct cmdline *cl, enum sched_mode *mode) {
 static void setup_process(void) {
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
+  /* Nor a file size limit: a write past it fails with EFBIG, which is handled (the
+   * run's output is counted as dropped). Runs get every signal at its default. */
+  signal(SIGXFSZ, SIG_IGN);
   /* Output moves through buffers of 64-128 KiB that come and go at the rate of the
    * output. glibc's defaults serve 128 KiB from mmap and hand the top of the heap back
    * once 128 KiB are free there: a munmap or brk per buffer, each a TLB flush on every
