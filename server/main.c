@@ -26,6 +26,7 @@
 #include "scheduler.h"
 
 #define MAX_LISTEN 16
+#define RUNNER_SERVICE "prismq.runner.v1.Runner"
 /* A graceful shutdown ends this long after its runs' grace (shutdown.grace_ms, then
  * the cancel's own SIGTERM-to-SIGKILL grace), whatever is left. */
 #define SHUTDOWN_MARGIN_MS 5000
@@ -49,6 +50,8 @@ struct server {
   front *front;
   struct event *sigterm, *sigint, *sighup;
   struct event *log_flush; /* writes the log lines of one pass of the loop together */
+  struct event *table_check; /* health: whether the run table can be written */
+  int table_ok;
   int stopping;
   int calls_idle, runs_idle;
 };
@@ -167,6 +170,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   const config_shutdown *sd = &srv->cfg->shutdown;
   LOG_INFO("shutting down on signal %d runs=%s grace_ms=%u", (int)sig, sd->cancel_runs ? "cancel" : "wait",
            sd->grace_ms);
+  health_set(srv->health, NULL, 0);
   front_close(srv->front);
   /* Running runs finish (shutdown.runs: wait) or end as a cancel does (terminate,
    * wait, kill), so that no process outlives the server; queued runs stay queued for
@@ -195,10 +199,35 @@ static unsigned peer_roles(void *cfg, const conn_peer *p) {
   return authz_roles(cfg, p->identity, p->local);
 }
 
+/* Health follows the run table: a server that cannot record runs is not serving
+ * them (while draining, nothing is). */
+static void note_table(struct server *srv, int rc) {
+  int ok = rc == 0;
+  if (ok == srv->table_ok) return;
+  srv->table_ok = ok;
+  if (ok) LOG_INFO("run table writable again");
+  else LOG_ERROR("run table cannot be written: health NOT_SERVING until it can");
+  if (srv->stopping) return;
+  health_set(srv->health, "", ok);
+  health_set(srv->health, RUNNER_SERVICE, ok);
+}
+
 /* Nothing an answer tells may be lost in a crash after it: the run table's waiting
  * updates (group commit, runtab.h) are committed before any connection sends. */
-static int sync_run_table(void *rt) {
-  return runtab_sync(rt);
+static int sync_run_table(void *arg) {
+  struct server *srv = arg;
+  int rc = runtab_sync(srv->rt);
+  note_table(srv, rc);
+  return rc;
+}
+
+/* Also between sends: a table that fails (or recovers) while nobody calls shows in
+ * health within a second. */
+static void on_table_check(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct server *srv = arg;
+  note_table(srv, runtab_sync(srv->rt));
 }
 
 static void on_log_flush(evutil_socket_t fd, short what, void *arg) {
@@ -324,7 +353,7 @@ static int open_services(struct server *srv) {
   const config_limits *lim = &srv->cfg->limits;
   call_server_opts co = CALL_SERVER_OPTS_INIT;
   co.before_send = sync_run_table;
-  co.before_send_arg = srv->rt;
+  co.before_send_arg = srv;
   co.max_recv_msg = lim->max_message_bytes;
   co.max_streams = lim->max_streams_per_connection;
   co.max_header_list = lim->max_header_list_bytes;
@@ -332,7 +361,7 @@ static int open_services(struct server *srv) {
   co.roles = peer_roles;
   co.roles_arg = srv->cfg;
   co.role_name = authz_role_name;
-  static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
+  static const char *const health_services[] = {RUNNER_SERVICE, "prismq.admin.v1.Admin", NULL};
   if (call_server_new(&srv->calls, srv->base, &co) < 0 || health_new(&srv->health, srv->calls, health_services) < 0 ||
       runner_new(&srv->runner, srv->calls, srv->sch, srv->cfg) < 0 ||
       admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0)
@@ -347,7 +376,11 @@ static int open_events(struct server *srv) {
   srv->sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
   srv->sighup = evsignal_new(srv->base, SIGHUP, on_sighup, srv);
   srv->log_flush = event_new(srv->base, -1, 0, on_log_flush, NULL);
-  if (!srv->sigterm || !srv->sigint || !srv->sighup || !srv->log_flush) return -ENOMEM;
+  srv->table_check = event_new(srv->base, -1, EV_PERSIST, on_table_check, srv);
+  if (!srv->sigterm || !srv->sigint || !srv->sighup || !srv->log_flush || !srv->table_check) return -ENOMEM;
+  srv->table_ok = 1;
+  struct timeval second = {1, 0};
+  evtimer_add(srv->table_check, &second);
   evsignal_add(srv->sigterm, NULL);
   evsignal_add(srv->sigint, NULL);
   evsignal_add(srv->sighup, NULL);
@@ -361,6 +394,7 @@ static void server_free(struct server *srv) {
   if (srv->sigint) event_free(srv->sigint);
   if (srv->sighup) event_free(srv->sighup);
   if (srv->log_flush) event_free(srv->log_flush);
+  if (srv->table_check) event_free(srv->table_check);
   call_server_free(srv->calls);
   health_free(srv->health);
   admin_free(srv->admin);
