@@ -970,9 +970,15 @@ static int syntax_error(const loader *ld, const yaml_parser_t *ps, const char *y
                  ps->problem);
 }
 
+config *config_ref(config *c)
+{
+  c->refs++;
+  return c;
+}
+
 void config_free(config *c)
 {
-  if (!c)
+  if (!c || c->refs-- > 0)
     return;
   for (size_t i = 0; i < c->nmodules; i++) {
     config_module *m = &c->modules[i];

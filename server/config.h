@@ -111,7 +111,7 @@
  * count from 0.
  *
  * A loaded config is read-only data: any thread may read it, nothing changes it until
- * config_free. Out of memory aborts (server code). */
+ * its last config_free (references: config_ref). Out of memory aborts (server code). */
 #ifndef PRISMQ_CONFIG_H
 #define PRISMQ_CONFIG_H
 
@@ -211,6 +211,7 @@ typedef struct config {
   config_retention retention;
   config_shutdown shutdown;
   char *cgroup_root;         /* cgroups.root: "auto" (default), "off", or an absolute path */
+  unsigned refs;             /* references beyond the first (config_ref) */
 } config;
 
 /* The built-in configuration (YAML text), for a server started without a file:
@@ -235,7 +236,14 @@ int config_load_file(config **out, const char *path, char *err, size_t errlen);
 int config_load_string(config **out, const char *yaml, size_t len, const char *name,
                        char *err, size_t errlen);
 
-/* Frees a configuration and everything it owns. Accepts NULL. */
+/* Adds a reference to `c` (a loaded config has one): each config_free drops one, and
+ * the last frees it. A reloaded server thus swaps its current snapshot while runs
+ * started under the old one keep theirs. Single-threaded, like the server's loop.
+ * Returns c. */
+config *config_ref(config *c);
+
+/* Drops a reference; the last one frees the configuration and everything it owns.
+ * Accepts NULL. */
 void config_free(config *c);
 
 /* Returns the module with id `id` (owned by c), or NULL if there is none. */

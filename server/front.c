@@ -18,10 +18,11 @@
 
 struct front {
   struct event_base *base;
-  const config *cfg;
+  config *cfg; /* a reference */
   call_server *calls;
   SSL_CTX *tls; /* NULL without a tls: section */
   listen_sock **listeners;
+  char **urls; /* as given, per listener */
   size_t nlisteners;
   log_limit refused_log;
 };
@@ -52,12 +53,12 @@ static void on_accept(int fd, listen_sock *l, void *arg) {
 }
 
 /* A listener the configuration's policy does not allow: answered at startup. */
-static int check_policy(const front *f, const listen_sock *l, char *err, size_t errlen) {
-  if (listen_is_tls(l) && !f->tls) {
+static int check_policy(const config *cfg, const SSL_CTX *tls, const listen_sock *l, char *err, size_t errlen) {
+  if (listen_is_tls(l) && !tls) {
     snprintf(err, errlen, "%s needs a tls: section with cert and key", listen_url(l));
     return -EINVAL;
   }
-  if (!listen_is_tls(l) && !listen_is_local(l) && !f->cfg->allow_insecure_remote) {
+  if (!listen_is_tls(l) && !listen_is_local(l) && !cfg->allow_insecure_remote) {
     snprintf(err, errlen,
              "refusing to listen on %s: plain TCP beyond loopback would let anyone run modules "
              "unauthenticated; listen on tls://, or set allow_insecure_remote: true",
@@ -67,26 +68,69 @@ static int check_policy(const front *f, const listen_sock *l, char *err, size_t 
   return 0;
 }
 
-int front_new(front **out, struct event_base *base, const config *cfg, call_server *calls,
+/* Listeners for `urls` under `cfg` and `tls`: those of f with the same address are
+ * kept, others opened. On success the new arrays replace f's and the listeners not
+ * kept are closed; on failure f is unchanged (the new ones are closed). */
+static int open_listeners(front *f, const config *cfg, const SSL_CTX *tls, const char *const *urls, size_t nurls,
+                          char *err, size_t errlen) {
+  listen_sock **ls = calloc(nurls ? nurls : 1, sizeof *ls);
+  char **names = calloc(nurls ? nurls : 1, sizeof *names);
+  unsigned char *kept = calloc(f->nlisteners ? f->nlisteners : 1, 1);
+  if (!ls || !names || !kept) abort();
+  listen_opts lo = LISTEN_OPTS_INIT;
+  lo.unix_mode = cfg->unix_mode;
+  lo.unix_group = cfg->unix_group;
+  int rc = 0;
+  size_t i;
+  for (i = 0; i < nurls && rc == 0; i++) {
+    if (!(names[i] = strdup(urls[i]))) abort();
+    size_t j = 0;
+    while (j < f->nlisteners && (kept[j] || strcmp(f->urls[j], urls[i]) != 0)) j++;
+    if (j < f->nlisteners) {
+      kept[j] = 1;
+      ls[i] = f->listeners[j];
+    } else if ((rc = listen_new(&ls[i], f->base, urls[i], &lo, on_accept, f, err, errlen)) == 0) {
+      LOG_INFO("listening on %s", listen_url(ls[i]));
+    }
+    if (rc == 0) rc = check_policy(cfg, tls, ls[i], err, errlen);
+  }
+  /* On failure, close what was opened here; on success, what is not kept. */
+  for (size_t k = 0; k < i; k++) {
+    size_t j = 0;
+    while (j < f->nlisteners && f->listeners[j] != ls[k]) j++;
+    if (rc < 0 && j == f->nlisteners && ls[k]) listen_free(ls[k]);
+  }
+  if (rc == 0) {
+    for (size_t j = 0; j < f->nlisteners; j++) {
+      if (kept[j]) continue;
+      LOG_INFO("no longer listening on %s", listen_url(f->listeners[j]));
+      listen_free(f->listeners[j]);
+    }
+    for (size_t j = 0; j < f->nlisteners; j++) free(f->urls[j]);
+    free(f->listeners);
+    free(f->urls);
+    f->listeners = ls;
+    f->urls = names;
+    f->nlisteners = nurls;
+  } else {
+    for (size_t k = 0; k < i; k++) free(names[k]);
+    free(ls);
+    free(names);
+  }
+  free(kept);
+  return rc;
+}
+
+int front_new(front **out, struct event_base *base, config *cfg, call_server *calls,
               const char *const *urls, size_t nurls, char *err, size_t errlen) {
   front *f = calloc(1, sizeof *f);
   if (!f) abort();
   f->base = base;
-  f->cfg = cfg;
+  f->cfg = config_ref(cfg);
   f->calls = calls;
-  f->listeners = calloc(nurls ? nurls : 1, sizeof *f->listeners);
-  if (!f->listeners) abort();
   int rc = 0;
   if (cfg->has_tls && (rc = load_tls(&f->tls, &cfg->tls, err, errlen)) < 0) goto fail;
-  listen_opts lo = LISTEN_OPTS_INIT;
-  lo.unix_mode = cfg->unix_mode;
-  lo.unix_group = cfg->unix_group;
-  for (size_t i = 0; i < nurls; i++) {
-    if ((rc = listen_new(&f->listeners[i], base, urls[i], &lo, on_accept, f, err, errlen)) < 0) goto fail;
-    f->nlisteners++;
-    if ((rc = check_policy(f, f->listeners[i], err, errlen)) < 0) goto fail;
-    LOG_INFO("listening on %s", listen_url(f->listeners[i]));
-  }
+  if ((rc = open_listeners(f, cfg, f->tls, urls, nurls, err, errlen)) < 0) goto fail;
   *out = f;
   return 0;
 
@@ -95,19 +139,27 @@ fail:
   return rc;
 }
 
-int front_reload_tls(front *f, char *err, size_t errlen) {
-  if (!f->tls) return 0;
+int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err, size_t errlen) {
   SSL_CTX *fresh = NULL;
-  int rc = load_tls(&fresh, &f->cfg->tls, err, errlen);
-  if (rc < 0) return rc;
+  int rc = cfg->has_tls ? load_tls(&fresh, &cfg->tls, err, errlen) : 0;
+  if (rc == 0) rc = open_listeners(f, cfg, fresh, urls, nurls, err, errlen);
+  if (rc < 0) {
+    SSL_CTX_free(fresh);
+    return rc;
+  }
   /* Each open connection holds its own reference to the context it started with. */
   SSL_CTX_free(f->tls);
   f->tls = fresh;
+  config_free(f->cfg);
+  f->cfg = config_ref(cfg);
   return 0;
 }
 
 void front_close(front *f) {
-  for (size_t i = 0; i < f->nlisteners; i++) listen_free(f->listeners[i]);
+  for (size_t i = 0; i < f->nlisteners; i++) {
+    listen_free(f->listeners[i]);
+    free(f->urls[i]);
+  }
   f->nlisteners = 0;
 }
 
@@ -115,6 +167,8 @@ void front_free(front *f) {
   if (!f) return;
   front_close(f);
   free(f->listeners);
+  free(f->urls);
   SSL_CTX_free(f->tls);
+  config_free(f->cfg);
   free(f);
 }

@@ -7,8 +7,9 @@
  * could not be authenticated). Over limits.max_connections, connections are closed as
  * they are accepted. Unix socket files get the configured mode and group.
  *
- * Certificates are re-read by front_reload_tls (prismqd calls it on SIGHUP): new
- * connections use the new ones, open connections keep theirs. */
+ * front_reload (prismqd calls it on SIGHUP) applies a new configuration: certificates
+ * are read again (new connections use the new ones, open connections keep theirs) and
+ * listeners are added and removed. */
 #ifndef PRISMQ_FRONT_H
 #define PRISMQ_FRONT_H
 
@@ -22,18 +23,21 @@ struct event_base;
 typedef struct front front;
 
 /* Opens every listener of `urls` (nurls addresses, see listen.h) for the call layer
- * `calls`, under `cfg` (its tls, unix_socket, limits and allow_insecure_remote; both
- * must outlive the front). Logs "listening on URL" for each.
+ * `calls` (which must outlive the front), under `cfg` (its tls, unix_socket, limits and
+ * allow_insecure_remote; the front takes a reference). Logs "listening on URL" for each.
  * Returns 0 and sets *out (free with front_free), or, *out untouched, a negative errno
  * with `err` saying why: -EINVAL for a policy or TLS set-up error (files, key mismatch,
  * expired certificate), else the listener's error. */
-int front_new(front **out, struct event_base *base, const config *cfg, call_server *calls,
+int front_new(front **out, struct event_base *base, config *cfg, call_server *calls,
               const char *const *urls, size_t nurls, char *err, size_t errlen);
 
-/* Reloads the TLS certificate, key, client CAs and CRL from the files named by the
- * configuration. On failure the old ones stay in use and -EINVAL is returned with
- * `err` filled. Returns 0 (also when there is no TLS). */
-int front_reload_tls(front *f, char *err, size_t errlen);
+/* Applies `cfg` (taking a reference, dropping the old one) and the listen addresses
+ * `urls`: the TLS certificate, key, client CAs and CRL are loaded from its files,
+ * listeners whose address is still listed are kept, others are closed, new ones are
+ * opened (a unix socket keeps the mode it was made with). All or nothing: on failure
+ * (bad TLS files, a listener that cannot be opened or that the policy refuses) the
+ * old state stays and a negative errno is returned with `err` saying why. */
+int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err, size_t errlen);
 
 /* Closes the listeners (open connections are the call layer's). */
 void front_close(front *f);

@@ -51,6 +51,7 @@ struct server {
   struct event *sigterm, *sigint, *sighup;
   struct event *log_flush; /* writes the log lines of one pass of the loop together */
   struct event *table_check; /* health: whether the run table can be written */
+  const struct cmdline *cl;  /* for SIGHUP's reload */
   int table_ok;
   int stopping;
   int calls_idle, runs_idle;
@@ -60,6 +61,7 @@ struct server {
 struct cmdline {
   const char *listen_urls[MAX_LISTEN];
   size_t nlisten;
+  int nlisten_given; /* --listen replaces the configuration's, also after a reload */
   const char *level, *config_path, *data_dir;
   const char *tls_cert, *tls_key, *tls_client_ca; /* replace the config's tls: files */
 };
@@ -123,16 +125,12 @@ static void override_str(char **field, const char *value) {
 }
 
 /* Loads the configuration and applies the command line's replacements to it.
- * Returns 0, or 2 (the exit status) after saying why. */
-static int load_config(config **out, const struct cmdline *cl) {
-  char err[512];
-  int rc = cl->config_path ? config_load_file(out, cl->config_path, err, sizeof err)
+ * Returns 0, or a negative errno with err saying why. */
+static int load_config(config **out, const struct cmdline *cl, char *err, size_t errlen) {
+  int rc = cl->config_path ? config_load_file(out, cl->config_path, err, errlen)
                            : config_load_string(out, config_default_yaml, strlen(config_default_yaml),
-                                                "built-in config", err, sizeof err);
-  if (rc < 0) {
-    fprintf(stderr, "prismqd: %s\n", err);
-    return 2;
-  }
+                                                "built-in config", err, errlen);
+  if (rc < 0) return rc;
   config *cfg = *out;
   override_str(&cfg->tls.cert, cl->tls_cert);
   override_str(&cfg->tls.key, cl->tls_key);
@@ -158,6 +156,25 @@ static void on_runs_idle(void *arg) {
   maybe_exit(srv);
 }
 
+/* The drain proper, from the loop's next pass: the NOT_SERVING that health watchers
+ * were just sent has gone out by then, ahead of the end of their streams. */
+static void begin_drain(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct server *srv = arg;
+  const config_shutdown *sd = &srv->cfg->shutdown;
+  /* Running runs finish (shutdown.runs: wait) or end as a cancel does (terminate,
+   * wait, kill), so that no process outlives the server; queued runs stay queued for
+   * the next start. Unary calls may finish meanwhile (a WaitRun sees its run end);
+   * streams end at once. */
+  uint32_t runs_ms = (sd->cancel_runs ? 0 : sd->grace_ms) + SCHED_DEFAULT_GRACE_MS;
+  call_server_shutdown(srv->calls, runs_ms, on_calls_idle, srv);
+  sched_shutdown(srv->sch, sd->cancel_runs, sd->grace_ms, on_runs_idle, srv);
+  uint64_t limit_ms = (uint64_t)runs_ms + SHUTDOWN_MARGIN_MS;
+  struct timeval limit = {(time_t)(limit_ms / 1000), (suseconds_t)(limit_ms % 1000) * 1000};
+  event_base_loopexit(srv->base, &limit);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
   (void)what;
   struct server *srv = arg;
@@ -172,31 +189,55 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
            sd->grace_ms);
   health_set(srv->health, NULL, 0);
   front_close(srv->front);
-  /* Running runs finish (shutdown.runs: wait) or end as a cancel does (terminate,
-   * wait, kill), so that no process outlives the server; queued runs stay queued for
-   * the next start. Unary calls may finish meanwhile (a WaitRun sees its run end);
-   * streams end at once. */
-  uint32_t runs_ms = (sd->cancel_runs ? 0 : sd->grace_ms) + SCHED_DEFAULT_GRACE_MS;
-  call_server_shutdown(srv->calls, runs_ms, on_calls_idle, srv);
-  sched_shutdown(srv->sch, sd->cancel_runs, sd->grace_ms, on_runs_idle, srv);
-  uint64_t limit_ms = (uint64_t)runs_ms + SHUTDOWN_MARGIN_MS;
-  struct timeval limit = {(time_t)(limit_ms / 1000), (suseconds_t)(limit_ms % 1000) * 1000};
-  event_base_loopexit(srv->base, &limit);
+  static const struct timeval now = {0, 0};
+  if (event_base_once(srv->base, -1, EV_TIMEOUT, begin_drain, srv, &now) < 0) begin_drain(-1, 0, srv);
 }
 
-/* SIGHUP: certificates are read again; open connections keep theirs. */
+/* Settings read only at start-up: a reload that changes them says so. */
+static void warn_restart_only(const config *old, const config *fresh) {
+  const config_limits *a = &old->limits, *b = &fresh->limits;
+  if (strcmp(old->data_dir, fresh->data_dir) != 0 || strcmp(old->cgroup_root, fresh->cgroup_root) != 0 ||
+      a->max_streams_per_connection != b->max_streams_per_connection ||
+      a->max_header_list_bytes != b->max_header_list_bytes || a->max_message_bytes != b->max_message_bytes ||
+      a->idle_timeout_ms != b->idle_timeout_ms)
+    LOG_WARN("configuration reload: data_dir, cgroups and the per-connection limits (streams, headers, "
+             "message size, idle timeout) change only at a restart");
+}
+
+/* SIGHUP: the configuration file is read again. If it is valid, it becomes the current
+ * snapshot: new runs, ListModules and authorization use it at once, listeners are
+ * added and removed, certificates are reloaded (open connections keep theirs), and runs
+ * already taken keep the snapshot they were taken under. If not, the old one stays. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg) {
   (void)sig;
   (void)what;
   struct server *srv = arg;
+  if (srv->stopping) return;
   char err[512];
-  if (front_reload_tls(srv->front, err, sizeof err) < 0) LOG_ERROR("TLS reload failed, keeping the old certificates: %s", err);
-  else if (srv->cfg->has_tls) LOG_INFO("TLS certificates reloaded");
+  config *fresh = NULL;
+  if (load_config(&fresh, srv->cl, err, sizeof err) < 0) {
+    LOG_ERROR("configuration reload failed, keeping the current one: %s", err);
+    return;
+  }
+  const struct cmdline *cl = srv->cl;
+  const char *const *urls = cl->nlisten_given ? cl->listen_urls : (const char *const *)fresh->listen;
+  size_t nurls = cl->nlisten_given ? cl->nlisten : fresh->nlisten;
+  if (front_reload(srv->front, fresh, urls, nurls, err, sizeof err) < 0 ||
+      sched_set_config(srv->sch, fresh, err, sizeof err) < 0) {
+    LOG_ERROR("configuration reload failed, keeping the current one: %s", err);
+    config_free(fresh);
+    return;
+  }
+  warn_restart_only(srv->cfg, fresh);
+  config_free(srv->cfg);
+  srv->cfg = fresh;
+  LOG_INFO("configuration reloaded modules=%zu listeners=%zu", fresh->nmodules, nurls);
 }
 
-/* The call layer's authorization: what the configuration's authz section grants. */
-static unsigned peer_roles(void *cfg, const conn_peer *p) {
-  return authz_roles(cfg, p->identity, p->local);
+/* The call layer's authorization: what the current configuration's authz section grants. */
+static unsigned peer_roles(void *arg, const conn_peer *p) {
+  const struct server *srv = arg;
+  return authz_roles(srv->cfg, p->identity, p->local);
 }
 
 /* Health follows the run table: a server that cannot record runs is not serving
@@ -359,11 +400,11 @@ static int open_services(struct server *srv) {
   co.max_header_list = lim->max_header_list_bytes;
   co.idle_timeout_ms = lim->idle_timeout_ms;
   co.roles = peer_roles;
-  co.roles_arg = srv->cfg;
+  co.roles_arg = srv;
   co.role_name = authz_role_name;
   static const char *const health_services[] = {RUNNER_SERVICE, "prismq.admin.v1.Admin", NULL};
   if (call_server_new(&srv->calls, srv->base, &co) < 0 || health_new(&srv->health, srv->calls, health_services) < 0 ||
-      runner_new(&srv->runner, srv->calls, srv->sch, srv->cfg) < 0 ||
+      runner_new(&srv->runner, srv->calls, srv->sch) < 0 ||
       admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0)
     return -ENOMEM;
   return 0;
@@ -414,14 +455,19 @@ int main(int argc, char **argv) {
   if (status >= 0) return status;
   struct server srv;
   memset(&srv, 0, sizeof srv);
-  if (load_config(&srv.cfg, &cl) != 0) return 2;
+  char err[512];
+  if (load_config(&srv.cfg, &cl, err, sizeof err) < 0) {
+    fprintf(stderr, "prismqd: %s\n", err);
+    return 2;
+  }
+  srv.cl = &cl;
+  cl.nlisten_given = cl.nlisten > 0;
   if (cl.nlisten == 0)
     for (size_t i = 0; i < srv.cfg->nlisten && cl.nlisten < MAX_LISTEN; i++)
       cl.listen_urls[cl.nlisten++] = srv.cfg->listen[i];
   const char *data_dir = cl.data_dir ? cl.data_dir : srv.cfg->data_dir;
   setup_process();
 
-  char err[512];
   status = open_core(&srv, data_dir, smode);
   if (status == 0 && (open_services(&srv) < 0 || open_events(&srv) < 0)) status = 1;
   if (status == 0 &&

@@ -37,7 +37,6 @@
 
 struct runner {
   sched *sch;
-  const config *cfg;
   uint64_t followers;
   struct evbuffer *framed; /* scratch for messages sent already encoded */
 };
@@ -186,7 +185,7 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
     char err[512];
     pb_run *run = NULL;
     const conn_peer *p = call_peer(c);
-    if (!authz_may_start(rn->cfg, p->identity, p->local, r->module_id)) {
+    if (!authz_may_start(sched_config(rn->sch), p->identity, p->local, r->module_id)) {
       LOG_INFO("start refused module_id=%.64s identity=%s peer=%s", r->module_id, who(c), p->addr);
       call_finish(c, GW_PERMISSION_DENIED, "permission denied: %s may not start module %.64s", who(c), r->module_id);
     } else {
@@ -313,7 +312,7 @@ static void list_modules(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest, prismq__runner__v1__list_modules_request, "ListModulesRequest");
   prismq__runner__v1__list_modules_request__free_unpacked(r, NULL);
-  const config *cfg = rn->cfg;
+  const config *cfg = sched_config(rn->sch);
   size_t np = 0;
   for (size_t i = 0; i < cfg->nmodules; i++) np += cfg->modules[i].nparams;
   /* Views into the config: nothing here is allocated per string. */
@@ -615,7 +614,7 @@ out:
 
 /* ---- registration --------------------------------------------------------------- */
 
-int runner_new(runner **out, call_server *cs, sched *sch, const config *cfg) {
+int runner_new(runner **out, call_server *cs, sched *sch) {
   /* Reading runs: one's own with read or with any module to start, all with read_all
    * (checked per run by check_owner); cancelling: one's own runs, or any with cancel_any. */
   enum { READ = AUTHZ_READ | AUTHZ_READ_ALL | AUTHZ_START };
@@ -634,7 +633,6 @@ int runner_new(runner **out, call_server *cs, sched *sch, const config *cfg) {
   };
   runner *rn = xcalloc(1, sizeof *rn);
   rn->sch = sch;
-  rn->cfg = cfg;
   rn->framed = evbuffer_new();
   if (!rn->framed) abort();
   for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {

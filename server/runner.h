@@ -12,11 +12,12 @@
 
 typedef struct runner runner;
 
-/* Registers the Runner methods on `cs`, serving runs of `sch` and the modules of
- * `cfg` (neither owned; both must outlive the runner). Returns 0 and sets *out, or a
+/* Registers the Runner methods on `cs`, serving runs of `sch` and the modules and
+ * authorization rules of its current configuration (sched_config; not owned, must
+ * outlive the runner). Returns 0 and sets *out, or a
  * negative errno from call_server_add. Free with runner_free after the call server
  * (whose shutdown ends every call the runner holds). */
-int runner_new(runner **out, call_server *cs, sched *sch, const config *cfg);
+int runner_new(runner **out, call_server *cs, sched *sch);
 
 /* Accepts NULL. */
 void runner_free(runner *rn);

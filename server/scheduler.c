@@ -45,7 +45,8 @@ struct sched_watch {
 struct srun {
   sched *s;
   sched_run *pb; /* owned; strings are malloc'd or protobuf_c_empty_string */
-  const config_module *mod;
+  config *cfg;               /* the snapshot the run was taken under (a reference) */
+  const config_module *mod;  /* in cfg */
   char **argv; /* rendered at request time; freed once started */
   char *cwd;
   uint32_t timeout_ms;
@@ -65,8 +66,8 @@ struct sched {
   struct event_base *base;
   sched_opts opts;
   char *data_dir;
-  char ***module_envp; /* per module index: the child's environment (NULL-terminated) */
-  uint32_t *mod_running; /* per module index */
+  config *cfg;           /* the current snapshot (a reference): new runs use it */
+  quota *running_by_module; /* running runs per module id (max_concurrent) */
   void *index;        /* tsearch tree of active runs by run_id */
   struct srun *qhead, *qtail;
   size_t nqueued, nrunning;
@@ -278,9 +279,6 @@ static void queue_push(sched *s, struct srun *r) {
   quota_inc(s->queued_by_owner, r->pb->owner);
 }
 
-static size_t mod_index(const sched *s, const config_module *m) {
-  return (size_t)(m - s->opts.cfg->modules);
-}
 
 /* ---- life of a run -------------------------------------------------------------- */
 
@@ -305,6 +303,7 @@ static void sync_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 static void srun_free(struct srun *r) {
+  config_free(r->cfg);
   config_argv_free(r->argv);
   free(r->cwd);
   if (r->timer) event_free(r->timer);
@@ -354,7 +353,7 @@ static void finish(struct srun *r, int status, const char *error) {
   if (r->qprev || r->qnext || s->qhead == r) queue_remove(s, r);
   if (was_running) {
     s->nrunning--;
-    s->mod_running[mod_index(s, r->mod)]--;
+    quota_dec(s->running_by_module, r->mod->id);
   }
   LOG_INFO("run finished run_id=%s module_id=%s status=%s exit_code=%d signal=%d", pb->run_id,
            pb->module_id, status_name(status), pb->exit_code, pb->term_signal);
@@ -440,6 +439,30 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
   proc_terminate(r->p, r->s->opts.default_grace_ms);
 }
 
+/* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
+ * default), then the module's own variables, which win. */
+static char **build_env(const config_module *m) {
+  static const char *const inherit[] = {"PATH", "HOME", "LANG"};
+  char **env = xmalloc((3 + m->nenv + 1) * sizeof *env);
+  size_t n = 0;
+  for (size_t i = 0; i < 3; i++) {
+    const char *v = getenv(inherit[i]);
+    if (!v && i == 0) v = "/usr/local/bin:/usr/bin:/bin";
+    if (!v) continue;
+    int overridden = 0;
+    size_t klen = strlen(inherit[i]);
+    for (size_t j = 0; j < m->nenv; j++)
+      overridden |= strncmp(m->env[j], inherit[i], klen) == 0 && m->env[j][klen] == '=';
+    if (overridden) continue;
+    size_t len = klen + 1 + strlen(v) + 1;
+    env[n] = xmalloc(len);
+    snprintf(env[n++], len, "%s=%s", inherit[i], v);
+  }
+  for (size_t j = 0; j < m->nenv; j++) env[n++] = xstrdup(m->env[j]);
+  env[n] = NULL;
+  return env;
+}
+
 /* The argv as one line a person can read, for dry-run mode. */
 static size_t argv_line(char *buf, size_t cap, char *const *argv) {
   size_t o = 0;
@@ -460,12 +483,12 @@ static void start_run(struct srun *r) {
   char err[4096 + 128];
   queue_remove(s, r);
   s->nrunning++;
-  s->mod_running[mod_index(s, r->mod)]++;
+  quota_inc(s->running_by_module, r->mod->id);
   pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
   pb->started_at_ms = id_now_ms();
 
   outlog_opts lo = OUTLOG_OPTS_INIT;
-  lo.max_bytes = s->opts.cfg->limits.output_max_bytes;
+  lo.max_bytes = r->cfg->limits.output_max_bytes;
   snprintf(path, sizeof path, "%s/output/%s.out", s->data_dir, pb->run_id);
   int rc = outlog_new(&r->log, s->base, path, &lo);
   if (rc < 0) {
@@ -499,7 +522,8 @@ static void start_run(struct srun *r) {
   proc_opts po = PROC_OPTS_INIT;
   po.cgroup_fd = cg_fd;
   po.argv = (const char *const *)r->argv;
-  po.envp = (const char *const *)s->module_envp[mod_index(s, r->mod)];
+  char **envp = build_env(r->mod);
+  po.envp = (const char *const *)envp;
   po.cwd = r->cwd;
   po.threaded = s->opts.mode == SCHED_THREADED;
   po.orphan_kill_ms = s->opts.orphan_kill_ms;
@@ -508,6 +532,7 @@ static void start_run(struct srun *r) {
   po.arg = r;
   r->errtail = xmalloc(ERRTAIL_MAX);
   rc = proc_spawn(&r->p, s->base, &po);
+  config_argv_free(envp);
   if (cg_fd >= 0) close(cg_fd);
   if (rc < 0) {
     snprintf(err, sizeof err, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
@@ -545,13 +570,13 @@ static void pump(sched *s) {
   }
   if (s->stopping) return;
   s->pumping = 1;
-  const config_limits *lim = &s->opts.cfg->limits;
+  const config_limits *lim = &s->cfg->limits;
   do {
     s->repump = 0;
     struct srun *r = s->qhead;
     while (r && s->nrunning < lim->max_concurrent) {
       uint32_t mmax = r->mod->max_concurrent;
-      if (mmax && s->mod_running[mod_index(s, r->mod)] >= mmax) {
+      if (mmax && quota_get(s->running_by_module, r->mod->id) >= mmax) {
         r = r->qnext;
         continue;
       }
@@ -604,14 +629,14 @@ static int same_request(const sched_run *a, const char *module_id, const char *o
  * and a module slot free and resources fine, is never refused for them). Returns 0, or
  * -EAGAIN with err filled. */
 static int admit(const sched *s, const config_module *m, const char *owner, char *err, size_t errlen) {
-  const config_limits *lim = &s->opts.cfg->limits;
+  const config_limits *lim = &s->cfg->limits;
   if (s->stopping) {
     snprintf(err, errlen, "server shutting down");
     return -ESHUTDOWN;
   }
   char why[160];
   int can_start = s->nrunning < lim->max_concurrent &&
-                  (!m->max_concurrent || s->mod_running[mod_index(s, m)] < m->max_concurrent) &&
+                  (!m->max_concurrent || quota_get(s->running_by_module, m->id) < m->max_concurrent) &&
                   (!s->res || resmon_check(s->res, why, sizeof why));
   if (can_start) return 0;
   uint32_t mine = quota_get(s->queued_by_owner, owner);
@@ -629,7 +654,7 @@ static int admit(const sched *s, const config_module *m, const char *owner, char
 
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
                 char *err, size_t errlen) {
-  const config *cfg = s->opts.cfg;
+  const config *cfg = s->cfg;
   const config_module *m = config_find_module(cfg, req->module_id);
   if (!m) {
     snprintf(err, errlen, "unknown module \"%.64s\"", req->module_id);
@@ -681,6 +706,7 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
   struct srun *r = calloc(1, sizeof *r);
   if (!r) abort();
   r->s = s;
+  r->cfg = config_ref(s->cfg);
   r->mod = m;
   r->argv = argv;
   r->cwd = cwd;
@@ -943,7 +969,7 @@ static int end_survivors(const sched_run *pb, int64_t boot_ms) {
  * Returns 0, or a negative errno with err saying why it cannot (its module is gone, its
  * parameters no longer fit). */
 static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
-  const config_module *m = config_find_module(s->opts.cfg, pb->module_id);
+  const config_module *m = config_find_module(s->cfg, pb->module_id);
   if (!m) {
     snprintf(err, errlen, "module \"%.64s\" is not configured any more", pb->module_id);
     return -ENOENT;
@@ -962,6 +988,7 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
   struct srun *r = calloc(1, sizeof *r);
   if (!r) abort();
   r->s = s;
+  r->cfg = config_ref(s->cfg);
   r->mod = m;
   r->argv = argv;
   r->cwd = cwd;
@@ -1031,30 +1058,6 @@ static int mkdir_p(const char *path) {
   return 0;
 }
 
-/* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
- * default), then the module's own variables, which win. */
-static char **build_env(const config_module *m) {
-  static const char *const inherit[] = {"PATH", "HOME", "LANG"};
-  char **env = xmalloc((3 + m->nenv + 1) * sizeof *env);
-  size_t n = 0;
-  for (size_t i = 0; i < 3; i++) {
-    const char *v = getenv(inherit[i]);
-    if (!v && i == 0) v = "/usr/local/bin:/usr/bin:/bin";
-    if (!v) continue;
-    int overridden = 0;
-    size_t klen = strlen(inherit[i]);
-    for (size_t j = 0; j < m->nenv; j++)
-      overridden |= strncmp(m->env[j], inherit[i], klen) == 0 && m->env[j][klen] == '=';
-    if (overridden) continue;
-    size_t len = klen + 1 + strlen(v) + 1;
-    env[n] = xmalloc(len);
-    snprintf(env[n++], len, "%s=%s", inherit[i], v);
-  }
-  for (size_t j = 0; j < m->nenv; j++) env[n++] = xstrdup(m->env[j]);
-  env[n] = NULL;
-  return env;
-}
-
 int sched_init_data_dir(const char *data_dir, char *err, size_t errlen) {
   char path[4096];
   snprintf(path, sizeof path, "%s/output", data_dir);
@@ -1062,6 +1065,42 @@ int sched_init_data_dir(const char *data_dir, char *err, size_t errlen) {
   if (rc < 0) snprintf(err, errlen, "cannot create %s: %s", path, strerror(-rc));
   return rc;
 }
+
+/* The resource check of the current snapshot's limits, if it has any. Returns 0 or the
+ * negative errno of reading /proc. */
+static int open_resmon(sched *s) {
+  const config_limits *lim = &s->cfg->limits;
+  resmon_free(s->res);
+  s->res = NULL;
+  if (!lim->max_cpu_percent && !lim->max_memory_percent && !lim->min_available_memory_mb) return 0;
+  resmon_opts ro = RESMON_OPTS_INIT;
+  ro.limits.max_cpu_percent = lim->max_cpu_percent;
+  ro.limits.max_memory_percent = lim->max_memory_percent;
+  ro.limits.min_available_memory_mb = lim->min_available_memory_mb;
+  ro.interval_ms = s->opts.resmon_interval_ms;
+  ro.on_sample = on_sample;
+  ro.arg = s;
+  return resmon_new(&s->res, s->base, &ro);
+}
+
+int sched_set_config(sched *s, config *cfg, char *err, size_t errlen) {
+  config *old = s->cfg;
+  s->cfg = config_ref(cfg);
+  int rc = open_resmon(s);
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot read resource usage from /proc: %s", strerror(-rc));
+    config_free(s->cfg);
+    s->cfg = old;
+    open_resmon(s);
+    return rc;
+  }
+  config_free(old);
+  /* Limits may have grown: queued runs may start now. */
+  pump(s);
+  return 0;
+}
+
+const config *sched_config(const sched *s) { return s->cfg; }
 
 int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
               size_t errlen) {
@@ -1074,27 +1113,12 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   if (!s->sync_ev) abort();
   int rc = sched_init_data_dir(s->data_dir, err, errlen);
   if (rc < 0) goto fail;
-  size_t nm = opts->cfg->nmodules;
   s->queued_by_owner = quota_new();
-  s->mod_running = calloc(nm ? nm : 1, sizeof *s->mod_running);
-  s->module_envp = calloc(nm ? nm : 1, sizeof *s->module_envp);
-  if (!s->mod_running || !s->module_envp) abort();
-  for (size_t i = 0; i < nm; i++) s->module_envp[i] = build_env(&opts->cfg->modules[i]);
-
-  const config_limits *lim = &opts->cfg->limits;
-  if (lim->max_cpu_percent || lim->max_memory_percent || lim->min_available_memory_mb) {
-    resmon_opts ro = RESMON_OPTS_INIT;
-    ro.limits.max_cpu_percent = lim->max_cpu_percent;
-    ro.limits.max_memory_percent = lim->max_memory_percent;
-    ro.limits.min_available_memory_mb = lim->min_available_memory_mb;
-    ro.interval_ms = opts->resmon_interval_ms;
-    ro.on_sample = on_sample;
-    ro.arg = s;
-    rc = resmon_new(&s->res, base, &ro);
-    if (rc < 0) {
-      snprintf(err, errlen, "cannot read resource usage from /proc: %s", strerror(-rc));
-      goto fail;
-    }
+  s->running_by_module = quota_new();
+  s->cfg = config_ref(opts->cfg);
+  if ((rc = open_resmon(s)) < 0) {
+    snprintf(err, errlen, "cannot read resource usage from /proc: %s", strerror(-rc));
+    goto fail;
   }
   s->pump_ev = event_new(base, -1, 0, pump_cb, s);
   s->drain_ev = evtimer_new(base, drain_cb, s);
@@ -1140,10 +1164,8 @@ void sched_free(sched *s) {
   for (size_t i = 0; i < DONE_LOGS; i++) outlog_free(s->done_logs[i].log);
   resmon_free(s->res);
   quota_free(s->queued_by_owner);
-  if (s->module_envp)
-    for (size_t i = 0; i < s->opts.cfg->nmodules; i++) config_argv_free(s->module_envp[i]);
-  free(s->module_envp);
-  free(s->mod_running);
+  quota_free(s->running_by_module);
+  config_free(s->cfg);
   free(s->packed);
   free(s->data_dir);
   free(s);

@@ -45,7 +45,7 @@ enum sched_mode {
 };
 
 typedef struct sched_opts {
-  const config *cfg;          /* modules and limits; not owned, must outlive the sched */
+  config *cfg;                /* modules and limits: the sched takes a reference (config_ref) */
   runtab *rt;                 /* not owned, must outlive the sched */
   const char *data_dir;       /* output files go to data_dir/output/<run_id>.out */
   enum sched_mode mode;
@@ -83,6 +83,17 @@ int sched_init_data_dir(const char *data_dir, char *err, size_t errlen);
  * failed. Free with sched_free. */
 int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
               size_t errlen);
+
+/* Replaces the configuration snapshot (taking a reference; the old one is dropped once
+ * no run taken under it is left): new runs and sched_config use `cfg` at once, with
+ * its modules and limits; queued and running runs keep the module and timeout they
+ * were taken with. Returns 0, or a negative errno with err (the old snapshot stays)
+ * when the resource check of the new limits cannot start. */
+int sched_set_config(sched *s, config *cfg, char *err, size_t errlen);
+
+/* The current snapshot: valid until the next sched_set_config (take a reference with
+ * config_ref to keep it longer). */
+const config *sched_config(const sched *s);
 
 /* Graceful stop: no run starts any more and no new run is taken (-EAGAIN); queued runs
  * stay QUEUED, for the next server on this data directory. Running runs are cancelled

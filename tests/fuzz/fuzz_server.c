@@ -144,7 +144,7 @@ static void server_start(struct server *s) {
   FZ_CHECK(call_server_new(&s->calls, s->base, &co) == 0, "call_server_new");
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
   FZ_CHECK(health_register(s->calls, health_services) == 0, "health_register");
-  FZ_CHECK(runner_new(&s->runner, s->calls, s->sch, cfg) == 0, "runner_new");
+  FZ_CHECK(runner_new(&s->runner, s->calls, s->sch) == 0, "runner_new");
   FZ_CHECK(admin_new(&s->admin, s->calls, runner_counters, s->runner) == 0, "admin_new");
 
   struct bufferevent *pair[2];

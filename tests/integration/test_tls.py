@@ -38,8 +38,8 @@ PRISMQD = os.path.join(BIN_DIR, "prismqd")
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 CLIENT1 = "spiffe://prismq/client1"
-RELOADED = "TLS certificates reloaded"
-RELOAD_FAILED = "TLS reload failed, keeping the old certificates"
+RELOADED = "configuration reloaded"
+RELOAD_FAILED = "configuration reload failed, keeping the current one"
 # What prismqd says of a key that is not the certificate's (a regex with %s for the key
 # path): OpenSSL's SSL_CTX_use_PrivateKey_file already refuses it ("cannot load tls.key
 # K: key values mismatch"), before tlsctx's own "tls.key K does not match tls.cert C".

@@ -101,8 +101,10 @@ class Shutdown(unittest.TestCase):
                 it = health.Watch(pb.health_pb2.HealthCheckRequest(), timeout=WAIT * 3)
                 self.assertEqual(next(it).status, SERVING)
                 self.assertEqual(srv.stop(signal.SIGTERM), 0)
-                # The server ends a long stream itself on shutdown: the client must not
-                # be left waiting for its own deadline.
+                # Draining, the server is not serving any more ...
+                self.assertEqual(next(it).status, pb.health_pb2.HealthCheckResponse.NOT_SERVING)
+                # ... and it ends a long stream itself: the client must not be left
+                # waiting for its own deadline.
                 with self.assertRaises(grpc.RpcError) as cm:
                     next(it)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
