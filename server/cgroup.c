@@ -256,12 +256,15 @@ void cgroup_root_free(cgroup_root *r) {
   while (r->pending) {
     struct pending *p = r->pending;
     r->pending = p->next;
-    LOG_WARN("cgroup left behind path=%s/%s", r->path, p->name);
+    if (kill_and_remove(r->fd, p->name) < 0)
+      LOG_INFO("cgroup not removed yet, the next start removes it path=%s/%s", r->path, p->name);
     free(p->name);
     free(p);
   }
   event_free(r->retry_ev);
   close(r->fd);
+  /* Empty, the root goes too (the next start makes it again). */
+  rmdir(r->path);
   free(r->path);
   free(r);
 }

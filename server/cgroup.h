@@ -50,7 +50,8 @@ size_t cgroup_root_sweep(cgroup_root *r);
  * had members, 0 if it had none or does not exist, or a negative errno. */
 int cgroup_kill_path(const char *path);
 
-/* Gives up the retries still pending (their cgroups stay) and frees. Accepts NULL. */
+/* Tries the pending removals once more (what still cannot go stays, for the next start's
+ * sweep), removes the root if it is empty, and frees. Accepts NULL. */
 void cgroup_root_free(cgroup_root *r);
 
 /* The root's absolute path. */

@@ -520,7 +520,8 @@ int proc_pid_start_ticks(pid_t pid, uint64_t *out) {
   /* The command name (field 2) may hold spaces and parentheses: count from its end.
    * Field 3 follows ") ", and 22 is 19 fields further on. */
   char *p = strrchr(buf, ')');
-  if (!p) return -EINVAL;
+  if (!p || !p[1] || !p[2]) return -EINVAL;
+  if (p[2] == 'Z' || p[2] == 'X') return -ESRCH; /* exited: nothing left to name */
   p++;
   for (int field = 3; field < 22; field++) {
     p = strchr(p + 1, ' ');

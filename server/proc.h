@@ -134,7 +134,8 @@ pid_t proc_pid(const proc *p);
 
 /* The start time of process `pid` in clock ticks after boot (/proc/PID/stat field 22):
  * with the pid it names one process, as a pid alone may have been reused. Returns 0
- * and sets *out, -ESRCH if there is no such process, or another negative errno. */
+ * and sets *out, -ESRCH if there is no such process or it has exited (a zombie), or
+ * another negative errno. */
 int proc_pid_start_ticks(pid_t pid, uint64_t *out);
 
 /* Releases the proc; accepts NULL. No callback fires after it. If the process is not

@@ -519,6 +519,12 @@ static void start_run(struct srun *r) {
     snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
     set_str(&pb->cgroup, path);
   }
+  if (!s->opts.cg) {
+    /* Without a cgroup, a restart could not tell that the run had started were it
+     * still QUEUED in the table: it would run twice. With one, the cgroup tells. */
+    persist(s, pb);
+    runtab_sync(s->opts.rt);
+  }
   proc_opts po = PROC_OPTS_INIT;
   po.cgroup_fd = cg_fd;
   po.argv = (const char *const *)r->argv;
@@ -965,6 +971,17 @@ static int end_survivors(const sched_run *pb, int64_t boot_ms) {
   return ended;
 }
 
+/* Whether a run recorded QUEUED had in fact started: its cgroup exists (the crash came
+ * before its start was committed). Sets pb->cgroup to it if so. */
+static int started_in_cgroup(const sched *s, sched_run *pb) {
+  if (!s->opts.cg) return 0;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
+  if (access(path, F_OK) != 0) return 0;
+  set_str(&pb->cgroup, path);
+  return 1;
+}
+
 /* A run the previous server left QUEUED goes back into the queue. Takes pb on success.
  * Returns 0, or a negative errno with err saying why it cannot (its module is gone, its
  * parameters no longer fit). */
@@ -1011,7 +1028,15 @@ static int recover(sched *s) {
   for (size_t i = 0; i < n; i++) {
     sched_run *pb = runs[i];
     char err[512];
-    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
+    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED && started_in_cgroup(s, pb)) {
+      /* Its start was not committed yet, but its cgroup was made: it ran. */
+      int ended = cgroup_kill_path(pb->cgroup) > 0;
+      killed += (size_t)ended;
+      set_str(&pb->error_message, ended ? SCHED_LOST_MESSAGE "; its processes were killed at restart"
+                                        : SCHED_LOST_MESSAGE);
+      pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
+      lost++;
+    } else if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
       if (requeue(s, pb, err, sizeof err) == 0) {
         runs[i] = NULL;
         queued++;

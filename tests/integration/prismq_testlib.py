@@ -13,7 +13,8 @@ API:
                        admin_pb2, admin_pb2_grpc, health_pb2, health_pb2_grpc.
   Server(...)       a prismqd on tcp://127.0.0.1:<kernel-chosen port> with its own
                        temporary data dir; a context manager (see the class). Methods:
-                       channel, stats, wait_stats, wait_idle, wait_log, log_text, stop.
+                       channel, stats, wait_stats, wait_idle, wait_log, log_text, stop,
+                       send_signal, wait_exit.
   ServerTestCase    unittest base class: one Server per class (cls.server), stopped
                        and checked for exit code 0 at the end; prints the server's log
                        lines of a failed test on stderr.
@@ -106,13 +107,15 @@ atexit.register(_kill_leftovers)
 class Server:
     """One prismqd process for a test.
 
-    Server(config_yaml=None, extra_args=(), env=None, nofile=None)
+    Server(config_yaml=None, extra_args=(), env=None, nofile=None, preexec=None)
       config_yaml  text written to <tmp>/prismq.yaml and passed as --config; None runs
                    on the embedded default config.
       extra_args   more command-line arguments (e.g. ("--listen", "unix:///tmp/x.sock")).
       env          variables added to (or, with value None, removed from) the
                    environment of the server.
       nofile       RLIMIT_NOFILE of the server, soft and hard (None: inherited).
+      preexec      a function called with no argument in the server's process just
+                   before exec (after nofile is applied), e.g. to set another rlimit.
     start() (or `with Server(...) as srv:`) launches
       prismqd --listen tcp://127.0.0.1:0 --data-dir <tmp>/var [--config ...] extra_args
     and returns once the server has logged `prismqd ready` (raises RuntimeError, with
@@ -122,7 +125,7 @@ class Server:
     not 0, the whole log is printed on stderr.
     """
 
-    def __init__(self, config_yaml=None, extra_args=(), env=None, nofile=None):
+    def __init__(self, config_yaml=None, extra_args=(), env=None, nofile=None, preexec=None):
         self.tmp = temp_dir()
         self.data_dir = os.path.join(self.tmp, "var")
         self.addr = None
@@ -133,6 +136,7 @@ class Server:
         self._extra_args = tuple(extra_args)
         self._env = env or {}
         self._nofile = nofile
+        self._preexec = preexec
         self._proc = None
         self._lines = []
         self._eof = False
@@ -159,12 +163,15 @@ class Server:
             else:
                 env[k] = str(v)
         preexec = None
-        if self._nofile is not None:
+        if self._nofile is not None or self._preexec is not None:
             import resource
-            n = self._nofile
+            n, hook = self._nofile, self._preexec
 
             def preexec():
-                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+                if n is not None:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+                if hook is not None:
+                    hook()
         if VALGRIND:
             args = VALGRIND_ARGS + args
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -216,6 +223,23 @@ class Server:
         self._proc.stdout.close()
         self.returncode = self._proc.returncode
         return self.returncode
+
+    def wait_exit(self, timeout=WAIT):
+        """Waits up to `timeout` seconds for the server to exit by itself (after a
+        signal sent with send_signal, say), sending nothing; then as stop(). Raises
+        AssertionError if it is still running then (and kills it)."""
+        if self.returncode is None and self._proc is not None:
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self.stop()
+                raise AssertionError("prismqd did not exit within %.1f s" % timeout) from None
+        return self.stop()
+
+    def send_signal(self, sig):
+        """Sends `sig` to the server, without waiting."""
+        self._proc.send_signal(sig)
 
     def __enter__(self):
         return self.start()

@@ -29,6 +29,13 @@ Actions (ARG is a string; numbers are decimal):
                      sleeps 60 s; prints "grandchild PID" on stdout, then sleeps 60 s itself
                      (SIGTERM ends it). MODE "pipes": the grandchild keeps stdout and
                      stderr; "detached": it has them on /dev/null.
+  daemon MODE        starts a daemon the classic way: fork, setsid, fork again (the
+                     middle process exits at once and is reaped), so the daemon is in a
+                     session and process group of its own, outside this one's; it ignores
+                     SIGTERM, has stdin, stdout and stderr on /dev/null (it holds none of
+                     the run's pipes) and sleeps 120 s. Once it is set up, this process
+                     prints "daemon PID" on stdout (PID: the daemon's). MODE "exit": this
+                     process then exits 0 at once; "stay": it sleeps 60 s (SIGTERM ends it).
 
 pattern(N): the bytes i*7 % 251 for i = 0..N-1 (251 is prime, so the period is not
 a power of two and a shifted or dropped block changes the hash). Tests compute it with
@@ -72,6 +79,34 @@ def write_pattern(fd, n):
             w = os.write(fd, view)
             view = view[w:]
         left -= len(part)
+
+
+def start_daemon(out):
+    """The `daemon` action's double fork; prints "daemon PID" once the daemon ignores
+    SIGTERM and has left the run's pipes."""
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # the middle process: a new session, then the daemon, then gone
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.close(null)
+                os.write(w, b"%d\n" % os.getpid())
+                os.close(w)
+                time.sleep(120)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(middle, 0)
+    with os.fdopen(r, "rb") as f:
+        pid = int(f.readline())
+    out.write(b"daemon %d\n" % pid)
+    out.flush()
 
 
 def main(argv):
@@ -160,6 +195,11 @@ def main(argv):
         out.write(b"grandchild %d\n" % gc.pid)
         out.flush()
         time.sleep(60)
+    elif action == "daemon":
+        out.flush()
+        start_daemon(out)
+        if arg == "stay":
+            time.sleep(60)
     else:
         sys.stderr.write("runner_child: unknown action %r\n" % action)
         return 64
