@@ -9,8 +9,7 @@
  * "<hierarchy>/<the server's cgroup>/prismq.<hash of the data directory>", so two
  * servers on one machine never touch each other's runs, and the same data directory
  * finds its runs again after a restart. Each run gets "<root>/<run_id>"; the child
- * is spawned straight into it (clone3 CLONE_INTO_CGROUP, see proc.h), so it is never
- * outside it even for an instant.
+ * joins it before it execs (see proc.h), so nothing of the run ever runs outside it.
  *
  * Limits: where the memory and cpu controllers can be enabled below the root, a run's
  * cgroup gets memory.max and cpu.max.
@@ -36,7 +35,7 @@ enum { CGROUP_MEMORY = 1, CGROUP_CPU = 2 };
  * Enables the memory and cpu controllers below the root where it can.
  * Returns 0 and sets *out (free with cgroup_root_free); -ENOTSUP with err saying why
  * when there is no usable hierarchy (none mounted, read-only, no cgroup.kill: kernels
- * before 5.14, no clone3: kernels before 5.7 and valgrind); or another negative errno
+ * before 5.14); or another negative errno
  * with err. `base` runs the retries of cgroup_remove. */
 int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *where, const char *data_dir,
                      char *err, size_t errlen);

@@ -16,8 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <linux/sched.h>
-#include <sys/syscall.h>
+#include <sched.h>
 
 #include <event2/event.h>
 #include <event2/util.h>
@@ -321,68 +320,94 @@ static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr,
   must0(posix_spawnattr_setsigdefault(attr, &all));
 }
 
-/* The child of clone3, between fork and exec: the same set-up as spawn_setup's, with
- * async-signal-safe calls only. Descriptors below 3 are moved up first, so that
- * placing stdio cannot overwrite them. An exec failure is written to err_fd. */
-static _Noreturn void child_exec(const char *path, const char *const *argv, const char *const *envp, int cwd_fd,
-                                 const int child_end[2], int err_fd) {
-  int fds[4] = {cwd_fd, child_end[0], child_end[1], err_fd};
+/* What the child of spawn_in_cgroup needs: read on the parent's memory, which the
+ * child shares until its exec. */
+struct child_args {
+  const char *path;
+  const char *const *argv, *const *envp;
+  int cwd_fd, out_fd, err_fd; /* err_fd: stderr's pipe end */
+  int procs_fd;               /* the cgroup's cgroup.procs, open for writing */
+  int report_fd;              /* an exec failure's errno goes here */
+};
+
+/* The child of spawn_in_cgroup, between clone and exec: it first moves itself into the
+ * run's cgroup (before any code of the run exists, so nothing can be forked outside
+ * it), then the same set-up as spawn_setup's. Async-signal-safe calls only, on its own
+ * stack. Descriptors below 3 are moved up first, so that placing stdio cannot overwrite
+ * them. */
+static int child_main(void *arg) {
+  const struct child_args *a = arg;
+  int fds[4] = {a->cwd_fd, a->out_fd, a->err_fd, a->report_fd};
   for (int i = 0; i < 4; i++)
     if (fds[i] >= 0 && fds[i] < 3) fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-  err_fd = fds[3];
+  int report_fd = fds[3];
   struct sigaction dfl = {.sa_handler = SIG_DFL};
   sigset_t none;
   sigemptyset(&none);
-  int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (setpgid(0, 0) < 0 || (fds[0] >= 0 && fchdir(fds[0]) < 0) || dup2(fds[1], STDOUT_FILENO) < 0 ||
-      dup2(fds[2], STDERR_FILENO) < 0 || nul < 0 || dup2(nul, STDIN_FILENO) < 0)
+  int nul;
+  if (write(a->procs_fd, "0", 1) != 1 || setpgid(0, 0) < 0 || (fds[0] >= 0 && fchdir(fds[0]) < 0) ||
+      dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[2], STDERR_FILENO) < 0 ||
+      (nul = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 || dup2(nul, STDIN_FILENO) < 0)
     goto fail;
-  /* Everything else is closed, err_fd (close-on-exec) excepted. */
-  if (err_fd > 3) close_range(3, (unsigned)err_fd - 1, 0);
-  close_range((unsigned)err_fd + 1, ~0u, 0);
+  /* Everything else is closed, report_fd (close-on-exec) excepted. */
+  if (report_fd > 3) close_range(3, (unsigned)report_fd - 1, 0);
+  close_range((unsigned)report_fd + 1, ~0u, 0);
+  /* The parent blocked every signal around the clone: handlers go first, then the mask. */
   for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  execve(path, (char *const *)argv, (char *const *)envp);
+  execve(a->path, (char *const *)a->argv, (char *const *)a->envp);
 fail:;
   int e = errno;
-  if (write(err_fd, &e, sizeof e) < 0) _exit(127);
+  if (write(report_fd, &e, sizeof e) < 0) _exit(127);
   _exit(127);
 }
 
-/* Starts the child inside the cgroup at cg_fd (posix_spawn cannot place it there, and
- * moving it after the spawn would let it fork first). Returns 0 with p->pid and
- * *pidfd set, or -errno (the exec's own error included, the child then reaped). */
-static int spawn_in_cgroup(proc *p, int *pidfd, const char *path, const char *const *argv,
-                           const char *const *envp, int cwd_fd, const int child_end[2], int cg_fd) {
-  int err_pipe[2];
-  if (pipe2(err_pipe, O_CLOEXEC) < 0) return -errno;
-  struct clone_args ca = {
-      .flags = CLONE_INTO_CGROUP | CLONE_PIDFD,
-      .pidfd = (uint64_t)(uintptr_t)pidfd,
-      .exit_signal = SIGCHLD,
-      .cgroup = (uint64_t)cg_fd,
-  };
-  long pid = syscall(SYS_clone3, &ca, sizeof ca);
-  if (pid == 0) child_exec(path, argv, envp, cwd_fd, child_end, err_pipe[1]);
-  int rc = pid < 0 ? -errno : 0;
-  close(err_pipe[1]);
+/* The child's stack: spawns happen one at a time on the loop's thread, and the parent
+ * is suspended (CLONE_VFORK) until the child has exec'd or exited. */
+static char child_stack[64u << 10] __attribute__((aligned(64)));
+
+/* Starts the child inside the cgroup at cg_fd. posix_spawn cannot place it there, and
+ * moving it from outside after the spawn would let it fork first; clone3's
+ * CLONE_INTO_CGROUP has no vfork form without a stack of its own, and a plain fork
+ * copies the server's page tables for every run. So: posix_spawn's own way (a child
+ * sharing our memory, us suspended until its exec), the child moving itself in first.
+ * Returns 0 with p->pid set, or -errno (the exec's own error included: the child is
+ * then reaped). */
+static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv, const char *const *envp,
+                           int cwd_fd, const int child_end[2], int cg_fd) {
+  int report[2], rc = 0;
+  struct child_args a = {path, argv, envp, cwd_fd, child_end[0], child_end[1], -1, -1};
+  if ((a.procs_fd = openat(cg_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0) return -errno;
+  if (pipe2(report, O_CLOEXEC) < 0) {
+    rc = -errno;
+    close(a.procs_fd);
+    return rc;
+  }
+  a.report_fd = report[1];
+  /* No handler of ours may run in the child, on its stack, before it resets them. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+  if (pid < 0) rc = -errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(report[1]);
+  close(a.procs_fd);
   if (rc == 0) {
     int e;
     ssize_t n;
-    /* Returns at the exec (end-of-file: the pipe was close-on-exec) or its failure. */
-    do n = read(err_pipe[0], &e, sizeof e);
+    /* The child has exec'd (end-of-file: the pipe was close-on-exec) or failed. */
+    do n = read(report[0], &e, sizeof e);
     while (n < 0 && errno == EINTR);
     if (n == (ssize_t)sizeof e) {
       rc = -e;
-      while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR) {
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
       }
-      close(*pidfd);
-      *pidfd = -1;
     } else {
-      p->pid = (pid_t)pid;
+      p->pid = pid;
     }
   }
-  close(err_pipe[0]);
+  close(report[0]);
   return rc;
 }
 
@@ -408,13 +433,12 @@ static int watch_exit(proc *p) {
 /* Starts watching for the child's exit: a pidfd, or a waiter thread signalling an
  * eventfd in threaded mode and where pidfd_open is missing (kernels before 5.3, and
  * valgrind, which does not know the call): each such child then gets the thread. */
-static int watch_child(proc *p, int pidfd) {
+static int watch_child(proc *p) {
   if (!p->threaded) {
-    if ((p->exit_fd = pidfd >= 0 ? pidfd : pidfd_open(p->pid, 0)) >= 0) return watch_exit(p);
+    if ((p->exit_fd = pidfd_open(p->pid, 0)) >= 0) return watch_exit(p);
     if (errno != ENOSYS) return -errno;
     p->threaded = 1;
   }
-  if (pidfd >= 0) close(pidfd);
   if ((p->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) return -errno;
   int rc = watch_exit(p);
   return rc < 0 ? rc : -pthread_create(&p->waiter, NULL, waiter_main, p);
@@ -425,7 +449,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   if (!out || !base || !opts || !opts->argv || !opts->argv[0]) return -EINVAL;
   const char *const *envp = opts->envp ? opts->envp : no_env;
 
-  int cwd_fd = -1, child_end[2] = {-1, -1}, pidfd = -1, rc;
+  int cwd_fd = -1, child_end[2] = {-1, -1}, rc;
   proc *p = must(calloc(1, sizeof *p));
   p->base = base;
   p->threaded = opts->threaded;
@@ -452,7 +476,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
       rc = -errno;
       goto fail;
     }
-    rc = spawn_in_cgroup(p, &pidfd, path, opts->argv, envp, cwd_fd, child_end, p->cg_fd);
+    rc = spawn_in_cgroup(p, path, opts->argv, envp, cwd_fd, child_end, p->cg_fd);
   } else {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -472,7 +496,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
     cwd_fd = -1;
   }
 
-  if ((rc = watch_child(p, pidfd)) < 0) goto fail_spawned;
+  if ((rc = watch_child(p)) < 0) goto fail_spawned;
   LOG_DEBUG("proc spawned pid=%d path=%s threaded=%d", p->pid, path, p->threaded);
   *out = p;
   return 0;

@@ -90,7 +90,8 @@ typedef struct proc_opts {
    * before the group is SIGKILLed (default 2000). */
   uint32_t orphan_kill_ms;
   /* -1 (default), or an open cgroup v2 directory (cgroup.h): the child is started in
-   * it (clone3 CLONE_INTO_CGROUP instead of posix_spawn, with the same set-up), and
+   * it (a vfork-style clone whose child joins the cgroup before anything else,
+   * instead of posix_spawn, with the same set-up), and
    * from then on every signal to "the group" also goes to every member of the cgroup
    * (SIGKILL through cgroup.kill), so nothing started by the process escapes by leaving
    * the process group; on_exit's CPU times are the cgroup's (the whole tree). The

@@ -29,6 +29,7 @@
 #define P_HANG "/test.Echo/Hang"
 #define P_STREAM "/test.Echo/Stream"
 #define P_DIRTY "/test.Echo/Dirty"
+#define P_WATCH "/test.Echo/Watch" /* as P_HANG, marked streaming */
 /* Authorization and call context: one handler that records what the call tells. */
 #define P_GUARDED "/test.Echo/Guarded" /* needs role bit 2 */
 #define P_EITHER "/test.Echo/Either"   /* needs role bit 2 or 4 */
@@ -54,6 +55,8 @@ struct fx {
   size_t framed_left;       /* bytes call_send_framed left behind */
   call *hang;               /* the never-finishing call, until cancelled */
   int cancels;
+  call *watch;              /* the streaming one, until cancelled */
+  int watch_cancels;
   int cancel_wrong_call;
   uint64_t hang_left_ms;
   size_t st_sent, st_writable_calls;
@@ -166,6 +169,22 @@ static void hang_handler(call *c, const uint8_t *req, size_t len, void *svc) {
   if (len > 0) send_bytes(f, c, req, len);
 }
 
+static void watch_cancelled(call *c, void *arg) {
+  struct fx *f = arg;
+  if (c == f->watch) f->watch_cancels++;
+  f->watch = NULL;
+}
+
+/* Echoes the request and streams until cancelled (as a follow or a health Watch). */
+static void watch_handler(call *c, const uint8_t *req, size_t len, void *svc) {
+  struct fx *f = svc;
+  note_call(f, c);
+  f->watch = c;
+  call_set_streaming(c);
+  call_on_cancel(c, watch_cancelled, f);
+  send_bytes(f, c, req, len);
+}
+
 static void stream_msg(uint8_t *m, size_t idx) {
   m[0] = (uint8_t)(idx >> 24);
   m[1] = (uint8_t)(idx >> 16);
@@ -262,6 +281,7 @@ static void server_start(struct fx *f, const call_server_opts *opts) {
   assert_int_equal(call_server_add(f->srv, P_HANG, hang_handler, f, 0), 0);
   assert_int_equal(call_server_add(f->srv, P_STREAM, stream_handler, f, 0), 0);
   assert_int_equal(call_server_add(f->srv, P_DIRTY, dirty_handler, f, 0), 0);
+  assert_int_equal(call_server_add(f->srv, P_WATCH, watch_handler, f, 0), 0);
   assert_int_equal(call_server_add(f->srv, P_GUARDED, inspect_handler, f, ROLE_TWO), 0);
   assert_int_equal(call_server_add(f->srv, P_EITHER, inspect_handler, f, ROLE_TWO | ROLE_FOUR), 0);
   assert_int_equal(call_server_add(f->srv, P_OPEN, inspect_handler, f, 0), 0);
@@ -1129,6 +1149,60 @@ static void test_shutdown_then_request_completes(void **state) {
   RUN_UNTIL(&f->cl, f->idle);
 }
 
+/* A graceful shutdown with a drain: a streaming call ends UNAVAILABLE at once, a stream
+ * opened after the GOAWAY is refused, and a unary call still in its handler finishes OK
+ * within the drain; then the connection closes. */
+static void test_drain_lets_unary_finish(void **state) {
+  struct fx *f = *state;
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *unary = REQ(&f->cl, .path = P_HANG, MSG("u"));
+  struct cstream *watch = REQ(&f->cl, .path = P_WATCH, MSG("w"));
+  RUN_UNTIL(&f->cl, f->hang && f->watch);
+  call_server_shutdown(f->srv, 60000, on_idle, f);
+  assert_int_equal(f->watch_cancels, 1);
+  assert_int_equal(f->cancels, 0);
+  struct cstream *late = REQ(&f->cl, .path = P_ECHO, MSG("l")); /* before the GOAWAY arrives */
+  RUN_UNTIL(&f->cl, watch->closed && late->closed && f->cl.goaways);
+  expect_with_trailers(watch, GW_UNAVAILABLE);
+  expect_one_message(watch, "w", 1);
+  assert_int_equal(late->close_error, NGHTTP2_REFUSED_STREAM);
+  assert_true(f->cl.goaway_last_sid < late->sid);
+  settle(&f->cl);
+  assert_false(unary->closed);
+  call *c = f->hang;
+  f->hang = NULL;
+  call_finish(c, GW_OK, NULL);
+  RUN_UNTIL(&f->cl, unary->closed && f->idle);
+  expect_with_trailers(unary, GW_OK);
+  expect_one_message(unary, "u", 1);
+  settle(&f->cl);
+  assert_int_equal(f->cancels, 0);
+  assert_int_equal(f->handler_calls, 2);
+  assert_int_equal(call_server_live_conns(f->srv), 0);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+/* When the drain time has passed, a unary call still in its handler is ended UNAVAILABLE
+ * (not before). */
+static void test_drain_ends_late_unary(void **state) {
+  struct fx *f = *state;
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_HANG, MSG(""));
+  RUN_UNTIL(&f->cl, f->hang);
+  uint64_t t0 = mono_ms();
+  call_server_shutdown(f->srv, 100, on_idle, f);
+  RUN_UNTIL(&f->cl, f->cl.goaways);
+  assert_int_equal(f->cancels, 0);
+  RUN_UNTIL(&f->cl, cs->closed && f->idle);
+  /* libevent's timers run on the coarse clock: up to a tick (10 ms) early. */
+  assert_true(mono_ms() - t0 >= 100 - 10);
+  assert_int_equal(f->cancels, 1);
+  assert_false(f->cancel_wrong_call);
+  expect_trailers_only(cs, GW_UNAVAILABLE);
+  settle(&f->cl);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
 /* ---- tests: authorization and call context ------------------------------------- */
 
 /* Restarts the server with opts.roles (every caller holds f->roles) and role_name, and
@@ -1297,6 +1371,8 @@ int main(void) {
       T(test_shutdown_without_connections),
       T(test_shutdown_waits_for_client),
       T(test_shutdown_then_request_completes),
+      T(test_drain_lets_unary_finish),
+      T(test_drain_ends_late_unary),
       T(test_role_denied),
       T(test_role_granted),
       T(test_call_context),

@@ -1,8 +1,11 @@
 /* proc: the subprocess core. The children are this binary itself, re-executed with
  * "--child=<role>" (libuv test-spawn style), so every behaviour is checked against a
- * program whose actions we know. Every behavioural test runs twice: pidfd mode and
- * threaded mode. The test process is a child subreaper, so that grandchildren orphaned
- * by a run come back to it and can be checked (and reaped) here. */
+ * program whose actions we know. Every behavioural test runs in pidfd mode and threaded
+ * mode, and most of them once more in each with the child started in a cgroup of its own
+ * (proc_opts.cgroup_fd, under a cgroup root for a temporary directory), where cgroup v2 is
+ * usable (not under valgrind, which lacks clone3). The test process is a child
+ * subreaper, so that grandchildren orphaned by a run come back to it and can be checked
+ * (and reaped) here. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +30,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "cgroup.h"
 #include "proc.h"
 
 #define ECHO_OUT_LEN 300000u /* several pipe buffers' worth */
@@ -34,8 +38,13 @@
 #define GUARD_MS 20000       /* bound on every wait; generous for valgrind */
 #define BURN_CPU_MS 100
 #define BURN_MIB 64
+#define COMM_TRICKY "a) (b) 7 7 7 7" /* 15 bytes at most, with the NUL */
 
 static char g_self[PATH_MAX];
+/* The cgroup root of the cgroup modes, on a base of its own (cgroup_remove's retries);
+ * NULL where cgroup v2 is not usable. */
+static cgroup_root *g_cg;
+static struct event_base *g_cg_base;
 
 /* ---- the child side ---- */
 
@@ -89,15 +98,75 @@ static void child_fds(void) {
   dprintf(STDOUT_FILENO, "stdin=%s\n", target);
 }
 
+static void burn_cpu(void) {
+  struct timespec ts;
+  do clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  while (ts.tv_sec * 1000 + ts.tv_nsec / 1000000 < BURN_CPU_MS);
+}
+
 static void child_burn(void) {
   size_t sz = (size_t)BURN_MIB << 20;
   volatile char *m = malloc(sz);
   if (!m) _exit(103);
   memset((char *)m, 1, sz);
-  struct timespec ts;
-  do clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  while (ts.tv_sec * 1000 + ts.tv_nsec / 1000000 < BURN_CPU_MS);
+  burn_cpu();
   _exit(m[sz - 1] == 1 ? 0 : 104);
+}
+
+/* A grandchild that nobody waits for burns the CPU (this process only waits for it to
+ * close its end of a pipe, at its exit): wait4 of this process cannot count that time. */
+static void child_burn_grandchild(void) {
+  int sync[2];
+  char c;
+  if (pipe(sync) < 0) _exit(107);
+  pid_t g = fork();
+  if (g < 0) _exit(105);
+  if (g == 0) {
+    close(sync[0]);
+    dprintf(STDOUT_FILENO, "gpid=%d\n", (int)getpid());
+    burn_cpu();
+    _exit(0);
+  }
+  close(sync[1]);
+  if (read(sync[0], &c, 1) != 0) _exit(108);
+  _exit(0);
+}
+
+static void on_usr1_exit(int sig) {
+  (void)sig;
+  _exit(42);
+}
+
+/* A daemon made the classic way: fork, setsid, fork again (the middle process exits and
+ * is reaped here), stdio on /dev/null, so it is in no process group of the run and holds
+ * none of its pipes. SIGTERM kills it; SIGUSR1 makes it exit 42. Prints "gpid=<its pid>"
+ * once it is set up, then `how` "exit": exits 3; "stay": prints "ready" and waits. */
+static void child_daemon(const char *how) {
+  int sync[2];
+  char c;
+  if (pipe(sync) < 0) _exit(107);
+  pid_t mid = fork();
+  if (mid < 0) _exit(105);
+  if (mid == 0) {
+    if (setsid() < 0) _exit(109);
+    pid_t d = fork();
+    if (d != 0) _exit(d < 0 ? 105 : 0);
+    signal(SIGUSR1, on_usr1_exit);
+    dprintf(STDOUT_FILENO, "gpid=%d\n", (int)getpid());
+    int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; fd++) dup2(null, fd);
+    close(null);
+    close(sync[0]);
+    close(sync[1]);
+    for (;;) pause();
+  }
+  close(sync[1]);
+  int st;
+  if (waitpid(mid, &st, 0) != mid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) _exit(110);
+  if (read(sync[0], &c, 1) != 0) _exit(108);
+  if (!strcmp(how, "exit")) _exit(3);
+  dprintf(STDOUT_FILENO, "ready\n");
+  for (;;) pause();
 }
 
 /* Forks a grandchild that ignores SIGTERM and prints its pid. `how`: "hold" keeps the
@@ -155,6 +224,15 @@ static int child_main(const char *role, char **args) {
     for (;;) pause();
   } else if (!strcmp(role, "orphan")) {
     child_orphan(args[0]);
+  } else if (!strcmp(role, "daemon")) {
+    child_daemon(args[0]);
+  } else if (!strcmp(role, "burn-grandchild")) {
+    child_burn_grandchild();
+  } else if (!strcmp(role, "comm")) {
+    /* A command name that fools a parser of /proc/PID/stat reading up to the first ')'. */
+    if (prctl(PR_SET_NAME, COMM_TRICKY) < 0) _exit(111);
+    dprintf(STDOUT_FILENO, "ready\n");
+    for (;;) pause();
   } else _exit(100);
   _exit(0);
 }
@@ -163,8 +241,9 @@ static int child_main(const char *role, char **args) {
 
 typedef struct mode {
   int threaded;
+  int cgroup; /* started in a cgroup of its own */
 } mode;
-static mode M_PIDFD = {0}, M_THREADED = {1};
+static mode M_PIDFD = {0, 0}, M_THREADED = {1, 0}, M_CG_PIDFD = {0, 1}, M_CG_THREADED = {1, 1};
 static int g_have_pidfd; /* valgrind 3.19 lacks pidfd_open: pidfd mode is left out there */
 
 typedef struct run {
@@ -181,6 +260,8 @@ typedef struct run {
   proc_usage usage;
   int kill_rc_in_exit;
   int free_in_output, free_in_exit, freed;
+  int cg_fd;           /* the run's cgroup (cgroup modes), else -1 */
+  char cg_path[PATH_MAX];
 } run;
 
 static void on_guard(evutil_socket_t fd, short what, void *arg) {
@@ -228,6 +309,35 @@ static void run_init(run *r, void **state) {
   r->guard = evtimer_new(r->base, on_guard, r);
   r->out[0] = evbuffer_new();
   r->out[1] = evbuffer_new();
+  r->cg_fd = -1;
+  if (((const mode *)*state)->cgroup) {
+    static unsigned n;
+    char name[32], err[512] = "";
+    snprintf(name, sizeof name, "t%u", ++n);
+    if (cgroup_create(&r->cg_fd, g_cg, name, 0, 0, err, sizeof err) != 0) fail_msg("cgroup_create: %s", err);
+    snprintf(r->cg_path, sizeof r->cg_path, "%s/%s", cgroup_root_path(g_cg), name);
+  }
+}
+
+/* The contents of a small file, NUL-terminated ("" if it cannot be read). */
+static const char *slurp(const char *path) {
+  static char buf[8192];
+  buf[0] = '\0';
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return buf;
+  ssize_t n, len = 0;
+  while ((n = read(fd, buf + len, sizeof buf - 1 - (size_t)len)) > 0) len += n;
+  buf[len] = '\0';
+  close(fd);
+  return buf;
+}
+
+static int in_cgroup(const run *r) { return r->cg_fd >= 0; }
+
+static const char *cg_procs(const run *r) {
+  char file[PATH_MAX + 16];
+  snprintf(file, sizeof file, "%s/cgroup.procs", r->cg_path);
+  return slurp(file);
 }
 
 static void run_fini(run *r) {
@@ -239,6 +349,13 @@ static void run_fini(run *r) {
   /* Nothing of ours is left unreaped: no zombie, no orphan. */
   assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
   assert_int_equal(errno, ECHILD);
+  if (in_cgroup(r)) {
+    /* Nothing is left in the cgroup, which goes at once; our descriptor is still ours. */
+    assert_string_equal(cg_procs(r), "");
+    assert_int_equal(close(r->cg_fd), 0);
+    cgroup_remove(g_cg, strrchr(r->cg_path, '/') + 1);
+    assert_int_equal(access(r->cg_path, F_OK), -1);
+  }
 }
 
 static int run_spawn(run *r, const char *const *argv, const char *const *envp, const char *cwd) {
@@ -248,6 +365,7 @@ static int run_spawn(run *r, const char *const *argv, const char *const *envp, c
   o.cwd = cwd;
   o.threaded = r->threaded;
   o.orphan_kill_ms = r->orphan_kill_ms;
+  o.cgroup_fd = r->cg_fd;
   o.on_output = on_output;
   o.on_exit = on_exit_cb;
   o.arg = r;
@@ -618,7 +736,8 @@ static void test_group_killed_when_done(void **state) {
 }
 
 /* A grandchild that left the group with the pipes cannot be killed through it: the
- * pipes are given up orphan_kill_ms after the group kill and the run still ends. */
+ * pipes are given up orphan_kill_ms after the group kill and the run still ends. In a
+ * cgroup the group kill reaches it, and the run ends with that. */
 static void test_escaped_holder(void **state) {
   run r;
   run_init(&r, state);
@@ -627,10 +746,11 @@ static void test_escaped_holder(void **state) {
   run_child(&r, "orphan", "escape");
   assert_exited(&r, 3, 0);
   pid_t gpid = parse_gpid(&r);
-  assert_int_equal(kill(gpid, SIGKILL), 0); /* still alive: ours to clean up */
+  if (!in_cgroup(&r)) assert_int_equal(kill(gpid, SIGKILL), 0); /* still alive: ours to clean up */
   int st = reap_orphan(gpid);
   assert_true(WIFSIGNALED(st));
-  assert_waited(t0, 200);
+  assert_int_equal(WTERMSIG(st), SIGKILL);
+  assert_waited(t0, in_cgroup(&r) ? 100 : 200);
   run_fini(&r);
 }
 
@@ -684,7 +804,191 @@ static void test_free_in_exit(void **state) {
   run_fini(&r);
 }
 
+/* ---- cgroups ---- */
+
+/* The child runs in the cgroup it was given: its /proc/PID/cgroup names it, and the
+ * cgroup lists it. */
+static void test_cgroup_member(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "pause", NULL);
+  wait_text(&r, "ready\n");
+  char file[64], line[PATH_MAX], want[32], procs[64];
+  snprintf(file, sizeof file, "/proc/%d/cgroup", (int)r.pid);
+  const char *l = strstr(slurp(file), "0::");
+  snprintf(line, sizeof line, "%.*s", l ? (int)strcspn(l + 3, "\n") : 0, l ? l + 3 : "");
+  snprintf(procs, sizeof procs, "%s", cg_procs(&r));
+  proc_terminate(r.p, 0); /* before any assertion, so that a failure leaves nothing running */
+  assert_exited(&r, -1, SIGTERM);
+  /* "0::/path" is the cgroup below the hierarchy's mount point. */
+  size_t len = strlen(line), plen = strlen(r.cg_path);
+  if (len == 0 || len > plen || strcmp(r.cg_path + plen - len, line) != 0)
+    fail_msg("child in \"%s\", not in %s", line, r.cg_path);
+  snprintf(want, sizeof want, "%d\n", (int)r.pid);
+  assert_string_equal(procs, want);
+  run_fini(&r);
+}
+
+/* A daemon's end: killed by signal `sig`, or (0) alive and well, which SIGUSR1 shows
+ * (it exits 42; had a SIGKILL or SIGTERM been sent to it, its death would be that). */
+static void expect_daemon(pid_t pid, int sig) {
+  if (!sig) assert_int_equal(kill(pid, SIGUSR1), 0);
+  int st = reap_orphan(pid);
+  if (sig) assert_true(WIFSIGNALED(st) && WTERMSIG(st) == sig);
+  else assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+}
+
+/* A daemon (setsid and a double fork, holding nothing of the run) is out of the run's
+ * process group. In a cgroup it still gets proc_terminate's SIGTERM, and the SIGKILL at
+ * completion when the main process exits without it; without one it survives both. */
+static void test_daemon(void **state) {
+  run r;
+  run_init(&r, state);
+  r.orphan_kill_ms = 60000;
+  run_child(&r, "daemon", "stay");
+  wait_text(&r, "ready\n");
+  pid_t d = parse_gpid(&r);
+  pid_t dpgid = getpgid(d);
+  proc_terminate(r.p, 60000); /* no SIGKILL to the group before completion */
+  assert_exited(&r, -1, SIGTERM);
+  assert_int_not_equal(dpgid, r.pid);
+  expect_daemon(d, in_cgroup(&r) ? SIGTERM : 0);
+  run_fini(&r);
+
+  run_init(&r, state);
+  run_child(&r, "daemon", "exit");
+  assert_exited(&r, 3, 0);
+  expect_daemon(parse_gpid(&r), in_cgroup(&r) ? SIGKILL : 0);
+  run_fini(&r);
+}
+
+/* Exec failures in the child (the file is found, but exec refuses it) are reported like
+ * posix_spawn's, in every mode, and leave no process behind. */
+static void test_exec_failure(void **state) {
+  /* valgrind runs a vfork-style child (posix_spawn's, and ours in a cgroup) as a fork
+   * of itself, which dies with the exec (its preload library tells it is there). */
+  const char *preload = getenv("LD_PRELOAD");
+  if (preload && strstr(preload, "vgpreload")) {
+    print_message("under valgrind an exec failure kills a vfork-style child: not tested\n");
+    skip();
+  }
+  scratch s;
+  scratch_init(&s);
+  static const struct {
+    const char *name, *text;
+    int rc;
+  } cases[] = {{"pq-no-interp", "#!/nonexistent/interp\n", -ENOENT},
+               {"pq-bad-interp", NULL, -EACCES}, /* the interpreter is pq-noexec */
+               {"pq-not-a-program", "just text\n", -ENOEXEC}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char path[192], text[192];
+    snprintf(path, sizeof path, "%s/%s", s.dir, cases[i].name);
+    snprintf(text, sizeof text, "#!%s\n", s.noexec);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+    assert_true(fd >= 0);
+    const char *t = cases[i].text ? cases[i].text : text;
+    assert_int_equal(write(fd, t, strlen(t)), (ssize_t)strlen(t));
+    close(fd);
+    const char *argv[] = {path, NULL};
+    assert_int_equal(spawn_rc(state, argv, NULL, NULL), cases[i].rc);
+    unlink(path);
+  }
+  scratch_fini(&s);
+}
+
+/* on_exit's CPU time: in a cgroup, the whole tree's, a grandchild nobody waited for
+ * included; otherwise wait4's, which cannot see that grandchild. */
+static void test_tree_cpu(void **state) {
+  run r;
+  run_init(&r, state);
+  run_child(&r, "burn-grandchild", NULL);
+  assert_exited(&r, 0, 0);
+  int st = reap_orphan(parse_gpid(&r));
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  uint64_t cpu = r.usage.user_cpu_ms + r.usage.sys_cpu_ms;
+  if (in_cgroup(&r) ? cpu < BURN_CPU_MS - 10 : cpu >= BURN_CPU_MS / 2)
+    fail_msg("CPU %llu ms with a grandchild burning %d ms", (unsigned long long)cpu, BURN_CPU_MS);
+  run_fini(&r);
+}
+
+/* ---- start times ---- */
+
+/* Field 22 of /proc/PID/stat, parsed here on its own: the command name (field 2) is
+ * whatever is between the first '(' and the last ')'. `raw` receives the whole line.
+ * Returns 0 if the line cannot be parsed. */
+static uint64_t stat_start_ticks(pid_t pid, char *raw, size_t cap) {
+  char path[32];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  snprintf(raw, cap, "%s", slurp(path));
+  size_t end = strlen(raw);
+  while (end > 0 && raw[end - 1] != ')') end--;
+  char rest[1024], *save = NULL, *tok = NULL;
+  snprintf(rest, sizeof rest, "%s", raw + end);
+  int field = 2;
+  for (char *p = rest; end > 0 && field < 22 && (tok = strtok_r(p, " ", &save)) != NULL; p = NULL) field++;
+  return field == 22 ? strtoull(tok, NULL, 10) : 0;
+}
+
+/* proc_pid_start_ticks agrees with /proc for this process and for a child whose command
+ * name holds ") ("; a process that has exited (a zombie) or never was is -ESRCH, with
+ * *out untouched. */
+static void test_start_ticks(void **state) {
+  char raw[1024];
+  uint64_t ticks = 0;
+  assert_int_equal(proc_pid_start_ticks(getpid(), &ticks), 0);
+  uint64_t own = stat_start_ticks(getpid(), raw, sizeof raw);
+  assert_true(own > 0);
+  assert_int_equal(ticks, own);
+
+  run r;
+  run_init(&r, state);
+  run_child(&r, "comm", NULL);
+  wait_text(&r, "ready\n");
+  uint64_t want = stat_start_ticks(r.pid, raw, sizeof raw);
+  int rc = proc_pid_start_ticks(r.pid, &ticks);
+  proc_terminate(r.p, 0); /* before any assertion, so that a failure leaves nothing running */
+  assert_exited(&r, -1, SIGTERM);
+  assert_non_null(strstr(raw, "(" COMM_TRICKY ")"));
+  assert_int_equal(rc, 0);
+  assert_true(want > 0);
+  assert_int_equal(ticks, want);
+  assert_true(ticks >= own);
+  run_fini(&r);
+
+  pid_t z = fork();
+  assert_true(z >= 0);
+  if (z == 0) _exit(0);
+  siginfo_t si;
+  assert_int_equal(waitid(P_PID, (id_t)z, &si, WEXITED | WNOWAIT), 0); /* a zombie now */
+  ticks = 7;
+  assert_int_equal(proc_pid_start_ticks(z, &ticks), -ESRCH);
+  assert_int_equal(waitpid(z, NULL, 0), z);
+  long pid_max = atol(slurp("/proc/sys/kernel/pid_max"));
+  assert_true(pid_max > 0);
+  assert_int_equal(proc_pid_start_ticks((pid_t)pid_max, &ticks), -ESRCH);
+  assert_int_equal(ticks, 7);
+}
+
 #define BOTH(f) {#f "/pidfd", f, NULL, NULL, &M_PIDFD}, {#f "/threaded", f, NULL, NULL, &M_THREADED}
+#define CG(f) {#f "/cgroup-pidfd", f, NULL, NULL, &M_CG_PIDFD}, {#f "/cgroup-threaded", f, NULL, NULL, &M_CG_THREADED}
+#define ALL(f) BOTH(f), CG(f)
+
+/* Removes what failed tests left in the runs' cgroups (a passing test removes its own),
+ * bounded, then the root. */
+static void cgroup_cleanup(void) {
+  if (!g_cg) return;
+  char root[PATH_MAX];
+  snprintf(root, sizeof root, "%s", cgroup_root_path(g_cg));
+  if (cgroup_root_sweep(g_cg) > 0) {
+    for (int i = 0; i < 50 && rmdir(root) != 0 && errno == EBUSY; i++) {
+      struct timeval tv = {0, 100000};
+      event_base_loopexit(g_cg_base, &tv);
+      event_base_dispatch(g_cg_base);
+    }
+  }
+  cgroup_root_free(g_cg);
+  event_base_free(g_cg_base);
+}
 
 int main(int argc, char **argv) {
   if (argc >= 2 && strncmp(argv[1], "--child=", 8) == 0) return child_main(argv[1] + 8, argv + 2);
@@ -695,20 +999,31 @@ int main(int argc, char **argv) {
   int fd = pidfd_open(getpid(), 0);
   g_have_pidfd = fd >= 0;
   if (fd >= 0) close(fd);
+  char cg_dir[] = "/tmp/pq-proc-cg-XXXXXX", why[512] = "";
+  if (!mkdtemp(cg_dir) || !(g_cg_base = event_base_new())) return 1;
+  int cg_rc = cgroup_root_open(&g_cg, g_cg_base, "auto", cg_dir, why, sizeof why);
+  if (cg_rc < 0 && cg_rc != -ENOTSUP) return 1;
   struct CMUnitTest tests[] = {
-      BOTH(test_exit_codes),   BOTH(test_signal_death), BOTH(test_spawn_errors),
-      BOTH(test_path_lookup),  BOTH(test_output),       BOTH(test_fds),
-      BOTH(test_env),          BOTH(test_cwd),          BOTH(test_pgid),
-      BOTH(test_kill),         BOTH(test_terminate_tree), BOTH(test_orphan),
-      BOTH(test_group_killed_when_done), BOTH(test_escaped_holder),
-      BOTH(test_rusage),       BOTH(test_free_running), BOTH(test_free_in_output),
-      BOTH(test_free_in_exit),
+      ALL(test_exit_codes),   ALL(test_signal_death), ALL(test_spawn_errors),
+      ALL(test_path_lookup),  ALL(test_output),       ALL(test_fds),
+      ALL(test_env),          ALL(test_cwd),          ALL(test_pgid),
+      ALL(test_kill),         ALL(test_terminate_tree), ALL(test_orphan),
+      ALL(test_group_killed_when_done), ALL(test_escaped_holder),
+      ALL(test_rusage),       ALL(test_free_running), ALL(test_free_in_output),
+      ALL(test_free_in_exit), ALL(test_exec_failure), ALL(test_daemon),
+      ALL(test_tree_cpu),     CG(test_cgroup_member),
+      {"test_start_ticks", test_start_ticks, NULL, NULL, &M_THREADED},
   };
   size_t n = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof *tests; i++)
-    if (g_have_pidfd || ((const mode *)tests[i].initial_state)->threaded) tests[n++] = tests[i];
+  for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+    const mode *m = tests[i].initial_state;
+    if ((g_have_pidfd || m->threaded) && (g_cg || !m->cgroup)) tests[n++] = tests[i];
+  }
   if (!g_have_pidfd) fprintf(stderr, "pidfd_open is missing here: pidfd mode not tested\n");
+  if (!g_cg) fprintf(stderr, "cgroup v2 is not usable here (%s): cgroup mode not tested\n", why);
   int rc = _cmocka_run_group_tests("test_proc", tests, n, NULL, NULL);
+  cgroup_cleanup();
+  rmdir(cg_dir);
   libevent_global_shutdown();
   return rc;
 }
