@@ -21,6 +21,7 @@
 #include "front.h"
 #include "health.h"
 #include "log.h"
+#include "retention.h"
 #include "runner.h"
 #include "runtab.h"
 #include "scheduler.h"
@@ -43,6 +44,7 @@ struct server {
   runtab *rt;
   cgroup_root *cg;
   sched *sch;
+  retention *ret;
   call_server *calls;
   health *health;
   runner *runner;
@@ -385,6 +387,17 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
     LOG_ERROR("%s", err);
     return 2;
   }
+  /* Old runs go by the configuration's retention section, on the wall clock (or one
+   * shifted by PRISMQ_TEST_CLOCK_OFFSET_MS, a test hook: see retention.h). */
+  retention_opts ro = RETENTION_OPTS_INIT;
+  ro.rt = srv->rt;
+  ro.data_dir = data_dir;
+  ro.limits = srv->cfg->retention;
+  int rc = retention_new(&srv->ret, srv->base, &ro, err, sizeof err);
+  if (rc < 0) {
+    LOG_ERROR("%s", err);
+    return rc == -EINVAL ? 2 : 1;
+  }
   return 0;
 }
 
@@ -441,6 +454,7 @@ static void server_free(struct server *srv) {
   admin_free(srv->admin);
   runner_free(srv->runner);
   sched_free(srv->sch);
+  retention_free(srv->ret);
   cgroup_root_free(srv->cg);
   runtab_free(srv->rt);
   if (srv->base) event_base_free(srv->base);

@@ -94,6 +94,9 @@ enum {
   ST_GET,
   ST_GET_BY_REQUEST,
   ST_ACTIVE,
+  ST_PURGE_SCAN,
+  ST_PURGE_RUN,
+  ST_PURGE_LABELS,
   ST_COUNT
 };
 
@@ -114,6 +117,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_GET_BY_REQUEST] = "SELECT pb FROM runs WHERE request_id = ?1",
     /* QUEUED, RUNNING: oldest first, through the status index. */
     [ST_ACTIVE] = "SELECT pb FROM runs WHERE status IN (1, 2) ORDER BY run_id",
+    /* Terminal runs, oldest first: one walk of the primary key's index, which stops
+     * as soon as runtab_purge has what it wants (old runs come first). */
+    [ST_PURGE_SCAN] = "SELECT run_id, created_at_ms, pb FROM runs WHERE status NOT IN (1, 2)"
+                      " ORDER BY run_id",
+    [ST_PURGE_RUN] = "DELETE FROM runs WHERE run_id = ?1",
+    [ST_PURGE_LABELS] = "DELETE FROM run_labels WHERE run_id = ?1",
 };
 
 /* runtab_list's SQL depends on the shape of the filter; the statements of the last
@@ -238,11 +247,11 @@ static void bind_run(runtab *t, sqlite3_stmt *st, int idx, const Run *run) {
   sqlite3_bind_blob64(st, idx, t->buf, n, SQLITE_STATIC);
 }
 
-/* Unpacks column 0 of st's current row into a new Run; NULL if it does not unpack
+/* Unpacks column `col` of st's current row into a new Run; NULL if it does not unpack
  * (logged). */
-static Run *unpack_row(sqlite3_stmt *st) {
-  const void *p = sqlite3_column_blob(st, 0);
-  int n = sqlite3_column_bytes(st, 0);
+static Run *unpack_row(sqlite3_stmt *st, int col) {
+  const void *p = sqlite3_column_blob(st, col);
+  int n = sqlite3_column_bytes(st, col);
   Run *r = prismq__runner__v1__run__unpack(NULL, (size_t)n, p);
   if (!r) LOG_ERROR("run table: a stored run does not unpack bytes=%d", n);
   return r;
@@ -261,7 +270,7 @@ static int collect(runtab *t, sqlite3_stmt *st, size_t limit, Run ***runs, size_
       *more = 1;
       break;
     }
-    Run *r = unpack_row(st);
+    Run *r = unpack_row(st, 0);
     if (!r) {
       ret = -EIO;
       break;
@@ -552,6 +561,85 @@ int runtab_sync(runtab *t) {
   return rc ? rc : commit(t, "commit updates", NULL);
 }
 
+/* ---- purge ---- */
+
+/* Whether the run in column 2 of st's current row finished before cutoff_ms (one
+ * that never recorded a finish counts as finished when it was created, which the
+ * caller has checked). A record that does not unpack is kept (logged). */
+static int finished_before(sqlite3_stmt *st, int64_t cutoff_ms) {
+  Run *r = unpack_row(st, 2);
+  if (!r) return 0;
+  int before = r->finished_at_ms < cutoff_ms;
+  prismq__runner__v1__run__free_unpacked(r, NULL);
+  return before;
+}
+
+/* Picks the runs runtab_purge deletes (see runtab.h) into ids[0..*n), at most batch.
+ * `over` is how many runs the table holds beyond max_runs. Returns 0 or -EIO (logged). */
+static int purge_pick(runtab *t, int64_t cutoff_ms, uint64_t over, size_t batch,
+                      char (*ids)[ID_RUN_LEN + 1], size_t *n) {
+  sqlite3_stmt *st = t->st[ST_PURGE_SCAN];
+  uint64_t seen = 0; /* terminal runs walked, all of them older than the next */
+  int rc = SQLITE_DONE;
+  *n = 0;
+  while (*n < batch && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (seen++ >= over) {
+      /* Past the runs beyond max_runs, only age counts, and creation order is run id
+       * order: the first run created after the cutoff ends the walk. */
+      if (cutoff_ms <= 0 || sqlite3_column_int64(st, 1) >= cutoff_ms) break;
+      if (!finished_before(st, cutoff_ms)) continue;
+    }
+    snprintf(ids[*n], sizeof ids[*n], "%s", (const char *)sqlite3_column_text(st, 0));
+    (*n)++;
+  }
+  int ret = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail_sql(t, "purge select", NULL);
+  sqlite3_reset(st);
+  return ret;
+}
+
+/* Deletes runs ids[0..n) and their labels, in the open transaction. Returns 0 or -EIO
+ * (logged). */
+static int purge_rows(runtab *t, char (*ids)[ID_RUN_LEN + 1], size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    for (int s = ST_PURGE_RUN; s <= ST_PURGE_LABELS; s++) {
+      sqlite3_stmt *st = t->st[s];
+      sqlite3_bind_text(st, 1, ids[i], -1, SQLITE_STATIC);
+      if (step_done(st) != SQLITE_OK) return fail_sql(t, "purge", ids[i]);
+    }
+  }
+  return 0;
+}
+
+int runtab_purge(runtab *t, int64_t cutoff_ms, uint64_t max_runs, size_t batch,
+                 char (*ids)[ID_RUN_LEN + 1], size_t *n_out) {
+  if (!batch) return -EINVAL;
+  uint64_t over = max_runs && t->count > max_runs ? t->count - max_runs : 0;
+  if (!over && cutoff_ms <= 0) {
+    *n_out = 0;
+    return 0;
+  }
+  /* In the open transaction, with the waiting updates applied again if SQLite rolled
+   * them back: the status column is then the one the scheduler last wrote. */
+  int rc = begin(t, NULL);
+  if (rc) return rc;
+  /* The savepoint undoes a failed purge alone and keeps the updates waiting, as an
+   * insert does. */
+  if (step_done(t->st[ST_SAVEPOINT]) != SQLITE_OK) return fail_sql(t, "savepoint", NULL);
+  size_t n = 0;
+  rc = purge_pick(t, cutoff_ms, over, batch, ids, &n);
+  if (rc == 0) rc = purge_rows(t, ids, n);
+  if (rc) {
+    step_done(t->st[ST_ROLLBACK_TO]);
+    step_done(t->st[ST_RELEASE]);
+    return rc;
+  }
+  step_done(t->st[ST_RELEASE]);
+  if ((rc = commit(t, "commit purge", NULL)) < 0) return rc;
+  t->count -= n;
+  *n_out = n;
+  return 0;
+}
+
 int runtab_active(runtab *t, Run ***out, size_t *n_out) {
   Run **runs = NULL;
   size_t n = 0;
@@ -573,7 +661,7 @@ static int get_one(runtab *t, sqlite3_stmt *st, const char *key, Run **out) {
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
   int ret, rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
-    Run *r = unpack_row(st);
+    Run *r = unpack_row(st, 0);
     if (r) *out = r;
     ret = r ? 0 : -EIO;
   } else if (rc == SQLITE_DONE) {

@@ -19,11 +19,11 @@
  * crash of the process; the last transactions before a power loss may be lost (the
  * database stays consistent). runtab_insert commits before it returns; runtab_update
  * only joins the open transaction (reads on this table see it at once), which the next
- * runtab_insert, runtab_sync or runtab_free commits: group commit. A run's status
- * changes thus share one commit with each other and with the next new run, instead of
- * one each (three per run; WAL writes were the largest part of a start). The caller
- * syncs before anything outside the process can learn of an update (prismqd: before a
- * connection sends, and at the end of each pass of its loop).
+ * runtab_insert, runtab_purge, runtab_sync or runtab_free commits: group commit. A
+ * run's status changes thus share one commit with each other and with the next new
+ * run, instead of one each (three per run; WAL writes were the largest part of a
+ * start). The caller syncs before anything outside the process can learn of an update
+ * (prismqd: before a connection sends, and at the end of each pass of its loop).
  *
  * Single-threaded: one runtab is used from one thread at a time (the event loop
  * thread), and it is the only user of its file (runtab_open locks it). Calls do
@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ids.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 
 typedef struct runtab runtab;
@@ -139,6 +140,33 @@ void runtab_list_free(Prismq__Runner__V1__Run **runs, size_t n);
  * when 0; free with runtab_list_free); -EIO if SQLite fails or a stored record does not
  * unpack (logged; outputs untouched). */
 int runtab_active(runtab *t, Prismq__Runner__V1__Run ***out, size_t *n_out);
+
+/* Retention: deletes old terminal runs (any status but QUEUED and RUNNING; active runs
+ * are never touched), with their labels, oldest first, at most `batch` (>= 1) of them,
+ * in one transaction that also commits the updates waiting (see Durability). A run goes
+ * when it is
+ *   - beyond max_runs: the table holds more than max_runs runs (all statuses count)
+ *     and the run is one of the (count - max_runs) oldest terminal runs; so the oldest
+ *     terminal runs go until the table is back at max_runs (or holds only active runs
+ *     beyond it). max_runs 0 = no limit;
+ *   - or older than cutoff_ms: created_at_ms and finished_at_ms both before cutoff_ms
+ *     (a run without finished_at_ms counts as finished when created). cutoff_ms <= 0 =
+ *     no age limit.
+ * "Oldest" is run id order, which is creation order. The table is walked from its
+ * oldest run through the primary key (no sort, no extra index), and the walk ends at
+ * the first terminal run that is neither beyond max_runs nor created before cutoff_ms:
+ * a call costs the runs it deletes plus the terminal runs it passes over (those
+ * created before the cutoff but finished after it, which a longer run can be) and the
+ * active ones among them. After a clock step back, a run created before the cutoff
+ * may wait behind a newer one until that one is old enough too.
+ * On success returns 0, writes the deleted ids to ids[0..*n_out) (ids has room for
+ * `batch`), oldest first, and runtab_count drops by *n_out. *n_out < batch means no
+ * run is left to delete for these limits: call again with the same limits until then
+ * (each call deletes the next ones; the caller may let other work run in between).
+ * Returns -EINVAL for batch 0; -EIO if SQLite fails (logged): nothing is deleted, the
+ * updates waiting still wait, and *n_out is untouched (ids may have been written). */
+int runtab_purge(runtab *t, int64_t cutoff_ms, uint64_t max_runs, size_t batch,
+                 char (*ids)[ID_RUN_LEN + 1], size_t *n_out);
 
 /* The number of runs in the table. Constant time. */
 uint64_t runtab_count(const runtab *t);

@@ -747,6 +747,142 @@ static void test_active(void **state) {
   assert_null(runs);
 }
 
+/* ---- purge ---- */
+
+/* Fills b as run_init does (a new id: creation order), created and finished at the
+ * given times. */
+static void run_at(struct run_buf *b, int status, int64_t created_ms, int64_t finished_ms,
+                   const struct kv *labels, size_t nlabels) {
+  run_init(b, "m", status, "", labels, nlabels);
+  b->run.created_at_ms = created_ms;
+  b->run.finished_at_ms = finished_ms;
+}
+
+/* Purges and asserts success and the ids deleted, in order. */
+static void expect_purge(runtab *t, int64_t cutoff_ms, uint64_t max_runs, size_t batch,
+                         const char *const *want, size_t nwant) {
+  char ids[16][ID_RUN_LEN + 1];
+  assert_true(batch <= ARRAY_LEN(ids));
+  size_t n = 99;
+  uint64_t before = runtab_count(t);
+  assert_int_equal(runtab_purge(t, cutoff_ms, max_runs, batch, ids, &n), 0);
+  assert_int_equal(n, nwant);
+  for (size_t i = 0; i < n; i++) assert_string_equal(ids[i], want[i]);
+  assert_int_equal(runtab_count(t), before - n);
+  Run *got = NULL;
+  for (size_t i = 0; i < n; i++) assert_int_equal(runtab_get(t, want[i], &got), -ENOENT);
+}
+
+/* By age: terminal runs created and finished before the cutoff go, oldest first; a run
+ * that never recorded a finish counts as finished when created; a run created before
+ * the cutoff but finished after it stays, and does not stop the runs after it from
+ * going; active runs stay whatever their age; their labels go with them. */
+static void test_purge_by_age(void **state) {
+  runtab *t = *state;
+  static const struct kv team[] = {{"team", "x"}};
+  static const char *const k[] = {"team"}, *const v[] = {"x"};
+  const runtab_filter by_team = {.label_keys = k, .label_values = v, .nlabels = 1};
+  struct run_buf r[8];
+  run_at(&r[0], ST(COMPLETED), 100, 200, team, 1);
+  run_at(&r[1], ST(FAILED), 150, 900, team, 1); /* a long run: finished late */
+  run_at(&r[2], ST(QUEUED), 160, 0, team, 1);
+  run_at(&r[3], ST(RUNNING), 170, 0, NULL, 0);
+  run_at(&r[4], ST(CANCELLED), 180, 0, team, 1); /* cancelled while queued */
+  run_at(&r[5], ST(TIMED_OUT), 190, 400, NULL, 0);
+  run_at(&r[6], ST(COMPLETED), 600, 700, team, 1);
+  run_at(&r[7], ST(LOST), 800, 850, NULL, 0);
+  for (size_t i = 0; i < ARRAY_LEN(r); i++) assert_int_equal(runtab_insert(t, &r[i].run), 0);
+
+  const char *first[] = {r[0].id, r[4].id, r[5].id};
+  expect_purge(t, 500, 0, 10, first, 3);
+  const char *left[] = {r[7].id, r[6].id, r[3].id, r[2].id, r[1].id};
+  expect_list(t, NULL, NULL, 10, left, 5, 0);
+  const char *teams[] = {r[6].id, r[2].id, r[1].id};
+  expect_list(t, &by_team, NULL, 10, teams, 3, 0);
+  expect_purge(t, 500, 0, 10, NULL, 0); /* nothing more for this cutoff */
+
+  /* Later: the long run and the newer ones are old enough too; active runs never. */
+  const char *second[] = {r[1].id, r[6].id, r[7].id};
+  expect_purge(t, 100000, 0, 10, second, 3);
+  const char *active[] = {r[3].id, r[2].id};
+  expect_list(t, NULL, NULL, 10, active, 2, 0);
+  expect_list(t, &by_team, NULL, 10, active + 1, 1, 0);
+  assert_stored(t, &r[2]);
+  assert_stored(t, &r[3]);
+  expect_purge(t, INT64_MAX, 0, 10, NULL, 0);
+}
+
+/* At most `batch` runs a call, oldest first; a full batch means "call again", a short
+ * one "done". */
+static void test_purge_batches(void **state) {
+  runtab *t = *state;
+  struct run_buf r[7];
+  for (size_t i = 0; i < ARRAY_LEN(r); i++) {
+    run_at(&r[i], ST(COMPLETED), 100 + (int64_t)i, 200 + (int64_t)i, NULL, 0);
+    assert_int_equal(runtab_insert(t, &r[i].run), 0);
+  }
+  const char *ids[] = {r[0].id, r[1].id, r[2].id, r[3].id, r[4].id, r[5].id, r[6].id};
+  expect_purge(t, 1000, 0, 3, ids, 3);
+  expect_purge(t, 1000, 0, 3, ids + 3, 3);
+  expect_purge(t, 1000, 0, 3, ids + 6, 1);
+  assert_int_equal(runtab_count(t), 0);
+  expect_purge(t, 1000, 0, 3, NULL, 0);
+
+  char out[1][ID_RUN_LEN + 1];
+  size_t n = 99;
+  assert_int_equal(runtab_purge(t, 1000, 0, 0, out, &n), -EINVAL);
+  assert_int_equal(n, 99);
+}
+
+/* By count: while the table holds more than max_runs runs, the oldest terminal runs
+ * go; active runs count but stay, even the oldest. Both limits together: a run goes
+ * if either says so. */
+static void test_purge_max_runs(void **state) {
+  runtab *t = *state;
+  /* Oldest first: Q T1 T2 T3 R T4 T5 T6 (Q queued, R running). */
+  struct run_buf q, r, tr[6];
+  int64_t now = 1000000;
+  run_at(&q, ST(QUEUED), now, 0, NULL, 0);
+  assert_int_equal(runtab_insert(t, &q.run), 0);
+  for (size_t i = 0; i < 6; i++) {
+    if (i == 3) {
+      run_at(&r, ST(RUNNING), now, 0, NULL, 0);
+      assert_int_equal(runtab_insert(t, &r.run), 0);
+    }
+    run_at(&tr[i], i % 2 ? ST(FAILED) : ST(COMPLETED), now + (int64_t)i, now + 10 + (int64_t)i, NULL, 0);
+    assert_int_equal(runtab_insert(t, &tr[i].run), 0);
+  }
+  const char *ids[] = {tr[0].id, tr[1].id, tr[2].id, tr[3].id, tr[4].id, tr[5].id};
+  assert_int_equal(runtab_count(t), 8);
+  expect_purge(t, 0, 8, 10, NULL, 0); /* at the limit */
+  expect_purge(t, 0, 100, 10, NULL, 0);
+  expect_purge(t, 0, 5, 2, ids, 2); /* 3 too many: in batches */
+  expect_purge(t, 0, 5, 2, ids + 2, 1);
+  expect_purge(t, 0, 5, 2, NULL, 0);
+  assert_int_equal(runtab_count(t), 5);
+
+  /* The age limit alone takes none of these (created after the cutoff); with a
+   * count limit too, the count's share goes. */
+  expect_purge(t, now, 0, 10, NULL, 0);
+  expect_purge(t, now + 15, 4, 10, ids + 3, 2); /* T4 by count, T5 by age (T6 finished at the cutoff) */
+  /* A limit below the active runs: every terminal run goes, the active ones stay. */
+  expect_purge(t, 0, 1, 10, ids + 5, 1);
+  const char *active[] = {r.id, q.id};
+  expect_list(t, NULL, NULL, 10, active, 2, 0);
+  expect_purge(t, INT64_MAX, 1, 10, NULL, 0);
+}
+
+/* No limit: nothing to do, and nothing is touched. */
+static void test_purge_no_limits(void **state) {
+  runtab *t = *state;
+  struct run_buf r;
+  run_at(&r, ST(COMPLETED), 1, 2, NULL, 0);
+  assert_int_equal(runtab_insert(t, &r.run), 0);
+  expect_purge(t, 0, 0, 1, NULL, 0);
+  expect_purge(t, -5, 0, 1, NULL, 0);
+  assert_stored(t, &r);
+}
+
 /* ---- files ---- */
 
 struct tmpdir {
@@ -980,6 +1116,118 @@ static void test_failed_commit_keeps_updates(void **state) {
   Run *got = NULL;
   assert_int_equal(runtab_get(t, r[2].id, &got), -ENOENT);
   assert_int_equal(runtab_count(t), 2);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
+/* Runs O, A, B of test_purge_commits_waiting_updates. */
+static int purge_and_die(const char *db, void *arg) {
+  struct run_buf *r = arg, *o = &r[0], *a = &r[1], *b = &r[2];
+  runtab *t = NULL;
+  char ids[4][ID_RUN_LEN + 1];
+  size_t n = 0;
+  if (runtab_open(&t, db, NULL, 0) != 0) return 10;
+  if (runtab_insert(t, &o->run) != 0 || runtab_insert(t, &a->run) != 0 || runtab_insert(t, &b->run) != 0)
+    return 11;
+  a->run.status = ST(RUNNING);
+  if (runtab_update(t, &a->run) != 0) return 12; /* waits */
+  b->run.status = ST(COMPLETED);
+  b->run.finished_at_ms = 300;
+  if (runtab_update(t, &b->run) != 0) return 13; /* waits: terminal and old */
+  if (runtab_purge(t, 1000, 0, 4, ids, &n) != 0 || n != 2) return 14;
+  if (strcmp(ids[0], o->id) != 0 || strcmp(ids[1], b->id) != 0 || runtab_count(t) != 1) return 15;
+  a->run.status = ST(COMPLETED);
+  if (runtab_update(t, &a->run) != 0) return 16;
+  return 0; /* no runtab_free: the last update is never committed */
+}
+
+/* Rows of run_labels for run_id in the database file `path` (the table closed). */
+static int label_rows(const char *path, const char *run_id) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM run_labels WHERE run_id = ?1", -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(st, 1, run_id, -1, SQLITE_STATIC);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int n = sqlite3_column_int(st, 0);
+  assert_int_equal(sqlite3_finalize(st), SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  return n;
+}
+
+/* A purge joins the group commit: it deletes what the table holds with the updates
+ * waiting applied (B, made terminal by one), and its commit makes them durable with
+ * it (A RUNNING); an update after it waits as before (A COMPLETED, lost in the crash).
+ * The deleted runs' labels are gone from the file; the others' are there. */
+static void test_purge_commits_waiting_updates(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  static const struct kv team[] = {{"team", "x"}};
+  struct run_buf r[3];
+  run_at(&r[0], ST(COMPLETED), 100, 200, team, 1);
+  run_at(&r[1], ST(QUEUED), 110, 0, team, 1);
+  run_at(&r[2], ST(QUEUED), 120, 0, team, 1);
+  runtab *t = reopen_after_child(&d, purge_and_die, r);
+  Run *got = NULL;
+  assert_int_equal(runtab_get(t, r[0].id, &got), -ENOENT);
+  assert_int_equal(runtab_get(t, r[2].id, &got), -ENOENT);
+  r[1].run.status = ST(RUNNING);
+  assert_stored(t, &r[1]);
+  assert_int_equal(runtab_count(t), 1);
+  runtab_free(t);
+  assert_int_equal(label_rows(d.db, r[0].id), 0);
+  assert_int_equal(label_rows(d.db, r[2].id), 0);
+  assert_int_equal(label_rows(d.db, r[1].id), 1);
+  tmpdir_remove(&d);
+}
+
+/* Runs O, A of test_failed_purge_keeps_everything. */
+static int purge_on_a_full_disk(const char *db, void *arg) {
+  struct run_buf *r = arg, *o = &r[0], *a = &r[1];
+  runtab *t = NULL;
+  char ids[4][ID_RUN_LEN + 1];
+  if (runtab_open(&t, db, NULL, 0) != 0) return 10;
+  if (runtab_insert(t, &o->run) != 0 || runtab_insert(t, &a->run) != 0) return 11;
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", db);
+  struct stat st;
+  if (stat(wal, &st) != 0) return 12;
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim, full;
+  if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 13;
+  full = lim;
+  full.rlim_cur = (rlim_t)st.st_size;
+  if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+  a->run.status = ST(RUNNING);
+  if (runtab_update(t, &a->run) != 0) return 15; /* waits: nothing written yet */
+  size_t n = 99;
+  if (runtab_purge(t, 1000, 0, 4, ids, &n) != -EIO || n != 99) return 16;
+  if (runtab_count(t) != 2) return 17;
+  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 18; /* space again */
+  return runtab_sync(t) == 0 ? 0 : 19;
+}
+
+/* A purge whose commit fails deletes nothing (the run and its count are still there)
+ * and loses none of the updates that waited: the next commit has them. */
+static void test_failed_purge_keeps_everything(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  static const struct kv team[] = {{"team", "x"}};
+  struct run_buf r[2];
+  run_at(&r[0], ST(COMPLETED), 100, 200, team, 1);
+  run_at(&r[1], ST(QUEUED), 110, 0, NULL, 0);
+  runtab *t = reopen_after_child(&d, purge_on_a_full_disk, r);
+  assert_stored(t, &r[0]);
+  r[1].run.status = ST(RUNNING);
+  assert_stored(t, &r[1]);
+  assert_int_equal(runtab_count(t), 2);
+  static const char *const k[] = {"team"}, *const v[] = {"x"};
+  const runtab_filter by_team = {.label_keys = k, .label_values = v, .nlabels = 1};
+  const char *want[] = {r[0].id};
+  expect_list(t, &by_team, NULL, 10, want, 1, 0);
   runtab_free(t);
   tmpdir_remove(&d);
 }
@@ -1323,10 +1571,16 @@ int main(void) {
       MEM(test_list_invalid),
       FIX(test_list_many_shapes),
       MEM(test_active),
+      MEM(test_purge_by_age),
+      MEM(test_purge_batches),
+      MEM(test_purge_max_runs),
+      MEM(test_purge_no_limits),
       cmocka_unit_test(test_file_reopen),
       cmocka_unit_test(test_file_checkpoints),
       cmocka_unit_test(test_updates_wait_for_a_commit),
       cmocka_unit_test(test_failed_commit_keeps_updates),
+      cmocka_unit_test(test_purge_commits_waiting_updates),
+      cmocka_unit_test(test_failed_purge_keeps_everything),
       cmocka_unit_test(test_file_in_use),
       cmocka_unit_test(test_open_bad_path),
       cmocka_unit_test(test_open_not_a_database),
