@@ -1,29 +1,34 @@
 """PrismQ Runner benchmarks: prismqd against references measured in the same run, as ratios.
 
 Run through scripts/bench/run.sh, which installs the bench packages and builds prismqd,
-grpc_ref_server, spawn_ref and bench_client first:
+grpc_ref_server, spawn_ref, tls_handshake, bench_client and gen_runs first:
 
   bench.py --build-dir DIR --out RESULTS.json [--only PHASE[,PHASE...]]
 
-Phases (in order): unary, start, firstbyte, stream, fanout, memory, instructions, tls. Prints
+Phases (in order): unary, start, firstbyte, stream, fanout, memory, instructions, tls, bigtable. Prints
 a table on stdout and writes every figure, the commands behind them and the machine to
 RESULTS.json. Exits 0 when every measurement ran and its correctness checks passed (a
 missed performance target does not fail the run; the table and the JSON say so), 1
 otherwise.
 
 Environment: BENCH_UNARY_SECONDS (seconds per h2load run, default 2; 3 runs per server and case),
-BENCH_PIN=0 to skip the pinned unary runs.
+BENCH_PIN=0 to skip the pinned unary runs, BENCH_BIGTABLE_RUNS (runs in the bigtable phase's
+generated table, default 1000000).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import hashlib
 import select
 import shlex
+import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,9 +49,32 @@ UNARY_SECONDS = float(os.environ.get("BENCH_UNARY_SECONDS", "2"))
 UNARY_REPS = 3
 PIN = os.environ.get("BENCH_PIN", "1") != "0" and os.cpu_count() >= 2
 SERVER_CPU, LOAD_CPU = "0", "1"
-PHASES = ("unary", "start", "firstbyte", "stream", "fanout", "memory", "instructions", "tls")
+PHASES = ("unary", "start", "firstbyte", "stream", "fanout", "memory", "instructions", "tls", "bigtable")
 TLS_HANDSHAKE_SECONDS = 2
 TLS_REPS = 3
+BIGTABLE_RUNS = int(os.environ.get("BENCH_BIGTABLE_RUNS", "1000000"))
+BIGTABLE_STARTUP_REPS = 3
+BIGTABLE_GETRUN_CALLS = 10000
+BIGTABLE_LIST_SECONDS = 2  # per ListRuns case and server: sizes the number of calls
+BIGTABLE_PAGE = 100  # runs per ListRuns page (the server's default page size)
+# How much more RSS than on the empty table prismqd may have on the big one after the same
+# calls: SQLite's page cache (sqlite_default_cache_kb, 2 MiB) fills on the big table only,
+# plus 2 MiB of slack. Anything kept per run would show as hundreds of MiB.
+BIGTABLE_RSS_SLACK_MIB = 4.0
+# The generated runs span 30 days: without this, retention's defaults (max_age 7d,
+# max_runs 100000) would delete most of them while they are measured. (A figure of the
+# retention sweep itself configures its own.)
+BIGTABLE_CONFIG = "retention: {sweep_interval: 0}\n"
+# ListRuns first pages (default page size) measured in the bigtable phase: (key, filter
+# arguments of bench_client listruns, whether a target applies). gen_runs gives 10 % of
+# the runs FAILED (4), 1.5 % TIMED_OUT (6), each team label 5 %, env=prod 50 %.
+BIGTABLE_LISTS = (
+    ("status_failed", ["status=4"], True),
+    ("label_team", ["label=team=team-07"], True),
+    ("label_env_prod", ["label=env=prod"], False),
+    ("status_failed_timed_out", ["status=4", "status=6"], False),
+    ("status_and_label", ["status=4", "label=team=team-07"], False),
+)
 
 # The modules every benchmark server has; FAN_FILE is filled in at start-up.
 BENCH_MODULES = """
@@ -97,9 +125,10 @@ class Bench:
         return ("limits: {max_concurrent: %d, max_queued: %d, output_max_bytes: 0}\n%smodules:%s"
                 % (max_concurrent, max_queued, extra, mods))
 
-    def server(self, wrapper=None, env=None, extra_args=(), **cfg):
+    def server(self, wrapper=None, env=None, extra_args=(), data_dir=None, **cfg):
         """A started prismqd; wrapper is a command prefix (valgrind), env more
-        environment variables, extra_args more command-line arguments."""
+        environment variables, extra_args more command-line arguments, data_dir the
+        data directory (default: a new one)."""
         bin_dir = os.path.join(self.build, "bin")
         if wrapper:
             self.nwrap += 1
@@ -111,7 +140,10 @@ class Bench:
             os.chmod(path, 0o755)
         tl.BIN_DIR = bin_dir
         try:
-            return tl.Server(config_yaml=self.config(**cfg), env=env, extra_args=extra_args).start()
+            srv = tl.Server(config_yaml=self.config(**cfg), env=env, extra_args=extra_args)
+            if data_dir:
+                srv.data_dir = data_dir
+            return srv.start()
         finally:
             tl.BIN_DIR = os.path.join(self.build, "bin")
 
@@ -703,6 +735,172 @@ class Bench:
         return self.alternate(5, ("plain", self.settled(srv, lambda: self.cmd("tls.follower.plain", plain))),
                               ("tls", self.settled(srv, lambda: self.cmd("tls.follower.tls", tls))), "bytes_per_s")
 
+    # ---- 9. a table of a million runs ------------------------------------------------------
+
+    def phase_bigtable(self):
+        """prismqd on a run table of BIGTABLE_RUNS generated runs (gen_runs) against
+        prismqd on an empty one, alive side by side and given the same calls: start-up,
+        GetRun, ListRuns first pages, the start rate, RSS."""
+        n = BIGTABLE_RUNS
+        db, ids, gen = self.bigtable_db(n)
+        res = {"runs": n, "generate": gen}
+        dirs = {"empty": os.path.join(self.tmp, "bigtable-empty"), "big": os.path.join(self.tmp, "bigtable-big")}
+        for d in dirs.values():
+            os.makedirs(d)
+        # A copy, so that the runs started below leave the cached table as generated.
+        t0 = time.monotonic()
+        shutil.copyfile(db, os.path.join(dirs["big"], "runs.db"))
+        res["copy_seconds"] = time.monotonic() - t0
+        res["startup_seconds"], res["startup_reps"] = self.bigtable_startup(dirs)
+        srvs = {}
+        try:
+            for k, d in dirs.items():
+                srvs[k] = self.server(data_dir=d, extra=BIGTABLE_CONFIG)
+            self.bigtable_calls(res, srvs, ids)
+        finally:
+            for srv in srvs.values():
+                srv.stop()
+        self.results["bigtable"] = res
+        size = "%s runs" % format(n, ",")
+        self.target("bigtable: GetRun p50, %s" % size, res["getrun"]["big"]["median_us"] / 1000, "<=", 1.0, "ms")
+        for key, args, target in BIGTABLE_LISTS:
+            if target:
+                self.target("bigtable: ListRuns first page p50 (%s), %s" % (" ".join(args), size),
+                            res["listruns"][key]["big"]["median_us"] / 1000, "<=", 10.0, "ms")
+        st = res["startup_seconds"]
+        self.target("bigtable: start-up to first answer, %s, page cache warm" % size, st["big"], "<=", 2.0, "s")
+        self.target("bigtable: start-up to first answer, %s, runs.db not in the page cache" % size, st["big_cold"],
+                    "<=", 2.0, "s")
+        self.target("bigtable: RSS after the same calls, %s minus empty table" % size,
+                    res["rss_growth_kb"] / 1024, "<=", BIGTABLE_RSS_SLACK_MIB, "MiB",
+                    "SQLite's page cache is bounded (PRAGMA cache_size, %d KiB)" % res["sqlite_cache_kb"])
+        self.target("bigtable: start rate, %s vs empty table" % size, res["start_rate"]["ratio"], ">=", 0.9, "x")
+
+    def bigtable_db(self, n):
+        """The run table of n generated runs and its file of sampled run ids, cached in
+        $BUILD_DIR/bench/bigtable/ under a name made of n, the schema version a new
+        table gets and a hash of gen_runs.c: only a change to one of those generates it
+        again (and removes the older files). Returns (db, ids, generation figures)."""
+        cache = os.path.join(self.bdir, "bigtable")
+        os.makedirs(cache, exist_ok=True)
+        # The schema version is PRAGMA user_version: bytes 60-63 of the database file.
+        probe = os.path.join(self.tmp, "schema.db")
+        self.cmd("bigtable.schema", [self.tool("gen_runs"), probe, "0", os.devnull])
+        with open(probe, "rb") as f:
+            f.seek(60)
+            version = int.from_bytes(f.read(4), "big")
+        with open(os.path.join(ROOT, "scripts", "bench", "gen_runs.c"), "rb") as f:
+            src = hashlib.sha256(f.read()).hexdigest()[:12]
+        base = os.path.join(cache, "runs-%d-v%d-%s" % (n, version, src))
+        db, ids, info = base + ".db", base + ".ids", base + ".json"
+        argv = [self.tool("gen_runs"), db + ".tmp", str(n), ids]
+        self.results["commands"]["bigtable.generate"] = shlex.join(argv)
+        if os.path.exists(info):
+            with open(info) as f:
+                return db, ids, dict(json.load(f), cached=True)
+        for name in os.listdir(cache):
+            os.unlink(os.path.join(cache, name))
+        print("bench: generating %s runs into %s (kept for later runs)" % (format(n, ","), db), file=sys.stderr)
+        p = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=3600)  # progress: stderr
+        if p.returncode != 0 or os.path.exists(db + ".tmp-wal"):
+            raise BenchError("gen_runs failed (exit %d)" % p.returncode)
+        gen = json.loads(p.stdout.strip().splitlines()[-1])
+        os.rename(db + ".tmp", db)
+        gen.update(db_bytes=os.path.getsize(db), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        with open(info, "w") as f:
+            json.dump(gen, f)
+        return db, ids, dict(gen, cached=False)
+
+    def bigtable_startup(self, dirs):
+        """Start-up times (startup_time) on each data directory, alternately, with the
+        page cache as it is (the table was just copied: warm); then on "big" with its
+        runs.db dropped from the page cache first ("big_cold"). Returns ({case: median
+        seconds}, {case: [seconds...]})."""
+        cfg = os.path.join(self.tmp, "bigtable.yaml")
+        with open(cfg, "w") as f:
+            f.write(self.config(extra=BIGTABLE_CONFIG))
+        reps = {k: [] for k in list(dirs) + ["big_cold"]}
+        for _ in range(BIGTABLE_STARTUP_REPS):
+            for k, d in dirs.items():
+                reps[k].append(self.startup_time(k, d, cfg))
+        for _ in range(BIGTABLE_STARTUP_REPS):
+            evict_file(os.path.join(dirs["big"], "runs.db"))
+            reps["big_cold"].append(self.startup_time("big_cold", dirs["big"], cfg))
+        return {k: statistics.median(v) for k, v in reps.items()}, reps
+
+    def startup_time(self, key, data_dir, cfg):
+        """Seconds from starting prismqd on data_dir to its first SERVING answer to a
+        Health/Check, on a new connection (bench_client ready, which tries every
+        millisecond or so); the server is stopped again."""
+        port = free_port()  # known before the start, so the client can try at once
+        argv = [os.path.join(self.build, "bin", "prismqd"), "--config", cfg, "--data-dir", data_dir,
+                "--listen", "tcp://127.0.0.1:%d" % port]
+        self.results["commands"]["bigtable.startup.%s" % key] = shlex.join(argv)
+        log = os.path.join(self.tmp, "bigtable-startup.log")
+        with open(log, "w") as f:
+            t0 = time.monotonic()
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            r = self.cmd("bigtable.ready", [self.tool("bench_client"), "127.0.0.1:%d" % port, "ready", "60000"])
+        except BenchError as e:
+            with open(log) as f:
+                raise BenchError("%s; prismqd's log: %s" % (e, f.read().strip()[-2000:])) from None
+        finally:
+            stop_proc(p)
+        if p.returncode != 0:
+            raise BenchError("prismqd on %s exited %d" % (data_dir, p.returncode))
+        return r["ok_at"] - t0
+
+    def bigtable_calls(self, res, srvs, big_ids):
+        """The same calls on each server of srvs ({"empty": Server, "big": Server}), the
+        figures into res."""
+        bc = self.tool("bench_client")
+        res["rss_idle_kb"] = {k: rss_kb(srv.pid) for k, srv in srvs.items()}
+        for k, srv in srvs.items():
+            total = srv.stats().runs_total
+            if total != (res["runs"] if k == "big" else 0):
+                raise BenchError("prismqd on the %s table counts %d runs" % (k, total))
+        # Some runs of its own, so that the empty table has runs to get.
+        for k, srv in srvs.items():
+            self.cmd("bigtable.seed.%s" % k, [bc, srv.addr, "starts", "200", "32", "true"])
+        ch, stub = self.runner(srvs["empty"])
+        with ch:
+            page = stub.ListRuns(self.pb.runner_pb2.ListRunsRequest(page_size=1000), timeout=30)
+        ids = {"big": big_ids, "empty": os.path.join(self.tmp, "bigtable-empty.ids")}
+        with open(ids["empty"], "w") as f:
+            f.write("".join(r.run_id + "\n" for r in page.runs))
+        res["getrun"] = {k: self.cmd("bigtable.getrun.%s" % k, [bc, srv.addr, "getrun", str(BIGTABLE_GETRUN_CALLS),
+                                                                  ids[k]]) for k, srv in srvs.items()}
+        res["listruns"] = {}
+        for key, args, _ in BIGTABLE_LISTS:
+            res["listruns"][key] = {k: self.list_runs("%s.%s" % (key, k), srv, args) for k, srv in srvs.items()}
+            big = res["listruns"][key]["big"]
+            if big["runs"] != BIGTABLE_PAGE or not big["more"]:
+                raise BenchError("ListRuns %s on the big table: %d runs, more=%d (want a full page and more)"
+                                 % (" ".join(args), big["runs"], big["more"]))
+
+        def starts(k):
+            return k, lambda: self.cmd("bigtable.start.%s" % k, [bc, srvs[k].addr, "starts", "1500", "32", "true"])
+        res["start_rate"] = self.alternate(5, starts("empty"), starts("big"), "runs_per_s")
+
+        # Retention sweep: to be added. Its figures (the time a sweep of old runs takes on
+        # this table, and how long it holds the event loop) are measured here, on
+        # srvs["big"] against srvs["empty"], after the calls above and before the RSS
+        # figures below, into res["retention_sweep"], with its target in phase_bigtable.
+
+        res["rss_after_kb"] = {k: settle_rss(srv.pid) for k, srv in srvs.items()}
+        res["rss_growth_kb"] = res["rss_after_kb"]["big"] - res["rss_after_kb"]["empty"]
+        res["sqlite_cache_kb"] = sqlite_default_cache_kb()
+
+    def list_runs(self, key, srv, args):
+        """First pages of ListRuns with the filter args on srv (bench_client listruns):
+        a warm-up of 5 calls sizes the count to about BIGTABLE_LIST_SECONDS."""
+        argv = [self.tool("bench_client"), srv.addr, "listruns"]
+        args = args + ["page_size=%d" % BIGTABLE_PAGE]
+        warm = self.cmd("bigtable.list.%s" % key, argv + ["5"] + args)
+        calls = int(min(1000, max(20, BIGTABLE_LIST_SECONDS * 1e6 / max(warm["median_us"], 1.0))))
+        return self.cmd("bigtable.list.%s" % key, argv + [str(calls)] + args)
+
     # ---- run ---------------------------------------------------------------------------
 
     def run(self, phases):
@@ -819,6 +1017,26 @@ def settle_rss(pid, timeout=20):
     return prev
 
 
+def evict_file(path):
+    """Drops path's pages from the page cache (written back first), so that the next
+    reads of it go to the disk."""
+    os.sync()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def sqlite_default_cache_kb():
+    """The page cache a new SQLite connection gets (PRAGMA cache_size: negative means
+    KiB, positive means pages), as the system's SQLite (Python's and prismqd's) sets it."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        size = db.execute("PRAGMA cache_size").fetchone()[0]
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    return -size if size < 0 else size * page // 1024
+
+
 def socket_mem(port):
     """skmem fields of the TCP sockets on port: {"server": [...], "client": [...]}."""
     out = subprocess.run(["ss", "-tmnH", "state", "established"], capture_output=True, text=True,
@@ -931,6 +1149,28 @@ def print_table(r):
         fo = t["follower"]
         rows.append(("TLS follower 1 GiB MB/s vs plaintext", fmt(fo["median"]["tls"] / 1e6, ",.0f"),
                      fmt(fo["median"]["plain"] / 1e6, ",.0f"), fmt(fo["ratio"], ".2f") + "x"))
+    bt = r.get("bigtable")
+    if bt:
+        # prismqd on the generated table in the first column, on an empty one in the second.
+        g = bt["generate"]
+        rows.append(("bigtable: %s runs generated in s (%s)" % (format(bt["runs"], ","),
+                                                               "cached" if g["cached"] else "this run"),
+                     "%.0f (%s/s)" % (g["seconds"], format(g["inserts_per_s"], ",.0f")), "", ""))
+        st = bt["startup_seconds"]
+        rows.append(("bigtable start-up to first answer ms, warm", fmt(st["big"] * 1e3, ",.0f"),
+                     fmt(st["empty"] * 1e3, ",.0f"), ""))
+        rows.append(("bigtable start-up to first answer ms, runs.db not cached", fmt(st["big_cold"] * 1e3, ",.0f"),
+                     "", ""))
+        for label, f in (("GetRun", bt["getrun"]),) + tuple(("ListRuns " + k, bt["listruns"][k])
+                                                             for k, _, _ in BIGTABLE_LISTS):
+            rows.append(("bigtable %s p50 / p99 us" % label, "%.0f / %.0f" % (f["big"]["median_us"], f["big"]["p99_us"]),
+                         "%.0f / %.0f" % (f["empty"]["median_us"], f["empty"]["p99_us"]), ""))
+        s = bt["start_rate"]
+        rows.append(("bigtable start rate runs/s (32 in flight)", fmt(s["median"]["big"], ",.0f"),
+                     fmt(s["median"]["empty"], ",.0f"), fmt(s["ratio"], ".2f") + "x"))
+        for k in ("rss_idle_kb", "rss_after_kb"):
+            rows.append(("bigtable RSS KiB, %s" % ("idle" if k == "rss_idle_kb" else "after the calls"),
+                         str(bt[k]["big"]), str(bt[k]["empty"]), "%+d KiB" % (bt[k]["big"] - bt[k]["empty"])))
     w = max([len(x[0]) for x in rows] + [6])
     print("%-*s  %18s  %18s  %12s" % (w, "metric", "prismqd", "reference", "ratio"))
     for row in rows:

@@ -38,6 +38,21 @@
  *       starts one run and N followers of it, each on its own connection; once each
  *       has received a message, stops reading (the event loop no longer runs) and
  *       prints {"run_id":"...","followers":N}; exits at EOF on stdin.
+ *   bench_client TARGET getrun N FILE
+ *       N GetRun calls, one at a time over one connection, of the run ids in FILE (one
+ *       per line, taken in turn). Each answer must be OK and the run asked for.
+ *       {"calls":N,"median_us":M,"p99_us":P,"mean_us":A,"max_us":X,"failed":F}
+ *   bench_client TARGET listruns N [status=S]... [label=KEY=VALUE]... [page_size=P]
+ *       N ListRuns calls of the first page, one at a time over one connection, with the
+ *       filter given (S a RunStatus number). Each answer must be OK, and every run in it
+ *       must match the filter, newest first. "runs" and "bytes" are those of the last
+ *       answer, "more" whether it had a next page.
+ *       {"calls":N,"median_us":M,...,"runs":R,"bytes":B,"more":0|1,"failed":F}
+ *   bench_client TARGET ready TIMEOUT_MS
+ *       Health/Check on a new connection every millisecond or so, until one answers
+ *       SERVING (then exits 0) or TIMEOUT_MS have passed (exits 1). "ok_at" is the
+ *       CLOCK_MONOTONIC time of the answer, in seconds (Python's time.monotonic()).
+ *       {"attempts":K,"ok_at":T}
  *
  * Results go to stdout as one JSON line. Exits 0 when every check passed, 1 when one
  * failed (the JSON says which), 2 on usage or set-up errors. Built by
@@ -54,6 +69,7 @@
 #include <xxhash.h>
 
 #include "gclient.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
 #include "tlsctx.h"
 #include "prismq/runner/v1/runner.pb-c.h"
@@ -61,6 +77,11 @@
 #define PATH_START "/prismq.runner.v1.Runner/StartRun"
 #define PATH_WAIT "/prismq.runner.v1.Runner/WaitRun"
 #define PATH_STREAM "/prismq.runner.v1.Runner/StreamOutput"
+#define PATH_GET "/prismq.runner.v1.Runner/GetRun"
+#define PATH_LIST "/prismq.runner.v1.Runner/ListRuns"
+#define PATH_HEALTH "/grpc.health.v1.Health/Check"
+#define UNARY_TIMEOUT_MS 30000
+#define MAX_FILTER 64
 #define CALL_TIMEOUT_MS 600000
 #define MAX_PARAMS 16
 #define MAX_INFLIGHT 1024
@@ -168,6 +189,14 @@ static int completed_ok(int status, int exit_code) {
   return status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED && exit_code == 0;
 }
 
+static long count_arg(const char *s, long max) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < 1 || v > max) die("bad count argument");
+  return v;
+}
+
 static void loop_until(const int *flag) {
   while (!*flag)
     if (event_base_loop(g_base, EVLOOP_ONCE) < 0) die("event loop failed");
@@ -176,6 +205,17 @@ static void loop_until(const int *flag) {
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
+}
+
+/* Sorts the n latencies lat (microseconds) and prints the figures of the result line
+ * that describe them: "median_us":M,"p99_us":P,"mean_us":A,"max_us":X (no braces). */
+static void print_latency(double *lat, long n) {
+  double sum = 0;
+  for (long i = 0; i < n; i++) sum += lat[i];
+  qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+  long p99 = (n * 99) / 100 < n ? (n * 99) / 100 : n - 1;
+  printf("\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"max_us\":%.1f", lat[n / 2], lat[p99],
+         sum / (double)n, lat[n - 1]);
 }
 
 /* ---- one run: StartRun, then a WaitRun or a follower ------------------------------ */
@@ -327,7 +367,6 @@ static int mode_queue(long n) {
 
 static int mode_firstbyte(long n) {
   double *lat = xmalloc((size_t)n * sizeof *lat);
-  double sum = 0;
   long failed = 0;
   struct run r = {0};
   r.c = conn_new();
@@ -338,12 +377,10 @@ static int mode_firstbyte(long n) {
     if (!r.t_first) r.failed = 1;
     failed += r.failed;
     lat[k] = r.t_first ? (r.t_first - r.t0) * 1e6 : 0;
-    sum += lat[k];
   }
-  qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-  long p99 = (n * 99) / 100 < n ? (n * 99) / 100 : n - 1;
-  printf("{\"samples\":%ld,\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"failed\":%ld}\n", n, lat[n / 2],
-         lat[p99], sum / (double)n, failed);
+  printf("{\"samples\":%ld,", n);
+  print_latency(lat, n);
+  printf(",\"failed\":%ld}\n", failed);
   free(lat);
   gcl_conn_free(r.c);
   return failed ? 1 : 0;
@@ -510,15 +547,185 @@ static int mode_stall(long n) {
   return g_fmsg < n ? 1 : 0;
 }
 
-/* ---- command line ----------------------------------------------------------------- */
+/* ---- unary calls on a run table: getrun, listruns, ready ----------------------------- */
 
-static long count_arg(const char *s, long max) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < 1 || v > max) die("bad count argument");
-  return v;
+/* One blocking unary call; returns its latency in microseconds, or -1 (said on
+ * stderr) if it did not end OK. *resp as gcl_unary gives it (freed by the caller). */
+static double timed_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len, uint8_t **resp,
+                          size_t *resp_len) {
+  gcl_status st;
+  *resp = NULL;
+  *resp_len = 0;
+  double t0 = now_s();
+  if (gcl_unary(c, path, req, len, UNARY_TIMEOUT_MS, resp, resp_len, &st) != GW_OK) {
+    fprintf(stderr, "bench_client: %s: %s %s\n", path, gw_status_name(st.code), st.message);
+    return -1;
+  }
+  return (now_s() - t0) * 1e6;
 }
+
+/* Reads the run ids of FILE (one per line); sets *n. */
+static char **read_ids(const char *file, long *n) {
+  FILE *f = fopen(file, "r");
+  if (!f) die("cannot open the run id file");
+  char **ids = NULL, line[128];
+  long cap = 0;
+  *n = 0;
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!*line) continue;
+    if (*n == cap) {
+      cap = cap ? 2 * cap : 1024;
+      ids = realloc(ids, (size_t)cap * sizeof *ids);
+      if (!ids) die("out of memory");
+    }
+    if (!(ids[(*n)++] = strdup(line))) die("out of memory");
+  }
+  fclose(f);
+  if (!*n) die("no run ids in the file");
+  return ids;
+}
+
+static int mode_getrun(long n, const char *file) {
+  long nids, failed = 0;
+  char **ids = read_ids(file, &nids);
+  double *lat = xmalloc((size_t)n * sizeof *lat);
+  gcl_conn *c = conn_new();
+  for (long k = 0; k < n; k++) {
+    Prismq__Runner__V1__GetRunRequest g = PRISMQ__RUNNER__V1__GET_RUN_REQUEST__INIT;
+    uint8_t req[128], *resp;
+    size_t len;
+    g.run_id = ids[k % nids];
+    if (prismq__runner__v1__get_run_request__get_packed_size(&g) > sizeof req) die("run id too long");
+    lat[k] = timed_unary(c, PATH_GET, req, prismq__runner__v1__get_run_request__pack(&g, req), &resp, &len);
+    char id[64];
+    if (lat[k] < 0 || run_info(id, NULL, resp, len) < 0 || strcmp(id, g.run_id) != 0) {
+      if (lat[k] >= 0) fprintf(stderr, "bench_client: GetRun %s: not that run\n", g.run_id);
+      failed++;
+    }
+    free(resp);
+  }
+  printf("{\"calls\":%ld,", n);
+  print_latency(lat, n);
+  printf(",\"failed\":%ld}\n", failed);
+  free(lat);
+  for (long i = 0; i < nids; i++) free(ids[i]);
+  free(ids);
+  gcl_conn_free(c);
+  return failed ? 1 : 0;
+}
+
+/* Whether run r matches the filter of q. */
+static int run_matches(const pb_run *r, const Prismq__Runner__V1__ListRunsRequest *q) {
+  int ok = q->n_statuses == 0;
+  for (size_t i = 0; i < q->n_statuses; i++) ok |= r->status == q->statuses[i];
+  for (size_t i = 0; ok && i < q->n_labels; i++) {
+    int found = 0;
+    for (size_t j = 0; j < r->n_labels; j++)
+      found |= strcmp(r->labels[j]->key, q->labels[i]->key) == 0 && strcmp(r->labels[j]->value, q->labels[i]->value) == 0;
+    ok = found;
+  }
+  return ok;
+}
+
+/* Checks a ListRuns answer against the request q; sets *runs and *more. Returns 0 if
+ * every run matches the filter, newest first, else -1 (said on stderr). */
+static int check_page(const uint8_t *msg, size_t len, const Prismq__Runner__V1__ListRunsRequest *q, size_t *runs,
+                      int *more) {
+  Prismq__Runner__V1__ListRunsResponse *r = prismq__runner__v1__list_runs_response__unpack(NULL, len, msg);
+  if (!r) {
+    fprintf(stderr, "bench_client: ListRuns: the answer does not decode\n");
+    return -1;
+  }
+  int ret = 0;
+  for (size_t i = 0; i < r->n_runs && !ret; i++)
+    if (!run_matches(r->runs[i], q) || (i && strcmp(r->runs[i - 1]->run_id, r->runs[i]->run_id) <= 0)) {
+      fprintf(stderr, "bench_client: ListRuns: run %s does not match the filter or is out of order\n",
+              r->runs[i]->run_id);
+      ret = -1;
+    }
+  *runs = r->n_runs;
+  *more = r->next_page_token[0] != '\0';
+  prismq__runner__v1__list_runs_response__free_unpacked(r, NULL);
+  return ret;
+}
+
+/* args: status=S, label=KEY=VALUE, page_size=P. */
+static int mode_listruns(long n, int nargs, char **args) {
+  Prismq__Runner__V1__ListRunsRequest q = PRISMQ__RUNNER__V1__LIST_RUNS_REQUEST__INIT;
+  Prismq__Runner__V1__RunStatus statuses[MAX_FILTER];
+  Prismq__Runner__V1__ListRunsRequest__LabelsEntry ents[MAX_FILTER], *ptrs[MAX_FILTER];
+  q.statuses = statuses;
+  q.labels = ptrs;
+  for (int i = 0; i < nargs; i++) {
+    char *a = args[i], *eq;
+    if (strncmp(a, "status=", 7) == 0 && q.n_statuses < MAX_FILTER) {
+      statuses[q.n_statuses++] = (Prismq__Runner__V1__RunStatus)count_arg(a + 7, 7);
+    } else if (strncmp(a, "label=", 6) == 0 && (eq = strchr(a + 6, '=')) && q.n_labels < MAX_FILTER) {
+      *eq = '\0';
+      ents[q.n_labels] = (Prismq__Runner__V1__ListRunsRequest__LabelsEntry)
+          PRISMQ__RUNNER__V1__LIST_RUNS_REQUEST__LABELS_ENTRY__INIT;
+      ents[q.n_labels].key = a + 6;
+      ents[q.n_labels].value = eq + 1;
+      ptrs[q.n_labels] = &ents[q.n_labels];
+      q.n_labels++;
+    } else if (strncmp(a, "page_size=", 10) == 0) {
+      q.page_size = (uint32_t)count_arg(a + 10, 100000);
+    } else {
+      die("listruns filters are status=S, label=KEY=VALUE and page_size=P");
+    }
+  }
+  size_t len = prismq__runner__v1__list_runs_request__get_packed_size(&q);
+  uint8_t *req = xmalloc(len);
+  prismq__runner__v1__list_runs_request__pack(&q, req);
+  double *lat = xmalloc((size_t)n * sizeof *lat);
+  gcl_conn *c = conn_new();
+  long failed = 0;
+  size_t runs = 0, bytes = 0;
+  int more = 0;
+  for (long k = 0; k < n; k++) {
+    uint8_t *resp;
+    lat[k] = timed_unary(c, PATH_LIST, req, len, &resp, &bytes);
+    if (lat[k] < 0 || check_page(resp, bytes, &q, &runs, &more) < 0) failed++;
+    free(resp);
+  }
+  printf("{\"calls\":%ld,", n);
+  print_latency(lat, n);
+  printf(",\"runs\":%zu,\"bytes\":%zu,\"more\":%d,\"failed\":%ld}\n", runs, bytes, more, failed);
+  free(lat);
+  free(req);
+  gcl_conn_free(c);
+  return failed ? 1 : 0;
+}
+
+static int mode_ready(long timeout_ms) {
+  double deadline = now_s() + (double)timeout_ms / 1000;
+  for (long attempts = 1;; attempts++) {
+    gcl_conn *c = conn_new();
+    uint8_t *resp = NULL;
+    size_t len = 0;
+    int ok = gcl_unary(c, PATH_HEALTH, NULL, 0, 1000, &resp, &len, NULL) == GW_OK;
+    double t = now_s();
+    if (ok) {
+      Grpc__Health__V1__HealthCheckResponse *h = grpc__health__v1__health_check_response__unpack(NULL, len, resp);
+      ok = h && h->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+      if (h) grpc__health__v1__health_check_response__free_unpacked(h, NULL);
+    }
+    free(resp);
+    gcl_conn_free(c);
+    if (ok) {
+      printf("{\"attempts\":%ld,\"ok_at\":%.6f}\n", attempts, t);
+      return 0;
+    }
+    if (t > deadline) {
+      fprintf(stderr, "bench_client: no SERVING answer within %ld ms\n", timeout_ms);
+      return 1;
+    }
+    usleep(1000);
+  }
+}
+
+/* ---- command line ----------------------------------------------------------------- */
 
 static int run_mode(int argc, char **argv) {
   const char *mode = argv[2];
@@ -548,7 +755,11 @@ static int run_mode(int argc, char **argv) {
     start_req_init(argv[4], argc - 5, argv + 5);
     return mode_stall(count_arg(argv[3], 100000));
   }
-  die("usage: bench_client TARGET starts|firstbyte|stream|fanout|queue|follow|stall ... (see the source)");
+  if (strcmp(mode, "getrun") == 0 && argc == 5) return mode_getrun(count_arg(argv[3], 100000000), argv[4]);
+  if (strcmp(mode, "listruns") == 0 && argc >= 4) return mode_listruns(count_arg(argv[3], 100000000), argc - 4, argv + 4);
+  if (strcmp(mode, "ready") == 0 && argc == 4) return mode_ready(count_arg(argv[3], 3600000));
+  die("usage: bench_client TARGET starts|firstbyte|stream|fanout|queue|follow|stall|getrun|listruns|ready ..."
+      " (see the source)");
   return 2;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # PrismQ Runner benchmarks (see docs/performance.md): prismqd against references measured
 # in the same run (stock gRPC C++, a plain posix_spawn loop, a raw pipe), reported as
-# ratios. Takes about 5 minutes on 2 cores, plus the build. Never run by ctest.
+# ratios. Takes about 5 minutes on 2 cores, plus the build (and, once, the generation of
+# the bigtable phase's run table: see below). Never run by ctest.
 #
 #   scripts/bench/run.sh [RESULTS_JSON] [--only PHASE,...]
 #
@@ -11,12 +12,15 @@
 # (default $BUILD_DIR/bench-results.json). Phases: unary, start, firstbyte, stream,
 # fanout, memory, instructions, tls (unary calls, new connections and one follower over
 # TLS, with certificates from scripts/gen-dev-certs.sh; handshakes against
-# `openssl s_server -www`). Environment:
+# `openssl s_server -www`), bigtable (prismqd on a run table of a million runs written by
+# gen_runs through the server's runtab, against an empty table; the table is generated
+# once, in about 4 minutes, and kept in $BUILD_DIR/bench/bigtable/). Environment:
 #   BUILD_DIR            build directory (default build-bench; relative to the repository)
 #   BUILD_TYPE           CMake build type (default Release)
 #   BENCH_UNARY_SECONDS  seconds per h2load run (default 2; 3 runs per server and case)
 #   BENCH_PIN=0          unary phase without CPU pinning (default: server on CPU 0,
 #                        h2load on CPU 1, when there are 2 CPUs or more)
+#   BENCH_BIGTABLE_RUNS  runs in the bigtable phase's table (default 1000000)
 # Exits 0 when every measurement ran and passed its correctness checks; a missed
 # performance target is reported, not an error.
 set -euo pipefail
@@ -79,6 +83,29 @@ if stale "$B/bench_client" "$SRC/bench_client.c" "${LIBS[@]}"; then
   gcc "${CFLAGS[@]}" -I"$ROOT/client" -I"$ROOT/common" -I"$BUILD_DIR/gen" \
     $(pkg-config --cflags libevent_core libxxhash) "$SRC/bench_client.c" "${LIBS[@]}" \
     $(pkg-config --libs libevent_core libnghttp2 libprotobuf-c libxxhash openssl) -o "$B/bench_client"
+fi
+# The bigtable phase's generator links the server's core (runtab and what it uses).
+CORE_LIBS=("$BUILD_DIR/server/libprismq_server_core.a" "$BUILD_DIR/common/libprismq_common.a"
+           "$BUILD_DIR/proto/libprismq_proto.a")
+if stale "$B/gen_runs" "$SRC/gen_runs.c" "${CORE_LIBS[@]}"; then
+  # shellcheck disable=SC2046
+  gcc "${CFLAGS[@]}" -I"$ROOT/server" -I"$ROOT/common" -I"$BUILD_DIR/gen" \
+    $(pkg-config --cflags sqlite3 libprotobuf-c) "$SRC/gen_runs.c" "${CORE_LIBS[@]}" \
+    $(pkg-config --libs sqlite3 libprotobuf-c) -o "$B/gen_runs"
+fi
+# The retention sweep: a standalone program on the server's core (retention_bench.c), not
+# a bench.py phase; about 3 minutes, most of it writing its two tables of 100000 runs.
+# Runs with the full suite (no --only) or BENCH_RETENTION=1 (never with
+# BENCH_RETENTION=0); its JSON lines go to $BUILD_DIR/retention-results.json.
+if stale "$B/retention_bench" "$SRC/retention_bench.c" "${CORE_LIBS[@]}"; then
+  # shellcheck disable=SC2046
+  gcc "${CFLAGS[@]}" -I"$ROOT/server" -I"$ROOT/common" -I"$BUILD_DIR/gen" \
+    $(pkg-config --cflags sqlite3 libprotobuf-c libevent_core) "$SRC/retention_bench.c" "${CORE_LIBS[@]}" \
+    $(pkg-config --libs sqlite3 libprotobuf-c libevent_core) -o "$B/retention_bench"
+fi
+if [ "${BENCH_RETENTION:-}" = 1 ] || { [ "${BENCH_RETENTION:-}" != 0 ] && [ ${#ARGS[@]} -eq 0 ]; }; then
+  echo "bench: retention sweep (retention_bench)" >&2
+  "$B/retention_bench" "$B" | tee "$BUILD_DIR/retention-results.json"
 fi
 
 # Followers and connections by the thousand.
