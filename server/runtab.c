@@ -707,22 +707,32 @@ int runtab_get_by_request_id(runtab *t, const char *request_id, Run **out) {
 }
 
 /* Builds the SQL of a listing of this shape; parameters in order: the statuses, the
- * module, the owner, each label's key and value, the cursor, then the limit. */
+ * module, the owner, each label's key and value, the cursor, then the limit.
+ * With labels, the first label's range of run_labels_kv (key, value, then run_id, the
+ * primary key it carries) drives the listing, newest first, and each run met there is
+ * checked against the rest of the filter: a page reads the runs with that label only
+ * down to its last run. (A `run_id IN (SELECT ...)` list is built whole before the
+ * first row comes: every run with the label, 50,000 for a label on 5 % of a million
+ * runs.) CROSS JOIN keeps SQLite from choosing another order of the two tables. */
 static char *list_sql(sqlite3 *db, const struct list_shape *s) {
   sqlite3_str *q = sqlite3_str_new(db);
-  sqlite3_str_appendall(q, "SELECT pb FROM runs WHERE 1");
+  const char *id = s->nlabels ? "l.run_id" : "r.run_id";
+  sqlite3_str_appendall(q, s->nlabels ? "SELECT r.pb FROM run_labels l CROSS JOIN runs r"
+                                        " ON r.run_id = l.run_id WHERE 1"
+                                      : "SELECT r.pb FROM runs r WHERE 1");
   if (s->nstatuses) {
-    sqlite3_str_appendall(q, " AND status IN (?");
+    sqlite3_str_appendall(q, " AND r.status IN (?");
     for (size_t i = 1; i < s->nstatuses; i++) sqlite3_str_appendall(q, ", ?");
     sqlite3_str_appendall(q, ")");
   }
-  if (s->module) sqlite3_str_appendall(q, " AND module_id = ?");
-  if (s->owner) sqlite3_str_appendall(q, " AND owner = ?");
+  if (s->module) sqlite3_str_appendall(q, " AND r.module_id = ?");
+  if (s->owner) sqlite3_str_appendall(q, " AND r.owner = ?");
   for (size_t i = 0; i < s->nlabels; i++)
-    sqlite3_str_appendall(q, " AND run_id IN"
-                             " (SELECT run_id FROM run_labels WHERE key = ? AND value = ?)");
-  if (s->cursor) sqlite3_str_appendall(q, " AND run_id < ?");
-  sqlite3_str_appendall(q, " ORDER BY run_id DESC LIMIT ?");
+    sqlite3_str_appendall(q, i == 0 ? " AND l.key = ? AND l.value = ?"
+                                    : " AND EXISTS (SELECT 1 FROM run_labels x"
+                                      " WHERE x.run_id = r.run_id AND x.key = ? AND x.value = ?)");
+  if (s->cursor) sqlite3_str_appendf(q, " AND %s < ?", id);
+  sqlite3_str_appendf(q, " ORDER BY %s DESC LIMIT ?", id);
   char *sql = sqlite3_str_finish(q);
   if (!sql) abort(); /* out of memory: the only way sqlite3_str fails here */
   return sql;
