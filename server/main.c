@@ -244,8 +244,7 @@ static unsigned peer_roles(void *arg, const conn_peer *p) {
 
 /* Health follows the run table: a server that cannot record runs is not serving
  * them (while draining, nothing is). */
-static void note_table(struct server *srv, int rc) {
-  int ok = rc == 0;
+static void note_table(struct server *srv, int ok) {
   if (ok == srv->table_ok) return;
   srv->table_ok = ok;
   if (ok) LOG_INFO("run table writable again");
@@ -260,17 +259,17 @@ static void note_table(struct server *srv, int rc) {
 static int sync_run_table(void *arg) {
   struct server *srv = arg;
   int rc = runtab_sync(srv->rt);
-  note_table(srv, rc);
+  note_table(srv, runtab_writable(srv->rt));
   return rc;
 }
 
-/* Also between sends: a table that fails (or recovers) while nobody calls shows in
- * health within a second. */
+/* Also between sends: a table that fails, or comes back (probed), while nobody calls
+ * shows in health within a second. */
 static void on_table_check(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct server *srv = arg;
-  note_table(srv, runtab_sync(srv->rt));
+  note_table(srv, runtab_probe(srv->rt));
 }
 
 static void on_log_flush(evutil_socket_t fd, short what, void *arg) {

@@ -159,6 +159,7 @@ struct runtab {
   int flushed_pages; /* WAL size at the last writeback started */
   struct pending *pend; /* updates since the last commit, in order */
   size_t npend, pend_cap;
+  int failing;       /* the last commit failed (runtab_writable) */
   uint8_t *pend_buf;
   size_t pend_used, pend_buf_cap;
   log_limit fail_limit; /* SQL failures can repeat every pass while a disk is full */
@@ -222,8 +223,10 @@ static int commit(runtab *t, const char *op, const char *run_id) {
   if (step_done(t->st[ST_COMMIT]) == SQLITE_OK) {
     t->npend = 0;
     t->pend_used = 0;
+    t->failing = 0;
     return 0;
   }
+  t->failing = 1;
   int ret = fail_sql(t, op, run_id);
   rollback(t);
   return ret;
@@ -559,6 +562,19 @@ int runtab_sync(runtab *t) {
   if (!t->npend && sqlite3_get_autocommit(t->db)) return 0;
   int rc = begin(t, NULL);
   return rc ? rc : commit(t, "commit updates", NULL);
+}
+
+int runtab_writable(const runtab *t) { return !t->failing; }
+
+int runtab_probe(runtab *t) {
+  if (!t->failing) return 1;
+  if (t->npend || !sqlite3_get_autocommit(t->db)) return runtab_sync(t) == 0;
+  /* Nothing waits: a write that changes nothing (the schema version, rewritten as it
+   * is) tells whether a commit goes through again. */
+  char sql[64];
+  snprintf(sql, sizeof sql, "PRAGMA user_version = %" PRId64, SCHEMA_VERSION);
+  if (sqlite3_exec(t->db, sql, NULL, NULL, NULL) == SQLITE_OK) t->failing = 0;
+  return !t->failing;
 }
 
 /* ---- purge ---- */

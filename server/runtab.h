@@ -168,6 +168,15 @@ int runtab_active(runtab *t, Prismq__Runner__V1__Run ***out, size_t *n_out);
 int runtab_purge(runtab *t, int64_t cutoff_ms, uint64_t max_runs, size_t batch,
                  char (*ids)[ID_RUN_LEN + 1], size_t *n_out);
 
+/* 1 unless the last commit failed (a full disk, an I/O error, a file size limit):
+ * then runs cannot be recorded until a commit succeeds again. Constant time. */
+int runtab_writable(const runtab *t);
+
+/* After a failed commit, tries one: the updates waiting if any, else a write that
+ * changes nothing. Returns runtab_writable afterwards (at once, doing nothing, if the
+ * last commit succeeded). */
+int runtab_probe(runtab *t);
+
 /* The number of runs in the table. Constant time. */
 uint64_t runtab_count(const runtab *t);
 

@@ -691,6 +691,55 @@ class OutputErrors(LifecycleMixin, ServerTestCase):
         self.assertEqual(srv.stop(), 0)
 
 
+class TableErrors(LifecycleMixin, ServerTestCase):
+    """The run table cannot be written (here: a file size limit set on the running server
+    with prlimit): StartRun answers UNAVAILABLE, health goes NOT_SERVING for "" and the
+    Runner, nothing committed is lost, and all comes back once writes succeed again."""
+    server_kwargs = {"config_yaml": config_yaml(MODULES), "env": mode_env("async")}
+
+    def status(self, health, service):
+        return health.Check(H.HealthCheckRequest(service=service), timeout=WAIT).status
+
+    def test_unwritable_table(self):
+        data_dir = os.path.join(temp_dir(), "var")
+        srv = self.data_server(config_yaml(MODULES), data_dir)
+        c = self.client(srv)
+        done = [c.wait(c.start("child", "ok").run_id) for _ in range(3)]
+        files = [os.path.join(data_dir, f) for f in ("runs.db", "runs.db-wal")]
+        limit = max(os.path.getsize(f) for f in files if os.path.exists(f)) + 4096
+        hard = resource.prlimit(srv.pid, resource.RLIMIT_FSIZE)[1]
+        resource.prlimit(srv.pid, resource.RLIMIT_FSIZE, (limit, hard))
+        answered = []
+        for _ in range(500):
+            try:
+                answered.append(c.start("child", "ok").run_id)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                self.assertIn("cannot record the run", e.details())
+                break
+        else:
+            self.fail("the run table never failed")
+        ch = srv.channel()
+        self.addCleanup(ch.close)
+        health = pb.health_pb2_grpc.HealthStub(ch)
+        poll_until(lambda: self.status(health, "") == H.HealthCheckResponse.NOT_SERVING,
+                   "health NOT_SERVING", timeout=WAIT)
+        self.assertEqual(self.status(health, "prismq.runner.v1.Runner"), H.HealthCheckResponse.NOT_SERVING)
+        self.assertEqual(self.status(health, "prismq.admin.v1.Admin"), H.HealthCheckResponse.SERVING)
+        srv.wait_log(r"run table cannot be written")
+
+        resource.prlimit(srv.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        poll_until(lambda: self.status(health, "") == H.HealthCheckResponse.SERVING,
+                   "health SERVING again", timeout=WAIT)
+        self.assertStatus(c.wait(c.start("child", "ok").run_id), COMPLETED)
+        # Nothing answered was lost: every run is there, and ends.
+        for r in done:
+            self.assertEqual(c.get(r.run_id), r)
+        for run_id in answered:
+            self.assertStatus(c.wait(run_id), COMPLETED)
+        self.assertEqual(srv.stop(), 0)
+
+
 # -- graceful shutdown -------------------------------------------------------------------
 
 class Shutdown(LifecycleMixin, ServerTestCase):

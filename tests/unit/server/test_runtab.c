@@ -1088,15 +1088,45 @@ static int fill_the_disk(const char *db, void *arg) {
   full.rlim_cur = (rlim_t)st.st_size;
   if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
   a->run.status = ST(COMPLETED);
+  if (!runtab_writable(t) || runtab_probe(t) != 1) return 21; /* nothing failed yet */
   if (runtab_update(t, &a->run) != 0) return 15; /* waits: nothing written yet */
   if (runtab_insert(t, &c->run) != -EIO) return 16; /* its commit fails */
+  if (runtab_writable(t)) return 22;
   b->run.status = ST(RUNNING);
   runtab_update(t, &b->run); /* may fail now or wait: either way it is kept */
   if (runtab_sync(t) != -EIO) return 17; /* still full */
+  if (runtab_probe(t) != 0) return 23;
   Run *got = NULL;
   if (runtab_get(t, c->id, &got) != -ENOENT) return 18;
   if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 19; /* space again */
+  if (runtab_probe(t) != 1 || !runtab_writable(t)) return 24; /* the waiting updates went in */
   return runtab_sync(t) == 0 ? 0 : 20;
+}
+
+/* A failed insert leaves nothing waiting: runtab_probe then writes on its own to tell
+ * when commits go through again. */
+static int fill_the_disk_idle(const char *db, void *arg) {
+  struct run_buf *r = arg, *a = &r[0], *c = &r[2];
+  runtab *t = NULL;
+  if (runtab_open(&t, db, NULL, 0) != 0) return 10;
+  if (runtab_insert(t, &a->run) != 0) return 11;
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", db);
+  struct stat st;
+  if (stat(wal, &st) != 0) return 12;
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim, full;
+  if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 13;
+  full = lim;
+  full.rlim_cur = (rlim_t)st.st_size;
+  if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+  if (runtab_insert(t, &c->run) != -EIO) return 15;
+  if (runtab_sync(t) != 0) return 16; /* nothing waits */
+  if (runtab_writable(t) || runtab_probe(t) != 0) return 17;
+  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 18;
+  if (runtab_probe(t) != 1 || runtab_insert(t, &c->run) != 0) return 19;
+  runtab_free(t);
+  return 0;
 }
 
 /* A commit that fails (here the WAL may not grow: RLIMIT_FSIZE, as a full disk) rolls
@@ -1115,6 +1145,20 @@ static void test_failed_commit_keeps_updates(void **state) {
   assert_stored(t, &r[1]);
   Run *got = NULL;
   assert_int_equal(runtab_get(t, r[2].id, &got), -ENOENT);
+  assert_int_equal(runtab_count(t), 2);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
+static void test_probe_after_failed_insert(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  struct run_buf r[3];
+  for (size_t i = 0; i < 3; i++) run_init(&r[i], "m", ST(QUEUED), "", NULL, 0);
+  runtab *t = reopen_after_child(&d, fill_the_disk_idle, r);
+  assert_stored(t, &r[0]);
+  assert_stored(t, &r[2]);
   assert_int_equal(runtab_count(t), 2);
   runtab_free(t);
   tmpdir_remove(&d);
@@ -1579,6 +1623,7 @@ int main(void) {
       cmocka_unit_test(test_file_checkpoints),
       cmocka_unit_test(test_updates_wait_for_a_commit),
       cmocka_unit_test(test_failed_commit_keeps_updates),
+      cmocka_unit_test(test_probe_after_failed_insert),
       cmocka_unit_test(test_purge_commits_waiting_updates),
       cmocka_unit_test(test_failed_purge_keeps_everything),
       cmocka_unit_test(test_file_in_use),
