@@ -3,15 +3,21 @@
 limits, authorization) while runs already taken keep theirs; a broken file is refused
 with its line, and the old configuration stays."""
 
+import json
 import os
 import signal
+import socket
+import subprocess
 import unittest
 
 import grpc
 
-from prismq_testlib import ServerTestCase
+from prismq_testlib import BIN_DIR, VALGRIND, VALGRIND_ARGS, WAIT, ServerTestCase, protos, temp_dir
 from runner_common import (COMPLETED, QUEUED, RUNNING, R, RunnerMixin, child_module,
-                           config_yaml)
+                           config_yaml, poll_until)
+
+pb = protos()
+H = pb.health_pb2
 
 
 class Reload(RunnerMixin, ServerTestCase):
@@ -63,6 +69,66 @@ class Reload(RunnerMixin, ServerTestCase):
         self.reload(srv, config_yaml([child_module("a"), child_module("c")]),
                     r"configuration reloaded modules=2")
         self.assertEqual(self.modules(c), ["a", "c"])
+
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving(target):
+    """True if a Health/Check on `target` (a gRPC target) answers SERVING."""
+    try:
+        with grpc.insecure_channel(target) as ch:
+            resp = pb.health_pb2_grpc.HealthStub(ch).Check(H.HealthCheckRequest(), timeout=2)
+        return resp.status == H.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+class Listeners(unittest.TestCase):
+    """Without --listen, the configuration's listen addresses follow a reload."""
+
+    def test_added_and_removed(self):
+        tmp = temp_dir()
+        cfg, log = os.path.join(tmp, "prismq.yaml"), os.path.join(tmp, "log")
+        tcp = "127.0.0.1:%d" % free_port()
+        sock = os.path.join(tmp, "s.sock")
+
+        def write(listen):
+            with open(cfg, "w", encoding="utf-8") as f:
+                json.dump({"listen": listen, "modules": []}, f)
+        write(["tcp://" + tcp])
+        args = [os.path.join(BIN_DIR, "prismqd"), "--config", cfg, "--data-dir", os.path.join(tmp, "var")]
+        with open(log, "wb") as out:
+            p = subprocess.Popen((VALGRIND_ARGS if VALGRIND else []) + args, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT)
+        try:
+            poll_until(lambda: serving(tcp), "tcp listener", timeout=WAIT)
+            write(["tcp://" + tcp, "unix://" + sock])
+            p.send_signal(signal.SIGHUP)
+            poll_until(lambda: serving("unix:" + sock), "unix listener added", timeout=WAIT)
+            self.assertTrue(serving(tcp))
+            write(["unix://" + sock])
+            p.send_signal(signal.SIGHUP)
+            poll_until(lambda: not serving(tcp), "tcp listener removed", timeout=WAIT)
+            self.assertTrue(serving("unix:" + sock))
+            # A listener that cannot be opened: the whole reload is refused.
+            write(["unix://" + sock, "tcp://192.0.2.1:1"])
+            p.send_signal(signal.SIGHUP)
+            def refused():
+                with open(log, "rb") as f:
+                    return b"configuration reload failed" in f.read()
+            poll_until(refused, "reload refused", timeout=WAIT)
+            self.assertTrue(serving("unix:" + sock))
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(WAIT), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 if __name__ == "__main__":
