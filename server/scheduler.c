@@ -312,6 +312,28 @@ static void srun_free(struct srun *r) {
   free(r);
 }
 
+/* A run of m under the current snapshot, not yet in the index or the queue; takes
+ * argv, cwd and pb. */
+static struct srun *srun_new(sched *s, const config_module *m, char **argv, char *cwd, sched_run *pb,
+                             uint32_t timeout_ms) {
+  struct srun *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->s = s;
+  r->cfg = config_ref(s->cfg);
+  r->mod = m;
+  r->argv = argv;
+  r->cwd = cwd;
+  r->pb = pb;
+  r->timeout_ms = timeout_ms;
+  return r;
+}
+
+/* Makes r an active run, queued behind the others. */
+static void activate(sched *s, struct srun *r) {
+  if (!tsearch(r, &s->index, run_cmp)) abort();
+  queue_push(s, r);
+}
+
 /* After sched_shutdown: tells the caller once no run is running (queued runs stay). */
 static void maybe_idle(sched *s) {
   if (s->stopping && s->on_idle && s->nrunning == 0) {
@@ -476,6 +498,44 @@ static size_t argv_line(char *buf, size_t cap, char *const *argv) {
   return o;
 }
 
+/* Starts r's process: in a cgroup of its own where there are cgroups, else with its
+ * start committed first. Returns 0, or a negative errno with err saying what failed. */
+static int spawn(struct srun *r, char *err, size_t errlen) {
+  sched *s = r->s;
+  sched_run *pb = r->pb;
+  int cg_fd = -1, rc;
+  if (s->opts.cg) {
+    if ((rc = cgroup_create(&cg_fd, s->opts.cg, pb->run_id, r->mod->memory_max, r->mod->cpu_max_percent, err,
+                            errlen)) < 0)
+      return rc;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
+    set_str(&pb->cgroup, path);
+  } else {
+    /* Without a cgroup, a restart could not tell that the run had started were it
+     * still QUEUED in the table: it would run twice. With one, the cgroup tells. */
+    persist(s, pb);
+    runtab_sync(s->opts.rt);
+  }
+  proc_opts po = PROC_OPTS_INIT;
+  po.cgroup_fd = cg_fd;
+  po.argv = (const char *const *)r->argv;
+  char **envp = build_env(r->mod);
+  po.envp = (const char *const *)envp;
+  po.cwd = r->cwd;
+  po.threaded = s->opts.mode == SCHED_THREADED;
+  po.orphan_kill_ms = s->opts.orphan_kill_ms;
+  po.on_output = on_output;
+  po.on_exit = on_exit_cb;
+  po.arg = r;
+  r->errtail = xmalloc(ERRTAIL_MAX);
+  rc = proc_spawn(&r->p, s->base, &po);
+  config_argv_free(envp);
+  if (cg_fd >= 0) close(cg_fd);
+  if (rc < 0) snprintf(err, errlen, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
+  return rc;
+}
+
 static void start_run(struct srun *r) {
   sched *s = r->s;
   sched_run *pb = r->pb;
@@ -507,41 +567,7 @@ static void start_run(struct srun *r) {
     return;
   }
 
-  int cg_fd = -1;
-  if (s->opts.cg) {
-    rc = cgroup_create(&cg_fd, s->opts.cg, pb->run_id, r->mod->memory_max, r->mod->cpu_max_percent, err,
-                       sizeof err);
-    if (rc < 0) {
-      LOG_ERROR("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
-      finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
-      return;
-    }
-    snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
-    set_str(&pb->cgroup, path);
-  }
-  if (!s->opts.cg) {
-    /* Without a cgroup, a restart could not tell that the run had started were it
-     * still QUEUED in the table: it would run twice. With one, the cgroup tells. */
-    persist(s, pb);
-    runtab_sync(s->opts.rt);
-  }
-  proc_opts po = PROC_OPTS_INIT;
-  po.cgroup_fd = cg_fd;
-  po.argv = (const char *const *)r->argv;
-  char **envp = build_env(r->mod);
-  po.envp = (const char *const *)envp;
-  po.cwd = r->cwd;
-  po.threaded = s->opts.mode == SCHED_THREADED;
-  po.orphan_kill_ms = s->opts.orphan_kill_ms;
-  po.on_output = on_output;
-  po.on_exit = on_exit_cb;
-  po.arg = r;
-  r->errtail = xmalloc(ERRTAIL_MAX);
-  rc = proc_spawn(&r->p, s->base, &po);
-  config_argv_free(envp);
-  if (cg_fd >= 0) close(cg_fd);
-  if (rc < 0) {
-    snprintf(err, sizeof err, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
+  if (spawn(r, err, sizeof err) < 0) {
     LOG_WARN("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
     return;
@@ -658,10 +684,76 @@ static int admit(const sched *s, const config_module *m, const char *owner, char
   return 0;
 }
 
+/* Whether req->request_id names an earlier run: returns 1 with *out set (a copy, live
+ * if active) if it was the same request, 0 if there is none, -EEXIST with err if it was
+ * another one. */
+static int earlier_request(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const config_module *m,
+                           const char *owner, char *const *params, sched_run **out, char *err, size_t errlen) {
+  sched_run *prev = NULL;
+  if (!req->request_id[0] || runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) != 0) return 0;
+  if (!same_request(prev, m->id, owner, params)) {
+    snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module, parameters or owner",
+             req->request_id, prev->run_id);
+    prismq__runner__v1__run__free_unpacked(prev, NULL);
+    return -EEXIST;
+  }
+  struct srun *live = find_active(s, prev->run_id);
+  if (live) {
+    prismq__runner__v1__run__free_unpacked(prev, NULL);
+    prev = snapshot(live);
+  }
+  *out = prev;
+  return 1;
+}
+
+/* The record of a new QUEUED run of m for `owner`: a new run id, the effective
+ * parameters ("name=value", consumed: freed here), the request's labels (the last of a
+ * duplicate key wins, as in a protobuf map). */
+static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__StartRunRequest *req,
+                             const char *owner, char **params, uint32_t timeout_ms) {
+  sched_run *pb = xmalloc(sizeof *pb);
+  *pb = (sched_run)PRISMQ__RUNNER__V1__RUN__INIT;
+  char id[ID_RUN_LEN + 1];
+  pb->created_at_ms = id_now_ms();
+  id_run_new(id, pb->created_at_ms);
+  pb->run_id = xstrdup(id);
+  pb->module_id = xstrdup(m->id);
+  pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
+  pb->timeout_ms = timeout_ms;
+  set_str(&pb->request_id, req->request_id);
+  set_str(&pb->owner, owner);
+  size_t npar = 0;
+  while (params[npar]) npar++;
+  char **pk = xmalloc(npar * sizeof *pk), **pv = xmalloc(npar * sizeof *pv);
+  for (size_t i = 0; i < npar; i++) {
+    pk[i] = params[i];
+    pv[i] = strchr(params[i], '=');
+    *pv[i]++ = '\0';
+  }
+  BUILD_MAP(Prismq__Runner__V1__Run__ParametersEntry, PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT,
+            pb->parameters, pb->n_parameters, pk, pv, npar);
+  free(pk);
+  free(pv);
+  config_argv_free(params);
+  size_t nl = 0;
+  const char **lk = xmalloc(req->n_labels * sizeof *lk), **lv = xmalloc(req->n_labels * sizeof *lv);
+  for (size_t i = 0; i < req->n_labels; i++) {
+    size_t j = 0;
+    while (j < nl && strcmp(lk[j], req->labels[i]->key) != 0) j++;
+    lk[j] = req->labels[i]->key;
+    lv[j] = req->labels[i]->value;
+    if (j == nl) nl++;
+  }
+  BUILD_MAP(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, pb->labels,
+            pb->n_labels, lk, lv, nl);
+  free(lk);
+  free(lv);
+  return pb;
+}
+
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
                 char *err, size_t errlen) {
-  const config *cfg = s->cfg;
-  const config_module *m = config_find_module(cfg, req->module_id);
+  const config_module *m = config_find_module(s->cfg, req->module_id);
   if (!m) {
     snprintf(err, errlen, "unknown module \"%.64s\"", req->module_id);
     return -ENOENT;
@@ -678,88 +770,18 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
   free(names);
   free(values);
   if (rc < 0) return rc;
-
-  if (req->request_id[0]) {
-    sched_run *prev = NULL;
-    if (runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) == 0) {
-      int same = same_request(prev, m->id, owner, params);
-      config_argv_free(argv);
-      free(cwd);
-      config_argv_free(params);
-      if (!same) {
-        snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module, parameters or owner",
-                 req->request_id, prev->run_id);
-        prismq__runner__v1__run__free_unpacked(prev, NULL);
-        return -EEXIST;
-      }
-      struct srun *live = find_active(s, prev->run_id);
-      if (live) {
-        prismq__runner__v1__run__free_unpacked(prev, NULL);
-        prev = snapshot(live);
-      }
-      *out = prev;
-      return 1;
-    }
-  }
-
-  if ((rc = admit(s, m, owner, err, errlen)) < 0) {
+  if ((rc = earlier_request(s, req, m, owner, params, out, err, errlen)) != 0 ||
+      (rc = admit(s, m, owner, err, errlen)) < 0) {
     config_argv_free(argv);
     free(cwd);
     config_argv_free(params);
     return rc;
   }
-
-  struct srun *r = calloc(1, sizeof *r);
-  if (!r) abort();
-  r->s = s;
-  r->cfg = config_ref(s->cfg);
-  r->mod = m;
-  r->argv = argv;
-  r->cwd = cwd;
   /* The request may shorten the module's timeout, never lengthen it. */
-  r->timeout_ms = m->timeout_ms;
-  if (req->timeout_ms && (!m->timeout_ms || req->timeout_ms < m->timeout_ms)) r->timeout_ms = req->timeout_ms;
-
-  sched_run *pb = xmalloc(sizeof *pb);
-  *pb = (sched_run)PRISMQ__RUNNER__V1__RUN__INIT;
-  char id[ID_RUN_LEN + 1];
-  pb->created_at_ms = id_now_ms();
-  id_run_new(id, pb->created_at_ms);
-  pb->run_id = xstrdup(id);
-  pb->module_id = xstrdup(m->id);
-  pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
-  pb->timeout_ms = r->timeout_ms;
-  set_str(&pb->request_id, req->request_id);
-  set_str(&pb->owner, owner);
-  size_t npar = 0;
-  while (params[npar]) npar++;
-  char **pk = xmalloc(npar * sizeof *pk), **pv = xmalloc(npar * sizeof *pv);
-  for (size_t i = 0; i < npar; i++) {
-    pk[i] = params[i];
-    pv[i] = strchr(params[i], '=');
-    *pv[i]++ = '\0';
-  }
-  BUILD_MAP(Prismq__Runner__V1__Run__ParametersEntry, PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT,
-            pb->parameters, pb->n_parameters, pk, pv, npar);
-  free(pk);
-  free(pv);
-  config_argv_free(params);
-  /* Labels: protobuf map semantics, the last duplicate key wins. */
-  size_t nl = 0;
-  const char **lk = xmalloc(req->n_labels * sizeof *lk), **lv = xmalloc(req->n_labels * sizeof *lv);
-  for (size_t i = 0; i < req->n_labels; i++) {
-    size_t j = 0;
-    while (j < nl && strcmp(lk[j], req->labels[i]->key) != 0) j++;
-    lk[j] = req->labels[i]->key;
-    lv[j] = req->labels[i]->value;
-    if (j == nl) nl++;
-  }
-  BUILD_MAP(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, pb->labels,
-            pb->n_labels, lk, lv, nl);
-  free(lk);
-  free(lv);
-  r->pb = pb;
-
+  uint32_t timeout_ms = m->timeout_ms;
+  if (req->timeout_ms && (!m->timeout_ms || req->timeout_ms < m->timeout_ms)) timeout_ms = req->timeout_ms;
+  sched_run *pb = new_record(m, req, owner, params, timeout_ms);
+  struct srun *r = srun_new(s, m, argv, cwd, pb, timeout_ms);
   rc = runtab_insert(s->opts.rt, pb);
   if (rc < 0) {
     snprintf(err, errlen, "cannot record the run: %s", strerror(-rc));
@@ -767,8 +789,7 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
     srun_free(r);
     return -EIO;
   }
-  if (!tsearch(r, &s->index, run_cmp)) abort();
-  queue_push(s, r);
+  activate(s, r);
   LOG_INFO("run queued run_id=%s module_id=%s owner=%s", pb->run_id, pb->module_id,
            pb->owner[0] ? pb->owner : "anonymous");
   char run_id[ID_RUN_LEN + 1];
@@ -1002,17 +1023,7 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
   free(names);
   free(values);
   if (rc < 0) return rc;
-  struct srun *r = calloc(1, sizeof *r);
-  if (!r) abort();
-  r->s = s;
-  r->cfg = config_ref(s->cfg);
-  r->mod = m;
-  r->argv = argv;
-  r->cwd = cwd;
-  r->pb = pb;
-  r->timeout_ms = pb->timeout_ms ? pb->timeout_ms : m->timeout_ms;
-  if (!tsearch(r, &s->index, run_cmp)) abort();
-  queue_push(s, r);
+  activate(s, srun_new(s, m, argv, cwd, pb, pb->timeout_ms ? pb->timeout_ms : m->timeout_ms));
   return 0;
 }
 
