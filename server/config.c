@@ -530,6 +530,29 @@ static int check_template(const loader *ld, const yaml_node_t *n, const char *wh
   return 0;
 }
 
+/* What bounds one run of module m: timeout_ms, max_concurrent, memory_max, cpu_max (each
+ * node NULL when not given). */
+static int load_run_limits(const loader *ld, const char *what, config_module *m, const yaml_node_t *timeout,
+                           const yaml_node_t *maxconc, const yaml_node_t *memmax, const yaml_node_t *cpumax)
+{
+  char path[96];
+  int rc = 0;
+
+  snprintf(path, sizeof path, "%s.timeout_ms", what);
+  if (timeout && (rc = get_u32(ld, timeout, path, 0, UINT32_MAX, &m->timeout_ms)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.max_concurrent", what);
+  if (maxconc && (rc = get_u32(ld, maxconc, path, 0, UINT32_MAX, &m->max_concurrent)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.memory_max", what);
+  if (memmax && (rc = get_uint(ld, memmax, path, 4096, UINT64_MAX, &m->memory_max)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.cpu_max", what);
+  if (cpumax && (rc = get_u32(ld, cpumax, path, 1, 100000, &m->cpu_max_percent)) < 0)
+    return rc;
+  return 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx)
 {
   static const char *const keys[] = {"id", "name", "description", "argv", "cwd", "env",
@@ -612,14 +635,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   if (!m->env)
     m->env = xcalloc(1, sizeof *m->env);
 
-  snprintf(path, sizeof path, "%s.timeout_ms", what);
-  if (v[TIMEOUT] && (rc = get_u32(ld, v[TIMEOUT], path, 0, UINT32_MAX, &m->timeout_ms)) < 0)
+  if ((rc = load_run_limits(ld, what, m, v[TIMEOUT], v[MAXCONC], v[MEMMAX], v[CPUMAX])) < 0)
     return rc;
-  snprintf(path, sizeof path, "%s.max_concurrent", what);
-  if (v[MAXCONC] &&
-      (rc = get_u32(ld, v[MAXCONC], path, 0, UINT32_MAX, &m->max_concurrent)) < 0)
-    return rc;
-
   if (v[PASS]) {
     const yaml_node_t *pn = v[PASS];
     const char *s = pn->type == YAML_SCALAR_NODE ? (const char *)pn->data.scalar.value : "";
@@ -628,12 +645,6 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
       return fail_at(ld, pn, "%s.pass_parameters must be none or flags", what);
     m->pass_flags = !strcmp(s, "flags");
   }
-  snprintf(path, sizeof path, "%s.memory_max", what);
-  if (v[MEMMAX] && (rc = get_uint(ld, v[MEMMAX], path, 4096, UINT64_MAX, &m->memory_max)) < 0)
-    return rc;
-  snprintf(path, sizeof path, "%s.cpu_max", what);
-  if (v[CPUMAX] && (rc = get_u32(ld, v[CPUMAX], path, 1, 100000, &m->cpu_max_percent)) < 0)
-    return rc;
   return 0;
 }
 
