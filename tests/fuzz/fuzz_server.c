@@ -75,6 +75,7 @@ struct server {
   runtab *rt;
   sched *sch;
   call_server *calls;
+  health *health;
   runner *runner;
   admin *admin;
   struct bufferevent *client; /* our end of the pair */
@@ -143,7 +144,7 @@ static void server_start(struct server *s) {
   co.role_name = authz_role_name;
   FZ_CHECK(call_server_new(&s->calls, s->base, &co) == 0, "call_server_new");
   static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
-  FZ_CHECK(health_register(s->calls, health_services) == 0, "health_register");
+  FZ_CHECK(health_new(&s->health, s->calls, health_services) == 0, "health_new");
   FZ_CHECK(runner_new(&s->runner, s->calls, s->sch) == 0, "runner_new");
   FZ_CHECK(admin_new(&s->admin, s->calls, runner_counters, s->runner) == 0, "admin_new");
 
@@ -160,6 +161,7 @@ static void server_start(struct server *s) {
 static void server_stop(struct server *s) {
   bufferevent_free(s->client);
   call_server_free(s->calls);
+  health_free(s->health);
   admin_free(s->admin);
   runner_free(s->runner);
   int runs = sched_total(s->sch) > 0;
@@ -221,7 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (mode & 4) {
     call_server_shutdown(s.calls, 0, on_idle, NULL);
-    sched_shutdown(s.sch, 0, on_idle, NULL);
+    sched_shutdown(s.sch, 1, 0, on_idle, NULL);
     run_until_idle(s.base);
   }
   server_stop(&s);
