@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Builds and runs every test:
 #   1. the main build (warnings are errors) with all unit and integration tests;
-#   2. the same tests on an ASan/UBSan build (the servers the integration tests start
-#      must then exit 0: no leak, no undefined behaviour);
-#   3. the integration tests once more with every server under valgrind memcheck (main
+#   2. a Release build (-O3, warnings are errors) with the unit tests only: warnings and
+#      bugs that only the optimiser brings out;
+#   3. the same tests as 1 on an ASan/UBSan build (the servers the integration tests
+#      start must then exit 0: no leak, no undefined behaviour);
+#   4. the integration tests once more with every server under valgrind memcheck (main
 #      build; zero errors and zero leaks, or the server's exit code fails its test),
 #      except the load tests and the hostile-client battery, whose time and memory
 #      bounds mean nothing under valgrind;
-#   4. each libFuzzer target (tests/fuzz) for FUZZ_SECONDS seconds (default 60) after its
+#   5. each libFuzzer target (tests/fuzz) for FUZZ_SECONDS seconds (default 60) after its
 #      regression inputs, under ASan/UBSan (scripts/fuzz.sh).
-# Options run one part alone: --valgrind (3), --fuzz [SECONDS] (4).
-# Runs from any directory. Environment: BUILD_DIR (default build) and ASAN_BUILD_DIR
-# (default build-asan); relative paths are taken from the repository root.
+# Options run one part alone: --release (2), --valgrind (4), --fuzz [SECONDS] (5).
+# Runs from any directory. Environment: BUILD_DIR (default build), RELEASE_BUILD_DIR
+# (default build-release) and ASAN_BUILD_DIR (default build-asan); relative paths are
+# taken from the repository root.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MAIN_DIR="${BUILD_DIR:-build}"
+RELEASE_DIR="${RELEASE_BUILD_DIR:-build-release}"
 ASAN_DIR="${ASAN_BUILD_DIR:-build-asan}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 # Integration tests start their own servers on port 0 with temporary directories, so
@@ -26,6 +30,11 @@ NOT_UNDER_VALGRIND='it\.test_runner_load_|it\.test_hostile'
 main_tests() {
   BUILD_DIR="$MAIN_DIR" WERROR=ON bash "$ROOT/scripts/build.sh"
   (cd "$ROOT" && ctest --test-dir "$MAIN_DIR" --output-on-failure -j"$JOBS")
+}
+
+release_tests() {
+  BUILD_DIR="$RELEASE_DIR" BUILD_TYPE=Release WERROR=ON bash "$ROOT/scripts/build.sh"
+  (cd "$ROOT" && ctest --test-dir "$RELEASE_DIR" --output-on-failure -j"$JOBS" -L unit)
 }
 
 asan_tests() {
@@ -48,14 +57,16 @@ fuzz_tests() {
 case "${1:-}" in
   "")
     main_tests
+    release_tests
     asan_tests
     valgrind_tests
     fuzz_tests "$FUZZ_SECONDS"
     ;;
+  --release) release_tests ;;
   --valgrind) valgrind_tests ;;
   --fuzz) fuzz_tests "${2:-$FUZZ_SECONDS}" ;;
   *)
-    echo "usage: scripts/test.sh [--valgrind | --fuzz [SECONDS]]" >&2
+    echo "usage: scripts/test.sh [--release | --valgrind | --fuzz [SECONDS]]" >&2
     exit 2
     ;;
 esac

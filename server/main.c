@@ -21,6 +21,7 @@
 #include "front.h"
 #include "health.h"
 #include "log.h"
+#include "prismq_version.h"
 #include "retention.h"
 #include "runner.h"
 #include "runtab.h"
@@ -72,6 +73,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: prismqd [--config FILE] [--listen URL]... [--data-dir DIR] [--log-level LEVEL]\n"
           "               [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+          "       prismqd --version\n"
           "  --config FILE     YAML configuration (default: the built-in demo configuration)\n"
           "  --listen URL      tcp://HOST:PORT, tls://HOST:PORT, unix:///path, unix-abstract:NAME\n"
           "                    (repeatable; replaces the config's)\n"
@@ -79,6 +81,7 @@ static void usage(FILE *f) {
           "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
           "  --tls-cert FILE, --tls-key FILE, --tls-client-ca FILE\n"
           "                    replace the config's tls.cert, tls.key, tls.client_ca\n"
+          "  --version         print the version and the git commit built from, and exit\n"
           "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
 }
 
@@ -89,7 +92,7 @@ static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
       {"listen", required_argument, NULL, 'l'},    {"log-level", required_argument, NULL, 'L'},
       {"tls-cert", required_argument, NULL, 'C'},  {"tls-key", required_argument, NULL, 'K'},
       {"tls-client-ca", required_argument, NULL, 'A'}, {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
+      {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
   };
   for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
     switch (ch) {
@@ -107,6 +110,7 @@ static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
     case 'K': cl->tls_key = optarg; break;
     case 'A': cl->tls_client_ca = optarg; break;
     case 'h': usage(stdout); return 0;
+    case 'V': printf("prismqd %s (commit %s)\n", PRISMQ_VERSION, PRISMQ_COMMIT); return 0;
     default: usage(stderr); return 2;
     }
   }

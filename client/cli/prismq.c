@@ -2,6 +2,7 @@
  *
  *   prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE --tls-server-name NAME]
  *          COMMAND [ARGS]
+ *   prismq --version
  *
  * This file holds the global options, the command table and the dispatch; each
  * command is in cmd-NAME.c. docs/cli.md is the manual. */
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "prismq_version.h"
 
 /* In the order `prismq --help` lists them. */
 static const struct cli_cmd *const commands[] = {
@@ -27,7 +29,8 @@ const struct cli_cmd *cli_find_cmd(const char *name) {
 
 void cli_print_usage(FILE *f) {
   fputs("usage: prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE\n"
-        "              --tls-server-name NAME] COMMAND [ARGS]\n\nCommands:\n",
+        "              --tls-server-name NAME] COMMAND [ARGS]\n"
+        "       prismq --version\n\nCommands:\n",
         f);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-8s %s\n", commands[i]->name, commands[i]->summary);
@@ -42,6 +45,7 @@ void cli_print_usage(FILE *f) {
         "  --tls-server-name NAME  the name the server certificate must match\n"
         "                   ($PRISMQ_TLS_SERVER_NAME; default: the target's host)\n"
         "  -h, --help       this help\n"
+        "  --version        the version and the git commit built from\n"
         "\n"
         "'prismq help COMMAND' or 'prismq COMMAND --help' describes a command.\n"
         "Exit status: 0 success, 1 error, 2 usage error; run -f, logs -f and wait exit with\n"
@@ -61,7 +65,8 @@ int main(int argc, char **argv) {
       {"target", required_argument, NULL, 't'},  {"tls-ca", required_argument, NULL, 'a'},
       {"tls-cert", required_argument, NULL, 'c'}, {"tls-key", required_argument, NULL, 'k'},
       {"tls-server-name", required_argument, NULL, 'n'},
-      CLI_OPT_HELP,                               {NULL, 0, NULL, 0},
+      {"version", no_argument, NULL, 'V'},        CLI_OPT_HELP,
+      {NULL, 0, NULL, 0},
   };
   cli_ctx ctx = {PRISMQ_CLIENT_OPTS_INIT, NULL, NULL};
   ctx.opts.ca_file = env("PRISMQ_TLS_CA");
@@ -78,6 +83,7 @@ int main(int argc, char **argv) {
     case 'k': ctx.opts.key_file = optarg; break;
     case 'n': ctx.opts.server_name = optarg; break;
     case 'h': cli_print_usage(stdout); return CLI_EXIT_OK;
+    case 'V': printf("prismq %s (commit %s)\n", PRISMQ_VERSION, PRISMQ_COMMIT); return CLI_EXIT_OK;
     default: fputs("Try 'prismq --help'.\n", stderr); return CLI_EXIT_USAGE;
     }
   }

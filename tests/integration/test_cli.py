@@ -411,6 +411,17 @@ class Errors(CliCase):
                 self.assertTrue(text.startswith(b"usage: prismq " + cmd.encode()), text)
                 self.assertEqual(self.ok("help", cmd, target=False).stdout, text)
 
+    def test_version(self):
+        out = self.ok("--version", target=False).stdout.decode()
+        m = re.fullmatch(r"prismq (\d+\.\d+\.\d+ \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\))\n",
+                         out)
+        self.assertTrue(m, out)
+        # Built from the same tree as prismqd, they say the same.
+        d = subprocess.run([os.path.join(BIN_DIR, "prismqd"), "--version"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT)
+        self.assertEqual(d.stdout.decode(), "prismqd %s\n" % m.group(1))
+        self.assertIn("\n  --version ", self.ok("--help", target=False).stdout.decode())
+
     def test_rpc_errors_name_the_status(self):
         p = self.expect(EXIT_ERROR, "status", "01NOSUCHRUN")
         self.assertTrue(p.stderr.startswith(b"prismq: NOT_FOUND: "), p.stderr)

@@ -1,13 +1,15 @@
 """The gRPC transport of prismqd as a stock client (grpcio) sees it: health, unknown
-methods, size limits, deadlines, cancellation, many calls, unix sockets, shutdown."""
+methods, size limits, deadlines, cancellation, many calls, unix sockets, shutdown; and
+prismqd --version."""
 
 import os
 import signal
+import subprocess
 import unittest
 
 import grpc
 
-from prismq_testlib import WAIT, Server, ServerTestCase, protos, temp_dir
+from prismq_testlib import BIN_DIR, WAIT, Server, ServerTestCase, protos, temp_dir
 
 pb = protos()
 SERVING = pb.health_pb2.HealthCheckResponse.SERVING
@@ -117,6 +119,21 @@ class Shutdown(unittest.TestCase):
                 self.assertEqual(health.Check(pb.health_pb2.HealthCheckRequest(),
                                               timeout=WAIT).status, SERVING)
                 self.assertEqual(srv.stop(signal.SIGINT), 0)
+
+
+class Version(unittest.TestCase):
+    def test_version_prints_and_exits(self):
+        prismqd = os.path.abspath(os.path.join(BIN_DIR, "prismqd"))
+        cwd = temp_dir()
+        p = subprocess.run([prismqd, "--version"], cwd=cwd,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT)
+        self.assertEqual((p.returncode, p.stderr), (0, b""))
+        self.assertRegex(p.stdout.decode(),
+                         r"^prismqd \d+\.\d+\.\d+ \(commit ([0-9a-f]{7,}(-dirty)?|unknown)\)\n\Z")
+        self.assertEqual(os.listdir(cwd), [])  # no server started: no ./var
+        p = subprocess.run([prismqd, "--help"], cwd=cwd,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT)
+        self.assertIn(b"--version", p.stdout)
 
 
 if __name__ == "__main__":

@@ -243,7 +243,8 @@ static void remove_tree(const char *path) {
   for (struct dirent *e; (e = readdir(d)) != NULL;) {
     if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
     char sub[PATH_MAX + 256];
-    snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+    /* A truncated path would name another directory. */
+    if ((size_t)snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= sizeof sub) continue;
     remove_tree(sub);
   }
   closedir(d);
