@@ -79,16 +79,17 @@ static struct timeval ms_tv(uint32_t ms) {
 }
 
 /* Only called while the main process is not reaped, so the group id is still ours.
- * With a cgroup, its members get the signal too: those that left the group with
- * setsid() among them. */
+ * With a cgroup, its members get the signal instead, once each: those that left the
+ * group with setsid() among them (the group's members are all in the cgroup too). */
 static int kill_group(proc *p, int sig) {
+  if (sig < 0 || sig >= NSIG) return -EINVAL;
   if (sig == SIGKILL) p->group_killed = 1;
-  int rc = kill(-p->pid, sig) < 0 ? -errno : 0;
   if (p->cg_fd >= 0 && sig != 0) {
-    int crc = cgroup_signal(p->cg_fd, sig);
-    if (crc < 0) LOG_WARN("proc cgroup signal failed pid=%d sig=%d err=%s", p->pid, sig, strerror(-crc));
+    int rc = cgroup_signal(p->cg_fd, sig);
+    if (rc == 0) return kill(-p->pid, 0) < 0 ? -errno : 0; /* as proc_kill reports */
+    LOG_WARN("proc cgroup signal failed, signalling the group pid=%d sig=%d err=%s", p->pid, sig, strerror(-rc));
   }
-  return rc;
+  return kill(-p->pid, sig) < 0 ? -errno : 0;
 }
 
 static void close_stream(proc *p, int s) {

@@ -36,7 +36,7 @@
 #define ECHO_OUT_LEN 300000u /* several pipe buffers' worth */
 #define ECHO_ERR_LEN 100000u
 #define GUARD_MS 20000       /* bound on every wait; generous for valgrind */
-#define BURN_CPU_MS 100
+#define BURN_CPU_MS 300
 #define BURN_MIB 64
 #define COMM_TRICKY "a) (b) 7 7 7 7" /* 15 bytes at most, with the NUL */
 
