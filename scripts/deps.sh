@@ -10,7 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libsqlite3-dev libyaml-dev libcmocka-dev
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-h2
-  nghttp2-client openssl procps valgrind
+  nghttp2-client openssl procps valgrind groff-base
   nanopb libnanopb-dev
   "$@"
 )
