@@ -310,11 +310,13 @@ fail_dir:
 int cgroup_kill_path(const char *path) {
   int fd = open(path, O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT ? 0 : -errno;
-  char buf[64];
-  ssize_t n = read_file(fd, "cgroup.procs", buf, sizeof buf);
+  /* "populated" counts the whole subtree: members in cgroups of the run's own too. */
+  char buf[256];
+  ssize_t n = read_file(fd, "cgroup.events", buf, sizeof buf);
+  int populated = n > 0 && strstr(buf, "populated 1") != NULL;
   int rc = n < 0 ? (int)n : cgroup_signal(fd, SIGKILL);
   close(fd);
-  return rc < 0 ? rc : n > 0;
+  return rc < 0 ? rc : populated;
 }
 
 int cgroup_signal(int dirfd, int sig) {

@@ -45,8 +45,9 @@ int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *whe
  * Returns how many there were. */
 size_t cgroup_root_sweep(cgroup_root *r);
 
-/* Kills everything in the cgroup at `path` (any cgroup2 directory). Returns 1 if it
- * had members, 0 if it had none or does not exist, or a negative errno. */
+/* Kills everything in the cgroup at `path` (any cgroup2 directory), its own cgroups
+ * included. Returns 1 if it had members (in it or below it), 0 if it had none or does
+ * not exist, or a negative errno. */
 int cgroup_kill_path(const char *path);
 
 /* Tries the pending removals once more (what still cannot go stays, for the next start's

@@ -601,6 +601,17 @@ static void test_kill_path(void **state) {
   assert_int_equal(cgroup_kill_path(path_of(f, "k")), 1);
   for (int i = 0; i < 2; i++) assert_killed_by(m[i], SIGKILL);
   assert_int_equal(cgroup_kill_path(path_of(f, "k")), 0);
+  /* A member only in a cgroup of the run's own below it counts, and dies, too. */
+  char sub[PATH_MAX];
+  snprintf(sub, sizeof sub, "%s/sub", path_of(f, "k"));
+  assert_int_equal(mkdir(sub, 0755), 0);
+  int subfd = open(sub, O_DIRECTORY | O_CLOEXEC);
+  assert_true(subfd >= 0);
+  pid_t deep = member(subfd, M_IGNORE_TERM);
+  assert_int_equal(cgroup_kill_path(path_of(f, "k")), 1);
+  assert_killed_by(deep, SIGKILL);
+  close(subfd);
+  assert_int_equal(rmdir(sub), 0);
   close(fd);
   cgroup_remove(f->r, "k");
   assert_no_children();
