@@ -530,6 +530,27 @@ static int check_template(const loader *ld, const yaml_node_t *n, const char *wh
   return 0;
 }
 
+/* modules[i].parameters: a list of parameter mappings. */
+static int load_params(const loader *ld, const yaml_node_t *ps, const char *what, config_module *m)
+{
+  char path[96];
+  int rc;
+
+  snprintf(path, sizeof path, "%s.parameters", what);
+  if (ps->type != YAML_SEQUENCE_NODE)
+    return fail_at(ld, ps, "%s must be a list of mappings", path);
+  m->nparams = (size_t)(ps->data.sequence.items.top - ps->data.sequence.items.start);
+  m->params = xcalloc(m->nparams, sizeof *m->params);
+  for (size_t i = 0; i < m->nparams; i++) {
+    char ppath[128];
+
+    snprintf(ppath, sizeof ppath, "%s[%zu]", path, i);
+    if ((rc = load_param(ld, node(ld, ps->data.sequence.items.start[i]), ppath, m, i)) < 0)
+      return rc;
+  }
+  return 0;
+}
+
 /* What bounds one run of module m: timeout_ms, max_concurrent, memory_max, cpu_max (each
  * node NULL when not given). */
 static int load_run_limits(const loader *ld, const char *what, config_module *m, const yaml_node_t *timeout,
@@ -595,22 +616,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
     m->description = xstrdup("");
 
   /* Parameters first: the argv and cwd templates are checked against them. */
-  if (v[PARAMS]) {
-    const yaml_node_t *ps = v[PARAMS];
-
-    snprintf(path, sizeof path, "%s.parameters", what);
-    if (ps->type != YAML_SEQUENCE_NODE)
-      return fail_at(ld, ps, "%s must be a list of mappings", path);
-    m->nparams = (size_t)(ps->data.sequence.items.top - ps->data.sequence.items.start);
-    m->params = xcalloc(m->nparams, sizeof *m->params);
-    for (size_t i = 0; i < m->nparams; i++) {
-      char ppath[128];
-
-      snprintf(ppath, sizeof ppath, "%s[%zu]", path, i);
-      if ((rc = load_param(ld, node(ld, ps->data.sequence.items.start[i]), ppath, m, i)) < 0)
-        return rc;
-    }
-  }
+  if (v[PARAMS] && (rc = load_params(ld, v[PARAMS], what, m)) < 0)
+    return rc;
 
   snprintf(path, sizeof path, "%s.argv", what);
   if ((rc = get_strv(ld, v[ARGV], path, 0, 0, &m->argv, &m->argc)) < 0)

@@ -1039,15 +1039,8 @@ static int recover(sched *s) {
   for (size_t i = 0; i < n; i++) {
     sched_run *pb = runs[i];
     char err[512];
-    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED && started_in_cgroup(s, pb)) {
-      /* Its start was not committed yet, but its cgroup was made: it ran. */
-      int ended = cgroup_kill_path(pb->cgroup) > 0;
-      killed += (size_t)ended;
-      set_str(&pb->error_message, ended ? SCHED_LOST_MESSAGE "; its processes were killed at restart"
-                                        : SCHED_LOST_MESSAGE);
-      pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
-      lost++;
-    } else if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
+    /* A run recorded QUEUED whose cgroup exists had started, its start not committed yet. */
+    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED && !started_in_cgroup(s, pb)) {
       if (requeue(s, pb, err, sizeof err) == 0) {
         runs[i] = NULL;
         queued++;

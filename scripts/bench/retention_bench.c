@@ -200,6 +200,58 @@ static void on_sweep(void *arg, const retention_sweep *s) {
 
 /* Fills a data directory under root and sweeps it with `limits`. Returns 0, 1 when a
  * check fails, 2 on set-up errors. */
+/* The table of one measurement, oldest first as a server makes them: n old runs over
+ * days 30..8 before now with KEEP_ACTIVE queued ones among them, then KEEP_RECENT recent
+ * ones over the last hour (their files kept: *files_kept). Returns 0 or -1 (said). */
+static int fill(runtab *t, const char *dir, uint64_t n, uint64_t *files_kept) {
+  const int64_t now = id_now_ms(), old_from = now - 30 * DAY_MS, old_span = 22 * DAY_MS;
+  for (uint64_t i = 0; i < n; i++) {
+    int64_t created = old_from + (int64_t)((double)old_span * (double)i / (double)n);
+    int st = i % 10 == 9 ? PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED
+                         : PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED;
+    if (add_run(t, dir, created, st, i) < 0) return -1;
+    if ((i + 1) * KEEP_ACTIVE / n != i * KEEP_ACTIVE / n && /* KEEP_ACTIVE of them, spread */
+        add_run(t, dir, created, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED, i) < 0)
+      return -1;
+  }
+  for (uint64_t i = 0; i < KEEP_RECENT; i++) {
+    int64_t created = now - 3600 * 1000 + (int64_t)i;
+    if (add_run(t, dir, created, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, n + i) < 0) return -1;
+    (*files_kept)++;
+  }
+  return 0;
+}
+
+/* Checks what the sweep left and prints the measurement's JSON line. Returns whether
+ * the sweep deleted exactly the old runs and their files. */
+static int report(const char *name, uint64_t n, struct result *p, runtab *t, const char *dir, uint64_t before,
+                  long files_before, uint64_t files_kept) {
+  const retention_sweep *s = &p->sweep;
+  uint64_t after = runtab_count(t);
+  long files_after = count_outputs(dir);
+  int ok = p->done && !s->failed && s->runs == n && after == before - n && after == KEEP_RECENT + KEEP_ACTIVE &&
+           files_after == (long)files_kept && s->files == (uint64_t)files_before - files_kept;
+  double max_ms = (double)s->max_pass_us / 1000;
+  qsort(p->passes, p->npasses, sizeof *p->passes, cmp_double);
+  printf("{\"limit\":\"%s\",\"runs\":%" PRIu64 ",\"deleted\":%" PRIu64 ",\"files\":%" PRIu64
+         ",\"seconds\":%.3f,\"busy_seconds\":%.3f,\"runs_per_s\":%.0f,\"batches\":%" PRIu64 ",\"passes\":%" PRIu64
+         ",\"max_pass_ms\":%.3f,\"mean_pass_ms\":%.3f,\"p50_pass_ms\":%.3f,\"p99_pass_ms\":%.3f,"
+         "\"p999_pass_ms\":%.3f,\"long_passes\":%" PRIu64 ",\"long_with_batch\":%" PRIu64 ",\"long_files_only\":%" PRIu64
+         ",\"target_ms\":%.1f,\"target_met\":%s,\"ok\":%s}\n",
+         name, before, s->runs, s->files, (double)s->duration_us / 1e6, (double)s->busy_us / 1e6,
+         s->duration_us ? (double)s->runs * 1e6 / (double)s->duration_us : 0.0, s->batches, s->passes, max_ms,
+         s->passes ? (double)s->busy_us / 1000 / (double)s->passes : 0.0, quantile(p->passes, p->npasses, 0.5),
+         quantile(p->passes, p->npasses, 0.99), quantile(p->passes, p->npasses, 0.999), s->long_passes, p->long_with_batch, p->long_files_only, TARGET_PASS_MS,
+         max_ms < TARGET_PASS_MS ? "true" : "false", ok ? "true" : "false");
+  fflush(stdout);
+  free(p->passes);
+  if (!ok)
+    fprintf(stderr, "retention_bench: %s: expected %" PRIu64 " deleted, %d runs and %" PRIu64
+            " files left; got %" PRIu64 " deleted, %" PRIu64 " runs and %ld files left\n",
+            name, n, KEEP_RECENT + KEEP_ACTIVE, files_kept, s->runs, after, files_after);
+  return ok;
+}
+
 static int bench(const char *root, const char *name, uint64_t n, config_retention limits) {
   char dir[1024], err[512];
   if ((size_t)snprintf(dir, sizeof dir, "%s/retention-%s.XXXXXX", root, name) >= sizeof dir) {
@@ -222,25 +274,9 @@ static int bench(const char *root, const char *name, uint64_t n, config_retentio
     fprintf(stderr, "retention_bench: %s\n", err);
     goto out;
   }
-  /* Oldest first, as a server makes them: the old runs over days 30..8 before now,
-   * the queued ones among them, then the recent ones over the last hour. */
-  const int64_t now = id_now_ms(), old_from = now - 30 * DAY_MS, old_span = 22 * DAY_MS;
   double t0 = now_s();
   uint64_t files_kept = 0;
-  for (uint64_t i = 0; i < n; i++) {
-    int64_t created = old_from + (int64_t)((double)old_span * (double)i / (double)n);
-    int st = i % 10 == 9 ? PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED
-                         : PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED;
-    if (add_run(t, dir, created, st, i) < 0) goto out;
-    if ((i + 1) * KEEP_ACTIVE / n != i * KEEP_ACTIVE / n && /* KEEP_ACTIVE of them, spread */
-        add_run(t, dir, created, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED, i) < 0)
-      goto out;
-  }
-  for (uint64_t i = 0; i < KEEP_RECENT; i++) {
-    int64_t created = now - 3600 * 1000 + (int64_t)i;
-    if (add_run(t, dir, created, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, n + i) < 0) goto out;
-    files_kept++;
-  }
+  if (fill(t, dir, n, &files_kept) < 0) goto out;
   /* Start from a settled WAL and disk, as a server whose old runs' output was written
    * long ago: nothing of the set-up is left for the sweep's syncs to write. */
   sync();
@@ -275,29 +311,7 @@ static int bench(const char *root, const char *name, uint64_t n, config_retentio
   }
   event_base_dispatch(base);
 
-  const retention_sweep *s = &p.sweep;
-  uint64_t after = runtab_count(t);
-  long files_after = count_outputs(dir);
-  int ok = p.done && !s->failed && s->runs == n && after == before - n && after == KEEP_RECENT + KEEP_ACTIVE &&
-           files_after == (long)files_kept && s->files == (uint64_t)files_before - files_kept;
-  double max_ms = (double)s->max_pass_us / 1000;
-  qsort(p.passes, p.npasses, sizeof *p.passes, cmp_double);
-  printf("{\"limit\":\"%s\",\"runs\":%" PRIu64 ",\"deleted\":%" PRIu64 ",\"files\":%" PRIu64
-         ",\"seconds\":%.3f,\"busy_seconds\":%.3f,\"runs_per_s\":%.0f,\"batches\":%" PRIu64 ",\"passes\":%" PRIu64
-         ",\"max_pass_ms\":%.3f,\"mean_pass_ms\":%.3f,\"p50_pass_ms\":%.3f,\"p99_pass_ms\":%.3f,"
-         "\"p999_pass_ms\":%.3f,\"long_passes\":%" PRIu64 ",\"long_with_batch\":%" PRIu64 ",\"long_files_only\":%" PRIu64
-         ",\"target_ms\":%.1f,\"target_met\":%s,\"ok\":%s}\n",
-         name, before, s->runs, s->files, (double)s->duration_us / 1e6, (double)s->busy_us / 1e6,
-         s->duration_us ? (double)s->runs * 1e6 / (double)s->duration_us : 0.0, s->batches, s->passes, max_ms,
-         s->passes ? (double)s->busy_us / 1000 / (double)s->passes : 0.0, quantile(p.passes, p.npasses, 0.5),
-         quantile(p.passes, p.npasses, 0.99), quantile(p.passes, p.npasses, 0.999), s->long_passes, p.long_with_batch, p.long_files_only, TARGET_PASS_MS,
-         max_ms < TARGET_PASS_MS ? "true" : "false", ok ? "true" : "false");
-  fflush(stdout);
-  free(p.passes);
-  if (!ok)
-    fprintf(stderr, "retention_bench: %s: expected %" PRIu64 " deleted, %d runs and %" PRIu64
-            " files left; got %" PRIu64 " deleted, %" PRIu64 " runs and %ld files left\n",
-            name, n, KEEP_RECENT + KEEP_ACTIVE, files_kept, s->runs, after, files_after);
+  int ok = report(name, n, &p, t, dir, before, files_before, files_kept);
   status = ok ? 0 : 1;
 out:
   retention_free(ret);

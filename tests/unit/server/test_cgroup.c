@@ -31,6 +31,7 @@
 #include <event2/event.h>
 
 #include "cgroup.h"
+#include "testslurp.h"
 
 #define GUARD_S 10   /* bound on every wait */
 #define BURN_MS 100  /* CPU a burner member spends */
@@ -94,18 +95,6 @@ static int write_at(int dirfd, const char *file, const char *s) {
   return rc;
 }
 
-/* The contents of a small file (NUL-terminated), or "" if it cannot be read. */
-static const char *slurp(const char *path) {
-  static char buf[8192];
-  buf[0] = '\0';
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return buf;
-  ssize_t n, len = 0;
-  while ((n = read(fd, buf + len, sizeof buf - 1 - (size_t)len)) > 0) len += n;
-  buf[len] = '\0';
-  close(fd);
-  return buf;
-}
 
 /* The pids in the cgroup at `path`, sorted as the kernel lists them; returns how many. */
 static size_t procs(const char *path, pid_t *out, size_t cap) {

@@ -32,6 +32,7 @@
 
 #include "cgroup.h"
 #include "proc.h"
+#include "testslurp.h"
 
 #define ECHO_OUT_LEN 300000u /* several pipe buffers' worth */
 #define ECHO_ERR_LEN 100000u
@@ -319,18 +320,6 @@ static void run_init(run *r, void **state) {
   }
 }
 
-/* The contents of a small file, NUL-terminated ("" if it cannot be read). */
-static const char *slurp(const char *path) {
-  static char buf[8192];
-  buf[0] = '\0';
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return buf;
-  ssize_t n, len = 0;
-  while ((n = read(fd, buf + len, sizeof buf - 1 - (size_t)len)) > 0) len += n;
-  buf[len] = '\0';
-  close(fd);
-  return buf;
-}
 
 static int in_cgroup(const run *r) { return r->cg_fd >= 0; }
 

@@ -1071,22 +1071,30 @@ static void test_updates_wait_for_a_commit(void **state) {
   tmpdir_remove(&d);
 }
 
+/* The disk is full from now on, for this process: the WAL of `db` may not grow
+ * (RLIMIT_FSIZE at its size; a write past it then fails with EFBIG, not SIGXFSZ).
+ * Returns 0 with the limit as it was in *was, or a child's exit code 12..14. */
+static int fill_the_wal(const char *db, struct rlimit *was) {
+  char wal[128];
+  snprintf(wal, sizeof wal, "%s-wal", db);
+  struct stat st;
+  if (stat(wal, &st) != 0) return 12;
+  signal(SIGXFSZ, SIG_IGN);
+  if (getrlimit(RLIMIT_FSIZE, was) != 0) return 13;
+  struct rlimit full = *was;
+  full.rlim_cur = (rlim_t)st.st_size;
+  return setrlimit(RLIMIT_FSIZE, &full) != 0 ? 14 : 0;
+}
+
 /* Runs A, B, C of test_failed_commit_keeps_updates. */
 static int fill_the_disk(const char *db, void *arg) {
   struct run_buf *r = arg, *a = &r[0], *b = &r[1], *c = &r[2];
   runtab *t = NULL;
   if (runtab_open(&t, db, NULL, 0) != 0) return 10;
   if (runtab_insert(t, &a->run) != 0 || runtab_insert(t, &b->run) != 0) return 11;
-  char wal[128];
-  snprintf(wal, sizeof wal, "%s-wal", db);
-  struct stat st;
-  if (stat(wal, &st) != 0) return 12;
-  signal(SIGXFSZ, SIG_IGN); /* a write past the limit then fails with EFBIG */
-  struct rlimit lim, full;
-  if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 13;
-  full = lim;
-  full.rlim_cur = (rlim_t)st.st_size;
-  if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+  struct rlimit lim;
+  int rc = fill_the_wal(db, &lim);
+  if (rc) return rc;
   a->run.status = ST(COMPLETED);
   if (!runtab_writable(t) || runtab_probe(t) != 1) return 21; /* nothing failed yet */
   if (runtab_update(t, &a->run) != 0) return 15; /* waits: nothing written yet */
@@ -1110,16 +1118,9 @@ static int fill_the_disk_idle(const char *db, void *arg) {
   runtab *t = NULL;
   if (runtab_open(&t, db, NULL, 0) != 0) return 10;
   if (runtab_insert(t, &a->run) != 0) return 11;
-  char wal[128];
-  snprintf(wal, sizeof wal, "%s-wal", db);
-  struct stat st;
-  if (stat(wal, &st) != 0) return 12;
-  signal(SIGXFSZ, SIG_IGN);
-  struct rlimit lim, full;
-  if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 13;
-  full = lim;
-  full.rlim_cur = (rlim_t)st.st_size;
-  if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+  struct rlimit lim;
+  int rc = fill_the_wal(db, &lim);
+  if (rc) return rc;
   if (runtab_insert(t, &c->run) != -EIO) return 15;
   if (runtab_sync(t) != 0) return 16; /* nothing waits */
   if (runtab_writable(t) || runtab_probe(t) != 0) return 17;
@@ -1234,16 +1235,9 @@ static int purge_on_a_full_disk(const char *db, void *arg) {
   char ids[4][ID_RUN_LEN + 1];
   if (runtab_open(&t, db, NULL, 0) != 0) return 10;
   if (runtab_insert(t, &o->run) != 0 || runtab_insert(t, &a->run) != 0) return 11;
-  char wal[128];
-  snprintf(wal, sizeof wal, "%s-wal", db);
-  struct stat st;
-  if (stat(wal, &st) != 0) return 12;
-  signal(SIGXFSZ, SIG_IGN);
-  struct rlimit lim, full;
-  if (getrlimit(RLIMIT_FSIZE, &lim) != 0) return 13;
-  full = lim;
-  full.rlim_cur = (rlim_t)st.st_size;
-  if (setrlimit(RLIMIT_FSIZE, &full) != 0) return 14;
+  struct rlimit lim;
+  int rc = fill_the_wal(db, &lim);
+  if (rc) return rc;
   a->run.status = ST(RUNNING);
   if (runtab_update(t, &a->run) != 0) return 15; /* waits: nothing written yet */
   size_t n = 99;
