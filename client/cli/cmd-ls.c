@@ -36,7 +36,22 @@ static void print_table(cli_run *const *runs, size_t n) {
   cli_table_free(t);
 }
 
-static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
+/* What the command line asked for. req points into argv and into the other fields. */
+struct ls_args {
+  Prismq__Runner__V1__ListRunsRequest req;
+  cli_map labels;
+  uint64_t limit;
+  int json;
+};
+
+static void ls_args_clear(struct ls_args *a) {
+  cli_map_clear(&a->labels);
+  free(a->req.statuses);
+}
+
+/* Fills *a from the options. Returns 0 to go on, or -1 when the command is over (its
+ * help printed, or a usage error) with its exit code in *exit_code. */
+static int parse_args(struct ls_args *a, int *exit_code, int argc, char **argv) {
   static const struct option longopts[] = {
       {"status", required_argument, NULL, 's'}, {"module", required_argument, NULL, 'm'},
       {"label", required_argument, NULL, 'l'},  {"limit", required_argument, NULL, 'n'},
@@ -44,14 +59,7 @@ static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
       {NULL, 0, NULL, 0},
   };
   const struct cli_cmd *cmd = &cli_cmd_ls;
-  Prismq__Runner__V1__ListRunsRequest req = PRISMQ__RUNNER__V1__LIST_RUNS_REQUEST__INIT;
-  Prismq__Runner__V1__ListRunsResponse *page = NULL;
-  cli_map labels = {0, NULL};
-  cli_run **runs = NULL;
-  size_t nruns = 0;
-  char *token = NULL;
-  uint64_t limit = DEFAULT_LIMIT;
-  int json = 0, opt, status, code = 0;
+  int opt, status, code = 0;
   while (code == 0 && (opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (opt) {
     case 's':
@@ -59,44 +67,58 @@ static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
         code = cli_usage_error(cmd, "--status %s: not a run status (e.g. running, failed)", optarg);
         break;
       }
-      req.statuses = cli_xrealloc(req.statuses, (req.n_statuses + 1) * sizeof *req.statuses);
-      req.statuses[req.n_statuses++] = (Prismq__Runner__V1__RunStatus)status;
+      a->req.statuses =
+          cli_xrealloc(a->req.statuses, (a->req.n_statuses + 1) * sizeof *a->req.statuses);
+      a->req.statuses[a->req.n_statuses++] = (Prismq__Runner__V1__RunStatus)status;
       break;
-    case 'm': req.module_id = optarg; break;
+    case 'm': a->req.module_id = optarg; break;
     case 'l':
-      code = cli_opt_map(&labels, &prismq__runner__v1__list_runs_request__labels_entry__descriptor,
-                         cmd, "label", optarg);
+      code = cli_opt_map(&a->labels,
+                         &prismq__runner__v1__list_runs_request__labels_entry__descriptor, cmd,
+                         "label", optarg);
       break;
     case 'n':
-      if (cli_parse_uint(&limit, optarg, SIZE_MAX / sizeof *runs) < 0)
+      if (cli_parse_uint(&a->limit, optarg, SIZE_MAX / sizeof(cli_run *)) < 0)
         code = cli_usage_error(cmd, "--limit %s: not a number", optarg);
       break;
-    case 'j': json = 1; break;
-    default: code = cli_opt_other(cmd, opt); goto out;
+    case 'j': a->json = 1; break;
+    default: *exit_code = cli_opt_other(cmd, opt); return -1;
     }
   }
-  if (code != 0 || (code = cli_check_args(cmd, argc, argv, 0, 0)) != 0) goto out;
-  req.n_labels = labels.n;
-  req.labels = (Prismq__Runner__V1__ListRunsRequest__LabelsEntry **)labels.items;
-  prismq_client *c = cli_client(ctx);
-  if (!c) {
-    code = CLI_EXIT_ERROR;
-    goto out;
+  if (code != 0 || (code = cli_check_args(cmd, argc, argv, 0, 0)) != 0) {
+    *exit_code = code;
+    return -1;
   }
+  a->req.n_labels = a->labels.n;
+  a->req.labels = (Prismq__Runner__V1__ListRunsRequest__LabelsEntry **)a->labels.items;
+  return 0;
+}
 
+/* Asks for pages until a->limit runs (0: all) or the last page. On success *runs_out
+ * (caller frees each with prismq_run_free, then the array) holds *n_out runs and
+ * *token_out (caller frees) the token after the last one, "" at the end. Returns 0 or
+ * the exit code of an RPC error (already printed). */
+static int fetch_runs(cli_run ***runs_out, size_t *n_out, char **token_out, prismq_client *c,
+                      struct ls_args *a) {
+  cli_run **runs = NULL;
+  size_t nruns = 0;
+  char *token = NULL;
   do {
-    uint64_t want = limit ? limit - nruns : PAGE_SIZE;
-    req.page_size = want < PAGE_SIZE ? (uint32_t)want : PAGE_SIZE;
-    req.page_token = token ? token : "";
-    prismq_status st = prismq_list_runs(&page, c, &req, 0);
+    uint64_t want = a->limit ? a->limit - nruns : PAGE_SIZE;
+    a->req.page_size = want < PAGE_SIZE ? (uint32_t)want : PAGE_SIZE;
+    a->req.page_token = token ? token : "";
+    Prismq__Runner__V1__ListRunsResponse *page = NULL;
+    prismq_status st = prismq_list_runs(&page, c, &a->req, 0);
     if (st.code != PRISMQ_CODE_OK) {
-      code = cli_rpc_error(&st);
-      goto out;
+      for (size_t i = 0; i < nruns; i++) prismq_run_free(runs[i]);
+      free(runs);
+      free(token);
+      return cli_rpc_error(&st);
     }
     /* Take the runs out of the page, which is then freed without them. */
     runs = cli_xrealloc(runs, (nruns + page->n_runs) * sizeof *runs);
     for (size_t i = 0; i < page->n_runs; i++) {
-      if (!limit || nruns < limit)
+      if (!a->limit || nruns < a->limit)
         runs[nruns++] = page->runs[i];
       else
         prismq_run_free(page->runs[i]);
@@ -105,10 +127,27 @@ static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
     free(token);
     token = cli_xstrdup(page->next_page_token);
     prismq__runner__v1__list_runs_response__free_unpacked(page, NULL);
-    page = NULL;
-  } while (token[0] && (!limit || nruns < limit));
+  } while (token[0] && (!a->limit || nruns < a->limit));
+  *runs_out = runs;
+  *n_out = nruns;
+  *token_out = token;
+  return 0;
+}
 
-  if (json) {
+static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
+  struct ls_args a = {PRISMQ__RUNNER__V1__LIST_RUNS_REQUEST__INIT, {0, NULL}, DEFAULT_LIMIT, 0};
+  cli_run **runs = NULL;
+  size_t nruns = 0;
+  char *token = NULL;
+  prismq_client *c;
+  int code = 0;
+  if (parse_args(&a, &code, argc, argv) < 0) goto out;
+  if (!(c = cli_client(ctx))) {
+    code = CLI_EXIT_ERROR;
+    goto out;
+  }
+  if ((code = fetch_runs(&runs, &nruns, &token, c, &a)) != 0) goto out;
+  if (a.json) {
     /* One document for all pages; nextPageToken continues after the last run shown. */
     Prismq__Runner__V1__ListRunsResponse all = PRISMQ__RUNNER__V1__LIST_RUNS_RESPONSE__INIT;
     all.n_runs = nruns;
@@ -118,13 +157,11 @@ static int ls_exec(cli_ctx *ctx, int argc, char **argv) {
   } else {
     print_table(runs, nruns);
   }
-
-out:
   for (size_t i = 0; i < nruns; i++) prismq_run_free(runs[i]);
   free(runs);
   free(token);
-  cli_map_clear(&labels);
-  free(req.statuses);
+out:
+  ls_args_clear(&a);
   return code;
 }
 
