@@ -496,8 +496,8 @@ int main(int argc, char **argv) {
     const char *mode = getenv("PRISMQ_RUN_MODE");
     LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(), mode && *mode ? mode : "async",
              srv.cfg->nmodules, data_dir);
-    /* A line per run start and end is a write and a wake-up of the log's reader each:
-     * 8 % of the start rate with stderr on a pipe. Batched, the lines of one pass of
+    /* A line per run start and end is a write and a wake-up of the log's reader each,
+     * a visible share of the start rate with stderr on a pipe. Batched, the lines of one pass of
      * the loop leave in one write, at the end of that pass (the flush event is
      * activated behind the callbacks already active). */
     log_batch(request_log_flush, srv.log_flush);

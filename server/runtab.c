@@ -27,22 +27,19 @@
  * in place of SQLite's automatic one); it fsyncs the WAL, copies it into the database
  * and fsyncs that. A run writes about ten pages (three transactions), so that is once
  * per few hundred runs. 4000 pages (16 MiB) rather than SQLite's 1000 spend fewer fsyncs
- * per run (start rate +20..50% measured on a slow virtual disk) while the WAL stays small
- * enough for fast reads. Checkpointing from another thread was tried and rejected: under
- * a sustained start load PASSIVE checkpoints never catch up with the writer, so the WAL
- * is never rewound (1.9 GB after 40k runs) and every read slows down with it.
+ * per run while the WAL stays small enough for fast reads. They run on the loop's
+ * thread: PASSIVE checkpoints from another thread never catch up with a sustained
+ * writer, so the WAL would never be rewound and every read would slow down with it.
  *
- * Writing the WAL back early: the checkpoint's first fsync wrote back all 16 MiB of the
- * WAL, which held the event loop for 15 ms here (7 % of the wall time under a
- * sustained start load). So every FLUSH_PAGES pages the WAL hook starts the writeback
- * of what the WAL holds so far (sync_file_range, which does not wait for it), and the
- * checkpoint finds it nearly clean: its fsyncs then take about a millisecond. This is
- * not a sync (no metadata, no disk cache flush), only writeback started sooner; the
- * checkpoint still syncs as SQLite does. sync_file_range waits only when the disk's
- * request queue is full (on a slow disk, for a part of what the fsync would wait). A
- * helper thread doing fdatasync did the same but cost more than it saved: a second
- * thread in the process makes every munmap (one per posix_spawn, its child's stack) a
- * TLB shootdown across CPUs.
+ * Writing the WAL back early: so that the checkpoint's first fsync does not write back
+ * all 16 MiB of the WAL while the event loop waits, every FLUSH_PAGES pages the WAL hook
+ * starts the writeback of what the WAL holds so far (sync_file_range, which does not
+ * wait for it), and the checkpoint finds it nearly clean. This is not a sync (no
+ * metadata, no disk cache flush), only writeback started sooner; the checkpoint still
+ * syncs as SQLite does. sync_file_range waits only when the disk's request queue is
+ * full. It is not a helper thread's fdatasync because a second thread in the process
+ * makes every munmap (one per posix_spawn, its child's stack) a TLB shootdown across
+ * CPUs. docs/performance.md has the measurements.
  *
  * Migrations: migrations[i] takes the schema from version i to i + 1; runtab_open
  * applies the missing ones in one transaction (a new file gets them all, so it ends up
