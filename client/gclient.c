@@ -173,11 +173,6 @@ static void call_event_cb(evutil_socket_t fd, short what, void *arg) {
 
 /* ---- h2conn callbacks ---- */
 
-static int header_is(const uint8_t *name, size_t namelen, const char *lit) {
-  size_t n = strlen(lit);
-  return namelen == n && memcmp(name, lit, n) == 0;
-}
-
 /* A non-negative decimal of at most 9 digits, or -1. */
 static int parse_small_uint(const uint8_t *v, size_t len) {
   if (len == 0 || len > 9) return -1;
@@ -189,13 +184,6 @@ static int parse_small_uint(const uint8_t *v, size_t len) {
   return n;
 }
 
-/* "application/grpc" alone or followed by "+proto", ";charset=..." and the like. */
-static int grpc_content_type(const uint8_t *v, size_t len) {
-  static const char base[] = "application/grpc";
-  size_t n = sizeof base - 1;
-  return len >= n && memcmp(v, base, n) == 0 && (len == n || v[n] == '+' || v[n] == ';');
-}
-
 static int on_header(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, int trailer) {
   (void)h2;
@@ -203,14 +191,14 @@ static int on_header(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *
   (void)trailer;
   gcl_call *call = stream_user;
   if (!call || call->have_status) return 0;
-  if (header_is(name, namelen, ":status")) {
+  if (gw_header_is(name, namelen, ":status")) {
     call->http_status = parse_small_uint(value, valuelen);
-  } else if (header_is(name, namelen, "content-type")) {
-    call->grpc_type_ok = grpc_content_type(value, valuelen);
-  } else if (header_is(name, namelen, "grpc-status")) {
+  } else if (gw_header_is(name, namelen, "content-type")) {
+    call->grpc_type_ok = gw_content_type_is_grpc(value, valuelen);
+  } else if (gw_header_is(name, namelen, "grpc-status")) {
     int code = parse_small_uint(value, valuelen);
     call->grpc_status = code < 0 ? -2 : code;
-  } else if (header_is(name, namelen, "grpc-message")) {
+  } else if (gw_header_is(name, namelen, "grpc-message")) {
     gw_pct_decode(call->st.message, sizeof call->st.message, (const char *)value, valuelen);
   }
   return 0;

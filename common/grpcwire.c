@@ -132,14 +132,40 @@ size_t gw_timeout_format(char *buf, uint64_t ms) {
   return (size_t)sprintf(buf, "%" PRIu64 "%c", value, unit);
 }
 
+int gw_header_is(const uint8_t *name, size_t namelen, const char *lit) {
+  size_t n = strlen(lit);
+  return namelen == n && memcmp(name, lit, n) == 0;
+}
+
+int gw_content_type_is_grpc(const uint8_t *v, size_t len) {
+  static const char base[] = "application/grpc";
+  size_t n = sizeof base - 1;
+  return len >= n && memcmp(v, base, n) == 0 && (len == n || v[n] == '+' || v[n] == ';');
+}
+
 /* Checks a message prefix; sets *len to the body length it announces. Returns 0 or
  * a GW_FRAME_* error. */
+int gw_prefix_decode(uint32_t *out_len, const uint8_t *prefix) {
+  *out_len = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
+             (uint32_t)prefix[4];
+  return prefix[0];
+}
+
+void gw_prefix_encode(uint8_t *prefix, uint32_t len) {
+  prefix[0] = 0;
+  prefix[1] = (uint8_t)(len >> 24);
+  prefix[2] = (uint8_t)(len >> 16);
+  prefix[3] = (uint8_t)(len >> 8);
+  prefix[4] = (uint8_t)len;
+}
+
 static int prefix_check(const uint8_t *prefix, size_t max_len, uint32_t *len) {
-  if (prefix[0] == 1) return GW_FRAME_COMPRESSED;
-  if (prefix[0] != 0) return GW_FRAME_BAD_FLAG;
-  *len = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
-         (uint32_t)prefix[4];
-  return *len > max_len ? GW_FRAME_TOO_LARGE : 0;
+  uint32_t n;
+  int flag = gw_prefix_decode(&n, prefix);
+  if (flag == 1) return GW_FRAME_COMPRESSED;
+  if (flag != 0) return GW_FRAME_BAD_FLAG;
+  *len = n;
+  return n > max_len ? GW_FRAME_TOO_LARGE : 0;
 }
 
 int gw_frame_next(struct evbuffer *in, size_t max_len, uint8_t **out_msg, size_t *out_len) {
@@ -227,11 +253,7 @@ static int frame_reserve(struct evbuffer *out, size_t len, struct evbuffer_iovec
   if (len > UINT32_MAX) return -EMSGSIZE;
   if (evbuffer_reserve_space(out, (ev_ssize_t)(GW_PREFIX_LEN + len), vec, 1) != 1) return -ENOMEM;
   uint8_t *p = vec->iov_base;
-  p[0] = 0;
-  p[1] = (uint8_t)(len >> 24);
-  p[2] = (uint8_t)(len >> 16);
-  p[3] = (uint8_t)(len >> 8);
-  p[4] = (uint8_t)len;
+  gw_prefix_encode(p, (uint32_t)len);
   vec->iov_len = GW_PREFIX_LEN + len;
   *body = p + GW_PREFIX_LEN;
   return 0;

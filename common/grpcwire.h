@@ -1,6 +1,7 @@
 /* grpcwire: the gRPC-over-HTTP/2 wire rules that are pure functions of bytes:
- * status codes, grpc-message percent-encoding, grpc-timeout values, and the 5-byte
- * length-prefixed message framing. No sockets, no nghttp2: unit-testable alone.
+ * status codes, header names and the gRPC content-type, grpc-message percent-encoding,
+ * grpc-timeout values, and the 5-byte length-prefixed message framing. No sockets, no
+ * nghttp2: unit-testable alone.
  * See grpc doc/PROTOCOL-HTTP2.md and doc/statuscodes.md. */
 #ifndef PRISMQ_GRPCWIRE_H
 #define PRISMQ_GRPCWIRE_H
@@ -38,6 +39,25 @@ const char *gw_status_name(int code);
 
 /* Length of the 5-byte message prefix: 1 flag byte + 4-byte big-endian length. */
 #define GW_PREFIX_LEN 5
+
+/* Decodes the GW_PREFIX_LEN bytes at `prefix`: sets *out_len to the body length they
+ * announce, whatever the flag. Returns the flag byte: 0 uncompressed, 1 compressed,
+ * anything else invalid. */
+int gw_prefix_decode(uint32_t *out_len, const uint8_t *prefix);
+
+/* Writes the GW_PREFIX_LEN bytes of an uncompressed message of `len` bytes at
+ * `prefix`. */
+void gw_prefix_encode(uint8_t *prefix, uint32_t len);
+
+/* True if the header name of `namelen` bytes at `name` (not NUL-terminated, as h2conn
+ * hands it over) is exactly `lit`. HTTP/2 names are lower case on the wire (nghttp2
+ * refuses others), so the comparison is exact. */
+int gw_header_is(const uint8_t *name, size_t namelen, const char *lit);
+
+/* True if the content-type value of `len` bytes at `v` is gRPC's: "application/grpc"
+ * alone or followed by '+' or ';' ("application/grpc+proto",
+ * "application/grpc;charset=utf-8"); not "application/grpcx" nor any other type. */
+int gw_content_type_is_grpc(const uint8_t *v, size_t len);
 
 /* Percent-encodes `src` (NUL-terminated) for a grpc-message header: '%' and every
  * byte outside 0x20..0x7E become %XX. Writes at most cap-1 bytes plus a NUL into dst,

@@ -10,6 +10,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "xalloc.h"
 
 /* Rapid Reset (CVE-2023-44487): at most this many RST_STREAMs in a burst, then per second. */
 #define RST_BURST 1000
@@ -75,12 +76,6 @@ struct h2conn {
   unsigned write_wait : 1; /* the transport was full: on_conn_write comes when it takes more */
 };
 
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (!p) abort();
-  return p;
-}
-
 static void schedule_flush(h2conn *c) {
   if (!c->dead) event_active(c->flush_ev, EV_WRITE, 0);
 }
@@ -135,8 +130,7 @@ static struct h2stream *stream_get(h2conn *c, int32_t sid) {
 static nghttp2_nv *nv_copy(const nghttp2_nv *nva, size_t n) {
   size_t bytes = n * sizeof *nva;
   for (size_t i = 0; i < n; i++) bytes += nva[i].namelen + nva[i].valuelen;
-  nghttp2_nv *out = malloc(bytes ? bytes : 1);
-  if (!out) abort();
+  nghttp2_nv *out = xmalloc(bytes);
   uint8_t *p = (uint8_t *)(out + n);
   for (size_t i = 0; i < n; i++) {
     out[i] = nva[i];

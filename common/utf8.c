@@ -2,9 +2,10 @@
 
 #include <stdint.h>
 
-/* Length of the well-formed sequence at s[0..len), or 0 if it is not one
- * (RFC 3629 table 3-7). */
-static size_t seq_len(const unsigned char *s, size_t len) {
+/* RFC 3629 table 3-7: the second byte's range depends on the first. */
+size_t utf8_seq_len(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  if (len == 0) return 0;
   unsigned c = s[0];
   if (c < 0x80) return 1;
   size_t n;
@@ -24,9 +25,8 @@ static size_t seq_len(const unsigned char *s, size_t len) {
 }
 
 int utf8_valid(const char *s, size_t len) {
-  const unsigned char *p = (const unsigned char *)s;
   for (size_t i = 0; i < len;) {
-    size_t n = seq_len(p + i, len - i);
+    size_t n = utf8_seq_len(s + i, len - i);
     if (!n) return 0;
     i += n;
   }
@@ -37,7 +37,7 @@ size_t utf8_sanitize(char *dst, size_t cap, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t o = 0;
   for (size_t i = 0; i < len;) {
-    size_t n = seq_len(p + i, len - i);
+    size_t n = utf8_seq_len(s + i, len - i);
     if (n == 0 || p[i] == 0) {
       if (o + 1 >= cap) break;
       dst[o++] = '?';

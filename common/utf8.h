@@ -5,6 +5,11 @@
 
 #include <stddef.h>
 
+/* Length (1..4) of the well-formed UTF-8 sequence that begins s[0..len), or 0 if
+ * none does there (a stray or missing continuation byte, an overlong form, a
+ * surrogate, a code point past U+10FFFF, or len 0). */
+size_t utf8_seq_len(const char *s, size_t len);
+
 /* True if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 int utf8_valid(const char *s, size_t len);
 

@@ -24,18 +24,26 @@ static int glob_matches(const char *glob, const char *s) {
   return fnmatch(glob, s, 0) == 0;
 }
 
+/* The next rule, from cfg->authz[*i] on, whose identity glob matches `identity` (NULL
+ * is matched as ""), with *i moved past it; NULL when there is none. */
+static const config_authz_rule *next_match(const config *cfg, const char *identity, size_t *i) {
+  while (*i < cfg->nauthz) {
+    const config_authz_rule *r = &cfg->authz[(*i)++];
+
+    if (glob_matches(r->identity, identity ? identity : ""))
+      return r;
+  }
+  return NULL;
+}
+
 unsigned authz_roles(const config *cfg, const char *identity, int local) {
   unsigned roles = 0;
+  const config_authz_rule *r;
+  size_t i = 0;
 
   if (!cfg->has_authz)
     return allowed_without_rules(cfg, local) ? AUTHZ_ALL : 0;
-  if (!identity)
-    identity = "";
-  for (size_t i = 0; i < cfg->nauthz; i++) {
-    const config_authz_rule *r = &cfg->authz[i];
-
-    if (!glob_matches(r->identity, identity))
-      continue;
+  while ((r = next_match(cfg, identity, &i))) {
     roles |= r->roles | AUTHZ_ANY;
     if (r->nmodules)
       roles |= AUTHZ_START;
@@ -45,15 +53,12 @@ unsigned authz_roles(const config *cfg, const char *identity, int local) {
 
 int authz_may_start(const config *cfg, const char *identity, int local,
                     const char *module_id) {
+  const config_authz_rule *r;
+  size_t i = 0;
+
   if (!cfg->has_authz)
     return allowed_without_rules(cfg, local);
-  if (!identity)
-    identity = "";
-  for (size_t i = 0; i < cfg->nauthz; i++) {
-    const config_authz_rule *r = &cfg->authz[i];
-
-    if (!glob_matches(r->identity, identity))
-      continue;
+  while ((r = next_match(cfg, identity, &i))) {
     if (r->roles & AUTHZ_ADMIN)
       return 1;
     for (size_t j = 0; j < r->nmodules; j++)

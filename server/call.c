@@ -12,6 +12,7 @@
 #include "grpcwire.h"
 #include "h2conn.h"
 #include "log.h"
+#include "xalloc.h"
 
 struct method {
   char *path;
@@ -103,12 +104,6 @@ struct call_server {
   void (*on_idle)(void *arg);
   void *idle_arg;
 };
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (!p) abort();
-  return p;
-}
 
 static uint64_t now_ms(struct event_base *base) {
   struct timeval tv;
@@ -357,8 +352,7 @@ static void md_add(call *c, const uint8_t *name, size_t namelen, const uint8_t *
   if (need > c->mdcap) {
     size_t cap = c->mdcap ? c->mdcap : 256;
     while (cap < need) cap *= 2;
-    c->md = realloc(c->md, cap);
-    if (!c->md) abort();
+    c->md = xrealloc(c->md, cap);
     c->mdcap = cap;
   }
   memcpy(c->md + c->mdlen, name, namelen);
@@ -368,18 +362,13 @@ static void md_add(call *c, const uint8_t *name, size_t namelen, const uint8_t *
   c->mdlen = need;
 }
 
-static int hdr_is(const uint8_t *name, size_t namelen, const char *want) {
-  size_t n = strlen(want);
-  return namelen == n && memcmp(name, want, n) == 0;
-}
-
 static int on_header(h2conn *h2, int32_t sid, void *user, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, int trailer) {
   (void)h2;
   (void)sid;
   call *c = user;
   if (!c || trailer || c->state != CALL_HEADERS) return 0;
-  if (hdr_is(name, namelen, ":path")) {
+  if (gw_header_is(name, namelen, ":path")) {
     if (valuelen >= sizeof c->path) {
       c->path_too_long = 1;
       memcpy(c->path, value, sizeof c->path - 1);
@@ -389,18 +378,15 @@ static int on_header(h2conn *h2, int32_t sid, void *user, const uint8_t *name, s
       c->path[valuelen] = '\0';
       c->pathlen = valuelen;
     }
-  } else if (hdr_is(name, namelen, ":method")) {
+  } else if (gw_header_is(name, namelen, ":method")) {
     c->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
-  } else if (hdr_is(name, namelen, "content-type")) {
-    /* application/grpc, application/grpc+proto, application/grpc;charset=... */
-    static const char ct[] = "application/grpc";
-    c->ct_grpc = valuelen >= sizeof ct - 1 && memcmp(value, ct, sizeof ct - 1) == 0 &&
-                 (valuelen == sizeof ct - 1 || value[sizeof ct - 1] == '+' || value[sizeof ct - 1] == ';');
-  } else if (hdr_is(name, namelen, "grpc-timeout")) {
+  } else if (gw_header_is(name, namelen, "content-type")) {
+    c->ct_grpc = gw_content_type_is_grpc(value, valuelen);
+  } else if (gw_header_is(name, namelen, "grpc-timeout")) {
     uint64_t ms;
     /* A malformed timeout is ignored, as gRPC C-core does. */
     if (gw_timeout_parse(&ms, (const char *)value, valuelen) == 0) c->timeout_ms = ms;
-  } else if (hdr_is(name, namelen, "grpc-encoding")) {
+  } else if (gw_header_is(name, namelen, "grpc-encoding")) {
     c->has_encoding = !(valuelen == 8 && memcmp(value, "identity", 8) == 0);
   }
   if (namelen > 0 && name[0] != ':') md_add(c, name, namelen, value, valuelen);
@@ -583,7 +569,8 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
       continue;
     }
     evbuffer_copyout(c->in, hdr, sizeof hdr);
-    uint32_t announced = (uint32_t)hdr[1] << 24 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 8 | hdr[4];
+    uint32_t announced;
+    int flag = gw_prefix_decode(&announced, hdr);
     evbuffer_drain(c->in, evbuffer_get_length(c->in));
     switch (r) {
     case GW_FRAME_TOO_LARGE:
@@ -597,7 +584,7 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
         answerf(c, GW_INTERNAL, "compressed flag set without a grpc-encoding");
       return;
     default:
-      answerf(c, GW_INTERNAL, "invalid message flag %u", hdr[0]);
+      answerf(c, GW_INTERNAL, "invalid message flag %d", flag);
       return;
     }
   }

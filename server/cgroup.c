@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "xalloc.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -39,12 +40,6 @@ struct cgroup_root {
   struct pending *pending; /* cgroups waiting for their members to exit */
   struct event *retry_ev;
 };
-
-static char *xstrdup(const char *s) {
-  char *p = strdup(s);
-  if (!p) abort();
-  return p;
-}
 
 /* Writes a short string to a cgroup file. Returns 0 or -errno. */
 static int write_file(int dirfd, const char *file, const char *s) {
@@ -170,8 +165,7 @@ void cgroup_remove(cgroup_root *r, const char *name) {
     LOG_ERROR("cgroup not removed path=%s/%s: %s", r->path, name, strerror(-rc));
     return;
   }
-  struct pending *p = malloc(sizeof *p);
-  if (!p) abort();
+  struct pending *p = xmalloc(sizeof *p);
   p->name = xstrdup(name);
   p->tries = 0;
   p->next = r->pending;
@@ -233,8 +227,7 @@ int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *whe
     unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
     return rc;
   }
-  cgroup_root *r = calloc(1, sizeof *r);
-  if (!r) abort();
+  cgroup_root *r = xcalloc(1, sizeof *r);
   r->base = base;
   r->path = xstrdup(path);
   r->fd = fd;

@@ -11,6 +11,7 @@
 
 #include "authz.h"
 #include "log.h"
+#include "xalloc.h"
 
 #define CONFIG_MAX_FILE (16u << 20)
 
@@ -62,28 +63,6 @@ static void oom(void)
 {
   LOG_ERROR("out of memory in config");
   abort();
-}
-
-/* Never returns NULL: zero items still get a (zeroed) allocation. */
-static void *xcalloc(size_t n, size_t size)
-{
-  void *p = calloc(n ? n : 1, size);
-  if (!p)
-    oom();
-  return p;
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-  char *p = strndup(s, n);
-  if (!p)
-    oom();
-  return p;
-}
-
-static char *xstrdup(const char *s)
-{
-  return xstrndup(s, strlen(s));
 }
 
 static char *kv_new(const char *k, const char *v)
@@ -1121,9 +1100,7 @@ static int read_file(char **out, size_t *outlen, const char *path)
         goto fail;
       }
       cap *= 2;
-      buf = realloc(buf, cap);
-      if (!buf)
-        oom();
+      buf = xrealloc(buf, cap);
     }
     r = read(fd, buf + len, cap - len);
     if (r < 0 && errno == EINTR)

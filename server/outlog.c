@@ -14,6 +14,7 @@
 
 #include "grpcwire.h"
 #include "prismq/runner/v1/runner.pb-c.h"
+#include "xalloc.h"
 
 /* Upper bound of a packed record body: OUTLOG_CHUNK_MAX bytes of data plus at most
  * 39 bytes of tags and varints (seq 11, stream 2, data length 4, offset 11, time 11).
@@ -66,36 +67,13 @@ struct outlog_reader {
   LIST_ENTRY(outlog_reader) link;
 };
 
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (!p) abort();
-  return p;
-}
-
-static void *xmalloc(size_t size) {
-  void *p = malloc(size);
-  if (!p) abort();
-  return p;
-}
-
-static uint32_t get_be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put_be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
 /* Looks at the record starting at p (avail bytes there). Returns 1 and sets *size
  * (prefix included) if it is whole, 0 if more bytes are needed, -1 if the prefix is
  * not one we write. */
 static int rec_size(const uint8_t *p, size_t avail, size_t *size) {
   if (avail < GW_PREFIX_LEN) return 0;
-  uint32_t len = get_be32(p + 1);
-  if (p[0] != 0 || len > REC_BODY_MAX) return -1;
+  uint32_t len;
+  if (gw_prefix_decode(&len, p) != 0 || len > REC_BODY_MAX) return -1;
   if (avail - GW_PREFIX_LEN < len) return 0;
   *size = GW_PREFIX_LEN + len;
   return 1;
@@ -103,6 +81,11 @@ static int rec_size(const uint8_t *p, size_t avail, size_t *size) {
 
 static Prismq__Runner__V1__OutputChunk *rec_unpack(const uint8_t *rec, size_t size) {
   return prismq__runner__v1__output_chunk__unpack(NULL, size - GW_PREFIX_LEN, rec + GW_PREFIX_LEN);
+}
+
+int outlog_path(char *buf, size_t cap, const char *data_dir, const char *run_id) {
+  int n = snprintf(buf, cap, "%s/" OUTLOG_DIR "/%s.out", data_dir, run_id);
+  return n >= 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
 }
 
 static int check_opts(const outlog_opts *o) {
@@ -127,8 +110,7 @@ static void index_note(outlog *l, uint64_t seq, uint64_t off) {
   if (l->n_idx == l->cap_idx) {
     size_t cap = l->cap_idx ? l->cap_idx * 2 : 16;
     if (cap > l->idx_max) cap = l->idx_max;
-    l->idx = realloc(l->idx, cap * sizeof *l->idx);
-    if (!l->idx) abort();
+    l->idx = xrealloc(l->idx, cap * sizeof *l->idx);
     l->cap_idx = cap;
   }
   l->idx[l->n_idx++] = (struct idx_entry){seq, off};
@@ -174,8 +156,7 @@ static int log_alloc(outlog **out, struct event_base *base, const char *path, in
   if (fd < 0) {
     /* Creating a file costs the start of a run more than anything else it does
      * (inode allocation): leave it to the first output. */
-    l->path = strdup(path);
-    if (!l->path) abort();
+    l->path = xstrdup(path);
   }
   l->max_bytes = opts->max_bytes;
   l->idx_max = opts->index_max_entries;
@@ -309,8 +290,7 @@ static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, 
   size_t n = GW_PREFIX_LEN + body;
   struct iov_buf ib = {.base = {.append = iov_append}};
   uint8_t prefix[GW_PREFIX_LEN];
-  prefix[0] = 0;
-  put_be32(prefix + 1, (uint32_t)body);
+  gw_prefix_encode(prefix, (uint32_t)body);
   iov_append(&ib.base, sizeof prefix, prefix);
   prismq__runner__v1__output_chunk__pack_to_buffer(&c, &ib.base);
   size_t done = 0;

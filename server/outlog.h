@@ -66,6 +66,14 @@ typedef struct outlog_opts {
 
 #define OUTLOG_OPTS_INIT { 0, 1024, 1u << 20, 4096 }
 
+/* Where a data directory keeps the output files: DATA_DIR/OUTLOG_DIR/<run_id>.out. */
+#define OUTLOG_DIR "output"
+
+/* Writes the path of the output file of run `run_id` under data directory `data_dir`
+ * (DATA_DIR/output/RUN_ID.out) into buf, NUL-terminated. Returns 0, or -ENAMETOOLONG
+ * if it does not fit in cap bytes (buf then holds it cut short). */
+int outlog_path(char *buf, size_t cap, const char *data_dir, const char *run_id);
+
 /* Creates the log; its file at `path` is created by the first append (O_EXCL; mode
  * 0600), so a run that writes nothing leaves no file (outlog_open_existing then gives
  * -ENOENT: an empty log). `opts` may be NULL for the defaults. `base` (not owned) runs

@@ -12,6 +12,8 @@
 
 #include "ids.h"
 #include "log.h"
+#include "outlog.h"
+#include "xalloc.h"
 
 #define CLOCK_OFFSET_ENV "PRISMQ_TEST_CLOCK_OFFSET_MS"
 /* 100 years: far enough for any test, and the wall clock plus it cannot overflow. */
@@ -40,15 +42,8 @@ struct retention {
   char (*ids)[ID_RUN_LEN + 1]; /* the last batch's deleted runs ... */
   size_t nids, next_unlink;    /* ... and the first whose file is still there */
   log_limit unlink_limit; /* a directory we may not write to fails for every file */
-  char *path;      /* data_dir/output/ then room for "<run_id>.out" */
-  size_t path_dir; /* length of data_dir/output/ */
+  char *data_dir;
 };
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n);
-  if (!p) abort();
-  return p;
-}
 
 static uint64_t mono_us(void) {
   struct timespec ts;
@@ -63,14 +58,16 @@ static void arm(retention *r, uint64_t ms) {
 
 /* Unlinks the output file of the next deleted run whose file is still there. */
 static void unlink_next(retention *r) {
-  snprintf(r->path + r->path_dir, ID_RUN_LEN + sizeof ".out", "%s.out", r->ids[r->next_unlink++]);
-  if (unlink(r->path) == 0) {
+  char path[4096];
+  int rc = outlog_path(path, sizeof path, r->data_dir, r->ids[r->next_unlink++]);
+  if (rc == 0 && unlink(path) != 0) rc = -errno;
+  if (rc == 0) {
     r->cur.files++;
-  } else if (errno != ENOENT) { /* ENOENT: the run never started */
+  } else if (rc != -ENOENT) { /* ENOENT: the run never started */
     unsigned long long held;
     if (log_limit_pass(&r->unlink_limit, 10000, &held))
       LOG_WARN("retention: cannot remove the output of a deleted run path=%s: %s (%llu more in the last 10 s)",
-               r->path, strerror(errno), held);
+               path, strerror(-rc), held);
   }
 }
 
@@ -159,8 +156,7 @@ int retention_new(retention **out, struct event_base *base, const retention_opts
                getenv(CLOCK_OFFSET_ENV));
     return -EINVAL;
   }
-  retention *r = calloc(1, sizeof *r);
-  if (!r) abort();
+  retention *r = xcalloc(1, sizeof *r);
   r->timer = evtimer_new(base, on_timer, r);
   if (!r->timer) {
     free(r);
@@ -178,11 +174,7 @@ int retention_new(retention **out, struct event_base *base, const retention_opts
   r->on_pass = opts->on_pass;
   r->arg = opts->arg;
   r->ids = xmalloc(r->batch * sizeof *r->ids);
-  size_t dl = strlen(opts->data_dir);
-  r->path_dir = dl + sizeof "/output/" - 1;
-  r->path = xmalloc(r->path_dir + ID_RUN_LEN + sizeof ".out");
-  memcpy(r->path, opts->data_dir, dl);
-  memcpy(r->path + dl, "/output/", sizeof "/output/");
+  r->data_dir = xstrdup(opts->data_dir);
 
   const config_retention *l = &r->limits;
   if (l->sweep_interval_ms && (l->max_age_ms || l->max_runs)) {
@@ -208,6 +200,6 @@ void retention_free(retention *r) {
   while (r->next_unlink < r->nids) unlink_next(r);
   event_free(r->timer);
   free(r->ids);
-  free(r->path);
+  free(r->data_dir);
   free(r);
 }

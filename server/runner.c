@@ -16,6 +16,7 @@
 #include "outlog.h"
 #include "pbcheck.h"
 #include "utf8.h"
+#include "xalloc.h"
 
 /* Input limits: generous for people, small enough that no request can make the
  * server hold much. */
@@ -42,12 +43,6 @@ struct runner {
 };
 
 typedef Prismq__Runner__V1__Run pb_run;
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (!p) abort();
-  return p;
-}
 
 /* Maps the core's negative errno to a gRPC status. */
 static int status_of(int rc) {

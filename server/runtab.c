@@ -59,6 +59,7 @@
 
 #include "ids.h"
 #include "log.h"
+#include "xalloc.h"
 
 typedef Prismq__Runner__V1__Run Run;
 
@@ -167,18 +168,6 @@ struct runtab {
   size_t cap;
   uint64_t count; /* rows in runs: this connection is the only writer */
 };
-
-static void *xrealloc(void *p, size_t size) {
-  p = realloc(p, size);
-  if (!p) abort();
-  return p;
-}
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (!p) abort();
-  return p;
-}
 
 /* protobuf-c leaves strings NULL only if the caller did; treat that as "". */
 static const char *str_or_empty(const char *s) {

@@ -21,6 +21,7 @@
 #include "quota.h"
 #include "resmon.h"
 #include "utf8.h"
+#include "xalloc.h"
 
 /* The last stderr bytes kept for a failed run's error_message (as the old design). */
 #define ERRTAIL_MAX 500
@@ -88,18 +89,6 @@ struct sched {
   void *idle_arg;
   char blocked_why[160]; /* the last resource check that held the queue */
 };
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) abort();
-  return p;
-}
-
-static char *xstrdup(const char *s) {
-  char *p = strdup(s);
-  if (!p) abort();
-  return p;
-}
 
 static const char *status_name(int st) {
   const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&prismq__runner__v1__run_status__descriptor, st);
@@ -222,8 +211,7 @@ int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
   } else if (runtab_get(s->opts.rt, run_id, &snap) != 0) {
     return -ENOENT;
   }
-  sched_watch *w = calloc(1, sizeof *w);
-  if (!w) abort();
+  sched_watch *w = xcalloc(1, sizeof *w);
   w->s = s;
   w->events = events;
   w->fn = fn;
@@ -316,8 +304,7 @@ static void srun_free(struct srun *r) {
  * argv, cwd and pb. */
 static struct srun *srun_new(sched *s, const config_module *m, char **argv, char *cwd, sched_run *pb,
                              uint32_t timeout_ms) {
-  struct srun *r = calloc(1, sizeof *r);
-  if (!r) abort();
+  struct srun *r = xcalloc(1, sizeof *r);
   r->s = s;
   r->cfg = config_ref(s->cfg);
   r->mod = m;
@@ -549,8 +536,8 @@ static void start_run(struct srun *r) {
 
   outlog_opts lo = OUTLOG_OPTS_INIT;
   lo.max_bytes = r->cfg->limits.output_max_bytes;
-  snprintf(path, sizeof path, "%s/output/%s.out", s->data_dir, pb->run_id);
-  int rc = outlog_new(&r->log, s->base, path, &lo);
+  int rc = outlog_path(path, sizeof path, s->data_dir, pb->run_id);
+  if (rc == 0) rc = outlog_new(&r->log, s->base, path, &lo);
   if (rc < 0) {
     snprintf(err, sizeof err, "cannot create the output file %s: %s", path, strerror(-rc));
     LOG_ERROR("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
@@ -820,8 +807,7 @@ static void collect_run(const void *node, VISIT v, void *arg) {
   struct collect *c = arg;
   struct srun *r = *(struct srun *const *)node;
   if (!r->p) return;
-  struct srun **a = realloc(*c->arr, (*c->n + 1) * sizeof *a);
-  if (!a) abort();
+  struct srun **a = xrealloc(*c->arr, (*c->n + 1) * sizeof *a);
   a[(*c->n)++] = r;
   *c->arr = a;
 }
@@ -832,8 +818,7 @@ int sched_get_packed(sched *s, const char *run_id, const uint8_t **out, size_t *
   refresh_live(r);
   size_t n = prismq__runner__v1__run__get_packed_size(r->pb);
   if (n > s->packed_cap) {
-    s->packed = realloc(s->packed, n);
-    if (!s->packed) abort();
+    s->packed = xrealloc(s->packed, n);
     s->packed_cap = n;
   }
   prismq__runner__v1__run__pack(r->pb, s->packed);
@@ -930,9 +915,9 @@ int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stre
     if (s->done_logs[i].log && strcmp(s->done_logs[i].run_id, run_id) == 0)
       return outlog_reader_new(out, s->done_logs[i].log, start_seq, stream);
   char path[4096];
-  snprintf(path, sizeof path, "%s/output/%s.out", s->data_dir, run_id);
   outlog *l = NULL;
-  int rc = outlog_open_existing(&l, s->base, path, NULL);
+  int rc = outlog_path(path, sizeof path, s->data_dir, run_id);
+  if (rc == 0) rc = outlog_open_existing(&l, s->base, path, NULL);
   if (rc == -ENOENT) {
     /* A run that ended before it started (cancelled while queued) has no output. */
     *out = NULL;
@@ -1089,7 +1074,7 @@ static int mkdir_p(const char *path) {
 
 int sched_init_data_dir(const char *data_dir, char *err, size_t errlen) {
   char path[4096];
-  snprintf(path, sizeof path, "%s/output", data_dir);
+  snprintf(path, sizeof path, "%s/" OUTLOG_DIR, data_dir);
   int rc = mkdir_p(path);
   if (rc < 0) snprintf(err, errlen, "cannot create %s: %s", path, strerror(-rc));
   return rc;
@@ -1133,8 +1118,7 @@ const config *sched_config(const sched *s) { return s->cfg; }
 
 int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
               size_t errlen) {
-  sched *s = calloc(1, sizeof *s);
-  if (!s) abort();
+  sched *s = xcalloc(1, sizeof *s);
   s->base = base;
   s->opts = *opts;
   s->data_dir = xstrdup(opts->data_dir);

@@ -7,32 +7,11 @@
 #include <string.h>
 
 #include "cli.h"
-
-/* The length of the valid UTF-8 sequence at p (2..4), or 0 if it is not one (overlong
- * forms, surrogates and code points past U+10FFFF included). Reads no further than a
- * NUL. */
-static size_t utf8_seq(const unsigned char *p) {
-  size_t n;
-  uint32_t cp, min;
-  if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-    n = 2, cp = p[0] & 0x1fu, min = 0x80;
-  } else if ((p[0] & 0xf0) == 0xe0) {
-    n = 3, cp = p[0] & 0x0fu, min = 0x800;
-  } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-    n = 4, cp = p[0] & 0x07u, min = 0x10000;
-  } else {
-    return 0;
-  }
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (p[i] & 0x3fu);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
+#include "utf8.h"
 
 void cli_json_string(FILE *f, const char *s) {
   const unsigned char *p = (const unsigned char *)s;
+  const unsigned char *end = p + strlen(s);
   fputc('"', f);
   while (*p) {
     size_t n;
@@ -49,7 +28,7 @@ void cli_json_string(FILE *f, const char *s) {
         fprintf(f, "\\u%04x", *p);
       } else if (*p < 0x80) {
         fputc(*p, f);
-      } else if ((n = utf8_seq(p)) > 0) {
+      } else if ((n = utf8_seq_len((const char *)p, (size_t)(end - p))) > 0) {
         fwrite(p, 1, n, f);
         p += n - 1;
       } else {

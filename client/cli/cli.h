@@ -2,8 +2,9 @@
  *
  * Each command is one file, cmd-NAME.c, defining a `const struct cli_cmd cli_cmd_NAME`
  * listed in prismq.c's table. The program uses only the public API of libprismq
- * (<prismq/client.h>) and protobuf-c. It is a program, not a library: on out of memory
- * it prints "prismq: out of memory" and exits 1 (cli_xmalloc and friends).
+ * (<prismq/client.h>) and protobuf-c, and common/utf8 compiled in. It is a program, not
+ * a library: on out of memory it prints "prismq: out of memory" and exits 1 (cli_xmalloc
+ * and friends).
  *
  * Output conventions: results on stdout, diagnostics on stderr prefixed "prismq: ",
  * gRPC errors as "prismq: CODE_NAME: message". Exit statuses: enum cli_exit, and the

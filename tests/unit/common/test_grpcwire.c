@@ -850,8 +850,70 @@ static void test_status_name(void **state) {
   assert_string_equal(gw_status_name(INT_MIN), "UNKNOWN");
 }
 
+static void test_prefix_decode(void **state) {
+  (void)state;
+  static const uint8_t plain[GW_PREFIX_LEN] = {0, 0x01, 0x02, 0x03, 0x04};
+  static const uint8_t compressed[GW_PREFIX_LEN] = {1, 0, 0, 0, 7};
+  static const uint8_t bad[GW_PREFIX_LEN] = {0x80, 0xff, 0xff, 0xff, 0xff};
+  uint32_t len = 0;
+  assert_int_equal(gw_prefix_decode(&len, plain), 0);
+  assert_int_equal(len, 0x01020304u);
+  assert_int_equal(gw_prefix_decode(&len, compressed), 1);
+  assert_int_equal(len, 7);
+  /* The length is read whatever the flag, for the caller's error message. */
+  assert_int_equal(gw_prefix_decode(&len, bad), 0x80);
+  assert_int_equal(len, UINT32_MAX);
+}
+
+static void test_prefix_encode_round_trip(void **state) {
+  (void)state;
+  static const uint32_t lens[] = {0, 1, 255, 256, 65536, 0x01020304u, UINT32_MAX};
+  for (size_t i = 0; i < ARRAY_LEN(lens); i++) {
+    uint8_t p[GW_PREFIX_LEN];
+    gw_prefix_encode(p, lens[i]);
+    uint32_t len = 0;
+    assert_int_equal(gw_prefix_decode(&len, p), 0);
+    assert_int_equal(len, lens[i]);
+  }
+  uint8_t p[GW_PREFIX_LEN];
+  gw_prefix_encode(p, 0x01020304u);
+  static const uint8_t want[GW_PREFIX_LEN] = {0, 1, 2, 3, 4};
+  assert_memory_equal(p, want, sizeof want);
+}
+
+#define CT(s) gw_content_type_is_grpc((const uint8_t *)(s), sizeof(s) - 1)
+
+static void test_content_type(void **state) {
+  (void)state;
+  assert_true(CT("application/grpc"));
+  assert_true(CT("application/grpc+proto"));
+  assert_true(CT("application/grpc;charset=utf-8"));
+  assert_false(CT("application/grpcx"));
+  assert_false(CT("application/grp"));
+  assert_false(CT("application/json"));
+  assert_false(CT("Application/grpc"));
+  assert_false(CT(""));
+  /* Only the bytes given count: a longer buffer cut at "application/grpc" is gRPC. */
+  assert_true(gw_content_type_is_grpc((const uint8_t *)"application/grpcx", 16));
+}
+
+static void test_header_is(void **state) {
+  (void)state;
+  static const uint8_t name[] = {'c', 'o', 'n', 't', 'e', 'n', 't', '-', 't', 'y', 'p', 'e'};
+  assert_true(gw_header_is(name, sizeof name, "content-type"));
+  assert_false(gw_header_is(name, sizeof name - 1, "content-type"));
+  assert_false(gw_header_is(name, sizeof name, "content-typ"));
+  assert_false(gw_header_is(name, sizeof name, "content-types"));
+  assert_false(gw_header_is(name, sizeof name, "Content-Type"));
+  assert_true(gw_header_is(name, 0, ""));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_prefix_decode),
+      cmocka_unit_test(test_prefix_encode_round_trip),
+      cmocka_unit_test(test_content_type),
+      cmocka_unit_test(test_header_is),
       cmocka_unit_test(test_frame_split_byte_by_byte),
       cmocka_unit_test(test_frame_two_in_one_buffer),
       cmocka_unit_test(test_frame_empty_message),

@@ -22,6 +22,26 @@ static void test_valid(void **state) {
   assert_false(VALID("\xff"));
 }
 
+#define SEQ(s) utf8_seq_len(s, sizeof(s) - 1)
+
+static void test_seq_len(void **state) {
+  (void)state;
+  assert_int_equal(SEQ("a"), 1);
+  assert_int_equal(SEQ("\xc3\xa9x"), 2);         /* only the first sequence counts */
+  assert_int_equal(SEQ("\xe2\x82\xac"), 3);
+  assert_int_equal(SEQ("\xf0\x9f\x98\x80"), 4);
+  assert_int_equal(SEQ("\xf4\x8f\xbf\xbf"), 4); /* U+10FFFF, the last */
+  assert_int_equal(SEQ("\xc0\xaf"), 0);          /* overlong */
+  assert_int_equal(SEQ("\xe0\x9f\xbf"), 0);      /* overlong 3-byte */
+  assert_int_equal(SEQ("\xed\xa0\x80"), 0);      /* surrogate */
+  assert_int_equal(SEQ("\xf4\x90\x80\x80"), 0); /* over U+10FFFF */
+  assert_int_equal(SEQ("\x80"), 0);              /* stray continuation */
+  assert_int_equal(SEQ("\xc3\x41"), 0);          /* missing continuation */
+  /* Never past len: the rest of a sequence beyond it does not count. */
+  assert_int_equal(utf8_seq_len("\xe2\x82\xac", 2), 0);
+  assert_int_equal(utf8_seq_len("a", 0), 0);
+}
+
 static void test_sanitize(void **state) {
   (void)state;
   char out[16];
@@ -35,6 +55,7 @@ static void test_sanitize(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid),
+      cmocka_unit_test(test_seq_len),
       cmocka_unit_test(test_sanitize),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

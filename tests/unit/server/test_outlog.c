@@ -1199,8 +1199,22 @@ static void test_segment_outlives_reader_and_log(void **state) {
   model_free(&m);
 }
 
+static void test_path(void **state) {
+  (void)state;
+  char buf[64];
+  assert_int_equal(outlog_path(buf, sizeof buf, "/var/lib/prismq", "01ARZ3NDEKTSV4RRFFQ69G5FAV"), 0);
+  assert_string_equal(buf, "/var/lib/prismq/output/01ARZ3NDEKTSV4RRFFQ69G5FAV.out");
+  /* Exactly full (the NUL included) fits; one byte less does not. */
+  size_t need = strlen(buf) + 1;
+  assert_int_equal(outlog_path(buf, need, "/var/lib/prismq", "01ARZ3NDEKTSV4RRFFQ69G5FAV"), 0);
+  assert_int_equal(outlog_path(buf, need - 1, "/var/lib/prismq", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+                   -ENAMETOOLONG);
+  assert_int_equal(strlen(buf), need - 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_path),
       cmocka_unit_test_setup_teardown(test_roundtrip_random, setup, teardown),
       cmocka_unit_test_setup_teardown(test_start_seq_middle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_index_thinning, setup, teardown),
