@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "grpcwire.h"
 #include "h2conn.h"
@@ -164,20 +165,26 @@ static void mark_done(call *c) {
   drop_request(c);
 }
 
-/* Sends the status: as trailers after what was sent, or trailers-only. */
-static void answer(call *c, int status, const char *enc_msg) {
+/* Sends the status: as trailers after what was sent, or trailers-only; `details`
+ * (grpc-status-details-bin, base64 already) only when not NULL. */
+static void answer(call *c, int status, const char *enc_msg, const char *details) {
   char code[12];
+  nghttp2_nv nva[6];
+  size_t n = 0;
   snprintf(code, sizeof code, "%d", status);
   mark_done(c);
-  if (c->headers_sent) {
-    nghttp2_nv tr[] = {NV("grpc-status", code), NV("grpc-message", enc_msg)};
-    h2conn_stream_end(c->conn->h2, c->sid, tr, enc_msg[0] ? 2 : 1);
-  } else {
-    nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
-                        NV("grpc-accept-encoding", "identity"), NV("grpc-status", code),
-                        NV("grpc-message", enc_msg)};
-    h2conn_submit_response(c->conn->h2, c->sid, nva, enc_msg[0] ? 5 : 4, 0);
+  if (!c->headers_sent) {
+    nva[n++] = (nghttp2_nv)NV(":status", "200");
+    nva[n++] = (nghttp2_nv)NV("content-type", "application/grpc");
+    nva[n++] = (nghttp2_nv)NV("grpc-accept-encoding", "identity");
   }
+  nva[n++] = (nghttp2_nv)NV("grpc-status", code);
+  if (enc_msg[0]) nva[n++] = (nghttp2_nv)NV("grpc-message", enc_msg);
+  if (details) nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", details);
+  if (c->headers_sent)
+    h2conn_stream_end(c->conn->h2, c->sid, nva, n);
+  else
+    h2conn_submit_response(c->conn->h2, c->sid, nva, n, 0);
   if (status != GW_OK)
     LOG_DEBUG("call ended path=%.*s status=%s", (int)c->pathlen, c->path, gw_status_name(status));
 }
@@ -189,7 +196,7 @@ static void answerf(call *c, int status, const char *fmt, ...) {
   va_start(ap, fmt);
   format_message(enc, sizeof enc, fmt, ap);
   va_end(ap);
-  answer(c, status, enc);
+  answer(c, status, enc, NULL);
 }
 
 /* An answer that is not gRPC at all (wrong content-type or method). */
@@ -254,16 +261,33 @@ int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len) {
   return rc == -ENOENT ? 0 : rc; /* stream gone: the cancel callback is on its way */
 }
 
-void call_finish(call *c, int status, const char *fmt, ...) {
-  if (c->state != CALL_HANDLER) return;
+static void finish_v(call *c, int status, const char *details, const char *fmt, va_list ap) {
   char enc[1024];
-  va_list ap;
-  va_start(ap, fmt);
   format_message(enc, sizeof enc, fmt, ap);
-  va_end(ap);
   c->on_cancel = NULL;
   c->on_writable = NULL;
-  answer(c, status, enc);
+  answer(c, status, enc, details);
+}
+
+void call_finish(call *c, int status, const char *fmt, ...) {
+  if (c->state != CALL_HANDLER) return;
+  va_list ap;
+  va_start(ap, fmt);
+  finish_v(c, status, NULL, fmt, ap);
+  va_end(ap);
+}
+
+void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt, ...) {
+  if (c->state != CALL_HANDLER) return;
+  /* Binary metadata goes base64 encoded, without padding as the gRPC spec prefers. */
+  char *b64 = xmalloc(4 * ((len + 2) / 3) + 1);
+  int n = EVP_EncodeBlock((unsigned char *)b64, details, (int)len);
+  while (n > 0 && b64[n - 1] == '=') b64[--n] = '\0';
+  va_list ap;
+  va_start(ap, fmt);
+  finish_v(c, status, b64, fmt, ap);
+  va_end(ap);
+  free(b64);
 }
 
 uint64_t call_deadline_left_ms(const call *c) {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "authz.h"
 #include "log.h"
+#include "param.h"
 #include "xalloc.h"
 
 #define CONFIG_MAX_FILE (16u << 20)
@@ -27,37 +29,59 @@ const char config_default_yaml[] =
     "  - id: echo\n"
     "    name: Echo\n"
     "    description: Prints a message on stdout\n"
+    "    category: demo\n"
+    "    tags: [text]\n"
     "    argv: [\"echo\", \"{message}\"]\n"
     "    parameters:\n"
-    "      - {name: message, default: hello, description: the text to print}\n"
+    "      - {name: message, default: hello, max_length: 4096, description: the text to print}\n"
     "  - id: emit\n"
     "    name: Emit bytes\n"
     "    description: Writes N zero bytes to stdout\n"
+    "    category: demo\n"
+    "    tags: [output]\n"
     "    argv: [\"head\", \"-c\", \"{bytes}\", \"/dev/zero\"]\n"
     "    parameters:\n"
-    "      - {name: bytes, default: \"1024\", pattern: \"[0-9]+\", description: how many bytes}\n"
+    "      - {name: bytes, type: integer, min: 0, default: \"1024\", description: how many bytes}\n"
     "  - id: sleep\n"
     "    name: Sleep\n"
     "    description: Sleeps for a while, then exits 0 (try cancelling it)\n"
+    "    category: demo\n"
+    "    tags: [time]\n"
     "    argv: [\"sleep\", \"{seconds}\"]\n"
     "    timeout_ms: 600000\n"
     "    parameters:\n"
-    "      - {name: seconds, default: \"1\", pattern: '[0-9]+(\\.[0-9]+)?',\n"
+    "      - {name: seconds, type: number, min: 0, max: 600, default: \"1\",\n"
     "         description: how long to sleep}\n"
     "  - id: count\n"
     "    name: Count\n"
     "    description: Prints the lines 1 to N\n"
+    "    category: demo\n"
+    "    tags: [output]\n"
     "    argv: [\"seq\", \"1\", \"{n}\"]\n"
     "    parameters:\n"
-    "      - {name: n, default: \"10\", pattern: \"[0-9]+\", description: the last number}\n"
+    "      - {name: n, type: integer, min: 1, max: 100000000, default: \"10\",\n"
+    "         description: the last number}\n"
     "  - id: fail\n"
     "    name: Fail\n"
     "    description: Lists a missing path, so exits non-zero with a message on stderr\n"
+    "    category: demo\n"
+    "    tags: [errors]\n"
     "    argv: [\"ls\", \"{path}\"]\n"
     "    parameters:\n"
     "      # Confined under /nonexistent so the demo cannot list the server's files.\n"
-    "      - {name: path, default: /nonexistent, pattern: \"/nonexistent(/[A-Za-z0-9._-]*)*\",\n"
-    "         description: a path under /nonexistent}\n";
+    "      - {name: path, type: path, base_dir: /nonexistent, default: /nonexistent,\n"
+    "         description: a path under /nonexistent}\n"
+    "  - id: list\n"
+    "    name: List\n"
+    "    description: Lists /usr/share/doc with ls, as its options say\n"
+    "    category: demo\n"
+    "    tags: [text]\n"
+    "    argv: [\"ls\", \"-l\", \"/usr/share/doc\"]\n"
+    "    pass_parameters: flags\n"
+    "    parameters:\n"
+    "      - {name: all, type: boolean, default: \"false\", description: include hidden entries}\n"
+    "      - {name: sort, type: select, options: [size, time, version, extension],\n"
+    "         description: \"the order (default: by name)\"}\n";
 
 static void oom(void)
 {
@@ -160,11 +184,6 @@ fail:
   fclose(f);
   free(buf);
   return NULL;
-}
-
-static int param_accepts(const config_param *p, const char *v)
-{
-  return !p->pattern || regexec(&p->re, v, 0, NULL, 0) == 0;
 }
 
 /* ---- loading ---- */
@@ -284,6 +303,24 @@ static int get_u32(const loader *ld, const yaml_node_t *n, const char *what, uin
   if (rc == 0)
     *out = (uint32_t)x;
   return rc;
+}
+
+/* A finite number in decimal notation (a sign, a fraction and an exponent allowed). */
+static int get_number(const loader *ld, const yaml_node_t *n, const char *what, double *out)
+{
+  const char *s = (const char *)n->data.scalar.value;
+  char *end;
+
+  if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+      n->data.scalar.length && strspn(s, "0123456789+-.eE") == n->data.scalar.length) {
+    double d = strtod(s, &end);
+
+    if (!*end && isfinite(d)) {
+      *out = d;
+      return 0;
+    }
+  }
+  return fail_at(ld, n, "%s must be a number", what);
 }
 
 /* A duration: a plain number of milliseconds, or a number with one unit of ms, s, m,
@@ -435,12 +472,147 @@ static int compile_pattern(const loader *ld, const yaml_node_t *n, const char *w
   return 0;
 }
 
+/* min and max of an INTEGER or NUMBER parameter (nodes NULL when not given). */
+static int load_range(const loader *ld, const char *what, config_param *p, const yaml_node_t *min,
+                      const yaml_node_t *max)
+{
+  char path[192];
+  int rc;
+  const yaml_node_t *given = min ? min : max;
+
+  if (given && p->type != CONFIG_PARAM_INTEGER && p->type != CONFIG_PARAM_NUMBER)
+    return fail_at(ld, given, "%s: min and max are for integer and number parameters", what);
+  snprintf(path, sizeof path, "%s.min", what);
+  if (min && (rc = get_number(ld, min, path, &p->min)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.max", what);
+  if (max && (rc = get_number(ld, max, path, &p->max)) < 0)
+    return rc;
+  p->has_min = min != NULL;
+  p->has_max = max != NULL;
+  /* An integer's bounds are compared exactly with int64 values (param.c). */
+  if (p->type == CONFIG_PARAM_INTEGER &&
+      ((min && (p->min != floor(p->min) || fabs(p->min) > 9.2e18)) ||
+       (max && (p->max != floor(p->max) || fabs(p->max) > 9.2e18))))
+    return fail_at(ld, given, "%s: an integer parameter's min and max must be integers", what);
+  if (min && max && p->min > p->max)
+    return fail_at(ld, max, "%s: max is below min", what);
+  return 0;
+}
+
+/* options of a SELECT parameter: required there, distinct, and nowhere else. */
+static int load_options(const loader *ld, const yaml_node_t *n, const yaml_node_t *opts,
+                        const char *what, config_param *p)
+{
+  char path[192];
+  int rc;
+
+  if (p->type != CONFIG_PARAM_SELECT) {
+    if (opts)
+      return fail_at(ld, opts, "%s: options are for select parameters", what);
+    return 0;
+  }
+  if (!opts)
+    return fail_at(ld, n, "%s: a select parameter needs options", what);
+  snprintf(path, sizeof path, "%s.options", what);
+  if ((rc = get_strv(ld, opts, path, 0, 0, &p->options, &p->noptions)) < 0)
+    return rc;
+  for (size_t i = 0; i < p->noptions; i++)
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(p->options[i], p->options[j]))
+        return fail_at(ld, opts, "%s: duplicate option \"%s\"", path, p->options[i]);
+  return 0;
+}
+
+/* base_dir of a PATH parameter: required there, absolute, and nowhere else. */
+static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node_t *base,
+                         const char *what, config_param *p)
+{
+  char path[192];
+  int rc;
+
+  if (p->type != CONFIG_PARAM_PATH) {
+    if (base)
+      return fail_at(ld, base, "%s: base_dir is for path parameters", what);
+    return 0;
+  }
+  if (!base)
+    return fail_at(ld, n, "%s: a path parameter needs base_dir", what);
+  snprintf(path, sizeof path, "%s.base_dir", what);
+  if ((rc = get_str(ld, base, path, 1, &p->base_dir)) < 0)
+    return rc;
+  if (param_resolve_base(&p->base_resolved, p->base_dir) < 0)
+    return fail_at(ld, base, "%s must be an absolute path", path);
+  return 0;
+}
+
+/* The typed part of a parameter: v holds the nodes of type, min, max, options,
+ * min_length, max_length and base_dir, in this order (NULL when not given). */
+static int load_param_type(const loader *ld, const yaml_node_t *n, const char *what,
+                           config_param *p, yaml_node_t *const *v)
+{
+  enum { TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN, BASEDIR };
+  char path[192];
+  char *type = NULL;
+  int rc;
+
+  p->type = CONFIG_PARAM_STRING;
+  snprintf(path, sizeof path, "%s.type", what);
+  if (v[TYPE]) {
+    if ((rc = get_str(ld, v[TYPE], path, 1, &type)) < 0)
+      return rc;
+    rc = param_type_parse(&p->type, type);
+    free(type);
+    if (rc < 0)
+      return fail_at(ld, v[TYPE], "%s must be one of string, integer, number, boolean, select, "
+                     "secret, path", path);
+  }
+  if (p->type == CONFIG_PARAM_SECRET)
+    return fail_at(ld, v[TYPE], "%s: secret parameters are not available yet", what);
+  if ((rc = load_range(ld, what, p, v[MIN], v[MAX])) < 0 ||
+      (rc = load_options(ld, n, v[OPTIONS], what, p)) < 0 ||
+      (rc = load_base_dir(ld, n, v[BASEDIR], what, p)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.min_length", what);
+  if (v[MINLEN] && (rc = get_u32(ld, v[MINLEN], path, 0, UINT32_MAX, &p->min_length)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.max_length", what);
+  if (v[MAXLEN] && (rc = get_u32(ld, v[MAXLEN], path, 0, UINT32_MAX, &p->max_length)) < 0)
+    return rc;
+  if (p->max_length && p->min_length > p->max_length)
+    return fail_at(ld, v[MAXLEN], "%s: max_length is below min_length", what);
+  return 0;
+}
+
+/* A default must be a value the parameter accepts; a BOOLEAN's is kept as true/false. */
+static int check_default(const loader *ld, const yaml_node_t *dn, const char *what,
+                         config_param *p)
+{
+  char why[256];
+  char *value = NULL;
+
+  if (!p->default_value)
+    return 0;
+  if (param_check(&value, p, p->default_value, why, sizeof why) < 0)
+    return fail_at(ld, dn, "%s.default \"%s\" %s", what, p->default_value, why);
+  if (p->type == CONFIG_PARAM_BOOLEAN) {
+    free(p->default_value);
+    p->default_value = value;
+  } else {
+    free(value);
+  }
+  return 0;
+}
+
 static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
                       config_module *m, size_t idx)
 {
-  static const char *const keys[] = {"name", "required", "default", "description", "pattern",
+  static const char *const keys[] = {"name",    "required", "default", "description",
+                                     "pattern", "type",     "min",     "max",
+                                     "options", "min_length", "max_length", "base_dir",
                                      NULL};
-  enum { NAME, REQUIRED, DEFAULT, DESCRIPTION, PATTERN, NKEYS };
+  enum { NAME, REQUIRED, DEFAULT, DESCRIPTION, PATTERN, TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN,
+         BASEDIR, NKEYS };
   config_param *p = &m->params[idx];
   yaml_node_t *v[NKEYS];
   char path[160];
@@ -482,10 +654,9 @@ static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
     if (rc < 0)
       return rc;
   }
-  if (p->default_value && !param_accepts(p, p->default_value))
-    return fail_at(ld, v[DEFAULT], "%s.default \"%s\" does not match the pattern %s", what,
-                   p->default_value, p->pattern);
-  return 0;
+  if ((rc = load_param_type(ld, n, what, p, v + TYPE)) < 0)
+    return rc;
+  return check_default(ld, v[DEFAULT], what, p);
 }
 
 /* Checks template t (at node n) now, so that rendering cannot meet an unknown
@@ -553,13 +724,49 @@ static int load_run_limits(const loader *ld, const char *what, config_module *m,
   return 0;
 }
 
+/* A module's catalogue entries: v holds the nodes of category, tags, version and
+ * enabled, in this order (NULL when not given). */
+static int load_module_meta(const loader *ld, const char *what, config_module *m,
+                            yaml_node_t *const *v)
+{
+  enum { CATEGORY, TAGS, VERSION, ENABLED };
+  char path[96];
+  int rc;
+
+  snprintf(path, sizeof path, "%s.category", what);
+  if (v[CATEGORY] && (rc = get_str(ld, v[CATEGORY], path, 0, &m->category)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.version", what);
+  if (v[VERSION] && (rc = get_str(ld, v[VERSION], path, 0, &m->version)) < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.tags", what);
+  if (v[TAGS] && (rc = get_strv(ld, v[TAGS], path, 1, 1, &m->tags, &m->ntags)) < 0)
+    return rc;
+  for (size_t i = 0; i < m->ntags; i++)
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(m->tags[i], m->tags[j]))
+        return fail_at(ld, v[TAGS], "%s: duplicate tag \"%s\"", path, m->tags[i]);
+  m->enabled = 1;
+  snprintf(path, sizeof path, "%s.enabled", what);
+  if (v[ENABLED] && (rc = get_bool(ld, v[ENABLED], path, &m->enabled)) < 0)
+    return rc;
+  if (!m->category)
+    m->category = xstrdup("");
+  if (!m->version)
+    m->version = xstrdup("");
+  if (!m->tags)
+    m->tags = xcalloc(1, sizeof *m->tags);
+  return 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx)
 {
   static const char *const keys[] = {"id", "name", "description", "argv", "cwd", "env",
                                      "timeout_ms", "max_concurrent", "pass_parameters",
-                                     "parameters", "memory_max", "cpu_max", NULL};
+                                     "parameters", "memory_max", "cpu_max", "category", "tags",
+                                     "version", "enabled", NULL};
   enum { ID, NAME, DESCRIPTION, ARGV, CWD, ENV, TIMEOUT, MAXCONC, PASS, PARAMS, MEMMAX, CPUMAX,
-         NKEYS };
+         CATEGORY, TAGS, VERSION, ENABLED, NKEYS };
   config_module *m = &c->modules[idx];
   yaml_node_t *v[NKEYS];
   char what[32], path[96];
@@ -593,6 +800,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
     return rc;
   if (!m->description)
     m->description = xstrdup("");
+  if ((rc = load_module_meta(ld, what, m, v + CATEGORY)) < 0)
+    return rc;
 
   /* Parameters first: the argv and cwd templates are checked against them. */
   if (v[PARAMS] && (rc = load_params(ld, v[PARAMS], what, m)) < 0)
@@ -985,12 +1194,18 @@ void config_free(config *c)
 
       if (p->pattern)
         regfree(&p->re);
+      free(p->base_resolved);
+      free(p->base_dir);
+      config_argv_free(p->options);
       free(p->pattern);
       free(p->description);
       free(p->default_value);
       free(p->name);
     }
     free(m->params);
+    config_argv_free(m->tags);
+    free(m->version);
+    free(m->category);
     config_argv_free(m->env);
     free(m->cwd);
     config_argv_free(m->argv);
@@ -1150,79 +1365,102 @@ const config_module *config_find_module(const config *c, const char *id)
 /* ---- rendering ---- */
 
 /* Fills vals[i] (malloc'd, or NULL) with the effective value of m->params[i]. */
+/* Fills vals[i] (malloc'd, or NULL) with the value module m's parameter i gets: the
+ * request's, else the default, checked and in its run form (param_check). Every bad
+ * parameter goes into `bad`; returns -EINVAL if there is any, else 0. */
 static int resolve(char **vals, const config_module *m, const char *const *names,
-                   const char *const *values, const size_t *lens, size_t n, char *err,
-                   size_t errlen)
+                   const char *const *values, const size_t *lens, size_t n, param_report *bad)
 {
   size_t *given = xcalloc(m->nparams, sizeof *given); /* request index + 1; 0 = not given */
-  int rc = 0;
+  size_t before = bad->n;
 
-  for (size_t i = 0; i < n && rc == 0; i++) {
+  for (size_t i = 0; i < n; i++) {
     long k = param_index(m, names[i], strlen(names[i]));
 
     if (k < 0)
-      rc = set_err(err, errlen, "unknown parameter \"%s\"", names[i]);
+      param_report_add(bad, names[i], "unknown parameter \"%s\"", names[i]);
     else
       given[k] = i + 1;
   }
-  for (size_t k = 0; k < m->nparams && rc == 0; k++) {
+  for (size_t k = 0; k < m->nparams; k++) {
     const config_param *p = &m->params[k];
+    char why[320];
+    char *raw = NULL;
 
     if (given[k]) {
       const char *v = values[given[k] - 1];
       size_t len = lens ? lens[given[k] - 1] : strlen(v);
 
       if (memchr(v, '\0', len)) {
-        rc = set_err(err, errlen, "parameter \"%s\" contains a NUL byte", p->name);
-        break;
+        param_report_add(bad, p->name, "parameter \"%s\" contains a NUL byte", p->name);
+        continue;
       }
-      vals[k] = xstrndup(v, len);
+      raw = xstrndup(v, len);
     } else if (p->default_value) {
-      vals[k] = xstrdup(p->default_value);
+      raw = xstrdup(p->default_value);
     } else if (p->required) {
-      rc = set_err(err, errlen, "missing required parameter \"%s\"", p->name);
-      break;
+      param_report_add(bad, p->name, "missing required parameter \"%s\"", p->name);
+      continue;
     }
-    if (vals[k] && !param_accepts(p, vals[k]))
-      rc = set_err(err, errlen, "parameter \"%s\" does not match %s", p->name, p->pattern);
+    if (raw && param_check(&vals[k], p, raw, why, sizeof why) < 0)
+      param_report_add(bad, p->name, "parameter \"%s\" %s", p->name, why);
+    free(raw);
   }
   free(given);
-  return rc;
+  return bad->n > before ? -EINVAL : 0;
+}
+
+/* The argv of module m for parameter values vals: its templates, then with
+ * pass_parameters: flags "--name" "value" per parameter with a value, a BOOLEAN's as
+ * "--name" alone when true and nothing when false. NULL with msg on a template error. */
+static char **render_argv(const config_module *m, char *const *vals, char *msg, size_t msglen)
+{
+  size_t nvals = 0, argc = 0;
+  char **argv;
+
+  for (size_t k = 0; k < m->nparams; k++)
+    nvals += vals[k] != NULL;
+  argv = xcalloc(m->argc + (m->pass_flags ? 2 * nvals : 0) + 1, sizeof *argv);
+  for (size_t i = 0; i < m->argc; i++)
+    if (!(argv[argc++] = expand(m, m->argv[i], vals, msg, msglen))) {
+      config_argv_free(argv);
+      return NULL;
+    }
+  for (size_t k = 0; m->pass_flags && k < m->nparams; k++) {
+    int boolean = m->params[k].type == CONFIG_PARAM_BOOLEAN;
+
+    if (!vals[k] || (boolean && strcmp(vals[k], "true") != 0))
+      continue;
+    argv[argc] = xcalloc(strlen(m->params[k].name) + 3, 1);
+    sprintf(argv[argc++], "--%s", m->params[k].name);
+    if (!boolean)
+      argv[argc++] = xstrdup(vals[k]);
+  }
+  return argv;
 }
 
 int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
                          const config_module *m, const char *const *names,
                          const char *const *values, const size_t *lens, size_t n,
-                         char *err, size_t errlen)
+                         param_report *bad, char *err, size_t errlen)
 {
+  param_report own = PARAM_REPORT_INIT;
+  param_report *report = bad ? bad : &own;
   char **vals = xcalloc(m->nparams, sizeof *vals);
   char **argv = NULL, **params = NULL, *cwd = NULL;
-  size_t nvals = 0, argc = 0, np = 0;
-  int rc;
+  size_t np = 0;
+  int rc = -EINVAL;
 
-  if ((rc = resolve(vals, m, names, values, lens, n, err, errlen)) < 0)
-    goto out;
-  for (size_t k = 0; k < m->nparams; k++)
-    nvals += vals[k] != NULL;
-
-  argv = xcalloc(m->argc + (m->pass_flags ? 2 * nvals : 0) + 1, sizeof *argv);
-  for (size_t i = 0; i < m->argc; i++)
-    if (!(argv[argc++] = expand(m, m->argv[i], vals, err, errlen))) {
-      rc = -EINVAL;
-      goto out;
-    }
-  for (size_t k = 0; m->pass_flags && k < m->nparams; k++)
-    if (vals[k]) {
-      argv[argc] = xcalloc(strlen(m->params[k].name) + 3, 1);
-      sprintf(argv[argc++], "--%s", m->params[k].name);
-      argv[argc++] = xstrdup(vals[k]);
-    }
-  if (m->cwd && !(cwd = expand(m, m->cwd, vals, err, errlen))) {
-    rc = -EINVAL;
+  if (resolve(vals, m, names, values, lens, n, report) < 0) {
+    param_report_join(report, err, errlen);
     goto out;
   }
+  if (!(argv = render_argv(m, vals, err, errlen)))
+    goto out;
+  if (m->cwd && !(cwd = expand(m, m->cwd, vals, err, errlen)))
+    goto out;
   if (out_params) {
-    params = xcalloc(nvals + 1, sizeof *params);
+    params = xcalloc(m->nparams + 1, sizeof *params);
     for (size_t k = 0; k < m->nparams; k++)
       if (vals[k])
         params[np++] = kv_new(m->params[k].name, vals[k]);
@@ -1232,6 +1470,7 @@ int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
   *out_cwd = cwd;
   argv = NULL;
   cwd = NULL;
+  rc = 0;
 
 out:
   free(cwd);
@@ -1239,5 +1478,6 @@ out:
   for (size_t k = 0; k < m->nparams; k++)
     free(vals[k]);
   free(vals);
+  param_report_clear(&own);
   return rc;
 }

@@ -24,9 +24,16 @@
  *       pass_parameters: none         # none (default) | flags
  *       memory_max: 1073741824        # bytes; needs cgroups with the memory controller
  *       cpu_max: 150                  # percent of one CPU; needs the cpu controller
+ *       category: demo                # default: ""
+ *       tags: [output, bytes]         # default: none; distinct, non-empty
+ *       version: "1.0"                # default: ""
+ *       enabled: true                 # default true; false: listed, never started
  *       parameters:
- *         - {name: bytes, required: true, pattern: "^[0-9]+$", description: how many}
- *         - {name: label, default: "none"}
+ *         - {name: bytes, required: true, type: integer, min: 0, description: how many}
+ *         - {name: label, default: "none", max_length: 64, pattern: "[a-z]+"}
+ *         - {name: mode, type: select, options: [fast, slow], default: fast}
+ *         - {name: dry_run, type: boolean, default: "false"}
+ *         - {name: out, type: path, base_dir: /srv/out}
  *   allow_insecure_remote: false
  *   tls:                              # all of tls is optional; if given, cert and key are required
  *     cert: /etc/prismq/server.pem    # PEM certificate chain
@@ -95,8 +102,14 @@
  * Parameters: names unique within a module, ^[A-Za-z_][A-Za-z0-9_]{0,63}$; a required
  * parameter has no default; a pattern is a POSIX extended regular expression that must
  * match the WHOLE value (it is compiled as ^(pattern)$, so it need not be anchored; a
- * pattern with an unmatched ")" is refused, since it would break out of that group);
- * a default must match the pattern.
+ * pattern with an unmatched ")" is refused, since it would break out of that group).
+ * type is string (the default), integer, number, boolean, select or path (secret is
+ * refused for now); min and max (numbers; integers for an integer) only for integer and
+ * number; options (a non-empty list of distinct strings) required for select and only
+ * there; base_dir (an absolute path) required for path and only there; min_length and
+ * max_length (bytes, 0..2^32-1, max_length 0 = no limit) for any type. param.h says
+ * how values are checked. A default must be a value the parameter accepts; a boolean's
+ * is stored as true or false.
  *
  * Templates: in argv elements and cwd, "{name}" is replaced by the value of parameter
  * `name`, "{{" is a literal "{" and "}}" a literal "}" (so "{{name}}" gives "{name}").
@@ -119,14 +132,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One declared parameter of a module. */
+/* A parameter's type; the values are the contract's ParameterType numbers. */
+typedef enum config_param_type {
+  CONFIG_PARAM_STRING = 1,
+  CONFIG_PARAM_INTEGER = 2,
+  CONFIG_PARAM_NUMBER = 3,
+  CONFIG_PARAM_BOOLEAN = 4,
+  CONFIG_PARAM_SELECT = 5,
+  CONFIG_PARAM_SECRET = 6,
+  CONFIG_PARAM_PATH = 7,
+} config_param_type;
+
+/* One declared parameter of a module (param.h checks values against it). */
 typedef struct config_param {
   char *name;          /* ^[A-Za-z_][A-Za-z0-9_]{0,63}$, unique within the module */
   int required;        /* non-zero: a run must give a value */
-  char *default_value; /* used when a run gives none; NULL if none (always NULL if required) */
+  char *default_value; /* used when a run gives none; NULL if none (always NULL if required);
+                          a BOOLEAN's is "true" or "false" */
   char *description;   /* "" if not given */
   char *pattern;       /* the pattern as written, NULL if none */
   regex_t re;          /* ^(pattern)$ compiled REG_EXTENDED|REG_NOSUB; valid iff pattern */
+  config_param_type type;
+  int has_min, has_max;  /* INTEGER, NUMBER: whether min, max are set */
+  double min, max;       /* integral for an INTEGER */
+  char **options;        /* SELECT: noptions distinct values, then a NULL; else NULL */
+  size_t noptions;
+  uint32_t min_length;   /* bytes */
+  uint32_t max_length;   /* bytes; 0 = no limit */
+  char *base_dir;        /* PATH: the directory as written; else NULL */
+  char *base_resolved;   /* PATH: base_dir resolved (param_resolve_base); else NULL */
 } config_param;
 
 /* One module: a command a client may run. argv and cwd are templates (see above). */
@@ -146,6 +180,11 @@ typedef struct config_module {
   size_t nparams;
   uint64_t memory_max;       /* bytes, the run's cgroup memory.max; 0 = none */
   uint32_t cpu_max_percent;  /* of one CPU, the run's cgroup cpu.max; 0 = none */
+  char *category;            /* "" if not given */
+  char **tags;               /* ntags distinct non-empty tags, then a NULL */
+  size_t ntags;
+  char *version;             /* "" if not given */
+  int enabled;               /* default 1; a disabled module is listed but never started */
 } config_module;
 
 /* Server-wide limits. For the percentages and min_available_memory_mb, 0 = check off. */
@@ -249,33 +288,41 @@ void config_free(config *c);
 /* Returns the module with id `id` (owned by c), or NULL if there is none. */
 const config_module *config_find_module(const config *c, const char *id);
 
+struct param_report;
+
 /* Renders a run request for module m: checks the request's parameters and builds the
  * command to start.
  *
  * The request is n name/value pairs: names[i] (NUL-terminated) and values[i], which
  * is lens[i] bytes long, or NUL-terminated when lens is NULL. When a name appears more
  * than once the last pair wins (like a protobuf map). Each parameter's value is the
- * one given, else its default; then, in declared order, a required parameter must have
- * one and a value must match the parameter's pattern.
+ * one given, else its default; a required parameter must have one, and a value must
+ * pass param_check (its lengths, type, range, options or base directory, pattern). The
+ * run gets a value in param_check's form: a BOOLEAN's as true or false, a PATH's
+ * resolved. BOOLEAN placeholders give "true" or "false".
  *
  * On success returns 0 and sets:
  *   *out_argv    the NULL-terminated argv (templates substituted, then the flags for
- *                pass_parameters: flags); free with config_argv_free;
+ *                pass_parameters: flags: "--name" "value", a BOOLEAN's "--name" alone
+ *                when true and nothing when false); free with config_argv_free;
  *   *out_cwd     the substituted cwd (free with free()), or NULL if the module has none;
  *   *out_params  (if out_params is not NULL) the effective parameters, given or
  *                defaulted, as NULL-terminated "name=value" strings in declared order
  *                (a parameter with no value is left out); free with config_argv_free.
- * Returns -EINVAL, outputs untouched, with `err` (errlen bytes; may be NULL if errlen
- * is 0) holding one of:
- *   unknown parameter "foo"                    (first such name in request order)
+ * Returns -EINVAL, outputs untouched, with every bad parameter added to `bad` (if not
+ * NULL; param.h) and their messages joined by "; " in `err` (errlen bytes; may be NULL
+ * if errlen is 0): unknown ones in request order, then the declared ones in order:
+ *   unknown parameter "foo"
  *   parameter "x" contains a NUL byte          (only possible with lens)
  *   missing required parameter "bytes"
- *   parameter "bytes" does not match ^[0-9]+$  (the pattern as written)
+ *   parameter "bytes" does not match [0-9]+    (the pattern as written)
+ *   parameter "count" is 12, above the maximum 10
+ *   parameter "mode" must be one of "fast", "slow"
  * Nothing is kept: the result is the caller's. */
 int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
                          const config_module *m, const char *const *names,
                          const char *const *values, const size_t *lens, size_t n,
-                         char *err, size_t errlen);
+                         struct param_report *bad, char *err, size_t errlen);
 
 /* Frees a NULL-terminated string vector from config_module_render. Accepts NULL. */
 void config_argv_free(char **v);

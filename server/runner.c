@@ -10,6 +10,9 @@
 #include <openssl/evp.h>
 
 #include "authz.h"
+#include "google/protobuf/any.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 #include "grpcwire.h"
 #include "ids.h"
 #include "log.h"
@@ -51,7 +54,8 @@ static int status_of(int rc) {
   case -EINVAL: return GW_INVALID_ARGUMENT;
   case -EEXIST: return GW_ALREADY_EXISTS;
   case -EAGAIN: return GW_RESOURCE_EXHAUSTED;
-  case -EALREADY: return GW_FAILED_PRECONDITION;
+  case -EALREADY:
+  case -ENOTSUP: return GW_FAILED_PRECONDITION;
   /* Shutting down, or the run table cannot be written: worth a retry elsewhere or later. */
   case -ESHUTDOWN:
   case -EIO: return GW_UNAVAILABLE;
@@ -162,6 +166,57 @@ static int check_owner(runner *rn, call *c, const char *run_id, unsigned all_rol
 
 /* ---- unary methods -------------------------------------------------------------- */
 
+/* Rich details stay well within what clients accept as metadata (grpcio: 8 KiB). */
+#define MAX_DETAILS_BYTES 3072
+
+/* INVALID_ARGUMENT for bad StartRun parameters: `msg` names them all, and a
+ * google.rpc.BadRequest in the status details has a field violation for each
+ * ("parameters.NAME"), as many as fit in MAX_DETAILS_BYTES. */
+static void finish_bad_params(call *c, const param_report *bad, const char *msg) {
+  Google__Rpc__BadRequest__FieldViolation *fv = xcalloc(bad->n, sizeof *fv);
+  Google__Rpc__BadRequest__FieldViolation **fvp = xcalloc(bad->n, sizeof *fvp);
+  char **fields = xcalloc(bad->n, sizeof *fields);
+  Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
+  Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+  Google__Protobuf__Any *anyp = &any;
+  Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+  /* What the Status holds besides the BadRequest: the message, the Any's type URL, and
+   * their tags and lengths. */
+  size_t budget = MAX_DETAILS_BYTES - strlen(msg) - 64;
+  br.field_violations = fvp;
+  for (size_t i = 0; i < bad->n; i++) {
+    fields[i] = xmalloc(strlen(bad->items[i].name) + sizeof "parameters.");
+    sprintf(fields[i], "parameters.%s", bad->items[i].name);
+    fv[i] = (Google__Rpc__BadRequest__FieldViolation)GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
+    fv[i].field = fields[i];
+    fv[i].description = bad->items[i].message;
+    fvp[i] = &fv[i];
+    br.n_field_violations = i + 1;
+    if (google__rpc__bad_request__get_packed_size(&br) > budget) {
+      br.n_field_violations = i ? i : 1;
+      break;
+    }
+  }
+  any.type_url = "type.googleapis.com/google.rpc.BadRequest";
+  any.value.len = google__rpc__bad_request__get_packed_size(&br);
+  any.value.data = xmalloc(any.value.len + 1);
+  google__rpc__bad_request__pack(&br, any.value.data);
+  st.code = GW_INVALID_ARGUMENT;
+  st.message = (char *)msg;
+  st.n_details = 1;
+  st.details = &anyp;
+  size_t len = google__rpc__status__get_packed_size(&st);
+  uint8_t *packed = xmalloc(len + 1);
+  google__rpc__status__pack(&st, packed);
+  call_finish_details(c, GW_INVALID_ARGUMENT, packed, len, "%s", msg);
+  free(packed);
+  free(any.value.data);
+  for (size_t i = 0; i < bad->n; i++) free(fields[i]);
+  free(fields);
+  free(fvp);
+  free(fv);
+}
+
 static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   if (len > MAX_START_REQ) {
@@ -184,9 +239,12 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
       LOG_INFO("start refused module_id=%.64s identity=%s peer=%s", r->module_id, who(c), p->addr);
       call_finish(c, GW_PERMISSION_DENIED, "permission denied: %s may not start module %.64s", who(c), r->module_id);
     } else {
-      int rc = sched_start(rn->sch, r, p->identity, &run, err, sizeof err);
-      if (rc < 0) call_finish(c, status_of(rc), "%s", err);
+      param_report bad = PARAM_REPORT_INIT;
+      int rc = sched_start(rn->sch, r, p->identity, &run, &bad, err, sizeof err);
+      if (rc < 0 && bad.n) finish_bad_params(c, &bad, err);
+      else if (rc < 0) call_finish(c, status_of(rc), "%s", err);
       else reply_run(c, run);
+      param_report_clear(&bad);
     }
   }
   prismq__runner__v1__start_run_request__free_unpacked(r, NULL);
@@ -303,10 +361,66 @@ out:
   prismq__runner__v1__list_runs_request__free_unpacked(r, NULL);
 }
 
+/* Whether module m is in the category and has every tag the request names. */
+static int module_matches(const config_module *m, const Prismq__Runner__V1__ListModulesRequest *r) {
+  if (r->category[0] && strcmp(r->category, m->category) != 0) return 0;
+  for (size_t i = 0; i < r->n_tags; i++) {
+    size_t j = 0;
+    while (j < m->ntags && strcmp(m->tags[j], r->tags[i]) != 0) j++;
+    if (j == m->ntags) return 0;
+  }
+  return 1;
+}
+
+/* A ParameterSpec viewing p: nothing is copied. */
+static void fill_param(Prismq__Runner__V1__ParameterSpec *o, const config_param *p) {
+  *o = (Prismq__Runner__V1__ParameterSpec)PRISMQ__RUNNER__V1__PARAMETER_SPEC__INIT;
+  o->name = p->name;
+  o->required = p->required != 0;
+  o->default_value = p->default_value ? p->default_value : (char *)protobuf_c_empty_string;
+  o->description = p->description;
+  o->pattern = p->pattern ? p->pattern : (char *)protobuf_c_empty_string;
+  o->type = (Prismq__Runner__V1__ParameterType)p->type;
+  if (p->has_min) {
+    o->min_bound_case = PRISMQ__RUNNER__V1__PARAMETER_SPEC__MIN_BOUND_MIN;
+    o->min = p->min;
+  }
+  if (p->has_max) {
+    o->max_bound_case = PRISMQ__RUNNER__V1__PARAMETER_SPEC__MAX_BOUND_MAX;
+    o->max = p->max;
+  }
+  o->options = p->options;
+  o->n_options = p->noptions;
+  o->min_length = p->min_length;
+  o->max_length = p->max_length;
+  o->base_dir = p->base_dir ? p->base_dir : (char *)protobuf_c_empty_string;
+}
+
+/* A Module viewing m, its parameters in ps (m->nparams slots) pointed to from pptr. */
+static void fill_module(Prismq__Runner__V1__Module *o, const config_module *m,
+                        Prismq__Runner__V1__ParameterSpec *ps, Prismq__Runner__V1__ParameterSpec **pptr) {
+  *o = (Prismq__Runner__V1__Module)PRISMQ__RUNNER__V1__MODULE__INIT;
+  o->id = m->id;
+  o->name = m->name;
+  o->description = m->description;
+  o->timeout_ms = m->timeout_ms;
+  o->max_concurrent = m->max_concurrent;
+  o->category = m->category;
+  o->tags = m->tags;
+  o->n_tags = m->ntags;
+  o->version = m->version;
+  o->enabled = m->enabled != 0;
+  o->parameters = pptr;
+  o->n_parameters = m->nparams;
+  for (size_t j = 0; j < m->nparams; j++) {
+    fill_param(&ps[j], &m->params[j]);
+    pptr[j] = &ps[j];
+  }
+}
+
 static void list_modules(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest, prismq__runner__v1__list_modules_request, "ListModulesRequest");
-  prismq__runner__v1__list_modules_request__free_unpacked(r, NULL);
   const config *cfg = sched_config(rn->sch);
   size_t np = 0;
   for (size_t i = 0; i < cfg->nmodules; i++) np += cfg->modules[i].nparams;
@@ -315,33 +429,19 @@ static void list_modules(call *c, const uint8_t *req, size_t len, void *svc) {
   Prismq__Runner__V1__Module **mptr = xcalloc(cfg->nmodules + 1, sizeof *mptr);
   Prismq__Runner__V1__ParameterSpec *ps = xcalloc(np + 1, sizeof *ps);
   Prismq__Runner__V1__ParameterSpec **pptr = xcalloc(np + 1, sizeof *pptr);
-  size_t k = 0;
+  size_t k = 0, n = 0;
   for (size_t i = 0; i < cfg->nmodules; i++) {
     const config_module *m = &cfg->modules[i];
-    Prismq__Runner__V1__Module *o = &mods[i];
-    *o = (Prismq__Runner__V1__Module)PRISMQ__RUNNER__V1__MODULE__INIT;
-    o->id = m->id;
-    o->name = m->name;
-    o->description = m->description;
-    o->timeout_ms = m->timeout_ms;
-    o->max_concurrent = m->max_concurrent;
-    o->parameters = &pptr[k];
-    o->n_parameters = m->nparams;
-    for (size_t j = 0; j < m->nparams; j++, k++) {
-      const config_param *p = &m->params[j];
-      ps[k] = (Prismq__Runner__V1__ParameterSpec)PRISMQ__RUNNER__V1__PARAMETER_SPEC__INIT;
-      ps[k].name = p->name;
-      ps[k].required = p->required != 0;
-      ps[k].default_value = p->default_value ? p->default_value : (char *)protobuf_c_empty_string;
-      ps[k].description = p->description;
-      ps[k].pattern = p->pattern ? p->pattern : (char *)protobuf_c_empty_string;
-      pptr[k] = &ps[k];
-    }
-    mptr[i] = o;
+    if (!module_matches(m, r)) continue;
+    fill_module(&mods[n], m, &ps[k], &pptr[k]);
+    k += m->nparams;
+    mptr[n] = &mods[n];
+    n++;
   }
+  prismq__runner__v1__list_modules_request__free_unpacked(r, NULL);
   Prismq__Runner__V1__ListModulesResponse resp = PRISMQ__RUNNER__V1__LIST_MODULES_RESPONSE__INIT;
   resp.modules = mptr;
-  resp.n_modules = cfg->nmodules;
+  resp.n_modules = n;
   call_send(c, &resp.base);
   free(pptr);
   free(ps);

@@ -739,11 +739,15 @@ static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__S
 }
 
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
-                char *err, size_t errlen) {
+                param_report *bad, char *err, size_t errlen) {
   const config_module *m = config_find_module(s->cfg, req->module_id);
   if (!m) {
     snprintf(err, errlen, "unknown module \"%.64s\"", req->module_id);
     return -ENOENT;
+  }
+  if (!m->enabled) {
+    snprintf(err, errlen, "module \"%.64s\" is disabled", req->module_id);
+    return -ENOTSUP;
   }
   size_t np = req->n_parameters;
   const char **names = xmalloc(np * sizeof *names);
@@ -753,7 +757,7 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
     values[i] = req->parameters[i]->value;
   }
   char **argv = NULL, *cwd = NULL, **params = NULL;
-  int rc = config_module_render(&argv, &cwd, &params, m, names, values, NULL, np, err, errlen);
+  int rc = config_module_render(&argv, &cwd, &params, m, names, values, NULL, np, bad, err, errlen);
   free(names);
   free(values);
   if (rc < 0) return rc;
@@ -1004,7 +1008,7 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
     values[i] = pb->parameters[i]->value;
   }
   char **argv = NULL, *cwd = NULL;
-  int rc = config_module_render(&argv, &cwd, NULL, m, names, values, NULL, np, err, errlen);
+  int rc = config_module_render(&argv, &cwd, NULL, m, names, values, NULL, np, NULL, err, errlen);
   free(names);
   free(values);
   if (rc < 0) return rc;

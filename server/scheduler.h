@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "param.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 #include "runtab.h"
 
@@ -113,14 +114,16 @@ void sched_free(sched *s);
  * Returns 0 for a new run or 1 when req->request_id names an existing run with the
  * same module, parameters and owner (then that run is returned); *out is a copy the caller
  * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). Errors, *out untouched,
- * err filled: -ENOENT unknown module; -EINVAL a parameter is unknown, missing or does
- * not match; -EEXIST request_id used before for another module, other parameters or owner;
+ * err filled: -ENOENT unknown module; -ENOTSUP the module is disabled; -EINVAL bad
+ * parameters (unknown, missing, or refused by param_check: each is added to `bad` if
+ * not NULL, and err joins their messages); -EEXIST request_id used before for another
+ * module, other parameters or owner;
  * -EAGAIN the queue is full (limits.max_queued_per_identity, limits.max_queued);
  * -ESHUTDOWN the scheduler is shutting down;
  * -EIO the run table failed. A run that can start at once never counts against
  * max_queued. */
 int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
-                char *err, size_t errlen);
+                param_report *bad, char *err, size_t errlen);
 
 /* Copies run `run_id` into *out (free as above). Returns 0 or -ENOENT. */
 int sched_get(sched *s, const char *run_id, sched_run **out);

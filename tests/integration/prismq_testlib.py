@@ -10,7 +10,8 @@ environment (a test file also runs alone, defaulting to the repository layout):
 
 API:
   protos()          -> namespace of generated modules: runner_pb2, runner_pb2_grpc,
-                       admin_pb2, admin_pb2_grpc, health_pb2, health_pb2_grpc.
+                       admin_pb2, admin_pb2_grpc, health_pb2, health_pb2_grpc,
+                       status_pb2 and error_details_pb2 (google.rpc).
   Server(...)       a prismqd on tcp://127.0.0.1:<kernel-chosen port> with its own
                        temporary data dir; a context manager (see the class). Methods:
                        channel, stats, wait_stats, wait_idle, wait_log, log_text, stop,
@@ -52,7 +53,8 @@ PROTO_DIR = os.environ.get("PRISMQ_PROTO", os.path.join(_REPO, "proto"))
 
 # The generated modules we need, by proto file.
 _PROTOS = ("prismq/runner/v1/runner.proto", "prismq/admin/v1/admin.proto",
-           "grpc/health/v1/health.proto")
+           "grpc/health/v1/health.proto", "google/rpc/status.proto",
+           "google/rpc/error_details.proto")
 
 _protos_ns = None
 _live_servers = set()

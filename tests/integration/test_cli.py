@@ -336,9 +336,10 @@ class ReadCommands(CliCase):
 
     def test_modules_table(self):
         lines = self.ok("modules").stdout.decode().splitlines()
-        self.assertEqual(lines[0].split(), ["ID", "NAME", "PARAMETERS", "TIMEOUT", "DESCRIPTION"])
-        self.assertRegex(lines[1], r"^child +child +action \[arg=-\] +- *$")
-        self.assertRegex(lines[2], r"^missing +missing +- *$")
+        self.assertEqual(lines[0].split(),
+                         ["ID", "NAME", "CATEGORY", "PARAMETERS", "TIMEOUT", "DESCRIPTION"])
+        self.assertRegex(lines[1], r"^child +child +- +action \[arg=-\] +- *$")
+        self.assertRegex(lines[2], r"^missing +missing +- +- *$")
 
 
 class Paging(unittest.TestCase):

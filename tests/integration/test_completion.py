@@ -20,7 +20,7 @@ from prismq_testlib import BIN_DIR, WAIT, ServerTestCase, temp_dir
 PRISMQ = os.path.join(BIN_DIR, "prismq")
 SCRIPT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "client", "cli",
                                       "completion", "prismq.bash"))
-BUILTIN_MODULES = {"echo", "emit", "sleep", "count", "fail"}
+BUILTIN_MODULES = {"echo", "emit", "sleep", "count", "fail", "list"}
 # The server queries are bounded at 2 s; a completion must end well within this.
 QUERY_BOUND = 6.0
 
@@ -149,7 +149,8 @@ class CompletionTest(ServerTestCase):
         self.assertEqual(sorted(self.complete("prismq logs --st")), ["--stderr", "--stdout"])
         # options mix with arguments; after the last argument, the options are offered
         self.assertIn("--follow", self.complete("prismq run echo -p message=x --f"))
-        self.assertEqual(sorted(self.complete("prismq modules ")), ["--help", "--json"])
+        self.assertEqual(sorted(self.complete("prismq modules ")),
+                         ["--category", "--help", "--json", "--tag"])
 
     def test_values(self):
         self.assertEqual(sorted(self.complete("prismq ls --status c")),

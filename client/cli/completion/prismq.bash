@@ -32,7 +32,11 @@ _prismq_options() {
     opts=(--target --tls-ca --tls-cert --tls-key --tls-server-name -h --help --version)
     argopts=(--target --tls-ca --tls-cert --tls-key --tls-server-name)
     ;;
-  modules | status | health) opts=(--json --help) ;;
+  status | health) opts=(--json --help) ;;
+  modules)
+    opts=(--category --tag --json --help)
+    argopts=(--category --tag)
+    ;;
   run)
     opts=(-p --param --label --timeout --request-id -f --follow --json --help)
     argopts=(-p --param --label --timeout --request-id)

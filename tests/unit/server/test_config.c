@@ -15,6 +15,7 @@
 
 #include "authz.h"
 #include "config.h"
+#include "param.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -398,6 +399,7 @@ static void test_default_config(void **state)
       {"sleep", {"sleep", "1"}},
       {"count", {"seq", "1", "10"}},
       {"fail", {"ls", "/nonexistent"}},
+      {"list", {"ls", "-l", "/usr/share/doc"}},
   };
   config *c = load_ok(config_default_yaml);
 
@@ -415,7 +417,7 @@ static void test_default_config(void **state)
 
     assert_non_null(m);
     /* Every demo module runs with no parameters at all. */
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, NULL, NULL, NULL, 0, err,
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, NULL, NULL, NULL, 0, NULL, err,
                                           sizeof err),
                      0);
     while (want[i].argv[n])
@@ -425,33 +427,40 @@ static void test_default_config(void **state)
     config_argv_free(argv);
   }
 
-  /* The demo patterns hold: whole-value numbers, and fail stays under /nonexistent. */
+  /* The demo types hold: numbers in range, fail stays under /nonexistent, list's flags. */
   static const struct {
     const char *id, *name, *value;
-    size_t pos; /* where the value lands in argv; 0 = refused */
+    size_t pos;       /* where the value lands in argv; 0 = refused */
+    const char *want; /* what lands there */
   } vals[] = {
-      {"sleep", "seconds", "0.5", 1},
-      {"sleep", "seconds", "1e3", 0},
-      {"sleep", "seconds", "2.", 0},
-      {"count", "n", "3", 2},
-      {"count", "n", "-3", 0},
-      {"emit", "bytes", "7", 2},
-      {"emit", "bytes", "10x", 0},
-      {"fail", "path", "/nonexistent/x", 1},
-      {"fail", "path", "/nonexistent/../etc", 1},
-      {"fail", "path", "/etc", 0},
-      {"fail", "path", "-la", 0},
-      {"echo", "message", "a b; $(id)", 1},
+      {"sleep", "seconds", "0.5", 1, "0.5"},
+      {"sleep", "seconds", "1e3", 0, NULL},
+      {"sleep", "seconds", "-1", 0, NULL},
+      {"sleep", "seconds", "2.", 1, "2."},
+      {"count", "n", "3", 2, "3"},
+      {"count", "n", "-3", 0, NULL},
+      {"count", "n", "0", 0, NULL},
+      {"emit", "bytes", "7", 2, "7"},
+      {"emit", "bytes", "10x", 0, NULL},
+      {"fail", "path", "/nonexistent/x", 1, "/nonexistent/x"},
+      {"fail", "path", "x/y", 1, "/nonexistent/x/y"},
+      {"fail", "path", "-la", 1, "/nonexistent/-la"},
+      {"fail", "path", "/nonexistent/../etc", 0, NULL},
+      {"fail", "path", "/etc", 0, NULL},
+      {"echo", "message", "a b; $(id)", 1, "a b; $(id)"},
+      {"list", "all", "yes", 3, "--all"},
+      {"list", "sort", "size", 4, "size"},
+      {"list", "sort", "name", 0, NULL},
   };
   for (size_t i = 0; i < ARRAY_LEN(vals); i++) {
     char **argv = NULL, *cwd = NULL;
     char err[256];
     int rc = config_module_render(&argv, &cwd, NULL, config_find_module(c, vals[i].id),
-                                  &vals[i].name, &vals[i].value, NULL, 1, err, sizeof err);
+                                  &vals[i].name, &vals[i].value, NULL, 1, NULL, err, sizeof err);
 
     assert_int_equal(rc, vals[i].pos ? 0 : -EINVAL);
     if (rc == 0)
-      assert_string_equal(argv[vals[i].pos], vals[i].value);
+      assert_string_equal(argv[vals[i].pos], vals[i].want);
     config_argv_free(argv);
   }
   config_free(c);
@@ -474,11 +483,12 @@ static const struct {
      "idle_timeout_ms, max_queued_per_identity, output_max_bytes)"},
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
-     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, cpu_max)"},
+     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, cpu_max, category, tags, version, enabled)"},
     {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
-     "required, default, description, pattern)"},
+     "required, default, description, pattern, type, min, max, options, min_length, max_length, "
+     "base_dir)"},
     {"data_dir: a\ndata_dir: b\n", "t.yaml:2: top level: duplicate key \"data_dir\""},
     {"[a, b]\n", "t.yaml:1: top level must be a mapping"},
     {"? [a]\n: b\n", "t.yaml:1: top level: keys must be strings"},
@@ -607,7 +617,52 @@ static const struct {
      "t.yaml:5: modules[0].parameters[0]: a required parameter cannot have a default"},
     {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
      "      - {name: p, default: 12a, pattern: \"[0-9]+\"}\n",
-     "t.yaml:5: modules[0].parameters[0].default \"12a\" does not match the pattern [0-9]+"},
+     "t.yaml:5: modules[0].parameters[0].default \"12a\" does not match [0-9]+"},
+
+    /* Typed parameters. */
+#define TYPED(spec) "modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - " spec "\n"
+    {TYPED("{name: p, type: int}"),
+     "t.yaml:5: modules[0].parameters[0].type must be one of string, integer, number, boolean, "
+     "select, secret, path"},
+    {TYPED("{name: p, min: 1}"),
+     "t.yaml:5: modules[0].parameters[0]: min and max are for integer and number parameters"},
+    {TYPED("{name: p, type: integer, min: 1.5}"),
+     "t.yaml:5: modules[0].parameters[0]: an integer parameter's min and max must be integers"},
+    {TYPED("{name: p, type: number, min: 2, max: 1}"),
+     "t.yaml:5: modules[0].parameters[0]: max is below min"},
+    {TYPED("{name: p, type: number, max: x}"),
+     "t.yaml:5: modules[0].parameters[0].max must be a number"},
+    {TYPED("{name: p, type: number, max: .inf}"),
+     "t.yaml:5: modules[0].parameters[0].max must be a number"},
+    {TYPED("{name: p, type: select}"),
+     "t.yaml:5: modules[0].parameters[0]: a select parameter needs options"},
+    {TYPED("{name: p, type: select, options: [a, b, a]}"),
+     "t.yaml:5: modules[0].parameters[0].options: duplicate option \"a\""},
+    {TYPED("{name: p, options: [a]}"),
+     "t.yaml:5: modules[0].parameters[0]: options are for select parameters"},
+    {TYPED("{name: p, type: path}"),
+     "t.yaml:5: modules[0].parameters[0]: a path parameter needs base_dir"},
+    {TYPED("{name: p, type: path, base_dir: srv}"),
+     "t.yaml:5: modules[0].parameters[0].base_dir must be an absolute path"},
+    {TYPED("{name: p, base_dir: /srv}"),
+     "t.yaml:5: modules[0].parameters[0]: base_dir is for path parameters"},
+    {TYPED("{name: p, min_length: 3, max_length: 2}"),
+     "t.yaml:5: modules[0].parameters[0]: max_length is below min_length"},
+    {TYPED("{name: p, type: integer, max: 10, default: 11}"),
+     "t.yaml:5: modules[0].parameters[0].default \"11\" is 11, above the maximum 10"},
+    {TYPED("{name: p, type: boolean, default: maybe}"),
+     "t.yaml:5: modules[0].parameters[0].default \"maybe\" must be true or false"},
+    {TYPED("{name: p, type: secret}"),
+     "t.yaml:5: modules[0].parameters[0]: secret parameters are not available yet"},
+#undef TYPED
+
+    /* Module metadata. */
+    {"modules:\n  - id: a\n    argv: [x]\n    tags: [x, \"\"]\n",
+     "t.yaml:4: modules[0].tags[1] must be a non-empty string"},
+    {"modules:\n  - id: a\n    argv: [x]\n    tags: [x, y, x]\n",
+     "t.yaml:4: modules[0].tags: duplicate tag \"x\""},
+    {"modules:\n  - id: a\n    argv: [x]\n    enabled: no\n",
+     "t.yaml:4: modules[0].enabled must be true or false"},
 
     /* Templates. */
     {"modules:\n  - id: a\n    argv: [echo, \"{foo}\"]\n",
@@ -813,7 +868,7 @@ static int render(char ***argv, char **cwd, char ***params, const config *c, con
   const config_module *m = config_find_module(c, id);
 
   assert_non_null(m);
-  return config_module_render(argv, cwd, params, m, names, values, NULL, n, err, errlen);
+  return config_module_render(argv, cwd, params, m, names, values, NULL, n, NULL, err, errlen);
 }
 
 static void test_render_substitution_and_defaults(void **state)
@@ -912,6 +967,87 @@ static void test_render_flags_order(void **state)
   config_free(c);
 }
 
+/* Typed parameters: values in their run form (booleans as true/false, paths resolved),
+ * booleans as bare flags, metadata with its defaults. */
+static void test_typed(void **state)
+{
+  (void)state;
+  config *c = load_ok("modules:\n"
+                      "  - id: t\n"
+                      "    argv: [run, \"{dry}\"]\n"
+                      "    pass_parameters: flags\n"
+                      "    category: demo\n"
+                      "    tags: [a, b]\n"
+                      "    version: \"1.2\"\n"
+                      "    enabled: false\n"
+                      "    parameters:\n"
+                      "      - {name: n, type: integer, min: 1, max: 5, default: 3}\n"
+                      "      - {name: dry, type: boolean, default: \"yes\"}\n"
+                      "      - {name: verbose, type: boolean, default: off}\n"
+                      "      - {name: mode, type: select, options: [fast, slow]}\n"
+                      "      - {name: out, type: path, base_dir: /}\n"
+                      "  - id: plain\n"
+                      "    argv: [x]\n");
+  const config_module *m = config_find_module(c, "t");
+  char **argv = NULL, **params = NULL, *cwd = SENTINEL;
+  char err[256];
+
+  assert_string_equal(m->params[1].default_value, "true"); /* kept as the run gets it */
+  assert_string_equal(m->params[2].default_value, "false");
+  assert_int_equal(m->params[0].has_min && m->params[0].has_max, 1);
+  assert_int_equal(m->params[3].noptions, 2);
+  assert_string_equal(m->category, "demo");
+  assert_int_equal(m->ntags, 2);
+  assert_string_equal(m->tags[1], "b");
+  assert_null(m->tags[2]);
+  assert_string_equal(m->version, "1.2");
+  assert_int_equal(m->enabled, 0);
+  m = config_find_module(c, "plain");
+  assert_string_equal(m->category, "");
+  assert_int_equal(m->ntags, 0);
+  assert_non_null(m->tags);
+  assert_string_equal(m->version, "");
+  assert_int_equal(m->enabled, 1);
+
+  assert_int_equal(render(&argv, &cwd, &params, c, "t", (const char *[]){"verbose", "mode", "out"},
+                          (const char *[]){"ON", "slow", "/tmp/../x"}, 3, err, sizeof err),
+                   0);
+  assert_strv(argv, (const char *[]){"run", "true", "--n", "3", "--dry", "--verbose", "--mode",
+                                     "slow", "--out", "/x"},
+              10);
+  assert_strv(params, (const char *[]){"n=3", "dry=true", "verbose=true", "mode=slow", "out=/x"}, 5);
+  config_argv_free(argv);
+  config_argv_free(params);
+  free(cwd);
+
+  /* A false boolean is no flag at all; the placeholder says false. */
+  assert_int_equal(render(&argv, &cwd, NULL, c, "t", (const char *[]){"dry"}, (const char *[]){"0"}, 1,
+                          err, sizeof err),
+                   0);
+  assert_strv(argv, (const char *[]){"run", "false", "--n", "3"}, 4);
+  config_argv_free(argv);
+  free(cwd);
+
+  /* Every bad one is named, with a report of each. */
+  param_report bad = PARAM_REPORT_INIT;
+  argv = SENTINEL;
+  assert_int_equal(config_module_render(&argv, &cwd, NULL, config_find_module(c, "t"),
+                                        (const char *[]){"n", "mode", "zz"},
+                                        (const char *[]){"9", "medium", "1"}, NULL, 3, &bad, err,
+                                        sizeof err),
+                   -EINVAL);
+  assert_ptr_equal(argv, SENTINEL);
+  assert_string_equal(err, "unknown parameter \"zz\"; parameter \"n\" is 9, above the maximum 5; "
+                           "parameter \"mode\" must be one of \"fast\", \"slow\"");
+  assert_int_equal(bad.n, 3);
+  assert_string_equal(bad.items[0].name, "zz");
+  assert_string_equal(bad.items[1].name, "n");
+  assert_string_equal(bad.items[2].name, "mode");
+  assert_string_equal(bad.items[2].message, "parameter \"mode\" must be one of \"fast\", \"slow\"");
+  param_report_clear(&bad);
+  config_free(c);
+}
+
 static void test_render_errors(void **state)
 {
   (void)state;
@@ -924,8 +1060,10 @@ static void test_render_errors(void **state)
     const char *msg;
   } cases[] = {
       {"emit", {"bytes", "foo"}, {"1", "x"}, 2, "unknown parameter \"foo\""},
-      /* An unknown name is reported before a missing one. */
-      {"emit", {"bogus"}, {"1"}, 1, "unknown parameter \"bogus\""},
+      /* Every bad parameter is named: unknown ones first, then declared ones in order. */
+      {"emit", {"bogus"}, {"1"}, 1, "unknown parameter \"bogus\"; missing required parameter \"bytes\""},
+      {"emit", {"bytes", "x", "y"}, {"1a", "1", "2"}, 3,
+       "unknown parameter \"x\"; unknown parameter \"y\"; parameter \"bytes\" does not match ^[0-9]+$"},
       {"emit", {"label"}, {"x"}, 1, "missing required parameter \"bytes\""},
       {"emit", {0}, {0}, 0, "missing required parameter \"bytes\""},
       {"emit", {"bytes"}, {"12a"}, 1, "parameter \"bytes\" does not match ^[0-9]+$"},
@@ -957,7 +1095,7 @@ static void test_render_errors(void **state)
     char **argv = SENTINEL, *cwd = SENTINEL;
     char err[256] = "";
 
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, err,
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, NULL, err,
                                           sizeof err),
                      0);
     assert_string_equal(argv[2], "123");
@@ -966,7 +1104,7 @@ static void test_render_errors(void **state)
     argv = SENTINEL;
     cwd = SENTINEL;
     lens[1] = 3;
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, err,
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, NULL, err,
                                           sizeof err),
                      -EINVAL);
     assert_string_equal(err, "parameter \"label\" contains a NUL byte");
@@ -1036,7 +1174,8 @@ int main(void)
       cmocka_unit_test(test_load_file),
       cmocka_unit_test(test_render_substitution_and_defaults),
       cmocka_unit_test(test_render_flags_order),
-      cmocka_unit_test(test_render_errors),
+      cmocka_unit_test(test_typed),
+    cmocka_unit_test(test_render_errors),
       cmocka_unit_test(test_render_pattern_whole_value),
   };
 
