@@ -9,12 +9,16 @@
 #      build; zero errors and zero leaks, or the server's exit code fails its test),
 #      except the load tests and the hostile-client battery, whose time and memory
 #      bounds mean nothing under valgrind;
-#   5. each libFuzzer target (tests/fuzz) for FUZZ_SECONDS seconds (default 60) after its
+#   5. the Debian packages (scripts/package-deb.sh, lintian clean), installed on this
+#      machine, used, and purged (tests/integration/test_package.py: needs root, and
+#      refuses where the packages or their files are there already);
+#   6. each libFuzzer target (tests/fuzz) for FUZZ_SECONDS seconds (default 60) after its
 #      regression inputs, under ASan/UBSan (scripts/fuzz.sh).
-# Options run one part alone: --release (2), --valgrind (4), --fuzz [SECONDS] (5).
+# Options run one part alone: --release (2), --valgrind (4), --package (5),
+# --fuzz [SECONDS] (6).
 # Runs from any directory. Environment: BUILD_DIR (default build), RELEASE_BUILD_DIR
-# (default build-release) and ASAN_BUILD_DIR (default build-asan); relative paths are
-# taken from the repository root.
+# (default build-release), ASAN_BUILD_DIR (default build-asan) and DEB_BUILD_DIR (default
+# build-deb); relative paths are taken from the repository root.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +54,11 @@ valgrind_tests() {
     -L integration -E "$NOT_UNDER_VALGRIND" --timeout 900)
 }
 
+package_tests() {
+  bash "$ROOT/scripts/package-deb.sh" >/dev/null
+  /usr/bin/python3 "$ROOT/tests/integration/test_package.py" -v
+}
+
 fuzz_tests() {
   bash "$ROOT/scripts/fuzz.sh" all "$1"
 }
@@ -60,13 +69,15 @@ case "${1:-}" in
     release_tests
     asan_tests
     valgrind_tests
+    package_tests
     fuzz_tests "$FUZZ_SECONDS"
     ;;
   --release) release_tests ;;
   --valgrind) valgrind_tests ;;
+  --package) package_tests ;;
   --fuzz) fuzz_tests "${2:-$FUZZ_SECONDS}" ;;
   *)
-    echo "usage: scripts/test.sh [--release | --valgrind | --fuzz [SECONDS]]" >&2
+    echo "usage: scripts/test.sh [--release | --valgrind | --package | --fuzz [SECONDS]]" >&2
     exit 2
     ;;
 esac

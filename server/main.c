@@ -26,6 +26,7 @@
 #include "runner.h"
 #include "runtab.h"
 #include "scheduler.h"
+#include "sdnotify.h"
 
 #define MAX_LISTEN 16
 #define RUNNER_SERVICE "prismq.runner.v1.Runner"
@@ -51,6 +52,7 @@ struct server {
   runner *runner;
   admin *admin;
   front *front;
+  sdnotify *notify; /* systemd's readiness protocol; NULL when not run by it */
   struct event *sigterm, *sigint, *sighup;
   struct event *log_flush; /* writes the log lines of one pass of the loop together */
   struct event *table_check; /* health: whether the run table can be written */
@@ -193,6 +195,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   const config_shutdown *sd = &srv->cfg->shutdown;
   LOG_INFO("shutting down on signal %d runs=%s grace_ms=%u", (int)sig, sd->cancel_runs ? "cancel" : "wait",
            sd->grace_ms);
+  sdnotify_send(srv->notify, "STOPPING=1\nSTATUS=shutting down (runs: %s, grace_ms: %u)",
+                sd->cancel_runs ? "cancel" : "wait", sd->grace_ms);
   health_set(srv->health, NULL, 0);
   front_close(srv->front);
   static const struct timeval now = {0, 0};
@@ -210,20 +214,22 @@ static void warn_restart_only(const config *old, const config *fresh) {
              "message size, idle timeout) change only at a restart");
 }
 
-/* SIGHUP: the configuration file is read again. If it is valid, it becomes the current
- * snapshot: new runs, ListModules and authorization use it at once, listeners are
- * added and removed, certificates are reloaded (open connections keep theirs), and runs
- * already taken keep the snapshot they were taken under. If not, the old one stays. */
-static void on_sighup(evutil_socket_t sig, short what, void *arg) {
-  (void)sig;
-  (void)what;
-  struct server *srv = arg;
-  if (srv->stopping) return;
+/* READY=1, with what is served for `systemctl status`, and `note` after it. */
+static void notify_ready(struct server *srv, const char *note) {
+  sdnotify_send(srv->notify, "READY=1\nSTATUS=serving %zu modules%s", srv->cfg->nmodules, note);
+}
+
+/* SIGHUP's reload: the configuration file is read again. If it is valid, it becomes
+ * the current snapshot: new runs, ListModules and authorization use it at once,
+ * listeners are added and removed, certificates are reloaded (open connections keep
+ * theirs), and runs already taken keep the snapshot they were taken under. If not, the
+ * old one stays. Returns 0 if the new one applies, -1 if the old one stays. */
+static int reload_config(struct server *srv) {
   char err[512];
   config *fresh = NULL;
   if (load_config(&fresh, srv->cl, err, sizeof err) < 0) {
     LOG_ERROR("configuration reload failed, keeping the current one: %s", err);
-    return;
+    return -1;
   }
   const struct cmdline *cl = srv->cl;
   const char *const *urls = cl->nlisten_given ? cl->listen_urls : (const char *const *)fresh->listen;
@@ -232,12 +238,25 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
       sched_set_config(srv->sch, fresh, err, sizeof err) < 0) {
     LOG_ERROR("configuration reload failed, keeping the current one: %s", err);
     config_free(fresh);
-    return;
+    return -1;
   }
   warn_restart_only(srv->cfg, fresh);
   config_free(srv->cfg);
   srv->cfg = fresh;
   LOG_INFO("configuration reloaded modules=%zu listeners=%zu", fresh->nmodules, nurls);
+  return 0;
+}
+
+/* The service manager (systemctl reload) waits from RELOADING=1 to READY=1, which
+ * comes once the reload is done, whether it applied or not. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg) {
+  (void)sig;
+  (void)what;
+  struct server *srv = arg;
+  if (srv->stopping) return;
+  sdnotify_reloading(srv->notify, "reloading the configuration");
+  int rc = reload_config(srv);
+  notify_ready(srv, rc == 0 ? "" : "; the last reload was refused, see the log");
 }
 
 /* The call layer's authorization: what the current configuration's authz section grants. */
@@ -461,6 +480,7 @@ static void server_free(struct server *srv) {
   cgroup_root_free(srv->cg);
   runtab_free(srv->rt);
   if (srv->base) event_base_free(srv->base);
+  sdnotify_free(srv->notify);
   config_free(srv->cfg);
 }
 
@@ -484,6 +504,8 @@ int main(int argc, char **argv) {
       cl.listen_urls[cl.nlisten++] = srv.cfg->listen[i];
   const char *data_dir = cl.data_dir ? cl.data_dir : srv.cfg->data_dir;
   setup_process();
+  if (sdnotify_new(&srv.notify, err, sizeof err) < 0)
+    LOG_WARN("%s: the service manager will not hear of readiness, reloads or shutdown", err);
 
   status = open_core(&srv, data_dir, smode);
   if (status == 0 && (open_services(&srv) < 0 || open_events(&srv) < 0)) status = 1;
@@ -496,6 +518,9 @@ int main(int argc, char **argv) {
     const char *mode = getenv("PRISMQ_RUN_MODE");
     LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(), mode && *mode ? mode : "async",
              srv.cfg->nmodules, data_dir);
+    /* Listeners are bound (front_new) and the runs of an earlier server recovered
+     * (sched_new): clients may come. */
+    notify_ready(&srv, "");
     /* A line per run start and end is a write and a wake-up of the log's reader each,
      * a visible share of the start rate with stderr on a pipe. Batched, the lines of one pass of
      * the loop leave in one write, at the end of that pass (the flush event is
