@@ -81,7 +81,16 @@ const char config_default_yaml[] =
     "    parameters:\n"
     "      - {name: all, type: boolean, default: \"false\", description: include hidden entries}\n"
     "      - {name: sort, type: select, options: [size, time, version, extension],\n"
-    "         description: \"the order (default: by name)\"}\n";
+    "         description: \"the order (default: by name)\"}\n"
+    "  - id: secret\n"
+    "    name: Secret\n"
+    "    description: Takes a secret, which no record, log or answer shows, and prints its length\n"
+    "    category: demo\n"
+    "    tags: [security]\n"
+    "    argv: [\"sh\", \"-c\", \"echo \\\"the token has ${{#TOKEN}} bytes\\\"\"]\n"
+    "    parameters:\n"
+    "      - {name: token, type: secret, env_var: TOKEN, max_length: 4096,\n"
+    "         description: reaches the run as $TOKEN only}\n";
 
 static void oom(void)
 {
@@ -160,6 +169,13 @@ static char *expand(const config_module *m, const char *t, char *const *vals, ch
       if (i < 0) {
         set_err(msg, msglen, "placeholder %.*s names no declared parameter",
                 (int)(end - t + 1), t);
+        goto fail;
+      }
+      if (m->params[i].type == CONFIG_PARAM_SECRET) {
+        set_err(msg, msglen,
+                "placeholder {%s} names a secret parameter, which would show in the "
+                "process list: the run gets it in $%s",
+                m->params[i].name, m->params[i].env_var);
         goto fail;
       }
       if (!vals[i]) {
@@ -546,12 +562,41 @@ static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node
   return 0;
 }
 
-/* The typed part of a parameter: v holds the nodes of type, min, max, options,
- * min_length, max_length and base_dir, in this order (NULL when not given). */
-static int load_param_type(const loader *ld, const yaml_node_t *n, const char *what,
-                           config_param *p, yaml_node_t *const *v)
+/* env_var of a SECRET parameter, the variable its value reaches the run in: required
+ * there, a valid name, and nowhere else; a secret has no default (the file would hold
+ * it). */
+static int load_env_var(const loader *ld, const yaml_node_t *n, const yaml_node_t *var,
+                        const yaml_node_t *dflt, const char *what, config_param *p)
 {
-  enum { TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN, BASEDIR };
+  char path[192];
+  int rc;
+
+  if (p->type != CONFIG_PARAM_SECRET) {
+    if (var)
+      return fail_at(ld, var, "%s: env_var is for secret parameters", what);
+    return 0;
+  }
+  if (!var)
+    return fail_at(ld, n, "%s: a secret parameter needs env_var, the environment variable "
+                   "that takes its value", what);
+  if (dflt)
+    return fail_at(ld, dflt, "%s: a secret parameter cannot have a default", what);
+  snprintf(path, sizeof path, "%s.env_var", what);
+  if ((rc = get_str(ld, var, path, 1, &p->env_var)) < 0)
+    return rc;
+  if (!valid_param_name(p->env_var))
+    return fail_at(ld, var, "%s \"%s\" must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$", path,
+                   p->env_var);
+  return 0;
+}
+
+/* The typed part of a parameter: v holds the nodes of type, min, max, options,
+ * min_length, max_length, base_dir and env_var, in this order (NULL when not given);
+ * dflt is the default's node. */
+static int load_param_type(const loader *ld, const yaml_node_t *n, const char *what,
+                           config_param *p, yaml_node_t *const *v, const yaml_node_t *dflt)
+{
+  enum { TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN, BASEDIR, ENVVAR };
   char path[192];
   char *type = NULL;
   int rc;
@@ -567,11 +612,10 @@ static int load_param_type(const loader *ld, const yaml_node_t *n, const char *w
       return fail_at(ld, v[TYPE], "%s must be one of string, integer, number, boolean, select, "
                      "secret, path", path);
   }
-  if (p->type == CONFIG_PARAM_SECRET)
-    return fail_at(ld, v[TYPE], "%s: secret parameters are not available yet", what);
   if ((rc = load_range(ld, what, p, v[MIN], v[MAX])) < 0 ||
       (rc = load_options(ld, n, v[OPTIONS], what, p)) < 0 ||
-      (rc = load_base_dir(ld, n, v[BASEDIR], what, p)) < 0)
+      (rc = load_base_dir(ld, n, v[BASEDIR], what, p)) < 0 ||
+      (rc = load_env_var(ld, n, v[ENVVAR], dflt, what, p)) < 0)
     return rc;
   snprintf(path, sizeof path, "%s.min_length", what);
   if (v[MINLEN] && (rc = get_u32(ld, v[MINLEN], path, 0, UINT32_MAX, &p->min_length)) < 0)
@@ -610,9 +654,9 @@ static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
   static const char *const keys[] = {"name",    "required", "default", "description",
                                      "pattern", "type",     "min",     "max",
                                      "options", "min_length", "max_length", "base_dir",
-                                     NULL};
+                                     "env_var", NULL};
   enum { NAME, REQUIRED, DEFAULT, DESCRIPTION, PATTERN, TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN,
-         BASEDIR, NKEYS };
+         BASEDIR, ENVVAR, NKEYS };
   config_param *p = &m->params[idx];
   yaml_node_t *v[NKEYS];
   char path[160];
@@ -654,7 +698,7 @@ static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
     if (rc < 0)
       return rc;
   }
-  if ((rc = load_param_type(ld, n, what, p, v + TYPE)) < 0)
+  if ((rc = load_param_type(ld, n, what, p, v + TYPE, v[DEFAULT])) < 0)
     return rc;
   return check_default(ld, v[DEFAULT], what, p);
 }
@@ -1194,6 +1238,7 @@ void config_free(config *c)
 
       if (p->pattern)
         regfree(&p->re);
+      free(p->env_var);
       free(p->base_resolved);
       free(p->base_dir);
       config_argv_free(p->options);
@@ -1412,7 +1457,8 @@ static int resolve(char **vals, const config_module *m, const char *const *names
 
 /* The argv of module m for parameter values vals: its templates, then with
  * pass_parameters: flags "--name" "value" per parameter with a value, a BOOLEAN's as
- * "--name" alone when true and nothing when false. NULL with msg on a template error. */
+ * "--name" alone when true and nothing when false, a SECRET's never. NULL with msg on a
+ * template error. */
 static char **render_argv(const config_module *m, char *const *vals, char *msg, size_t msglen)
 {
   size_t nvals = 0, argc = 0;
@@ -1429,7 +1475,8 @@ static char **render_argv(const config_module *m, char *const *vals, char *msg, 
   for (size_t k = 0; m->pass_flags && k < m->nparams; k++) {
     int boolean = m->params[k].type == CONFIG_PARAM_BOOLEAN;
 
-    if (!vals[k] || (boolean && strcmp(vals[k], "true") != 0))
+    if (!vals[k] || (boolean && strcmp(vals[k], "true") != 0) ||
+        m->params[k].type == CONFIG_PARAM_SECRET)
       continue;
     argv[argc] = xcalloc(strlen(m->params[k].name) + 3, 1);
     sprintf(argv[argc++], "--%s", m->params[k].name);
@@ -1439,16 +1486,35 @@ static char **render_argv(const config_module *m, char *const *vals, char *msg, 
   return argv;
 }
 
+/* The "NAME=value" vector (NULL-terminated) of what m's parameters give: the value, or
+ * SECRET_SHOWN for a SECRET (as_env 0); or the "ENV_VAR=value" of its SECRETs only
+ * (as_env 1). */
+static char **param_vector(const config_module *m, char *const *vals, int as_env)
+{
+  char **v = xcalloc(m->nparams + 1, sizeof *v);
+  size_t n = 0;
+
+  for (size_t k = 0; k < m->nparams; k++) {
+    const config_param *p = &m->params[k];
+    int secret = p->type == CONFIG_PARAM_SECRET;
+
+    if (!vals[k] || (as_env && !secret))
+      continue;
+    v[n++] = as_env ? kv_new(p->env_var, vals[k]) : kv_new(p->name, secret ? CONFIG_SECRET_SHOWN : vals[k]);
+  }
+  return v;
+}
+
 int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
-                         const config_module *m, const char *const *names,
-                         const char *const *values, const size_t *lens, size_t n,
-                         param_report *bad, char *err, size_t errlen)
+                         char ***out_secret_env, const config_module *m,
+                         const char *const *names, const char *const *values,
+                         const size_t *lens, size_t n, param_report *bad, char *err,
+                         size_t errlen)
 {
   param_report own = PARAM_REPORT_INIT;
   param_report *report = bad ? bad : &own;
   char **vals = xcalloc(m->nparams, sizeof *vals);
-  char **argv = NULL, **params = NULL, *cwd = NULL;
-  size_t np = 0;
+  char **argv = NULL, *cwd = NULL;
   int rc = -EINVAL;
 
   if (resolve(vals, m, names, values, lens, n, report) < 0) {
@@ -1459,13 +1525,10 @@ int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
     goto out;
   if (m->cwd && !(cwd = expand(m, m->cwd, vals, err, errlen)))
     goto out;
-  if (out_params) {
-    params = xcalloc(m->nparams + 1, sizeof *params);
-    for (size_t k = 0; k < m->nparams; k++)
-      if (vals[k])
-        params[np++] = kv_new(m->params[k].name, vals[k]);
-    *out_params = params;
-  }
+  if (out_params)
+    *out_params = param_vector(m, vals, 0);
+  if (out_secret_env)
+    *out_secret_env = param_vector(m, vals, 1);
   *out_argv = argv;
   *out_cwd = cwd;
   argv = NULL;
@@ -1475,8 +1538,12 @@ int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
 out:
   free(cwd);
   config_argv_free(argv);
-  for (size_t k = 0; k < m->nparams; k++)
+  for (size_t k = 0; k < m->nparams; k++) {
+    /* A secret's value leaves no copy behind in freed memory. */
+    if (vals[k] && m->params[k].type == CONFIG_PARAM_SECRET)
+      explicit_bzero(vals[k], strlen(vals[k]));
     free(vals[k]);
+  }
   free(vals);
   param_report_clear(&own);
   return rc;

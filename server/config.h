@@ -34,6 +34,7 @@
  *         - {name: mode, type: select, options: [fast, slow], default: fast}
  *         - {name: dry_run, type: boolean, default: "false"}
  *         - {name: out, type: path, base_dir: /srv/out}
+ *         - {name: token, type: secret, env_var: API_TOKEN}
  *   allow_insecure_remote: false
  *   tls:                              # all of tls is optional; if given, cert and key are required
  *     cert: /etc/prismq/server.pem    # PEM certificate chain
@@ -103,12 +104,15 @@
  * parameter has no default; a pattern is a POSIX extended regular expression that must
  * match the WHOLE value (it is compiled as ^(pattern)$, so it need not be anchored; a
  * pattern with an unmatched ")" is refused, since it would break out of that group).
- * type is string (the default), integer, number, boolean, select or path (secret is
- * refused for now); min and max (numbers; integers for an integer) only for integer and
+ * type is string (the default), integer, number, boolean, select, secret or path; min
+ * and max (numbers; integers for an integer) only for integer and
  * number; options (a non-empty list of distinct strings) required for select and only
  * there; base_dir (an absolute path) required for path and only there; min_length and
  * max_length (bytes, 0..2^32-1, max_length 0 = no limit) for any type. param.h says
- * how values are checked. A default must be a value the parameter accepts; a boolean's
+ * how values are checked. A secret needs env_var (a variable name, only there), the
+ * one way its value reaches the run; it has no default, its placeholder is refused in
+ * argv and cwd, pass_parameters: flags leaves it out, and the run's record shows it as
+ * CONFIG_SECRET_SHOWN. A default must be a value the parameter accepts; a boolean's
  * is stored as true or false.
  *
  * Templates: in argv elements and cwd, "{name}" is replaced by the value of parameter
@@ -161,6 +165,7 @@ typedef struct config_param {
   uint32_t max_length;   /* bytes; 0 = no limit */
   char *base_dir;        /* PATH: the directory as written; else NULL */
   char *base_resolved;   /* PATH: base_dir resolved (param_resolve_base); else NULL */
+  char *env_var;         /* SECRET: the environment variable the run gets it in; else NULL */
 } config_param;
 
 /* One module: a command a client may run. argv and cwd are templates (see above). */
@@ -299,7 +304,8 @@ struct param_report;
  * one given, else its default; a required parameter must have one, and a value must
  * pass param_check (its lengths, type, range, options or base directory, pattern). The
  * run gets a value in param_check's form: a BOOLEAN's as true or false, a PATH's
- * resolved. BOOLEAN placeholders give "true" or "false".
+ * resolved. BOOLEAN placeholders give "true" or "false". A SECRET never reaches argv or
+ * cwd (the configuration refuses its placeholder, and flags leave it out).
  *
  * On success returns 0 and sets:
  *   *out_argv    the NULL-terminated argv (templates substituted, then the flags for
@@ -308,7 +314,11 @@ struct param_report;
  *   *out_cwd     the substituted cwd (free with free()), or NULL if the module has none;
  *   *out_params  (if out_params is not NULL) the effective parameters, given or
  *                defaulted, as NULL-terminated "name=value" strings in declared order
- *                (a parameter with no value is left out); free with config_argv_free.
+ *                (a parameter with no value is left out; a SECRET's value shows as
+ *                CONFIG_SECRET_SHOWN); free with config_argv_free;
+ *   *out_secret_env (if not NULL) "ENV_VAR=value" for each SECRET given, in declared
+ *                order, NULL-terminated: the only place the values are; free with
+ *                config_argv_free after clearing them (explicit_bzero).
  * Returns -EINVAL, outputs untouched, with every bad parameter added to `bad` (if not
  * NULL; param.h) and their messages joined by "; " in `err` (errlen bytes; may be NULL
  * if errlen is 0): unknown ones in request order, then the declared ones in order:
@@ -320,9 +330,13 @@ struct param_report;
  *   parameter "mode" must be one of "fast", "slow"
  * Nothing is kept: the result is the caller's. */
 int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
-                         const config_module *m, const char *const *names,
-                         const char *const *values, const size_t *lens, size_t n,
-                         struct param_report *bad, char *err, size_t errlen);
+                         char ***out_secret_env, const config_module *m,
+                         const char *const *names, const char *const *values,
+                         const size_t *lens, size_t n, struct param_report *bad, char *err,
+                         size_t errlen);
+
+/* What a SECRET parameter's value shows as in the effective parameters (and so in Run). */
+#define CONFIG_SECRET_SHOWN "***"
 
 /* Frees a NULL-terminated string vector from config_module_render. Accepts NULL. */
 void config_argv_free(char **v);

@@ -20,6 +20,7 @@
 #include "proc.h"
 #include "quota.h"
 #include "resmon.h"
+#include "secretkey.h"
 #include "utf8.h"
 #include "xalloc.h"
 
@@ -50,6 +51,7 @@ struct srun {
   const config_module *mod;  /* in cfg */
   char **argv; /* rendered at request time; freed once started */
   char *cwd;
+  char **secret_env; /* "ENV_VAR=value" of its secret parameters, until started; else NULL */
   uint32_t timeout_ms;
   proc *p;
   outlog *log;
@@ -67,6 +69,7 @@ struct sched {
   struct event_base *base;
   sched_opts opts;
   char *data_dir;
+  uint8_t secret_key[SECRETKEY_LEN]; /* digests of secret parameters (secretkey.h) */
   config *cfg;           /* the current snapshot (a reference): new runs use it */
   quota *running_by_module; /* running runs per module id (max_concurrent) */
   void *index;        /* tsearch tree of active runs by run_id */
@@ -290,7 +293,16 @@ static void sync_cb(evutil_socket_t fd, short what, void *arg) {
   runtab_sync(s->opts.rt);
 }
 
+/* Frees the secret values of r, leaving no copy in freed memory. */
+static void drop_secrets(struct srun *r) {
+  for (size_t i = 0; r->secret_env && r->secret_env[i]; i++)
+    explicit_bzero(r->secret_env[i], strlen(r->secret_env[i]));
+  config_argv_free(r->secret_env);
+  r->secret_env = NULL;
+}
+
 static void srun_free(struct srun *r) {
+  drop_secrets(r);
   config_free(r->cfg);
   config_argv_free(r->argv);
   free(r->cwd);
@@ -301,15 +313,16 @@ static void srun_free(struct srun *r) {
 }
 
 /* A run of m under the current snapshot, not yet in the index or the queue; takes
- * argv, cwd and pb. */
-static struct srun *srun_new(sched *s, const config_module *m, char **argv, char *cwd, sched_run *pb,
-                             uint32_t timeout_ms) {
+ * argv, cwd, secret_env (may be NULL) and pb. */
+static struct srun *srun_new(sched *s, const config_module *m, char **argv, char *cwd, char **secret_env,
+                             sched_run *pb, uint32_t timeout_ms) {
   struct srun *r = xcalloc(1, sizeof *r);
   r->s = s;
   r->cfg = config_ref(s->cfg);
   r->mod = m;
   r->argv = argv;
   r->cwd = cwd;
+  r->secret_env = secret_env;
   r->pb = pb;
   r->timeout_ms = timeout_ms;
   return r;
@@ -449,10 +462,14 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 /* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
- * default), then the module's own variables, which win. */
-static char **build_env(const config_module *m) {
+ * default), then the module's own variables, which win, then its secret parameters
+ * (secret, NULL-terminated, borrowed: the caller frees the result's first n strings
+ * only, *nown). */
+static char **build_env(const config_module *m, char *const *secret, size_t *nown) {
   static const char *const inherit[] = {"PATH", "HOME", "LANG"};
-  char **env = xmalloc((3 + m->nenv + 1) * sizeof *env);
+  size_t nsecret = 0;
+  while (secret && secret[nsecret]) nsecret++;
+  char **env = xmalloc((3 + m->nenv + nsecret + 1) * sizeof *env);
   size_t n = 0;
   for (size_t i = 0; i < 3; i++) {
     const char *v = getenv(inherit[i]);
@@ -468,8 +485,16 @@ static char **build_env(const config_module *m) {
     snprintf(env[n++], len, "%s=%s", inherit[i], v);
   }
   for (size_t j = 0; j < m->nenv; j++) env[n++] = xstrdup(m->env[j]);
+  *nown = n;
+  for (size_t j = 0; j < nsecret; j++) env[n++] = secret[j];
   env[n] = NULL;
   return env;
+}
+
+/* Frees build_env's result: its own strings, not the secrets it borrowed. */
+static void free_env(char **env, size_t nown) {
+  for (size_t i = 0; i < nown; i++) free(env[i]);
+  free(env);
 }
 
 /* The argv as one line a person can read, for dry-run mode. */
@@ -507,7 +532,8 @@ static int spawn(struct srun *r, char *err, size_t errlen) {
   proc_opts po = PROC_OPTS_INIT;
   po.cgroup_fd = cg_fd;
   po.argv = (const char *const *)r->argv;
-  char **envp = build_env(r->mod);
+  size_t nown;
+  char **envp = build_env(r->mod, r->secret_env, &nown);
   po.envp = (const char *const *)envp;
   po.cwd = r->cwd;
   po.threaded = s->opts.mode == SCHED_THREADED;
@@ -517,7 +543,8 @@ static int spawn(struct srun *r, char *err, size_t errlen) {
   po.arg = r;
   r->errtail = xmalloc(ERRTAIL_MAX);
   rc = proc_spawn(&r->p, s->base, &po);
-  config_argv_free(envp);
+  free_env(envp, nown);
+  drop_secrets(r);
   if (cg_fd >= 0) close(cg_fd);
   if (rc < 0) snprintf(err, errlen, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
   return rc;
@@ -629,8 +656,11 @@ int sched_mode_parse(enum sched_mode *out, const char *s) {
 }
 
 /* Two runs are the same request when module and effective parameters match. */
-static int same_request(const sched_run *a, const char *module_id, const char *owner, char *const *params) {
+static int same_request(const sched_run *a, const char *module_id, const char *owner, char *const *params,
+                        const ProtobufCBinaryData *digest) {
   if (strcmp(a->module_id, module_id) != 0 || strcmp(a->owner, owner) != 0) return 0;
+  if (a->secret_digest.len != digest->len || (digest->len && memcmp(a->secret_digest.data, digest->data, digest->len)))
+    return 0;
   size_t n = 0;
   for (; params[n]; n++) {
     if (n >= a->n_parameters) return 0;
@@ -671,14 +701,57 @@ static int admit(const sched *s, const config_module *m, const char *owner, char
   return 0;
 }
 
+/* A request rendered for its module: what the process gets, what the record shows. */
+struct rendered {
+  char **argv, *cwd;
+  char **params;     /* "name=value", a secret's value shown as CONFIG_SECRET_SHOWN */
+  char **secret_env; /* "ENV_VAR=value" of the secrets given */
+  uint8_t digest[SECRETKEY_DIGEST_LEN];
+  ProtobufCBinaryData secret_digest; /* of secret_env, empty without secrets */
+};
+
+/* Renders req's parameters for m into *rd (config_module_render: -EINVAL with every bad
+ * parameter in `bad`). Free with rendered_clear. */
+static int render_request(sched *s, const config_module *m, const Prismq__Runner__V1__StartRunRequest *req,
+                          struct rendered *rd, param_report *bad, char *err, size_t errlen) {
+  size_t np = req->n_parameters;
+  const char **names = xmalloc(np * sizeof *names), **values = xmalloc(np * sizeof *values);
+  for (size_t i = 0; i < np; i++) {
+    names[i] = req->parameters[i]->key;
+    values[i] = req->parameters[i]->value;
+  }
+  memset(rd, 0, sizeof *rd);
+  int rc = config_module_render(&rd->argv, &rd->cwd, &rd->params, &rd->secret_env, m, names, values, NULL, np,
+                                bad, err, errlen);
+  free(names);
+  free(values);
+  if (rc == 0 && rd->secret_env[0]) {
+    secretkey_digest(rd->digest, s->secret_key, rd->secret_env);
+    rd->secret_digest = (ProtobufCBinaryData){sizeof rd->digest, rd->digest};
+  }
+  return rc;
+}
+
+/* Frees what rd still owns (the secrets cleared first). */
+static void rendered_clear(struct rendered *rd) {
+  config_argv_free(rd->argv);
+  free(rd->cwd);
+  config_argv_free(rd->params);
+  for (size_t i = 0; rd->secret_env && rd->secret_env[i]; i++)
+    explicit_bzero(rd->secret_env[i], strlen(rd->secret_env[i]));
+  config_argv_free(rd->secret_env);
+  memset(rd, 0, sizeof *rd);
+}
+
 /* Whether req->request_id names an earlier run: returns 1 with *out set (a copy, live
  * if active) if it was the same request, 0 if there is none, -EEXIST with err if it was
  * another one. */
 static int earlier_request(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const config_module *m,
-                           const char *owner, char *const *params, sched_run **out, char *err, size_t errlen) {
+                           const char *owner, const struct rendered *rd, sched_run **out, char *err,
+                           size_t errlen) {
   sched_run *prev = NULL;
   if (!req->request_id[0] || runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) != 0) return 0;
-  if (!same_request(prev, m->id, owner, params)) {
+  if (!same_request(prev, m->id, owner, rd->params, &rd->secret_digest)) {
     snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module, parameters or owner",
              req->request_id, prev->run_id);
     prismq__runner__v1__run__free_unpacked(prev, NULL);
@@ -694,10 +767,11 @@ static int earlier_request(sched *s, const Prismq__Runner__V1__StartRunRequest *
 }
 
 /* The record of a new QUEUED run of m for `owner`: a new run id, the effective
- * parameters ("name=value", consumed: freed here), the request's labels (the last of a
- * duplicate key wins, as in a protobuf map). */
+ * parameters ("name=value", consumed: freed here) and secret digest, the request's
+ * labels (the last of a duplicate key wins, as in a protobuf map). */
 static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__StartRunRequest *req,
-                             const char *owner, char **params, uint32_t timeout_ms) {
+                             const char *owner, char **params, const ProtobufCBinaryData *digest,
+                             uint32_t timeout_ms) {
   sched_run *pb = xmalloc(sizeof *pb);
   *pb = (sched_run)PRISMQ__RUNNER__V1__RUN__INIT;
   char id[ID_RUN_LEN + 1];
@@ -709,6 +783,11 @@ static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__S
   pb->timeout_ms = timeout_ms;
   set_str(&pb->request_id, req->request_id);
   set_str(&pb->owner, owner);
+  if (digest->len) {
+    pb->secret_digest.data = xmalloc(digest->len);
+    memcpy(pb->secret_digest.data, digest->data, digest->len);
+    pb->secret_digest.len = digest->len;
+  }
   size_t npar = 0;
   while (params[npar]) npar++;
   char **pk = xmalloc(npar * sizeof *pk), **pv = xmalloc(npar * sizeof *pv);
@@ -749,30 +828,20 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
     snprintf(err, errlen, "module \"%.64s\" is disabled", req->module_id);
     return -ENOTSUP;
   }
-  size_t np = req->n_parameters;
-  const char **names = xmalloc(np * sizeof *names);
-  const char **values = xmalloc(np * sizeof *values);
-  for (size_t i = 0; i < np; i++) {
-    names[i] = req->parameters[i]->key;
-    values[i] = req->parameters[i]->value;
-  }
-  char **argv = NULL, *cwd = NULL, **params = NULL;
-  int rc = config_module_render(&argv, &cwd, &params, m, names, values, NULL, np, bad, err, errlen);
-  free(names);
-  free(values);
+  struct rendered rd;
+  int rc = render_request(s, m, req, &rd, bad, err, errlen);
   if (rc < 0) return rc;
-  if ((rc = earlier_request(s, req, m, owner, params, out, err, errlen)) != 0 ||
+  if ((rc = earlier_request(s, req, m, owner, &rd, out, err, errlen)) != 0 ||
       (rc = admit(s, m, owner, err, errlen)) < 0) {
-    config_argv_free(argv);
-    free(cwd);
-    config_argv_free(params);
+    rendered_clear(&rd);
     return rc;
   }
   /* The request may shorten the module's timeout, never lengthen it. */
   uint32_t timeout_ms = m->timeout_ms;
   if (req->timeout_ms && (!m->timeout_ms || req->timeout_ms < m->timeout_ms)) timeout_ms = req->timeout_ms;
-  sched_run *pb = new_record(m, req, owner, params, timeout_ms);
-  struct srun *r = srun_new(s, m, argv, cwd, pb, timeout_ms);
+  sched_run *pb = new_record(m, req, owner, rd.params, &rd.secret_digest, timeout_ms);
+  struct srun *r = srun_new(s, m, rd.argv, rd.cwd, rd.secret_env, pb, timeout_ms);
+  rd = (struct rendered){0};
   rc = runtab_insert(s->opts.rt, pb);
   if (rc < 0) {
     snprintf(err, errlen, "cannot record the run: %s", strerror(-rc));
@@ -994,12 +1063,16 @@ static int started_in_cgroup(const sched *s, sched_run *pb) {
 
 /* A run the previous server left QUEUED goes back into the queue. Takes pb on success.
  * Returns 0, or a negative errno with err saying why it cannot (its module is gone, its
- * parameters no longer fit). */
+ * parameters no longer fit, it had secrets, which no table keeps). */
 static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
   const config_module *m = config_find_module(s->cfg, pb->module_id);
   if (!m) {
     snprintf(err, errlen, "module \"%.64s\" is not configured any more", pb->module_id);
     return -ENOENT;
+  }
+  if (pb->secret_digest.len) {
+    snprintf(err, errlen, "its secret parameters are kept in memory only, and were lost with the server");
+    return -EINVAL;
   }
   size_t np = pb->n_parameters;
   const char **names = xmalloc(np * sizeof *names), **values = xmalloc(np * sizeof *values);
@@ -1008,11 +1081,11 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
     values[i] = pb->parameters[i]->value;
   }
   char **argv = NULL, *cwd = NULL;
-  int rc = config_module_render(&argv, &cwd, NULL, m, names, values, NULL, np, NULL, err, errlen);
+  int rc = config_module_render(&argv, &cwd, NULL, NULL, m, names, values, NULL, np, NULL, err, errlen);
   free(names);
   free(values);
   if (rc < 0) return rc;
-  activate(s, srun_new(s, m, argv, cwd, pb, pb->timeout_ms ? pb->timeout_ms : m->timeout_ms));
+  activate(s, srun_new(s, m, argv, cwd, NULL, pb, pb->timeout_ms ? pb->timeout_ms : m->timeout_ms));
   return 0;
 }
 
@@ -1129,7 +1202,7 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   s->sync_ev = event_new(base, -1, 0, sync_cb, s);
   if (!s->sync_ev) abort();
   int rc = sched_init_data_dir(s->data_dir, err, errlen);
-  if (rc < 0) goto fail;
+  if (rc < 0 || (rc = secretkey_load(s->secret_key, s->data_dir, err, errlen)) < 0) goto fail;
   s->queued_by_owner = quota_new();
   s->running_by_module = quota_new();
   s->cfg = config_ref(opts->cfg);
@@ -1185,5 +1258,6 @@ void sched_free(sched *s) {
   config_free(s->cfg);
   free(s->packed);
   free(s->data_dir);
+  explicit_bzero(s->secret_key, sizeof s->secret_key);
   free(s);
 }

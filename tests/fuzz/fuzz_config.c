@@ -29,7 +29,7 @@ static void check_module(const config *c, const config_module *m) {
     required |= p->required;
   }
   char **argv = NULL, *cwd = NULL, **params = NULL, err[512] = "";
-  int rc = config_module_render(&argv, &cwd, &params, m, NULL, NULL, NULL, 0, NULL, err, sizeof err);
+  int rc = config_module_render(&argv, &cwd, &params, NULL, m, NULL, NULL, NULL, 0, NULL, err, sizeof err);
   if (required)
     FZ_CHECK(rc < 0 && strstr(err, "missing required parameter"), "module %s: no parameters gave %d (%s)", m->id,
              rc, err);

@@ -141,7 +141,7 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
   }
 
   char **argv = NULL, *cwd = NULL, **params = NULL, err[512] = "";
-  int rc = config_module_render(&argv, &cwd, &params, m, names, values, NULL, np, NULL, err, sizeof err);
+  int rc = config_module_render(&argv, &cwd, &params, NULL, m, names, values, NULL, np, NULL, err, sizeof err);
   FZ_CHECK((rc == 0) == expect_ok, "module %s: render returned %d (%s), expected %s", m->id, rc, err,
            expect_ok ? "success" : "a refusal");
   if (rc == 0) {

@@ -20,7 +20,7 @@ from prismq_testlib import BIN_DIR, WAIT, ServerTestCase, temp_dir
 PRISMQ = os.path.join(BIN_DIR, "prismq")
 SCRIPT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "client", "cli",
                                       "completion", "prismq.bash"))
-BUILTIN_MODULES = {"echo", "emit", "sleep", "count", "fail", "list"}
+BUILTIN_MODULES = {"echo", "emit", "sleep", "count", "fail", "list", "secret"}
 # The server queries are bounded at 2 s; a completion must end well within this.
 QUERY_BOUND = 6.0
 
@@ -182,7 +182,7 @@ class CompletionTest(ServerTestCase):
         self.assertEqual(ids, BUILTIN_MODULES)
         self.assertEqual(set(self.complete("prismq run ")), ids)
         self.assertEqual(sorted(self.complete("prismq run e")), ["echo", "emit"])
-        self.assertEqual(self.complete("prismq run -f --label a=b s"), ["sleep"])
+        self.assertEqual(self.complete("prismq run -f --label a=b sl"), ["sleep"])
         self.assertEqual(set(self.complete("prismq ls --module ")), ids)
         self.assertEqual(self.complete("prismq ls --module=co"), ["count"])
         # one argument: after the module, options

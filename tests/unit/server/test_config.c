@@ -400,6 +400,7 @@ static void test_default_config(void **state)
       {"count", {"seq", "1", "10"}},
       {"fail", {"ls", "/nonexistent"}},
       {"list", {"ls", "-l", "/usr/share/doc"}},
+      {"secret", {"sh", "-c", "echo \"the token has ${#TOKEN} bytes\""}},
   };
   config *c = load_ok(config_default_yaml);
 
@@ -417,7 +418,7 @@ static void test_default_config(void **state)
 
     assert_non_null(m);
     /* Every demo module runs with no parameters at all. */
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, NULL, NULL, NULL, 0, NULL, err,
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, NULL, NULL, NULL, 0, NULL, err,
                                           sizeof err),
                      0);
     while (want[i].argv[n])
@@ -455,7 +456,7 @@ static void test_default_config(void **state)
   for (size_t i = 0; i < ARRAY_LEN(vals); i++) {
     char **argv = NULL, *cwd = NULL;
     char err[256];
-    int rc = config_module_render(&argv, &cwd, NULL, config_find_module(c, vals[i].id),
+    int rc = config_module_render(&argv, &cwd, NULL, NULL, config_find_module(c, vals[i].id),
                                   &vals[i].name, &vals[i].value, NULL, 1, NULL, err, sizeof err);
 
     assert_int_equal(rc, vals[i].pos ? 0 : -EINVAL);
@@ -488,7 +489,7 @@ static const struct {
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
      "required, default, description, pattern, type, min, max, options, min_length, max_length, "
-     "base_dir)"},
+     "base_dir, env_var)"},
     {"data_dir: a\ndata_dir: b\n", "t.yaml:2: top level: duplicate key \"data_dir\""},
     {"[a, b]\n", "t.yaml:1: top level must be a mapping"},
     {"? [a]\n: b\n", "t.yaml:1: top level: keys must be strings"},
@@ -653,7 +654,18 @@ static const struct {
     {TYPED("{name: p, type: boolean, default: maybe}"),
      "t.yaml:5: modules[0].parameters[0].default \"maybe\" must be true or false"},
     {TYPED("{name: p, type: secret}"),
-     "t.yaml:5: modules[0].parameters[0]: secret parameters are not available yet"},
+     "t.yaml:5: modules[0].parameters[0]: a secret parameter needs env_var, the environment "
+     "variable that takes its value"},
+    {TYPED("{name: p, type: secret, env_var: T, default: x}"),
+     "t.yaml:5: modules[0].parameters[0]: a secret parameter cannot have a default"},
+    {TYPED("{name: p, type: secret, env_var: \"A-B\"}"),
+     "t.yaml:5: modules[0].parameters[0].env_var \"A-B\" must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+    {TYPED("{name: p, env_var: T}"),
+     "t.yaml:5: modules[0].parameters[0]: env_var is for secret parameters"},
+    {"modules:\n  - id: a\n    argv: [x, \"{p}\"]\n    parameters:\n"
+     "      - {name: p, type: secret, env_var: TOKEN}\n",
+     "t.yaml:3: modules[0].argv[1]: placeholder {p} names a secret parameter, which would show "
+     "in the process list: the run gets it in $TOKEN"},
 #undef TYPED
 
     /* Module metadata. */
@@ -868,7 +880,7 @@ static int render(char ***argv, char **cwd, char ***params, const config *c, con
   const config_module *m = config_find_module(c, id);
 
   assert_non_null(m);
-  return config_module_render(argv, cwd, params, m, names, values, NULL, n, NULL, err, errlen);
+  return config_module_render(argv, cwd, params, NULL, m, names, values, NULL, n, NULL, err, errlen);
 }
 
 static void test_render_substitution_and_defaults(void **state)
@@ -967,6 +979,44 @@ static void test_render_flags_order(void **state)
   config_free(c);
 }
 
+/* A secret: shown as *** among the parameters, never in argv (not even as a flag), given
+ * only in the secret environment. */
+static void test_secret(void **state)
+{
+  (void)state;
+  config *c = load_ok("modules:\n"
+                      "  - id: s\n"
+                      "    argv: [run]\n"
+                      "    pass_parameters: flags\n"
+                      "    parameters:\n"
+                      "      - {name: user, default: u}\n"
+                      "      - {name: token, type: secret, env_var: API_TOKEN, min_length: 4}\n"
+                      "      - {name: other, type: secret, env_var: OTHER}\n");
+  const config_module *m = config_find_module(c, "s");
+  char **argv = NULL, **params = NULL, **env = NULL, *cwd = SENTINEL;
+  char err[256];
+
+  assert_int_equal(config_module_render(&argv, &cwd, &params, &env, m, (const char *[]){"token"},
+                                        (const char *[]){"s3cr3t"}, NULL, 1, NULL, err, sizeof err),
+                   0);
+  assert_strv(argv, (const char *[]){"run", "--user", "u"}, 3);
+  assert_strv(params, (const char *[]){"user=u", "token=***"}, 2);
+  assert_strv(env, (const char *[]){"API_TOKEN=s3cr3t"}, 1);
+  config_argv_free(argv);
+  config_argv_free(params);
+  config_argv_free(env);
+  free(cwd);
+
+  /* Checked like any value, and the message does not repeat it. */
+  argv = SENTINEL;
+  assert_int_equal(config_module_render(&argv, &cwd, &params, &env, m, (const char *[]){"token"},
+                                        (const char *[]){"abc"}, NULL, 1, NULL, err, sizeof err),
+                   -EINVAL);
+  assert_string_equal(err, "parameter \"token\" is 3 bytes long, shorter than the minimum 4");
+  assert_ptr_equal(argv, SENTINEL);
+  config_free(c);
+}
+
 /* Typed parameters: values in their run form (booleans as true/false, paths resolved),
  * booleans as bare flags, metadata with its defaults. */
 static void test_typed(void **state)
@@ -1031,7 +1081,7 @@ static void test_typed(void **state)
   /* Every bad one is named, with a report of each. */
   param_report bad = PARAM_REPORT_INIT;
   argv = SENTINEL;
-  assert_int_equal(config_module_render(&argv, &cwd, NULL, config_find_module(c, "t"),
+  assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, config_find_module(c, "t"),
                                         (const char *[]){"n", "mode", "zz"},
                                         (const char *[]){"9", "medium", "1"}, NULL, 3, &bad, err,
                                         sizeof err),
@@ -1095,7 +1145,7 @@ static void test_render_errors(void **state)
     char **argv = SENTINEL, *cwd = SENTINEL;
     char err[256] = "";
 
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, NULL, err,
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, names, values, lens, 2, NULL, err,
                                           sizeof err),
                      0);
     assert_string_equal(argv[2], "123");
@@ -1104,7 +1154,7 @@ static void test_render_errors(void **state)
     argv = SENTINEL;
     cwd = SENTINEL;
     lens[1] = 3;
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, m, names, values, lens, 2, NULL, err,
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, names, values, lens, 2, NULL, err,
                                           sizeof err),
                      -EINVAL);
     assert_string_equal(err, "parameter \"label\" contains a NUL byte");
@@ -1175,6 +1225,7 @@ int main(void)
       cmocka_unit_test(test_render_substitution_and_defaults),
       cmocka_unit_test(test_render_flags_order),
       cmocka_unit_test(test_typed),
+    cmocka_unit_test(test_secret),
     cmocka_unit_test(test_render_errors),
       cmocka_unit_test(test_render_pattern_whole_value),
   };
