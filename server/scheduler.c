@@ -1201,8 +1201,8 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   s->data_dir = xstrdup(opts->data_dir);
   s->sync_ev = event_new(base, -1, 0, sync_cb, s);
   if (!s->sync_ev) abort();
-  int rc = sched_init_data_dir(s->data_dir, err, errlen);
-  if (rc < 0 || (rc = secretkey_load(s->secret_key, s->data_dir, err, errlen)) < 0) goto fail;
+  int rc = secretkey_load(s->secret_key, s->data_dir, err, errlen);
+  if (rc < 0) goto fail;
   s->queued_by_owner = quota_new();
   s->running_by_module = quota_new();
   s->cfg = config_ref(opts->cfg);

@@ -71,14 +71,15 @@ int sched_mode_parse(enum sched_mode *out, const char *s);
  * directory could not be made. */
 int sched_init_data_dir(const char *data_dir, char *err, size_t errlen);
 
-/* Creates the scheduler on a data_dir made by sched_init_data_dir, and recovers what
+/* Creates the scheduler on a data_dir made by sched_init_data_dir (it reads, or first
+ * makes, the key of secret parameter digests there: secretkey.h), and recovers what
  * an earlier server left in the run table:
  *   - RUNNING runs become LOST (error_message SCHED_LOST_MESSAGE...). Whatever of them
  *     still runs is killed: their cgroup, and their main process's group if that
  *     process is still the one recorded (pid, start time, this boot);
  *   - QUEUED runs are queued again, oldest first, and start from the loop as slots
- *     allow; one whose module is gone or whose parameters no longer fit the module
- *     becomes FAILED, saying so;
+ *     allow; one whose module is gone, whose parameters no longer fit the module or
+ *     that had secret parameters becomes FAILED, saying so;
  *   - with opts->cg, cgroups left under its root are killed and removed.
  * Returns 0 and sets *out, or a negative errno with err (errlen bytes) saying what
  * failed. Free with sched_free. */
