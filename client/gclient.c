@@ -43,7 +43,7 @@ struct gcl_call {
 struct gcl_conn {
   struct event_base *base;
   gcl_conn_opts opts;
-  h2conn *h2;        /* NULL once the connection has failed or closed */
+  h2conn *h2; /* NULL once the connection has failed or closed */
   char *target;
   char authority[ADDR_FORMAT_LEN];
   const char *scheme; /* "https" over TLS */
@@ -92,37 +92,26 @@ static void call_fail(gcl_call *call, int code, const char *fmt, ...) {
 /* grpc doc/PROTOCOL-HTTP2.md, "Errors": RST_STREAM codes as the client reports them. */
 static int reset_code_status(uint32_t code) {
   switch (code) {
-  case NGHTTP2_CANCEL:
-    return GW_CANCELLED;
-  case NGHTTP2_REFUSED_STREAM:
-    return GW_UNAVAILABLE;
-  case NGHTTP2_ENHANCE_YOUR_CALM:
-    return GW_RESOURCE_EXHAUSTED;
-  case NGHTTP2_INADEQUATE_SECURITY:
-    return GW_PERMISSION_DENIED;
-  default:
-    return GW_INTERNAL;
+  case NGHTTP2_CANCEL: return GW_CANCELLED;
+  case NGHTTP2_REFUSED_STREAM: return GW_UNAVAILABLE;
+  case NGHTTP2_ENHANCE_YOUR_CALM: return GW_RESOURCE_EXHAUSTED;
+  case NGHTTP2_INADEQUATE_SECURITY: return GW_PERMISSION_DENIED;
+  default: return GW_INTERNAL;
   }
 }
 
 /* grpc doc/http-grpc-status-mapping.md. */
 static int http_status_code(int http) {
   switch (http) {
-  case 400:
-    return GW_INTERNAL;
-  case 401:
-    return GW_UNAUTHENTICATED;
-  case 403:
-    return GW_PERMISSION_DENIED;
-  case 404:
-    return GW_UNIMPLEMENTED;
+  case 400: return GW_INTERNAL;
+  case 401: return GW_UNAUTHENTICATED;
+  case 403: return GW_PERMISSION_DENIED;
+  case 404: return GW_UNIMPLEMENTED;
   case 429:
   case 502:
   case 503:
-  case 504:
-    return GW_UNAVAILABLE;
-  default:
-    return GW_UNKNOWN;
+  case 504: return GW_UNAVAILABLE;
+  default: return GW_UNKNOWN;
   }
 }
 
@@ -252,16 +241,14 @@ static int deliver(void *arg, const uint8_t *msg, size_t len) {
   return call->have_status; /* on_msg may have ended the call */
 }
 
-static void on_data(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *data,
-                    size_t len) {
+static void on_data(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *data, size_t len) {
   (void)h2;
   (void)sid;
   gcl_call *call = stream_user;
   if (!call || call->have_status) return;
   switch (gw_deframe(&call->df, data, len, deliver, call)) {
   case 0:
-  case 1:
-    break;
+  case 1: break;
   case GW_FRAME_TOO_LARGE:
     call_fail(call, GW_RESOURCE_EXHAUSTED, "response message larger than %zu bytes",
               call->conn->opts.max_recv_msg);
@@ -272,9 +259,7 @@ static void on_data(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *d
   case -ENOMEM:
     call_fail(call, GW_RESOURCE_EXHAUSTED, "out of memory for a response message");
     break;
-  default:
-    call_fail(call, GW_INTERNAL, "bad message flag in the response");
-    break;
+  default: call_fail(call, GW_INTERNAL, "bad message flag in the response"); break;
   }
 }
 
@@ -306,12 +291,13 @@ static const h2conn_callbacks conn_callbacks = {
 /* ---- connection ---- */
 
 /* Starts the transport to `a` and HTTP/2 over it. */
-static int conn_open(gcl_conn *c, const addr *a, const struct sockaddr_storage *ss, socklen_t sslen) {
+static int conn_open(gcl_conn *c, const addr *a, const struct sockaddr_storage *ss,
+                     socklen_t sslen) {
   conn_tls_opts tls = {c->opts.tls_ctx, 0, c->opts.server_name, c->opts.connect_timeout_ms};
   if (!tls.server_name && a->kind == ADDR_TCP) tls.server_name = a->host;
   conn *cn = NULL;
-  int rc = conn_connect(&cn, c->base, (const struct sockaddr *)ss, sslen, c->target, c->opts.connect_timeout_ms,
-                        c->opts.tls_ctx ? &tls : NULL);
+  int rc = conn_connect(&cn, c->base, (const struct sockaddr *)ss, sslen, c->target,
+                        c->opts.connect_timeout_ms, c->opts.tls_ctx ? &tls : NULL);
   if (rc < 0) return rc;
   h2conn_opts ho = H2CONN_OPTS_INIT;
   return h2conn_new(&c->h2, cn, H2CONN_CLIENT, &ho, &conn_callbacks, c);
@@ -337,8 +323,10 @@ int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
   if (!c->target) goto fail;
   c->scheme = c->opts.tls_ctx ? "https" : "http";
   /* gRPC names unix sockets "localhost" in :authority. */
-  if (a.kind != ADDR_TCP) snprintf(c->authority, sizeof c->authority, "localhost");
-  else if (c->opts.server_name) snprintf(c->authority, sizeof c->authority, "%s:%u", c->opts.server_name, a.port);
+  if (a.kind != ADDR_TCP)
+    snprintf(c->authority, sizeof c->authority, "localhost");
+  else if (c->opts.server_name)
+    snprintf(c->authority, sizeof c->authority, "%s:%u", c->opts.server_name, a.port);
   else {
     a.tls = 0;
     addr_format(c->authority, sizeof c->authority, &a);
@@ -378,7 +366,7 @@ static int call_submit(gcl_call *call, const char *path, uint64_t timeout_ms) {
   gcl_conn *c = call->conn;
   char timeout[16];
 #define NV(n, v, vlen) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vlen), NGHTTP2_NV_FLAG_NONE}
-#define NVS(n, s) NV(n, s, strlen(s))
+#define NVS(n, s)      NV(n, s, strlen(s))
   nghttp2_nv nva[] = {
       NVS(":method", "POST"),
       NVS(":scheme", c->scheme),
@@ -400,9 +388,8 @@ static int call_submit(gcl_call *call, const char *path, uint64_t timeout_ms) {
   return 0;
 }
 
-int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req,
-                   size_t len, uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done,
-                   void *user) {
+int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req, size_t len,
+                   uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done, void *user) {
   gcl_call *call = calloc(1, sizeof *call);
   if (!call) return -ENOMEM;
   call->conn = c;
@@ -442,9 +429,7 @@ fail:
   return rc;
 }
 
-void gcl_call_cancel(gcl_call *call) {
-  call_fail(call, GW_CANCELLED, "call cancelled");
-}
+void gcl_call_cancel(gcl_call *call) { call_fail(call, GW_CANCELLED, "call cancelled"); }
 
 /* ---- blocking unary ---- */
 
@@ -488,8 +473,8 @@ static void unary_done(void *user, const gcl_status *st) {
   }
 }
 
-int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
-              uint64_t timeout_ms, uint8_t **resp, size_t *resp_len, gcl_status *st) {
+int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len, uint64_t timeout_ms,
+              uint8_t **resp, size_t *resp_len, gcl_status *st) {
   struct unary u = {0};
   int rc = gcl_call_start(NULL, c, path, req, len, timeout_ms, unary_msg, unary_done, &u);
   if (rc < 0) {

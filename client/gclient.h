@@ -36,7 +36,8 @@ typedef struct gcl_conn_opts {
   const char *server_name;
 } gcl_conn_opts;
 
-#define GCL_CONN_OPTS_INIT { 10000, 64u << 20, NULL, NULL }
+#define GCL_CONN_OPTS_INIT \
+  { 10000, 64u << 20, NULL, NULL }
 
 /* Connects to `target`, in gRPC's naming (addr.h): "host:port", "dns:host:port",
  * "ipv4:", "ipv6:", "unix:path", "unix:///abs/path", "unix-abstract:name", or
@@ -76,9 +77,8 @@ typedef void (*gcl_done_fn)(void *user, const gcl_status *st);
  * failed connection it fires from the loop with UNAVAILABLE) and, if out is not NULL,
  * sets *out to a handle valid until on_done; or -ENOMEM / -EMSGSIZE (request over
  * 4 GiB), in which case no callback fires. */
-int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req,
-                   size_t len, uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done,
-                   void *user);
+int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t *req, size_t len,
+                   uint64_t timeout_ms, gcl_msg_fn on_msg, gcl_done_fn on_done, void *user);
 
 /* Cancels a running call: RST_STREAM(CANCEL) goes out and on_done fires later from the
  * loop with CANCELLED (or with the final status the call already had). Valid until
@@ -91,7 +91,7 @@ void gcl_call_cancel(gcl_call *call);
  * response with no message or more than one is INTERNAL; a call that cannot be started
  * (out of memory) is RESOURCE_EXHAUSTED. Returns the status code (0 = OK) and fills
  * *st (which may be NULL). */
-int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
-              uint64_t timeout_ms, uint8_t **resp, size_t *resp_len, gcl_status *st);
+int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len, uint64_t timeout_ms,
+              uint8_t **resp, size_t *resp_len, gcl_status *st);
 
 #endif

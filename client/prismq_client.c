@@ -23,8 +23,8 @@
 #include "grpcwire.h"
 #include "tlsctx.h"
 
-#define DEFAULT_TARGET "127.0.0.1:50051"
-#define TARGET_ENV "PRISMQ_TARGET"
+#define DEFAULT_TARGET  "127.0.0.1:50051"
+#define TARGET_ENV      "PRISMQ_TARGET"
 #define INTERRUPTED_MSG "call interrupted by prismq_client_interrupt"
 
 /* A generated request as the protobuf-c message it starts with (NULL stays NULL). */
@@ -125,9 +125,7 @@ static prismq_status start_error(int rc) {
   return status_of(PRISMQ_CODE_INVALID_ARGUMENT, "NULL client, request or callback");
 }
 
-const char *prismq_code_name(int code) {
-  return gw_status_name(code);
-}
+const char *prismq_code_name(int code) { return gw_status_name(code); }
 
 /* Why the last connect of this thread failed, when errno alone cannot say (TLS files). */
 static __thread char connect_error[512];
@@ -219,21 +217,15 @@ static void deliver(struct pcall *pc, const prismq_status *st, ProtobufCMessage 
     pc->to.sync->resp = resp;
     pc->to.sync->done = 1;
     break;
-  case SINK_RUN:
-    pc->to.run(st, (Prismq__Runner__V1__Run *)resp, pc->user);
-    break;
+  case SINK_RUN: pc->to.run(st, (Prismq__Runner__V1__Run *)resp, pc->user); break;
   case SINK_LIST_RUNS:
     pc->to.list_runs(st, (Prismq__Runner__V1__ListRunsResponse *)resp, pc->user);
     break;
   case SINK_LIST_MODULES:
     pc->to.list_modules(st, (Prismq__Runner__V1__ListModulesResponse *)resp, pc->user);
     break;
-  case SINK_HEALTH:
-    pc->to.health(st, take_serving(resp), pc->user);
-    break;
-  case SINK_DONE:
-    pc->to.done(st, pc->user);
-    break;
+  case SINK_HEALTH: pc->to.health(st, take_serving(resp), pc->user); break;
+  case SINK_DONE: pc->to.done(st, pc->user); break;
   }
 }
 
@@ -349,8 +341,7 @@ static int take_interrupt(prismq_client *c) {
  * the result, else it is freed. */
 static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
                                    const ProtobufCMessage *req, uint32_t deadline_ms,
-                                   prismq_chunk_fn on_chunk, void *user,
-                                   ProtobufCMessage **resp) {
+                                   prismq_chunk_fn on_chunk, void *user, ProtobufCMessage **resp) {
   if (!c || !req) return start_error(-EINVAL);
   if (!c->own_base)
     return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
@@ -400,7 +391,8 @@ static int client_new(prismq_client **out, struct event_base *base,
   if (!c) return -ENOMEM;
   c->intr_fd = -1;
   int rc;
-  if (opts->ca_file || opts->cert_file || opts->key_file || opts->server_name || strncmp(target, "tls://", 6) == 0) {
+  if (opts->ca_file || opts->cert_file || opts->key_file || opts->server_name ||
+      strncmp(target, "tls://", 6) == 0) {
     tlsctx_client_opts to = {opts->ca_file, opts->cert_file, opts->key_file};
     rc = tlsctx_client_new(&c->tls, &to, connect_error, sizeof connect_error);
     if (rc < 0) {
@@ -508,8 +500,7 @@ prismq_status prismq_cancel_run(Prismq__Runner__V1__Run **out, prismq_client *c,
 }
 
 prismq_status prismq_wait_run(Prismq__Runner__V1__Run **out, prismq_client *c,
-                              const Prismq__Runner__V1__WaitRunRequest *req,
-                              uint32_t deadline_ms) {
+                              const Prismq__Runner__V1__WaitRunRequest *req, uint32_t deadline_ms) {
   return run_call(out, c, &RPC_WAIT, REQ(req), deadline_ms);
 }
 
@@ -517,8 +508,8 @@ prismq_status prismq_list_runs(Prismq__Runner__V1__ListRunsResponse **out, prism
                                const Prismq__Runner__V1__ListRunsRequest *req,
                                uint32_t deadline_ms) {
   ProtobufCMessage *m = NULL;
-  prismq_status st = call_blocking(c, &RPC_LIST, REQ(req), deadline_ms, NULL,
-                                   NULL, out ? &m : NULL);
+  prismq_status st =
+      call_blocking(c, &RPC_LIST, REQ(req), deadline_ms, NULL, NULL, out ? &m : NULL);
   if (m) *out = (Prismq__Runner__V1__ListRunsResponse *)m;
   return st;
 }
@@ -526,14 +517,13 @@ prismq_status prismq_list_runs(Prismq__Runner__V1__ListRunsResponse **out, prism
 static const Prismq__Runner__V1__ListModulesRequest EMPTY_MODULES_REQ =
     PRISMQ__RUNNER__V1__LIST_MODULES_REQUEST__INIT;
 
-prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out,
-                                  prismq_client *c,
+prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out, prismq_client *c,
                                   const Prismq__Runner__V1__ListModulesRequest *req,
                                   uint32_t deadline_ms) {
   if (!req) req = &EMPTY_MODULES_REQ;
   ProtobufCMessage *m = NULL;
-  prismq_status st = call_blocking(c, &RPC_MODULES, &req->base, deadline_ms, NULL, NULL,
-                                   out ? &m : NULL);
+  prismq_status st =
+      call_blocking(c, &RPC_MODULES, &req->base, deadline_ms, NULL, NULL, out ? &m : NULL);
   if (m) *out = (Prismq__Runner__V1__ListModulesResponse *)m;
   return st;
 }
@@ -545,8 +535,7 @@ static Grpc__Health__V1__HealthCheckRequest health_request(const char *service) 
   return r;
 }
 
-prismq_status prismq_health(int *out, prismq_client *c, const char *service,
-                            uint32_t deadline_ms) {
+prismq_status prismq_health(int *out, prismq_client *c, const char *service, uint32_t deadline_ms) {
   Grpc__Health__V1__HealthCheckRequest req = health_request(service);
   ProtobufCMessage *resp = NULL;
   prismq_status st = call_blocking(c, &RPC_HEALTH, &req.base, deadline_ms, NULL, NULL, &resp);
@@ -559,8 +548,7 @@ prismq_status prismq_stream_output(prismq_client *c,
                                    const Prismq__Runner__V1__StreamOutputRequest *req,
                                    uint32_t deadline_ms, prismq_chunk_fn on_chunk, void *user) {
   if (!on_chunk) return start_error(-EINVAL);
-  return call_blocking(c, &RPC_STREAM, REQ(req), deadline_ms, on_chunk, user,
-                       NULL);
+  return call_blocking(c, &RPC_STREAM, REQ(req), deadline_ms, on_chunk, user, NULL);
 }
 
 /* ---- asynchronous RPCs ---- */
@@ -597,8 +585,8 @@ int prismq_wait_run_async(prismq_client *c, const Prismq__Runner__V1__WaitRunReq
 
 int prismq_list_modules_async(prismq_client *c, const Prismq__Runner__V1__ListModulesRequest *req,
                               uint32_t deadline_ms, prismq_list_modules_fn cb, void *user) {
-  struct pcall t = {.rpc = &RPC_MODULES, .sink = SINK_LIST_MODULES, .user = user,
-                    .to.list_modules = cb};
+  struct pcall t = {
+      .rpc = &RPC_MODULES, .sink = SINK_LIST_MODULES, .user = user, .to.list_modules = cb};
   return call_async(c, REQ(req ? req : &EMPTY_MODULES_REQ), deadline_ms, cb != NULL, &t);
 }
 
@@ -609,11 +597,13 @@ int prismq_health_async(prismq_client *c, const char *service, uint32_t deadline
   return call_async(c, REQ(&req), deadline_ms, cb != NULL, &t);
 }
 
-int prismq_stream_output_async(prismq_client *c,
-                               const Prismq__Runner__V1__StreamOutputRequest *req,
+int prismq_stream_output_async(prismq_client *c, const Prismq__Runner__V1__StreamOutputRequest *req,
                                uint32_t deadline_ms, prismq_chunk_fn on_chunk,
                                prismq_done_fn on_done, void *user) {
-  struct pcall t = {.rpc = &RPC_STREAM, .sink = SINK_DONE, .on_chunk = on_chunk, .user = user,
+  struct pcall t = {.rpc = &RPC_STREAM,
+                    .sink = SINK_DONE,
+                    .on_chunk = on_chunk,
+                    .user = user,
                     .to.done = on_done};
   return call_async(c, REQ(req), deadline_ms, on_chunk && on_done, &t);
 }

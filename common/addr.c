@@ -27,7 +27,7 @@ static int bad(char *err, size_t errlen, const char *target, const char *why) {
 /* An IPv6 literal, with an optional non-empty zone ("fe80::1%eth0", which
  * getaddrinfo understands and inet_pton does not). */
 static int is_ipv6_literal(const char *host) {
-  char buf[sizeof ((addr *)0)->host];
+  char buf[sizeof((addr *)0)->host];
   struct in6_addr a6;
   size_t n = strcspn(host, "%");
   if (n >= sizeof buf || (host[n] == '%' && host[n + 1] == '\0')) return 0;
@@ -122,7 +122,9 @@ static int has_scheme(const char *t, size_t *len) {
   return 1;
 }
 
-static int starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+static int starts(const char *s, const char *prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 
 int addr_parse(addr *out, const char *target, char *err, size_t errlen) {
   addr a;
@@ -155,7 +157,8 @@ int addr_parse(addr *out, const char *target, char *err, size_t errlen) {
       const char *slash = strchr(rest + 2, '/');
       rest = slash ? slash + 1 : NULL;
     }
-    why = rest ? parse_hostport(&a, rest, strlen(rest), FAM_ANY) : "dns://AUTHORITY wants a '/' before the host";
+    why = rest ? parse_hostport(&a, rest, strlen(rest), FAM_ANY)
+               : "dns://AUTHORITY wants a '/' before the host";
   } else if (starts(target, "ipv4:") || starts(target, "ipv6:")) {
     enum fam fam = starts(target, "ipv6:") ? FAM_V6 : FAM_V4;
     rest = target + strlen("ipv4:");
@@ -172,8 +175,8 @@ int addr_parse(addr *out, const char *target, char *err, size_t errlen) {
   return 0;
 }
 
-int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, int passive, char *err,
-                  size_t errlen) {
+int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, int passive,
+                  char *err, size_t errlen) {
   struct sockaddr_storage tmp;
   socklen_t len;
   memset(&tmp, 0, sizeof tmp);
@@ -201,18 +204,20 @@ int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, 
     if (rc != 0 || !ai) {
       int e;
       switch (rc) {
-        case EAI_AGAIN: e = EAGAIN; break;
-        case EAI_MEMORY: e = ENOMEM; break;
-        case EAI_SYSTEM: e = errno ? errno : EIO; break;
-        case EAI_FAMILY:
-        case EAI_SOCKTYPE:
-        case EAI_SERVICE:
-        case EAI_BADFLAGS: e = EINVAL; break;
-        default: e = EHOSTUNREACH; break; /* EAI_NONAME, EAI_NODATA, EAI_FAIL... */
+      case EAI_AGAIN: e = EAGAIN; break;
+      case EAI_MEMORY: e = ENOMEM; break;
+      case EAI_SYSTEM: e = errno ? errno : EIO; break;
+      case EAI_FAMILY:
+      case EAI_SOCKTYPE:
+      case EAI_SERVICE:
+      case EAI_BADFLAGS: e = EINVAL; break;
+      default: e = EHOSTUNREACH; break; /* EAI_NONAME, EAI_NODATA, EAI_FAIL... */
       }
       if (err && errlen)
         snprintf(err, errlen, "cannot resolve host %s: %s", a->host,
-                 rc == EAI_SYSTEM ? strerror(e) : rc ? gai_strerror(rc) : "no address");
+                 rc == EAI_SYSTEM ? strerror(e)
+                 : rc             ? gai_strerror(rc)
+                                  : "no address");
       if (ai) freeaddrinfo(ai);
       return -e;
     }
@@ -231,35 +236,29 @@ int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, 
 void addr_format(char *buf, size_t len, const addr *a) {
   if (!len) return;
   switch (a->kind) {
-    case ADDR_TCP:
-      snprintf(buf, len, strchr(a->host, ':') ? "%s[%s]:%u" : "%s%s:%u", a->tls ? "tls://" : "", a->host,
-               (unsigned)a->port);
-      break;
-    case ADDR_UNIX:
-      /* "unix:" + "//x" would read back as unix://x, a relative path after "//". */
-      snprintf(buf, len, "%s%s", starts(a->path, "//") ? "unix://" : "unix:", a->path);
-      break;
-    case ADDR_UNIX_ABSTRACT:
-      snprintf(buf, len, "unix-abstract:%s", a->path);
-      break;
-    default:
-      snprintf(buf, len, "unknown");
+  case ADDR_TCP:
+    snprintf(buf, len, strchr(a->host, ':') ? "%s[%s]:%u" : "%s%s:%u", a->tls ? "tls://" : "",
+             a->host, (unsigned)a->port);
+    break;
+  case ADDR_UNIX:
+    /* "unix:" + "//x" would read back as unix://x, a relative path after "//". */
+    snprintf(buf, len, "%s%s", starts(a->path, "//") ? "unix://" : "unix:", a->path);
+    break;
+  case ADDR_UNIX_ABSTRACT: snprintf(buf, len, "unix-abstract:%s", a->path); break;
+  default: snprintf(buf, len, "unknown");
   }
 }
 
 int addr_is_local(const struct sockaddr *sa) {
   if (!sa) return 0;
   switch (sa->sa_family) {
-    case AF_UNIX:
-      return 1;
-    case AF_INET:
-      return ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24 == 127;
-    case AF_INET6: {
-      const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-      return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
-    }
-    default:
-      return 0;
+  case AF_UNIX: return 1;
+  case AF_INET: return ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24 == 127;
+  case AF_INET6: {
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+  }
+  default: return 0;
   }
 }
 

@@ -57,8 +57,8 @@ int addr_parse(addr *out, const char *target, char *err, size_t errlen);
  * (may be NULL) filled with "cannot resolve host HOST: <gai_strerror>":
  * -EHOSTUNREACH (no such host, or no address for it), -EAGAIN (the resolver failed
  * for now), -ENOMEM, -EINVAL (a bad `a`), or another negative errno. */
-int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, int passive, char *err,
-                  size_t errlen);
+int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, int passive,
+                  char *err, size_t errlen);
 
 /* Writes a's canonical text into buf (len bytes, truncated to fit, always
  * NUL-terminated when len > 0): "127.0.0.1:50051", "[::1]:50051", "example.org:443",

@@ -56,7 +56,7 @@ struct conn {
   struct bufferevent *bev; /* bev */
   struct event *rev, *wev; /* socket kinds: readable, writable */
   struct event *timer;     /* connect or handshake deadline */
-  struct event *kick;      /* runs handlers from the loop: input buffered above the socket, failures */
+  struct event *kick; /* runs handlers from the loop: input buffered above the socket, failures */
   conn_fn on_read, on_write;
   void *arg;
   unsigned want_read : 1;
@@ -67,7 +67,7 @@ struct conn {
   unsigned eof : 1; /* bev: the peer has ended the stream */
   int err_no;       /* ST_FAILED: the errno conn_read/conn_write return */
   uint32_t hs_timeout_ms;
-  char *name;       /* connect: the target, for messages */
+  char *name; /* connect: the target, for messages */
   conn_peer peer;
   char err[256];
 };
@@ -76,8 +76,10 @@ struct conn {
 
 /* Adds or deletes ev to match `want`; returns the new state. */
 static unsigned set_event(struct event *ev, unsigned on, int want) {
-  if (want && !on) event_add(ev, NULL);
-  else if (!want && on) event_del(ev);
+  if (want && !on)
+    event_add(ev, NULL);
+  else if (!want && on)
+    event_del(ev);
   return want != 0;
 }
 
@@ -161,9 +163,7 @@ static void peer_of_socket(conn *c) {
 static void sock_arm(conn *c) {
   int r = 0, w = 0;
   switch (c->state) {
-  case ST_CONNECTING:
-    w = 1;
-    break;
+  case ST_CONNECTING: w = 1; break;
   case ST_HANDSHAKE:
     r = 1;
     w = evbuffer_get_length(c->enc) > 0;
@@ -178,8 +178,7 @@ static void sock_arm(conn *c) {
       w = c->want_write;
     }
     break;
-  case ST_FAILED:
-    break;
+  case ST_FAILED: break;
   }
   c->rev_on = set_event(c->rev, c->rev_on, r);
   c->wev_on = set_event(c->wev, c->wev_on, w);
@@ -242,7 +241,8 @@ static void tls_fail(conn *c, int ssl_err, const char *what) {
   long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
   if (vr != X509_V_OK && c->state == ST_HANDSHAKE)
     snprintf(detail, sizeof detail, "%s", X509_verify_cert_error_string(vr));
-  fail(c, EPROTO, "%s %s failed: %s", what, c->name ? c->name : c->peer.addr, detail[0] ? detail : "unknown error");
+  fail(c, EPROTO, "%s %s failed: %s", what, c->name ? c->name : c->peer.addr,
+       detail[0] ? detail : "unknown error");
 }
 
 /* Sends the ciphertext waiting in enc until the socket is full. Returns 0 (what is left
@@ -277,8 +277,10 @@ static BIO_METHOD *enc_bio_method;
 
 static void enc_bio_init(void) {
   BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "prismq evbuffer");
-  if (m && BIO_meth_set_write(m, enc_bio_write) == 1 && BIO_meth_set_ctrl(m, enc_bio_ctrl) == 1) enc_bio_method = m;
-  else BIO_meth_free(m);
+  if (m && BIO_meth_set_write(m, enc_bio_write) == 1 && BIO_meth_set_ctrl(m, enc_bio_ctrl) == 1)
+    enc_bio_method = m;
+  else
+    BIO_meth_free(m);
 }
 
 static void tls_up(conn *c) {
@@ -300,9 +302,12 @@ static void handshake_step(conn *c) {
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
   /* What the handshake wrote goes out first, an alert that refuses the peer too. */
   if (enc_flush(c) < 0) return;
-  if (e == SSL_ERROR_NONE) tls_up(c);
-  else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) sock_arm(c);
-  else tls_fail(c, e, "TLS handshake with");
+  if (e == SSL_ERROR_NONE)
+    tls_up(c);
+  else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+    sock_arm(c);
+  else
+    tls_fail(c, e, "TLS handshake with");
 }
 
 /* Reads records until `len` bytes or the socket is dry. Input OpenSSL has already
@@ -347,7 +352,8 @@ static int tls_write(conn *c, struct evbuffer *out) {
   if (enc_flush(c) < 0) return -c->err_no;
   c->write_needs_read = 0;
   size_t left;
-  while ((left = evbuffer_get_length(out)) > 0 && evbuffer_get_length(c->enc) < TLS_ENC_HIGH_WATER) {
+  while ((left = evbuffer_get_length(out)) > 0 &&
+         evbuffer_get_length(c->enc) < TLS_ENC_HIGH_WATER) {
     size_t want = left < TLS_RECORD ? left : TLS_RECORD;
     unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)want);
     if (!p) {
@@ -401,10 +407,12 @@ static int tls_start(conn *c, const conn_tls_opts *t) {
   if (!t->server_name) return 0;
   /* An IP literal is checked against the certificate's IP SANs and sent as no SNI. */
   unsigned char ip[16];
-  int is_ip = inet_pton(AF_INET, t->server_name, ip) == 1 || inet_pton(AF_INET6, t->server_name, ip) == 1;
+  int is_ip =
+      inet_pton(AF_INET, t->server_name, ip) == 1 || inet_pton(AF_INET6, t->server_name, ip) == 1;
   if (is_ip) {
     if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), t->server_name) != 1) return -EINVAL;
-  } else if (SSL_set_tlsext_host_name(c->ssl, t->server_name) != 1 || SSL_set1_host(c->ssl, t->server_name) != 1) {
+  } else if (SSL_set_tlsext_host_name(c->ssl, t->server_name) != 1 ||
+             SSL_set1_host(c->ssl, t->server_name) != 1) {
     return -EINVAL;
   }
   return 0;
@@ -419,8 +427,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
   if (c->state == ST_CONNECTING)
     fail(c, ETIMEDOUT, "connect to %s: %s", c->name, strerror(ETIMEDOUT));
   else if (c->state == ST_HANDSHAKE)
-    fail(c, ETIMEDOUT, "TLS handshake with %s timed out after %u ms", c->name ? c->name : c->peer.addr,
-         (unsigned)c->hs_timeout_ms);
+    fail(c, ETIMEDOUT, "TLS handshake with %s timed out after %u ms",
+         c->name ? c->name : c->peer.addr, (unsigned)c->hs_timeout_ms);
 }
 
 static void arm_timer(conn *c, uint32_t ms) {
@@ -460,21 +468,17 @@ static void io_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   conn *c = arg;
   switch (c->state) {
-  case ST_CONNECTING:
-    connect_done(c);
-    return;
-  case ST_HANDSHAKE:
-    handshake_step(c);
-    return;
-  case ST_FAILED:
-    return;
-  case ST_UP:
-    break;
+  case ST_CONNECTING: connect_done(c); return;
+  case ST_HANDSHAKE: handshake_step(c); return;
+  case ST_FAILED: return;
+  case ST_UP: break;
   }
   int rd = 0, wr = 0;
   if (what & EV_READ) {
-    if (c->write_needs_read) wr = 1;
-    else rd = 1;
+    if (c->write_needs_read)
+      wr = 1;
+    else
+      rd = 1;
   }
   if (what & EV_WRITE) {
     /* TLS: the user may write again once the ciphertext ahead is gone. */
@@ -557,8 +561,10 @@ int conn_connect(conn **out, struct event_base *base, const struct sockaddr *sa,
 /* ---- bufferevent adapter ------------------------------------------------------ */
 
 static void bev_arm(conn *c) {
-  if (c->state == ST_UP && c->want_read) bufferevent_enable(c->bev, EV_READ);
-  else bufferevent_disable(c->bev, EV_READ);
+  if (c->state == ST_UP && c->want_read)
+    bufferevent_enable(c->bev, EV_READ);
+  else
+    bufferevent_disable(c->bev, EV_READ);
 }
 
 static ssize_t bev_read(conn *c, void *buf, size_t len) {
@@ -609,7 +615,8 @@ static void bev_event_cb(struct bufferevent *bev, short what, void *arg) {
     event_active(c->kick, EV_TIMEOUT, 0);
   } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
     int e = EVUTIL_SOCKET_ERROR();
-    fail(c, e ? e : EIO, "connection to %s failed: %s", c->peer.addr, evutil_socket_error_to_string(e));
+    fail(c, e ? e : EIO, "connection to %s failed: %s", c->peer.addr,
+         evutil_socket_error_to_string(e));
   }
 }
 
@@ -692,7 +699,9 @@ size_t conn_pending(const conn *c) {
   return 0;
 }
 
-struct event_base *conn_base(const conn *c) { return c->base; }
+struct event_base *conn_base(const conn *c) {
+  return c->base;
+}
 
 enum conn_kind conn_kind(const conn *c) { return c->kind; }
 

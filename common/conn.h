@@ -43,13 +43,13 @@ typedef void (*conn_fn)(conn *c, void *arg);
 
 /* Who is at the other end, known once the transport is up (after the TLS handshake). */
 typedef struct conn_peer {
-  char addr[64];      /* "127.0.0.1:5555", "[::1]:5555", "unix", "memory" */
+  char addr[64]; /* "127.0.0.1:5555", "[::1]:5555", "unix", "memory" */
   /* The authenticated identity, "" if none: for a verified TLS client certificate its
    * first URI SAN, else its first DNS SAN, else its subject CN; on a unix socket
    * "unix:" and the peer's user name (or "unix:uid:N" for a uid without a name). */
   char identity[256];
-  int local;          /* a loopback address or a unix socket (or an in-memory pair) */
-  long uid;           /* the peer's uid on a unix socket (SO_PEERCRED), else -1 */
+  int local; /* a loopback address or a unix socket (or an in-memory pair) */
+  long uid;  /* the peer's uid on a unix socket (SO_PEERCRED), else -1 */
 } conn_peer;
 
 /* TLS set-up of one connection: `ctx` gives certificates and verification (see tlsctx.h;

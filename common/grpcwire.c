@@ -90,11 +90,12 @@ static const struct {
   uint64_t mul; /* ms per unit, or 0 for sub-ms units */
   uint64_t div; /* units per ms when mul is 0 */
 } timeout_units[] = {
-    {'n', 0, 1000000}, {'u', 0, 1000}, {'m', 1, 0}, {'S', 1000, 0}, {'M', 60000, 0}, {'H', 3600000, 0},
+    {'n', 0, 1000000}, {'u', 0, 1000},  {'m', 1, 0},
+    {'S', 1000, 0},    {'M', 60000, 0}, {'H', 3600000, 0},
 };
 
 #define TIMEOUT_MAX_DIGITS 8
-#define TIMEOUT_MAX_VALUE 99999999u
+#define TIMEOUT_MAX_VALUE  99999999u
 
 static uint64_t div_round_up(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 

@@ -83,8 +83,8 @@ size_t gw_timeout_format(char *buf, uint64_t ms);
 
 /* Result of gw_frame_next. */
 enum gw_frame_result {
-  GW_FRAME_MSG = 1,       /* one whole message was taken out */
-  GW_FRAME_NEED_MORE = 0, /* not enough bytes yet */
+  GW_FRAME_MSG = 1,         /* one whole message was taken out */
+  GW_FRAME_NEED_MORE = 0,   /* not enough bytes yet */
   GW_FRAME_TOO_LARGE = -1,  /* the prefix announces more than max_len: RESOURCE_EXHAUSTED */
   GW_FRAME_COMPRESSED = -2, /* flag byte 1: the caller decides (we support no encoding) */
   GW_FRAME_BAD_FLAG = -3,   /* flag byte other than 0 or 1: INTERNAL */
@@ -110,7 +110,8 @@ typedef struct gw_deframer {
   size_t len, have;
 } gw_deframer;
 
-#define GW_DEFRAMER_INIT(max_len) { (max_len), {0}, 0, NULL, 0, 0 }
+#define GW_DEFRAMER_INIT(max_len) \
+  { (max_len), {0}, 0, NULL, 0, 0 }
 
 /* Called for each whole message; `msg` is valid during the call only. Return 0 to go
  * on, or a positive value to stop. */

@@ -14,7 +14,7 @@
 
 /* Rapid Reset (CVE-2023-44487): at most this many RST_STREAMs in a burst, then per second. */
 #define RST_BURST 1000
-#define RST_RATE 33
+#define RST_RATE  33
 /* CONTINUATION flood (CVE-2024-28182). */
 #define MAX_CONTINUATIONS 8
 /* Largest frame we accept (SETTINGS_MAX_FRAME_SIZE), and largest DATA payload of file
@@ -32,22 +32,22 @@
  * before h2conn_stream_add_file (mem), or a file range sent without copying (seg). */
 struct piece {
   struct piece *next;
-  struct evbuffer *mem;             /* a memory piece, or NULL */
+  struct evbuffer *mem;              /* a memory piece, or NULL */
   struct evbuffer_file_segment *seg; /* a file piece: our reference */
-  uint64_t off;                     /* next byte of seg to send */
-  size_t len;                       /* bytes left in the piece */
+  uint64_t off;                      /* next byte of seg to send */
+  size_t len;                        /* bytes left in the piece */
 };
 
 struct h2stream {
   int32_t id;
   void *user;
-  struct evbuffer *out;  /* memory output after every piece */
-  struct piece *pieces;  /* sent before `out`, in order */
+  struct evbuffer *out; /* memory output after every piece */
+  struct piece *pieces; /* sent before `out`, in order */
   struct piece **pieces_tail;
-  size_t pieces_len;     /* bytes left in pieces */
+  size_t pieces_len;    /* bytes left in pieces */
   nghttp2_nv *trailers; /* one allocation holding the array and its strings */
   size_t ntrailers;
-  size_t hdr_bytes;      /* header list size of the block being received */
+  size_t hdr_bytes; /* header list size of the block being received */
   unsigned has_body : 1;
   unsigned deferred : 1; /* the data provider returned DEFERRED: needs resume_data */
   unsigned ending : 1;   /* h2conn_stream_end was called */
@@ -59,8 +59,9 @@ struct h2stream {
 struct h2conn {
   nghttp2_session *session;
   conn *conn;
-  struct evbuffer *in;    /* read from the transport, not yet taken by nghttp2 */
-  struct evbuffer *out;   /* frames for the transport (file chains stay unmapped where it sends files) */
+  struct evbuffer *in; /* read from the transport, not yet taken by nghttp2 */
+  struct evbuffer
+      *out; /* frames for the transport (file chains stay unmapped where it sends files) */
   struct event *flush_ev; /* deferred: send, notify drains, tear down */
   h2conn_callbacks cbs;
   void *conn_user;
@@ -68,12 +69,12 @@ struct h2conn {
   enum h2conn_role role;
   struct h2stream *streams;
   size_t nstreams;
-  unsigned closing : 1;   /* tear down at the next flush */
-  unsigned dead : 1;      /* tearing down: the API is a no-op */
-  unsigned read_held : 1; /* reading paused while output is over the high-water mark */
+  unsigned closing : 1;     /* tear down at the next flush */
+  unsigned dead : 1;        /* tearing down: the API is a no-op */
+  unsigned read_held : 1;   /* reading paused while output is over the high-water mark */
   unsigned read_paused : 1; /* reading paused by the user (h2conn_pause_input) */
-  unsigned file_tail : 1; /* the output may end with a file chain (out_add) */
-  unsigned write_wait : 1; /* the transport was full: on_conn_write comes when it takes more */
+  unsigned file_tail : 1;   /* the output may end with a file chain (out_add) */
+  unsigned write_wait : 1;  /* the transport was full: on_conn_write comes when it takes more */
 };
 
 static void schedule_flush(h2conn *c) {
@@ -100,8 +101,10 @@ static void piece_free(struct piece *p) {
 }
 
 static void stream_free(h2conn *c, struct h2stream *s) {
-  if (s->prev) s->prev->next = s->next;
-  else c->streams = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    c->streams = s->next;
   if (s->next) s->next->prev = s->prev;
   c->nstreams--;
   while (s->pieces) {
@@ -250,8 +253,10 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
   /* We install no padding callback, so padlen is always 0. */
   (void)frame;
   if (move_output(c, s, o, length) != 0) {
-    LOG_ERROR("h2: cannot send the file output of stream %d (a range past the file segment, "
-              "or the file could not be mapped)", s->id);
+    LOG_ERROR(
+        "h2: cannot send the file output of stream %d (a range past the file segment, "
+        "or the file could not be mapped)",
+        s->id);
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
   if (stream_pending(s) == 0 && !s->ending) s->drained = 1;
@@ -330,8 +335,8 @@ static int header_cb(nghttp2_session *session, const nghttp2_frame *frame, const
     LOG_DEBUG("h2: header list too large stream=%d bytes=%zu", s->id, s->hdr_bytes);
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
-  if (c->cbs.on_header &&
-      c->cbs.on_header(c, s->id, s->user, name, namelen, value, valuelen, is_trailer_block(frame)) != 0)
+  if (c->cbs.on_header && c->cbs.on_header(c, s->id, s->user, name, namelen, value, valuelen,
+                                           is_trailer_block(frame)) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return 0;
 }
@@ -343,13 +348,13 @@ static int frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, v
   int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (frame->hd.type) {
   case NGHTTP2_HEADERS:
-    if (c->cbs.on_headers_done) c->cbs.on_headers_done(c, s->id, s->user, is_trailer_block(frame), end);
+    if (c->cbs.on_headers_done)
+      c->cbs.on_headers_done(c, s->id, s->user, is_trailer_block(frame), end);
     break;
   case NGHTTP2_DATA:
     if (end && c->cbs.on_remote_end) c->cbs.on_remote_end(c, s->id, s->user);
     break;
-  default:
-    break;
+  default: break;
   }
   return 0;
 }
@@ -389,9 +394,7 @@ static int stream_close_cb(nghttp2_session *session, int32_t sid, uint32_t error
 static void teardown(h2conn *c);
 
 /* Starts or stops reading the peer. */
-static void reading(h2conn *c, int on) {
-  conn_want_read(c->conn, on);
-}
+static void reading(h2conn *c, int on) { conn_want_read(c->conn, on); }
 
 /* Feeds buffered input to nghttp2 until it is consumed or output is over the mark. */
 static int process_input(h2conn *c) {
@@ -478,8 +481,10 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   h2conn *c = arg;
-  if (c->closing) teardown(c);
-  else do_send(c);
+  if (c->closing)
+    teardown(c);
+  else
+    do_send(c);
 }
 
 /* The transport has input: one read of up to READ_CHUNK per wake-up. */
@@ -640,8 +645,9 @@ void h2conn_shutdown(h2conn *c) {
   if (!c || c->dead) return;
   /* Streams the peer opened after the last one we processed are refused; the
    * peer may retry them elsewhere. */
-  nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->session),
-                        NGHTTP2_NO_ERROR, NULL, 0);
+  nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR, NULL,
+                        0);
   schedule_flush(c);
 }
 
@@ -662,8 +668,8 @@ int h2conn_submit_request(h2conn *c, int32_t *out_sid, const nghttp2_nv *nva, si
   if (sid < 0) {
     stream_free(c, s);
     return sid == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -EAGAIN
-           : sid == NGHTTP2_ERR_NOMEM                ? -ENOMEM
-                                                     : -EINVAL;
+           : sid == NGHTTP2_ERR_NOMEM                 ? -ENOMEM
+                                                      : -EINVAL;
   }
   s->id = sid;
   schedule_flush(c);
@@ -679,7 +685,8 @@ int h2conn_submit_response(h2conn *c, int32_t sid, const nghttp2_nv *nva, size_t
   s->responded = 1;
   s->has_body = has_body != 0;
   nghttp2_data_provider prd = provider_for(s);
-  if (nghttp2_submit_response(c->session, sid, nva, nvlen, has_body ? &prd : NULL) != 0) return -EINVAL;
+  if (nghttp2_submit_response(c->session, sid, nva, nvlen, has_body ? &prd : NULL) != 0)
+    return -EINVAL;
   schedule_flush(c);
   return 0;
 }
@@ -766,8 +773,10 @@ size_t h2conn_stream_pending(h2conn *c, int32_t sid) {
 void h2conn_pause_input(h2conn *c, int paused) {
   if (c->dead || c->read_paused == (paused != 0)) return;
   c->read_paused = paused != 0;
-  if (paused) reading(c, 0);
-  else if (!c->read_held) reading(c, 1);
+  if (paused)
+    reading(c, 0);
+  else if (!c->read_held)
+    reading(c, 1);
 }
 
 size_t h2conn_stream_count(const h2conn *c) { return c->nstreams; }

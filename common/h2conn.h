@@ -44,15 +44,13 @@ typedef struct h2conn_callbacks {
   /* One header field of the stream's request headers, response headers or trailers
    * (`trailer` is 1 for a trailing HEADERS frame). Return 0, or -1 to reset the stream
    * with INTERNAL_ERROR. */
-  int (*on_header)(h2conn *c, int32_t sid, void *stream_user, const uint8_t *name,
-                   size_t namelen, const uint8_t *value, size_t valuelen, int trailer);
+  int (*on_header)(h2conn *c, int32_t sid, void *stream_user, const uint8_t *name, size_t namelen,
+                   const uint8_t *value, size_t valuelen, int trailer);
   /* A HEADERS block was complete (after its on_header calls). `end_stream` says the
    * peer also ended its side with it. */
-  void (*on_headers_done)(h2conn *c, int32_t sid, void *stream_user, int trailer,
-                          int end_stream);
+  void (*on_headers_done)(h2conn *c, int32_t sid, void *stream_user, int trailer, int end_stream);
   /* DATA bytes of the stream (in order, any split). */
-  void (*on_data)(h2conn *c, int32_t sid, void *stream_user, const uint8_t *data,
-                  size_t len);
+  void (*on_data)(h2conn *c, int32_t sid, void *stream_user, const uint8_t *data, size_t len);
   /* The peer ended its side of the stream (END_STREAM on DATA; END_STREAM on HEADERS
    * is reported by on_headers_done instead). */
   void (*on_remote_end)(h2conn *c, int32_t sid, void *stream_user);
@@ -81,7 +79,8 @@ typedef struct h2conn_opts {
   size_t out_high_water;           /* output bytes above which we stop framing/reading */
 } h2conn_opts;
 
-#define H2CONN_OPTS_INIT { 1000, 1u << 20, 16u << 20, 16u << 10, 64u << 10 }
+#define H2CONN_OPTS_INIT \
+  { 1000, 1u << 20, 16u << 20, 16u << 10, 64u << 10 }
 
 /* Creates a connection over the transport `cn` (up, or still connecting or in its
  * handshake: output waits until it is up), which the h2conn owns from now on, also on

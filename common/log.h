@@ -54,9 +54,12 @@ typedef struct log_limit {
  * the previous one; returns 0 (counting one more held back) within `every_ms` of it. */
 int log_limit_pass(log_limit *l, unsigned every_ms, unsigned long long *held);
 
-#define LOG_DEBUG(...) do { if (log_get_level() <= LOG_LVL_DEBUG) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
-#define LOG_INFO(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
-#define LOG_WARN(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
+#define LOG_DEBUG(...)                                                         \
+  do {                                                                         \
+    if (log_get_level() <= LOG_LVL_DEBUG) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); \
+  } while (0)
+#define LOG_INFO(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define LOG_WARN(...)  log_msg(LOG_LVL_WARNING, __VA_ARGS__)
 #define LOG_ERROR(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 
 #endif

@@ -25,17 +25,18 @@ static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
   return -1;
 }
 
-static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end, int depth,
-                size_t *nfields, const char *prefix, char *err, size_t errlen) {
+static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end,
+                int depth, size_t *nfields, const char *prefix, char *err, size_t errlen) {
   while (p < end) {
     uint64_t tag, n;
     if (varint(&p, end, &tag) < 0) return 0; /* malformed: unpack will say so */
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(desc, (unsigned)(tag >> 3));
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(desc, (unsigned)(tag >> 3));
     /* Every field costs unpack memory of its own (unknown ones are kept too), far
      * more than its size on the wire: count them all. */
     if (++*nfields > PBCHECK_MAX_FIELDS) {
-      snprintf(err, errlen, "%s%s: too many fields (at most %d in all)", prefix, f ? f->name : "unknown field",
-               PBCHECK_MAX_FIELDS);
+      snprintf(err, errlen, "%s%s: too many fields (at most %d in all)", prefix,
+               f ? f->name : "unknown field", PBCHECK_MAX_FIELDS);
       return -E2BIG;
     }
     switch (tag & 7) {
@@ -56,12 +57,14 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
         /* Packed scalars: at most one element per byte. */
         *nfields += n;
         if (*nfields > PBCHECK_MAX_FIELDS) {
-          snprintf(err, errlen, "%s%s has too many elements (at most %d fields in all)", prefix, f->name,
-                   PBCHECK_MAX_FIELDS);
+          snprintf(err, errlen, "%s%s has too many elements (at most %d fields in all)", prefix,
+                   f->name, PBCHECK_MAX_FIELDS);
           return -E2BIG;
         }
       } else if (f && f->type == PROTOBUF_C_TYPE_STRING) {
-        const char *what = memchr(p, 0, n) ? "holds a NUL byte" : !utf8_valid((const char *)p, n) ? "is not valid UTF-8" : NULL;
+        const char *what = memchr(p, 0, n)                   ? "holds a NUL byte"
+                           : !utf8_valid((const char *)p, n) ? "is not valid UTF-8"
+                                                             : NULL;
         if (what) {
           snprintf(err, errlen, "%s%s %s", prefix, f->name, what);
           return -EINVAL;
@@ -74,15 +77,14 @@ static int walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const 
       }
       p += n;
       break;
-    default:
-      return 0; /* groups or junk: unpack refuses them */
+    default: return 0; /* groups or junk: unpack refuses them */
     }
   }
   return 0;
 }
 
-int pbcheck_message(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len, char *err,
-                    size_t errlen) {
+int pbcheck_message(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+                    char *err, size_t errlen) {
   size_t nfields = 0;
   /* An empty message comes as NULL: no field, nothing to check (and NULL + 0 is
    * undefined). */

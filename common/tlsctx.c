@@ -24,9 +24,12 @@ static int ssl_fail(char *err, size_t errlen, const char *what) {
     if (ERR_SYSTEM_ERROR(e) && !sys) sys = ERR_GET_REASON(e);
     last = e;
   }
-  if (sys) snprintf(detail, sizeof detail, "%s", strerror(sys));
-  else if (last && ERR_reason_error_string(last)) snprintf(detail, sizeof detail, "%s", ERR_reason_error_string(last));
-  else if (last) ERR_error_string_n(last, detail, sizeof detail);
+  if (sys)
+    snprintf(detail, sizeof detail, "%s", strerror(sys));
+  else if (last && ERR_reason_error_string(last))
+    snprintf(detail, sizeof detail, "%s", ERR_reason_error_string(last));
+  else if (last)
+    ERR_error_string_n(last, detail, sizeof detail);
   if (err && errlen) snprintf(err, errlen, "%s%s%s", what, detail[0] ? ": " : "", detail);
   return -EINVAL;
 }
@@ -53,19 +56,21 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg) {
   (void)arg;
   const unsigned char *ext;
   size_t len;
-  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext, &len))
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
+                                &len))
     return SSL_CLIENT_HELLO_SUCCESS;
   *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
   return SSL_CLIENT_HELLO_ERROR;
 }
 
-static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                          unsigned int inlen, void *arg) {
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg) {
   (void)ssl;
   (void)arg;
   unsigned char *sel;
   unsigned char sel_len;
-  if (SSL_select_next_proto(&sel, &sel_len, alpn_h2, sizeof alpn_h2, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+  if (SSL_select_next_proto(&sel, &sel_len, alpn_h2, sizeof alpn_h2, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = sel;
   *outlen = sel_len;
@@ -92,7 +97,8 @@ static int load_crl(SSL_CTX *ctx, const char *path, char *err, size_t errlen) {
   X509_LOOKUP *lk = X509_STORE_add_lookup(store, X509_LOOKUP_file());
   char what[600];
   snprintf(what, sizeof what, "cannot load tls.crl %s", path);
-  if (!lk || X509_load_crl_file(lk, path, X509_FILETYPE_PEM) <= 0) return ssl_fail(err, errlen, what);
+  if (!lk || X509_load_crl_file(lk, path, X509_FILETYPE_PEM) <= 0)
+    return ssl_fail(err, errlen, what);
   X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
   return 0;
 }
@@ -100,11 +106,13 @@ static int load_crl(SSL_CTX *ctx, const char *path, char *err, size_t errlen) {
 static int load_client_ca(SSL_CTX *ctx, const tlsctx_server_opts *o, char *err, size_t errlen) {
   char what[600];
   snprintf(what, sizeof what, "cannot load tls.client_ca %s", o->client_ca);
-  if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1) return ssl_fail(err, errlen, what);
+  if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1)
+    return ssl_fail(err, errlen, what);
   STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca);
   if (!names) return ssl_fail(err, errlen, what);
   SSL_CTX_set_client_CA_list(ctx, names);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+  SSL_CTX_set_verify(
+      ctx, SSL_VERIFY_PEER | (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
   /* Resuming a session whose client was verified needs a session id context. */
   static const unsigned char sid_ctx[] = "prismqd";
   SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
@@ -116,12 +124,14 @@ static int load_client_ca(SSL_CTX *ctx, const tlsctx_server_opts *o, char *err, 
 static int load_key(SSL_CTX *ctx, const tlsctx_server_opts *o, char *err, size_t errlen) {
   char what[600];
   snprintf(what, sizeof what, "cannot load tls.key %s", o->key ? o->key : "(none)");
-  if (o->key && SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) == 1 && SSL_CTX_check_private_key(ctx) == 1)
+  if (o->key && SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) == 1 &&
+      SSL_CTX_check_private_key(ctx) == 1)
     return 0;
   unsigned long e = ERR_peek_last_error();
   if (o->key && (!e || ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)) {
     ERR_clear_error();
-    if (err && errlen) snprintf(err, errlen, "tls.key %s does not match tls.cert %s", o->key, o->cert);
+    if (err && errlen)
+      snprintf(err, errlen, "tls.key %s does not match tls.cert %s", o->key, o->cert);
     return -EINVAL;
   }
   return ssl_fail(err, errlen, what);
@@ -167,15 +177,17 @@ int tlsctx_client_new(SSL_CTX **out, const tlsctx_client_opts *o, char *err, siz
     goto fail;
   }
   snprintf(what, sizeof what, "cannot load the CA file %s", o->ca_file ? o->ca_file : "(system)");
-  if ((o->ca_file ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx)) !=
-      1) {
+  if ((o->ca_file ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL)
+                  : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
     rc = ssl_fail(err, errlen, what);
     goto fail;
   }
   if (!o->cert_file != !o->key_file) {
     if (err && errlen)
-      snprintf(err, errlen, "%s %s given without %s", o->cert_file ? "client certificate" : "client key",
-               o->cert_file ? o->cert_file : o->key_file, o->cert_file ? "its key" : "a client certificate");
+      snprintf(err, errlen, "%s %s given without %s",
+               o->cert_file ? "client certificate" : "client key",
+               o->cert_file ? o->cert_file : o->key_file,
+               o->cert_file ? "its key" : "a client certificate");
     rc = -EINVAL;
     goto fail;
   }
@@ -218,7 +230,8 @@ static int san_name(char *buf, size_t len, X509 *cert, int type) {
   int found = 0;
   for (int i = 0; names && !found && i < sk_GENERAL_NAME_num(names); i++) {
     const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
-    if (g->type == type) found = take_name(buf, len, type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName);
+    if (g->type == type)
+      found = take_name(buf, len, type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName);
   }
   GENERAL_NAMES_free(names);
   return found;
@@ -231,5 +244,6 @@ void tlsctx_peer_identity(char *buf, size_t len, SSL *ssl) {
   if (san_name(buf, len, cert, GEN_URI) || san_name(buf, len, cert, GEN_DNS)) return;
   const X509_NAME *subj = X509_get_subject_name(cert);
   int i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
-  if (i >= 0 && !take_name(buf, len, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i)))) buf[0] = '\0';
+  if (i >= 0 && !take_name(buf, len, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i))))
+    buf[0] = '\0';
 }

@@ -23,7 +23,8 @@ typedef struct tlsctx_server_opts {
   int require_client_cert; /* refuse a client without a valid certificate (needs client_ca) */
 } tlsctx_server_opts;
 
-#define TLSCTX_SERVER_OPTS_INIT { NULL, NULL, NULL, NULL, 0 }
+#define TLSCTX_SERVER_OPTS_INIT \
+  { NULL, NULL, NULL, NULL, 0 }
 
 /* Builds a server context. Fails when a file cannot be read or parsed, the key does
  * not match the certificate, or the certificate has expired or is not yet valid.
@@ -38,7 +39,8 @@ typedef struct tlsctx_client_opts {
   const char *key_file;  /* its private key (required with cert_file) */
 } tlsctx_client_opts;
 
-#define TLSCTX_CLIENT_OPTS_INIT { NULL, NULL, NULL }
+#define TLSCTX_CLIENT_OPTS_INIT \
+  { NULL, NULL, NULL }
 
 /* Builds a client context that verifies the server (the name is checked per
  * connection, see conn_tls_opts). Returns 0 and sets *out (caller frees with

@@ -11,7 +11,7 @@ PKGS=(
   libsqlite3-dev libyaml-dev libcmocka-dev
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-h2
   nghttp2-client openssl procps valgrind groff-base
-  nanopb libnanopb-dev
+  nanopb libnanopb-dev clang-format-14
   "$@"
 )
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs every test:
-#   1. the main build (warnings are errors) with all unit and integration tests;
+#   1. the format check (scripts/format.sh --check: clang-format, .clang-format), then the
+#      main build (warnings are errors) with all unit and integration tests;
 #   2. a Release build (-O3, warnings are errors) with the unit tests only: warnings and
 #      bugs that only the optimiser brings out;
 #   3. the same tests as 1 on an ASan/UBSan build (the servers the integration tests
@@ -32,6 +33,7 @@ JOBS=2
 NOT_UNDER_VALGRIND='it\.test_runner_load_|it\.test_hostile'
 
 main_tests() {
+  bash "$ROOT/scripts/format.sh" --check
   BUILD_DIR="$MAIN_DIR" WERROR=ON bash "$ROOT/scripts/build.sh"
   (cd "$ROOT" && ctest --test-dir "$MAIN_DIR" --output-on-failure -j"$JOBS")
 }

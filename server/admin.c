@@ -39,11 +39,13 @@ static uint64_t rss_kb(void) {
 static void get_stats(call *c, const uint8_t *req, size_t len, void *svc) {
   admin *a = svc;
   char err[256];
-  if (pbcheck_message(&prismq__admin__v1__get_stats_request__descriptor, req, len, err, sizeof err) < 0) {
+  if (pbcheck_message(&prismq__admin__v1__get_stats_request__descriptor, req, len, err,
+                      sizeof err) < 0) {
     call_finish(c, GW_INVALID_ARGUMENT, "%s", err);
     return;
   }
-  Prismq__Admin__V1__GetStatsRequest *r = prismq__admin__v1__get_stats_request__unpack(NULL, len, req);
+  Prismq__Admin__V1__GetStatsRequest *r =
+      prismq__admin__v1__get_stats_request__unpack(NULL, len, req);
   if (!r) {
     call_finish(c, GW_INVALID_ARGUMENT, "malformed GetStatsRequest");
     return;

@@ -54,8 +54,7 @@ unsigned authz_roles(const config *cfg, const char *identity, int local);
  * With no authz section the rule of authz_roles applies (allowed peers may start any
  * module). With one: some rule whose identity glob matches grants admin, or lists a
  * module glob that matches module_id. */
-int authz_may_start(const config *cfg, const char *identity, int local,
-                    const char *module_id);
+int authz_may_start(const config *cfg, const char *identity, int local, const char *module_id);
 
 /* Returns the bit of the role named `name` ("read", "read_all", "cancel_any",
  * "admin"; exact, case-sensitive), or 0 if name is none of them (the derived roles

@@ -25,9 +25,9 @@ struct method {
 struct call_conn {
   call_server *srv;
   h2conn *h2;
-  size_t held;          /* request bytes buffered by this connection's calls */
-  size_t ncalls;        /* its streams (calls) open now */
-  uint64_t idle_since;  /* ms when ncalls last became 0 (or it was accepted) */
+  size_t held;            /* request bytes buffered by this connection's calls */
+  size_t ncalls;          /* its streams (calls) open now */
+  uint64_t idle_since;    /* ms when ncalls last became 0 (or it was accepted) */
   unsigned idle_shut : 1; /* shut down for being idle: closed if still there a timeout later */
   struct call_conn *prev, *next;
 };
@@ -60,14 +60,14 @@ struct call {
   unsigned path_too_long : 1;
   unsigned is_post : 1;
   unsigned ct_grpc : 1;
-  unsigned has_encoding : 1;   /* grpc-encoding other than identity */
+  unsigned has_encoding : 1; /* grpc-encoding other than identity */
   unsigned headers_sent : 1;
-  unsigned streaming : 1;      /* call_set_streaming: a shutdown ends it at once */
-  uint64_t opened_ms;          /* when its stream opened */
-  unsigned roles;              /* the caller's role bits, known once the headers are in */
-  char *md;                    /* request metadata: "name\0value\0" pairs in order */
+  unsigned streaming : 1; /* call_set_streaming: a shutdown ends it at once */
+  uint64_t opened_ms;     /* when its stream opened */
+  unsigned roles;         /* the caller's role bits, known once the headers are in */
+  char *md;               /* request metadata: "name\0value\0" pairs in order */
   size_t mdlen, mdcap;
-  uint64_t timeout_ms;         /* UINT64_MAX = none */
+  uint64_t timeout_ms; /* UINT64_MAX = none */
   uint64_t deadline_at_ms;
   const struct method *method;
   struct evbuffer *in;
@@ -80,20 +80,20 @@ struct call {
   void *cancel_arg;
   void (*on_writable)(call *c, void *arg);
   void *writable_arg;
-  struct call *prev, *next; /* the server's live calls */
+  struct call *prev, *next;             /* the server's live calls */
   struct call *ready_prev, *ready_next; /* CALL_READY: the server's dispatch queue */
 };
 
 struct call_server {
   struct event_base *base;
   call_server_opts opts;
-  log_limit send_refused; /* before_send failing: every send of every connection */
-  log_limit conn_failed;  /* transports that failed */
-  size_t max_held;        /* request bytes one connection may buffer */
-  struct event *sweep_ev; /* idle_timeout_ms: closes idle connections */
+  log_limit send_refused;               /* before_send failing: every send of every connection */
+  log_limit conn_failed;                /* transports that failed */
+  size_t max_held;                      /* request bytes one connection may buffer */
+  struct event *sweep_ev;               /* idle_timeout_ms: closes idle connections */
   struct call *ready_head, *ready_tail; /* complete requests, in order */
   struct event *dispatch_ev;            /* runs their handlers */
-  struct method *methods; /* sorted by path for bsearch */
+  struct method *methods;               /* sorted by path for bsearch */
   size_t nmethods;
   struct call_conn *conns;
   size_t nconns;
@@ -189,7 +189,8 @@ static void answer(call *c, int status, const char *enc_msg, const char *details
     LOG_DEBUG("call ended path=%.*s status=%s", (int)c->pathlen, c->path, gw_status_name(status));
 }
 
-static void answerf(call *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void answerf(call *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void answerf(call *c, int status, const char *fmt, ...) {
   char enc[1024];
   va_list ap;
@@ -277,7 +278,8 @@ void call_finish(call *c, int status, const char *fmt, ...) {
   va_end(ap);
 }
 
-void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt, ...) {
+void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt,
+                         ...) {
   if (c->state != CALL_HANDLER) return;
   /* Binary metadata goes base64 encoded, without padding as the gRPC spec prefers. */
   char *b64 = xmalloc(4 * ((len + 2) / 3) + 1);
@@ -296,7 +298,9 @@ uint64_t call_deadline_left_ms(const call *c) {
   return now >= c->deadline_at_ms ? 0 : c->deadline_at_ms - now;
 }
 
-struct event_base *call_base(const call *c) { return c->srv->base; }
+struct event_base *call_base(const call *c) {
+  return c->srv->base;
+}
 
 const conn_peer *call_peer(const call *c) { return conn_get_peer(h2conn_conn(c->conn->h2)); }
 
@@ -328,7 +332,8 @@ int call_metadata_next(const call *c, size_t *pos, const char **name, const char
 /* A status queued behind output the client does not read would never go out, and
  * the stream would hold its buffers: reset it instead (RST_STREAM CANCEL). */
 static void reset_if_stalled(call *c) {
-  if (h2conn_stream_pending(c->conn->h2, c->sid) > 0) h2conn_stream_reset(c->conn->h2, c->sid, NGHTTP2_CANCEL);
+  if (h2conn_stream_pending(c->conn->h2, c->sid) > 0)
+    h2conn_stream_reset(c->conn->h2, c->sid, NGHTTP2_CANCEL);
 }
 
 static void ready_unlink(call *c);
@@ -343,7 +348,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
     answerf(c, GW_DEADLINE_EXCEEDED, "request not received whole within %d ms", REQUEST_READ_MS);
   } else {
     cancel_handler(c);
-    answerf(c, GW_DEADLINE_EXCEEDED, "deadline of %llu ms exceeded", (unsigned long long)c->timeout_ms);
+    answerf(c, GW_DEADLINE_EXCEEDED, "deadline of %llu ms exceeded",
+            (unsigned long long)c->timeout_ms);
   }
   reset_if_stalled(c);
 }
@@ -371,7 +377,8 @@ static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
 
 /* Keeps a metadata entry. h2conn bounds a request's header list
  * (h2conn_opts.max_header_list_size), and so what this holds. */
-static void md_add(call *c, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen) {
+static void md_add(call *c, const uint8_t *name, size_t namelen, const uint8_t *value,
+                   size_t valuelen) {
   size_t need = c->mdlen + namelen + valuelen + 2;
   if (need > c->mdcap) {
     size_t cap = c->mdcap ? c->mdcap : 256;
@@ -427,8 +434,10 @@ static const struct method *find_method(const call_server *s, const char *path, 
     int cmp = memcmp(path, p, len < plen ? len : plen);
     if (cmp == 0) cmp = (len > plen) - (len < plen);
     if (cmp == 0) return &s->methods[mid];
-    if (cmp < 0) hi = mid;
-    else lo = mid + 1;
+    if (cmp < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   return NULL;
 }
@@ -461,10 +470,10 @@ static int authorized(call *c) {
   if (!need || (c->roles & need)) return 1;
   char names[128];
   role_names(names, sizeof names, s, need);
-  LOG_INFO("permission denied path=%s identity=%s peer=%s needs=%s", c->path, p->identity[0] ? p->identity : "anonymous",
-           p->addr, names);
-  answerf(c, GW_PERMISSION_DENIED, "permission denied: %s needs role %s, which %s does not have", c->path, names,
-          p->identity[0] ? p->identity : "an anonymous caller");
+  LOG_INFO("permission denied path=%s identity=%s peer=%s needs=%s", c->path,
+           p->identity[0] ? p->identity : "anonymous", p->addr, names);
+  answerf(c, GW_PERMISSION_DENIED, "permission denied: %s needs role %s, which %s does not have",
+          c->path, names, p->identity[0] ? p->identity : "an anonymous caller");
   return 0;
 }
 
@@ -481,7 +490,8 @@ static void request_headers_done(call *c) {
   c->state = CALL_BODY;
   c->method = c->path_too_long ? NULL : find_method(s, c->path, c->pathlen);
   if (!c->method) {
-    answerf(c, GW_UNIMPLEMENTED, "unknown method %.*s", (int)(c->path_too_long ? 64 : c->pathlen), c->path);
+    answerf(c, GW_UNIMPLEMENTED, "unknown method %.*s", (int)(c->path_too_long ? 64 : c->pathlen),
+            c->path);
     return;
   }
   if (!authorized(c)) return;
@@ -493,10 +503,14 @@ static void request_headers_done(call *c) {
 
 static void ready_unlink(call *c) {
   call_server *s = c->srv;
-  if (c->ready_prev) c->ready_prev->ready_next = c->ready_next;
-  else s->ready_head = c->ready_next;
-  if (c->ready_next) c->ready_next->ready_prev = c->ready_prev;
-  else s->ready_tail = c->ready_prev;
+  if (c->ready_prev)
+    c->ready_prev->ready_next = c->ready_next;
+  else
+    s->ready_head = c->ready_next;
+  if (c->ready_next)
+    c->ready_next->ready_prev = c->ready_prev;
+  else
+    s->ready_tail = c->ready_prev;
   c->ready_prev = c->ready_next = NULL;
 }
 
@@ -511,14 +525,17 @@ static void request_complete(call *c) {
     return;
   }
   if (c->nmsgs != 1) {
-    answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got %zu", c->path, c->nmsgs);
+    answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got %zu", c->path,
+            c->nmsgs);
     return;
   }
   call_server *s = c->srv;
   c->state = CALL_READY;
   c->ready_prev = s->ready_tail;
-  if (s->ready_tail) s->ready_tail->ready_next = c;
-  else s->ready_head = c;
+  if (s->ready_tail)
+    s->ready_tail->ready_next = c;
+  else
+    s->ready_head = c;
   s->ready_tail = c;
   event_active(s->dispatch_ev, EV_TIMEOUT, 0);
 }
@@ -530,8 +547,10 @@ static void run_handler(call *c) {
     return;
   }
   c->state = CALL_HANDLER;
-  if (c->timeout_ms == UINT64_MAX) event_del(c->deadline_ev);
-  else arm_timer(c, call_deadline_left_ms(c));
+  if (c->timeout_ms == UINT64_MAX)
+    event_del(c->deadline_ev);
+  else
+    arm_timer(c, call_deadline_left_ms(c));
   uint8_t *msg = c->msg;
   size_t len = c->msglen;
   c->msg = NULL;
@@ -567,8 +586,8 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
   call *c = user;
   if (!c || c->state != CALL_BODY) return; /* answered already: discard */
   if (c->conn->held + len > c->srv->max_held) {
-    answerf(c, GW_RESOURCE_EXHAUSTED, "more than %zu bytes of requests in flight on this connection",
-            c->srv->max_held);
+    answerf(c, GW_RESOURCE_EXHAUSTED,
+            "more than %zu bytes of requests in flight on this connection", c->srv->max_held);
     return;
   }
   if (evbuffer_add(c->in, data, len) != 0) abort();
@@ -598,18 +617,18 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
     evbuffer_drain(c->in, evbuffer_get_length(c->in));
     switch (r) {
     case GW_FRAME_TOO_LARGE:
-      answerf(c, GW_RESOURCE_EXHAUSTED, "request message of %u bytes exceeds the limit of %zu bytes",
-              announced, c->srv->opts.max_recv_msg);
+      answerf(c, GW_RESOURCE_EXHAUSTED,
+              "request message of %u bytes exceeds the limit of %zu bytes", announced,
+              c->srv->opts.max_recv_msg);
       return;
     case GW_FRAME_COMPRESSED:
       if (c->has_encoding)
-        answerf(c, GW_UNIMPLEMENTED, "compressed messages are not supported; use grpc-encoding identity");
+        answerf(c, GW_UNIMPLEMENTED,
+                "compressed messages are not supported; use grpc-encoding identity");
       else
         answerf(c, GW_INTERNAL, "compressed flag set without a grpc-encoding");
       return;
-    default:
-      answerf(c, GW_INTERNAL, "invalid message flag %d", flag);
-      return;
+    default: answerf(c, GW_INTERNAL, "invalid message flag %d", flag); return;
     }
   }
 }
@@ -633,12 +652,15 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_
   call *c = user;
   if (!c) return;
   if (c->state == CALL_HANDLER)
-    LOG_DEBUG("call cancelled by peer path=%s h2_error=%s", c->path, nghttp2_http2_strerror(error_code));
+    LOG_DEBUG("call cancelled by peer path=%s h2_error=%s", c->path,
+              nghttp2_http2_strerror(error_code));
   if (c->state == CALL_READY) ready_unlink(c);
   cancel_handler(c);
   call_server *s = c->srv;
-  if (c->prev) c->prev->next = c->next;
-  else s->calls = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->calls = c->next;
   if (c->next) c->next->prev = c->prev;
   s->ncalls--;
   drop_request(c);
@@ -695,10 +717,12 @@ static void on_conn_close(h2conn *h2, void *conn_user) {
   const conn *t = h2conn_conn(h2);
   unsigned long long held;
   if (conn_error(t)[0] && log_limit_pass(&s->conn_failed, 1000, &held))
-    LOG_INFO("connection from %s ended: %s (%llu more since the last report)", conn_get_peer(t)->addr,
-             conn_error(t), held);
-  if (cn->prev) cn->prev->next = cn->next;
-  else s->conns = cn->next;
+    LOG_INFO("connection from %s ended: %s (%llu more since the last report)",
+             conn_get_peer(t)->addr, conn_error(t), held);
+  if (cn->prev)
+    cn->prev->next = cn->next;
+  else
+    s->conns = cn->next;
   if (cn->next) cn->next->prev = cn->prev;
   s->nconns--;
   free(cn);
@@ -712,8 +736,10 @@ static int on_send(h2conn *h2, void *conn_user) {
   if (rc == 0) return 0;
   unsigned long long held;
   if (log_limit_pass(&s->send_refused, 10000, &held))
-    LOG_WARN("connection closed unsent: its answers could not be made durable: %s (%llu more in the last 10 s)",
-             strerror(-rc), held);
+    LOG_WARN(
+        "connection closed unsent: its answers could not be made durable: %s (%llu more in the "
+        "last 10 s)",
+        strerror(-rc), held);
   return -1;
 }
 
@@ -737,7 +763,9 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
   if (!s) return -ENOMEM;
   s->base = base;
   s->opts = opts ? *opts : defaults;
-  s->max_held = s->opts.max_recv_msg + GW_PREFIX_LEN > CONN_MAX_HELD ? s->opts.max_recv_msg + GW_PREFIX_LEN : CONN_MAX_HELD;
+  s->max_held = s->opts.max_recv_msg + GW_PREFIX_LEN > CONN_MAX_HELD
+                    ? s->opts.max_recv_msg + GW_PREFIX_LEN
+                    : CONN_MAX_HELD;
   s->dispatch_ev = event_new(base, -1, 0, dispatch_cb, s);
   if (!s->dispatch_ev) {
     free(s);
@@ -746,7 +774,8 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
   if (s->opts.idle_timeout_ms) {
     s->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, s);
     /* A short timeout (tests) is looked at more often, within a quarter of itself. */
-    uint32_t every = s->opts.idle_timeout_ms / 4 < SWEEP_MS ? s->opts.idle_timeout_ms / 4 + 1 : SWEEP_MS;
+    uint32_t every =
+        s->opts.idle_timeout_ms / 4 < SWEEP_MS ? s->opts.idle_timeout_ms / 4 + 1 : SWEEP_MS;
     struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
     if (!s->sweep_ev || event_add(s->sweep_ev, &tv) < 0) {
       if (s->sweep_ev) event_free(s->sweep_ev);
@@ -774,7 +803,8 @@ static int method_cmp(const void *a, const void *b) {
   return strcmp(((const struct method *)a)->path, ((const struct method *)b)->path);
 }
 
-int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc, unsigned need) {
+int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc,
+                    unsigned need) {
   void *unused;
   if (call_server_lookup(s, path, strlen(path), &unused)) return -EEXIST;
   struct method *m = realloc(s->methods, (s->nmethods + 1) * sizeof *m);
@@ -836,7 +866,8 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg) {
   end_calls(arg, 1);
 }
 
-void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(void *arg), void *arg) {
+void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(void *arg),
+                          void *arg) {
   s->shutting_down = 1;
   s->on_idle = on_idle;
   s->idle_arg = arg;

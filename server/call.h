@@ -52,7 +52,7 @@ typedef struct call_server_opts {
    * 300000). Checked every second (every quarter of the timeout if shorter), so it may take
    * that much longer. */
   uint32_t idle_timeout_ms;
-  size_t stream_low_water;  /* streaming: on_writable fires when queued output is below */
+  size_t stream_low_water; /* streaming: on_writable fires when queued output is below */
   /* Called before a connection sends what its calls have queued (NULL: nothing): the
    * server makes durable there what answers may tell (prismqd commits its run table).
    * Returns 0, or a negative errno if it could not: the connection is then closed
@@ -66,7 +66,8 @@ typedef struct call_server_opts {
   const char *(*role_name)(unsigned bit);
 } call_server_opts;
 
-#define CALL_SERVER_OPTS_INIT { 4u << 20, 100, 16u << 10, 300000, 64u << 10, NULL, NULL, NULL, NULL, NULL }
+#define CALL_SERVER_OPTS_INIT \
+  { 4u << 20, 100, 16u << 10, 300000, 64u << 10, NULL, NULL, NULL, NULL, NULL }
 
 /* Creates the server layer on `base`. Returns 0 and sets *out, or -ENOMEM. */
 int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts);
@@ -149,8 +150,8 @@ void call_finish(call *c, int status, const char *fmt, ...) __attribute__((forma
  * caller's, read during the call) goes in the grpc-status-details-bin trailer, which
  * gRPC clients decode (grpcio-status's rpc_status.from_call, grpc-go's status). Keep it
  * to a few KiB: clients bound their metadata (grpcio: 8 KiB by default). */
-void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt,
+                         ...) __attribute__((format(printf, 5, 6)));
 
 /* Who calls: the peer's address and identity (valid during the call). */
 const conn_peer *call_peer(const call *c);

@@ -23,7 +23,7 @@
 #endif
 
 /* cgroup_remove's retries: every RETRY_MS, at most RETRY_MAX times. */
-#define RETRY_MS 100
+#define RETRY_MS  100
 #define RETRY_MAX 100
 
 struct pending {
@@ -197,8 +197,8 @@ static uint32_t hash_str(const char *s) {
   return h;
 }
 
-int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *where, const char *data_dir,
-                     char *err, size_t errlen) {
+int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *where,
+                     const char *data_dir, char *err, size_t errlen) {
   char parent[PATH_MAX], path[PATH_MAX + 32], dir[PATH_MAX];
   int rc;
   if (strcmp(where, "auto") == 0) {
@@ -260,8 +260,8 @@ const char *cgroup_root_path(const cgroup_root *r) { return r->path; }
 
 unsigned cgroup_root_controllers(const cgroup_root *r) { return r->controllers; }
 
-int cgroup_create(int *dirfd, cgroup_root *r, const char *name, uint64_t memory_max, uint32_t cpu_max_percent,
-                  char *err, size_t errlen) {
+int cgroup_create(int *dirfd, cgroup_root *r, const char *name, uint64_t memory_max,
+                  uint32_t cpu_max_percent, char *err, size_t errlen) {
   char val[64];
   int rc;
   if (mkdirat(r->fd, name, 0755) != 0) {

@@ -37,8 +37,8 @@ enum { CGROUP_MEMORY = 1, CGROUP_CPU = 2 };
  * when there is no usable hierarchy (none mounted, read-only, no cgroup.kill: kernels
  * before 5.14); or another negative errno
  * with err. `base` runs the retries of cgroup_remove. */
-int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *where, const char *data_dir,
-                     char *err, size_t errlen);
+int cgroup_root_open(cgroup_root **out, struct event_base *base, const char *where,
+                     const char *data_dir, char *err, size_t errlen);
 
 /* Ends what an earlier server on this data directory left behind: every cgroup under
  * the root is killed and removed (cgroup_remove). For start-up, before any run starts.
@@ -66,8 +66,8 @@ unsigned cgroup_root_controllers(const cgroup_root *r);
  * cgroup_root_controllers first). On success returns 0 and sets *dirfd to an
  * O_DIRECTORY|O_CLOEXEC descriptor of it (the caller closes it); otherwise a negative
  * errno, with err saying what failed, and nothing is left behind. */
-int cgroup_create(int *dirfd, cgroup_root *r, const char *name, uint64_t memory_max, uint32_t cpu_max_percent,
-                  char *err, size_t errlen);
+int cgroup_create(int *dirfd, cgroup_root *r, const char *name, uint64_t memory_max,
+                  uint32_t cpu_max_percent, char *err, size_t errlen);
 
 /* Removes "<root>/<name>" after killing anything still in it. A cgroup whose killed
  * members have not all exited yet cannot be removed at once: it is retried from the

@@ -92,32 +92,27 @@ const char config_default_yaml[] =
     "      - {name: token, type: secret, env_var: TOKEN, max_length: 4096,\n"
     "         description: reaches the run as $TOKEN only}\n";
 
-static void oom(void)
-{
+static void oom(void) {
   LOG_ERROR("out of memory in config");
   abort();
 }
 
-static char *kv_new(const char *k, const char *v)
-{
+static char *kv_new(const char *k, const char *v) {
   size_t len = strlen(k) + 1 + strlen(v) + 1;
   char *p = xcalloc(len, 1);
   snprintf(p, len, "%s=%s", k, v);
   return p;
 }
 
-void config_argv_free(char **v)
-{
-  if (!v)
-    return;
-  for (char **p = v; *p; p++)
-    free(*p);
+void config_argv_free(char **v) {
+  if (!v) return;
+  for (char **p = v; *p; p++) free(*p);
   free(v);
 }
 
-__attribute__((format(printf, 3, 4)))
 static int set_err(char *err, size_t errlen, const char *fmt, ...)
-{
+    __attribute__((format(printf, 3, 4)));
+static int set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
 
   if (errlen) {
@@ -130,8 +125,7 @@ static int set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* ---- templates ---- */
 
-static long param_index(const config_module *m, const char *name, size_t len)
-{
+static long param_index(const config_module *m, const char *name, size_t len) {
   for (size_t i = 0; i < m->nparams; i++)
     if (strlen(m->params[i].name) == len && memcmp(m->params[i].name, name, len) == 0)
       return (long)i;
@@ -142,14 +136,12 @@ static long param_index(const config_module *m, const char *name, size_t len)
  * and render, so the two can never disagree on the syntax. vals[i] is the value of
  * m->params[i] or NULL. Returns the expansion, or NULL with a message in msg. */
 static char *expand(const config_module *m, const char *t, char *const *vals, char *msg,
-                    size_t msglen)
-{
+                    size_t msglen) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
 
-  if (!f)
-    oom();
+  if (!f) oom();
   while (*t) {
     if ((t[0] == '{' || t[0] == '}') && t[1] == t[0]) {
       fputc(t[0], f);
@@ -167,8 +159,7 @@ static char *expand(const config_module *m, const char *t, char *const *vals, ch
       }
       i = param_index(m, t + 1, (size_t)(end - t - 1));
       if (i < 0) {
-        set_err(msg, msglen, "placeholder %.*s names no declared parameter",
-                (int)(end - t + 1), t);
+        set_err(msg, msglen, "placeholder %.*s names no declared parameter", (int)(end - t + 1), t);
         goto fail;
       }
       if (m->params[i].type == CONFIG_PARAM_SECRET) {
@@ -192,8 +183,7 @@ static char *expand(const config_module *m, const char *t, char *const *vals, ch
     }
   }
   /* The stream allocates as it writes and at the final flush in fclose. */
-  if (ferror(f) | fclose(f))
-    oom();
+  if (ferror(f) | fclose(f)) oom();
   return buf;
 
 fail:
@@ -211,9 +201,9 @@ typedef struct loader {
   size_t errlen;
 } loader;
 
-__attribute__((format(printf, 3, 4)))
 static int fail_at(const loader *ld, const yaml_node_t *n, const char *fmt, ...)
-{
+    __attribute__((format(printf, 3, 4)));
+static int fail_at(const loader *ld, const yaml_node_t *n, const char *fmt, ...) {
   char msg[512];
   va_list ap;
 
@@ -223,22 +213,18 @@ static int fail_at(const loader *ld, const yaml_node_t *n, const char *fmt, ...)
   return set_err(ld->err, ld->errlen, "%s:%zu: %s", ld->name, n->start_mark.line + 1, msg);
 }
 
-static yaml_node_t *node(const loader *ld, int index)
-{
+static yaml_node_t *node(const loader *ld, int index) {
   return yaml_document_get_node((yaml_document_t *)&ld->doc, index);
 }
 
 /* YAML 1.1 null, which is no string: "key:" with nothing after it must not silently
  * become "". */
-static int is_null(const yaml_node_t *n)
-{
+static int is_null(const yaml_node_t *n) {
   static const char *const words[] = {"", "~", "null", "Null", "NULL"};
 
-  if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-    return 0;
+  if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
-    if (!strcmp((const char *)n->data.scalar.value, words[i]))
-      return 1;
+    if (!strcmp((const char *)n->data.scalar.value, words[i])) return 1;
   return 0;
 }
 
@@ -246,43 +232,35 @@ static int is_null(const yaml_node_t *n)
  * list; vals has as many slots, NULL for absent keys). Unknown and repeated keys are
  * errors, since a typo must not pass silently. */
 static int get_fields(const loader *ld, const yaml_node_t *n, const char *what,
-                      const char *const *keys, yaml_node_t **vals)
-{
+                      const char *const *keys, yaml_node_t **vals) {
   size_t nkeys = 0;
 
-  while (keys[nkeys])
-    vals[nkeys++] = NULL;
-  if (n->type != YAML_MAPPING_NODE)
-    return fail_at(ld, n, "%s must be a mapping", what);
+  while (keys[nkeys]) vals[nkeys++] = NULL;
+  if (n->type != YAML_MAPPING_NODE) return fail_at(ld, n, "%s must be a mapping", what);
   for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
     yaml_node_t *k = node(ld, p->key);
     const char *key;
     size_t i = 0;
 
-    if (k->type != YAML_SCALAR_NODE)
-      return fail_at(ld, k, "%s: keys must be strings", what);
+    if (k->type != YAML_SCALAR_NODE) return fail_at(ld, k, "%s: keys must be strings", what);
     key = (const char *)k->data.scalar.value;
-    while (i < nkeys && strcmp(keys[i], key) != 0)
-      i++;
+    while (i < nkeys && strcmp(keys[i], key) != 0) i++;
     if (i == nkeys) {
       char known[256] = "";
       size_t used = 0;
 
       for (size_t j = 0; j < nkeys && used < sizeof known; j++)
-        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "",
-                                 keys[j]);
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "", keys[j]);
       return fail_at(ld, k, "%s: unknown key \"%s\" (expected one of: %s)", what, key, known);
     }
-    if (vals[i])
-      return fail_at(ld, k, "%s: duplicate key \"%s\"", what, key);
+    if (vals[i]) return fail_at(ld, k, "%s: duplicate key \"%s\"", what, key);
     vals[i] = node(ld, p->value);
   }
   return 0;
 }
 
 static int get_str(const loader *ld, const yaml_node_t *n, const char *what, int nonempty,
-                   char **out)
-{
+                   char **out) {
   if (n->type != YAML_SCALAR_NODE || is_null(n) || (nonempty && !n->data.scalar.length))
     return fail_at(ld, n, "%s must be a %sstring", what, nonempty ? "non-empty " : "");
   if (memchr(n->data.scalar.value, '\0', n->data.scalar.length))
@@ -292,8 +270,7 @@ static int get_str(const loader *ld, const yaml_node_t *n, const char *what, int
 }
 
 static int get_uint(const loader *ld, const yaml_node_t *n, const char *what, uint64_t lo,
-                    uint64_t hi, uint64_t *out)
-{
+                    uint64_t hi, uint64_t *out) {
   if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
       n->data.scalar.length &&
       strspn((const char *)n->data.scalar.value, "0123456789") == n->data.scalar.length) {
@@ -306,24 +283,21 @@ static int get_uint(const loader *ld, const yaml_node_t *n, const char *what, ui
       return 0;
     }
   }
-  return fail_at(ld, n, "%s must be an integer from %llu to %llu", what,
-                 (unsigned long long)lo, (unsigned long long)hi);
+  return fail_at(ld, n, "%s must be an integer from %llu to %llu", what, (unsigned long long)lo,
+                 (unsigned long long)hi);
 }
 
 static int get_u32(const loader *ld, const yaml_node_t *n, const char *what, uint32_t lo,
-                   uint32_t hi, uint32_t *out)
-{
+                   uint32_t hi, uint32_t *out) {
   uint64_t x;
   int rc = get_uint(ld, n, what, lo, hi, &x);
 
-  if (rc == 0)
-    *out = (uint32_t)x;
+  if (rc == 0) *out = (uint32_t)x;
   return rc;
 }
 
 /* A finite number in decimal notation (a sign, a fraction and an exponent allowed). */
-static int get_number(const loader *ld, const yaml_node_t *n, const char *what, double *out)
-{
+static int get_number(const loader *ld, const yaml_node_t *n, const char *what, double *out) {
   const char *s = (const char *)n->data.scalar.value;
   char *end;
 
@@ -342,8 +316,7 @@ static int get_number(const loader *ld, const yaml_node_t *n, const char *what, 
 /* A duration: a plain number of milliseconds, or a number with one unit of ms, s, m,
  * h or d ("30s", "7d"), within lo..hi milliseconds. */
 static int get_duration(const loader *ld, const yaml_node_t *n, const char *what, uint64_t lo,
-                        uint64_t hi, uint64_t *out)
-{
+                        uint64_t hi, uint64_t *out) {
   static const struct {
     const char *unit;
     uint64_t ms;
@@ -361,13 +334,13 @@ static int get_duration(const loader *ld, const yaml_node_t *n, const char *what
           return 0;
         }
       }
-  return fail_at(ld, n, "%s must be a duration from %llu ms to %llu ms: milliseconds, or a "
-                 "number with a unit ms, s, m, h or d (like 30s or 7d)", what,
-                 (unsigned long long)lo, (unsigned long long)hi);
+  return fail_at(ld, n,
+                 "%s must be a duration from %llu ms to %llu ms: milliseconds, or a "
+                 "number with a unit ms, s, m, h or d (like 30s or 7d)",
+                 what, (unsigned long long)lo, (unsigned long long)hi);
 }
 
-static int get_bool(const loader *ld, const yaml_node_t *n, const char *what, int *out)
-{
+static int get_bool(const loader *ld, const yaml_node_t *n, const char *what, int *out) {
   static const char *const words[] = {"false", "False", "FALSE", "true", "True", "TRUE"};
 
   if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
@@ -382,8 +355,7 @@ static int get_bool(const loader *ld, const yaml_node_t *n, const char *what, in
 /* A sequence of strings (non-empty ones if `nonempty`), as a NULL-terminated vector;
  * the sequence itself may be empty only if `empty_ok`. */
 static int get_strv(const loader *ld, const yaml_node_t *n, const char *what, int nonempty,
-                    int empty_ok, char ***out, size_t *count)
-{
+                    int empty_ok, char ***out, size_t *count) {
   size_t len, i;
   char **v;
   int rc = 0;
@@ -408,8 +380,7 @@ static int get_strv(const loader *ld, const yaml_node_t *n, const char *what, in
   return 0;
 }
 
-static int get_env(const loader *ld, const yaml_node_t *n, const char *what, config_module *m)
-{
+static int get_env(const loader *ld, const yaml_node_t *n, const char *what, config_module *m) {
   size_t len, i;
 
   if (n->type != YAML_MAPPING_NODE)
@@ -425,42 +396,35 @@ static int get_env(const loader *ld, const yaml_node_t *n, const char *what, con
     int rc;
 
     snprintf(path, sizeof path, "%s names", what);
-    if ((rc = get_str(ld, kn, path, 1, &k)) < 0)
-      return rc;
+    if ((rc = get_str(ld, kn, path, 1, &k)) < 0) return rc;
     klen = strlen(k);
-    if (strchr(k, '='))
-      rc = fail_at(ld, kn, "%s: name \"%s\" contains \"=\"", what, k);
+    if (strchr(k, '=')) rc = fail_at(ld, kn, "%s: name \"%s\" contains \"=\"", what, k);
     for (size_t j = 0; rc == 0 && j < i; j++)
       if (!strncmp(m->env[j], k, klen) && m->env[j][klen] == '=')
         rc = fail_at(ld, kn, "%s: duplicate name \"%s\"", what, k);
     snprintf(path, sizeof path, "%s.%s", what, k);
-    if (rc == 0 && (rc = get_str(ld, vn, path, 0, &v)) == 0)
-      m->env[m->nenv++] = kv_new(k, v);
+    if (rc == 0 && (rc = get_str(ld, vn, path, 0, &v)) == 0) m->env[m->nenv++] = kv_new(k, v);
     free(k);
     free(v);
-    if (rc < 0)
-      return rc;
+    if (rc < 0) return rc;
   }
   return 0;
 }
 
-static int valid_param_name(const char *s)
-{
+static int valid_param_name(const char *s) {
   size_t len = strlen(s);
 
   return len >= 1 && len <= 64 && strchr(ALPHA "_", s[0]) && strspn(s, ALNUM "_") == len;
 }
 
-static int valid_module_id(const char *s)
-{
+static int valid_module_id(const char *s) {
   size_t len = strlen(s);
 
   return len >= 1 && len <= 64 && strspn(s, ALNUM "_.-") == len;
 }
 
 static int compile_pattern(const loader *ld, const yaml_node_t *n, const char *what,
-                           config_param *p, const char *pattern)
-{
+                           config_param *p, const char *pattern) {
   size_t len = strlen(pattern) + 5;
   char *wrapped = xcalloc(len, 1);
   regex_t probe;
@@ -490,8 +454,7 @@ static int compile_pattern(const loader *ld, const yaml_node_t *n, const char *w
 
 /* min and max of an INTEGER or NUMBER parameter (nodes NULL when not given). */
 static int load_range(const loader *ld, const char *what, config_param *p, const yaml_node_t *min,
-                      const yaml_node_t *max)
-{
+                      const yaml_node_t *max) {
   char path[192];
   int rc;
   const yaml_node_t *given = min ? min : max;
@@ -499,11 +462,9 @@ static int load_range(const loader *ld, const char *what, config_param *p, const
   if (given && p->type != CONFIG_PARAM_INTEGER && p->type != CONFIG_PARAM_NUMBER)
     return fail_at(ld, given, "%s: min and max are for integer and number parameters", what);
   snprintf(path, sizeof path, "%s.min", what);
-  if (min && (rc = get_number(ld, min, path, &p->min)) < 0)
-    return rc;
+  if (min && (rc = get_number(ld, min, path, &p->min)) < 0) return rc;
   snprintf(path, sizeof path, "%s.max", what);
-  if (max && (rc = get_number(ld, max, path, &p->max)) < 0)
-    return rc;
+  if (max && (rc = get_number(ld, max, path, &p->max)) < 0) return rc;
   p->has_min = min != NULL;
   p->has_max = max != NULL;
   /* An integer's bounds are compared exactly with int64 values (param.c). */
@@ -511,28 +472,23 @@ static int load_range(const loader *ld, const char *what, config_param *p, const
       ((min && (p->min != floor(p->min) || fabs(p->min) > 9.2e18)) ||
        (max && (p->max != floor(p->max) || fabs(p->max) > 9.2e18))))
     return fail_at(ld, given, "%s: an integer parameter's min and max must be integers", what);
-  if (min && max && p->min > p->max)
-    return fail_at(ld, max, "%s: max is below min", what);
+  if (min && max && p->min > p->max) return fail_at(ld, max, "%s: max is below min", what);
   return 0;
 }
 
 /* options of a SELECT parameter: required there, distinct, and nowhere else. */
 static int load_options(const loader *ld, const yaml_node_t *n, const yaml_node_t *opts,
-                        const char *what, config_param *p)
-{
+                        const char *what, config_param *p) {
   char path[192];
   int rc;
 
   if (p->type != CONFIG_PARAM_SELECT) {
-    if (opts)
-      return fail_at(ld, opts, "%s: options are for select parameters", what);
+    if (opts) return fail_at(ld, opts, "%s: options are for select parameters", what);
     return 0;
   }
-  if (!opts)
-    return fail_at(ld, n, "%s: a select parameter needs options", what);
+  if (!opts) return fail_at(ld, n, "%s: a select parameter needs options", what);
   snprintf(path, sizeof path, "%s.options", what);
-  if ((rc = get_strv(ld, opts, path, 0, 0, &p->options, &p->noptions)) < 0)
-    return rc;
+  if ((rc = get_strv(ld, opts, path, 0, 0, &p->options, &p->noptions)) < 0) return rc;
   for (size_t i = 0; i < p->noptions; i++)
     for (size_t j = 0; j < i; j++)
       if (!strcmp(p->options[i], p->options[j]))
@@ -542,21 +498,17 @@ static int load_options(const loader *ld, const yaml_node_t *n, const yaml_node_
 
 /* base_dir of a PATH parameter: required there, absolute, and nowhere else. */
 static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node_t *base,
-                         const char *what, config_param *p)
-{
+                         const char *what, config_param *p) {
   char path[192];
   int rc;
 
   if (p->type != CONFIG_PARAM_PATH) {
-    if (base)
-      return fail_at(ld, base, "%s: base_dir is for path parameters", what);
+    if (base) return fail_at(ld, base, "%s: base_dir is for path parameters", what);
     return 0;
   }
-  if (!base)
-    return fail_at(ld, n, "%s: a path parameter needs base_dir", what);
+  if (!base) return fail_at(ld, n, "%s: a path parameter needs base_dir", what);
   snprintf(path, sizeof path, "%s.base_dir", what);
-  if ((rc = get_str(ld, base, path, 1, &p->base_dir)) < 0)
-    return rc;
+  if ((rc = get_str(ld, base, path, 1, &p->base_dir)) < 0) return rc;
   if (param_resolve_base(&p->base_resolved, p->base_dir) < 0)
     return fail_at(ld, base, "%s must be an absolute path", path);
   return 0;
@@ -566,27 +518,24 @@ static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node
  * there, a valid name, and nowhere else; a secret has no default (the file would hold
  * it). */
 static int load_env_var(const loader *ld, const yaml_node_t *n, const yaml_node_t *var,
-                        const yaml_node_t *dflt, const char *what, config_param *p)
-{
+                        const yaml_node_t *dflt, const char *what, config_param *p) {
   char path[192];
   int rc;
 
   if (p->type != CONFIG_PARAM_SECRET) {
-    if (var)
-      return fail_at(ld, var, "%s: env_var is for secret parameters", what);
+    if (var) return fail_at(ld, var, "%s: env_var is for secret parameters", what);
     return 0;
   }
   if (!var)
-    return fail_at(ld, n, "%s: a secret parameter needs env_var, the environment variable "
-                   "that takes its value", what);
-  if (dflt)
-    return fail_at(ld, dflt, "%s: a secret parameter cannot have a default", what);
+    return fail_at(ld, n,
+                   "%s: a secret parameter needs env_var, the environment variable "
+                   "that takes its value",
+                   what);
+  if (dflt) return fail_at(ld, dflt, "%s: a secret parameter cannot have a default", what);
   snprintf(path, sizeof path, "%s.env_var", what);
-  if ((rc = get_str(ld, var, path, 1, &p->env_var)) < 0)
-    return rc;
+  if ((rc = get_str(ld, var, path, 1, &p->env_var)) < 0) return rc;
   if (!valid_param_name(p->env_var))
-    return fail_at(ld, var, "%s \"%s\" must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$", path,
-                   p->env_var);
+    return fail_at(ld, var, "%s \"%s\" must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$", path, p->env_var);
   return 0;
 }
 
@@ -594,8 +543,7 @@ static int load_env_var(const loader *ld, const yaml_node_t *n, const yaml_node_
  * min_length, max_length, base_dir and env_var, in this order (NULL when not given);
  * dflt is the default's node. */
 static int load_param_type(const loader *ld, const yaml_node_t *n, const char *what,
-                           config_param *p, yaml_node_t *const *v, const yaml_node_t *dflt)
-{
+                           config_param *p, yaml_node_t *const *v, const yaml_node_t *dflt) {
   enum { TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN, BASEDIR, ENVVAR };
   char path[192];
   char *type = NULL;
@@ -604,13 +552,14 @@ static int load_param_type(const loader *ld, const yaml_node_t *n, const char *w
   p->type = CONFIG_PARAM_STRING;
   snprintf(path, sizeof path, "%s.type", what);
   if (v[TYPE]) {
-    if ((rc = get_str(ld, v[TYPE], path, 1, &type)) < 0)
-      return rc;
+    if ((rc = get_str(ld, v[TYPE], path, 1, &type)) < 0) return rc;
     rc = param_type_parse(&p->type, type);
     free(type);
     if (rc < 0)
-      return fail_at(ld, v[TYPE], "%s must be one of string, integer, number, boolean, select, "
-                     "secret, path", path);
+      return fail_at(ld, v[TYPE],
+                     "%s must be one of string, integer, number, boolean, select, "
+                     "secret, path",
+                     path);
   }
   if ((rc = load_range(ld, what, p, v[MIN], v[MAX])) < 0 ||
       (rc = load_options(ld, n, v[OPTIONS], what, p)) < 0 ||
@@ -630,13 +579,11 @@ static int load_param_type(const loader *ld, const yaml_node_t *n, const char *w
 
 /* A default must be a value the parameter accepts; a BOOLEAN's is kept as true/false. */
 static int check_default(const loader *ld, const yaml_node_t *dn, const char *what,
-                         config_param *p)
-{
+                         config_param *p) {
   char why[256];
   char *value = NULL;
 
-  if (!p->default_value)
-    return 0;
+  if (!p->default_value) return 0;
   if (param_check(&value, p, p->default_value, why, sizeof why) < 0)
     return fail_at(ld, dn, "%s.default \"%s\" %s", what, p->default_value, why);
   if (p->type == CONFIG_PARAM_BOOLEAN) {
@@ -648,28 +595,37 @@ static int check_default(const loader *ld, const yaml_node_t *dn, const char *wh
   return 0;
 }
 
-static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
-                      config_module *m, size_t idx)
-{
-  static const char *const keys[] = {"name",    "required", "default", "description",
-                                     "pattern", "type",     "min",     "max",
-                                     "options", "min_length", "max_length", "base_dir",
-                                     "env_var", NULL};
-  enum { NAME, REQUIRED, DEFAULT, DESCRIPTION, PATTERN, TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN,
-         BASEDIR, ENVVAR, NKEYS };
+static int load_param(const loader *ld, const yaml_node_t *n, const char *what, config_module *m,
+                      size_t idx) {
+  static const char *const keys[] = {
+      "name", "required", "default",    "description", "pattern",  "type",    "min",
+      "max",  "options",  "min_length", "max_length",  "base_dir", "env_var", NULL};
+  enum {
+    NAME,
+    REQUIRED,
+    DEFAULT,
+    DESCRIPTION,
+    PATTERN,
+    TYPE,
+    MIN,
+    MAX,
+    OPTIONS,
+    MINLEN,
+    MAXLEN,
+    BASEDIR,
+    ENVVAR,
+    NKEYS
+  };
   config_param *p = &m->params[idx];
   yaml_node_t *v[NKEYS];
   char path[160];
   char *pattern = NULL;
   int rc;
 
-  if ((rc = get_fields(ld, n, what, keys, v)) < 0)
-    return rc;
-  if (!v[NAME])
-    return fail_at(ld, n, "%s: missing required key \"name\"", what);
+  if ((rc = get_fields(ld, n, what, keys, v)) < 0) return rc;
+  if (!v[NAME]) return fail_at(ld, n, "%s: missing required key \"name\"", what);
   snprintf(path, sizeof path, "%s.name", what);
-  if ((rc = get_str(ld, v[NAME], path, 1, &p->name)) < 0)
-    return rc;
+  if ((rc = get_str(ld, v[NAME], path, 1, &p->name)) < 0) return rc;
   if (!valid_param_name(p->name))
     return fail_at(ld, v[NAME], "%s \"%s\" must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$", path,
                    p->name);
@@ -677,37 +633,29 @@ static int load_param(const loader *ld, const yaml_node_t *n, const char *what,
     if (!strcmp(m->params[j].name, p->name))
       return fail_at(ld, v[NAME], "%s: duplicate parameter name \"%s\"", what, p->name);
   snprintf(path, sizeof path, "%s.required", what);
-  if (v[REQUIRED] && (rc = get_bool(ld, v[REQUIRED], path, &p->required)) < 0)
-    return rc;
+  if (v[REQUIRED] && (rc = get_bool(ld, v[REQUIRED], path, &p->required)) < 0) return rc;
   snprintf(path, sizeof path, "%s.default", what);
-  if (v[DEFAULT] && (rc = get_str(ld, v[DEFAULT], path, 0, &p->default_value)) < 0)
-    return rc;
+  if (v[DEFAULT] && (rc = get_str(ld, v[DEFAULT], path, 0, &p->default_value)) < 0) return rc;
   if (p->required && p->default_value)
     return fail_at(ld, v[DEFAULT], "%s: a required parameter cannot have a default", what);
   snprintf(path, sizeof path, "%s.description", what);
-  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &p->description)) < 0)
-    return rc;
-  if (!p->description)
-    p->description = xstrdup("");
+  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &p->description)) < 0) return rc;
+  if (!p->description) p->description = xstrdup("");
   if (v[PATTERN]) {
     snprintf(path, sizeof path, "%s.pattern", what);
-    if ((rc = get_str(ld, v[PATTERN], path, 1, &pattern)) < 0)
-      return rc;
+    if ((rc = get_str(ld, v[PATTERN], path, 1, &pattern)) < 0) return rc;
     rc = compile_pattern(ld, v[PATTERN], path, p, pattern);
     free(pattern);
-    if (rc < 0)
-      return rc;
+    if (rc < 0) return rc;
   }
-  if ((rc = load_param_type(ld, n, what, p, v + TYPE, v[DEFAULT])) < 0)
-    return rc;
+  if ((rc = load_param_type(ld, n, what, p, v + TYPE, v[DEFAULT])) < 0) return rc;
   return check_default(ld, v[DEFAULT], what, p);
 }
 
 /* Checks template t (at node n) now, so that rendering cannot meet an unknown
  * placeholder or one without a value. */
 static int check_template(const loader *ld, const yaml_node_t *n, const char *what,
-                          const config_module *m, const char *t)
-{
+                          const config_module *m, const char *t) {
   char **vals = xcalloc(m->nparams, sizeof *vals);
   char msg[256];
   char *out;
@@ -718,21 +666,19 @@ static int check_template(const loader *ld, const yaml_node_t *n, const char *wh
     vals[i] = m->params[i].required ? m->params[i].name : m->params[i].default_value;
   out = expand(m, t, vals, msg, sizeof msg);
   free(vals);
-  if (!out)
-    return fail_at(ld, n, "%s: %s", what, msg);
+  if (!out) return fail_at(ld, n, "%s: %s", what, msg);
   free(out);
   return 0;
 }
 
 /* modules[i].parameters: a list of parameter mappings. */
-static int load_params(const loader *ld, const yaml_node_t *ps, const char *what, config_module *m)
-{
+static int load_params(const loader *ld, const yaml_node_t *ps, const char *what,
+                       config_module *m) {
   char path[96];
   int rc;
 
   snprintf(path, sizeof path, "%s.parameters", what);
-  if (ps->type != YAML_SEQUENCE_NODE)
-    return fail_at(ld, ps, "%s must be a list of mappings", path);
+  if (ps->type != YAML_SEQUENCE_NODE) return fail_at(ld, ps, "%s must be a list of mappings", path);
   m->nparams = (size_t)(ps->data.sequence.items.top - ps->data.sequence.items.start);
   m->params = xcalloc(m->nparams, sizeof *m->params);
   for (size_t i = 0; i < m->nparams; i++) {
@@ -747,86 +693,87 @@ static int load_params(const loader *ld, const yaml_node_t *ps, const char *what
 
 /* What bounds one run of module m: timeout_ms, max_concurrent, memory_max, cpu_max (each
  * node NULL when not given). */
-static int load_run_limits(const loader *ld, const char *what, config_module *m, const yaml_node_t *timeout,
-                           const yaml_node_t *maxconc, const yaml_node_t *memmax, const yaml_node_t *cpumax)
-{
+static int load_run_limits(const loader *ld, const char *what, config_module *m,
+                           const yaml_node_t *timeout, const yaml_node_t *maxconc,
+                           const yaml_node_t *memmax, const yaml_node_t *cpumax) {
   char path[96];
   int rc = 0;
 
   snprintf(path, sizeof path, "%s.timeout_ms", what);
-  if (timeout && (rc = get_u32(ld, timeout, path, 0, UINT32_MAX, &m->timeout_ms)) < 0)
-    return rc;
+  if (timeout && (rc = get_u32(ld, timeout, path, 0, UINT32_MAX, &m->timeout_ms)) < 0) return rc;
   snprintf(path, sizeof path, "%s.max_concurrent", what);
   if (maxconc && (rc = get_u32(ld, maxconc, path, 0, UINT32_MAX, &m->max_concurrent)) < 0)
     return rc;
   snprintf(path, sizeof path, "%s.memory_max", what);
-  if (memmax && (rc = get_uint(ld, memmax, path, 4096, UINT64_MAX, &m->memory_max)) < 0)
-    return rc;
+  if (memmax && (rc = get_uint(ld, memmax, path, 4096, UINT64_MAX, &m->memory_max)) < 0) return rc;
   snprintf(path, sizeof path, "%s.cpu_max", what);
-  if (cpumax && (rc = get_u32(ld, cpumax, path, 1, 100000, &m->cpu_max_percent)) < 0)
-    return rc;
+  if (cpumax && (rc = get_u32(ld, cpumax, path, 1, 100000, &m->cpu_max_percent)) < 0) return rc;
   return 0;
 }
 
 /* A module's catalogue entries: v holds the nodes of category, tags, version and
  * enabled, in this order (NULL when not given). */
 static int load_module_meta(const loader *ld, const char *what, config_module *m,
-                            yaml_node_t *const *v)
-{
+                            yaml_node_t *const *v) {
   enum { CATEGORY, TAGS, VERSION, ENABLED };
   char path[96];
   int rc;
 
   snprintf(path, sizeof path, "%s.category", what);
-  if (v[CATEGORY] && (rc = get_str(ld, v[CATEGORY], path, 0, &m->category)) < 0)
-    return rc;
+  if (v[CATEGORY] && (rc = get_str(ld, v[CATEGORY], path, 0, &m->category)) < 0) return rc;
   snprintf(path, sizeof path, "%s.version", what);
-  if (v[VERSION] && (rc = get_str(ld, v[VERSION], path, 0, &m->version)) < 0)
-    return rc;
+  if (v[VERSION] && (rc = get_str(ld, v[VERSION], path, 0, &m->version)) < 0) return rc;
   snprintf(path, sizeof path, "%s.tags", what);
-  if (v[TAGS] && (rc = get_strv(ld, v[TAGS], path, 1, 1, &m->tags, &m->ntags)) < 0)
-    return rc;
+  if (v[TAGS] && (rc = get_strv(ld, v[TAGS], path, 1, 1, &m->tags, &m->ntags)) < 0) return rc;
   for (size_t i = 0; i < m->ntags; i++)
     for (size_t j = 0; j < i; j++)
       if (!strcmp(m->tags[i], m->tags[j]))
         return fail_at(ld, v[TAGS], "%s: duplicate tag \"%s\"", path, m->tags[i]);
   m->enabled = 1;
   snprintf(path, sizeof path, "%s.enabled", what);
-  if (v[ENABLED] && (rc = get_bool(ld, v[ENABLED], path, &m->enabled)) < 0)
-    return rc;
-  if (!m->category)
-    m->category = xstrdup("");
-  if (!m->version)
-    m->version = xstrdup("");
-  if (!m->tags)
-    m->tags = xcalloc(1, sizeof *m->tags);
+  if (v[ENABLED] && (rc = get_bool(ld, v[ENABLED], path, &m->enabled)) < 0) return rc;
+  if (!m->category) m->category = xstrdup("");
+  if (!m->version) m->version = xstrdup("");
+  if (!m->tags) m->tags = xcalloc(1, sizeof *m->tags);
   return 0;
 }
 
-static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx)
-{
-  static const char *const keys[] = {"id", "name", "description", "argv", "cwd", "env",
-                                     "timeout_ms", "max_concurrent", "pass_parameters",
-                                     "parameters", "memory_max", "cpu_max", "category", "tags",
-                                     "version", "enabled", NULL};
-  enum { ID, NAME, DESCRIPTION, ARGV, CWD, ENV, TIMEOUT, MAXCONC, PASS, PARAMS, MEMMAX, CPUMAX,
-         CATEGORY, TAGS, VERSION, ENABLED, NKEYS };
+static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx) {
+  static const char *const keys[] = {
+      "id",         "name",           "description",     "argv",       "cwd",        "env",
+      "timeout_ms", "max_concurrent", "pass_parameters", "parameters", "memory_max", "cpu_max",
+      "category",   "tags",           "version",         "enabled",    NULL};
+  enum {
+    ID,
+    NAME,
+    DESCRIPTION,
+    ARGV,
+    CWD,
+    ENV,
+    TIMEOUT,
+    MAXCONC,
+    PASS,
+    PARAMS,
+    MEMMAX,
+    CPUMAX,
+    CATEGORY,
+    TAGS,
+    VERSION,
+    ENABLED,
+    NKEYS
+  };
   config_module *m = &c->modules[idx];
   yaml_node_t *v[NKEYS];
   char what[32], path[96];
   int rc;
 
   snprintf(what, sizeof what, "modules[%zu]", idx);
-  if ((rc = get_fields(ld, n, what, keys, v)) < 0)
-    return rc;
-  if (!v[ID])
-    return fail_at(ld, n, "%s: missing required key \"id\"", what);
-  if (!v[ARGV])
-    return fail_at(ld, n, "%s: missing required key \"argv\"", what);
+  if ((rc = get_fields(ld, n, what, keys, v)) < 0) return rc;
+  if (!v[ID]) return fail_at(ld, n, "%s: missing required key \"id\"", what);
+  if (!v[ARGV]) return fail_at(ld, n, "%s: missing required key \"argv\"", what);
 
   snprintf(path, sizeof path, "%s.id", what);
-  if ((rc = get_str(ld, v[ID], path, 1, &m->id)) < 0)
-    return rc;
+  if ((rc = get_str(ld, v[ID], path, 1, &m->id)) < 0) return rc;
   if (!valid_module_id(m->id))
     return fail_at(ld, v[ID], "%s \"%s\" must match ^[A-Za-z0-9_.-]{1,64}$", path, m->id);
   for (size_t j = 0; j < idx; j++)
@@ -835,25 +782,18 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
                      m->id, j);
 
   snprintf(path, sizeof path, "%s.name", what);
-  if (v[NAME] && (rc = get_str(ld, v[NAME], path, 1, &m->name)) < 0)
-    return rc;
-  if (!m->name)
-    m->name = xstrdup(m->id);
+  if (v[NAME] && (rc = get_str(ld, v[NAME], path, 1, &m->name)) < 0) return rc;
+  if (!m->name) m->name = xstrdup(m->id);
   snprintf(path, sizeof path, "%s.description", what);
-  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &m->description)) < 0)
-    return rc;
-  if (!m->description)
-    m->description = xstrdup("");
-  if ((rc = load_module_meta(ld, what, m, v + CATEGORY)) < 0)
-    return rc;
+  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &m->description)) < 0) return rc;
+  if (!m->description) m->description = xstrdup("");
+  if ((rc = load_module_meta(ld, what, m, v + CATEGORY)) < 0) return rc;
 
   /* Parameters first: the argv and cwd templates are checked against them. */
-  if (v[PARAMS] && (rc = load_params(ld, v[PARAMS], what, m)) < 0)
-    return rc;
+  if (v[PARAMS] && (rc = load_params(ld, v[PARAMS], what, m)) < 0) return rc;
 
   snprintf(path, sizeof path, "%s.argv", what);
-  if ((rc = get_strv(ld, v[ARGV], path, 0, 0, &m->argv, &m->argc)) < 0)
-    return rc;
+  if ((rc = get_strv(ld, v[ARGV], path, 0, 0, &m->argv, &m->argc)) < 0) return rc;
   for (size_t i = 0; i < m->argc; i++) {
     snprintf(path, sizeof path, "%s.argv[%zu]", what, i);
     if ((rc = check_template(ld, node(ld, v[ARGV]->data.sequence.items.start[i]), path, m,
@@ -869,10 +809,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
     return rc;
 
   snprintf(path, sizeof path, "%s.env", what);
-  if (v[ENV] && (rc = get_env(ld, v[ENV], path, m)) < 0)
-    return rc;
-  if (!m->env)
-    m->env = xcalloc(1, sizeof *m->env);
+  if (v[ENV] && (rc = get_env(ld, v[ENV], path, m)) < 0) return rc;
+  if (!m->env) m->env = xcalloc(1, sizeof *m->env);
 
   if ((rc = load_run_limits(ld, what, m, v[TIMEOUT], v[MAXCONC], v[MEMMAX], v[CPUMAX])) < 0)
     return rc;
@@ -887,48 +825,71 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   return 0;
 }
 
-static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l)
-{
-  static const char *const keys[] = {"max_concurrent", "max_queued", "max_memory_percent",
-                                     "min_available_memory_mb", "max_cpu_percent",
-                                     "max_connections", "max_streams_per_connection",
-                                     "max_header_list_bytes", "max_message_bytes",
-                                     "idle_timeout_ms", "max_queued_per_identity",
-                                     "output_max_bytes", NULL};
-  enum { MAXCONC, MAXQ, MEMPCT, MINMEM, CPUPCT, MAXCONN, MAXSTREAMS, MAXHDR, MAXMSG, IDLE,
-         MAXQID, OUTMAX, NKEYS };
+static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l) {
+  static const char *const keys[] = {"max_concurrent",
+                                     "max_queued",
+                                     "max_memory_percent",
+                                     "min_available_memory_mb",
+                                     "max_cpu_percent",
+                                     "max_connections",
+                                     "max_streams_per_connection",
+                                     "max_header_list_bytes",
+                                     "max_message_bytes",
+                                     "idle_timeout_ms",
+                                     "max_queued_per_identity",
+                                     "output_max_bytes",
+                                     NULL};
+  enum {
+    MAXCONC,
+    MAXQ,
+    MEMPCT,
+    MINMEM,
+    CPUPCT,
+    MAXCONN,
+    MAXSTREAMS,
+    MAXHDR,
+    MAXMSG,
+    IDLE,
+    MAXQID,
+    OUTMAX,
+    NKEYS
+  };
   /* Order as in keys: the field, its lowest and highest value. */
-  uint32_t *const u32[] = {&l->max_concurrent, &l->max_queued, &l->max_memory_percent,
-                           &l->min_available_memory_mb, &l->max_cpu_percent, &l->max_connections,
-                           &l->max_streams_per_connection, &l->max_header_list_bytes,
-                           &l->max_message_bytes, &l->idle_timeout_ms, &l->max_queued_per_identity};
+  uint32_t *const u32[] = {&l->max_concurrent,
+                           &l->max_queued,
+                           &l->max_memory_percent,
+                           &l->min_available_memory_mb,
+                           &l->max_cpu_percent,
+                           &l->max_connections,
+                           &l->max_streams_per_connection,
+                           &l->max_header_list_bytes,
+                           &l->max_message_bytes,
+                           &l->idle_timeout_ms,
+                           &l->max_queued_per_identity};
   static const uint32_t lo[] = {1, 0, 0, 0, 0, 1, 1, 1024, 1024, 0, 0};
-  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100, UINT32_MAX, 100, UINT32_MAX,
-                                10000, 1u << 20, 64u << 20, 86400000, UINT32_MAX};
+  static const uint32_t hi[] = {UINT32_MAX, UINT32_MAX, 100,       UINT32_MAX,
+                                100,        UINT32_MAX, 10000,     1u << 20,
+                                64u << 20,  86400000,   UINT32_MAX};
   yaml_node_t *v[NKEYS];
   char path[64];
   int rc;
 
-  if ((rc = get_fields(ld, n, "limits", keys, v)) < 0)
-    return rc;
+  if ((rc = get_fields(ld, n, "limits", keys, v)) < 0) return rc;
   for (size_t i = 0; i < OUTMAX; i++) {
     snprintf(path, sizeof path, "limits.%s", keys[i]);
-    if (v[i] && (rc = get_u32(ld, v[i], path, lo[i], hi[i], u32[i])) < 0)
-      return rc;
+    if (v[i] && (rc = get_u32(ld, v[i], path, lo[i], hi[i], u32[i])) < 0) return rc;
   }
-  if (v[OUTMAX] &&
-      (rc = get_uint(ld, v[OUTMAX], "limits.output_max_bytes", 0, UINT64_MAX,
-                     &l->output_max_bytes)) < 0)
+  if (v[OUTMAX] && (rc = get_uint(ld, v[OUTMAX], "limits.output_max_bytes", 0, UINT64_MAX,
+                                  &l->output_max_bytes)) < 0)
     return rc;
   return 0;
 }
 
 /* Every field's own check first, then the ones between fields, so that each message
  * points at the value to fix. The files are not opened here: prismqd loads them. */
-static int load_tls(const loader *ld, const yaml_node_t *n, config *c)
-{
-  static const char *const keys[] = {"cert", "key", "client_ca", "crl", "require_client_cert",
-                                     "handshake_timeout_ms", NULL};
+static int load_tls(const loader *ld, const yaml_node_t *n, config *c) {
+  static const char *const keys[] = {
+      "cert", "key", "client_ca", "crl", "require_client_cert", "handshake_timeout_ms", NULL};
   enum { CERT, KEY, CLIENT_CA, CRL, REQUIRE, TIMEOUT, NKEYS };
   config_tls *t = &c->tls;
   /* Order as in keys, up to CRL: the path strings. */
@@ -938,12 +899,10 @@ static int load_tls(const loader *ld, const yaml_node_t *n, config *c)
   int rc;
 
   c->has_tls = 1;
-  if ((rc = get_fields(ld, n, "tls", keys, v)) < 0)
-    return rc;
+  if ((rc = get_fields(ld, n, "tls", keys, v)) < 0) return rc;
   for (size_t i = 0; i <= CRL; i++) {
     snprintf(what, sizeof what, "tls.%s", keys[i]);
-    if (v[i] && (rc = get_str(ld, v[i], what, 1, paths[i])) < 0)
-      return rc;
+    if (v[i] && (rc = get_str(ld, v[i], what, 1, paths[i])) < 0) return rc;
   }
   if (v[REQUIRE] &&
       (rc = get_bool(ld, v[REQUIRE], "tls.require_client_cert", &t->require_client_cert)) < 0)
@@ -952,8 +911,7 @@ static int load_tls(const loader *ld, const yaml_node_t *n, config *c)
                                   &t->handshake_timeout_ms)) < 0)
     return rc;
 
-  if (!v[CERT] && !v[KEY])
-    return fail_at(ld, n, "tls needs cert and key");
+  if (!v[CERT] && !v[KEY]) return fail_at(ld, n, "tls needs cert and key");
   if (!v[KEY])
     return fail_at(ld, v[CERT], "tls.cert is given without tls.key (tls needs cert and key)");
   if (!v[CERT])
@@ -967,8 +925,7 @@ static int load_tls(const loader *ld, const yaml_node_t *n, config *c)
 
 /* Permission bits are octal whatever the YAML style: a plain 0660 must not be read as
  * decimal (or, YAML 1.1, as the integer 432). */
-static int get_mode(const loader *ld, const yaml_node_t *n, const char *what, uint32_t *out)
-{
+static int get_mode(const loader *ld, const yaml_node_t *n, const char *what, uint32_t *out) {
   if (n->type == YAML_SCALAR_NODE && n->data.scalar.length &&
       strspn((const char *)n->data.scalar.value, "01234567") == n->data.scalar.length) {
     unsigned long x;
@@ -983,17 +940,14 @@ static int get_mode(const loader *ld, const yaml_node_t *n, const char *what, ui
   return fail_at(ld, n, "%s must be octal permission bits from 0 to 0777, like \"0660\"", what);
 }
 
-static int load_unix_socket(const loader *ld, const yaml_node_t *n, config *c)
-{
+static int load_unix_socket(const loader *ld, const yaml_node_t *n, config *c) {
   static const char *const keys[] = {"mode", "group", NULL};
   enum { MODE, GROUP, NKEYS };
   yaml_node_t *v[NKEYS];
   int rc;
 
-  if ((rc = get_fields(ld, n, "unix_socket", keys, v)) < 0)
-    return rc;
-  if (v[MODE] && (rc = get_mode(ld, v[MODE], "unix_socket.mode", &c->unix_mode)) < 0)
-    return rc;
+  if ((rc = get_fields(ld, n, "unix_socket", keys, v)) < 0) return rc;
+  if (v[MODE] && (rc = get_mode(ld, v[MODE], "unix_socket.mode", &c->unix_mode)) < 0) return rc;
   if (v[GROUP] && (rc = get_str(ld, v[GROUP], "unix_socket.group", 1, &c->unix_group)) < 0)
     return rc;
   return 0;
@@ -1001,13 +955,9 @@ static int load_unix_socket(const loader *ld, const yaml_node_t *n, config *c)
 
 /* Role names as role bits; an unknown name is an error, since a typo would silently
  * grant less (or, read as another role, more) than meant. */
-static int get_roles(const loader *ld, const yaml_node_t *n, const char *what,
-                     unsigned *out)
-{
-  if (n->type != YAML_SEQUENCE_NODE)
-    return fail_at(ld, n, "%s must be a list of role names", what);
-  for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-       it++) {
+static int get_roles(const loader *ld, const yaml_node_t *n, const char *what, unsigned *out) {
+  if (n->type != YAML_SEQUENCE_NODE) return fail_at(ld, n, "%s must be a list of role names", what);
+  for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
     const yaml_node_t *item = node(ld, *it);
     char path[128];
     char *name = NULL;
@@ -1015,8 +965,7 @@ static int get_roles(const loader *ld, const yaml_node_t *n, const char *what,
     int rc;
 
     snprintf(path, sizeof path, "%s[%zu]", what, (size_t)(it - n->data.sequence.items.start));
-    if ((rc = get_str(ld, item, path, 1, &name)) < 0)
-      return rc;
+    if ((rc = get_str(ld, item, path, 1, &name)) < 0) return rc;
     bit = authz_role_parse(name);
     if (!bit)
       rc = fail_at(ld, item,
@@ -1024,16 +973,14 @@ static int get_roles(const loader *ld, const yaml_node_t *n, const char *what,
                    "admin)",
                    path, name);
     free(name);
-    if (rc < 0)
-      return rc;
+    if (rc < 0) return rc;
     *out |= bit;
   }
   return 0;
 }
 
 static int load_authz_rule(const loader *ld, const yaml_node_t *n, config_authz_rule *r,
-                           size_t idx)
-{
+                           size_t idx) {
   static const char *const keys[] = {"identity", "modules", "roles", NULL};
   enum { IDENTITY, MODULES, ROLES, NKEYS };
   yaml_node_t *v[NKEYS];
@@ -1041,76 +988,65 @@ static int load_authz_rule(const loader *ld, const yaml_node_t *n, config_authz_
   int rc;
 
   snprintf(what, sizeof what, "authz[%zu]", idx);
-  if ((rc = get_fields(ld, n, what, keys, v)) < 0)
-    return rc;
-  if (!v[IDENTITY])
-    return fail_at(ld, n, "%s: missing required key \"identity\"", what);
+  if ((rc = get_fields(ld, n, what, keys, v)) < 0) return rc;
+  if (!v[IDENTITY]) return fail_at(ld, n, "%s: missing required key \"identity\"", what);
   snprintf(path, sizeof path, "%s.identity", what);
-  if ((rc = get_str(ld, v[IDENTITY], path, 1, &r->identity)) < 0)
-    return rc;
+  if ((rc = get_str(ld, v[IDENTITY], path, 1, &r->identity)) < 0) return rc;
   snprintf(path, sizeof path, "%s.modules", what);
   if (v[MODULES] && (rc = get_strv(ld, v[MODULES], path, 1, 1, &r->modules, &r->nmodules)) < 0)
     return rc;
-  if (!r->modules)
-    r->modules = xcalloc(1, sizeof *r->modules);
+  if (!r->modules) r->modules = xcalloc(1, sizeof *r->modules);
   snprintf(path, sizeof path, "%s.roles", what);
-  if (v[ROLES] && (rc = get_roles(ld, v[ROLES], path, &r->roles)) < 0)
-    return rc;
+  if (v[ROLES] && (rc = get_roles(ld, v[ROLES], path, &r->roles)) < 0) return rc;
   return 0;
 }
 
 /* "authz:" with nothing after it is an empty list, as for modules: a section with no
  * rules, which refuses everyone (fails closed) rather than falling back to the
  * no-authz defaults. */
-static int load_authz(const loader *ld, const yaml_node_t *n, config *c)
-{
+static int load_authz(const loader *ld, const yaml_node_t *n, config *c) {
   int rc;
 
   c->has_authz = 1;
-  if (is_null(n))
-    return 0;
-  if (n->type != YAML_SEQUENCE_NODE)
-    return fail_at(ld, n, "authz must be a list of mappings");
+  if (is_null(n)) return 0;
+  if (n->type != YAML_SEQUENCE_NODE) return fail_at(ld, n, "authz must be a list of mappings");
   c->nauthz = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
   c->authz = xcalloc(c->nauthz, sizeof *c->authz);
   for (size_t i = 0; i < c->nauthz; i++)
-    if ((rc = load_authz_rule(ld, node(ld, n->data.sequence.items.start[i]), &c->authz[i],
-                              i)) < 0)
+    if ((rc = load_authz_rule(ld, node(ld, n->data.sequence.items.start[i]), &c->authz[i], i)) < 0)
       return rc;
   return 0;
 }
 
-static int load_retention(const loader *ld, const yaml_node_t *n, config_retention *r)
-{
+static int load_retention(const loader *ld, const yaml_node_t *n, config_retention *r) {
   static const char *const keys[] = {"sweep_interval", "max_age", "max_runs", NULL};
   enum { INTERVAL, AGE, RUNS, NKEYS };
   yaml_node_t *v[NKEYS];
   int rc;
 
-  if ((rc = get_fields(ld, n, "retention", keys, v)) < 0)
-    return rc;
+  if ((rc = get_fields(ld, n, "retention", keys, v)) < 0) return rc;
   if (v[INTERVAL] && (rc = get_duration(ld, v[INTERVAL], "retention.sweep_interval", 0,
                                         (uint64_t)30 * 86400000, &r->sweep_interval_ms)) < 0)
     return rc;
   if (v[AGE] && (rc = get_duration(ld, v[AGE], "retention.max_age", 0,
                                    (uint64_t)100 * 365 * 86400000, &r->max_age_ms)) < 0)
     return rc;
-  if (v[RUNS] && (rc = get_uint(ld, v[RUNS], "retention.max_runs", 0, UINT64_MAX, &r->max_runs)) < 0)
+  if (v[RUNS] &&
+      (rc = get_uint(ld, v[RUNS], "retention.max_runs", 0, UINT64_MAX, &r->max_runs)) < 0)
     return rc;
   return 0;
 }
 
-static int load_shutdown(const loader *ld, const yaml_node_t *n, config_shutdown *sd)
-{
+static int load_shutdown(const loader *ld, const yaml_node_t *n, config_shutdown *sd) {
   static const char *const keys[] = {"runs", "grace_ms", NULL};
   enum { RUNS, GRACE, NKEYS };
   yaml_node_t *v[NKEYS];
   int rc;
 
-  if ((rc = get_fields(ld, n, "shutdown", keys, v)) < 0)
-    return rc;
+  if ((rc = get_fields(ld, n, "shutdown", keys, v)) < 0) return rc;
   if (v[RUNS]) {
-    const char *s = v[RUNS]->type == YAML_SCALAR_NODE ? (const char *)v[RUNS]->data.scalar.value : "";
+    const char *s =
+        v[RUNS]->type == YAML_SCALAR_NODE ? (const char *)v[RUNS]->data.scalar.value : "";
 
     if (strcmp(s, "wait") && strcmp(s, "cancel"))
       return fail_at(ld, v[RUNS], "shutdown.runs must be wait or cancel");
@@ -1121,63 +1057,62 @@ static int load_shutdown(const loader *ld, const yaml_node_t *n, config_shutdown
   return 0;
 }
 
-static int load_cgroups(const loader *ld, const yaml_node_t *n, config *c)
-{
+static int load_cgroups(const loader *ld, const yaml_node_t *n, config *c) {
   static const char *const keys[] = {"root", NULL};
   enum { ROOT, NKEYS };
   yaml_node_t *v[NKEYS];
   int rc;
 
-  if ((rc = get_fields(ld, n, "cgroups", keys, v)) < 0)
-    return rc;
+  if ((rc = get_fields(ld, n, "cgroups", keys, v)) < 0) return rc;
   if (v[ROOT]) {
     free(c->cgroup_root);
     c->cgroup_root = NULL;
-    if ((rc = get_str(ld, v[ROOT], "cgroups.root", 1, &c->cgroup_root)) < 0)
-      return rc;
+    if ((rc = get_str(ld, v[ROOT], "cgroups.root", 1, &c->cgroup_root)) < 0) return rc;
     if (strcmp(c->cgroup_root, "auto") && strcmp(c->cgroup_root, "off") && c->cgroup_root[0] != '/')
       return fail_at(ld, v[ROOT], "cgroups.root must be auto, off or an absolute path");
   }
   return 0;
 }
 
-static int load_root(const loader *ld, config *c)
-{
-  static const char *const keys[] = {"listen", "data_dir", "limits", "modules",
-                                     "allow_insecure_remote", "tls", "unix_socket", "authz",
-                                     "retention", "shutdown", "cgroups", NULL};
-  enum { LISTEN, DATA_DIR, LIMITS, MODULES, INSECURE, TLS, UNIX, AUTHZ, RETENTION, SHUTDOWN,
-         CGROUPS, NKEYS };
+static int load_root(const loader *ld, config *c) {
+  static const char *const keys[] = {
+      "listen",  "data_dir",    "limits", "modules",   "allow_insecure_remote",
+      "tls",     "unix_socket", "authz",  "retention", "shutdown",
+      "cgroups", NULL};
+  enum {
+    LISTEN,
+    DATA_DIR,
+    LIMITS,
+    MODULES,
+    INSECURE,
+    TLS,
+    UNIX,
+    AUTHZ,
+    RETENTION,
+    SHUTDOWN,
+    CGROUPS,
+    NKEYS
+  };
   yaml_node_t *root = yaml_document_get_root_node((yaml_document_t *)&ld->doc);
   yaml_node_t *v[NKEYS];
   int rc;
 
   /* An empty file, or one holding only "---", means all defaults. */
-  if (!root || is_null(root))
-    return 0;
-  if ((rc = get_fields(ld, root, "top level", keys, v)) < 0)
-    return rc;
+  if (!root || is_null(root)) return 0;
+  if ((rc = get_fields(ld, root, "top level", keys, v)) < 0) return rc;
   if (v[LISTEN] && (rc = get_strv(ld, v[LISTEN], "listen", 1, 0, &c->listen, &c->nlisten)) < 0)
     return rc;
-  if (v[DATA_DIR] && (rc = get_str(ld, v[DATA_DIR], "data_dir", 1, &c->data_dir)) < 0)
-    return rc;
-  if (v[LIMITS] && (rc = load_limits(ld, v[LIMITS], &c->limits)) < 0)
-    return rc;
+  if (v[DATA_DIR] && (rc = get_str(ld, v[DATA_DIR], "data_dir", 1, &c->data_dir)) < 0) return rc;
+  if (v[LIMITS] && (rc = load_limits(ld, v[LIMITS], &c->limits)) < 0) return rc;
   if (v[INSECURE] &&
       (rc = get_bool(ld, v[INSECURE], "allow_insecure_remote", &c->allow_insecure_remote)) < 0)
     return rc;
-  if (v[TLS] && (rc = load_tls(ld, v[TLS], c)) < 0)
-    return rc;
-  if (v[UNIX] && (rc = load_unix_socket(ld, v[UNIX], c)) < 0)
-    return rc;
-  if (v[AUTHZ] && (rc = load_authz(ld, v[AUTHZ], c)) < 0)
-    return rc;
-  if (v[RETENTION] && (rc = load_retention(ld, v[RETENTION], &c->retention)) < 0)
-    return rc;
-  if (v[SHUTDOWN] && (rc = load_shutdown(ld, v[SHUTDOWN], &c->shutdown)) < 0)
-    return rc;
-  if (v[CGROUPS] && (rc = load_cgroups(ld, v[CGROUPS], c)) < 0)
-    return rc;
+  if (v[TLS] && (rc = load_tls(ld, v[TLS], c)) < 0) return rc;
+  if (v[UNIX] && (rc = load_unix_socket(ld, v[UNIX], c)) < 0) return rc;
+  if (v[AUTHZ] && (rc = load_authz(ld, v[AUTHZ], c)) < 0) return rc;
+  if (v[RETENTION] && (rc = load_retention(ld, v[RETENTION], &c->retention)) < 0) return rc;
+  if (v[SHUTDOWN] && (rc = load_shutdown(ld, v[SHUTDOWN], &c->shutdown)) < 0) return rc;
+  if (v[CGROUPS] && (rc = load_cgroups(ld, v[CGROUPS], c)) < 0) return rc;
   if (v[MODULES]) {
     const yaml_node_t *ms = v[MODULES];
 
@@ -1187,57 +1122,45 @@ static int load_root(const loader *ld, config *c)
       c->nmodules = (size_t)(ms->data.sequence.items.top - ms->data.sequence.items.start);
       c->modules = xcalloc(c->nmodules, sizeof *c->modules);
       for (size_t i = 0; i < c->nmodules; i++)
-        if ((rc = load_module(ld, node(ld, ms->data.sequence.items.start[i]), c, i)) < 0)
-          return rc;
+        if ((rc = load_module(ld, node(ld, ms->data.sequence.items.start[i]), c, i)) < 0) return rc;
     }
   }
   return 0;
 }
 
 /* libyaml reports reader errors (bad UTF-8, control characters) by byte offset only. */
-static size_t line_of_offset(const char *yaml, size_t len, size_t off)
-{
+static size_t line_of_offset(const char *yaml, size_t len, size_t off) {
   size_t line = 1;
 
-  for (size_t i = 0; i < off && i < len; i++)
-    line += yaml[i] == '\n';
+  for (size_t i = 0; i < off && i < len; i++) line += yaml[i] == '\n';
   return line;
 }
 
-static int syntax_error(const loader *ld, const yaml_parser_t *ps, const char *yaml,
-                        size_t len)
-{
-  size_t line = ps->error == YAML_READER_ERROR
-                    ? line_of_offset(yaml, len, ps->problem_offset)
-                    : ps->problem_mark.line + 1;
+static int syntax_error(const loader *ld, const yaml_parser_t *ps, const char *yaml, size_t len) {
+  size_t line = ps->error == YAML_READER_ERROR ? line_of_offset(yaml, len, ps->problem_offset)
+                                               : ps->problem_mark.line + 1;
 
-  if (ps->error == YAML_MEMORY_ERROR)
-    oom();
+  if (ps->error == YAML_MEMORY_ERROR) oom();
   if (ps->context)
-    return set_err(ld->err, ld->errlen, "%s:%zu: invalid YAML: %s (%s at line %zu)", ld->name,
-                   line, ps->problem, ps->context, ps->context_mark.line + 1);
-  return set_err(ld->err, ld->errlen, "%s:%zu: invalid YAML: %s", ld->name, line,
-                 ps->problem);
+    return set_err(ld->err, ld->errlen, "%s:%zu: invalid YAML: %s (%s at line %zu)", ld->name, line,
+                   ps->problem, ps->context, ps->context_mark.line + 1);
+  return set_err(ld->err, ld->errlen, "%s:%zu: invalid YAML: %s", ld->name, line, ps->problem);
 }
 
-config *config_ref(config *c)
-{
+config *config_ref(config *c) {
   c->refs++;
   return c;
 }
 
-void config_free(config *c)
-{
-  if (!c || c->refs-- > 0)
-    return;
+void config_free(config *c) {
+  if (!c || c->refs-- > 0) return;
   for (size_t i = 0; i < c->nmodules; i++) {
     config_module *m = &c->modules[i];
 
     for (size_t j = 0; j < m->nparams; j++) {
       config_param *p = &m->params[j];
 
-      if (p->pattern)
-        regfree(&p->re);
+      if (p->pattern) regfree(&p->re);
       free(p->env_var);
       free(p->base_resolved);
       free(p->base_dir);
@@ -1275,21 +1198,22 @@ void config_free(config *c)
   free(c);
 }
 
-int config_load_string(config **out, const char *yaml, size_t len, const char *name,
-                       char *err, size_t errlen)
-{
-  static const config_limits default_limits = {
-      .max_concurrent = 8, .max_queued = 10000, .max_connections = 10000,
-      .max_streams_per_connection = 100, .max_header_list_bytes = 16u << 10,
-      .max_message_bytes = 4u << 20, .idle_timeout_ms = 300000,
-      .output_max_bytes = (uint64_t)1 << 30};
+int config_load_string(config **out, const char *yaml, size_t len, const char *name, char *err,
+                       size_t errlen) {
+  static const config_limits default_limits = {.max_concurrent = 8,
+                                               .max_queued = 10000,
+                                               .max_connections = 10000,
+                                               .max_streams_per_connection = 100,
+                                               .max_header_list_bytes = 16u << 10,
+                                               .max_message_bytes = 4u << 20,
+                                               .idle_timeout_ms = 300000,
+                                               .output_max_bytes = (uint64_t)1 << 30};
   yaml_parser_t parser;
   loader ld = {.name = name ? name : "config", .err = err, .errlen = errlen};
   config *c = NULL;
   int rc;
 
-  if (!yaml_parser_initialize(&parser))
-    oom();
+  if (!yaml_parser_initialize(&parser)) oom();
   yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
   if (!yaml_parser_load(&parser, &ld.doc)) {
     rc = syntax_error(&ld, &parser, yaml, len);
@@ -1299,13 +1223,12 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
   c->limits = default_limits;
   c->tls.handshake_timeout_ms = 10000;
   c->unix_mode = 0600;
-  c->retention = (config_retention){.sweep_interval_ms = 3600000, .max_age_ms = (uint64_t)7 * 86400000,
-                                    .max_runs = 100000};
+  c->retention = (config_retention){
+      .sweep_interval_ms = 3600000, .max_age_ms = (uint64_t)7 * 86400000, .max_runs = 100000};
   c->shutdown.grace_ms = 30000;
   rc = load_root(&ld, c);
   yaml_document_delete(&ld.doc);
-  if (rc < 0)
-    goto fail_config;
+  if (rc < 0) goto fail_config;
 
   /* A second document would be ignored silently otherwise. */
   if (!yaml_parser_load(&parser, &ld.doc)) {
@@ -1316,18 +1239,15 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
     rc = fail_at(&ld, yaml_document_get_root_node(&ld.doc),
                  "a configuration is a single YAML document");
   yaml_document_delete(&ld.doc);
-  if (rc < 0)
-    goto fail_config;
+  if (rc < 0) goto fail_config;
 
   if (!c->listen) {
     c->listen = xcalloc(2, sizeof *c->listen);
     c->listen[0] = xstrdup("tcp://127.0.0.1:50051");
     c->nlisten = 1;
   }
-  if (!c->data_dir)
-    c->data_dir = xstrdup("./var");
-  if (!c->cgroup_root)
-    c->cgroup_root = xstrdup("auto");
+  if (!c->data_dir) c->data_dir = xstrdup("./var");
+  if (!c->cgroup_root) c->cgroup_root = xstrdup("auto");
   yaml_parser_delete(&parser);
   *out = c;
   return 0;
@@ -1341,15 +1261,13 @@ fail_parser:
 
 /* Reads the whole file: errors keep their errno, which stdio behind libyaml's file
  * input would blur into a reader error. */
-static int read_file(char **out, size_t *outlen, const char *path)
-{
+static int read_file(char **out, size_t *outlen, const char *path) {
   size_t cap = 4096, len = 0;
   char *buf = NULL;
   int fd = -1, rc;
 
   fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
+  if (fd < 0) return -errno;
   buf = xcalloc(cap, 1);
   for (;;) {
     ssize_t r;
@@ -1363,14 +1281,12 @@ static int read_file(char **out, size_t *outlen, const char *path)
       buf = xrealloc(buf, cap);
     }
     r = read(fd, buf + len, cap - len);
-    if (r < 0 && errno == EINTR)
-      continue;
+    if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       rc = -errno;
       goto fail;
     }
-    if (r == 0)
-      break;
+    if (r == 0) break;
     len += (size_t)r;
   }
   close(fd);
@@ -1384,8 +1300,7 @@ fail:
   return rc;
 }
 
-int config_load_file(config **out, const char *path, char *err, size_t errlen)
-{
+int config_load_file(config **out, const char *path, char *err, size_t errlen) {
   char *yaml = NULL;
   size_t len = 0;
   int rc = read_file(&yaml, &len, path);
@@ -1399,11 +1314,9 @@ int config_load_file(config **out, const char *path, char *err, size_t errlen)
   return rc;
 }
 
-const config_module *config_find_module(const config *c, const char *id)
-{
+const config_module *config_find_module(const config *c, const char *id) {
   for (size_t i = 0; i < c->nmodules; i++)
-    if (!strcmp(c->modules[i].id, id))
-      return &c->modules[i];
+    if (!strcmp(c->modules[i].id, id)) return &c->modules[i];
   return NULL;
 }
 
@@ -1414,8 +1327,7 @@ const config_module *config_find_module(const config *c, const char *id)
  * request's, else the default, checked and in its run form (param_check). Every bad
  * parameter goes into `bad`; returns -EINVAL if there is any, else 0. */
 static int resolve(char **vals, const config_module *m, const char *const *names,
-                   const char *const *values, const size_t *lens, size_t n, param_report *bad)
-{
+                   const char *const *values, const size_t *lens, size_t n, param_report *bad) {
   size_t *given = xcalloc(m->nparams, sizeof *given); /* request index + 1; 0 = not given */
   size_t before = bad->n;
 
@@ -1459,13 +1371,11 @@ static int resolve(char **vals, const config_module *m, const char *const *names
  * pass_parameters: flags "--name" "value" per parameter with a value, a BOOLEAN's as
  * "--name" alone when true and nothing when false, a SECRET's never. NULL with msg on a
  * template error. */
-static char **render_argv(const config_module *m, char *const *vals, char *msg, size_t msglen)
-{
+static char **render_argv(const config_module *m, char *const *vals, char *msg, size_t msglen) {
   size_t nvals = 0, argc = 0;
   char **argv;
 
-  for (size_t k = 0; k < m->nparams; k++)
-    nvals += vals[k] != NULL;
+  for (size_t k = 0; k < m->nparams; k++) nvals += vals[k] != NULL;
   argv = xcalloc(m->argc + (m->pass_flags ? 2 * nvals : 0) + 1, sizeof *argv);
   for (size_t i = 0; i < m->argc; i++)
     if (!(argv[argc++] = expand(m, m->argv[i], vals, msg, msglen))) {
@@ -1480,8 +1390,7 @@ static char **render_argv(const config_module *m, char *const *vals, char *msg, 
       continue;
     argv[argc] = xcalloc(strlen(m->params[k].name) + 3, 1);
     sprintf(argv[argc++], "--%s", m->params[k].name);
-    if (!boolean)
-      argv[argc++] = xstrdup(vals[k]);
+    if (!boolean) argv[argc++] = xstrdup(vals[k]);
   }
   return argv;
 }
@@ -1489,8 +1398,7 @@ static char **render_argv(const config_module *m, char *const *vals, char *msg, 
 /* The "NAME=value" vector (NULL-terminated) of what m's parameters give: the value, or
  * SECRET_SHOWN for a SECRET (as_env 0); or the "ENV_VAR=value" of its SECRETs only
  * (as_env 1). */
-static char **param_vector(const config_module *m, char *const *vals, int as_env)
-{
+static char **param_vector(const config_module *m, char *const *vals, int as_env) {
   char **v = xcalloc(m->nparams + 1, sizeof *v);
   size_t n = 0;
 
@@ -1498,19 +1406,17 @@ static char **param_vector(const config_module *m, char *const *vals, int as_env
     const config_param *p = &m->params[k];
     int secret = p->type == CONFIG_PARAM_SECRET;
 
-    if (!vals[k] || (as_env && !secret))
-      continue;
-    v[n++] = as_env ? kv_new(p->env_var, vals[k]) : kv_new(p->name, secret ? CONFIG_SECRET_SHOWN : vals[k]);
+    if (!vals[k] || (as_env && !secret)) continue;
+    v[n++] = as_env ? kv_new(p->env_var, vals[k])
+                    : kv_new(p->name, secret ? CONFIG_SECRET_SHOWN : vals[k]);
   }
   return v;
 }
 
 int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
-                         char ***out_secret_env, const config_module *m,
-                         const char *const *names, const char *const *values,
-                         const size_t *lens, size_t n, param_report *bad, char *err,
-                         size_t errlen)
-{
+                         char ***out_secret_env, const config_module *m, const char *const *names,
+                         const char *const *values, const size_t *lens, size_t n, param_report *bad,
+                         char *err, size_t errlen) {
   param_report own = PARAM_REPORT_INIT;
   param_report *report = bad ? bad : &own;
   char **vals = xcalloc(m->nparams, sizeof *vals);
@@ -1521,14 +1427,10 @@ int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
     param_report_join(report, err, errlen);
     goto out;
   }
-  if (!(argv = render_argv(m, vals, err, errlen)))
-    goto out;
-  if (m->cwd && !(cwd = expand(m, m->cwd, vals, err, errlen)))
-    goto out;
-  if (out_params)
-    *out_params = param_vector(m, vals, 0);
-  if (out_secret_env)
-    *out_secret_env = param_vector(m, vals, 1);
+  if (!(argv = render_argv(m, vals, err, errlen))) goto out;
+  if (m->cwd && !(cwd = expand(m, m->cwd, vals, err, errlen))) goto out;
+  if (out_params) *out_params = param_vector(m, vals, 0);
+  if (out_secret_env) *out_secret_env = param_vector(m, vals, 1);
   *out_argv = argv;
   *out_cwd = cwd;
   argv = NULL;

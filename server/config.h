@@ -157,52 +157,52 @@ typedef struct config_param {
   char *pattern;       /* the pattern as written, NULL if none */
   regex_t re;          /* ^(pattern)$ compiled REG_EXTENDED|REG_NOSUB; valid iff pattern */
   config_param_type type;
-  int has_min, has_max;  /* INTEGER, NUMBER: whether min, max are set */
-  double min, max;       /* integral for an INTEGER */
-  char **options;        /* SELECT: noptions distinct values, then a NULL; else NULL */
+  int has_min, has_max; /* INTEGER, NUMBER: whether min, max are set */
+  double min, max;      /* integral for an INTEGER */
+  char **options;       /* SELECT: noptions distinct values, then a NULL; else NULL */
   size_t noptions;
-  uint32_t min_length;   /* bytes */
-  uint32_t max_length;   /* bytes; 0 = no limit */
-  char *base_dir;        /* PATH: the directory as written; else NULL */
-  char *base_resolved;   /* PATH: base_dir resolved (param_resolve_base); else NULL */
-  char *env_var;         /* SECRET: the environment variable the run gets it in; else NULL */
+  uint32_t min_length; /* bytes */
+  uint32_t max_length; /* bytes; 0 = no limit */
+  char *base_dir;      /* PATH: the directory as written; else NULL */
+  char *base_resolved; /* PATH: base_dir resolved (param_resolve_base); else NULL */
+  char *env_var;       /* SECRET: the environment variable the run gets it in; else NULL */
 } config_param;
 
 /* One module: a command a client may run. argv and cwd are templates (see above). */
 typedef struct config_module {
-  char *id;              /* ^[A-Za-z0-9_.-]{1,64}$, unique */
-  char *name;            /* the id if not given */
-  char *description;     /* "" if not given */
-  char **argv;           /* argc templates, then a NULL; argc >= 1 */
+  char *id;          /* ^[A-Za-z0-9_.-]{1,64}$, unique */
+  char *name;        /* the id if not given */
+  char *description; /* "" if not given */
+  char **argv;       /* argc templates, then a NULL; argc >= 1 */
   size_t argc;
-  char *cwd;             /* template, or NULL: the server's working directory */
-  char **env;            /* nenv "KEY=VALUE" strings (literal, no templates), then a NULL */
+  char *cwd;  /* template, or NULL: the server's working directory */
+  char **env; /* nenv "KEY=VALUE" strings (literal, no templates), then a NULL */
   size_t nenv;
   uint32_t timeout_ms;     /* 0 = no timeout */
   uint32_t max_concurrent; /* 0 = no per-module limit */
   int pass_flags;          /* pass_parameters: flags */
   config_param *params;    /* nparams, in declared order */
   size_t nparams;
-  uint64_t memory_max;       /* bytes, the run's cgroup memory.max; 0 = none */
-  uint32_t cpu_max_percent;  /* of one CPU, the run's cgroup cpu.max; 0 = none */
-  char *category;            /* "" if not given */
-  char **tags;               /* ntags distinct non-empty tags, then a NULL */
+  uint64_t memory_max;      /* bytes, the run's cgroup memory.max; 0 = none */
+  uint32_t cpu_max_percent; /* of one CPU, the run's cgroup cpu.max; 0 = none */
+  char *category;           /* "" if not given */
+  char **tags;              /* ntags distinct non-empty tags, then a NULL */
   size_t ntags;
-  char *version;             /* "" if not given */
-  int enabled;               /* default 1; a disabled module is listed but never started */
+  char *version; /* "" if not given */
+  int enabled;   /* default 1; a disabled module is listed but never started */
 } config_module;
 
 /* Server-wide limits. For the percentages and min_available_memory_mb, 0 = check off. */
 typedef struct config_limits {
-  uint32_t max_concurrent;          /* runs running at once, >= 1 */
-  uint32_t max_queued;              /* runs waiting for a slot; 0 = no queue */
-  uint32_t max_memory_percent;      /* 0..100: refuse starts above this memory use */
-  uint32_t min_available_memory_mb; /* refuse starts below this much available memory */
-  uint32_t max_cpu_percent;         /* 0..100: refuse starts above this CPU use */
-  uint32_t max_connections;         /* client connections open at once, >= 1 */
+  uint32_t max_concurrent;             /* runs running at once, >= 1 */
+  uint32_t max_queued;                 /* runs waiting for a slot; 0 = no queue */
+  uint32_t max_memory_percent;         /* 0..100: refuse starts above this memory use */
+  uint32_t min_available_memory_mb;    /* refuse starts below this much available memory */
+  uint32_t max_cpu_percent;            /* 0..100: refuse starts above this CPU use */
+  uint32_t max_connections;            /* client connections open at once, >= 1 */
   uint32_t max_streams_per_connection; /* calls in flight on one connection, 1..10000 */
-  uint32_t max_header_list_bytes;   /* one request's headers (HTTP/2 list size), 1 KiB..1 MiB */
-  uint32_t max_message_bytes;       /* one request message, 1 KiB..64 MiB */
+  uint32_t max_header_list_bytes;      /* one request's headers (HTTP/2 list size), 1 KiB..1 MiB */
+  uint32_t max_message_bytes;          /* one request message, 1 KiB..64 MiB */
   uint32_t idle_timeout_ms;         /* a connection without a call this long is closed; 0 = never */
   uint32_t max_queued_per_identity; /* queued runs one identity may have; 0 = no limit */
   uint64_t output_max_bytes;        /* per run, stdout and stderr together; 0 = no limit */
@@ -218,8 +218,8 @@ typedef struct config_tls {
 /* The retention: section: the periodic deletion of old terminal runs. */
 typedef struct config_retention {
   uint64_t sweep_interval_ms; /* how often; 0 = never (default 1 h) */
-  uint64_t max_age_ms;        /* terminal runs finished longer ago go; 0 = no age limit (default 7 d) */
-  uint64_t max_runs;          /* terminal runs beyond the newest this many go; 0 = no limit (100000) */
+  uint64_t max_age_ms; /* terminal runs finished longer ago go; 0 = no age limit (default 7 d) */
+  uint64_t max_runs;   /* terminal runs beyond the newest this many go; 0 = no limit (100000) */
 } config_retention;
 
 /* The shutdown: section: what SIGTERM/SIGINT do with running runs. */
@@ -230,19 +230,19 @@ typedef struct config_shutdown {
 
 /* One rule of the authz: list (see authz.h for how rules are applied). */
 typedef struct config_authz_rule {
-  char *identity;     /* fnmatch(3) glob over the caller identity, non-empty */
-  char **modules;     /* nmodules globs over module ids, then a NULL (never NULL itself) */
+  char *identity; /* fnmatch(3) glob over the caller identity, non-empty */
+  char **modules; /* nmodules globs over module ids, then a NULL (never NULL itself) */
   size_t nmodules;
-  unsigned roles;     /* AUTHZ_* bits from authz.h: READ=1, READ_ALL=2, CANCEL_ANY=4, ADMIN=8 */
+  unsigned roles; /* AUTHZ_* bits from authz.h: READ=1, READ_ALL=2, CANCEL_ANY=4, ADMIN=8 */
 } config_authz_rule;
 
 /* A loaded configuration. */
 typedef struct config {
-  char **listen;           /* nlisten addresses as written, then a NULL; nlisten >= 1 */
+  char **listen; /* nlisten addresses as written, then a NULL; nlisten >= 1 */
   size_t nlisten;
   char *data_dir;
   config_limits limits;
-  config_module *modules;  /* nmodules, in file order (NULL if none) */
+  config_module *modules; /* nmodules, in file order (NULL if none) */
   size_t nmodules;
   int allow_insecure_remote; /* non-zero: without authz, remote peers are allowed too */
   config_tls tls;            /* defaults (all NULL, 10000 ms) unless has_tls */
@@ -251,11 +251,11 @@ typedef struct config {
   char *unix_group;          /* group name or numeric gid as written; NULL = none */
   config_authz_rule *authz;  /* nauthz rules in file order (NULL if none) */
   size_t nauthz;
-  int has_authz;             /* an authz: key was given (even an empty list) */
+  int has_authz; /* an authz: key was given (even an empty list) */
   config_retention retention;
   config_shutdown shutdown;
-  char *cgroup_root;         /* cgroups.root: "auto" (default), "off", or an absolute path */
-  unsigned refs;             /* references beyond the first (config_ref) */
+  char *cgroup_root; /* cgroups.root: "auto" (default), "off", or an absolute path */
+  unsigned refs;     /* references beyond the first (config_ref) */
 } config;
 
 /* The built-in configuration (YAML text), for a server started without a file:
@@ -277,8 +277,8 @@ int config_load_file(config **out, const char *path, char *err, size_t errlen);
  * stands for the source in messages ("config" if NULL). Returns 0 and sets *out
  * (caller frees with config_free), or -EINVAL with *out untouched and `err` filled as
  * for config_load_file. */
-int config_load_string(config **out, const char *yaml, size_t len, const char *name,
-                       char *err, size_t errlen);
+int config_load_string(config **out, const char *yaml, size_t len, const char *name, char *err,
+                       size_t errlen);
 
 /* Adds a reference to `c` (a loaded config has one): each config_free drops one, and
  * the last frees it. A reloaded server thus swaps its current snapshot while runs
@@ -330,10 +330,9 @@ struct param_report;
  *   parameter "mode" must be one of "fast", "slow"
  * Nothing is kept: the result is the caller's. */
 int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
-                         char ***out_secret_env, const config_module *m,
-                         const char *const *names, const char *const *values,
-                         const size_t *lens, size_t n, struct param_report *bad, char *err,
-                         size_t errlen);
+                         char ***out_secret_env, const config_module *m, const char *const *names,
+                         const char *const *values, const size_t *lens, size_t n,
+                         struct param_report *bad, char *err, size_t errlen);
 
 /* What a SECRET parameter's value shows as in the effective parameters (and so in Run). */
 #define CONFIG_SECRET_SHOWN "***"

@@ -41,8 +41,10 @@ static void on_accept(int fd, listen_sock *l, void *arg) {
     close(fd);
     unsigned long long held;
     if (log_limit_pass(&f->refused_log, REFUSED_LOG_MS, &held))
-      LOG_WARN("connection refused: %u connections open, limits.max_connections (%llu more refused "
-               "since the last report)", (unsigned)max, held);
+      LOG_WARN(
+          "connection refused: %u connections open, limits.max_connections (%llu more refused "
+          "since the last report)",
+          (unsigned)max, held);
     return;
   }
   conn_tls_opts tls = {f->tls, 1, NULL, f->cfg->tls.handshake_timeout_ms};
@@ -53,7 +55,8 @@ static void on_accept(int fd, listen_sock *l, void *arg) {
 }
 
 /* A listener the configuration's policy does not allow: answered at startup. */
-static int check_policy(const config *cfg, const SSL_CTX *tls, const listen_sock *l, char *err, size_t errlen) {
+static int check_policy(const config *cfg, const SSL_CTX *tls, const listen_sock *l, char *err,
+                        size_t errlen) {
   if (listen_is_tls(l) && !tls) {
     snprintf(err, errlen, "%s needs a tls: section with cert and key", listen_url(l));
     return -EINVAL;
@@ -71,8 +74,8 @@ static int check_policy(const config *cfg, const SSL_CTX *tls, const listen_sock
 /* Listeners for `urls` under `cfg` and `tls`: those of f with the same address are
  * kept, others opened. On success the new arrays replace f's and the listeners not
  * kept are closed; on failure f is unchanged (the new ones are closed). */
-static int open_listeners(front *f, const config *cfg, const SSL_CTX *tls, const char *const *urls, size_t nurls,
-                          char *err, size_t errlen) {
+static int open_listeners(front *f, const config *cfg, const SSL_CTX *tls, const char *const *urls,
+                          size_t nurls, char *err, size_t errlen) {
   listen_sock **ls = calloc(nurls ? nurls : 1, sizeof *ls);
   char **names = calloc(nurls ? nurls : 1, sizeof *names);
   unsigned char *kept = calloc(f->nlisteners ? f->nlisteners : 1, 1);
@@ -139,7 +142,8 @@ fail:
   return rc;
 }
 
-int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err, size_t errlen) {
+int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err,
+                 size_t errlen) {
   SSL_CTX *fresh = NULL;
   int rc = cfg->has_tls ? load_tls(&fresh, &cfg->tls, err, errlen) : 0;
   if (rc == 0) rc = open_listeners(f, cfg, fresh, urls, nurls, err, errlen);

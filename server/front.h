@@ -37,7 +37,8 @@ int front_new(front **out, struct event_base *base, config *cfg, call_server *ca
  * opened (a unix socket keeps the mode it was made with). All or nothing: on failure
  * (bad TLS files, a listener that cannot be opened or that the policy refuses) the
  * old state stays and a negative errno is returned with `err` saying why. */
-int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err, size_t errlen);
+int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err,
+                 size_t errlen);
 
 /* Closes the listeners (open connections are the call layer's). */
 void front_close(front *f);

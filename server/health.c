@@ -9,7 +9,7 @@
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
 
-#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define SERVING     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
 /* A watcher's last status sent, before the first: no service ever has it. */
 #define NONE_SENT GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__UNKNOWN
@@ -47,11 +47,13 @@ static void send_status(call *c, serving_status st) {
  * NULL when the request is bad or the service unknown. */
 static struct service *requested(health *h, call *c, const uint8_t *req, size_t len) {
   char err[256];
-  if (pbcheck_message(&grpc__health__v1__health_check_request__descriptor, req, len, err, sizeof err) < 0) {
+  if (pbcheck_message(&grpc__health__v1__health_check_request__descriptor, req, len, err,
+                      sizeof err) < 0) {
     call_finish(c, GW_INVALID_ARGUMENT, "%s", err);
     return NULL;
   }
-  Grpc__Health__V1__HealthCheckRequest *r = grpc__health__v1__health_check_request__unpack(NULL, len, req);
+  Grpc__Health__V1__HealthCheckRequest *r =
+      grpc__health__v1__health_check_request__unpack(NULL, len, req);
   if (!r) {
     call_finish(c, GW_INVALID_ARGUMENT, "malformed HealthCheckRequest");
     return NULL;
@@ -81,8 +83,10 @@ static void watcher_update(struct watcher *w) {
 }
 
 static void watcher_free(struct watcher *w) {
-  if (w->prev) w->prev->next = w->next;
-  else w->svc->watchers = w->next;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    w->svc->watchers = w->next;
   if (w->next) w->next->prev = w->prev;
   free(w);
 }

@@ -59,8 +59,10 @@ static void error_cb(struct evconnlistener *ev, void *arg) {
   int e = EVUTIL_SOCKET_ERROR();
   unsigned long long held;
   if (log_limit_pass(&l->log_lim, ACCEPT_LOG_MS, &held))
-    LOG_ERROR("accept failed on %s: %s; not accepting for %d ms (%llu more failures since the last report)",
-              l->url, evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS, held);
+    LOG_ERROR(
+        "accept failed on %s: %s; not accepting for %d ms (%llu more failures since the last "
+        "report)",
+        l->url, evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS, held);
   evconnlistener_disable(ev);
   struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
   evtimer_add(l->resume_ev, &tv);
@@ -126,10 +128,11 @@ static int group_gid(gid_t *out, const char *group, char *err, size_t errlen) {
  * path absolute (*abs_path, caller frees: it names the socket in the URL and for the
  * unlink at free, which may come after a change of directory) and removes a stale
  * socket left there. Returns 0, or a negative errno with err filled. */
-static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen_opts *opts, const char *url,
-                        char *err, size_t errlen) {
+static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen_opts *opts,
+                        const char *url, char *err, size_t errlen) {
   if (opts->unix_mode > 07777) {
-    if (err && errlen) snprintf(err, errlen, "bad unix socket mode %o for %s", opts->unix_mode, url);
+    if (err && errlen)
+      snprintf(err, errlen, "bad unix socket mode %o for %s", opts->unix_mode, url);
     return -EINVAL;
   }
   int rc;
@@ -141,7 +144,8 @@ static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen
     char *cwd = getcwd(NULL, 0);
     if (!cwd) {
       rc = -errno;
-      if (err && errlen) snprintf(err, errlen, "cannot listen on %s: working directory: %s", url, strerror(-rc));
+      if (err && errlen)
+        snprintf(err, errlen, "cannot listen on %s: working directory: %s", url, strerror(-rc));
       return rc;
     }
     path = xprintf("%s/%s", strcmp(cwd, "/") ? cwd : "", a->path);
@@ -150,7 +154,8 @@ static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen
   struct stat st;
   if (lstat(a->path, &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s exists and is not a socket", url, path);
+      if (err && errlen)
+        snprintf(err, errlen, "cannot listen on %s: %s exists and is not a socket", url, path);
       free(path);
       return -EEXIST;
     }
@@ -161,7 +166,8 @@ static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen
 }
 
 /* The URL of a bound listener (malloc'd): the real port of a TCP one. */
-static char *bound_url(const addr *a, const struct sockaddr *bound, socklen_t blen, const char *abs_path) {
+static char *bound_url(const addr *a, const struct sockaddr *bound, socklen_t blen,
+                       const char *abs_path) {
   char buf[ADDR_FORMAT_LEN];
   if (a->kind == ADDR_TCP) {
     addr_peer_format(buf, sizeof buf, bound, blen);
@@ -189,7 +195,8 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   if (rc < 0) goto fail;
   rc = addr_sockaddr(&ss, &sslen, &a, 1, err, errlen);
   if (rc < 0) goto fail;
-  if (a.kind == ADDR_UNIX && (rc = unix_prepare(&abs_path, &gid, &a, opts, url, err, errlen)) < 0) goto fail;
+  if (a.kind == ADDR_UNIX && (rc = unix_prepare(&abs_path, &gid, &a, opts, url, err, errlen)) < 0)
+    goto fail;
 
   step = "socket";
   fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -219,7 +226,8 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   l = calloc(1, sizeof *l);
   if (!l) abort();
   /* Backlog 0: the socket already listens. */
-  l->ev = evconnlistener_new(base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+  l->ev =
+      evconnlistener_new(base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
   if (!l->ev) {
     if (err && errlen) snprintf(err, errlen, "cannot listen on %s: out of memory", url);
     rc = -ENOMEM;

@@ -23,7 +23,8 @@ typedef struct listen_opts {
   const char *unix_group;
 } listen_opts;
 
-#define LISTEN_OPTS_INIT {0600, NULL}
+#define LISTEN_OPTS_INIT \
+  { 0600, NULL }
 
 /* Fires for each accepted connection, from the event loop: `l` is the listener that
  * accepted it (ask it listen_is_tls, listen_is_local). The callee owns `fd` (close it

@@ -28,7 +28,7 @@
 #include "scheduler.h"
 #include "sdnotify.h"
 
-#define MAX_LISTEN 16
+#define MAX_LISTEN     16
 #define RUNNER_SERVICE "prismq.runner.v1.Runner"
 /* A graceful shutdown ends this long after its runs' grace (shutdown.grace_ms, then
  * the cancel's own SIGTERM-to-SIGKILL grace), whatever is left. */
@@ -54,7 +54,7 @@ struct server {
   front *front;
   sdnotify *notify; /* systemd's readiness protocol; NULL when not run by it */
   struct event *sigterm, *sigint, *sighup;
-  struct event *log_flush; /* writes the log lines of one pass of the loop together */
+  struct event *log_flush;   /* writes the log lines of one pass of the loop together */
   struct event *table_check; /* health: whether the run table can be written */
   const struct cmdline *cl;  /* for SIGHUP's reload */
   int table_ok;
@@ -90,11 +90,16 @@ static void usage(FILE *f) {
 /* Parses argv into *cl. Returns -1 to go on, else the exit status. */
 static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'},    {"data-dir", required_argument, NULL, 'd'},
-      {"listen", required_argument, NULL, 'l'},    {"log-level", required_argument, NULL, 'L'},
-      {"tls-cert", required_argument, NULL, 'C'},  {"tls-key", required_argument, NULL, 'K'},
-      {"tls-client-ca", required_argument, NULL, 'A'}, {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+      {"config", required_argument, NULL, 'c'},
+      {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},
+      {"log-level", required_argument, NULL, 'L'},
+      {"tls-cert", required_argument, NULL, 'C'},
+      {"tls-key", required_argument, NULL, 'K'},
+      {"tls-client-ca", required_argument, NULL, 'A'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0},
   };
   for (int ch; (ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
     switch (ch) {
@@ -135,9 +140,10 @@ static void override_str(char **field, const char *value) {
 /* Loads the configuration and applies the command line's replacements to it.
  * Returns 0, or a negative errno with err saying why. */
 static int load_config(config **out, const struct cmdline *cl, char *err, size_t errlen) {
-  int rc = cl->config_path ? config_load_file(out, cl->config_path, err, errlen)
-                           : config_load_string(out, config_default_yaml, strlen(config_default_yaml),
-                                                "built-in config", err, errlen);
+  int rc = cl->config_path
+               ? config_load_file(out, cl->config_path, err, errlen)
+               : config_load_string(out, config_default_yaml, strlen(config_default_yaml),
+                                    "built-in config", err, errlen);
   if (rc < 0) return rc;
   config *cfg = *out;
   override_str(&cfg->tls.cert, cl->tls_cert);
@@ -193,25 +199,28 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   }
   srv->stopping = 1;
   const config_shutdown *sd = &srv->cfg->shutdown;
-  LOG_INFO("shutting down on signal %d runs=%s grace_ms=%u", (int)sig, sd->cancel_runs ? "cancel" : "wait",
-           sd->grace_ms);
+  LOG_INFO("shutting down on signal %d runs=%s grace_ms=%u", (int)sig,
+           sd->cancel_runs ? "cancel" : "wait", sd->grace_ms);
   sdnotify_send(srv->notify, "STOPPING=1\nSTATUS=shutting down (runs: %s, grace_ms: %u)",
                 sd->cancel_runs ? "cancel" : "wait", sd->grace_ms);
   health_set(srv->health, NULL, 0);
   front_close(srv->front);
   static const struct timeval now = {0, 0};
-  if (event_base_once(srv->base, -1, EV_TIMEOUT, begin_drain, srv, &now) < 0) begin_drain(-1, 0, srv);
+  if (event_base_once(srv->base, -1, EV_TIMEOUT, begin_drain, srv, &now) < 0)
+    begin_drain(-1, 0, srv);
 }
 
 /* Settings read only at start-up: a reload that changes them says so. */
 static void warn_restart_only(const config *old, const config *fresh) {
   const config_limits *a = &old->limits, *b = &fresh->limits;
-  if (strcmp(old->data_dir, fresh->data_dir) != 0 || strcmp(old->cgroup_root, fresh->cgroup_root) != 0 ||
+  if (strcmp(old->data_dir, fresh->data_dir) != 0 ||
+      strcmp(old->cgroup_root, fresh->cgroup_root) != 0 ||
       a->max_streams_per_connection != b->max_streams_per_connection ||
-      a->max_header_list_bytes != b->max_header_list_bytes || a->max_message_bytes != b->max_message_bytes ||
-      a->idle_timeout_ms != b->idle_timeout_ms)
-    LOG_WARN("configuration reload: data_dir, cgroups and the per-connection limits (streams, headers, "
-             "message size, idle timeout) change only at a restart");
+      a->max_header_list_bytes != b->max_header_list_bytes ||
+      a->max_message_bytes != b->max_message_bytes || a->idle_timeout_ms != b->idle_timeout_ms)
+    LOG_WARN(
+        "configuration reload: data_dir, cgroups and the per-connection limits (streams, headers, "
+        "message size, idle timeout) change only at a restart");
 }
 
 /* READY=1, with what is served for `systemctl status`, and `note` after it. */
@@ -232,7 +241,8 @@ static int reload_config(struct server *srv) {
     return -1;
   }
   const struct cmdline *cl = srv->cl;
-  const char *const *urls = cl->nlisten_given ? cl->listen_urls : (const char *const *)fresh->listen;
+  const char *const *urls =
+      cl->nlisten_given ? cl->listen_urls : (const char *const *)fresh->listen;
   size_t nurls = cl->nlisten_given ? cl->nlisten : fresh->nlisten;
   if (front_reload(srv->front, fresh, urls, nurls, err, sizeof err) < 0 ||
       sched_set_config(srv->sch, fresh, err, sizeof err) < 0) {
@@ -270,8 +280,10 @@ static unsigned peer_roles(void *arg, const conn_peer *p) {
 static void note_table(struct server *srv, int ok) {
   if (ok == srv->table_ok) return;
   srv->table_ok = ok;
-  if (ok) LOG_INFO("run table writable again");
-  else LOG_ERROR("run table cannot be written: health NOT_SERVING until it can");
+  if (ok)
+    LOG_INFO("run table writable again");
+  else
+    LOG_ERROR("run table cannot be written: health NOT_SERVING until it can");
   if (srv->stopping) return;
   health_set(srv->health, "", ok);
   health_set(srv->health, RUNNER_SERVICE, ok);
@@ -302,9 +314,7 @@ static void on_log_flush(evutil_socket_t fd, short what, void *arg) {
   log_flush();
 }
 
-static void request_log_flush(void *ev) {
-  event_active(ev, 0, 0);
-}
+static void request_log_flush(void *ev) { event_active(ev, 0, 0); }
 
 /* LOG_LEVEL (or --log-level) and PRISMQ_RUN_MODE. Returns -1 to go on, else the
  * exit status after saying why. */
@@ -312,7 +322,8 @@ static int read_environment(const struct cmdline *cl, enum sched_mode *mode) {
   if (cl->level && *cl->level) {
     enum log_level lvl;
     if (log_level_parse(&lvl, cl->level) != 0) {
-      fprintf(stderr, "prismqd: bad log level \"%s\" (want DEBUG, INFO, WARNING or ERROR)\n", cl->level);
+      fprintf(stderr, "prismqd: bad log level \"%s\" (want DEBUG, INFO, WARNING or ERROR)\n",
+              cl->level);
       return 2;
     }
     log_set_level(lvl);
@@ -356,23 +367,28 @@ static void open_cgroups(struct server *srv, const char *data_dir) {
   const char *where = srv->cfg->cgroup_root;
   char err[512];
   if (strcmp(where, "off") == 0) {
-    LOG_INFO("cgroups off (cgroups.root: off): runs are process groups; a process that leaves its group "
-             "(setsid) escapes cancel, timeout and shutdown");
+    LOG_INFO(
+        "cgroups off (cgroups.root: off): runs are process groups; a process that leaves its group "
+        "(setsid) escapes cancel, timeout and shutdown");
     return;
   }
   if (cgroup_root_open(&srv->cg, srv->base, where, data_dir, err, sizeof err) < 0) {
-    LOG_WARN("no cgroups for runs, using process groups: %s; a process that leaves its group (setsid) "
-             "escapes cancel, timeout and shutdown", err);
+    LOG_WARN(
+        "no cgroups for runs, using process groups: %s; a process that leaves its group (setsid) "
+        "escapes cancel, timeout and shutdown",
+        err);
     return;
   }
   unsigned ctl = cgroup_root_controllers(srv->cg);
-  LOG_INFO("runs in cgroups under %s memory_controller=%s cpu_controller=%s", cgroup_root_path(srv->cg),
-           ctl & CGROUP_MEMORY ? "yes" : "no", ctl & CGROUP_CPU ? "yes" : "no");
+  LOG_INFO("runs in cgroups under %s memory_controller=%s cpu_controller=%s",
+           cgroup_root_path(srv->cg), ctl & CGROUP_MEMORY ? "yes" : "no",
+           ctl & CGROUP_CPU ? "yes" : "no");
   for (size_t i = 0; i < srv->cfg->nmodules; i++) {
     const config_module *m = &srv->cfg->modules[i];
     if ((m->memory_max && !(ctl & CGROUP_MEMORY)) || (m->cpu_max_percent && !(ctl & CGROUP_CPU)))
-      LOG_WARN("module %s: memory_max/cpu_max not applied, the controller is not available under %s", m->id,
-               cgroup_root_path(srv->cg));
+      LOG_WARN(
+          "module %s: memory_max/cpu_max not applied, the controller is not available under %s",
+          m->id, cgroup_root_path(srv->cg));
   }
 }
 
@@ -394,7 +410,8 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
     return 1;
   }
   snprintf(dbpath, sizeof dbpath, "%s/runs.db", data_dir);
-  if (sched_init_data_dir(data_dir, err, sizeof err) < 0 || runtab_open(&srv->rt, dbpath, err, sizeof err) < 0) {
+  if (sched_init_data_dir(data_dir, err, sizeof err) < 0 ||
+      runtab_open(&srv->rt, dbpath, err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
     return 2;
   }
@@ -438,7 +455,8 @@ static int open_services(struct server *srv) {
   co.roles_arg = srv;
   co.role_name = authz_role_name;
   static const char *const health_services[] = {RUNNER_SERVICE, "prismq.admin.v1.Admin", NULL};
-  if (call_server_new(&srv->calls, srv->base, &co) < 0 || health_new(&srv->health, srv->calls, health_services) < 0 ||
+  if (call_server_new(&srv->calls, srv->base, &co) < 0 ||
+      health_new(&srv->health, srv->calls, health_services) < 0 ||
       runner_new(&srv->runner, srv->calls, srv->sch) < 0 ||
       admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0)
     return -ENOMEM;
@@ -453,7 +471,8 @@ static int open_events(struct server *srv) {
   srv->sighup = evsignal_new(srv->base, SIGHUP, on_sighup, srv);
   srv->log_flush = event_new(srv->base, -1, 0, on_log_flush, NULL);
   srv->table_check = event_new(srv->base, -1, EV_PERSIST, on_table_check, srv);
-  if (!srv->sigterm || !srv->sigint || !srv->sighup || !srv->log_flush || !srv->table_check) return -ENOMEM;
+  if (!srv->sigterm || !srv->sigint || !srv->sighup || !srv->log_flush || !srv->table_check)
+    return -ENOMEM;
   srv->table_ok = 1;
   struct timeval second = {1, 0};
   evtimer_add(srv->table_check, &second);
@@ -509,15 +528,15 @@ int main(int argc, char **argv) {
 
   status = open_core(&srv, data_dir, smode);
   if (status == 0 && (open_services(&srv) < 0 || open_events(&srv) < 0)) status = 1;
-  if (status == 0 &&
-      front_new(&srv.front, srv.base, srv.cfg, srv.calls, cl.listen_urls, cl.nlisten, err, sizeof err) < 0) {
+  if (status == 0 && front_new(&srv.front, srv.base, srv.cfg, srv.calls, cl.listen_urls, cl.nlisten,
+                               err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
     status = 2;
   }
   if (status == 0) {
     const char *mode = getenv("PRISMQ_RUN_MODE");
-    LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(), mode && *mode ? mode : "async",
-             srv.cfg->nmodules, data_dir);
+    LOG_INFO("prismqd ready pid=%d mode=%s modules=%zu data_dir=%s", (int)getpid(),
+             mode && *mode ? mode : "async", srv.cfg->nmodules, data_dir);
     /* Listeners are bound (front_new) and the runs of an earlier server recovered
      * (sched_new): clients may come. */
     notify_ready(&srv, "");

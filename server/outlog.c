@@ -20,7 +20,7 @@
  * 39 bytes of tags and varints (seq 11, stream 2, data length 4, offset 11, time 11).
  * Anything longer in a file is not ours. */
 #define REC_BODY_MAX (OUTLOG_CHUNK_MAX + 64u)
-#define REC_MAX (GW_PREFIX_LEN + REC_BODY_MAX)
+#define REC_MAX      (GW_PREFIX_LEN + REC_BODY_MAX)
 
 /* pread size: large enough to hold any record, small enough to keep a read call short. */
 #define READ_BLOCK (256u << 10)
@@ -36,7 +36,7 @@ struct idx_entry {
 struct outlog {
   unsigned refs; /* the owner's (until outlog_free) + one per reader */
   struct event_base *base;
-  int fd; /* O_RDWR|O_APPEND: appends go to the end, pread ignores O_APPEND; -1
+  int fd;     /* O_RDWR|O_APPEND: appends go to the end, pread ignores O_APPEND; -1
            * until the first record of a new log (a run with no output has no file) */
   char *path; /* for that first open; NULL once open */
   uint64_t max_bytes;
@@ -44,7 +44,7 @@ struct outlog {
   uint64_t idx_every_recs, idx_every_bytes; /* double on each thinning */
   struct idx_entry *idx;
   size_t n_idx, cap_idx;
-  uint64_t size;     /* bytes of whole records: what readers may see */
+  uint64_t size; /* bytes of whole records: what readers may see */
   uint64_t next_seq;
   uint64_t bytes[2]; /* produced per stream, dropped included */
   uint64_t stored;   /* data bytes stored, against max_bytes */
@@ -59,7 +59,7 @@ struct outlog_reader {
   struct event *ev; /* deferred wake-up: never fires inside the writer's call */
   uint64_t off;     /* file offset of the record with seq `seq` */
   uint64_t seq;
-  uint64_t want;    /* first seq to yield */
+  uint64_t want; /* first seq to yield */
   int filter;
   outlog_wake_fn fn;
   void *arg;

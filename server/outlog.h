@@ -64,7 +64,8 @@ typedef struct outlog_opts {
   uint32_t index_max_entries;
 } outlog_opts;
 
-#define OUTLOG_OPTS_INIT { 0, 1024, 1u << 20, 4096 }
+#define OUTLOG_OPTS_INIT \
+  { 0, 1024, 1u << 20, 4096 }
 
 /* Where a data directory keeps the output files: DATA_DIR/OUTLOG_DIR/<run_id>.out. */
 #define OUTLOG_DIR "output"

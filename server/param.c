@@ -34,7 +34,8 @@ int param_type_parse(config_param_type *out, const char *name) {
   return -EINVAL;
 }
 
-static int fail(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *why, size_t whylen, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -44,13 +45,12 @@ static int fail(char *why, size_t whylen, const char *fmt, ...) {
 }
 
 /* A bound as the configuration would write it: integers without a fraction. */
-static void fmt_bound(char *buf, size_t len, double d) {
-  snprintf(buf, len, "%.15g", d);
-}
+static void fmt_bound(char *buf, size_t len, double d) { snprintf(buf, len, "%.15g", d); }
 
 /* min and max; an INTEGER's bounds are integral (config.c), so comparing as long
  * double is exact for every int64 value. */
-static int check_range(const config_param *p, long double d, const char *v, char *why, size_t whylen) {
+static int check_range(const config_param *p, long double d, const char *v, char *why,
+                       size_t whylen) {
   char b[32];
   if (p->has_min && d < (long double)p->min) {
     fmt_bound(b, sizeof b, p->min);
@@ -75,7 +75,8 @@ static int check_integer(const config_param *p, const char *v, char *why, size_t
 static int check_number(const config_param *p, const char *v, char *why, size_t whylen) {
   /* Decimal notation only: strtod alone would also take hex floats, "inf" and "nan". */
   char *end;
-  if (!*v || strspn(v, "0123456789+-.eE") != strlen(v)) return fail(why, whylen, "must be a number");
+  if (!*v || strspn(v, "0123456789+-.eE") != strlen(v))
+    return fail(why, whylen, "must be a number");
   errno = 0;
   double d = strtod(v, &end);
   if (*end || end == v) return fail(why, whylen, "must be a number");
@@ -85,7 +86,8 @@ static int check_number(const config_param *p, const char *v, char *why, size_t 
 
 /* Sets *out to "true" or "false" for the words a user would write. */
 static int check_boolean(const char **out, const char *v, char *why, size_t whylen) {
-  static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no", "off"};
+  static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no",
+                                                                              "off"};
   for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
     if (strcasecmp(v, yes[i]) == 0) return *out = "true", 0;
     if (strcasecmp(v, no[i]) == 0) return *out = "false", 0;
@@ -181,7 +183,8 @@ int param_resolve_base(char **out, const char *base_dir) {
   return 0;
 }
 
-static int check_path(char **resolved, const config_param *p, const char *v, char *why, size_t whylen) {
+static int check_path(char **resolved, const config_param *p, const char *v, char *why,
+                      size_t whylen) {
   char buf[PATH_MAX];
   if (!*v) return fail(why, whylen, "must not be empty");
   int rc = normalize(buf, p->base_resolved, v);

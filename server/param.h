@@ -53,7 +53,8 @@ typedef struct param_report {
   param_violation *items;
   size_t n;
 } param_report;
-#define PARAM_REPORT_INIT {NULL, 0}
+#define PARAM_REPORT_INIT \
+  { NULL, 0 }
 
 /* Appends a violation of parameter `name` (copied) with the formatted message. */
 void param_report_add(param_report *r, const char *name, const char *fmt, ...)

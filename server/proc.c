@@ -49,9 +49,9 @@ struct proc {
   struct event *orphan_ev; /* main process gone, pipes still open */
   int cg_fd;               /* the run's cgroup directory, or -1 */
 
-  int in_cb;          /* depth of user callbacks running: defer the release */
-  unsigned exited : 1; /* the main process is a zombie: its pid still pins the group */
-  unsigned done : 1;   /* reaped and on_exit delivered */
+  int in_cb;                 /* depth of user callbacks running: defer the release */
+  unsigned exited : 1;       /* the main process is a zombie: its pid still pins the group */
+  unsigned done : 1;         /* reaped and on_exit delivered */
   unsigned user_gone : 1;    /* proc_free was called */
   unsigned term_sent : 1;    /* proc_terminate was called */
   unsigned group_killed : 1; /* the group has had a SIGKILL */
@@ -87,7 +87,8 @@ static int kill_group(proc *p, int sig) {
   if (p->cg_fd >= 0 && sig != 0) {
     int rc = cgroup_signal(p->cg_fd, sig);
     if (rc == 0) return kill(-p->pid, 0) < 0 ? -errno : 0; /* as proc_kill reports */
-    LOG_WARN("proc cgroup signal failed, signalling the group pid=%d sig=%d err=%s", p->pid, sig, strerror(-rc));
+    LOG_WARN("proc cgroup signal failed, signalling the group pid=%d sig=%d err=%s", p->pid, sig,
+             strerror(-rc));
   }
   return kill(-p->pid, sig) < 0 ? -errno : 0;
 }
@@ -117,7 +118,8 @@ static void destroy(proc *p) {
  * in the program reaped it first. */
 static int reap(proc *p, int *status, struct rusage *ru) {
   int rc = kill_group(p, SIGKILL);
-  if (rc < 0 && rc != -ESRCH) LOG_WARN("proc group kill failed pid=%d err=%s", p->pid, strerror(-rc));
+  if (rc < 0 && rc != -ESRCH)
+    LOG_WARN("proc group kill failed pid=%d err=%s", p->pid, strerror(-rc));
   pid_t r;
   do r = wait4(p->pid, status, WNOHANG, ru);
   while (r < 0 && errno == EINTR);
@@ -138,8 +140,10 @@ static void finish(proc *p) {
   struct rusage ru;
   proc_usage u = {0};
   if (reap(p, &status, &ru) == 0) {
-    if (WIFEXITED(status)) code = WEXITSTATUS(status);
-    else if (WIFSIGNALED(status)) sig = WTERMSIG(status);
+    if (WIFEXITED(status))
+      code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+      sig = WTERMSIG(status);
     u.user_cpu_ms = tv_ms(ru.ru_utime);
     u.sys_cpu_ms = tv_ms(ru.ru_stime);
     u.max_rss_kb = (uint64_t)ru.ru_maxrss; /* already KiB on Linux */
@@ -200,7 +204,8 @@ static void output_cb(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-  if (n < 0) LOG_WARN("proc output read failed pid=%d stream=%d err=%s", p->pid, s + 1, strerror(errno));
+  if (n < 0)
+    LOG_WARN("proc output read failed pid=%d stream=%d err=%s", p->pid, s + 1, strerror(errno));
   close_stream(p, s);
   settle(p);
 }
@@ -286,7 +291,8 @@ static int resolve(char *out, size_t cap, int dirfd, const char *file, const cha
   for (const char *dir = path;; dir++) {
     size_t dlen = strcspn(dir, ":");
     /* An empty entry means the current directory. */
-    int n = dlen ? snprintf(out, cap, "%.*s/%s", (int)dlen, dir, file) : snprintf(out, cap, "./%s", file);
+    int n = dlen ? snprintf(out, cap, "%.*s/%s", (int)dlen, dir, file)
+                 : snprintf(out, cap, "./%s", file);
     if (n > 0 && (size_t)n < cap) {
       int r = check_exec(dirfd, out);
       if (r == 0) return 0;
@@ -314,8 +320,8 @@ static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr,
   sigemptyset(&none);
   sigfillset(&all);
   must0(posix_spawnattr_init(attr));
-  must0(posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                           POSIX_SPAWN_SETSIGDEF));
+  must0(posix_spawnattr_setflags(
+      attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
   must0(posix_spawnattr_setpgroup(attr, 0));
   must0(posix_spawnattr_setsigmask(attr, &none));
   must0(posix_spawnattr_setsigdefault(attr, &all));
@@ -374,8 +380,8 @@ static char child_stack[64u << 10] __attribute__((aligned(64)));
  * sharing our memory, us suspended until its exec), the child moving itself in first.
  * Returns 0 with p->pid set, or -errno (the exec's own error included: the child is
  * then reaped). */
-static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv, const char *const *envp,
-                           int cwd_fd, const int child_end[2], int cg_fd) {
+static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv,
+                           const char *const *envp, int cwd_fd, const int child_end[2], int cg_fd) {
   int report[2], rc = 0;
   struct child_args a = {path, argv, envp, cwd_fd, child_end[0], child_end[1], -1, -1};
   if ((a.procs_fd = openat(cg_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0) return -errno;
@@ -389,7 +395,8 @@ static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv, c
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t pid = clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+  pid_t pid =
+      clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
   if (pid < 0) rc = -errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(report[1]);

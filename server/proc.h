@@ -60,8 +60,7 @@ enum { PROC_STDOUT = 1, PROC_STDERR = 2 };
 /* The child wrote `len` (> 0) bytes on `stream` (PROC_STDOUT or PROC_STDERR). `data`
  * is valid only during the call. Chunks of one stream arrive in order; nothing orders
  * one stream against the other. */
-typedef void (*proc_output_fn)(proc *p, int stream, const uint8_t *data, size_t len,
-                               void *arg);
+typedef void (*proc_output_fn)(proc *p, int stream, const uint8_t *data, size_t len, void *arg);
 
 /* The process is done (see Completion above). `exit_status` is the exit code
  * (WEXITSTATUS) and `term_signal` 0, or `exit_status` is -1 and `term_signal` the
@@ -102,7 +101,8 @@ typedef struct proc_opts {
   void *arg;                /* passed to both callbacks */
 } proc_opts;
 
-#define PROC_OPTS_INIT { .orphan_kill_ms = 2000, .cgroup_fd = -1 }
+#define PROC_OPTS_INIT \
+  { .orphan_kill_ms = 2000, .cgroup_fd = -1 }
 
 /* Starts opts->argv as described above, watched on `base` (which must outlive the
  * proc, and keep running until a proc_free'd process has been reaped). `opts` and the

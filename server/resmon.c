@@ -251,9 +251,7 @@ int resmon_check(resmon *m, char *why, size_t whylen) {
   return 1;
 }
 
-const resmon_sample *resmon_last(const resmon *m) {
-  return &m->last;
-}
+const resmon_sample *resmon_last(const resmon *m) { return &m->last; }
 
 void resmon_free(resmon *m) {
   if (!m) return;

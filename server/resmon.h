@@ -61,7 +61,8 @@ typedef struct resmon_opts {
   void *arg;                  /* passed to on_sample */
 } resmon_opts;
 
-#define RESMON_OPTS_INIT { .interval_ms = 1000 }
+#define RESMON_OPTS_INIT \
+  { .interval_ms = 1000 }
 
 /* Takes a first sample of both files, then starts the periodic timer on `base`, which
  * must outlive the monitor. `opts` may be NULL for the defaults (no limits, no

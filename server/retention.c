@@ -41,7 +41,7 @@ struct retention {
   uint64_t swept_total;
   char (*ids)[ID_RUN_LEN + 1]; /* the last batch's deleted runs ... */
   size_t nids, next_unlink;    /* ... and the first whose file is still there */
-  log_limit unlink_limit; /* a directory we may not write to fails for every file */
+  log_limit unlink_limit;      /* a directory we may not write to fails for every file */
   char *data_dir;
 };
 
@@ -66,8 +66,10 @@ static void unlink_next(retention *r) {
   } else if (rc != -ENOENT) { /* ENOENT: the run never started */
     unsigned long long held;
     if (log_limit_pass(&r->unlink_limit, 10000, &held))
-      LOG_WARN("retention: cannot remove the output of a deleted run path=%s: %s (%llu more in the last 10 s)",
-               path, strerror(-rc), held);
+      LOG_WARN(
+          "retention: cannot remove the output of a deleted run path=%s: %s (%llu more in the last "
+          "10 s)",
+          path, strerror(-rc), held);
   }
 }
 
@@ -88,11 +90,12 @@ static void sweep_end(retention *r) {
   r->cur.duration_us = mono_us() - r->started_us;
   r->swept_total += r->cur.runs;
   log_msg(r->cur.failed ? LOG_LVL_WARNING : LOG_LVL_INFO,
-          "retention sweep%s deleted=%" PRIu64 " files=%" PRIu64 " runs_left=%" PRIu64 " batches=%" PRIu64
-          " passes=%" PRIu64 " duration_ms=%.1f busy_ms=%.1f longest_pass_ms=%.2f long_passes=%" PRIu64,
-          r->cur.failed ? " failed" : "", r->cur.runs, r->cur.files, runtab_count(r->rt), r->cur.batches,
-          r->cur.passes, (double)r->cur.duration_us / 1000, (double)r->cur.busy_us / 1000,
-          (double)r->cur.max_pass_us / 1000, r->cur.long_passes);
+          "retention sweep%s deleted=%" PRIu64 " files=%" PRIu64 " runs_left=%" PRIu64
+          " batches=%" PRIu64 " passes=%" PRIu64
+          " duration_ms=%.1f busy_ms=%.1f longest_pass_ms=%.2f long_passes=%" PRIu64,
+          r->cur.failed ? " failed" : "", r->cur.runs, r->cur.files, runtab_count(r->rt),
+          r->cur.batches, r->cur.passes, (double)r->cur.duration_us / 1000,
+          (double)r->cur.busy_us / 1000, (double)r->cur.max_pass_us / 1000, r->cur.long_passes);
   arm(r, r->limits.sweep_interval_ms);
   if (r->on_sweep) r->on_sweep(r->arg, &r->cur);
 }
@@ -138,7 +141,8 @@ static int clock_offset(int64_t *out) {
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
-  if (*s < '0' || *s > '9' || *end || errno || v > CLOCK_OFFSET_MAX) return -EINVAL; /* no sign, no spaces */
+  if (*s < '0' || *s > '9' || *end || errno || v > CLOCK_OFFSET_MAX)
+    return -EINVAL; /* no sign, no spaces */
   *out = v;
   return 0;
 }
@@ -147,13 +151,14 @@ int retention_new(retention **out, struct event_base *base, const retention_opts
                   size_t errlen) {
   int64_t offset = 0;
   if (!opts->rt || !opts->data_dir || !opts->batch) {
-    if (errlen) snprintf(err, errlen, "retention: no run table, no data directory, or a batch of 0");
+    if (errlen)
+      snprintf(err, errlen, "retention: no run table, no data directory, or a batch of 0");
     return -EINVAL;
   }
   if (!opts->now_ms && clock_offset(&offset) < 0) {
     if (errlen)
-      snprintf(err, errlen, "%s=\"%s\": not a number of milliseconds (0 to 100 years)", CLOCK_OFFSET_ENV,
-               getenv(CLOCK_OFFSET_ENV));
+      snprintf(err, errlen, "%s=\"%s\": not a number of milliseconds (0 to 100 years)",
+               CLOCK_OFFSET_ENV, getenv(CLOCK_OFFSET_ENV));
     return -EINVAL;
   }
   retention *r = xcalloc(1, sizeof *r);
@@ -178,20 +183,21 @@ int retention_new(retention **out, struct event_base *base, const retention_opts
 
   const config_retention *l = &r->limits;
   if (l->sweep_interval_ms && (l->max_age_ms || l->max_runs)) {
-    arm(r, opts->first_delay_ms < l->sweep_interval_ms ? opts->first_delay_ms : l->sweep_interval_ms);
+    arm(r,
+        opts->first_delay_ms < l->sweep_interval_ms ? opts->first_delay_ms : l->sweep_interval_ms);
     LOG_INFO("retention on sweep_interval_ms=%" PRIu64 " max_age_ms=%" PRIu64 " max_runs=%" PRIu64
-             "%s", l->sweep_interval_ms, l->max_age_ms, l->max_runs,
+             "%s",
+             l->sweep_interval_ms, l->max_age_ms, l->max_runs,
              offset ? " (test clock offset " CLOCK_OFFSET_ENV " set)" : "");
   } else {
-    LOG_INFO("retention off: runs are kept%s", l->sweep_interval_ms ? " (no max_age, no max_runs)" : "");
+    LOG_INFO("retention off: runs are kept%s",
+             l->sweep_interval_ms ? " (no max_age, no max_runs)" : "");
   }
   *out = r;
   return 0;
 }
 
-uint64_t retention_swept_total(const retention *r) {
-  return r->swept_total;
-}
+uint64_t retention_swept_total(const retention *r) { return r->swept_total; }
 
 void retention_free(retention *r) {
   if (!r) return;

@@ -45,15 +45,15 @@ typedef struct retention retention;
 
 /* What one sweep did, given to on_sweep. Durations are monotonic. */
 typedef struct retention_sweep {
-  uint64_t runs;         /* runs deleted */
-  uint64_t files;        /* output files unlinked */
-  uint64_t batches;      /* runtab_purge calls */
-  uint64_t passes;       /* passes of the loop the sweep took */
-  uint64_t duration_us;  /* from the first pass's start to the last one's end */
-  uint64_t busy_us;      /* the passes' own time, the loop's other work left out */
-  uint64_t max_pass_us;  /* the longest pass: the longest the sweep held the loop */
-  uint64_t long_passes;  /* passes of RETENTION_LONG_PASS_US or more */
-  int failed;            /* the run table failed (logged): the sweep ended there */
+  uint64_t runs;        /* runs deleted */
+  uint64_t files;       /* output files unlinked */
+  uint64_t batches;     /* runtab_purge calls */
+  uint64_t passes;      /* passes of the loop the sweep took */
+  uint64_t duration_us; /* from the first pass's start to the last one's end */
+  uint64_t busy_us;     /* the passes' own time, the loop's other work left out */
+  uint64_t max_pass_us; /* the longest pass: the longest the sweep held the loop */
+  uint64_t long_passes; /* passes of RETENTION_LONG_PASS_US or more */
+  int failed;           /* the run table failed (logged): the sweep ended there */
 } retention_sweep;
 
 /* Called after each sweep, with its figures (valid during the call). Must not free
@@ -70,12 +70,12 @@ typedef void (*retention_pass_fn)(void *arg, uint64_t pass_us, const retention_s
 typedef int64_t (*retention_clock_fn)(void *arg);
 
 typedef struct retention_opts {
-  runtab *rt;               /* required; not owned, must outlive the retention */
-  const char *data_dir;     /* required; output files are data_dir/output/<run_id>.out. Copied */
-  config_retention limits;  /* sweep_interval_ms 0, or max_age_ms and max_runs both 0: no sweeps */
-  uint32_t first_delay_ms;  /* the first sweep, after this (at most sweep_interval_ms) */
-  size_t batch;             /* runs deleted per transaction, >= 1 */
-  uint32_t slice_us;        /* a pass unlinks files until it has worked this long (one at least) */
+  runtab *rt;              /* required; not owned, must outlive the retention */
+  const char *data_dir;    /* required; output files are data_dir/output/<run_id>.out. Copied */
+  config_retention limits; /* sweep_interval_ms 0, or max_age_ms and max_runs both 0: no sweeps */
+  uint32_t first_delay_ms; /* the first sweep, after this (at most sweep_interval_ms) */
+  size_t batch;            /* runs deleted per transaction, >= 1 */
+  uint32_t slice_us;       /* a pass unlinks files until it has worked this long (one at least) */
   /* The clock of the age cutoff. NULL: the wall clock, shifted forward by the
    * environment variable PRISMQ_TEST_CLOCK_OFFSET_MS (decimal milliseconds, at most 100
    * years; read by retention_new) when it is set: a test hook, so that a black-box test
@@ -89,14 +89,16 @@ typedef struct retention_opts {
 
 /* Defaults: a batch of 64 takes about 1.5 ms here, an unlink about 0.1 ms (ext4). */
 #define RETENTION_FIRST_DELAY_MS 1000
-#define RETENTION_BATCH 64
-#define RETENTION_SLICE_US 1000
+#define RETENTION_BATCH          64
+#define RETENTION_SLICE_US       1000
 /* A pass this long is counted (retention_sweep.long_passes) and said in the log line. */
 #define RETENTION_LONG_PASS_US 5000
 
-#define RETENTION_OPTS_INIT                                                                            \
-  { NULL, NULL, { 0, 0, 0 }, RETENTION_FIRST_DELAY_MS, RETENTION_BATCH, RETENTION_SLICE_US, NULL, NULL, \
-    NULL, NULL, NULL }
+#define RETENTION_OPTS_INIT                                                                     \
+  {                                                                                             \
+    NULL, NULL, {0, 0, 0}, RETENTION_FIRST_DELAY_MS, RETENTION_BATCH, RETENTION_SLICE_US, NULL, \
+        NULL, NULL, NULL, NULL                                                                  \
+  }
 
 /* Creates the retention on `base` (which must outlive it) and schedules its first
  * sweep, if sweeps are on. `opts` is only read during the call. Logs the limits at

@@ -23,12 +23,12 @@
 
 /* Input limits: generous for people, small enough that no request can make the
  * server hold much. */
-#define MAX_ID_LEN 128
-#define MAX_KEY_LEN 128
+#define MAX_ID_LEN    128
+#define MAX_KEY_LEN   128
 #define MAX_VALUE_LEN 8192
-#define MAX_ENTRIES 64
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
+#define MAX_ENTRIES   64
+#define LIST_DEFAULT  100
+#define LIST_MAX      1000
 /* A run is stored and listed with everything its request held: keep requests small
  * enough that a page of runs stays a reasonable message. */
 #define MAX_START_REQ (64u << 10)
@@ -63,9 +63,7 @@ static int status_of(int rc) {
   }
 }
 
-static int send_run(call *c, const pb_run *r) {
-  return call_send(c, &r->base);
-}
+static int send_run(call *c, const pb_run *r) { return call_send(c, &r->base); }
 
 static void reply_run(call *c, pb_run *r) {
   send_run(c, r);
@@ -100,7 +98,8 @@ static int check_map(call *c, const char *what, void *const *entries, size_t n) 
   }
   for (size_t i = 0; i < n; i++) {
     const map_entry *e = entries[i];
-    if (!check_str(c, what, e->key, MAX_KEY_LEN) || !check_str(c, what, e->value, MAX_VALUE_LEN)) return 0;
+    if (!check_str(c, what, e->key, MAX_KEY_LEN) || !check_str(c, what, e->value, MAX_VALUE_LEN))
+      return 0;
     if (!e->key[0]) {
       call_finish(c, GW_INVALID_ARGUMENT, "%s key must not be empty", what);
       return 0;
@@ -126,16 +125,16 @@ static int check_run_id(call *c, const char *id) {
 
 /* Decodes the request, after checking its strings: protobuf-c would cut one at a NUL
  * byte (a parameter would silently run shorter) and pass invalid UTF-8 through. */
-#define UNPACK_OR_FAIL(var, type, stem, what)                         \
-  char perr_[256];                                                        \
-  if (pbcheck_message(&stem##__descriptor, req, len, perr_, sizeof perr_) < 0) {        \
-    call_finish(c, GW_INVALID_ARGUMENT, "%s", perr_);                     \
-    return;                                                               \
-  }                                                                       \
-  type *var = stem##__unpack(NULL, len, req);                                         \
-  if (!var) {                                                             \
-    call_finish(c, GW_INVALID_ARGUMENT, "malformed " what);               \
-    return;                                                               \
+#define UNPACK_OR_FAIL(var, type, stem, what)                                    \
+  char perr_[256];                                                               \
+  if (pbcheck_message(&stem##__descriptor, req, len, perr_, sizeof perr_) < 0) { \
+    call_finish(c, GW_INVALID_ARGUMENT, "%s", perr_);                            \
+    return;                                                                      \
+  }                                                                              \
+  type *var = stem##__unpack(NULL, len, req);                                    \
+  if (!var) {                                                                    \
+    call_finish(c, GW_INVALID_ARGUMENT, "malformed " what);                      \
+    return;                                                                      \
   }
 
 /* ---- who may touch a run ---------------------------------------------------------- */
@@ -159,8 +158,9 @@ static int check_owner(runner *rn, call *c, const char *run_id, unsigned all_rol
   int mine = strcmp(run->owner, call_peer(c)->identity) == 0;
   prismq__runner__v1__run__free_unpacked(run, NULL);
   if (!mine)
-    call_finish(c, GW_PERMISSION_DENIED, "permission denied: run %s belongs to another identity; %s needs role %s",
-                run_id, who(c), authz_role_name(all_role));
+    call_finish(c, GW_PERMISSION_DENIED,
+                "permission denied: run %s belongs to another identity; %s needs role %s", run_id,
+                who(c), authz_role_name(all_role));
   return mine;
 }
 
@@ -187,7 +187,8 @@ static void finish_bad_params(call *c, const param_report *bad, const char *msg)
   for (size_t i = 0; i < bad->n; i++) {
     fields[i] = xmalloc(strlen(bad->items[i].name) + sizeof "parameters.");
     sprintf(fields[i], "parameters.%s", bad->items[i].name);
-    fv[i] = (Google__Rpc__BadRequest__FieldViolation)GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
+    fv[i] =
+        (Google__Rpc__BadRequest__FieldViolation)GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
     fv[i].field = fields[i];
     fv[i].description = bad->items[i].message;
     fvp[i] = &fv[i];
@@ -220,11 +221,12 @@ static void finish_bad_params(call *c, const param_report *bad, const char *msg)
 static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
   if (len > MAX_START_REQ) {
-    call_finish(c, GW_INVALID_ARGUMENT, "StartRunRequest of %zu bytes is over the limit of %u bytes", len,
-                MAX_START_REQ);
+    call_finish(c, GW_INVALID_ARGUMENT,
+                "StartRunRequest of %zu bytes is over the limit of %u bytes", len, MAX_START_REQ);
     return;
   }
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request, "StartRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__StartRunRequest, prismq__runner__v1__start_run_request,
+                 "StartRunRequest");
   if (!r->module_id[0]) {
     call_finish(c, GW_INVALID_ARGUMENT, "module_id is required");
 
@@ -237,13 +239,17 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
     const conn_peer *p = call_peer(c);
     if (!authz_may_start(sched_config(rn->sch), p->identity, p->local, r->module_id)) {
       LOG_INFO("start refused module_id=%.64s identity=%s peer=%s", r->module_id, who(c), p->addr);
-      call_finish(c, GW_PERMISSION_DENIED, "permission denied: %s may not start module %.64s", who(c), r->module_id);
+      call_finish(c, GW_PERMISSION_DENIED, "permission denied: %s may not start module %.64s",
+                  who(c), r->module_id);
     } else {
       param_report bad = PARAM_REPORT_INIT;
       int rc = sched_start(rn->sch, r, p->identity, &run, &bad, err, sizeof err);
-      if (rc < 0 && bad.n) finish_bad_params(c, &bad, err);
-      else if (rc < 0) call_finish(c, status_of(rc), "%s", err);
-      else reply_run(c, run);
+      if (rc < 0 && bad.n)
+        finish_bad_params(c, &bad, err);
+      else if (rc < 0)
+        call_finish(c, status_of(rc), "%s", err);
+      else
+        reply_run(c, run);
       param_report_clear(&bad);
     }
   }
@@ -252,7 +258,8 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
 
 static void get_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__GetRunRequest, prismq__runner__v1__get_run_request, "GetRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__GetRunRequest, prismq__runner__v1__get_run_request,
+                 "GetRunRequest");
   const uint8_t *run;
   size_t run_len;
   if (check_run_id(c, r->run_id) && check_owner(rn, c, r->run_id, AUTHZ_READ_ALL)) {
@@ -282,7 +289,8 @@ static int token_decode(char *run_id, const char *tok) {
   int n = EVP_DecodeBlock(raw, (const unsigned char *)tok, (int)len);
   if (n < 0) return -EINVAL;
   while (n > 0 && tok[len - 1] == '=') n--, len--; /* DecodeBlock counts padding */
-  if (n != 3 + ID_RUN_LEN || memcmp(raw, "v1:", 3) != 0 || !id_run_valid((char *)raw + 3, ID_RUN_LEN))
+  if (n != 3 + ID_RUN_LEN || memcmp(raw, "v1:", 3) != 0 ||
+      !id_run_valid((char *)raw + 3, ID_RUN_LEN))
     return -EINVAL;
   memcpy(run_id, raw + 3, ID_RUN_LEN);
   run_id[ID_RUN_LEN] = '\0';
@@ -291,7 +299,8 @@ static int token_decode(char *run_id, const char *tok) {
 
 static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListRunsRequest, prismq__runner__v1__list_runs_request, "ListRunsRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListRunsRequest, prismq__runner__v1__list_runs_request,
+                 "ListRunsRequest");
   char before[ID_RUN_LEN + 1];
   const char *keys[MAX_ENTRIES], *vals[MAX_ENTRIES];
   int statuses[RUNTAB_FILTER_MAX];
@@ -327,7 +336,9 @@ static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
   f.nlabels = r->n_labels;
   /* Without read_all a caller lists its own runs only. */
   if (!(call_roles(c) & AUTHZ_READ_ALL)) f.owner = call_peer(c)->identity;
-  size_t limit = r->page_size == 0 ? LIST_DEFAULT : r->page_size > LIST_MAX ? LIST_MAX : r->page_size;
+  size_t limit = r->page_size == 0         ? LIST_DEFAULT
+                 : r->page_size > LIST_MAX ? LIST_MAX
+                                           : r->page_size;
   pb_run **runs = NULL;
   size_t n = 0;
   int more = 0;
@@ -398,7 +409,8 @@ static void fill_param(Prismq__Runner__V1__ParameterSpec *o, const config_param 
 
 /* A Module viewing m, its parameters in ps (m->nparams slots) pointed to from pptr. */
 static void fill_module(Prismq__Runner__V1__Module *o, const config_module *m,
-                        Prismq__Runner__V1__ParameterSpec *ps, Prismq__Runner__V1__ParameterSpec **pptr) {
+                        Prismq__Runner__V1__ParameterSpec *ps,
+                        Prismq__Runner__V1__ParameterSpec **pptr) {
   *o = (Prismq__Runner__V1__Module)PRISMQ__RUNNER__V1__MODULE__INIT;
   o->id = m->id;
   o->name = m->name;
@@ -420,7 +432,8 @@ static void fill_module(Prismq__Runner__V1__Module *o, const config_module *m,
 
 static void list_modules(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest, prismq__runner__v1__list_modules_request, "ListModulesRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListModulesRequest,
+                 prismq__runner__v1__list_modules_request, "ListModulesRequest");
   const config *cfg = sched_config(rn->sch);
   size_t np = 0;
   for (size_t i = 0; i < cfg->nmodules; i++) np += cfg->modules[i].nparams;
@@ -485,8 +498,10 @@ static void waiter_timeout(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   struct waiter *wt = arg;
   pb_run *run = NULL;
-  if (sched_get(wt->rn->sch, wt->run_id, &run) == 0) reply_run(wt->c, run);
-  else call_finish(wt->c, GW_NOT_FOUND, "run %s not found", wt->run_id);
+  if (sched_get(wt->rn->sch, wt->run_id, &run) == 0)
+    reply_run(wt->c, run);
+  else
+    call_finish(wt->c, GW_NOT_FOUND, "run %s not found", wt->run_id);
   waiter_free(wt);
 }
 
@@ -512,7 +527,8 @@ static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t time
 }
 
 static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__WaitRunRequest, prismq__runner__v1__wait_run_request, "WaitRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__WaitRunRequest, prismq__runner__v1__wait_run_request,
+                 "WaitRunRequest");
   if (check_run_id(c, r->run_id) && check_owner(svc, c, r->run_id, AUTHZ_READ_ALL))
     wait_terminal(svc, c, r->run_id, r->timeout_ms);
   prismq__runner__v1__wait_run_request__free_unpacked(r, NULL);
@@ -522,7 +538,8 @@ static void wait_run(call *c, const uint8_t *req, size_t len, void *svc) {
  * client that sees CancelRun return knows no process of the run is left. */
 static void cancel_run(call *c, const uint8_t *req, size_t len, void *svc) {
   runner *rn = svc;
-  UNPACK_OR_FAIL(r, Prismq__Runner__V1__CancelRunRequest, prismq__runner__v1__cancel_run_request, "CancelRunRequest");
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__CancelRunRequest, prismq__runner__v1__cancel_run_request,
+                 "CancelRunRequest");
   if (check_run_id(c, r->run_id) && check_owner(rn, c, r->run_id, AUTHZ_CANCEL_ANY)) {
     LOG_INFO("cancel requested run_id=%s by=%s peer=%s", r->run_id, who(c), call_peer(c)->addr);
     int rc = sched_cancel(rn->sch, r->run_id, r->grace_ms);
@@ -530,8 +547,8 @@ static void cancel_run(call *c, const uint8_t *req, size_t len, void *svc) {
       pb_run *run = NULL;
       const char *st = "terminal";
       if (sched_get(rn->sch, r->run_id, &run) == 0) {
-        const ProtobufCEnumValue *v =
-            protobuf_c_enum_descriptor_get_value(&prismq__runner__v1__run_status__descriptor, run->status);
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+            &prismq__runner__v1__run_status__descriptor, run->status);
         if (v) st = v->name;
       }
       call_finish(c, GW_FAILED_PRECONDITION, "run %s is already %s", r->run_id, st);
@@ -609,7 +626,8 @@ static void follower_pump(struct follower *f) {
     if (n == -ENOTSUP) n = outlog_reader_read(f->rd, f->buf, FOLLOW_BATCH);
     if (n < 0) {
       LOG_ERROR("output read failed run_id=%s: %s", f->run_id, strerror((int)-n));
-      call_finish(f->c, GW_DATA_LOSS, "cannot read the output of run %s: %s", f->run_id, strerror((int)-n));
+      call_finish(f->c, GW_DATA_LOSS, "cannot read the output of run %s: %s", f->run_id,
+                  strerror((int)-n));
       follower_free(f);
       return;
     }
@@ -647,7 +665,8 @@ static void follower_open(struct follower *f) {
     return; /* the STARTED watch is set up by the caller */
   }
   if (rc < 0) {
-    call_finish(f->c, status_of(rc), "cannot open the output of run %s: %s", f->run_id, strerror(-rc));
+    call_finish(f->c, status_of(rc), "cannot open the output of run %s: %s", f->run_id,
+                strerror(-rc));
     follower_free(f);
     return;
   }

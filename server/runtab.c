@@ -106,8 +106,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SAVEPOINT] = "SAVEPOINT ins",
     [ST_ROLLBACK_TO] = "ROLLBACK TO ins",
     [ST_RELEASE] = "RELEASE ins",
-    [ST_INSERT] = "INSERT INTO runs(run_id, request_id, module_id, status, created_at_ms, pb,"
-                  " owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_INSERT] =
+        "INSERT INTO runs(run_id, request_id, module_id, status, created_at_ms, pb,"
+        " owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     /* OR REPLACE: a repeated map key keeps the last value, as protobuf maps do. */
     [ST_INSERT_LABEL] = "INSERT OR REPLACE INTO run_labels(run_id, key, value) VALUES (?1, ?2, ?3)",
     [ST_UPDATE] = "UPDATE runs SET status = ?2, pb = ?3 WHERE run_id = ?1",
@@ -117,8 +118,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ACTIVE] = "SELECT pb FROM runs WHERE status IN (1, 2) ORDER BY run_id",
     /* Terminal runs, oldest first: one walk of the primary key's index, which stops
      * as soon as runtab_purge has what it wants (old runs come first). */
-    [ST_PURGE_SCAN] = "SELECT run_id, created_at_ms, pb FROM runs WHERE status NOT IN (1, 2)"
-                      " ORDER BY run_id",
+    [ST_PURGE_SCAN] =
+        "SELECT run_id, created_at_ms, pb FROM runs WHERE status NOT IN (1, 2)"
+        " ORDER BY run_id",
     [ST_PURGE_RUN] = "DELETE FROM runs WHERE run_id = ?1",
     [ST_PURGE_LABELS] = "DELETE FROM run_labels WHERE run_id = ?1",
 };
@@ -138,7 +140,7 @@ struct list_stmt {
 };
 
 /* See "Checkpoints" and "Writing the WAL back early" above. */
-#define CKPT_PAGES 4000
+#define CKPT_PAGES  4000
 #define FLUSH_PAGES 500
 
 /* An update waiting for its commit (see runtab.h, "Durability"). Kept until then, to be
@@ -153,11 +155,11 @@ struct pending {
 
 struct runtab {
   sqlite3 *db;
-  int wal_fd;        /* the WAL file, read-only, for sync_file_range; -1 if none */
-  int flushed_pages; /* WAL size at the last writeback started */
+  int wal_fd;           /* the WAL file, read-only, for sync_file_range; -1 if none */
+  int flushed_pages;    /* WAL size at the last writeback started */
   struct pending *pend; /* updates since the last commit, in order */
   size_t npend, pend_cap;
-  int failing;       /* the last commit failed (runtab_writable) */
+  int failing; /* the last commit failed (runtab_writable) */
   uint8_t *pend_buf;
   size_t pend_used, pend_buf_cap;
   log_limit fail_limit; /* SQL failures can repeat every pass while a disk is full */
@@ -170,11 +172,10 @@ struct runtab {
 };
 
 /* protobuf-c leaves strings NULL only if the caller did; treat that as "". */
-static const char *str_or_empty(const char *s) {
-  return s ? s : "";
-}
+static const char *str_or_empty(const char *s) { return s ? s : ""; }
 
-__attribute__((format(printf, 3, 4)))
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   if (!errlen) return;
   va_list ap;
@@ -355,10 +356,10 @@ int runtab_open(runtab **out, const char *path, char *err, size_t errlen) {
 
   /* NOMUTEX: the table is single-threaded (see runtab.h), so SQLite's locks are waste.
    * EXRESCODE: tells a duplicate primary key from a duplicate request_id. */
-  int rc = sqlite3_open_v2(path, &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
-                               SQLITE_OPEN_EXRESCODE,
-                           NULL);
+  int rc = sqlite3_open_v2(
+      path, &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+      NULL);
   if (rc != SQLITE_OK) goto fail_db;
   /* READWRITE quietly falls back to read-only on a write-protected file. */
   if (sqlite3_db_readonly(db, "main") == 1) {
@@ -373,8 +374,10 @@ int runtab_open(runtab **out, const char *path, char *err, size_t errlen) {
    * takes it from here.
    * WAL: a commit is one append; synchronous=NORMAL drops the fsync per commit (durable
    * across a process crash, see runtab.h). */
-  rc = sqlite3_exec(db, "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL;"
-                    " PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+  rc = sqlite3_exec(db,
+                    "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL;"
+                    " PRAGMA synchronous = NORMAL",
+                    NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail_db;
   if ((rc = query_int(db, "PRAGMA user_version", &version)) != SQLITE_OK) goto fail_db;
   if (version > SCHEMA_VERSION) {
@@ -431,9 +434,7 @@ void runtab_free(runtab *t) {
   free(t);
 }
 
-uint64_t runtab_count(const runtab *t) {
-  return t->count;
-}
+uint64_t runtab_count(const runtab *t) { return t->count; }
 
 /* ---- writes ---- */
 
@@ -746,8 +747,7 @@ static sqlite3_stmt *list_stmt(runtab *t, const struct list_shape *s) {
   for (size_t i = 0; i < LIST_CACHE; i++) {
     const struct list_stmt *l = &t->lists[i];
     if (l->st && l->shape.nstatuses == s->nstatuses && l->shape.nlabels == s->nlabels &&
-        l->shape.module == s->module && l->shape.owner == s->owner &&
-        l->shape.cursor == s->cursor)
+        l->shape.module == s->module && l->shape.owner == s->owner && l->shape.cursor == s->cursor)
       return l->st;
   }
   struct list_stmt *l = &t->lists[t->list_victim];

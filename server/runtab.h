@@ -117,7 +117,8 @@ typedef struct runtab_filter {
   size_t nlabels;                  /* 0 = any labels; at most RUNTAB_FILTER_MAX */
 } runtab_filter;
 
-#define RUNTAB_FILTER_INIT { NULL, 0, NULL, NULL, NULL, NULL, 0 }
+#define RUNTAB_FILTER_INIT \
+  { NULL, 0, NULL, NULL, NULL, NULL, 0 }
 
 /* Lists the runs matching `f` (NULL = all runs), newest first (descending run id), at
  * most `limit` of them (>= 1). `before_run_id` NULL or "" starts from the newest run;

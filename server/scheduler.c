@@ -32,8 +32,8 @@
 
 struct sched_watch {
   sched *s;
-  struct srun *run;  /* live watch: on run->watchers; NULL for a pending one */
-  sched_run *snap;   /* pending watch: the state to report, fired from `ev` */
+  struct srun *run; /* live watch: on run->watchers; NULL for a pending one */
+  sched_run *snap;  /* pending watch: the state to report, fired from `ev` */
   struct event *ev;
   int events;
   sched_watch_fn fn;
@@ -46,10 +46,10 @@ struct sched_watch {
 /* An active (queued or running) run. */
 struct srun {
   sched *s;
-  sched_run *pb; /* owned; strings are malloc'd or protobuf_c_empty_string */
-  config *cfg;               /* the snapshot the run was taken under (a reference) */
-  const config_module *mod;  /* in cfg */
-  char **argv; /* rendered at request time; freed once started */
+  sched_run *pb;            /* owned; strings are malloc'd or protobuf_c_empty_string */
+  config *cfg;              /* the snapshot the run was taken under (a reference) */
+  const config_module *mod; /* in cfg */
+  char **argv;              /* rendered at request time; freed once started */
   char *cwd;
   char **secret_env; /* "ENV_VAR=value" of its secret parameters, until started; else NULL */
   uint32_t timeout_ms;
@@ -59,7 +59,7 @@ struct srun {
   char *errtail; /* ring of the last ERRTAIL_MAX stderr bytes, while running */
   size_t errtail_len, errtail_pos;
   unsigned cancelled : 1, timed_out : 1;
-  int log_errno; /* the first output write error, or 0 */
+  int log_errno;             /* the first output write error, or 0 */
   const char *cancel_reason; /* error_message of a cancelled run (static) */
   struct sched_watch *watchers;
   struct srun *qprev, *qnext; /* the queue, while QUEUED */
@@ -70,9 +70,9 @@ struct sched {
   sched_opts opts;
   char *data_dir;
   uint8_t secret_key[SECRETKEY_LEN]; /* digests of secret parameters (secretkey.h) */
-  config *cfg;           /* the current snapshot (a reference): new runs use it */
-  quota *running_by_module; /* running runs per module id (max_concurrent) */
-  void *index;        /* tsearch tree of active runs by run_id */
+  config *cfg;                       /* the current snapshot (a reference): new runs use it */
+  quota *running_by_module;          /* running runs per module id (max_concurrent) */
+  void *index;                       /* tsearch tree of active runs by run_id */
   struct srun *qhead, *qtail;
   size_t nqueued, nrunning;
   quota *queued_by_owner; /* queued runs per owner (limits.max_queued_per_identity) */
@@ -83,7 +83,7 @@ struct sched {
   } done_logs[DONE_LOGS]; /* a ring, the oldest replaced first */
   size_t done_next;
   struct event *sync_ev; /* commits the run table's waiting updates, end of this pass */
-  uint8_t *packed; /* sched_get_packed's answer for an active run */
+  uint8_t *packed;       /* sched_get_packed's answer for an active run */
   size_t packed_cap;
   struct event *pump_ev;  /* starts the runs recovered at start-up, from the loop */
   struct event *drain_ev; /* shutdown: the end of the wait for running runs */
@@ -94,7 +94,8 @@ struct sched {
 };
 
 static const char *status_name(int st) {
-  const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&prismq__runner__v1__run_status__descriptor, st);
+  const ProtobufCEnumValue *v =
+      protobuf_c_enum_descriptor_get_value(&prismq__runner__v1__run_status__descriptor, st);
   return v ? v->name + sizeof "RUN_STATUS_" - 1 : "?";
 }
 
@@ -117,7 +118,7 @@ static sched_run *run_copy(const sched_run *r) {
 }
 
 /* The map entries of a Run, built from parallel key/value strings. */
-#define BUILD_MAP(Type, INIT, out_arr, out_n, keys, vals, count)      \
+#define BUILD_MAP(Type, INIT, out_arr, out_n, keys, vals, count)       \
   do {                                                                 \
     (out_n) = (count);                                                 \
     (out_arr) = (count) ? xmalloc((count) * sizeof *(out_arr)) : NULL; \
@@ -161,8 +162,10 @@ static struct srun *find_active(sched *s, const char *run_id) {
 
 static void watch_unlink(sched_watch *w) {
   if (!w->run) return;
-  if (w->prev) w->prev->next = w->next;
-  else w->run->watchers = w->next;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    w->run->watchers = w->next;
   if (w->next) w->next->prev = w->prev;
   w->run = NULL;
 }
@@ -204,8 +207,8 @@ static void pending_fire(evutil_socket_t fd, short what, void *arg) {
   free(w);
 }
 
-int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
-                    sched_watch_fn fn, void *arg) {
+int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events, sched_watch_fn fn,
+                    void *arg) {
   struct srun *r = find_active(s, run_id);
   sched_run *snap = NULL;
   if (r) {
@@ -252,10 +255,14 @@ void sched_unwatch(sched_watch *w) {
 /* ---- queue ---------------------------------------------------------------------- */
 
 static void queue_remove(sched *s, struct srun *r) {
-  if (r->qprev) r->qprev->qnext = r->qnext;
-  else s->qhead = r->qnext;
-  if (r->qnext) r->qnext->qprev = r->qprev;
-  else s->qtail = r->qprev;
+  if (r->qprev)
+    r->qprev->qnext = r->qnext;
+  else
+    s->qhead = r->qnext;
+  if (r->qnext)
+    r->qnext->qprev = r->qprev;
+  else
+    s->qtail = r->qprev;
   r->qprev = r->qnext = NULL;
   s->nqueued--;
   quota_dec(s->queued_by_owner, r->pb->owner);
@@ -263,13 +270,14 @@ static void queue_remove(sched *s, struct srun *r) {
 
 static void queue_push(sched *s, struct srun *r) {
   r->qprev = s->qtail;
-  if (s->qtail) s->qtail->qnext = r;
-  else s->qhead = r;
+  if (s->qtail)
+    s->qtail->qnext = r;
+  else
+    s->qhead = r;
   s->qtail = r;
   s->nqueued++;
   quota_inc(s->queued_by_owner, r->pb->owner);
 }
-
 
 /* ---- life of a run -------------------------------------------------------------- */
 
@@ -281,8 +289,8 @@ static void pump(sched *s);
 static void persist(sched *s, const sched_run *pb) {
   int rc = runtab_update(s->opts.rt, pb);
   if (rc < 0)
-    LOG_ERROR("run table update failed run_id=%s module_id=%s status=%s: %s", pb->run_id, pb->module_id,
-              status_name(pb->status), strerror(-rc));
+    LOG_ERROR("run table update failed run_id=%s module_id=%s status=%s: %s", pb->run_id,
+              pb->module_id, status_name(pb->status), strerror(-rc));
   event_active(s->sync_ev, 0, 0);
 }
 
@@ -314,8 +322,8 @@ static void srun_free(struct srun *r) {
 
 /* A run of m under the current snapshot, not yet in the index or the queue; takes
  * argv, cwd, secret_env (may be NULL) and pb. */
-static struct srun *srun_new(sched *s, const config_module *m, char **argv, char *cwd, char **secret_env,
-                             sched_run *pb, uint32_t timeout_ms) {
+static struct srun *srun_new(sched *s, const config_module *m, char **argv, char *cwd,
+                             char **secret_env, sched_run *pb, uint32_t timeout_ms) {
   struct srun *r = xcalloc(1, sizeof *r);
   r->s = s;
   r->cfg = config_ref(s->cfg);
@@ -517,8 +525,8 @@ static int spawn(struct srun *r, char *err, size_t errlen) {
   sched_run *pb = r->pb;
   int cg_fd = -1, rc;
   if (s->opts.cg) {
-    if ((rc = cgroup_create(&cg_fd, s->opts.cg, pb->run_id, r->mod->memory_max, r->mod->cpu_max_percent, err,
-                            errlen)) < 0)
+    if ((rc = cgroup_create(&cg_fd, s->opts.cg, pb->run_id, r->mod->memory_max,
+                            r->mod->cpu_max_percent, err, errlen)) < 0)
       return rc;
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
@@ -597,7 +605,8 @@ static void start_run(struct srun *r) {
     /* Timers count from the loop's cached time, taken before this iteration's work
      * (the spawn included): refresh it so a run never times out early. */
     event_base_update_cache_time(s->base);
-    struct timeval tv = {(time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000};
+    struct timeval tv = {(time_t)(r->timeout_ms / 1000),
+                         (suseconds_t)(r->timeout_ms % 1000) * 1000};
     evtimer_add(r->timer, &tv);
   }
   persist(s, pb);
@@ -648,18 +657,23 @@ static void on_sample(void *arg) { pump(arg); }
 /* ---- requests ------------------------------------------------------------------- */
 
 int sched_mode_parse(enum sched_mode *out, const char *s) {
-  if (!s || !*s || strcmp(s, "async") == 0) *out = SCHED_ASYNC;
-  else if (strcmp(s, "threaded") == 0) *out = SCHED_THREADED;
-  else if (strcmp(s, "dry-run") == 0) *out = SCHED_DRY_RUN;
-  else return -EINVAL;
+  if (!s || !*s || strcmp(s, "async") == 0)
+    *out = SCHED_ASYNC;
+  else if (strcmp(s, "threaded") == 0)
+    *out = SCHED_THREADED;
+  else if (strcmp(s, "dry-run") == 0)
+    *out = SCHED_DRY_RUN;
+  else
+    return -EINVAL;
   return 0;
 }
 
 /* Two runs are the same request when module and effective parameters match. */
-static int same_request(const sched_run *a, const char *module_id, const char *owner, char *const *params,
-                        const ProtobufCBinaryData *digest) {
+static int same_request(const sched_run *a, const char *module_id, const char *owner,
+                        char *const *params, const ProtobufCBinaryData *digest) {
   if (strcmp(a->module_id, module_id) != 0 || strcmp(a->owner, owner) != 0) return 0;
-  if (a->secret_digest.len != digest->len || (digest->len && memcmp(a->secret_digest.data, digest->data, digest->len)))
+  if (a->secret_digest.len != digest->len ||
+      (digest->len && memcmp(a->secret_digest.data, digest->data, digest->len)))
     return 0;
   size_t n = 0;
   for (; params[n]; n++) {
@@ -667,7 +681,8 @@ static int same_request(const sched_run *a, const char *module_id, const char *o
     const char *eq = strchr(params[n], '=');
     size_t klen = (size_t)(eq - params[n]);
     const Prismq__Runner__V1__Run__ParametersEntry *e = a->parameters[n];
-    if (strlen(e->key) != klen || memcmp(e->key, params[n], klen) != 0 || strcmp(e->value, eq + 1) != 0)
+    if (strlen(e->key) != klen || memcmp(e->key, params[n], klen) != 0 ||
+        strcmp(e->value, eq + 1) != 0)
       return 0;
   }
   return n == a->n_parameters;
@@ -677,25 +692,29 @@ static int same_request(const sched_run *a, const char *module_id, const char *o
  * run that would wait, not past the queue's limits (one that can start now, a global
  * and a module slot free and resources fine, is never refused for them). Returns 0, or
  * -EAGAIN with err filled. */
-static int admit(const sched *s, const config_module *m, const char *owner, char *err, size_t errlen) {
+static int admit(const sched *s, const config_module *m, const char *owner, char *err,
+                 size_t errlen) {
   const config_limits *lim = &s->cfg->limits;
   if (s->stopping) {
     snprintf(err, errlen, "server shutting down");
     return -ESHUTDOWN;
   }
   char why[160];
-  int can_start = s->nrunning < lim->max_concurrent &&
-                  (!m->max_concurrent || quota_get(s->running_by_module, m->id) < m->max_concurrent) &&
-                  (!s->res || resmon_check(s->res, why, sizeof why));
+  int can_start =
+      s->nrunning < lim->max_concurrent &&
+      (!m->max_concurrent || quota_get(s->running_by_module, m->id) < m->max_concurrent) &&
+      (!s->res || resmon_check(s->res, why, sizeof why));
   if (can_start) return 0;
   uint32_t mine = quota_get(s->queued_by_owner, owner);
   if (lim->max_queued_per_identity && mine >= lim->max_queued_per_identity) {
-    snprintf(err, errlen, "too many queued runs for %.256s (%u; limits.max_queued_per_identity is %u)",
+    snprintf(err, errlen,
+             "too many queued runs for %.256s (%u; limits.max_queued_per_identity is %u)",
              owner[0] ? owner : "anonymous callers", mine, lim->max_queued_per_identity);
     return -EAGAIN;
   }
   if (s->nqueued >= lim->max_queued) {
-    snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued, lim->max_queued);
+    snprintf(err, errlen, "too many queued runs (%zu; limits.max_queued is %u)", s->nqueued,
+             lim->max_queued);
     return -EAGAIN;
   }
   return 0;
@@ -712,8 +731,9 @@ struct rendered {
 
 /* Renders req's parameters for m into *rd (config_module_render: -EINVAL with every bad
  * parameter in `bad`). Free with rendered_clear. */
-static int render_request(sched *s, const config_module *m, const Prismq__Runner__V1__StartRunRequest *req,
-                          struct rendered *rd, param_report *bad, char *err, size_t errlen) {
+static int render_request(sched *s, const config_module *m,
+                          const Prismq__Runner__V1__StartRunRequest *req, struct rendered *rd,
+                          param_report *bad, char *err, size_t errlen) {
   size_t np = req->n_parameters;
   const char **names = xmalloc(np * sizeof *names), **values = xmalloc(np * sizeof *values);
   for (size_t i = 0; i < np; i++) {
@@ -721,8 +741,8 @@ static int render_request(sched *s, const config_module *m, const Prismq__Runner
     values[i] = req->parameters[i]->value;
   }
   memset(rd, 0, sizeof *rd);
-  int rc = config_module_render(&rd->argv, &rd->cwd, &rd->params, &rd->secret_env, m, names, values, NULL, np,
-                                bad, err, errlen);
+  int rc = config_module_render(&rd->argv, &rd->cwd, &rd->params, &rd->secret_env, m, names, values,
+                                NULL, np, bad, err, errlen);
   free(names);
   free(values);
   if (rc == 0 && rd->secret_env[0]) {
@@ -746,13 +766,15 @@ static void rendered_clear(struct rendered *rd) {
 /* Whether req->request_id names an earlier run: returns 1 with *out set (a copy, live
  * if active) if it was the same request, 0 if there is none, -EEXIST with err if it was
  * another one. */
-static int earlier_request(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const config_module *m,
-                           const char *owner, const struct rendered *rd, sched_run **out, char *err,
-                           size_t errlen) {
+static int earlier_request(sched *s, const Prismq__Runner__V1__StartRunRequest *req,
+                           const config_module *m, const char *owner, const struct rendered *rd,
+                           sched_run **out, char *err, size_t errlen) {
   sched_run *prev = NULL;
-  if (!req->request_id[0] || runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) != 0) return 0;
+  if (!req->request_id[0] || runtab_get_by_request_id(s->opts.rt, req->request_id, &prev) != 0)
+    return 0;
   if (!same_request(prev, m->id, owner, rd->params, &rd->secret_digest)) {
-    snprintf(err, errlen, "request_id \"%.128s\" was used for run %s with another module, parameters or owner",
+    snprintf(err, errlen,
+             "request_id \"%.128s\" was used for run %s with another module, parameters or owner",
              req->request_id, prev->run_id);
     prismq__runner__v1__run__free_unpacked(prev, NULL);
     return -EEXIST;
@@ -796,8 +818,9 @@ static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__S
     pv[i] = strchr(params[i], '=');
     *pv[i]++ = '\0';
   }
-  BUILD_MAP(Prismq__Runner__V1__Run__ParametersEntry, PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT,
-            pb->parameters, pb->n_parameters, pk, pv, npar);
+  BUILD_MAP(Prismq__Runner__V1__Run__ParametersEntry,
+            PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT, pb->parameters, pb->n_parameters, pk,
+            pv, npar);
   free(pk);
   free(pv);
   config_argv_free(params);
@@ -810,15 +833,15 @@ static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__S
     lv[j] = req->labels[i]->value;
     if (j == nl) nl++;
   }
-  BUILD_MAP(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, pb->labels,
-            pb->n_labels, lk, lv, nl);
+  BUILD_MAP(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT,
+            pb->labels, pb->n_labels, lk, lv, nl);
   free(lk);
   free(lv);
   return pb;
 }
 
-int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
-                param_report *bad, char *err, size_t errlen) {
+int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner,
+                sched_run **out, param_report *bad, char *err, size_t errlen) {
   const config_module *m = config_find_module(s->cfg, req->module_id);
   if (!m) {
     snprintf(err, errlen, "unknown module \"%.64s\"", req->module_id);
@@ -838,14 +861,16 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
   }
   /* The request may shorten the module's timeout, never lengthen it. */
   uint32_t timeout_ms = m->timeout_ms;
-  if (req->timeout_ms && (!m->timeout_ms || req->timeout_ms < m->timeout_ms)) timeout_ms = req->timeout_ms;
+  if (req->timeout_ms && (!m->timeout_ms || req->timeout_ms < m->timeout_ms))
+    timeout_ms = req->timeout_ms;
   sched_run *pb = new_record(m, req, owner, rd.params, &rd.secret_digest, timeout_ms);
   struct srun *r = srun_new(s, m, rd.argv, rd.cwd, rd.secret_env, pb, timeout_ms);
   rd = (struct rendered){0};
   rc = runtab_insert(s->opts.rt, pb);
   if (rc < 0) {
     snprintf(err, errlen, "cannot record the run: %s", strerror(-rc));
-    LOG_ERROR("run not recorded run_id=%s module_id=%s: %s", pb->run_id, pb->module_id, strerror(-rc));
+    LOG_ERROR("run not recorded run_id=%s module_id=%s: %s", pb->run_id, pb->module_id,
+              strerror(-rc));
     srun_free(r);
     return -EIO;
   }
@@ -941,15 +966,18 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   sched *s = arg;
-  if (s->nrunning) LOG_INFO("shutdown grace over, cancelling the runs still running count=%zu", s->nrunning);
+  if (s->nrunning)
+    LOG_INFO("shutdown grace over, cancelling the runs still running count=%zu", s->nrunning);
   cancel_running(s);
 }
 
-void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg) {
+void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg),
+                    void *arg) {
   s->stopping = 1;
   s->on_idle = on_idle;
   s->idle_arg = arg;
-  if (s->nqueued) LOG_INFO("shutdown: queued runs stay queued for the next start count=%zu", s->nqueued);
+  if (s->nqueued)
+    LOG_INFO("shutdown: queued runs stay queued for the next start count=%zu", s->nqueued);
   if (cancel_runs || !grace_ms) {
     cancel_running(s);
   } else if (s->nrunning) {
@@ -1037,7 +1065,9 @@ static int end_survivors(const sched_run *pb, int64_t boot_ms) {
   int ended = 0;
   if (pb->cgroup[0]) {
     int rc = cgroup_kill_path(pb->cgroup);
-    if (rc < 0) LOG_WARN("cannot end the cgroup of a lost run run_id=%s path=%s: %s", pb->run_id, pb->cgroup, strerror(-rc));
+    if (rc < 0)
+      LOG_WARN("cannot end the cgroup of a lost run run_id=%s path=%s: %s", pb->run_id, pb->cgroup,
+               strerror(-rc));
     ended = rc > 0;
   }
   uint64_t ticks;
@@ -1071,7 +1101,8 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
     return -ENOENT;
   }
   if (pb->secret_digest.len) {
-    snprintf(err, errlen, "its secret parameters are kept in memory only, and were lost with the server");
+    snprintf(err, errlen,
+             "its secret parameters are kept in memory only, and were lost with the server");
     return -EINVAL;
   }
   size_t np = pb->n_parameters;
@@ -1081,7 +1112,8 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
     values[i] = pb->parameters[i]->value;
   }
   char **argv = NULL, *cwd = NULL;
-  int rc = config_module_render(&argv, &cwd, NULL, NULL, m, names, values, NULL, np, NULL, err, errlen);
+  int rc =
+      config_module_render(&argv, &cwd, NULL, NULL, m, names, values, NULL, np, NULL, err, errlen);
   free(names);
   free(values);
   if (rc < 0) return rc;
@@ -1102,7 +1134,8 @@ static int recover(sched *s) {
     sched_run *pb = runs[i];
     char err[512];
     /* A run recorded QUEUED whose cgroup exists had started, its start not committed yet. */
-    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED && !started_in_cgroup(s, pb)) {
+    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED &&
+        !started_in_cgroup(s, pb)) {
       if (requeue(s, pb, err, sizeof err) == 0) {
         runs[i] = NULL;
         queued++;
@@ -1116,7 +1149,8 @@ static int recover(sched *s) {
     } else {
       int ended = end_survivors(pb, boot_ms);
       killed += (size_t)ended;
-      set_str(&pb->error_message, ended ? SCHED_LOST_MESSAGE "; its processes were killed at restart"
+      set_str(&pb->error_message, ended ? SCHED_LOST_MESSAGE
+                                      "; its processes were killed at restart"
                                         : SCHED_LOST_MESSAGE);
       pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST;
       lost++;
@@ -1128,8 +1162,11 @@ static int recover(sched *s) {
   if ((rc = runtab_sync(s->opts.rt)) < 0) return rc;
   size_t swept = s->opts.cg ? cgroup_root_sweep(s->opts.cg) : 0;
   if (n)
-    LOG_WARN("runs recovered after a restart lost=%zu processes_killed=%zu requeued=%zu not_requeued=%zu "
-             "cgroups_swept=%zu", lost, killed, queued, failed, swept);
+    LOG_WARN(
+        "runs recovered after a restart lost=%zu processes_killed=%zu requeued=%zu "
+        "not_requeued=%zu "
+        "cgroups_swept=%zu",
+        lost, killed, queued, failed, swept);
   if (queued) event_active(s->pump_ev, 0, 0);
   return 0;
 }

@@ -46,9 +46,9 @@ enum sched_mode {
 };
 
 typedef struct sched_opts {
-  config *cfg;                /* modules and limits: the sched takes a reference (config_ref) */
-  runtab *rt;                 /* not owned, must outlive the sched */
-  const char *data_dir;       /* output files go to data_dir/output/<run_id>.out */
+  config *cfg;          /* modules and limits: the sched takes a reference (config_ref) */
+  runtab *rt;           /* not owned, must outlive the sched */
+  const char *data_dir; /* output files go to data_dir/output/<run_id>.out */
   enum sched_mode mode;
   uint32_t resmon_interval_ms; /* resource samples; queued runs are re-tried after each */
   uint32_t default_grace_ms;   /* cancel and timeout: SIGTERM, then SIGKILL after this */
@@ -60,7 +60,8 @@ typedef struct sched_opts {
  * SIGKILL this much later. */
 #define SCHED_DEFAULT_GRACE_MS 5000
 
-#define SCHED_OPTS_INIT { NULL, NULL, "./var", SCHED_ASYNC, 1000, SCHED_DEFAULT_GRACE_MS, 2000, NULL }
+#define SCHED_OPTS_INIT \
+  { NULL, NULL, "./var", SCHED_ASYNC, 1000, SCHED_DEFAULT_GRACE_MS, 2000, NULL }
 
 /* Parses PRISMQ_RUN_MODE ("async", "threaded", "dry-run"; NULL or "" = async).
  * Returns 0 and sets *out, or -EINVAL. */
@@ -103,7 +104,8 @@ const config *sched_config(const sched *s);
  * SCHED_SHUTDOWN_MESSAGE) at once if `cancel_runs` or grace_ms is 0, else those still
  * running grace_ms from now. `on_idle` fires (perhaps before this returns) once no run
  * is running. */
-void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg), void *arg);
+void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg),
+                    void *arg);
 
 /* Frees the scheduler. Queued runs stay QUEUED in the run table. Runs still running (a
  * shutdown that did not finish in time) are SIGKILLed and recorded CANCELLED with
@@ -123,8 +125,8 @@ void sched_free(sched *s);
  * -ESHUTDOWN the scheduler is shutting down;
  * -EIO the run table failed. A run that can start at once never counts against
  * max_queued. */
-int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner, sched_run **out,
-                param_report *bad, char *err, size_t errlen);
+int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const char *owner,
+                sched_run **out, param_report *bad, char *err, size_t errlen);
 
 /* Copies run `run_id` into *out (free as above). Returns 0 or -ENOENT. */
 int sched_get(sched *s, const char *run_id, sched_run **out);
@@ -166,8 +168,8 @@ typedef void (*sched_watch_fn)(void *arg, const sched_run *run);
 /* Watches run `run_id` for `events`. If one of them has already happened, fn fires
  * from the loop soon (never inside this call). Returns 0 and sets *out (a handle to
  * sched_unwatch before it fires), or -ENOENT. */
-int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
-                    sched_watch_fn fn, void *arg);
+int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events, sched_watch_fn fn,
+                    void *arg);
 
 /* Drops a watch that has not fired. Accepts NULL. */
 void sched_unwatch(sched_watch *w);

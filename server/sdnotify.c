@@ -26,10 +26,12 @@ struct sdnotify {
 
 /* NOTIFY_SOCKET as a socket address: "/path" (with its NUL) or "@name" (the abstract
  * namespace: a leading NUL, and the length counts the name's bytes only). */
-static int parse_address(struct sockaddr_un *sa, socklen_t *len, const char *name, char *err, size_t errlen) {
+static int parse_address(struct sockaddr_un *sa, socklen_t *len, const char *name, char *err,
+                         size_t errlen) {
   size_t n = strlen(name);
   if ((name[0] != '/' && name[0] != '@') || n < 2 || n >= sizeof sa->sun_path) {
-    snprintf(err, errlen, "NOTIFY_SOCKET=%s is neither an absolute path nor @name of at most %zu bytes", name,
+    snprintf(err, errlen,
+             "NOTIFY_SOCKET=%s is neither an absolute path nor @name of at most %zu bytes", name,
              sizeof sa->sun_path - 1);
     return -EINVAL;
   }
@@ -75,8 +77,11 @@ int sdnotify_new(sdnotify **out, char *err, size_t errlen) {
 static void failed(sdnotify *n, const char *why) {
   if (n->warned) return;
   n->warned = 1;
-  LOG_WARN("cannot notify the service manager (NOTIFY_SOCKET): %s; it may not learn of readiness, reloads or "
-           "shutdown (said once)", why);
+  LOG_WARN(
+      "cannot notify the service manager (NOTIFY_SOCKET): %s; it may not learn of readiness, "
+      "reloads or "
+      "shutdown (said once)",
+      why);
 }
 
 void sdnotify_send(sdnotify *n, const char *fmt, ...) {
@@ -92,7 +97,8 @@ void sdnotify_send(sdnotify *n, const char *fmt, ...) {
   }
   /* No SCM_CREDENTIALS of our own: the kernel attaches the sender's to a receiver with
    * SO_PASSCRED, which is how systemd tells the main process (NotifyAccess=main). */
-  if (sendto(n->fd, msg, (size_t)len, MSG_NOSIGNAL, (const struct sockaddr *)&n->addr, n->addrlen) < 0)
+  if (sendto(n->fd, msg, (size_t)len, MSG_NOSIGNAL, (const struct sockaddr *)&n->addr, n->addrlen) <
+      0)
     failed(n, strerror(errno));
 }
 
@@ -100,9 +106,12 @@ void sdnotify_reloading(sdnotify *n, const char *status) {
   if (!n) return;
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
-  unsigned long long usec = (unsigned long long)now.tv_sec * 1000000 + (unsigned long long)now.tv_nsec / 1000;
-  if (status) sdnotify_send(n, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=%s", usec, status);
-  else sdnotify_send(n, "RELOADING=1\nMONOTONIC_USEC=%llu", usec);
+  unsigned long long usec =
+      (unsigned long long)now.tv_sec * 1000000 + (unsigned long long)now.tv_nsec / 1000;
+  if (status)
+    sdnotify_send(n, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=%s", usec, status);
+  else
+    sdnotify_send(n, "RELOADING=1\nMONOTONIC_USEC=%llu", usec);
 }
 
 void sdnotify_free(sdnotify *n) {

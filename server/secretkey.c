@@ -36,7 +36,8 @@ static int create_key(uint8_t *key, const char *path) {
   if (RAND_bytes(key, SECRETKEY_LEN) != 1) return -EIO;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return -errno;
-  int rc = write(fd, key, SECRETKEY_LEN) == SECRETKEY_LEN && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
+  int rc =
+      write(fd, key, SECRETKEY_LEN) == SECRETKEY_LEN && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
   if (close(fd) < 0 && rc == 0) rc = -errno;
   if (rc == 0 && rename(tmp, path) < 0) rc = -errno;
   if (rc < 0) unlink(tmp);
@@ -80,6 +81,7 @@ void secretkey_digest(uint8_t out[SECRETKEY_DIGEST_LEN], const uint8_t key[SECRE
     o += n;
   }
   unsigned int outlen = SECRETKEY_DIGEST_LEN;
-  if (!HMAC(EVP_sha256(), key, SECRETKEY_LEN, buf ? buf : (const uint8_t *)"", len, out, &outlen)) abort();
+  if (!HMAC(EVP_sha256(), key, SECRETKEY_LEN, buf ? buf : (const uint8_t *)"", len, out, &outlen))
+    abort();
   OPENSSL_clear_free(buf, len);
 }

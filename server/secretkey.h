@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SECRETKEY_LEN 32
+#define SECRETKEY_LEN        32
 #define SECRETKEY_DIGEST_LEN 32
 
 /* Reads the key of data directory `data_dir` into key, creating it first if there is

@@ -31,8 +31,7 @@ void cli_catch_sigint(void) {
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
   /* A shell starts background jobs with SIGINT ignored: Ctrl-C is not for them. */
-  if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-    sigaction(SIGINT, &sa, NULL);
+  if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
 }
 
 struct follow {

@@ -118,8 +118,7 @@ static int is_map(const ProtobufCFieldDescriptor *fd) {
          strcmp(d->fields[0].name, "key") == 0 && strcmp(d->fields[1].name, "value") == 0;
 }
 
-static void put_repeated(FILE *f, const ProtobufCFieldDescriptor *fd, const char *msg,
-                         int depth) {
+static void put_repeated(FILE *f, const ProtobufCFieldDescriptor *fd, const char *msg, int depth) {
   size_t n = *(const size_t *)(msg + fd->quantifier_offset);
   const char *items = *(const char *const *)(msg + fd->offset);
   int map = is_map(fd);

@@ -55,8 +55,8 @@ struct cli_cmd {
   int (*exec)(cli_ctx *ctx, int argc, char **argv);
 };
 
-extern const struct cli_cmd cli_cmd_cancel, cli_cmd_health, cli_cmd_help, cli_cmd_logs,
-    cli_cmd_ls, cli_cmd_modules, cli_cmd_run, cli_cmd_status, cli_cmd_wait;
+extern const struct cli_cmd cli_cmd_cancel, cli_cmd_health, cli_cmd_help, cli_cmd_logs, cli_cmd_ls,
+    cli_cmd_modules, cli_cmd_run, cli_cmd_status, cli_cmd_wait;
 
 /* The command called `name`, or NULL (prismq.c). */
 const struct cli_cmd *cli_find_cmd(const char *name);
@@ -68,8 +68,10 @@ void cli_print_usage(FILE *f);
 
 /* Long options of the commands: --help on all (option 'h', also -h), --json on those
  * that read (option 'j'). */
-#define CLI_OPT_HELP {"help", no_argument, NULL, 'h'}
-#define CLI_OPT_JSON {"json", no_argument, NULL, 'j'}
+#define CLI_OPT_HELP \
+  { "help", no_argument, NULL, 'h' }
+#define CLI_OPT_JSON \
+  { "json", no_argument, NULL, 'j' }
 
 /* The end of a command's option switch, for 'h' and anything unknown: for 'h' prints
  * the command's help on stdout and returns CLI_EXIT_OK; otherwise (getopt has already
@@ -213,7 +215,8 @@ typedef struct cli_follow_opts {
   int follow;         /* go on live until the run ends */
 } cli_follow_opts;
 
-#define CLI_FOLLOW_OPTS_INIT {0, 0, 0}
+#define CLI_FOLLOW_OPTS_INIT \
+  { 0, 0, 0 }
 
 /* Copies the output of run `run_id` (through ctx's client), stdout chunks to fd 1 and
  * stderr chunks to fd 2, byte for byte, as `o` says. Returns the exit status of the

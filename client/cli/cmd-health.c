@@ -2,8 +2,7 @@
 #include "cli.h"
 
 /* grpc.health.v1.HealthCheckResponse.ServingStatus names, by enum prismq_serving. */
-static const char *const serving_names[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
-                                            "SERVICE_UNKNOWN"};
+static const char *const serving_names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
 
 static int health_exec(cli_ctx *ctx, int argc, char **argv) {
   static const struct option longopts[] = {CLI_OPT_JSON, CLI_OPT_HELP, {NULL, 0, NULL, 0}};
@@ -17,8 +16,8 @@ static int health_exec(cli_ctx *ctx, int argc, char **argv) {
   if (!c) return CLI_EXIT_ERROR;
   prismq_status st = prismq_health(&serving, c, optind < argc ? argv[optind] : NULL, 0);
   if (st.code != PRISMQ_CODE_OK) return cli_rpc_error(&st);
-  const char *name = serving >= 0 && serving <= PRISMQ_SERVICE_UNKNOWN ? serving_names[serving]
-                                                                       : "UNKNOWN";
+  const char *name =
+      serving >= 0 && serving <= PRISMQ_SERVICE_UNKNOWN ? serving_names[serving] : "UNKNOWN";
   if (json) {
     /* A grpc.health.v1.HealthCheckResponse, as the other commands print theirs. */
     fputs("{\n  \"status\": ", stdout);

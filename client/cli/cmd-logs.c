@@ -3,9 +3,12 @@
 
 static int logs_exec(cli_ctx *ctx, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"follow", no_argument, NULL, 'f'}, {"stdout", no_argument, NULL, 'o'},
-      {"stderr", no_argument, NULL, 'e'}, {"from", required_argument, NULL, 's'},
-      CLI_OPT_HELP,                       {NULL, 0, NULL, 0},
+      {"follow", no_argument, NULL, 'f'},
+      {"stdout", no_argument, NULL, 'o'},
+      {"stderr", no_argument, NULL, 'e'},
+      {"from", required_argument, NULL, 's'},
+      CLI_OPT_HELP,
+      {NULL, 0, NULL, 0},
   };
   const struct cli_cmd *cmd = &cli_cmd_logs;
   cli_follow_opts fo = CLI_FOLLOW_OPTS_INIT;

@@ -53,9 +53,12 @@ static void ls_args_clear(struct ls_args *a) {
  * help printed, or a usage error) with its exit code in *exit_code. */
 static int parse_args(struct ls_args *a, int *exit_code, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"status", required_argument, NULL, 's'}, {"module", required_argument, NULL, 'm'},
-      {"label", required_argument, NULL, 'l'},  {"limit", required_argument, NULL, 'n'},
-      CLI_OPT_JSON,                             CLI_OPT_HELP,
+      {"status", required_argument, NULL, 's'},
+      {"module", required_argument, NULL, 'm'},
+      {"label", required_argument, NULL, 'l'},
+      {"limit", required_argument, NULL, 'n'},
+      CLI_OPT_JSON,
+      CLI_OPT_HELP,
       {NULL, 0, NULL, 0},
   };
   const struct cli_cmd *cmd = &cli_cmd_ls;
@@ -73,9 +76,9 @@ static int parse_args(struct ls_args *a, int *exit_code, int argc, char **argv) 
       break;
     case 'm': a->req.module_id = optarg; break;
     case 'l':
-      code = cli_opt_map(&a->labels,
-                         &prismq__runner__v1__list_runs_request__labels_entry__descriptor, cmd,
-                         "label", optarg);
+      code =
+          cli_opt_map(&a->labels, &prismq__runner__v1__list_runs_request__labels_entry__descriptor,
+                      cmd, "label", optarg);
       break;
     case 'n':
       if (cli_parse_uint(&a->limit, optarg, SIZE_MAX / sizeof(cli_run *)) < 0)

@@ -27,7 +27,9 @@ static void put_type(FILE *f, const Prismq__Runner__V1__ParameterSpec *p) {
     for (size_t i = 0; i < p->n_options; i++) fprintf(f, "%c%s", i ? '|' : ':', p->options[i]);
     break;
   case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_SECRET: fputs(":secret", f); break;
-  case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_PATH: fprintf(f, ":path(%s)", p->base_dir); break;
+  case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_PATH:
+    fprintf(f, ":path(%s)", p->base_dir);
+    break;
   default: break;
   }
   if (p->min_length || p->max_length) {
@@ -67,8 +69,9 @@ static void print_table(const Prismq__Runner__V1__ListModulesResponse *resp) {
     if (m->timeout_ms) cli_format_duration(timeout, sizeof timeout, m->timeout_ms);
     if (asprintf(&name, "%s%s", m->name, m->enabled ? "" : " (disabled)") < 0) name = NULL;
     char *params = param_synopsis(m);
-    cli_table_add(t, (const char *[]){m->id, name ? name : m->name, m->category[0] ? m->category : "-",
-                                      params, timeout, m->description});
+    cli_table_add(t,
+                  (const char *[]){m->id, name ? name : m->name, m->category[0] ? m->category : "-",
+                                   params, timeout, m->description});
     free(params);
     free(name);
   }
@@ -90,7 +93,8 @@ static int modules_exec(cli_ctx *ctx, int argc, char **argv) {
     case 'c': req.category = optarg; break;
     case 't':
       if (req.n_tags == sizeof tags / sizeof *tags)
-        return cli_usage_error(&cli_cmd_modules, "at most %zu --tag options", sizeof tags / sizeof *tags);
+        return cli_usage_error(&cli_cmd_modules, "at most %zu --tag options",
+                               sizeof tags / sizeof *tags);
       tags[req.n_tags++] = optarg;
       break;
     case 'j': json = 1; break;

@@ -5,10 +5,14 @@
 
 static int run_exec(cli_ctx *ctx, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"param", required_argument, NULL, 'p'},      {"label", required_argument, NULL, 'l'},
-      {"timeout", required_argument, NULL, 't'},    {"follow", no_argument, NULL, 'f'},
-      {"request-id", required_argument, NULL, 'r'}, CLI_OPT_JSON,
-      CLI_OPT_HELP,                                 {NULL, 0, NULL, 0},
+      {"param", required_argument, NULL, 'p'},
+      {"label", required_argument, NULL, 'l'},
+      {"timeout", required_argument, NULL, 't'},
+      {"follow", no_argument, NULL, 'f'},
+      {"request-id", required_argument, NULL, 'r'},
+      CLI_OPT_JSON,
+      CLI_OPT_HELP,
+      {NULL, 0, NULL, 0},
   };
   const struct cli_cmd *cmd = &cli_cmd_run;
   Prismq__Runner__V1__StartRunRequest req = PRISMQ__RUNNER__V1__START_RUN_REQUEST__INIT;
@@ -18,9 +22,9 @@ static int run_exec(cli_ctx *ctx, int argc, char **argv) {
   while (code == 0 && (opt = getopt_long(argc, argv, "p:fh", longopts, NULL)) != -1) {
     switch (opt) {
     case 'p':
-      code = cli_opt_map(&params,
-                         &prismq__runner__v1__start_run_request__parameters_entry__descriptor, cmd,
-                         "param", optarg);
+      code =
+          cli_opt_map(&params, &prismq__runner__v1__start_run_request__parameters_entry__descriptor,
+                      cmd, "param", optarg);
       break;
     case 'l':
       code = cli_opt_map(&labels, &prismq__runner__v1__start_run_request__labels_entry__descriptor,

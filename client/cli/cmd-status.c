@@ -51,8 +51,7 @@ static void print_run(const cli_run *r) {
   field("max rss", buf, NULL);
   for (size_t i = 0; i < r->n_parameters; i++)
     field("parameter", r->parameters[i]->key, r->parameters[i]->value);
-  for (size_t i = 0; i < r->n_labels; i++)
-    field("label", r->labels[i]->key, r->labels[i]->value);
+  for (size_t i = 0; i < r->n_labels; i++) field("label", r->labels[i]->key, r->labels[i]->value);
 }
 
 static int status_exec(cli_ctx *ctx, int argc, char **argv) {

@@ -25,9 +25,8 @@ static int wait_exec(cli_ctx *ctx, int argc, char **argv) {
   req.run_id = argv[optind];
   uint64_t deadline = req.timeout_ms ? (uint64_t)req.timeout_ms + SLACK_MS : PRISMQ_NO_DEADLINE;
   cli_run *run = NULL;
-  prismq_status st = prismq_wait_run(&run, c, &req,
-                                     deadline < PRISMQ_NO_DEADLINE ? (uint32_t)deadline
-                                                                   : PRISMQ_NO_DEADLINE);
+  prismq_status st = prismq_wait_run(
+      &run, c, &req, deadline < PRISMQ_NO_DEADLINE ? (uint32_t)deadline : PRISMQ_NO_DEADLINE);
   if (st.code != PRISMQ_CODE_OK) return cli_rpc_error(&st);
   if (json)
     cli_json_message(stdout, &run->base);

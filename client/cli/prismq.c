@@ -28,30 +28,32 @@ const struct cli_cmd *cli_find_cmd(const char *name) {
 }
 
 void cli_print_usage(FILE *f) {
-  fputs("usage: prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE\n"
-        "              --tls-server-name NAME] COMMAND [ARGS]\n"
-        "       prismq --version\n\nCommands:\n",
-        f);
+  fputs(
+      "usage: prismq [--target ADDR] [--tls-ca FILE --tls-cert FILE --tls-key FILE\n"
+      "              --tls-server-name NAME] COMMAND [ARGS]\n"
+      "       prismq --version\n\nCommands:\n",
+      f);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-8s %s\n", commands[i]->name, commands[i]->summary);
-  fputs("\nGlobal options:\n"
-        "  --target ADDR    the server: HOST:PORT, tls://HOST:PORT, unix:PATH, unix:///PATH,\n"
-        "                   unix-abstract:NAME, dns:/ipv4:/ipv6:... (default: $PRISMQ_TARGET,\n"
-        "                   else 127.0.0.1:50051)\n"
-        "  --tls-ca FILE    CA certificates to verify the server with ($PRISMQ_TLS_CA);\n"
-        "                   any --tls-* option, or a tls:// target, means TLS\n"
-        "  --tls-cert FILE  client certificate ($PRISMQ_TLS_CERT)\n"
-        "  --tls-key FILE   its private key ($PRISMQ_TLS_KEY)\n"
-        "  --tls-server-name NAME  the name the server certificate must match\n"
-        "                   ($PRISMQ_TLS_SERVER_NAME; default: the target's host)\n"
-        "  -h, --help       this help\n"
-        "  --version        the version and the git commit built from\n"
-        "\n"
-        "'prismq help COMMAND' or 'prismq COMMAND --help' describes a command.\n"
-        "Exit status: 0 success, 1 error, 2 usage error; run -f, logs -f and wait exit with\n"
-        "the run's outcome: its exit code, 128 + signal, 75 cancelled, 124 timed out, 69 lost,\n"
-        "127 could not start, 99 still running; 130 when Ctrl-C detached from the run.\n",
-        f);
+  fputs(
+      "\nGlobal options:\n"
+      "  --target ADDR    the server: HOST:PORT, tls://HOST:PORT, unix:PATH, unix:///PATH,\n"
+      "                   unix-abstract:NAME, dns:/ipv4:/ipv6:... (default: $PRISMQ_TARGET,\n"
+      "                   else 127.0.0.1:50051)\n"
+      "  --tls-ca FILE    CA certificates to verify the server with ($PRISMQ_TLS_CA);\n"
+      "                   any --tls-* option, or a tls:// target, means TLS\n"
+      "  --tls-cert FILE  client certificate ($PRISMQ_TLS_CERT)\n"
+      "  --tls-key FILE   its private key ($PRISMQ_TLS_KEY)\n"
+      "  --tls-server-name NAME  the name the server certificate must match\n"
+      "                   ($PRISMQ_TLS_SERVER_NAME; default: the target's host)\n"
+      "  -h, --help       this help\n"
+      "  --version        the version and the git commit built from\n"
+      "\n"
+      "'prismq help COMMAND' or 'prismq COMMAND --help' describes a command.\n"
+      "Exit status: 0 success, 1 error, 2 usage error; run -f, logs -f and wait exit with\n"
+      "the run's outcome: its exit code, 128 + signal, 75 cancelled, 124 timed out, 69 lost,\n"
+      "127 could not start, 99 still running; 130 when Ctrl-C detached from the run.\n",
+      f);
 }
 
 /* An environment variable, or NULL when unset or empty. */
@@ -62,10 +64,13 @@ static const char *env(const char *name) {
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
-      {"target", required_argument, NULL, 't'},  {"tls-ca", required_argument, NULL, 'a'},
-      {"tls-cert", required_argument, NULL, 'c'}, {"tls-key", required_argument, NULL, 'k'},
+      {"target", required_argument, NULL, 't'},
+      {"tls-ca", required_argument, NULL, 'a'},
+      {"tls-cert", required_argument, NULL, 'c'},
+      {"tls-key", required_argument, NULL, 'k'},
       {"tls-server-name", required_argument, NULL, 'n'},
-      {"version", no_argument, NULL, 'V'},        CLI_OPT_HELP,
+      {"version", no_argument, NULL, 'V'},
+      CLI_OPT_HELP,
       {NULL, 0, NULL, 0},
   };
   cli_ctx ctx = {PRISMQ_CLIENT_OPTS_INIT, NULL, NULL};

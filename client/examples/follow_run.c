@@ -42,8 +42,8 @@ static void rpc_failed(const char *rpc, const prismq_status *st) {
  * one (the chunk is the library's: we keep the values, not the pointer). */
 static int on_chunk(const Prismq__Runner__V1__OutputChunk *chunk, void *user) {
   struct follow *f = user;
-  FILE *to = chunk->stream == PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR ? stderr
-                                                                                      : stdout;
+  FILE *to =
+      chunk->stream == PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR ? stderr : stdout;
   errno = 0;
   if (chunk->data.len > 0 &&
       (fwrite(chunk->data.data, 1, chunk->data.len, to) != chunk->data.len || fflush(to) != 0)) {
@@ -124,8 +124,7 @@ static int follow_run(prismq_client *c, const char *module, int nparams, char **
     fprintf(stderr, "follow_run: the stream ended without the final run\n");
     goto out;
   }
-  fprintf(stderr, "run %s %s exit code %d\n", run->run_id, run_status_name(f.status),
-          f.exit_code);
+  fprintf(stderr, "run %s %s exit code %d\n", run->run_id, run_status_name(f.status), f.exit_code);
   code = exit_status(&f);
 
 out:

@@ -74,18 +74,18 @@
 #include "tlsctx.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 
-#define PATH_START "/prismq.runner.v1.Runner/StartRun"
-#define PATH_WAIT "/prismq.runner.v1.Runner/WaitRun"
-#define PATH_STREAM "/prismq.runner.v1.Runner/StreamOutput"
-#define PATH_GET "/prismq.runner.v1.Runner/GetRun"
-#define PATH_LIST "/prismq.runner.v1.Runner/ListRuns"
-#define PATH_HEALTH "/grpc.health.v1.Health/Check"
+#define PATH_START       "/prismq.runner.v1.Runner/StartRun"
+#define PATH_WAIT        "/prismq.runner.v1.Runner/WaitRun"
+#define PATH_STREAM      "/prismq.runner.v1.Runner/StreamOutput"
+#define PATH_GET         "/prismq.runner.v1.Runner/GetRun"
+#define PATH_LIST        "/prismq.runner.v1.Runner/ListRuns"
+#define PATH_HEALTH      "/grpc.health.v1.Health/Check"
 #define UNARY_TIMEOUT_MS 30000
-#define MAX_FILTER 64
-#define CALL_TIMEOUT_MS 600000
-#define MAX_PARAMS 16
-#define MAX_INFLIGHT 1024
-#define QUEUE_INFLIGHT 100
+#define MAX_FILTER       64
+#define CALL_TIMEOUT_MS  600000
+#define MAX_PARAMS       16
+#define MAX_INFLIGHT     1024
+#define QUEUE_INFLIGHT   100
 
 typedef Prismq__Runner__V1__Run pb_run;
 typedef Prismq__Runner__V1__OutputChunk pb_chunk;
@@ -126,8 +126,8 @@ static gcl_conn *conn_new(void) {
   return c;
 }
 
-static void call_start(gcl_conn *c, const char *path, const uint8_t *req, size_t len, gcl_msg_fn on_msg,
-                       gcl_done_fn on_done, void *user) {
+static void call_start(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
+                       gcl_msg_fn on_msg, gcl_done_fn on_done, void *user) {
   if (gcl_call_start(NULL, c, path, req, len, CALL_TIMEOUT_MS, on_msg, on_done, user) < 0)
     die("cannot start a call");
 }
@@ -214,8 +214,8 @@ static void print_latency(double *lat, long n) {
   for (long i = 0; i < n; i++) sum += lat[i];
   qsort(lat, (size_t)n, sizeof *lat, cmp_double);
   long p99 = (n * 99) / 100 < n ? (n * 99) / 100 : n - 1;
-  printf("\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"max_us\":%.1f", lat[n / 2], lat[p99],
-         sum / (double)n, lat[n - 1]);
+  printf("\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"max_us\":%.1f", lat[n / 2],
+         lat[p99], sum / (double)n, lat[n - 1]);
 }
 
 /* ---- one run: StartRun, then a WaitRun or a follower ------------------------------ */
@@ -223,13 +223,13 @@ static void print_latency(double *lat, long n) {
 /* One run in flight, as the starts, firstbyte and stream modes drive it. */
 struct run {
   gcl_conn *c;
-  int follow;        /* then a StreamOutput follow, else a WaitRun */
+  int follow; /* then a StreamOutput follow, else a WaitRun */
   char run_id[64];
-  int status;        /* of the StartRun answer, then of the terminal run */
+  int status; /* of the StartRun answer, then of the terminal run */
   int exit_code;
   double t0, t_first; /* StartRun sent; first output byte (0 = none yet) */
   uint64_t bytes;
-  int ended;          /* the terminal run arrived */
+  int ended; /* the terminal run arrived */
   int failed;
   int done;
   void (*next)(struct run *r); /* called when the run is over */
@@ -267,7 +267,9 @@ static int run_follow_msg(void *user, const uint8_t *msg, size_t len) {
 static void run_end_done(void *user, const gcl_status *st) {
   struct run *r = user;
   r->failed = st->code != GW_OK || !r->ended || !completed_ok(r->status, r->exit_code);
-  if (r->failed) fprintf(stderr, "bench_client: run %s failed: %s %s\n", r->run_id, gw_status_name(st->code), st->message);
+  if (r->failed)
+    fprintf(stderr, "bench_client: run %s failed: %s %s\n", r->run_id, gw_status_name(st->code),
+            st->message);
   r->done = 1;
   if (r->next) r->next(r);
 }
@@ -283,9 +285,11 @@ static void run_start_done(void *user, const gcl_status *st) {
   }
   uint8_t req[128];
   if (r->follow)
-    call_start(r->c, PATH_STREAM, req, follow_req(req, sizeof req, r->run_id), run_follow_msg, run_end_done, r);
+    call_start(r->c, PATH_STREAM, req, follow_req(req, sizeof req, r->run_id), run_follow_msg,
+               run_end_done, r);
   else
-    call_start(r->c, PATH_WAIT, req, wait_req(req, sizeof req, r->run_id), run_wait_msg, run_end_done, r);
+    call_start(r->c, PATH_WAIT, req, wait_req(req, sizeof req, r->run_id), run_wait_msg,
+               run_end_done, r);
 }
 
 static void run_go(struct run *r) {
@@ -325,7 +329,8 @@ static int mode_starts(long n, long inflight) {
   while (g_finished < n)
     if (event_base_loop(g_base, EVLOOP_ONCE) < 0) die("event loop failed");
   double s = now_s() - t0;
-  printf("{\"runs\":%ld,\"seconds\":%.6f,\"runs_per_s\":%.1f,\"failed\":%ld}\n", n, s, (double)n / s, g_failed);
+  printf("{\"runs\":%ld,\"seconds\":%.6f,\"runs_per_s\":%.1f,\"failed\":%ld}\n", n, s,
+         (double)n / s, g_failed);
   gcl_conn_free(c);
   return g_failed ? 1 : 0;
 }
@@ -394,8 +399,8 @@ static int mode_stream(uint64_t want) {
   loop_until(&r.done);
   double s = now_s() - r.t0;
   int ok = !r.failed && r.bytes == want;
-  printf("{\"bytes\":%llu,\"seconds\":%.6f,\"bytes_per_s\":%.0f,\"ok\":%d}\n", (unsigned long long)r.bytes, s,
-         (double)r.bytes / s, ok);
+  printf("{\"bytes\":%llu,\"seconds\":%.6f,\"bytes_per_s\":%.0f,\"ok\":%d}\n",
+         (unsigned long long)r.bytes, s, (double)r.bytes / s, ok);
   gcl_conn_free(r.c);
   return ok ? 0 : 1;
 }
@@ -427,7 +432,8 @@ static int follower_msg(void *user, const uint8_t *msg, size_t len) {
 static void follower_done(void *user, const gcl_status *st) {
   struct follower *f = user;
   f->ok = st->code == GW_OK && f->ended;
-  if (st->code != GW_OK && st->code != GW_CANCELLED) fprintf(stderr, "bench_client: follower: %s %s\n", gw_status_name(st->code), st->message);
+  if (st->code != GW_OK && st->code != GW_CANCELLED)
+    fprintf(stderr, "bench_client: follower: %s %s\n", gw_status_name(st->code), st->message);
   f->done = 1;
   g_fdone++;
 }
@@ -456,7 +462,8 @@ static struct follower *followers_new(long n, long per_conn, const char *run_id,
   size_t len = follow_req(req, sizeof req, run_id);
   for (long i = 0; i < n; i++) {
     fs[i].c = i % per_conn == 0 ? conn_new() : fs[i - 1].c;
-    if (hash && (!(fs[i].h = XXH3_createState()) || XXH3_64bits_reset(fs[i].h) != XXH_OK)) die("XXH3 state");
+    if (hash && (!(fs[i].h = XXH3_createState()) || XXH3_64bits_reset(fs[i].h) != XXH_OK))
+      die("XXH3 state");
     call_start(fs[i].c, PATH_STREAM, req, len, follower_msg, follower_done, &fs[i]);
   }
   return fs;
@@ -501,9 +508,12 @@ static int mode_fanout(long n, const char *file) {
     if (event_base_loop(g_base, EVLOOP_ONCE) < 0) die("event loop failed");
   double s = now_s() - t0;
   long exact = 0;
-  for (long i = 0; i < n; i++) exact += fs[i].ok && fs[i].bytes == size && XXH3_64bits_digest(fs[i].h) == want;
-  printf("{\"followers\":%ld,\"bytes_each\":%llu,\"seconds\":%.6f,\"aggregate_bytes_per_s\":%.0f,\"exact\":%ld}\n", n,
-         (unsigned long long)size, s, (double)size * (double)n / s, exact);
+  for (long i = 0; i < n; i++)
+    exact += fs[i].ok && fs[i].bytes == size && XXH3_64bits_digest(fs[i].h) == want;
+  printf(
+      "{\"followers\":%ld,\"bytes_each\":%llu,\"seconds\":%.6f,\"aggregate_bytes_per_s\":%.0f,"
+      "\"exact\":%ld}\n",
+      n, (unsigned long long)size, s, (double)size * (double)n / s, exact);
   followers_free(fs, n, 1);
   gcl_conn_free(c);
   return exact == n ? 0 : 1;
@@ -551,8 +561,8 @@ static int mode_stall(long n) {
 
 /* One blocking unary call; returns its latency in microseconds, or -1 (said on
  * stderr) if it did not end OK. *resp as gcl_unary gives it (freed by the caller). */
-static double timed_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len, uint8_t **resp,
-                          size_t *resp_len) {
+static double timed_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len,
+                          uint8_t **resp, size_t *resp_len) {
   gcl_status st;
   *resp = NULL;
   *resp_len = 0;
@@ -596,8 +606,10 @@ static int mode_getrun(long n, const char *file) {
     uint8_t req[128], *resp;
     size_t len;
     g.run_id = ids[k % nids];
-    if (prismq__runner__v1__get_run_request__get_packed_size(&g) > sizeof req) die("run id too long");
-    lat[k] = timed_unary(c, PATH_GET, req, prismq__runner__v1__get_run_request__pack(&g, req), &resp, &len);
+    if (prismq__runner__v1__get_run_request__get_packed_size(&g) > sizeof req)
+      die("run id too long");
+    lat[k] = timed_unary(c, PATH_GET, req, prismq__runner__v1__get_run_request__pack(&g, req),
+                         &resp, &len);
     char id[64];
     if (lat[k] < 0 || run_info(id, NULL, resp, len) < 0 || strcmp(id, g.run_id) != 0) {
       if (lat[k] >= 0) fprintf(stderr, "bench_client: GetRun %s: not that run\n", g.run_id);
@@ -622,7 +634,8 @@ static int run_matches(const pb_run *r, const Prismq__Runner__V1__ListRunsReques
   for (size_t i = 0; ok && i < q->n_labels; i++) {
     int found = 0;
     for (size_t j = 0; j < r->n_labels; j++)
-      found |= strcmp(r->labels[j]->key, q->labels[i]->key) == 0 && strcmp(r->labels[j]->value, q->labels[i]->value) == 0;
+      found |= strcmp(r->labels[j]->key, q->labels[i]->key) == 0 &&
+               strcmp(r->labels[j]->value, q->labels[i]->value) == 0;
     ok = found;
   }
   return ok;
@@ -630,17 +643,20 @@ static int run_matches(const pb_run *r, const Prismq__Runner__V1__ListRunsReques
 
 /* Checks a ListRuns answer against the request q; sets *runs and *more. Returns 0 if
  * every run matches the filter, newest first, else -1 (said on stderr). */
-static int check_page(const uint8_t *msg, size_t len, const Prismq__Runner__V1__ListRunsRequest *q, size_t *runs,
-                      int *more) {
-  Prismq__Runner__V1__ListRunsResponse *r = prismq__runner__v1__list_runs_response__unpack(NULL, len, msg);
+static int check_page(const uint8_t *msg, size_t len, const Prismq__Runner__V1__ListRunsRequest *q,
+                      size_t *runs, int *more) {
+  Prismq__Runner__V1__ListRunsResponse *r =
+      prismq__runner__v1__list_runs_response__unpack(NULL, len, msg);
   if (!r) {
     fprintf(stderr, "bench_client: ListRuns: the answer does not decode\n");
     return -1;
   }
   int ret = 0;
   for (size_t i = 0; i < r->n_runs && !ret; i++)
-    if (!run_matches(r->runs[i], q) || (i && strcmp(r->runs[i - 1]->run_id, r->runs[i]->run_id) <= 0)) {
-      fprintf(stderr, "bench_client: ListRuns: run %s does not match the filter or is out of order\n",
+    if (!run_matches(r->runs[i], q) ||
+        (i && strcmp(r->runs[i - 1]->run_id, r->runs[i]->run_id) <= 0)) {
+      fprintf(stderr,
+              "bench_client: ListRuns: run %s does not match the filter or is out of order\n",
               r->runs[i]->run_id);
       ret = -1;
     }
@@ -661,7 +677,8 @@ static int mode_listruns(long n, int nargs, char **args) {
     char *a = args[i], *eq;
     if (strncmp(a, "status=", 7) == 0 && q.n_statuses < MAX_FILTER) {
       statuses[q.n_statuses++] = (Prismq__Runner__V1__RunStatus)count_arg(a + 7, 7);
-    } else if (strncmp(a, "label=", 6) == 0 && (eq = strchr(a + 6, '=')) && q.n_labels < MAX_FILTER) {
+    } else if (strncmp(a, "label=", 6) == 0 && (eq = strchr(a + 6, '=')) &&
+               q.n_labels < MAX_FILTER) {
       *eq = '\0';
       ents[q.n_labels] = (Prismq__Runner__V1__ListRunsRequest__LabelsEntry)
           PRISMQ__RUNNER__V1__LIST_RUNS_REQUEST__LABELS_ENTRY__INIT;
@@ -707,7 +724,8 @@ static int mode_ready(long timeout_ms) {
     int ok = gcl_unary(c, PATH_HEALTH, NULL, 0, 1000, &resp, &len, NULL) == GW_OK;
     double t = now_s();
     if (ok) {
-      Grpc__Health__V1__HealthCheckResponse *h = grpc__health__v1__health_check_response__unpack(NULL, len, resp);
+      Grpc__Health__V1__HealthCheckResponse *h =
+          grpc__health__v1__health_check_response__unpack(NULL, len, resp);
       ok = h && h->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
       if (h) grpc__health__v1__health_check_response__free_unpacked(h, NULL);
     }
@@ -755,10 +773,13 @@ static int run_mode(int argc, char **argv) {
     start_req_init(argv[4], argc - 5, argv + 5);
     return mode_stall(count_arg(argv[3], 100000));
   }
-  if (strcmp(mode, "getrun") == 0 && argc == 5) return mode_getrun(count_arg(argv[3], 100000000), argv[4]);
-  if (strcmp(mode, "listruns") == 0 && argc >= 4) return mode_listruns(count_arg(argv[3], 100000000), argc - 4, argv + 4);
+  if (strcmp(mode, "getrun") == 0 && argc == 5)
+    return mode_getrun(count_arg(argv[3], 100000000), argv[4]);
+  if (strcmp(mode, "listruns") == 0 && argc >= 4)
+    return mode_listruns(count_arg(argv[3], 100000000), argc - 4, argv + 4);
   if (strcmp(mode, "ready") == 0 && argc == 4) return mode_ready(count_arg(argv[3], 3600000));
-  die("usage: bench_client TARGET starts|firstbyte|stream|fanout|queue|follow|stall|getrun|listruns|ready ..."
+  die("usage: bench_client TARGET "
+      "starts|firstbyte|stream|fanout|queue|follow|stall|getrun|listruns|ready ..."
       " (see the source)");
   return 2;
 }

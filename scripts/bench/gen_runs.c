@@ -29,10 +29,10 @@
 #include "ids.h"
 #include "runtab.h"
 
-#define RANGE_DAYS 30
-#define SAMPLE_EVERY 500
+#define RANGE_DAYS     30
+#define SAMPLE_EVERY   500
 #define PROGRESS_EVERY 100000
-#define NTEAMS 20
+#define NTEAMS         20
 
 typedef Prismq__Runner__V1__Run pb_run;
 typedef Prismq__Runner__V1__Run__ParametersEntry pb_param;
@@ -49,9 +49,7 @@ static uint64_t rnd(void) {
 }
 
 /* A number in [0, n). */
-static uint64_t below(uint64_t n) {
-  return rnd() % n;
-}
+static uint64_t below(uint64_t n) { return rnd() % n; }
 
 static double now_s(void) {
   struct timespec ts;
@@ -66,20 +64,25 @@ static const struct module {
   unsigned percent;
   const char *param;
 } modules[] = {
-    {"true", 40, NULL}, {"echo", 20, NULL}, {"emit", 20, "bytes"}, {"sleep", 15, "seconds"}, {"fan", 5, NULL},
+    {"true", 40, NULL},       {"echo", 20, NULL}, {"emit", 20, "bytes"},
+    {"sleep", 15, "seconds"}, {"fan", 5, NULL},
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 
-static const char *const owners[] = {"", "spiffe://prismq/ci", "spiffe://prismq/batch", "spiffe://prismq/alice"};
-static const char *const envs[] = {"prod", "prod", "prod", "prod", "prod", "staging", "staging", "staging", "dev", "dev"};
+static const char *const owners[] = {"", "spiffe://prismq/ci", "spiffe://prismq/batch",
+                                     "spiffe://prismq/alice"};
+static const char *const envs[] = {"prod",    "prod",    "prod",    "prod", "prod",
+                                   "staging", "staging", "staging", "dev",  "dev"};
 
 /* Terminal statuses, per thousand runs. */
 static const struct share {
   int status;
   unsigned permille;
 } statuses[] = {
-    {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, 840}, {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, 100},
-    {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, 40},  {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_TIMED_OUT, 15},
+    {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, 840},
+    {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, 100},
+    {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, 40},
+    {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_TIMED_OUT, 15},
     {PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST, 5},
 };
 #define NSTATUSES (sizeof statuses / sizeof statuses[0])
@@ -112,8 +115,8 @@ struct run_buf {
 };
 
 /* Fills *r (with its entries in the caller's storage) as the run created at created_ms. */
-static void fill_run(pb_run *r, struct run_buf *b, pb_param *param, pb_param **params, pb_label *labels,
-                     pb_label **label_ptrs, int64_t created_ms, uint64_t seq) {
+static void fill_run(pb_run *r, struct run_buf *b, pb_param *param, pb_param **params,
+                     pb_label *labels, pb_label **label_ptrs, int64_t created_ms, uint64_t seq) {
   const struct module *m = pick_module();
   id_run_new(b->run_id, created_ms);
   r->run_id = b->run_id;
@@ -122,7 +125,8 @@ static void fill_run(pb_run *r, struct run_buf *b, pb_param *param, pb_param **p
   r->created_at_ms = created_ms;
   r->request_id = "";
   if (below(4) == 0) {
-    snprintf(b->request_id, sizeof b->request_id, "req-%016" PRIx64, seq * UINT64_C(0x9e3779b97f4a7c15));
+    snprintf(b->request_id, sizeof b->request_id, "req-%016" PRIx64,
+             seq * UINT64_C(0x9e3779b97f4a7c15));
     r->request_id = b->request_id;
   }
   r->n_parameters = 0;
@@ -150,10 +154,13 @@ static void fill_run(pb_run *r, struct run_buf *b, pb_param *param, pb_param **p
   int status = pick_status();
   r->status = status;
   r->started_at_ms = created_ms + (int64_t)below(50);
-  r->finished_at_ms = r->started_at_ms + (int64_t)below(m->param && strcmp(m->param, "seconds") == 0 ? 600000 : 5000);
+  r->finished_at_ms = r->started_at_ms +
+                      (int64_t)below(m->param && strcmp(m->param, "seconds") == 0 ? 600000 : 5000);
   r->pid = 1000 + (int32_t)below(4000000);
-  r->stdout_bytes = m->param && strcmp(m->param, "bytes") == 0 ? strtoull(b->param_value, NULL, 10) : below(4096);
-  r->stderr_bytes = status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED ? 0 : below(2048);
+  r->stdout_bytes =
+      m->param && strcmp(m->param, "bytes") == 0 ? strtoull(b->param_value, NULL, 10) : below(4096);
+  r->stderr_bytes =
+      status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED ? 0 : below(2048);
   r->user_cpu_ms = below(2000);
   r->sys_cpu_ms = below(500);
   r->max_rss_kb = 1024 + below(200000);
@@ -172,7 +179,8 @@ static void fill_run(pb_run *r, struct run_buf *b, pb_param *param, pb_param **p
   case PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_TIMED_OUT:
     r->exit_code = -1;
     r->term_signal = 9;
-    snprintf(b->error, sizeof b->error, "timed out after %" PRId64 " ms", r->finished_at_ms - r->started_at_ms);
+    snprintf(b->error, sizeof b->error, "timed out after %" PRId64 " ms",
+             r->finished_at_ms - r->started_at_ms);
     r->error_message = b->error;
     break;
   case PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_LOST:
@@ -180,8 +188,7 @@ static void fill_run(pb_run *r, struct run_buf *b, pb_param *param, pb_param **p
     r->pid = 0;
     r->error_message = "the server stopped while the run was running";
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
@@ -224,14 +231,16 @@ int main(int argc, char **argv) {
     pb_run r = PRISMQ__RUNNER__V1__RUN__INIT;
     struct run_buf b;
     pb_param param = PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT, *params[1];
-    pb_label labels[2] = {PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT};
+    pb_label labels[2] = {PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT,
+                          PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT};
     pb_label *label_ptrs[2];
     /* Evenly spread over the range, so ids (and creation times) increase. */
-    fill_run(&r, &b, &param, params, labels, label_ptrs, first_ms + (int64_t)((double)span_ms * (double)i / (double)n),
-             i);
+    fill_run(&r, &b, &param, params, labels, label_ptrs,
+             first_ms + (int64_t)((double)span_ms * (double)i / (double)n), i);
     int rc = runtab_insert(t, &r);
     if (rc < 0) {
-      fprintf(stderr, "gen_runs: runtab_insert of run %" PRIu64 " (%s): %s\n", i, r.run_id, strerror(-rc));
+      fprintf(stderr, "gen_runs: runtab_insert of run %" PRIu64 " (%s): %s\n", i, r.run_id,
+              strerror(-rc));
       ret = 1;
       break;
     }
@@ -242,8 +251,8 @@ int main(int argc, char **argv) {
     }
     if ((i + 1) % PROGRESS_EVERY == 0) {
       double now = now_s();
-      fprintf(stderr, "gen_runs: %" PRIu64 " runs, %.1f s, %.0f inserts/s over the last %d\n", i + 1, now - t0,
-              PROGRESS_EVERY / (now - tlast), PROGRESS_EVERY);
+      fprintf(stderr, "gen_runs: %" PRIu64 " runs, %.1f s, %.0f inserts/s over the last %d\n",
+              i + 1, now - t0, PROGRESS_EVERY / (now - tlast), PROGRESS_EVERY);
       tlast = now;
     }
   }
@@ -253,8 +262,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "gen_runs: cannot write %s\n", argv[3]);
     ret = 2;
   }
-  printf("{\"runs\":%llu,\"seconds\":%.3f,\"inserts_per_s\":%.0f,\"sampled\":%" PRIu64 ",\"status_counts\":{", n, s,
-         s > 0 ? (double)n / s : 0.0, sampled);
+  printf("{\"runs\":%llu,\"seconds\":%.3f,\"inserts_per_s\":%.0f,\"sampled\":%" PRIu64
+         ",\"status_counts\":{",
+         n, s, s > 0 ? (double)n / s : 0.0, sampled);
   for (int st = 1, first = 1; st < 8; st++)
     if (counts[st]) {
       printf("%s\"%d\":%" PRIu64, first ? "" : ",", st, counts[st]);

@@ -38,13 +38,13 @@
 #include "retention.h"
 #include "runtab.h"
 
-#define DAY_MS (86400 * INT64_C(1000))
-#define KEEP_ACTIVE 100
-#define KEEP_RECENT 1000
+#define DAY_MS         (86400 * INT64_C(1000))
+#define KEEP_ACTIVE    100
+#define KEEP_RECENT    1000
 #define TARGET_PASS_MS 5.0
 /* Output file sizes: most runs print a little, one in BIG_EVERY a lot. */
 #define SMALL_OUT 512
-#define BIG_OUT (64 * 1024)
+#define BIG_OUT   (64 * 1024)
 #define BIG_EVERY 100
 
 typedef Prismq__Runner__V1__Run pb_run;
@@ -73,7 +73,8 @@ static int write_output(const char *dir, const char *run_id, size_t len) {
 static int add_run(runtab *t, const char *dir, int64_t created_ms, int status, uint64_t seq) {
   char id[ID_RUN_LEN + 1], req[32], team[16], bytes[16];
   pb_run r = PRISMQ__RUNNER__V1__RUN__INIT;
-  pb_label labels[2] = {PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT};
+  pb_label labels[2] = {PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT,
+                        PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT};
   pb_label *lp[2] = {&labels[0], &labels[1]};
   pb_param param = PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT, *pp[1] = {&param};
   id_run_new(id, created_ms);
@@ -216,7 +217,8 @@ static int fill(runtab *t, const char *dir, uint64_t n, uint64_t *files_kept) {
   }
   for (uint64_t i = 0; i < KEEP_RECENT; i++) {
     int64_t created = now - 3600 * 1000 + (int64_t)i;
-    if (add_run(t, dir, created, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, n + i) < 0) return -1;
+    if (add_run(t, dir, created, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_COMPLETED, n + i) < 0)
+      return -1;
     (*files_kept)++;
   }
   return 0;
@@ -224,29 +226,34 @@ static int fill(runtab *t, const char *dir, uint64_t n, uint64_t *files_kept) {
 
 /* Checks what the sweep left and prints the measurement's JSON line. Returns whether
  * the sweep deleted exactly the old runs and their files. */
-static int report(const char *name, uint64_t n, struct result *p, runtab *t, const char *dir, uint64_t before,
-                  long files_before, uint64_t files_kept) {
+static int report(const char *name, uint64_t n, struct result *p, runtab *t, const char *dir,
+                  uint64_t before, long files_before, uint64_t files_kept) {
   const retention_sweep *s = &p->sweep;
   uint64_t after = runtab_count(t);
   long files_after = count_outputs(dir);
-  int ok = p->done && !s->failed && s->runs == n && after == before - n && after == KEEP_RECENT + KEEP_ACTIVE &&
-           files_after == (long)files_kept && s->files == (uint64_t)files_before - files_kept;
+  int ok = p->done && !s->failed && s->runs == n && after == before - n &&
+           after == KEEP_RECENT + KEEP_ACTIVE && files_after == (long)files_kept &&
+           s->files == (uint64_t)files_before - files_kept;
   double max_ms = (double)s->max_pass_us / 1000;
   qsort(p->passes, p->npasses, sizeof *p->passes, cmp_double);
   printf("{\"limit\":\"%s\",\"runs\":%" PRIu64 ",\"deleted\":%" PRIu64 ",\"files\":%" PRIu64
-         ",\"seconds\":%.3f,\"busy_seconds\":%.3f,\"runs_per_s\":%.0f,\"batches\":%" PRIu64 ",\"passes\":%" PRIu64
+         ",\"seconds\":%.3f,\"busy_seconds\":%.3f,\"runs_per_s\":%.0f,\"batches\":%" PRIu64
+         ",\"passes\":%" PRIu64
          ",\"max_pass_ms\":%.3f,\"mean_pass_ms\":%.3f,\"p50_pass_ms\":%.3f,\"p99_pass_ms\":%.3f,"
-         "\"p999_pass_ms\":%.3f,\"long_passes\":%" PRIu64 ",\"long_with_batch\":%" PRIu64 ",\"long_files_only\":%" PRIu64
-         ",\"target_ms\":%.1f,\"target_met\":%s,\"ok\":%s}\n",
+         "\"p999_pass_ms\":%.3f,\"long_passes\":%" PRIu64 ",\"long_with_batch\":%" PRIu64
+         ",\"long_files_only\":%" PRIu64 ",\"target_ms\":%.1f,\"target_met\":%s,\"ok\":%s}\n",
          name, before, s->runs, s->files, (double)s->duration_us / 1e6, (double)s->busy_us / 1e6,
-         s->duration_us ? (double)s->runs * 1e6 / (double)s->duration_us : 0.0, s->batches, s->passes, max_ms,
-         s->passes ? (double)s->busy_us / 1000 / (double)s->passes : 0.0, quantile(p->passes, p->npasses, 0.5),
-         quantile(p->passes, p->npasses, 0.99), quantile(p->passes, p->npasses, 0.999), s->long_passes, p->long_with_batch, p->long_files_only, TARGET_PASS_MS,
-         max_ms < TARGET_PASS_MS ? "true" : "false", ok ? "true" : "false");
+         s->duration_us ? (double)s->runs * 1e6 / (double)s->duration_us : 0.0, s->batches,
+         s->passes, max_ms, s->passes ? (double)s->busy_us / 1000 / (double)s->passes : 0.0,
+         quantile(p->passes, p->npasses, 0.5), quantile(p->passes, p->npasses, 0.99),
+         quantile(p->passes, p->npasses, 0.999), s->long_passes, p->long_with_batch,
+         p->long_files_only, TARGET_PASS_MS, max_ms < TARGET_PASS_MS ? "true" : "false",
+         ok ? "true" : "false");
   fflush(stdout);
   free(p->passes);
   if (!ok)
-    fprintf(stderr, "retention_bench: %s: expected %" PRIu64 " deleted, %d runs and %" PRIu64
+    fprintf(stderr,
+            "retention_bench: %s: expected %" PRIu64 " deleted, %d runs and %" PRIu64
             " files left; got %" PRIu64 " deleted, %" PRIu64 " runs and %ld files left\n",
             name, n, KEEP_RECENT + KEEP_ACTIVE, files_kept, s->runs, after, files_after);
   return ok;
@@ -288,8 +295,8 @@ static int bench(const char *root, const char *name, uint64_t n, config_retentio
   }
   uint64_t before = runtab_count(t);
   long files_before = count_outputs(dir);
-  fprintf(stderr, "retention_bench: %s: %" PRIu64 " runs and %ld output files written in %.1f s\n", name, before,
-          files_before, now_s() - t0);
+  fprintf(stderr, "retention_bench: %s: %" PRIu64 " runs and %ld output files written in %.1f s\n",
+          name, before, files_before, now_s() - t0);
 
   struct result p = {0};
   base = p.base = event_base_new();
@@ -337,9 +344,10 @@ int main(int argc, char **argv) {
     }
   }
   /* The sweep runs once here: the interval only has to be long. */
-  const config_retention age = {.sweep_interval_ms = 3600 * 1000, .max_age_ms = 7 * DAY_MS, .max_runs = 0};
-  const config_retention count = {.sweep_interval_ms = 3600 * 1000, .max_age_ms = 0,
-                                  .max_runs = KEEP_RECENT + KEEP_ACTIVE};
+  const config_retention age = {
+      .sweep_interval_ms = 3600 * 1000, .max_age_ms = 7 * DAY_MS, .max_runs = 0};
+  const config_retention count = {
+      .sweep_interval_ms = 3600 * 1000, .max_age_ms = 0, .max_runs = KEEP_RECENT + KEEP_ACTIVE};
   int a = bench(argv[1], "age", n, age);
   if (a == 2) return 2;
   int c = bench(argv[1], "count", n, count);

@@ -114,8 +114,8 @@ static int rate(long n, long inflight, char **argv) {
     }
   }
   double s = now_s() - t0;
-  printf("{\"runs\":%ld,\"seconds\":%.6f,\"runs_per_s\":%.1f,\"failed\":%ld}\n", done, s, (double)done / s,
-         failed);
+  printf("{\"runs\":%ld,\"seconds\":%.6f,\"runs_per_s\":%.1f,\"failed\":%ld}\n", done, s,
+         (double)done / s, failed);
   return failed ? 1 : 0;
 }
 
@@ -145,8 +145,8 @@ static int firstbyte(long n, char **argv) {
     failed += child_reap(&ch) || !wrote;
   }
   qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-  printf("{\"samples\":%ld,\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"failed\":%ld}\n", n,
-         lat[n / 2], lat[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], sum / (double)n, failed);
+  printf("{\"samples\":%ld,\"median_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"failed\":%ld}\n",
+         n, lat[n / 2], lat[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], sum / (double)n, failed);
   free(lat);
   return failed ? 1 : 0;
 }
@@ -166,7 +166,8 @@ int main(int argc, char **argv) {
     long n = count_arg(argv[2], 10000000);
     if (n) return firstbyte(n, argv + 3);
   }
-  fprintf(stderr, "usage: spawn_ref rate N INFLIGHT CMD [ARG...]\n"
-                  "       spawn_ref firstbyte N CMD [ARG...]\n");
+  fprintf(stderr,
+          "usage: spawn_ref rate N INFLIGHT CMD [ARG...]\n"
+          "       spawn_ref firstbyte N CMD [ARG...]\n");
   return 2;
 }

@@ -53,7 +53,7 @@
 #include <openssl/x509v3.h>
 
 #define IO_TIMEOUT_S 10
-#define USAGE "usage: tls_handshake HOST:PORT SECONDS [--resume] [--ca FILE]"
+#define USAGE        "usage: tls_handshake HOST:PORT SECONDS [--resume] [--ca FILE]"
 
 static struct sockaddr_in g_addr;
 static SSL_SESSION *g_newest; /* the newest resumable session the server gave (owned) */
@@ -95,7 +95,8 @@ static const char *ktls_ulp_probe(void) {
   socklen_t alen = sizeof a;
   int l = socket(AF_INET, SOCK_STREAM, 0), c = -1, s = -1;
   if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0 ||
-      getsockname(l, (struct sockaddr *)&a, &alen) < 0 || (c = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
+      getsockname(l, (struct sockaddr *)&a, &alen) < 0 ||
+      (c = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
       connect(c, (struct sockaddr *)&a, sizeof a) < 0 || (s = accept(l, NULL, NULL)) < 0)
     snprintf(res, sizeof res, "probe failed: %s", strerror(errno));
   else if (setsockopt(c, IPPROTO_TCP, TCP_ULP, "tls", 3) < 0)
@@ -124,25 +125,23 @@ static int wait_server(SSL *ssl, long sessions_before) {
       if (g_new_sessions > sessions_before) return W_TICKET;
       if (now_s() > deadline) fail("nothing from the server after the handshake");
       break;
-    case SSL_ERROR_ZERO_RETURN:
-      return W_EOF;
+    case SSL_ERROR_ZERO_RETURN: return W_EOF;
     case SSL_ERROR_SYSCALL:
       if (ERR_peek_error() == 0 && (n == 0 || errno == ECONNRESET)) return W_EOF;
       fail("reading the server's first record");
       break;
-    default:
-      fail("reading the server's first record");
+    default: fail("reading the server's first record");
     }
   }
 }
 
 /* What one connection saw. */
 struct conn_info {
-  int waited;          /* W_* */
+  int waited; /* W_* */
   int resumed;
   const char *version; /* static strings of OpenSSL's */
   const char *cipher;
-  int ktls_send;       /* OpenSSL wrote this connection's records with kTLS */
+  int ktls_send; /* OpenSSL wrote this connection's records with kTLS */
 };
 
 /* One connection, from connect to close; offers g_newest if resume. */
@@ -214,7 +213,8 @@ int main(int argc, char **argv) {
   if (ca) {
     if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) fail("loading the CA file");
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), host) != 1) fail("X509_VERIFY_PARAM_set1_ip_asc");
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), host) != 1)
+      fail("X509_VERIFY_PARAM_set1_ip_asc");
   }
 
   struct conn_info ci;
@@ -228,11 +228,14 @@ int main(int argc, char **argv) {
     n++;
   } while ((t = now_s() - t0) < seconds);
 
-  printf("{\"connections\":%ld,\"seconds\":%.6f,\"connections_per_s\":%.1f,\"resumed\":%ld,\"version\":\"%s\","
-         "\"cipher\":\"%s\",\"alpn\":\"h2\",\"waited_for\":{\"ticket\":%ld,\"data\":%ld,\"eof\":%ld,\"none\":%ld},"
-         "\"ktls_ulp\":\"%s\",\"ktls_client_send\":%d}\n",
-         n, t, (double)n / t, resumed, ci.version, ci.cipher, waited[W_TICKET], waited[W_DATA], waited[W_EOF],
-         waited[W_NONE], ulp, ci.ktls_send);
+  printf(
+      "{\"connections\":%ld,\"seconds\":%.6f,\"connections_per_s\":%.1f,\"resumed\":%ld,"
+      "\"version\":\"%s\","
+      "\"cipher\":\"%s\",\"alpn\":\"h2\",\"waited_for\":{\"ticket\":%ld,\"data\":%ld,\"eof\":%ld,"
+      "\"none\":%ld},"
+      "\"ktls_ulp\":\"%s\",\"ktls_client_send\":%d}\n",
+      n, t, (double)n / t, resumed, ci.version, ci.cipher, waited[W_TICKET], waited[W_DATA],
+      waited[W_EOF], waited[W_NONE], ulp, ci.ktls_send);
   SSL_SESSION_free(g_newest);
   SSL_CTX_free(ctx);
   return 0;

@@ -35,7 +35,8 @@
 #include "grpcwire.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 
-static const uint8_t server_preface[] = "\x00\x00\x00\x04\x00\x00\x00\x00\x00"; /* SETTINGS, empty */
+static const uint8_t server_preface[] =
+    "\x00\x00\x00\x04\x00\x00\x00\x00\x00"; /* SETTINGS, empty */
 
 static char target[256];
 static int listen_fd = -1;
@@ -48,7 +49,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s/s", fz_tempdir("client"));
   snprintf(target, sizeof target, "unix:%s", sa.sun_path);
   listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(listen_fd, 4) != 0)
+  if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      listen(listen_fd, 4) != 0)
     fz_fail("listen on %s: %s", sa.sun_path, strerror(errno));
   return 0;
 }
@@ -76,10 +78,10 @@ static int on_msg(void *user, const uint8_t *msg, size_t len) {
     prismq__runner__v1__run__free_unpacked(prismq__runner__v1__run__unpack(NULL, len, msg), NULL);
     return 0;
   case CHUNKS:
-    prismq__runner__v1__output_chunk__free_unpacked(prismq__runner__v1__output_chunk__unpack(NULL, len, msg), NULL);
+    prismq__runner__v1__output_chunk__free_unpacked(
+        prismq__runner__v1__output_chunk__unpack(NULL, len, msg), NULL);
     return 0;
-  default:
-    return 1;
+  default: return 1;
   }
 }
 
@@ -140,11 +142,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct event *ev = event_new(base, fd, EV_READ | EV_PERSIST, drain, event_self_cbarg());
   FZ_CHECK(ev && event_add(ev, NULL) == 0, "event_new");
 
-  struct fcall calls[4] = {{RUN, NULL, 0}, {CHUNKS, NULL, 0}, {STOP_AT_FIRST, NULL, 0}, {CANCELLED, NULL, 0}};
+  struct fcall calls[4] = {
+      {RUN, NULL, 0}, {CHUNKS, NULL, 0}, {STOP_AT_FIRST, NULL, 0}, {CANCELLED, NULL, 0}};
   static const uint8_t req[] = {0x0a, 0x01, 'x'}; /* a run_id of "x" */
   for (size_t i = 0; i < ncalls; i++)
-    FZ_CHECK(gcl_call_start(&calls[i].call, c, paths[calls[i].kind], req, sizeof req, 0, on_msg, on_done,
-                            &calls[i]) == 0,
+    FZ_CHECK(gcl_call_start(&calls[i].call, c, paths[calls[i].kind], req, sizeof req, 0, on_msg,
+                            on_done, &calls[i]) == 0,
              "gcl_call_start");
   /* The client's preface and requests go out first: the answer refers to its streams. */
   event_base_loop(base, EVLOOP_NONBLOCK);
@@ -173,6 +176,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   close(fd);
   event_base_free(base);
   int fd_now = fz_lowest_free_fd();
-  FZ_CHECK(fd_now == fd_mark, "a descriptor was left open (lowest free %d, was %d)", fd_now, fd_mark);
+  FZ_CHECK(fd_now == fd_mark, "a descriptor was left open (lowest free %d, was %d)", fd_now,
+           fd_mark);
   return 0;
 }

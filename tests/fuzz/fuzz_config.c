@@ -25,14 +25,16 @@ static void check_module(const config *c, const config_module *m) {
   int required = 0;
   for (size_t k = 0; k < m->nparams; k++) {
     const config_param *p = &m->params[k];
-    FZ_CHECK(!(p->required && p->default_value), "module %s: required parameter %s has a default", m->id, p->name);
+    FZ_CHECK(!(p->required && p->default_value), "module %s: required parameter %s has a default",
+             m->id, p->name);
     required |= p->required;
   }
   char **argv = NULL, *cwd = NULL, **params = NULL, err[512] = "";
-  int rc = config_module_render(&argv, &cwd, &params, NULL, m, NULL, NULL, NULL, 0, NULL, err, sizeof err);
+  int rc = config_module_render(&argv, &cwd, &params, NULL, m, NULL, NULL, NULL, 0, NULL, err,
+                                sizeof err);
   if (required)
-    FZ_CHECK(rc < 0 && strstr(err, "missing required parameter"), "module %s: no parameters gave %d (%s)", m->id,
-             rc, err);
+    FZ_CHECK(rc < 0 && strstr(err, "missing required parameter"),
+             "module %s: no parameters gave %d (%s)", m->id, rc, err);
   else
     FZ_CHECK(rc == 0, "module %s loaded, but its defaults do not render: %s", m->id, err);
   config_argv_free(argv);
@@ -46,7 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int rc = config_load_string(&c, (const char *)data, size, "fuzz.yaml", err, sizeof err);
   if (rc != 0) {
     FZ_CHECK(rc == -EINVAL && !c, "config_load_string returned %d", rc);
-    FZ_CHECK(strncmp(err, "fuzz.yaml", 9) == 0, "a refusal that does not name its source: \"%s\"", err);
+    FZ_CHECK(strncmp(err, "fuzz.yaml", 9) == 0, "a refusal that does not name its source: \"%s\"",
+             err);
     return 0;
   }
   FZ_CHECK(c && c->nlisten >= 1 && c->listen[0] && !c->listen[c->nlisten] && c->data_dir,

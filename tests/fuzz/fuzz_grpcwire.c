@@ -47,7 +47,7 @@ static int next_piece(struct pieces *s, const uint8_t **p, size_t *n) {
 struct result {
   struct evbuffer *reframed; /* every message taken, framed again */
   size_t nmsgs;
-  int error;     /* the refusal (GW_FRAME_*), or 0 */
+  int error;      /* the refusal (GW_FRAME_*), or 0 */
   size_t partial; /* bytes of an incomplete message left at the end (no error) */
 };
 
@@ -59,22 +59,27 @@ static void server_side(struct result *r, struct pieces s, size_t max_len) {
   size_t i = 0;
   while (!r->error && next_piece(&s, &p, &n)) {
     /* Alternate copied and referenced pieces: chains of every shape, as DATA gives. */
-    if (i++ % 2) evbuffer_add_reference(in, p, n, NULL, NULL);
-    else evbuffer_add(in, p, n);
+    if (i++ % 2)
+      evbuffer_add_reference(in, p, n, NULL, NULL);
+    else
+      evbuffer_add(in, p, n);
     for (;;) {
       size_t before = evbuffer_get_length(in);
       uint8_t *msg = (uint8_t *)"untouched";
       size_t len = 12345;
       int rc = gw_frame_next(in, max_len, &msg, &len);
       if (rc != GW_FRAME_MSG) {
-        FZ_CHECK(evbuffer_get_length(in) == before && len == 12345 && strcmp((char *)msg, "untouched") == 0,
+        FZ_CHECK(evbuffer_get_length(in) == before && len == 12345 &&
+                     strcmp((char *)msg, "untouched") == 0,
                  "gw_frame_next returned %d but touched its buffer or outputs", rc);
         if (rc != GW_FRAME_NEED_MORE) r->error = rc;
         break;
       }
-      FZ_CHECK(len <= max_len, "gw_frame_next gave a message of %zu bytes over max_len %zu", len, max_len);
+      FZ_CHECK(len <= max_len, "gw_frame_next gave a message of %zu bytes over max_len %zu", len,
+               max_len);
       FZ_CHECK((len == 0) == (msg == NULL), "gw_frame_next: body pointer and length disagree");
-      FZ_CHECK(before - evbuffer_get_length(in) == GW_PREFIX_LEN + len, "gw_frame_next drained the wrong amount");
+      FZ_CHECK(before - evbuffer_get_length(in) == GW_PREFIX_LEN + len,
+               "gw_frame_next drained the wrong amount");
       FZ_CHECK(gw_frame_append(r->reframed, msg, len) == 0, "gw_frame_append");
       r->nmsgs++;
       free(msg);
@@ -105,22 +110,27 @@ static void client_side(struct result *r, struct pieces s, size_t max_len) {
   FZ_CHECK(gw_deframer_partial(&d) == 0, "gw_deframer_reset left a partial message");
 }
 
-static void check_framing(const uint8_t *data, size_t size, const uint8_t *sizes, size_t nsizes, size_t max_len) {
+static void check_framing(const uint8_t *data, size_t size, const uint8_t *sizes, size_t nsizes,
+                          size_t max_len) {
   struct pieces s = {sizes, nsizes, 0, data, size};
   struct result a = {evbuffer_new(), 0, 0, 0}, b = {evbuffer_new(), 0, 0, 0};
   FZ_CHECK(a.reframed && b.reframed, "evbuffer_new");
   server_side(&a, s, max_len);
   client_side(&b, s, max_len);
-  FZ_CHECK(a.error == b.error, "deframers disagree: gw_frame_next %d, gw_deframe %d", a.error, b.error);
+  FZ_CHECK(a.error == b.error, "deframers disagree: gw_frame_next %d, gw_deframe %d", a.error,
+           b.error);
   FZ_CHECK(a.nmsgs == b.nmsgs, "deframers disagree: %zu and %zu messages", a.nmsgs, b.nmsgs);
-  FZ_CHECK(a.partial == b.partial, "deframers disagree: %zu and %zu bytes left", a.partial, b.partial);
+  FZ_CHECK(a.partial == b.partial, "deframers disagree: %zu and %zu bytes left", a.partial,
+           b.partial);
   size_t la = evbuffer_get_length(a.reframed);
   FZ_CHECK(la == evbuffer_get_length(b.reframed), "deframers disagree on the messages' sizes");
   FZ_CHECK(la <= size, "more bytes framed again than came in");
   uint8_t *fa = evbuffer_pullup(a.reframed, -1), *fb = evbuffer_pullup(b.reframed, -1);
   FZ_CHECK(la == 0 || (memcmp(fa, fb, la) == 0 && memcmp(fa, data, la) == 0),
            "messages framed again differ from the input");
-  if (!a.error) FZ_CHECK(la + a.partial == size, "bytes lost: %zu framed + %zu partial of %zu", la, a.partial, size);
+  if (!a.error)
+    FZ_CHECK(la + a.partial == size, "bytes lost: %zu framed + %zu partial of %zu", la, a.partial,
+             size);
   evbuffer_free(a.reframed);
   evbuffer_free(b.reframed);
 }
@@ -134,32 +144,38 @@ static void check_timeout(const uint8_t *v, size_t len) {
   char buf[16];
   size_t n = gw_timeout_format(buf, ms);
   FZ_CHECK(n < sizeof buf && strlen(buf) == n, "gw_timeout_format wrote %zu bytes", n);
-  FZ_CHECK(gw_timeout_parse(&again, buf, n) == 0, "gw_timeout_format(%llu) gave \"%s\", which does not parse",
-           (unsigned long long)ms, buf);
-  FZ_CHECK(again >= ms, "timeout %llu ms formatted as \"%s\" comes back shorter (%llu ms)", (unsigned long long)ms,
-           buf, (unsigned long long)again);
-  FZ_CHECK(ms > 99999999 || again == ms, "timeout %llu ms formatted as \"%s\" comes back as %llu ms",
+  FZ_CHECK(gw_timeout_parse(&again, buf, n) == 0,
+           "gw_timeout_format(%llu) gave \"%s\", which does not parse", (unsigned long long)ms,
+           buf);
+  FZ_CHECK(again >= ms, "timeout %llu ms formatted as \"%s\" comes back shorter (%llu ms)",
            (unsigned long long)ms, buf, (unsigned long long)again);
+  FZ_CHECK(ms > 99999999 || again == ms,
+           "timeout %llu ms formatted as \"%s\" comes back as %llu ms", (unsigned long long)ms, buf,
+           (unsigned long long)again);
 }
 
 static void check_message(const uint8_t *v, size_t len) {
   /* What a client makes of a grpc-message (gclient's buffer is 512 bytes). */
   char dec[512];
   size_t n = gw_pct_decode(dec, sizeof dec, (const char *)v, len);
-  FZ_CHECK(n < sizeof dec && dec[n] == '\0', "gw_pct_decode returned %zu for a %zu-byte buffer", n, sizeof dec);
+  FZ_CHECK(n < sizeof dec && dec[n] == '\0', "gw_pct_decode returned %zu for a %zu-byte buffer", n,
+           sizeof dec);
   /* Encoding what was decoded (up to a NUL) and decoding it gives it back. */
   size_t slen = strlen(dec);
   char enc[3 * sizeof dec + 1], back[sizeof dec];
   size_t e = gw_pct_encode(enc, sizeof enc, dec);
   FZ_CHECK(e == strlen(enc), "gw_pct_encode's length is wrong");
   for (size_t i = 0; i < e; i++)
-    FZ_CHECK(enc[i] >= 0x20 && enc[i] <= 0x7e, "gw_pct_encode left byte 0x%02x", (unsigned)(uint8_t)enc[i]);
+    FZ_CHECK(enc[i] >= 0x20 && enc[i] <= 0x7e, "gw_pct_encode left byte 0x%02x",
+             (unsigned)(uint8_t)enc[i]);
   size_t b = gw_pct_decode(back, sizeof back, enc, e);
-  FZ_CHECK(b == slen && memcmp(back, dec, slen) == 0, "percent-decoding does not undo percent-encoding");
+  FZ_CHECK(b == slen && memcmp(back, dec, slen) == 0,
+           "percent-decoding does not undo percent-encoding");
   /* A small buffer: never past it, never half an escape. */
   char small[8];
   size_t s = gw_pct_encode(small, sizeof small, dec);
-  FZ_CHECK(s < sizeof small && s <= e && memcmp(small, enc, s) == 0, "gw_pct_encode into 8 bytes went wrong");
+  FZ_CHECK(s < sizeof small && s <= e && memcmp(small, enc, s) == 0,
+           "gw_pct_encode into 8 bytes went wrong");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -71,9 +71,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argv;
   fz_setup();
   char err[512];
-  if (config_load_string(&cfg_fuzz, fuzz_yaml, strlen(fuzz_yaml), "fuzz.yaml", err, sizeof err) != 0 ||
-      config_load_string(&cfg_builtin, config_default_yaml, strlen(config_default_yaml), "built-in", err,
-                         sizeof err) != 0)
+  if (config_load_string(&cfg_fuzz, fuzz_yaml, strlen(fuzz_yaml), "fuzz.yaml", err, sizeof err) !=
+          0 ||
+      config_load_string(&cfg_builtin, config_default_yaml, strlen(config_default_yaml), "built-in",
+                         err, sizeof err) != 0)
     fz_fail("configuration: %s", err);
   return 0;
 }
@@ -93,7 +94,8 @@ static void check_strings(const ProtobufCMessage *msg) {
     for (size_t k = 0; k < count; k++) {
       if (f->type == PROTOBUF_C_TYPE_STRING) {
         const char *s = elems[k];
-        FZ_CHECK(s && utf8_valid(s, strlen(s)), "%s.%s passed pbcheck but is not valid UTF-8", d->name, f->name);
+        FZ_CHECK(s && utf8_valid(s, strlen(s)), "%s.%s passed pbcheck but is not valid UTF-8",
+                 d->name, f->name);
       } else if (f->type == PROTOBUF_C_TYPE_MESSAGE && elems[k]) {
         check_strings(elems[k]);
       }
@@ -141,9 +143,10 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
   }
 
   char **argv = NULL, *cwd = NULL, **params = NULL, err[512] = "";
-  int rc = config_module_render(&argv, &cwd, &params, NULL, m, names, values, NULL, np, NULL, err, sizeof err);
-  FZ_CHECK((rc == 0) == expect_ok, "module %s: render returned %d (%s), expected %s", m->id, rc, err,
-           expect_ok ? "success" : "a refusal");
+  int rc = config_module_render(&argv, &cwd, &params, NULL, m, names, values, NULL, np, NULL, err,
+                                sizeof err);
+  FZ_CHECK((rc == 0) == expect_ok, "module %s: render returned %d (%s), expected %s", m->id, rc,
+           err, expect_ok ? "success" : "a refusal");
   if (rc == 0) {
     size_t argc = m->argc + (m->pass_flags ? 2 * nvals : 0);
     for (size_t i = 0; i < argc; i++) FZ_CHECK(argv[i], "module %s: argv[%zu] is NULL", m->id, i);
@@ -154,12 +157,15 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
       if (!eff[k]) continue;
       const char *kv = params[j++];
       size_t nl = strlen(m->params[k].name);
-      FZ_CHECK(kv && strncmp(kv, m->params[k].name, nl) == 0 && kv[nl] == '=' && strcmp(kv + nl + 1, eff[k]) == 0,
-               "module %s: parameter %s recorded as \"%s\"", m->id, m->params[k].name, kv ? kv : "(none)");
+      FZ_CHECK(kv && strncmp(kv, m->params[k].name, nl) == 0 && kv[nl] == '=' &&
+                   strcmp(kv + nl + 1, eff[k]) == 0,
+               "module %s: parameter %s recorded as \"%s\"", m->id, m->params[k].name,
+               kv ? kv : "(none)");
     }
     FZ_CHECK(!params[j], "module %s: more parameters recorded than have values", m->id);
   } else {
-    FZ_CHECK(err[0] && !argv && !cwd && !params, "module %s: a refusal without a message, or with outputs", m->id);
+    FZ_CHECK(err[0] && !argv && !cwd && !params,
+             "module %s: a refusal without a message, or with outputs", m->id);
   }
   config_argv_free(argv);
   config_argv_free(params);
@@ -178,7 +184,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size--;
   char err[256] = "";
   int rc = pbcheck_message(desc, req, size, err, sizeof err);
-  FZ_CHECK(rc == 0 || ((rc == -EINVAL || rc == -E2BIG) && err[0]), "pbcheck_message returned %d (%s)", rc, err);
+  FZ_CHECK(rc == 0 || ((rc == -EINVAL || rc == -E2BIG) && err[0]),
+           "pbcheck_message returned %d (%s)", rc, err);
   if (rc < 0) return 0;
   ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, size, req);
   if (!msg) return 0;

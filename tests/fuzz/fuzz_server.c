@@ -46,8 +46,9 @@
 #define RUN_ID_MARK "@@NEWEST_RUN_ID@@@@@@@@@@@"
 _Static_assert(sizeof RUN_ID_MARK - 1 == ID_RUN_LEN, "RUN_ID_MARK is as long as a run id");
 
-static const uint8_t client_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-                                        "\x00\x00\x00\x04\x00\x00\x00\x00\x00"; /* SETTINGS, empty */
+static const uint8_t client_preface[] =
+    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    "\x00\x00\x00\x04\x00\x00\x00\x00\x00"; /* SETTINGS, empty */
 static const size_t piece_sizes[4] = {0, 9, 100, 1000};
 
 static config *cfg;
@@ -62,7 +63,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argv;
   fz_setup();
   char err[512];
-  if (config_load_string(&cfg, config_default_yaml, strlen(config_default_yaml), "built-in", err, sizeof err) != 0)
+  if (config_load_string(&cfg, config_default_yaml, strlen(config_default_yaml), "built-in", err,
+                         sizeof err) != 0)
     fz_fail("built-in configuration: %s", err);
   data_dir = fz_tempdir("server");
   snprintf(output_dir, sizeof output_dir, "%s/output", data_dir);
@@ -84,25 +86,29 @@ struct server {
 /* Dry-run mode must start nothing. A process started and reaped within one input
  * would leave no child behind for fz_check_no_child: the calls that start one (proc.c
  * uses posix_spawn) fail the input themselves. */
-int posix_spawn(pid_t *restrict pid, const char *restrict path, const posix_spawn_file_actions_t *restrict fa,
-                const posix_spawnattr_t *restrict attr, char *const argv[restrict], char *const envp[restrict]) {
+int posix_spawn(pid_t *restrict pid, const char *restrict path,
+                const posix_spawn_file_actions_t *restrict fa,
+                const posix_spawnattr_t *restrict attr, char *const argv[restrict],
+                char *const envp[restrict]) {
   (void)pid, (void)fa, (void)attr, (void)argv, (void)envp;
   fz_fail("dry-run mode started a process: posix_spawn %s", path);
 }
 
-int posix_spawnp(pid_t *restrict pid, const char *restrict file, const posix_spawn_file_actions_t *restrict fa,
-                 const posix_spawnattr_t *restrict attr, char *const argv[restrict], char *const envp[restrict]) {
+int posix_spawnp(pid_t *restrict pid, const char *restrict file,
+                 const posix_spawn_file_actions_t *restrict fa,
+                 const posix_spawnattr_t *restrict attr, char *const argv[restrict],
+                 char *const envp[restrict]) {
   (void)pid, (void)fa, (void)attr, (void)argv, (void)envp;
   fz_fail("dry-run mode started a process: posix_spawnp %s", file);
 }
 
-pid_t fork(void) {
-  fz_fail("dry-run mode started a process: fork");
-}
+pid_t fork(void) { fz_fail("dry-run mode started a process: fork"); }
 
 /* prismqd's hooks (server/main.c). */
 static int sync_run_table(void *rt) { return runtab_sync(rt); }
-static unsigned peer_roles(void *c, const conn_peer *p) { return authz_roles(c, p->identity, p->local); }
+static unsigned peer_roles(void *c, const conn_peer *p) {
+  return authz_roles(c, p->identity, p->local);
+}
 static void on_idle(void *arg) { (void)arg; }
 
 /* What the server answers is read and dropped, so that it never waits on us. */
@@ -129,7 +135,8 @@ static void server_start(struct server *s) {
   FZ_CHECK(s->base, "event_base_new");
   s->rt = spare_rt;
   spare_rt = NULL;
-  if (!s->rt && runtab_open(&s->rt, ":memory:", err, sizeof err) != 0) fz_fail("runtab_open: %s", err);
+  if (!s->rt && runtab_open(&s->rt, ":memory:", err, sizeof err) != 0)
+    fz_fail("runtab_open: %s", err);
   sched_opts so = SCHED_OPTS_INIT;
   so.cfg = cfg;
   so.rt = s->rt;
@@ -143,7 +150,8 @@ static void server_start(struct server *s) {
   co.roles_arg = cfg;
   co.role_name = authz_role_name;
   FZ_CHECK(call_server_new(&s->calls, s->base, &co) == 0, "call_server_new");
-  static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin", NULL};
+  static const char *const health_services[] = {"prismq.runner.v1.Runner", "prismq.admin.v1.Admin",
+                                                NULL};
   FZ_CHECK(health_new(&s->health, s->calls, health_services) == 0, "health_new");
   FZ_CHECK(runner_new(&s->runner, s->calls, s->sch) == 0, "runner_new");
   FZ_CHECK(admin_new(&s->admin, s->calls, runner_counters, s->runner) == 0, "admin_new");
@@ -166,8 +174,10 @@ static void server_stop(struct server *s) {
   runner_free(s->runner);
   int runs = sched_total(s->sch) > 0;
   sched_free(s->sch);
-  if (runs) runtab_free(s->rt);
-  else spare_rt = s->rt;
+  if (runs)
+    runtab_free(s->rt);
+  else
+    spare_rt = s->rt;
   event_base_free(s->base);
 }
 

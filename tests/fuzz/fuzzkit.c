@@ -61,7 +61,8 @@ static void rm_stale(const char *root) {
 
 const char *fz_tempdir(const char *what) {
   struct stat st;
-  const char *root = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : getenv("TMPDIR");
+  const char *root =
+      stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : getenv("TMPDIR");
   if (!root) root = "/tmp";
   rm_stale(root);
   snprintf(tempdir, sizeof tempdir, "%s/prismq-fuzz-%s-%ld", root, what, (long)getpid());
@@ -123,8 +124,8 @@ void fz_check_no_child(void) {
       FILE *c = fopen(path, "r");
       int named = c && fgets(comm, sizeof comm, c);
       if (c) fclose(c);
-      FZ_CHECK(named && strcmp(comm, "llvm-symbolizer\n") == 0, "child process %d (%s) exists", child,
-               named ? strtok(comm, "\n") : "?");
+      FZ_CHECK(named && strcmp(comm, "llvm-symbolizer\n") == 0, "child process %d (%s) exists",
+               child, named ? strtok(comm, "\n") : "?");
     }
     fclose(f);
   }

@@ -28,8 +28,8 @@ void fz_clear_dir(const char *dir);
  * libFuzzer reports as a crash with this input. */
 void fz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-#define FZ_CHECK(cond, ...) \
-  do {                      \
+#define FZ_CHECK(cond, ...)            \
+  do {                                 \
     if (!(cond)) fz_fail(__VA_ARGS__); \
   } while (0)
 

@@ -25,9 +25,9 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
 
-#define CHECK_PATH "/grpc.health.v1.Health/Check"
-#define WATCH_PATH "/grpc.health.v1.Health/Watch"
-#define UNKNOWN_PATH "/no.Such/Method"
+#define CHECK_PATH       "/grpc.health.v1.Health/Check"
+#define WATCH_PATH       "/grpc.health.v1.Health/Watch"
+#define UNKNOWN_PATH     "/no.Such/Method"
 #define CHECK_TIMEOUT_MS 10000
 
 static int fail_status(const gcl_status *st) {
@@ -148,8 +148,7 @@ static int run(struct event_base *base, gcl_conn *c, int argc, char **argv) {
   const char *cmd = argv[2];
   if (strcmp(cmd, "check") == 0 && argc == 3) return check_once(c, 1);
   if (strcmp(cmd, "unknown") == 0 && argc == 3) return unknown_method(c);
-  if (strcmp(cmd, "watch-cancel") == 0 && argc == 3)
-    return watch(base, c, 0, 1, GW_CANCELLED);
+  if (strcmp(cmd, "watch-cancel") == 0 && argc == 3) return watch(base, c, 0, 1, GW_CANCELLED);
   unsigned long n = argc == 4 ? positive_arg(argv[3]) : 0;
   if (strcmp(cmd, "deadline") == 0 && n > 0) return watch(base, c, n, 0, GW_DEADLINE_EXCEEDED);
   if (strcmp(cmd, "loop") == 0 && n > 0) {

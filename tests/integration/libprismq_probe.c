@@ -55,7 +55,7 @@
 
 #include "prismq/client.h"
 
-#define EXIT_RPC 3
+#define EXIT_RPC     3
 #define EXIT_CONNECT 4
 
 static const char *run_status_name(int status) {
@@ -199,8 +199,8 @@ static int cmd_list(prismq_client *c, const char *module) {
 }
 
 static int write_chunk(const Prismq__Runner__V1__OutputChunk *chunk) {
-  FILE *to = chunk->stream == PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR ? stderr
-                                                                                      : stdout;
+  FILE *to =
+      chunk->stream == PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR ? stderr : stdout;
   if (chunk->data.len == 0) return 0; /* the last chunk of a follow: data.data is NULL */
   if (fwrite(chunk->data.data, 1, chunk->data.len, to) != chunk->data.len) return -1;
   return fflush(to) == 0 ? 0 : -1;
@@ -359,7 +359,8 @@ static int cmd_misuse(void) {
       prismq_get_run(&run, blocking, NULL, 0).code != PRISMQ_CODE_INVALID_ARGUMENT ||
       prismq_get_run(&run, NULL, &req, 0).code != PRISMQ_CODE_INVALID_ARGUMENT ||
       prismq_stream_output(blocking, NULL, 0, stream_chunk, NULL).code !=
-          PRISMQ_CODE_INVALID_ARGUMENT || run) {
+          PRISMQ_CODE_INVALID_ARGUMENT ||
+      run) {
     check_failed("blocking misuse accepted");
     goto out;
   }
@@ -499,14 +500,14 @@ static void on_started(const prismq_status *st, Prismq__Runner__V1__Run *run, vo
   if (async_check(a, "start", st) == 0) {
     printf("started %s\n", run->run_id);
     snprintf(a->run_id, sizeof a->run_id, "%s", run->run_id);
-    Prismq__Runner__V1__StreamOutputRequest sreq =
-        PRISMQ__RUNNER__V1__STREAM_OUTPUT_REQUEST__INIT;
+    Prismq__Runner__V1__StreamOutputRequest sreq = PRISMQ__RUNNER__V1__STREAM_OUTPUT_REQUEST__INIT;
     sreq.run_id = a->run_id;
     sreq.follow = 1;
     Prismq__Runner__V1__WaitRunRequest wreq = PRISMQ__RUNNER__V1__WAIT_RUN_REQUEST__INIT;
     wreq.run_id = a->run_id;
-    async_started(a, "stream", prismq_stream_output_async(a->c, &sreq, PRISMQ_NO_DEADLINE,
-                                                          on_async_chunk, on_stream_done, a));
+    async_started(a, "stream",
+                  prismq_stream_output_async(a->c, &sreq, PRISMQ_NO_DEADLINE, on_async_chunk,
+                                             on_stream_done, a));
     async_started(a, "wait", prismq_wait_run_async(a->c, &wreq, PRISMQ_NO_DEADLINE, on_wait, a));
   }
   prismq_run_free(run);

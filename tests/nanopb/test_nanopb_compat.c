@@ -31,31 +31,32 @@ static const kv PARAMS[] = {{"message", "h\xc3\xa9llo, w\xc3\xb6rld"}, {"count",
 static const kv LABELS[] = {{"team", "embedded"}, {"empty", ""}, {"zz", "last"}};
 
 static const char RUN_ID[] = "01JDQ3V8K2Q9RJ5W7N4M6P8T0A";
-static const char ERROR_MESSAGE[] = "ls: cannot access '/nonexistent': No such file or directory \xe2\x9c\x97";
+static const char ERROR_MESSAGE[] =
+    "ls: cannot access '/nonexistent': No such file or directory \xe2\x9c\x97";
 
 /* Copies src into a fixed nanopb string field; the test data must fit. */
-#define NPB_SET(dst, src)                       \
-  do {                                          \
-    assert_true(strlen(src) < sizeof(dst));     \
-    strcpy((dst), (src));                       \
+#define NPB_SET(dst, src)                   \
+  do {                                      \
+    assert_true(strlen(src) < sizeof(dst)); \
+    strcpy((dst), (src));                   \
   } while (0)
 
-#define NPB_MAP_SET(arr, count, src, n)              \
-  do {                                               \
-    (count) = (pb_size_t)(n);                        \
-    for (size_t i_ = 0; i_ < (n); i_++) {            \
-      NPB_SET((arr)[i_].key, (src)[i_].key);         \
-      NPB_SET((arr)[i_].value, (src)[i_].value);     \
-    }                                                \
+#define NPB_MAP_SET(arr, count, src, n)          \
+  do {                                           \
+    (count) = (pb_size_t)(n);                    \
+    for (size_t i_ = 0; i_ < (n); i_++) {        \
+      NPB_SET((arr)[i_].key, (src)[i_].key);     \
+      NPB_SET((arr)[i_].value, (src)[i_].value); \
+    }                                            \
   } while (0)
 
-#define NPB_MAP_EQ(arr, count, src, n)                   \
-  do {                                                   \
-    assert_int_equal((count), (n));                      \
-    for (size_t i_ = 0; i_ < (n); i_++) {                \
-      assert_string_equal((arr)[i_].key, (src)[i_].key); \
+#define NPB_MAP_EQ(arr, count, src, n)                       \
+  do {                                                       \
+    assert_int_equal((count), (n));                          \
+    for (size_t i_ = 0; i_ < (n); i_++) {                    \
+      assert_string_equal((arr)[i_].key, (src)[i_].key);     \
       assert_string_equal((arr)[i_].value, (src)[i_].value); \
-    }                                                    \
+    }                                                        \
   } while (0)
 
 /* protobuf-c map entries of `type` pointing at src, in src order. */
@@ -90,12 +91,13 @@ static void pbc_run_init(pbc_run *p, const kv *labels, size_t nlabels) {
   r->exit_code = -1;
   r->term_signal = 9;
   r->error_message = (char *)ERROR_MESSAGE;
-  PBC_MAP_SET(Prismq__Runner__V1__Run__ParametersEntry, PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT,
-              p->params, p->param_ptrs, PARAMS, COUNT(PARAMS));
+  PBC_MAP_SET(Prismq__Runner__V1__Run__ParametersEntry,
+              PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT, p->params, p->param_ptrs, PARAMS,
+              COUNT(PARAMS));
   r->parameters = p->param_ptrs;
   r->n_parameters = COUNT(PARAMS);
-  PBC_MAP_SET(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT, p->labels,
-              p->label_ptrs, labels, nlabels);
+  PBC_MAP_SET(Prismq__Runner__V1__Run__LabelsEntry, PRISMQ__RUNNER__V1__RUN__LABELS_ENTRY__INIT,
+              p->labels, p->label_ptrs, labels, nlabels);
   r->labels = p->label_ptrs;
   r->n_labels = nlabels;
   r->created_at_ms = 1732646400123;
@@ -147,12 +149,14 @@ static void test_start_run_request_encodes_identically(void **state) {
   Prismq__Runner__V1__StartRunRequest c = PRISMQ__RUNNER__V1__START_RUN_REQUEST__INIT;
   c.module_id = "echo";
   PBC_MAP_SET(Prismq__Runner__V1__StartRunRequest__ParametersEntry,
-              PRISMQ__RUNNER__V1__START_RUN_REQUEST__PARAMETERS_ENTRY__INIT, pe, pp, PARAMS, COUNT(PARAMS));
+              PRISMQ__RUNNER__V1__START_RUN_REQUEST__PARAMETERS_ENTRY__INIT, pe, pp, PARAMS,
+              COUNT(PARAMS));
   c.parameters = pp;
   c.n_parameters = COUNT(PARAMS);
   c.request_id = "req-42";
   PBC_MAP_SET(Prismq__Runner__V1__StartRunRequest__LabelsEntry,
-              PRISMQ__RUNNER__V1__START_RUN_REQUEST__LABELS_ENTRY__INIT, le, lp, LABELS, COUNT(LABELS));
+              PRISMQ__RUNNER__V1__START_RUN_REQUEST__LABELS_ENTRY__INIT, le, lp, LABELS,
+              COUNT(LABELS));
   c.labels = lp;
   c.n_labels = COUNT(LABELS);
   c.timeout_ms = 4000000000u; /* a uint32 past INT32_MAX */
@@ -204,7 +208,8 @@ static void test_run_decodes_and_reencodes_identically(void **state) {
 
   prismq_runner_v1_Run r = prismq_runner_v1_Run_init_zero;
   pb_istream_t is = pb_istream_from_buffer(wire, len);
-  if (!pb_decode(&is, prismq_runner_v1_Run_fields, &r)) fail_msg("pb_decode: %s", PB_GET_ERROR(&is));
+  if (!pb_decode(&is, prismq_runner_v1_Run_fields, &r))
+    fail_msg("pb_decode: %s", PB_GET_ERROR(&is));
   assert_run_decoded(&r);
 
   uint8_t again[prismq_runner_v1_Run_size];

@@ -44,15 +44,15 @@ static inline void testloop_arm(struct testloop *tl) {
 /* Runs the loop until `cond` holds; fails the test (naming the condition) if it does
  * not within TESTLOOP_GUARD_SECONDS. The guard is always pending meanwhile, so the loop
  * never runs dry. */
-#define LOOP_UNTIL(tl, cond)                                                   \
-  do {                                                                         \
-    testloop_arm(tl);                                                          \
-    while (!(cond)) {                                                          \
-      if ((tl)->timed_out) fail_msg("still waiting after %d s for: %s",       \
-                                    TESTLOOP_GUARD_SECONDS, #cond);            \
-      event_base_loop((tl)->base, EVLOOP_ONCE);                                \
-    }                                                                          \
-    evtimer_del((tl)->guard);                                                  \
+#define LOOP_UNTIL(tl, cond)                                                         \
+  do {                                                                               \
+    testloop_arm(tl);                                                                \
+    while (!(cond)) {                                                                \
+      if ((tl)->timed_out)                                                           \
+        fail_msg("still waiting after %d s for: %s", TESTLOOP_GUARD_SECONDS, #cond); \
+      event_base_loop((tl)->base, EVLOOP_ONCE);                                      \
+    }                                                                                \
+    evtimer_del((tl)->guard);                                                        \
   } while (0)
 
 #endif

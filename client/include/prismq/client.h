@@ -128,7 +128,8 @@ typedef struct prismq_client_opts {
   const char *server_name;
 } prismq_client_opts;
 
-#define PRISMQ_CLIENT_OPTS_INIT { NULL, 30000, 10000, NULL, NULL, NULL, NULL }
+#define PRISMQ_CLIENT_OPTS_INIT \
+  { NULL, 30000, 10000, NULL, NULL, NULL, NULL }
 
 /* Creates a blocking client and starts connecting (see "Connecting is lazy" above).
  * `opts` may be NULL for PRISMQ_CLIENT_OPTS_INIT.
@@ -218,13 +219,11 @@ prismq_status prismq_cancel_run(Prismq__Runner__V1__Run **out, prismq_client *c,
 /* Runner/WaitRun: returns when the run is terminal, or after req->timeout_ms (if not
  * 0) with the run as it is then. Keep deadline_ms above req->timeout_ms. */
 prismq_status prismq_wait_run(Prismq__Runner__V1__Run **out, prismq_client *c,
-                              const Prismq__Runner__V1__WaitRunRequest *req,
-                              uint32_t deadline_ms);
+                              const Prismq__Runner__V1__WaitRunRequest *req, uint32_t deadline_ms);
 
 /* Runner/ListModules: the modules the server can run. `req` may be NULL (the request
  * has no fields yet). */
-prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out,
-                                  prismq_client *c,
+prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out, prismq_client *c,
                                   const Prismq__Runner__V1__ListModulesRequest *req,
                                   uint32_t deadline_ms);
 
@@ -239,8 +238,7 @@ enum prismq_serving {
 /* grpc.health.v1.Health/Check of `service` (NULL or "" = the server as a whole; the
  * Runner is "prismq.runner.v1.Runner"). On OK sets *out (if not NULL) to an enum
  * prismq_serving value. An unknown service ends NOT_FOUND. */
-prismq_status prismq_health(int *out, prismq_client *c, const char *service,
-                            uint32_t deadline_ms);
+prismq_status prismq_health(int *out, prismq_client *c, const char *service, uint32_t deadline_ms);
 
 /* Called for each OutputChunk of a StreamOutput, in order. `chunk` belongs to the
  * library and is freed when the callback returns. Return 0 to go on; non-zero stops
@@ -276,8 +274,7 @@ typedef void (*prismq_run_fn)(const prismq_status *st, Prismq__Runner__V1__Run *
 typedef void (*prismq_list_runs_fn)(const prismq_status *st,
                                     Prismq__Runner__V1__ListRunsResponse *resp, void *user);
 typedef void (*prismq_list_modules_fn)(const prismq_status *st,
-                                       Prismq__Runner__V1__ListModulesResponse *resp,
-                                       void *user);
+                                       Prismq__Runner__V1__ListModulesResponse *resp, void *user);
 /* `serving` is an enum prismq_serving value (PRISMQ_SERVING_UNKNOWN unless OK). */
 typedef void (*prismq_health_fn)(const prismq_status *st, int serving, void *user);
 /* The end of a call without a result (a stream). */
@@ -303,8 +300,7 @@ int prismq_health_async(prismq_client *c, const char *service, uint32_t deadline
 /* StreamOutput, asynchronously: on_chunk fires from the loop for each chunk (with the
  * same contract as for prismq_stream_output; it may start other asynchronous calls),
  * then on_done once with the final status. */
-int prismq_stream_output_async(prismq_client *c,
-                               const Prismq__Runner__V1__StreamOutputRequest *req,
+int prismq_stream_output_async(prismq_client *c, const Prismq__Runner__V1__StreamOutputRequest *req,
                                uint32_t deadline_ms, prismq_chunk_fn on_chunk,
                                prismq_done_fn on_done, void *user);
 

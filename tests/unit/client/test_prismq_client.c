@@ -33,8 +33,8 @@
 #include "testpeer.h"
 
 #define P_RUNNER "/prismq.runner.v1.Runner/"
-#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
-#define NO_RUN "01NOSUCHRUN0000000000000000"
+#define ST(x)    PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+#define NO_RUN   "01NOSUCHRUN0000000000000000"
 
 typedef Prismq__Runner__V1__Run Run;
 
@@ -44,8 +44,8 @@ struct fx {
   struct peer peer;
   prismq_client *c;
   /* Handlers' state. */
-  int answer_case;          /* which answer the handler gives */
-  struct pstream *held[8];  /* requests the test answers later */
+  int answer_case;         /* which answer the handler gives */
+  struct pstream *held[8]; /* requests the test answers later */
   size_t nheld;
 };
 
@@ -60,11 +60,11 @@ struct result {
   size_t nchunks;
   uint64_t seq[16];
   char data[16][64];
-  int final_status[16]; /* status of the chunk's run, or -1 */
-  size_t stop_at;       /* on_chunk returns 1 at this chunk (1-based; 0 never) */
+  int final_status[16];        /* status of the chunk's run, or -1 */
+  size_t stop_at;              /* on_chunk returns 1 at this chunk (1-based; 0 never) */
   prismq_client *free_in_done; /* the completion frees this client */
   struct fx *fx;
-  int blocking_rc_code;  /* on_chunk's nested blocking call's code */
+  int blocking_rc_code; /* on_chunk's nested blocking call's code */
   int interrupt_in_chunk;
 };
 
@@ -115,22 +115,26 @@ static void on_run(const prismq_status *st, Run *run, void *user) {
   r->done++;
   r->st = *st;
   r->run = run;
-  if (st->code == PRISMQ_CODE_OK) assert_non_null(run);
-  else assert_null(run);
+  if (st->code == PRISMQ_CODE_OK)
+    assert_non_null(run);
+  else
+    assert_null(run);
   if (r->free_in_done) {
     prismq_client_free(r->free_in_done);
     r->fx->c = NULL;
   }
 }
 
-static void on_list_runs(const prismq_status *st, Prismq__Runner__V1__ListRunsResponse *resp, void *user) {
+static void on_list_runs(const prismq_status *st, Prismq__Runner__V1__ListRunsResponse *resp,
+                         void *user) {
   struct result *r = user;
   r->done++;
   r->st = *st;
   r->resp = resp ? &resp->base : NULL;
 }
 
-static void on_list_modules(const prismq_status *st, Prismq__Runner__V1__ListModulesResponse *resp, void *user) {
+static void on_list_modules(const prismq_status *st, Prismq__Runner__V1__ListModulesResponse *resp,
+                            void *user) {
   struct result *r = user;
   r->done++;
   r->st = *st;
@@ -194,7 +198,8 @@ static void call_get_run(struct fx *f, struct result *r) {
 
 static void assert_status(const struct result *r, int code, const char *message) {
   if (r->st.code != code)
-    fail_msg("status %s (%s), expected %s", prismq_code_name(r->st.code), r->st.message, prismq_code_name(code));
+    fail_msg("status %s (%s), expected %s", prismq_code_name(r->st.code), r->st.message,
+             prismq_code_name(code));
   if (message) assert_string_equal(r->st.message, message);
 }
 
@@ -214,8 +219,8 @@ static void run_handler(struct peer *p, struct pstream *s) {
     run.status = ST(RUNNING);
     protobuf_c_message_free_unpacked(&q->base, NULL);
   } else {
-    Prismq__Runner__V1__GetRunRequest *q =
-        (Prismq__Runner__V1__GetRunRequest *)peer_request(s, &prismq__runner__v1__get_run_request__descriptor);
+    Prismq__Runner__V1__GetRunRequest *q = (Prismq__Runner__V1__GetRunRequest *)peer_request(
+        s, &prismq__runner__v1__get_run_request__descriptor);
     snprintf(id, sizeof id, "%s", q->run_id);
     run.status = ST(COMPLETED);
     protobuf_c_message_free_unpacked(&q->base, NULL);
@@ -234,8 +239,8 @@ static void any_handler(struct peer *p, struct pstream *s) {
     Prismq__Runner__V1__ListModulesResponse r = PRISMQ__RUNNER__V1__LIST_MODULES_RESPONSE__INIT;
     peer_reply(s, &r.base);
   } else if (strstr(s->path, "Health")) {
-    Grpc__Health__V1__HealthCheckRequest *q =
-        (Grpc__Health__V1__HealthCheckRequest *)peer_request(s, &grpc__health__v1__health_check_request__descriptor);
+    Grpc__Health__V1__HealthCheckRequest *q = (Grpc__Health__V1__HealthCheckRequest *)peer_request(
+        s, &grpc__health__v1__health_check_request__descriptor);
     if (strcmp(q->service, "nope") == 0) {
       peer_status(s, "5", "unknown service");
     } else {
@@ -263,8 +268,9 @@ static void test_unary_ok(void **state) {
   f->peer.handler = run_handler;
   connect_async(f, 30000);
   Prismq__Runner__V1__StartRunRequest req = PRISMQ__RUNNER__V1__START_RUN_REQUEST__INIT;
-  Prismq__Runner__V1__StartRunRequest__ParametersEntry e = PRISMQ__RUNNER__V1__START_RUN_REQUEST__PARAMETERS_ENTRY__INIT,
-                                                       *ep = &e;
+  Prismq__Runner__V1__StartRunRequest__ParametersEntry
+      e = PRISMQ__RUNNER__V1__START_RUN_REQUEST__PARAMETERS_ENTRY__INIT,
+      *ep = &e;
   e.key = "bytes";
   e.value = "10";
   req.module_id = "emit";
@@ -290,8 +296,8 @@ static void test_unary_ok(void **state) {
   assert_string_equal(s->te, "trailers");
   assert_string_equal(s->user_agent, "prismq-c/0.1");
   assert_string_equal(s->timeout, "30000m");
-  Prismq__Runner__V1__StartRunRequest *got =
-      (Prismq__Runner__V1__StartRunRequest *)peer_request(s, &prismq__runner__v1__start_run_request__descriptor);
+  Prismq__Runner__V1__StartRunRequest *got = (Prismq__Runner__V1__StartRunRequest *)peer_request(
+      s, &prismq__runner__v1__start_run_request__descriptor);
   assert_string_equal(got->module_id, "emit");
   assert_string_equal(got->request_id, "key-1");
   assert_int_equal(got->n_parameters, 1);
@@ -322,7 +328,8 @@ static void test_rpc_paths(void **state) {
   assert_int_equal(prismq_list_modules_async(f->c, NULL, 0, on_list_modules, &r[4]), 0);
   assert_int_equal(prismq_health_async(f->c, NULL, 0, on_health, &r[5]), 0);
   assert_int_equal(prismq_health_async(f->c, "nope", 0, on_health, &r[6]), 0);
-  LOOP_UNTIL(&f->tl, r[0].done && r[1].done && r[2].done && r[3].done && r[4].done && r[5].done && r[6].done);
+  LOOP_UNTIL(&f->tl, r[0].done && r[1].done && r[2].done && r[3].done && r[4].done && r[5].done &&
+                         r[6].done);
   for (int i = 0; i < 6; i++) assert_status(&r[i], PRISMQ_CODE_OK, "");
   assert_string_equal(r[0].run->run_id, "g");
   assert_string_equal(r[1].run->run_id, "c");
@@ -334,8 +341,12 @@ static void test_rpc_paths(void **state) {
   assert_status(&r[6], PRISMQ_CODE_NOT_FOUND, "unknown service");
   assert_int_equal(r[6].serving, PRISMQ_SERVING_UNKNOWN);
 
-  static const char *const paths[] = {P_RUNNER "GetRun",   P_RUNNER "CancelRun",   P_RUNNER "WaitRun",
-                                      P_RUNNER "ListRuns", P_RUNNER "ListModules", "/grpc.health.v1.Health/Check",
+  static const char *const paths[] = {P_RUNNER "GetRun",
+                                      P_RUNNER "CancelRun",
+                                      P_RUNNER "WaitRun",
+                                      P_RUNNER "ListRuns",
+                                      P_RUNNER "ListModules",
+                                      "/grpc.health.v1.Health/Check",
                                       "/grpc.health.v1.Health/Check"};
   assert_int_equal(f->peer.nstreams, 7);
   for (int i = 0; i < 7; i++) assert_string_equal(f->peer.streams[i].path, paths[i]);
@@ -414,8 +425,12 @@ static void http_handler(struct peer *p, struct pstream *s) {
   static const char *const h503[] = {":status", "503", NULL};
   static const char *const h404[] = {":status", "404", "content-type", "text/plain", NULL};
   static const char *const html[] = {":status", "200", "content-type", "text/html", NULL};
-  static const char *const plus[] = {":status", "200", "content-type", "application/grpc+proto", NULL};
-  const char *const *h = f->answer_case == 0 ? h503 : f->answer_case == 1 ? h404 : f->answer_case == 2 ? html : plus;
+  static const char *const plus[] = {":status", "200", "content-type", "application/grpc+proto",
+                                     NULL};
+  const char *const *h = f->answer_case == 0   ? h503
+                         : f->answer_case == 1 ? h404
+                         : f->answer_case == 2 ? html
+                                               : plus;
   Run run = PRISMQ__RUNNER__V1__RUN__INIT;
   run.run_id = "proto";
   peer_begin(s, h);
@@ -541,7 +556,8 @@ static void test_large_answer(void **state) {
   call_get_run(f, &r);
   assert_status(&r, PRISMQ_CODE_OK, "");
   assert_int_equal(strlen(r.run->error_message), BIG_LEN);
-  for (size_t i = 0; i < BIG_LEN; i += 4099) assert_int_equal(r.run->error_message[i], 'a' + i % 26);
+  for (size_t i = 0; i < BIG_LEN; i += 4099)
+    assert_int_equal(r.run->error_message[i], 'a' + i % 26);
   result_free(&r);
 }
 
@@ -688,12 +704,14 @@ static void test_stream_output(void **state) {
   req.follow = 1;
   req.start_seq = 1;
   struct result r = {0};
-  assert_int_equal(prismq_stream_output_async(f->c, &req, PRISMQ_NO_DEADLINE, on_chunk, on_done, &r), 0);
+  assert_int_equal(
+      prismq_stream_output_async(f->c, &req, PRISMQ_NO_DEADLINE, on_chunk, on_done, &r), 0);
   LOOP_UNTIL(&f->tl, f->nheld == 1);
   struct pstream *s = f->held[0];
   assert_string_equal(s->path, P_RUNNER "StreamOutput");
   Prismq__Runner__V1__StreamOutputRequest *got =
-      (Prismq__Runner__V1__StreamOutputRequest *)peer_request(s, &prismq__runner__v1__stream_output_request__descriptor);
+      (Prismq__Runner__V1__StreamOutputRequest *)peer_request(
+          s, &prismq__runner__v1__stream_output_request__descriptor);
   assert_string_equal(got->run_id, "01RUN");
   assert_true(got->follow);
   protobuf_c_message_free_unpacked(&got->base, NULL);
@@ -764,8 +782,10 @@ static void test_stream_stop(void **state) {
   struct pstream *s = &f->peer.streams[0];
   LOOP_UNTIL(&f->tl, s->closed);
   /* The peer had ended its side already (all sent with trailers) or sees the reset. */
-  if (!s->rst_received) assert_true(s->out_done);
-  else assert_int_equal(s->rst_code, NGHTTP2_CANCEL);
+  if (!s->rst_received)
+    assert_true(s->out_done);
+  else
+    assert_int_equal(s->rst_code, NGHTTP2_CANCEL);
 
   /* A server that keeps the stream open after five chunks: the reset stops it. */
   f->answer_case = 1;
@@ -885,10 +905,12 @@ static void blocking_handler(struct peer *p, struct pstream *s) {
   if (strstr(s->path, "StreamOutput")) {
     stream_handler(p, s);
   } else if (strstr(s->path, "GetRun")) {
-    Prismq__Runner__V1__GetRunRequest *q =
-        (Prismq__Runner__V1__GetRunRequest *)peer_request(s, &prismq__runner__v1__get_run_request__descriptor);
-    if (strcmp(q->run_id, NO_RUN) == 0) peer_status(s, "5", "no%20such%20run");
-    else run_handler(p, s);
+    Prismq__Runner__V1__GetRunRequest *q = (Prismq__Runner__V1__GetRunRequest *)peer_request(
+        s, &prismq__runner__v1__get_run_request__descriptor);
+    if (strcmp(q->run_id, NO_RUN) == 0)
+      peer_status(s, "5", "no%20such%20run");
+    else
+      run_handler(p, s);
     protobuf_c_message_free_unpacked(&q->base, NULL);
   } else {
     any_handler(p, s);
@@ -1045,13 +1067,27 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
-      T(test_unary_ok),          T(test_rpc_paths),        T(test_no_default_deadline),
-      T(test_status_errors),     T(test_http_errors),      T(test_bad_bodies),
-      T(test_large_answer),      T(test_reset_by_server),  T(test_connection_lost),
-      T(test_deadline),          T(test_free_with_calls),  T(test_multiplexing),
-      T(test_stream_output),     T(test_stream_stop),      T(test_unreachable),
-      T(test_connect_errors),    T(test_misuse),           T(test_blocking_calls),
-      T(test_interrupt_before),  T(test_interrupt_from_thread), T(test_interrupt_in_callback),
+      T(test_unary_ok),
+      T(test_rpc_paths),
+      T(test_no_default_deadline),
+      T(test_status_errors),
+      T(test_http_errors),
+      T(test_bad_bodies),
+      T(test_large_answer),
+      T(test_reset_by_server),
+      T(test_connection_lost),
+      T(test_deadline),
+      T(test_free_with_calls),
+      T(test_multiplexing),
+      T(test_stream_output),
+      T(test_stream_stop),
+      T(test_unreachable),
+      T(test_connect_errors),
+      T(test_misuse),
+      T(test_blocking_calls),
+      T(test_interrupt_before),
+      T(test_interrupt_from_thread),
+      T(test_interrupt_in_callback),
       T(test_blocking_deadline),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

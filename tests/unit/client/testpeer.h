@@ -52,9 +52,9 @@ struct pstream {
   int closed;
   /* The response body: bytes queued by peer_send, at most max_frame per DATA frame. */
   struct evbuffer *out;
-  size_t max_frame;       /* 0: as nghttp2 likes */
-  int responding;         /* response HEADERS submitted */
-  int out_done;           /* no more body: end after `out` drains */
+  size_t max_frame;            /* 0: as nghttp2 likes */
+  int responding;              /* response HEADERS submitted */
+  int out_done;                /* no more body: end after `out` drains */
   const char *const *trailers; /* sent after the body (static), NULL: END_STREAM on DATA */
 };
 
@@ -67,14 +67,14 @@ struct peer {
   struct evconnlistener *lis;
   struct bufferevent *bev; /* the client's connection (one at a time) */
   nghttp2_session *ss;
-  int accepted;            /* connections accepted */
-  int goaways;             /* GOAWAY frames received */
-  int err;                 /* an nghttp2 call failed */
+  int accepted; /* connections accepted */
+  int goaways;  /* GOAWAY frames received */
+  int err;      /* an nghttp2 call failed */
   struct pstream streams[PEER_MAX_STREAMS];
   size_t nstreams;
   peer_handler handler;
   void *arg;
-  int drop;                /* a handler asked to drop the connection */
+  int drop; /* a handler asked to drop the connection */
   /* Thread mode. */
   pthread_t thread;
   int running;
@@ -85,15 +85,16 @@ struct peer {
 /* ---- answering -------------------------------------------------------------------- */
 
 static inline nghttp2_nv peer_nv(const char *name, const char *value) {
-  return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE};
+  return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
+                      NGHTTP2_NV_FLAG_NONE};
 }
 
 static inline void peer_flush(struct peer *p) {
   if (p->ss && nghttp2_session_send(p->ss) != 0) p->err = 1;
 }
 
-static inline ssize_t peer_read_body(nghttp2_session *ss, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
-                                     nghttp2_data_source *src, void *ud) {
+static inline ssize_t peer_read_body(nghttp2_session *ss, int32_t sid, uint8_t *buf, size_t len,
+                                     uint32_t *flags, nghttp2_data_source *src, void *ud) {
   (void)ud;
   struct pstream *s = src->ptr;
   size_t n = evbuffer_get_length(s->out);
@@ -120,7 +121,8 @@ static inline void peer_begin(struct pstream *s, const char *const *headers) {
   static const char *const grpc_ok[] = {":status", "200", "content-type", "application/grpc", NULL};
   nghttp2_nv nva[8];
   size_t k = 0;
-  for (const char *const *h = headers ? headers : grpc_ok; *h && k < 8; h += 2) nva[k++] = peer_nv(h[0], h[1]);
+  for (const char *const *h = headers ? headers : grpc_ok; *h && k < 8; h += 2)
+    nva[k++] = peer_nv(h[0], h[1]);
   nghttp2_data_provider prd = {.source.ptr = s, .read_callback = peer_read_body};
   if (nghttp2_submit_response(s->p->ss, s->sid, nva, k, &prd) != 0) s->p->err = 1;
   s->responding = 1;
@@ -138,7 +140,8 @@ static inline void peer_send(struct pstream *s, const void *data, size_t len) {
  * peer_end does, possibly several in one DATA frame): the 5-byte prefix (flag 0) and
  * `len` bytes. */
 static inline void peer_queue_msg(struct pstream *s, const void *msg, size_t len) {
-  uint8_t prefix[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+  uint8_t prefix[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                       (uint8_t)len};
   evbuffer_add(s->out, prefix, 5);
   evbuffer_add(s->out, msg, len);
 }
@@ -185,7 +188,8 @@ static inline void peer_reply(struct pstream *s, const ProtobufCMessage *m) {
  * and, if not NULL, grpc-message `message` (sent as given: encode it yourself). */
 static inline void peer_status(struct pstream *s, const char *code, const char *message) {
   nghttp2_nv nva[] = {peer_nv(":status", "200"), peer_nv("content-type", "application/grpc"),
-                      peer_nv("grpc-status", code), peer_nv("grpc-message", message ? message : "")};
+                      peer_nv("grpc-status", code),
+                      peer_nv("grpc-message", message ? message : "")};
   if (nghttp2_submit_response(s->p->ss, s->sid, nva, message ? 4 : 3, NULL) != 0) s->p->err = 1;
   s->responding = 1;
   peer_flush(s->p);
@@ -197,9 +201,7 @@ static inline void peer_reset(struct pstream *s, uint32_t code) {
 }
 
 /* Closes the client's connection at once (from a handler: once it returns). */
-static inline void peer_drop(struct peer *p) {
-  p->drop = 1;
-}
+static inline void peer_drop(struct peer *p) { p->drop = 1; }
 
 /* ---- the request side --------------------------------------------------------------- */
 
@@ -228,8 +230,9 @@ static inline void peer_copy(char *dst, size_t size, const uint8_t *v, size_t le
   dst[len] = '\0';
 }
 
-static inline int peer_header(nghttp2_session *ss, const nghttp2_frame *fr, const uint8_t *name, size_t namelen,
-                              const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+static inline int peer_header(nghttp2_session *ss, const nghttp2_frame *fr, const uint8_t *name,
+                              size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                              void *ud) {
   (void)flags;
   (void)ud;
   struct pstream *s = peer_stream(ss, fr->hd.stream_id);
@@ -242,7 +245,8 @@ static inline int peer_header(nghttp2_session *ss, const nghttp2_frame *fr, cons
       {":scheme", offsetof(struct pstream, scheme), sizeof((struct pstream *)0)->scheme},
       {":path", offsetof(struct pstream, path), sizeof((struct pstream *)0)->path},
       {":authority", offsetof(struct pstream, authority), sizeof((struct pstream *)0)->authority},
-      {"content-type", offsetof(struct pstream, content_type), sizeof((struct pstream *)0)->content_type},
+      {"content-type", offsetof(struct pstream, content_type),
+       sizeof((struct pstream *)0)->content_type},
       {"te", offsetof(struct pstream, te), sizeof((struct pstream *)0)->te},
       {"user-agent", offsetof(struct pstream, user_agent), sizeof((struct pstream *)0)->user_agent},
       {"grpc-timeout", offsetof(struct pstream, timeout), sizeof((struct pstream *)0)->timeout},
@@ -253,8 +257,8 @@ static inline int peer_header(nghttp2_session *ss, const nghttp2_frame *fr, cons
   return 0;
 }
 
-static inline int peer_data(nghttp2_session *ss, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
-                            void *ud) {
+static inline int peer_data(nghttp2_session *ss, uint8_t flags, int32_t sid, const uint8_t *data,
+                            size_t len, void *ud) {
   (void)flags;
   (void)ud;
   struct pstream *s = peer_stream(ss, sid);
@@ -267,7 +271,8 @@ static inline int peer_frame_recv(nghttp2_session *ss, const nghttp2_frame *fr, 
   struct pstream *s = peer_stream(ss, fr->hd.stream_id);
   if (fr->hd.type == NGHTTP2_GOAWAY) p->goaways++;
   if (!s) return 0;
-  if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) && (fr->hd.flags & NGHTTP2_FLAG_END_STREAM))
+  if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
+      (fr->hd.flags & NGHTTP2_FLAG_END_STREAM))
     s->ended = 1;
   if (fr->hd.type == NGHTTP2_RST_STREAM) {
     s->rst_received = 1;
@@ -284,7 +289,8 @@ static inline int peer_stream_close(nghttp2_session *ss, int32_t sid, uint32_t c
   return 0;
 }
 
-static inline ssize_t peer_send_cb(nghttp2_session *ss, const uint8_t *data, size_t len, int flags, void *ud) {
+static inline ssize_t peer_send_cb(nghttp2_session *ss, const uint8_t *data, size_t len, int flags,
+                                   void *ud) {
   (void)ss;
   (void)flags;
   struct peer *p = ud;
@@ -334,8 +340,8 @@ static inline void peer_event_cb(struct bufferevent *bev, short what, void *arg)
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) peer_close_conn(p);
 }
 
-static inline void peer_accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                                  void *arg) {
+static inline void peer_accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
+                                  struct sockaddr *sa, int salen, void *arg) {
   (void)lis;
   (void)sa;
   (void)salen;
@@ -370,7 +376,8 @@ static inline void peer_init(struct peer *p, struct event_base *base) {
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   snprintf(sun.sun_path, sizeof sun.sun_path, "%s/sock", p->dir);
   snprintf(p->target, sizeof p->target, "unix:%s", sun.sun_path);
-  p->lis = evconnlistener_new_bind(base, peer_accept_cb, p, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+  p->lis = evconnlistener_new_bind(base, peer_accept_cb, p,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
                                    (struct sockaddr *)&sun, sizeof sun);
   assert_non_null(p->lis);
 }
@@ -390,7 +397,8 @@ static inline void peer_fini(struct peer *p) {
 
 /* The request message of stream s (unframed), decoded with `desc`; free it with
  * protobuf_c_message_free_unpacked. */
-static inline ProtobufCMessage *peer_request(struct pstream *s, const ProtobufCMessageDescriptor *desc) {
+static inline ProtobufCMessage *peer_request(struct pstream *s,
+                                             const ProtobufCMessageDescriptor *desc) {
   size_t n = evbuffer_get_length(s->body);
   assert_true(n >= 5);
   const uint8_t *b = evbuffer_pullup(s->body, -1);
@@ -430,12 +438,14 @@ static inline void peer_thread_start(struct peer *p) {
   p->running = 1;
 }
 
-/* Stops and joins the peer's thread: its state is the test's to read again. */
+/* Stops and joins the peer's thread: its state is the test's to read again, with what
+ * the client had sent by then read (the stop may have come first). */
 static inline void peer_thread_stop(struct peer *p) {
   if (!p->running) return;
   assert_int_equal(eventfd_write(p->stop_fd, 1), 0);
   assert_int_equal(pthread_join(p->thread, NULL), 0);
   p->running = 0;
+  event_base_loop(p->base, EVLOOP_NONBLOCK);
 }
 
 static inline void peer_thread_fini(struct peer *p) {

@@ -277,15 +277,13 @@ static void test_is_local(void **state) {
   const struct {
     const char *ip;
     int local;
-  } v4[] = {{"127.0.0.1", 1}, {"127.255.0.9", 1}, {"10.0.0.1", 0}, {"0.0.0.0", 0}, {"128.0.0.1", 0}},
-    v6[] = {{"::1", 1},
-            {"::ffff:127.0.0.1", 1},
-            {"::ffff:127.9.9.9", 1},
-            {"::", 0},
-            {"::2", 0},
-            {"::ffff:10.0.0.1", 0},
-            {"fe80::1", 0},
-            {"::127.0.0.1", 0}};
+  } v4[] = {{"127.0.0.1", 1},
+            {"127.255.0.9", 1},
+            {"10.0.0.1", 0},
+            {"0.0.0.0", 0},
+            {"128.0.0.1", 0}},
+    v6[] = {{"::1", 1}, {"::ffff:127.0.0.1", 1}, {"::ffff:127.9.9.9", 1}, {"::", 0},
+            {"::2", 0}, {"::ffff:10.0.0.1", 0},  {"fe80::1", 0},          {"::127.0.0.1", 0}};
   for (size_t i = 0; i < sizeof v4 / sizeof v4[0]; i++) {
     assert_int_equal(inet_pton(AF_INET, v4[i].ip, &in.sin_addr), 1);
     if (!addr_is_local((struct sockaddr *)&in) != !v4[i].local) fail_msg("%s", v4[i].ip);
@@ -323,10 +321,10 @@ static void test_peer_format(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_host_port_forms),   cmocka_unit_test(test_dns_ipv4_ipv6_schemes),
-      cmocka_unit_test(test_tcp_and_tls_urls),  cmocka_unit_test(test_unix_forms),
-      cmocka_unit_test(test_bad_targets),       cmocka_unit_test(test_format_round_trips),
-      cmocka_unit_test(test_sockaddr),          cmocka_unit_test(test_is_local),
+      cmocka_unit_test(test_host_port_forms),  cmocka_unit_test(test_dns_ipv4_ipv6_schemes),
+      cmocka_unit_test(test_tcp_and_tls_urls), cmocka_unit_test(test_unix_forms),
+      cmocka_unit_test(test_bad_targets),      cmocka_unit_test(test_format_round_trips),
+      cmocka_unit_test(test_sockaddr),         cmocka_unit_test(test_is_local),
       cmocka_unit_test(test_peer_format),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

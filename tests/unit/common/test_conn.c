@@ -39,22 +39,20 @@
 #include "tlsctx.h"
 
 #define GUARD_SECONDS 10
-#define DAY (24L * 3600)
-#define MIB (1u << 20)
+#define DAY           (24L * 3600)
+#define MIB           (1u << 20)
 /* Bytes one conn_read asks for: odd, so that reads and TLS records never line up. */
 #define READ_PIECE 7001
 /* An end adds output pieces while less than this waits in its buffer. */
 #define OUT_MAX (256u << 10)
-#define URI_ID "spiffe://prismq.test/client"
+#define URI_ID  "spiffe://prismq.test/client"
 
 /* ---- certificates ----------------------------------------------------------------- */
-
 
 enum { CA, OTHER_CA, SERVER, CLI_URI, CLI_DNS, CLI_CN, CLI_UNIX, CLI_STRANGER, NCERTS, NONE = -1 };
 
 static char g_dir[] = "/tmp/conn-test-XXXXXX";
 static struct cert g_certs[NCERTS];
-
 
 static int group_setup(void **state) {
   (void)state;
@@ -62,16 +60,18 @@ static int group_setup(void **state) {
   struct cert *c = g_certs;
   make_cert(g_dir, &c[CA], "ca", "Test CA", NULL, -DAY, 30 * DAY, NULL);
   make_cert(g_dir, &c[OTHER_CA], "other-ca", "Other CA", NULL, -DAY, 30 * DAY, NULL);
-  make_cert(g_dir, &c[SERVER], "server", "localhost", "DNS:localhost,IP:127.0.0.1", -DAY, 30 * DAY, &c[CA]);
+  make_cert(g_dir, &c[SERVER], "server", "localhost", "DNS:localhost,IP:127.0.0.1", -DAY, 30 * DAY,
+            &c[CA]);
   /* The URI SAN wins over a DNS SAN listed before it and over the CN. */
-  make_cert(g_dir, &c[CLI_URI], "client-uri", "cn-of-uri", "DNS:dns-of-uri.example,URI:" URI_ID, -DAY, 30 * DAY, &c[CA]);
+  make_cert(g_dir, &c[CLI_URI], "client-uri", "cn-of-uri", "DNS:dns-of-uri.example,URI:" URI_ID,
+            -DAY, 30 * DAY, &c[CA]);
   make_cert(g_dir, &c[CLI_DNS], "client-dns", NULL, "DNS:client.example", -DAY, 30 * DAY, &c[CA]);
   make_cert(g_dir, &c[CLI_CN], "client-cn", "cn-client", NULL, -DAY, 30 * DAY, &c[CA]);
   make_cert(g_dir, &c[CLI_UNIX], "client-unix", "unix:root", NULL, -DAY, 30 * DAY, &c[CA]);
-  make_cert(g_dir, &c[CLI_STRANGER], "client-stranger", "stranger", NULL, -DAY, 30 * DAY, &c[OTHER_CA]);
+  make_cert(g_dir, &c[CLI_STRANGER], "client-stranger", "stranger", NULL, -DAY, 30 * DAY,
+            &c[OTHER_CA]);
   return 0;
 }
-
 
 static int group_teardown(void **state) {
   (void)state;
@@ -90,22 +90,22 @@ struct end {
   struct evbuffer *out; /* waiting to be written */
   size_t total, added;  /* pattern bytes to send, and added to `out` so far */
   uint8_t seed;
-  int writes;           /* on_write calls */
-  int eof;              /* conn_read gave 0 */
-  int err;              /* conn_read or conn_write gave this negative errno */
+  int writes; /* on_write calls */
+  int eof;    /* conn_read gave 0 */
+  int err;    /* conn_read or conn_write gave this negative errno */
 };
 
 struct fx {
   struct event_base *base;
   struct event *guard;
   int timed_out;
-  struct end a, b;       /* a: the accepting (server) side; b: the connecting (client) side */
+  struct end a, b; /* a: the accepting (server) side; b: the connecting (client) side */
   SSL_CTX *sctx, *cctx;
-  int lfd, afd;          /* loopback listener, and the connection it accepted */
+  int lfd, afd; /* loopback listener, and the connection it accepted */
   struct event *lev;
   struct sockaddr_in laddr;
-  char lname[64];        /* "127.0.0.1:PORT" of the listener */
-  int raw_fd;            /* a socket end driven by the test itself */
+  char lname[64];               /* "127.0.0.1:PORT" of the listener */
+  int raw_fd;                   /* a socket end driven by the test itself */
   struct bufferevent *raw_bev;  /* the other side of a pair whose one side is end a's */
   struct bufferevent *conn_bev; /* that side: end a's conn owns it */
 };
@@ -133,7 +133,9 @@ static void settle(struct fx *f) {
   }
 }
 
-static uint8_t pattern(size_t i, uint8_t seed) { return (uint8_t)(((uint32_t)i * 2654435761u) >> 24) ^ seed; }
+static uint8_t pattern(size_t i, uint8_t seed) {
+  return (uint8_t)(((uint32_t)i * 2654435761u) >> 24) ^ seed;
+}
 
 /* Adds the next piece of the pattern to `out`: pieces of uneven sizes, up to 40 KB. */
 static void add_piece(struct end *e) {
@@ -184,8 +186,10 @@ static void on_read(conn *c, void *arg) {
     return;
   }
   if (n == -EAGAIN) return;
-  if (n == 0) e->eof = 1;
-  else e->err = (int)n;
+  if (n == 0)
+    e->eof = 1;
+  else
+    e->err = (int)n;
   conn_want_read(c, 0);
 }
 
@@ -303,7 +307,9 @@ static void tcp_connect(struct fx *f, const conn_tls_opts *stls, const conn_tls_
   assert_non_null(f->lev);
   assert_int_equal(event_add(f->lev, NULL), 0);
   conn *c;
-  assert_int_equal(conn_connect(&c, f->base, (struct sockaddr *)&f->laddr, sizeof f->laddr, f->lname, 5000, ctls), 0);
+  assert_int_equal(conn_connect(&c, f->base, (struct sockaddr *)&f->laddr, sizeof f->laddr,
+                                f->lname, 5000, ctls),
+                   0);
   attach(&f->b, c);
   RUN_UNTIL(f, f->afd >= 0);
   event_del(f->lev);
@@ -362,7 +368,8 @@ static void tls_connect(struct fx *f, int tcp, int ca, int cert, const char *nam
 
 /* Waits until both ends are up (the handshake done), or one has failed. */
 static void handshake(struct fx *f) {
-  RUN_UNTIL(f, (conn_tls_version(f->a.c, NULL) && conn_tls_version(f->b.c, NULL)) || f->a.err || f->b.err);
+  RUN_UNTIL(f, (conn_tls_version(f->a.c, NULL) && conn_tls_version(f->b.c, NULL)) || f->a.err ||
+                   f->b.err);
   assert_int_equal(f->a.err, 0);
   assert_int_equal(f->b.err, 0);
 }
@@ -498,7 +505,9 @@ static void test_connect_refused(void **state) {
   close(f->lfd); /* the port is free again, and nobody listens on it */
   f->lfd = -1;
   conn *c;
-  assert_int_equal(conn_connect(&c, f->base, (struct sockaddr *)&f->laddr, sizeof f->laddr, f->lname, 5000, NULL), 0);
+  assert_int_equal(conn_connect(&c, f->base, (struct sockaddr *)&f->laddr, sizeof f->laddr,
+                                f->lname, 5000, NULL),
+                   0);
   attach(&f->b, c);
   conn_want_write(c);
   RUN_UNTIL(f, f->b.err && f->b.writes);
@@ -527,7 +536,8 @@ static void test_tls_round_trip(void **state) {
   send_pattern(&f->b, MIB, 5);
   send_pattern(&f->a, MIB, 6);
   handshake(f);
-  RUN_UNTIL(f, (evbuffer_get_length(f->a.in) == MIB && evbuffer_get_length(f->b.in) == MIB) || f->a.err || f->b.err);
+  RUN_UNTIL(f, (evbuffer_get_length(f->a.in) == MIB && evbuffer_get_length(f->b.in) == MIB) ||
+                   f->a.err || f->b.err);
   expect_pattern(f->a.in, MIB, 5);
   expect_pattern(f->b.in, MIB, 6);
   int resumed = -1;
@@ -576,7 +586,8 @@ static void test_tls_client_cert_refused(void **state) {
   static const struct {
     int cert;
     const char *why;
-  } cases[] = {{NONE, "peer did not return a certificate"}, {CLI_STRANGER, "unable to get local issuer certificate"}};
+  } cases[] = {{NONE, "peer did not return a certificate"},
+               {CLI_STRANGER, "unable to get local issuer certificate"}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     tls_connect(f, 0, CA, cases[i].cert, "localhost", 1);
     both_fail(f);
@@ -606,7 +617,8 @@ static void test_tls_wrong_ca(void **state) {
 /* The server's certificate is valid but for other names. */
 static void test_tls_server_name_mismatch(void **state) {
   struct fx *f = *state;
-  static const char *const cases[][2] = {{"otherhost", "hostname mismatch"}, {"127.0.0.2", "IP address mismatch"}};
+  static const char *const cases[][2] = {{"otherhost", "hostname mismatch"},
+                                         {"127.0.0.2", "IP address mismatch"}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     tls_connect(f, 0, CA, CLI_URI, cases[i][0], 0);
     both_fail(f);
@@ -638,7 +650,8 @@ static void test_tls_handshake_timeout(void **state) {
 /* A handshake made with OpenSSL directly against end a, offering `alpn` (wire form;
  * NULL: no ALPN extension at all). Returns 1 if it completed, else 0 with OpenSSL's
  * reason in `why`. */
-static int raw_handshake(struct fx *f, int fd, const unsigned char *alpn, unsigned alpn_len, char *why, size_t whylen) {
+static int raw_handshake(struct fx *f, int fd, const unsigned char *alpn, unsigned alpn_len,
+                         char *why, size_t whylen) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   assert_non_null(ctx);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
@@ -659,7 +672,8 @@ static int raw_handshake(struct fx *f, int fd, const unsigned char *alpn, unsign
   }
   why[0] = '\0';
   unsigned long err = ERR_peek_last_error();
-  if (err && ERR_reason_error_string(err)) snprintf(why, whylen, "%s", ERR_reason_error_string(err));
+  if (err && ERR_reason_error_string(err))
+    snprintf(why, whylen, "%s", ERR_reason_error_string(err));
   SSL_free(ssl);
   SSL_CTX_free(ctx);
   return r == 1;
@@ -669,7 +683,8 @@ static int raw_handshake(struct fx *f, int fd, const unsigned char *alpn, unsign
  * with the no_application_protocol alert; one offering h2 is served. */
 static void test_tls_alpn_required(void **state) {
   struct fx *f = *state;
-  static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'}, h2[] = {2, 'h', '2'};
+  static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'},
+                             h2[] = {2, 'h', '2'};
   static const struct {
     const unsigned char *alpn;
     unsigned len;
@@ -686,7 +701,8 @@ static void test_tls_alpn_required(void **state) {
     attach(&f->a, c);
     char why[256];
     int ok = raw_handshake(f, f->raw_fd, cases[i].alpn, cases[i].len, why, sizeof why);
-    if (ok != cases[i].ok) fail_msg("case %zu: handshake %s (%s)", i, ok ? "completed" : "failed", why);
+    if (ok != cases[i].ok)
+      fail_msg("case %zu: handshake %s (%s)", i, ok ? "completed" : "failed", why);
     if (ok) {
       RUN_UNTIL(f, conn_tls_version(c, NULL) || f->a.err);
       assert_int_equal(f->a.err, 0);

@@ -151,7 +151,8 @@ static void test_frame_append_round_trip(void **state) {
   assert_int_equal(evbuffer_get_length(b), 3 * GW_PREFIX_LEN + 3 + big_len);
 
   /* The prefix is flag 0 plus the big-endian length, as the peer will read it. */
-  static const uint8_t first[] = {0, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0, 0, 0, 0, 0x01, 0x86, 0xa0};
+  static const uint8_t first[] = {0, 0, 0, 0, 3, 'a', 'b',  'c',  0,
+                                  0, 0, 0, 0, 0, 0,   0x01, 0x86, 0xa0};
   uint8_t head[sizeof first];
   assert_int_equal(evbuffer_copyout(b, head, sizeof head), sizeof head);
   assert_memory_equal(head, first, sizeof first);
@@ -211,20 +212,20 @@ static void test_frame_append_pb(void **state) {
 
 /* ---- streaming deframer ---------------------------------------------------------- */
 
-#define MAX_SEEN 64
+#define MAX_SEEN     64
 #define NOT_IN_PIECE SIZE_MAX
 
 /* What gw_deframe handed to the callback. */
 typedef struct seen {
-  size_t n;                 /* messages */
-  struct evbuffer *log;     /* each message as a 4-byte length and its bytes, in order */
-  size_t at[MAX_SEEN];      /* where the first MAX_SEEN messages were within the piece
+  size_t n;             /* messages */
+  struct evbuffer *log; /* each message as a 4-byte length and its bytes, in order */
+  size_t at[MAX_SEEN];  /* where the first MAX_SEEN messages were within the piece
                              * being fed, or NOT_IN_PIECE */
   size_t len[MAX_SEEN];
-  const uint8_t *piece;     /* the piece being fed */
+  const uint8_t *piece; /* the piece being fed */
   size_t piece_len;
-  size_t in_place;          /* non-empty messages that lay inside the piece */
-  size_t stop_at;           /* return stop_rc from this message (1-based; 0: never) */
+  size_t in_place; /* non-empty messages that lay inside the piece */
+  size_t stop_at;  /* return stop_rc from this message (1-based; 0: never) */
   int stop_rc;
 } seen;
 
@@ -407,7 +408,8 @@ static void test_deframe_empty_messages(void **state) {
 
 static void test_deframe_prefix_split(void **state) {
   (void)state;
-  static const uint8_t wire[] = {0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o', 0, 0, 0, 0, 3, 'a', 'b', 'c'};
+  static const uint8_t wire[] = {0,   0, 0, 0, 5, 'h', 'e', 'l', 'l',
+                                 'o', 0, 0, 0, 0, 3,   'a', 'b', 'c'};
   gw_deframer d = GW_DEFRAMER_INIT(1 << 20);
   seen s;
   seen_init(&s);
@@ -685,7 +687,8 @@ static void test_timeout_parse_invalid(void **state) {
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     uint64_t ms = 42;
     int rc = gw_timeout_parse(&ms, cases[i], strlen(cases[i]));
-    if (rc != -EINVAL || ms != 42) fail_msg("'%s' accepted: rc=%d ms=%llu", cases[i], rc, (unsigned long long)ms);
+    if (rc != -EINVAL || ms != 42)
+      fail_msg("'%s' accepted: rc=%d ms=%llu", cases[i], rc, (unsigned long long)ms);
   }
   /* Only `len` bytes count: "12m" cut to "12" has no unit. */
   uint64_t ms = 42;
@@ -717,10 +720,10 @@ static void test_timeout_format(void **state) {
 
 static uint64_t unit_ms(char unit) {
   switch (unit) {
-    case 'm': return 1;
-    case 'S': return 1000;
-    case 'M': return 60000;
-    default: return 3600000;
+  case 'm': return 1;
+  case 'S': return 1000;
+  case 'M': return 60000;
+  default: return 3600000;
   }
 }
 
@@ -771,7 +774,8 @@ static void test_pct_encode_truncation(void **state) {
     size_t cap;
     const char *want;
   } cases[] = {
-      {1, ""}, {2, "a"}, {3, "ab"}, {4, "ab"}, {5, "ab"}, {6, "ab%25"}, {7, "ab%25c"}, {8, "ab%25c"},
+      {1, ""},   {2, "a"},     {3, "ab"},     {4, "ab"},
+      {5, "ab"}, {6, "ab%25"}, {7, "ab%25c"}, {8, "ab%25c"},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     char dst[16];

@@ -25,7 +25,7 @@
 #include "h2conn.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define MAX_RECS 8
+#define MAX_RECS     8
 
 struct fx;
 
@@ -60,14 +60,14 @@ struct fx {
   struct event *guard;
   int timed_out;
   /* What the server application does. */
-  size_t respond_bytes;   /* on the request's end: answer with this much body, then trailers */
-  int respond_no_end;     /* ... but leave the body open (for on_drain) */
-  int fail_header;        /* on_header returns -1 for x-fail */
-  int close_on_headers;   /* h2conn_close from on_headers_done */
-  int submit_twice;       /* respond() submits the response a second time */
-  int submit_twice_rc;    /* ... and gets this */
-  int file_fd;            /* file for segments (make_file), or -1 */
-  int released[2];        /* cleanup callbacks of segments made with segment(f, .., k) */
+  size_t respond_bytes; /* on the request's end: answer with this much body, then trailers */
+  int respond_no_end;   /* ... but leave the body open (for on_drain) */
+  int fail_header;      /* on_header returns -1 for x-fail */
+  int close_on_headers; /* h2conn_close from on_headers_done */
+  int submit_twice;     /* respond() submits the response a second time */
+  int submit_twice_rc;  /* ... and gets this */
+  int file_fd;          /* file for segments (make_file), or -1 */
+  int released[2];      /* cleanup callbacks of segments made with segment(f, .., k) */
 };
 
 static void fill(uint8_t *p, size_t n) {
@@ -113,15 +113,18 @@ static int on_header(h2conn *c, int32_t sid, void *user, const uint8_t *name, si
   (void)sid;
   struct rec *r = user;
   if (!r) return 0;
-  if (namelen == 5 && memcmp(name, ":path", 5) == 0) copy_value(r->path, sizeof r->path, value, valuelen);
-  if (namelen == 7 && memcmp(name, ":status", 7) == 0) copy_value(r->status, sizeof r->status, value, valuelen);
+  if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+    copy_value(r->path, sizeof r->path, value, valuelen);
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0)
+    copy_value(r->status, sizeof r->status, value, valuelen);
   if (trailer && namelen == 5 && memcmp(name, "x-end", 5) == 0)
     copy_value(r->trailer_value, sizeof r->trailer_value, value, valuelen);
   if (r->f->fail_header && namelen == 6 && memcmp(name, "x-fail", 6) == 0) return -1;
   return 0;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v) \
+  { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE }
 
 /* The server application: answers a finished request. */
 static void respond(struct fx *f, h2conn *c, int32_t sid) {
@@ -144,11 +147,15 @@ static void respond(struct fx *f, h2conn *c, int32_t sid) {
 static void on_headers_done(h2conn *c, int32_t sid, void *user, int trailer, int end_stream) {
   struct rec *r = user;
   if (!r) return;
-  if (trailer) r->trailers_done++;
-  else r->headers_done++;
+  if (trailer)
+    r->trailers_done++;
+  else
+    r->headers_done++;
   if (end_stream) r->ended_by_headers = 1;
-  if (c == r->f->srv.h2 && r->f->close_on_headers) h2conn_close(c);
-  else if (c == r->f->srv.h2 && end_stream) respond(r->f, c, sid);
+  if (c == r->f->srv.h2 && r->f->close_on_headers)
+    h2conn_close(c);
+  else if (c == r->f->srv.h2 && end_stream)
+    respond(r->f, c, sid);
 }
 
 static void on_data(h2conn *c, int32_t sid, void *user, const uint8_t *data, size_t len) {
@@ -219,19 +226,18 @@ ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count) {
   return n;
 }
 
-
 static void guard_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   ((struct fx *)arg)->timed_out = 1;
 }
 
-#define RUN_UNTIL(f, cond)                          \
-  do {                                              \
-    while (!(cond)) {                               \
-      assert_false((f)->timed_out);                 \
-      event_base_loop((f)->base, EVLOOP_ONCE);      \
-    }                                               \
+#define RUN_UNTIL(f, cond)                     \
+  do {                                         \
+    while (!(cond)) {                          \
+      assert_false((f)->timed_out);            \
+      event_base_loop((f)->base, EVLOOP_ONCE); \
+    }                                          \
   } while (0)
 
 /* Runs the loop until no callback is pending. */
@@ -285,11 +291,14 @@ static int teardown(void **state) {
 
 /* Opens a client stream to `path` with extra header fields; with `has_body` the stream
  * stays open for a body. */
-static struct rec *open_stream(struct fx *f, const char *path, int has_body, const nghttp2_nv *extra,
-                               size_t nextra) {
+static struct rec *open_stream(struct fx *f, const char *path, int has_body,
+                               const nghttp2_nv *extra, size_t nextra) {
   struct rec *r = rec_new(f, &f->cli);
-  nghttp2_nv nva[8] = {NV(":method", "POST"), NV(":scheme", "http"), NV(":authority", "t"),
-                       {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_nv nva[8] = {
+      NV(":method", "POST"),
+      NV(":scheme", "http"),
+      NV(":authority", "t"),
+      {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE}};
   size_t n = 4;
   assert_true(n + nextra <= ARRAY_LEN(nva));
   for (size_t i = 0; i < nextra; i++) nva[n++] = extra[i];
@@ -454,7 +463,8 @@ static void test_header_limits_reset_stream_once(void **state) {
   f->fail_header = 1;
   static char big[600];
   memset(big, 'b', sizeof big - 1);
-  nghttp2_nv fat[] = {{(uint8_t *)"x-big", (uint8_t *)big, 5, sizeof big - 1, NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_nv fat[] = {
+      {(uint8_t *)"x-big", (uint8_t *)big, 5, sizeof big - 1, NGHTTP2_NV_FLAG_NONE}};
   nghttp2_nv bad[] = {NV("x-fail", "1")};
   struct rec *a = request(f, "/fat", NULL, 0, fat, 1);
   struct rec *b = request(f, "/bad", NULL, 0, bad, 1);
@@ -550,7 +560,8 @@ static void count_cleanup(const struct evbuffer_file_segment *seg, int flags, vo
  * f->released[k] (in the fixture: a failed test's segments are released after it). */
 static struct evbuffer_file_segment *segment(struct fx *f, size_t off, size_t len, int k) {
   if (f->file_fd < 0) f->file_fd = make_file();
-  struct evbuffer_file_segment *seg = evbuffer_file_segment_new(f->file_fd, (ev_off_t)off, (ev_off_t)len, 0);
+  struct evbuffer_file_segment *seg =
+      evbuffer_file_segment_new(f->file_fd, (ev_off_t)off, (ev_off_t)len, 0);
   assert_non_null(seg);
   evbuffer_file_segment_add_cleanup_cb(seg, count_cleanup, &f->released[k]);
   return seg;
@@ -704,7 +715,8 @@ static void test_file_released_on_reset(void **state) {
   add_mem(f, s->sid, 'N', 100, want);
   add_file(f, s->sid, segment(f, 1, FILE_SIZE - 1, 0), 1, FILE_SIZE - 1, want);
   add_file(f, s->sid, segment(f, 0, FILE_SIZE, 1), 0, FILE_SIZE, want);
-  RUN_UNTIL(f, h2conn_output_pending(f->srv.h2) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
+  RUN_UNTIL(f,
+            h2conn_output_pending(f->srv.h2) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
   assert_true(h2conn_stream_pending(f->srv.h2, s->sid) < evbuffer_get_length(want));
   h2conn_stream_reset(f->srv.h2, s->sid, NGHTTP2_CANCEL);
   settle(f);
@@ -743,7 +755,8 @@ static void file_released_on_free(struct fx *f) {
   h2conn_pause_input(f->cli.h2, 1);
   add_file(f, s->sid, segment(f, 3, FILE_SIZE - 3, 0), 3, FILE_SIZE - 3, want);
   add_mem(f, s->sid, 'Z', 10, want);
-  RUN_UNTIL(f, h2conn_output_pending(f->srv.h2) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
+  RUN_UNTIL(f,
+            h2conn_output_pending(f->srv.h2) > 0 && h2conn_stream_pending(f->srv.h2, s->sid) > 0);
   assert_true(h2conn_stream_pending(f->srv.h2, s->sid) < evbuffer_get_length(want));
   assert_int_equal(f->released[0], 0);
   h2conn_free(f->srv.h2);
@@ -783,8 +796,8 @@ static void test_add_file_errors(void **state) {
   f->respond_bytes = 10;
   struct rec *c = request(f, "/gone", NULL, 0, NULL, 0);
   RUN_UNTIL(f, c->closes && f->srv.nrecs == 1 && f->srv.recs[0].closes);
-  assert_int_equal(h2conn_stream_add_file(f->srv.h2, f->srv.recs[0].sid, segment(f, 0, 100, 0), 100),
-                   -ENOENT);
+  assert_int_equal(
+      h2conn_stream_add_file(f->srv.h2, f->srv.recs[0].sid, segment(f, 0, 100, 0), 100), -ENOENT);
   assert_int_equal(f->released[0], 2);
   /* Client role too. */
   assert_int_equal(h2conn_stream_add_file(f->cli.h2, c->sid, segment(f, 0, 100, 0), 100), -ENOENT);

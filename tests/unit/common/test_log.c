@@ -23,9 +23,9 @@ static void test_level_parse_accepts(void **state) {
     const char *s;
     enum log_level lvl;
   } cases[] = {
-      {"DEBUG", LOG_LVL_DEBUG},     {"debug", LOG_LVL_DEBUG},   {"Info", LOG_LVL_INFO},
-      {"INFO", LOG_LVL_INFO},       {"WARNING", LOG_LVL_WARNING}, {"warning", LOG_LVL_WARNING},
-      {"WARN", LOG_LVL_WARNING},    {"wArN", LOG_LVL_WARNING},  {"ERROR", LOG_LVL_ERROR},
+      {"DEBUG", LOG_LVL_DEBUG},  {"debug", LOG_LVL_DEBUG},     {"Info", LOG_LVL_INFO},
+      {"INFO", LOG_LVL_INFO},    {"WARNING", LOG_LVL_WARNING}, {"warning", LOG_LVL_WARNING},
+      {"WARN", LOG_LVL_WARNING}, {"wArN", LOG_LVL_WARNING},    {"ERROR", LOG_LVL_ERROR},
       {"error", LOG_LVL_ERROR},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -39,7 +39,8 @@ static void test_level_parse_accepts(void **state) {
 
 static void test_level_parse_rejects(void **state) {
   (void)state;
-  static const char *const cases[] = {"", "TRACE", "INF", "INFOO", " INFO", "INFO ", "WARNINGS", "0", "ERR"};
+  static const char *const cases[] = {"",      "TRACE",    "INF", "INFOO", " INFO",
+                                      "INFO ", "WARNINGS", "0",   "ERR"};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     enum log_level out = LOG_LVL_ERROR;
     int rc = log_level_parse(&out, cases[i]);
@@ -223,9 +224,7 @@ static int teardown_pipe(void **state) {
   return 0;
 }
 
-static void count_request(void *arg) {
-  ((struct pipe_capture *)arg)->requests++;
-}
+static void count_request(void *arg) { ((struct pipe_capture *)arg)->requests++; }
 
 /* Everything written to the pipe so far (it holds far less than buf), NUL terminated in
  * buf; "" if nothing is there. */
@@ -247,7 +246,8 @@ static void test_batch_waits_for_flush(void **state) {
   assert_string_equal(read_pipe(c, buf, sizeof buf), "");
   assert_int_equal(c->requests, 1);
   log_flush();
-  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO one\n" TS " WARNING two\n" TS " INFO three\n$");
+  assert_matches(read_pipe(c, buf, sizeof buf),
+                 "^" TS " INFO one\n" TS " WARNING two\n" TS " INFO three\n$");
   log_flush(); /* nothing buffered: writes nothing */
   assert_string_equal(read_pipe(c, buf, sizeof buf), "");
   /* The next line after a flush asks again. */
@@ -266,7 +266,8 @@ static void test_batch_error_goes_at_once_in_order(void **state) {
   log_batch(count_request, c);
   LOG_INFO("before");
   LOG_ERROR("failed code=%d", 5);
-  assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " INFO before\n" TS " ERROR failed code=5\n$");
+  assert_matches(read_pipe(c, buf, sizeof buf),
+                 "^" TS " INFO before\n" TS " ERROR failed code=5\n$");
   assert_int_equal(c->requests, 1);
   LOG_ERROR("alone");
   assert_matches(read_pipe(c, buf, sizeof buf), "^" TS " ERROR alone\n$");
@@ -325,9 +326,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_long_line_truncated_to_one_line, setup_capture,
                                       teardown_capture),
       cmocka_unit_test_setup_teardown(test_batch_waits_for_flush, setup_pipe, teardown_pipe),
-      cmocka_unit_test_setup_teardown(test_batch_error_goes_at_once_in_order, setup_pipe, teardown_pipe),
+      cmocka_unit_test_setup_teardown(test_batch_error_goes_at_once_in_order, setup_pipe,
+                                      teardown_pipe),
       cmocka_unit_test_setup_teardown(test_batch_full_buffer_is_written, setup_pipe, teardown_pipe),
-      cmocka_unit_test_setup_teardown(test_batch_other_threads_write_at_once, setup_pipe, teardown_pipe),
+      cmocka_unit_test_setup_teardown(test_batch_other_threads_write_at_once, setup_pipe,
+                                      teardown_pipe),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

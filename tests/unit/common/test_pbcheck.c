@@ -14,7 +14,8 @@
 
 /* Hand-built StartRunRequest bytes: module_id (1), then one parameters entry (2)
  * holding key (1) and value (2). */
-static size_t start_req(uint8_t *out, const char *module, const char *key, const uint8_t *val, size_t vlen) {
+static size_t start_req(uint8_t *out, const char *module, const char *key, const uint8_t *val,
+                        size_t vlen) {
   size_t n = 0, mlen = strlen(module), klen = strlen(key);
   out[n++] = 0x0a;
   out[n++] = (uint8_t)mlen;
@@ -43,7 +44,8 @@ static void test_clean_message_passes(void **state) {
   size_t n = start_req(buf, "emit", "bytes", (const uint8_t *)"h\xc3\xa9llo", 6);
   assert_int_equal(check(buf, n, err, sizeof err), 0);
   /* The same bytes unpack to what was checked. */
-  Prismq__Runner__V1__StartRunRequest *r = prismq__runner__v1__start_run_request__unpack(NULL, n, buf);
+  Prismq__Runner__V1__StartRunRequest *r =
+      prismq__runner__v1__start_run_request__unpack(NULL, n, buf);
   assert_non_null(r);
   assert_string_equal(r->parameters[0]->value, "h\xc3\xa9llo");
   prismq__runner__v1__start_run_request__free_unpacked(r, NULL);
@@ -53,7 +55,9 @@ static void test_clean_message_passes(void **state) {
 static void test_empty_message_passes(void **state) {
   (void)state;
   char err[128] = "";
-  assert_int_equal(pbcheck_message(&prismq__runner__v1__list_modules_request__descriptor, NULL, 0, err, sizeof err), 0);
+  assert_int_equal(pbcheck_message(&prismq__runner__v1__list_modules_request__descriptor, NULL, 0,
+                                   err, sizeof err),
+                   0);
   assert_string_equal(err, "");
 }
 
@@ -92,7 +96,9 @@ static void test_bytes_fields_may_hold_anything(void **state) {
   /* OutputChunk.data (3) is bytes: NUL and 0xff are data, not errors. */
   static const uint8_t chunk[] = {0x1a, 0x03, 0x00, 0xff, 0x41};
   char err[64] = "";
-  assert_int_equal(pbcheck_message(&prismq__runner__v1__output_chunk__descriptor, chunk, sizeof chunk, err, sizeof err), 0);
+  assert_int_equal(pbcheck_message(&prismq__runner__v1__output_chunk__descriptor, chunk,
+                                   sizeof chunk, err, sizeof err),
+                   0);
 }
 
 static void test_too_many_fields(void **state) {
@@ -115,8 +121,9 @@ static void test_too_many_fields(void **state) {
   packed[2] = (uint8_t)(0x80 | ((n >> 7) & 0x7f));
   packed[3] = (uint8_t)(n >> 14);
   memset(packed + 4, 1, n);
-  assert_int_equal(pbcheck_message(&prismq__runner__v1__list_runs_request__descriptor, packed, sizeof packed, err,
-                                   sizeof err), -E2BIG);
+  assert_int_equal(pbcheck_message(&prismq__runner__v1__list_runs_request__descriptor, packed,
+                                   sizeof packed, err, sizeof err),
+                   -E2BIG);
   assert_non_null(strstr(err, "statuses"));
 }
 

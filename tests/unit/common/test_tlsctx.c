@@ -26,7 +26,6 @@
 
 #define DAY (24L * 3600)
 
-
 enum { CA, SERVER, EXPIRED, NOT_YET, NCERTS };
 
 static char g_dir[] = "/tmp/tlsctx-test-XXXXXX";
@@ -34,21 +33,22 @@ static struct cert g_certs[NCERTS];
 static char g_missing[PATH_MAX]; /* a file that does not exist */
 static char g_garbage[PATH_MAX]; /* a file that holds no PEM at all */
 
-
 static int group_setup(void **state) {
   (void)state;
   if (!mkdtemp(g_dir)) return -1;
   make_cert(g_dir, &g_certs[CA], "ca", "Test CA", NULL, -DAY, 30 * DAY, NULL);
-  make_cert(g_dir, &g_certs[SERVER], "server", "localhost", "DNS:localhost,IP:127.0.0.1", -DAY, 30 * DAY, &g_certs[CA]);
-  make_cert(g_dir, &g_certs[EXPIRED], "expired", "localhost", "DNS:localhost", -30 * DAY, -DAY, &g_certs[CA]);
-  make_cert(g_dir, &g_certs[NOT_YET], "not-yet", "localhost", "DNS:localhost", DAY, 30 * DAY, &g_certs[CA]);
+  make_cert(g_dir, &g_certs[SERVER], "server", "localhost", "DNS:localhost,IP:127.0.0.1", -DAY,
+            30 * DAY, &g_certs[CA]);
+  make_cert(g_dir, &g_certs[EXPIRED], "expired", "localhost", "DNS:localhost", -30 * DAY, -DAY,
+            &g_certs[CA]);
+  make_cert(g_dir, &g_certs[NOT_YET], "not-yet", "localhost", "DNS:localhost", DAY, 30 * DAY,
+            &g_certs[CA]);
   snprintf(g_missing, sizeof g_missing, "%s/missing.pem", g_dir);
   snprintf(g_garbage, sizeof g_garbage, "%s/garbage.pem", g_dir);
   FILE *fp = fopen(g_garbage, "w");
   if (!fp || fputs("this is not a certificate\n", fp) < 0 || fclose(fp) != 0) return -1;
   return 0;
 }
-
 
 static int group_teardown(void **state) {
   (void)state;

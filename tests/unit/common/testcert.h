@@ -23,8 +23,8 @@ struct cert {
  * `san` in OpenSSL's form ("DNS:a,IP:b"; NULL: none), valid from `from` to `to` seconds
  * from now, signed by `ca` (NULL: self-signed, a CA), and writes it to DIR/NAME.pem
  * and its key to DIR/NAME.key. */
-static inline void make_cert(const char *dir, struct cert *out, const char *name, const char *cn, const char *san, long from, long to,
-                      const struct cert *ca) {
+static inline void make_cert(const char *dir, struct cert *out, const char *name, const char *cn,
+                             const char *san, long from, long to, const struct cert *ca) {
   static long serial;
   X509 *x = X509_new();
   EVP_PKEY *k = EVP_EC_gen("P-256");
@@ -44,7 +44,8 @@ static inline void make_cert(const char *dir, struct cert *out, const char *name
   const struct {
     int nid;
     const char *value;
-  } exts[] = {{NID_basic_constraints, ca ? "CA:FALSE" : "critical,CA:TRUE"}, {NID_subject_alt_name, san}};
+  } exts[] = {{NID_basic_constraints, ca ? "CA:FALSE" : "critical,CA:TRUE"},
+              {NID_subject_alt_name, san}};
   for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
     if (!exts[i].value) continue;
     X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, exts[i].nid, exts[i].value);

@@ -15,19 +15,16 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static config *load_ok(const char *yaml)
-{
+static config *load_ok(const char *yaml) {
   config *c = NULL;
   char err[512] = "";
   int rc = config_load_string(&c, yaml, strlen(yaml), "t.yaml", err, sizeof err);
 
-  if (rc != 0)
-    fail_msg("load failed (%d): %s", rc, err);
+  if (rc != 0) fail_msg("load failed (%d): %s", rc, err);
   return c;
 }
 
-static void test_no_authz_section(void **state)
-{
+static void test_no_authz_section(void **state) {
   (void)state;
   static const char *const identities[] = {"", "spiffe://prismq/ops/alice", "CN=x"};
   config *c = load_ok("listen: [\"tcp://0.0.0.0:1\"]\n");
@@ -55,8 +52,7 @@ static void test_no_authz_section(void **state)
 
 /* With an authz section, only rules count: not being local, nor
  * allow_insecure_remote. */
-static void test_rules_override_locality(void **state)
-{
+static void test_rules_override_locality(void **state) {
   (void)state;
   static const char *const docs[] = {"authz: []\n", "authz:\n",
                                      "allow_insecure_remote: true\nauthz: []\n",
@@ -75,16 +71,16 @@ static void test_rules_override_locality(void **state)
   }
 }
 
-static void test_identity_globs(void **state)
-{
+static void test_identity_globs(void **state) {
   (void)state;
-  config *c = load_ok("authz:\n"
-                      "  - identity: \"spiffe://prismq/ops/*\"\n"
-                      "    roles: [read_all]\n"
-                      "  - identity: \"CN=build-?\"\n"
-                      "    roles: [cancel_any]\n"
-                      "  - identity: \"CN=[ab]ob\"\n"
-                      "    roles: [read]\n");
+  config *c = load_ok(
+      "authz:\n"
+      "  - identity: \"spiffe://prismq/ops/*\"\n"
+      "    roles: [read_all]\n"
+      "  - identity: \"CN=build-?\"\n"
+      "    roles: [cancel_any]\n"
+      "  - identity: \"CN=[ab]ob\"\n"
+      "    roles: [read]\n");
   static const struct {
     const char *identity;
     unsigned roles;
@@ -119,18 +115,18 @@ static void test_identity_globs(void **state)
   config_free(c);
 }
 
-static void test_union_of_rules(void **state)
-{
+static void test_union_of_rules(void **state) {
   (void)state;
-  config *c = load_ok("authz:\n"
-                      "  - identity: \"team/*\"\n"
-                      "    roles: [read]\n"
-                      "  - identity: \"*/alice\"\n"
-                      "    roles: [cancel_any]\n"
-                      "    modules: [\"report-*\"]\n"
-                      "  - identity: \"team/alice\"\n"
-                      "    modules: [emit]\n"
-                      "  - identity: \"*/carol\"\n");
+  config *c = load_ok(
+      "authz:\n"
+      "  - identity: \"team/*\"\n"
+      "    roles: [read]\n"
+      "  - identity: \"*/alice\"\n"
+      "    roles: [cancel_any]\n"
+      "    modules: [\"report-*\"]\n"
+      "  - identity: \"team/alice\"\n"
+      "    modules: [emit]\n"
+      "  - identity: \"*/carol\"\n");
 
   assert_int_equal(authz_roles(c, "team/alice", 0),
                    AUTHZ_READ | AUTHZ_CANCEL_ANY | AUTHZ_START | AUTHZ_ANY);
@@ -139,8 +135,7 @@ static void test_union_of_rules(void **state)
   assert_false(authz_may_start(c, "team/alice", 0, "report"));
   assert_false(authz_may_start(c, "team/alice", 0, "sleep"));
 
-  assert_int_equal(authz_roles(c, "other/alice", 0),
-                   AUTHZ_CANCEL_ANY | AUTHZ_START | AUTHZ_ANY);
+  assert_int_equal(authz_roles(c, "other/alice", 0), AUTHZ_CANCEL_ANY | AUTHZ_START | AUTHZ_ANY);
   assert_true(authz_may_start(c, "other/alice", 0, "report-x"));
   assert_false(authz_may_start(c, "other/alice", 0, "emit"));
 
@@ -156,25 +151,25 @@ static void test_union_of_rules(void **state)
   config_free(c);
 }
 
-static void test_module_globs(void **state)
-{
+static void test_module_globs(void **state) {
   (void)state;
-  config *c = load_ok("authz:\n"
-                      "  - identity: all\n"
-                      "    modules: [\"*\"]\n"
-                      "  - identity: some\n"
-                      "    modules: [\"build.?\", \"[ac]*\", exact]\n"
-                      "  - identity: empty\n"
-                      "    modules: []\n"
-                      "    roles: [read]\n");
+  config *c = load_ok(
+      "authz:\n"
+      "  - identity: all\n"
+      "    modules: [\"*\"]\n"
+      "  - identity: some\n"
+      "    modules: [\"build.?\", \"[ac]*\", exact]\n"
+      "  - identity: empty\n"
+      "    modules: []\n"
+      "    roles: [read]\n");
   static const struct {
     const char *identity, *module;
     int may;
   } cases[] = {
-      {"all", "emit", 1},       {"all", "a.b-C_9", 1},   {"some", "build.1", 1},
-      {"some", "build.12", 0},  {"some", "build1", 0},   {"some", "apple", 1},
-      {"some", "cat", 1},       {"some", "bat", 0},      {"some", "exact", 1},
-      {"some", "exactly", 0},   {"some", "xexact", 0},   {"empty", "emit", 0},
+      {"all", "emit", 1},      {"all", "a.b-C_9", 1}, {"some", "build.1", 1},
+      {"some", "build.12", 0}, {"some", "build1", 0}, {"some", "apple", 1},
+      {"some", "cat", 1},      {"some", "bat", 0},    {"some", "exact", 1},
+      {"some", "exactly", 0},  {"some", "xexact", 0}, {"empty", "emit", 0},
       {"nobody", "emit", 0},
   };
 
@@ -189,15 +184,15 @@ static void test_module_globs(void **state)
   config_free(c);
 }
 
-static void test_admin_implies_all(void **state)
-{
+static void test_admin_implies_all(void **state) {
   (void)state;
-  config *c = load_ok("authz:\n"
-                      "  - identity: root\n"
-                      "    roles: [admin]\n"
-                      "  - identity: \"r*\"\n"
-                      "    roles: [read]\n"
-                      "    modules: [emit]\n");
+  config *c = load_ok(
+      "authz:\n"
+      "  - identity: root\n"
+      "    roles: [admin]\n"
+      "  - identity: \"r*\"\n"
+      "    roles: [read]\n"
+      "    modules: [emit]\n");
 
   assert_int_equal(authz_roles(c, "root", 0), AUTHZ_ALL);
   /* Any module, listed anywhere or not. */
@@ -209,15 +204,15 @@ static void test_admin_implies_all(void **state)
 }
 
 /* "" is the anonymous caller: matched only by globs that match the empty string. */
-static void test_anonymous(void **state)
-{
+static void test_anonymous(void **state) {
   (void)state;
-  config *c = load_ok("authz:\n"
-                      "  - identity: \"?*\"\n"
-                      "    roles: [read_all]\n"
-                      "  - identity: \"*\"\n"
-                      "    roles: [read]\n"
-                      "    modules: [echo]\n");
+  config *c = load_ok(
+      "authz:\n"
+      "  - identity: \"?*\"\n"
+      "    roles: [read_all]\n"
+      "  - identity: \"*\"\n"
+      "    roles: [read]\n"
+      "    modules: [echo]\n");
 
   assert_int_equal(authz_roles(c, "", 0), AUTHZ_READ | AUTHZ_START | AUTHZ_ANY);
   assert_int_equal(authz_roles(c, NULL, 1), AUTHZ_READ | AUTHZ_START | AUTHZ_ANY);
@@ -236,8 +231,7 @@ static void test_anonymous(void **state)
   config_free(c);
 }
 
-static void test_role_names(void **state)
-{
+static void test_role_names(void **state) {
   (void)state;
   static const struct {
     const char *name;
@@ -266,17 +260,12 @@ static void test_role_names(void **state)
   assert_string_equal(authz_role_name(AUTHZ_ALL), "?");
 }
 
-int main(void)
-{
+int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_no_authz_section),
-      cmocka_unit_test(test_rules_override_locality),
-      cmocka_unit_test(test_identity_globs),
-      cmocka_unit_test(test_union_of_rules),
-      cmocka_unit_test(test_module_globs),
-      cmocka_unit_test(test_admin_implies_all),
-      cmocka_unit_test(test_anonymous),
-      cmocka_unit_test(test_role_names),
+      cmocka_unit_test(test_no_authz_section), cmocka_unit_test(test_rules_override_locality),
+      cmocka_unit_test(test_identity_globs),   cmocka_unit_test(test_union_of_rules),
+      cmocka_unit_test(test_module_globs),     cmocka_unit_test(test_admin_implies_all),
+      cmocka_unit_test(test_anonymous),        cmocka_unit_test(test_role_names),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

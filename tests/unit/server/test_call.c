@@ -23,27 +23,28 @@
 #include "grpcwire.h"
 #include "testh2.h"
 
-#define P_ECHO "/test.Echo/Unary"
-#define P_PB "/test.Echo/Serving"
-#define P_FAIL "/test.Echo/Fail"
-#define P_HANG "/test.Echo/Hang"
+#define P_ECHO   "/test.Echo/Unary"
+#define P_PB     "/test.Echo/Serving"
+#define P_FAIL   "/test.Echo/Fail"
+#define P_HANG   "/test.Echo/Hang"
 #define P_STREAM "/test.Echo/Stream"
-#define P_DIRTY "/test.Echo/Dirty"
-#define P_WATCH "/test.Echo/Watch" /* as P_HANG, marked streaming */
+#define P_DIRTY  "/test.Echo/Dirty"
+#define P_WATCH  "/test.Echo/Watch" /* as P_HANG, marked streaming */
 /* Authorization and call context: one handler that records what the call tells. */
 #define P_GUARDED "/test.Echo/Guarded" /* needs role bit 2 */
-#define P_EITHER "/test.Echo/Either"   /* needs role bit 2 or 4 */
-#define P_OPEN "/test.Echo/Open"       /* needs no role */
-#define ROLE_TWO 2u
+#define P_EITHER  "/test.Echo/Either"  /* needs role bit 2 or 4 */
+#define P_OPEN    "/test.Echo/Open"    /* needs no role */
+#define ROLE_TWO  2u
 #define ROLE_FOUR 4u
 
-#define STREAM_N 2000
+#define STREAM_N   2000
 #define STREAM_MSG 1000
 /* What the server may hold for one slow stream: below the call layer's low-water mark
  * plus the message that crossed it, plus h2conn's socket high-water mark plus the
  * largest frame that crossed it, plus headers. From CALL_SERVER_OPTS_INIT and
  * H2CONN_OPTS_INIT (64 KiB each) and the 16 KiB default SETTINGS_MAX_FRAME_SIZE. */
-#define QUEUE_BOUND ((64u << 10) + STREAM_MSG + GW_PREFIX_LEN + (64u << 10) + (16u << 10) + 9 + 1024)
+#define QUEUE_BOUND \
+  ((64u << 10) + STREAM_MSG + GW_PREFIX_LEN + (64u << 10) + (16u << 10) + 9 + 1024)
 
 struct fx {
   struct event_base *base;
@@ -51,11 +52,11 @@ struct fx {
   struct client cl;
   /* handlers */
   int handler_calls;
-  int base_mismatch;        /* call_base() was not our base */
-  size_t framed_left;       /* bytes call_send_framed left behind */
-  call *hang;               /* the never-finishing call, until cancelled */
+  int base_mismatch;  /* call_base() was not our base */
+  size_t framed_left; /* bytes call_send_framed left behind */
+  call *hang;         /* the never-finishing call, until cancelled */
   int cancels;
-  call *watch;              /* the streaming one, until cancelled */
+  call *watch; /* the streaming one, until cancelled */
   int watch_cancels;
   int cancel_wrong_call;
   uint64_t hang_left_ms;
@@ -198,7 +199,8 @@ static void stream_msg(uint8_t *m, size_t idx) {
  * it would be in the kernel's receive buffer. */
 static void note_queued(struct fx *f) {
   size_t made = f->st_sent * (STREAM_MSG + GW_PREFIX_LEN);
-  size_t gone = evbuffer_get_length(f->st_stream->data) + evbuffer_get_length(bufferevent_get_input(f->cl.cbev));
+  size_t gone = evbuffer_get_length(f->st_stream->data) +
+                evbuffer_get_length(bufferevent_get_input(f->cl.cbev));
   size_t held = made > gone ? made - gone : 0;
   if (held > f->st_max_queued) f->st_max_queued = held;
 }
@@ -233,7 +235,9 @@ static void stream_handler(call *c, const uint8_t *req, size_t len, void *svc) {
 
 static void on_idle(void *arg) { ((struct fx *)arg)->idle++; }
 
-static void copy_str(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : "(null)"); }
+static void copy_str(char *dst, size_t cap, const char *src) {
+  snprintf(dst, cap, "%s", src ? src : "(null)");
+}
 
 /* Notes the caller's roles and address, and the request metadata: by name (a custom
  * header, a missing one, a duplicated one, an empty one) and walked in order as
@@ -319,8 +323,8 @@ static void test_dispatch_table(void **state) {
   assert_int_equal(call_server_new(&s, base, NULL), 0);
   /* Added out of order, with shared prefixes, so the search must really sort; two
    * distinct handlers (never run here) and a distinct svc per path. */
-  static const char *const paths[] = {"/z.S/M", "/a.S/MM", "/a.S/M", "/m.Svc/Get", "/a.S/", "/a.T/M",
-                                      "/m.Svc/GetAll", "/b", "/a.S/N"};
+  static const char *const paths[] = {"/z.S/M", "/a.S/MM",       "/a.S/M", "/m.Svc/Get", "/a.S/",
+                                      "/a.T/M", "/m.Svc/GetAll", "/b",     "/a.S/N"};
   for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
     call_handler_fn fn = i % 2 ? echo_handler : fail_handler;
     assert_int_equal(call_server_add(s, paths[i], fn, (void *)(uintptr_t)(i + 1), 0), 0);
@@ -333,8 +337,9 @@ static void test_dispatch_table(void **state) {
   }
   /* Exact match only: prefixes, superstrings, the empty path and near misses fail
    * and leave *svc_out alone. */
-  static const char *const misses[] = {"/m.Svc/Ge", "/m.Svc/GetAl", "/m.Svc/GetAllX", "/z.S/MX", "/",
-                                       "", "/a.S", "/b/", "/A.S/M", "/c"};
+  static const char *const misses[] = {
+      "/m.Svc/Ge", "/m.Svc/GetAl", "/m.Svc/GetAllX", "/z.S/MX", "/", "",
+      "/a.S",      "/b/",          "/A.S/M",         "/c"};
   for (size_t i = 0; i < ARRAY_LEN(misses); i++) {
     void *svc = &svc;
     assert_null(call_server_lookup(s, misses[i], strlen(misses[i]), &svc));
@@ -460,13 +465,14 @@ static void test_content_types(void **state) {
     const char *ct;
     int http;
   } cases[] = {
-      {"application/grpc", 200},        {"application/grpc+proto", 200}, {"application/grpc;charset=x", 200},
-      {"text/plain", 415},              {"application/grpcx", 415},      {"application/grp", 415},
-      {"application/json", 415},        {NULL, 415},
+      {"application/grpc", 200},           {"application/grpc+proto", 200},
+      {"application/grpc;charset=x", 200}, {"text/plain", 415},
+      {"application/grpcx", 415},          {"application/grp", 415},
+      {"application/json", 415},           {NULL, 415},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-    struct cstream *cs =
-        REQ(&f->cl, .path = P_ECHO, .content_type = cases[i].ct, .no_content_type = cases[i].ct == NULL, MSG("x"));
+    struct cstream *cs = REQ(&f->cl, .path = P_ECHO, .content_type = cases[i].ct,
+                             .no_content_type = cases[i].ct == NULL, MSG("x"));
     finish(&f->cl, cs);
     assert_int_equal(cs->http_status, cases[i].http);
     if (cases[i].http == 200) {
@@ -887,8 +893,8 @@ static void test_server_free_cancels(void **state) {
   settle(&f->cl);
 }
 
-static ssize_t never_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
-                          nghttp2_data_source *src, void *ud) {
+static ssize_t never_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
+                          uint32_t *flags, nghttp2_data_source *src, void *ud) {
   (void)s;
   (void)sid;
   (void)buf;
@@ -913,7 +919,8 @@ static void test_rapid_reset(void **state) {
     assert_true(sid > 0);
     /* HEADERS must be out first: nghttp2 drops both for a reset stream never sent. */
     client_flush(&f->cl);
-    assert_int_equal(nghttp2_submit_rst_stream(f->cl.cs, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL), 0);
+    assert_int_equal(nghttp2_submit_rst_stream(f->cl.cs, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL),
+                     0);
     client_flush(&f->cl);
     if (i % 50 == 0) settle(&f->cl);
   }
@@ -941,7 +948,8 @@ static void test_ping_flood_unread(void **state) {
    * the server has stopped reading. */
   while (evbuffer_get_length(unsent) == 0) {
     assert_true(pings < 100000);
-    for (int i = 0; i < 100; i++) assert_int_equal(nghttp2_submit_ping(f->cl.cs, NGHTTP2_FLAG_NONE, NULL), 0);
+    for (int i = 0; i < 100; i++)
+      assert_int_equal(nghttp2_submit_ping(f->cl.cs, NGHTTP2_FLAG_NONE, NULL), 0);
     pings += 100;
     client_flush(&f->cl);
     settle(&f->cl);
@@ -1292,7 +1300,11 @@ static void test_role_granted(void **state) {
   static const struct {
     const char *path;
     unsigned roles;
-  } cases[] = {{P_GUARDED, ROLE_TWO}, {P_GUARDED, ROLE_TWO | 1}, {P_EITHER, ROLE_FOUR}, {P_OPEN, 0}, {P_OPEN, 1}};
+  } cases[] = {{P_GUARDED, ROLE_TWO},
+               {P_GUARDED, ROLE_TWO | 1},
+               {P_EITHER, ROLE_FOUR},
+               {P_OPEN, 0},
+               {P_OPEN, 1}};
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     f->roles = cases[i].roles;
     cs = REQ(&f->cl, .path = cases[i].path, MSG("g"));
@@ -1308,7 +1320,8 @@ static void test_role_granted(void **state) {
 static void test_call_context(void **state) {
   struct fx *f = *state;
   client_connect(&f->cl, f->srv, 0, 0);
-  static const char *const md[] = {"x-trace", "abc", "x-dup", "first", "x-empty", "", "x-dup", "second", NULL};
+  static const char *const md[] = {"x-trace", "abc",   "x-dup",  "first", "x-empty",
+                                   "",        "x-dup", "second", NULL};
   struct cstream *cs = REQ(&f->cl, .path = P_OPEN, MSG("m"), .timeout = "5S", .extra = md);
   finish(&f->cl, cs);
   expect_trailers_only(cs, GW_OK);
@@ -1318,8 +1331,9 @@ static void test_call_context(void **state) {
   assert_string_equal(f->md_dup, "first");
   assert_true(f->md_empty_found);
   assert_int_equal(f->md_empty_len, 0);
-  assert_string_equal(f->md_walk, "content-type=application/grpc;te=trailers;grpc-timeout=5S;x-trace=abc;"
-                                  "x-dup=first;x-empty=;x-dup=second;");
+  assert_string_equal(f->md_walk,
+                      "content-type=application/grpc;te=trailers;grpc-timeout=5S;x-trace=abc;"
+                      "x-dup=first;x-empty=;x-dup=second;");
   assert_string_equal(f->seen_addr, "memory");
   assert_string_equal(f->seen_identity, "");
   assert_int_equal(f->seen_local, 1);

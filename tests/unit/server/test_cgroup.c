@@ -33,8 +33,8 @@
 #include "cgroup.h"
 #include "testslurp.h"
 
-#define GUARD_S 10   /* bound on every wait */
-#define BURN_MS 100  /* CPU a burner member spends */
+#define GUARD_S     10  /* bound on every wait */
+#define BURN_MS     100 /* CPU a burner member spends */
 #define MAX_MEMBERS 8
 
 #ifndef CGROUP2_SUPER_MAGIC
@@ -45,12 +45,12 @@ struct fx {
   struct event_base *base;
   struct event *guard;
   int timed_out;
-  char dir[64];          /* the data directory: names the root */
-  char other[64];        /* a second data directory, for tests that need one */
-  cgroup_root *r;        /* NULL: cgroup v2 is not usable here (why says why) */
+  char dir[64];   /* the data directory: names the root */
+  char other[64]; /* a second data directory, for tests that need one */
+  cgroup_root *r; /* NULL: cgroup v2 is not usable here (why says why) */
   char why[512];
-  char root[PATH_MAX];   /* the root's path, kept for the clean-up */
-  char extra[PATH_MAX];  /* another root a test made, removed by the clean-up too */
+  char root[PATH_MAX];  /* the root's path, kept for the clean-up */
+  char extra[PATH_MAX]; /* another root a test made, removed by the clean-up too */
 };
 
 /* ---- helpers ---------------------------------------------------------------------- */
@@ -77,7 +77,8 @@ static pid_t wait_bounded(pid_t pid, int *st, struct rusage *ru) {
 /* Reaps member `pid`, which should be dying already; returns its wait status. */
 static int reap(pid_t pid) {
   int st = 0;
-  if (wait_bounded(pid, &st, NULL) != pid) fail_msg("member %d did not end within %d s", (int)pid, GUARD_S);
+  if (wait_bounded(pid, &st, NULL) != pid)
+    fail_msg("member %d did not end within %d s", (int)pid, GUARD_S);
   return st;
 }
 
@@ -94,7 +95,6 @@ static int write_at(int dirfd, const char *file, const char *s) {
   close(fd);
   return rc;
 }
-
 
 /* The pids in the cgroup at `path`, sorted as the kernel lists them; returns how many. */
 static size_t procs(const char *path, pid_t *out, size_t cap) {
@@ -219,8 +219,10 @@ static int setup(void **state) {
   f->guard = evtimer_new(f->base, on_guard, f);
   assert_non_null(f->guard);
   int rc = cgroup_root_open(&f->r, f->base, "auto", f->dir, f->why, sizeof f->why);
-  if (rc == 0) snprintf(f->root, sizeof f->root, "%s", cgroup_root_path(f->r));
-  else if (rc != -ENOTSUP) fail_msg("cgroup_root_open: %d %s", rc, f->why);
+  if (rc == 0)
+    snprintf(f->root, sizeof f->root, "%s", cgroup_root_path(f->r));
+  else if (rc != -ENOTSUP)
+    fail_msg("cgroup_root_open: %d %s", rc, f->why);
   *state = f;
   return 0;
 }
@@ -287,7 +289,8 @@ static void own_cgroup(char *out, size_t cap) {
   assert_non_null(m);
   char dev[256], dir[256], type[64];
   while (fscanf(m, "%255s %255s %63s %*[^\n]", dev, dir, type) == 3)
-    if (!strcmp(type, "cgroup2") && (!strcmp(dir, "/sys/fs/cgroup") || !strcmp(dir, "/sys/fs/cgroup/unified")) &&
+    if (!strcmp(type, "cgroup2") &&
+        (!strcmp(dir, "/sys/fs/cgroup") || !strcmp(dir, "/sys/fs/cgroup/unified")) &&
         (!mnt[0] || !strcmp(dir, "/sys/fs/cgroup")))
       snprintf(mnt, sizeof mnt, "%s", dir);
   fclose(m);
@@ -396,11 +399,15 @@ static void test_create(void **state) {
   assert_int_equal(cgroup_create(&lim, f->r, "limited", 64u << 20, 50, err, sizeof err), 0);
   char file[PATH_MAX + 64];
   snprintf(file, sizeof file, "%s/memory.max", path_of(f, "limited"));
-  if (cgroup_root_controllers(f->r) & CGROUP_MEMORY) assert_string_equal(slurp(file), "67108864\n");
-  else assert_false(exists(file));
+  if (cgroup_root_controllers(f->r) & CGROUP_MEMORY)
+    assert_string_equal(slurp(file), "67108864\n");
+  else
+    assert_false(exists(file));
   snprintf(file, sizeof file, "%s/cpu.max", path_of(f, "limited"));
-  if (cgroup_root_controllers(f->r) & CGROUP_CPU) assert_string_equal(slurp(file), "50000 100000\n");
-  else assert_false(exists(file));
+  if (cgroup_root_controllers(f->r) & CGROUP_CPU)
+    assert_string_equal(slurp(file), "50000 100000\n");
+  else
+    assert_false(exists(file));
   close(lim);
 
   pid_t pids[MAX_MEMBERS];
@@ -479,7 +486,8 @@ static void test_cpu(void **state) {
   uint64_t total = user + sys;
   if (total + 20 < 2 * BURN_MS || total + 20 < waited_ms || total > waited_ms + 40)
     fail_msg("cgroup CPU %llu ms (user %llu), the members' own %llu ms, each burnt %d ms",
-             (unsigned long long)total, (unsigned long long)user, (unsigned long long)waited_ms, BURN_MS);
+             (unsigned long long)total, (unsigned long long)user, (unsigned long long)waited_ms,
+             BURN_MS);
   close(fd);
   cgroup_remove(f->r, "cpu");
   assert_no_children();
@@ -510,7 +518,8 @@ static void test_remove(void **state) {
   int retried = exists(path_of(f, "busy"));
   drive_until_gone(f, path_of(f, "busy")); /* before reaping: a zombie is no member */
   for (int i = 0; i < 2; i++) assert_killed_by(m[i], SIGKILL);
-  print_message("a killed member was %s when cgroup_remove first tried\n", retried ? "still exiting" : "gone");
+  print_message("a killed member was %s when cgroup_remove first tried\n",
+                retried ? "still exiting" : "gone");
 
   /* Retries that fail go on: the sub-cgroup outlives a few of them. */
   close(create(f, "nested"));

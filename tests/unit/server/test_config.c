@@ -25,7 +25,8 @@ static const char example_yaml[] =
     "data_dir: ./var\n"
     "limits: {max_concurrent: 8, max_queued: 10000, max_memory_percent: 80, "
     "min_available_memory_mb: 0,\n"
-    "         max_cpu_percent: 0, max_connections: 500, output_max_bytes: 1073741824}  # 0 = check off\n"
+    "         max_cpu_percent: 0, max_connections: 500, output_max_bytes: 1073741824}  # 0 = check "
+    "off\n"
     "modules:\n"
     "  - id: emit\n"
     "    name: Emit bytes\n"
@@ -49,20 +50,17 @@ static const char example_yaml[] =
 static char sentinel_byte;
 #define SENTINEL ((void *)&sentinel_byte)
 
-static config *load_ok(const char *yaml)
-{
+static config *load_ok(const char *yaml) {
   config *c = NULL;
   char err[512] = "";
   int rc = config_load_string(&c, yaml, strlen(yaml), "t.yaml", err, sizeof err);
 
-  if (rc != 0)
-    fail_msg("load failed (%d): %s", rc, err);
+  if (rc != 0) fail_msg("load failed (%d): %s", rc, err);
   assert_non_null(c);
   return c;
 }
 
-static void assert_strv(char **got, const char *const *want, size_t n)
-{
+static void assert_strv(char **got, const char *const *want, size_t n) {
   for (size_t i = 0; i < n; i++) {
     assert_non_null(got[i]);
     assert_string_equal(got[i], want[i]);
@@ -70,15 +68,13 @@ static void assert_strv(char **got, const char *const *want, size_t n)
   assert_null(got[n]);
 }
 
-static void test_example_loads_all_fields(void **state)
-{
+static void test_example_loads_all_fields(void **state) {
   (void)state;
   config *c = load_ok(example_yaml);
   const config_module *m;
 
   assert_int_equal(c->nlisten, 2);
-  assert_strv(c->listen, (const char *[]){"tcp://127.0.0.1:50051", "unix:///tmp/prismq.sock"},
-              2);
+  assert_strv(c->listen, (const char *[]){"tcp://127.0.0.1:50051", "unix:///tmp/prismq.sock"}, 2);
   assert_string_equal(c->data_dir, "./var");
   assert_int_equal(c->limits.max_concurrent, 8);
   assert_int_equal(c->limits.max_queued, 10000);
@@ -136,8 +132,7 @@ static void test_example_loads_all_fields(void **state)
 }
 
 /* No tls, unix_socket, authz or allow_insecure_remote given. */
-static void assert_security_defaults(const config *c)
-{
+static void assert_security_defaults(const config *c) {
   assert_false(c->allow_insecure_remote);
   assert_false(c->has_tls);
   assert_null(c->tls.cert);
@@ -153,10 +148,9 @@ static void assert_security_defaults(const config *c)
   assert_int_equal(c->nauthz, 0);
 }
 
-static void test_defaults(void **state)
-{
+static void test_defaults(void **state) {
   (void)state;
-  static const char *const docs[] = {"", "---\n", "# nothing\n", "modules: []\n",
+  static const char *const docs[] = {"",           "---\n",       "# nothing\n", "modules: []\n",
                                      "modules:\n", "limits: {}\n"};
 
   for (size_t i = 0; i < ARRAY_LEN(docs); i++) {
@@ -183,21 +177,21 @@ static void test_defaults(void **state)
   }
 }
 
-static void test_scalars(void **state)
-{
+static void test_scalars(void **state) {
   (void)state;
   /* Numbers and booleans written as strings elsewhere stay strings; limits at their
    * extremes; a partial limits mapping keeps the other defaults. */
-  config *c = load_ok("limits: {max_queued: 0, output_max_bytes: 18446744073709551615,\n"
-                      "         max_cpu_percent: 100}\n"
-                      "modules:\n"
-                      "  - id: a.b-C_9\n"
-                      "    argv: [prog, '', 1024, true]\n"
-                      "    env: {N: 5, EMPTY: ''}\n"
-                      "    pass_parameters: none\n"
-                      "    parameters:\n"
-                      "      - {name: _x9, required: false, default: 12}\n"
-                      "      - {name: y, required: FALSE}\n");
+  config *c = load_ok(
+      "limits: {max_queued: 0, output_max_bytes: 18446744073709551615,\n"
+      "         max_cpu_percent: 100}\n"
+      "modules:\n"
+      "  - id: a.b-C_9\n"
+      "    argv: [prog, '', 1024, true]\n"
+      "    env: {N: 5, EMPTY: ''}\n"
+      "    pass_parameters: none\n"
+      "    parameters:\n"
+      "      - {name: _x9, required: false, default: 12}\n"
+      "      - {name: y, required: FALSE}\n");
   const config_module *m = &c->modules[0];
 
   assert_int_equal(c->limits.max_queued, 0);
@@ -215,17 +209,17 @@ static void test_scalars(void **state)
   config_free(c);
 }
 
-static void test_tls(void **state)
-{
+static void test_tls(void **state) {
   (void)state;
-  config *c = load_ok("allow_insecure_remote: true\n"
-                      "tls:\n"
-                      "  cert: /etc/prismq/server.pem\n"
-                      "  key: /etc/prismq/server.key\n"
-                      "  client_ca: /etc/prismq/ca.pem\n"
-                      "  require_client_cert: true\n"
-                      "  crl: /etc/prismq/crl.pem\n"
-                      "  handshake_timeout_ms: 600000\n");
+  config *c = load_ok(
+      "allow_insecure_remote: true\n"
+      "tls:\n"
+      "  cert: /etc/prismq/server.pem\n"
+      "  key: /etc/prismq/server.key\n"
+      "  client_ca: /etc/prismq/ca.pem\n"
+      "  require_client_cert: true\n"
+      "  crl: /etc/prismq/crl.pem\n"
+      "  handshake_timeout_ms: 600000\n");
 
   assert_true(c->allow_insecure_remote);
   assert_true(c->has_tls);
@@ -239,9 +233,10 @@ static void test_tls(void **state)
   config_free(c);
 
   /* The least a tls section needs; the files are not opened at load. */
-  c = load_ok("allow_insecure_remote: False\n"
-              "tls: {cert: /nonexistent/c.pem, key: k.pem, handshake_timeout_ms: 1,\n"
-              "      require_client_cert: false}\n");
+  c = load_ok(
+      "allow_insecure_remote: False\n"
+      "tls: {cert: /nonexistent/c.pem, key: k.pem, handshake_timeout_ms: 1,\n"
+      "      require_client_cert: false}\n");
   assert_false(c->allow_insecure_remote);
   assert_true(c->has_tls);
   assert_string_equal(c->tls.cert, "/nonexistent/c.pem");
@@ -260,19 +255,23 @@ static void test_tls(void **state)
   config_free(c);
 }
 
-static void test_unix_socket(void **state)
-{
+static void test_unix_socket(void **state) {
   (void)state;
   /* Octal whatever the style; the leading 0 is optional. */
   static const struct {
     const char *yaml;
     uint32_t mode;
   } modes[] = {
-      {"unix_socket: {mode: 0660}\n", 0660},     {"unix_socket: {mode: \"0660\"}\n", 0660},
-      {"unix_socket: {mode: '0750'}\n", 0750},   {"unix_socket: {mode: 660}\n", 0660},
-      {"unix_socket: {mode: 0}\n", 0},           {"unix_socket: {mode: 0000}\n", 0},
-      {"unix_socket: {mode: 0777}\n", 0777},     {"unix_socket: {mode: 00600}\n", 0600},
-      {"unix_socket: {}\n", 0600},               {"unix_socket: {group: g}\n", 0600},
+      {"unix_socket: {mode: 0660}\n", 0660},
+      {"unix_socket: {mode: \"0660\"}\n", 0660},
+      {"unix_socket: {mode: '0750'}\n", 0750},
+      {"unix_socket: {mode: 660}\n", 0660},
+      {"unix_socket: {mode: 0}\n", 0},
+      {"unix_socket: {mode: 0000}\n", 0},
+      {"unix_socket: {mode: 0777}\n", 0777},
+      {"unix_socket: {mode: 00600}\n", 0600},
+      {"unix_socket: {}\n", 0600},
+      {"unix_socket: {group: g}\n", 0600},
   };
 
   for (size_t i = 0; i < ARRAY_LEN(modes); i++) {
@@ -295,8 +294,7 @@ static void test_unix_socket(void **state)
   config_free(c);
 }
 
-static void test_lifecycle(void **state)
-{
+static void test_lifecycle(void **state) {
   (void)state;
   config *c = load_ok("");
 
@@ -309,10 +307,11 @@ static void test_lifecycle(void **state)
   assert_string_equal(c->cgroup_root, "auto");
   config_free(c);
 
-  c = load_ok("retention: {sweep_interval: 30s, max_age: 2d, max_runs: 0}\n"
-              "shutdown: {runs: cancel, grace_ms: 0}\n"
-              "cgroups: {root: /sys/fs/cgroup/x}\n"
-              "modules:\n  - {id: a, argv: [x], memory_max: 1048576, cpu_max: 150}\n");
+  c = load_ok(
+      "retention: {sweep_interval: 30s, max_age: 2d, max_runs: 0}\n"
+      "shutdown: {runs: cancel, grace_ms: 0}\n"
+      "cgroups: {root: /sys/fs/cgroup/x}\n"
+      "modules:\n  - {id: a, argv: [x], memory_max: 1048576, cpu_max: 150}\n");
   assert_int_equal(c->retention.sweep_interval_ms, 30000);
   assert_int_equal(c->retention.max_age_ms, 2ull * 86400000);
   assert_int_equal(c->retention.max_runs, 0);
@@ -327,8 +326,8 @@ static void test_lifecycle(void **state)
   static const struct {
     const char *v;
     uint64_t ms;
-  } durations[] = {{"0", 0}, {"250", 250}, {"250ms", 250}, {"5s", 5000}, {"2m", 120000},
-                   {"1h", 3600000}, {"1d", 86400000}};
+  } durations[] = {{"0", 0},       {"250", 250},    {"250ms", 250},  {"5s", 5000},
+                   {"2m", 120000}, {"1h", 3600000}, {"1d", 86400000}};
   for (size_t i = 0; i < ARRAY_LEN(durations); i++) {
     char yaml[64];
 
@@ -340,20 +339,20 @@ static void test_lifecycle(void **state)
   }
 }
 
-static void test_authz_rules(void **state)
-{
+static void test_authz_rules(void **state) {
   (void)state;
-  config *c = load_ok("authz:\n"
-                      "  - identity: \"spiffe://prismq/ops/*\"\n"
-                      "    modules: [\"*\"]\n"
-                      "    roles: [read, read_all, cancel_any, admin]\n"
-                      "  - identity: CN=ci\n"
-                      "    modules: [emit, \"build-*\"]\n"
-                      "    roles: [read, read]\n"
-                      "  - identity: \"*\"\n"
-                      "  - identity: x\n"
-                      "    modules: []\n"
-                      "    roles: []\n");
+  config *c = load_ok(
+      "authz:\n"
+      "  - identity: \"spiffe://prismq/ops/*\"\n"
+      "    modules: [\"*\"]\n"
+      "    roles: [read, read_all, cancel_any, admin]\n"
+      "  - identity: CN=ci\n"
+      "    modules: [emit, \"build-*\"]\n"
+      "    roles: [read, read]\n"
+      "  - identity: \"*\"\n"
+      "  - identity: x\n"
+      "    modules: []\n"
+      "    roles: []\n");
   const config_authz_rule *r = c->authz;
 
   assert_true(c->has_authz);
@@ -387,8 +386,7 @@ static void test_authz_rules(void **state)
   }
 }
 
-static void test_default_config(void **state)
-{
+static void test_default_config(void **state) {
   (void)state;
   static const struct {
     const char *id;
@@ -418,11 +416,10 @@ static void test_default_config(void **state)
 
     assert_non_null(m);
     /* Every demo module runs with no parameters at all. */
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, NULL, NULL, NULL, 0, NULL, err,
-                                          sizeof err),
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, NULL, NULL, NULL, 0, NULL,
+                                          err, sizeof err),
                      0);
-    while (want[i].argv[n])
-      n++;
+    while (want[i].argv[n]) n++;
     assert_strv(argv, want[i].argv, n);
     assert_null(cwd);
     config_argv_free(argv);
@@ -460,8 +457,7 @@ static void test_default_config(void **state)
                                   &vals[i].name, &vals[i].value, NULL, 1, NULL, err, sizeof err);
 
     assert_int_equal(rc, vals[i].pos ? 0 : -EINVAL);
-    if (rc == 0)
-      assert_string_equal(argv[vals[i].pos], vals[i].want);
+    if (rc == 0) assert_string_equal(argv[vals[i].pos], vals[i].want);
     config_argv_free(argv);
   }
   config_free(c);
@@ -484,7 +480,8 @@ static const struct {
      "idle_timeout_ms, max_queued_per_identity, output_max_bytes)"},
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
-     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, cpu_max, category, tags, version, enabled)"},
+     "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, "
+     "cpu_max, category, tags, version, enabled)"},
     {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
@@ -497,13 +494,16 @@ static const struct {
 
     /* Lifecycle sections. */
     {"retention: {max_age: 7 days}\n",
-     "t.yaml:1: retention.max_age must be a duration from 0 ms to 3153600000000 ms: milliseconds, or a "
+     "t.yaml:1: retention.max_age must be a duration from 0 ms to 3153600000000 ms: milliseconds, "
+     "or a "
      "number with a unit ms, s, m, h or d (like 30s or 7d)"},
     {"retention: {sweep_interval: 31d}\n",
-     "t.yaml:1: retention.sweep_interval must be a duration from 0 ms to 2592000000 ms: milliseconds, "
+     "t.yaml:1: retention.sweep_interval must be a duration from 0 ms to 2592000000 ms: "
+     "milliseconds, "
      "or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
     {"shutdown: {runs: later}\n", "t.yaml:1: shutdown.runs must be wait or cancel"},
-    {"cgroups: {root: relative/dir}\n", "t.yaml:1: cgroups.root must be auto, off or an absolute path"},
+    {"cgroups: {root: relative/dir}\n",
+     "t.yaml:1: cgroups.root must be auto, off or an absolute path"},
     {"modules:\n  - {id: a, argv: [x], cpu_max: 0}\n",
      "t.yaml:2: modules[0].cpu_max must be an integer from 1 to 100000"},
 
@@ -620,7 +620,7 @@ static const struct {
      "      - {name: p, default: 12a, pattern: \"[0-9]+\"}\n",
      "t.yaml:5: modules[0].parameters[0].default \"12a\" does not match [0-9]+"},
 
-    /* Typed parameters. */
+/* Typed parameters. */
 #define TYPED(spec) "modules:\n  - id: a\n    argv: [x]\n    parameters:\n      - " spec "\n"
     {TYPED("{name: p, type: int}"),
      "t.yaml:5: modules[0].parameters[0].type must be one of string, integer, number, boolean, "
@@ -727,8 +727,7 @@ static const struct {
     {"tls:\n  cert: c.pem\n  key: k.pem\n  handshake_timeout_ms: -1\n",
      "t.yaml:4: tls.handshake_timeout_ms must be an integer from 1 to 600000"},
     {"allow_insecure_remote: 1\n", "t.yaml:1: allow_insecure_remote must be true or false"},
-    {"allow_insecure_remote: \"true\"\n",
-     "t.yaml:1: allow_insecure_remote must be true or false"},
+    {"allow_insecure_remote: \"true\"\n", "t.yaml:1: allow_insecure_remote must be true or false"},
 
     /* unix_socket. */
     {"unix_socket:\n  mode: \"0600\"\n  perms: 0600\n",
@@ -796,17 +795,15 @@ static const struct {
      "t.yaml:4: invalid YAML: invalid leading UTF-8 octet"},
 };
 
-static void test_errors(void **state)
-{
+static void test_errors(void **state) {
   (void)state;
   for (size_t i = 0; i < ARRAY_LEN(errors); i++) {
     config *c = SENTINEL;
     char err[512] = "";
-    int rc = config_load_string(&c, errors[i].yaml, strlen(errors[i].yaml), "t.yaml", err,
-                                sizeof err);
+    int rc =
+        config_load_string(&c, errors[i].yaml, strlen(errors[i].yaml), "t.yaml", err, sizeof err);
 
-    if (rc != -EINVAL)
-      fail_msg("case %zu: rc %d, want -EINVAL (err \"%s\")", i, rc, err);
+    if (rc != -EINVAL) fail_msg("case %zu: rc %d, want -EINVAL (err \"%s\")", i, rc, err);
     assert_ptr_equal(c, SENTINEL);
     const char *want = errors[i].msg;
     size_t len = strlen(want);
@@ -818,8 +815,7 @@ static void test_errors(void **state)
   }
 }
 
-static void test_error_buffer(void **state)
-{
+static void test_error_buffer(void **state) {
   (void)state;
   config *c = SENTINEL;
   char err[12];
@@ -838,8 +834,7 @@ static void test_error_buffer(void **state)
   config_argv_free(NULL);
 }
 
-static void test_load_file(void **state)
-{
+static void test_load_file(void **state) {
   (void)state;
   char path[] = "/tmp/prismq-test-config-XXXXXX";
   char err[512] = "";
@@ -875,16 +870,15 @@ static void test_load_file(void **state)
 /* Renders module `id` of c with the pairs given; returns the result code. */
 static int render(char ***argv, char **cwd, char ***params, const config *c, const char *id,
                   const char *const *names, const char *const *values, size_t n, char *err,
-                  size_t errlen)
-{
+                  size_t errlen) {
   const config_module *m = config_find_module(c, id);
 
   assert_non_null(m);
-  return config_module_render(argv, cwd, params, NULL, m, names, values, NULL, n, NULL, err, errlen);
+  return config_module_render(argv, cwd, params, NULL, m, names, values, NULL, n, NULL, err,
+                              errlen);
 }
 
-static void test_render_substitution_and_defaults(void **state)
-{
+static void test_render_substitution_and_defaults(void **state) {
   (void)state;
   config *c = load_ok(example_yaml);
   char **argv = NULL, **params = NULL, *cwd = NULL;
@@ -902,10 +896,10 @@ static void test_render_substitution_and_defaults(void **state)
   free(cwd);
 
   /* Same name twice: the last wins; an explicit value beats the default. */
-  assert_int_equal(render(&argv, &cwd, &params, c, "emit",
-                          (const char *[]){"label", "bytes", "bytes"},
-                          (const char *[]){"x=y", "1", "22"}, 3, err, sizeof err),
-                   0);
+  assert_int_equal(
+      render(&argv, &cwd, &params, c, "emit", (const char *[]){"label", "bytes", "bytes"},
+             (const char *[]){"x=y", "1", "22"}, 3, err, sizeof err),
+      0);
   assert_strv(argv, (const char *[]){"head", "-c", "22", "/dev/zero"}, 4);
   assert_strv(params, (const char *[]){"bytes=22", "label=x=y"}, 2);
   config_argv_free(argv);
@@ -915,35 +909,32 @@ static void test_render_substitution_and_defaults(void **state)
 
   /* Placeholders in cwd and inside longer elements, several per element, literal
    * braces, and values that a shell would mangle staying one element each. */
-  c = load_ok("modules:\n"
-              "  - id: t\n"
-              "    argv: [\"{prog}\", \"--out={dir}/{name}.txt\", \"{{{name}}}\", \"}}{{\", \"\","
-              " \"{v}\"]\n"
-              "    cwd: \"/srv/{dir}\"\n"
-              "    parameters:\n"
-              "      - {name: prog, default: tool}\n"
-              "      - {name: dir, required: true}\n"
-              "      - {name: name, default: out}\n"
-              "      - {name: v, default: \"\"}\n"
-              "      - {name: unused}\n");
+  c = load_ok(
+      "modules:\n"
+      "  - id: t\n"
+      "    argv: [\"{prog}\", \"--out={dir}/{name}.txt\", \"{{{name}}}\", \"}}{{\", \"\","
+      " \"{v}\"]\n"
+      "    cwd: \"/srv/{dir}\"\n"
+      "    parameters:\n"
+      "      - {name: prog, default: tool}\n"
+      "      - {name: dir, required: true}\n"
+      "      - {name: name, default: out}\n"
+      "      - {name: v, default: \"\"}\n"
+      "      - {name: unused}\n");
   assert_int_equal(render(&argv, &cwd, &params, c, "t", (const char *[]){"dir", "v"},
                           (const char *[]){"a b", "$(id); `x` '\"*"}, 2, err, sizeof err),
                    0);
-  assert_strv(argv,
-              (const char *[]){"tool", "--out=a b/out.txt", "{out}", "}{", "",
-                               "$(id); `x` '\"*"},
-              6);
+  assert_strv(
+      argv, (const char *[]){"tool", "--out=a b/out.txt", "{out}", "}{", "", "$(id); `x` '\"*"}, 6);
   assert_string_equal(cwd, "/srv/a b");
-  assert_strv(params, (const char *[]){"prog=tool", "dir=a b", "name=out", "v=$(id); `x` '\"*"},
-              4);
+  assert_strv(params, (const char *[]){"prog=tool", "dir=a b", "name=out", "v=$(id); `x` '\"*"}, 4);
   config_argv_free(argv);
   config_argv_free(params);
   free(cwd);
   config_free(c);
 }
 
-static void test_render_flags_order(void **state)
-{
+static void test_render_flags_order(void **state) {
   (void)state;
   config *c = load_ok(example_yaml);
   char **argv = NULL, *cwd = SENTINEL;
@@ -952,46 +943,46 @@ static void test_render_flags_order(void **state)
   assert_int_equal(render(&argv, &cwd, NULL, c, "report", (const char *[]){"since"},
                           (const char *[]){"2024-01-01"}, 1, err, sizeof err),
                    0);
-  assert_strv(argv, (const char *[]){"python3", "scripts/report.py", "--since", "2024-01-01"},
-              4);
+  assert_strv(argv, (const char *[]){"python3", "scripts/report.py", "--since", "2024-01-01"}, 4);
   assert_null(cwd);
   config_argv_free(argv);
   config_free(c);
 
   /* Declared order, whatever the request's order; defaults included; an optional
    * parameter with neither value nor default left out; placeholders still work. */
-  c = load_ok("modules:\n"
-              "  - id: f\n"
-              "    argv: [run, \"{b}\"]\n"
-              "    pass_parameters: flags\n"
-              "    parameters:\n"
-              "      - {name: c}\n"
-              "      - {name: b, default: B}\n"
-              "      - {name: a, required: true}\n"
-              "      - {name: d}\n"
-              "      - {name: e, default: \"\"}\n");
+  c = load_ok(
+      "modules:\n"
+      "  - id: f\n"
+      "    argv: [run, \"{b}\"]\n"
+      "    pass_parameters: flags\n"
+      "    parameters:\n"
+      "      - {name: c}\n"
+      "      - {name: b, default: B}\n"
+      "      - {name: a, required: true}\n"
+      "      - {name: d}\n"
+      "      - {name: e, default: \"\"}\n");
   assert_int_equal(render(&argv, &cwd, NULL, c, "f", (const char *[]){"a", "c"},
                           (const char *[]){"1", "-x"}, 2, err, sizeof err),
                    0);
-  assert_strv(argv,
-              (const char *[]){"run", "B", "--c", "-x", "--b", "B", "--a", "1", "--e", ""}, 10);
+  assert_strv(argv, (const char *[]){"run", "B", "--c", "-x", "--b", "B", "--a", "1", "--e", ""},
+              10);
   config_argv_free(argv);
   config_free(c);
 }
 
 /* A secret: shown as *** among the parameters, never in argv (not even as a flag), given
  * only in the secret environment. */
-static void test_secret(void **state)
-{
+static void test_secret(void **state) {
   (void)state;
-  config *c = load_ok("modules:\n"
-                      "  - id: s\n"
-                      "    argv: [run]\n"
-                      "    pass_parameters: flags\n"
-                      "    parameters:\n"
-                      "      - {name: user, default: u}\n"
-                      "      - {name: token, type: secret, env_var: API_TOKEN, min_length: 4}\n"
-                      "      - {name: other, type: secret, env_var: OTHER}\n");
+  config *c = load_ok(
+      "modules:\n"
+      "  - id: s\n"
+      "    argv: [run]\n"
+      "    pass_parameters: flags\n"
+      "    parameters:\n"
+      "      - {name: user, default: u}\n"
+      "      - {name: token, type: secret, env_var: API_TOKEN, min_length: 4}\n"
+      "      - {name: other, type: secret, env_var: OTHER}\n");
   const config_module *m = config_find_module(c, "s");
   char **argv = NULL, **params = NULL, **env = NULL, *cwd = SENTINEL;
   char err[256];
@@ -1019,25 +1010,25 @@ static void test_secret(void **state)
 
 /* Typed parameters: values in their run form (booleans as true/false, paths resolved),
  * booleans as bare flags, metadata with its defaults. */
-static void test_typed(void **state)
-{
+static void test_typed(void **state) {
   (void)state;
-  config *c = load_ok("modules:\n"
-                      "  - id: t\n"
-                      "    argv: [run, \"{dry}\"]\n"
-                      "    pass_parameters: flags\n"
-                      "    category: demo\n"
-                      "    tags: [a, b]\n"
-                      "    version: \"1.2\"\n"
-                      "    enabled: false\n"
-                      "    parameters:\n"
-                      "      - {name: n, type: integer, min: 1, max: 5, default: 3}\n"
-                      "      - {name: dry, type: boolean, default: \"yes\"}\n"
-                      "      - {name: verbose, type: boolean, default: off}\n"
-                      "      - {name: mode, type: select, options: [fast, slow]}\n"
-                      "      - {name: out, type: path, base_dir: /}\n"
-                      "  - id: plain\n"
-                      "    argv: [x]\n");
+  config *c = load_ok(
+      "modules:\n"
+      "  - id: t\n"
+      "    argv: [run, \"{dry}\"]\n"
+      "    pass_parameters: flags\n"
+      "    category: demo\n"
+      "    tags: [a, b]\n"
+      "    version: \"1.2\"\n"
+      "    enabled: false\n"
+      "    parameters:\n"
+      "      - {name: n, type: integer, min: 1, max: 5, default: 3}\n"
+      "      - {name: dry, type: boolean, default: \"yes\"}\n"
+      "      - {name: verbose, type: boolean, default: off}\n"
+      "      - {name: mode, type: select, options: [fast, slow]}\n"
+      "      - {name: out, type: path, base_dir: /}\n"
+      "  - id: plain\n"
+      "    argv: [x]\n");
   const config_module *m = config_find_module(c, "t");
   char **argv = NULL, **params = NULL, *cwd = SENTINEL;
   char err[256];
@@ -1062,17 +1053,19 @@ static void test_typed(void **state)
   assert_int_equal(render(&argv, &cwd, &params, c, "t", (const char *[]){"verbose", "mode", "out"},
                           (const char *[]){"ON", "slow", "/tmp/../x"}, 3, err, sizeof err),
                    0);
-  assert_strv(argv, (const char *[]){"run", "true", "--n", "3", "--dry", "--verbose", "--mode",
-                                     "slow", "--out", "/x"},
+  assert_strv(argv,
+              (const char *[]){"run", "true", "--n", "3", "--dry", "--verbose", "--mode", "slow",
+                               "--out", "/x"},
               10);
-  assert_strv(params, (const char *[]){"n=3", "dry=true", "verbose=true", "mode=slow", "out=/x"}, 5);
+  assert_strv(params, (const char *[]){"n=3", "dry=true", "verbose=true", "mode=slow", "out=/x"},
+              5);
   config_argv_free(argv);
   config_argv_free(params);
   free(cwd);
 
   /* A false boolean is no flag at all; the placeholder says false. */
-  assert_int_equal(render(&argv, &cwd, NULL, c, "t", (const char *[]){"dry"}, (const char *[]){"0"}, 1,
-                          err, sizeof err),
+  assert_int_equal(render(&argv, &cwd, NULL, c, "t", (const char *[]){"dry"}, (const char *[]){"0"},
+                          1, err, sizeof err),
                    0);
   assert_strv(argv, (const char *[]){"run", "false", "--n", "3"}, 4);
   config_argv_free(argv);
@@ -1081,14 +1074,15 @@ static void test_typed(void **state)
   /* Every bad one is named, with a report of each. */
   param_report bad = PARAM_REPORT_INIT;
   argv = SENTINEL;
-  assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, config_find_module(c, "t"),
-                                        (const char *[]){"n", "mode", "zz"},
-                                        (const char *[]){"9", "medium", "1"}, NULL, 3, &bad, err,
-                                        sizeof err),
-                   -EINVAL);
+  assert_int_equal(
+      config_module_render(&argv, &cwd, NULL, NULL, config_find_module(c, "t"),
+                           (const char *[]){"n", "mode", "zz"},
+                           (const char *[]){"9", "medium", "1"}, NULL, 3, &bad, err, sizeof err),
+      -EINVAL);
   assert_ptr_equal(argv, SENTINEL);
-  assert_string_equal(err, "unknown parameter \"zz\"; parameter \"n\" is 9, above the maximum 5; "
-                           "parameter \"mode\" must be one of \"fast\", \"slow\"");
+  assert_string_equal(err,
+                      "unknown parameter \"zz\"; parameter \"n\" is 9, above the maximum 5; "
+                      "parameter \"mode\" must be one of \"fast\", \"slow\"");
   assert_int_equal(bad.n, 3);
   assert_string_equal(bad.items[0].name, "zz");
   assert_string_equal(bad.items[1].name, "n");
@@ -1098,8 +1092,7 @@ static void test_typed(void **state)
   config_free(c);
 }
 
-static void test_render_errors(void **state)
-{
+static void test_render_errors(void **state) {
   (void)state;
   config *c = load_ok(example_yaml);
   static const struct {
@@ -1111,9 +1104,17 @@ static void test_render_errors(void **state)
   } cases[] = {
       {"emit", {"bytes", "foo"}, {"1", "x"}, 2, "unknown parameter \"foo\""},
       /* Every bad parameter is named: unknown ones first, then declared ones in order. */
-      {"emit", {"bogus"}, {"1"}, 1, "unknown parameter \"bogus\"; missing required parameter \"bytes\""},
-      {"emit", {"bytes", "x", "y"}, {"1a", "1", "2"}, 3,
-       "unknown parameter \"x\"; unknown parameter \"y\"; parameter \"bytes\" does not match ^[0-9]+$"},
+      {"emit",
+       {"bogus"},
+       {"1"},
+       1,
+       "unknown parameter \"bogus\"; missing required parameter \"bytes\""},
+      {"emit",
+       {"bytes", "x", "y"},
+       {"1a", "1", "2"},
+       3,
+       "unknown parameter \"x\"; unknown parameter \"y\"; parameter \"bytes\" does not match "
+       "^[0-9]+$"},
       {"emit", {"label"}, {"x"}, 1, "missing required parameter \"bytes\""},
       {"emit", {0}, {0}, 0, "missing required parameter \"bytes\""},
       {"emit", {"bytes"}, {"12a"}, 1, "parameter \"bytes\" does not match ^[0-9]+$"},
@@ -1127,8 +1128,8 @@ static void test_render_errors(void **state)
     char **argv = SENTINEL, **params = SENTINEL, *cwd = SENTINEL;
     char err[256] = "";
 
-    assert_int_equal(render(&argv, &cwd, &params, c, cases[i].id, cases[i].names,
-                            cases[i].values, cases[i].n, err, sizeof err),
+    assert_int_equal(render(&argv, &cwd, &params, c, cases[i].id, cases[i].names, cases[i].values,
+                            cases[i].n, err, sizeof err),
                      -EINVAL);
     assert_string_equal(err, cases[i].msg);
     assert_ptr_equal(argv, SENTINEL);
@@ -1145,8 +1146,8 @@ static void test_render_errors(void **state)
     char **argv = SENTINEL, *cwd = SENTINEL;
     char err[256] = "";
 
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, names, values, lens, 2, NULL, err,
-                                          sizeof err),
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, names, values, lens, 2, NULL,
+                                          err, sizeof err),
                      0);
     assert_string_equal(argv[2], "123");
     config_argv_free(argv);
@@ -1154,8 +1155,8 @@ static void test_render_errors(void **state)
     argv = SENTINEL;
     cwd = SENTINEL;
     lens[1] = 3;
-    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, names, values, lens, 2, NULL, err,
-                                          sizeof err),
+    assert_int_equal(config_module_render(&argv, &cwd, NULL, NULL, m, names, values, lens, 2, NULL,
+                                          err, sizeof err),
                      -EINVAL);
     assert_string_equal(err, "parameter \"label\" contains a NUL byte");
     assert_ptr_equal(argv, SENTINEL);
@@ -1166,15 +1167,15 @@ static void test_render_errors(void **state)
 
 /* A pattern written without anchors must still match the whole value, also when it
  * has alternatives (the classic ^a|b$ mistake). */
-static void test_render_pattern_whole_value(void **state)
-{
+static void test_render_pattern_whole_value(void **state) {
   (void)state;
-  config *c = load_ok("modules:\n"
-                      "  - id: p\n"
-                      "    argv: [x, \"{n}\", \"{w}\"]\n"
-                      "    parameters:\n"
-                      "      - {name: n, required: true, pattern: \"[0-9]+\"}\n"
-                      "      - {name: w, default: cat, pattern: \"cat|dog\"}\n");
+  config *c = load_ok(
+      "modules:\n"
+      "  - id: p\n"
+      "    argv: [x, \"{n}\", \"{w}\"]\n"
+      "    parameters:\n"
+      "      - {name: n, required: true, pattern: \"[0-9]+\"}\n"
+      "      - {name: w, default: cat, pattern: \"cat|dog\"}\n");
   static const struct {
     const char *n, *w;
     const char *msg; /* NULL = accepted */
@@ -1208,8 +1209,7 @@ static void test_render_pattern_whole_value(void **state)
   config_free(c);
 }
 
-int main(void)
-{
+int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_example_loads_all_fields),
       cmocka_unit_test(test_defaults),
@@ -1225,8 +1225,8 @@ int main(void)
       cmocka_unit_test(test_render_substitution_and_defaults),
       cmocka_unit_test(test_render_flags_order),
       cmocka_unit_test(test_typed),
-    cmocka_unit_test(test_secret),
-    cmocka_unit_test(test_render_errors),
+      cmocka_unit_test(test_secret),
+      cmocka_unit_test(test_render_errors),
       cmocka_unit_test(test_render_pattern_whole_value),
   };
 

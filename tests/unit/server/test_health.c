@@ -23,10 +23,10 @@
 
 #define P_CHECK "/grpc.health.v1.Health/Check"
 #define P_WATCH "/grpc.health.v1.Health/Watch"
-#define RUNNER "prismq.runner.v1.Runner"
-#define ADMIN "prismq.admin.v1.Admin"
+#define RUNNER  "prismq.runner.v1.Runner"
+#define ADMIN   "prismq.admin.v1.Admin"
 
-#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define SERVING     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
 /* next_status: no whole message has arrived. */
 #define NO_MESSAGE (-1)
@@ -81,7 +81,8 @@ static int next_status(struct cstream *cs) {
   int r = gw_frame_next(cs->data, 1024, &msg, &len);
   if (r == GW_FRAME_NEED_MORE) return NO_MESSAGE;
   assert_int_equal(r, GW_FRAME_MSG);
-  Grpc__Health__V1__HealthCheckResponse *resp = grpc__health__v1__health_check_response__unpack(NULL, len, msg);
+  Grpc__Health__V1__HealthCheckResponse *resp =
+      grpc__health__v1__health_check_response__unpack(NULL, len, msg);
   assert_non_null(resp);
   int st = resp->status;
   grpc__health__v1__health_check_response__free_unpacked(resp, NULL);

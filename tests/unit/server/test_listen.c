@@ -33,7 +33,7 @@ struct fx {
   struct event *guard;
   char dir[PATH_MAX]; /* a fresh directory for socket files, its real path */
   int accepted;
-  listen_sock *from;  /* the listener the last connection came through */
+  listen_sock *from; /* the listener the last connection came through */
   int fd_nonblock, fd_cloexec;
   int timed_out;
 };
@@ -112,7 +112,8 @@ static void connect_and_accept(struct fx *f, listen_sock *l) {
 }
 
 static void assert_prefix(const char *s, const char *prefix) {
-  if (strncmp(s, prefix, strlen(prefix)) != 0) fail_msg("\"%s\" does not start with \"%s\"", s, prefix);
+  if (strncmp(s, prefix, strlen(prefix)) != 0)
+    fail_msg("\"%s\" does not start with \"%s\"", s, prefix);
 }
 
 /* The URL of a TCP listener names the port the kernel chose. */
@@ -309,7 +310,8 @@ static void test_abstract(void **state) {
   listen_free(l);
 }
 
-static void assert_refused(struct fx *f, const char *url, const listen_opts *opts, int want, const char *why) {
+static void assert_refused(struct fx *f, const char *url, const listen_opts *opts, int want,
+                           const char *why) {
   listen_sock *l = (listen_sock *)&l; /* untouched on failure */
   char err[512] = "";
   assert_int_equal(listen_new(&l, f->base, url, opts, on_accept, f, err, sizeof err), want);

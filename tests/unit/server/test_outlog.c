@@ -141,9 +141,12 @@ static void check_recs(const recs *r, const model *m, uint64_t first_seq, int fi
   uint64_t prev_seq = 0;
   for (size_t i = 0; i < r->n; i++) {
     const chunk *c = r->c[i];
-    if (i == 0) assert_true(filter ? c->seq >= first_seq : c->seq == first_seq);
-    else if (filter) assert_true(c->seq > prev_seq);
-    else assert_int_equal(c->seq, prev_seq + 1);
+    if (i == 0)
+      assert_true(filter ? c->seq >= first_seq : c->seq == first_seq);
+    else if (filter)
+      assert_true(c->seq > prev_seq);
+    else
+      assert_int_equal(c->seq, prev_seq + 1);
     prev_seq = c->seq;
     assert_true(c->stream == OUTLOG_STDOUT || c->stream == OUTLOG_STDERR);
     if (filter) assert_int_equal(c->stream, filter);
@@ -163,7 +166,9 @@ static void check_recs(const recs *r, const model *m, uint64_t first_seq, int fi
 }
 
 /* Runs the callbacks that are due, without blocking. (1 = nothing was due.) */
-static void spin(struct event_base *base) { assert_true(event_base_loop(base, EVLOOP_NONBLOCK) >= 0); }
+static void spin(struct event_base *base) {
+  assert_true(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
+}
 
 /* Reads everything available now, in calls of max_bytes. */
 static void drain(outlog_reader *r, struct evbuffer *dst, size_t max_bytes) {
@@ -185,7 +190,8 @@ static struct evbuffer *read_all(outlog *l, uint64_t start_seq, int filter) {
 
 static int buf_equal(struct evbuffer *a, struct evbuffer *b) {
   size_t n = evbuffer_get_length(a);
-  return n == evbuffer_get_length(b) && memcmp(evbuffer_pullup(a, -1), evbuffer_pullup(b, -1), n) == 0;
+  return n == evbuffer_get_length(b) &&
+         memcmp(evbuffer_pullup(a, -1), evbuffer_pullup(b, -1), n) == 0;
 }
 
 /* Deterministic xorshift so failures reproduce. */
@@ -221,8 +227,10 @@ static struct evbuffer *file_bytes(const char *path) {
   assert_true(fd >= 0);
   struct stat st;
   assert_int_equal(fstat(fd, &st), 0);
-  if (st.st_size) assert_int_equal(evbuffer_add_file(b, fd, 0, st.st_size), 0);
-  else close(fd);
+  if (st.st_size)
+    assert_int_equal(evbuffer_add_file(b, fd, 0, st.st_size), 0);
+  else
+    close(fd);
   return b;
 }
 
@@ -833,7 +841,8 @@ static void append_raw(const char *path, const void *p, size_t n) {
 }
 
 /* Appends a hand-made stdout record to the file, framed as the log frames them. */
-static void append_stdout_record(const char *path, uint64_t seq, uint64_t offset, const char *text) {
+static void append_stdout_record(const char *path, uint64_t seq, uint64_t offset,
+                                 const char *text) {
   chunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
   c.seq = seq;
   c.stream = OUTLOG_STDOUT;
@@ -866,11 +875,11 @@ static void test_open_existing(void **state) {
     uint8_t bytes[12];
     size_t n;
   } tails[] = {
-      {{0}, 0},                                /* clean end */
-      {{0, 0, 0}, 3},                          /* partial prefix */
-      {{0, 0, 0, 0, 40, 0x08, 0x99}, 7},       /* partial body */
-      {{0}, 12},                               /* zero-filled tail: empty records */
-      {{7, 0, 0, 0, 1, 0}, 6},                 /* not a record of ours */
+      {{0}, 0},                          /* clean end */
+      {{0, 0, 0}, 3},                    /* partial prefix */
+      {{0, 0, 0, 0, 40, 0x08, 0x99}, 7}, /* partial body */
+      {{0}, 12},                         /* zero-filled tail: empty records */
+      {{7, 0, 0, 0, 1, 0}, 6},           /* not a record of ours */
   };
   for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
     append_raw(f->path, tails[t].bytes, tails[t].n);
@@ -968,7 +977,8 @@ static int fds_open_on(const char *path) {
   while ((e = readdir(dir)) != NULL) {
     if (e->d_name[0] == '.') continue;
     int fd = atoi(e->d_name);
-    if (fd != dirfd(dir) && fstat(fd, &st) == 0 && st.st_dev == want.st_dev && st.st_ino == want.st_ino)
+    if (fd != dirfd(dir) && fstat(fd, &st) == 0 && st.st_dev == want.st_dev &&
+        st.st_ino == want.st_ino)
       n++;
   }
   closedir(dir);
@@ -1202,7 +1212,8 @@ static void test_segment_outlives_reader_and_log(void **state) {
 static void test_path(void **state) {
   (void)state;
   char buf[64];
-  assert_int_equal(outlog_path(buf, sizeof buf, "/var/lib/prismq", "01ARZ3NDEKTSV4RRFFQ69G5FAV"), 0);
+  assert_int_equal(outlog_path(buf, sizeof buf, "/var/lib/prismq", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+                   0);
   assert_string_equal(buf, "/var/lib/prismq/output/01ARZ3NDEKTSV4RRFFQ69G5FAV.out");
   /* Exactly full (the NUL included) fits; one byte less does not. */
   size_t need = strlen(buf) + 1;
@@ -1233,7 +1244,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_open_existing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_segment_equals_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_segment_then_append, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_segment_needs_unfiltered_reader_at_start, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segment_needs_unfiltered_reader_at_start, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_segment_outlives_reader_and_log, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -59,7 +59,8 @@ static void test_integer(void **state) {
   expect_ok(&p, "+5", "+5");
   expect_ok(&p, "9223372036854775807", "9223372036854775807");
   expect_ok(&p, "-9223372036854775808", "-9223372036854775808");
-  expect_bad(&p, "9223372036854775808", "is 9223372036854775808, out of the range of a 64-bit integer");
+  expect_bad(&p, "9223372036854775808",
+             "is 9223372036854775808, out of the range of a 64-bit integer");
   expect_bad(&p, "", "must be an integer");
   expect_bad(&p, "-", "must be an integer");
   expect_bad(&p, "1.0", "must be an integer");
@@ -271,10 +272,10 @@ static void test_report(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_integer),       cmocka_unit_test(test_number),
-      cmocka_unit_test(test_boolean),       cmocka_unit_test(test_select),
-      cmocka_unit_test(test_lengths),       cmocka_unit_test(test_pattern_with_type),
-      cmocka_unit_test(test_path),          cmocka_unit_test(test_types_by_name),
+      cmocka_unit_test(test_integer), cmocka_unit_test(test_number),
+      cmocka_unit_test(test_boolean), cmocka_unit_test(test_select),
+      cmocka_unit_test(test_lengths), cmocka_unit_test(test_pattern_with_type),
+      cmocka_unit_test(test_path),    cmocka_unit_test(test_types_by_name),
       cmocka_unit_test(test_report),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

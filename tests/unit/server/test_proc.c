@@ -36,10 +36,10 @@
 
 #define ECHO_OUT_LEN 300000u /* several pipe buffers' worth */
 #define ECHO_ERR_LEN 100000u
-#define GUARD_MS 20000       /* bound on every wait; generous for valgrind */
-#define BURN_CPU_MS 300
-#define BURN_MIB 64
-#define COMM_TRICKY "a) (b) 7 7 7 7" /* 15 bytes at most, with the NUL */
+#define GUARD_MS     20000 /* bound on every wait; generous for valgrind */
+#define BURN_CPU_MS  300
+#define BURN_MIB     64
+#define COMM_TRICKY  "a) (b) 7 7 7 7" /* 15 bytes at most, with the NUL */
 
 static char g_self[PATH_MAX];
 /* The cgroup root of the cgroup modes, on a base of its own (cgroup_remove's retries);
@@ -207,16 +207,20 @@ static int child_main(const char *role, char **args) {
     raise(atoi(args[0]));
     _exit(0);
   }
-  if (!strcmp(role, "echo-both")) child_echo_both();
-  else if (!strcmp(role, "fds")) child_fds();
+  if (!strcmp(role, "echo-both"))
+    child_echo_both();
+  else if (!strcmp(role, "fds"))
+    child_fds();
   else if (!strcmp(role, "env"))
     for (char **e = environ; *e; e++) dprintf(STDOUT_FILENO, "%s\n", *e);
   else if (!strcmp(role, "cwd")) {
     char buf[PATH_MAX];
     if (!getcwd(buf, sizeof buf)) _exit(106);
     dprintf(STDOUT_FILENO, "%s\n", buf);
-  } else if (!strcmp(role, "ids")) dprintf(STDOUT_FILENO, "%d %d\n", (int)getpid(), (int)getpgid(0));
-  else if (!strcmp(role, "burn")) child_burn();
+  } else if (!strcmp(role, "ids"))
+    dprintf(STDOUT_FILENO, "%d %d\n", (int)getpid(), (int)getpgid(0));
+  else if (!strcmp(role, "burn"))
+    child_burn();
   else if (!strcmp(role, "pause")) {
     dprintf(STDOUT_FILENO, "ready\n");
     for (;;) pause();
@@ -234,7 +238,8 @@ static int child_main(const char *role, char **args) {
     if (prctl(PR_SET_NAME, COMM_TRICKY) < 0) _exit(111);
     dprintf(STDOUT_FILENO, "ready\n");
     for (;;) pause();
-  } else _exit(100);
+  } else
+    _exit(100);
   _exit(0);
 }
 
@@ -261,7 +266,7 @@ typedef struct run {
   proc_usage usage;
   int kill_rc_in_exit;
   int free_in_output, free_in_exit, freed;
-  int cg_fd;           /* the run's cgroup (cgroup modes), else -1 */
+  int cg_fd; /* the run's cgroup (cgroup modes), else -1 */
   char cg_path[PATH_MAX];
 } run;
 
@@ -315,11 +320,11 @@ static void run_init(run *r, void **state) {
     static unsigned n;
     char name[32], err[512] = "";
     snprintf(name, sizeof name, "t%u", ++n);
-    if (cgroup_create(&r->cg_fd, g_cg, name, 0, 0, err, sizeof err) != 0) fail_msg("cgroup_create: %s", err);
+    if (cgroup_create(&r->cg_fd, g_cg, name, 0, 0, err, sizeof err) != 0)
+      fail_msg("cgroup_create: %s", err);
     snprintf(r->cg_path, sizeof r->cg_path, "%s/%s", cgroup_root_path(g_cg), name);
   }
 }
-
 
 static int in_cgroup(const run *r) { return r->cg_fd >= 0; }
 
@@ -575,8 +580,10 @@ static void test_path_lookup(void **state) {
   const char *sh[] = {"sh", "-c", "exit 7", NULL};
   assert_int_equal(spawn_rc(state, sh, NULL, NULL), 0); /* /bin/sh via the default */
 
-  if (saved) setenv("PATH", saved, 1);
-  else unsetenv("PATH");
+  if (saved)
+    setenv("PATH", saved, 1);
+  else
+    unsetenv("PATH");
   free(saved);
   scratch_fini(&s);
 }
@@ -823,8 +830,10 @@ static void test_cgroup_member(void **state) {
 static void expect_daemon(pid_t pid, int sig) {
   if (!sig) assert_int_equal(kill(pid, SIGUSR1), 0);
   int st = reap_orphan(pid);
-  if (sig) assert_true(WIFSIGNALED(st) && WTERMSIG(st) == sig);
-  else assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 42);
+  if (sig)
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == sig);
+  else
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 42);
 }
 
 /* A daemon (setsid and a double fork, holding nothing of the run) is out of the run's
@@ -914,7 +923,8 @@ static uint64_t stat_start_ticks(pid_t pid, char *raw, size_t cap) {
   char rest[1024], *save = NULL, *tok = NULL;
   snprintf(rest, sizeof rest, "%s", raw + end);
   int field = 2;
-  for (char *p = rest; end > 0 && field < 22 && (tok = strtok_r(p, " ", &save)) != NULL; p = NULL) field++;
+  for (char *p = rest; end > 0 && field < 22 && (tok = strtok_r(p, " ", &save)) != NULL; p = NULL)
+    field++;
   return field == 22 ? strtoull(tok, NULL, 10) : 0;
 }
 
@@ -958,8 +968,12 @@ static void test_start_ticks(void **state) {
   assert_int_equal(ticks, 7);
 }
 
-#define BOTH(f) {#f "/pidfd", f, NULL, NULL, &M_PIDFD}, {#f "/threaded", f, NULL, NULL, &M_THREADED}
-#define CG(f) {#f "/cgroup-pidfd", f, NULL, NULL, &M_CG_PIDFD}, {#f "/cgroup-threaded", f, NULL, NULL, &M_CG_THREADED}
+#define BOTH(f) \
+  {#f "/pidfd", f, NULL, NULL, &M_PIDFD}, { #f "/threaded", f, NULL, NULL, &M_THREADED }
+#define CG(f)                                            \
+  {#f "/cgroup-pidfd", f, NULL, NULL, &M_CG_PIDFD}, {    \
+#f "/cgroup-threaded", f, NULL, NULL, &M_CG_THREADED \
+  }
 #define ALL(f) BOTH(f), CG(f)
 
 /* Removes what failed tests left in the runs' cgroups (a passing test removes its own),
@@ -993,14 +1007,28 @@ int main(int argc, char **argv) {
   int cg_rc = cgroup_root_open(&g_cg, g_cg_base, "auto", cg_dir, why, sizeof why);
   if (cg_rc < 0 && cg_rc != -ENOTSUP) return 1;
   struct CMUnitTest tests[] = {
-      ALL(test_exit_codes),   ALL(test_signal_death), ALL(test_spawn_errors),
-      ALL(test_path_lookup),  ALL(test_output),       ALL(test_fds),
-      ALL(test_env),          ALL(test_cwd),          ALL(test_pgid),
-      ALL(test_kill),         ALL(test_terminate_tree), ALL(test_orphan),
-      ALL(test_group_killed_when_done), ALL(test_escaped_holder),
-      ALL(test_rusage),       ALL(test_free_running), ALL(test_free_in_output),
-      ALL(test_free_in_exit), ALL(test_exec_failure), ALL(test_daemon),
-      ALL(test_tree_cpu),     CG(test_cgroup_member),
+      ALL(test_exit_codes),
+      ALL(test_signal_death),
+      ALL(test_spawn_errors),
+      ALL(test_path_lookup),
+      ALL(test_output),
+      ALL(test_fds),
+      ALL(test_env),
+      ALL(test_cwd),
+      ALL(test_pgid),
+      ALL(test_kill),
+      ALL(test_terminate_tree),
+      ALL(test_orphan),
+      ALL(test_group_killed_when_done),
+      ALL(test_escaped_holder),
+      ALL(test_rusage),
+      ALL(test_free_running),
+      ALL(test_free_in_output),
+      ALL(test_free_in_exit),
+      ALL(test_exec_failure),
+      ALL(test_daemon),
+      ALL(test_tree_cpu),
+      CG(test_cgroup_member),
       {"test_start_ticks", test_start_ticks, NULL, NULL, &M_THREADED},
   };
   size_t n = 0;

@@ -20,10 +20,10 @@
 #define WAIT_LIMIT_S 5
 
 /* 1 GiB total, 120 MiB available: 88.28125% used. */
-#define MEMINFO_120MB                                                                              \
-  "MemTotal:        1048576 kB\n"                                                                  \
-  "MemFree:           40960 kB\n"                                                                  \
-  "MemAvailable:     122880 kB\n"                                                                  \
+#define MEMINFO_120MB             \
+  "MemTotal:        1048576 kB\n" \
+  "MemFree:           40960 kB\n" \
+  "MemAvailable:     122880 kB\n" \
   "Buffers:            1024 kB\n"
 
 /* total 1000 jiffies (guest fields excluded), idle + iowait 800. */

@@ -23,9 +23,9 @@
 #include "runtab.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+#define ST(x)        PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
 #define WAIT_LIMIT_S 10
-#define DAY_MS (86400 * INT64_C(1000))
+#define DAY_MS       (86400 * INT64_C(1000))
 /* The fake clock's start: any fixed time. */
 #define T0 (INT64_C(1700000000000))
 
@@ -36,9 +36,9 @@ struct fx {
   struct event_base *base;
   runtab *rt;
   retention *ret;
-  int64_t now;     /* the fake clock */
-  int sweeps;      /* on_sweep calls */
-  int target;      /* ... to wait for */
+  int64_t now; /* the fake clock */
+  int sweeps;  /* on_sweep calls */
+  int target;  /* ... to wait for */
   retention_sweep last;
   int timed_out;
   /* Loop freedom: a ticker fires on every pass of the loop; each sweep pass records
@@ -50,9 +50,7 @@ struct fx {
   int break_after_pass; /* on_pass ends the loop after this many passes (0: never) */
 };
 
-static int64_t fake_now(void *arg) {
-  return ((struct fx *)arg)->now;
-}
+static int64_t fake_now(void *arg) { return ((struct fx *)arg)->now; }
 
 static void on_sweep(void *arg, const retention_sweep *s) {
   struct fx *f = arg;
@@ -65,7 +63,8 @@ static void on_pass(void *arg, uint64_t us, const retention_sweep *so_far) {
   assert_true(so_far->passes >= 1 && so_far->max_pass_us >= us && so_far->busy_us >= us);
   if (f->npasses < ARRAY_LEN(f->pass_ticks)) f->pass_ticks[f->npasses] = f->ticks;
   f->npasses++;
-  if (f->break_after_pass && f->npasses == (size_t)f->break_after_pass) event_base_loopbreak(f->base);
+  if (f->break_after_pass && f->npasses == (size_t)f->break_after_pass)
+    event_base_loopbreak(f->base);
 }
 
 /* A zero timeout added again each time (a persistent one with a zero timeout would
@@ -136,8 +135,8 @@ struct run_buf {
 
 /* Inserts a run created at created_ms (ids in insertion order: insert oldest first),
  * finished at finished_ms (0: never), with an output file when `output`. */
-static void add_run(struct fx *f, struct run_buf *b, int status, int64_t created_ms, int64_t finished_ms,
-                    int output) {
+static void add_run(struct fx *f, struct run_buf *b, int status, int64_t created_ms,
+                    int64_t finished_ms, int output) {
   Run init = PRISMQ__RUNNER__V1__RUN__INIT;
   b->run = init;
   id_run_new(b->id, created_ms);
@@ -172,7 +171,8 @@ static int has_run(struct fx *f, const struct run_buf *b) {
 
 /* Options for f: its data directory, run table and callbacks, the fake clock, the
  * first sweep at once. */
-static retention_opts opts_for(struct fx *f, uint64_t interval_ms, uint64_t max_age_ms, uint64_t max_runs) {
+static retention_opts opts_for(struct fx *f, uint64_t interval_ms, uint64_t max_age_ms,
+                               uint64_t max_runs) {
   retention_opts o = RETENTION_OPTS_INIT;
   o.rt = f->rt;
   o.data_dir = f->dir;
@@ -238,7 +238,8 @@ static void test_sweep_by_count(void **state) {
   struct fx *f = *state;
   struct run_buf q, r[5];
   add_run(f, &q, ST(QUEUED), T0 - 100, 0, 0);
-  for (size_t i = 0; i < ARRAY_LEN(r); i++) add_run(f, &r[i], ST(COMPLETED), T0 - 50 + (int64_t)i, T0, 1);
+  for (size_t i = 0; i < ARRAY_LEN(r); i++)
+    add_run(f, &r[i], ST(COMPLETED), T0 - 50 + (int64_t)i, T0, 1);
   retention_opts o = opts_for(f, 3600 * 1000, 0, 3);
   start(f, &o);
   wait_sweeps(f, 1);
@@ -322,8 +323,14 @@ static void test_clock_offset(void **state) {
   add_run(f, &r, ST(COMPLETED), now - 1000, now - 500, 1);
   retention_opts o = opts_for(f, 3600 * 1000, DAY_MS, 0);
   o.now_ms = NULL;
-  static const char *const bad[] = {"", "abc", "-5", "+5", " 5", "5ms", "99999999999999999999",
-                                     "3153600000001" /* 100 years and 1 ms */};
+  static const char *const bad[] = {"",
+                                    "abc",
+                                    "-5",
+                                    "+5",
+                                    " 5",
+                                    "5ms",
+                                    "99999999999999999999",
+                                    "3153600000001" /* 100 years and 1 ms */};
   for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
     char err[256] = "";
     retention *sentinel = (retention *)f, *ret = sentinel;
@@ -422,9 +429,15 @@ static void test_new_invalid(void **state) {
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
-      T(test_sweep_by_age),     T(test_sweep_by_count),  T(test_sweep_in_passes),
-      T(test_sweeps_repeat),    T(test_off),             T(test_clock_offset),
-      T(test_free_mid_sweep),   T(test_unremovable_output), T(test_new_invalid),
+      T(test_sweep_by_age),
+      T(test_sweep_by_count),
+      T(test_sweep_in_passes),
+      T(test_sweeps_repeat),
+      T(test_off),
+      T(test_clock_offset),
+      T(test_free_mid_sweep),
+      T(test_unremovable_output),
+      T(test_new_invalid),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@
 #include "runtab.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+#define ST(x)        PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
 
 typedef Prismq__Runner__V1__Run Run;
 
@@ -553,8 +553,7 @@ static void test_list_filter_owner_combined(void **state) {
     static const int want_b_anon[] = {1};
     expect_idx(fx, &g, want_b_anon, 1);
 
-    runtab_filter h = {.owner = "alice", .label_keys = keys, .label_values = vals,
-                       .nlabels = 1};
+    runtab_filter h = {.owner = "alice", .label_keys = keys, .label_values = vals, .nlabels = 1};
     static const int want_l[] = {3, 0};
     expect_idx(fx, &h, want_l, 2);
     h.nlabels = 2;
@@ -568,8 +567,13 @@ static void test_list_filter_owner_combined(void **state) {
     expect_idx(fx, &h, want_l2_any, 2);
 
     /* Every condition at once. */
-    runtab_filter all = {.statuses = done, .nstatuses = 2, .module_id = "a", .owner = "alice",
-                         .label_keys = keys, .label_values = vals, .nlabels = 2};
+    runtab_filter all = {.statuses = done,
+                         .nstatuses = 2,
+                         .module_id = "a",
+                         .owner = "alice",
+                         .label_keys = keys,
+                         .label_values = vals,
+                         .nlabels = 2};
     static const int want_all[] = {3};
     expect_idx(fx, &all, want_all, 1);
     all.owner = "bob"; /* 2 is bob's, done and a, but has no team label */
@@ -849,7 +853,8 @@ static void test_purge_max_runs(void **state) {
       run_at(&r, ST(RUNNING), now, 0, NULL, 0);
       assert_int_equal(runtab_insert(t, &r.run), 0);
     }
-    run_at(&tr[i], i % 2 ? ST(FAILED) : ST(COMPLETED), now + (int64_t)i, now + 10 + (int64_t)i, NULL, 0);
+    run_at(&tr[i], i % 2 ? ST(FAILED) : ST(COMPLETED), now + (int64_t)i, now + 10 + (int64_t)i,
+           NULL, 0);
     assert_int_equal(runtab_insert(t, &tr[i].run), 0);
   }
   const char *ids[] = {tr[0].id, tr[1].id, tr[2].id, tr[3].id, tr[4].id, tr[5].id};
@@ -864,7 +869,8 @@ static void test_purge_max_runs(void **state) {
   /* The age limit alone takes none of these (created after the cutoff); with a
    * count limit too, the count's share goes. */
   expect_purge(t, now, 0, 10, NULL, 0);
-  expect_purge(t, now + 15, 4, 10, ids + 3, 2); /* T4 by count, T5 by age (T6 finished at the cutoff) */
+  expect_purge(t, now + 15, 4, 10, ids + 3,
+               2); /* T4 by count, T5 by age (T6 finished at the cutoff) */
   /* A limit below the active runs: every terminal run goes, the active ones stay. */
   expect_purge(t, 0, 1, 10, ids + 5, 1);
   const char *active[] = {r.id, q.id};
@@ -1097,16 +1103,16 @@ static int fill_the_disk(const char *db, void *arg) {
   if (rc) return rc;
   a->run.status = ST(COMPLETED);
   if (!runtab_writable(t) || runtab_probe(t) != 1) return 21; /* nothing failed yet */
-  if (runtab_update(t, &a->run) != 0) return 15; /* waits: nothing written yet */
-  if (runtab_insert(t, &c->run) != -EIO) return 16; /* its commit fails */
+  if (runtab_update(t, &a->run) != 0) return 15;              /* waits: nothing written yet */
+  if (runtab_insert(t, &c->run) != -EIO) return 16;           /* its commit fails */
   if (runtab_writable(t)) return 22;
   b->run.status = ST(RUNNING);
-  runtab_update(t, &b->run); /* may fail now or wait: either way it is kept */
+  runtab_update(t, &b->run);             /* may fail now or wait: either way it is kept */
   if (runtab_sync(t) != -EIO) return 17; /* still full */
   if (runtab_probe(t) != 0) return 23;
   Run *got = NULL;
   if (runtab_get(t, c->id, &got) != -ENOENT) return 18;
-  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 19; /* space again */
+  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 19;          /* space again */
   if (runtab_probe(t) != 1 || !runtab_writable(t)) return 24; /* the waiting updates went in */
   return runtab_sync(t) == 0 ? 0 : 20;
 }
@@ -1172,7 +1178,8 @@ static int purge_and_die(const char *db, void *arg) {
   char ids[4][ID_RUN_LEN + 1];
   size_t n = 0;
   if (runtab_open(&t, db, NULL, 0) != 0) return 10;
-  if (runtab_insert(t, &o->run) != 0 || runtab_insert(t, &a->run) != 0 || runtab_insert(t, &b->run) != 0)
+  if (runtab_insert(t, &o->run) != 0 || runtab_insert(t, &a->run) != 0 ||
+      runtab_insert(t, &b->run) != 0)
     return 11;
   a->run.status = ST(RUNNING);
   if (runtab_update(t, &a->run) != 0) return 12; /* waits */
@@ -1191,8 +1198,9 @@ static int label_rows(const char *path, const char *run_id) {
   sqlite3 *db = NULL;
   sqlite3_stmt *st = NULL;
   assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM run_labels WHERE run_id = ?1", -1, &st, NULL),
-                   SQLITE_OK);
+  assert_int_equal(
+      sqlite3_prepare_v2(db, "SELECT count(*) FROM run_labels WHERE run_id = ?1", -1, &st, NULL),
+      SQLITE_OK);
   sqlite3_bind_text(st, 1, run_id, -1, SQLITE_STATIC);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
   int n = sqlite3_column_int(st, 0);
@@ -1348,8 +1356,8 @@ static char *file_schema(const char *path) {
                                       -1, &st, NULL),
                    SQLITE_OK);
   while (sqlite3_step(st) == SQLITE_ROW)
-    sqlite3_str_appendf(out, "%s %s: %s\n", sqlite3_column_text(st, 0),
-                        sqlite3_column_text(st, 1), sqlite3_column_text(st, 2));
+    sqlite3_str_appendf(out, "%s %s: %s\n", sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
+                        sqlite3_column_text(st, 2));
   assert_int_equal(sqlite3_finalize(st), SQLITE_OK);
   char *schema = sqlite3_str_finish(out);
   assert_non_null(schema);

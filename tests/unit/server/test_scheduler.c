@@ -7,17 +7,19 @@
  * print its environment or working directory.
  *
  * Covered: the life of a run (RUNNING, then COMPLETED / FAILED with exit code, signal
- * and stderr tail, output stored), request errors, the global and per-module limits and
- * the queue's order, the queue limits (per identity, global, none), idempotency keys,
- * cancel (queued, running, SIGKILL after the grace, while timing out), timeouts (the
- * request may shorten the module's, never lengthen it), watchers (from the loop for
- * what already happened, unwatching inside a callback), live values in list and
- * packed answers, replay of finished runs (more than the ring of open logs), the
- * child's environment and directory, dry-run, a configuration swap, the three ways to
- * stop (shutdown waiting, shutdown cancelling, sched_free), and recovery: a clean
+ * and stderr tail, output stored, or counted as lost when it cannot be), request
+ * errors, the global and per-module limits and the queue's order, the queue limits (per
+ * identity, global, none), idempotency keys, cancel (queued, running, SIGKILL after the
+ * grace, while timing out), timeouts (the request may shorten the module's, never
+ * lengthen it), watchers (from the loop for what already happened, unwatching inside a
+ * callback), live values in list and packed answers, replay of finished runs (more than
+ * the ring of open logs), the child's environment and directory, dry-run, a
+ * configuration swap, the three ways to stop (shutdown waiting, shutdown cancelling,
+ * sched_free), and recovery: a clean
  * restart requeues in order (or fails runs that no longer fit), a crash (a forked
- * "server" that _exits with runs RUNNING) leaves LOST runs whose processes are killed
- * at the next start, unless the recorded pid is another process now.
+ * "server" SIGKILLed with runs RUNNING) leaves LOST runs whose processes are killed at
+ * the next start (through the cgroup for what left the process group), unless the
+ * recorded pid is another process now or from before this boot.
  *
  * Spawning tests run in async (pidfd) and threaded mode, some in a cgroup root of
  * their own too where cgroup v2 is usable (not under valgrind). The test process is a
@@ -56,13 +58,13 @@
 #include "utf8.h"
 #include "../testloop.h"
 
-#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
-#define READY "ready\n"
+#define ST(x)     PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+#define READY     "ready\n"
 #define READY_LEN (sizeof READY - 1)
 #define TERM_NOTE "term\n"
-#define GRACE_MS 1000 /* the fixture's default grace (sched_opts.default_grace_ms) */
-#define TIMED_MS 300  /* module "timed"'s timeout */
-#define NOPROG "/nonexistent/prismq-test-program"
+#define GRACE_MS  1000 /* the fixture's default grace (sched_opts.default_grace_ms) */
+#define TIMED_MS  300  /* module "timed"'s timeout */
+#define NOPROG    "/nonexistent/prismq-test-program"
 
 static char g_self[PATH_MAX];
 static int g_have_cgroups;
@@ -142,7 +144,7 @@ struct lim {
   unsigned max_concurrent, max_queued, per_identity;
 };
 #define LIM(c, q, p) (&(const struct lim){(c), (q), (p)})
-#define LIM_DEFAULT LIM(4, 100, 0)
+#define LIM_DEFAULT  LIM(4, 100, 0)
 
 /* A module running this binary as "--child={mode}" "{arg}", with `attrs` (YAML lines
  * of the module, indented by 4) before its argv. */
@@ -166,10 +168,11 @@ static size_t put_module(char *buf, size_t cap, const char *id, const char *attr
  * then `extra` (more module entries, may be NULL). */
 static config *load_config(const struct lim *l, const char *extra) {
   char yaml[16384];
-  size_t n = (size_t)snprintf(yaml, sizeof yaml,
-                              "limits: {max_concurrent: %u, max_queued: %u, max_queued_per_identity: %u}\n"
-                              "modules:\n",
-                              l->max_concurrent, l->max_queued, l->per_identity);
+  size_t n =
+      (size_t)snprintf(yaml, sizeof yaml,
+                       "limits: {max_concurrent: %u, max_queued: %u, max_queued_per_identity: %u}\n"
+                       "modules:\n",
+                       l->max_concurrent, l->max_queued, l->per_identity);
   n += put_module(yaml + n, sizeof yaml - n, "child", "");
   n += put_module(yaml + n, sizeof yaml - n, "solo", "    max_concurrent: 1\n");
   n += put_module(yaml + n, sizeof yaml - n, "timed", "    timeout_ms: 300\n");
@@ -178,7 +181,8 @@ static config *load_config(const struct lim *l, const char *extra) {
   assert_true(n < sizeof yaml);
   config *c = NULL;
   char err[512] = "";
-  if (config_load_string(&c, yaml, n, "t.yaml", err, sizeof err) != 0) fail_msg("config: %s\n%s", err, yaml);
+  if (config_load_string(&c, yaml, n, "t.yaml", err, sizeof err) != 0)
+    fail_msg("config: %s\n%s", err, yaml);
   return c;
 }
 
@@ -199,9 +203,9 @@ struct fx {
   runtab *rt;
   cgroup_root *cg;
   sched *s;
-  int idle; /* on_idle calls */
+  int idle;          /* on_idle calls */
   uint32_t grace_ms; /* the scheduler's default grace; 0: GRACE_MS */
-  pid_t strays[8]; /* processes outside any run that teardown kills and reaps (0: done) */
+  pid_t strays[8];   /* processes outside any run that teardown kills and reaps (0: done) */
 };
 
 static void stray_add(struct fx *f, pid_t pid) {
@@ -237,7 +241,8 @@ static void fx_open_runtab(struct fx *f) {
 
 static void fx_open_cgroups(struct fx *f) {
   char err[512] = "";
-  if (cgroup_root_open(&f->cg, f->base, "auto", f->dir, err, sizeof err) != 0) fail_msg("cgroups: %s", err);
+  if (cgroup_root_open(&f->cg, f->base, "auto", f->dir, err, sizeof err) != 0)
+    fail_msg("cgroups: %s", err);
 }
 
 static sched_opts fx_opts(struct fx *f, config *cfg) {
@@ -318,9 +323,7 @@ static int teardown(void **state) {
 
 /* ---- requests and runs ----------------------------------------------------------- */
 
-static void run_free(sched_run *r) {
-  prismq__runner__v1__run__free_unpacked(r, NULL);
-}
+static void run_free(sched_run *r) { prismq__runner__v1__run__free_unpacked(r, NULL); }
 
 static sched_run *run_dup(const sched_run *r) {
   size_t n = prismq__runner__v1__run__get_packed_size(r);
@@ -338,14 +341,14 @@ struct req {
   const char *owner;  /* default "" */
   const char *request_id;
   uint32_t timeout_ms;
-  const char *kv[8]; /* parameter names and values, NULL-terminated */
+  const char *kv[8];     /* parameter names and values, NULL-terminated */
   const char *labels[8]; /* label keys and values, NULL-terminated */
 };
 
 /* sched_start of `q`, bad parameters reported to `bad` (may be NULL); *out is untouched
  * unless it returns 0 or 1. */
-static int start_report(struct fx *f, const struct req *q, sched_run **out, param_report *bad, char *err,
-                        size_t errlen) {
+static int start_report(struct fx *f, const struct req *q, sched_run **out, param_report *bad,
+                        char *err, size_t errlen) {
   Prismq__Runner__V1__StartRunRequest req = PRISMQ__RUNNER__V1__START_RUN_REQUEST__INIT;
   Prismq__Runner__V1__StartRunRequest__ParametersEntry e[4], *ep[4];
   size_t n = 0;
@@ -366,7 +369,8 @@ static int start_report(struct fx *f, const struct req *q, sched_run **out, para
   size_t nl = 0;
   for (; q->labels[2 * nl]; nl++) {
     assert_true(nl < 4);
-    l[nl] = (Prismq__Runner__V1__StartRunRequest__LabelsEntry)PRISMQ__RUNNER__V1__START_RUN_REQUEST__LABELS_ENTRY__INIT;
+    l[nl] = (Prismq__Runner__V1__StartRunRequest__LabelsEntry)
+        PRISMQ__RUNNER__V1__START_RUN_REQUEST__LABELS_ENTRY__INIT;
     l[nl].key = (char *)q->labels[2 * nl];
     l[nl].value = (char *)q->labels[2 * nl + 1];
     lp[nl] = &l[nl];
@@ -382,7 +386,7 @@ static int start_req(struct fx *f, const struct req *q, sched_run **out, char *e
 }
 
 #define REQ(...) (&(const struct req){__VA_ARGS__})
-#define KV(...) .kv = {__VA_ARGS__, NULL}
+#define KV(...)  .kv = {__VA_ARGS__, NULL}
 
 /* Starts a run that must be taken (new); returns the answer. */
 static sched_run *start_q(struct fx *f, const struct req *q) {
@@ -418,15 +422,13 @@ static uint64_t stdout_bytes(struct fx *f, const char *id) {
   return n;
 }
 
-static int is_terminal(int st) {
-  return st != ST(QUEUED) && st != ST(RUNNING) && st != 0;
-}
+static int is_terminal(int st) { return st != ST(QUEUED) && st != ST(RUNNING) && st != 0; }
 
 struct waiter {
   int fired;
-  sched_run *run;   /* the last state reported (a copy) */
-  sched *s;         /* set: the callback also reads the run back (sched_get) ... */
-  int got_status;   /* ... and notes its status here */
+  sched_run *run;     /* the last state reported (a copy) */
+  sched *s;           /* set: the callback also reads the run back (sched_get) ... */
+  int got_status;     /* ... and notes its status here */
   sched_watch *other; /* set: the callback unwatches this one */
 };
 
@@ -553,8 +555,10 @@ static void test_run_outcomes(void **state) {
   assert_string_equal(r->labels[1]->value, "1");
   char cg[PATH_MAX];
   snprintf(cg, sizeof cg, "%s", r->cgroup);
-  if (f->m->cgroup) assert_int_equal(access(cg, F_OK), 0);
-  else assert_string_equal(cg, "");
+  if (f->m->cgroup)
+    assert_int_equal(access(cg, F_OK), 0);
+  else
+    assert_string_equal(cg, "");
   assert_int_equal(sched_active(f->s), 1);
 
   sched_run *done = wait_terminal(f, r->run_id);
@@ -627,6 +631,44 @@ static void test_stderr_tail(void **state) {
   run_free(r);
 }
 
+/* Output that cannot be stored (here the output directory is gone, a file in its place)
+ * costs the output, not the run: it ends as it would have, counting the bytes lost and
+ * saying why in error_message (after a failed run's stderr tail); its replay is the
+ * error of opening its output file. */
+static void test_output_not_stored(void **state) {
+  struct fx *f = *state;
+  fx_sched(f, LIM_DEFAULT, NULL);
+  char out[128];
+  snprintf(out, sizeof out, "%s/output", f->dir);
+  assert_int_equal(rmdir(out), 0);
+  int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  assert_true(fd >= 0);
+  close(fd);
+  char want[256];
+  sched_run *r = start_mode(f, NULL, "print", "hello");
+  sched_run *done = wait_terminal(f, r->run_id);
+  assert_int_equal(done->status, ST(COMPLETED));
+  assert_int_equal(done->stdout_bytes, 6);
+  assert_int_equal(done->output_dropped_bytes, 6);
+  snprintf(want, sizeof want, "6 output bytes not stored (%s)", strerror(ENOTDIR));
+  assert_string_equal(done->error_message, want);
+  outlog_reader *rd = (outlog_reader *)f;
+  assert_int_equal(sched_open_output(f->s, r->run_id, 0, 0, &rd), -ENOTDIR);
+  assert_ptr_equal(rd, (outlog_reader *)f);
+  run_free(done);
+  run_free(r);
+
+  r = start_mode(f, NULL, "errtail", "2");
+  done = wait_terminal(f, r->run_id);
+  assert_int_equal(done->status, ST(FAILED));
+  assert_int_equal(done->output_dropped_bytes, 28);
+  snprintf(want, sizeof want, "line 000\nline 001\nbad ? end; 28 output bytes not stored (%s)",
+           strerror(ENOTDIR));
+  assert_string_equal(done->error_message, want);
+  run_free(done);
+  run_free(r);
+}
+
 /* Requests that cannot be taken are refused with the reason, *out untouched, nothing
  * recorded; every bad parameter is reported at once; a program that cannot start gives
  * a FAILED run that says why. */
@@ -654,10 +696,13 @@ static void test_start_errors(void **state) {
   param_report bad_params = PARAM_REPORT_INIT;
   sched_run *sentinel = (sched_run *)f, *out = sentinel;
   char err[512];
-  assert_int_equal(start_report(f, REQ(KV("zz", "1", "arg", "x", "yy", "2")), &out, &bad_params, err, sizeof err),
+  assert_int_equal(start_report(f, REQ(KV("zz", "1", "arg", "x", "yy", "2")), &out, &bad_params,
+                                err, sizeof err),
                    -EINVAL);
   assert_ptr_equal(out, sentinel);
-  assert_string_equal(err, "unknown parameter \"zz\"; unknown parameter \"yy\"; missing required parameter \"mode\"");
+  assert_string_equal(
+      err,
+      "unknown parameter \"zz\"; unknown parameter \"yy\"; missing required parameter \"mode\"");
   assert_int_equal(bad_params.n, 3);
   assert_string_equal(bad_params.items[0].name, "zz");
   assert_string_equal(bad_params.items[1].name, "yy");
@@ -738,7 +783,8 @@ static void test_module_limit(void **state) {
 static void assert_refused(struct fx *f, const char *owner, const char *msg) {
   sched_run *sentinel = (sched_run *)f, *out = sentinel;
   char err[512];
-  assert_int_equal(start_req(f, REQ(.owner = owner, KV("mode", "hold")), &out, err, sizeof err), -EAGAIN);
+  assert_int_equal(start_req(f, REQ(.owner = owner, KV("mode", "hold")), &out, err, sizeof err),
+                   -EAGAIN);
   assert_ptr_equal(out, sentinel);
   assert_string_equal(err, msg);
 }
@@ -752,7 +798,8 @@ static void test_queue_limits(void **state) {
   assert_int_equal(h->status, ST(RUNNING));
   sched_run *a1 = start_q(f, REQ(.owner = "alice", KV("mode", "hold")));
   assert_int_equal(a1->status, ST(QUEUED));
-  assert_refused(f, "alice", "too many queued runs for alice (1; limits.max_queued_per_identity is 1)");
+  assert_refused(f, "alice",
+                 "too many queued runs for alice (1; limits.max_queued_per_identity is 1)");
   sched_run *b1 = start_q(f, REQ(.owner = "bob", KV("mode", "hold")));
   assert_int_equal(b1->status, ST(QUEUED));
   assert_refused(f, "carol", "too many queued runs (2; limits.max_queued is 2)");
@@ -800,16 +847,17 @@ static void test_request_id(void **state) {
   sched_run *r = start_q(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold")));
   sched_run *again = NULL;
   char err[512];
-  assert_int_equal(start_req(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold", "arg", "0")), &again,
-                             err, sizeof err),
-                   1);
+  assert_int_equal(
+      start_req(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold", "arg", "0")),
+                &again, err, sizeof err),
+      1);
   assert_string_equal(again->run_id, r->run_id);
   assert_int_equal(again->status, ST(RUNNING));
   wait_stdout(f, r->run_id, READY_LEN);
   run_free(again);
   again = NULL;
-  assert_int_equal(start_req(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold")), &again, err,
-                             sizeof err),
+  assert_int_equal(start_req(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold")),
+                             &again, err, sizeof err),
                    1);
   assert_int_equal(again->stdout_bytes, READY_LEN); /* the live run, not the stored record */
   run_free(again);
@@ -820,7 +868,8 @@ static void test_request_id(void **state) {
       {.module = "solo", .owner = "alice", .request_id = "k1", .kv = {"mode", "hold", NULL}},
   };
   char want[256];
-  snprintf(want, sizeof want, "request_id \"k1\" was used for run %s with another module, parameters or owner",
+  snprintf(want, sizeof want,
+           "request_id \"k1\" was used for run %s with another module, parameters or owner",
            r->run_id);
   for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
     sched_run *sentinel = (sched_run *)f, *out = sentinel;
@@ -831,8 +880,8 @@ static void test_request_id(void **state) {
 
   release_done(f, r->run_id);
   again = NULL;
-  assert_int_equal(start_req(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold")), &again, err,
-                             sizeof err),
+  assert_int_equal(start_req(f, REQ(.owner = "alice", .request_id = "k1", KV("mode", "hold")),
+                             &again, err, sizeof err),
                    1);
   assert_string_equal(again->run_id, r->run_id);
   assert_int_equal(again->status, ST(COMPLETED));
@@ -996,8 +1045,9 @@ static void test_watch(void **state) {
   fx_sched(f, LIM(1, 100, 0), NULL);
   sched_watch *h = (sched_watch *)f;
   struct waiter w0 = {0};
-  assert_int_equal(sched_watch_run(f->s, &h, "01NOSUCHRUN0000000000000000", SCHED_EV_TERMINAL, on_watch, &w0),
-                   -ENOENT);
+  assert_int_equal(
+      sched_watch_run(f->s, &h, "01NOSUCHRUN0000000000000000", SCHED_EV_TERMINAL, on_watch, &w0),
+      -ENOENT);
   assert_ptr_equal(h, (sched_watch *)f);
 
   sched_run *hold_run = start_mode(f, NULL, "hold", "0");
@@ -1028,7 +1078,9 @@ static void test_watch(void **state) {
   /* Already happened: told from the loop. */
   struct waiter late = {0}, dropped = {0};
   sched_watch *hl, *hd;
-  assert_int_equal(sched_watch_run(f->s, &hl, q->run_id, SCHED_EV_STARTED | SCHED_EV_TERMINAL, on_watch, &late), 0);
+  assert_int_equal(
+      sched_watch_run(f->s, &hl, q->run_id, SCHED_EV_STARTED | SCHED_EV_TERMINAL, on_watch, &late),
+      0);
   assert_int_equal(sched_watch_run(f->s, &hd, q->run_id, SCHED_EV_TERMINAL, on_watch, &dropped), 0);
   assert_int_equal(late.fired, 0);
   sched_unwatch(hd);
@@ -1122,7 +1174,8 @@ static void test_output_replay(void **state) {
   for (int i = 0; i < N; i++) run_free(wait_terminal(f, r[i]->run_id));
   /* All readers open at once, then read. */
   outlog_reader *rd[N];
-  for (int i = 0; i < N; i++) assert_int_equal(sched_open_output(f->s, r[i]->run_id, 0, OUTLOG_STDOUT, &rd[i]), 0);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(sched_open_output(f->s, r[i]->run_id, 0, OUTLOG_STDOUT, &rd[i]), 0);
   for (int i = 0; i < N; i++) {
     struct evbuffer *b = evbuffer_new();
     while (outlog_reader_read(rd[i], b, 1u << 20) > 0) {
@@ -1169,7 +1222,8 @@ static void test_output_replay(void **state) {
 static void test_env_and_cwd(void **state) {
   struct fx *f = *state;
   char extra[4096];
-  snprintf(extra, sizeof extra, "    env: {FOO: \"bar baz\", HOME: /custom/home}\n    cwd: \"%s\"\n", f->dir);
+  snprintf(extra, sizeof extra,
+           "    env: {FOO: \"bar baz\", HOME: /custom/home}\n    cwd: \"%s\"\n", f->dir);
   char module[8192];
   put_module(module, sizeof module, "envy", extra);
   assert_int_equal(setenv("PRISMQ_SCHED_TEST_LEAK", "1", 1), 0);
@@ -1242,9 +1296,7 @@ static void test_set_config(void **state) {
 
 /* ---- stopping ---------------------------------------------------------------------- */
 
-static void on_idle(void *arg) {
-  ((struct fx *)arg)->idle++;
-}
+static void on_idle(void *arg) { ((struct fx *)arg)->idle++; }
 
 static sched_run *stored_run(struct fx *f, const char *id) {
   sched_run *r = NULL;
@@ -1342,9 +1394,9 @@ static void test_free_running(void **state) {
   sched_watch *wh;
   assert_int_equal(sched_watch_run(f->s, &wh, h->run_id, SCHED_EV_TERMINAL, on_watch, &w), 0);
   wait_stdout(f, h->run_id, READY_LEN);
-  fx_close_sched(f); /* runs the loop until the process is reaped */
+  fx_close_sched(f);            /* runs the loop until the process is reaped */
   assert_int_equal(w.fired, 0); /* watchers are dropped without firing */
-  runtab_free(f->rt); /* what sched_free recorded is committed */
+  runtab_free(f->rt);           /* what sched_free recorded is committed */
   f->rt = NULL;
   fx_open_runtab(f);
   sched_run *sh = stored_run(f, h->run_id), *sq = stored_run(f, q->run_id);
@@ -1363,8 +1415,12 @@ static void test_free_running(void **state) {
 /* Modules of the first server that the second one has no more ("gone"), or has with a
  * stricter parameter ("strict"). */
 #define GONE_MODULE "  - {id: gone, argv: [/bin/true]}\n"
-#define STRICT_BEFORE "  - id: strict\n    argv: [/bin/echo, \"{x}\"]\n    parameters: [{name: x, pattern: \".*\", default: a}]\n"
-#define STRICT_AFTER "  - id: strict\n    argv: [/bin/echo, \"{x}\"]\n    parameters: [{name: x, pattern: \"[0-9]+\", default: \"1\"}]\n"
+#define STRICT_BEFORE                                                                            \
+  "  - id: strict\n    argv: [/bin/echo, \"{x}\"]\n    parameters: [{name: x, pattern: \".*\", " \
+  "default: a}]\n"
+#define STRICT_AFTER                                                                     \
+  "  - id: strict\n    argv: [/bin/echo, \"{x}\"]\n    parameters: [{name: x, pattern: " \
+  "\"[0-9]+\", default: \"1\"}]\n"
 
 /* A restart on the same data directory (and a reopened run table): queued runs are
  * queued again in their order and start from the loop; those whose module is gone or
@@ -1388,7 +1444,9 @@ static void test_restart_requeues(void **state) {
   assert_int_equal(sched_active(f->s), 2);
   sched_run *fg = get(f, g->run_id), *fs = get(f, st->run_id);
   assert_int_equal(fg->status, ST(FAILED));
-  assert_string_equal(fg->error_message, "not started after a server restart: module \"gone\" is not configured any more");
+  assert_string_equal(
+      fg->error_message,
+      "not started after a server restart: module \"gone\" is not configured any more");
   assert_int_equal(fs->status, ST(FAILED));
   assert_string_equal(fs->error_message,
                       "not started after a server restart: parameter \"x\" does not match [0-9]+");
@@ -1398,7 +1456,8 @@ static void test_restart_requeues(void **state) {
   /* Requeued runs count against their owner's queue. */
   wait_status(f, q1->run_id, ST(RUNNING));
   assert_int_equal(status_of(f, q2->run_id), ST(QUEUED));
-  assert_refused(f, "alice", "too many queued runs for alice (1; limits.max_queued_per_identity is 1)");
+  assert_refused(f, "alice",
+                 "too many queued runs for alice (1; limits.max_queued_per_identity is 1)");
   release(f, q1->run_id);
   sched_run *d1 = wait_terminal(f, q1->run_id), *d2 = wait_terminal(f, q2->run_id);
   assert_int_equal(d1->status, ST(COMPLETED));
@@ -1449,7 +1508,9 @@ static void crashing_server(struct fx *f, int ready_fd) {
   snprintf(path, sizeof path, "%s/runs.db", f->dir);
   runtab *rt = NULL;
   cgroup_root *cg = NULL;
-  if (sched_init_data_dir(f->dir, err, sizeof err) != 0 || runtab_open(&rt, path, err, sizeof err) != 0) _exit(91);
+  if (sched_init_data_dir(f->dir, err, sizeof err) != 0 ||
+      runtab_open(&rt, path, err, sizeof err) != 0)
+    _exit(91);
   if (f->m->cgroup && cgroup_root_open(&cg, base, "auto", f->dir, err, sizeof err) != 0) _exit(92);
   config *cfg = load_config(LIM(1, 100, 0), NULL);
   sched_opts o = fx_opts(f, cfg);
@@ -1458,7 +1519,8 @@ static void crashing_server(struct fx *f, int ready_fd) {
   if (sched_new(&f->s, base, &o, err, sizeof err) != 0) _exit(93);
   sched_run *t = NULL, *q = NULL;
   /* In a cgroup the grandchild leaves the run's process group: only the cgroup holds it. */
-  if (start_req(f, REQ(KV("mode", "tree", "arg", f->m->cgroup ? "escape" : "0")), &t, err, sizeof err) != 0 ||
+  if (start_req(f, REQ(KV("mode", "tree", "arg", f->m->cgroup ? "escape" : "0")), &t, err,
+                sizeof err) != 0 ||
       start_req(f, REQ(KV("mode", "print", "arg", "after")), &q, err, sizeof err) != 0)
     _exit(94);
   if (t->status != ST(RUNNING) || q->status != ST(QUEUED)) _exit(95);
@@ -1469,9 +1531,7 @@ static void crashing_server(struct fx *f, int ready_fd) {
   for (;;) pause();
 }
 
-static void on_alarm(int sig) {
-  (void)sig;
-}
+static void on_alarm(int sig) { (void)sig; }
 
 /* Reaps stray `pid` (ours as the subreaper), which must be ending already, and returns
  * its wait status. An alarm bounds the wait (no pidfd under valgrind); one still alive
@@ -1529,7 +1589,8 @@ static void test_crash_recovery(void **state) {
   kill(srv, SIGKILL);
   int ws = 0;
   assert_int_equal(waitpid(srv, &ws, 0), srv);
-  if (got != 1) fail_msg("the crashing server failed: exit %d", WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+  if (got != 1)
+    fail_msg("the crashing server failed: exit %d", WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
   assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
 
   /* Two processes a pid in the table may name without being the run's. */
@@ -1601,7 +1662,8 @@ static void test_crash_recovery(void **state) {
   stray_add(f, (pid_t)gpid);
   sched_run *t = get(f, tree_id);
   assert_int_equal(t->status, ST(LOST));
-  assert_string_equal(t->error_message, SCHED_LOST_MESSAGE "; its processes were killed at restart");
+  assert_string_equal(t->error_message,
+                      SCHED_LOST_MESSAGE "; its processes were killed at restart");
   assert_true(t->finished_at_ms > 0);
   run_free(t);
   if (!f->m->cgroup) assert_killed(f, tree_pid);
@@ -1695,7 +1757,8 @@ static void test_data_dir(void **state) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 2 && strncmp(argv[1], "--child=", 8) == 0) return child_main(argv[1] + 8, argc > 2 ? argv[2] : "");
+  if (argc >= 2 && strncmp(argv[1], "--child=", 8) == 0)
+    return child_main(argv[1] + 8, argc > 2 ? argv[2] : "");
   ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
   if (len <= 0) return 1;
   g_self[len] = 0;
@@ -1710,13 +1773,16 @@ int main(int argc, char **argv) {
     char dir[] = "/tmp/test_scheduler-cg.XXXXXX", why[512] = "";
     struct event_base *b = event_base_new();
     cgroup_root *probe = NULL;
-    if (b && mkdtemp(dir) && cgroup_root_open(&probe, b, "auto", dir, why, sizeof why) == 0) g_have_cgroups = 1;
-    else fprintf(stderr, "cgroup v2 is not usable here (%s): cgroup mode not tested\n", why);
+    if (b && mkdtemp(dir) && cgroup_root_open(&probe, b, "auto", dir, why, sizeof why) == 0)
+      g_have_cgroups = 1;
+    else
+      fprintf(stderr, "cgroup v2 is not usable here (%s): cgroup mode not tested\n", why);
     cgroup_root_free(probe);
     rmdir(dir);
     if (b) event_base_free(b);
   }
-#define T(fn, m) {#fn "/" #m, fn, setup, teardown, &M_##m}
+#define T(fn, m) \
+  { #fn "/" #m, fn, setup, teardown, &M_##m }
 #define BOTH(fn) T(fn, ASYNC), T(fn, THREADED)
   struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mode_parse),
@@ -1725,6 +1791,7 @@ int main(int argc, char **argv) {
       T(test_run_outcomes, CG),
       T(test_stderr_tail, ASYNC),
       T(test_start_errors, ASYNC),
+      T(test_output_not_stored, ASYNC),
       BOTH(test_concurrency_and_order),
       T(test_module_limit, ASYNC),
       T(test_queue_limits, ASYNC),

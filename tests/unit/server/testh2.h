@@ -32,18 +32,18 @@ struct cstream {
   int32_t sid;
   uint8_t *body; /* request body bytes, sent in DATA frames of at most `chunk` */
   size_t body_len, body_sent, chunk;
-  int keep_open;          /* do not end the stream after the body */
-  int end_with_trailers;  /* end the request with a trailing HEADERS frame */
+  int keep_open;         /* do not end the stream after the body */
+  int end_with_trailers; /* end the request with a trailing HEADERS frame */
   size_t data_frames_sent;
-  int http_status;        /* :status, 0 until seen */
+  int http_status; /* :status, 0 until seen */
   char content_type[64];
   char accept_encoding[64];
-  int grpc_status;        /* -1 until seen */
+  int grpc_status;         /* -1 until seen */
   char grpc_message[1100]; /* as received: percent-encoded */
-  int headers_ended;      /* the response HEADERS carried END_STREAM */
+  int headers_ended;       /* the response HEADERS carried END_STREAM */
   int got_trailers;
-  size_t data_at_status;  /* DATA bytes received before grpc-status */
-  struct evbuffer *data;  /* DATA payload received */
+  size_t data_at_status; /* DATA bytes received before grpc-status */
+  struct evbuffer *data; /* DATA payload received */
   int rst_received;
   uint32_t rst_error;
   int closed;
@@ -58,7 +58,7 @@ struct client {
   struct bufferevent *sbev; /* the server's end: the server's, valid while it is connected */
   nghttp2_session *cs;      /* NULL: raw mode, the server's bytes go to raw_in */
   struct evbuffer *raw_in;
-  int client_err;           /* an nghttp2 client call failed */
+  int client_err; /* an nghttp2 client call failed */
   struct event *guard;
   int timed_out;
   struct cstream streams[CLIENT_MAX_STREAMS];
@@ -79,7 +79,8 @@ static inline struct cstream *stream_of(nghttp2_session *s, int32_t sid) {
   return nghttp2_session_get_stream_user_data(s, sid);
 }
 
-static inline ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud) {
+static inline ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
+                             void *ud) {
   (void)s;
   (void)flags;
   struct client *cl = ud;
@@ -100,7 +101,8 @@ static inline ssize_t c_body_read(nghttp2_session *s, int32_t sid, uint8_t *buf,
   if (cs->body_sent == cs->body_len && !cs->keep_open) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (cs->end_with_trailers) {
-      static const nghttp2_nv tr[] = {{(uint8_t *)"x-trailer", (uint8_t *)"1", 9, 1, NGHTTP2_NV_FLAG_NONE}};
+      static const nghttp2_nv tr[] = {
+          {(uint8_t *)"x-trailer", (uint8_t *)"1", 9, 1, NGHTTP2_NV_FLAG_NONE}};
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       if (nghttp2_submit_trailer(s, sid, tr, 1) != 0) cl->client_err = 1;
     }
@@ -114,8 +116,9 @@ static inline void copy_value(char *dst, size_t cap, const uint8_t *v, size_t le
   dst[len] = '\0';
 }
 
-static inline int c_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t namelen,
-                           const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+static inline int c_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name,
+                           size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                           void *ud) {
   (void)flags;
   (void)ud;
   struct cstream *cs = stream_of(s, fr->hd.stream_id);
@@ -173,14 +176,13 @@ static inline int c_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void
     if (cs && fr->headers.cat == NGHTTP2_HCAT_RESPONSE && (fr->hd.flags & NGHTTP2_FLAG_END_STREAM))
       cs->headers_ended = 1;
     break;
-  default:
-    break;
+  default: break;
   }
   return 0;
 }
 
-static inline int c_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
-                         void *ud) {
+static inline int c_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+                         size_t len, void *ud) {
   (void)flags;
   struct client *cl = ud;
   if (cl->on_data) cl->on_data(cl->on_data_arg);
@@ -306,7 +308,8 @@ static inline void client_connect(struct client *cl, call_server *srv, uint32_t 
                                  {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
   if (window) {
     assert_int_equal(nghttp2_submit_settings(cl->cs, NGHTTP2_FLAG_NONE, iv, 2), 0);
-    assert_int_equal(nghttp2_session_set_local_window_size(cl->cs, NGHTTP2_FLAG_NONE, 0, (int32_t)window), 0);
+    assert_int_equal(
+        nghttp2_session_set_local_window_size(cl->cs, NGHTTP2_FLAG_NONE, 0, (int32_t)window), 0);
   } else {
     assert_int_equal(nghttp2_submit_settings(cl->cs, NGHTTP2_FLAG_NONE, iv + 1, 1), 0);
   }
@@ -324,12 +327,12 @@ struct req {
   const char *method;       /* default POST */
   const char *content_type; /* default application/grpc */
   int no_content_type;
-  const char *timeout;      /* grpc-timeout */
-  const char *encoding;     /* grpc-encoding */
-  size_t pad_header;        /* adds an x-pad header of this many bytes */
-  const void *msg;          /* one message, framed by gw_frame_append */
+  const char *timeout;  /* grpc-timeout */
+  const char *encoding; /* grpc-encoding */
+  size_t pad_header;    /* adds an x-pad header of this many bytes */
+  const void *msg;      /* one message, framed by gw_frame_append */
   size_t msg_len;
-  const void *raw;          /* or raw body bytes */
+  const void *raw; /* or raw body bytes */
   size_t raw_len;
   int headers_only;         /* END_STREAM on HEADERS, no DATA at all */
   size_t chunk;             /* at most this many body bytes per DATA frame (0: any) */
@@ -339,13 +342,14 @@ struct req {
 };
 
 static inline nghttp2_nv mknv(const char *name, const char *value) {
-  return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE};
+  return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
+                      NGHTTP2_NV_FLAG_NONE};
 }
 
 /* REQ(cl, .path = P_ECHO, MSG("hi")): one request, fields as in struct req. */
 #define REQ(cl, ...) client_call((cl), &(struct req){__VA_ARGS__})
-#define MSG(lit) .msg = (lit), .msg_len = sizeof(lit) - 1
-#define RAW(arr) .raw = (arr), .raw_len = sizeof(arr)
+#define MSG(lit)     .msg = (lit), .msg_len = sizeof(lit) - 1
+#define RAW(arr)     .raw = (arr), .raw_len = sizeof(arr)
 
 static inline struct cstream *client_call(struct client *cl, const struct req *r) {
   assert_true(cl->nstreams < CLIENT_MAX_STREAMS);
@@ -406,21 +410,22 @@ static inline void client_end_body(struct client *cl, struct cstream *cs) {
 
 /* Resets a stream, as a client cancelling its call (RST_STREAM CANCEL). */
 static inline void client_cancel(struct client *cl, struct cstream *cs) {
-  assert_int_equal(nghttp2_submit_rst_stream(cl->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL), 0);
+  assert_int_equal(nghttp2_submit_rst_stream(cl->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL),
+                   0);
   client_flush(cl);
 }
 
 /* ---- driving ---------------------------------------------------------------------- */
 
 /* Runs the loop until `cond` holds; the guard timer fails the test instead of a hang. */
-#define RUN_UNTIL(cl, cond)                               \
-  do {                                                    \
-    while (!(cond)) {                                     \
-      assert_false((cl)->timed_out);                      \
-      assert_false((cl)->client_err);                     \
-      event_base_loop((cl)->base, EVLOOP_ONCE);           \
-    }                                                     \
-    assert_false((cl)->client_err);                       \
+#define RUN_UNTIL(cl, cond)                     \
+  do {                                          \
+    while (!(cond)) {                           \
+      assert_false((cl)->timed_out);            \
+      assert_false((cl)->client_err);           \
+      event_base_loop((cl)->base, EVLOOP_ONCE); \
+    }                                           \
+    assert_false((cl)->client_err);             \
   } while (0)
 
 /* Runs the loop until no callback is pending: everything the two ends can say to each

@@ -89,10 +89,10 @@ static void test_duration_ok(void **state) {
  * library reads it as "no deadline". */
 static void test_duration_bad(void **state) {
   (void)state;
-  static const char *const bad[] = {"", "5", "ms", "5x", "1.5s", "-5s", " 5s", "5s ", "5 s", "5S",
-                                    "1h30", "s5", "00", "5d", "1e3ms"};
-  static const char *const too_long[] = {"4294967295ms", "1193h2m47s295ms", "1194h", "50000h",
-                                         "99999999999999999999h", "4294967296ms"};
+  static const char *const bad[] = {"",    "5",  "ms",   "5x", "1.5s", "-5s", " 5s",  "5s ",
+                                    "5 s", "5S", "1h30", "s5", "00",   "5d",  "1e3ms"};
+  static const char *const too_long[] = {"4294967295ms", "1193h2m47s295ms",       "1194h",
+                                         "50000h",       "99999999999999999999h", "4294967296ms"};
   for (size_t i = 0; i < ARRAY_LEN(bad) + ARRAY_LEN(too_long); i++) {
     int range = i >= ARRAY_LEN(bad);
     const char *s = range ? too_long[i - ARRAY_LEN(bad)] : bad[i];
@@ -108,8 +108,9 @@ static void test_duration_bad(void **state) {
                    : "prismq wait: --timeout %s: not a duration (e.g. 500ms, 30s, 5m, 1h)\n",
              s);
     if (strncmp(cap.err, want, strlen(want)) != 0) fail_msg("\"%s\": got %s", s, cap.err);
-    assert_non_null(strstr(cap.err, "\nusage: prismq wait RUN [--timeout DURATION] [--json]\n"
-                                    "Try 'prismq wait --help'.\n"));
+    assert_non_null(strstr(cap.err,
+                           "\nusage: prismq wait RUN [--timeout DURATION] [--json]\n"
+                           "Try 'prismq wait --help'.\n"));
   }
 }
 
@@ -117,13 +118,15 @@ static void test_duration_bad(void **state) {
 
 static void test_opt_map(void **state) {
   (void)state;
-  const ProtobufCMessageDescriptor *d = &prismq__runner__v1__start_run_request__parameters_entry__descriptor;
+  const ProtobufCMessageDescriptor *d =
+      &prismq__runner__v1__start_run_request__parameters_entry__descriptor;
   char a1[] = "bytes=1024", a2[] = "empty=", a3[] = "expr=a=b==c", a4[] = "utf=\xc3\xa9t\xc3\xa9";
   char *args[] = {a1, a2, a3, a4};
   static const char *const keys[] = {"bytes", "empty", "expr", "utf"};
   static const char *const values[] = {"1024", "", "a=b==c", "\xc3\xa9t\xc3\xa9"};
   cli_map m = {0, NULL};
-  for (size_t i = 0; i < 4; i++) assert_int_equal(cli_opt_map(&m, d, &cli_cmd_run, "param", args[i]), 0);
+  for (size_t i = 0; i < 4; i++)
+    assert_int_equal(cli_opt_map(&m, d, &cli_cmd_run, "param", args[i]), 0);
   assert_int_equal(m.n, 4);
   for (size_t i = 0; i < 4; i++) {
     Prismq__Runner__V1__StartRunRequest__ParametersEntry *e =
@@ -142,7 +145,8 @@ static void test_opt_map(void **state) {
   size_t n = prismq__runner__v1__start_run_request__get_packed_size(&req);
   assert_true(n <= sizeof buf);
   prismq__runner__v1__start_run_request__pack(&req, buf);
-  Prismq__Runner__V1__StartRunRequest *back = prismq__runner__v1__start_run_request__unpack(NULL, n, buf);
+  Prismq__Runner__V1__StartRunRequest *back =
+      prismq__runner__v1__start_run_request__unpack(NULL, n, buf);
   assert_non_null(back);
   assert_int_equal(back->n_parameters, 4);
   assert_string_equal(back->parameters[2]->value, "a=b==c");
@@ -155,7 +159,8 @@ static void test_opt_map(void **state) {
   /* No '=', or nothing before it. */
   char b1[] = "novalue", b2[] = "=v", b3[] = "";
   char *bad[] = {b1, b2, b3};
-  const ProtobufCMessageDescriptor *ld = &prismq__runner__v1__list_runs_request__labels_entry__descriptor;
+  const ProtobufCMessageDescriptor *ld =
+      &prismq__runner__v1__list_runs_request__labels_entry__descriptor;
   for (size_t i = 0; i < 3; i++) {
     char copy[16];
     snprintf(copy, sizeof copy, "%s", bad[i]);
@@ -192,8 +197,9 @@ static void test_parse_status(void **state) {
     assert_int_equal(st, ok[i].want);
   }
   /* UNSPECIFIED is no status a run has. */
-  static const char *const bad[] = {"", "unspecified", "RUN_STATUS_UNSPECIFIED", "RUN_STATUS_", "run",
-                                    "timed-out", "timedout", " running", "RUN_STATUS_RUN_STATUS_LOST"};
+  static const char *const bad[] = {
+      "",         "unspecified", "RUN_STATUS_UNSPECIFIED",    "RUN_STATUS_", "run", "timed-out",
+      "timedout", " running",    "RUN_STATUS_RUN_STATUS_LOST"};
   for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
     int st = -1;
     if (cli_parse_status(&st, bad[i]) != -EINVAL) fail_msg("\"%s\" taken", bad[i]);
@@ -245,13 +251,16 @@ static void test_usage_errors(void **state) {
        "prismq run: --timeout soon: not a duration (e.g. 500ms, 30s, 5m, 1h)"},
       {&cli_cmd_run, ARGS("m", "-f", "--json"),
        "prismq run: --json and --follow exclude each other (the output is not JSON)"},
-      {&cli_cmd_ls, ARGS("--status", "sleeping"), "prismq ls: --status sleeping: not a run status (e.g. running, failed)"},
+      {&cli_cmd_ls, ARGS("--status", "sleeping"),
+       "prismq ls: --status sleeping: not a run status (e.g. running, failed)"},
       {&cli_cmd_ls, ARGS("--limit", "ten"), "prismq ls: --limit ten: not a number"},
       {&cli_cmd_ls, ARGS("--limit", "-1"), "prismq ls: --limit -1: not a number"},
       {&cli_cmd_ls, ARGS("extra"), "prismq ls: unexpected argument 'extra'"},
-      {&cli_cmd_wait, ARGS("r", "--timeout", "1y"), "prismq wait: --timeout 1y: not a duration (e.g. 500ms, 30s, 5m, 1h)"},
+      {&cli_cmd_wait, ARGS("r", "--timeout", "1y"),
+       "prismq wait: --timeout 1y: not a duration (e.g. 500ms, 30s, 5m, 1h)"},
       {&cli_cmd_wait, ARGS("--json"), "prismq wait: missing argument"},
-      {&cli_cmd_cancel, ARGS("r", "--grace", "1194h"), "prismq cancel: --grace 1194h: too long (at most 49 days)"},
+      {&cli_cmd_cancel, ARGS("r", "--grace", "1194h"),
+       "prismq cancel: --grace 1194h: too long (at most 49 days)"},
       {&cli_cmd_cancel, ARGS("a", "b"), "prismq cancel: unexpected argument 'b'"},
       {&cli_cmd_logs, ARGS("r", "--from", "x1"), "prismq logs: --from x1: not a sequence number"},
       {&cli_cmd_logs, ARGS("-f"), "prismq logs: missing argument"},
@@ -264,8 +273,8 @@ static void test_usage_errors(void **state) {
     int code = run_cmd(cases[i].cmd, cases[i].args);
     if (code != CLI_EXIT_USAGE) fail_msg("case %zu: exit %d, stderr: %s", i, code, cap.err);
     char want[512];
-    snprintf(want, sizeof want, "%s\nusage: prismq %s %s\nTry 'prismq %s --help'.\n", cases[i].first_line,
-             cases[i].cmd->name, cases[i].cmd->args, cases[i].cmd->name);
+    snprintf(want, sizeof want, "%s\nusage: prismq %s %s\nTry 'prismq %s --help'.\n",
+             cases[i].first_line, cases[i].cmd->name, cases[i].cmd->args, cases[i].cmd->name);
     assert_string_equal(cap.err, want);
     assert_string_equal(cap.out, "");
   }
@@ -282,15 +291,16 @@ static void test_unknown_options(void **state) {
   } cases[] = {
       {&cli_cmd_run, ARGS("m", "--bogus"), "prismq run: unrecognized option '--bogus'\n"},
       {&cli_cmd_run, ARGS("m", "-x"), "prismq run: invalid option -- 'x'\n"},
-      {&cli_cmd_run, ARGS("m", "--timeout"), "prismq run: option '--timeout' requires an argument\n"},
+      {&cli_cmd_run, ARGS("m", "--timeout"),
+       "prismq run: option '--timeout' requires an argument\n"},
       {&cli_cmd_ls, ARGS("--json=yes"), "prismq ls: option '--json' doesn't allow an argument\n"},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     int code = run_cmd(cases[i].cmd, cases[i].args);
     assert_int_equal(code, CLI_EXIT_USAGE);
     char want[512];
-    snprintf(want, sizeof want, "%susage: prismq %s %s\nTry 'prismq %s --help'.\n", cases[i].getopt_says,
-             cases[i].cmd->name, cases[i].cmd->args, cases[i].cmd->name);
+    snprintf(want, sizeof want, "%susage: prismq %s %s\nTry 'prismq %s --help'.\n",
+             cases[i].getopt_says, cases[i].cmd->name, cases[i].cmd->args, cases[i].cmd->name);
     assert_string_equal(cap.err, want);
   }
 }
@@ -298,8 +308,9 @@ static void test_unknown_options(void **state) {
 /* --help and -h print the command's help on stdout and exit 0, whatever else is given. */
 static void test_help(void **state) {
   (void)state;
-  const struct cli_cmd *cmds[] = {&cli_cmd_run, &cli_cmd_ls, &cli_cmd_status, &cli_cmd_logs, &cli_cmd_wait,
-                                  &cli_cmd_cancel, &cli_cmd_modules, &cli_cmd_health};
+  const struct cli_cmd *cmds[] = {&cli_cmd_run,     &cli_cmd_ls,    &cli_cmd_status,
+                                  &cli_cmd_logs,    &cli_cmd_wait,  &cli_cmd_cancel,
+                                  &cli_cmd_modules, &cli_cmd_health};
   for (size_t i = 0; i < ARRAY_LEN(cmds); i++) {
     for (int form = 0; form < 2; form++) {
       int code = run_cmd(cmds[i], form ? ARGS("-h") : ARGS("x", "--help", "y", "z"));
@@ -338,15 +349,16 @@ static void test_check_args(void **state) {
   capture_stop();
   assert_int_equal(rc, CLI_EXIT_USAGE);
   char want[256];
-  snprintf(want, sizeof want, "usage: prismq health %s\nTry 'prismq health --help'.\n", cli_cmd_health.args);
+  snprintf(want, sizeof want, "usage: prismq health %s\nTry 'prismq health --help'.\n",
+           cli_cmd_health.args);
   assert_string_equal(cap.err, want);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_uint),    cmocka_unit_test(test_duration_ok),
-      cmocka_unit_test(test_duration_bad),  cmocka_unit_test(test_opt_map),
-      cmocka_unit_test(test_parse_status),  cmocka_unit_test(test_usage_errors),
+      cmocka_unit_test(test_parse_uint),      cmocka_unit_test(test_duration_ok),
+      cmocka_unit_test(test_duration_bad),    cmocka_unit_test(test_opt_map),
+      cmocka_unit_test(test_parse_status),    cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_unknown_options), cmocka_unit_test(test_help),
       cmocka_unit_test(test_check_args),
   };

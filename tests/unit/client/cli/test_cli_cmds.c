@@ -20,8 +20,8 @@
 #include "testcapture.h"
 #include "../testpeer.h"
 
-#define P_RUNNER "/prismq.runner.v1.Runner/"
-#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+#define P_RUNNER     "/prismq.runner.v1.Runner/"
+#define ST(x)        PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 typedef Prismq__Runner__V1__Run Run;
@@ -33,14 +33,15 @@ struct fx {
   int fail_start;   /* StartRun answers INVALID_ARGUMENT */
   int page_runs[4]; /* ListRuns: how many runs each page holds (then no more pages) */
   int stream_final; /* StreamOutput ends with a final chunk holding `run` */
+  int ctrl_c;       /* StreamOutput: SIGINT comes instead of an answer */
   int serving;      /* what Health/Check answers */
 };
 
 /* ---- the server's side ---- */
 
 static void page_reply(struct fx *f, struct pstream *s) {
-  Prismq__Runner__V1__ListRunsRequest *q =
-      (Prismq__Runner__V1__ListRunsRequest *)peer_request(s, &prismq__runner__v1__list_runs_request__descriptor);
+  Prismq__Runner__V1__ListRunsRequest *q = (Prismq__Runner__V1__ListRunsRequest *)peer_request(
+      s, &prismq__runner__v1__list_runs_request__descriptor);
   int page = q->page_token[0] ? q->page_token[1] - '0' : 0; /* "t1", "t2", ... */
   protobuf_c_message_free_unpacked(&q->base, NULL);
   assert_true(page >= 0 && page < 4);
@@ -65,6 +66,11 @@ static void page_reply(struct fx *f, struct pstream *s) {
 }
 
 static void stream_reply(struct fx *f, struct pstream *s) {
+  if (f->ctrl_c) {
+    /* Ctrl-C while the follow waits: the stream stays open, only the CLI can end it. */
+    kill(getpid(), SIGINT);
+    return;
+  }
   static const struct {
     int stream;
     const char *data;
@@ -174,8 +180,8 @@ static ProtobufCMessage *request_of(struct fx *f, size_t i, const ProtobufCMessa
 static void test_run(void **state) {
   struct fx *f = *state;
   int code = run_cmd(f, &cli_cmd_run,
-                     ARGS("emit", "-p", "bytes=10", "--param", "expr=a=b", "--label", "team=ops", "--timeout",
-                          "1m30s", "--request-id", "key-1"));
+                     ARGS("emit", "-p", "bytes=10", "--param", "expr=a=b", "--label", "team=ops",
+                          "--timeout", "1m30s", "--request-id", "key-1"));
   assert_int_equal(code, CLI_EXIT_OK);
   assert_string_equal(cap.out, "run-1\n");
   assert_string_equal(cap.err, "");
@@ -217,13 +223,22 @@ static void test_wait(void **state) {
     int code;
   } cases[] = {
       {{.status = ST(COMPLETED), .pid = 5}, "R COMPLETED\n", 0},
-      {{.status = ST(FAILED), .pid = 5, .exit_code = 3, .error_message = "boom"}, "R FAILED: exit code 3\n", 3},
+      {{.status = ST(FAILED), .pid = 5, .exit_code = 3, .error_message = "boom"},
+       "R FAILED: exit code 3\n",
+       3},
       {{.status = ST(FAILED), .pid = 5, .exit_code = -1, .term_signal = SIGKILL},
-       "R FAILED: killed by signal 9 (SIGKILL)\n", 137},
-      {{.status = ST(FAILED), .error_message = "cannot start \"x\""}, "R FAILED: cannot start \"x\"\n", 127},
+       "R FAILED: killed by signal 9 (SIGKILL)\n",
+       137},
+      {{.status = ST(FAILED), .error_message = "cannot start \"x\""},
+       "R FAILED: cannot start \"x\"\n",
+       127},
       {{.status = ST(CANCELLED), .error_message = "cancelled"}, "R CANCELLED: cancelled\n", 75},
-      {{.status = ST(TIMED_OUT), .error_message = "timed out after 5 ms"}, "R TIMED_OUT: timed out after 5 ms\n", 124},
-      {{.status = ST(LOST), .error_message = "the server stopped"}, "R LOST: the server stopped\n", 69},
+      {{.status = ST(TIMED_OUT), .error_message = "timed out after 5 ms"},
+       "R TIMED_OUT: timed out after 5 ms\n",
+       124},
+      {{.status = ST(LOST), .error_message = "the server stopped"},
+       "R LOST: the server stopped\n",
+       69},
       {{.status = ST(RUNNING)}, "R RUNNING\n", 99},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -241,8 +256,8 @@ static void test_wait(void **state) {
   }
   size_t first = f->peer.nstreams;
   run_cmd(f, &cli_cmd_wait, ARGS("R", "--timeout", "2s"));
-  Prismq__Runner__V1__WaitRunRequest *q =
-      (Prismq__Runner__V1__WaitRunRequest *)request_of(f, first, &prismq__runner__v1__wait_run_request__descriptor);
+  Prismq__Runner__V1__WaitRunRequest *q = (Prismq__Runner__V1__WaitRunRequest *)request_of(
+      f, first, &prismq__runner__v1__wait_run_request__descriptor);
   assert_string_equal(q->run_id, "R");
   assert_int_equal(q->timeout_ms, 2000);
   protobuf_c_message_free_unpacked(&q->base, NULL);
@@ -266,14 +281,16 @@ static void test_cancel(void **state) {
   code = run_cmd(f, &cli_cmd_cancel, ARGS("R", "--json"));
   assert_int_equal(code, CLI_EXIT_OK);
   assert_non_null(strstr(cap.out, "\"status\": \"RUN_STATUS_CANCELLED\""));
-  assert_string_equal(f->peer.streams[1].timeout, "35000m"); /* the server's default grace + slack */
+  assert_string_equal(f->peer.streams[1].timeout,
+                      "35000m"); /* the server's default grace + slack */
 }
 
 /* status: one field a line, multi-line text indented under its first line, control
  * characters harmless; an unknown run is the server's NOT_FOUND, exit 1. */
 static void test_status(void **state) {
   struct fx *f = *state;
-  Prismq__Runner__V1__Run__ParametersEntry pe = PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT, *pp = &pe;
+  Prismq__Runner__V1__Run__ParametersEntry pe = PRISMQ__RUNNER__V1__RUN__PARAMETERS_ENTRY__INIT,
+                                           *pp = &pe;
   pe.key = "bytes";
   pe.value = "10\n20";
   f->run.module_id = "emit";
@@ -317,12 +334,12 @@ static void test_ls_paging(void **state) {
   f->page_runs[1] = 2;
   f->page_runs[2] = 2;
   int code = run_cmd(f, &cli_cmd_ls,
-                     ARGS("--status", "running", "--status", "FAILED", "--module", "mod", "--label", "a=b",
-                          "--limit", "3"));
+                     ARGS("--status", "running", "--status", "FAILED", "--module", "mod", "--label",
+                          "a=b", "--limit", "3"));
   assert_int_equal(code, CLI_EXIT_OK);
   assert_int_equal(f->peer.nstreams, 2);
-  Prismq__Runner__V1__ListRunsRequest *q =
-      (Prismq__Runner__V1__ListRunsRequest *)request_of(f, 0, &prismq__runner__v1__list_runs_request__descriptor);
+  Prismq__Runner__V1__ListRunsRequest *q = (Prismq__Runner__V1__ListRunsRequest *)request_of(
+      f, 0, &prismq__runner__v1__list_runs_request__descriptor);
   assert_int_equal(q->n_statuses, 2);
   assert_int_equal(q->statuses[0], ST(RUNNING));
   assert_int_equal(q->statuses[1], ST(FAILED));
@@ -333,7 +350,8 @@ static void test_ls_paging(void **state) {
   assert_int_equal(q->page_size, 3);
   assert_string_equal(q->page_token, "");
   protobuf_c_message_free_unpacked(&q->base, NULL);
-  q = (Prismq__Runner__V1__ListRunsRequest *)request_of(f, 1, &prismq__runner__v1__list_runs_request__descriptor);
+  q = (Prismq__Runner__V1__ListRunsRequest *)request_of(
+      f, 1, &prismq__runner__v1__list_runs_request__descriptor);
   assert_int_equal(q->page_size, 1);
   assert_string_equal(q->page_token, "t1");
   protobuf_c_message_free_unpacked(&q->base, NULL);
@@ -362,8 +380,9 @@ static void test_logs(void **state) {
   assert_int_equal(code, CLI_EXIT_OK);
   assert_string_equal(cap.out, "out 1\nout 2 no newline");
   assert_string_equal(cap.err, "err \x01\xff\n");
-  Prismq__Runner__V1__StreamOutputRequest *q = (Prismq__Runner__V1__StreamOutputRequest *)request_of(
-      f, 0, &prismq__runner__v1__stream_output_request__descriptor);
+  Prismq__Runner__V1__StreamOutputRequest *q =
+      (Prismq__Runner__V1__StreamOutputRequest *)request_of(
+          f, 0, &prismq__runner__v1__stream_output_request__descriptor);
   assert_string_equal(q->run_id, "R");
   assert_false(q->follow);
   assert_int_equal(q->stream, 0);
@@ -382,8 +401,8 @@ static void test_logs(void **state) {
   for (size_t i = 0; i < ARRAY_LEN(opts); i++) {
     size_t at = f->peer.nstreams;
     assert_int_equal(run_cmd(f, &cli_cmd_logs, opts[i].args), CLI_EXIT_OK);
-    q = (Prismq__Runner__V1__StreamOutputRequest *)request_of(f, at,
-                                                              &prismq__runner__v1__stream_output_request__descriptor);
+    q = (Prismq__Runner__V1__StreamOutputRequest *)request_of(
+        f, at, &prismq__runner__v1__stream_output_request__descriptor);
     assert_int_equal(q->stream, opts[i].stream);
     assert_int_equal(q->start_seq, opts[i].from);
     protobuf_c_message_free_unpacked(&q->base, NULL);
@@ -398,7 +417,8 @@ static void test_logs(void **state) {
   assert_int_equal(code, 4);
   assert_string_equal(cap.out, "out 1\nout 2 no newline");
   assert_string_equal(cap.err, "err \x01\xff\nprismq: run R FAILED: exit code 4\n");
-  q = (Prismq__Runner__V1__StreamOutputRequest *)request_of(f, at, &prismq__runner__v1__stream_output_request__descriptor);
+  q = (Prismq__Runner__V1__StreamOutputRequest *)request_of(
+      f, at, &prismq__runner__v1__stream_output_request__descriptor);
   assert_true(q->follow);
   protobuf_c_message_free_unpacked(&q->base, NULL);
   assert_string_equal(f->peer.streams[at].timeout, ""); /* a follow has no deadline */
@@ -426,8 +446,10 @@ static void test_health(void **state) {
     int code;
   } cases[] = {
       {GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING, "SERVING\n", CLI_EXIT_OK},
-      {GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING, "NOT_SERVING\n", CLI_EXIT_ERROR},
-      {GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN, "SERVICE_UNKNOWN\n", CLI_EXIT_ERROR},
+      {GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING, "NOT_SERVING\n",
+       CLI_EXIT_ERROR},
+      {GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN,
+       "SERVICE_UNKNOWN\n", CLI_EXIT_ERROR},
       {77, "UNKNOWN\n", CLI_EXIT_ERROR},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -444,11 +466,30 @@ static void test_health(void **state) {
   assert_string_equal(cap.out, "{\n  \"status\": \"SERVING\"\n}\n");
 }
 
+/* Ctrl-C during a follow detaches: exit 128 + SIGINT, the run left alone, and the
+ * commands to stop it or to reattach (from where the output stopped) on stderr. Last
+ * of the tests: the flag it sets in the CLI stays set for the process. */
+static void test_follow_ctrl_c(void **state) {
+  struct fx *f = *state;
+  f->ctrl_c = 1;
+  int code = run_cmd(f, &cli_cmd_logs, ARGS("R", "-f", "--from", "7"));
+  assert_int_equal(code, 128 + SIGINT);
+  assert_string_equal(cap.out, "");
+  assert_string_equal(
+      cap.err,
+      "prismq: detached from run R, which keeps running (stop it with: prismq cancel R)\n"
+      "prismq: reattach with: prismq logs R -f  (add --from 7 to skip the output shown)\n");
+  assert_int_equal(f->peer.nstreams, 1);
+  assert_true(f->peer.streams[0].rst_received); /* the call was cancelled on the wire */
+  assert_int_equal(f->peer.streams[0].rst_code, NGHTTP2_CANCEL);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
-      T(test_run), T(test_wait), T(test_cancel), T(test_status), T(test_ls_paging), T(test_logs), T(test_health),
+      T(test_run),       T(test_wait), T(test_cancel), T(test_status),
+      T(test_ls_paging), T(test_logs), T(test_health), T(test_follow_ctrl_c), /* last: see there */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,7 +18,7 @@
 #include "testcapture.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define ST(x) PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
+#define ST(x)        PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_##x
 
 static cli_run mkrun(int status, int pid, int exit_code, int sig, const char *error) {
   cli_run r = PRISMQ__RUNNER__V1__RUN__INIT;
@@ -46,7 +46,7 @@ static void test_run_exit(void **state) {
       {ST(FAILED), 0, 0, CLI_EXIT_NOT_STARTED},   /* could not start */
       {ST(FAILED), 256, 0, CLI_EXIT_NOT_STARTED}, /* not an exit code a shell could give */
       {ST(FAILED), -1, 0, CLI_EXIT_NOT_STARTED},
-      {ST(FAILED), 7, 200, 7},                    /* no signal number: the exit code */
+      {ST(FAILED), 7, 200, 7}, /* no signal number: the exit code */
       {ST(CANCELLED), -1, SIGTERM, CLI_EXIT_CANCELLED},
       {ST(TIMED_OUT), -1, SIGKILL, CLI_EXIT_TIMED_OUT},
       {ST(LOST), 0, 0, CLI_EXIT_LOST},
@@ -77,12 +77,14 @@ static void test_outcome(void **state) {
     const char *want;
   } cases[] = {
       {mkrun(ST(COMPLETED), 9, 0, 0, NULL), "01RUN COMPLETED\n"},
-      {mkrun(ST(FAILED), 9, -1, SIGKILL, "ignored"), "01RUN FAILED: killed by signal 9 (SIGKILL)\n"},
+      {mkrun(ST(FAILED), 9, -1, SIGKILL, "ignored"),
+       "01RUN FAILED: killed by signal 9 (SIGKILL)\n"},
       {mkrun(ST(FAILED), 9, 3, 0, "last stderr line"), "01RUN FAILED: exit code 3\n"},
       {mkrun(ST(FAILED), 0, 0, 0, "cannot start \"x\": No such file or directory"),
        "01RUN FAILED: cannot start \"x\": No such file or directory\n"},
       {mkrun(ST(CANCELLED), 9, -1, SIGTERM, "cancelled"), "01RUN CANCELLED: cancelled\n"},
-      {mkrun(ST(TIMED_OUT), 9, -1, SIGTERM, "timed out after 300 ms\nmore"), "01RUN TIMED_OUT: timed out after 300 ms\n"},
+      {mkrun(ST(TIMED_OUT), 9, -1, SIGTERM, "timed out after 300 ms\nmore"),
+       "01RUN TIMED_OUT: timed out after 300 ms\n"},
       {mkrun(ST(LOST), 9, 0, 0, "gone\x1b]0;pwned\x07"), "01RUN LOST: gone?]0;pwned?\n"},
       {mkrun(ST(RUNNING), 9, 0, 0, NULL), "01RUN RUNNING\n"},
       {mkrun(42, 9, 0, 0, NULL), "01RUN ?\n"},
@@ -123,7 +125,8 @@ static void test_format_exit(void **state) {
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     char buf[32];
     cli_format_exit(buf, sizeof buf, &cases[i].r);
-    if (strcmp(buf, cases[i].want) != 0) fail_msg("case %zu: \"%s\", expected \"%s\"", i, buf, cases[i].want);
+    if (strcmp(buf, cases[i].want) != 0)
+      fail_msg("case %zu: \"%s\", expected \"%s\"", i, buf, cases[i].want);
   }
 }
 
@@ -133,15 +136,18 @@ static void test_format_duration(void **state) {
     uint64_t ms;
     const char *want;
   } cases[] = {
-      {0, "0ms"},          {850, "850ms"},          {999, "999ms"},       {1000, "1.0s"},
-      {4250, "4.2s"},      {59999, "59.9s"},        {60000, "1m00s"},     {184000, "3m04s"},
-      {3599999, "59m59s"}, {3600000, "1h00m"},      {7500000, "2h05m"},   {86399999, "23h59m"},
-      {86400000, "1d00h"}, {273600000, "3d04h"},    {UINT64_MAX, "213503982334d14h"},
+      {0, "0ms"},          {850, "850ms"},       {999, "999ms"},
+      {1000, "1.0s"},      {4250, "4.2s"},       {59999, "59.9s"},
+      {60000, "1m00s"},    {184000, "3m04s"},    {3599999, "59m59s"},
+      {3600000, "1h00m"},  {7500000, "2h05m"},   {86399999, "23h59m"},
+      {86400000, "1d00h"}, {273600000, "3d04h"}, {UINT64_MAX, "213503982334d14h"},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
     char buf[32];
     cli_format_duration(buf, sizeof buf, cases[i].ms);
-    if (strcmp(buf, cases[i].want) != 0) fail_msg("%llu ms: \"%s\", expected \"%s\"", (unsigned long long)cases[i].ms, buf, cases[i].want);
+    if (strcmp(buf, cases[i].want) != 0)
+      fail_msg("%llu ms: \"%s\", expected \"%s\"", (unsigned long long)cases[i].ms, buf,
+               cases[i].want);
   }
   /* A short buffer truncates, never overflows. */
   char small[4];
@@ -163,8 +169,10 @@ static void test_format_time(void **state) {
   assert_string_equal(buf, "-");
   cli_format_time(buf, 8, INT64_C(1700000000123)); /* too short for the time: "-" */
   assert_string_equal(buf, "-");
-  if (tz) setenv("TZ", tz, 1);
-  else unsetenv("TZ");
+  if (tz)
+    setenv("TZ", tz, 1);
+  else
+    unsetenv("TZ");
   free(tz);
   tzset();
 }
@@ -176,9 +184,15 @@ static void test_status_names(void **state) {
     const char *name;
     int terminal;
   } cases[] = {
-      {ST(UNSPECIFIED), "UNSPECIFIED", 0}, {ST(QUEUED), "QUEUED", 0},  {ST(RUNNING), "RUNNING", 0},
-      {ST(COMPLETED), "COMPLETED", 1},     {ST(FAILED), "FAILED", 1},  {ST(CANCELLED), "CANCELLED", 1},
-      {ST(TIMED_OUT), "TIMED_OUT", 1},     {ST(LOST), "LOST", 1},      {99, "?", 0},
+      {ST(UNSPECIFIED), "UNSPECIFIED", 0},
+      {ST(QUEUED), "QUEUED", 0},
+      {ST(RUNNING), "RUNNING", 0},
+      {ST(COMPLETED), "COMPLETED", 1},
+      {ST(FAILED), "FAILED", 1},
+      {ST(CANCELLED), "CANCELLED", 1},
+      {ST(TIMED_OUT), "TIMED_OUT", 1},
+      {ST(LOST), "LOST", 1},
+      {99, "?", 0},
       {-1, "?", 0},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -257,10 +271,10 @@ static void test_run_dup(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_run_exit),       cmocka_unit_test(test_outcome),
-      cmocka_unit_test(test_format_exit),    cmocka_unit_test(test_format_duration),
-      cmocka_unit_test(test_format_time),    cmocka_unit_test(test_status_names),
-      cmocka_unit_test(test_put_text),       cmocka_unit_test(test_rpc_error),
+      cmocka_unit_test(test_run_exit),    cmocka_unit_test(test_outcome),
+      cmocka_unit_test(test_format_exit), cmocka_unit_test(test_format_duration),
+      cmocka_unit_test(test_format_time), cmocka_unit_test(test_status_names),
+      cmocka_unit_test(test_put_text),    cmocka_unit_test(test_rpc_error),
       cmocka_unit_test(test_run_dup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

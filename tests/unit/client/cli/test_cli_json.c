@@ -59,16 +59,19 @@ static void test_escapes(void **state) {
 static void test_utf8(void **state) {
   (void)state;
   /* Valid: 2, 3 and 4 bytes, the extremes of each length included. */
-  expect_json("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "\"\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+  expect_json("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+              "\"\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
   expect_json("\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf",
-                "\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"");
+              "\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"");
   /* Invalid: one \ufffd per byte that is not part of a valid sequence. */
   static const struct {
     const char *in, *want;
   } bad[] = {
-      {"\x80", "\"\\ufffd\""},                                  /* stray continuation */
-      {"a\xbf" "b", "\"a\\ufffdb\""},
-      {"\xc0\xaf", "\"\\ufffd\\ufffd\""},                       /* overlong '/' */
+      {"\x80", "\"\\ufffd\""}, /* stray continuation */
+      {"a\xbf"
+       "b",
+       "\"a\\ufffdb\""},
+      {"\xc0\xaf", "\"\\ufffd\\ufffd\""}, /* overlong '/' */
       {"\xc1\xbf", "\"\\ufffd\\ufffd\""},
       {"\xe0\x80\xaf", "\"\\ufffd\\ufffd\\ufffd\""},            /* overlong, 3 bytes */
       {"\xf0\x80\x80\xaf", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* overlong, 4 bytes */
@@ -77,9 +80,11 @@ static void test_utf8(void **state) {
       {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* U+110000 */
       {"\xf5\x80\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""},
       {"\xff\xfe", "\"\\ufffd\\ufffd\""},
-      {"\xe2\x82", "\"\\ufffd\\ufffd\""},                       /* cut short by the end */
+      {"\xe2\x82", "\"\\ufffd\\ufffd\""}, /* cut short by the end */
       {"\xf0\x9f\x98", "\"\\ufffd\\ufffd\\ufffd\""},
-      {"\xe2\x82" "A", "\"\\ufffd\\ufffdA\""},                 /* cut short by ASCII */
+      {"\xe2\x82"
+       "A",
+       "\"\\ufffd\\ufffdA\""}, /* cut short by ASCII */
       {"\xc3\xa9\xc3", "\"\xc3\xa9\\ufffd\""},
   };
   for (size_t i = 0; i < ARRAY_LEN(bad); i++) expect_json(bad[i].in, bad[i].want);
@@ -164,7 +169,8 @@ static void test_repeated(void **state) {
   req.statuses = st;
   req.n_statuses = 2;
   got = json_message(&req.base);
-  assert_non_null(strstr(got, "\n  \"statuses\": [\n    \"RUN_STATUS_RUNNING\",\n    \"RUN_STATUS_LOST\"\n  ],\n"));
+  assert_non_null(strstr(
+      got, "\n  \"statuses\": [\n    \"RUN_STATUS_RUNNING\",\n    \"RUN_STATUS_LOST\"\n  ],\n"));
   free(got);
 
   Prismq__Runner__V1__Run a = PRISMQ__RUNNER__V1__RUN__INIT, b = PRISMQ__RUNNER__V1__RUN__INIT;
@@ -203,9 +209,9 @@ static void test_nested_and_bytes(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_escapes),         cmocka_unit_test(test_utf8),
-      cmocka_unit_test(test_small_message),   cmocka_unit_test(test_run_message),
-      cmocka_unit_test(test_repeated),        cmocka_unit_test(test_nested_and_bytes),
+      cmocka_unit_test(test_escapes),       cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_small_message), cmocka_unit_test(test_run_message),
+      cmocka_unit_test(test_repeated),      cmocka_unit_test(test_nested_and_bytes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,9 +29,10 @@ static void test_alignment(void **state) {
   cli_table_add(t, (const char *[]){cell, NULL, "b\nc"});
   cell[0] = 'Z'; /* copied: the table keeps its own */
   char *got = print_table(t);
-  assert_string_equal(got, "ID  NAME   X\n"
-                           "1   h\xc3\xa9llo  a\n"
-                           "22         b?c\n");
+  assert_string_equal(got,
+                      "ID  NAME   X\n"
+                      "1   h\xc3\xa9llo  a\n"
+                      "22         b?c\n");
   free(got);
   cli_table_free(t);
   cli_table_free(NULL);
@@ -41,14 +42,19 @@ static void test_alignment(void **state) {
 static void test_multibyte_widths(void **state) {
   (void)state;
   cli_table *t = cli_table_new(2, (const char *[]){"MODULE", "DESCRIPTION"});
-  cli_table_add(t, (const char *[]){"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", "euros"});      /* 3 chars, 9 bytes */
-  cli_table_add(t, (const char *[]){"\xf0\x9f\x98\x80" "abcdefg", "grin"});               /* 8 chars, 11 bytes */
+  cli_table_add(
+      t, (const char *[]){"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", "euros"}); /* 3 chars, 9 bytes */
+  cli_table_add(t, (const char *[]){"\xf0\x9f\x98\x80"
+                                    "abcdefg",
+                                    "grin"}); /* 8 chars, 11 bytes */
   cli_table_add(t, (const char *[]){"plain", "x"});
   char *got = print_table(t);
-  assert_string_equal(got, "MODULE    DESCRIPTION\n"
-                           "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac       euros\n"
-                           "\xf0\x9f\x98\x80" "abcdefg  grin\n"
-                           "plain     x\n");
+  assert_string_equal(got,
+                      "MODULE    DESCRIPTION\n"
+                      "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac       euros\n"
+                      "\xf0\x9f\x98\x80"
+                      "abcdefg  grin\n"
+                      "plain     x\n");
   free(got);
   cli_table_free(t);
 }
@@ -62,8 +68,9 @@ static void test_headers_only_and_controls(void **state) {
   free(got);
   cli_table_add(t, (const char *[]){"\x1b[31mred", "\r\t\x7f"});
   got = print_table(t);
-  assert_string_equal(got, "A         B\n"
-                           "?[31mred  ???\n");
+  assert_string_equal(got,
+                      "A         B\n"
+                      "?[31mred  ???\n");
   free(got);
   cli_table_free(t);
 }
