@@ -22,6 +22,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "config.h"
+#include "param.h"
 #include "fuzzkit.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "pbcheck.h"
@@ -103,8 +104,21 @@ static void check_strings(const ProtobufCMessage *msg) {
   }
 }
 
-static int value_matches(const config_param *p, const char *v) {
-  return !p->pattern || regexec(&p->re, v, 0, NULL, 0) == 0;
+/* What the run gets for value v of p (param_check's form, CONFIG_SECRET_SHOWN for a
+ * secret), malloc'd, or NULL if p refuses it; *nflags the argv elements it adds with
+ * pass_parameters: flags. */
+static char *run_value(const config_param *p, const char *v, size_t *nflags) {
+  char *canon = NULL, why[320];
+  if (param_check(&canon, p, v, why, sizeof why) < 0) return NULL;
+  *nflags = p->type == CONFIG_PARAM_SECRET    ? 0
+            : p->type == CONFIG_PARAM_BOOLEAN ? (strcmp(canon, "true") == 0)
+                                              : 2;
+  if (p->type == CONFIG_PARAM_SECRET) {
+    free(canon);
+    canon = strdup(CONFIG_SECRET_SHOWN);
+    FZ_CHECK(canon, "strdup");
+  }
+  return canon;
 }
 
 /* Renders the request's parameters for its module the way sched_start does, and
@@ -125,18 +139,22 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
     for (size_t k = 0; k < m->nparams; k++) known |= strcmp(m->params[k].name, names[i]) == 0;
     expect_ok &= known;
   }
-  /* The effective values: the last one given, else the default. */
+  /* The effective values: the last one given, else the default; and what the run
+   * records for each. */
   const char **eff = calloc(m->nparams ? m->nparams : 1, sizeof *eff);
-  FZ_CHECK(eff, "calloc");
-  size_t nvals = 0;
+  char **rec = calloc(m->nparams ? m->nparams : 1, sizeof *rec);
+  FZ_CHECK(eff && rec, "calloc");
+  size_t nflags = 0;
   for (size_t k = 0; k < m->nparams; k++) {
     const config_param *p = &m->params[k];
     eff[k] = p->default_value;
     for (size_t i = 0; i < np; i++)
       if (strcmp(names[i], p->name) == 0) eff[k] = values[i];
     if (eff[k]) {
-      nvals++;
-      expect_ok &= value_matches(p, eff[k]);
+      size_t n = 0;
+      rec[k] = run_value(p, eff[k], &n);
+      expect_ok &= rec[k] != NULL;
+      nflags += n;
     } else {
       expect_ok &= !p->required;
     }
@@ -148,7 +166,7 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
   FZ_CHECK((rc == 0) == expect_ok, "module %s: render returned %d (%s), expected %s", m->id, rc,
            err, expect_ok ? "success" : "a refusal");
   if (rc == 0) {
-    size_t argc = m->argc + (m->pass_flags ? 2 * nvals : 0);
+    size_t argc = m->argc + (m->pass_flags ? nflags : 0);
     for (size_t i = 0; i < argc; i++) FZ_CHECK(argv[i], "module %s: argv[%zu] is NULL", m->id, i);
     FZ_CHECK(!argv[argc], "module %s: argv has more than %zu elements", m->id, argc);
     FZ_CHECK((cwd != NULL) == (m->cwd != NULL), "module %s: cwd rendered wrong", m->id);
@@ -158,7 +176,7 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
       const char *kv = params[j++];
       size_t nl = strlen(m->params[k].name);
       FZ_CHECK(kv && strncmp(kv, m->params[k].name, nl) == 0 && kv[nl] == '=' &&
-                   strcmp(kv + nl + 1, eff[k]) == 0,
+                   strcmp(kv + nl + 1, rec[k]) == 0,
                "module %s: parameter %s recorded as \"%s\"", m->id, m->params[k].name,
                kv ? kv : "(none)");
     }
@@ -170,6 +188,8 @@ static void render(const Prismq__Runner__V1__StartRunRequest *r) {
   config_argv_free(argv);
   config_argv_free(params);
   free(cwd);
+  for (size_t k = 0; k < m->nparams; k++) free(rec[k]);
+  free(rec);
   free(eff);
   free(names);
   free(values);
