@@ -1,10 +1,14 @@
 /* protobuf-c messages as JSON (proto3 JSON mapping), driven by the generated
  * descriptors so that every message prints the same way. protobuf-c has no JSON of
  * its own. The messages printed (Run, ListRunsResponse, ListModulesResponse) hold
- * strings, integers, booleans, enums, messages and map<string, string>; float, double
- * and bytes fields, in none of them, print as null. */
+ * strings, integers, booleans, enums, doubles (some in one-field oneofs, printed only
+ * when set), bytes (base64), messages and map<string, string>. */
 #include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "cli.h"
 #include "utf8.h"
@@ -62,6 +66,31 @@ static void put_name(FILE *f, const char *name) {
 
 static void put_message(FILE *f, const ProtobufCMessage *m, int depth);
 
+/* A number as the shortest decimal that reads back the same; the proto3 mapping's
+ * strings for the values JSON has no number for. */
+static void put_double(FILE *f, double d) {
+  if (isnan(d)) {
+    fputs("\"NaN\"", f);
+  } else if (isinf(d)) {
+    fputs(d > 0 ? "\"Infinity\"" : "\"-Infinity\"", f);
+  } else {
+    char buf[32];
+    for (int prec = 1; prec <= 17; prec++) {
+      snprintf(buf, sizeof buf, "%.*g", prec, d);
+      if (strtod(buf, NULL) == d) break;
+    }
+    fputs(buf, f);
+  }
+}
+
+/* Bytes as standard base64 with padding, the proto3 mapping's form. */
+static void put_bytes(FILE *f, const ProtobufCBinaryData *b) {
+  char *out = cli_xmalloc(4 * ((b->len + 2) / 3) + 1);
+  EVP_EncodeBlock((unsigned char *)out, b->data, (int)b->len);
+  fprintf(f, "\"%s\"", out);
+  free(out);
+}
+
 /* One value of field fd stored at p. */
 static void put_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *p, int depth) {
   const ProtobufCEnumValue *ev;
@@ -87,6 +116,9 @@ static void put_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *p
     break;
   case PROTOBUF_C_TYPE_STRING: cli_json_string(f, *(char *const *)p); break;
   case PROTOBUF_C_TYPE_MESSAGE: put_message(f, *(ProtobufCMessage *const *)p, depth); break;
+  case PROTOBUF_C_TYPE_DOUBLE: put_double(f, *(const double *)p); break;
+  case PROTOBUF_C_TYPE_FLOAT: put_double(f, *(const float *)p); break;
+  case PROTOBUF_C_TYPE_BYTES: put_bytes(f, (const ProtobufCBinaryData *)p); break;
   default: fputs("null", f); break;
   }
 }
@@ -149,9 +181,13 @@ static void put_message(FILE *f, const ProtobufCMessage *m, int depth) {
   fputc('{', f);
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *fd = &d->fields[i];
-    /* A message field not set is absent, as in the proto3 mapping. */
+    /* A message field not set is absent, as in the proto3 mapping; so is a member of
+     * a oneof that holds another one, or none. */
     if (fd->label != PROTOBUF_C_LABEL_REPEATED && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
         !*(void *const *)(base + fd->offset))
+      continue;
+    if ((fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+        *(const uint32_t *)(base + fd->quantifier_offset) != fd->id)
       continue;
     fputs(first ? "" : ",", f);
     first = 0;

@@ -106,6 +106,9 @@ static int fetch_runs(cli_run ***runs_out, size_t *n_out, char **token_out, pris
   cli_run **runs = NULL;
   size_t nruns = 0;
   char *token = NULL;
+  /* A page with no runs ends the listing even with a token: a server that kept
+   * answering so would otherwise hold us forever. */
+  size_t got;
   do {
     uint64_t want = a->limit ? a->limit - nruns : PAGE_SIZE;
     a->req.page_size = want < PAGE_SIZE ? (uint32_t)want : PAGE_SIZE;
@@ -119,6 +122,7 @@ static int fetch_runs(cli_run ***runs_out, size_t *n_out, char **token_out, pris
       return cli_rpc_error(&st);
     }
     /* Take the runs out of the page, which is then freed without them. */
+    got = page->n_runs;
     runs = cli_xrealloc(runs, (nruns + page->n_runs) * sizeof *runs);
     for (size_t i = 0; i < page->n_runs; i++) {
       if (!a->limit || nruns < a->limit)
@@ -130,7 +134,7 @@ static int fetch_runs(cli_run ***runs_out, size_t *n_out, char **token_out, pris
     free(token);
     token = cli_xstrdup(page->next_page_token);
     prismq__runner__v1__list_runs_response__free_unpacked(page, NULL);
-  } while (token[0] && (!a->limit || nruns < a->limit));
+  } while (got && token[0] && (!a->limit || nruns < a->limit));
   *runs_out = runs;
   *n_out = nruns;
   *token_out = token;

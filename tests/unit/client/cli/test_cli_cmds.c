@@ -29,12 +29,13 @@ typedef Prismq__Runner__V1__Run Run;
 struct fx {
   struct peer peer;
   struct event_base *base;
-  Run run;          /* what GetRun, WaitRun and CancelRun answer */
-  int fail_start;   /* StartRun answers INVALID_ARGUMENT */
-  int page_runs[4]; /* ListRuns: how many runs each page holds (then no more pages) */
-  int stream_final; /* StreamOutput ends with a final chunk holding `run` */
-  int ctrl_c;       /* StreamOutput: SIGINT comes instead of an answer */
-  int serving;      /* what Health/Check answers */
+  Run run;                  /* what GetRun, WaitRun and CancelRun answer */
+  int fail_start;           /* StartRun answers INVALID_ARGUMENT */
+  int page_runs[4];         /* ListRuns: how many runs each page holds (then no more pages) */
+  int empty_pages_continue; /* ListRuns: an empty page still names page 1 next */
+  int stream_final;         /* StreamOutput ends with a final chunk holding `run` */
+  int ctrl_c;               /* StreamOutput: SIGINT comes instead of an answer */
+  int serving;              /* what Health/Check answers */
 };
 
 /* ---- the server's side ---- */
@@ -58,6 +59,7 @@ static void page_reply(struct fx *f, struct pstream *s) {
     rp[i] = &runs[i];
   }
   if (page + 1 < 4 && f->page_runs[page + 1]) snprintf(token, sizeof token, "t%d", page + 1);
+  if (f->empty_pages_continue) snprintf(token, sizeof token, "t1");
   Prismq__Runner__V1__ListRunsResponse resp = PRISMQ__RUNNER__V1__LIST_RUNS_RESPONSE__INIT;
   resp.runs = rp;
   resp.n_runs = (size_t)n;
@@ -325,6 +327,18 @@ static void test_status(void **state) {
   assert_string_equal(cap.err, "prismq: NOT_FOUND: run \"gone\" not found\n");
 }
 
+/* ls: a server that answers empty pages with a token forever does not hold the CLI: an
+ * empty page ends the listing. */
+static void test_ls_stops_at_an_empty_page(void **state) {
+  struct fx *f = *state;
+  f->page_runs[0] = 1;
+  f->empty_pages_continue = 1;
+  int code = run_cmd(f, &cli_cmd_ls, ARGS("--limit", "0"));
+  assert_int_equal(code, CLI_EXIT_OK);
+  assert_int_equal(f->peer.nstreams, 2);
+  assert_non_null(strstr(cap.out, "\np0r0 "));
+}
+
 /* ls: the filters in the request; pages fetched until --limit runs (the last page asked
  * only for what is missing, and what a server sends beyond it dropped); the table; with
  * --json one document whose token continues after the last run shown. */
@@ -488,8 +502,9 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
-      T(test_run),       T(test_wait), T(test_cancel), T(test_status),
-      T(test_ls_paging), T(test_logs), T(test_health), T(test_follow_ctrl_c), /* last: see there */
+      T(test_run),    T(test_wait),      T(test_cancel),
+      T(test_status), T(test_ls_paging), T(test_ls_stops_at_an_empty_page),
+      T(test_logs),   T(test_health),    T(test_follow_ctrl_c), /* last: see there */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

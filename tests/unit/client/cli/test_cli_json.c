@@ -187,7 +187,7 @@ static void test_repeated(void **state) {
   free(got);
 }
 
-/* A message field: left out when unset, an object when set; bytes print as null. */
+/* A message field: left out when unset, an object when set; bytes print as base64. */
 static void test_nested_and_bytes(void **state) {
   (void)state;
   Prismq__Runner__V1__OutputChunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
@@ -197,7 +197,7 @@ static void test_nested_and_bytes(void **state) {
   char *got = json_message(&c.base);
   assert_null(strstr(got, "\"run\""));
   assert_non_null(strstr(got, "\n  \"seq\": \"7\",\n"));
-  assert_non_null(strstr(got, "\n  \"data\": null"));
+  assert_non_null(strstr(got, "\n  \"data\": \"eHl6\""));
   free(got);
   Prismq__Runner__V1__Run r = PRISMQ__RUNNER__V1__RUN__INIT;
   r.run_id = "R";
@@ -207,11 +207,41 @@ static void test_nested_and_bytes(void **state) {
   free(got);
 }
 
+/* Doubles as the shortest decimal that reads back; a oneof member only when it is the
+ * one set. */
+static void test_doubles_and_oneofs(void **state) {
+  (void)state;
+  Prismq__Runner__V1__ParameterSpec p = PRISMQ__RUNNER__V1__PARAMETER_SPEC__INIT;
+  p.name = "n";
+  char *got = json_message(&p.base);
+  assert_null(strstr(got, "\"min\""));
+  assert_null(strstr(got, "\"max\""));
+  free(got);
+  p.min_bound_case = PRISMQ__RUNNER__V1__PARAMETER_SPEC__MIN_BOUND_MIN;
+  p.min = 0.1;
+  p.max_bound_case = PRISMQ__RUNNER__V1__PARAMETER_SPEC__MAX_BOUND_MAX;
+  p.max = -1e300;
+  got = json_message(&p.base);
+  assert_non_null(strstr(got, "\n  \"min\": 0.1,\n"));
+  assert_non_null(strstr(got, "\n  \"max\": -1e+300,\n"));
+  free(got);
+  p.max = 1.0 / 0.0;
+  p.min = 3;
+  got = json_message(&p.base);
+  assert_non_null(strstr(got, "\n  \"min\": 3,\n"));
+  assert_non_null(strstr(got, "\n  \"max\": \"Infinity\",\n"));
+  free(got);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_escapes),       cmocka_unit_test(test_utf8),
-      cmocka_unit_test(test_small_message), cmocka_unit_test(test_run_message),
-      cmocka_unit_test(test_repeated),      cmocka_unit_test(test_nested_and_bytes),
+      cmocka_unit_test(test_escapes),
+      cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_small_message),
+      cmocka_unit_test(test_run_message),
+      cmocka_unit_test(test_repeated),
+      cmocka_unit_test(test_nested_and_bytes),
+      cmocka_unit_test(test_doubles_and_oneofs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
