@@ -133,23 +133,10 @@ size_t gw_timeout_format(char *buf, uint64_t ms) {
   return (size_t)sprintf(buf, "%" PRIu64 "%c", value, unit);
 }
 
-int gw_header_is(const uint8_t *name, size_t namelen, const char *lit) {
-  size_t n = strlen(lit);
-  return namelen == n && memcmp(name, lit, n) == 0;
-}
-
 int gw_content_type_is_grpc(const uint8_t *v, size_t len) {
   static const char base[] = "application/grpc";
   size_t n = sizeof base - 1;
   return len >= n && memcmp(v, base, n) == 0 && (len == n || v[n] == '+' || v[n] == ';');
-}
-
-/* Checks a message prefix; sets *len to the body length it announces. Returns 0 or
- * a GW_FRAME_* error. */
-int gw_prefix_decode(uint32_t *out_len, const uint8_t *prefix) {
-  *out_len = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
-             (uint32_t)prefix[4];
-  return prefix[0];
 }
 
 void gw_prefix_encode(uint8_t *prefix, uint32_t len) {

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct evbuffer;
 struct ProtobufCMessage;
@@ -42,8 +43,12 @@ const char *gw_status_name(int code);
 
 /* Decodes the GW_PREFIX_LEN bytes at `prefix`: sets *out_len to the body length they
  * announce, whatever the flag. Returns the flag byte: 0 uncompressed, 1 compressed,
- * anything else invalid. */
-int gw_prefix_decode(uint32_t *out_len, const uint8_t *prefix);
+ * anything else invalid. Inline: it runs per message. */
+static inline int gw_prefix_decode(uint32_t *out_len, const uint8_t *prefix) {
+  *out_len = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
+             (uint32_t)prefix[4];
+  return prefix[0];
+}
 
 /* Writes the GW_PREFIX_LEN bytes of an uncompressed message of `len` bytes at
  * `prefix`. */
@@ -51,8 +56,12 @@ void gw_prefix_encode(uint8_t *prefix, uint32_t len);
 
 /* True if the header name of `namelen` bytes at `name` (not NUL-terminated, as h2conn
  * hands it over) is exactly `lit`. HTTP/2 names are lower case on the wire (nghttp2
- * refuses others), so the comparison is exact. */
-int gw_header_is(const uint8_t *name, size_t namelen, const char *lit);
+ * refuses others), so the comparison is exact. Inline: with a literal `lit` the
+ * compiler folds its length and the compare, per header of every call. */
+static inline int gw_header_is(const uint8_t *name, size_t namelen, const char *lit) {
+  size_t n = strlen(lit);
+  return namelen == n && memcmp(name, lit, n) == 0;
+}
 
 /* True if the content-type value of `len` bytes at `v` is gRPC's: "application/grpc"
  * alone or followed by '+' or ';' ("application/grpc+proto",
