@@ -476,17 +476,27 @@ static int load_range(const loader *ld, const char *what, config_param *p, const
   return 0;
 }
 
+/* A key that parameters of type `only` need and no other type takes: node `key` of it
+ * (NULL if absent) given for another type is an error ("<is_for> for <type>
+ * parameters"), and so is its absence for `only` ("a <type> parameter needs <need>").
+ * Returns 1 when there is a key to read, 0 when p has another type, else the error. */
+static int key_of_type(const loader *ld, const yaml_node_t *n, const yaml_node_t *key,
+                       const char *what, const config_param *p, config_param_type only,
+                       const char *is_for, const char *need) {
+  if (p->type != only)
+    return key ? fail_at(ld, key, "%s: %s for %s parameters", what, is_for, param_type_name(only))
+               : 0;
+  if (!key) return fail_at(ld, n, "%s: a %s parameter needs %s", what, param_type_name(only), need);
+  return 1;
+}
+
 /* options of a SELECT parameter: required there, distinct, and nowhere else. */
 static int load_options(const loader *ld, const yaml_node_t *n, const yaml_node_t *opts,
                         const char *what, config_param *p) {
   char path[192];
-  int rc;
+  int rc = key_of_type(ld, n, opts, what, p, CONFIG_PARAM_SELECT, "options are", "options");
 
-  if (p->type != CONFIG_PARAM_SELECT) {
-    if (opts) return fail_at(ld, opts, "%s: options are for select parameters", what);
-    return 0;
-  }
-  if (!opts) return fail_at(ld, n, "%s: a select parameter needs options", what);
+  if (rc <= 0) return rc;
   snprintf(path, sizeof path, "%s.options", what);
   if ((rc = get_strv(ld, opts, path, 0, 0, &p->options, &p->noptions)) < 0) return rc;
   for (size_t i = 0; i < p->noptions; i++)
@@ -500,13 +510,9 @@ static int load_options(const loader *ld, const yaml_node_t *n, const yaml_node_
 static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node_t *base,
                          const char *what, config_param *p) {
   char path[192];
-  int rc;
+  int rc = key_of_type(ld, n, base, what, p, CONFIG_PARAM_PATH, "base_dir is", "base_dir");
 
-  if (p->type != CONFIG_PARAM_PATH) {
-    if (base) return fail_at(ld, base, "%s: base_dir is for path parameters", what);
-    return 0;
-  }
-  if (!base) return fail_at(ld, n, "%s: a path parameter needs base_dir", what);
+  if (rc <= 0) return rc;
   snprintf(path, sizeof path, "%s.base_dir", what);
   if ((rc = get_str(ld, base, path, 1, &p->base_dir)) < 0) return rc;
   if (param_resolve_base(&p->base_resolved, p->base_dir) < 0)
@@ -520,17 +526,10 @@ static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node
 static int load_env_var(const loader *ld, const yaml_node_t *n, const yaml_node_t *var,
                         const yaml_node_t *dflt, const char *what, config_param *p) {
   char path[192];
-  int rc;
+  int rc = key_of_type(ld, n, var, what, p, CONFIG_PARAM_SECRET, "env_var is",
+                       "env_var, the environment variable that takes its value");
 
-  if (p->type != CONFIG_PARAM_SECRET) {
-    if (var) return fail_at(ld, var, "%s: env_var is for secret parameters", what);
-    return 0;
-  }
-  if (!var)
-    return fail_at(ld, n,
-                   "%s: a secret parameter needs env_var, the environment variable "
-                   "that takes its value",
-                   what);
+  if (rc <= 0) return rc;
   if (dflt) return fail_at(ld, dflt, "%s: a secret parameter cannot have a default", what);
   snprintf(path, sizeof path, "%s.env_var", what);
   if ((rc = get_str(ld, var, path, 1, &p->env_var)) < 0) return rc;
@@ -738,6 +737,29 @@ static int load_module_meta(const loader *ld, const char *what, config_module *m
   return 0;
 }
 
+/* A module's argv and cwd (node NULL when not given), templates checked against its
+ * parameters, which are loaded by then. */
+static int load_command(const loader *ld, const char *what, config_module *m,
+                        const yaml_node_t *argv, const yaml_node_t *cwd) {
+  char path[96];
+  int rc;
+
+  snprintf(path, sizeof path, "%s.argv", what);
+  if ((rc = get_strv(ld, argv, path, 0, 0, &m->argv, &m->argc)) < 0) return rc;
+  for (size_t i = 0; i < m->argc; i++) {
+    snprintf(path, sizeof path, "%s.argv[%zu]", what, i);
+    if ((rc = check_template(ld, node(ld, argv->data.sequence.items.start[i]), path, m,
+                             m->argv[i])) < 0)
+      return rc;
+  }
+  if (!m->argv[0][0]) return fail_at(ld, argv, "%s.argv[0] (the program) must not be empty", what);
+  snprintf(path, sizeof path, "%s.cwd", what);
+  if (cwd && ((rc = get_str(ld, cwd, path, 1, &m->cwd)) < 0 ||
+              (rc = check_template(ld, cwd, path, m, m->cwd)) < 0))
+    return rc;
+  return 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx) {
   static const char *const keys[] = {
       "id",         "name",           "description",     "argv",       "cwd",        "env",
@@ -792,22 +814,7 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   /* Parameters first: the argv and cwd templates are checked against them. */
   if (v[PARAMS] && (rc = load_params(ld, v[PARAMS], what, m)) < 0) return rc;
 
-  snprintf(path, sizeof path, "%s.argv", what);
-  if ((rc = get_strv(ld, v[ARGV], path, 0, 0, &m->argv, &m->argc)) < 0) return rc;
-  for (size_t i = 0; i < m->argc; i++) {
-    snprintf(path, sizeof path, "%s.argv[%zu]", what, i);
-    if ((rc = check_template(ld, node(ld, v[ARGV]->data.sequence.items.start[i]), path, m,
-                             m->argv[i])) < 0)
-      return rc;
-  }
-  if (!m->argv[0][0])
-    return fail_at(ld, v[ARGV], "%s.argv[0] (the program) must not be empty", what);
-
-  snprintf(path, sizeof path, "%s.cwd", what);
-  if (v[CWD] && ((rc = get_str(ld, v[CWD], path, 1, &m->cwd)) < 0 ||
-                 (rc = check_template(ld, v[CWD], path, m, m->cwd)) < 0))
-    return rc;
-
+  if ((rc = load_command(ld, what, m, v[ARGV], v[CWD])) < 0) return rc;
   snprintf(path, sizeof path, "%s.env", what);
   if (v[ENV] && (rc = get_env(ld, v[ENV], path, m)) < 0) return rc;
   if (!m->env) m->env = xcalloc(1, sizeof *m->env);

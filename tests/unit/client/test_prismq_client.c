@@ -71,12 +71,7 @@ struct result {
 static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
   if (!f) return -1;
-  struct event_config *ec = event_config_new();
-  if (!ec) return -1;
-  event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
-  f->base = event_base_new_with_config(ec);
-  event_config_free(ec);
-  if (!f->base) return -1;
+  if (!(f->base = testloop_base_new())) return -1;
   testloop_init(&f->tl, f->base);
   peer_init(&f->peer, f->base);
   f->peer.arg = f;

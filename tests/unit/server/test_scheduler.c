@@ -289,13 +289,7 @@ static int setup(void **state) {
   f->m = *state ? *state : &M_ASYNC;
   strcpy(f->dir, "/tmp/test_scheduler.XXXXXX");
   if (!mkdtemp(f->dir)) return -1;
-  /* As prismqd: timeouts must not fire early on libevent's coarse clock. */
-  struct event_config *ec = event_config_new();
-  if (!ec) return -1;
-  event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
-  f->base = event_base_new_with_config(ec);
-  event_config_free(ec);
-  if (!f->base) return -1;
+  if (!(f->base = testloop_base_new())) return -1;
   testloop_init(&f->tl, f->base);
   *state = f;
   return 0;
@@ -1569,11 +1563,45 @@ static void insert_running(struct fx *f, char *id, pid_t pid, uint64_t ticks, in
   assert_int_equal(runtab_insert(f->rt, &r), 0);
 }
 
-/* After a crash, RUNNING runs become LOST and what is left of them is killed (its
- * group, its cgroup), unless the recorded pid is another process now (another start
- * time) or the run is from before this boot; QUEUED runs run. */
-static void test_crash_recovery(void **state) {
-  struct fx *f = *state;
+/* Two RUNNING runs whose pids name live processes that are not theirs: one started
+ * after the run (another start time), one recorded before this boot. Opens the table. */
+static void insert_decoys(struct fx *f, char *id_other, pid_t *other, char *id_older,
+                          pid_t *older) {
+  *other = fork();
+  if (*other == 0)
+    for (;;) pause();
+  *older = fork();
+  if (*older == 0)
+    for (;;) pause();
+  assert_true(*other > 0 && *older > 0);
+  stray_add(f, *other);
+  stray_add(f, *older);
+  uint64_t ticks_other = 0, ticks_older = 0;
+  assert_int_equal(proc_pid_start_ticks(*other, &ticks_other), 0);
+  assert_int_equal(proc_pid_start_ticks(*older, &ticks_older), 0);
+  fx_open_runtab(f);
+  insert_running(f, id_other, *other, ticks_other + 1, id_now_ms());
+  insert_running(f, id_older, *older, ticks_older, 1000); /* started in 1970: before this boot */
+}
+
+/* In cgroups, a run recorded QUEUED whose cgroup exists had started (the crash came
+ * before its start was committed): inserts one, and makes its cgroup at `path`. */
+static void insert_started_queued(struct fx *f, char *id, char *path) {
+  fx_open_cgroups(f);
+  sched_run qr = PRISMQ__RUNNER__V1__RUN__INIT;
+  id_run_new(id, id_now_ms());
+  qr.run_id = id;
+  qr.module_id = "child";
+  qr.status = ST(QUEUED);
+  qr.created_at_ms = id_now_ms();
+  assert_int_equal(runtab_insert(f->rt, &qr), 0);
+  snprintf(path, PATH_MAX, "%s/%s", cgroup_root_path(f->cg), id);
+  assert_int_equal(mkdir(path, 0755), 0);
+}
+
+/* A "server" (a child of ours) with runs under way, SIGKILLed once it says it is ready:
+ * it leaves the table and its runs as a crash would. */
+static void crash_a_server(struct fx *f) {
   int ready[2];
   assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
   pid_t srv = fork();
@@ -1592,39 +1620,19 @@ static void test_crash_recovery(void **state) {
   if (got != 1)
     fail_msg("the crashing server failed: exit %d", WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
   assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+}
 
-  /* Two processes a pid in the table may name without being the run's. */
-  pid_t other = fork();
-  if (other == 0)
-    for (;;) pause();
-  pid_t older = fork();
-  if (older == 0)
-    for (;;) pause();
-  assert_true(other > 0 && older > 0);
-  stray_add(f, other);
-  stray_add(f, older);
-  uint64_t ticks_other = 0, ticks_older = 0;
-  assert_int_equal(proc_pid_start_ticks(other, &ticks_other), 0);
-  assert_int_equal(proc_pid_start_ticks(older, &ticks_older), 0);
-  fx_open_runtab(f);
+/* After a crash, RUNNING runs become LOST and what is left of them is killed (its
+ * group, its cgroup), unless the recorded pid is another process now (another start
+ * time) or the run is from before this boot; QUEUED runs run. */
+static void test_crash_recovery(void **state) {
+  struct fx *f = *state;
+  crash_a_server(f);
+  pid_t other, older;
   char id_other[ID_RUN_LEN + 1], id_older[ID_RUN_LEN + 1];
-  insert_running(f, id_other, other, ticks_other + 1, id_now_ms());
-  insert_running(f, id_older, older, ticks_older, 1000); /* started in 1970: before this boot */
-  /* In cgroups, a run recorded QUEUED whose cgroup exists had started (the crash came
-   * before its start was committed): LOST, not run a second time. */
+  insert_decoys(f, id_other, &other, id_older, &older);
   char id_qcg[ID_RUN_LEN + 1] = "", qcg_path[PATH_MAX] = "";
-  if (f->m->cgroup) {
-    fx_open_cgroups(f);
-    sched_run qr = PRISMQ__RUNNER__V1__RUN__INIT;
-    id_run_new(id_qcg, id_now_ms());
-    qr.run_id = id_qcg;
-    qr.module_id = "child";
-    qr.status = ST(QUEUED);
-    qr.created_at_ms = id_now_ms();
-    assert_int_equal(runtab_insert(f->rt, &qr), 0);
-    snprintf(qcg_path, sizeof qcg_path, "%s/%s", cgroup_root_path(f->cg), id_qcg);
-    assert_int_equal(mkdir(qcg_path, 0755), 0);
-  }
+  if (f->m->cgroup) insert_started_queued(f, id_qcg, qcg_path);
 
   sched_run **runs = NULL;
   size_t n = 0;
