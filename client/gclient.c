@@ -38,6 +38,8 @@ struct gcl_call {
   uint32_t reset_code; /* HTTP/2 error code the stream closed with */
   int have_status;     /* st is final: the first final status wins */
   gcl_status st;
+  uint8_t *details; /* grpc-status-details-bin, decoded; NULL: none (kept) */
+  size_t details_len;
 };
 
 struct gcl_conn {
@@ -119,6 +121,7 @@ static void call_free(gcl_call *call) {
   if (call->ev) event_free(call->ev);
   if (call->in) evbuffer_free(call->in);
   gw_deframer_reset(&call->df);
+  free(call->details);
   free(call);
 }
 
@@ -173,6 +176,25 @@ static int parse_small_uint(const uint8_t *v, size_t len) {
   return n;
 }
 
+/* Keeps a grpc-status-details-bin value, decoded, for the status (the last one wins).
+ * One that is malformed or too large is dropped, as is one that finds no memory: the
+ * details only add to a status that stands without them. */
+static void call_keep_details(gcl_call *call, const uint8_t *value, size_t len) {
+  free(call->details);
+  call->details = NULL;
+  call->details_len = 0;
+  /* The longest base64 of GCL_MAX_STATUS_DETAILS bytes, padded. */
+  if (len > (GCL_MAX_STATUS_DETAILS + 2) / 3 * 4) return;
+  uint8_t *d = malloc(GW_BIN_DECODED_MAX(len));
+  size_t n;
+  if (!d || gw_bin_decode(d, &n, (const char *)value, len) < 0 || n > GCL_MAX_STATUS_DETAILS) {
+    free(d);
+    return;
+  }
+  call->details = d;
+  call->details_len = n;
+}
+
 static int on_header(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, int trailer) {
   (void)h2;
@@ -189,6 +211,8 @@ static int on_header(h2conn *h2, int32_t sid, void *stream_user, const uint8_t *
     call->grpc_status = code < 0 ? -2 : code;
   } else if (gw_header_is(name, namelen, "grpc-message")) {
     gw_pct_decode(call->st.message, sizeof call->st.message, (const char *)value, valuelen);
+  } else if (gw_header_is(name, namelen, "grpc-status-details-bin")) {
+    call_keep_details(call, value, valuelen);
   }
   return 0;
 }
@@ -207,6 +231,10 @@ static void call_take_trailers(gcl_call *call) {
      * not define is UNKNOWN, as stock clients read it. */
     call->st.code = call->grpc_status > GW_UNAUTHENTICATED ? GW_UNKNOWN : call->grpc_status;
     call->have_status = 1;
+    if (call->st.code != GW_OK) {
+      call->st.details = call->details;
+      call->st.details_len = call->details_len;
+    }
   }
 }
 
@@ -461,6 +489,9 @@ static void unary_done(void *user, const gcl_status *st) {
   struct unary *u = user;
   u->done = 1;
   u->st = *st;
+  /* They go with the call, which ends as this returns. */
+  u->st.details = NULL;
+  u->st.details_len = 0;
   if (u->nomem) {
     u->st.code = GW_RESOURCE_EXHAUSTED;
     snprintf(u->st.message, sizeof u->st.message, "out of memory for the response");

@@ -18,12 +18,22 @@ typedef struct ssl_ctx_st SSL_CTX;
 typedef struct gcl_conn gcl_conn;
 typedef struct gcl_call gcl_call;
 
+/* The largest grpc-status-details-bin (decoded) a call keeps; a larger one is ignored.
+ * Servers keep theirs to a few KiB (prismqd: 3 KiB; grpcio refuses metadata over 8). */
+#define GCL_MAX_STATUS_DETAILS 8192
+
 /* Final status of a call: a gRPC status code (enum gw_status) and its decoded
  * grpc-message. Transport failures map to UNAVAILABLE (cannot connect, connection
- * lost) or INTERNAL (protocol violations), with a message saying what happened. */
+ * lost) or INTERNAL (protocol violations), with a message saying what happened.
+ * `details`: the server's grpc-status-details-bin, base64-decoded (details_len bytes,
+ * meant to be a serialized google.rpc.Status), when it ended the call with a code other
+ * than OK and sent one; NULL if not, and for a value that is not base64, is over
+ * GCL_MAX_STATUS_DETAILS or found no memory (the status stands without it). */
 typedef struct gcl_status {
   int code;
   char message[512];
+  const uint8_t *details;
+  size_t details_len;
 } gcl_status;
 
 typedef struct gcl_conn_opts {
@@ -65,7 +75,7 @@ void gcl_conn_free(gcl_conn *c);
 typedef int (*gcl_msg_fn)(void *user, const uint8_t *msg, size_t len);
 
 /* Called once when the call ends, with its final status; the call is freed right
- * after it returns. */
+ * after it returns, and st->details with it. */
 typedef void (*gcl_done_fn)(void *user, const gcl_status *st);
 
 /* Starts a unary or server-streaming call of `path` ("/pkg.Svc/Method") sending the
@@ -90,7 +100,7 @@ void gcl_call_cancel(gcl_call *call);
  * NULL for an empty message) and *resp_len; otherwise leaves them untouched. A
  * response with no message or more than one is INTERNAL; a call that cannot be started
  * (out of memory) is RESOURCE_EXHAUSTED. Returns the status code (0 = OK) and fills
- * *st (which may be NULL). */
+ * *st (which may be NULL), without the details (st->details NULL). */
 int gcl_unary(gcl_conn *c, const char *path, const uint8_t *req, size_t len, uint64_t timeout_ms,
               uint8_t **resp, size_t *resp_len, gcl_status *st);
 

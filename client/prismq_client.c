@@ -19,6 +19,8 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "gclient.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
 #include "tlsctx.h"
@@ -32,6 +34,13 @@
 
 struct sync;
 
+/* A status's details (prismq_status.details): its field violations, then their strings,
+ * in one allocation (free with free()). */
+struct prismq_status_details {
+  size_t n;
+  prismq_field_violation v[];
+};
+
 struct prismq_client {
   gcl_conn *conn;
   SSL_CTX *tls; /* NULL: h2c */
@@ -44,6 +53,8 @@ struct prismq_client {
   int intr_fd;
   struct event *intr_ev;
   int intr_pending; /* an interrupt came with no call running: it is for the next one */
+  /* Blocking client: the details of the last call's status, kept until the next call. */
+  struct prismq_status_details *details;
 };
 
 /* An RPC: its path and the message type it answers with. */
@@ -64,6 +75,13 @@ static const struct rpc RPC_WAIT = {"/prismq.runner.v1.Runner/WaitRun",
                                     &prismq__runner__v1__run__descriptor};
 static const struct rpc RPC_MODULES = {"/prismq.runner.v1.Runner/ListModules",
                                        &prismq__runner__v1__list_modules_response__descriptor};
+static const struct rpc RPC_SAVE_PRESET = {"/prismq.runner.v1.Runner/SavePreset",
+                                           &prismq__runner__v1__preset__descriptor};
+static const struct rpc RPC_LIST_PRESETS = {"/prismq.runner.v1.Runner/ListPresets",
+                                            &prismq__runner__v1__list_presets_response__descriptor};
+static const struct rpc RPC_DELETE_PRESET = {
+    "/prismq.runner.v1.Runner/DeletePreset",
+    &prismq__runner__v1__delete_preset_response__descriptor};
 static const struct rpc RPC_STREAM = {"/prismq.runner.v1.Runner/StreamOutput", NULL};
 static const struct rpc RPC_HEALTH = {"/grpc.health.v1.Health/Check",
                                       &grpc__health__v1__health_check_response__descriptor};
@@ -72,12 +90,22 @@ static const struct rpc RPC_HEALTH = {"/grpc.health.v1.Health/Check",
 struct sync {
   int done;
   prismq_status st;
+  struct prismq_status_details *details; /* st's, for the client to keep */
   ProtobufCMessage *resp;
   gcl_call *call;  /* valid until done */
   int interrupted; /* prismq_client_interrupt cancelled it */
 };
 
-enum sink { SINK_SYNC, SINK_RUN, SINK_LIST_RUNS, SINK_LIST_MODULES, SINK_HEALTH, SINK_DONE };
+enum sink {
+  SINK_SYNC,
+  SINK_RUN,
+  SINK_LIST_RUNS,
+  SINK_LIST_MODULES,
+  SINK_PRESET,
+  SINK_LIST_PRESETS,
+  SINK_HEALTH,
+  SINK_DONE
+};
 
 /* One call in flight. */
 struct pcall {
@@ -88,12 +116,15 @@ struct pcall {
   size_t nmsg;
   int have_local;      /* the call failed here (decoding, out of memory): `local` wins */
   prismq_status local; /* over the CANCELLED that stopping the call produces */
+  struct prismq_status_details *details; /* of the final status, until it is delivered */
   enum sink sink;
   union {
     struct sync *sync;
     prismq_run_fn run;
     prismq_list_runs_fn list_runs;
     prismq_list_modules_fn list_modules;
+    prismq_preset_fn preset;
+    prismq_list_presets_fn list_presets;
     prismq_health_fn health;
     prismq_done_fn done;
   } to;
@@ -107,6 +138,7 @@ static void status_set(prismq_status *st, int code, const char *fmt, ...)
 static void status_set(prismq_status *st, int code, const char *fmt, ...) {
   va_list ap;
   st->code = code;
+  st->details = NULL;
   va_start(ap, fmt);
   vsnprintf(st->message, sizeof st->message, fmt, ap);
   va_end(ap);
@@ -126,6 +158,12 @@ static prismq_status start_error(int rc) {
 }
 
 const char *prismq_code_name(int code) { return gw_status_name(code); }
+
+size_t prismq_status_violations(const prismq_status *st, const prismq_field_violation **out) {
+  const struct prismq_status_details *d = st ? st->details : NULL;
+  if (out) *out = d ? d->v : NULL;
+  return d ? d->n : 0;
+}
 
 /* Why the last connect of this thread failed, when errno alone cannot say (TLS files). */
 static __thread char connect_error[512];
@@ -181,6 +219,70 @@ static ProtobufCMessage *decode(struct pcall *pc, const ProtobufCMessageDescript
   return m;
 }
 
+/* Any.type_url names the type after its last '/'
+ * ("type.googleapis.com/google.rpc.BadRequest"). */
+static int any_is_bad_request(const Google__Protobuf__Any *any) {
+  const char *slash = strrchr(any->type_url, '/');
+  return slash && strcmp(slash + 1, "google.rpc.BadRequest") == 0;
+}
+
+/* Decodes the BadRequests among the details of `rs` into br[0..rs->n_details) (NULL
+ * where a detail is of another type or does not decode). Returns how many field
+ * violations they hold, and adds the bytes their strings take (NULs included) to
+ * *bytes. */
+static size_t bad_requests_unpack(Google__Rpc__BadRequest **br, const Google__Rpc__Status *rs,
+                                  size_t *bytes) {
+  size_t n = 0;
+  for (size_t i = 0; i < rs->n_details; i++) {
+    const Google__Protobuf__Any *any = rs->details[i];
+    br[i] = any_is_bad_request(any)
+                ? google__rpc__bad_request__unpack(NULL, any->value.len, any->value.data)
+                : NULL;
+    for (size_t j = 0; br[i] && j < br[i]->n_field_violations; j++, n++)
+      *bytes += strlen(br[i]->field_violations[j]->field) +
+                strlen(br[i]->field_violations[j]->description) + 2;
+  }
+  return n;
+}
+
+/* Copies the field violations of br[0..nbr) into d, sized by bad_requests_unpack. */
+static void details_fill(struct prismq_status_details *d, Google__Rpc__BadRequest *const *br,
+                         size_t nbr) {
+  char *str = (char *)&d->v[d->n];
+  size_t k = 0;
+  for (size_t i = 0; i < nbr; i++) {
+    for (size_t j = 0; br[i] && j < br[i]->n_field_violations; j++, k++) {
+      d->v[k].field = str;
+      str = stpcpy(str, br[i]->field_violations[j]->field) + 1;
+      d->v[k].description = str;
+      str = stpcpy(str, br[i]->field_violations[j]->description) + 1;
+    }
+  }
+}
+
+/* The field violations in the details that came with the server's status `gst`: a
+ * google.rpc.Status of the same code. NULL if there are none, if the details do not
+ * decode, and without memory: the details only add to a status that stands without
+ * them. */
+static struct prismq_status_details *details_decode(const gcl_status *gst) {
+  Google__Rpc__Status *rs =
+      gst->details ? google__rpc__status__unpack(NULL, gst->details_len, gst->details) : NULL;
+  if (!rs) return NULL;
+  Google__Rpc__BadRequest **br =
+      rs->code == gst->code ? calloc(rs->n_details + 1, sizeof *br) : NULL;
+  size_t bytes = 0, n = br ? bad_requests_unpack(br, rs, &bytes) : 0;
+  struct prismq_status_details *d = n ? malloc(sizeof *d + n * sizeof d->v[0] + bytes) : NULL;
+  if (d) {
+    d->n = n;
+    details_fill(d, br, rs->n_details);
+  }
+  for (size_t i = 0; br && i < rs->n_details; i++)
+    google__rpc__bad_request__free_unpacked(br[i], NULL);
+  free(br);
+  google__rpc__status__free_unpacked(rs, NULL);
+  return d;
+}
+
 /* ---- calls ---- */
 
 static int call_on_msg(void *user, const uint8_t *msg, size_t len) {
@@ -214,6 +316,8 @@ static void deliver(struct pcall *pc, const prismq_status *st, ProtobufCMessage 
   switch (pc->sink) {
   case SINK_SYNC:
     pc->to.sync->st = *st;
+    pc->to.sync->details = pc->details;
+    pc->details = NULL;
     pc->to.sync->resp = resp;
     pc->to.sync->done = 1;
     break;
@@ -224,18 +328,28 @@ static void deliver(struct pcall *pc, const prismq_status *st, ProtobufCMessage 
   case SINK_LIST_MODULES:
     pc->to.list_modules(st, (Prismq__Runner__V1__ListModulesResponse *)resp, pc->user);
     break;
+  case SINK_PRESET: pc->to.preset(st, (Prismq__Runner__V1__Preset *)resp, pc->user); break;
+  case SINK_LIST_PRESETS:
+    pc->to.list_presets(st, (Prismq__Runner__V1__ListPresetsResponse *)resp, pc->user);
+    break;
   case SINK_HEALTH: pc->to.health(st, take_serving(resp), pc->user); break;
-  case SINK_DONE: pc->to.done(st, pc->user); break;
+  case SINK_DONE:
+    /* A unary call whose answer says nothing more than its status (DeletePreset). */
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    pc->to.done(st, pc->user);
+    break;
   }
 }
 
 static void call_on_done(void *user, const gcl_status *gst) {
   struct pcall *pc = user;
   prismq_status st;
-  if (pc->have_local)
+  if (pc->have_local) {
     st = pc->local;
-  else
+  } else {
     status_set(&st, gst->code, "%s", gst->message);
+    st.details = pc->details = details_decode(gst);
+  }
   if (st.code == PRISMQ_CODE_OK && pc->rpc->resp && !pc->resp)
     status_set(&st, PRISMQ_CODE_INTERNAL, "unary call got no response message");
   ProtobufCMessage *resp = pc->resp;
@@ -244,6 +358,7 @@ static void call_on_done(void *user, const gcl_status *gst) {
     resp = NULL;
   }
   deliver(pc, &st, resp);
+  free(pc->details);
   free(pc);
 }
 
@@ -346,6 +461,8 @@ static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
   if (!c->own_base)
     return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
                      "blocking call on a client made by prismq_client_connect_async");
+  free(c->details);
+  c->details = NULL;
   /* event_base_loop refuses to nest: the inner call could never end. */
   if (c->running)
     return status_of(PRISMQ_CODE_FAILED_PRECONDITION,
@@ -365,6 +482,7 @@ static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
   }
   sigpipe_restore(&g);
   if (rc < 0) return start_error(rc);
+  c->details = s.details;
   /* A call that had already ended otherwise when the interrupt came keeps its status. */
   if (s.interrupted && s.st.code == PRISMQ_CODE_CANCELLED)
     status_set(&s.st, PRISMQ_CODE_CANCELLED, INTERRUPTED_MSG);
@@ -455,6 +573,7 @@ void prismq_client_free(prismq_client *c) {
   if (c->intr_ev) event_free(c->intr_ev);
   if (c->intr_fd >= 0) close(c->intr_fd);
   if (c->own_base) event_base_free(c->own_base);
+  free(c->details);
   free(c);
 }
 
@@ -528,6 +647,32 @@ prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out,
   return st;
 }
 
+prismq_status prismq_save_preset(Prismq__Runner__V1__Preset **out, prismq_client *c,
+                                 const Prismq__Runner__V1__SavePresetRequest *req,
+                                 uint32_t deadline_ms) {
+  ProtobufCMessage *m = NULL;
+  prismq_status st =
+      call_blocking(c, &RPC_SAVE_PRESET, REQ(req), deadline_ms, NULL, NULL, out ? &m : NULL);
+  if (m) *out = (Prismq__Runner__V1__Preset *)m;
+  return st;
+}
+
+prismq_status prismq_list_presets(Prismq__Runner__V1__ListPresetsResponse **out, prismq_client *c,
+                                  const Prismq__Runner__V1__ListPresetsRequest *req,
+                                  uint32_t deadline_ms) {
+  ProtobufCMessage *m = NULL;
+  prismq_status st =
+      call_blocking(c, &RPC_LIST_PRESETS, REQ(req), deadline_ms, NULL, NULL, out ? &m : NULL);
+  if (m) *out = (Prismq__Runner__V1__ListPresetsResponse *)m;
+  return st;
+}
+
+prismq_status prismq_delete_preset(prismq_client *c,
+                                   const Prismq__Runner__V1__DeletePresetRequest *req,
+                                   uint32_t deadline_ms) {
+  return call_blocking(c, &RPC_DELETE_PRESET, REQ(req), deadline_ms, NULL, NULL, NULL);
+}
+
 /* A HealthCheckRequest for `service` (NULL = ""); points into `service`. */
 static Grpc__Health__V1__HealthCheckRequest health_request(const char *service) {
   Grpc__Health__V1__HealthCheckRequest r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -588,6 +733,25 @@ int prismq_list_modules_async(prismq_client *c, const Prismq__Runner__V1__ListMo
   struct pcall t = {
       .rpc = &RPC_MODULES, .sink = SINK_LIST_MODULES, .user = user, .to.list_modules = cb};
   return call_async(c, REQ(req ? req : &EMPTY_MODULES_REQ), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_save_preset_async(prismq_client *c, const Prismq__Runner__V1__SavePresetRequest *req,
+                             uint32_t deadline_ms, prismq_preset_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_SAVE_PRESET, .sink = SINK_PRESET, .user = user, .to.preset = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_list_presets_async(prismq_client *c, const Prismq__Runner__V1__ListPresetsRequest *req,
+                              uint32_t deadline_ms, prismq_list_presets_fn cb, void *user) {
+  struct pcall t = {
+      .rpc = &RPC_LIST_PRESETS, .sink = SINK_LIST_PRESETS, .user = user, .to.list_presets = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
+}
+
+int prismq_delete_preset_async(prismq_client *c, const Prismq__Runner__V1__DeletePresetRequest *req,
+                               uint32_t deadline_ms, prismq_done_fn cb, void *user) {
+  struct pcall t = {.rpc = &RPC_DELETE_PRESET, .sink = SINK_DONE, .user = user, .to.done = cb};
+  return call_async(c, REQ(req), deadline_ms, cb != NULL, &t);
 }
 
 int prismq_health_async(prismq_client *c, const char *service, uint32_t deadline_ms,

@@ -15,6 +15,11 @@ PKGS=(
   "$@"
 )
 
+# The stock gRPC reflection client of the tests runs on node (tests/integration/
+# reflection_client): Debian's node and npm, unless a node with its npm is there already.
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

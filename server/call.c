@@ -17,7 +17,8 @@
 
 struct method {
   char *path;
-  call_handler_fn fn;
+  call_handler_fn fn;  /* a unary request's handler, or NULL */
+  call_stream_fn open; /* else streamed requests' (call_server_add_stream) */
   void *svc;
   unsigned need; /* role bits of which the caller must hold one (0: none needed) */
 };
@@ -44,9 +45,9 @@ struct call_conn {
 
 enum call_state {
   CALL_HEADERS, /* reading request headers */
-  CALL_BODY,    /* reading the request message */
+  CALL_BODY,    /* reading the request message; streamed requests: waiting for the handler */
   CALL_READY,   /* complete: waits for the dispatch, after the rest of the input read with it */
-  CALL_HANDLER, /* the handler owns the call */
+  CALL_HANDLER, /* the handler owns the call (streamed requests: reading them still) */
   CALL_DONE,    /* answered; waiting for the stream to close */
 };
 
@@ -62,10 +63,13 @@ struct call {
   unsigned ct_grpc : 1;
   unsigned has_encoding : 1; /* grpc-encoding other than identity */
   unsigned headers_sent : 1;
-  unsigned streaming : 1; /* call_set_streaming: a shutdown ends it at once */
-  uint64_t opened_ms;     /* when its stream opened */
-  unsigned roles;         /* the caller's role bits, known once the headers are in */
-  char *md;               /* request metadata: "name\0value\0" pairs in order */
+  unsigned streaming : 1;    /* call_set_streaming: a shutdown ends it at once */
+  unsigned queued : 1;       /* in the server's dispatch queue */
+  unsigned remote_ended : 1; /* streamed requests: the client has ended its side */
+  unsigned input_ended : 1;  /* streamed requests: on_input_end has fired */
+  uint64_t opened_ms;        /* when its stream opened */
+  unsigned roles;            /* the caller's role bits, known once the headers are in */
+  char *md;                  /* request metadata: "name\0value\0" pairs in order */
   size_t mdlen, mdcap;
   uint64_t timeout_ms; /* UINT64_MAX = none */
   uint64_t deadline_at_ms;
@@ -80,20 +84,29 @@ struct call {
   void *cancel_arg;
   void (*on_writable)(call *c, void *arg);
   void *writable_arg;
+  void (*on_message)(call *c, const uint8_t *msg, size_t len, void *arg);
+  void (*on_input_end)(call *c, void *arg);
+  void *input_arg;
   struct call *prev, *next;             /* the server's live calls */
-  struct call *ready_prev, *ready_next; /* CALL_READY: the server's dispatch queue */
+  struct call *ready_prev, *ready_next; /* queued: the server's dispatch queue */
+  /* A call made with call_server_invoke has no connection (conn is NULL): */
+  const call_sink *sink;
+  void *sink_arg;
+  unsigned dropped : 1; /* call_drop: the invoker wants no answer */
+  conn_peer peer;
 };
 
 struct call_server {
   struct event_base *base;
   call_server_opts opts;
-  log_limit send_refused;               /* before_send failing: every send of every connection */
-  log_limit conn_failed;                /* transports that failed */
-  size_t max_held;                      /* request bytes one connection may buffer */
-  struct event *sweep_ev;               /* idle_timeout_ms: closes idle connections */
-  struct call *ready_head, *ready_tail; /* complete requests, in order */
-  struct event *dispatch_ev;            /* runs their handlers */
-  struct method *methods;               /* sorted by path for bsearch */
+  log_limit send_refused; /* before_send failing: every send of every connection */
+  log_limit conn_failed;  /* transports that failed */
+  size_t max_held;        /* request bytes one connection may buffer */
+  struct event *sweep_ev; /* idle_timeout_ms: closes idle connections */
+  /* Complete unary requests and streamed-request calls with something to do, in order. */
+  struct call *ready_head, *ready_tail;
+  struct event *dispatch_ev; /* runs their handlers */
+  struct method *methods;    /* sorted by path for bsearch */
   size_t nmethods;
   struct call_conn *conns;
   size_t nconns;
@@ -117,16 +130,11 @@ static uint64_t now_ms(struct event_base *base) {
 
 /* ---- answering ------------------------------------------------------------------ */
 
-/* Formats and percent-encodes a grpc-message, kept short as the spec asks. */
-static void format_message(char *enc, size_t cap, const char *fmt, va_list ap) {
-  char raw[512];
-  raw[0] = '\0';
-  if (fmt) vsnprintf(raw, sizeof raw, fmt, ap);
-  gw_pct_encode(enc, cap, raw);
-}
+/* A status message, kept short as the spec asks. */
+#define MESSAGE_MAX 512
 
 static void send_headers(call *c) {
-  if (c->headers_sent) return;
+  if (c->headers_sent || !c->conn) return;
   c->headers_sent = 1;
   nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
                       NV("grpc-accept-encoding", "identity")};
@@ -139,6 +147,7 @@ static void disarm_deadline(call *c) {
 
 /* Brings the connection's count of buffered request bytes up to date. */
 static void update_held(call *c) {
+  if (!c->conn) return; /* an invoked call's request is its invoker's */
   size_t now = evbuffer_get_length(c->in) + c->msglen;
   c->conn->held = c->conn->held - c->held + now;
   c->held = now;
@@ -165,14 +174,28 @@ static void mark_done(call *c) {
   drop_request(c);
 }
 
-/* Sends the status: as trailers after what was sent, or trailers-only; `details`
- * (grpc-status-details-bin, base64 already) only when not NULL. */
-static void answer(call *c, int status, const char *enc_msg, const char *details) {
-  char code[12];
+static void end_invoked(call *c, int status, const char *msg, const uint8_t *details, size_t dlen);
+
+/* Sends the status (`msg` as it is, encoded here): as trailers after what was sent,
+ * or trailers-only; `details` (a serialized google.rpc.Status, dlen bytes) in
+ * grpc-status-details-bin only when not NULL. An invoked call's sink is told instead. */
+static void answer(call *c, int status, const char *msg, const uint8_t *details, size_t dlen) {
+  mark_done(c);
+  if (!c->conn) {
+    end_invoked(c, status, msg, details, dlen);
+    return;
+  }
+  char code[12], enc_msg[1024], *b64 = NULL;
   nghttp2_nv nva[6];
   size_t n = 0;
   snprintf(code, sizeof code, "%d", status);
-  mark_done(c);
+  gw_pct_encode(enc_msg, sizeof enc_msg, msg);
+  if (details) {
+    /* Binary metadata goes base64 encoded, without padding as the gRPC spec prefers. */
+    b64 = xmalloc(4 * ((dlen + 2) / 3) + 1);
+    int k = EVP_EncodeBlock((unsigned char *)b64, details, (int)dlen);
+    while (k > 0 && b64[k - 1] == '=') b64[--k] = '\0';
+  }
   if (!c->headers_sent) {
     nva[n++] = (nghttp2_nv)NV(":status", "200");
     nva[n++] = (nghttp2_nv)NV("content-type", "application/grpc");
@@ -180,24 +203,25 @@ static void answer(call *c, int status, const char *enc_msg, const char *details
   }
   nva[n++] = (nghttp2_nv)NV("grpc-status", code);
   if (enc_msg[0]) nva[n++] = (nghttp2_nv)NV("grpc-message", enc_msg);
-  if (details) nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", details);
+  if (b64) nva[n++] = (nghttp2_nv)NV("grpc-status-details-bin", b64);
   if (c->headers_sent)
     h2conn_stream_end(c->conn->h2, c->sid, nva, n);
   else
     h2conn_submit_response(c->conn->h2, c->sid, nva, n, 0);
   if (status != GW_OK)
     LOG_DEBUG("call ended path=%.*s status=%s", (int)c->pathlen, c->path, gw_status_name(status));
+  free(b64);
 }
 
 static void answerf(call *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void answerf(call *c, int status, const char *fmt, ...) {
-  char enc[1024];
+  char msg[MESSAGE_MAX];
   va_list ap;
   va_start(ap, fmt);
-  format_message(enc, sizeof enc, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  answer(c, status, enc, NULL);
+  answer(c, status, msg, NULL, 0);
 }
 
 /* An answer that is not gRPC at all (wrong content-type or method). */
@@ -232,10 +256,25 @@ void call_on_writable(call *c, void (*fn)(call *c, void *arg), void *arg) {
 }
 
 int call_writable(const call *c) {
+  if (!c->conn) return c->sink->writable(c->sink_arg);
   return h2conn_stream_pending(c->conn->h2, c->sid) < c->srv->opts.stream_low_water;
 }
 
+static void ready_push(call *c);
+
+void call_on_input(call *c, void (*on_message)(call *c, const uint8_t *msg, size_t len, void *arg),
+                   void (*on_end)(call *c, void *arg), void *arg) {
+  c->on_message = on_message;
+  c->on_input_end = on_end;
+  c->input_arg = arg;
+  ready_push(c); /* what came in before is handed over from the loop */
+}
+
 int call_send(call *c, const struct ProtobufCMessage *msg) {
+  if (!c->conn) {
+    c->sink->message(c->sink_arg, msg);
+    return 0;
+  }
   send_headers(c);
   struct evbuffer *out = h2conn_stream_output(c->conn->h2, c->sid);
   if (!out) return 0; /* stream already gone: the cancel callback is on its way */
@@ -245,6 +284,10 @@ int call_send(call *c, const struct ProtobufCMessage *msg) {
 }
 
 int call_send_framed(call *c, struct evbuffer *framed) {
+  if (!c->conn) {
+    c->sink->framed(c->sink_arg, framed);
+    return 0;
+  }
   send_headers(c);
   struct evbuffer *out = h2conn_stream_output(c->conn->h2, c->sid);
   if (!out) {
@@ -257,39 +300,46 @@ int call_send_framed(call *c, struct evbuffer *framed) {
 }
 
 int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len) {
+  if (!c->conn) {
+    /* call_sends_files said no: this maps the segment, and the sink takes the bytes. */
+    struct evbuffer *b = evbuffer_new();
+    if (!b) abort();
+    int rc = evbuffer_add_file_segment(b, seg, 0, (ev_off_t)len) == 0 ? 0 : -EIO;
+    evbuffer_file_segment_free(seg);
+    if (rc == 0) c->sink->framed(c->sink_arg, b);
+    evbuffer_free(b);
+    return rc;
+  }
   send_headers(c);
   int rc = h2conn_stream_add_file(c->conn->h2, c->sid, seg, len);
   return rc == -ENOENT ? 0 : rc; /* stream gone: the cancel callback is on its way */
 }
 
-static void finish_v(call *c, int status, const char *details, const char *fmt, va_list ap) {
-  char enc[1024];
-  format_message(enc, sizeof enc, fmt, ap);
+static void finish_v(call *c, int status, const uint8_t *details, size_t dlen, const char *fmt,
+                     va_list ap) {
+  char msg[MESSAGE_MAX];
+  msg[0] = '\0';
+  if (fmt) vsnprintf(msg, sizeof msg, fmt, ap);
   c->on_cancel = NULL;
   c->on_writable = NULL;
-  answer(c, status, enc, details);
+  answer(c, status, msg, details, dlen);
 }
 
 void call_finish(call *c, int status, const char *fmt, ...) {
   if (c->state != CALL_HANDLER) return;
   va_list ap;
   va_start(ap, fmt);
-  finish_v(c, status, NULL, fmt, ap);
+  finish_v(c, status, NULL, 0, fmt, ap);
   va_end(ap);
 }
 
 void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt,
                          ...) {
   if (c->state != CALL_HANDLER) return;
-  /* Binary metadata goes base64 encoded, without padding as the gRPC spec prefers. */
-  char *b64 = xmalloc(4 * ((len + 2) / 3) + 1);
-  int n = EVP_EncodeBlock((unsigned char *)b64, details, (int)len);
-  while (n > 0 && b64[n - 1] == '=') b64[--n] = '\0';
   va_list ap;
   va_start(ap, fmt);
-  finish_v(c, status, b64, fmt, ap);
+  finish_v(c, status, details, len, fmt, ap);
   va_end(ap);
-  free(b64);
 }
 
 uint64_t call_deadline_left_ms(const call *c) {
@@ -302,11 +352,15 @@ struct event_base *call_base(const call *c) {
   return c->srv->base;
 }
 
-const conn_peer *call_peer(const call *c) { return conn_get_peer(h2conn_conn(c->conn->h2)); }
+const conn_peer *call_peer(const call *c) {
+  return c->conn ? conn_get_peer(h2conn_conn(c->conn->h2)) : &c->peer;
+}
 
 unsigned call_roles(const call *c) { return c->roles; }
 
-int call_sends_files(const call *c) { return conn_can_sendfile(h2conn_conn(c->conn->h2)); }
+int call_sends_files(const call *c) {
+  return c->conn && conn_can_sendfile(h2conn_conn(c->conn->h2));
+}
 
 const char *call_metadata(const call *c, const char *name, size_t *len) {
   size_t pos = 0;
@@ -332,18 +386,22 @@ int call_metadata_next(const call *c, size_t *pos, const char **name, const char
 /* A status queued behind output the client does not read would never go out, and
  * the stream would hold its buffers: reset it instead (RST_STREAM CANCEL). */
 static void reset_if_stalled(call *c) {
-  if (h2conn_stream_pending(c->conn->h2, c->sid) > 0)
+  if (c->conn && h2conn_stream_pending(c->conn->h2, c->sid) > 0)
     h2conn_stream_reset(c->conn->h2, c->sid, NGHTTP2_CANCEL);
 }
 
 static void ready_unlink(call *c);
+static void call_release(call *c);
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   call *c = arg;
-  if (c->state == CALL_DONE) return;
-  if (c->state == CALL_READY) ready_unlink(c);
+  if (c->state == CALL_DONE) {
+    if (!c->conn) call_release(c); /* armed by end_invoked, out of the sink's callback */
+    return;
+  }
+  if (c->queued) ready_unlink(c);
   if (c->state == CALL_BODY && call_deadline_left_ms(c) > 0) {
     answerf(c, GW_DEADLINE_EXCEEDED, "request not received whole within %d ms", REQUEST_READ_MS);
   } else {
@@ -354,17 +412,12 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
   reset_if_stalled(c);
 }
 
-static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
-  (void)h2;
-  struct call_conn *cn = conn_user;
-  call_server *s = cn->srv;
+/* A new call, among the server's live ones. */
+static call *call_create(call_server *s) {
   call *c = xcalloc(1, sizeof *c);
   c->srv = s;
-  c->conn = cn;
-  c->sid = sid;
   c->timeout_ms = UINT64_MAX;
   c->opened_ms = now_ms(s->base);
-  cn->ncalls++;
   c->in = evbuffer_new();
   if (!c->in) abort();
   c->next = s->calls;
@@ -372,6 +425,34 @@ static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
   s->calls = c;
   s->ncalls++;
   s->total_calls++;
+  return c;
+}
+
+/* Takes the call out of the server's live ones and frees it. */
+static void call_release(call *c) {
+  call_server *s = c->srv;
+  if (c->queued) ready_unlink(c);
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->ncalls--;
+  drop_request(c);
+  if (c->conn && --c->conn->ncalls == 0) c->conn->idle_since = now_ms(s->base);
+  if (c->deadline_ev) event_free(c->deadline_ev);
+  evbuffer_free(c->in);
+  free(c->md);
+  free(c);
+}
+
+static void *on_stream_open(h2conn *h2, int32_t sid, void *conn_user) {
+  (void)h2;
+  struct call_conn *cn = conn_user;
+  call *c = call_create(cn->srv);
+  c->conn = cn;
+  c->sid = sid;
+  cn->ncalls++;
   return c;
 }
 
@@ -499,6 +580,7 @@ static void request_headers_done(call *c) {
   c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
   if (!c->deadline_ev) abort();
   arm_timer(c, c->timeout_ms < REQUEST_READ_MS ? c->timeout_ms : REQUEST_READ_MS);
+  if (c->method->open) ready_push(c); /* its handler starts now, from the loop */
 }
 
 static void ready_unlink(call *c) {
@@ -512,13 +594,33 @@ static void ready_unlink(call *c) {
   else
     s->ready_tail = c->ready_prev;
   c->ready_prev = c->ready_next = NULL;
+  c->queued = 0;
 }
 
-/* The client has sent everything: exactly one message makes a valid call. Its handler
- * runs from the dispatch event, once nghttp2 has taken the rest of the input read with
- * the request: a RST_STREAM right behind it (Rapid Reset, CVE-2023-44487) closes the
- * stream before any work is done for it. */
+/* Handlers run from the dispatch event, once nghttp2 has taken the rest of the input
+ * read with the request: a RST_STREAM right behind it (Rapid Reset, CVE-2023-44487)
+ * closes the stream before any work is done for it. */
+static void ready_push(call *c) {
+  if (c->queued) return;
+  call_server *s = c->srv;
+  c->queued = 1;
+  c->ready_prev = s->ready_tail;
+  if (s->ready_tail)
+    s->ready_tail->ready_next = c;
+  else
+    s->ready_head = c;
+  s->ready_tail = c;
+  event_active(s->dispatch_ev, EV_TIMEOUT, 0);
+}
+
+/* The client has sent everything: for a unary method exactly one message makes a
+ * valid call, which waits for the dispatch. */
 static void request_complete(call *c) {
+  if ((c->state == CALL_BODY || c->state == CALL_HANDLER) && c->method->open) {
+    c->remote_ended = 1;
+    ready_push(c); /* on_input_end fires from the loop, after the messages before it */
+    return;
+  }
   if (c->state != CALL_BODY) return;
   if (evbuffer_get_length(c->in) > 0) {
     answerf(c, GW_INTERNAL, "request stream ended inside a message");
@@ -529,28 +631,28 @@ static void request_complete(call *c) {
             c->nmsgs);
     return;
   }
-  call_server *s = c->srv;
   c->state = CALL_READY;
-  c->ready_prev = s->ready_tail;
-  if (s->ready_tail)
-    s->ready_tail->ready_next = c;
-  else
-    s->ready_head = c;
-  s->ready_tail = c;
-  event_active(s->dispatch_ev, EV_TIMEOUT, 0);
+  ready_push(c);
 }
 
-/* Hands a complete request to its method's handler. */
-static void run_handler(call *c) {
+/* The handler takes the call: from now on only the call's own deadline applies.
+ * Returns 0, or -1 if the server is shutting down (answered UNAVAILABLE). */
+static int begin_handler(call *c) {
   if (c->srv->shutting_down) {
     answerf(c, GW_UNAVAILABLE, "server shutting down");
-    return;
+    return -1;
   }
   c->state = CALL_HANDLER;
   if (c->timeout_ms == UINT64_MAX)
     event_del(c->deadline_ev);
   else
     arm_timer(c, call_deadline_left_ms(c));
+  return 0;
+}
+
+/* Hands a complete request to its method's handler. */
+static void run_handler(call *c) {
+  if (begin_handler(c) < 0) return;
   uint8_t *msg = c->msg;
   size_t len = c->msglen;
   c->msg = NULL;
@@ -560,6 +662,68 @@ static void run_handler(call *c) {
   free(msg);
 }
 
+/* Answers a message that gw_frame_next refused (`r`), dropping the request bytes. */
+static void refuse_message(call *c, int r) {
+  uint8_t hdr[GW_PREFIX_LEN];
+  evbuffer_copyout(c->in, hdr, sizeof hdr);
+  uint32_t announced;
+  int flag = gw_prefix_decode(&announced, hdr);
+  evbuffer_drain(c->in, evbuffer_get_length(c->in));
+  switch (r) {
+  case GW_FRAME_TOO_LARGE:
+    answerf(c, GW_RESOURCE_EXHAUSTED, "request message of %u bytes exceeds the limit of %zu bytes",
+            announced, c->srv->opts.max_recv_msg);
+    return;
+  case GW_FRAME_COMPRESSED:
+    if (c->has_encoding)
+      answerf(c, GW_UNIMPLEMENTED,
+              "compressed messages are not supported; use grpc-encoding identity");
+    else
+      answerf(c, GW_INTERNAL, "compressed flag set without a grpc-encoding");
+    return;
+  default: answerf(c, GW_INTERNAL, "invalid message flag %d", flag); return;
+  }
+}
+
+/* Hands a streamed-request call's whole messages to its handler, then the end of its
+ * input, for as long as it can answer them (call_writable): on_drain brings it back. */
+static void stream_input(call *c) {
+  for (;;) {
+    if (c->state != CALL_HANDLER || !c->on_message || !call_writable(c)) return;
+    uint8_t *msg;
+    size_t len;
+    int r = gw_frame_next(c->in, c->srv->opts.max_recv_msg, &msg, &len);
+    if (r == GW_FRAME_NEED_MORE) break;
+    if (r == -ENOMEM) abort();
+    if (r != GW_FRAME_MSG) {
+      cancel_handler(c);
+      refuse_message(c, r);
+      return;
+    }
+    update_held(c);
+    c->on_message(c, msg, len, c->input_arg);
+    free(msg);
+  }
+  if (!c->remote_ended || c->input_ended) return;
+  if (evbuffer_get_length(c->in) > 0) {
+    cancel_handler(c);
+    answerf(c, GW_INTERNAL, "request stream ended inside a message");
+    return;
+  }
+  c->input_ended = 1;
+  if (c->on_input_end) c->on_input_end(c, c->input_arg);
+}
+
+/* A streamed-request call's turn: its handler starts on the first, then it is handed
+ * what has come in. */
+static void run_stream(call *c) {
+  if (c->state == CALL_BODY) {
+    if (begin_handler(c) < 0) return;
+    c->method->open(c, c->method->svc);
+  }
+  stream_input(c);
+}
+
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
@@ -567,7 +731,10 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg) {
   call *c;
   while ((c = s->ready_head) != NULL) {
     ready_unlink(c);
-    run_handler(c);
+    if (c->state == CALL_READY)
+      run_handler(c);
+    else
+      run_stream(c);
   }
 }
 
@@ -584,18 +751,25 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
   (void)h2;
   (void)sid;
   call *c = user;
-  if (!c || c->state != CALL_BODY) return; /* answered already: discard */
+  /* Answered already: discard. A streamed-request call reads on in its handler. */
+  if (!c || (c->state != CALL_BODY && c->state != CALL_HANDLER)) return;
   if (c->conn->held + len > c->srv->max_held) {
+    cancel_handler(c);
     answerf(c, GW_RESOURCE_EXHAUSTED,
             "more than %zu bytes of requests in flight on this connection", c->srv->max_held);
     return;
   }
   if (evbuffer_add(c->in, data, len) != 0) abort();
   update_held(c);
+  if (c->method->open) {
+    /* Framing is checked as the messages are taken, from the loop's next turn: within
+     * one read of a refused prefix. */
+    ready_push(c);
+    return;
+  }
   for (;;) {
     uint8_t *msg;
     size_t mlen;
-    uint8_t hdr[GW_PREFIX_LEN];
     if (c->nmsgs == 1 && evbuffer_get_length(c->in) > 0) {
       /* A second message begins: refuse it now rather than buffer its body. */
       answerf(c, GW_UNIMPLEMENTED, "%s expects exactly one request message, got more", c->path);
@@ -611,25 +785,8 @@ static void on_data(h2conn *h2, int32_t sid, void *user, const uint8_t *data, si
       update_held(c);
       continue;
     }
-    evbuffer_copyout(c->in, hdr, sizeof hdr);
-    uint32_t announced;
-    int flag = gw_prefix_decode(&announced, hdr);
-    evbuffer_drain(c->in, evbuffer_get_length(c->in));
-    switch (r) {
-    case GW_FRAME_TOO_LARGE:
-      answerf(c, GW_RESOURCE_EXHAUSTED,
-              "request message of %u bytes exceeds the limit of %zu bytes", announced,
-              c->srv->opts.max_recv_msg);
-      return;
-    case GW_FRAME_COMPRESSED:
-      if (c->has_encoding)
-        answerf(c, GW_UNIMPLEMENTED,
-                "compressed messages are not supported; use grpc-encoding identity");
-      else
-        answerf(c, GW_INTERNAL, "compressed flag set without a grpc-encoding");
-      return;
-    default: answerf(c, GW_INTERNAL, "invalid message flag %d", flag); return;
-    }
+    refuse_message(c, r);
+    return;
   }
 }
 
@@ -643,7 +800,9 @@ static void on_drain(h2conn *h2, int32_t sid, void *user) {
   (void)h2;
   (void)sid;
   call *c = user;
-  if (c && c->state == CALL_HANDLER && c->on_writable) c->on_writable(c, c->writable_arg);
+  if (!c || c->state != CALL_HANDLER) return;
+  if (c->on_writable) c->on_writable(c, c->writable_arg);
+  if (c->on_message) ready_push(c); /* input held back while the output was full */
 }
 
 static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_code) {
@@ -654,21 +813,9 @@ static void on_stream_close(h2conn *h2, int32_t sid, void *user, uint32_t error_
   if (c->state == CALL_HANDLER)
     LOG_DEBUG("call cancelled by peer path=%s h2_error=%s", c->path,
               nghttp2_http2_strerror(error_code));
-  if (c->state == CALL_READY) ready_unlink(c);
+  if (c->queued) ready_unlink(c);
   cancel_handler(c);
-  call_server *s = c->srv;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    s->calls = c->next;
-  if (c->next) c->next->prev = c->prev;
-  s->ncalls--;
-  drop_request(c);
-  if (--c->conn->ncalls == 0) c->conn->idle_since = now_ms(s->base);
-  if (c->deadline_ev) event_free(c->deadline_ev);
-  evbuffer_free(c->in);
-  free(c->md);
-  free(c);
+  call_release(c);
 }
 
 /* Closes what holds resources without moving: connections with no call for
@@ -791,6 +938,12 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
 void call_server_free(call_server *s) {
   if (!s) return;
   while (s->conns) h2conn_free(s->conns->h2); /* on_conn_close unlinks it */
+  /* What is left are invoked calls: their handlers hear of it, their invokers do not. */
+  while (s->calls) {
+    call *c = s->calls;
+    call_drop(c);
+    call_release(c);
+  }
   if (s->sweep_ev) event_free(s->sweep_ev);
   if (s->drain_ev) event_free(s->drain_ev);
   event_free(s->dispatch_ev);
@@ -803,18 +956,27 @@ static int method_cmp(const void *a, const void *b) {
   return strcmp(((const struct method *)a)->path, ((const struct method *)b)->path);
 }
 
+/* Adds `m` with a copy of its path. Returns 0, -EEXIST or -ENOMEM. */
+static int add_method(call_server *s, struct method m) {
+  if (find_method(s, m.path, strlen(m.path))) return -EEXIST;
+  struct method *all = realloc(s->methods, (s->nmethods + 1) * sizeof *all);
+  if (!all) return -ENOMEM;
+  s->methods = all;
+  m.path = strdup(m.path);
+  if (!m.path) return -ENOMEM;
+  all[s->nmethods++] = m;
+  qsort(s->methods, s->nmethods, sizeof *all, method_cmp);
+  return 0;
+}
+
 int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc,
                     unsigned need) {
-  void *unused;
-  if (call_server_lookup(s, path, strlen(path), &unused)) return -EEXIST;
-  struct method *m = realloc(s->methods, (s->nmethods + 1) * sizeof *m);
-  if (!m) return -ENOMEM;
-  s->methods = m;
-  char *p = strdup(path);
-  if (!p) return -ENOMEM;
-  m[s->nmethods++] = (struct method){p, fn, svc, need};
-  qsort(s->methods, s->nmethods, sizeof *m, method_cmp);
-  return 0;
+  return add_method(s, (struct method){(char *)path, fn, NULL, svc, need});
+}
+
+int call_server_add_stream(call_server *s, const char *path, call_stream_fn fn, void *svc,
+                           unsigned need) {
+  return add_method(s, (struct method){(char *)path, NULL, fn, svc, need});
 }
 
 call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
@@ -880,6 +1042,46 @@ void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(voi
   }
   for (struct call_conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);
   check_idle(s);
+}
+
+/* ---- calls without a connection ------------------------------------------------- */
+
+/* An invoked call has ended: its sink hears the status (unless dropped), and the call
+ * is freed from its timer, not inside the sink's callback or the handler's call. */
+static void end_invoked(call *c, int status, const char *msg, const uint8_t *details, size_t dlen) {
+  if (!c->dropped) c->sink->finish(c->sink_arg, status, msg, details, dlen);
+  c->dropped = 1;
+  arm_timer(c, 0);
+}
+
+int call_server_invoke(call **out, call_server *s, const char *path, const uint8_t *req, size_t len,
+                       const conn_peer *peer, const call_sink *sink, void *arg) {
+  const struct method *m = find_method(s, path, strlen(path));
+  if (!m || !m->fn) return -ENOENT;
+  call *c = call_create(s);
+  c->sink = sink;
+  c->sink_arg = arg;
+  c->peer = *peer;
+  c->method = m;
+  c->pathlen = strlen(m->path) < sizeof c->path ? strlen(m->path) : sizeof c->path - 1;
+  memcpy(c->path, m->path, c->pathlen);
+  c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
+  if (!c->deadline_ev) abort();
+  *out = c;
+  if (authorized(c) && begin_handler(c) == 0) m->fn(c, req, len, m->svc);
+  return 0;
+}
+
+void call_sink_drained(call *c) {
+  if (c->state == CALL_HANDLER && c->on_writable) c->on_writable(c, c->writable_arg);
+}
+
+void call_drop(call *c) {
+  if (c->dropped) return;
+  c->dropped = 1;
+  cancel_handler(c);
+  mark_done(c);
+  arm_timer(c, 0);
 }
 
 size_t call_server_live_calls(const call_server *s) { return s->ncalls; }

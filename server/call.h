@@ -4,8 +4,11 @@
  * A call_server holds the method table and the connections. For each request stream
  * it checks the gRPC request headers, arms the grpc-timeout deadline, reassembles the
  * single request message (refusing oversized, compressed or malformed input with the
- * right status), then calls the method's handler with it. The handler answers through
- * the call API only: call_send for each response message, call_finish for the status.
+ * right status), then calls the method's handler with it. A method registered with
+ * call_server_add_stream (client streaming, bidirectional) starts at the request headers
+ * instead and is handed each request message as it arrives (call_on_input). The handler
+ * answers through the call API only: call_send for each response message, call_finish
+ * for the status.
  *
  * Lifetime: a call belongs to its handler from the handler call until call_finish, or
  * until the call is cancelled (client reset, deadline, connection loss, shutdown): then
@@ -80,8 +83,22 @@ void call_server_free(call_server *s);
  * serving. Returns 0, -EEXIST (path taken) or -ENOMEM. */
 int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc, unsigned need);
 
-/* Looks up a method by path (not NUL-terminated). Returns its handler or NULL;
- * *svc_out receives its svc pointer. Exposed for tests of the dispatch table. */
+/* A handler of streamed requests (client streaming or bidirectional): the request
+ * headers of a call to `path` are in and the caller is authorized, no request message
+ * has been handed over yet. `svc` is the pointer given to call_server_add_stream. The
+ * handler owns `c` until it calls call_finish, as a call_handler_fn does, and calls
+ * call_on_input to be handed the request messages. */
+typedef void (*call_stream_fn)(call *c, void *svc);
+
+/* Registers `fn` for `path` as call_server_add does, for a method whose client sends
+ * any number of request messages on the stream. Returns 0, -EEXIST (path taken) or
+ * -ENOMEM. */
+int call_server_add_stream(call_server *s, const char *path, call_stream_fn fn, void *svc,
+                           unsigned need);
+
+/* Looks up a method by path (not NUL-terminated). Returns its handler or NULL (none,
+ * or a call_server_add_stream method); *svc_out receives its svc pointer. Exposed for
+ * tests of the dispatch table. */
 call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
                                    void **svc_out);
 
@@ -97,6 +114,45 @@ int call_server_accept(call_server *s, conn *cn);
  * once). `on_idle` fires (once, from the loop) when the last connection has closed,
  * which may be at once. */
 void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(void *arg), void *arg);
+
+/* The receiver of the answer of a call made with call_server_invoke, for a front-end
+ * that is not gRPC over HTTP/2 (prismqd's HTTP/1.1). Every callback gets the `arg`
+ * given to call_server_invoke and fires from the handler's call_* calls or the layer. */
+typedef struct call_sink {
+  /* A response message (call_send); valid during the callback only. */
+  void (*message)(void *arg, const struct ProtobufCMessage *msg);
+  /* Output in wire form (call_send_framed, call_send_file): whole framed messages
+   * (5-byte prefix + body each). The sink takes every byte (moves or drains them). */
+  void (*framed)(void *arg, struct evbuffer *framed);
+  /* Non-zero while the sink's queued output is below its low-water mark
+   * (call_writable); the sink calls call_sink_drained when it gets there again. */
+  int (*writable)(void *arg);
+  /* The call has ended with `status` (enum gw_status) and `msg` (plain text, maybe
+   * ""), and for call_finish_details `details` (dlen bytes, a serialized
+   * google.rpc.Status; else NULL): fires once, unless call_drop came first. The call
+   * is the layer's from then on (freed later from the loop): forget the pointer. */
+  void (*finish)(void *arg, int status, const char *msg, const uint8_t *details, size_t dlen);
+} call_sink;
+
+/* Calls the unary method `path` ("/pkg.Service/Method", NUL-terminated) with the
+ * encoded request `req` (len bytes, read during this call only) for the caller `peer`
+ * (copied; its identity and local-ness give the roles as for a connection's calls),
+ * answering through `sink` (must outlive the call) with `arg`. The same authorization
+ * check applies; a call made during a shutdown is answered UNAVAILABLE. The handler
+ * runs at once, from inside this function, so the sink may fire before it returns:
+ * *out is set first. The call then lives until sink->finish, or call_drop. Returns 0,
+ * or -ENOENT for no such unary method (*out untouched). */
+int call_server_invoke(call **out, call_server *s, const char *path, const uint8_t *req, size_t len,
+                       const conn_peer *peer, const call_sink *sink, void *arg);
+
+/* An invoked call's sink has sent its queued output: the handler's call_on_writable
+ * callback fires (if the call is still the handler's). */
+void call_sink_drained(call *c);
+
+/* The invoker of `c` no longer wants its answer (its client went away): the handler's
+ * on_cancel fires if it still holds the call, and the sink hears nothing more. The call
+ * is freed later, from the loop. Not from inside the sink's own callbacks. */
+void call_drop(call *c);
 
 /* Counters for introspection. */
 size_t call_server_live_calls(const call_server *s);
@@ -120,6 +176,20 @@ void call_on_writable(call *c, void (*fn)(call *c, void *arg), void *arg);
 
 /* True while the queued output is below the low-water mark. */
 int call_writable(const call *c);
+
+/* Streamed requests (call_server_add_stream): sets the callbacks that are handed the
+ * request messages. on_message fires for each message once it is whole, in order
+ * (`msg`, `len` bytes, not yet decoded, valid during the callback only; NULL when len
+ * is 0); on_end (may be NULL) fires once after the last, when the client has ended
+ * its side. Both fire from the server's loop, never from inside this function, and
+ * only while the call is writable: the messages of a client that does not read the
+ * answers wait in the layer, up to the connection's bound on buffered requests (see
+ * call_server_opts.max_recv_msg), beyond which the call ends with RESOURCE_EXHAUSTED.
+ * A message the layer refuses (too large, compressed, bad framing) or a stream that
+ * ends inside one ends the call with its status, as for a unary call: on_cancel
+ * fires. `arg` is passed back. */
+void call_on_input(call *c, void (*on_message)(call *c, const uint8_t *msg, size_t len, void *arg),
+                   void (*on_end)(call *c, void *arg), void *arg);
 
 /* Sends one response message (response headers go first, once). Returns 0, or
  * -ENOMEM. Messages queue; call_writable tells when to stop. */

@@ -13,6 +13,7 @@
 #include "authz.h"
 #include "log.h"
 #include "param.h"
+#include "progress.h"
 #include "xalloc.h"
 
 #define CONFIG_MAX_FILE (16u << 20)
@@ -61,6 +62,8 @@ const char config_default_yaml[] =
     "    parameters:\n"
     "      - {name: n, type: integer, min: 1, max: 100000000, default: \"10\",\n"
     "         description: the last number}\n"
+    "    presets:\n"
+    "      - {name: million, description: a million lines, parameters: {n: \"1000000\"}}\n"
     "  - id: fail\n"
     "    name: Fail\n"
     "    description: Lists a missing path, so exits non-zero with a message on stderr\n"
@@ -90,7 +93,31 @@ const char config_default_yaml[] =
     "    argv: [\"sh\", \"-c\", \"echo \\\"the token has ${{#TOKEN}} bytes\\\"\"]\n"
     "    parameters:\n"
     "      - {name: token, type: secret, env_var: TOKEN, max_length: 4096,\n"
-    "         description: reaches the run as $TOKEN only}\n";
+    "         description: reaches the run as $TOKEN only}\n"
+    "  - id: progress\n"
+    "    name: Progress\n"
+    "    description: Works through N steps, printing a line its progress pattern reads for each\n"
+    "    category: demo\n"
+    "    tags: [progress]\n"
+    "    argv: [sh, -c, 'i=0; while [ \"$i\" -lt \"$1\" ]; do i=$((i + 1)); sleep 0.2;\n"
+    "             echo \"PROGRESS $i/$1 step $i done\"; done', progress, \"{steps}\"]\n"
+    "    progress: {pattern: '^PROGRESS (?P<done>\\d+)/(?P<total>\\d+)(?: (?P<message>.*))?$'}\n"
+    "    parameters:\n"
+    "      - {name: steps, type: integer, min: 1, max: 1000, default: \"10\",\n"
+    "         description: how many steps}\n"
+    "  - id: stages\n"
+    "    name: Stages\n"
+    "    description: Goes through N stages, reporting a percentage on its progress descriptor\n"
+    "    category: demo\n"
+    "    tags: [progress]\n"
+    "    argv: [sh, -c, 'i=0; while [ \"$i\" -lt \"$1\" ]; do i=$((i + 1)); echo \"stage $i\";\n"
+    "             sleep 0.2; echo \"$((i * 100 / $1))% stage $i of $1\"\n"
+    "             >&\"$PRISMQ_PROGRESS_FD\"; done',\n"
+    "           stages, \"{stages}\"]\n"
+    "    progress: {fd: true}\n"
+    "    parameters:\n"
+    "      - {name: stages, type: integer, min: 1, max: 1000, default: \"5\",\n"
+    "         description: how many stages}\n";
 
 static void oom(void) {
   LOG_ERROR("out of memory in config");
@@ -423,6 +450,8 @@ static int valid_module_id(const char *s) {
   return len >= 1 && len <= 64 && strspn(s, ALNUM "_.-") == len;
 }
 
+int config_valid_preset_name(const char *s) { return valid_module_id(s); }
+
 static int compile_pattern(const loader *ld, const yaml_node_t *n, const char *what,
                            config_param *p, const char *pattern) {
   size_t len = strlen(pattern) + 5;
@@ -651,6 +680,85 @@ static int load_param(const loader *ld, const yaml_node_t *n, const char *what, 
   return check_default(ld, v[DEFAULT], what, p);
 }
 
+/* A preset's parameters: a mapping of parameter names to values, loaded into pr and
+ * checked against m's parameters (config_module_check_preset). */
+static int load_preset_params(const loader *ld, const yaml_node_t *n, const char *what,
+                              const config_module *m, config_preset *pr) {
+  size_t len = n->type == YAML_MAPPING_NODE
+                   ? (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start)
+                   : 0;
+  param_report bad = PARAM_REPORT_INIT;
+  char msg[400];
+  int rc;
+
+  if (n->type != YAML_MAPPING_NODE)
+    return fail_at(ld, n, "%s must be a mapping of parameter names to values", what);
+  pr->names = xcalloc(len + 1, sizeof *pr->names);
+  pr->values = xcalloc(len + 1, sizeof *pr->values);
+  for (size_t i = 0; i < len; i++) {
+    char path[192];
+
+    snprintf(path, sizeof path, "%s names", what);
+    if ((rc = get_str(ld, node(ld, n->data.mapping.pairs.start[i].key), path, 1, &pr->names[i])) <
+        0)
+      return rc;
+    snprintf(path, sizeof path, "%s.%s", what, pr->names[i]);
+    if ((rc = get_str(ld, node(ld, n->data.mapping.pairs.start[i].value), path, 0,
+                      &pr->values[i])) < 0)
+      return rc;
+    pr->nparams++;
+  }
+  if (config_module_check_preset(m, (const char *const *)pr->names, (const char *const *)pr->values,
+                                 pr->nparams, &bad) == 0)
+    return 0;
+  param_report_join(&bad, msg, sizeof msg);
+  param_report_clear(&bad);
+  return fail_at(ld, n, "%s: %s", what, msg);
+}
+
+/* modules[i].presets: a list of {name, description, parameters}. */
+static int load_presets(const loader *ld, const yaml_node_t *ps, const char *what,
+                        config_module *m) {
+  static const char *const keys[] = {"name", "description", "parameters", NULL};
+  enum { NAME, DESCRIPTION, PARAMS, NKEYS };
+  char path[96];
+  int rc;
+
+  snprintf(path, sizeof path, "%s.presets", what);
+  if (ps->type != YAML_SEQUENCE_NODE) return fail_at(ld, ps, "%s must be a list of mappings", path);
+  m->npresets = (size_t)(ps->data.sequence.items.top - ps->data.sequence.items.start);
+  m->presets = xcalloc(m->npresets, sizeof *m->presets);
+  for (size_t i = 0; i < m->npresets; i++) {
+    const yaml_node_t *n = node(ld, ps->data.sequence.items.start[i]);
+    config_preset *pr = &m->presets[i];
+    yaml_node_t *v[NKEYS];
+    char ppath[128], fpath[160];
+
+    snprintf(ppath, sizeof ppath, "%s[%zu]", path, i);
+    if ((rc = get_fields(ld, n, ppath, keys, v)) < 0) return rc;
+    if (!v[NAME]) return fail_at(ld, n, "%s: missing required key \"name\"", ppath);
+    snprintf(fpath, sizeof fpath, "%s.name", ppath);
+    if ((rc = get_str(ld, v[NAME], fpath, 1, &pr->name)) < 0) return rc;
+    if (!config_valid_preset_name(pr->name))
+      return fail_at(ld, v[NAME], "%s \"%s\" must match ^[A-Za-z0-9_.-]{1,64}$", fpath, pr->name);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(m->presets[j].name, pr->name))
+        return fail_at(ld, v[NAME], "%s: duplicate preset name \"%s\"", ppath, pr->name);
+    snprintf(fpath, sizeof fpath, "%s.description", ppath);
+    if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], fpath, 0, &pr->description)) < 0)
+      return rc;
+    if (!pr->description) pr->description = xstrdup("");
+    snprintf(fpath, sizeof fpath, "%s.parameters", ppath);
+    if (v[PARAMS]) {
+      if ((rc = load_preset_params(ld, v[PARAMS], fpath, m, pr)) < 0) return rc;
+    } else {
+      pr->names = xcalloc(1, sizeof *pr->names);
+      pr->values = xcalloc(1, sizeof *pr->values);
+    }
+  }
+  return 0;
+}
+
 /* Checks template t (at node n) now, so that rendering cannot meet an unknown
  * placeholder or one without a value. */
 static int check_template(const loader *ld, const yaml_node_t *n, const char *what,
@@ -760,11 +868,34 @@ static int load_command(const loader *ld, const char *what, config_module *m,
   return 0;
 }
 
+/* modules[i].progress (node n): {pattern, fd}, both optional. */
+static int load_progress(const loader *ld, const yaml_node_t *n, const char *what,
+                         config_module *m) {
+  static const char *const keys[] = {"pattern", "fd", NULL};
+  enum { PATTERN, FD, NKEYS };
+  yaml_node_t *v[NKEYS];
+  char path[96], why[256];
+  char *pattern = NULL;
+  int rc;
+
+  snprintf(path, sizeof path, "%s.progress", what);
+  if ((rc = get_fields(ld, n, path, keys, v)) < 0) return rc;
+  snprintf(path, sizeof path, "%s.progress.fd", what);
+  if (v[FD] && (rc = get_bool(ld, v[FD], path, &m->progress_fd)) < 0) return rc;
+  if (!v[PATTERN]) return 0;
+  snprintf(path, sizeof path, "%s.progress.pattern", what);
+  if ((rc = get_str(ld, v[PATTERN], path, 1, &pattern)) < 0) return rc;
+  rc = progress_pattern_new(&m->progress, pattern, why, sizeof why);
+  free(pattern);
+  return rc < 0 ? fail_at(ld, v[PATTERN], "%s: %s", path, why) : 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx) {
   static const char *const keys[] = {
       "id",         "name",           "description",     "argv",       "cwd",        "env",
       "timeout_ms", "max_concurrent", "pass_parameters", "parameters", "memory_max", "cpu_max",
-      "category",   "tags",           "version",         "enabled",    NULL};
+      "category",   "tags",           "version",         "enabled",    "presets",    "progress",
+      NULL};
   enum {
     ID,
     NAME,
@@ -782,6 +913,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
     TAGS,
     VERSION,
     ENABLED,
+    PRESETS,
+    PROGRESS,
     NKEYS
   };
   config_module *m = &c->modules[idx];
@@ -815,12 +948,14 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   if (v[PARAMS] && (rc = load_params(ld, v[PARAMS], what, m)) < 0) return rc;
 
   if ((rc = load_command(ld, what, m, v[ARGV], v[CWD])) < 0) return rc;
+  if (v[PRESETS] && (rc = load_presets(ld, v[PRESETS], what, m)) < 0) return rc;
   snprintf(path, sizeof path, "%s.env", what);
   if (v[ENV] && (rc = get_env(ld, v[ENV], path, m)) < 0) return rc;
   if (!m->env) m->env = xcalloc(1, sizeof *m->env);
 
   if ((rc = load_run_limits(ld, what, m, v[TIMEOUT], v[MAXCONC], v[MEMMAX], v[CPUMAX])) < 0)
     return rc;
+  if (v[PROGRESS] && (rc = load_progress(ld, v[PROGRESS], what, m)) < 0) return rc;
   if (v[PASS]) {
     const yaml_node_t *pn = v[PASS];
     const char *s = pn->type == YAML_SCALAR_NODE ? (const char *)pn->data.scalar.value : "";
@@ -1178,6 +1313,14 @@ void config_free(config *c) {
       free(p->name);
     }
     free(m->params);
+    progress_pattern_free(m->progress);
+    for (size_t j = 0; j < m->npresets; j++) {
+      config_argv_free(m->presets[j].values);
+      config_argv_free(m->presets[j].names);
+      free(m->presets[j].description);
+      free(m->presets[j].name);
+    }
+    free(m->presets);
     config_argv_free(m->tags);
     free(m->version);
     free(m->category);
@@ -1328,6 +1471,37 @@ const config_module *config_find_module(const config *c, const char *id) {
 }
 
 /* ---- rendering ---- */
+
+const config_preset *config_find_preset(const config_module *m, const char *name) {
+  for (size_t i = 0; i < m->npresets; i++)
+    if (!strcmp(m->presets[i].name, name)) return &m->presets[i];
+  return NULL;
+}
+
+int config_module_check_preset(const config_module *m, const char *const *names,
+                               const char *const *values, size_t n, param_report *bad) {
+  size_t before = bad->n;
+
+  for (size_t i = 0; i < n; i++) {
+    long k = param_index(m, names[i], strlen(names[i]));
+    char why[320];
+    char *checked = NULL;
+    size_t j = 0;
+
+    while (j < i && strcmp(names[j], names[i]) != 0) j++;
+    if (k < 0)
+      param_report_add(bad, names[i], "unknown parameter \"%s\"", names[i]);
+    else if (j < i)
+      param_report_add(bad, names[i], "parameter \"%s\" is given twice", names[i]);
+    else if (m->params[k].type == CONFIG_PARAM_SECRET)
+      param_report_add(bad, names[i], "parameter \"%s\" is a secret, which a preset cannot hold",
+                       names[i]);
+    else if (param_check(&checked, &m->params[k], values[i], why, sizeof why) < 0)
+      param_report_add(bad, names[i], "parameter \"%s\" %s", names[i], why);
+    free(checked);
+  }
+  return bad->n > before ? -EINVAL : 0;
+}
 
 /* Fills vals[i] (malloc'd, or NULL) with the effective value of m->params[i]. */
 /* Fills vals[i] (malloc'd, or NULL) with the value module m's parameter i gets: the

@@ -35,6 +35,9 @@
  *         - {name: dry_run, type: boolean, default: "false"}
  *         - {name: out, type: path, base_dir: /srv/out}
  *         - {name: token, type: secret, env_var: API_TOKEN}
+ *       progress: {pattern: '^PROGRESS (\d+)/(\d+)', fd: true}   # see Progress below
+ *       presets:                      # named parameter sets (see Presets below)
+ *         - {name: small, description: a kilobyte, parameters: {bytes: "1024"}}
  *   allow_insecure_remote: false
  *   tls:                              # all of tls is optional; if given, cert and key are required
  *     cert: /etc/prismq/server.pem    # PEM certificate chain
@@ -115,6 +118,27 @@
  * CONFIG_SECRET_SHOWN. A default must be a value the parameter accepts; a boolean's
  * is stored as true or false.
  *
+ * Presets: each has a name (^[A-Za-z0-9_.-]{1,64}$, unique within the module), an
+ * optional description and parameters, a mapping of values for some of the module's
+ * parameters (config_module_check_preset: no secret, each value one the parameter
+ * accepts; required ones may be left to the run). A run started from a preset gets
+ * its values where the request gives none. Clients may save more presets (preset.h),
+ * never under the name of one of these.
+ *
+ * Progress: how a module reports how far a run has come (progress.h has the details),
+ * shown as Run.progress and sent to StreamOutput followers in order with the output.
+ * pattern: stdout lines matching it are progress lines: a POSIX extended regular
+ * expression searched in each line, whose groups (?P<done>...), (?P<total>...),
+ * (?P<percent>...) and (?P<message>...) say what they hold (without names: groups 1, 2
+ * and 3 are done, total and message); (?:...) and \d are understood, e.g.
+ * '^PROGRESS (?P<done>\d+)/(?P<total>\d+)(?: (?P<message>.*))?$'. The line stays in the
+ * output. Begin the pattern with ^ and literal text: only lines that begin with that text
+ * are matched, the others cost next to nothing; without it, every line is.
+ * fd: true gives the run a pipe on its descriptor 3, named by PRISMQ_PROGRESS_FD=3 in its
+ * environment, for lines "DONE/TOTAL", "PERCENT%" or "DONE", each optionally followed by
+ * a space and a message; what is written there is not output. A pattern that does not
+ * compile, names another group, or has no done or percent group is an error.
+ *
  * Templates: in argv elements and cwd, "{name}" is replaced by the value of parameter
  * `name`, "{{" is a literal "{" and "}}" a literal "}" (so "{{name}}" gives "{name}").
  * Any other "{" or "}" is an error, as is a placeholder that names no declared
@@ -168,6 +192,15 @@ typedef struct config_param {
   char *env_var;       /* SECRET: the environment variable the run gets it in; else NULL */
 } config_param;
 
+/* A preset of the configuration: values for some parameters of its module. */
+typedef struct config_preset {
+  char *name;        /* ^[A-Za-z0-9_.-]{1,64}$, unique within the module */
+  char *description; /* "" if not given */
+  char **names;      /* nparams parameter names, then a NULL */
+  char **values;     /* their values as written, then a NULL */
+  size_t nparams;
+} config_preset;
+
 /* One module: a command a client may run. argv and cwd are templates (see above). */
 typedef struct config_module {
   char *id;          /* ^[A-Za-z0-9_.-]{1,64}$, unique */
@@ -188,8 +221,13 @@ typedef struct config_module {
   char *category;           /* "" if not given */
   char **tags;              /* ntags distinct non-empty tags, then a NULL */
   size_t ntags;
-  char *version; /* "" if not given */
-  int enabled;   /* default 1; a disabled module is listed but never started */
+  char *version;          /* "" if not given */
+  int enabled;            /* default 1; a disabled module is listed but never started */
+  config_preset *presets; /* npresets, in declared order */
+  size_t npresets;
+  /* progress: (progress.h) */
+  struct progress_pattern *progress; /* the pattern compiled; NULL if none */
+  int progress_fd;                   /* fd: true, runs get a progress pipe on descriptor 3 */
 } config_module;
 
 /* Server-wide limits. For the percentages and min_available_memory_mb, 0 = check off. */
@@ -261,8 +299,10 @@ typedef struct config {
 /* The built-in configuration (YAML text), for a server started without a file:
  * listen tcp://127.0.0.1:50051, data_dir ./var, limits.max_concurrent 8, and demo
  * modules: echo {message="hello"}, emit {bytes=1024} (head -c bytes /dev/zero),
- * sleep {seconds=1}, count {n=10} (seq 1 n) and fail (ls of a path under /nonexistent,
- * which exits non-zero with a message on stderr). */
+ * sleep {seconds=1}, count {n=10} (seq 1 n), fail (ls of a path under /nonexistent,
+ * which exits non-zero with a message on stderr), list (ls -l with flags), secret (a
+ * secret parameter), progress {steps=10} (prints "PROGRESS i/N" lines that its progress
+ * pattern reads) and stages {stages=5} (writes percentages on its progress descriptor). */
 extern const char config_default_yaml[];
 
 /* Loads the YAML configuration in file `path`; messages name the file as `path`.
@@ -333,6 +373,21 @@ int config_module_render(char ***out_argv, char **out_cwd, char ***out_params,
                          char ***out_secret_env, const config_module *m, const char *const *names,
                          const char *const *values, const size_t *lens, size_t n,
                          struct param_report *bad, char *err, size_t errlen);
+
+/* Checks a preset's values for module m: names[i] (NUL-terminated) with values[i], n
+ * pairs. Each name must be a parameter of m that is not a SECRET (a preset is stored,
+ * and a secret must not be), named once, and each value must pass param_check;
+ * parameters not given, required ones too, are left to the run. Returns 0, or -EINVAL
+ * with every bad pair added to `bad` (param.h), as config_module_render words them
+ * (plus: parameter "token" is a secret, which a preset cannot hold). */
+int config_module_check_preset(const config_module *m, const char *const *names,
+                               const char *const *values, size_t n, struct param_report *bad);
+
+/* The preset of m named `name`, or NULL. */
+const config_preset *config_find_preset(const config_module *m, const char *name);
+
+/* Whether s is a valid preset name: ^[A-Za-z0-9_.-]{1,64}$. */
+int config_valid_preset_name(const char *s);
 
 /* What a SECRET parameter's value shows as in the effective parameters (and so in Run). */
 #define CONFIG_SECRET_SHOWN "***"

@@ -21,7 +21,9 @@
 #include "front.h"
 #include "health.h"
 #include "log.h"
+#include "prismq_descriptors.h"
 #include "prismq_version.h"
+#include "reflection.h"
 #include "retention.h"
 #include "runner.h"
 #include "runtab.h"
@@ -51,6 +53,7 @@ struct server {
   health *health;
   runner *runner;
   admin *admin;
+  reflection *reflection;
   front *front;
   sdnotify *notify; /* systemd's readiness protocol; NULL when not run by it */
   struct event *sigterm, *sigint, *sighup;
@@ -458,7 +461,9 @@ static int open_services(struct server *srv) {
   if (call_server_new(&srv->calls, srv->base, &co) < 0 ||
       health_new(&srv->health, srv->calls, health_services) < 0 ||
       runner_new(&srv->runner, srv->calls, srv->sch) < 0 ||
-      admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0)
+      admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0 ||
+      reflection_new(&srv->reflection, srv->calls, prismq_descriptor_set,
+                     prismq_descriptor_set_len) < 0)
     return -ENOMEM;
   return 0;
 }
@@ -493,6 +498,7 @@ static void server_free(struct server *srv) {
   call_server_free(srv->calls);
   health_free(srv->health);
   admin_free(srv->admin);
+  reflection_free(srv->reflection);
   runner_free(srv->runner);
   sched_free(srv->sch);
   retention_free(srv->ret);

@@ -46,9 +46,11 @@ struct outlog {
   size_t n_idx, cap_idx;
   uint64_t size; /* bytes of whole records: what readers may see */
   uint64_t next_seq;
-  uint64_t bytes[2]; /* produced per stream, dropped included */
-  uint64_t stored;   /* data bytes stored, against max_bytes */
-  int write_err;     /* set when a failed append could not be rolled back */
+  uint64_t bytes[2];        /* produced per stream, dropped included */
+  uint64_t stored;          /* data bytes stored, against max_bytes */
+  uint64_t progress_stored; /* bytes of progress records stored, against max_bytes too */
+  struct gather *g;         /* set during outlog_append_updates: records wait there */
+  int write_err;            /* set when a failed append could not be rolled back */
   int ended;
   int truncated;
   LIST_HEAD(, outlog_reader) waiters;
@@ -180,6 +182,14 @@ int outlog_new(outlog **out, struct event_base *base, const char *path, const ou
   return log_alloc(out, base, path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, opts);
 }
 
+/* Whether c is what we write after what the log holds so far: output at the offset
+ * where its stream's bytes end, or a progress update (no stream, no data). */
+static int rec_fits(const outlog *l, const Prismq__Runner__V1__OutputChunk *c) {
+  if (c->progress) return c->stream == 0 && c->data.len == 0 && c->offset == 0;
+  return (c->stream == OUTLOG_STDOUT || c->stream == OUTLOG_STDERR) &&
+         c->offset == l->bytes[c->stream - 1];
+}
+
 /* Rebuilds index and counters from the file, stopping at the first record that is
  * partial or is not the one expected next (torn write, zero-filled tail, garbage). */
 static int scan_file(outlog *l) {
@@ -196,12 +206,10 @@ static int scan_file(outlog *l) {
     int valid = 1;
     while (valid && rec_size(buf + pos, (size_t)got - pos, &size) == 1) {
       Prismq__Runner__V1__OutputChunk *c = rec_unpack(buf + pos, size);
-      valid = c && c->seq == l->next_seq &&
-              (c->stream == OUTLOG_STDOUT || c->stream == OUTLOG_STDERR) &&
-              c->offset == l->bytes[c->stream - 1];
+      valid = c && c->seq == l->next_seq && rec_fits(l, c);
       if (valid) {
         index_note(l, c->seq, off + pos);
-        l->bytes[c->stream - 1] += c->data.len;
+        if (!c->progress) l->bytes[c->stream - 1] += c->data.len;
         l->next_seq++;
         pos += size;
       }
@@ -274,35 +282,65 @@ static void iov_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
   ib->n++;
 }
 
-/* Writes one record with one writev(2) (a loop only if the kernel writes part of it,
- * which happens when the disk or a file size limit is reached). On failure the file is
- * cut back to its last whole record, so readers and later appends see no torn record. */
-static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, uint64_t offset,
-                        int64_t time_ms) {
-  Prismq__Runner__V1__OutputChunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
-  c.seq = l->next_seq;
-  c.stream = (Prismq__Runner__V1__OutputStream)stream;
-  c.data.data = (uint8_t *)data;
-  c.data.len = len;
-  c.offset = offset;
-  c.time_ms = time_ms;
-  size_t body = prismq__runner__v1__output_chunk__get_packed_size(&c);
-  size_t n = GW_PREFIX_LEN + body;
-  struct iov_buf ib = {.base = {.append = iov_append}};
-  uint8_t prefix[GW_PREFIX_LEN];
-  gw_prefix_encode(prefix, (uint32_t)body);
-  iov_append(&ib.base, sizeof prefix, prefix);
-  prismq__runner__v1__output_chunk__pack_to_buffer(&c, &ib.base);
-  size_t done = 0;
+/* Iovecs of at most this many bytes are copied when gathered: the packing's small pieces
+ * and progress records live on stacks that are gone by the write. Larger ones are the
+ * caller's data, valid until outlog_append_updates returns. */
+#define GATHER_COPY_MAX 1024u
+/* What outlog_append_updates gathers at most: a piece of output before each update, the
+ * updates, the rest of the output and a truncation notice; an output record packs into
+ * at most 7 pieces (iov_append), a progress record into one. */
+#define GATHER_RECS  (2 * OUTLOG_UPDATES_MAX + 2)
+#define GATHER_IOV   (7 * GATHER_RECS)
+#define GATHER_STORE (GATHER_RECS * (96 + GATHER_COPY_MAX))
+
+/* The records of one outlog_append_updates, written at its end with one writev. */
+struct gather {
+  struct iovec iov[GATHER_IOV];
+  int n;
+  size_t rec[GATHER_RECS]; /* each record's size */
+  int nrec;
+  uint64_t stored, progress_stored; /* the log's counters before: restored if the write fails */
+  size_t used;
+  uint8_t store[GATHER_STORE];
+};
+
+/* Keeps a record for the gather's write: it takes its seq now, its place in the file and
+ * the index at the write. */
+static void gather_record(outlog *l, const struct iovec *v, int nv, size_t n) {
+  struct gather *g = l->g;
+  if (g->n + nv > GATHER_IOV || g->nrec == GATHER_RECS) abort(); /* beyond the bounds above */
+  for (int i = 0; i < nv; i++) {
+    struct iovec c = v[i];
+    if (c.iov_len <= GATHER_COPY_MAX) {
+      if (c.iov_len > sizeof g->store - g->used) abort();
+      c.iov_base = memcpy(g->store + g->used, c.iov_base, c.iov_len);
+      g->used += c.iov_len;
+    }
+    g->iov[g->n++] = c;
+  }
+  g->rec[g->nrec++] = n;
+  l->next_seq++;
+}
+
+/* Writes records, whose sizes are rec[0, nrec), from v[0, nv) with one writev(2) (a
+ * loop only if the kernel writes part of it, which happens when the disk or a file size
+ * limit is reached), and wakes waiting readers. On failure the file is cut back to its
+ * last whole record, so readers and later appends see no torn record. During
+ * outlog_append_updates the record is gathered instead (returns 0). */
+static int write_iov(outlog *l, struct iovec *v, int nv, const size_t *rec, int nrec) {
+  size_t n = 0, done = 0;
   int rc = 0;
+  for (int i = 0; i < nrec; i++) n += rec[i];
+  if (l->g) {
+    gather_record(l, v, nv, n);
+    return 0;
+  }
   if (l->fd < 0) {
     l->fd = open(l->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
     if (l->fd < 0) return -errno;
     free(l->path);
     l->path = NULL;
   }
-  struct iovec *v = ib.iov;
-  int nv = ib.n;
   while (done < n) {
     ssize_t w = writev(l->fd, v, nv);
     if (w < 0) {
@@ -327,10 +365,33 @@ static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, 
     if (done && ftruncate(l->fd, (off_t)l->size) != 0) l->write_err = rc;
     return rc;
   }
-  index_note(l, l->next_seq, l->size);
-  l->size += n;
-  l->next_seq++;
+  for (int i = 0; i < nrec; i++) {
+    index_note(l, l->next_seq, l->size);
+    l->size += rec[i];
+    l->next_seq++;
+  }
+  wake_waiters(l);
   return 0;
+}
+
+/* Writes one output record, its data straight from the caller's buffer. */
+static int write_record(outlog *l, int stream, const uint8_t *data, size_t len, uint64_t offset,
+                        int64_t time_ms) {
+  Prismq__Runner__V1__OutputChunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
+  c.seq = l->next_seq;
+  c.stream = (Prismq__Runner__V1__OutputStream)stream;
+  c.data.data = (uint8_t *)data;
+  c.data.len = len;
+  c.offset = offset;
+  c.time_ms = time_ms;
+  size_t body = prismq__runner__v1__output_chunk__get_packed_size(&c);
+  struct iov_buf ib = {.base = {.append = iov_append}};
+  uint8_t prefix[GW_PREFIX_LEN];
+  gw_prefix_encode(prefix, (uint32_t)body);
+  iov_append(&ib.base, sizeof prefix, prefix);
+  prismq__runner__v1__output_chunk__pack_to_buffer(&c, &ib.base);
+  size_t n = GW_PREFIX_LEN + body;
+  return write_iov(l, ib.iov, ib.n, &n, 1);
 }
 
 /* Stores data as records of at most OUTLOG_CHUNK_MAX bytes. */
@@ -357,7 +418,6 @@ int outlog_append(outlog *l, int stream, const void *data, size_t len, int64_t t
     uint64_t room = l->truncated ? 0 : l->max_bytes - l->stored;
     if (keep > room) keep = (size_t)room;
   }
-  uint64_t size_before = l->size;
   int rc = store(l, stream, data, keep, offset, time_ms);
   if (rc == 0 && keep < len && !l->truncated) {
     /* The notice sits where stderr's stored bytes end, so stderr offsets stay
@@ -369,8 +429,66 @@ int outlog_append(outlog *l, int stream, const void *data, size_t len, int64_t t
     l->truncated = 1;
     rc = write_record(l, OUTLOG_STDERR, (const uint8_t *)msg, (size_t)n, err_off, time_ms);
   }
-  if (l->size != size_before) wake_waiters(l);
   return rc;
+}
+
+int outlog_append_progress(outlog *l, const Prismq__Runner__V1__Progress *p, int64_t time_ms) {
+  if (l->ended) return -EINVAL;
+  if (l->write_err) return l->write_err;
+  Prismq__Runner__V1__OutputChunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
+  c.seq = l->next_seq;
+  c.time_ms = time_ms;
+  c.progress = (Prismq__Runner__V1__Progress *)p;
+  size_t body = prismq__runner__v1__output_chunk__get_packed_size(&c), n = GW_PREFIX_LEN + body;
+  /* A record packed whole (a few hundred bytes): no iov_buf, whose copies of small
+   * pieces are sized for output records. */
+  uint8_t buf[GATHER_COPY_MAX];
+  if (n > sizeof buf) return -EMSGSIZE;
+  if (l->max_bytes && l->progress_stored + n > l->max_bytes) return -EFBIG;
+  gw_prefix_encode(buf, (uint32_t)body);
+  prismq__runner__v1__output_chunk__pack(&c, buf + GW_PREFIX_LEN);
+  struct iovec v = {buf, n};
+  int rc = write_iov(l, &v, 1, &n, 1);
+  if (rc) return rc;
+  l->progress_stored += n;
+  return 0;
+}
+
+int outlog_append_updates(outlog *l, int stream, const void *data, size_t len, const size_t *at,
+                          const Prismq__Runner__V1__Progress *const *updates, size_t n,
+                          int64_t time_ms) {
+  if (n > OUTLOG_UPDATES_MAX || len > OUTLOG_CHUNK_MAX ||
+      (len && stream != OUTLOG_STDOUT && stream != OUTLOG_STDERR))
+    return -EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (at[i] > len || (i && at[i] < at[i - 1])) return -EINVAL;
+  struct gather g;
+  g.n = g.nrec = 0;
+  g.used = 0;
+  g.stored = l->stored;
+  g.progress_stored = l->progress_stored;
+  uint64_t seq = l->next_seq;
+  int rc = 0, dropped = 0;
+  size_t from = 0;
+  l->g = &g;
+  for (size_t i = 0; i <= n && rc == 0; i++) {
+    size_t to = i < n ? at[i] : len;
+    if (to > from) rc = outlog_append(l, stream, (const uint8_t *)data + from, to - from, time_ms);
+    if (rc == 0 && i < n && (rc = outlog_append_progress(l, updates[i], time_ms)) == -EFBIG) {
+      dropped = 1;
+      rc = 0;
+    }
+    from = to;
+  }
+  l->g = NULL;
+  l->next_seq = seq; /* write_iov numbers the records again as it writes them */
+  if (rc == 0 && g.nrec) rc = write_iov(l, g.iov, g.n, g.rec, g.nrec);
+  if (rc < 0) {
+    l->stored = g.stored;
+    l->progress_stored = g.progress_stored;
+    return rc;
+  }
+  return dropped;
 }
 
 void outlog_end(outlog *l) {
@@ -441,7 +559,7 @@ static int take_records(outlog_reader *r, uint8_t *p, size_t got, size_t out, si
         rc = -EIO;
         break;
       }
-      yield = (int)c->stream == r->filter;
+      yield = (int)c->stream == r->filter || c->progress;
       prismq__runner__v1__output_chunk__free_unpacked(c, NULL);
     }
     if (yield) {

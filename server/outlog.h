@@ -1,11 +1,13 @@
 /* outlog: the output log of one run: every read from the child's stdout/stderr becomes
- * an OutputChunk record appended to a per-run file, and any number of followers
- * (readers) replay it from any seq and go on live.
+ * an OutputChunk record appended to a per-run file, and so does every progress update
+ * the run reports, in order with its output; any number of followers (readers) replay
+ * it from any seq and go on live.
  *
  * File format: a sequence of records, each exactly one gRPC length-prefixed message:
  * a flag byte 0, a 4-byte big-endian length, then a packed
- * prismq.runner.v1.OutputChunk with seq, stream, data, offset and time_ms set (`run` is
- * never set in the file). seq counts records from 1 without gaps; offset is the byte
+ * prismq.runner.v1.OutputChunk with seq, stream, data, offset and time_ms set, or for a
+ * progress update seq, time_ms and progress (stream 0, no data, offset 0); `run` is
+ * never set in the file. seq counts records from 1 without gaps; offset is the byte
  * position of data within its own stream. So a reader without a stream filter hands
  * file bytes to the network as they are: whole, already framed messages.
  *
@@ -33,6 +35,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "prismq/runner/v1/runner.pb-c.h"
+
 struct event_base;
 struct evbuffer;
 struct evbuffer_file_segment;
@@ -51,8 +55,11 @@ typedef struct outlog_reader outlog_reader;
 typedef struct outlog_opts {
   /* Most output bytes stored (stdout and stderr together); 0 = unlimited. Output past
    * it is counted but dropped, and one stderr record saying
-   * "[prismq: output truncated after N bytes]\n" is appended as the last record (its
-   * offset is where the stored stderr bytes end, so stderr offsets stay contiguous). */
+   * "[prismq: output truncated after N bytes]\n" is appended as the last output record
+   * (its offset is where the stored stderr bytes end, so stderr offsets stay
+   * contiguous). Progress records have a budget of their own, as large: truncated
+   * output does not stop them, and a run that reports progress without end cannot grow
+   * its file without bound either (see outlog_append_progress). */
   uint64_t max_bytes;
   /* Sparse index: an entry is added for a record when this many records ... */
   uint32_t index_every_records;
@@ -108,6 +115,35 @@ void outlog_free(outlog *l);
  * only, and later appends are tried again. The caller logs the error. */
 int outlog_append(outlog *l, int stream, const void *data, size_t len, int64_t time_ms);
 
+/* Appends progress update *p (copied; its updated_at_ms as the caller set it) as one
+ * record at `time_ms`: an OutputChunk with seq, time_ms and progress set, stream 0
+ * (OUTPUT_STREAM_UNSPECIFIED), no data. It counts in no stream's outlog_bytes and not
+ * against the output's max_bytes, so it is stored after a truncation too; past
+ * max_bytes of progress records (their own budget) updates are dropped. Readers yield
+ * progress records whatever their stream filter. Waiting readers are woken as by
+ * outlog_append. Returns 0; -EINVAL for an ended log; -EFBIG past the budget (nothing
+ * written); -EMSGSIZE for a record over 1 KiB (a message of about 1000 bytes); or an
+ * error of creating or writing the file, as outlog_append (the update is lost, the
+ * file keeps whole records only). The caller logs the error. */
+int outlog_append_progress(outlog *l, const Prismq__Runner__V1__Progress *p, int64_t time_ms);
+
+/* Most updates one outlog_append_updates call takes. */
+#define OUTLOG_UPDATES_MAX 16
+
+/* One read of `stream` holding progress updates: the same records as outlog_append of
+ * data[0, at[0]), outlog_append_progress of updates[0], outlog_append of data[at[0],
+ * at[1]), ... and of the rest, data[at[n - 1], len), with the same accounting, budgets
+ * and truncation, but written with one write(2): the output cut around the updates costs
+ * no more writes than a read without any. `at` is ascending, each at[i] <= len <=
+ * OUTLOG_CHUNK_MAX; n <= OUTLOG_UPDATES_MAX; with len 0 (updates alone) `stream` may be
+ * 0. data is not kept. Returns 0; 1 when updates went past the progress budget (dropped,
+ * the rest written); -EINVAL for bad arguments or an ended log (nothing stored); or an
+ * error of creating or writing the file, as outlog_append: then nothing of the call is
+ * stored (its output's bytes still count). */
+int outlog_append_updates(outlog *l, int stream, const void *data, size_t len, const size_t *at,
+                          const Prismq__Runner__V1__Progress *const *updates, size_t n,
+                          int64_t time_ms);
+
 /* Marks the log finished (the run is terminal): appends fail from now on, and readers
  * waiting are woken. Idempotent. */
 void outlog_end(outlog *l);
@@ -116,7 +152,7 @@ void outlog_end(outlog *l);
 int outlog_ended(const outlog *l);
 
 /* Bytes the child produced on `stream` (OUTLOG_STDOUT/OUTLOG_STDERR), dropped ones
- * included; 0 for any other stream. */
+ * included; 0 for any other stream. Progress records count in neither. */
 uint64_t outlog_bytes(const outlog *l, int stream);
 
 /* The seq the next record will get (1 for an empty log). */
@@ -128,7 +164,7 @@ size_t outlog_index_entries(const outlog *l);
 /* Creates a reader (follower) of `l` that yields the records with seq >= start_seq
  * (0 and 1 both mean from the start; a seq not written yet means from that record on,
  * when it comes), only those of stream `stream_filter` if it is OUTLOG_STDOUT or
- * OUTLOG_STDERR, both if 0. The reader holds a reference on `l`.
+ * OUTLOG_STDERR, both if 0; progress records always. The reader holds a reference on `l`.
  * Returns 0 and sets *out, or -EINVAL for a bad filter. Free with outlog_reader_free. */
 int outlog_reader_new(outlog_reader **out, outlog *l, uint64_t start_seq, int stream_filter);
 

@@ -40,8 +40,9 @@ struct proc {
   proc_exit_fn on_exit;
   void *arg;
 
-  int out_fd[2]; /* our read ends of stdout, stderr; -1 once at end-of-file */
-  struct event *out_ev[2];
+  int nstreams;  /* 2, or 3 with the progress pipe */
+  int out_fd[3]; /* our read ends of stdout, stderr, progress; -1 once at end-of-file */
+  struct event *out_ev[3];
   int exit_fd; /* pidfd, or the eventfd the waiter thread signals; -1 once seen */
   struct event *exit_ev;
   pthread_t waiter;
@@ -100,8 +101,18 @@ static void close_stream(proc *p, int s) {
   p->out_fd[s] = -1;
 }
 
+static void close_streams(proc *p) {
+  for (int s = 0; s < p->nstreams; s++) close_stream(p, s);
+}
+
+static int streams_open(const proc *p) {
+  for (int s = 0; s < p->nstreams; s++)
+    if (p->out_fd[s] >= 0) return 1;
+  return 0;
+}
+
 static void destroy(proc *p) {
-  for (int s = 0; s < 2; s++) {
+  for (int s = 0; s < p->nstreams; s++) {
     close_stream(p, s);
     if (p->out_ev[s]) event_free(p->out_ev[s]);
   }
@@ -178,7 +189,7 @@ static void settle(proc *p) {
     return; /* not exited: exit_ev comes back here */
   }
   if (p->done || !p->exited) return;
-  if (p->out_fd[0] >= 0 || p->out_fd[1] >= 0) {
+  if (streams_open(p)) {
     if (!evtimer_pending(p->orphan_ev, NULL)) {
       struct timeval tv = ms_tv(p->orphan_kill_ms);
       evtimer_add(p->orphan_ev, &tv);
@@ -191,7 +202,7 @@ static void settle(proc *p) {
 static void output_cb(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   proc *p = arg;
-  int s = fd == p->out_fd[0] ? 0 : 1;
+  int s = fd == p->out_fd[0] ? 0 : fd == p->out_fd[1] ? 1 : 2;
   uint8_t buf[PROC_READ_MAX];
   ssize_t n = read(fd, buf, sizeof buf);
   if (n > 0) {
@@ -242,8 +253,7 @@ static void orphan_cb(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   LOG_WARN("proc output held open by a process outside the group, closing it pid=%d", p->pid);
-  close_stream(p, 0);
-  close_stream(p, 1);
+  close_streams(p);
   settle(p);
 }
 
@@ -306,15 +316,15 @@ static int resolve(char *out, size_t cap, int dirfd, const char *file, const cha
 
 /* The child's set-up, run by posix_spawn between fork and exec. Order matters: the
  * chdir needs cwd_fd before closefrom, and the pipes are placed before /dev/null is
- * opened on 0 in case a pipe end got a low number. */
+ * opened on 0 in case a pipe end got a low number. Pipe s goes to descriptor s + 1. */
 static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, int cwd_fd,
-                        const int child_end[2]) {
+                        const int *child_end, int nstreams) {
   must0(posix_spawn_file_actions_init(fa));
   if (cwd_fd >= 0) must0(posix_spawn_file_actions_addfchdir_np(fa, cwd_fd));
-  must0(posix_spawn_file_actions_adddup2(fa, child_end[0], STDOUT_FILENO));
-  must0(posix_spawn_file_actions_adddup2(fa, child_end[1], STDERR_FILENO));
+  for (int s = 0; s < nstreams; s++)
+    must0(posix_spawn_file_actions_adddup2(fa, child_end[s], s + 1));
   must0(posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0));
-  must0(posix_spawn_file_actions_addclosefrom_np(fa, STDERR_FILENO + 1));
+  must0(posix_spawn_file_actions_addclosefrom_np(fa, nstreams + 1));
 
   sigset_t none, all;
   sigemptyset(&none);
@@ -332,32 +342,36 @@ static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr,
 struct child_args {
   const char *path;
   const char *const *argv, *const *envp;
-  int cwd_fd, out_fd, err_fd; /* err_fd: stderr's pipe end */
-  int procs_fd;               /* the cgroup's cgroup.procs, open for writing */
-  int report_fd;              /* an exec failure's errno goes here */
+  int cwd_fd;
+  const int *ends; /* the pipes' write ends: pipe s goes to descriptor s + 1 */
+  int nstreams;
+  int procs_fd;  /* the cgroup's cgroup.procs, open for writing */
+  int report_fd; /* an exec failure's errno goes here */
 };
 
 /* The child of spawn_in_cgroup, between clone and exec: it first moves itself into the
  * run's cgroup (before any code of the run exists, so nothing can be forked outside
  * it), then the same set-up as spawn_setup's. Async-signal-safe calls only, on its own
- * stack. Descriptors below 3 are moved up first, so that placing stdio cannot overwrite
- * them. */
+ * stack. Descriptors up to the last one the child gets (`top`) are moved above it
+ * first, so that placing the pipes cannot overwrite them. */
 static int child_main(void *arg) {
   const struct child_args *a = arg;
-  int fds[4] = {a->cwd_fd, a->out_fd, a->err_fd, a->report_fd};
-  for (int i = 0; i < 4; i++)
-    if (fds[i] >= 0 && fds[i] < 3) fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-  int report_fd = fds[3];
+  int top = a->nstreams, fds[5] = {a->cwd_fd, a->report_fd, -1, -1, -1};
+  for (int s = 0; s < a->nstreams; s++) fds[2 + s] = a->ends[s];
+  for (int i = 0; i < 5; i++)
+    if (fds[i] >= 0 && fds[i] <= top) fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, top + 1);
+  int report_fd = fds[1];
   struct sigaction dfl = {.sa_handler = SIG_DFL};
   sigset_t none;
   sigemptyset(&none);
   int nul;
-  if (write(a->procs_fd, "0", 1) != 1 || setpgid(0, 0) < 0 || (fds[0] >= 0 && fchdir(fds[0]) < 0) ||
-      dup2(fds[1], STDOUT_FILENO) < 0 || dup2(fds[2], STDERR_FILENO) < 0 ||
-      (nul = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 || dup2(nul, STDIN_FILENO) < 0)
+  if (write(a->procs_fd, "0", 1) != 1 || setpgid(0, 0) < 0 || (fds[0] >= 0 && fchdir(fds[0]) < 0))
     goto fail;
+  for (int s = 0; s < a->nstreams; s++)
+    if (dup2(fds[2 + s], s + 1) < 0) goto fail;
+  if ((nul = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 || dup2(nul, STDIN_FILENO) < 0) goto fail;
   /* Everything else is closed, report_fd (close-on-exec) excepted. */
-  if (report_fd > 3) close_range(3, (unsigned)report_fd - 1, 0);
+  if (report_fd > top + 1) close_range((unsigned)top + 1, (unsigned)report_fd - 1, 0);
   close_range((unsigned)report_fd + 1, ~0u, 0);
   /* The parent blocked every signal around the clone: handlers go first, then the mask. */
   for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
@@ -381,9 +395,9 @@ static char child_stack[64u << 10] __attribute__((aligned(64)));
  * Returns 0 with p->pid set, or -errno (the exec's own error included: the child is
  * then reaped). */
 static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv,
-                           const char *const *envp, int cwd_fd, const int child_end[2], int cg_fd) {
+                           const char *const *envp, int cwd_fd, const int *child_end, int cg_fd) {
   int report[2], rc = 0;
-  struct child_args a = {path, argv, envp, cwd_fd, child_end[0], child_end[1], -1, -1};
+  struct child_args a = {path, argv, envp, cwd_fd, child_end, p->nstreams, -1, -1};
   if ((a.procs_fd = openat(cg_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0) return -errno;
   if (pipe2(report, O_CLOEXEC) < 0) {
     rc = -errno;
@@ -420,8 +434,8 @@ static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv,
 }
 
 /* Opens the pipes (our ends non-blocking, all close-on-exec) and watches our ends. */
-static int open_streams(proc *p, int child_end[2]) {
-  for (int s = 0; s < 2; s++) {
+static int open_streams(proc *p, int *child_end) {
+  for (int s = 0; s < p->nstreams; s++) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
     p->out_fd[s] = fds[0];
@@ -457,7 +471,7 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   if (!out || !base || !opts || !opts->argv || !opts->argv[0]) return -EINVAL;
   const char *const *envp = opts->envp ? opts->envp : no_env;
 
-  int cwd_fd = -1, child_end[2] = {-1, -1}, rc;
+  int cwd_fd = -1, child_end[3] = {-1, -1, -1}, rc;
   proc *p = must(calloc(1, sizeof *p));
   p->base = base;
   p->threaded = opts->threaded;
@@ -465,7 +479,8 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   p->on_output = opts->on_output;
   p->on_exit = opts->on_exit;
   p->arg = opts->arg;
-  p->out_fd[0] = p->out_fd[1] = p->exit_fd = p->cg_fd = -1;
+  p->nstreams = opts->progress_pipe ? 3 : 2;
+  p->out_fd[0] = p->out_fd[1] = p->out_fd[2] = p->exit_fd = p->cg_fd = -1;
   p->term_ev = must(evtimer_new(base, term_cb, p));
   p->orphan_ev = must(evtimer_new(base, orphan_cb, p));
 
@@ -488,14 +503,14 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   } else {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    spawn_setup(&fa, &attr, cwd_fd, child_end);
+    spawn_setup(&fa, &attr, cwd_fd, child_end, p->nstreams);
     /* posix_spawn only reads argv and envp; its prototype predates const. */
     rc = -posix_spawn(&p->pid, path, &fa, &attr, (char *const *)opts->argv, (char *const *)envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
   }
   if (rc < 0) goto fail;
-  for (int s = 0; s < 2; s++) {
+  for (int s = 0; s < p->nstreams; s++) {
     close(child_end[s]);
     child_end[s] = -1;
   }
@@ -516,7 +531,7 @@ fail_spawned:
   while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
   }
 fail:
-  for (int s = 0; s < 2; s++)
+  for (int s = 0; s < p->nstreams; s++)
     if (child_end[s] >= 0) close(child_end[s]);
   if (cwd_fd >= 0) close(cwd_fd);
   destroy(p);
@@ -568,8 +583,7 @@ void proc_free(proc *p) {
   p->user_gone = 1;
   if (!p->done) {
     kill_group(p, SIGKILL);
-    close_stream(p, 0);
-    close_stream(p, 1);
+    close_streams(p);
     event_del(p->term_ev);
     event_del(p->orphan_ev);
   }

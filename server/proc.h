@@ -4,15 +4,15 @@
  * tmux's job.c (an options struct, an exit callback with (status, signal)).
  *
  * The child: spawned with posix_spawn in a new process group of its own (pgid = pid),
- * stdin from /dev/null, stdout and stderr on two pipes, no other descriptor inherited,
- * signal mask empty and every signal disposition at default, the caller's environment
- * and working directory.
+ * stdin from /dev/null, stdout and stderr on two pipes (and, with progress_pipe, its
+ * descriptor 3 on a third), no other descriptor inherited, signal mask empty and every
+ * signal disposition at default, the caller's environment and working directory.
  *
- * Output: both pipes are read on the loop, up to 64 KiB per read, and every chunk goes
+ * Output: the pipes are read on the loop, up to 64 KiB per read, and every chunk goes
  * straight to on_output; nothing is buffered here, so the pace of the consumer bounds
  * memory (the child blocks on a full pipe while the loop is busy).
  *
- * Completion: a process is done when its main process has exited AND both pipes have
+ * Completion: a process is done when its main process has exited AND all its pipes have
  * reached end-of-file. If the main process has exited but something else in its group
  * (a grandchild) still holds the pipes, the whole group is SIGKILLed after
  * orphan_kill_ms and reading goes on to end-of-file; should the pipes still be open
@@ -55,11 +55,11 @@ typedef struct proc_usage {
 } proc_usage;
 
 /* Stream numbers given to on_output, as the child's descriptors. */
-enum { PROC_STDOUT = 1, PROC_STDERR = 2 };
+enum { PROC_STDOUT = 1, PROC_STDERR = 2, PROC_PROGRESS = 3 };
 
-/* The child wrote `len` (> 0) bytes on `stream` (PROC_STDOUT or PROC_STDERR). `data`
- * is valid only during the call. Chunks of one stream arrive in order; nothing orders
- * one stream against the other. */
+/* The child wrote `len` (> 0) bytes on `stream` (PROC_STDOUT, PROC_STDERR, or
+ * PROC_PROGRESS with progress_pipe). `data` is valid only during the call. Chunks of
+ * one stream arrive in order; nothing orders one stream against another. */
 typedef void (*proc_output_fn)(proc *p, int stream, const uint8_t *data, size_t len, void *arg);
 
 /* The process is done (see Completion above). `exit_status` is the exit code
@@ -96,6 +96,9 @@ typedef struct proc_opts {
    * the process group; on_exit's CPU times are the cgroup's (the whole tree). The
    * descriptor is duplicated: the caller keeps its own. */
   int cgroup_fd;
+  /* Non-zero: a third pipe, whose write end is the child's descriptor 3, read as stream
+   * PROC_PROGRESS (a channel for what the child reports besides its output). */
+  int progress_pipe;
   proc_output_fn on_output; /* may be NULL: output is then read and dropped */
   proc_exit_fn on_exit;     /* may be NULL */
   void *arg;                /* passed to both callbacks */

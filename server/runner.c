@@ -18,6 +18,7 @@
 #include "log.h"
 #include "outlog.h"
 #include "pbcheck.h"
+#include "preset.h"
 #include "utf8.h"
 #include "xalloc.h"
 
@@ -32,6 +33,9 @@
 /* A run is stored and listed with everything its request held: keep requests small
  * enough that a page of runs stays a reasonable message. */
 #define MAX_START_REQ (64u << 10)
+/* A module's saved presets together stay well under a ListPresets page
+ * (PRESET_MAX_PER_MODULE of them). */
+#define MAX_PRESET_REQ (16u << 10)
 /* A ListRuns answer stops short of this many bytes (stock clients refuse messages
  * over 4 MiB), continuing through next_page_token. */
 #define LIST_MAX_BYTES (3u << 20)
@@ -53,7 +57,10 @@ static int status_of(int rc) {
   case -ENOENT: return GW_NOT_FOUND;
   case -EINVAL: return GW_INVALID_ARGUMENT;
   case -EEXIST: return GW_ALREADY_EXISTS;
+  case -EPERM: return GW_PERMISSION_DENIED;
+  case -ENOSPC:
   case -EAGAIN: return GW_RESOURCE_EXHAUSTED;
+  case -EROFS:
   case -EALREADY:
   case -ENOTSUP: return GW_FAILED_PRECONDITION;
   /* Shutting down, or the run table cannot be written: worth a retry elsewhere or later. */
@@ -232,6 +239,7 @@ static void start_run(call *c, const uint8_t *req, size_t len, void *svc) {
 
   } else if (check_str(c, "module_id", r->module_id, MAX_ID_LEN) &&
              check_str(c, "request_id", r->request_id, MAX_ID_LEN) &&
+             check_str(c, "preset", r->preset, MAX_ID_LEN) &&
              check_map(c, "parameters", (void *const *)r->parameters, r->n_parameters) &&
              check_map(c, "labels", (void *const *)r->labels, r->n_labels)) {
     char err[512];
@@ -726,6 +734,154 @@ out:
   prismq__runner__v1__stream_output_request__free_unpacked(r, NULL);
 }
 
+/* ---- presets --------------------------------------------------------------------- */
+
+/* Saving and deleting a module's presets is for those who may start it. Answers the
+ * call and returns 0 if the caller may not. */
+static int may_change_presets(runner *rn, call *c, const char *module_id) {
+  const conn_peer *p = call_peer(c);
+  if (authz_may_start(sched_config(rn->sch), p->identity, p->local, module_id)) return 1;
+  call_finish(c, GW_PERMISSION_DENIED,
+              "permission denied: %s may not change the presets of module %.64s", who(c),
+              module_id);
+  return 0;
+}
+
+/* A preset request's module_id and name: present and short. Answers the call and
+ * returns 0 if not. */
+static int check_preset_key(call *c, const char *module_id, const char *name) {
+  if (!module_id[0] || !name[0]) {
+    call_finish(c, GW_INVALID_ARGUMENT, "%s is required", module_id[0] ? "name" : "module_id");
+    return 0;
+  }
+  return check_str(c, "module_id", module_id, MAX_ID_LEN) && check_str(c, "name", name, MAX_ID_LEN);
+}
+
+static void save_preset(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  if (len > MAX_PRESET_REQ) {
+    call_finish(c, GW_INVALID_ARGUMENT,
+                "SavePresetRequest of %zu bytes is over the limit of %u bytes", len,
+                MAX_PRESET_REQ);
+    return;
+  }
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__SavePresetRequest, prismq__runner__v1__save_preset_request,
+                 "SavePresetRequest");
+  if (check_preset_key(c, r->module_id, r->name) &&
+      check_map(c, "parameters", (void *const *)r->parameters, r->n_parameters) &&
+      may_change_presets(rn, c, r->module_id)) {
+    const config_module *m = config_find_module(sched_config(rn->sch), r->module_id);
+    char err[512];
+    param_report bad = PARAM_REPORT_INIT;
+    preset_pb *p = NULL;
+    int rc = m ? preset_save(&p, sched_runtab(rn->sch), m, r, call_peer(c)->identity,
+                             (call_roles(c) & AUTHZ_ADMIN) != 0, &bad, err, sizeof err)
+               : -ENOENT;
+    if (!m)
+      call_finish(c, GW_NOT_FOUND, "unknown module \"%.64s\"", r->module_id);
+    else if (rc < 0 && bad.n)
+      finish_bad_params(c, &bad, err);
+    else if (rc < 0)
+      call_finish(c, status_of(rc), "%s", err);
+    else {
+      call_send(c, &p->base);
+      prismq__runner__v1__preset__free_unpacked(p, NULL);
+      call_finish(c, GW_OK, NULL);
+    }
+    param_report_clear(&bad);
+  }
+  prismq__runner__v1__save_preset_request__free_unpacked(r, NULL);
+}
+
+/* Preset page tokens: "p1:" + the index of the page's first preset, base64. */
+static void preset_token_encode(char *out, size_t index) {
+  char raw[32];
+  int n = snprintf(raw, sizeof raw, "p1:%zu", index);
+  EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
+}
+
+static int preset_token_decode(size_t *index, const char *tok) {
+  size_t len = strlen(tok);
+  unsigned char raw[48];
+  if (len == 0 || len % 4 || len > 4 * (sizeof raw / 3) - 4) return -EINVAL;
+  int n = EVP_DecodeBlock(raw, (const unsigned char *)tok, (int)len);
+  if (n < 0) return -EINVAL;
+  while (n > 0 && tok[len - 1] == '=') n--, len--;
+  raw[n] = '\0';
+  char *end;
+  if (n < 4 || memcmp(raw, "p1:", 3) != 0 || raw[3] < '0' || raw[3] > '9') return -EINVAL;
+  *index = strtoul((char *)raw + 3, &end, 10);
+  return *end ? -EINVAL : 0;
+}
+
+/* Answers ListPresets with the presets of arr[from..n) that fit page_size and
+ * LIST_MAX_BYTES, and a token for the rest. */
+static void send_presets(call *c, preset_pb **arr, size_t n, size_t from, uint32_t page_size) {
+  size_t end = from, bytes = 0;
+  size_t limit = page_size ? page_size : LIST_MAX;
+  while (end < n && end - from < limit) {
+    size_t sz = prismq__runner__v1__preset__get_packed_size(arr[end]) + 8;
+    if (end > from && bytes + sz > LIST_MAX_BYTES) break;
+    bytes += sz;
+    end++;
+  }
+  char tok[64] = "";
+  if (end < n) preset_token_encode(tok, end);
+  Prismq__Runner__V1__ListPresetsResponse resp = PRISMQ__RUNNER__V1__LIST_PRESETS_RESPONSE__INIT;
+  resp.presets = arr + from;
+  resp.n_presets = end - from;
+  resp.next_page_token = tok;
+  call_send(c, &resp.base);
+  call_finish(c, GW_OK, NULL);
+}
+
+static void list_presets(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__ListPresetsRequest,
+                 prismq__runner__v1__list_presets_request, "ListPresetsRequest");
+  size_t from = 0, n = 0;
+  preset_pb **arr = NULL;
+  int rc;
+  if (!check_str(c, "module_id", r->module_id, MAX_ID_LEN)) goto out;
+  if (r->page_token[0] && preset_token_decode(&from, r->page_token) != 0) {
+    call_finish(c, GW_INVALID_ARGUMENT, "invalid page_token");
+    goto out;
+  }
+  if ((rc = preset_list(&arr, &n, sched_runtab(rn->sch), sched_config(rn->sch), r->module_id)) <
+      0) {
+    call_finish(c, GW_UNAVAILABLE, "cannot list presets: %s", strerror(-rc));
+    goto out;
+  }
+  if (r->module_id[0] && !n && !config_find_module(sched_config(rn->sch), r->module_id))
+    call_finish(c, GW_NOT_FOUND, "unknown module \"%.64s\"", r->module_id);
+  else
+    send_presets(c, arr, n, from < n ? from : n, r->page_size);
+  runtab_preset_list_free(arr, n);
+out:
+  prismq__runner__v1__list_presets_request__free_unpacked(r, NULL);
+}
+
+static void delete_preset(call *c, const uint8_t *req, size_t len, void *svc) {
+  runner *rn = svc;
+  UNPACK_OR_FAIL(r, Prismq__Runner__V1__DeletePresetRequest,
+                 prismq__runner__v1__delete_preset_request, "DeletePresetRequest");
+  if (check_preset_key(c, r->module_id, r->name) && may_change_presets(rn, c, r->module_id)) {
+    char err[512];
+    int rc =
+        preset_delete(sched_runtab(rn->sch), sched_config(rn->sch), r->module_id, r->name,
+                      call_peer(c)->identity, (call_roles(c) & AUTHZ_ADMIN) != 0, err, sizeof err);
+    if (rc < 0) {
+      call_finish(c, status_of(rc), "%s", err);
+    } else {
+      Prismq__Runner__V1__DeletePresetResponse resp =
+          PRISMQ__RUNNER__V1__DELETE_PRESET_RESPONSE__INIT;
+      call_send(c, &resp.base);
+      call_finish(c, GW_OK, NULL);
+    }
+  }
+  prismq__runner__v1__delete_preset_request__free_unpacked(r, NULL);
+}
+
 /* ---- registration --------------------------------------------------------------- */
 
 int runner_new(runner **out, call_server *cs, sched *sch) {
@@ -744,6 +900,9 @@ int runner_new(runner **out, call_server *cs, sched *sch) {
       {"/prismq.runner.v1.Runner/WaitRun", wait_run, READ},
       {"/prismq.runner.v1.Runner/StreamOutput", stream_output, READ},
       {"/prismq.runner.v1.Runner/ListModules", list_modules, AUTHZ_ANY},
+      {"/prismq.runner.v1.Runner/SavePreset", save_preset, AUTHZ_START},
+      {"/prismq.runner.v1.Runner/ListPresets", list_presets, AUTHZ_ANY},
+      {"/prismq.runner.v1.Runner/DeletePreset", delete_preset, AUTHZ_START},
   };
   runner *rn = xcalloc(1, sizeof *rn);
   rn->sch = sch;

@@ -1,4 +1,4 @@
-/* Schema (user_version 2):
+/* Schema (user_version 3):
  *
  *   runs(run_id TEXT PRIMARY KEY, request_id TEXT, module_id TEXT NOT NULL,
  *        status INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, pb BLOB NOT NULL,
@@ -19,6 +19,11 @@
  *   run_labels(run_id, key, value, PRIMARY KEY (run_id, key)) WITHOUT ROWID
  *     Small rows, clustered by run. run_labels_kv (key, value) carries the primary key
  *     too, so a label filter is answered from that index alone.
+ *
+ *   presets(module_id TEXT, name TEXT, pb BLOB NOT NULL, PRIMARY KEY (module_id, name))
+ *     WITHOUT ROWID
+ *     The saved presets (runtab_preset_*): pb is the packed Preset. Few and small rows,
+ *     read by key or by module.
  *
  * No foreign key from run_labels to runs: both are written in the same transaction by
  * this file alone, and enforcing it would cost a lookup per label on the start path.
@@ -76,6 +81,9 @@ static const char *const migrations[] = {
     /* 1 -> 2: who started each run. */
     "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
     "CREATE INDEX runs_owner ON runs(owner, run_id);",
+    /* 2 -> 3: saved presets. */
+    "CREATE TABLE presets(module_id TEXT NOT NULL, name TEXT NOT NULL, pb BLOB NOT NULL,"
+    " PRIMARY KEY (module_id, name)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -95,6 +103,12 @@ enum {
   ST_PURGE_SCAN,
   ST_PURGE_RUN,
   ST_PURGE_LABELS,
+  ST_PRESET_PUT,
+  ST_PRESET_GET,
+  ST_PRESET_LIST,
+  ST_PRESET_LIST_ALL,
+  ST_PRESET_COUNT,
+  ST_PRESET_DELETE,
   ST_COUNT
 };
 
@@ -123,6 +137,12 @@ static const char *const stmt_sql[ST_COUNT] = {
         " ORDER BY run_id",
     [ST_PURGE_RUN] = "DELETE FROM runs WHERE run_id = ?1",
     [ST_PURGE_LABELS] = "DELETE FROM run_labels WHERE run_id = ?1",
+    [ST_PRESET_PUT] = "INSERT OR REPLACE INTO presets(module_id, name, pb) VALUES (?1, ?2, ?3)",
+    [ST_PRESET_GET] = "SELECT pb FROM presets WHERE module_id = ?1 AND name = ?2",
+    [ST_PRESET_LIST] = "SELECT pb FROM presets WHERE module_id = ?1 ORDER BY name",
+    [ST_PRESET_LIST_ALL] = "SELECT pb FROM presets ORDER BY module_id, name",
+    [ST_PRESET_COUNT] = "SELECT count(*) FROM presets WHERE module_id = ?1",
+    [ST_PRESET_DELETE] = "DELETE FROM presets WHERE module_id = ?1 AND name = ?2",
 };
 
 /* runtab_list's SQL depends on the shape of the filter; the statements of the last
@@ -810,4 +830,109 @@ int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, si
 void runtab_list_free(Run **runs, size_t n) {
   for (size_t i = 0; i < n; i++) prismq__runner__v1__run__free_unpacked(runs[i], NULL);
   free(runs);
+}
+
+/* ---- presets ---- */
+
+typedef Prismq__Runner__V1__Preset Preset;
+
+int runtab_preset_put(runtab *t, const Preset *p, uint32_t max_per_module) {
+  sqlite3_stmt *st = t->st[ST_PRESET_COUNT];
+  int rc;
+  if (max_per_module && runtab_preset_get(t, p->module_id, p->name, NULL) == -ENOENT) {
+    sqlite3_bind_text(st, 1, p->module_id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) return fail_sql(t, "count presets", NULL);
+    if (n >= max_per_module) return -ENOSPC;
+  }
+  size_t len = prismq__runner__v1__preset__get_packed_size(p);
+  uint8_t *buf = xmalloc(len + 1);
+  prismq__runner__v1__preset__pack(p, buf);
+  /* Joins the open transaction and commits it, waiting run updates and all. */
+  if ((rc = begin(t, NULL)) == 0) {
+    st = t->st[ST_PRESET_PUT];
+    sqlite3_bind_text(st, 1, p->module_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 3, buf, len, SQLITE_STATIC);
+    if (step_done(st) != SQLITE_OK) {
+      rc = fail_sql(t, "save preset", NULL);
+      rollback(t);
+    } else {
+      rc = commit(t, "commit preset", NULL);
+    }
+  }
+  free(buf);
+  return rc;
+}
+
+int runtab_preset_get(runtab *t, const char *module_id, const char *name, Preset **out) {
+  sqlite3_stmt *st = t->st[ST_PRESET_GET];
+  sqlite3_bind_text(st, 1, module_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st), ret = -ENOENT;
+  if (rc == SQLITE_ROW && out) {
+    Preset *p = prismq__runner__v1__preset__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0),
+                                                   sqlite3_column_blob(st, 0));
+    if (p) *out = p;
+    ret = p ? 0 : -EIO;
+    if (!p) LOG_ERROR("run table: a stored preset does not unpack module_id=%s", module_id);
+  } else if (rc == SQLITE_ROW) {
+    ret = 0;
+  } else if (rc != SQLITE_DONE) {
+    ret = fail_sql(t, "get preset", NULL);
+  }
+  sqlite3_reset(st);
+  return ret;
+}
+
+int runtab_preset_list(runtab *t, const char *module_id, Preset ***out, size_t *n_out) {
+  int all = !module_id || !*module_id;
+  sqlite3_stmt *st = t->st[all ? ST_PRESET_LIST_ALL : ST_PRESET_LIST];
+  Preset **arr = NULL;
+  size_t n = 0;
+  int rc, ret = 0;
+  if (!all) sqlite3_bind_text(st, 1, module_id, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    Preset *p = prismq__runner__v1__preset__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0),
+                                                   sqlite3_column_blob(st, 0));
+    if (!p) {
+      LOG_ERROR("run table: a stored preset does not unpack");
+      ret = -EIO;
+      break;
+    }
+    arr = xrealloc(arr, (n + 1) * sizeof *arr);
+    arr[n++] = p;
+  }
+  if (ret == 0 && rc != SQLITE_DONE) ret = fail_sql(t, "list presets", NULL);
+  sqlite3_reset(st);
+  if (ret < 0) {
+    runtab_preset_list_free(arr, n);
+    return ret;
+  }
+  *out = arr;
+  *n_out = n;
+  return 0;
+}
+
+void runtab_preset_list_free(Preset **presets, size_t n) {
+  for (size_t i = 0; i < n; i++) prismq__runner__v1__preset__free_unpacked(presets[i], NULL);
+  free(presets);
+}
+
+int runtab_preset_delete(runtab *t, const char *module_id, const char *name) {
+  int rc = begin(t, NULL);
+  if (rc) return rc;
+  sqlite3_stmt *st = t->st[ST_PRESET_DELETE];
+  sqlite3_bind_text(st, 1, module_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+  if (step_done(st) != SQLITE_OK) {
+    rc = fail_sql(t, "delete preset", NULL);
+    rollback(t);
+    return rc;
+  }
+  int gone = sqlite3_changes(t->db) > 0;
+  if ((rc = commit(t, "commit preset", NULL)) < 0) return rc;
+  return gone ? 0 : -ENOENT;
 }

@@ -181,4 +181,35 @@ int runtab_probe(runtab *t);
 /* The number of runs in the table. Constant time. */
 uint64_t runtab_count(const runtab *t);
 
+/* ---- saved presets ----------------------------------------------------------------
+ * The database also keeps the presets clients save (preset.h decides what may be
+ * saved): prismq.runner.v1.Preset records, one per (module_id, name). Writes commit at
+ * once, together with the run updates waiting (see Durability). */
+
+/* Saves p (its module_id and name non-empty), replacing the preset of the same
+ * module_id and name if there is one; `p` is not kept. A new preset is refused with
+ * -ENOSPC when its module has max_per_module presets already (0 = no limit).
+ * Returns 0, -ENOSPC, or -EIO if SQLite fails (logged; nothing saved). */
+int runtab_preset_put(runtab *t, const Prismq__Runner__V1__Preset *p, uint32_t max_per_module);
+
+/* Looks up the preset of module_id named `name`. Returns 0 and sets *out (if out is not
+ * NULL) to a new copy, which the caller frees with
+ * prismq__runner__v1__preset__free_unpacked(*out, NULL); -ENOENT if there is none;
+ * -EIO if SQLite fails or the record does not unpack (logged). */
+int runtab_preset_get(runtab *t, const char *module_id, const char *name,
+                      Prismq__Runner__V1__Preset **out);
+
+/* The presets of module_id (NULL or "" = of every module), ordered by module_id then
+ * name. Returns 0 and sets *out to an array of *n_out presets (NULL when 0; free with
+ * runtab_preset_list_free), or -EIO (logged; outputs untouched). */
+int runtab_preset_list(runtab *t, const char *module_id, Prismq__Runner__V1__Preset ***out,
+                       size_t *n_out);
+
+/* Frees what runtab_preset_list returned. Accepts NULL. */
+void runtab_preset_list_free(Prismq__Runner__V1__Preset **presets, size_t n);
+
+/* Deletes the preset of module_id named `name`. Returns 0, -ENOENT if there is none, or
+ * -EIO if SQLite fails (logged; nothing deleted). */
+int runtab_preset_delete(runtab *t, const char *module_id, const char *name);
+
 #endif

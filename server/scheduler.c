@@ -17,7 +17,9 @@
 #include "ids.h"
 #include "log.h"
 #include "outlog.h"
+#include "preset.h"
 #include "proc.h"
+#include "progress.h"
 #include "quota.h"
 #include "resmon.h"
 #include "secretkey.h"
@@ -58,7 +60,9 @@ struct srun {
   struct event *timer;
   char *errtail; /* ring of the last ERRTAIL_MAX stderr bytes, while running */
   size_t errtail_len, errtail_pos;
-  unsigned cancelled : 1, timed_out : 1;
+  progress_scan *out_scan; /* stdout's progress lines (the module's pattern), while running */
+  progress_scan *fd_scan;  /* the lines of its progress descriptor, while running */
+  unsigned cancelled : 1, timed_out : 1, progress_warned : 1;
   int log_errno;             /* the first output write error, or 0 */
   const char *cancel_reason; /* error_message of a cancelled run (static) */
   struct sched_watch *watchers;
@@ -311,6 +315,8 @@ static void drop_secrets(struct srun *r) {
 
 static void srun_free(struct srun *r) {
   drop_secrets(r);
+  progress_scan_free(r->out_scan);
+  progress_scan_free(r->fd_scan);
   config_free(r->cfg);
   config_argv_free(r->argv);
   free(r->cwd);
@@ -393,20 +399,123 @@ static void finish(struct srun *r, int status, const char *error) {
   maybe_idle(s);
 }
 
+/* An append to r's output failed: the run goes on; what is lost is counted on it and said
+ * once in the log (a full disk would otherwise flood it). */
+static void output_lost(struct srun *r, int rc, size_t len) {
+  r->pb->output_dropped_bytes += len;
+  if (!r->log_errno) {
+    r->log_errno = -rc;
+    LOG_ERROR("output not stored run_id=%s module_id=%s: %s", r->pb->run_id, r->pb->module_id,
+              strerror(-rc));
+  }
+}
+
+static void store_output(struct srun *r, int stream, const uint8_t *data, size_t len, int64_t now) {
+  int rc = outlog_append(r->log, stream, data, len, now);
+  if (rc < 0) output_lost(r, rc, len);
+}
+
+/* Progress updates found in one read, waiting to be stored with the output around them. */
+struct updates {
+  Prismq__Runner__V1__Progress pg[OUTLOG_UPDATES_MAX];
+  const Prismq__Runner__V1__Progress *ptr[OUTLOG_UPDATES_MAX];
+  char msg[OUTLOG_UPDATES_MAX][PROGRESS_MESSAGE_MAX + 1];
+  size_t at[OUTLOG_UPDATES_MAX]; /* where each one's line ends, from the output's start */
+  size_t n;
+};
+
+/* Keeps a copy of update `in`, whose line ends `at` bytes into the output to store. */
+static void add_update(struct updates *u, const Prismq__Runner__V1__Progress *in, size_t at,
+                       int64_t now) {
+  Prismq__Runner__V1__Progress *pg = &u->pg[u->n];
+  *pg = *in;
+  pg->updated_at_ms = now;
+  pg->message = u->msg[u->n];
+  snprintf(pg->message, sizeof u->msg[0], "%s", in->message);
+  u->ptr[u->n] = pg;
+  u->at[u->n++] = at;
+}
+
+/* Stores data[0, len) of `stream` (len 0 and stream 0 for updates alone) with the updates
+ * in u, each after the output of its line, in one write; the last becomes the run's
+ * latest, which every copy of the run shows and the next status change persists (never
+ * a run table write per update). */
+static void store_updates(struct srun *r, int stream, const uint8_t *data, size_t len,
+                          struct updates *u, int64_t now) {
+  sched_run *pb = r->pb;
+  int rc = outlog_append_updates(r->log, stream, data, len, u->at, u->ptr, u->n, now);
+  if (rc < 0) output_lost(r, rc, len);
+  if (rc != 0 && !r->progress_warned) {
+    r->progress_warned = 1;
+    LOG_WARN("progress not stored in the output run_id=%s module_id=%s: %s", pb->run_id,
+             pb->module_id, rc < 0 ? strerror(-rc) : "past its budget");
+  }
+  if (!pb->progress) {
+    pb->progress = xmalloc(sizeof *pb->progress);
+    *pb->progress = (Prismq__Runner__V1__Progress)PRISMQ__RUNNER__V1__PROGRESS__INIT;
+  }
+  const Prismq__Runner__V1__Progress *last = u->ptr[u->n - 1];
+  pb->progress->done = last->done;
+  pb->progress->total = last->total;
+  pb->progress->updated_at_ms = last->updated_at_ms;
+  set_str(&pb->progress->message, last->message);
+  u->n = 0;
+}
+
+/* Passes a read of `stream` through scanner sc: the output, unless the stream is the
+ * progress descriptor, is stored with each update right after the bytes of its line. */
+static void scan_chunk(struct srun *r, progress_scan *sc, int stream, const uint8_t *data,
+                       size_t len, int64_t now) {
+  Prismq__Runner__V1__Progress pg = PRISMQ__RUNNER__V1__PROGRESS__INIT;
+  struct updates u;
+  size_t pos = 0, from = 0;
+  int out = stream != PROC_PROGRESS;
+  u.n = 0;
+  while (progress_scan_next(sc, data, len, &pos, &pg)) {
+    add_update(&u, &pg, out ? pos - from : 0, now);
+    if (u.n < OUTLOG_UPDATES_MAX) continue;
+    store_updates(r, out ? stream : 0, data + from, out ? pos - from : 0, &u, now);
+    from = pos;
+  }
+  if (u.n)
+    store_updates(r, out ? stream : 0, data + from, out ? len - from : 0, &u, now);
+  else if (out)
+    store_output(r, stream, data + from, len - from, now);
+}
+
+/* The streams have ended: a last line without a newline may still be an update, and
+ * lines meant as progress that gave none are said once. */
+static void end_progress(struct srun *r) {
+  progress_scan *sc[2] = {r->out_scan, r->fd_scan};
+  Prismq__Runner__V1__Progress pg = PRISMQ__RUNNER__V1__PROGRESS__INIT;
+  for (int i = 0; i < 2; i++) {
+    if (!sc[i]) continue;
+    if (progress_scan_end(sc[i], &pg)) {
+      int64_t now = id_now_ms();
+      struct updates u = {.n = 0};
+      add_update(&u, &pg, 0, now);
+      store_updates(r, 0, NULL, 0, &u, now);
+    }
+    if (progress_scan_rejected(sc[i]))
+      LOG_INFO("progress lines ignored run_id=%s module_id=%s source=%s count=%" PRIu64,
+               r->pb->run_id, r->pb->module_id, i ? "fd" : "pattern",
+               progress_scan_rejected(sc[i]));
+  }
+}
+
 static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
   (void)p;
   struct srun *r = arg;
-  int rc = outlog_append(r->log, stream, data, len, id_now_ms());
-  if (rc < 0) {
-    /* The run goes on; what is lost is counted on it and said once in the log (a full
-     * disk would otherwise flood it). */
-    r->pb->output_dropped_bytes += len;
-    if (!r->log_errno) {
-      r->log_errno = -rc;
-      LOG_ERROR("output not stored run_id=%s module_id=%s: %s", r->pb->run_id, r->pb->module_id,
-                strerror(-rc));
-    }
+  int64_t now = id_now_ms();
+  if (stream == PROC_PROGRESS) {
+    scan_chunk(r, r->fd_scan, stream, data, len, now);
+    return;
   }
+  /* Modules without a pattern pay this test and nothing more. */
+  if (r->out_scan && stream == PROC_STDOUT)
+    scan_chunk(r, r->out_scan, stream, data, len, now);
+  else
+    store_output(r, stream, data, len, now);
   if (stream != OUTLOG_STDERR) return;
   for (size_t i = len > ERRTAIL_MAX ? len - ERRTAIL_MAX : 0; i < len; i++) {
     r->errtail[r->errtail_pos] = (char)data[i];
@@ -436,6 +545,7 @@ static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usa
   struct srun *r = arg;
   sched_run *pb = r->pb;
   char msg[ERRTAIL_MAX + 128];
+  end_progress(r);
   pb->exit_code = exit_status;
   pb->term_signal = term_signal;
   pb->user_cpu_ms = u->user_cpu_ms;
@@ -470,14 +580,15 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 /* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
- * default), then the module's own variables, which win, then its secret parameters
+ * default), then the module's own variables, which win, PRISMQ_PROGRESS_FD=3 if it has a
+ * progress descriptor, then its secret parameters
  * (secret, NULL-terminated, borrowed: the caller frees the result's first n strings
  * only, *nown). */
 static char **build_env(const config_module *m, char *const *secret, size_t *nown) {
   static const char *const inherit[] = {"PATH", "HOME", "LANG"};
   size_t nsecret = 0;
   while (secret && secret[nsecret]) nsecret++;
-  char **env = xmalloc((3 + m->nenv + nsecret + 1) * sizeof *env);
+  char **env = xmalloc((4 + m->nenv + nsecret + 1) * sizeof *env);
   size_t n = 0;
   for (size_t i = 0; i < 3; i++) {
     const char *v = getenv(inherit[i]);
@@ -493,6 +604,8 @@ static char **build_env(const config_module *m, char *const *secret, size_t *now
     snprintf(env[n++], len, "%s=%s", inherit[i], v);
   }
   for (size_t j = 0; j < m->nenv; j++) env[n++] = xstrdup(m->env[j]);
+  _Static_assert(PROC_PROGRESS == 3, "the progress pipe is the child's descriptor 3");
+  if (m->progress_fd) env[n++] = xstrdup("PRISMQ_PROGRESS_FD=3");
   *nown = n;
   for (size_t j = 0; j < nsecret; j++) env[n++] = secret[j];
   env[n] = NULL;
@@ -546,6 +659,7 @@ static int spawn(struct srun *r, char *err, size_t errlen) {
   po.cwd = r->cwd;
   po.threaded = s->opts.mode == SCHED_THREADED;
   po.orphan_kill_ms = s->opts.orphan_kill_ms;
+  po.progress_pipe = r->mod->progress_fd;
   po.on_output = on_output;
   po.on_exit = on_exit_cb;
   po.arg = r;
@@ -595,6 +709,9 @@ static void start_run(struct srun *r) {
     return;
   }
   pb->pid = (int32_t)proc_pid(r->p);
+  /* The scanners are ready before the loop delivers any output. */
+  if (r->mod->progress) r->out_scan = progress_scan_new(r->mod->progress);
+  if (r->mod->progress_fd) r->fd_scan = progress_scan_new(NULL);
   /* Recovery after a crash tells this process from a later one with the same pid. */
   proc_pid_start_ticks(pb->pid, &pb->pid_start_ticks);
   config_argv_free(r->argv);
@@ -729,16 +846,23 @@ struct rendered {
   ProtobufCBinaryData secret_digest; /* of secret_env, empty without secrets */
 };
 
-/* Renders req's parameters for m into *rd (config_module_render: -EINVAL with every bad
- * parameter in `bad`). Free with rendered_clear. */
+/* Renders req's parameters for m into *rd, over those of preset ps if not NULL
+ * (config_module_render: -EINVAL with every bad parameter in `bad`). Free with
+ * rendered_clear. */
 static int render_request(sched *s, const config_module *m,
-                          const Prismq__Runner__V1__StartRunRequest *req, struct rendered *rd,
-                          param_report *bad, char *err, size_t errlen) {
-  size_t np = req->n_parameters;
-  const char **names = xmalloc(np * sizeof *names), **values = xmalloc(np * sizeof *values);
-  for (size_t i = 0; i < np; i++) {
-    names[i] = req->parameters[i]->key;
-    values[i] = req->parameters[i]->value;
+                          const Prismq__Runner__V1__StartRunRequest *req, const preset_pb *ps,
+                          struct rendered *rd, param_report *bad, char *err, size_t errlen) {
+  size_t np = 0, nps = ps ? ps->n_parameters : 0;
+  const char **names = xmalloc((nps + req->n_parameters + 1) * sizeof *names);
+  const char **values = xmalloc((nps + req->n_parameters + 1) * sizeof *values);
+  /* The preset's values first: the request's come later, and the last pair wins. */
+  for (size_t i = 0; i < nps; i++, np++) {
+    names[np] = ps->parameters[i]->key;
+    values[np] = ps->parameters[i]->value;
+  }
+  for (size_t i = 0; i < req->n_parameters; i++, np++) {
+    names[np] = req->parameters[i]->key;
+    values[np] = req->parameters[i]->value;
   }
   memset(rd, 0, sizeof *rd);
   int rc = config_module_render(&rd->argv, &rd->cwd, &rd->params, &rd->secret_env, m, names, values,
@@ -805,6 +929,7 @@ static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__S
   pb->timeout_ms = timeout_ms;
   set_str(&pb->request_id, req->request_id);
   set_str(&pb->owner, owner);
+  set_str(&pb->preset, req->preset);
   if (digest->len) {
     pb->secret_digest.data = xmalloc(digest->len);
     memcpy(pb->secret_digest.data, digest->data, digest->len);
@@ -851,8 +976,18 @@ int sched_start(sched *s, const Prismq__Runner__V1__StartRunRequest *req, const 
     snprintf(err, errlen, "module \"%.64s\" is disabled", req->module_id);
     return -ENOTSUP;
   }
+  preset_pb *ps = NULL;
+  int rc = req->preset[0] ? preset_get(&ps, s->opts.rt, m, req->preset) : 0;
+  if (rc < 0) {
+    if (rc == -ENOENT)
+      snprintf(err, errlen, "module \"%s\" has no preset \"%.64s\"", m->id, req->preset);
+    else
+      snprintf(err, errlen, "cannot read the presets: %s", strerror(-rc));
+    return rc;
+  }
   struct rendered rd;
-  int rc = render_request(s, m, req, &rd, bad, err, errlen);
+  rc = render_request(s, m, req, ps, &rd, bad, err, errlen);
+  if (ps) prismq__runner__v1__preset__free_unpacked(ps, NULL);
   if (rc < 0) return rc;
   if ((rc = earlier_request(s, req, m, owner, &rd, out, err, errlen)) != 0 ||
       (rc = admit(s, m, owner, err, errlen)) < 0) {
@@ -1033,6 +1168,8 @@ int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stre
   memcpy(s->done_logs[slot].run_id, run_id, ID_RUN_LEN + 1);
   return rc;
 }
+
+runtab *sched_runtab(const sched *s) { return s->opts.rt; }
 
 size_t sched_active(const sched *s) { return s->nqueued + s->nrunning; }
 

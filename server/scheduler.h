@@ -8,7 +8,9 @@
  *
  * It owns the active runs (queued and running) in memory, persists every run through
  * the run table at each transition, starts processes with proc, records their output
- * with outlog (one file per run under data_dir/output/), enforces the limits of the
+ * with outlog (one file per run under data_dir/output/) and the progress they report
+ * (progress.h: Run.progress, the latest in memory and persisted with the next status
+ * change, and a record in the output after the bytes of its line), enforces the limits of the
  * configuration (global and per-module concurrency, queue length, the resource check
  * of resmon, timeouts) and tells watchers when runs change.
  *
@@ -112,12 +114,14 @@ void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle
  * SCHED_SHUTDOWN_MESSAGE; watchers are dropped without firing. Accepts NULL. */
 void sched_free(sched *s);
 
-/* Creates a run from `req` (module, parameters, labels, request_id, timeout_ms) for
+/* Creates a run from `req` (module, preset, parameters, labels, request_id, timeout_ms) for
  * `owner` (the caller's identity, "" for anonymous; recorded as Run.owner).
  * Returns 0 for a new run or 1 when req->request_id names an existing run with the
  * same module, parameters and owner (then that run is returned); *out is a copy the caller
- * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). Errors, *out untouched,
- * err filled: -ENOENT unknown module; -ENOTSUP the module is disabled; -EINVAL bad
+ * frees with prismq__runner__v1__run__free_unpacked(*out, NULL). With req->preset, the
+ * run starts from that preset's values (preset.h), the request's parameters override
+ * them, and Run.preset records its name. Errors, *out untouched,
+ * err filled: -ENOENT unknown module or preset; -ENOTSUP the module is disabled; -EINVAL bad
  * parameters (unknown, missing, or refused by param_check: each is added to `bad` if
  * not NULL, and err joins their messages); -EEXIST request_id used before for another
  * module, other parameters or owner;
@@ -182,6 +186,9 @@ void sched_unwatch(sched_watch *w);
  * bad stream, or the negative errno of opening a finished run's output file. */
 int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stream,
                       outlog_reader **out);
+
+/* The run table the scheduler was made with (sched_opts.rt). */
+runtab *sched_runtab(const sched *s);
 
 /* Counters: runs queued + running, and all runs in the table. */
 size_t sched_active(const sched *s);

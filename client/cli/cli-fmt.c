@@ -61,10 +61,44 @@ void cli_put_text(FILE *f, const char *s, const char *newline) {
   }
 }
 
+/* How a field of a request is named: a parameter as -p names it. */
+#define PARAM_FIELD "parameters."
+
+/* 1 if every field of v[0..n) is a parameter. */
+static int all_parameters(const prismq_field_violation *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(v[i].field, PARAM_FIELD, strlen(PARAM_FIELD)) != 0) return 0;
+  return 1;
+}
+
+/* The count, then each violation on a line of its own: one long line joining them all
+ * (the message) is hard to read. */
+static void print_violations(const prismq_field_violation *v, size_t n) {
+  int params = all_parameters(v, n);
+  fprintf(stderr, "%zu bad %s\n", n, params ? "parameters" : "fields");
+  for (size_t i = 0; i < n; i++) {
+    const char *name = v[i].field + (params ? strlen(PARAM_FIELD) : 0);
+    fputs("prismq:   ", stderr);
+    if (name[0]) {
+      cli_put_text(stderr, name, NULL);
+      fputs(": ", stderr);
+    }
+    cli_put_text(stderr, v[i].description, NULL);
+    fputc('\n', stderr);
+  }
+}
+
 int cli_rpc_error(const prismq_status *st) {
+  const prismq_field_violation *v;
+  size_t n = prismq_status_violations(st, &v);
   fprintf(stderr, "prismq: %s: ", prismq_code_name(st->code));
-  cli_put_text(stderr, st->message, NULL);
-  fputc('\n', stderr);
+  /* One violation is the message itself: the plain line says it best. */
+  if (n > 1) {
+    print_violations(v, n);
+  } else {
+    cli_put_text(stderr, st->message, NULL);
+    fputc('\n', stderr);
+  }
   return CLI_EXIT_ERROR;
 }
 
@@ -158,6 +192,12 @@ void cli_format_time(char *buf, size_t cap, int64_t ms) {
   time_t t = (time_t)(ms / 1000);
   if (ms <= 0 || !localtime_r(&t, &tm) || strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm) == 0)
     snprintf(buf, cap, "-");
+}
+
+int64_t cli_now_ms(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 cli_run *cli_run_dup(const cli_run *run) {

@@ -1,5 +1,5 @@
-/* Copying a run's output to our stdout and stderr, live with follow, and detaching on
- * Ctrl-C.
+/* Copying a run's output to our stdout and stderr, live with follow, showing its
+ * progress reports by the way (cli-progress.c), and detaching on Ctrl-C.
  *
  * A blocking libprismq call does not return on a signal (its event loop goes on after
  * EINTR), so Ctrl-C sets a flag and, while a follow's StreamOutput call runs, ends that
@@ -9,7 +9,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -37,28 +36,18 @@ void cli_catch_sigint(void) {
 struct follow {
   uint64_t next_seq; /* the seq after the last chunk written, for the reattach hint */
   int write_errno;
-  cli_run *final; /* the terminal run, from the last chunk of a follow */
+  cli_run *final;         /* the terminal run, from the last chunk of a follow */
+  cli_progress *progress; /* with o->progress */
 };
-
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue; /* our SIGINT handler */
-      return -errno;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
 
 static int on_chunk(const Prismq__Runner__V1__OutputChunk *chunk, void *user) {
   struct follow *f = user;
   /* Stops a burst of chunks already received at once, before the interrupt's turn. */
   if (interrupted) return 1;
+  /* A progress chunk has no data: without a display it is only a seq. */
+  if (chunk->progress && f->progress) cli_progress_update(f->progress, chunk->progress);
   int fd = chunk->stream == PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDERR ? 2 : 1;
-  int rc = write_all(fd, chunk->data.data, chunk->data.len);
+  int rc = cli_progress_write(f->progress, fd, chunk->data.data, chunk->data.len);
   if (rc < 0) {
     f->write_errno = -rc;
     return 1;
@@ -86,19 +75,21 @@ int cli_follow(cli_ctx *ctx, const char *run_id, const cli_follow_opts *o) {
   prismq_client *c = cli_client(ctx);
   if (!c) return CLI_EXIT_ERROR;
   if (o->follow) cli_catch_sigint();
-  struct follow f = {o->start_seq, 0, NULL};
+  struct follow f = {o->start_seq, 0, NULL, NULL};
+  if (o->progress) f.progress = cli_progress_new(cli_progress_mode(), 0);
   Prismq__Runner__V1__StreamOutputRequest req = PRISMQ__RUNNER__V1__STREAM_OUTPUT_REQUEST__INIT;
   req.run_id = (char *)run_id;
   req.start_seq = o->start_seq;
   req.follow = o->follow;
   req.stream = o->stream;
-  prismq_status st = {PRISMQ_CODE_CANCELLED, ""};
+  prismq_status st = {.code = PRISMQ_CODE_CANCELLED};
   /* No deadline: a follow lasts as long as the run, and a replay as long as the
    * reader takes it. A Ctrl-C after follow_client is set but before the call starts
    * is not lost: the library keeps it for the call, which then returns at once. */
   follow_client = c;
   if (!interrupted) st = prismq_stream_output(c, &req, PRISMQ_NO_DEADLINE, on_chunk, &f);
   follow_client = NULL;
+  cli_progress_end(f.progress); /* before the lines below, which follow it */
 
   int code;
   if (f.write_errno == EPIPE) {

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <prismq/client.h>
 
@@ -56,7 +57,7 @@ struct cli_cmd {
 };
 
 extern const struct cli_cmd cli_cmd_cancel, cli_cmd_health, cli_cmd_help, cli_cmd_logs, cli_cmd_ls,
-    cli_cmd_modules, cli_cmd_run, cli_cmd_status, cli_cmd_wait;
+    cli_cmd_modules, cli_cmd_presets, cli_cmd_run, cli_cmd_status, cli_cmd_wait;
 
 /* The command called `name`, or NULL (prismq.c). */
 const struct cli_cmd *cli_find_cmd(const char *name);
@@ -134,7 +135,10 @@ char *cli_xstrdup(const char *s);
  * stderr (an option the library refuses, e.g. TLS). */
 prismq_client *cli_client(cli_ctx *ctx);
 
-/* Prints "prismq: CODE_NAME: message" on stderr; returns CLI_EXIT_ERROR. */
+/* Prints "prismq: CODE_NAME: message" on stderr; or, for a status with several field
+ * violations (prismq_status_violations), "prismq: CODE_NAME: N bad parameters" and a
+ * line "prismq:   NAME: description" for each (N bad fields and their whole paths when
+ * not all are parameters). Returns CLI_EXIT_ERROR. */
 int cli_rpc_error(const prismq_status *st);
 
 /* Writes `s` on `f` with control characters (and DEL) shown as '?', so that text from
@@ -167,6 +171,9 @@ void cli_format_duration(char *buf, size_t cap, uint64_t ms);
 
 /* Formats Unix time in ms as local "YYYY-MM-DD HH:MM:SS", or "-" for 0. */
 void cli_format_time(char *buf, size_t cap, int64_t ms);
+
+/* The time of `clock` (CLOCK_REALTIME: Unix time; CLOCK_MONOTONIC) in ms. */
+int64_t cli_now_ms(clockid_t clock);
 
 /* A deep copy of `run` (through protobuf-c pack/unpack). Free with prismq_run_free. */
 cli_run *cli_run_dup(const cli_run *run);
@@ -201,6 +208,72 @@ void cli_json_message(FILE *f, const ProtobufCMessage *msg);
  * escaped, bytes that are not valid UTF-8 replaced by \ufffd. */
 void cli_json_string(FILE *f, const char *s);
 
+/* ---- a run's progress (cli-progress.c) ---- */
+
+/* Enough for a rendered line of any width (cli_progress_render keeps within its cap). */
+#define CLI_PROGRESS_LINE_MAX 1024
+
+/* Renders the status line of progress report `p` for a terminal `width` columns wide
+ * (0: 80) into buf (cap >= 1 bytes, NUL-terminated), in at most width - 1 columns (the
+ * last one stays free: a line that wrapped could not be erased) and cap - 1 bytes:
+ *   - total > 0: " 30% [#########.....................] 3/10", the bar 10..30 columns;
+ *   - total 0 (unknown): a spinner turning with elapsed_ms ("|", "/", "-", "\\"), and
+ *     the count done;
+ * then the elapsed time ("0:07", "1:02:03"), the rate ("0.4/s"; left out when `rate` is
+ * negative: not known yet) and the message, cut to fit with "...". Control characters
+ * and bytes that are not UTF-8 in the message show as '?'; a character beyond ASCII
+ * counts two columns (wide ones do). What does not fit goes: the bar shrinks to 10
+ * columns to give the message room, the message is cut, and where 10 columns of bar do
+ * not fit the bar goes. Returns the length written. */
+size_t cli_progress_render(char *buf, size_t cap, const Prismq__Runner__V1__Progress *p,
+                           uint64_t elapsed_ms, double rate, unsigned width);
+
+/* The plain line of `p` (no newline) for where there is no terminal: "progress 3/10
+ * 30% MESSAGE", or, the total unknown, "progress 42 MESSAGE"; the message whole (up to
+ * cap), made harmless as above. Returns the length written (cap >= 1). */
+size_t cli_progress_plain(char *buf, size_t cap, const Prismq__Runner__V1__Progress *p);
+
+/* How progress is shown on stderr. */
+enum cli_progress_mode {
+  CLI_PROGRESS_PLAIN, /* a plain line when it tells something new, at most one a second */
+  CLI_PROGRESS_BAR    /* the status line, redrawn in place */
+};
+
+/* CLI_PROGRESS_BAR when stderr is a terminal that takes cursor controls ($TERM set and
+ * not "dumb"), else CLI_PROGRESS_PLAIN. */
+int cli_progress_mode(void);
+
+/* A run's progress shown on stderr while the run's output passes (writes to stdout and
+ * stderr go through cli_progress_write). Nothing shows before the first report; then a
+ * thread of its own shows the latest:
+ *   - CLI_PROGRESS_BAR: the status line, redrawn at most 10 times a second when it
+ *     changes (the elapsed time at least every second). Output that lands where it is
+ *     (stderr, and stdout when it is the same file) erases it first ("\r" ESC[K), and
+ *     it comes back at the next redraw once that output has ended its line;
+ *   - CLI_PROGRESS_PLAIN: a line (cli_progress_plain) when the whole percentage, the
+ *     total or the message changed (the count, when the total is unknown), at most one
+ *     a second and only at the start of a line of stderr.
+ * The rate is the change of done over time since the first report (or since done went
+ * back or the total changed), by the reports' updated_at_ms where set, once they span
+ * a second. The elapsed time counts from started_at_ms (Unix ms; 0: now). Free with
+ * cli_progress_end. */
+typedef struct cli_progress cli_progress;
+
+cli_progress *cli_progress_new(int mode, int64_t started_at_ms);
+
+/* Makes `report` the latest (copied); the same report again changes nothing. */
+void cli_progress_update(cli_progress *p, const Prismq__Runner__V1__Progress *report);
+
+/* Writes data[0..len) on descriptor fd (STDOUT_FILENO or STDERR_FILENO) whole, retrying
+ * after EINTR, clear of the status line. p may be NULL: a plain write. Returns 0 or a
+ * negative errno. */
+int cli_progress_write(cli_progress *p, int fd, const uint8_t *data, size_t len);
+
+/* Stops the display and frees it, leaving the last report shown: the status line as a
+ * line of its own, or the plain line if it was not printed yet (after a newline when
+ * the output ended mid-line). Nothing if no report came. Accepts NULL. */
+void cli_progress_end(cli_progress *p);
+
 /* ---- following output (cli-follow.c) ---- */
 
 /* Makes SIGINT (Ctrl-C) detach instead of ending prismq: it sets a flag that
@@ -213,14 +286,16 @@ typedef struct cli_follow_opts {
   uint64_t start_seq; /* the first chunk wanted (seq starts at 1; 0 = from the start) */
   int stream;         /* an OutputStream value: 0 both, 1 stdout only, 2 stderr only */
   int follow;         /* go on live until the run ends */
+  int progress;       /* show the run's progress reports on stderr (cli_progress_mode()) */
 } cli_follow_opts;
 
 #define CLI_FOLLOW_OPTS_INIT \
-  { 0, 0, 0 }
+  { 0, 0, 0, 0 }
 
 /* Copies the output of run `run_id` (through ctx's client), stdout chunks to fd 1 and
- * stderr chunks to fd 2, byte for byte, as `o` says. Returns the exit status of the
- * command:
+ * stderr chunks to fd 2, byte for byte, as `o` says; with o->progress, its progress
+ * chunks go to a cli_progress display, ended before anything below is printed (without,
+ * they are dropped). Returns the exit status of the command:
  *   - without follow: CLI_EXIT_OK;
  *   - with follow: cli_run_exit() of the terminal run, after printing "prismq: run "
  *     and cli_print_outcome() on stderr unless it COMPLETED; or 128 + SIGINT after a

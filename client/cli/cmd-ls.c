@@ -1,6 +1,5 @@
 /* prismq ls: runs, newest first (Runner/ListRuns, page after page up to --limit). */
 #include <stdlib.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -9,16 +8,10 @@
  * such a page pass the client's 4 MiB message limit. */
 #define PAGE_SIZE 200
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void print_table(cli_run *const *runs, size_t n) {
   cli_table *t = cli_table_new(
       6, (const char *[]){"RUN ID", "MODULE", "STATUS", "EXIT", "STARTED", "DURATION"});
-  int64_t now = now_ms();
+  int64_t now = cli_now_ms(CLOCK_REALTIME);
   for (size_t i = 0; i < n; i++) {
     const cli_run *r = runs[i];
     char exit_s[32], started[32], duration[32] = "-";

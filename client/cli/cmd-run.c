@@ -9,7 +9,9 @@ static int run_exec(cli_ctx *ctx, int argc, char **argv) {
       {"label", required_argument, NULL, 'l'},
       {"timeout", required_argument, NULL, 't'},
       {"follow", no_argument, NULL, 'f'},
+      {"no-progress", no_argument, NULL, 'P'},
       {"request-id", required_argument, NULL, 'r'},
+      {"preset", required_argument, NULL, 's'},
       CLI_OPT_JSON,
       CLI_OPT_HELP,
       {NULL, 0, NULL, 0},
@@ -18,7 +20,7 @@ static int run_exec(cli_ctx *ctx, int argc, char **argv) {
   Prismq__Runner__V1__StartRunRequest req = PRISMQ__RUNNER__V1__START_RUN_REQUEST__INIT;
   cli_map params = {0, NULL}, labels = {0, NULL};
   cli_run *run = NULL;
-  int json = 0, follow = 0, opt, code = 0;
+  int json = 0, follow = 0, progress = 1, opt, code = 0;
   while (code == 0 && (opt = getopt_long(argc, argv, "p:fh", longopts, NULL)) != -1) {
     switch (opt) {
     case 'p':
@@ -32,7 +34,9 @@ static int run_exec(cli_ctx *ctx, int argc, char **argv) {
       break;
     case 't': code = cli_opt_duration(&req.timeout_ms, cmd, "timeout", optarg); break;
     case 'f': follow = 1; break;
+    case 'P': progress = 0; break;
     case 'r': req.request_id = optarg; break;
+    case 's': req.preset = optarg; break;
     case 'j': json = 1; break;
     default: code = cli_opt_other(cmd, opt); goto out;
     }
@@ -62,6 +66,7 @@ static int run_exec(cli_ctx *ctx, int argc, char **argv) {
   } else if (follow) {
     cli_follow_opts fo = CLI_FOLLOW_OPTS_INIT;
     fo.follow = 1;
+    fo.progress = progress;
     code = cli_follow(ctx, run->run_id, &fo);
   } else if (json) {
     cli_json_message(stdout, &run->base);
@@ -79,16 +84,21 @@ out:
 const struct cli_cmd cli_cmd_run = {
     "run",
     "MODULE [-p KEY=VALUE]... [--label KEY=VALUE]... [--timeout DURATION]\n"
-    "                  [--request-id ID] [-f | --json]",
+    "                  [--request-id ID] [-f [--no-progress] | --json]",
     "Start a run of a module; print its id, or follow its output with -f",
     "Options:\n"
+    "  --preset NAME          start from the values of this preset of the module (prismq\n"
+    "                         presets MODULE lists them); -p values override them\n"
     "  -p, --param KEY=VALUE  a parameter of the module (repeatable)\n"
     "  --label KEY=VALUE      a label of the run, for ls --label (repeatable)\n"
     "  --timeout DURATION     the server kills the run after this long (500ms, 30s, 5m, 1h);\n"
     "                         default: the module's timeout\n"
     "  --request-id ID        an idempotency key: the same ID again returns the same run\n"
     "  -f, --follow           copy the run's stdout to stdout and its stderr to stderr, byte\n"
-    "                         for byte, until it ends; then exit with its outcome (below)\n"
+    "                         for byte, until it ends; then exit with its outcome (below).\n"
+    "                         The run's progress reports show on stderr: a status line on a\n"
+    "                         terminal, else lines \"progress DONE/TOTAL PCT% MESSAGE\"\n"
+    "  --no-progress          with -f: no progress on stderr, only the run's own stderr\n"
     "  --json                 print the new run as JSON (a Run) instead of its id\n"
     "\n"
     "Exit status with -f: 0 the run completed; its exit code when it failed; 128 + N when\n"

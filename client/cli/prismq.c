@@ -15,8 +15,8 @@
 
 /* In the order `prismq --help` lists them. */
 static const struct cli_cmd *const commands[] = {
-    &cli_cmd_modules, &cli_cmd_run,    &cli_cmd_ls,     &cli_cmd_status, &cli_cmd_logs,
-    &cli_cmd_wait,    &cli_cmd_cancel, &cli_cmd_health, &cli_cmd_help,
+    &cli_cmd_modules, &cli_cmd_presets, &cli_cmd_run,    &cli_cmd_ls,     &cli_cmd_status,
+    &cli_cmd_logs,    &cli_cmd_wait,    &cli_cmd_cancel, &cli_cmd_health, &cli_cmd_help,
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -5,7 +5,8 @@ grpc_ref_server, spawn_ref, tls_handshake, bench_client and gen_runs first:
 
   bench.py --build-dir DIR --out RESULTS.json [--only PHASE[,PHASE...]]
 
-Phases (in order): unary, start, firstbyte, stream, fanout, memory, instructions, tls, bigtable. Prints
+Phases (in order): unary, start, firstbyte, stream, progress, fanout, memory, instructions, tls,
+bigtable. Prints
 a table on stdout and writes every figure, the commands behind them and the machine to
 RESULTS.json. Exits 0 when every measurement ran and its correctness checks passed (a
 missed performance target does not fail the run; the table and the JSON say so), 1
@@ -49,7 +50,8 @@ UNARY_SECONDS = float(os.environ.get("BENCH_UNARY_SECONDS", "2"))
 UNARY_REPS = 3
 PIN = os.environ.get("BENCH_PIN", "1") != "0" and os.cpu_count() >= 2
 SERVER_CPU, LOAD_CPU = "0", "1"
-PHASES = ("unary", "start", "firstbyte", "stream", "fanout", "memory", "instructions", "tls", "bigtable")
+PHASES = ("unary", "start", "firstbyte", "stream", "progress", "fanout", "memory", "instructions", "tls",
+          "bigtable")
 TLS_HANDSHAKE_SECONDS = 2
 TLS_REPS = 3
 BIGTABLE_RUNS = int(os.environ.get("BENCH_BIGTABLE_RUNS", "1000000"))
@@ -76,7 +78,14 @@ BIGTABLE_LISTS = (
     ("status_and_label", ["status=4", "label=team=team-07"], False),
 )
 
-# The modules every benchmark server has; FAN_FILE is filled in at start-up.
+# The progress phase: PROGRESS_BYTES of text lines, one progress line in PROGRESS_EVERY,
+# streamed by a module with a progress pattern (the issue's example) and by one without.
+PROGRESS_BYTES = 512 * MIB
+PROGRESS_EVERY = 1000
+PROGRESS_LINE = b"%09d: one line of the output of a long job, nothing to say\n"  # 64 bytes
+PROGRESS_PATTERN = r"^PROGRESS (?P<done>\d+)/(?P<total>\d+)(?: (?P<message>.*))?$"
+
+# The modules every benchmark server has; FAN_FILE and LINES_FILE are filled in at start-up.
 BENCH_MODULES = """
   - id: "true"
     argv: ["/bin/true"]
@@ -92,7 +101,15 @@ BENCH_MODULES = """
     argv: ["sleep", "{seconds}"]
     parameters:
       - {name: seconds, required: true, pattern: "[0-9]+"}
-"""
+  - id: lines
+    argv: ["cat", "LINES_FILE"]
+  - id: lines_progress
+    argv: ["cat", "LINES_FILE"]
+    progress: {pattern: 'PROGRESS_PATTERN'}
+  - id: lines_scan
+    argv: ["cat", "LINES_FILE"]
+    progress: {pattern: '^PROGRESS (?P<done>\\d+)/(?P<total>\\d+) never$'}
+""".replace("PROGRESS_PATTERN", PROGRESS_PATTERN)
 
 
 class BenchError(Exception):
@@ -106,6 +123,7 @@ class Bench:
         self.out = out
         self.tmp = tl.temp_dir("prismq-bench-")
         self.fan_file = os.path.join(self.tmp, "fan.bin")
+        self.lines_file = os.path.join(self.tmp, "lines.txt")
         self.results = {"machine": machine(), "commands": {}, "targets": []}
         self.errors = []
         self.nwrap = 0
@@ -121,7 +139,7 @@ class Bench:
 
     def config(self, max_concurrent=64, max_queued=20000, extra=""):
         """prismqd's configuration; extra is more top-level YAML."""
-        mods = BENCH_MODULES.replace("FAN_FILE", self.fan_file)
+        mods = BENCH_MODULES.replace("FAN_FILE", self.fan_file).replace("LINES_FILE", self.lines_file)
         return ("limits: {max_concurrent: %d, max_queued: %d, output_max_bytes: 0}\n%smodules:%s"
                 % (max_concurrent, max_queued, extra, mods))
 
@@ -421,6 +439,58 @@ class Bench:
             srv.stop()
         self.results["streaming"] = r
         self.target("streaming 1 GiB, one follower, vs raw pipe", r["ratio"], ">=", 0.5, "x")
+
+    def write_lines(self):
+        """Writes the progress phase's lines (PROGRESS_BYTES at most): blocks of
+        PROGRESS_EVERY - 1 lines and a progress line "PROGRESS i/n working" (under 32
+        bytes). Returns n, the number of progress lines."""
+        body = b"".join(PROGRESS_LINE % i for i in range(PROGRESS_EVERY - 1))
+        n = PROGRESS_BYTES // (len(body) + 32)
+        with open(self.lines_file, "wb") as f:
+            for i in range(1, n + 1):
+                f.write(body + b"PROGRESS %d/%d working\n" % (i, n))
+        return n
+
+    def phase_progress(self):
+        """Output through a progress pattern against the same output without one: 512
+        MiB of 64-byte lines, every 1000th a progress line, one follower, as the stream
+        phase measures, and prismqd's CPU time for each (server_cpu_s: steadier than
+        throughput on a shared machine). Two cases: "scan", a pattern with the same
+        prefix that no line matches, is the cost of reading the output for progress (the
+        search for the prefix, the regex on the progress lines); "pattern", the issue's
+        pattern, adds an update per 64 KiB of output (a record, and the output's record
+        split there): far more than a run reports in practice."""
+        n = self.write_lines()
+        size = os.path.getsize(self.lines_file)
+        srv = self.server()
+        try:
+            def stream(module):
+                argv = [self.tool("bench_client"), srv.addr, "stream", str(size), module]
+
+                def run():
+                    c0 = cpu_seconds(srv.pid)
+                    res = self.cmd("progress." + module, argv)
+                    res["server_cpu_s"] = cpu_seconds(srv.pid) - c0
+                    return res
+                return self.settled(srv, run)
+            r = {}
+            for case, module in (("scan", "lines_scan"), ("pattern", "lines_progress")):
+                c = r[case] = self.alternate(5, ("plain", stream("lines")), (case, stream(module)), "bytes_per_s")
+                c["cpu_median"] = {k: statistics.median(x["server_cpu_s"] for x in v) for k, v in c["reps"].items()}
+                c["cpu_ratio"] = statistics.median(b["server_cpu_s"] / a["server_cpu_s"]
+                                                   for a, b in zip(c["reps"]["plain"], c["reps"][case]))
+            ch, stub = self.runner(srv)
+            with ch:
+                runs = stub.ListRuns(self.pb.runner_pb2.ListRunsRequest(module_id="lines_progress", page_size=1),
+                                     timeout=30).runs
+        finally:
+            srv.stop()
+        got = (runs[0].progress.done, runs[0].progress.total) if runs else None
+        if got != (n, n):
+            raise BenchError("the last run's progress is %r, not %d/%d" % (got, n, n))
+        r.update(bytes=size, updates_per_run=n)
+        self.results["progress"] = r
+        self.target("line output read for progress (no update) vs not", r["scan"]["ratio"], ">=", 0.95, "x")
 
     # ---- 5. fan-out ------------------------------------------------------------------
 
@@ -996,6 +1066,13 @@ def wait_listening(port, proc, timeout):
     return False
 
 
+def cpu_seconds(pid):
+    """User and system CPU time of process pid so far (/proc/PID/stat fields 14, 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -1110,6 +1187,14 @@ def print_table(r):
                      fmt(st["median"]["raw_pipe"] / 1e6, ",.0f"), fmt(st["ratio"], ".2f") + "x"))
         rows.append(("stream 1 GiB MB/s, first run, memory as found", fmt(st["cold_bytes_per_s"] / 1e6, ",.0f"),
                      "", ""))
+    pg = r.get("progress")
+    if pg:
+        for case, what in (("scan", "lines read for progress"), ("pattern", "an update per 64 KiB")):
+            c = pg[case]
+            rows.append(("stream 512 MiB of lines MB/s, %s vs not" % what, fmt(c["median"][case] / 1e6, ",.0f"),
+                         fmt(c["median"]["plain"] / 1e6, ",.0f"), fmt(c["ratio"], ".2f") + "x"))
+            rows.append(("  prismqd CPU s for them", fmt(c["cpu_median"][case], ".2f"),
+                         fmt(c["cpu_median"]["plain"], ".2f"), fmt(c["cpu_ratio"], ".2f") + "x"))
     fo = r.get("fanout")
     if fo:
         rows.append(("fan-out 100x64 MiB MB/s (exact %d/100)" % fo["exact"],

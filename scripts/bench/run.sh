@@ -10,6 +10,7 @@
 # builds prismqd (Release) and the bench tools into $BUILD_DIR/bench, runs
 # scripts/bench/bench.py, prints a table and writes the figures as JSON to RESULTS_JSON
 # (default $BUILD_DIR/bench-results.json). Phases: unary, start, firstbyte, stream,
+# progress (512 MiB of text lines through a progress pattern, against the same without),
 # fanout, memory, instructions, tls (unary calls, new connections and one follower over
 # TLS, with certificates from scripts/gen-dev-certs.sh; handshakes against
 # `openssl s_server -www`), bigtable (prismqd on a run table of a million runs written by

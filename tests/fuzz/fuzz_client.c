@@ -1,6 +1,7 @@
 /* fuzz_client: bytes from a server into the client core (client/gclient.c): HTTP/2
- * over a real unix socket, response headers and trailers (on_header, status and
- * grpc-message decoding), DATA into the response deframer, and how calls end.
+ * over a real unix socket, response headers and trailers (on_header, status,
+ * grpc-message and grpc-status-details-bin decoding), DATA into the response deframer,
+ * and how calls end.
  *
  * Per input, gcl_conn_new connects to a unix socket that this harness listens on (in a
  * scratch directory); calls are started; once the client has sent its requests, the
@@ -32,6 +33,7 @@
 
 #include "fuzzkit.h"
 #include "gclient.h"
+#include "google/rpc/status.pb-c.h"
 #include "grpcwire.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 
@@ -93,6 +95,13 @@ static void on_done(void *user, const gcl_status *st) {
    * calls it UNKNOWN); no call ends with a negative code, which is no status at all. */
   FZ_CHECK(st->code >= GW_OK, "a call ended with status %d (%s)", st->code, st->message);
   FZ_CHECK(memchr(st->message, '\0', sizeof st->message), "status message not terminated");
+  /* Details come with a failure the server sent, bounded; decoding them (as libprismq
+   * does) reads them all, for the sanitizers. */
+  FZ_CHECK(!st->details || (st->code != GW_OK && st->details_len <= GCL_MAX_STATUS_DETAILS),
+           "details of %zu bytes with status %d", st->details_len, st->code);
+  if (st->details)
+    google__rpc__status__free_unpacked(
+        google__rpc__status__unpack(NULL, st->details_len, st->details), NULL);
 }
 
 static void drain(evutil_socket_t fd, short what, void *arg) {

@@ -3,14 +3,20 @@
  * What must hold beyond "no crash, no leak": a refusal says why, naming the source; a
  * configuration that loads keeps config.h's promises: every module is found by its
  * id, and its templates and defaults are checked at load time, so rendering a run
- * with no parameters fails only for a missing required parameter. */
+ * with no parameters fails only for a missing required parameter. The input is also
+ * the output of a run whose progress is read (with each loaded module's pattern, and in
+ * the descriptor's format): updates come in order within their reads, with numbers and
+ * messages as progress.h promises. */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "fuzzkit.h"
+#include "progress.h"
+#include "utf8.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
@@ -42,7 +48,31 @@ static void check_module(const config *c, const config_module *m) {
   free(cwd);
 }
 
+/* data as the output of a run, in two reads, through a scanner of pattern pat (NULL:
+ * the descriptor's format). */
+static void check_progress(const progress_pattern *pat, const uint8_t *data, size_t size) {
+  progress_scan *s = progress_scan_new(pat);
+  Prismq__Runner__V1__Progress pg = PRISMQ__RUNNER__V1__PROGRESS__INIT;
+  size_t half = size / 2, len[2] = {half, size - half};
+  const uint8_t *part[2] = {data, data + half};
+  for (int i = 0; i < 2; i++) {
+    size_t pos = 0, last = 0;
+    while (progress_scan_next(s, part[i], len[i], &pos, &pg)) {
+      FZ_CHECK(pos > last && pos <= len[i], "an update at %zu after %zu, in %zu bytes", pos, last,
+               len[i]);
+      FZ_CHECK(isfinite(pg.done) && pg.done >= 0 && isfinite(pg.total) && pg.total >= 0,
+               "an update of %g/%g", pg.done, pg.total);
+      size_t n = strlen(pg.message);
+      FZ_CHECK(n <= PROGRESS_MESSAGE_MAX && utf8_valid(pg.message, n), "a bad message");
+      last = pos;
+    }
+  }
+  progress_scan_end(s, &pg);
+  progress_scan_free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  check_progress(NULL, data, size);
   config *c = NULL;
   char err[1024] = "";
   int rc = config_load_string(&c, (const char *)data, size, "fuzz.yaml", err, sizeof err);
@@ -55,7 +85,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FZ_CHECK(c && c->nlisten >= 1 && c->listen[0] && !c->listen[c->nlisten] && c->data_dir,
            "a loaded configuration without listen or data_dir");
   FZ_CHECK(c->limits.max_concurrent >= 1 && c->limits.max_connections >= 1, "limits out of range");
-  for (size_t i = 0; i < c->nmodules; i++) check_module(c, &c->modules[i]);
+  for (size_t i = 0; i < c->nmodules; i++) {
+    check_module(c, &c->modules[i]);
+    if (c->modules[i].progress) check_progress(c->modules[i].progress, data, size);
+  }
   config_free(c);
   return 0;
 }

@@ -4,7 +4,7 @@
  * memory; an empty one is kept for the next input), a scheduler in dry-run mode (PRISMQ_RUN_MODE=dry-run: a run records the
  * argv it would run and completes; nothing executes) over the built-in
  * configuration, the call layer with the run table's commit before every send and the
- * configuration's authorization, and the Health, Runner and Admin services. The
+ * configuration's authorization, and the Health, Runner, Admin and reflection services. The
  * input reaches it over a bufferevent pair (conn_new_bufferevent) as a client's bytes;
  * the loop runs until nothing is left to do; then everything is torn down.
  *
@@ -39,6 +39,8 @@
 #include "fuzzkit.h"
 #include "health.h"
 #include "ids.h"
+#include "prismq_descriptors.h"
+#include "reflection.h"
 #include "runner.h"
 #include "runtab.h"
 #include "scheduler.h"
@@ -80,6 +82,7 @@ struct server {
   health *health;
   runner *runner;
   admin *admin;
+  reflection *reflection;
   struct bufferevent *client; /* our end of the pair */
 };
 
@@ -155,6 +158,9 @@ static void server_start(struct server *s) {
   FZ_CHECK(health_new(&s->health, s->calls, health_services) == 0, "health_new");
   FZ_CHECK(runner_new(&s->runner, s->calls, s->sch) == 0, "runner_new");
   FZ_CHECK(admin_new(&s->admin, s->calls, runner_counters, s->runner) == 0, "admin_new");
+  FZ_CHECK(reflection_new(&s->reflection, s->calls, prismq_descriptor_set,
+                          prismq_descriptor_set_len) == 0,
+           "reflection_new");
 
   struct bufferevent *pair[2];
   FZ_CHECK(bufferevent_pair_new(s->base, BEV_OPT_CLOSE_ON_FREE, pair) == 0, "bufferevent_pair_new");
@@ -171,6 +177,7 @@ static void server_stop(struct server *s) {
   call_server_free(s->calls);
   health_free(s->health);
   admin_free(s->admin);
+  reflection_free(s->reflection);
   runner_free(s->runner);
   int runs = sched_total(s->sch) > 0;
   sched_free(s->sch);

@@ -161,6 +161,7 @@ PATHS = {
     "health": "/grpc.health.v1.Health/Check",
     "watch": "/grpc.health.v1.Health/Watch",
     "stats": "/prismq.admin.v1.Admin/GetStats",
+    "reflection": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 }
 
 
@@ -394,6 +395,11 @@ def server():
             unary(PATHS["health"], field_bytes(1, "nope")),
             unary(PATHS["stats"], b""),
         ]),
+        # One stream, several requests: list, by symbol, by file, an unknown symbol.
+        "reflection": (2, [(PATHS["reflection"], frame(field_bytes(7, "")) +
+                            frame(field_bytes(4, "prismq.runner.v1.Runner.StartRun")) +
+                            frame(field_bytes(3, "grpc/health/v1/health.proto")) +
+                            frame(field_bytes(4, "no.Such")), [])]),
         "watch-then-shutdown": (4, [unary(PATHS["watch"], b""), unary(PATHS["wait"], run_id_req(A_RUN_ID, 60000))]),
         "pieces-start": (1 << 3, [unary(PATHS["start"], start_run("emit", [("bytes", "5")]))]),
         "errors": (2, [

@@ -13,7 +13,7 @@ import unittest
 
 import grpc
 
-from prismq_testlib import ServerTestCase
+from prismq_testlib import WAIT, ServerTestCase
 from tls_common import (IDENTITY_UNIX, R, SERVING, Stubs, TlsServer, cli_tls_args,
                         config_yaml, issue, path, prismq, tls_section)
 
@@ -200,6 +200,45 @@ class Authz(AuthzCase):
             with self.subTest(who=who):
                 self.denied(self.caller(who).stats, says=(
                     self.needs("/prismq.admin.v1.Admin/GetStats", "admin", name),))
+
+    def test_presets_belong_to_who_saved_them(self):
+        def save(who, name, **params):
+            return self.caller(who).runner.SavePreset(R.SavePresetRequest(
+                module_id="echo", name=name, parameters=params), timeout=WAIT)
+
+        def delete(who, name):
+            return self.caller(who).runner.DeletePreset(
+                R.DeletePresetRequest(module_id="echo", name=name), timeout=WAIT)
+
+        mine = save("client1", "greeting", message="from client1")
+        self.assertEqual(mine.owner, CLIENT1)
+        # Saving and deleting need the right to start the module; listing and using do not.
+        self.denied(save, "client2", "x",
+                    says=(self.needs(path_of("SavePreset"), "start", CLIENT2),))
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.caller("ops-1").runner.SavePreset(R.SavePresetRequest(
+                module_id="sleep", name="x"), timeout=WAIT)
+        self.assertEqual(cm.exception.details(),
+                         "permission denied: %s may not change the presets of module sleep" % OPS)
+        listed = self.caller("client2").runner.ListPresets(
+            R.ListPresetsRequest(module_id="echo"), timeout=WAIT).presets
+        self.assertIn(("greeting", CLIENT1), [(p.name, p.owner) for p in listed])
+        # Another identity that may start echo may use it, not replace or delete it.
+        ops = self.caller("ops-1")
+        run = ops.runner.StartRun(R.StartRunRequest(module_id="echo", preset="greeting"),
+                                  timeout=WAIT)
+        self.assertEqual((run.owner, run.preset), (OPS, "greeting"))
+        self.assertEqual(ops.wait(run.run_id).status, R.RUN_STATUS_COMPLETED)
+        self.assertEqual(ops.output(run.run_id)[0], b"from client1\n")
+        belongs = 'preset "greeting" of module "echo" belongs to %s' % CLIENT1
+        self.denied(save, "ops-1", "greeting", message="hijacked", says=(belongs,))
+        self.denied(delete, "ops-1", "greeting", says=(belongs,))
+        # Its owner replaces it; an admin deletes anyone's.
+        self.assertEqual(save("client1", "greeting", message="v2").parameters["message"], "v2")
+        delete("admin", "greeting")
+        with self.assertRaises(grpc.RpcError) as cm:
+            delete("client1", "greeting")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
 
     def test_health_is_open_to_everyone(self):
         for who in ("admin", "client1", "client2", "ops-1", "stranger", "unix-claim", "anon",

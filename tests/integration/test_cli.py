@@ -22,7 +22,8 @@ PRISMQ = os.path.join(BIN_DIR, "prismq")
 CONFIG = config_yaml([child_module("child"),
                       {"id": "missing", "argv": ["/nonexistent/prismq-test-program"]}])
 ALL256 = bytes(range(256))
-COMMANDS = ("modules", "run", "ls", "status", "logs", "wait", "cancel", "health", "help")
+COMMANDS = ("modules", "presets", "run", "ls", "status", "logs", "wait", "cancel", "health",
+            "help")
 LS_COLUMNS = ["RUN ID", "MODULE", "STATUS", "EXIT", "STARTED", "DURATION"]
 VALGRIND = shutil.which("valgrind")
 
@@ -342,6 +343,36 @@ class ReadCommands(CliCase):
         self.assertRegex(lines[2], r"^missing +missing +- +- *$")
 
 
+class Presets(CliCase):
+    def test_save_list_run_delete(self):
+        p = self.ok("presets", "save", "child", "three", "-p", "action=exit", "-p", "arg=3",
+                    "--description", "exits 3", "--json")
+        saved = json.loads(p.stdout)
+        self.assertEqual((saved["moduleId"], saved["name"], saved["parameters"]),
+                         ("child", "three", {"action": "exit", "arg": "3"}))
+        lines = self.ok("presets", "child").stdout.decode().splitlines()
+        self.assertEqual(lines[0].split(), ["MODULE", "NAME", "OWNER", "PARAMETERS",
+                                            "DESCRIPTION"])
+        self.assertRegex(lines[1], r"^child +three +\(anonymous\) +action=exit arg=3 +exits 3$")
+        self.assertEqual(len(lines), 2)
+        # The preset's values, one of them overridden.
+        self.expect(3, "run", "child", "--preset", "three", "-f")
+        self.expect(4, "run", "child", "--preset", "three", "-p", "arg=4", "-f")
+        doc = json.loads(self.ok("presets", "--json").stdout)
+        self.assertIn("three", [x["name"] for x in doc["presets"]])
+        # What the server refuses, it says.
+        p = self.expect(EXIT_ERROR, "run", "child", "--preset", "nope")
+        self.assertEqual(p.stderr, b'prismq: NOT_FOUND: module "child" has no preset "nope"\n')
+        p = self.expect(EXIT_ERROR, "presets", "save", "child", "bad", "-p", "zz=1")
+        self.assertEqual(p.stderr, b'prismq: INVALID_ARGUMENT: unknown parameter "zz"\n')
+        self.expect(EXIT_USAGE, "presets", "save", "child")
+        self.expect(EXIT_USAGE, "presets", "delete", "child", "three", "extra")
+        self.ok("presets", "delete", "child", "three")
+        p = self.expect(EXIT_ERROR, "presets", "delete", "child", "three")
+        self.assertIn(b"NOT_FOUND", p.stderr)
+        self.assertEqual(self.ok("presets", "child").stdout.decode().splitlines()[1:], [])
+
+
 class Paging(unittest.TestCase):
     def test_ls_follows_pages_up_to_the_limit(self):
         with Server(config_yaml=CONFIG, env=mode_env("dry-run")) as s:  # runs end at once
@@ -432,6 +463,23 @@ class Errors(CliCase):
         p = self.expect(EXIT_ERROR, "health", "no.such.Service")
         self.assertTrue(p.stderr.startswith(b"prismq: NOT_FOUND: "), p.stderr)
         self.assertEqual(self.ok("health", "prismq.runner.v1.Runner").stdout, b"SERVING\n")
+
+    def test_bad_parameters_one_a_line(self):
+        """Several bad parameters (the server's field violations): their count, then one
+        line each, for run and presets save alike; one is the plain message."""
+        for cmd in (("run", "child"), ("presets", "save", "child", "bad")):
+            with self.subTest(cmd=cmd[0]):
+                p = self.expect(EXIT_ERROR, *cmd, "-p", "zz=1", "-p", "yy=2", "-p", "action=NO!")
+                self.assertEqual(p.stdout, b"")
+                self.assertEqual(p.stderr.decode(),
+                                 'prismq: INVALID_ARGUMENT: 3 bad parameters\n'
+                                 'prismq:   zz: unknown parameter "zz"\n'
+                                 'prismq:   yy: unknown parameter "yy"\n'
+                                 'prismq:   action: parameter "action" does not match '
+                                 '[a-z0-9_]+\n')
+                p = self.expect(EXIT_ERROR, *cmd, "-p", "action=NO!")
+                self.assertEqual(p.stderr, b'prismq: INVALID_ARGUMENT: parameter "action" does '
+                                           b'not match [a-z0-9_]+\n')
 
     def test_connection_refused_is_unavailable(self):
         sock, target = refused_target()

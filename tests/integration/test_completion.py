@@ -20,7 +20,8 @@ from prismq_testlib import BIN_DIR, WAIT, ServerTestCase, temp_dir
 PRISMQ = os.path.join(BIN_DIR, "prismq")
 SCRIPT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "client", "cli",
                                       "completion", "prismq.bash"))
-BUILTIN_MODULES = {"echo", "emit", "sleep", "count", "fail", "list", "secret"}
+BUILTIN_MODULES = {"echo", "emit", "sleep", "count", "fail", "list", "secret", "progress",
+                   "stages"}
 # The server queries are bounded at 2 s; a completion must end well within this.
 QUERY_BOUND = 6.0
 

@@ -120,7 +120,8 @@ class PythonExample(ExampleCase):
         p = self.py("--target", self.server.addr, "modules")
         self.assertEqual(p.returncode, 0, p.stderr)
         ids = [line.split("\t")[0] for line in p.stdout.decode().splitlines() if not line.startswith(" ")]
-        self.assertEqual(ids, ["echo", "emit", "sleep", "count", "fail", "list", "secret"])
+        self.assertEqual(ids, ["echo", "emit", "sleep", "count", "fail", "list", "secret",
+                               "progress", "stages"])
 
 
 # A module that writes a line, then waits to be cancelled: output seen before the run

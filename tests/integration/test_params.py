@@ -165,8 +165,22 @@ class TypedParameters(ServerTestCase):
         self.assertRegex(p.stdout, r"\noff +off \(disabled\) ")
         p = prismq("run", "args", "-p", "n=0", "-p", "mode=x")
         self.assertEqual(p.returncode, 1)
-        self.assertEqual(p.stderr, 'prismq: INVALID_ARGUMENT: parameter "n" is 0, below the minimum 1; '
-                                   'parameter "mode" must be one of "fast", "slow"\n')
+        self.assertEqual(p.stderr, 'prismq: INVALID_ARGUMENT: 2 bad parameters\n'
+                                   'prismq:   n: parameter "n" is 0, below the minimum 1\n'
+                                   'prismq:   mode: parameter "mode" must be one of "fast", '
+                                   '"slow"\n')
+        p = prismq("run", "args", "-p", "n=0")
+        self.assertEqual(p.stderr, 'prismq: INVALID_ARGUMENT: parameter "n" is 0, below the '
+                                   'minimum 1\n')
+        # As many as the details hold (not all 60), each on its line after the count.
+        many = [a for i in range(60) for a in ("-p", "p%02d_%s=v" % (i, "x" * 50))]
+        p = prismq("run", "args", "-p", "n=1", *many)
+        lines = p.stderr.splitlines()
+        self.assertRegex(lines[0], r"^prismq: INVALID_ARGUMENT: \d+ bad parameters$")
+        self.assertEqual(len(lines), 1 + int(lines[0].split()[2]))
+        self.assertGreater(len(lines), 10)
+        for line in lines[1:]:
+            self.assertRegex(line, r'^prismq:   (p\d\d_x{50}): unknown parameter "\1"$')
 
     def test_list_modules_filters(self):
         def ids(**kw):

@@ -9,7 +9,8 @@
 # ls --status, health's services, help's commands; and, asking the server through prismq
 # itself (the same --target and --tls-* options as the command line being completed, else
 # $PRISMQ_TARGET...):
-#   - module ids after `run` and `ls --module` (prismq modules --json);
+#   - module ids after `run`, `presets [save|delete]` and `ls --module` (prismq modules
+#     --json);
 #   - the parameters of the module after `run MODULE -p`, as KEY= (same call);
 #   - run ids after status, logs, wait (the 100 newest runs: prismq ls --json) and cancel
 #     (only the queued and running ones: ls --status queued --status running).
@@ -21,7 +22,7 @@
 # `prismq --help` and `prismq help COMMAND`.
 
 # The commands, in prismq --help's order.
-_prismq_commands=(modules run ls status logs wait cancel health help)
+_prismq_commands=(modules presets run ls status logs wait cancel health help)
 
 # Sets `opts` (what to offer) and `argopts` (those that take an argument) for command $1,
 # or for the global options when $1 is empty. `opts` and `argopts` are the caller's.
@@ -37,9 +38,14 @@ _prismq_options() {
     opts=(--category --tag --json --help)
     argopts=(--category --tag)
     ;;
+  presets)
+    opts=(-p --param --description --json --help)
+    argopts=(-p --param --description)
+    ;;
   run)
-    opts=(-p --param --label --timeout --request-id -f --follow --json --help)
-    argopts=(-p --param --label --timeout --request-id)
+    opts=(--preset -p --param --label --timeout --request-id -f --follow --no-progress --json
+      --help)
+    argopts=(--preset -p --param --label --timeout --request-id)
     ;;
   ls)
     opts=(--status --module --label --limit --json --help)
@@ -50,7 +56,7 @@ _prismq_options() {
     argopts=(--from)
     ;;
   wait)
-    opts=(--timeout --json --help)
+    opts=(--timeout --no-progress --json --help)
     argopts=(--timeout)
     ;;
   cancel)
@@ -336,6 +342,9 @@ _prismq() {
         local -a list=()
         case $cmd:${#pos[@]} in
         run:0) mapfile -t list < <(_prismq_modules) ;;
+        presets:0) mapfile -t list < <(printf '%s\n' save delete && _prismq_modules) ;;
+        presets:1) [[ ${pos[0]} == save || ${pos[0]} == delete ]] &&
+          mapfile -t list < <(_prismq_modules) ;;
         status:0 | logs:0 | wait:0) mapfile -t list < <(_prismq_runs) ;;
         cancel:0) mapfile -t list < <(_prismq_runs --status queued --status running) ;;
         health:0) list=(prismq.runner.v1.Runner prismq.admin.v1.Admin) ;;

@@ -31,6 +31,8 @@
  * codes: INVALID_ARGUMENT (a NULL argument), FAILED_PRECONDITION (a blocking function
  * on an asynchronous client, or called from inside a callback of the same client),
  * RESOURCE_EXHAUSTED (out of memory), INTERNAL (a response that does not decode).
+ * A status may carry the server's error details: prismq_status_violations gives the
+ * field violations (the bad parameters of a StartRun or SavePreset).
  *
  * Deadlines: every RPC function takes `deadline_ms`: 0 uses the client's default
  * (prismq_client_opts.deadline_ms), PRISMQ_NO_DEADLINE means none, any other value is
@@ -94,15 +96,39 @@ enum prismq_code {
 };
 
 /* The outcome of an RPC: `code` (enum prismq_code, 0 = OK) and a NUL-terminated
- * message ("" when the server sent none; truncated to fit). */
+ * message ("" when the server sent none; truncated to fit). `details` belongs to the
+ * library: read it with prismq_status_violations (NULL: none, as in a status made by
+ * hand). The details of a status live
+ *   - returned by a blocking function: until the next blocking call on the same client,
+ *     or prismq_client_free;
+ *   - handed to a completion callback: until the callback returns;
+ * and a copy of the status shares them: copy what you need of them to keep it longer. */
 typedef struct prismq_status {
   int code;
   char message[512];
+  const struct prismq_status_details *details;
 } prismq_status;
 
 /* Returns the canonical name of a status code ("DEADLINE_EXCEEDED"), or "UNKNOWN"
  * for a code outside 0..16. The string is static. */
 const char *prismq_code_name(int code);
+
+/* A field violation: what the server found wrong with one field of the request (a
+ * google.rpc.BadRequest.FieldViolation). */
+typedef struct prismq_field_violation {
+  const char *field;       /* its path: "parameters.NAME" for a parameter (may be "") */
+  const char *description; /* what is wrong with it, a sentence (may be "") */
+} prismq_field_violation;
+
+/* The field violations of a failed call, in the server's order: the google.rpc.BadRequest
+ * details of the google.rpc.Status in its grpc-status-details-bin trailer. prismqd sends
+ * them with INVALID_ARGUMENT for bad parameters of StartRun and SavePreset, one per bad
+ * parameter (the message joins the same sentences with "; "), as many as fit in about
+ * 3 KiB. Sets *out (if not NULL) to the array (valid as the status's details are, see
+ * prismq_status), or to NULL when there are none, and returns how many there are: 0 for
+ * a NULL or OK status, an error of the library, a server that sent no such details, and
+ * details that do not decode, disagree with the status code or are over 8 KiB. */
+size_t prismq_status_violations(const prismq_status *st, const prismq_field_violation **out);
 
 /* Per-call deadline meaning "no deadline at all". */
 #define PRISMQ_NO_DEADLINE UINT32_MAX
@@ -227,6 +253,25 @@ prismq_status prismq_list_modules(Prismq__Runner__V1__ListModulesResponse **out,
                                   const Prismq__Runner__V1__ListModulesRequest *req,
                                   uint32_t deadline_ms);
 
+/* Runner/SavePreset: saves req->parameters (and description) as preset req->name of
+ * module req->module_id, replacing the caller's own preset of that name. *out: the
+ * preset as saved. INVALID_ARGUMENT for bad values, FAILED_PRECONDITION for a name the
+ * server's configuration uses, PERMISSION_DENIED for another identity's preset. */
+prismq_status prismq_save_preset(Prismq__Runner__V1__Preset **out, prismq_client *c,
+                                 const Prismq__Runner__V1__SavePresetRequest *req,
+                                 uint32_t deadline_ms);
+
+/* Runner/ListPresets: a page of the presets of req->module_id ("" = every module), the
+ * configuration's first; *out->next_page_token is "" on the last page. */
+prismq_status prismq_list_presets(Prismq__Runner__V1__ListPresetsResponse **out, prismq_client *c,
+                                  const Prismq__Runner__V1__ListPresetsRequest *req,
+                                  uint32_t deadline_ms);
+
+/* Runner/DeletePreset: deletes a saved preset (NOT_FOUND if there is none). */
+prismq_status prismq_delete_preset(prismq_client *c,
+                                   const Prismq__Runner__V1__DeletePresetRequest *req,
+                                   uint32_t deadline_ms);
+
 /* Serving status of grpc.health.v1 (HealthCheckResponse.ServingStatus). */
 enum prismq_serving {
   PRISMQ_SERVING_UNKNOWN = 0,
@@ -275,6 +320,10 @@ typedef void (*prismq_list_runs_fn)(const prismq_status *st,
                                     Prismq__Runner__V1__ListRunsResponse *resp, void *user);
 typedef void (*prismq_list_modules_fn)(const prismq_status *st,
                                        Prismq__Runner__V1__ListModulesResponse *resp, void *user);
+typedef void (*prismq_preset_fn)(const prismq_status *st, Prismq__Runner__V1__Preset *preset,
+                                 void *user);
+typedef void (*prismq_list_presets_fn)(const prismq_status *st,
+                                       Prismq__Runner__V1__ListPresetsResponse *resp, void *user);
 /* `serving` is an enum prismq_serving value (PRISMQ_SERVING_UNKNOWN unless OK). */
 typedef void (*prismq_health_fn)(const prismq_status *st, int serving, void *user);
 /* The end of a call without a result (a stream). */
@@ -293,6 +342,13 @@ int prismq_wait_run_async(prismq_client *c, const Prismq__Runner__V1__WaitRunReq
 /* `req` may be NULL, as for prismq_list_modules. */
 int prismq_list_modules_async(prismq_client *c, const Prismq__Runner__V1__ListModulesRequest *req,
                               uint32_t deadline_ms, prismq_list_modules_fn cb, void *user);
+int prismq_save_preset_async(prismq_client *c, const Prismq__Runner__V1__SavePresetRequest *req,
+                             uint32_t deadline_ms, prismq_preset_fn cb, void *user);
+int prismq_list_presets_async(prismq_client *c, const Prismq__Runner__V1__ListPresetsRequest *req,
+                              uint32_t deadline_ms, prismq_list_presets_fn cb, void *user);
+/* cb fires with the status alone. */
+int prismq_delete_preset_async(prismq_client *c, const Prismq__Runner__V1__DeletePresetRequest *req,
+                               uint32_t deadline_ms, prismq_done_fn cb, void *user);
 /* `service` may be NULL, as for prismq_health. */
 int prismq_health_async(prismq_client *c, const char *service, uint32_t deadline_ms,
                         prismq_health_fn cb, void *user);

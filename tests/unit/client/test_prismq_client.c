@@ -3,7 +3,8 @@
  * HTTP/2 server on a unix socket: what goes on the wire (path, headers, deadline, the
  * request message), how answers map to a prismq_status (messages, grpc-status codes,
  * percent-encoded messages, HTTP statuses, resets, malformed, oversized, cut and
- * compressed messages, lost connections, deadlines, unreachable servers), server
+ * compressed messages, lost connections, deadlines, unreachable servers; the field
+ * violations of grpc-status-details-bin, and the details ignored), server
  * streaming (chunks in order whatever the DATA framing, live, stopping early), several
  * calls at once on one connection, flow control on a large answer, freeing the client
  * with calls pending or from a callback, misuse of the two kinds of client, and the
@@ -47,6 +48,8 @@ struct fx {
   int answer_case;         /* which answer the handler gives */
   struct pstream *held[8]; /* requests the test answers later */
   size_t nheld;
+  char *details;           /* a grpc-status-details-bin value the handler sends */
+  const char *trailers[8]; /* trailers the handler sends (they must outlive it) */
 };
 
 /* The outcome of one asynchronous call. */
@@ -66,6 +69,10 @@ struct result {
   struct fx *fx;
   int blocking_rc_code; /* on_chunk's nested blocking call's code */
   int interrupt_in_chunk;
+  /* The status's field violations ("FIELD: DESCRIPTION"), read in the callback. */
+  size_t nviol;
+  char viol[4][96];
+  size_t viol_len[4]; /* the descriptions' lengths */
 };
 
 static int setup(void **state) {
@@ -86,6 +93,7 @@ static int teardown(void **state) {
   peer_fini(&f->peer);
   testloop_fini(&f->tl);
   event_base_free(f->base);
+  free(f->details);
   free(f);
   return 0;
 }
@@ -105,10 +113,23 @@ static void result_free(struct result *r) {
   r->resp = NULL;
 }
 
+/* Copies the field violations of `st` into r. */
+static void keep_violations(struct result *r, const prismq_status *st) {
+  const prismq_field_violation *v = (const prismq_field_violation *)r;
+  r->nviol = prismq_status_violations(st, &v);
+  if (r->nviol == 0) assert_null(v);
+  for (size_t i = 0; i < r->nviol && i < 4; i++) {
+    snprintf(r->viol[i], sizeof r->viol[i], "%s: %s", v[i].field, v[i].description);
+    r->viol_len[i] = strlen(v[i].description);
+  }
+}
+
 static void on_run(const prismq_status *st, Run *run, void *user) {
   struct result *r = user;
   r->done++;
   r->st = *st;
+  keep_violations(r, st);
+  r->st.details = NULL; /* valid during the callback only */
   r->run = run;
   if (st->code == PRISMQ_CODE_OK)
     assert_non_null(run);
@@ -554,6 +575,93 @@ static void test_large_answer(void **state) {
   for (size_t i = 0; i < BIG_LEN; i += 4099)
     assert_int_equal(r.run->error_message[i], 'a' + i % 26);
   result_free(&r);
+}
+
+/* Rich error details (grpc-status-details-bin): a google.rpc.Status whose BadRequest
+ * gives field violations, trailers-only or in trailers, padded or not; details that are
+ * not base64, not a Status, of another type, of another code, too large or sent with OK
+ * are ignored, and the status stands as sent. */
+#define BAD_N       "parameter \"n\" is 0, below the minimum 1"
+#define BAD_X       "unknown parameter \"x\""
+#define DETAILS_MAX 8192 /* client.h: larger details are ignored */
+#define BAD_MSG \
+  "unknown%20parameter%20%22x%22%3B%20parameter%20%22n%22%20is%200%2C%20below%20the%20minimum%201"
+
+static void details_handler(struct peer *p, struct pstream *s) {
+  struct fx *f = p->arg;
+  static const char *const fv[] = {"parameters.x", BAD_X, "parameters.n", BAD_N, NULL};
+  static const uint8_t not_a_status[] = {0xff, 0xff, 0xff};
+  Run run = PRISMQ__RUNNER__V1__RUN__INIT;
+  run.run_id = "ok";
+  size_t big_len = f->answer_case == 5 ? DETAILS_MAX + 1 : 8000;
+  char *big = malloc(big_len + 1);
+  assert_non_null(big);
+  memset(big, 'd', big_len);
+  big[big_len] = '\0';
+  const char *const big_fv[] = {"parameters.big", big, NULL};
+  free(f->details);
+  f->details = NULL;
+  switch (f->answer_case) {
+  case 0: f->details = peer_details_b64(3, "m", NULL, NULL, fv, 0); break;
+  case 1:
+    /* One of three message lengths makes the Status's base64 end in padding. */
+    for (const char *m = "mm"; !f->details || !strchr(f->details, '='); m++) {
+      free(f->details);
+      f->details = peer_details_b64(3, m, NULL, NULL, fv, 1);
+    }
+    break;
+  case 2: f->details = strdup("bm90*YmFzZTY0"); break;
+  case 3: f->details = peer_b64(not_a_status, sizeof not_a_status, 0); break;
+  case 4:
+    f->details =
+        peer_details_b64(3, "m", "type.googleapis.com/prismq.runner.v1.Run", &run.base, NULL, 0);
+    break;
+  case 5:
+  case 6: f->details = peer_details_b64(3, "m", NULL, NULL, big_fv, 0); break;
+  case 7: f->details = peer_details_b64(5, "m", NULL, NULL, fv, 0); break;
+  default: f->details = peer_details_b64(0, "", NULL, NULL, fv, 0); break;
+  }
+  free(big);
+  const char *const trailers[] = {"grpc-status", f->answer_case == 8 ? "0" : "3", "grpc-message",
+                                  BAD_MSG,       "grpc-status-details-bin",       f->details,
+                                  NULL};
+  memcpy(f->trailers, trailers, sizeof trailers);
+  if (f->answer_case == 0) {
+    peer_status_details(s, "3", BAD_MSG, f->details);
+    return;
+  }
+  peer_begin(s, NULL);
+  if (f->answer_case == 8) peer_send_pb(s, &run.base);
+  peer_end(s, f->trailers);
+}
+
+static void test_status_details(void **state) {
+  struct fx *f = *state;
+  f->peer.handler = details_handler;
+  connect_async(f, 30000);
+  for (int i = 0; i <= 8; i++) {
+    f->answer_case = i;
+    struct result r = {0};
+    call_get_run(f, &r);
+    if (i == 8) {
+      assert_status(&r, PRISMQ_CODE_OK, BAD_X "; " BAD_N);
+      assert_string_equal(r.run->run_id, "ok");
+    } else {
+      assert_status(&r, PRISMQ_CODE_INVALID_ARGUMENT, BAD_X "; " BAD_N);
+      assert_null(r.run);
+    }
+    size_t want = i <= 1 ? 2 : i == 6 ? 1 : 0;
+    if (r.nviol != want) fail_msg("case %d: %zu violations, expected %zu", i, r.nviol, want);
+    if (i <= 1) {
+      assert_string_equal(r.viol[0], "parameters.x: " BAD_X);
+      assert_string_equal(r.viol[1], "parameters.n: " BAD_N);
+    } else if (i == 6) {
+      assert_int_equal(r.viol_len[0], 8000);
+      assert_int_equal(strncmp(r.viol[0], "parameters.big: ddd", 19), 0);
+    }
+    result_free(&r);
+  }
+  assert_int_equal(f->peer.accepted, 1);
 }
 
 /* A stream reset by the server ends the call with the code gRPC maps it to. */
@@ -1039,6 +1147,41 @@ static void test_interrupt_in_callback(void **state) {
   assert_int_equal(f->peer.nstreams, 1); /* the refused call sent nothing */
 }
 
+/* A blocking call's field violations outlive the call, until the next call; a status
+ * without details (NULL, made by hand, OK) has none. */
+static void test_blocking_details(void **state) {
+  struct fx *f = *state;
+  f->peer.handler = details_handler;
+  f->c = connect_blocking(f);
+  peer_thread_start(&f->peer);
+  Prismq__Runner__V1__StartRunRequest sr = PRISMQ__RUNNER__V1__START_RUN_REQUEST__INIT;
+  sr.module_id = "m";
+  prismq_status st = prismq_start_run(NULL, f->c, &sr, 0);
+  assert_int_equal(st.code, PRISMQ_CODE_INVALID_ARGUMENT);
+  const prismq_field_violation *v = NULL;
+  assert_int_equal(prismq_status_violations(&st, &v), 2);
+  assert_string_equal(v[0].field, "parameters.x");
+  assert_string_equal(v[0].description, BAD_X);
+  assert_string_equal(v[1].field, "parameters.n");
+  assert_string_equal(v[1].description, BAD_N);
+  assert_int_equal(prismq_status_violations(&st, NULL), 2);
+
+  f->answer_case = 8;
+  Prismq__Runner__V1__GetRunRequest g = PRISMQ__RUNNER__V1__GET_RUN_REQUEST__INIT;
+  g.run_id = "ok";
+  st = prismq_get_run(NULL, f->c, &g, 0);
+  assert_int_equal(st.code, PRISMQ_CODE_OK);
+  assert_int_equal(prismq_status_violations(&st, &v), 0);
+  assert_null(v);
+  peer_thread_stop(&f->peer);
+
+  prismq_status mine = {.code = PRISMQ_CODE_INVALID_ARGUMENT};
+  assert_int_equal(prismq_status_violations(&mine, &v), 0);
+  v = (const prismq_field_violation *)f;
+  assert_int_equal(prismq_status_violations(NULL, &v), 0);
+  assert_null(v);
+}
+
 /* A blocking call's deadline. */
 static void test_blocking_deadline(void **state) {
   struct fx *f = *state;
@@ -1069,6 +1212,7 @@ int main(void) {
       T(test_http_errors),
       T(test_bad_bodies),
       T(test_large_answer),
+      T(test_status_details),
       T(test_reset_by_server),
       T(test_connection_lost),
       T(test_deadline),
@@ -1084,6 +1228,7 @@ int main(void) {
       T(test_interrupt_from_thread),
       T(test_interrupt_in_callback),
       T(test_blocking_deadline),
+      T(test_blocking_details),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   libevent_global_shutdown();

@@ -6,8 +6,8 @@
  * headers, body, resets) and answers only as the test says: a handler runs once per
  * complete request, from the loop (never inside nghttp2's callbacks), and answers with
  * the peer_* functions below: a whole message with a status, a status alone
- * (trailers-only), raw headers and bytes in DATA frames of a chosen size, a reset, or
- * nothing (a hang); or drops the connection.
+ * (trailers-only, with rich error details or not), raw headers and bytes in DATA frames
+ * of a chosen size, a reset, or nothing (a hang); or drops the connection.
  *
  * The peer runs on the test's event_base (with an asynchronous client on the same loop)
  * or on a thread of its own (peer_thread_start/stop) for the blocking client, whose
@@ -32,7 +32,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
 #include <protobuf-c/protobuf-c.h>
+
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 
 #define PEER_MAX_STREAMS 64
 
@@ -185,14 +189,74 @@ static inline void peer_reply(struct pstream *s, const ProtobufCMessage *m) {
 }
 
 /* A trailers-only answer: HEADERS with :status 200, content-type, grpc-status `code`
- * and, if not NULL, grpc-message `message` (sent as given: encode it yourself). */
-static inline void peer_status(struct pstream *s, const char *code, const char *message) {
-  nghttp2_nv nva[] = {peer_nv(":status", "200"), peer_nv("content-type", "application/grpc"),
-                      peer_nv("grpc-status", code),
-                      peer_nv("grpc-message", message ? message : "")};
-  if (nghttp2_submit_response(s->p->ss, s->sid, nva, message ? 4 : 3, NULL) != 0) s->p->err = 1;
+ * and, if not NULL, grpc-message `message` and grpc-status-details-bin `details` (both
+ * sent as given: encode them yourself, e.g. with peer_details_b64). */
+static inline void peer_status_details(struct pstream *s, const char *code, const char *message,
+                                       const char *details) {
+  nghttp2_nv nva[5] = {peer_nv(":status", "200"), peer_nv("content-type", "application/grpc"),
+                       peer_nv("grpc-status", code)};
+  size_t n = 3;
+  if (message) nva[n++] = peer_nv("grpc-message", message);
+  if (details) nva[n++] = peer_nv("grpc-status-details-bin", details);
+  if (nghttp2_submit_response(s->p->ss, s->sid, nva, n, NULL) != 0) s->p->err = 1;
   s->responding = 1;
   peer_flush(s->p);
+}
+
+/* The same without details. */
+static inline void peer_status(struct pstream *s, const char *code, const char *message) {
+  peer_status_details(s, code, message, NULL);
+}
+
+/* Base64 of `len` bytes (malloc'd; free it), with its padding or, as gRPC servers
+ * usually send it, without. */
+static inline char *peer_b64(const void *data, size_t len, int padded) {
+  char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+  if (!b64) abort();
+  int n = EVP_EncodeBlock((unsigned char *)b64, data, (int)len);
+  while (!padded && n > 0 && b64[n - 1] == '=') b64[--n] = '\0';
+  return b64;
+}
+
+/* A grpc-status-details-bin value (peer_b64 of a google.rpc.Status of `code` and
+ * `message`) holding one google.protobuf.Any of `type_url`: `detail` packed, or, when
+ * `type_url` is NULL, a google.rpc.BadRequest of the field violations `fv` (field,
+ * description, ..., NULL). */
+static inline char *peer_details_b64(int code, const char *message, const char *type_url,
+                                     const ProtobufCMessage *detail, const char *const *fv,
+                                     int padded) {
+  Google__Rpc__BadRequest__FieldViolation v[16], *vp[16];
+  Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
+  for (; fv && fv[0] && br.n_field_violations < 16; fv += 2) {
+    size_t i = br.n_field_violations++;
+    v[i] = (Google__Rpc__BadRequest__FieldViolation)GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
+    v[i].field = (char *)fv[0];
+    v[i].description = (char *)fv[1];
+    vp[i] = &v[i];
+  }
+  br.field_violations = vp;
+  if (!type_url) {
+    type_url = "type.googleapis.com/google.rpc.BadRequest";
+    detail = &br.base;
+  }
+  Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT, *anyp = &any;
+  any.type_url = (char *)type_url;
+  any.value.len = protobuf_c_message_get_packed_size(detail);
+  any.value.data = malloc(any.value.len + 1);
+  Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+  st.code = code;
+  st.message = (char *)message;
+  st.n_details = 1;
+  st.details = &anyp;
+  size_t len = google__rpc__status__get_packed_size(&st);
+  uint8_t *packed = malloc(len + 1);
+  if (!any.value.data || !packed) abort();
+  protobuf_c_message_pack(detail, any.value.data);
+  google__rpc__status__pack(&st, packed);
+  char *b64 = peer_b64(packed, len, padded);
+  free(packed);
+  free(any.value.data);
+  return b64;
 }
 
 static inline void peer_reset(struct pstream *s, uint32_t code) {

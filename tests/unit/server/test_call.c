@@ -1,7 +1,8 @@
 /* Unit tests for server/call and the h2conn server role under it, entirely in memory,
  * with the raw nghttp2 client of testh2.h. Test handlers are registered with
  * call_server_add: echo, protobuf, fail-with-message, a streaming producer that honours
- * call_writable, and one that never finishes. */
+ * call_writable, and one that never finishes; and with call_server_add_stream, a
+ * bidirectional echo. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,7 @@
 #define P_STREAM "/test.Echo/Stream"
 #define P_DIRTY  "/test.Echo/Dirty"
 #define P_WATCH  "/test.Echo/Watch" /* as P_HANG, marked streaming */
+#define P_BIDI   "/test.Echo/Bidi"  /* streamed requests, each echoed */
 /* Authorization and call context: one handler that records what the call tells. */
 #define P_GUARDED "/test.Echo/Guarded" /* needs role bit 2 */
 #define P_EITHER  "/test.Echo/Either"  /* needs role bit 2 or 4 */
@@ -78,6 +80,9 @@ struct fx {
   char md_trace[64], md_dup[64], md_walk[512];
   size_t md_trace_len, md_empty_len;
   int md_missing_null, md_empty_found;
+  /* P_BIDI: messages handed over, ends of input, cancels; copies sent of each (0: 1) */
+  size_t bidi_msgs, bidi_copies;
+  int bidi_ends, bidi_cancels;
 };
 
 /* ---- driving ---------------------------------------------------------------------- */
@@ -233,6 +238,31 @@ static void stream_handler(call *c, const uint8_t *req, size_t len, void *svc) {
   stream_fill(f, c);
 }
 
+static void bidi_message(call *c, const uint8_t *msg, size_t len, void *arg) {
+  struct fx *f = arg;
+  f->bidi_msgs++;
+  for (size_t i = 0; i < (f->bidi_copies ? f->bidi_copies : 1); i++) send_bytes(f, c, msg, len);
+}
+
+static void bidi_end(call *c, void *arg) {
+  ((struct fx *)arg)->bidi_ends++;
+  call_finish(c, GW_OK, NULL);
+}
+
+static void bidi_cancelled(call *c, void *arg) {
+  (void)c;
+  ((struct fx *)arg)->bidi_cancels++;
+}
+
+/* Streamed requests: echoes each message as it comes (bidi_copies times), ends OK
+ * after the last. */
+static void bidi_open(call *c, void *svc) {
+  struct fx *f = svc;
+  note_call(f, c);
+  call_on_cancel(c, bidi_cancelled, f);
+  call_on_input(c, bidi_message, bidi_end, f);
+}
+
 static void on_idle(void *arg) { ((struct fx *)arg)->idle++; }
 
 static void copy_str(char *dst, size_t cap, const char *src) {
@@ -289,6 +319,7 @@ static void server_start(struct fx *f, const call_server_opts *opts) {
   assert_int_equal(call_server_add(f->srv, P_GUARDED, inspect_handler, f, ROLE_TWO), 0);
   assert_int_equal(call_server_add(f->srv, P_EITHER, inspect_handler, f, ROLE_TWO | ROLE_FOUR), 0);
   assert_int_equal(call_server_add(f->srv, P_OPEN, inspect_handler, f, 0), 0);
+  assert_int_equal(call_server_add_stream(f->srv, P_BIDI, bidi_open, f, 0), 0);
 }
 
 static int setup(void **state) {
@@ -355,6 +386,11 @@ static void test_dispatch_table(void **state) {
   assert_int_equal(call_server_add(s, "/a.S/M", echo_handler, NULL, 0), -EEXIST);
   assert_ptr_equal(call_server_lookup(s, "/a.S/M", 6, &svc), fail_handler);
   assert_ptr_equal(svc, (void *)(uintptr_t)3);
+  /* Streamed-request methods share the table: no handler to look up, same paths. */
+  assert_int_equal(call_server_add_stream(s, "/a.S/M", bidi_open, NULL, 0), -EEXIST);
+  assert_int_equal(call_server_add_stream(s, "/a.S/B", bidi_open, NULL, 0), 0);
+  assert_null(call_server_lookup(s, "/a.S/B", 6, &svc));
+  assert_int_equal(call_server_add(s, "/a.S/B", echo_handler, NULL, 0), -EEXIST);
   call_server_free(s);
   call_server_free(NULL);
   event_base_free(base);
@@ -1056,6 +1092,141 @@ static void test_stream_cancelled_while_stalled(void **state) {
   assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
+/* ---- tests: streamed requests ----------------------------------------------------- */
+
+/* Frames each of `n` messages into one buffer; returns its length, *out malloc'd. */
+static size_t frame_all(uint8_t **out, const char *const *msgs, size_t n) {
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(gw_frame_append(b, (const uint8_t *)msgs[i], strlen(msgs[i])), 0);
+  size_t len = evbuffer_get_length(b);
+  *out = malloc(len);
+  assert_non_null(*out);
+  evbuffer_remove(b, *out, len);
+  evbuffer_free(b);
+  return len;
+}
+
+/* Several messages, an empty one among them, sent at once and one byte per DATA frame:
+ * each is handed over whole and in order, then the end of input. */
+static void test_bidi_messages(void **state) {
+  struct fx *f = *state;
+  client_connect(&f->cl, f->srv, 0, 0);
+  static const char *const msgs[] = {"first", "", "third message"};
+  uint8_t *body;
+  size_t len = frame_all(&body, msgs, ARRAY_LEN(msgs));
+  struct cstream *a = REQ(&f->cl, .path = P_BIDI, .raw = body, .raw_len = len);
+  struct cstream *b = REQ(&f->cl, .path = P_BIDI, .raw = body, .raw_len = len, .chunk = 1);
+  finish(&f->cl, a);
+  finish(&f->cl, b);
+  for (struct cstream *cs = a; cs; cs = cs == a ? b : NULL) {
+    expect_with_trailers(cs, GW_OK);
+    assert_int_equal(evbuffer_get_length(cs->data), len);
+    assert_memory_equal(evbuffer_pullup(cs->data, -1), body, len);
+  }
+  free(body);
+  assert_int_equal(f->handler_calls, 2);
+  assert_int_equal(f->bidi_msgs, 2 * ARRAY_LEN(msgs));
+  assert_int_equal(f->bidi_ends, 2);
+  assert_int_equal(f->bidi_cancels, 0);
+}
+
+/* The handler starts at the request headers; each message is answered before the
+ * client sends the next, on one stream. */
+static void test_bidi_interactive(void **state) {
+  struct fx *f = *state;
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_BIDI, .keep_open = 1);
+  RUN_UNTIL(&f->cl, f->handler_calls == 1);
+  client_send_msg(&f->cl, cs, "ping", 4);
+  RUN_UNTIL(&f->cl, evbuffer_get_length(cs->data) == GW_PREFIX_LEN + 4);
+  client_send_msg(&f->cl, cs, "pong!", 5);
+  RUN_UNTIL(&f->cl, evbuffer_get_length(cs->data) == 2 * GW_PREFIX_LEN + 9);
+  assert_int_equal(f->bidi_ends, 0);
+  client_end_body(&f->cl, cs);
+  finish(&f->cl, cs);
+  expect_with_trailers(cs, GW_OK);
+  assert_int_equal(f->bidi_msgs, 2);
+  assert_int_equal(f->bidi_ends, 1);
+}
+
+/* No message at all: the end of input alone, answered trailers-only. */
+static void test_bidi_no_messages(void **state) {
+  struct fx *f = *state;
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *cs = REQ(&f->cl, .path = P_BIDI, .headers_only = 1);
+  finish(&f->cl, cs);
+  expect_trailers_only(cs, GW_OK);
+  assert_int_equal(f->bidi_msgs, 0);
+  assert_int_equal(f->bidi_ends, 1);
+}
+
+/* The layer's refusals take the call from its handler (on_cancel fires): a stream that
+ * ends inside a message, a message over the limit (before its body comes), and the
+ * deadline. */
+static void test_bidi_refused(void **state) {
+  struct fx *f = *state;
+  client_connect(&f->cl, f->srv, 0, 0);
+  static const uint8_t half[] = {0, 0, 0, 0, 9, 'a', 'b'};
+  struct cstream *cs = REQ(&f->cl, .path = P_BIDI, RAW(half));
+  finish(&f->cl, cs);
+  expect_trailers_only(cs, GW_INTERNAL);
+  static const uint8_t big[] = {0, 0, 0x50, 0, 0}; /* 5 MiB announced */
+  cs = REQ(&f->cl, .path = P_BIDI, RAW(big), .keep_open = 1);
+  finish(&f->cl, cs);
+  expect_trailers_only(cs, GW_RESOURCE_EXHAUSTED);
+  cs = REQ(&f->cl, .path = P_BIDI, MSG("late"), .timeout = "50m", .keep_open = 1);
+  finish(&f->cl, cs);
+  expect_with_trailers(cs, GW_DEADLINE_EXCEEDED);
+  assert_int_equal(f->bidi_msgs, 1);
+  assert_int_equal(f->bidi_cancels, 3);
+  assert_int_equal(f->bidi_ends, 0);
+}
+
+#define BIDI_N      200
+#define BIDI_MSG    64
+#define BIDI_COPIES 64
+
+/* A client that sends small requests with large answers and does not read them: the
+ * handler is handed no more while its output is held up, so what the server holds stays
+ * bounded (all BIDI_N requests arrive in one read), and everything once the client
+ * reads. */
+static void test_bidi_backpressure(void **state) {
+  struct fx *f = *state;
+  f->bidi_copies = BIDI_COPIES;
+  client_connect(&f->cl, f->srv, 32u << 20, 0);
+  struct evbuffer *want = evbuffer_new();
+  assert_non_null(want);
+  uint8_t *body = malloc(BIDI_N * (GW_PREFIX_LEN + BIDI_MSG)), m[BIDI_MSG];
+  assert_non_null(body);
+  for (size_t i = 0; i < BIDI_N; i++) {
+    memset(m, (int)i, sizeof m);
+    gw_prefix_encode(body + i * (GW_PREFIX_LEN + BIDI_MSG), BIDI_MSG);
+    memcpy(body + i * (GW_PREFIX_LEN + BIDI_MSG) + GW_PREFIX_LEN, m, sizeof m);
+    for (size_t j = 0; j < BIDI_COPIES; j++)
+      assert_int_equal(gw_frame_append(want, m, sizeof m), 0);
+  }
+  bufferevent_disable(f->cl.cbev, EV_READ);
+  struct cstream *cs =
+      REQ(&f->cl, .path = P_BIDI, .raw = body, .raw_len = BIDI_N * (GW_PREFIX_LEN + BIDI_MSG));
+  settle(&f->cl);
+  size_t stalled_at = f->bidi_msgs;
+  assert_true(stalled_at > 0 && stalled_at < BIDI_N);
+  assert_true(stalled_at * BIDI_COPIES * (GW_PREFIX_LEN + BIDI_MSG) <= QUEUE_BOUND);
+  settle(&f->cl);
+  assert_int_equal(f->bidi_msgs, stalled_at);
+  bufferevent_enable(f->cl.cbev, EV_READ);
+  finish(&f->cl, cs);
+  expect_with_trailers(cs, GW_OK);
+  assert_int_equal(f->bidi_msgs, BIDI_N);
+  size_t len = evbuffer_get_length(want);
+  assert_int_equal(evbuffer_get_length(cs->data), len);
+  assert_memory_equal(evbuffer_pullup(cs->data, -1), evbuffer_pullup(want, -1), len);
+  evbuffer_free(want);
+  free(body);
+}
+
 /* ---- tests: shutdown -------------------------------------------------------------- */
 
 static void test_shutdown_running_call(void **state) {
@@ -1380,6 +1551,11 @@ int main(void) {
       T(test_stream_deadline_while_stalled),
       T(test_stream_backpressure_small_window),
       T(test_stream_cancelled_while_stalled),
+      T(test_bidi_messages),
+      T(test_bidi_interactive),
+      T(test_bidi_no_messages),
+      T(test_bidi_refused),
+      T(test_bidi_backpressure),
       T(test_shutdown_running_call),
       T(test_shutdown_refuses_new_streams),
       T(test_shutdown_without_connections),

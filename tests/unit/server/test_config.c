@@ -390,7 +390,7 @@ static void test_default_config(void **state) {
   (void)state;
   static const struct {
     const char *id;
-    const char *argv[5];
+    const char *argv[6];
   } want[] = {
       {"echo", {"echo", "hello"}},
       {"emit", {"head", "-c", "1024", "/dev/zero"}},
@@ -399,6 +399,16 @@ static void test_default_config(void **state) {
       {"fail", {"ls", "/nonexistent"}},
       {"list", {"ls", "-l", "/usr/share/doc"}},
       {"secret", {"sh", "-c", "echo \"the token has ${#TOKEN} bytes\""}},
+      {"progress",
+       {"sh", "-c",
+        "i=0; while [ \"$i\" -lt \"$1\" ]; do i=$((i + 1)); sleep 0.2; echo \"PROGRESS $i/$1 "
+        "step $i done\"; done",
+        "progress", "10"}},
+      {"stages",
+       {"sh", "-c",
+        "i=0; while [ \"$i\" -lt \"$1\" ]; do i=$((i + 1)); echo \"stage $i\"; sleep 0.2; echo "
+        "\"$((i * 100 / $1))% stage $i of $1\" >&\"$PRISMQ_PROGRESS_FD\"; done",
+        "stages", "5"}},
   };
   config *c = load_ok(config_default_yaml);
 
@@ -424,6 +434,11 @@ static void test_default_config(void **state) {
     assert_null(cwd);
     config_argv_free(argv);
   }
+  /* One reports progress with a pattern, one on its descriptor. */
+  assert_non_null(config_find_module(c, "progress")->progress);
+  assert_int_equal(config_find_module(c, "progress")->progress_fd, 0);
+  assert_null(config_find_module(c, "stages")->progress);
+  assert_int_equal(config_find_module(c, "stages")->progress_fd, 1);
 
   /* The demo types hold: numbers in range, fail stays under /nonexistent, list's flags. */
   static const struct {
@@ -465,6 +480,13 @@ static void test_default_config(void **state) {
 
 /* Each error: the YAML, then the exact message; a message ending in "..." gives only
  * its start (libc's regerror text follows). */
+
+/* A module with an integer n (1..9) and a secret s, and the given presets value. */
+#define PRESETS(v)                                        \
+  "modules:\n  - id: m\n    argv: [x]\n    parameters:\n" \
+  "      - {name: n, type: integer, min: 1, max: 9}\n"    \
+  "      - {name: s, type: secret, env_var: S}\n    presets: " v "\n"
+
 static const struct {
   const char *yaml;
   const char *msg;
@@ -481,13 +503,32 @@ static const struct {
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
      "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, "
-     "cpu_max, category, tags, version, enabled)"},
+     "cpu_max, category, tags, version, enabled, presets, progress)"},
     {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
      "required, default, description, pattern, type, min, max, options, min_length, max_length, "
      "base_dir, env_var)"},
     {"data_dir: a\ndata_dir: b\n", "t.yaml:2: top level: duplicate key \"data_dir\""},
+    /* Presets. */
+    {PRESETS("[{name: a}, {name: a}]"),
+     "t.yaml:7: modules[0].presets[1]: duplicate preset "
+     "name \"a\""},
+    {PRESETS("[{name: \"a b\"}]"),
+     "t.yaml:7: modules[0].presets[0].name \"a b\" must match ^[A-Za-z0-9_.-]{1,64}$"},
+    {PRESETS("[{description: x}]"),
+     "t.yaml:7: modules[0].presets[0]: missing required key "
+     "\"name\""},
+    {PRESETS("{a: {}}"), "t.yaml:7: modules[0].presets must be a list of mappings"},
+    {PRESETS("[{name: a, parameters: [n]}]"),
+     "t.yaml:7: modules[0].presets[0].parameters must be a mapping of parameter names to values"},
+    {PRESETS("[{name: a, parameters: {n: \"0\", s: x, zz: y, n: \"2\"}}]"),
+     "t.yaml:7: modules[0].presets[0].parameters: parameter \"n\" is 0, below the minimum 1; "
+     "parameter \"s\" is a secret, which a preset cannot hold; unknown parameter \"zz\"; "
+     "parameter \"n\" is given twice"},
+    {PRESETS("[{name: a, parametres: {}}]"),
+     "t.yaml:7: modules[0].presets[0]: unknown key \"parametres\" (expected one of: name, "
+     "description, parameters)"},
     {"[a, b]\n", "t.yaml:1: top level must be a mapping"},
     {"? [a]\n: b\n", "t.yaml:1: top level: keys must be strings"},
     {"data_dir: a\n---\ndata_dir: b\n", "t.yaml:3: a configuration is a single YAML document"},
@@ -545,6 +586,21 @@ static const struct {
      "t.yaml:4: modules[0].pass_parameters must be none or flags"},
     {"modules:\n  - id: a\n    argv: [x]\n    pass_parameters: [flags]\n",
      "t.yaml:4: modules[0].pass_parameters must be none or flags"},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: {pattern: '^(?P<n>\\d+)'}\n",
+     "t.yaml:4: modules[0].progress.pattern: unknown group name \"n\" (expected done, total, "
+     "percent or message)"},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: {pattern: '^P'}\n",
+     "t.yaml:4: modules[0].progress.pattern: the pattern has no group for the done count"},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: {pattern: '^(\\d+'}\n",
+     "t.yaml:4: modules[0].progress.pattern: not a valid extended regular expression: ..."},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: {pattern: \"\"}\n",
+     "t.yaml:4: modules[0].progress.pattern must be a non-empty string"},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: {fd: 3}\n",
+     "t.yaml:4: modules[0].progress.fd must be true or false"},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: {file: x}\n",
+     "t.yaml:4: modules[0].progress: unknown key \"file\" (expected one of: pattern, fd)"},
+    {"modules:\n  - id: m\n    argv: [x]\n    progress: '^P (\\d+)'\n",
+     "t.yaml:4: modules[0].progress must be a mapping"},
 
     /* Numbers. */
     {"limits:\n  max_memory_percent: 101\n",
@@ -970,6 +1026,42 @@ static void test_render_flags_order(void **state) {
   config_free(c);
 }
 
+/* Presets load with their values as written, in declared order, found by name;
+ * config_module_check_preset takes a partial set and refuses what a preset cannot hold. */
+static void test_presets(void **state) {
+  (void)state;
+  config *c =
+      load_ok(PRESETS("[{name: quick, description: fast one, parameters: {n: \"3\"}},"
+                      " {name: bare}]"));
+  const config_module *m = config_find_module(c, "m");
+  assert_int_equal(m->npresets, 2);
+  const config_preset *p = config_find_preset(m, "quick");
+  assert_ptr_equal(p, &m->presets[0]);
+  assert_string_equal(p->description, "fast one");
+  assert_int_equal(p->nparams, 1);
+  assert_string_equal(p->names[0], "n");
+  assert_string_equal(p->values[0], "3");
+  assert_null(p->names[1]);
+  p = config_find_preset(m, "bare");
+  assert_string_equal(p->description, "");
+  assert_int_equal(p->nparams, 0);
+  assert_null(p->names[0]);
+  assert_null(config_find_preset(m, "nope"));
+  assert_true(config_valid_preset_name("a.b-c_9"));
+  assert_false(config_valid_preset_name(""));
+  assert_false(config_valid_preset_name("a/b"));
+
+  const char *names[] = {"n", "s"}, *values[] = {"2", "x"};
+  param_report bad = PARAM_REPORT_INIT;
+  assert_int_equal(config_module_check_preset(m, names, values, 1, &bad), 0);
+  assert_int_equal(bad.n, 0);
+  assert_int_equal(config_module_check_preset(m, names, values, 2, &bad), -EINVAL);
+  assert_int_equal(bad.n, 1);
+  assert_string_equal(bad.items[0].name, "s");
+  param_report_clear(&bad);
+  config_free(c);
+}
+
 /* A secret: shown as *** among the parameters, never in argv (not even as a flag), given
  * only in the secret environment. */
 static void test_secret(void **state) {
@@ -1225,6 +1317,7 @@ int main(void) {
       cmocka_unit_test(test_render_substitution_and_defaults),
       cmocka_unit_test(test_render_flags_order),
       cmocka_unit_test(test_typed),
+      cmocka_unit_test(test_presets),
       cmocka_unit_test(test_secret),
       cmocka_unit_test(test_render_errors),
       cmocka_unit_test(test_render_pattern_whole_value),

@@ -1,6 +1,7 @@
 /* Unit tests for server/outlog: records as gRPC frames, replay from any seq, stream
- * filters, live wake-ups, truncation, bounded memory, write errors and reopening, and
- * file segments for sending without copies. */
+ * filters, live wake-ups, truncation, progress records (and output cut around them in one
+ * write), bounded memory, write errors and reopening, and file segments for sending
+ * without copies. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -658,6 +659,241 @@ static void test_truncation_on_stdout(void **state) {
   outlog_free(l);
 }
 
+/* The seqs of r's records, as a string ("1 2 4"), to compare. */
+static const char *seqs(const recs *r) {
+  static char buf[256];
+  size_t o = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < r->n && o < sizeof buf; i++)
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%llu", i ? " " : "",
+                          (unsigned long long)r->c[i]->seq);
+  return buf;
+}
+
+static void assert_progress_rec(const chunk *c, uint64_t seq, double done, const char *message) {
+  assert_int_equal(c->seq, seq);
+  assert_non_null(c->progress);
+  assert_int_equal(c->stream, 0);
+  assert_int_equal(c->data.len, 0);
+  assert_int_equal(c->offset, 0);
+  assert_true(c->progress->done == done);
+  assert_true(c->progress->total == 4);
+  assert_string_equal(c->progress->message, message);
+  assert_int_equal(c->progress->updated_at_ms, T0 + (int64_t)done);
+  assert_int_equal(c->time_ms, T0 + (int64_t)done);
+}
+
+static void append_progress(outlog *l, double done, const char *message) {
+  Prismq__Runner__V1__Progress p = PRISMQ__RUNNER__V1__PROGRESS__INIT;
+  p.done = done;
+  p.total = 4;
+  p.message = (char *)message;
+  p.updated_at_ms = T0 + (int64_t)done;
+  assert_int_equal(outlog_append_progress(l, &p, T0 + (int64_t)done), 0);
+}
+
+/* Progress records: seqs of their own in order with the output, no stream, no data, in
+ * no stream's byte count; every stream filter yields them; they wake followers, go on
+ * after the output is truncated (up to a budget of their own) and are replayed from a
+ * reopened file. */
+static void test_progress_records(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  outlog_opts o = OUTLOG_OPTS_INIT;
+  o.max_bytes = 300;
+  assert_int_equal(outlog_new(&l, f->base, f->path, &o), 0);
+  outlog_reader *rd;
+  int wakes = 0;
+  assert_int_equal(outlog_reader_new(&rd, l, 0, OUTLOG_STDERR), 0);
+  outlog_reader_wait(rd, count_cb, &wakes);
+  assert_int_equal(outlog_append(l, OUTLOG_STDOUT, "step 1\n", 7, T0), 0);
+  append_progress(l, 1, "one");
+  spin(f->base);
+  assert_int_equal(wakes, 1);
+  assert_int_equal(outlog_append(l, OUTLOG_STDERR, "e", 1, T0), 0);
+  append_progress(l, 2, "");
+  static uint8_t big[400];
+  memset(big, 'x', sizeof big);
+  assert_int_equal(outlog_append(l, OUTLOG_STDOUT, big, sizeof big, T0), 0); /* seq 5, notice 6 */
+  append_progress(l, 3, "after the cut");
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDOUT), 7 + sizeof big);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDERR), 1);
+  assert_int_equal(outlog_next_seq(l), 8);
+
+  struct evbuffer *all = read_all(l, 0, 0);
+  recs r = decode(all);
+  assert_string_equal(seqs(&r), "1 2 3 4 5 6 7");
+  assert_progress_rec(r.c[1], 2, 1, "one");
+  assert_progress_rec(r.c[3], 4, 2, "");
+  assert_progress_rec(r.c[6], 7, 3, "after the cut");
+  assert_int_equal(r.c[4]->offset, 7); /* stdout's offsets skip the progress records */
+  assert_int_equal(r.c[4]->data.len, 300 - 8);
+  assert_int_equal(r.c[5]->stream, OUTLOG_STDERR); /* the notice */
+  recs_free(&r);
+  static const char *const filtered[] = {"1 2 4 5 7", "2 3 4 6 7"};
+  for (int s = OUTLOG_STDOUT; s <= OUTLOG_STDERR; s++) {
+    struct evbuffer *b = read_all(l, 0, s);
+    r = decode(b);
+    assert_string_equal(seqs(&r), filtered[s - 1]);
+    recs_free(&r);
+    evbuffer_free(b);
+  }
+
+  /* The budget of progress records is max_bytes too: past it they are dropped. */
+  int rc = 0, stored = 3;
+  Prismq__Runner__V1__Progress p = PRISMQ__RUNNER__V1__PROGRESS__INIT;
+  p.message = "a progress message of some length, to reach the budget in a few records";
+  while (stored < 100 && (rc = outlog_append_progress(l, &p, T0)) == 0) stored++;
+  assert_int_equal(rc, -EFBIG);
+  assert_true(stored > 3 && stored < 10);
+  assert_int_equal(outlog_next_seq(l), 8 + (uint64_t)(stored - 3));
+  outlog_end(l);
+  assert_int_equal(outlog_append_progress(l, &p, T0), -EINVAL);
+  struct evbuffer *ended = read_all(l, 0, 0);
+  outlog_reader_free(rd);
+  outlog_free(l);
+
+  assert_int_equal(outlog_open_existing(&l, f->base, f->path, NULL), 0);
+  assert_int_equal(outlog_next_seq(l), 8 + (uint64_t)(stored - 3));
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDOUT), 300 - 1);
+  struct evbuffer *again = read_all(l, 0, 0);
+  assert_true(buf_equal(again, ended));
+  struct evbuffer *tail = read_all(l, 7, OUTLOG_STDOUT);
+  r = decode(tail);
+  assert_progress_rec(r.c[0], 7, 3, "after the cut");
+  recs_free(&r);
+  evbuffer_free(tail);
+  evbuffer_free(again);
+  evbuffer_free(ended);
+  evbuffer_free(all);
+  outlog_free(l);
+}
+
+/* What one outlog_append_updates stores, appended on `seq` one call at a time: returns
+ * what the calls returned, 1 for an update dropped past the budget (as the batch says). */
+static int append_one_by_one(outlog *seq, int stream, const char *data, size_t len,
+                             const size_t *at, const Prismq__Runner__V1__Progress *const *pp,
+                             size_t n) {
+  int dropped = 0;
+  size_t from = 0;
+  for (size_t i = 0; i <= n; i++) {
+    size_t to = i < n ? at[i] : len;
+    if (to > from) assert_int_equal(outlog_append(seq, stream, data + from, to - from, T0), 0);
+    if (i < n) {
+      int rc = outlog_append_progress(seq, pp[i], T0);
+      assert_true(rc == 0 || rc == -EFBIG);
+      dropped |= rc == -EFBIG;
+    }
+    from = to;
+  }
+  return dropped;
+}
+
+/* outlog_append_updates stores what the same appends one at a time store, byte for byte:
+ * output cut around the updates, a truncation inside, updates alone, the progress
+ * budget; bad arguments store nothing; a failed write stores nothing of the call, its
+ * output's bytes counted. */
+static void test_append_updates(void **state) {
+  fixture *f = *state;
+  char path[160];
+  snprintf(path, sizeof path, "%s.one-by-one", f->path);
+  outlog_opts o = OUTLOG_OPTS_INIT;
+  o.max_bytes = 265;
+  outlog *batch, *seq;
+  assert_int_equal(outlog_new(&batch, f->base, f->path, &o), 0);
+  assert_int_equal(outlog_new(&seq, f->base, path, &o), 0);
+  Prismq__Runner__V1__Progress p[OUTLOG_UPDATES_MAX];
+  const Prismq__Runner__V1__Progress *pp[OUTLOG_UPDATES_MAX];
+  for (int i = 0; i < OUTLOG_UPDATES_MAX; i++) {
+    p[i] = (Prismq__Runner__V1__Progress)PRISMQ__RUNNER__V1__PROGRESS__INIT;
+    p[i].done = i + 1;
+    p[i].total = OUTLOG_UPDATES_MAX;
+    p[i].message = "a step";
+    pp[i] = &p[i];
+  }
+  static char big[250];
+  memset(big, 'x', sizeof big);
+  static const struct {
+    const char *data;
+    size_t len;
+    size_t at[4];
+    size_t n;
+    int stream;
+  } calls[] = {
+      {"a\nPROGRESS 1\nb\nPROGRESS 2\nc\n", 27, {13, 26}, 2, OUTLOG_STDOUT},
+      {"err\n", 4, {4}, 1, OUTLOG_STDERR},
+      {NULL, 0, {0, 0}, 2, 0},                              /* updates alone */
+      {big, sizeof big, {100, 100, 240}, 3, OUTLOG_STDOUT}, /* output truncated after 265 */
+      {NULL, 0, {0, 0, 0, 0}, 4, 0},                        /* past the progress budget */
+  };
+  int rc = 0;
+  for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+    rc = outlog_append_updates(batch, calls[i].stream, calls[i].data, calls[i].len, calls[i].at, pp,
+                               calls[i].n, T0);
+    assert_int_equal(rc, append_one_by_one(seq, calls[i].stream, calls[i].data, calls[i].len,
+                                           calls[i].at, pp, calls[i].n));
+    assert_int_equal(outlog_next_seq(batch), outlog_next_seq(seq));
+  }
+  assert_int_equal(rc, 1);
+  struct evbuffer *a = read_all(batch, 0, 0), *b = read_all(seq, 0, 0);
+  assert_true(buf_equal(a, b));
+  evbuffer_free(a);
+  evbuffer_free(b);
+
+  /* Bad arguments: nothing stored. */
+  uint64_t next = outlog_next_seq(batch);
+  size_t desc[2] = {5, 4}, past[1] = {28};
+  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, calls[0].data, 27, desc, pp, 2, T0),
+                   -EINVAL);
+  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, calls[0].data, 27, past, pp, 1, T0),
+                   -EINVAL);
+  assert_int_equal(outlog_append_updates(batch, 3, calls[0].data, 27, past, pp, 0, T0), -EINVAL);
+  size_t many[OUTLOG_UPDATES_MAX + 1] = {0};
+  assert_int_equal(outlog_append_updates(batch, 0, NULL, 0, many, pp, OUTLOG_UPDATES_MAX + 1, T0),
+                   -EINVAL);
+  static uint8_t huge[OUTLOG_CHUNK_MAX + 1];
+  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, huge, sizeof huge, NULL, pp, 0, T0),
+                   -EINVAL);
+  assert_int_equal(outlog_next_seq(batch), next);
+  outlog_free(batch);
+  outlog_free(seq);
+  unlink(path);
+
+  /* A failed write (the file size limit) stores nothing of the call. */
+  size_t line_end[1] = {2}, none[1] = {0};
+  assert_int_equal(outlog_new(&batch, f->base, path, NULL), 0);
+  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, "x\n", 2, line_end, pp, 1, T0), 0);
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  off_t good = st.st_size;
+  struct rlimit old, lim;
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+  lim = old;
+  lim.rlim_cur = (rlim_t)good + 20;
+  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  rc = outlog_append_updates(batch, OUTLOG_STDOUT, big, 100, calls[3].at, pp, 2, T0);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, prev);
+  assert_int_equal(rc, -EFBIG);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, good);
+  assert_int_equal(outlog_next_seq(batch), 3);
+  assert_int_equal(outlog_bytes(batch, OUTLOG_STDOUT), 102); /* lost, but counted */
+  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, "y\n", 2, line_end, pp, 1, T0), 0);
+  outlog_end(batch);
+  assert_int_equal(outlog_append_updates(batch, 0, NULL, 0, none, pp, 1, T0), -EINVAL);
+  struct evbuffer *all = read_all(batch, 0, 0);
+  recs r = decode(all);
+  assert_string_equal(seqs(&r), "1 2 3 4");
+  assert_int_equal(r.c[2]->offset, 102); /* the gap shows */
+  assert_true(r.c[3]->progress && r.c[3]->progress->done == 1);
+  recs_free(&r);
+  evbuffer_free(all);
+  outlog_free(batch);
+  unlink(path);
+}
+
 /* Heap in use, mmapped blocks included. */
 static size_t heap_in_use(void) {
   struct mallinfo2 mi = mallinfo2();
@@ -1236,6 +1472,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_late_reader_and_free_order, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncation_on_stdout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_progress_records, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_append_updates, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_with_pending_wait, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_in_callback, setup, teardown),

@@ -233,6 +233,9 @@ static int child_main(const char *role, char **args) {
     child_daemon(args[0]);
   } else if (!strcmp(role, "burn-grandchild")) {
     child_burn_grandchild();
+  } else if (!strcmp(role, "progress")) {
+    dprintf(3, "1/2 half\n");
+    dprintf(STDOUT_FILENO, "out\n");
   } else if (!strcmp(role, "comm")) {
     /* A command name that fools a parser of /proc/PID/stat reading up to the first ')'. */
     if (prctl(PR_SET_NAME, COMM_TRICKY) < 0) _exit(111);
@@ -258,10 +261,11 @@ typedef struct run {
   int timed_out;
   int threaded;
   uint32_t orphan_kill_ms;
+  int progress_pipe;
   proc *p;
   pid_t pid;
-  struct evbuffer *out[2];
-  const char *want; /* for has_want: text awaited on stdout */
+  struct evbuffer *out[3]; /* stdout, stderr, the progress pipe */
+  const char *want;        /* for has_want: text awaited on stdout */
   int exits, status, sig;
   proc_usage usage;
   int kill_rc_in_exit;
@@ -280,7 +284,8 @@ static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void
   run *r = arg;
   assert_false(r->freed);
   assert_ptr_equal(p, r->p);
-  assert_true(stream == PROC_STDOUT || stream == PROC_STDERR);
+  assert_true(stream == PROC_STDOUT || stream == PROC_STDERR ||
+              (stream == PROC_PROGRESS && r->progress_pipe));
   assert_true(len > 0);
   evbuffer_add(r->out[stream - 1], data, len);
   if (r->free_in_output) {
@@ -313,8 +318,7 @@ static void run_init(run *r, void **state) {
   r->base = event_base_new();
   assert_non_null(r->base);
   r->guard = evtimer_new(r->base, on_guard, r);
-  r->out[0] = evbuffer_new();
-  r->out[1] = evbuffer_new();
+  for (int s = 0; s < 3; s++) r->out[s] = evbuffer_new();
   r->cg_fd = -1;
   if (((const mode *)*state)->cgroup) {
     static unsigned n;
@@ -336,8 +340,7 @@ static const char *cg_procs(const run *r) {
 
 static void run_fini(run *r) {
   proc_free(r->p);
-  evbuffer_free(r->out[0]);
-  evbuffer_free(r->out[1]);
+  for (int s = 0; s < 3; s++) evbuffer_free(r->out[s]);
   event_free(r->guard);
   event_base_free(r->base);
   /* Nothing of ours is left unreaped: no zombie, no orphan. */
@@ -360,6 +363,7 @@ static int run_spawn(run *r, const char *const *argv, const char *const *envp, c
   o.threaded = r->threaded;
   o.orphan_kill_ms = r->orphan_kill_ms;
   o.cgroup_fd = r->cg_fd;
+  o.progress_pipe = r->progress_pipe;
   o.on_output = on_output;
   o.on_exit = on_exit_cb;
   o.arg = r;
@@ -409,11 +413,13 @@ static void wait_text(run *r, const char *want) {
   drive(r, has_want);
 }
 
-/* The whole of stdout as a string (tests print short text). */
-static const char *stdout_str(run *r) {
-  evbuffer_add(r->out[0], "", 1);
-  return (const char *)evbuffer_pullup(r->out[0], -1);
+/* The whole of an output buffer as a string (tests print short text). */
+static const char *buf_str(struct evbuffer *b) {
+  evbuffer_add(b, "", 1);
+  return (const char *)evbuffer_pullup(b, -1);
 }
+
+static const char *stdout_str(run *r) { return buf_str(r->out[0]); }
 
 static void assert_exited(run *r, int status, int sig) {
   drive(r, has_exited);
@@ -620,6 +626,46 @@ static void test_fds(void **state) {
   run_fini(&r);
   close(leak1);
   close(leak2);
+}
+
+/* With progress_pipe the child's descriptor 3 is a third pipe, read as PROC_PROGRESS,
+ * and still nothing else reaches the child. */
+static void test_progress_pipe(void **state) {
+  int leak = open("/dev/null", O_RDONLY); /* no O_CLOEXEC on purpose */
+  run r;
+  run_init(&r, state);
+  r.progress_pipe = 1;
+  run_child(&r, "fds", NULL);
+  assert_exited(&r, 0, 0);
+  assert_string_equal(stdout_str(&r), "0 1 2 3 stdin=/dev/null\n");
+  run_fini(&r);
+  close(leak);
+
+  run_init(&r, state);
+  r.progress_pipe = 1;
+  run_child(&r, "progress", NULL);
+  assert_exited(&r, 0, 0);
+  assert_string_equal(stdout_str(&r), "out\n");
+  assert_string_equal(buf_str(r.out[2]), "1/2 half\n");
+  assert_int_equal(evbuffer_get_length(r.out[1]), 0);
+  run_fini(&r);
+}
+
+/* The progress pipe counts like the others: a grandchild that gave up stdout and stderr
+ * but holds it keeps the process from being done until the orphan kill. */
+static void test_progress_pipe_held(void **state) {
+  run r;
+  run_init(&r, state);
+  r.progress_pipe = 1;
+  r.orphan_kill_ms = 100;
+  int64_t t0 = now_ms();
+  run_child(&r, "orphan", "release");
+  assert_exited(&r, 3, 0);
+  assert_waited(t0, 100);
+  int st = reap_orphan(parse_gpid(&r));
+  assert_true(WIFSIGNALED(st));
+  assert_int_equal(WTERMSIG(st), SIGKILL);
+  run_fini(&r);
 }
 
 static void test_env(void **state) {
@@ -1013,6 +1059,8 @@ int main(int argc, char **argv) {
       ALL(test_path_lookup),
       ALL(test_output),
       ALL(test_fds),
+      ALL(test_progress_pipe),
+      ALL(test_progress_pipe_held),
       ALL(test_env),
       ALL(test_cwd),
       ALL(test_pgid),

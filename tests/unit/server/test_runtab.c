@@ -1335,10 +1335,100 @@ static void test_open_not_a_database(void **state) {
   tmpdir_remove(&d);
 }
 
+/* ---- presets ---- */
+
+typedef Prismq__Runner__V1__Preset Preset;
+
+/* A preset of module_id named `name` with one parameter a=value, owned by owner. */
+static Preset preset_of(const char *module_id, const char *name, const char *owner,
+                        Prismq__Runner__V1__Preset__ParametersEntry *e,
+                        Prismq__Runner__V1__Preset__ParametersEntry **ep, const char *value) {
+  Preset p = PRISMQ__RUNNER__V1__PRESET__INIT;
+  *e = (Prismq__Runner__V1__Preset__ParametersEntry)
+      PRISMQ__RUNNER__V1__PRESET__PARAMETERS_ENTRY__INIT;
+  e->key = "a";
+  e->value = (char *)value;
+  *ep = e;
+  p.module_id = (char *)module_id;
+  p.name = (char *)name;
+  p.owner = (char *)owner;
+  p.parameters = ep;
+  p.n_parameters = 1;
+  return p;
+}
+
+/* Saved, replaced, looked up, listed by module and all, bounded per module, deleted, and
+ * kept across a reopen; runs and their waiting updates are untouched. */
+static void test_presets(void **state) {
+  (void)state;
+  struct tmpdir d;
+  tmpdir_make(&d);
+  runtab *t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
+  struct run_buf rb;
+  run_init(&rb, "m", ST(QUEUED), "", NULL, 0);
+  assert_int_equal(runtab_insert(t, &rb.run), 0);
+  rb.run.status = ST(RUNNING);
+  assert_int_equal(runtab_update(t, &rb.run), 0); /* waits for the next commit */
+
+  Prismq__Runner__V1__Preset__ParametersEntry e[4], *ep[4];
+  Preset p1 = preset_of("m", "one", "alice", &e[0], &ep[0], "1");
+  Preset p2 = preset_of("m", "two", "", &e[1], &ep[1], "2");
+  Preset p3 = preset_of("n", "one", "bob", &e[2], &ep[2], "3");
+  assert_int_equal(runtab_preset_put(t, &p1, 2), 0);
+  assert_int_equal(runtab_preset_put(t, &p2, 2), 0);
+  assert_int_equal(runtab_preset_put(t, &p3, 2), 0);
+  Preset p4 = preset_of("m", "three", "", &e[3], &ep[3], "4");
+  assert_int_equal(runtab_preset_put(t, &p4, 2), -ENOSPC); /* m has 2 */
+  Preset p1b = preset_of("m", "one", "alice", &e[3], &ep[3], "1b");
+  assert_int_equal(runtab_preset_put(t, &p1b, 2), 0); /* a replacement is not a new one */
+
+  Preset *got = NULL;
+  assert_int_equal(runtab_preset_get(t, "m", "one", &got), 0);
+  assert_string_equal(got->owner, "alice");
+  assert_string_equal(got->parameters[0]->value, "1b");
+  prismq__runner__v1__preset__free_unpacked(got, NULL);
+  assert_int_equal(runtab_preset_get(t, "m", "nope", &got), -ENOENT);
+  assert_int_equal(runtab_preset_get(t, "x", "one", NULL), -ENOENT);
+  assert_int_equal(runtab_preset_get(t, "n", "one", NULL), 0);
+
+  Preset **list = NULL;
+  size_t n = 0;
+  assert_int_equal(runtab_preset_list(t, "m", &list, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(list[0]->name, "one");
+  assert_string_equal(list[1]->name, "two");
+  runtab_preset_list_free(list, n);
+  assert_int_equal(runtab_preset_list(t, NULL, &list, &n), 0);
+  assert_int_equal(n, 3);
+  assert_string_equal(list[2]->module_id, "n");
+  runtab_preset_list_free(list, n);
+  assert_int_equal(runtab_preset_list(t, "empty", &list, &n), 0);
+  assert_int_equal(n, 0);
+  assert_null(list);
+  runtab_preset_list_free(NULL, 0);
+
+  assert_int_equal(runtab_preset_delete(t, "m", "two"), 0);
+  assert_int_equal(runtab_preset_delete(t, "m", "two"), -ENOENT);
+  runtab_free(t);
+
+  t = NULL;
+  assert_int_equal(runtab_open(&t, d.db, NULL, 0), 0);
+  assert_int_equal(runtab_preset_list(t, "", &list, &n), 0);
+  assert_int_equal(n, 2);
+  runtab_preset_list_free(list, n);
+  Run *r = NULL;
+  assert_int_equal(runtab_get(t, rb.id, &r), 0);
+  assert_int_equal(r->status, ST(RUNNING));
+  prismq__runner__v1__run__free_unpacked(r, NULL);
+  runtab_free(t);
+  tmpdir_remove(&d);
+}
+
 /* ---- schema versions ---- */
 
 /* The schema version of this server (runtab.c's SCHEMA_VERSION). */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* Returns the schema of the database file `path`, read with SQLite directly (the table
  * must be closed): its user_version, then every table and index with its SQL, by name.
@@ -1398,9 +1488,10 @@ static void test_schema_version_recorded(void **state) {
   runtab_free(t);
 
   char *schema = file_schema(d.db);
-  assert_true(strncmp(schema, "user_version 2\n", strlen("user_version 2\n")) == 0);
+  assert_true(strncmp(schema, "user_version 3\n", strlen("user_version 3\n")) == 0);
   assert_non_null(strstr(schema, "owner TEXT NOT NULL DEFAULT ''"));
   assert_non_null(strstr(schema, "CREATE INDEX runs_owner ON runs(owner, run_id)"));
+  assert_non_null(strstr(schema, "table presets: CREATE TABLE presets("));
   sqlite3_free(schema);
 
   t = NULL;
@@ -1630,6 +1721,7 @@ int main(void) {
       cmocka_unit_test(test_failed_purge_keeps_everything),
       cmocka_unit_test(test_file_in_use),
       cmocka_unit_test(test_open_bad_path),
+      cmocka_unit_test(test_presets),
       cmocka_unit_test(test_open_not_a_database),
       cmocka_unit_test(test_open_newer_schema),
       cmocka_unit_test(test_schema_version_recorded),

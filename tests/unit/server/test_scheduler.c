@@ -13,7 +13,8 @@
  * grace, while timing out), timeouts (the request may shorten the module's, never
  * lengthen it), watchers (from the loop for what already happened, unwatching inside a
  * callback), live values in list and packed answers, replay of finished runs (more than
- * the ring of open logs), the child's environment and directory, dry-run, a
+ * the ring of open logs), progress (from a pattern and a descriptor: live, persisted at
+ * the end, each update after its line), the child's environment and directory, dry-run, a
  * configuration swap, the three ways to stop (shutdown waiting, shutdown cancelling,
  * sched_free), and recovery: a clean
  * restart requeues in order (or fails runs that no longer fit), a crash (a forked
@@ -94,6 +95,24 @@ static void hold(int stubborn) {
   for (;;) pause();
 }
 
+/* Ends a "progress" child: a last progress line without a newline, then exit 0. */
+static void on_usr1_progress_exit(int sig) {
+  (void)sig;
+  static const char last[] = "PROGRESS 3/3 end";
+  ssize_t w = write(STDOUT_FILENO, last, sizeof last - 1);
+  _exit(w < 0);
+}
+
+/* Reports progress on stdout and on PRISMQ_PROGRESS_FD, then holds until SIGUSR1. */
+static void progress_child(void) {
+  const char *fd = getenv("PRISMQ_PROGRESS_FD");
+  signal(SIGUSR1, on_usr1_progress_exit);
+  dprintf(STDOUT_FILENO, "start\nPROGRESS 1/3 one\n");
+  if (!fd || dprintf(atoi(fd), "2/3 two\nnot progress\n") < 0) _exit(107);
+  dprintf(STDOUT_FILENO, READY);
+  for (;;) pause();
+}
+
 static int child_main(const char *mode, const char *arg) {
   if (!strcmp(mode, "exit")) _exit(atoi(arg));
   if (!strcmp(mode, "print")) {
@@ -111,6 +130,15 @@ static int child_main(const char *mode, const char *arg) {
     _exit(1);
   }
   if (!strcmp(mode, "hold")) hold(0);
+  if (!strcmp(mode, "progress")) progress_child();
+  if (!strcmp(mode, "burst")) {
+    /* Progress lines, atoi(arg) of them, in one write. */
+    char buf[8192];
+    int n = 0, count = atoi(arg);
+    for (int i = 1; i <= count && n < (int)sizeof buf - 32; i++)
+      n += snprintf(buf + n, sizeof buf - (size_t)n, "PROGRESS %d/%d\n", i, count);
+    _exit(write(STDOUT_FILENO, buf, (size_t)n) == n ? 0 : 1);
+  }
   if (!strcmp(mode, "stubborn")) hold(1);
   if (!strcmp(mode, "tree")) {
     /* A grandchild that ignores SIGTERM, in the run's process group, or ("escape") in a
@@ -1211,6 +1239,112 @@ static void test_output_replay(void **state) {
   for (int i = 0; i < N; i++) run_free(r[i]);
 }
 
+/* The run's output records (0: every stream) described in a string (free it): "o:" and
+ * "e:" then the data of stdout and stderr records, "p:DONE/TOTAL MESSAGE" for progress
+ * records, joined by "|". */
+static char *records_of(struct fx *f, const char *id, int stream) {
+  outlog_reader *rd = NULL;
+  assert_int_equal(sched_open_output(f->s, id, 0, stream, &rd), 0);
+  struct evbuffer *b = evbuffer_new(), *text = evbuffer_new();
+  assert_true(rd && b && text);
+  while (outlog_reader_read(rd, b, 1u << 20) > 0) {
+  }
+  outlog_reader_free(rd);
+  uint8_t *msg;
+  size_t len;
+  for (int i = 0; gw_frame_next(b, 1u << 20, &msg, &len) == GW_FRAME_MSG; i++) {
+    Prismq__Runner__V1__OutputChunk *c = prismq__runner__v1__output_chunk__unpack(NULL, len, msg);
+    assert_non_null(c);
+    if (c->progress)
+      evbuffer_add_printf(text, "%sp:%g/%g %s", i ? "|" : "", c->progress->done, c->progress->total,
+                          c->progress->message);
+    else
+      evbuffer_add_printf(text, "%s%c:%.*s", i ? "|" : "", c->stream == OUTLOG_STDOUT ? 'o' : 'e',
+                          (int)c->data.len, (const char *)c->data.data);
+    prismq__runner__v1__output_chunk__free_unpacked(c, NULL);
+    free(msg);
+  }
+  evbuffer_add(text, "", 1);
+  char *out = strdup((const char *)evbuffer_pullup(text, -1));
+  assert_non_null(out);
+  evbuffer_free(b);
+  evbuffer_free(text);
+  return out;
+}
+
+static double progress_done(struct fx *f, const char *id) {
+  sched_run *r = get(f, id);
+  double done = r->progress ? r->progress->done : -1;
+  run_free(r);
+  return done;
+}
+
+static void assert_progress(const sched_run *r, double done, const char *message) {
+  assert_non_null(r->progress);
+  assert_true(r->progress->done == done);
+  assert_true(r->progress->total == 3);
+  assert_string_equal(r->progress->message, message);
+  assert_true(r->progress->updated_at_ms >= r->started_at_ms);
+}
+
+/* Progress from the module's pattern and from its descriptor: the run shows the latest
+ * while it runs (the run table gets it with the final status only), each update is a
+ * record right after the output of its line, in every stream's view, and a last line
+ * without a newline counts at the end. */
+static void test_progress(void **state) {
+  struct fx *f = *state;
+  char module[4096];
+  put_module(module, sizeof module, "prog",
+             "    progress: {pattern: '^PROGRESS (?P<done>\\d+)/(?P<total>\\d+)"
+             "(?: (?P<message>.*))?$', fd: true}\n");
+  fx_sched(f, LIM_DEFAULT, module);
+  sched_run *r = start_mode(f, "prog", "progress", "0");
+  LOOP_UNTIL(&f->tl, progress_done(f, r->run_id) == 2);
+  wait_stdout(f, r->run_id, strlen("start\nPROGRESS 1/3 one\n") + READY_LEN);
+  sched_run *live = get(f, r->run_id);
+  assert_int_equal(live->status, ST(RUNNING));
+  assert_progress(live, 2, "two");
+  sched_run *stored = NULL;
+  assert_int_equal(runtab_get(f->rt, r->run_id, &stored), 0);
+  assert_null(stored->progress);
+  run_free(stored);
+  assert_int_equal(kill(live->pid, SIGUSR1), 0);
+  run_free(live);
+
+  sched_run *end = wait_terminal(f, r->run_id);
+  assert_int_equal(end->status, ST(COMPLETED));
+  assert_progress(end, 3, "end");
+  run_free(end);
+  assert_int_equal(runtab_get(f->rt, r->run_id, &stored), 0);
+  assert_progress(stored, 3, "end");
+  run_free(stored);
+  char *all = records_of(f, r->run_id, 0);
+  const char *first = "o:start\nPROGRESS 1/3 one\n|p:1/3 one|";
+  if (strncmp(all, first, strlen(first)) != 0 || !strstr(all, "|p:2/3 two") ||
+      !strstr(all, "PROGRESS 3/3 end|p:3/3 end") || strstr(all, "not progress"))
+    fail_msg("records: %s", all);
+  free(all);
+  char *err = records_of(f, r->run_id, OUTLOG_STDERR);
+  assert_string_equal(err, "p:1/3 one|p:2/3 two|p:3/3 end");
+  free(err);
+  run_free(r);
+
+  /* More updates in one read than one write takes: each still right after its line. */
+  r = start_mode(f, "prog", "burst", "40");
+  end = wait_terminal(f, r->run_id);
+  assert_true(end->progress && end->progress->done == 40 && end->progress->total == 40);
+  run_free(end);
+  char want[4096];
+  size_t n = 0;
+  for (int i = 1; i <= 40; i++)
+    n += (size_t)snprintf(want + n, sizeof want - n, "%so:PROGRESS %d/40\n|p:%d/40 ",
+                          i > 1 ? "|" : "", i, i);
+  all = records_of(f, r->run_id, 0);
+  assert_string_equal(all, want);
+  free(all);
+  run_free(r);
+}
+
 /* The child's environment is PATH, HOME and LANG from ours with the module's variables
  * over them, nothing else; its working directory is the module's. */
 static void test_env_and_cwd(void **state) {
@@ -1813,6 +1947,8 @@ int main(int argc, char **argv) {
       T(test_watch, ASYNC),
       T(test_live_values, ASYNC),
       T(test_output_replay, ASYNC),
+      BOTH(test_progress),
+      T(test_progress, CG),
       T(test_env_and_cwd, ASYNC),
       T(test_dry_run, DRY),
       T(test_set_config, ASYNC),

@@ -408,6 +408,19 @@ static inline void client_end_body(struct client *cl, struct cstream *cs) {
   client_flush(cl);
 }
 
+/* Sends one more message (framed here) on a keep_open request. */
+static inline void client_send_msg(struct client *cl, struct cstream *cs, const void *msg,
+                                   size_t len) {
+  cs->body = realloc(cs->body, cs->body_len + GW_PREFIX_LEN + len + 1);
+  assert_non_null(cs->body);
+  gw_prefix_encode(cs->body + cs->body_len, (uint32_t)len);
+  if (len) memcpy(cs->body + cs->body_len + GW_PREFIX_LEN, msg, len);
+  cs->body_len += GW_PREFIX_LEN + len;
+  /* Fails, harmlessly, while the body is still being sent: it goes on with this too. */
+  (void)nghttp2_session_resume_data(cl->cs, cs->sid);
+  client_flush(cl);
+}
+
 /* Resets a stream, as a client cancelling its call (RST_STREAM CANCEL). */
 static inline void client_cancel(struct client *cl, struct cstream *cs) {
   assert_int_equal(nghttp2_submit_rst_stream(cl->cs, NGHTTP2_FLAG_NONE, cs->sid, NGHTTP2_CANCEL),

@@ -108,9 +108,10 @@ static void test_duration_bad(void **state) {
                    : "prismq wait: --timeout %s: not a duration (e.g. 500ms, 30s, 5m, 1h)\n",
              s);
     if (strncmp(cap.err, want, strlen(want)) != 0) fail_msg("\"%s\": got %s", s, cap.err);
-    assert_non_null(strstr(cap.err,
-                           "\nusage: prismq wait RUN [--timeout DURATION] [--json]\n"
-                           "Try 'prismq wait --help'.\n"));
+    assert_non_null(
+        strstr(cap.err,
+               "\nusage: prismq wait RUN [--timeout DURATION] [--no-progress] [--json]\n"
+               "Try 'prismq wait --help'.\n"));
   }
 }
 

@@ -3,7 +3,7 @@
  * blocking one): the request each command line becomes (options onto fields, deadlines
  * with their slack), what is printed on stdout and stderr, and the exit status a run's
  * outcome gives; ls's paging up to --limit; logs copying each stream to its own
- * descriptor byte for byte; RPC errors. */
+ * descriptor byte for byte; RPC errors, with the server's field violations one a line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,13 +29,17 @@ typedef Prismq__Runner__V1__Run Run;
 struct fx {
   struct peer peer;
   struct event_base *base;
-  Run run;                  /* what GetRun, WaitRun and CancelRun answer */
-  int fail_start;           /* StartRun answers INVALID_ARGUMENT */
-  int page_runs[4];         /* ListRuns: how many runs each page holds (then no more pages) */
-  int empty_pages_continue; /* ListRuns: an empty page still names page 1 next */
-  int stream_final;         /* StreamOutput ends with a final chunk holding `run` */
-  int ctrl_c;               /* StreamOutput: SIGINT comes instead of an answer */
-  int serving;              /* what Health/Check answers */
+  Run run;                       /* what GetRun, WaitRun and CancelRun answer */
+  int fail_start;                /* StartRun answers INVALID_ARGUMENT */
+  const char *const *violations; /* ... with these field violations (field, description,
+                                  * ..., NULL) in its details */
+  char *details;                 /* their grpc-status-details-bin */
+  int page_runs[4];              /* ListRuns: how many runs each page holds (then no more pages) */
+  int empty_pages_continue;      /* ListRuns: an empty page still names page 1 next */
+  int stream_final;              /* StreamOutput ends with a final chunk holding `run` */
+  int stream_progress;           /* StreamOutput: a progress report after the stderr chunk */
+  int ctrl_c;                    /* StreamOutput: SIGINT comes instead of an answer */
+  int serving;                   /* what Health/Check answers */
 };
 
 /* ---- the server's side ---- */
@@ -85,6 +89,16 @@ static void stream_reply(struct fx *f, struct pstream *s) {
     c.data.data = (uint8_t *)out[i].data;
     c.data.len = strlen(out[i].data);
     peer_send_pb(s, &c.base);
+    if (i == 1 && f->stream_progress) {
+      Prismq__Runner__V1__Progress pr = PRISMQ__RUNNER__V1__PROGRESS__INIT;
+      pr.done = 3;
+      pr.total = 10;
+      pr.message = "copying";
+      c = (Prismq__Runner__V1__OutputChunk)PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
+      c.seq = 10;
+      c.progress = &pr;
+      peer_send_pb(s, &c.base);
+    }
   }
   if (f->stream_final) {
     Prismq__Runner__V1__OutputChunk c = PRISMQ__RUNNER__V1__OUTPUT_CHUNK__INIT;
@@ -98,7 +112,9 @@ static void handler(struct peer *p, struct pstream *s) {
   struct fx *f = p->arg;
   if (strcmp(s->path, P_RUNNER "StartRun") == 0) {
     if (f->fail_start) {
-      peer_status(s, "3", "missing%20required%20parameter%20%22bytes%22");
+      free(f->details);
+      f->details = f->violations ? peer_details_b64(3, "", NULL, NULL, f->violations, 0) : NULL;
+      peer_status_details(s, "3", "missing%20required%20parameter%20%22bytes%22", f->details);
       return;
     }
     Run r = PRISMQ__RUNNER__V1__RUN__INIT;
@@ -139,6 +155,7 @@ static int teardown(void **state) {
   peer_thread_fini(&f->peer);
   peer_fini(&f->peer);
   event_base_free(f->base);
+  free(f->details);
   free(f);
   return 0;
 }
@@ -215,6 +232,47 @@ static void test_run(void **state) {
   assert_string_equal(cap.err, "prismq: INVALID_ARGUMENT: missing required parameter \"bytes\"\n");
 }
 
+/* run refused for its parameters: with several field violations, their count and one
+ * line each (the parameters by name, other fields by path), text made harmless; with one,
+ * the message alone. */
+static void test_run_violations(void **state) {
+  struct fx *f = *state;
+  static const char *const params[] = {"parameters.x",
+                                       "unknown parameter \"x\"",
+                                       "parameters.n",
+                                       "parameter \"n\" is 0\x1b[2J",
+                                       "parameters.",
+                                       "no name",
+                                       NULL};
+  static const char *const fields[] = {
+      "labels.team", "too long", "parameters.n", "too small", "", "the request as a whole", NULL};
+  static const char *const one[] = {"parameters.bytes", "required", NULL};
+  static const struct {
+    const char *const *violations;
+    const char *err;
+  } cases[] = {
+      {params,
+       "prismq: INVALID_ARGUMENT: 3 bad parameters\n"
+       "prismq:   x: unknown parameter \"x\"\n"
+       "prismq:   n: parameter \"n\" is 0?[2J\n"
+       "prismq:   no name\n"},
+      {fields,
+       "prismq: INVALID_ARGUMENT: 3 bad fields\n"
+       "prismq:   labels.team: too long\n"
+       "prismq:   parameters.n: too small\n"
+       "prismq:   the request as a whole\n"},
+      {one, "prismq: INVALID_ARGUMENT: missing required parameter \"bytes\"\n"},
+  };
+  f->fail_start = 1;
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    f->violations = cases[i].violations;
+    int code = run_cmd(f, &cli_cmd_run, ARGS("emit", "-p", "x=1", "-p", "n=0"));
+    assert_int_equal(code, CLI_EXIT_ERROR);
+    assert_string_equal(cap.out, "");
+    assert_string_equal(cap.err, cases[i].err);
+  }
+}
+
 /* wait: the outcome line and the run's exit status; --timeout goes in the request, and
  * the call's deadline is that plus the slack for the answer. */
 static void test_wait(void **state) {
@@ -252,12 +310,13 @@ static void test_wait(void **state) {
     r.term_signal = cases[i].run.term_signal;
     if (cases[i].run.error_message) r.error_message = cases[i].run.error_message;
     f->run = r;
-    int code = run_cmd(f, &cli_cmd_wait, ARGS("R"));
+    /* One WaitRun call each: this server answers at once, whatever its timeout. */
+    int code = run_cmd(f, &cli_cmd_wait, ARGS("R", "--no-progress"));
     assert_string_equal(cap.out, cases[i].out);
     if (code != cases[i].code) fail_msg("case %zu: exit %d, expected %d", i, code, cases[i].code);
   }
   size_t first = f->peer.nstreams;
-  run_cmd(f, &cli_cmd_wait, ARGS("R", "--timeout", "2s"));
+  run_cmd(f, &cli_cmd_wait, ARGS("R", "--timeout", "2s", "--no-progress"));
   Prismq__Runner__V1__WaitRunRequest *q = (Prismq__Runner__V1__WaitRunRequest *)request_of(
       f, first, &prismq__runner__v1__wait_run_request__descriptor);
   assert_string_equal(q->run_id, "R");
@@ -265,6 +324,16 @@ static void test_wait(void **state) {
   protobuf_c_message_free_unpacked(&q->base, NULL);
   assert_string_equal(f->peer.streams[first].timeout, "32000m");
   assert_string_equal(f->peer.streams[0].timeout, ""); /* no --timeout: no deadline */
+
+  /* Showing progress, it waits in steps of half a second: a run that ends takes one. */
+  f->run.status = ST(COMPLETED);
+  first = f->peer.nstreams;
+  assert_int_equal(run_cmd(f, &cli_cmd_wait, ARGS("R", "--timeout", "2s")), 0);
+  assert_int_equal(f->peer.nstreams, first + 1);
+  q = (Prismq__Runner__V1__WaitRunRequest *)request_of(
+      f, first, &prismq__runner__v1__wait_run_request__descriptor);
+  assert_int_equal(q->timeout_ms, 500);
+  protobuf_c_message_free_unpacked(&q->base, NULL);
 }
 
 /* cancel: --grace in the request, the deadline after it; the outcome, or JSON. */
@@ -450,6 +519,27 @@ static void test_logs(void **state) {
   assert_non_null(strstr(cap.err, "prismq: the output of run R ended before the run did\n"));
 }
 
+/* run -f with a progress report, stderr not a terminal: the report as a plain line on
+ * stderr, after the line it came after, the output untouched; --no-progress drops it,
+ * and logs -f never shows it. */
+static void test_run_follow_progress(void **state) {
+  struct fx *f = *state;
+  f->stream_final = 1;
+  f->stream_progress = 1;
+  f->run.status = ST(COMPLETED);
+  int code = run_cmd(f, &cli_cmd_run, ARGS("emit", "-f"));
+  assert_int_equal(code, CLI_EXIT_OK);
+  assert_string_equal(cap.out, "out 1\nout 2 no newline");
+  assert_string_equal(cap.err, "err \x01\xff\nprogress 3/10 30% copying\n");
+  code = run_cmd(f, &cli_cmd_run, ARGS("emit", "-f", "--no-progress"));
+  assert_int_equal(code, CLI_EXIT_OK);
+  assert_string_equal(cap.out, "out 1\nout 2 no newline");
+  assert_string_equal(cap.err, "err \x01\xff\n");
+  code = run_cmd(f, &cli_cmd_logs, ARGS("R", "-f"));
+  assert_int_equal(code, CLI_EXIT_OK);
+  assert_string_equal(cap.err, "err \x01\xff\n");
+}
+
 /* health: the serving status by name (or JSON), exit 0 only when SERVING; the service
  * asked about in the request. */
 static void test_health(void **state) {
@@ -502,9 +592,17 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
-      T(test_run),    T(test_wait),      T(test_cancel),
-      T(test_status), T(test_ls_paging), T(test_ls_stops_at_an_empty_page),
-      T(test_logs),   T(test_health),    T(test_follow_ctrl_c), /* last: see there */
+      T(test_run),
+      T(test_run_violations),
+      T(test_wait),
+      T(test_cancel),
+      T(test_status),
+      T(test_ls_paging),
+      T(test_ls_stops_at_an_empty_page),
+      T(test_logs),
+      T(test_run_follow_progress),
+      T(test_health),
+      T(test_follow_ctrl_c), /* last: see there */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

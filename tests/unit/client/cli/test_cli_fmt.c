@@ -232,14 +232,15 @@ static void test_put_text(void **state) {
 /* "prismq: CODE_NAME: message" on stderr, exit status 1. */
 static void test_rpc_error(void **state) {
   (void)state;
-  prismq_status st = {PRISMQ_CODE_NOT_FOUND, "run \"x\" not found\x1b[0m\nsecond line"};
+  prismq_status st = {.code = PRISMQ_CODE_NOT_FOUND,
+                      .message = "run \"x\" not found\x1b[0m\nsecond line"};
   capture_start();
   int code = cli_rpc_error(&st);
   capture_stop();
   assert_int_equal(code, CLI_EXIT_ERROR);
   assert_string_equal(cap.err, "prismq: NOT_FOUND: run \"x\" not found?[0m\n");
   assert_string_equal(cap.out, "");
-  prismq_status st2 = {PRISMQ_CODE_UNAVAILABLE, ""};
+  prismq_status st2 = {.code = PRISMQ_CODE_UNAVAILABLE};
   capture_start();
   cli_rpc_error(&st2);
   capture_stop();
