@@ -190,10 +190,16 @@ static char *expand(const config_module *m, const char *t, char *const *vals, ch
         goto fail;
       }
       if (m->params[i].type == CONFIG_PARAM_SECRET) {
-        set_err(msg, msglen,
-                "placeholder {%s} names a secret parameter, which would show in the "
-                "process list: the run gets it in $%s",
-                m->params[i].name, m->params[i].env_var);
+        if (m->params[i].env_var)
+          set_err(msg, msglen,
+                  "placeholder {%s} names a secret parameter, which would show in the "
+                  "process list: the run gets it in $%s",
+                  m->params[i].name, m->params[i].env_var);
+        else
+          set_err(msg, msglen,
+                  "placeholder {%s} names a secret parameter, which would show in the "
+                  "process list: the run reads it from descriptor %u",
+                  m->params[i].name, m->params[i].fd);
         goto fail;
       }
       if (!vals[i]) {
@@ -549,17 +555,31 @@ static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node
   return 0;
 }
 
-/* env_var of a SECRET parameter, the variable its value reaches the run in: required
- * there, a valid name, and nowhere else; a secret has no default (the file would hold
- * it). */
-static int load_env_var(const loader *ld, const yaml_node_t *n, const yaml_node_t *var,
-                        const yaml_node_t *dflt, const char *what, config_param *p) {
+/* How a SECRET parameter's value reaches the run, required there and nowhere else:
+ * env_var, an environment variable, or fd, a descriptor the run reads it from (var and
+ * fdn their nodes, NULL when not given). A secret has no default. */
+static int load_secret_way(const loader *ld, const yaml_node_t *n, const yaml_node_t *var,
+                           const yaml_node_t *fdn, const yaml_node_t *dflt, const char *what,
+                           config_param *p) {
   char path[192];
-  int rc = key_of_type(ld, n, var, what, p, CONFIG_PARAM_SECRET, "env_var is",
-                       "env_var, the environment variable that takes its value");
+  int rc;
 
-  if (rc <= 0) return rc;
+  if (p->type != CONFIG_PARAM_SECRET) {
+    if (var || fdn)
+      return fail_at(ld, var ? var : fdn, "%s: %s is for secret parameters", what,
+                     var ? "env_var" : "fd");
+    return 0;
+  }
+  if (!var == !fdn)
+    return fail_at(ld, var ? var : n,
+                   "%s: a secret parameter needs %s env_var (the environment variable that "
+                   "takes its value) or fd (the descriptor the run reads it from)",
+                   what, var ? "one of" : "either");
   if (dflt) return fail_at(ld, dflt, "%s: a secret parameter cannot have a default", what);
+  if (fdn) {
+    snprintf(path, sizeof path, "%s.fd", what);
+    return get_u32(ld, fdn, path, 3, CONFIG_SECRET_FD_MAX, &p->fd);
+  }
   snprintf(path, sizeof path, "%s.env_var", what);
   if ((rc = get_str(ld, var, path, 1, &p->env_var)) < 0) return rc;
   if (!valid_param_name(p->env_var))
@@ -568,11 +588,11 @@ static int load_env_var(const loader *ld, const yaml_node_t *n, const yaml_node_
 }
 
 /* The typed part of a parameter: v holds the nodes of type, min, max, options,
- * min_length, max_length, base_dir and env_var, in this order (NULL when not given);
- * dflt is the default's node. */
+ * min_length, max_length, base_dir, env_var and fd, in this order (NULL when not
+ * given); dflt is the default's node. */
 static int load_param_type(const loader *ld, const yaml_node_t *n, const char *what,
                            config_param *p, yaml_node_t *const *v, const yaml_node_t *dflt) {
-  enum { TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN, BASEDIR, ENVVAR };
+  enum { TYPE, MIN, MAX, OPTIONS, MINLEN, MAXLEN, BASEDIR, ENVVAR, FD };
   char path[192];
   char *type = NULL;
   int rc;
@@ -592,7 +612,7 @@ static int load_param_type(const loader *ld, const yaml_node_t *n, const char *w
   if ((rc = load_range(ld, what, p, v[MIN], v[MAX])) < 0 ||
       (rc = load_options(ld, n, v[OPTIONS], what, p)) < 0 ||
       (rc = load_base_dir(ld, n, v[BASEDIR], what, p)) < 0 ||
-      (rc = load_env_var(ld, n, v[ENVVAR], dflt, what, p)) < 0)
+      (rc = load_secret_way(ld, n, v[ENVVAR], v[FD], dflt, what, p)) < 0)
     return rc;
   snprintf(path, sizeof path, "%s.min_length", what);
   if (v[MINLEN] && (rc = get_u32(ld, v[MINLEN], path, 0, UINT32_MAX, &p->min_length)) < 0)
@@ -626,8 +646,8 @@ static int check_default(const loader *ld, const yaml_node_t *dn, const char *wh
 static int load_param(const loader *ld, const yaml_node_t *n, const char *what, config_module *m,
                       size_t idx) {
   static const char *const keys[] = {
-      "name", "required", "default",    "description", "pattern",  "type",    "min",
-      "max",  "options",  "min_length", "max_length",  "base_dir", "env_var", NULL};
+      "name",    "required",   "default",    "description", "pattern", "type", "min", "max",
+      "options", "min_length", "max_length", "base_dir",    "env_var", "fd",   NULL};
   enum {
     NAME,
     REQUIRED,
@@ -642,6 +662,7 @@ static int load_param(const loader *ld, const yaml_node_t *n, const char *what, 
     MAXLEN,
     BASEDIR,
     ENVVAR,
+    FD,
     NKEYS
   };
   config_param *p = &m->params[idx];
@@ -890,6 +911,36 @@ static int load_progress(const loader *ld, const yaml_node_t *n, const char *wha
   return rc < 0 ? fail_at(ld, v[PATTERN], "%s: %s", path, why) : 0;
 }
 
+/* The descriptors secret parameters are read from (ps: the parameters' node): each
+ * its own, not the progress descriptor, a few at most, and their values short enough
+ * (config.h, CONFIG_SECRET_FD_LEN_MAX: the default max_length). */
+static int check_secret_fds(const loader *ld, const yaml_node_t *ps, const char *what,
+                            config_module *m) {
+  size_t nfds = 0;
+  for (size_t i = 0; i < m->nparams; i++) {
+    config_param *p = &m->params[i];
+    unsigned fd = p->fd;
+    if (!fd) continue;
+    if (++nfds > CONFIG_SECRET_FDS_MAX)
+      return fail_at(ld, ps, "%s.parameters: more than %d secrets on descriptors", what,
+                     CONFIG_SECRET_FDS_MAX);
+    if (!p->max_length) p->max_length = CONFIG_SECRET_FD_LEN_MAX;
+    if (p->max_length > CONFIG_SECRET_FD_LEN_MAX)
+      return fail_at(ld, ps,
+                     "%s.parameters[%zu]: max_length of a secret on a descriptor is "
+                     "at most %d",
+                     what, i, CONFIG_SECRET_FD_LEN_MAX);
+    if (fd == CONFIG_PROGRESS_FD && m->progress_fd)
+      return fail_at(ld, ps, "%s.parameters[%zu]: fd %u is the module's progress descriptor", what,
+                     i, fd);
+    for (size_t j = 0; j < i; j++)
+      if (m->params[j].fd == fd)
+        return fail_at(ld, ps, "%s.parameters[%zu]: fd %u is also parameters[%zu]'s", what, i, fd,
+                       j);
+  }
+  return 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx) {
   static const char *const keys[] = {
       "id",         "name",           "description",     "argv",       "cwd",        "env",
@@ -956,6 +1007,7 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   if ((rc = load_run_limits(ld, what, m, v[TIMEOUT], v[MAXCONC], v[MEMMAX], v[CPUMAX])) < 0)
     return rc;
   if (v[PROGRESS] && (rc = load_progress(ld, v[PROGRESS], what, m)) < 0) return rc;
+  if (v[PARAMS] && (rc = check_secret_fds(ld, v[PARAMS], what, m)) < 0) return rc;
   if (v[PASS]) {
     const yaml_node_t *pn = v[PASS];
     const char *s = pn->type == YAML_SCALAR_NODE ? (const char *)pn->data.scalar.value : "";
@@ -1588,6 +1640,12 @@ static char **param_vector(const config_module *m, char *const *vals, int as_env
     int secret = p->type == CONFIG_PARAM_SECRET;
 
     if (!vals[k] || (as_env && !secret)) continue;
+    if (as_env && !p->env_var) {
+      char fd[16];
+      snprintf(fd, sizeof fd, "%u", p->fd);
+      v[n++] = kv_new(fd, vals[k]);
+      continue;
+    }
     v[n++] = as_env ? kv_new(p->env_var, vals[k])
                     : kv_new(p->name, secret ? CONFIG_SECRET_SHOWN : vals[k]);
   }

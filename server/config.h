@@ -35,6 +35,7 @@
  *         - {name: dry_run, type: boolean, default: "false"}
  *         - {name: out, type: path, base_dir: /srv/out}
  *         - {name: token, type: secret, env_var: API_TOKEN}
+ *         - {name: key, type: secret, fd: 4}     # read from descriptor 4
  *       progress: {pattern: '^PROGRESS (\d+)/(\d+)', fd: true}   # see Progress below
  *       presets:                      # named parameter sets (see Presets below)
  *         - {name: small, description: a kilobyte, parameters: {bytes: "1024"}}
@@ -112,8 +113,12 @@
  * number; options (a non-empty list of distinct strings) required for select and only
  * there; base_dir (an absolute path) required for path and only there; min_length and
  * max_length (bytes, 0..2^32-1, max_length 0 = no limit) for any type. param.h says
- * how values are checked. A secret needs env_var (a variable name, only there), the
- * one way its value reaches the run; it has no default, its placeholder is refused in
+ * how values are checked. A secret needs env_var (a variable name) or fd (a descriptor
+ * number, 3..CONFIG_SECRET_FD_MAX, each secret's own and not the progress descriptor;
+ * at most CONFIG_SECRET_FDS_MAX such, max_length at most, and by default,
+ * CONFIG_SECRET_FD_LEN_MAX),
+ * only there: the one way its value reaches the run, in the environment or as the
+ * contents of a pipe on that descriptor, which the run reads to its end; it has no default, its placeholder is refused in
  * argv and cwd, pass_parameters: flags leaves it out, and the run's record shows it as
  * CONFIG_SECRET_SHOWN. A default must be a value the parameter accepts; a boolean's
  * is stored as true or false.
@@ -189,7 +194,8 @@ typedef struct config_param {
   uint32_t max_length; /* bytes; 0 = no limit */
   char *base_dir;      /* PATH: the directory as written; else NULL */
   char *base_resolved; /* PATH: base_dir resolved (param_resolve_base); else NULL */
-  char *env_var;       /* SECRET: the environment variable the run gets it in; else NULL */
+  char *env_var;       /* SECRET: the environment variable the run gets it in, or NULL */
+  uint32_t fd;         /* SECRET: else the descriptor the run reads it from; else 0 */
 } config_param;
 
 /* A preset of the configuration: values for some parameters of its module. */
@@ -356,7 +362,9 @@ struct param_report;
  *                defaulted, as NULL-terminated "name=value" strings in declared order
  *                (a parameter with no value is left out; a SECRET's value shows as
  *                CONFIG_SECRET_SHOWN); free with config_argv_free;
- *   *out_secret_env (if not NULL) "ENV_VAR=value" for each SECRET given, in declared
+ *   *out_secret_env (if not NULL) "ENV_VAR=value" for each SECRET given ("FD=value",
+ *                FD the descriptor number in decimal, for one passed on a descriptor:
+ *                no variable name starts with a digit), in declared
  *                order, NULL-terminated: the only place the values are; free with
  *                config_argv_free after clearing them (explicit_bzero).
  * Returns -EINVAL, outputs untouched, with every bad parameter added to `bad` (if not
@@ -388,6 +396,16 @@ const config_preset *config_find_preset(const config_module *m, const char *name
 
 /* Whether s is a valid preset name: ^[A-Za-z0-9_.-]{1,64}$. */
 int config_valid_preset_name(const char *s);
+
+/* The descriptor of a run's progress pipe (progress: {fd: true}). */
+#define CONFIG_PROGRESS_FD 3u
+
+/* Secrets passed on descriptors: the highest descriptor, how many per module, and the
+ * longest value (an fd secret's max_length: its default, and the most it may be), so
+ * that proc can write each whole before the run starts (proc.h, proc_input). */
+#define CONFIG_SECRET_FD_MAX     63
+#define CONFIG_SECRET_FDS_MAX    8
+#define CONFIG_SECRET_FD_LEN_MAX 4096
 
 /* What a SECRET parameter's value shows as in the effective parameters (and so in Run). */
 #define CONFIG_SECRET_SHOWN "***"

@@ -337,7 +337,7 @@ static void spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr,
   must0(posix_spawnattr_setsigdefault(attr, &all));
 }
 
-/* What the child of spawn_in_cgroup needs: read on the parent's memory, which the
+/* What the child of spawn_cloned needs: read on the parent's memory, which the
  * child shares until its exec. */
 struct child_args {
   const char *path;
@@ -345,40 +345,69 @@ struct child_args {
   int cwd_fd;
   const int *ends; /* the pipes' write ends: pipe s goes to descriptor s + 1 */
   int nstreams;
-  int procs_fd;  /* the cgroup's cgroup.procs, open for writing */
+  const int *in_ends;       /* the inputs' read ends: input i goes to descriptor in_fds[i] */
+  const proc_input *inputs; /* ... as proc_opts gave them */
+  size_t ninputs;
+  int procs_fd;  /* the cgroup's cgroup.procs, open for writing; -1 without a cgroup */
   int report_fd; /* an exec failure's errno goes here */
 };
 
-/* The child of spawn_in_cgroup, between clone and exec: it first moves itself into the
- * run's cgroup (before any code of the run exists, so nothing can be forked outside
- * it), then the same set-up as spawn_setup's. Async-signal-safe calls only, on its own
- * stack. Descriptors up to the last one the child gets (`top`) are moved above it
- * first, so that placing the pipes cannot overwrite them. */
+/* Whether descriptor fd is one an input of a goes to. */
+static int is_input_fd(const struct child_args *a, int fd) {
+  for (size_t i = 0; i < a->ninputs; i++)
+    if (a->inputs[i].fd == fd) return 1;
+  return 0;
+}
+
+/* The child's descriptors, in the child of spawn_cloned: every end it gets is moved
+ * above the highest descriptor it will have (`top`) so that placing one cannot
+ * overwrite another, then each is placed, and everything else is closed but report_fd
+ * (close-on-exec). Returns report_fd's new number, or -1. */
+static int child_place_fds(const struct child_args *a) {
+  int top = a->nstreams, n = 0, fds[2 + 3 + PROC_MAX_INPUTS];
+  for (size_t i = 0; i < a->ninputs; i++)
+    if (a->inputs[i].fd > top) top = a->inputs[i].fd;
+  fds[n++] = a->report_fd;
+  fds[n++] = a->cwd_fd;
+  for (int s = 0; s < a->nstreams; s++) fds[n++] = a->ends[s];
+  for (size_t i = 0; i < a->ninputs; i++) fds[n++] = a->in_ends[i];
+  for (int i = 0; i < n; i++)
+    if (fds[i] >= 0 && fds[i] <= top && (fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, top + 1)) < 0)
+      return -1;
+  if (fds[1] >= 0 && fchdir(fds[1]) < 0) return -1;
+  for (int s = 0; s < a->nstreams; s++)
+    if (dup2(fds[2 + s], s + 1) < 0) return -1;
+  for (size_t i = 0; i < a->ninputs; i++)
+    if (dup2(fds[2 + a->nstreams + (int)i], a->inputs[i].fd) < 0) return -1;
+  int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (nul < 0 || dup2(nul, STDIN_FILENO) < 0) return -1;
+  for (int fd = a->nstreams + 1; fd <= top; fd++)
+    if (!is_input_fd(a, fd)) close(fd);
+  if (fds[0] > top + 1) close_range((unsigned)top + 1, (unsigned)fds[0] - 1, 0);
+  close_range((unsigned)fds[0] + 1, ~0u, 0);
+  return fds[0];
+}
+
+/* The child of spawn_cloned, between clone and exec: with a cgroup it first moves
+ * itself into it (before any code of the run exists, so nothing can be forked outside
+ * it), then the same set-up as spawn_setup's, and its inputs. Async-signal-safe calls
+ * only, on its own stack. */
 static int child_main(void *arg) {
   const struct child_args *a = arg;
-  int top = a->nstreams, fds[5] = {a->cwd_fd, a->report_fd, -1, -1, -1};
-  for (int s = 0; s < a->nstreams; s++) fds[2 + s] = a->ends[s];
-  for (int i = 0; i < 5; i++)
-    if (fds[i] >= 0 && fds[i] <= top) fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, top + 1);
-  int report_fd = fds[1];
   struct sigaction dfl = {.sa_handler = SIG_DFL};
   sigset_t none;
   sigemptyset(&none);
-  int nul;
-  if (write(a->procs_fd, "0", 1) != 1 || setpgid(0, 0) < 0 || (fds[0] >= 0 && fchdir(fds[0]) < 0))
+  int report_fd = a->report_fd;
+  if ((a->procs_fd >= 0 && write(a->procs_fd, "0", 1) != 1) || setpgid(0, 0) < 0 ||
+      (report_fd = child_place_fds(a)) < 0)
     goto fail;
-  for (int s = 0; s < a->nstreams; s++)
-    if (dup2(fds[2 + s], s + 1) < 0) goto fail;
-  if ((nul = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 || dup2(nul, STDIN_FILENO) < 0) goto fail;
-  /* Everything else is closed, report_fd (close-on-exec) excepted. */
-  if (report_fd > top + 1) close_range((unsigned)top + 1, (unsigned)report_fd - 1, 0);
-  close_range((unsigned)report_fd + 1, ~0u, 0);
   /* The parent blocked every signal around the clone: handlers go first, then the mask. */
   for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
   sigprocmask(SIG_SETMASK, &none, NULL);
   execve(a->path, (char *const *)a->argv, (char *const *)a->envp);
 fail:;
   int e = errno;
+  if (report_fd < 0) report_fd = a->report_fd; /* placing failed: a dup may be half done */
   if (write(report_fd, &e, sizeof e) < 0) _exit(127);
   _exit(127);
 }
@@ -387,34 +416,35 @@ fail:;
  * is suspended (CLONE_VFORK) until the child has exec'd or exited. */
 static char child_stack[64u << 10] __attribute__((aligned(64)));
 
-/* Starts the child inside the cgroup at cg_fd. posix_spawn cannot place it there, and
- * moving it from outside after the spawn would let it fork first; clone3's
- * CLONE_INTO_CGROUP has no vfork form without a stack of its own, and a plain fork
- * copies the server's page tables for every run. So: posix_spawn's own way (a child
- * sharing our memory, us suspended until its exec), the child moving itself in first.
- * Returns 0 with p->pid set, or -errno (the exec's own error included: the child is
- * then reaped). */
-static int spawn_in_cgroup(proc *p, const char *path, const char *const *argv,
-                           const char *const *envp, int cwd_fd, const int *child_end, int cg_fd) {
+/* Starts the child as `a` says, inside the cgroup at cg_fd if it is not -1. posix_spawn
+ * cannot place it there, and moving it from outside after the spawn would let it fork
+ * first; clone3's CLONE_INTO_CGROUP has no vfork form without a stack of its own, and a
+ * plain fork copies the server's page tables for every run. So: posix_spawn's own way
+ * (a child sharing our memory, us suspended until its exec), the child moving itself in
+ * first. posix_spawn's file actions cannot place inputs on any descriptor safely
+ * either, so a child with inputs comes this way too. Returns 0 with p->pid set, or
+ * -errno (the exec's own error included: the child is then reaped). */
+static int spawn_cloned(proc *p, struct child_args *a, int cg_fd) {
   int report[2], rc = 0;
-  struct child_args a = {path, argv, envp, cwd_fd, child_end, p->nstreams, -1, -1};
-  if ((a.procs_fd = openat(cg_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0) return -errno;
+  a->procs_fd = -1;
+  if (cg_fd >= 0 && (a->procs_fd = openat(cg_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
+    return -errno;
   if (pipe2(report, O_CLOEXEC) < 0) {
     rc = -errno;
-    close(a.procs_fd);
+    if (a->procs_fd >= 0) close(a->procs_fd);
     return rc;
   }
-  a.report_fd = report[1];
+  a->report_fd = report[1];
   /* No handler of ours may run in the child, on its stack, before it resets them. */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t pid =
-      clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+      clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
   if (pid < 0) rc = -errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(report[1]);
-  close(a.procs_fd);
+  if (a->procs_fd >= 0) close(a->procs_fd);
   if (rc == 0) {
     int e;
     ssize_t n;
@@ -466,12 +496,79 @@ static int watch_child(proc *p) {
   return rc < 0 ? rc : -pthread_create(&p->waiter, NULL, waiter_main, p);
 }
 
+/* Whether opts->inputs are valid for a child with nstreams output pipes. */
+static int inputs_valid(const proc_opts *opts, int nstreams) {
+  if (opts->ninputs > PROC_MAX_INPUTS || (opts->ninputs && !opts->inputs)) return 0;
+  for (size_t i = 0; i < opts->ninputs; i++) {
+    const proc_input *in = &opts->inputs[i];
+    if (in->fd <= nstreams || in->fd > PROC_MAX_INPUT_FD || in->len > PROC_MAX_INPUT_LEN ||
+        (in->len && !in->data))
+      return 0;
+    for (size_t j = 0; j < i; j++)
+      if (opts->inputs[j].fd == in->fd) return 0;
+  }
+  return 1;
+}
+
+/* A pipe per input holding its data, the write end closed: in_ends[i] gets the read
+ * end (close-on-exec). Returns 0 or -errno (the ends made so far are in in_ends). */
+static int open_inputs(const proc_opts *opts, int *in_ends) {
+  for (size_t i = 0; i < opts->ninputs; i++) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return -errno;
+    in_ends[i] = fds[0];
+    /* Any pipe holds a page: the write is whole and does not block. */
+    ssize_t n = write(fds[1], opts->inputs[i].data, opts->inputs[i].len);
+    int e = errno;
+    close(fds[1]);
+    if (n != (ssize_t)opts->inputs[i].len) return n < 0 ? -e : -EIO;
+    /* The child reads it as a plain, blocking pipe. */
+    if (fcntl(fds[0], F_SETFL, 0) < 0) return -errno;
+  }
+  return 0;
+}
+
+/* Closes what only the child needed: its pipe ends and cwd (each -1 if not open). */
+static void close_child_ends(const proc *p, int *child_end, int *in_ends, int *cwd_fd) {
+  for (int s = 0; s < p->nstreams; s++)
+    if (child_end[s] >= 0) close(child_end[s]);
+  for (size_t i = 0; i < PROC_MAX_INPUTS; i++)
+    if (in_ends[i] >= 0) close(in_ends[i]);
+  if (*cwd_fd >= 0) close(*cwd_fd);
+  for (int s = 0; s < p->nstreams; s++) child_end[s] = -1;
+  for (size_t i = 0; i < PROC_MAX_INPUTS; i++) in_ends[i] = -1;
+  *cwd_fd = -1;
+}
+
+/* Starts the child: with posix_spawn, or spawn_cloned when it has a cgroup or inputs. */
+static int start_child(proc *p, const proc_opts *opts, const char *path, const char *const *envp,
+                       int cwd_fd, const int *child_end, const int *in_ends) {
+  if (opts->cgroup_fd >= 0 || opts->ninputs) {
+    if (opts->cgroup_fd >= 0 && (p->cg_fd = fcntl(opts->cgroup_fd, F_DUPFD_CLOEXEC, 3)) < 0)
+      return -errno;
+    struct child_args a = {path,    opts->argv,   envp,          cwd_fd, child_end, p->nstreams,
+                           in_ends, opts->inputs, opts->ninputs, -1,     -1};
+    return spawn_cloned(p, &a, p->cg_fd);
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  spawn_setup(&fa, &attr, cwd_fd, child_end, p->nstreams);
+  /* posix_spawn only reads argv and envp; its prototype predates const. */
+  int rc = -posix_spawn(&p->pid, path, &fa, &attr, (char *const *)opts->argv, (char *const *)envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  return rc;
+}
+
 int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   static const char *const no_env[] = {NULL};
-  if (!out || !base || !opts || !opts->argv || !opts->argv[0]) return -EINVAL;
+  if (!out || !base || !opts || !opts->argv || !opts->argv[0] ||
+      !inputs_valid(opts, opts->progress_pipe ? 3 : 2))
+    return -EINVAL;
   const char *const *envp = opts->envp ? opts->envp : no_env;
 
-  int cwd_fd = -1, child_end[3] = {-1, -1, -1}, rc;
+  int cwd_fd = -1, child_end[3] = {-1, -1, -1}, in_ends[PROC_MAX_INPUTS], rc;
+  for (size_t i = 0; i < PROC_MAX_INPUTS; i++) in_ends[i] = -1;
   proc *p = must(calloc(1, sizeof *p));
   p->base = base;
   p->threaded = opts->threaded;
@@ -492,32 +589,10 @@ int proc_spawn(proc **out, struct event_base *base, const proc_opts *opts) {
   char path[PATH_MAX];
   if ((rc = resolve(path, sizeof path, cwd_fd >= 0 ? cwd_fd : AT_FDCWD, opts->argv[0], envp)) < 0)
     goto fail;
-  if ((rc = open_streams(p, child_end)) < 0) goto fail;
-
-  if (opts->cgroup_fd >= 0) {
-    if ((p->cg_fd = fcntl(opts->cgroup_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-      rc = -errno;
-      goto fail;
-    }
-    rc = spawn_in_cgroup(p, path, opts->argv, envp, cwd_fd, child_end, p->cg_fd);
-  } else {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    spawn_setup(&fa, &attr, cwd_fd, child_end, p->nstreams);
-    /* posix_spawn only reads argv and envp; its prototype predates const. */
-    rc = -posix_spawn(&p->pid, path, &fa, &attr, (char *const *)opts->argv, (char *const *)envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-  }
-  if (rc < 0) goto fail;
-  for (int s = 0; s < p->nstreams; s++) {
-    close(child_end[s]);
-    child_end[s] = -1;
-  }
-  if (cwd_fd >= 0) {
-    close(cwd_fd);
-    cwd_fd = -1;
-  }
+  if ((rc = open_streams(p, child_end)) < 0 || (rc = open_inputs(opts, in_ends)) < 0 ||
+      (rc = start_child(p, opts, path, envp, cwd_fd, child_end, in_ends)) < 0)
+    goto fail;
+  close_child_ends(p, child_end, in_ends, &cwd_fd);
 
   if ((rc = watch_child(p)) < 0) goto fail_spawned;
   LOG_DEBUG("proc spawned pid=%d path=%s threaded=%d", p->pid, path, p->threaded);
@@ -531,9 +606,7 @@ fail_spawned:
   while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
   }
 fail:
-  for (int s = 0; s < p->nstreams; s++)
-    if (child_end[s] >= 0) close(child_end[s]);
-  if (cwd_fd >= 0) close(cwd_fd);
+  close_child_ends(p, child_end, in_ends, &cwd_fd);
   destroy(p);
   return rc;
 }

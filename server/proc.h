@@ -5,7 +5,7 @@
  *
  * The child: spawned with posix_spawn in a new process group of its own (pgid = pid),
  * stdin from /dev/null, stdout and stderr on two pipes (and, with progress_pipe, its
- * descriptor 3 on a third), no other descriptor inherited, signal mask empty and every
+ * descriptor 3 on a third; with inputs, the descriptors they name), no other descriptor inherited, signal mask empty and every
  * signal disposition at default, the caller's environment and working directory.
  *
  * Output: the pipes are read on the loop, up to 64 KiB per read, and every chunk goes
@@ -62,6 +62,19 @@ enum { PROC_STDOUT = 1, PROC_STDERR = 2, PROC_PROGRESS = 3 };
  * one stream arrive in order; nothing orders one stream against another. */
 typedef void (*proc_output_fn)(proc *p, int stream, const uint8_t *data, size_t len, void *arg);
 
+/* Data for the child to read on a descriptor of its own (proc_opts.inputs). */
+typedef struct proc_input {
+  int fd;           /* the child's descriptor: 3..PROC_MAX_INPUT_FD, not a pipe's of output */
+  const void *data; /* len bytes, at most PROC_MAX_INPUT_LEN; only read during proc_spawn */
+  size_t len;
+} proc_input;
+
+/* Limits of proc_opts.inputs. PROC_MAX_INPUT_LEN is what any pipe holds (one page),
+ * so that the data is written whole before the child starts, without blocking. */
+#define PROC_MAX_INPUTS    8
+#define PROC_MAX_INPUT_FD  63
+#define PROC_MAX_INPUT_LEN 4096
+
 /* The process is done (see Completion above). `exit_status` is the exit code
  * (WEXITSTATUS) and `term_signal` 0, or `exit_status` is -1 and `term_signal` the
  * signal that killed it (WTERMSIG). If something else in the program reaped the child
@@ -99,6 +112,13 @@ typedef struct proc_opts {
   /* Non-zero: a third pipe, whose write end is the child's descriptor 3, read as stream
    * PROC_PROGRESS (a channel for what the child reports besides its output). */
   int progress_pipe;
+  /* ninputs (at most PROC_MAX_INPUTS) descriptors the child gets to read: each a pipe
+   * holding its data, whose write end is closed before the child starts, so the child
+   * reads the data, then end-of-file. Used for secrets, which then appear neither in
+   * argv nor in the environment. A child with inputs is started as one in a cgroup is
+   * (the vfork-style clone below), with or without a cgroup. */
+  const proc_input *inputs;
+  size_t ninputs;
   proc_output_fn on_output; /* may be NULL: output is then read and dropped */
   proc_exit_fn on_exit;     /* may be NULL */
   void *arg;                /* passed to both callbacks */
@@ -112,7 +132,8 @@ typedef struct proc_opts {
  * strings it points to are only read during the call.
  * Returns 0 and sets *out; the callbacks then fire from the loop. On failure *out is
  * untouched, no process is left behind and no callback fires:
- *   -EINVAL  argv or argv[0] missing, or base/out NULL;
+ *   -EINVAL  argv or argv[0] missing, or base/out NULL, or a bad input (its
+ *            descriptor, or too many, or too long);
  *   -ENOENT  the program was not found (or cwd does not exist);
  *   -EACCES  the program was found but is not an executable regular file (or cwd or a
  *            directory on the way is not searchable);

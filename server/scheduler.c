@@ -1,5 +1,6 @@
 #include "scheduler.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -607,9 +608,29 @@ static char **build_env(const config_module *m, char *const *secret, size_t *now
   _Static_assert(PROC_PROGRESS == 3, "the progress pipe is the child's descriptor 3");
   if (m->progress_fd) env[n++] = xstrdup("PRISMQ_PROGRESS_FD=3");
   *nown = n;
-  for (size_t j = 0; j < nsecret; j++) env[n++] = secret[j];
+  for (size_t j = 0; j < nsecret; j++)
+    if (!isdigit((unsigned char)secret[j][0])) env[n++] = secret[j]; /* not an fd's */
   env[n] = NULL;
   return env;
+}
+
+_Static_assert(CONFIG_SECRET_FDS_MAX <= PROC_MAX_INPUTS &&
+                   CONFIG_SECRET_FD_MAX <= PROC_MAX_INPUT_FD &&
+                   CONFIG_SECRET_FD_LEN_MAX <= PROC_MAX_INPUT_LEN,
+               "the configuration's secret descriptors are ones proc can give");
+
+/* The proc inputs of the secrets passed on a descriptor ("FD=value" in secret, see
+ * config_module_render), pointing into secret; returns how many. */
+static size_t secret_inputs(proc_input *in, char *const *secret) {
+  size_t n = 0;
+  for (size_t j = 0; secret && secret[j] && n < PROC_MAX_INPUTS; j++) {
+    if (!isdigit((unsigned char)secret[j][0])) continue;
+    char *eq = strchr(secret[j], '=');
+    in[n].fd = atoi(secret[j]);
+    in[n].data = eq + 1;
+    in[n++].len = strlen(eq + 1);
+  }
+  return n;
 }
 
 /* Frees build_env's result: its own strings, not the secrets it borrowed. */
@@ -660,6 +681,9 @@ static int spawn(struct srun *r, char *err, size_t errlen) {
   po.threaded = s->opts.mode == SCHED_THREADED;
   po.orphan_kill_ms = s->opts.orphan_kill_ms;
   po.progress_pipe = r->mod->progress_fd;
+  proc_input inputs[PROC_MAX_INPUTS];
+  po.inputs = inputs;
+  po.ninputs = secret_inputs(inputs, r->secret_env);
   po.on_output = on_output;
   po.on_exit = on_exit_cb;
   po.arg = r;

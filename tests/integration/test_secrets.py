@@ -1,11 +1,12 @@
 """Secret parameters through the real server: the value reaches the process in its
-environment variable and nowhere else. Not in its argv (/proc/PID/cmdline read while it
+environment variable, or on the descriptor it names, and nowhere else. Not in its argv (/proc/PID/cmdline read while it
 runs), not in any answer (StartRun, GetRun, ListRuns, WaitRun, the follow's last chunk),
 not in the server's log, not in the run table's files (the database and its WAL, read
 as bytes after the server stopped). A request_id retry is matched by the secret's value
 (a keyed digest, not the value); a queued run with a secret cannot outlive its server."""
 
 import glob
+import hashlib
 import os
 import signal
 import time
@@ -34,6 +35,10 @@ modules:
     argv: [sh, -c, 'echo "len=${{#API_TOKEN}}"; exec sleep 60']
     parameters:
       - {name: token, type: secret, env_var: API_TOKEN}
+  - id: onfd
+    argv: [sh, -c, 'echo "read=$(sha256sum <&5)"; exec 5<&-; exec sleep 60']
+    parameters:
+      - {name: token, type: secret, fd: 5}
 """
 
 
@@ -102,6 +107,39 @@ class Secrets(unittest.TestCase):
         key = os.path.join(self.srv.data_dir, "secret.key")
         self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
         self.assertEqual(os.path.getsize(key), 32)
+
+    def test_a_secret_on_a_descriptor(self):
+        run = self.start("onfd", token=SECRET)
+        self.assertEqual(dict(run.parameters), {"token": "***"})
+        self.assertEqual(len(run.secret_digest), 32)
+        # The run read it from descriptor 5: its output says so; its argv and its
+        # environment never held it.
+        chunks = self.stub.StreamOutput(R.StreamOutputRequest(run_id=run.run_id, follow=True),
+                                        timeout=WAIT)
+        first = next(iter(chunks))
+        digest = hashlib.sha256(SECRET.encode()).hexdigest().encode()
+        self.assertEqual(first.data, b"read=%s  -\n" % digest)
+        got = self.stub.GetRun(R.GetRunRequest(run_id=run.run_id), timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while True:  # the exec of sleep, which the output line came before
+            with open("/proc/%d/cmdline" % got.pid, "rb") as f:
+                cmdline = f.read()
+            if cmdline.startswith(b"sleep\0"):
+                break
+            self.assertLess(time.monotonic(), deadline, "the run did not exec sleep")
+            time.sleep(0.01)
+        with open("/proc/%d/environ" % got.pid, "rb") as f:
+            self.assertNotIn(SECRET.encode(), f.read())
+        self.assertFalse(os.path.exists("/proc/%d/fd/5" % got.pid))  # closed after reading
+        self.stub.CancelRun(R.CancelRunRequest(run_id=run.run_id), timeout=WAIT)
+        chunks.cancel()
+        self.assertEqual(self.wait(run.run_id).status, R.RUN_STATUS_CANCELLED)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.start("onfd", token="x" * 4097)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(self.srv.stop(), 0)
+        self.assertNotIn(SECRET, self.srv.log_text())
+        self.assertFalse(SECRET.encode() in files_bytes(self.srv.data_dir))
 
     def test_flags_leave_the_secret_out_and_checks_apply(self):
         run = self.start("show", token=SECRET)

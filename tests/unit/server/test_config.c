@@ -508,7 +508,7 @@ static const struct {
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
      "required, default, description, pattern, type, min, max, options, min_length, max_length, "
-     "base_dir, env_var)"},
+     "base_dir, env_var, fd)"},
     {"data_dir: a\ndata_dir: b\n", "t.yaml:2: top level: duplicate key \"data_dir\""},
     /* Presets. */
     {PRESETS("[{name: a}, {name: a}]"),
@@ -710,8 +710,27 @@ static const struct {
     {TYPED("{name: p, type: boolean, default: maybe}"),
      "t.yaml:5: modules[0].parameters[0].default \"maybe\" must be true or false"},
     {TYPED("{name: p, type: secret}"),
-     "t.yaml:5: modules[0].parameters[0]: a secret parameter needs env_var, the environment "
-     "variable that takes its value"},
+     "t.yaml:5: modules[0].parameters[0]: a secret parameter needs either env_var (the "
+     "environment variable that takes its value) or fd (the descriptor the run reads it from)"},
+    {TYPED("{name: p, type: secret, env_var: T, fd: 4}"),
+     "t.yaml:5: modules[0].parameters[0]: a secret parameter needs one of env_var (the "
+     "environment variable that takes its value) or fd (the descriptor the run reads it from)"},
+    {TYPED("{name: p, type: secret, fd: 2}"),
+     "t.yaml:5: modules[0].parameters[0].fd must be an integer from 3 to 63"},
+    {TYPED("{name: p, fd: 4}"), "t.yaml:5: modules[0].parameters[0]: fd is for secret parameters"},
+    {TYPED("{name: p, type: secret, fd: 4, max_length: 5000}"),
+     "t.yaml:5: modules[0].parameters[0]: max_length of a secret on a descriptor is at most "
+     "4096"},
+    {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
+     "      - {name: p, type: secret, fd: 4}\n      - {name: q, type: secret, fd: 4}\n",
+     "t.yaml:5: modules[0].parameters[1]: fd 4 is also parameters[0]'s"},
+    {"modules:\n  - id: a\n    argv: [x]\n    progress: {fd: true}\n    parameters:\n"
+     "      - {name: p, type: secret, fd: 3}\n",
+     "t.yaml:6: modules[0].parameters[0]: fd 3 is the module's progress descriptor"},
+    {"modules:\n  - id: a\n    argv: [x, \"{p}\"]\n    parameters:\n"
+     "      - {name: p, type: secret, fd: 5}\n",
+     "t.yaml:3: modules[0].argv[1]: placeholder {p} names a secret parameter, which would show "
+     "in the process list: the run reads it from descriptor 5"},
     {TYPED("{name: p, type: secret, env_var: T, default: x}"),
      "t.yaml:5: modules[0].parameters[0]: a secret parameter cannot have a default"},
     {TYPED("{name: p, type: secret, env_var: \"A-B\"}"),

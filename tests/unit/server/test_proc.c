@@ -233,6 +233,15 @@ static int child_main(const char *role, char **args) {
     child_daemon(args[0]);
   } else if (!strcmp(role, "burn-grandchild")) {
     child_burn_grandchild();
+  } else if (!strcmp(role, "inputs")) {
+    /* Descriptors 5 and 9 hold data to read to its end; then the descriptors as "fds". */
+    char buf[64];
+    for (int fd = 5; fd <= 9; fd += 4) {
+      ssize_t n = read(fd, buf, sizeof buf), end = read(fd, buf + (n > 0 ? n : 0), 1);
+      if (n < 0 || end != 0) _exit(112);
+      dprintf(STDOUT_FILENO, "%d:%.*s ", fd, (int)n, buf);
+    }
+    child_fds();
   } else if (!strcmp(role, "progress")) {
     dprintf(3, "1/2 half\n");
     dprintf(STDOUT_FILENO, "out\n");
@@ -262,6 +271,8 @@ typedef struct run {
   int threaded;
   uint32_t orphan_kill_ms;
   int progress_pipe;
+  const proc_input *inputs;
+  size_t ninputs;
   proc *p;
   pid_t pid;
   struct evbuffer *out[3]; /* stdout, stderr, the progress pipe */
@@ -364,6 +375,8 @@ static int run_spawn(run *r, const char *const *argv, const char *const *envp, c
   o.orphan_kill_ms = r->orphan_kill_ms;
   o.cgroup_fd = r->cg_fd;
   o.progress_pipe = r->progress_pipe;
+  o.inputs = r->inputs;
+  o.ninputs = r->ninputs;
   o.on_output = on_output;
   o.on_exit = on_exit_cb;
   o.arg = r;
@@ -649,6 +662,41 @@ static void test_progress_pipe(void **state) {
   assert_string_equal(buf_str(r.out[2]), "1/2 half\n");
   assert_int_equal(evbuffer_get_length(r.out[1]), 0);
   run_fini(&r);
+}
+
+/* Inputs: the child reads each one's data, then end-of-file, on the descriptor it
+ * names, given in any order; nothing else reaches it. Bad inputs
+ * are refused before anything starts. */
+static void test_inputs(void **state) {
+  const proc_input in[] = {{9, "nine", 4}, {5, "five", 4}};
+  run r;
+  run_init(&r, state);
+  r.progress_pipe = 1;
+  r.inputs = in;
+  r.ninputs = 2;
+  run_child(&r, "inputs", NULL);
+  assert_exited(&r, 0, 0);
+  assert_string_equal(stdout_str(&r), "5:five 9:nine 0 1 2 3 5 9 stdin=/dev/null\n");
+  run_fini(&r);
+
+  static const char big[PROC_MAX_INPUT_LEN + 1];
+  const proc_input bad[][2] = {
+      {{3, "x", 1}},                     /* the progress pipe's descriptor */
+      {{2, "x", 1}},                     /* stderr */
+      {{PROC_MAX_INPUT_FD + 1, "x", 1}}, /* too high */
+      {{4, "x", 1}, {4, "y", 1}},        /* twice */
+      {{4, big, sizeof big}},            /* too long */
+  };
+  const size_t nbad[] = {1, 1, 1, 2, 1};
+  for (size_t i = 0; i < sizeof nbad / sizeof *nbad; i++) {
+    run_init(&r, state);
+    r.progress_pipe = 1;
+    r.inputs = bad[i];
+    r.ninputs = nbad[i];
+    const char *argv[] = {g_self, "--child=exit", "0", NULL};
+    assert_int_equal(run_spawn(&r, argv, NULL, NULL), -EINVAL);
+    run_fini(&r);
+  }
 }
 
 /* The progress pipe counts like the others: a grandchild that gave up stdout and stderr
@@ -1061,6 +1109,7 @@ int main(int argc, char **argv) {
       ALL(test_fds),
       ALL(test_progress_pipe),
       ALL(test_progress_pipe_held),
+      ALL(test_inputs),
       ALL(test_env),
       ALL(test_cwd),
       ALL(test_pgid),
