@@ -283,25 +283,34 @@ static void get_run(call *c, const uint8_t *req, size_t len, void *svc) {
   prismq__runner__v1__get_run_request__free_unpacked(r, NULL);
 }
 
-/* Page tokens are opaque to clients: "v1:" + the last run id, base64. */
-static void token_encode(char *out, const char *run_id) {
+/* Page tokens are opaque to clients: a kind ("v1:" for runs, "p1:" for presets) and
+ * where the next page starts, base64. Writes the token of `kind` + `body` into out
+ * (room for 4 * 64 / 3 + 1 bytes). */
+static void token_encode(char *out, const char *kind, const char *body) {
   char raw[64];
-  int n = snprintf(raw, sizeof raw, "v1:%s", run_id);
+  int n = snprintf(raw, sizeof raw, "%s%s", kind, body);
   EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
 }
 
-static int token_decode(char *run_id, const char *tok) {
-  size_t len = strlen(tok);
+/* The body of token tok of `kind` (NUL-terminated, in body: 64 bytes), or -EINVAL. */
+static int token_decode(char *body, const char *kind, const char *tok) {
+  size_t len = strlen(tok), klen = strlen(kind);
   unsigned char raw[64];
   if (len == 0 || len % 4 || len > 4 * (sizeof raw / 3) - 4) return -EINVAL;
   int n = EVP_DecodeBlock(raw, (const unsigned char *)tok, (int)len);
   if (n < 0) return -EINVAL;
   while (n > 0 && tok[len - 1] == '=') n--, len--; /* DecodeBlock counts padding */
-  if (n != 3 + ID_RUN_LEN || memcmp(raw, "v1:", 3) != 0 ||
-      !id_run_valid((char *)raw + 3, ID_RUN_LEN))
-    return -EINVAL;
-  memcpy(run_id, raw + 3, ID_RUN_LEN);
-  run_id[ID_RUN_LEN] = '\0';
+  if ((size_t)n < klen || memcmp(raw, kind, klen) != 0) return -EINVAL;
+  memcpy(body, raw + klen, (size_t)n - klen);
+  body[n - klen] = '\0';
+  return 0;
+}
+
+/* A run page token's run id (ID_RUN_LEN + 1 bytes), or -EINVAL. */
+static int run_token_decode(char *run_id, const char *tok) {
+  char body[64];
+  if (token_decode(body, "v1:", tok) != 0 || !id_run_valid(body, strlen(body))) return -EINVAL;
+  memcpy(run_id, body, ID_RUN_LEN + 1);
   return 0;
 }
 
@@ -328,7 +337,7 @@ static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
   if (!check_str(c, "module_id", r->module_id, MAX_ID_LEN) ||
       !check_map(c, "labels", (void *const *)r->labels, r->n_labels))
     goto out;
-  if (r->page_token[0] && token_decode(before, r->page_token) != 0) {
+  if (r->page_token[0] && run_token_decode(before, r->page_token) != 0) {
     call_finish(c, GW_INVALID_ARGUMENT, "invalid page_token");
     goto out;
   }
@@ -368,7 +377,7 @@ static void list_runs(call *c, const uint8_t *req, size_t len, void *svc) {
     n = keep;
   }
   char tok[128] = "";
-  if (more && n > 0) token_encode(tok, runs[n - 1]->run_id);
+  if (more && n > 0) token_encode(tok, "v1:", runs[n - 1]->run_id);
   Prismq__Runner__V1__ListRunsResponse resp = PRISMQ__RUNNER__V1__LIST_RUNS_RESPONSE__INIT;
   resp.runs = runs;
   resp.n_runs = n;
@@ -793,24 +802,11 @@ static void save_preset(call *c, const uint8_t *req, size_t len, void *svc) {
   prismq__runner__v1__save_preset_request__free_unpacked(r, NULL);
 }
 
-/* Preset page tokens: "p1:" + the index of the page's first preset, base64. */
-static void preset_token_encode(char *out, size_t index) {
-  char raw[32];
-  int n = snprintf(raw, sizeof raw, "p1:%zu", index);
-  EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
-}
-
+/* A preset page token's index of the page's first preset, or -EINVAL. */
 static int preset_token_decode(size_t *index, const char *tok) {
-  size_t len = strlen(tok);
-  unsigned char raw[48];
-  if (len == 0 || len % 4 || len > 4 * (sizeof raw / 3) - 4) return -EINVAL;
-  int n = EVP_DecodeBlock(raw, (const unsigned char *)tok, (int)len);
-  if (n < 0) return -EINVAL;
-  while (n > 0 && tok[len - 1] == '=') n--, len--;
-  raw[n] = '\0';
-  char *end;
-  if (n < 4 || memcmp(raw, "p1:", 3) != 0 || raw[3] < '0' || raw[3] > '9') return -EINVAL;
-  *index = strtoul((char *)raw + 3, &end, 10);
+  char body[64], *end;
+  if (token_decode(body, "p1:", tok) != 0 || body[0] < '0' || body[0] > '9') return -EINVAL;
+  *index = strtoul(body, &end, 10);
   return *end ? -EINVAL : 0;
 }
 
@@ -826,7 +822,11 @@ static void send_presets(call *c, preset_pb **arr, size_t n, size_t from, uint32
     end++;
   }
   char tok[64] = "";
-  if (end < n) preset_token_encode(tok, end);
+  if (end < n) {
+    char index[24];
+    snprintf(index, sizeof index, "%zu", end);
+    token_encode(tok, "p1:", index);
+  }
   Prismq__Runner__V1__ListPresetsResponse resp = PRISMQ__RUNNER__V1__LIST_PRESETS_RESPONSE__INIT;
   resp.presets = arr + from;
   resp.n_presets = end - from;

@@ -20,6 +20,8 @@ API:
                        and checked for exit code 0 at the end; prints the server's log
                        lines of a failed test on stderr.
   temp_dir()        a new temporary directory, removed when the process exits.
+  read_until(stream, needle)
+                    reads a pipe up to the first `needle` (and no further).
   WAIT              the default bound (seconds) for every wait in this module.
 
 Every wait is bounded; nothing here sleeps to synchronise except wait_stats, which
@@ -29,6 +31,7 @@ polls counters that have no event to wait on.
 import atexit
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -58,6 +61,26 @@ _PROTOS = ("prismq/runner/v1/runner.proto", "prismq/admin/v1/admin.proto",
 
 _protos_ns = None
 _live_servers = set()
+
+
+def read_until(stream, needle, timeout=None):
+    """Reads the pipe `stream` a byte at a time until the bytes read end with `needle`
+    (so nothing after it is taken); returns them. Fails after `timeout` (WAIT) seconds
+    or at end-of-file."""
+    timeout = WAIT if timeout is None else timeout
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while not data.endswith(needle):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError("no %r within %.0f s: %r" % (needle, timeout, data))
+            part = os.read(stream.fileno(), 1)
+            if not part:
+                raise AssertionError("output ended without %r: %r" % (needle, data))
+            data += part
+    return data
 
 
 def temp_dir(prefix="prismq-it-"):

@@ -6,7 +6,6 @@ errors. grpcio (runner_common.Client) is the independent view of the server's st
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -14,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from prismq_testlib import BIN_DIR, WAIT, Server, ServerTestCase, temp_dir
+from prismq_testlib import BIN_DIR, WAIT, Server, ServerTestCase, read_until, temp_dir
 from runner_common import (CANCELLED, RUNNING, STDERR, STDOUT, Client, RunnerMixin,
                            child_module, config_yaml, mode_env)
 
@@ -46,23 +45,6 @@ def cli_env(extra=None):
 # here becomes SIG_DFL across exec. (Not preexec_fn: with the servers' log threads
 # running, a child could deadlock between fork and exec.)
 signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def read_until(stream, needle, timeout=WAIT):
-    """Reads the pipe `stream` until the bytes read contain `needle`; returns them."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while needle not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError("no %r within %.0f s: %r" % (needle, timeout, data))
-            part = os.read(stream.fileno(), 65536)
-            if not part:
-                raise AssertionError("output ended without %r: %r" % (needle, data))
-            data += part
-    return data
 
 
 def refused_target():

@@ -23,7 +23,7 @@ import termios
 import time
 import unittest
 
-from prismq_testlib import BIN_DIR, WAIT, ServerTestCase, temp_dir
+from prismq_testlib import BIN_DIR, WAIT, ServerTestCase, read_until, temp_dir
 from runner_common import config_yaml
 
 PRISMQ = os.path.join(BIN_DIR, "prismq")
@@ -302,23 +302,6 @@ class ProgressCase(ServerTestCase):
         lines = screen(t.data)
         lines.remove("progress 1/2 50% half")
         self.assertEqual(lines, ["started", "PROGRESS 1/2 half", "after 1"])
-
-
-def read_until(stream, needle):
-    """Reads the pipe `stream` until the bytes read end with `needle`; returns them."""
-    data = b""
-    deadline = time.monotonic() + WAIT
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while not data.endswith(needle):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError("no %r within %.0f s: %r" % (needle, WAIT, data))
-            part = os.read(stream.fileno(), 1)
-            if not part:
-                raise AssertionError("output ended without %r: %r" % (needle, data))
-            data += part
-    return data
 
 
 if __name__ == "__main__":
