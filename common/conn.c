@@ -138,27 +138,31 @@ static conn *conn_alloc(struct event_base *base, const struct conn_ops *ops, enu
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-static void peer_of_socket(conn *c) {
+void conn_peer_of_fd(conn_peer *out, int fd) {
+  memset(out, 0, sizeof *out);
+  out->uid = -1;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  if (getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0) {
-    snprintf(c->peer.addr, sizeof c->peer.addr, "unknown");
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
+    snprintf(out->addr, sizeof out->addr, "unknown");
     return;
   }
-  addr_peer_format(c->peer.addr, sizeof c->peer.addr, (struct sockaddr *)&ss, len);
-  c->peer.local = addr_is_local((struct sockaddr *)&ss);
+  addr_peer_format(out->addr, sizeof out->addr, (struct sockaddr *)&ss, len);
+  out->local = addr_is_local((struct sockaddr *)&ss);
   if (ss.ss_family != AF_UNIX) return;
   struct ucred cred;
   socklen_t clen = sizeof cred;
-  if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) return;
-  c->peer.uid = (long)cred.uid;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) return;
+  out->uid = (long)cred.uid;
   struct passwd pw, *found = NULL;
   char buf[1024];
   if (getpwuid_r(cred.uid, &pw, buf, sizeof buf, &found) == 0 && found)
-    snprintf(c->peer.identity, sizeof c->peer.identity, "unix:%s", pw.pw_name);
+    snprintf(out->identity, sizeof out->identity, "unix:%s", pw.pw_name);
   else
-    snprintf(c->peer.identity, sizeof c->peer.identity, "unix:uid:%ld", c->peer.uid);
+    snprintf(out->identity, sizeof out->identity, "unix:uid:%ld", out->uid);
 }
+
+static void peer_of_socket(conn *c) { conn_peer_of_fd(&c->peer, c->fd); }
 
 static void sock_arm(conn *c) {
   int r = 0, w = 0;

@@ -52,6 +52,11 @@ typedef struct conn_peer {
   long uid;  /* the peer's uid on a unix socket (SO_PEERCRED), else -1 */
 } conn_peer;
 
+/* Fills *out for the connected socket `fd` as a plain-socket conn would: its address,
+ * local-ness, and on a unix socket the peer's uid and "unix:USER" identity. For a
+ * transport that is not a conn (prismqd's HTTP/1.1). */
+void conn_peer_of_fd(conn_peer *out, int fd);
+
 /* TLS set-up of one connection: `ctx` gives certificates and verification (see tlsctx.h;
  * the conn takes its own reference). Client role: `server_name` is sent as SNI (unless
  * it is an IP literal) and the server certificate must match it (host name or IP). */

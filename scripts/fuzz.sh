@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh all [SECONDS]     the same for every target, one after the other
 #   scripts/fuzz.sh regress [TARGET]  only the regression inputs (of every target)
 # Targets: the fuzz_<name>.c of tests/fuzz, by <name> (grpcwire, request, config,
-# server, client). Fuzzing starts from the seed corpus tests/fuzz/corpus/TARGET, which
+# server, client, pbjson). Fuzzing starts from the seed corpus tests/fuzz/corpus/TARGET, which
 # it only reads, and keeps the inputs it finds in BUILD_DIR/corpus-TARGET (a longer
 # run by hand goes on from there). Regression inputs are the files of
 # tests/fuzz/regressions/TARGET/ (README.md there says what goes in); a target whose

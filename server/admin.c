@@ -51,11 +51,11 @@ static void get_stats(call *c, const uint8_t *req, size_t len, void *svc) {
     return;
   }
   prismq__admin__v1__get_stats_request__free_unpacked(r, NULL);
-  admin_counters rc = {0, 0, 0};
+  admin_counters rc = {0, 0, 0, 0};
   if (a->fn) a->fn(&rc, a->arg);
   Prismq__Admin__V1__Stats st = PRISMQ__ADMIN__V1__STATS__INIT;
   st.live_calls = call_server_live_calls(a->srv);
-  st.live_connections = call_server_live_conns(a->srv);
+  st.live_connections = call_server_live_conns(a->srv) + rc.conns;
   st.total_calls = call_server_total_calls(a->srv);
   st.open_fds = count_fds();
   st.rss_kb = rss_kb();

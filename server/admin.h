@@ -14,6 +14,9 @@ typedef struct admin_counters {
   uint64_t runs_active; /* QUEUED + RUNNING */
   uint64_t runs_total;
   uint64_t followers;
+  /* Connections open beside the call layer's (prismqd's front: HTTP/1.1 ones, and those
+   * whose first bytes are awaited), added to live_connections. */
+  uint64_t conns;
 } admin_counters;
 
 /* Fills *out; called for each GetStats. */

@@ -175,6 +175,7 @@ static void mark_done(call *c) {
 }
 
 static void end_invoked(call *c, int status, const char *msg, const uint8_t *details, size_t dlen);
+static int invoked_may_tell(call *c);
 
 /* Sends the status (`msg` as it is, encoded here): as trailers after what was sent,
  * or trailers-only; `details` (a serialized google.rpc.Status, dlen bytes) in
@@ -272,7 +273,7 @@ void call_on_input(call *c, void (*on_message)(call *c, const uint8_t *msg, size
 
 int call_send(call *c, const struct ProtobufCMessage *msg) {
   if (!c->conn) {
-    c->sink->message(c->sink_arg, msg);
+    if (invoked_may_tell(c) == 0) c->sink->message(c->sink_arg, msg);
     return 0;
   }
   send_headers(c);
@@ -285,7 +286,10 @@ int call_send(call *c, const struct ProtobufCMessage *msg) {
 
 int call_send_framed(call *c, struct evbuffer *framed) {
   if (!c->conn) {
-    c->sink->framed(c->sink_arg, framed);
+    if (invoked_may_tell(c) == 0)
+      c->sink->framed(c->sink_arg, framed);
+    else
+      evbuffer_drain(framed, evbuffer_get_length(framed));
     return 0;
   }
   send_headers(c);
@@ -306,7 +310,7 @@ int call_send_file(call *c, struct evbuffer_file_segment *seg, size_t len) {
     if (!b) abort();
     int rc = evbuffer_add_file_segment(b, seg, 0, (ev_off_t)len) == 0 ? 0 : -EIO;
     evbuffer_file_segment_free(seg);
-    if (rc == 0) c->sink->framed(c->sink_arg, b);
+    if (rc == 0) call_send_framed(c, b);
     evbuffer_free(b);
     return rc;
   }
@@ -1046,10 +1050,25 @@ void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(voi
 
 /* ---- calls without a connection ------------------------------------------------- */
 
+/* An invoked call's sink hears nothing before the server has made durable what it
+ * could tell (before_send, as a connection's output): 0, or -1 after answering the sink
+ * UNAVAILABLE (the call is dropped: nothing more reaches the sink). */
+static int invoked_may_tell(call *c) {
+  call_server *s = c->srv;
+  if (c->dropped) return -1;
+  if (!s->opts.before_send || s->opts.before_send(s->opts.before_send_arg) == 0) return 0;
+  LOG_ERROR("call path=%s answered UNAVAILABLE: the server could not commit its state", c->path);
+  c->sink->finish(c->sink_arg, GW_UNAVAILABLE, "server could not commit its state", NULL, 0);
+  /* The handler hears of it from the loop (deadline_cb), not inside its own send. */
+  c->dropped = 1;
+  arm_timer(c, 0);
+  return -1;
+}
+
 /* An invoked call has ended: its sink hears the status (unless dropped), and the call
  * is freed from its timer, not inside the sink's callback or the handler's call. */
 static void end_invoked(call *c, int status, const char *msg, const uint8_t *details, size_t dlen) {
-  if (!c->dropped) c->sink->finish(c->sink_arg, status, msg, details, dlen);
+  if (invoked_may_tell(c) == 0) c->sink->finish(c->sink_arg, status, msg, details, dlen);
   c->dropped = 1;
   arm_timer(c, 0);
 }

@@ -6,15 +6,23 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <event2/event.h>
 #include <openssl/ssl.h>
 
 #include "conn.h"
+#include "http.h"
 #include "listen.h"
 #include "log.h"
 #include "tlsctx.h"
 
 /* At most one line per this many ms about refused connections. */
 #define REFUSED_LOG_MS 10000
+/* The HTTP/2 client preface (RFC 9113, 3.4): a plain connection that starts otherwise
+ * is HTTP/1.1. */
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define PREFACE_LEN (sizeof preface - 1)
 
 struct front {
   struct event_base *base;
@@ -25,6 +33,8 @@ struct front {
   char **urls; /* as given, per listener */
   size_t nlisteners;
   log_limit refused_log;
+  http *http;    /* HTTP/1.1 on the plain listeners */
+  size_t nsniff; /* plain connections whose first bytes are awaited */
 };
 
 static int load_tls(SSL_CTX **out, const config_tls *t, char *err, size_t errlen) {
@@ -32,12 +42,53 @@ static int load_tls(SSL_CTX **out, const config_tls *t, char *err, size_t errlen
   return tlsctx_server_new(out, &o, err, errlen);
 }
 
+/* Serves HTTP/2 (gRPC) on fd, TLS or not. */
+static void serve_h2(front *f, int fd, int tls_on, const char *url) {
+  conn_tls_opts tls = {f->tls, 1, NULL, f->cfg->tls.handshake_timeout_ms};
+  conn *cn = NULL;
+  int rc = conn_new_socket(&cn, f->base, fd, tls_on ? &tls : NULL);
+  if (rc == 0) rc = call_server_accept(f->calls, cn);
+  if (rc < 0) LOG_WARN("connection refused on %s: %s", url, strerror(-rc));
+}
+
+static void sniff_wait(front *f, int fd);
+
+/* The first bytes are in (or the wait is over): the HTTP/2 preface, or as much of it as
+ * came, makes it gRPC; anything else HTTP/1.1. Peeked, so that either reads them all. */
+static void sniff_cb(evutil_socket_t fd, short what, void *arg) {
+  front *f = arg;
+  char buf[PREFACE_LEN];
+  ssize_t n = what & EV_READ ? recv(fd, buf, sizeof buf, MSG_PEEK) : 0;
+  if ((n < 0 && (errno == EAGAIN || errno == EINTR)) ||
+      (n > 0 && (size_t)n < PREFACE_LEN && memcmp(buf, preface, (size_t)n) == 0)) {
+    sniff_wait(f, fd); /* nothing yet, or a prefix of the preface: wait for more */
+    return;
+  }
+  f->nsniff--;
+  int rc = 0;
+  if (n <= 0) /* closed, failed, or silent for the idle timeout */
+    close(fd);
+  else if (memcmp(buf, preface, (size_t)n) != 0)
+    rc = http_accept(f->http, fd);
+  else
+    serve_h2(f, fd, 0, "a plain listener");
+  if (rc < 0) LOG_WARN("HTTP/1.1 connection refused: %s", strerror(-rc));
+}
+
+/* Waits for a plain connection's first bytes, for at most the idle timeout: a one-shot
+ * event, which libevent frees after its callback (and at event_base_free, if pending). */
+static void sniff_wait(front *f, int fd) {
+  uint32_t ms = f->cfg->limits.idle_timeout_ms ? f->cfg->limits.idle_timeout_ms : 300000;
+  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  if (event_base_once(f->base, fd, EV_READ, sniff_cb, f, &tv) != 0) abort();
+}
+
 static void on_accept(int fd, listen_sock *l, void *arg) {
   front *f = arg;
   /* Over the limit, a connection is closed as it comes: the descriptors and memory
    * of the ones open, and the runs' own descriptors, stay safe. */
   uint32_t max = f->cfg->limits.max_connections;
-  if (call_server_live_conns(f->calls) >= max) {
+  if (call_server_live_conns(f->calls) + front_live_conns(f) >= max) {
     close(fd);
     unsigned long long held;
     if (log_limit_pass(&f->refused_log, REFUSED_LOG_MS, &held))
@@ -47,11 +98,13 @@ static void on_accept(int fd, listen_sock *l, void *arg) {
           (unsigned)max, held);
     return;
   }
-  conn_tls_opts tls = {f->tls, 1, NULL, f->cfg->tls.handshake_timeout_ms};
-  conn *cn = NULL;
-  int rc = conn_new_socket(&cn, f->base, fd, listen_is_tls(l) ? &tls : NULL);
-  if (rc == 0) rc = call_server_accept(f->calls, cn);
-  if (rc < 0) LOG_WARN("connection refused on %s: %s", listen_url(l), strerror(-rc));
+  /* TLS connections speak HTTP/2 only (ALPN h2); plain ones are sniffed. */
+  if (listen_is_tls(l))
+    serve_h2(f, fd, 1, listen_url(l));
+  else {
+    f->nsniff++;
+    sniff_wait(f, fd);
+  }
 }
 
 /* A listener the configuration's policy does not allow: answered at startup. */
@@ -132,6 +185,10 @@ int front_new(front **out, struct event_base *base, config *cfg, call_server *ca
   f->cfg = config_ref(cfg);
   f->calls = calls;
   int rc = 0;
+  http_opts ho = HTTP_OPTS_INIT;
+  ho.max_body = cfg->limits.max_message_bytes;
+  ho.max_headers = cfg->limits.max_header_list_bytes;
+  if ((rc = http_new(&f->http, base, calls, &ho)) < 0) goto fail;
   if (cfg->has_tls && (rc = load_tls(&f->tls, &cfg->tls, err, errlen)) < 0) goto fail;
   if ((rc = open_listeners(f, cfg, f->tls, urls, nurls, err, errlen)) < 0) goto fail;
   *out = f;
@@ -159,6 +216,8 @@ int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, c
   return 0;
 }
 
+size_t front_live_conns(const front *f) { return http_live_conns(f->http) + f->nsniff; }
+
 void front_close(front *f) {
   for (size_t i = 0; i < f->nlisteners; i++) {
     listen_free(f->listeners[i]);
@@ -170,6 +229,7 @@ void front_close(front *f) {
 void front_free(front *f) {
   if (!f) return;
   front_close(f);
+  http_free(f->http);
   free(f->listeners);
   free(f->urls);
   SSL_CTX_free(f->tls);

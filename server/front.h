@@ -40,6 +40,10 @@ int front_new(front **out, struct event_base *base, config *cfg, call_server *ca
 int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err,
                  size_t errlen);
 
+/* The connections the front holds beside the call layer's: HTTP/1.1 ones, and those
+ * whose first bytes are still awaited. */
+size_t front_live_conns(const front *f);
+
 /* Closes the listeners (open connections are the call layer's). */
 void front_close(front *f);
 

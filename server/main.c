@@ -273,6 +273,14 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
 }
 
 /* The call layer's authorization: what the current configuration's authz section grants. */
+/* GetStats's counters: the Runner's, and the connections the front holds beside the
+ * call layer's (there is no front before the listeners open). */
+static void server_counters(admin_counters *out, void *arg) {
+  struct server *srv = arg;
+  runner_counters(out, srv->runner);
+  out->conns = srv->front ? front_live_conns(srv->front) : 0;
+}
+
 static unsigned peer_roles(void *arg, const conn_peer *p) {
   const struct server *srv = arg;
   return authz_roles(srv->cfg, p->identity, p->local);
@@ -461,7 +469,7 @@ static int open_services(struct server *srv) {
   if (call_server_new(&srv->calls, srv->base, &co) < 0 ||
       health_new(&srv->health, srv->calls, health_services) < 0 ||
       runner_new(&srv->runner, srv->calls, srv->sch) < 0 ||
-      admin_new(&srv->admin, srv->calls, runner_counters, srv->runner) < 0 ||
+      admin_new(&srv->admin, srv->calls, server_counters, srv) < 0 ||
       reflection_new(&srv->reflection, srv->calls, prismq_descriptor_set,
                      prismq_descriptor_set_len) < 0)
     return -ENOMEM;

@@ -51,7 +51,7 @@ UNARY_REPS = 3
 PIN = os.environ.get("BENCH_PIN", "1") != "0" and os.cpu_count() >= 2
 SERVER_CPU, LOAD_CPU = "0", "1"
 PHASES = ("unary", "start", "firstbyte", "stream", "progress", "fanout", "memory", "instructions", "tls",
-          "bigtable")
+          "bigtable", "http")
 TLS_HANDSHAKE_SECONDS = 2
 TLS_REPS = 3
 BIGTABLE_RUNS = int(os.environ.get("BENCH_BIGTABLE_RUNS", "1000000"))
@@ -346,6 +346,45 @@ class Bench:
         finally:
             if ref:
                 stop_proc(ref)
+            srv.stop()
+
+    # ---- HTTP/1.1 + JSON beside gRPC (docs/http.md) ------------------------------------
+
+    def h1load(self, key, url, n, c, m):
+        """One h2load --h1 run of n GETs (m pipelined per connection), every one answered
+        2xx; returns its parsed figures."""
+        argv = ["h2load", "--h1", "-n", str(n), "-c", str(c), "-m", str(m), "-t", "1", url]
+        self.results["commands"]["http." + key] = shlex.join(argv)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        r = parse_h2load(p.stdout) if p.returncode == 0 else None
+        if not r or r["succeeded"] != n or r["status_2xx"] != n:
+            raise BenchError("h2load --h1 %s: %s" % (key, (p.stdout + p.stderr).strip()[-300:]))
+        return r
+
+    def phase_http(self):
+        """GetRun as HTTP/1.1 JSON (GET /v1/runs/ID, h2load --h1) against gRPC GetRun
+        (h2load) on the same prismqd, in turn, UNARY_REPS times: 4 connections, one request
+        in flight on each (-m1), then 25 (HTTP/1.1 pipelined, HTTP/2 multiplexed)."""
+        srv = self.server()
+        try:
+            run = self.getrun_target(srv)
+            req = self.pb.runner_pb2.GetRunRequest(run_id=run.run_id).SerializeToString()
+            body = self.body_file("getrun", req)
+            res = {}
+            for m in (1, 25):
+                key = "getrun_c4_m%d" % m
+                grpc_r, http_r = [], []
+                for _ in range(UNARY_REPS):
+                    grpc_r.append(self.h2load("http://%s%s" % (srv.addr, GETRUN_PATH), body, 20000, 4, m)[1])
+                    http_r.append(self.h1load(key, "http://%s/v1/runs/%s" % (srv.addr, run.run_id), 20000, 4, m))
+                res[key] = {"grpc_qps": statistics.median(r["qps"] for r in grpc_r),
+                            "http_qps": statistics.median(r["qps"] for r in http_r),
+                            "ratio": statistics.median(h["qps"] / g["qps"] for g, h in zip(grpc_r, http_r))}
+            self.results["http"] = res
+            for m in (1, 25):
+                self.target("HTTP/1.1 JSON GetRun QPS vs gRPC GetRun (-c4 -m%d)" % m,
+                            res["getrun_c4_m%d" % m]["ratio"], ">=", 0.5, "x")
+        finally:
             srv.stop()
 
     # ---- 2. start rate, 3. first byte, 4. streaming ----------------------------------

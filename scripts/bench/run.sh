@@ -15,7 +15,8 @@
 # TLS, with certificates from scripts/gen-dev-certs.sh; handshakes against
 # `openssl s_server -www`), bigtable (prismqd on a run table of a million runs written by
 # gen_runs through the server's runtab, against an empty table; the table is generated
-# once, in about 4 minutes, and kept in $BUILD_DIR/bench/bigtable/). Environment:
+# once, in about 4 minutes, and kept in $BUILD_DIR/bench/bigtable/), http (GetRun as
+# HTTP/1.1 JSON with h2load --h1 against gRPC GetRun, docs/http.md). Environment:
 #   BUILD_DIR            build directory (default build-bench; relative to the repository)
 #   BUILD_TYPE           CMake build type (default Release)
 #   BENCH_UNARY_SECONDS  seconds per h2load run (default 2; 3 runs per server and case)

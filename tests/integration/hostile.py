@@ -1355,7 +1355,10 @@ class Battery:
               "a TLS record header claiming 16 KiB, then garbage, on the TLS port",
               "closed (at the handshake timeout)", HANDSHAKE_TIMEOUT_MS / 1000 + ANSWER_BOUND_S)
         plain(port, garbage, "64 KiB of random bytes on the plain port")
-        plain(port, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        # HTTP/1.1 is served on the plain port (docs/http.md): the upgrade is ignored, both
+        # requests are answered over HTTP/1.1, and the second's Connection: close ends it.
+        plain(port, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
               "HTTP/1.1 with Upgrade: h2c on the plain port")
         plain(port, PREFACE + settings() + garbage, "the preface, then 64 KiB of random bytes, on the plain port")
 

@@ -1510,11 +1510,107 @@ static void test_call_context(void **state) {
   assert_int_equal(f->seen_local, 1);
 }
 
+/* ---- tests: calls without a connection (call_server_invoke) ----------------------- */
+
+/* What an invoked call's sink was told. */
+struct sunk {
+  size_t framed_bytes;
+  int finishes, status;
+  char msg[128];
+};
+
+static void sunk_message(void *arg, const struct ProtobufCMessage *msg) {
+  (void)arg;
+  (void)msg;
+}
+
+static void sunk_framed(void *arg, struct evbuffer *framed) {
+  struct sunk *k = arg;
+  k->framed_bytes += evbuffer_get_length(framed);
+  evbuffer_drain(framed, evbuffer_get_length(framed));
+}
+
+static int sunk_writable(void *arg) {
+  (void)arg;
+  return 1;
+}
+
+static void sunk_finish(void *arg, int status, const char *msg, const uint8_t *details,
+                        size_t dlen) {
+  (void)details;
+  (void)dlen;
+  struct sunk *k = arg;
+  k->finishes++;
+  k->status = status;
+  copy_str(k->msg, sizeof k->msg, msg);
+}
+
+static const call_sink sunk_sink = {sunk_message, sunk_framed, sunk_writable, sunk_finish};
+static const conn_peer local_peer = {"memory", "me", 1, -1};
+
+/* The handler runs at once; its output and status reach the sink (the message plain,
+ * not percent-encoded); the call is freed from the loop afterwards. */
+static void test_invoke_answers_the_sink(void **state) {
+  struct fx *f = *state;
+  struct sunk k = {0};
+  call *c = NULL;
+  assert_int_equal(call_server_invoke(&c, f->srv, P_FAIL, (const uint8_t *)"50% off", 7,
+                                      &local_peer, &sunk_sink, &k),
+                   0);
+  assert_non_null(c);
+  assert_int_equal(f->handler_calls, 1);
+  assert_int_equal(k.framed_bytes, 5 + 7);
+  assert_int_equal(k.finishes, 1);
+  assert_int_equal(k.status, GW_FAILED_PRECONDITION);
+  assert_string_equal(k.msg, "50% off");
+  assert_int_equal(call_server_live_calls(f->srv), 1);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+  assert_int_equal(f->cancels, 0);
+  assert_int_equal(
+      call_server_invoke(&c, f->srv, "/test.Echo/Nope", NULL, 0, &local_peer, &sunk_sink, &k),
+      -ENOENT);
+}
+
+/* An invoker that goes away: the handler's on_cancel fires, the sink hears nothing. */
+static void test_invoke_drop(void **state) {
+  struct fx *f = *state;
+  struct sunk k = {0};
+  call *c = NULL;
+  assert_int_equal(call_server_invoke(&c, f->srv, P_HANG, NULL, 0, &local_peer, &sunk_sink, &k), 0);
+  assert_ptr_equal(f->hang, c);
+  call_drop(c);
+  assert_int_equal(f->cancels, 1);
+  assert_int_equal(k.finishes, 0);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
+/* The same authorization as a connection's calls: the peer's roles, asked once. */
+static void test_invoke_role_denied(void **state) {
+  struct fx *f = *state;
+  restart_with_roles(f);
+  f->roles = 1;
+  struct sunk k = {0};
+  call *c = NULL;
+  assert_int_equal(call_server_invoke(&c, f->srv, P_GUARDED, NULL, 0, &local_peer, &sunk_sink, &k),
+                   0);
+  assert_int_equal(f->handler_calls, 0);
+  assert_int_equal(k.status, GW_PERMISSION_DENIED);
+  assert_non_null(strstr(k.msg, "role-two"));
+  assert_string_equal(f->roles_peer, "memory");
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_int_equal(call_server_live_calls(f->srv), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dispatch_table),
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
       T(test_settings_sent_at_once),
+      T(test_invoke_answers_the_sink),
+      T(test_invoke_drop),
+      T(test_invoke_role_denied),
       T(test_unary_round_trip),
       T(test_unary_sizes),
       T(test_protobuf_response),
