@@ -356,7 +356,7 @@ static int parse_string(struct jp *j, char **out, size_t *len) {
     }
     char e = *j->p++;
     const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t", *at = strchr(from, e);
-    unsigned cp;
+    unsigned cp = 0;
     if (e && at) {
       o[n++] = to[at - from];
     } else if (e == 'u') {
