@@ -471,12 +471,15 @@ static int parse_bytes(struct jp *j, const ProtobufCFieldDescriptor *fd, Protobu
   memcpy(padded, s, n);
   while (n % 4) padded[n++] = '=';
   s = padded;
+  /* Base64 ends in at most two '=': more is not base64 (and would count below zero). */
+  size_t pad = 0;
+  while (pad < n && s[n - 1 - pad] == '=') pad++;
+  if (pad > 2) return jfail(j, "field %s: not base64", fd->name);
   b->data = jalloc(j, n / 4 * 3 + 1);
   if (!b->data) return -ENOMEM;
   int k = n ? EVP_DecodeBlock(b->data, (unsigned char *)s, (int)n) : 0;
-  if (k < 0) return jfail(j, "field %s: not base64", fd->name);
-  while (n && s[--n] == '=') k--;
-  b->len = (size_t)k;
+  if (k < 0 || (size_t)k < pad) return jfail(j, "field %s: not base64", fd->name);
+  b->len = (size_t)k - pad;
   return 0;
 }
 
