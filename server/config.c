@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "authz.h"
+#include "ere.h"
 #include "log.h"
 #include "param.h"
 #include "progress.h"
@@ -458,58 +459,28 @@ static int valid_module_id(const char *s) {
 
 int config_valid_preset_name(const char *s) { return valid_module_id(s); }
 
-/* Whether a repetition operator directly follows another ("a++", "a*{3}") outside a
- * bracket expression: glibc's regcomp nests such repetitions into automata that grow
- * without bound (a pattern of many "+" takes gigabytes), so they are refused. */
-static int stacked_repetition(const char *s) {
-  int in_bracket = 0, prev_rep = 0;
-  for (; *s; s++) {
-    if (in_bracket) {
-      if (*s == ']') in_bracket = 0;
-      continue;
-    }
-    int rep = *s == '*' || *s == '+' || *s == '?' || *s == '{';
-    if (rep && prev_rep) return 1;
-    if (*s == '\\' && s[1])
-      s++;
-    else if (*s == '[')
-      in_bracket = 1;
-    if (*s == '{')
-      while (s[1] && *s != '}') s++;
-    prev_rep = rep;
-  }
-  return 0;
-}
-
 static int compile_pattern(const loader *ld, const yaml_node_t *n, const char *what,
                            config_param *p, const char *pattern) {
   size_t len = strlen(pattern) + 5;
-  char *wrapped;
+  char *wrapped = xcalloc(len, 1);
+  char why[160];
   regex_t probe;
   int rc;
-
-  if (stacked_repetition(pattern))
-    return fail_at(ld, n, "%s repeats a repetition (as in \"a++\"), which is refused", what);
-  wrapped = xcalloc(len, 1);
 
   /* The value must match as a whole, so the pattern goes inside ^(...)$; glibc takes
    * an unmatched ")" as a literal, so "(pattern" compiling means the pattern has a
    * ")" that would close our group early and leave the anchors on a branch only. */
   snprintf(wrapped, len, "(%s", pattern);
-  if (regcomp(&probe, wrapped, REG_EXTENDED | REG_NOSUB) == 0) {
+  if (ere_compile(&probe, wrapped, REG_EXTENDED | REG_NOSUB, why, sizeof why) == 0) {
     regfree(&probe);
     free(wrapped);
     return fail_at(ld, n, "%s has an unmatched \")\" (write \\) for a literal one)", what);
   }
   snprintf(wrapped, len, "^(%s)$", pattern);
-  rc = regcomp(&p->re, wrapped, REG_EXTENDED | REG_NOSUB);
+  rc = ere_compile(&p->re, wrapped, REG_EXTENDED | REG_NOSUB, why, sizeof why);
   free(wrapped);
-  if (rc != 0) {
-    char why[128];
-
-    regerror(rc, &p->re, why, sizeof why);
-    return fail_at(ld, n, "%s is not a valid extended regular expression: %s", what, why);
-  }
+  if (rc == -E2BIG) return fail_at(ld, n, "%s %s", what, why);
+  if (rc < 0) return fail_at(ld, n, "%s is not a valid extended regular expression: %s", what, why);
   p->pattern = xstrdup(pattern);
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ere.h"
 #include "utf8.h"
 #include "xalloc.h"
 
@@ -164,14 +165,10 @@ int progress_pattern_new(progress_pattern **out, const char *pattern, char *err,
   progress_pattern *pp = xcalloc(1, sizeof *pp);
   char *ere = xmalloc(3 * strlen(pattern) + 1);
   int rc = translate(pp, pattern, ere, err, errlen);
-  if (rc == 0) {
-    int rerr = regcomp(&pp->re, ere, REG_EXTENDED);
-    if (rerr != 0) {
-      char why[128];
-      regerror(rerr, &pp->re, why, sizeof why);
-      rc = fail(err, errlen, "not a valid extended regular expression: %s", why);
-    }
-  }
+  char why[160];
+  if (rc == 0 && (rc = ere_compile(&pp->re, ere, REG_EXTENDED, why, sizeof why)) < 0)
+    rc = rc == -E2BIG ? fail(err, errlen, "%s", why)
+                      : fail(err, errlen, "not a valid extended regular expression: %s", why);
   free(ere);
   if (rc < 0) {
     free(pp);
