@@ -386,6 +386,8 @@ static void test_authz_rules(void **state) {
   }
 }
 
+/* The built-in configuration: its settings, and every demo module runs without
+ * parameters. */
 static void test_default_config(void **state) {
   (void)state;
   static const struct {
@@ -439,8 +441,13 @@ static void test_default_config(void **state) {
   assert_int_equal(config_find_module(c, "progress")->progress_fd, 0);
   assert_null(config_find_module(c, "stages")->progress);
   assert_int_equal(config_find_module(c, "stages")->progress_fd, 1);
+  config_free(c);
+}
 
-  /* The demo types hold: numbers in range, fail stays under /nonexistent, list's flags. */
+/* The demo types hold: numbers in range, fail stays under /nonexistent, list's flags. */
+static void test_default_config_values(void **state) {
+  (void)state;
+  config *c = load_ok(config_default_yaml);
   static const struct {
     const char *id, *name, *value;
     size_t pos;       /* where the value lands in argv; 0 = refused */
@@ -1330,6 +1337,7 @@ int main(void) {
       cmocka_unit_test(test_lifecycle),
       cmocka_unit_test(test_authz_rules),
       cmocka_unit_test(test_default_config),
+      cmocka_unit_test(test_default_config_values),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_error_buffer),
       cmocka_unit_test(test_load_file),

@@ -789,10 +789,23 @@ static int append_one_by_one(outlog *seq, int stream, const char *data, size_t l
   return dropped;
 }
 
+/* OUTLOG_UPDATES_MAX progress updates, step i + 1 of them each, in p, pointed to from pp. */
+static void make_steps(Prismq__Runner__V1__Progress *p, const Prismq__Runner__V1__Progress **pp) {
+  for (int i = 0; i < OUTLOG_UPDATES_MAX; i++) {
+    p[i] = (Prismq__Runner__V1__Progress)PRISMQ__RUNNER__V1__PROGRESS__INIT;
+    p[i].done = i + 1;
+    p[i].total = OUTLOG_UPDATES_MAX;
+    p[i].message = "a step";
+    pp[i] = &p[i];
+  }
+}
+
+/* 250 bytes of output for the updates tests. */
+static char output250[250];
+
 /* outlog_append_updates stores what the same appends one at a time store, byte for byte:
  * output cut around the updates, a truncation inside, updates alone, the progress
- * budget; bad arguments store nothing; a failed write stores nothing of the call, its
- * output's bytes counted. */
+ * budget. */
 static void test_append_updates(void **state) {
   fixture *f = *state;
   char path[160];
@@ -804,15 +817,8 @@ static void test_append_updates(void **state) {
   assert_int_equal(outlog_new(&seq, f->base, path, &o), 0);
   Prismq__Runner__V1__Progress p[OUTLOG_UPDATES_MAX];
   const Prismq__Runner__V1__Progress *pp[OUTLOG_UPDATES_MAX];
-  for (int i = 0; i < OUTLOG_UPDATES_MAX; i++) {
-    p[i] = (Prismq__Runner__V1__Progress)PRISMQ__RUNNER__V1__PROGRESS__INIT;
-    p[i].done = i + 1;
-    p[i].total = OUTLOG_UPDATES_MAX;
-    p[i].message = "a step";
-    pp[i] = &p[i];
-  }
-  static char big[250];
-  memset(big, 'x', sizeof big);
+  make_steps(p, pp);
+  memset(output250, 'x', sizeof output250);
   static const struct {
     const char *data;
     size_t len;
@@ -822,9 +828,13 @@ static void test_append_updates(void **state) {
   } calls[] = {
       {"a\nPROGRESS 1\nb\nPROGRESS 2\nc\n", 27, {13, 26}, 2, OUTLOG_STDOUT},
       {"err\n", 4, {4}, 1, OUTLOG_STDERR},
-      {NULL, 0, {0, 0}, 2, 0},                              /* updates alone */
-      {big, sizeof big, {100, 100, 240}, 3, OUTLOG_STDOUT}, /* output truncated after 265 */
-      {NULL, 0, {0, 0, 0, 0}, 4, 0},                        /* past the progress budget */
+      {NULL, 0, {0, 0}, 2, 0}, /* updates alone */
+      {output250,
+       sizeof output250,
+       {100, 100, 240},
+       3,
+       OUTLOG_STDOUT},               /* output truncated after 265 */
+      {NULL, 0, {0, 0, 0, 0}, 4, 0}, /* past the progress budget */
   };
   int rc = 0;
   for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
@@ -839,32 +849,50 @@ static void test_append_updates(void **state) {
   assert_true(buf_equal(a, b));
   evbuffer_free(a);
   evbuffer_free(b);
-
-  /* Bad arguments: nothing stored. */
-  uint64_t next = outlog_next_seq(batch);
-  size_t desc[2] = {5, 4}, past[1] = {28};
-  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, calls[0].data, 27, desc, pp, 2, T0),
-                   -EINVAL);
-  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, calls[0].data, 27, past, pp, 1, T0),
-                   -EINVAL);
-  assert_int_equal(outlog_append_updates(batch, 3, calls[0].data, 27, past, pp, 0, T0), -EINVAL);
-  size_t many[OUTLOG_UPDATES_MAX + 1] = {0};
-  assert_int_equal(outlog_append_updates(batch, 0, NULL, 0, many, pp, OUTLOG_UPDATES_MAX + 1, T0),
-                   -EINVAL);
-  static uint8_t huge[OUTLOG_CHUNK_MAX + 1];
-  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, huge, sizeof huge, NULL, pp, 0, T0),
-                   -EINVAL);
-  assert_int_equal(outlog_next_seq(batch), next);
   outlog_free(batch);
   outlog_free(seq);
   unlink(path);
+}
 
-  /* A failed write (the file size limit) stores nothing of the call. */
-  size_t line_end[1] = {2}, none[1] = {0};
-  assert_int_equal(outlog_new(&batch, f->base, path, NULL), 0);
-  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, "x\n", 2, line_end, pp, 1, T0), 0);
+/* Bad arguments to outlog_append_updates store nothing. */
+static void test_append_updates_refused(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  assert_int_equal(outlog_new(&l, f->base, f->path, NULL), 0);
+  Prismq__Runner__V1__Progress p[OUTLOG_UPDATES_MAX];
+  const Prismq__Runner__V1__Progress *pp[OUTLOG_UPDATES_MAX];
+  make_steps(p, pp);
+  static const char text[] = "a\nPROGRESS 1\nb\nPROGRESS 2\nc\n";
+  size_t desc[2] = {5, 4}, past[1] = {28}, none[1] = {0};
+  assert_int_equal(outlog_append_updates(l, OUTLOG_STDOUT, text, 27, desc, pp, 2, T0), -EINVAL);
+  assert_int_equal(outlog_append_updates(l, OUTLOG_STDOUT, text, 27, past, pp, 1, T0), -EINVAL);
+  assert_int_equal(outlog_append_updates(l, 3, text, 27, past, pp, 0, T0), -EINVAL);
+  size_t many[OUTLOG_UPDATES_MAX + 1] = {0};
+  assert_int_equal(outlog_append_updates(l, 0, NULL, 0, many, pp, OUTLOG_UPDATES_MAX + 1, T0),
+                   -EINVAL);
+  static uint8_t huge[OUTLOG_CHUNK_MAX + 1];
+  assert_int_equal(outlog_append_updates(l, OUTLOG_STDOUT, huge, sizeof huge, NULL, pp, 0, T0),
+                   -EINVAL);
+  assert_int_equal(outlog_next_seq(l), 1);
+  outlog_end(l);
+  assert_int_equal(outlog_append_updates(l, 0, NULL, 0, none, pp, 1, T0), -EINVAL);
+  outlog_free(l);
+}
+
+/* A failed write (the file size limit) stores nothing of the call, its output's bytes
+ * counted; the next call goes on after the gap. */
+static void test_append_updates_write_fails(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  Prismq__Runner__V1__Progress p[OUTLOG_UPDATES_MAX];
+  const Prismq__Runner__V1__Progress *pp[OUTLOG_UPDATES_MAX];
+  make_steps(p, pp);
+  memset(output250, 'x', sizeof output250);
+  size_t line_end[1] = {2}, at[2] = {100, 100};
+  assert_int_equal(outlog_new(&l, f->base, f->path, NULL), 0);
+  assert_int_equal(outlog_append_updates(l, OUTLOG_STDOUT, "x\n", 2, line_end, pp, 1, T0), 0);
   struct stat st;
-  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(stat(f->path, &st), 0);
   off_t good = st.st_size;
   struct rlimit old, lim;
   assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
@@ -872,26 +900,24 @@ static void test_append_updates(void **state) {
   lim.rlim_cur = (rlim_t)good + 20;
   void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
   assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-  rc = outlog_append_updates(batch, OUTLOG_STDOUT, big, 100, calls[3].at, pp, 2, T0);
+  int rc = outlog_append_updates(l, OUTLOG_STDOUT, output250, 100, at, pp, 2, T0);
   assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
   signal(SIGXFSZ, prev);
   assert_int_equal(rc, -EFBIG);
-  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(stat(f->path, &st), 0);
   assert_int_equal(st.st_size, good);
-  assert_int_equal(outlog_next_seq(batch), 3);
-  assert_int_equal(outlog_bytes(batch, OUTLOG_STDOUT), 102); /* lost, but counted */
-  assert_int_equal(outlog_append_updates(batch, OUTLOG_STDOUT, "y\n", 2, line_end, pp, 1, T0), 0);
-  outlog_end(batch);
-  assert_int_equal(outlog_append_updates(batch, 0, NULL, 0, none, pp, 1, T0), -EINVAL);
-  struct evbuffer *all = read_all(batch, 0, 0);
+  assert_int_equal(outlog_next_seq(l), 3);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDOUT), 102); /* lost, but counted */
+  assert_int_equal(outlog_append_updates(l, OUTLOG_STDOUT, "y\n", 2, line_end, pp, 1, T0), 0);
+  outlog_end(l);
+  struct evbuffer *all = read_all(l, 0, 0);
   recs r = decode(all);
   assert_string_equal(seqs(&r), "1 2 3 4");
   assert_int_equal(r.c[2]->offset, 102); /* the gap shows */
   assert_true(r.c[3]->progress && r.c[3]->progress->done == 1);
   recs_free(&r);
   evbuffer_free(all);
-  outlog_free(batch);
-  unlink(path);
+  outlog_free(l);
 }
 
 /* Heap in use, mmapped blocks included. */
@@ -1474,6 +1500,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_truncation_on_stdout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_records, setup, teardown),
       cmocka_unit_test_setup_teardown(test_append_updates, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_append_updates_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_append_updates_write_fails, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_with_pending_wait, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_in_callback, setup, teardown),
