@@ -14,6 +14,7 @@
 
 #include "addr.h"
 #include "conn.h"
+#include "b64.h"
 #include "grpcwire.h"
 #include "h2conn.h"
 
@@ -185,9 +186,9 @@ static void call_keep_details(gcl_call *call, const uint8_t *value, size_t len) 
   call->details_len = 0;
   /* The longest base64 of GCL_MAX_STATUS_DETAILS bytes, padded. */
   if (len > (GCL_MAX_STATUS_DETAILS + 2) / 3 * 4) return;
-  uint8_t *d = malloc(GW_BIN_DECODED_MAX(len));
+  uint8_t *d = malloc(B64_DECODED_MAX(len));
   size_t n;
-  if (!d || gw_bin_decode(d, &n, (const char *)value, len) < 0 || n > GCL_MAX_STATUS_DETAILS) {
+  if (!d || b64_decode(d, &n, (const char *)value, len) < 0 || n > GCL_MAX_STATUS_DETAILS) {
     free(d);
     return;
   }

@@ -79,17 +79,6 @@ size_t gw_pct_encode(char *dst, size_t cap, const char *src);
  * Returns the length written. */
 size_t gw_pct_decode(char *dst, size_t cap, const char *src, size_t len);
 
-/* The most bytes gw_bin_decode writes for a value of `len` characters. */
-#define GW_BIN_DECODED_MAX(len) ((len) / 4 * 3 + 2)
-
-/* Decodes a binary metadata value (a header named "*-bin", e.g.
- * grpc-status-details-bin) of `len` bytes at `src`: base64 of the standard alphabet,
- * padding optional (as gRPC asks receivers to accept), into dst, which holds at least
- * GW_BIN_DECODED_MAX(len) bytes. Returns 0 and sets *out_len; or -EINVAL for a
- * character outside the alphabet, '=' other than as the padding of the last group, or
- * a length no base64 has (one character over a group). */
-int gw_bin_decode(uint8_t *dst, size_t *out_len, const char *src, size_t len);
-
 /* Parses a grpc-timeout value (1..8 ASCII digits then one unit of H M S m u n) of
  * `len` bytes. On success returns 0 and sets *out_ms to the timeout in milliseconds,
  * rounded up (so 1n is 1 ms and 0 stays 0). Returns -EINVAL, *out_ms untouched, for

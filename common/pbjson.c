@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "b64.h"
 #include "utf8.h"
 
 /* The printer takes the stream's lock once (flockfile, which nests) and writes with the
@@ -465,21 +466,9 @@ static int parse_bytes(struct jp *j, const ProtobufCFieldDescriptor *fd, Protobu
   size_t n;
   int rc = parse_string(j, &s, &n);
   if (rc < 0) return rc;
-  /* EVP_DecodeBlock wants whole quads: the padding left out is put back. */
-  char *padded = jalloc(j, n + 4);
-  if (!padded) return -ENOMEM;
-  memcpy(padded, s, n);
-  while (n % 4) padded[n++] = '=';
-  s = padded;
-  /* Base64 ends in at most two '=': more is not base64 (and would count below zero). */
-  size_t pad = 0;
-  while (pad < n && s[n - 1 - pad] == '=') pad++;
-  if (pad > 2) return jfail(j, "field %s: not base64", fd->name);
-  b->data = jalloc(j, n / 4 * 3 + 1);
+  b->data = jalloc(j, B64_DECODED_MAX(n) + 1);
   if (!b->data) return -ENOMEM;
-  int k = n ? EVP_DecodeBlock(b->data, (unsigned char *)s, (int)n) : 0;
-  if (k < 0 || (size_t)k < pad) return jfail(j, "field %s: not base64", fd->name);
-  b->len = (size_t)k - pad;
+  if (b64_decode(b->data, &b->len, s, n) < 0) return jfail(j, "field %s: not base64", fd->name);
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 
 #include "authz.h"
+#include "b64.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -294,13 +295,10 @@ static void token_encode(char *out, const char *kind, const char *body) {
 
 /* The body of token tok of `kind` (NUL-terminated, in body: 64 bytes), or -EINVAL. */
 static int token_decode(char *body, const char *kind, const char *tok) {
-  size_t len = strlen(tok), klen = strlen(kind);
-  unsigned char raw[64];
-  if (len == 0 || len % 4 || len > 4 * (sizeof raw / 3) - 4) return -EINVAL;
-  int n = EVP_DecodeBlock(raw, (const unsigned char *)tok, (int)len);
-  if (n < 0) return -EINVAL;
-  while (n > 0 && tok[len - 1] == '=') n--, len--; /* DecodeBlock counts padding */
-  if ((size_t)n < klen || memcmp(raw, kind, klen) != 0) return -EINVAL;
+  size_t len = strlen(tok), klen = strlen(kind), n;
+  uint8_t raw[B64_DECODED_MAX(80)];
+  if (len == 0 || len % 4 || len > 80 || b64_decode(raw, &n, tok, len) < 0) return -EINVAL;
+  if (n < klen || memcmp(raw, kind, klen) != 0) return -EINVAL;
   memcpy(body, raw + klen, (size_t)n - klen);
   body[n - klen] = '\0';
   return 0;
