@@ -789,6 +789,26 @@ static int append_one_by_one(outlog *seq, int stream, const char *data, size_t l
   return dropped;
 }
 
+/* A file size limit of `bytes` on this process, SIGXFSZ ignored, so that a write past
+ * it fails with EFBIG: fsize_limit sets it, fsize_unlimit puts back what was. */
+struct fsize {
+  struct rlimit old;
+  void (*prev)(int);
+};
+
+static void fsize_limit(struct fsize *fs, off_t bytes) {
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &fs->old), 0);
+  struct rlimit lim = fs->old;
+  lim.rlim_cur = (rlim_t)bytes;
+  fs->prev = signal(SIGXFSZ, SIG_IGN);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+}
+
+static void fsize_unlimit(const struct fsize *fs) {
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &fs->old), 0);
+  signal(SIGXFSZ, fs->prev);
+}
+
 /* OUTLOG_UPDATES_MAX progress updates, step i + 1 of them each, in p, pointed to from pp. */
 static void make_steps(Prismq__Runner__V1__Progress *p, const Prismq__Runner__V1__Progress **pp) {
   for (int i = 0; i < OUTLOG_UPDATES_MAX; i++) {
@@ -894,15 +914,10 @@ static void test_append_updates_write_fails(void **state) {
   struct stat st;
   assert_int_equal(stat(f->path, &st), 0);
   off_t good = st.st_size;
-  struct rlimit old, lim;
-  assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-  lim = old;
-  lim.rlim_cur = (rlim_t)good + 20;
-  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
-  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  struct fsize fs;
+  fsize_limit(&fs, good + 20);
   int rc = outlog_append_updates(l, OUTLOG_STDOUT, output250, 100, at, pp, 2, T0);
-  assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-  signal(SIGXFSZ, prev);
+  fsize_unlimit(&fs);
   assert_int_equal(rc, -EFBIG);
   assert_int_equal(stat(f->path, &st), 0);
   assert_int_equal(st.st_size, good);
@@ -1064,15 +1079,10 @@ static void test_write_error_rollback(void **state) {
   assert_int_equal(stat(f->path, &st), 0);
   off_t good = st.st_size;
 
-  struct rlimit old, lim;
-  assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-  lim = old;
-  lim.rlim_cur = (rlim_t)good + 500;
-  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
-  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  struct fsize fs;
+  fsize_limit(&fs, good + 500);
   int rc = outlog_append(l, OUTLOG_STDOUT, buf, sizeof buf, T0);
-  assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-  signal(SIGXFSZ, prev);
+  fsize_unlimit(&fs);
   assert_int_equal(rc, -EFBIG);
   assert_int_equal(stat(f->path, &st), 0);
   assert_int_equal(st.st_size, good);
