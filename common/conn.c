@@ -203,7 +203,7 @@ static ssize_t sock_read(conn *c, void *buf, size_t len) {
  * on until the socket is full or the output is gone. */
 static int sock_write(conn *c, struct evbuffer *out) {
   if (c->state == ST_FAILED) return -c->err_no;
-  if (c->state != ST_UP) return 0;
+  if (c->state != ST_UP || evbuffer_get_length(out) == 0) return 0; /* libevent: -1 for 0 */
   int w;
   do {
     errno = 0;
@@ -712,6 +712,16 @@ enum conn_kind conn_kind(const conn *c) { return c->kind; }
 const conn_peer *conn_get_peer(const conn *c) { return &c->peer; }
 
 const char *conn_error(const conn *c) { return c->err; }
+
+const char *conn_alpn(const conn *c) {
+  if (!c->ssl || c->state != ST_UP) return "";
+  const unsigned char *p = NULL;
+  unsigned int len = 0;
+  SSL_get0_alpn_selected(c->ssl, &p, &len);
+  if (len == 2 && memcmp(p, "h2", 2) == 0) return "h2";
+  if (len == 8 && memcmp(p, "http/1.1", 8) == 0) return "http/1.1";
+  return "";
+}
 
 const char *conn_tls_version(const conn *c, int *resumed) {
   if (!c->ssl || c->state != ST_UP) {

@@ -134,6 +134,10 @@ const conn_peer *conn_get_peer(const conn *c);
  * failed". */
 const char *conn_error(const conn *c);
 
+/* The protocol ALPN selected for a TLS transport that is up: "h2" or "http/1.1" (the
+ * ones tlsctx offers), or "" (none, another kind, or not up yet). Static strings. */
+const char *conn_alpn(const conn *c);
+
 /* The TLS protocol version in use ("TLSv1.3") and whether the session was resumed;
  * NULL and 0 for other kinds or before the handshake. */
 const char *conn_tls_version(const conn *c, int *resumed);

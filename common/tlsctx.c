@@ -11,8 +11,9 @@
 /* What one read(2) of a TLS socket may take (several records). */
 #define TLS_READ_BUFFER (64u << 10)
 
-/* ALPN wire form: one length-prefixed protocol name. */
+/* ALPN wire form: length-prefixed protocol names. A server's, in its order of preference. */
 static const unsigned char alpn_h2[] = {2, 'h', '2'};
+static const unsigned char alpn_server[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 
 /* Fills err with `what` and why (a system error such as a missing file, else the
  * reason of OpenSSL's most recent error), then clears OpenSSL's queue. */
@@ -50,26 +51,14 @@ static void ctx_common(SSL_CTX *ctx) {
   SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
 }
 
-/* gRPC over TLS is h2 or nothing: a client that offers no ALPN at all is refused here,
- * since the selection callback below would not even be called for it. */
-static int client_hello_cb(SSL *ssl, int *alert, void *arg) {
-  (void)arg;
-  const unsigned char *ext;
-  size_t len;
-  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
-                                &len))
-    return SSL_CLIENT_HELLO_SUCCESS;
-  *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
-  return SSL_CLIENT_HELLO_ERROR;
-}
-
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                           const unsigned char *in, unsigned int inlen, void *arg) {
   (void)ssl;
   (void)arg;
   unsigned char *sel;
   unsigned char sel_len;
-  if (SSL_select_next_proto(&sel, &sel_len, alpn_h2, sizeof alpn_h2, in, inlen) !=
+  /* The server's list first: its order wins (h2 for a client offering both). */
+  if (SSL_select_next_proto(&sel, &sel_len, alpn_server, sizeof alpn_server, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = sel;
@@ -143,7 +132,6 @@ int tlsctx_server_new(SSL_CTX **out, const tlsctx_server_opts *o, char *err, siz
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) return ssl_fail(err, errlen, "cannot create a TLS context");
   ctx_common(ctx);
-  SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
   /* One ticket per connection is enough to resume it; OpenSSL sends two by default. */
   SSL_CTX_set_num_tickets(ctx, 1);

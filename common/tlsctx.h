@@ -1,10 +1,11 @@
 /* tlsctx: OpenSSL contexts for gRPC over TLS, server and client side, and the identity
  * a verified peer certificate carries.
  *
- * Both sides: TLS 1.2 at least (1.3 preferred, as OpenSSL does), no renegotiation, ALPN
- * "h2" only. A server refuses a client that offers no ALPN, or no "h2", with the
- * no_application_protocol alert (gRPC requires h2 over TLS). Session resumption with
- * tickets is on.
+ * Both sides: TLS 1.2 at least (1.3 preferred, as OpenSSL does), no renegotiation.
+ * ALPN: a client offers "h2" only (gRPC requires h2 over TLS); a server selects "h2"
+ * when offered, else "http/1.1" (its HTTP/1.1 side, for browsers and curl), and refuses
+ * a client that offers neither with the no_application_protocol alert (a client that
+ * offers no ALPN at all gets none: HTTP/1.1). Session resumption with tickets is on.
  *
  * Library code: failures are returned with a message, never aborted on. */
 #ifndef PRISMQ_TLSCTX_H

@@ -12,6 +12,9 @@ PKGS=(
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-h2
   nghttp2-client openssl procps valgrind groff-base
   nanopb libnanopb-dev clang-format-14
+  # tests/integration/test_ui.py: the web page in headless Chromium, driven by Selenium
+  chromium chromium-driver python3-selenium
+  prometheus
   "$@"
 )
 

@@ -1,6 +1,5 @@
 #include "admin.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 #include "authz.h"
 #include "grpcwire.h"
 #include "pbcheck.h"
+#include "procstat.h"
 #include "prismq/admin/v1/admin.pb-c.h"
 
 struct admin {
@@ -16,25 +16,6 @@ struct admin {
   admin_counters_fn fn;
   void *arg;
 };
-
-static uint64_t count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  if (!d) return 0;
-  uint64_t n = 0;
-  for (struct dirent *e; (e = readdir(d));)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n > 0 ? n - 1 : 0; /* not counting the descriptor of the listing itself */
-}
-
-static uint64_t rss_kb(void) {
-  FILE *f = fopen("/proc/self/statm", "re");
-  if (!f) return 0;
-  unsigned long size = 0, resident = 0;
-  int ok = fscanf(f, "%lu %lu", &size, &resident) == 2;
-  fclose(f);
-  return ok ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) / 1024u : 0;
-}
 
 static void get_stats(call *c, const uint8_t *req, size_t len, void *svc) {
   admin *a = svc;
@@ -57,8 +38,8 @@ static void get_stats(call *c, const uint8_t *req, size_t len, void *svc) {
   st.live_calls = call_server_live_calls(a->srv);
   st.live_connections = call_server_live_conns(a->srv) + rc.conns;
   st.total_calls = call_server_total_calls(a->srv);
-  st.open_fds = count_fds();
-  st.rss_kb = rss_kb();
+  st.open_fds = procstat_open_fds();
+  st.rss_kb = procstat_rss_bytes() / 1024u;
   st.runs_active = rc.runs_active;
   st.runs_total = rc.runs_total;
   st.followers = rc.followers;

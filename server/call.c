@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -13,14 +14,27 @@
 #include "grpcwire.h"
 #include "h2conn.h"
 #include "log.h"
+#include "metrics.h"
 #include "xalloc.h"
+
+/* Codes a gRPC status may have (0..16). */
+#define NCODES 17
+
+/* A method's series in opts.metrics: kept with it so that counting a call is additions. */
+struct method_stats {
+  metrics_series *started, *seconds;
+  metrics_series *handled[NCODES]; /* by status code, each made on first use */
+  const char *labels[2];           /* grpc_service, grpc_method: into name */
+  char name[256];
+};
 
 struct method {
   char *path;
   call_handler_fn fn;  /* a unary request's handler, or NULL */
   call_stream_fn open; /* else streamed requests' (call_server_add_stream) */
   void *svc;
-  unsigned need; /* role bits of which the caller must hold one (0: none needed) */
+  unsigned need;              /* role bits of which the caller must hold one (0: none needed) */
+  struct method_stats *stats; /* NULL without opts.metrics */
 };
 
 struct call_conn {
@@ -68,6 +82,7 @@ struct call {
   unsigned remote_ended : 1; /* streamed requests: the client has ended its side */
   unsigned input_ended : 1;  /* streamed requests: on_input_end has fired */
   uint64_t opened_ms;        /* when its stream opened */
+  struct timespec opened_at; /* the same on the monotonic clock, with opts.metrics only */
   unsigned roles;            /* the caller's role bits, known once the headers are in */
   char *md;                  /* request metadata: "name\0value\0" pairs in order */
   size_t mdlen, mdcap;
@@ -93,6 +108,7 @@ struct call {
   const call_sink *sink;
   void *sink_arg;
   unsigned dropped : 1; /* call_drop: the invoker wants no answer */
+  unsigned counted : 1; /* its end is in opts.metrics */
   conn_peer peer;
 };
 
@@ -113,6 +129,8 @@ struct call_server {
   struct call *calls;
   size_t ncalls;
   uint64_t total_calls;
+  metrics_family *handled;      /* opts.metrics: grpc_server_handled_total */
+  struct method_stats *unknown; /* opts.metrics: calls of no registered method */
   unsigned shutting_down : 1;
   struct event *drain_ev; /* the end of a graceful shutdown's wait for calls */
   void (*on_idle)(void *arg);
@@ -180,8 +198,11 @@ static int invoked_may_tell(call *c);
 /* Sends the status (`msg` as it is, encoded here): as trailers after what was sent,
  * or trailers-only; `details` (a serialized google.rpc.Status, dlen bytes) in
  * grpc-status-details-bin only when not NULL. An invoked call's sink is told instead. */
+static void count_answer(call *c, int status);
+
 static void answer(call *c, int status, const char *msg, const uint8_t *details, size_t dlen) {
   mark_done(c);
+  if (c->srv->opts.metrics) count_answer(c, status);
   if (!c->conn) {
     end_invoked(c, status, msg, details, dlen);
     return;
@@ -422,6 +443,7 @@ static call *call_create(call_server *s) {
   c->srv = s;
   c->timeout_ms = UINT64_MAX;
   c->opened_ms = now_ms(s->base);
+  if (s->opts.metrics) clock_gettime(CLOCK_MONOTONIC, &c->opened_at);
   c->in = evbuffer_new();
   if (!c->in) abort();
   c->next = s->calls;
@@ -442,6 +464,8 @@ static void call_release(call *c) {
     s->calls = c->next;
   if (c->next) c->next->prev = c->prev;
   s->ncalls--;
+  /* Ended with no status sent (the client reset the stream, the invoker dropped it). */
+  if (s->opts.metrics && c->method && !c->counted) count_answer(c, GW_CANCELLED);
   drop_request(c);
   if (c->conn && --c->conn->ncalls == 0) c->conn->idle_since = now_ms(s->base);
   if (c->deadline_ev) event_free(c->deadline_ev);
@@ -547,10 +571,15 @@ static void role_names(char *buf, size_t len, const call_server *s, unsigned bit
 
 /* The one authorization check: the caller must hold one of the method's roles. Done
  * before the request body is read, so a caller without them makes us buffer nothing. */
+unsigned call_server_roles(const call_server *s, const conn_peer *peer) {
+  return s->opts.roles ? s->opts.roles(s->opts.roles_arg, peer) : ~0u;
+}
+
 static int authorized(call *c) {
   call_server *s = c->srv;
   const conn_peer *p = call_peer(c);
-  c->roles = s->opts.roles ? s->opts.roles(s->opts.roles_arg, p) : ~0u;
+  c->roles = call_server_roles(s, p);
+  if (c->method->stats) metrics_add(c->method->stats->started, 1);
   unsigned need = c->method->need;
   if (!need || (c->roles & need)) return 1;
   char names[128];
@@ -908,6 +937,62 @@ static const h2conn_callbacks conn_callbacks = {
 
 /* ---- the server ----------------------------------------------------------------- */
 
+/* ---- metrics (opts.metrics) ---- */
+
+/* The labels of go-grpc-prometheus, which dashboards know: a path "/pkg.Service/Method"
+ * is grpc_service "pkg.Service", grpc_method "Method". */
+static const char *const method_labels[] = {"grpc_service", "grpc_method", NULL};
+static const char *const handled_labels[] = {"grpc_service", "grpc_method", "grpc_code", NULL};
+/* Seconds; unary calls take tens of microseconds, streams as long as a run. */
+static const double call_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                      5,      10,      30,     60,    300,    3600};
+
+static struct method_stats *stats_new(call_server *s, const char *path) {
+  metrics *m = s->opts.metrics;
+  struct method_stats *st = xcalloc(1, sizeof *st);
+  snprintf(st->name, sizeof st->name, "%s", path[0] == '/' ? path + 1 : path);
+  char *slash = strchr(st->name, '/');
+  if (slash) *slash = '\0';
+  st->labels[0] = st->name;
+  st->labels[1] = slash ? slash + 1 : "";
+  st->started = metrics_series_get(
+      metrics_family_get(m, METRICS_COUNTER, "grpc_server_started_total",
+                         "RPCs started on the server, by method.", method_labels, NULL, 0),
+      st->labels);
+  st->seconds = metrics_series_get(
+      metrics_family_get(m, METRICS_HISTOGRAM, "grpc_server_handling_seconds",
+                         "Time from a call's stream opening to its status, by method.",
+                         method_labels, call_buckets, sizeof call_buckets / sizeof *call_buckets),
+      st->labels);
+  return st;
+}
+
+/* Counts the call's end with `status`, and how long it took. */
+static void count_answer(call *c, int status) {
+  call_server *s = c->srv;
+  struct method_stats *st = c->method ? c->method->stats : s->unknown;
+  if (!st) return;
+  c->counted = 1;
+  if (status < 0 || status >= NCODES) status = GW_UNKNOWN;
+  if (!st->handled[status]) {
+    const char *v[] = {st->labels[0], st->labels[1], gw_status_name(status)};
+    st->handled[status] = metrics_series_get(s->handled, v);
+  }
+  metrics_add(st->handled[status], 1);
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  metrics_observe(st->seconds, (double)(now.tv_sec - c->opened_at.tv_sec) +
+                                   (double)(now.tv_nsec - c->opened_at.tv_nsec) * 1e-9);
+}
+
+static void stats_open(call_server *s) {
+  s->handled = metrics_family_get(s->opts.metrics, METRICS_COUNTER, "grpc_server_handled_total",
+                                  "RPCs completed on the server, by method and status code.",
+                                  handled_labels, NULL, 0);
+  s->unknown = stats_new(s, "/unknown/unknown");
+}
+
 int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts) {
   static const call_server_opts defaults = CALL_SERVER_OPTS_INIT;
   call_server *s = calloc(1, sizeof *s);
@@ -922,6 +1007,7 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
     free(s);
     return -ENOMEM;
   }
+  if (s->opts.metrics) stats_open(s);
   if (s->opts.idle_timeout_ms) {
     s->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, s);
     /* A short timeout (tests) is looked at more often, within a quarter of itself. */
@@ -951,8 +1037,12 @@ void call_server_free(call_server *s) {
   if (s->sweep_ev) event_free(s->sweep_ev);
   if (s->drain_ev) event_free(s->drain_ev);
   event_free(s->dispatch_ev);
-  for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
+  for (size_t i = 0; i < s->nmethods; i++) {
+    free(s->methods[i].path);
+    free(s->methods[i].stats);
+  }
   free(s->methods);
+  free(s->unknown);
   free(s);
 }
 
@@ -968,6 +1058,7 @@ static int add_method(call_server *s, struct method m) {
   s->methods = all;
   m.path = strdup(m.path);
   if (!m.path) return -ENOMEM;
+  if (s->opts.metrics) m.stats = stats_new(s, m.path);
   all[s->nmethods++] = m;
   qsort(s->methods, s->nmethods, sizeof *all, method_cmp);
   return 0;
@@ -975,12 +1066,12 @@ static int add_method(call_server *s, struct method m) {
 
 int call_server_add(call_server *s, const char *path, call_handler_fn fn, void *svc,
                     unsigned need) {
-  return add_method(s, (struct method){(char *)path, fn, NULL, svc, need});
+  return add_method(s, (struct method){(char *)path, fn, NULL, svc, need, NULL});
 }
 
 int call_server_add_stream(call_server *s, const char *path, call_stream_fn fn, void *svc,
                            unsigned need) {
-  return add_method(s, (struct method){(char *)path, NULL, fn, svc, need});
+  return add_method(s, (struct method){(char *)path, NULL, fn, svc, need, NULL});
 }
 
 call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,

@@ -38,6 +38,7 @@ struct ProtobufCMessage;
 
 typedef struct call call;
 typedef struct call_server call_server;
+typedef struct metrics metrics;
 
 /* A method handler: the request message (len bytes, not yet decoded; valid only
  * during the call) has arrived for `path`. `svc` is the pointer given to
@@ -67,10 +68,16 @@ typedef struct call_server_opts {
   void *roles_arg;
   /* The name of one role bit, for PERMISSION_DENIED messages (NULL: the bit's value). */
   const char *(*role_name)(unsigned bit);
+  /* Where calls are counted (NULL: nowhere; must outlive the server): by method,
+   * grpc_server_started_total, grpc_server_handled_total (and status code) and
+   * grpc_server_handling_seconds, from the stream's opening to the status; calls of no
+   * registered method count as grpc_service and grpc_method "unknown". Calls made with
+   * call_server_invoke (the HTTP/1.1 routes) count too. */
+  metrics *metrics;
 } call_server_opts;
 
 #define CALL_SERVER_OPTS_INIT \
-  { 4u << 20, 100, 16u << 10, 300000, 64u << 10, NULL, NULL, NULL, NULL, NULL }
+  { 4u << 20, 100, 16u << 10, 300000, 64u << 10, NULL, NULL, NULL, NULL, NULL, NULL }
 
 /* Creates the server layer on `base`. Returns 0 and sets *out, or -ENOMEM. */
 int call_server_new(call_server **out, struct event_base *base, const call_server_opts *opts);
@@ -101,6 +108,10 @@ int call_server_add_stream(call_server *s, const char *path, call_stream_fn fn, 
  * tests of the dispatch table. */
 call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
                                    void **svc_out);
+
+/* The role bits `peer` holds (opts.roles; all when there is none), for a front-end
+ * that authorizes something other than a call. */
+unsigned call_server_roles(const call_server *s, const conn_peer *peer);
 
 /* Serves HTTP/2 on a transport (a socket, TLS still in its handshake, an adapted
  * bufferevent), which the server owns from now on, also on failure. Returns 0,

@@ -1266,11 +1266,26 @@ static int load_cgroups(const loader *ld, const yaml_node_t *n, config *c) {
   return 0;
 }
 
+static int load_http(const loader *ld, const yaml_node_t *n, config_http *h) {
+  static const char *const keys[] = {"ui", "metrics", "request_timeout_ms", NULL};
+  enum { UI, METRICS, TIMEOUT, NKEYS };
+  yaml_node_t *v[NKEYS];
+  int rc;
+
+  if ((rc = get_fields(ld, n, "http", keys, v)) < 0) return rc;
+  if (v[UI] && (rc = get_bool(ld, v[UI], "http.ui", &h->ui)) < 0) return rc;
+  if (v[METRICS] && (rc = get_bool(ld, v[METRICS], "http.metrics", &h->metrics)) < 0) return rc;
+  if (v[TIMEOUT] && (rc = get_u32(ld, v[TIMEOUT], "http.request_timeout_ms", 1000, 600000,
+                                  &h->request_timeout_ms)) < 0)
+    return rc;
+  return 0;
+}
+
 static int load_root(const loader *ld, config *c) {
   static const char *const keys[] = {
       "listen",  "data_dir",    "limits", "modules",   "allow_insecure_remote",
       "tls",     "unix_socket", "authz",  "retention", "shutdown",
-      "cgroups", NULL};
+      "cgroups", "http",        NULL};
   enum {
     LISTEN,
     DATA_DIR,
@@ -1283,6 +1298,7 @@ static int load_root(const loader *ld, config *c) {
     RETENTION,
     SHUTDOWN,
     CGROUPS,
+    HTTP,
     NKEYS
   };
   yaml_node_t *root = yaml_document_get_root_node((yaml_document_t *)&ld->doc);
@@ -1305,6 +1321,7 @@ static int load_root(const loader *ld, config *c) {
   if (v[RETENTION] && (rc = load_retention(ld, v[RETENTION], &c->retention)) < 0) return rc;
   if (v[SHUTDOWN] && (rc = load_shutdown(ld, v[SHUTDOWN], &c->shutdown)) < 0) return rc;
   if (v[CGROUPS] && (rc = load_cgroups(ld, v[CGROUPS], c)) < 0) return rc;
+  if (v[HTTP] && (rc = load_http(ld, v[HTTP], &c->http)) < 0) return rc;
   if (v[MODULES]) {
     const yaml_node_t *ms = v[MODULES];
 
@@ -1426,6 +1443,7 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
   c->retention = (config_retention){
       .sweep_interval_ms = 3600000, .max_age_ms = (uint64_t)7 * 86400000, .max_runs = 100000};
   c->shutdown.grace_ms = 30000;
+  c->http = (config_http){.ui = 1, .metrics = 1, .request_timeout_ms = 30000};
   rc = load_root(&ld, c);
   yaml_document_delete(&ld.doc);
   if (rc < 0) goto fail_config;

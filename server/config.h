@@ -51,6 +51,7 @@
  *   retention: {sweep_interval: 1h, max_age: 7d, max_runs: 100000}
  *   shutdown: {runs: wait, grace_ms: 30000}   # runs: wait | cancel
  *   cgroups: {root: auto}             # auto | off | /sys/fs/cgroup/some/delegated/dir
+ *   http: {ui: true, metrics: true, request_timeout_ms: 30000}   # the HTTP/1.1 side
  *   authz:                            # who may do what (see authz.h)
  *     - identity: "spiffe://prismq/ops*"    # required, non-empty glob
  *       modules: ["*"]                # globs over the module ids it may start
@@ -82,6 +83,11 @@
  * and max_runs 0 turn their limit off. shutdown.grace_ms 0..86400000. cgroups.root
  * "auto" looks for a writable cgroup v2 hierarchy, "off" keeps runs in process groups
  * only. memory_max >= 4096, cpu_max 1..100000 (percent of one CPU).
+ *
+ * HTTP/1.1 (docs/http.md): http.ui (default true) serves the web page at /, http.metrics
+ * (default true) the Prometheus metrics at /metrics; the JSON routes and /healthz are
+ * always there. http.request_timeout_ms 1000..600000 (default 30000): a request must
+ * have come in whole within it, and an idle keep-alive connection is closed after it.
  *
  * Transport security: allow_insecure_remote false (the authz module's rule for a
  * configuration without authz: only local peers are allowed). tls.handshake_timeout_ms
@@ -272,6 +278,13 @@ typedef struct config_shutdown {
   uint32_t grace_ms; /* wait: how long before the rest are cancelled (default 30000) */
 } config_shutdown;
 
+/* The http: section: what the HTTP/1.1 side serves beside the JSON routes. */
+typedef struct config_http {
+  int ui;                      /* the web page at / (default 1) */
+  int metrics;                 /* Prometheus metrics at /metrics (default 1) */
+  uint32_t request_timeout_ms; /* 1000..600000 (default 30000) */
+} config_http;
+
 /* One rule of the authz: list (see authz.h for how rules are applied). */
 typedef struct config_authz_rule {
   char *identity; /* fnmatch(3) glob over the caller identity, non-empty */
@@ -298,6 +311,7 @@ typedef struct config {
   int has_authz; /* an authz: key was given (even an empty list) */
   config_retention retention;
   config_shutdown shutdown;
+  config_http http;
   char *cgroup_root; /* cgroups.root: "auto" (default), "off", or an absolute path */
   unsigned refs;     /* references beyond the first (config_ref) */
 } config;

@@ -33,8 +33,10 @@ struct front {
   char **urls; /* as given, per listener */
   size_t nlisteners;
   log_limit refused_log;
-  http *http;    /* HTTP/1.1 on the plain listeners */
-  size_t nsniff; /* plain connections whose first bytes are awaited */
+  http *http;       /* HTTP/1.1, on any listener */
+  metrics *metrics; /* what /metrics shows, when the configuration has it on */
+  size_t nsniff;    /* connections whose protocol is not known yet (first bytes, TLS handshake) */
+  struct handshake *handshakes; /* TLS connections in their handshake */
 };
 
 static int load_tls(SSL_CTX **out, const config_tls *t, char *err, size_t errlen) {
@@ -42,14 +44,92 @@ static int load_tls(SSL_CTX **out, const config_tls *t, char *err, size_t errlen
   return tlsctx_server_new(out, &o, err, errlen);
 }
 
-/* Serves HTTP/2 (gRPC) on fd, TLS or not. */
-static void serve_h2(front *f, int fd, int tls_on, const char *url) {
-  conn_tls_opts tls = {f->tls, 1, NULL, f->cfg->tls.handshake_timeout_ms};
-  conn *cn = NULL;
-  int rc = conn_new_socket(&cn, f->base, fd, tls_on ? &tls : NULL);
-  if (rc == 0) rc = call_server_accept(f->calls, cn);
+/* Serves HTTP/2 (gRPC) on a transport whose protocol is known. */
+static void serve_h2(front *f, conn *cn, const char *url) {
+  int rc = call_server_accept(f->calls, cn);
   if (rc < 0) LOG_WARN("connection refused on %s: %s", url, strerror(-rc));
 }
+
+/* Serves HTTP/1.1 on a transport whose protocol is known. */
+static void serve_http(front *f, conn *cn) {
+  int rc = http_accept(f->http, cn);
+  if (rc < 0) LOG_WARN("HTTP/1.1 connection refused: %s", strerror(-rc));
+}
+
+/* ---- TLS: the protocol is the one ALPN selected ---- */
+
+/* A TLS connection until its handshake is over: in the front's list, so that a front
+ * freed meanwhile frees it. */
+struct handshake {
+  front *f;
+  conn *cn;
+  struct event *done; /* handshake_done, out of the transport's handler */
+  struct handshake *prev, *next;
+};
+
+static void handshake_free(struct handshake *hs) {
+  front *f = hs->f;
+  if (hs->prev)
+    hs->prev->next = hs->next;
+  else
+    f->handshakes = hs->next;
+  if (hs->next) hs->next->prev = hs->prev;
+  f->nsniff--;
+  event_free(hs->done);
+  free(hs);
+}
+
+/* Out of the transport's handler (conn_free is not allowed in it): gRPC for ALPN h2,
+ * HTTP/1.1 for http/1.1 or none, nothing for a failed handshake. */
+static void handshake_done(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct handshake *hs = arg;
+  front *f = hs->f;
+  conn *cn = hs->cn;
+  handshake_free(hs);
+  if (conn_error(cn)[0]) {
+    LOG_DEBUG("%s", conn_error(cn));
+    conn_free(cn);
+  } else if (strcmp(conn_alpn(cn), "h2") == 0) {
+    serve_h2(f, cn, "a TLS listener");
+  } else {
+    serve_http(f, cn);
+  }
+}
+
+/* A handler call: the transport may be up (it has a TLS version) or have failed, or
+ * the handshake may go on (a call from the conn's own kick). */
+static void handshake_fired(conn *cn, void *arg) {
+  struct handshake *hs = arg;
+  if (!conn_tls_version(cn, NULL) && !conn_error(cn)[0]) return;
+  conn_want_read(cn, 0);
+  event_active(hs->done, EV_TIMEOUT, 0);
+}
+
+static void serve_tls(front *f, int fd, const char *url) {
+  conn_tls_opts tls = {f->tls, 1, NULL, f->cfg->tls.handshake_timeout_ms};
+  conn *cn = NULL;
+  int rc = conn_new_socket(&cn, f->base, fd, &tls);
+  if (rc < 0) {
+    LOG_WARN("connection refused on %s: %s", url, strerror(-rc));
+    return;
+  }
+  struct handshake *hs = calloc(1, sizeof *hs);
+  if (!hs) abort();
+  hs->f = f;
+  hs->cn = cn;
+  hs->done = event_new(f->base, -1, 0, handshake_done, hs);
+  if (!hs->done) abort();
+  hs->next = f->handshakes;
+  if (f->handshakes) f->handshakes->prev = hs;
+  f->handshakes = hs;
+  f->nsniff++;
+  conn_set_handlers(cn, handshake_fired, handshake_fired, hs);
+  conn_want_read(cn, 1);
+}
+
+/* ---- plain: the protocol is in the first bytes ---- */
 
 static void sniff_wait(front *f, int fd);
 
@@ -65,14 +145,18 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   f->nsniff--;
-  int rc = 0;
-  if (n <= 0) /* closed, failed, or silent for the idle timeout */
+  if (n <= 0) { /* closed, failed, or silent for the idle timeout */
     close(fd);
+    return;
+  }
+  conn *cn = NULL;
+  int rc = conn_new_socket(&cn, f->base, fd, NULL);
+  if (rc < 0)
+    LOG_WARN("connection refused on a plain listener: %s", strerror(-rc));
   else if (memcmp(buf, preface, (size_t)n) != 0)
-    rc = http_accept(f->http, fd);
+    serve_http(f, cn);
   else
-    serve_h2(f, fd, 0, "a plain listener");
-  if (rc < 0) LOG_WARN("HTTP/1.1 connection refused: %s", strerror(-rc));
+    serve_h2(f, cn, "a plain listener");
 }
 
 /* Waits for a plain connection's first bytes, for at most the idle timeout: a one-shot
@@ -98,9 +182,9 @@ static void on_accept(int fd, listen_sock *l, void *arg) {
           (unsigned)max, held);
     return;
   }
-  /* TLS connections speak HTTP/2 only (ALPN h2); plain ones are sniffed. */
+  /* TLS connections say their protocol with ALPN; plain ones in their first bytes. */
   if (listen_is_tls(l))
-    serve_h2(f, fd, 1, listen_url(l));
+    serve_tls(f, fd, listen_url(l));
   else {
     f->nsniff++;
     sniff_wait(f, fd);
@@ -177,17 +261,28 @@ static int open_listeners(front *f, const config *cfg, const SSL_CTX *tls, const
   return rc;
 }
 
-int front_new(front **out, struct event_base *base, config *cfg, call_server *calls,
+/* What the HTTP/1.1 side serves under cfg, with the gRPC side's size limits (which
+ * HTTP/1.1 applies per request, so a reload changes them for the next one). */
+static http_opts http_options(const front *f, const config *cfg) {
+  http_opts ho = HTTP_OPTS_INIT;
+  ho.max_body = cfg->limits.max_message_bytes;
+  ho.max_headers = cfg->limits.max_header_list_bytes;
+  ho.timeout_ms = cfg->http.request_timeout_ms;
+  ho.ui = cfg->http.ui;
+  ho.metrics = cfg->http.metrics ? f->metrics : NULL;
+  return ho;
+}
+
+int front_new(front **out, struct event_base *base, config *cfg, call_server *calls, metrics *m,
               const char *const *urls, size_t nurls, char *err, size_t errlen) {
   front *f = calloc(1, sizeof *f);
   if (!f) abort();
   f->base = base;
+  f->metrics = m;
   f->cfg = config_ref(cfg);
   f->calls = calls;
   int rc = 0;
-  http_opts ho = HTTP_OPTS_INIT;
-  ho.max_body = cfg->limits.max_message_bytes;
-  ho.max_headers = cfg->limits.max_header_list_bytes;
+  http_opts ho = http_options(f, cfg);
   if ((rc = http_new(&f->http, base, calls, &ho)) < 0) goto fail;
   if (cfg->has_tls && (rc = load_tls(&f->tls, &cfg->tls, err, errlen)) < 0) goto fail;
   if ((rc = open_listeners(f, cfg, f->tls, urls, nurls, err, errlen)) < 0) goto fail;
@@ -211,6 +306,8 @@ int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, c
   /* Each open connection holds its own reference to the context it started with. */
   SSL_CTX_free(f->tls);
   f->tls = fresh;
+  http_opts ho = http_options(f, cfg);
+  http_reconfigure(f->http, &ho);
   config_free(f->cfg);
   f->cfg = config_ref(cfg);
   return 0;
@@ -229,6 +326,11 @@ void front_close(front *f) {
 void front_free(front *f) {
   if (!f) return;
   front_close(f);
+  while (f->handshakes) {
+    conn *cn = f->handshakes->cn;
+    handshake_free(f->handshakes);
+    conn_free(cn);
+  }
   http_free(f->http);
   free(f->listeners);
   free(f->urls);

@@ -23,12 +23,13 @@ struct event_base;
 typedef struct front front;
 
 /* Opens every listener of `urls` (nurls addresses, see listen.h) for the call layer
- * `calls` (which must outlive the front), under `cfg` (its tls, unix_socket, limits and
- * allow_insecure_remote; the front takes a reference). Logs "listening on URL" for each.
+ * `calls` (which must outlive the front), under `cfg` (its tls, unix_socket, limits,
+ * http and allow_insecure_remote; the front takes a reference). HTTP/1.1 connections get
+ * /metrics from `m` (NULL: none; must outlive the front) while cfg's http.metrics is on. Logs "listening on URL" for each.
  * Returns 0 and sets *out (free with front_free), or, *out untouched, a negative errno
  * with `err` saying why: -EINVAL for a policy or TLS set-up error (files, key mismatch,
  * expired certificate), else the listener's error. */
-int front_new(front **out, struct event_base *base, config *cfg, call_server *calls,
+int front_new(front **out, struct event_base *base, config *cfg, call_server *calls, metrics *m,
               const char *const *urls, size_t nurls, char *err, size_t errlen);
 
 /* Applies `cfg` (taking a reference, dropping the old one) and the listen addresses
@@ -36,7 +37,8 @@ int front_new(front **out, struct event_base *base, config *cfg, call_server *ca
  * listeners whose address is still listed are kept, others are closed, new ones are
  * opened (a unix socket keeps the mode it was made with). All or nothing: on failure
  * (bad TLS files, a listener that cannot be opened or that the policy refuses) the
- * old state stays and a negative errno is returned with `err` saying why. */
+ * old state stays and a negative errno is returned with `err` saying why. The http
+ * section (page, metrics, request timeout) applies to requests from now on. */
 int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, char *err,
                  size_t errlen);
 

@@ -18,9 +18,11 @@
 
 #include "google/rpc/status.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "authz.h"
 #include "grpcwire.h"
 #include "pbjson.h"
 #include "prismq/runner/v1/runner.pb-c.h"
+#include "ui.h"
 #include "xalloc.h"
 
 #define RUNNER "/prismq.runner.v1.Runner/"
@@ -43,12 +45,14 @@ enum reply_kind {
  * most one request, and one call, in flight. */
 struct hconn {
   http *h;
-  struct bufferevent *outer, *inner; /* the client's socket; ours to evhttp */
-  struct sockaddr_un name;           /* inner's abstract name, which evhttp sees */
+  conn *outer, *inner;                  /* the client's transport; ours to evhttp */
+  struct evbuffer *to_inner, *to_outer; /* relayed bytes the other side has not taken */
+  struct sockaddr_un name;              /* inner's abstract name, which evhttp sees */
   socklen_t namelen;
-  int efd;     /* evhttp's descriptor of this connection, once known, else -1 */
-  int closing; /* evhttp is done: the pair ends once outer has drained */
-  int dead;    /* ended: freed from free_ev */
+  int efd;               /* evhttp's descriptor of this connection, once known, else -1 */
+  int closing;           /* evhttp is done: the pair ends once outer has drained */
+  struct event *slow_ev; /* a request begun and not whole after the timeout: 408 */
+  int dead;              /* ended: freed from free_ev */
   struct event *free_ev;
   conn_peer peer;
   struct evhttp_request *req; /* the request being answered, or NULL */
@@ -72,6 +76,8 @@ struct http {
   size_t nconns;
   struct hconn **by_fd; /* connections by evhttp's descriptor, for the requests */
   size_t nby_fd;
+  int ui;           /* http_opts.ui: the web page's files are served */
+  metrics *metrics; /* http_opts.metrics */
 };
 
 /* The HTTP status for a gRPC status, as google/rpc/code.proto maps them. */
@@ -163,22 +169,31 @@ static void chunk_written(struct evhttp_connection *evcon, void *arg) {
 
 /* One Server-Sent Event: `event:` its kind, `id:` the seq of an output chunk (what
  * Last-Event-ID gives back on a reconnection), `data:` the chunk as JSON, a line each. */
-static void put_event(FILE *f, const Prismq__Runner__V1__OutputChunk *c) {
+/* Appends chunk c to b as one Server-Sent Event: its kind, the seq as the id of an
+ * output event, and its JSON a "data:" line per line. The JSON is printed once and its
+ * lines cut with memchr; the data's base64 is most of it, on one line. */
+static void put_event(struct evbuffer *b, const Prismq__Runner__V1__OutputChunk *c) {
   char *json = NULL;
   size_t len = 0;
   FILE *j = open_memstream(&json, &len);
   if (!j) abort();
   pbjson_print(j, &c->base);
   if (fclose(j) != 0) abort();
+  int rc = 0;
   if (c->progress)
-    fputs("event: progress\n", f);
+    rc = evbuffer_add(b, "event: progress\n", 16);
   else if (c->run)
-    fputs("event: end\n", f);
+    rc = evbuffer_add(b, "event: end\n", 11);
   else
-    fprintf(f, "event: output\nid: %llu\n", (unsigned long long)c->seq);
-  for (char *line = strtok(json, "\n"); line; line = strtok(NULL, "\n"))
-    fprintf(f, "data: %s\n", line);
-  fputc('\n', f);
+    rc = evbuffer_add_printf(b, "event: output\nid: %llu\n", (unsigned long long)c->seq) < 0;
+  for (const char *line = json, *end = json + len; rc == 0 && line < end;) {
+    const char *nl = memchr(line, '\n', (size_t)(end - line));
+    size_t n = (size_t)((nl ? nl : end) - line);
+    if (n > 0)
+      rc = evbuffer_add(b, "data: ", 6) || evbuffer_add(b, line, n) || evbuffer_add(b, "\n", 1);
+    line += n + 1;
+  }
+  if (rc != 0 || evbuffer_add(b, "\n", 1) != 0) abort();
   free(json);
 }
 
@@ -190,12 +205,7 @@ static void stream_chunk(struct hconn *hc, const Prismq__Runner__V1__OutputChunk
   if (hc->kind == REPLY_RAW) {
     if (evbuffer_add(b, c->data.data, c->data.len) != 0) abort();
   } else {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = body_open(&buf, &len);
-    put_event(f, c);
-    if (fclose(f) != 0 || evbuffer_add(b, buf, len) != 0) abort();
-    free(buf);
+    put_event(b, c);
   }
   if (evbuffer_get_length(b) > 0) evhttp_send_reply_chunk_with_cb(hc->req, b, chunk_written, hc);
   evbuffer_free(b);
@@ -242,7 +252,7 @@ static int sink_writable(void *arg) {
   struct hconn *hc = arg;
   struct bufferevent *bev = req_bev(hc);
   return bev && evbuffer_get_length(bufferevent_get_output(bev)) < STREAM_HIGH &&
-         evbuffer_get_length(bufferevent_get_output(hc->outer)) < RELAY_MAX / 2;
+         evbuffer_get_length(hc->to_outer) + conn_pending(hc->outer) < RELAY_MAX / 2;
 }
 
 static void sink_finish(void *arg, int status, const char *msg, const uint8_t *details,
@@ -492,6 +502,51 @@ static void preset_route(struct hconn *hc, enum evhttp_cmd_type cmd, char *rest,
   }
 }
 
+/* The web page's policy: everything from this origin only, no inline script or style
+ * (the page has none), no <base>, not framed by other sites. */
+#define UI_CSP "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+
+/* GET of the web page's files (ui.c), when http_opts.ui is set: 200 with the file, or
+ * 304 when If-None-Match names its tag. The browser is told to revalidate at each use
+ * (no-cache: a new prismqd may serve a new page), not to guess types (nosniff), and
+ * to load nothing from elsewhere (UI_CSP). Returns 1 if answered, 0 if there is no such
+ * file (nothing is answered then). */
+static int ui_route(struct hconn *hc, const char *path) {
+  ui_asset a;
+  if (!hc->h->ui || ui_lookup(&a, path) < 0) return 0;
+  struct evkeyvalq *in = evhttp_request_get_input_headers(hc->req);
+  struct evkeyvalq *out = evhttp_request_get_output_headers(hc->req);
+  int fresh = ui_etag_matches(&a, evhttp_find_header(in, "If-None-Match"));
+  evhttp_add_header(out, "Content-Type", a.content_type);
+  evhttp_add_header(out, "ETag", a.etag);
+  evhttp_add_header(out, "Cache-Control", "no-cache");
+  evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+  evhttp_add_header(out, "Content-Security-Policy", UI_CSP);
+  evbuffer_drain(hc->body, evbuffer_get_length(hc->body));
+  /* The bytes are static: evhttp sends them from where they are. */
+  if (!fresh && evbuffer_add_reference(hc->body, a.data, a.len, NULL, NULL) != 0) abort();
+  evhttp_send_reply(hc->req, fresh ? 304 : 200, NULL, hc->body);
+  hc->req = NULL;
+  return 1;
+}
+
+/* GET /metrics: what the registry renders now, for a caller who may read every run
+ * (role read_all: the figures are the runs of all identities). */
+static void metrics_route(struct hconn *hc) {
+  http *h = hc->h;
+  if (!(call_server_roles(h->calls, &hc->peer) & AUTHZ_READ_ALL)) {
+    reply_error(hc, GW_PERMISSION_DENIED, "permission denied: /metrics needs role read_all", NULL,
+                0);
+    return;
+  }
+  evbuffer_drain(hc->body, evbuffer_get_length(hc->body));
+  metrics_render(h->metrics, hc->body);
+  evhttp_add_header(evhttp_request_get_output_headers(hc->req), "Content-Type",
+                    METRICS_CONTENT_TYPE);
+  evhttp_send_reply(hc->req, 200, NULL, hc->body);
+  hc->req = NULL;
+}
+
 static void route(struct hconn *hc, enum evhttp_cmd_type cmd, char *path, struct evkeyvalq *q) {
   int get = cmd == EVHTTP_REQ_GET;
   if (strcmp(path, "/healthz") == 0 && get) {
@@ -504,6 +559,8 @@ static void route(struct hconn *hc, enum evhttp_cmd_type cmd, char *path, struct
     r.category = cat ? (char *)cat : (char *)"";
     invoke(hc, "ListModules", &r.base, &prismq__runner__v1__list_modules_response__descriptor,
            REPLY_JSON);
+  } else if (strcmp(path, "/metrics") == 0 && get && hc->h->metrics) {
+    metrics_route(hc);
   } else if (strcmp(path, "/v1/runs") == 0 && get) {
     list_runs(hc, q);
   } else if (strcmp(path, "/v1/runs") == 0 && cmd == EVHTTP_REQ_POST) {
@@ -513,7 +570,7 @@ static void route(struct hconn *hc, enum evhttp_cmd_type cmd, char *path, struct
     preset_route(hc, cmd, path + 11, q);
   } else if (strncmp(path, "/v1/runs/", 9) == 0 && path[9]) {
     run_route(hc, cmd, path + 9, q);
-  } else {
+  } else if (!get || !ui_route(hc, path)) {
     reply_error(hc, GW_NOT_FOUND, "no such route", NULL, 0);
   }
 }
@@ -529,6 +586,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
     return;
   }
   hc->req = req;
+  evtimer_del(hc->slow_ev); /* it came in whole */
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   struct evkeyvalq q = {NULL, &q.tqh_first};
   const char *query = evhttp_uri_get_query(uri);
@@ -546,64 +604,132 @@ static void on_request(struct evhttp_request *req, void *arg) {
 
 /* libevent 2.1's evhttp takes connections only from a listening socket it accepts
  * on (evhttp_get_request is not exported). So each HTTP/1.1 connection the front
- * hands over is relayed through a private socket pair: the front's socket ("outer")
- * and our end of a unix connection to evhttp's private listener ("inner"), bytes
- * moved between their bufferevents with bounded buffers. The pair is the count of
+ * hands over is relayed through a private socket pair: the client's transport
+ * ("outer", a socket or TLS) and our end of a unix connection to evhttp's private
+ * listener ("inner"), bytes moved between them through bounded buffers. Both are
+ * conns, which write what they can at once: a relayed answer costs no extra pass of
+ * the loop, nor the epoll changes of a bufferevent's write. The pair is the count of
  * live connections, and carries the real peer: evhttp's side finds it by the abstract
  * name our end is bound to (lookup). */
 
 static void hconn_close(struct hconn *hc);
 
-/* Moves what `from` read to `to`, pausing `from` while `to` is full. */
-static void relay_read(struct bufferevent *from, void *arg) {
-  struct hconn *hc = arg;
-  struct bufferevent *to = from == hc->outer ? hc->inner : hc->outer;
-  if (bufferevent_write_buffer(to, bufferevent_get_input(from)) != 0) abort();
-  if (evbuffer_get_length(bufferevent_get_output(to)) >= RELAY_MAX) {
-    bufferevent_disable(from, EV_READ);
-    bufferevent_setwatermark(to, EV_WRITE, RELAY_MAX / 2, 0);
+/* Sends what `buf` holds to `to`; what it does not take now waits for its on_write. */
+static int relay_send(struct hconn *hc, conn *to, struct evbuffer *buf) {
+  if (conn_write(to, buf) < 0) {
+    hconn_close(hc);
+    return -1;
   }
+  if (evbuffer_get_length(buf) > 0) conn_want_write(to);
+  return 0;
 }
 
-/* `to` has drained: the side feeding it reads again; a closing pair ends. */
-static void relay_written(struct bufferevent *to, void *arg) {
-  struct hconn *hc = arg;
+/* Reads what `from` has into `buf` (up to RELAY_MAX: then `from` pauses until `to`
+ * drains it) and passes it on to `to`. The client's end or failure ends the pair;
+ * evhttp's end does once what it wrote has reached the client. */
+static void relay(struct hconn *hc, conn *from, conn *to, struct evbuffer *buf) {
+  for (;;) {
+    if (evbuffer_get_length(buf) >= RELAY_MAX) {
+      conn_want_read(from, 0);
+      break;
+    }
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(buf, 16384, &v, 1) < 1) abort();
+    ssize_t n = conn_read(from, v.iov_base, v.iov_len);
+    if (n == -EAGAIN) break;
+    if (n <= 0) {
+      if (from == hc->inner && (evbuffer_get_length(buf) > 0 || conn_pending(to) > 0)) {
+        hc->closing = 1; /* relay_written ends it */
+        conn_want_read(hc->inner, 0);
+        conn_want_read(hc->outer, 0);
+        break;
+      }
+      hconn_close(hc);
+      return;
+    }
+    int whole = (size_t)n == v.iov_len;
+    v.iov_len = (size_t)n;
+    evbuffer_commit_space(buf, &v, 1);
+    /* Short: nothing more now. The conn calls again for more (epoll, or its own wake-up
+     * for TLS records it holds), which spares a read that would only say EAGAIN. */
+    if (!whole) break;
+  }
+  if (relay_send(hc, to, buf) == 0 && hc->closing) conn_want_write(to); /* to end there */
+}
+
+/* `to` took more: the side feeding it reads again below half the bound; a closing pair
+ * ends once the client has everything. */
+static void relay_written(struct hconn *hc, conn *to, conn *from, struct evbuffer *buf) {
+  if (relay_send(hc, to, buf) < 0) return;
   if (hc->closing) {
-    hconn_close(hc);
+    if (evbuffer_get_length(buf) == 0 && conn_pending(to) == 0)
+      hconn_close(hc);
+    else if (evbuffer_get_length(buf) == 0)
+      conn_want_write(to); /* TLS ciphertext still on its way */
     return;
   }
-  struct bufferevent *from = to == hc->outer ? hc->inner : hc->outer;
-  bufferevent_setwatermark(to, EV_WRITE, 0, 0);
-  bufferevent_enable(from, EV_READ);
+  if (evbuffer_get_length(buf) < RELAY_MAX / 2) conn_want_read(from, 1);
   if (hc->pending && to == hc->outer) call_sink_drained(hc->pending);
 }
 
-/* The client went away (or failed): everything ends. evhttp closing its side ends
- * the pair once what it wrote has reached the client. */
-static void relay_event(struct bufferevent *bev, short what, void *arg) {
+static void outer_read(conn *c, void *arg) {
   struct hconn *hc = arg;
-  if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
-  if (bev == hc->inner && evbuffer_get_length(bufferevent_get_output(hc->outer)) > 0) {
-    hc->closing = 1; /* relay_written ends it */
-    bufferevent_disable(hc->outer, EV_READ);
-    bufferevent_setwatermark(hc->outer, EV_WRITE, 0, 0);
-    return;
-  }
-  hconn_close(hc);
+  /* Bytes of a request, none being answered: it must be whole within the timeout. */
+  if (!hc->req && !evtimer_pending(hc->slow_ev, NULL)) evtimer_add(hc->slow_ev, &hc->h->timeout);
+  relay(hc, c, hc->inner, hc->to_inner);
+}
+
+/* A request did not come in whole within the timeout (evhttp's own, a second later,
+ * would close the connection without a word): answered 408 here, and the pair ends
+ * once the client has it. */
+static void slow_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct hconn *hc = arg;
+  if (hc->req || hc->closing || hc->dead) return;
+  char body[160];
+  int n = snprintf(body, sizeof body,
+                   "{\"code\": %d, \"message\": \"request not received whole within %ld ms\", "
+                   "\"details\": []}\n",
+                   GW_DEADLINE_EXCEEDED,
+                   (long)hc->h->timeout.tv_sec * 1000 + (long)hc->h->timeout.tv_usec / 1000);
+  if (evbuffer_add_printf(hc->to_outer,
+                          "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                          n, body) < 0)
+    abort();
+  hc->closing = 1;
+  conn_want_read(hc->outer, 0);
+  conn_want_read(hc->inner, 0);
+  if (relay_send(hc, hc->outer, hc->to_outer) == 0) conn_want_write(hc->outer);
+}
+
+static void inner_read(conn *c, void *arg) {
+  struct hconn *hc = arg;
+  relay(hc, c, hc->outer, hc->to_outer);
+}
+
+static void outer_written(conn *c, void *arg) {
+  struct hconn *hc = arg;
+  relay_written(hc, c, hc->inner, hc->to_outer);
+}
+
+static void inner_written(conn *c, void *arg) {
+  struct hconn *hc = arg;
+  relay_written(hc, c, hc->outer, hc->to_inner);
 }
 
 /* Ends the pair: a call in flight is dropped (its handler hears of it) and its request
- * answered to evhttp's side, now closed, so that evhttp frees it. The pair is freed
- * from its own event, not inside the bufferevents' callbacks that end it. */
+ * answered to evhttp's side (whose connection ends when ours is freed), so that evhttp
+ * frees it. The pair is freed from its own event, not inside the handlers that end it. */
 static void hconn_close(struct hconn *hc) {
   if (hc->dead) return;
   hc->dead = 1;
   hc->h->nconns--;
   if (hc->pending) call_drop(hc->pending);
   hc->pending = NULL;
-  bufferevent_disable(hc->outer, EV_READ | EV_WRITE);
-  bufferevent_disable(hc->inner, EV_READ | EV_WRITE);
-  shutdown(bufferevent_getfd(hc->inner), SHUT_RDWR);
+  conn_want_read(hc->outer, 0);
+  conn_want_read(hc->inner, 0);
   if (hc->req) evhttp_send_reply(hc->req, 503, NULL, NULL);
   hc->req = NULL;
   event_active(hc->free_ev, EV_TIMEOUT, 0);
@@ -618,8 +744,11 @@ static void hconn_free(struct hconn *hc) {
   else
     h->conns = hc->next;
   if (hc->next) hc->next->prev = hc->prev;
-  bufferevent_free(hc->outer);
-  bufferevent_free(hc->inner);
+  conn_free(hc->outer);
+  conn_free(hc->inner);
+  event_free(hc->slow_ev);
+  evbuffer_free(hc->to_inner);
+  evbuffer_free(hc->to_outer);
   event_free(hc->free_ev);
   evbuffer_free(hc->body);
   free(hc);
@@ -662,7 +791,7 @@ static int connect_inner(http *h, struct hconn *hc) {
   hc->namelen = sizeof hc->name;
   if (bind(s, (struct sockaddr *)&any, sizeof(sa_family_t)) != 0 ||
       getsockname(s, (struct sockaddr *)&hc->name, &hc->namelen) != 0 ||
-      (connect(s, (struct sockaddr *)&h->addr, h->addrlen) != 0 && errno != EINPROGRESS)) {
+      connect(s, (struct sockaddr *)&h->addr, h->addrlen) != 0) {
     int e = errno;
     close(s);
     errno = e;
@@ -671,27 +800,34 @@ static int connect_inner(http *h, struct hconn *hc) {
   return s;
 }
 
-int http_accept(http *h, int fd) {
+int http_accept(http *h, conn *outer) {
   struct hconn *hc = xcalloc(1, sizeof *hc);
   hc->h = h;
   hc->efd = -1;
-  conn_peer_of_fd(&hc->peer, fd);
-  int s = connect_inner(h, hc);
+  hc->peer = *conn_get_peer(outer);
+  int s = connect_inner(h, hc), rc;
   if (s < 0) {
-    int e = errno;
-    close(fd);
+    rc = -errno;
+    conn_free(outer);
     free(hc);
-    return -e;
+    return rc;
   }
+  if ((rc = conn_new_socket(&hc->inner, h->base, s, NULL)) < 0) {
+    conn_free(outer);
+    free(hc);
+    return rc;
+  }
+  hc->outer = outer;
   hc->body = evbuffer_new();
+  hc->to_inner = evbuffer_new();
+  hc->to_outer = evbuffer_new();
   hc->free_ev = evtimer_new(h->base, free_cb, hc);
-  hc->outer = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
-  hc->inner = bufferevent_socket_new(h->base, s, BEV_OPT_CLOSE_ON_FREE);
-  if (!hc->body || !hc->free_ev || !hc->outer || !hc->inner) abort();
-  bufferevent_setcb(hc->outer, relay_read, relay_written, relay_event, hc);
-  bufferevent_setcb(hc->inner, relay_read, relay_written, relay_event, hc);
-  bufferevent_enable(hc->outer, EV_READ | EV_WRITE);
-  bufferevent_enable(hc->inner, EV_READ | EV_WRITE);
+  hc->slow_ev = evtimer_new(h->base, slow_cb, hc);
+  if (!hc->body || !hc->to_inner || !hc->to_outer || !hc->free_ev || !hc->slow_ev) abort();
+  conn_set_handlers(hc->outer, outer_read, outer_written, hc);
+  conn_set_handlers(hc->inner, inner_read, inner_written, hc);
+  conn_want_read(hc->outer, 1);
+  conn_want_read(hc->inner, 1);
   hc->next = h->conns;
   if (h->conns) h->conns->prev = hc;
   h->conns = hc;
@@ -724,6 +860,20 @@ static int open_inner(http *h) {
   return 0;
 }
 
+void http_reconfigure(http *h, const http_opts *opts) {
+  h->ui = opts->ui;
+  h->metrics = opts->metrics;
+  evhttp_set_max_body_size(h->evh, (ev_ssize_t)opts->max_body);
+  evhttp_set_max_headers_size(h->evh, (ev_ssize_t)opts->max_headers);
+  h->timeout.tv_sec = (time_t)(opts->timeout_ms / 1000);
+  h->timeout.tv_usec = (suseconds_t)(opts->timeout_ms % 1000) * 1000;
+  /* A second more than ours: a slow request is answered 408 (slow_cb) before evhttp
+   * drops it; an idle keep-alive connection goes then. */
+  struct timeval evh = h->timeout;
+  evh.tv_sec += 1;
+  evhttp_set_timeout_tv(h->evh, &evh);
+}
+
 int http_new(http **out, struct event_base *base, call_server *calls, const http_opts *opts) {
   static const http_opts defaults = HTTP_OPTS_INIT;
   if (!opts) opts = &defaults;
@@ -737,11 +887,7 @@ int http_new(http **out, struct event_base *base, call_server *calls, const http
   }
   evhttp_set_gencb(h->evh, on_request, h);
   evhttp_set_allowed_methods(h->evh, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
-  evhttp_set_max_body_size(h->evh, (ev_ssize_t)opts->max_body);
-  evhttp_set_max_headers_size(h->evh, (ev_ssize_t)opts->max_headers);
-  h->timeout.tv_sec = (time_t)(opts->timeout_ms / 1000);
-  h->timeout.tv_usec = (suseconds_t)(opts->timeout_ms % 1000) * 1000;
-  evhttp_set_timeout_tv(h->evh, &h->timeout);
+  http_reconfigure(h, opts);
   int rc = open_inner(h);
   if (rc < 0) {
     evhttp_free(h->evh);

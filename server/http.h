@@ -16,6 +16,8 @@
  *   GET  /v1/presets?module_id=&page_size=&page_token=
  *   POST /v1/presets                   body: SavePresetRequest as JSON
  *   DELETE /v1/presets/{module}/{name}
+ *   GET  /metrics                      Prometheus text format (http_opts.metrics)
+ *   GET  / and /NAME                   the web page's files (ui.h; http_opts.ui)
  * Bounded: a request's headers and body (http_opts), a slow request (timeout), and
  * the connections (http_live_conns, counted by the front against
  * limits.max_connections). Single-threaded, on the server's event_base. */
@@ -26,6 +28,7 @@
 #include <stdint.h>
 
 #include "call.h"
+#include "metrics.h"
 
 struct event_base;
 
@@ -38,21 +41,29 @@ typedef struct http_opts {
   /* A request must have come in whole within this, and an idle keep-alive connection
    * is closed after it (default 30000 ms). */
   uint32_t timeout_ms;
+  int ui; /* non-zero: the web page at / (default 1) */
+  /* GET /metrics renders it (metrics.h) for a caller with the role read_all; NULL: no
+   * such route (default). Must outlive the http. */
+  metrics *metrics;
 } http_opts;
 
 #define HTTP_OPTS_INIT \
-  { 4u << 20, 16u << 10, 30000 }
+  { 4u << 20, 16u << 10, 30000, 1, NULL }
 
 /* Creates the front for calls on `calls` (which must outlive it) on `base`. `opts`
  * may be NULL for HTTP_OPTS_INIT. Returns 0 and sets *out (free with http_free), or
  * -ENOMEM with *out untouched. */
 int http_new(http **out, struct event_base *base, call_server *calls, const http_opts *opts);
 
-/* Serves HTTP/1.1 on the accepted socket `fd` (connected, non-blocking), which h
- * owns from now on, also on failure (closed). Returns 0, or a negative errno
- * when the relay to evhttp could not be made (socket, bind or connect failed, e.g.
- * -EMFILE). */
-int http_accept(http *h, int fd);
+/* Applies `opts` from now on (a reloaded configuration): requests that begin later
+ * get its limits, timeout, page and metrics. */
+void http_reconfigure(http *h, const http_opts *opts);
+
+/* Serves HTTP/1.1 on the client's transport `outer` (a socket, or TLS whose handshake
+ * is over: its peer is the one requests are authorized as), which h owns from now on,
+ * also on failure (freed). Returns 0, or a negative errno when the relay to evhttp
+ * could not be made (socket, bind or connect failed, e.g. -EMFILE). */
+int http_accept(http *h, conn *outer);
 
 /* The HTTP/1.1 connections open now. */
 size_t http_live_conns(const http *h);

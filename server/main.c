@@ -21,8 +21,10 @@
 #include "front.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "prismq_descriptors.h"
 #include "prismq_version.h"
+#include "procstat.h"
 #include "reflection.h"
 #include "retention.h"
 #include "runner.h"
@@ -54,6 +56,7 @@ struct server {
   runner *runner;
   admin *admin;
   reflection *reflection;
+  metrics *metrics; /* every figure /metrics shows */
   front *front;
   sdnotify *notify; /* systemd's readiness protocol; NULL when not run by it */
   struct event *sigterm, *sigint, *sighup;
@@ -281,6 +284,39 @@ static void server_counters(admin_counters *out, void *arg) {
   out->conns = srv->front ? front_live_conns(srv->front) : 0;
 }
 
+/* /metrics: the server's own figures beside the core's, the call layer's and the
+ * process's (metrics_open). */
+static void server_metrics(void *arg, metrics *m) {
+  struct server *srv = arg;
+  static const char *const proto[] = {"protocol", NULL};
+  metrics_family *conns =
+      metrics_family_get(m, METRICS_GAUGE, "prismq_connections",
+                         "Client connections open now, by protocol.", proto, NULL, 0);
+  const char *h2[] = {"grpc"}, *h1[] = {"http"};
+  admin_counters c = {0, 0, 0, 0};
+  server_counters(&c, srv);
+  metrics_set(metrics_series_get(conns, h2), (double)call_server_live_conns(srv->calls));
+  metrics_set(metrics_series_get(conns, h1), (double)c.conns);
+  metrics_set(metrics_series_only(metrics_family_get(
+                  m, METRICS_GAUGE, "prismq_followers",
+                  "Calls following a run's output now (gRPC and HTTP).", NULL, NULL, 0)),
+              (double)c.followers);
+}
+
+/* The registry, with what is known before the core opens: the build, the process. */
+static void metrics_open(struct server *srv) {
+  static const char *const build[] = {"version", "commit", NULL};
+  metrics_new(&srv->metrics);
+  const char *v[] = {PRISMQ_VERSION, PRISMQ_COMMIT};
+  metrics_set(
+      metrics_series_get(metrics_family_get(srv->metrics, METRICS_GAUGE, "prismq_build_info",
+                                            "The prismqd build: always 1.", build, NULL, 0),
+                         v),
+      1);
+  procstat_register(srv->metrics);
+  metrics_on_render(srv->metrics, server_metrics, srv);
+}
+
 static unsigned peer_roles(void *arg, const conn_peer *p) {
   const struct server *srv = arg;
   return authz_roles(srv->cfg, p->identity, p->local);
@@ -427,7 +463,9 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
     return 2;
   }
   open_cgroups(srv, data_dir);
+  runtab_set_metrics(srv->rt, srv->metrics);
   sched_opts so = SCHED_OPTS_INIT;
+  so.metrics = srv->metrics;
   so.cg = srv->cg;
   so.cfg = srv->cfg;
   so.data_dir = data_dir;
@@ -465,6 +503,7 @@ static int open_services(struct server *srv) {
   co.roles = peer_roles;
   co.roles_arg = srv;
   co.role_name = authz_role_name;
+  co.metrics = srv->metrics;
   static const char *const health_services[] = {RUNNER_SERVICE, "prismq.admin.v1.Admin", NULL};
   if (call_server_new(&srv->calls, srv->base, &co) < 0 ||
       health_new(&srv->health, srv->calls, health_services) < 0 ||
@@ -514,6 +553,7 @@ static void server_free(struct server *srv) {
   runtab_free(srv->rt);
   if (srv->base) event_base_free(srv->base);
   sdnotify_free(srv->notify);
+  metrics_free(srv->metrics);
   config_free(srv->cfg);
 }
 
@@ -540,10 +580,11 @@ int main(int argc, char **argv) {
   if (sdnotify_new(&srv.notify, err, sizeof err) < 0)
     LOG_WARN("%s: the service manager will not hear of readiness, reloads or shutdown", err);
 
+  metrics_open(&srv);
   status = open_core(&srv, data_dir, smode);
   if (status == 0 && (open_services(&srv) < 0 || open_events(&srv) < 0)) status = 1;
-  if (status == 0 && front_new(&srv.front, srv.base, srv.cfg, srv.calls, cl.listen_urls, cl.nlisten,
-                               err, sizeof err) < 0) {
+  if (status == 0 && front_new(&srv.front, srv.base, srv.cfg, srv.calls, srv.metrics,
+                               cl.listen_urls, cl.nlisten, err, sizeof err) < 0) {
     LOG_ERROR("%s", err);
     status = 2;
   }

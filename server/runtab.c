@@ -60,10 +60,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ids.h"
 #include "log.h"
+#include "metrics.h"
 #include "xalloc.h"
 
 typedef Prismq__Runner__V1__Run Run;
@@ -188,7 +190,8 @@ struct runtab {
   unsigned list_victim; /* next slot to reuse when all are taken (round robin) */
   uint8_t *buf;         /* packing buffer, reused by every write */
   size_t cap;
-  uint64_t count; /* rows in runs: this connection is the only writer */
+  uint64_t count;                 /* rows in runs: this connection is the only writer */
+  metrics_series *commit_seconds; /* runtab_set_metrics; NULL: not measured */
 };
 
 /* protobuf-c leaves strings NULL only if the caller did; treat that as "". */
@@ -227,7 +230,16 @@ static void rollback(runtab *t) {
 /* Commits the open transaction, which ends the waiting of its updates; on failure
  * rolls it back (they keep waiting) and returns -EIO (logged). */
 static int commit(runtab *t, const char *op, const char *run_id) {
-  if (step_done(t->st[ST_COMMIT]) == SQLITE_OK) {
+  struct timespec t0, t1;
+  if (t->commit_seconds) clock_gettime(CLOCK_MONOTONIC, &t0);
+  int rc = step_done(t->st[ST_COMMIT]);
+  if (t->commit_seconds) {
+    /* The checkpoints that commits run (the WAL hook) are in it: they are the slow ones. */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    metrics_observe(t->commit_seconds,
+                    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+  }
+  if (rc == SQLITE_OK) {
     t->npend = 0;
     t->pend_used = 0;
     t->failing = 0;
@@ -935,4 +947,15 @@ int runtab_preset_delete(runtab *t, const char *module_id, const char *name) {
   int gone = sqlite3_changes(t->db) > 0;
   if ((rc = commit(t, "commit preset", NULL)) < 0) return rc;
   return gone ? 0 : -ENOENT;
+}
+
+void runtab_set_metrics(runtab *t, metrics *m) {
+  /* Seconds: an append to the WAL takes tens of microseconds, a checkpoint's fsyncs tens
+   * of milliseconds. */
+  static const double buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                   0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1};
+  t->commit_seconds = metrics_series_only(
+      metrics_family_get(m, METRICS_HISTOGRAM, "prismq_runtab_commit_seconds",
+                         "How long run table commits took, checkpoints included.", NULL, buckets,
+                         sizeof buckets / sizeof *buckets));
 }

@@ -42,6 +42,7 @@
 #include "prismq/runner/v1/runner.pb-c.h"
 
 typedef struct runtab runtab;
+typedef struct metrics metrics;
 
 /* Most statuses, and most labels, one runtab_list filter may hold. */
 #define RUNTAB_FILTER_MAX 64
@@ -211,5 +212,9 @@ void runtab_preset_list_free(Prismq__Runner__V1__Preset **presets, size_t n);
 /* Deletes the preset of module_id named `name`. Returns 0, -ENOENT if there is none, or
  * -EIO if SQLite fails (logged; nothing deleted). */
 int runtab_preset_delete(runtab *t, const char *module_id, const char *name);
+
+/* Measures every commit from now on, in m's histogram prismq_runtab_commit_seconds (m
+ * must outlive t). */
+void runtab_set_metrics(runtab *t, metrics *m);
 
 #endif

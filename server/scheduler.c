@@ -23,6 +23,7 @@
 #include "progress.h"
 #include "quota.h"
 #include "resmon.h"
+#include "runstats.h"
 #include "secretkey.h"
 #include "utf8.h"
 #include "xalloc.h"
@@ -96,6 +97,7 @@ struct sched {
   void (*on_idle)(void *arg); /* after sched_shutdown: no run is active any more */
   void *idle_arg;
   char blocked_why[160]; /* the last resource check that held the queue */
+  runstats *stats;       /* NULL without opts.metrics */
 };
 
 static const char *status_name(int st) {
@@ -374,6 +376,8 @@ static void finish(struct srun *r, int status, const char *error) {
   int was_running = pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
   pb->status = status;
   pb->finished_at_ms = id_now_ms();
+  runstats_finished(s->stats, pb->module_id, status_name(status),
+                    pb->started_at_ms ? pb->finished_at_ms - pb->started_at_ms : -1);
   if (error) set_str(&pb->error_message, error);
   refresh_live(r);
   if (pb->output_dropped_bytes) note_dropped(r);
@@ -412,6 +416,7 @@ static void output_lost(struct srun *r, int rc, size_t len) {
 }
 
 static void store_output(struct srun *r, int stream, const uint8_t *data, size_t len, int64_t now) {
+  runstats_output(r->s->stats, stream, len);
   int rc = outlog_append(r->log, stream, data, len, now);
   if (rc < 0) output_lost(r, rc, len);
 }
@@ -444,6 +449,7 @@ static void add_update(struct updates *u, const Prismq__Runner__V1__Progress *in
 static void store_updates(struct srun *r, int stream, const uint8_t *data, size_t len,
                           struct updates *u, int64_t now) {
   sched_run *pb = r->pb;
+  runstats_output(r->s->stats, stream, len);
   int rc = outlog_append_updates(r->log, stream, data, len, u->at, u->ptr, u->n, now);
   if (rc < 0) output_lost(r, rc, len);
   if (rc != 0 && !r->progress_warned) {
@@ -706,6 +712,7 @@ static void start_run(struct srun *r) {
   quota_inc(s->running_by_module, r->mod->id);
   pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
   pb->started_at_ms = id_now_ms();
+  runstats_started(s->stats, pb->module_id);
 
   outlog_opts lo = OUTLOG_OPTS_INIT;
   lo.max_bytes = r->cfg->limits.output_max_bytes;
@@ -1317,6 +1324,7 @@ static int recover(sched *s) {
       lost++;
     }
     pb->finished_at_ms = now;
+    runstats_finished(s->stats, pb->module_id, status_name(pb->status), -1);
     persist(s, pb);
   }
   runtab_list_free(runs, n);
@@ -1391,6 +1399,13 @@ int sched_set_config(sched *s, config *cfg, char *err, size_t errlen) {
 
 const config *sched_config(const sched *s) { return s->cfg; }
 
+static void stats_gauges(void *arg, runstats_gauges *g) {
+  const sched *s = arg;
+  g->queued = s->nqueued;
+  g->running = s->nrunning;
+  g->runs = runtab_count(s->opts.rt);
+}
+
 int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char *err,
               size_t errlen) {
   sched *s = xcalloc(1, sizeof *s);
@@ -1411,6 +1426,8 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   s->pump_ev = event_new(base, -1, 0, pump_cb, s);
   s->drain_ev = evtimer_new(base, drain_cb, s);
   if (!s->pump_ev || !s->drain_ev) abort();
+  /* Before the recovery, so that the runs it ends are counted. */
+  if (opts->metrics) runstats_new(&s->stats, opts->metrics, stats_gauges, s);
   if ((rc = recover(s)) < 0) {
     snprintf(err, errlen, "cannot read the run table: %s", strerror(-rc));
     goto fail;
@@ -1456,6 +1473,7 @@ void sched_free(sched *s) {
   config_free(s->cfg);
   free(s->packed);
   free(s->data_dir);
+  runstats_free(s->stats);
   explicit_bzero(s->secret_key, sizeof s->secret_key);
   free(s);
 }

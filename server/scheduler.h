@@ -35,6 +35,7 @@ typedef struct outlog_reader outlog_reader;
 
 typedef Prismq__Runner__V1__Run sched_run;
 typedef struct cgroup_root cgroup_root;
+typedef struct metrics metrics;
 
 /* error_message of the runs a shutdown cancels. */
 #define SCHED_SHUTDOWN_MESSAGE "server shutdown"
@@ -56,6 +57,7 @@ typedef struct sched_opts {
   uint32_t default_grace_ms;   /* cancel and timeout: SIGTERM, then SIGKILL after this */
   uint32_t orphan_kill_ms;     /* see proc_opts */
   cgroup_root *cg;             /* runs get cgroups under it; NULL: process groups only. Not owned */
+  metrics *metrics;            /* runs are counted there (runstats.h); NULL: not. Not owned */
 } sched_opts;
 
 /* The default grace of a cancel, a timeout and a shutdown's cancel: SIGTERM, then
@@ -63,7 +65,7 @@ typedef struct sched_opts {
 #define SCHED_DEFAULT_GRACE_MS 5000
 
 #define SCHED_OPTS_INIT \
-  { NULL, NULL, "./var", SCHED_ASYNC, 1000, SCHED_DEFAULT_GRACE_MS, 2000, NULL }
+  { NULL, NULL, "./var", SCHED_ASYNC, 1000, SCHED_DEFAULT_GRACE_MS, 2000, NULL, NULL }
 
 /* Parses PRISMQ_RUN_MODE ("async", "threaded", "dry-run"; NULL or "" = async).
  * Returns 0 and sets *out, or -EINVAL. */

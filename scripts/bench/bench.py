@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 
@@ -51,7 +52,7 @@ UNARY_REPS = 3
 PIN = os.environ.get("BENCH_PIN", "1") != "0" and os.cpu_count() >= 2
 SERVER_CPU, LOAD_CPU = "0", "1"
 PHASES = ("unary", "start", "firstbyte", "stream", "progress", "fanout", "memory", "instructions", "tls",
-          "bigtable", "http")
+          "bigtable", "http", "sse")
 TLS_HANDSHAKE_SECONDS = 2
 TLS_REPS = 3
 BIGTABLE_RUNS = int(os.environ.get("BENCH_BIGTABLE_RUNS", "1000000"))
@@ -386,6 +387,44 @@ class Bench:
                             res["getrun_c4_m%d" % m]["ratio"], ">=", 0.5, "x")
         finally:
             srv.stop()
+
+    def http_follow(self, srv, nbytes, accept):
+        """Starts a run of emit bytes=nbytes over HTTP/1.1 and follows its output live with
+        curl (`accept`: text/event-stream or application/octet-stream) to its end. Returns
+        {"bytes_per_s": output bytes per second from the start, "body_bytes": what curl got}."""
+        req = json.dumps({"moduleId": "emit", "parameters": {"bytes": str(nbytes)}}).encode()
+        t0 = time.monotonic()
+        with urllib.request.urlopen(urllib.request.Request(
+                "http://%s/v1/runs" % srv.addr, data=req,
+                headers={"Content-Type": "application/json"}), timeout=60) as r:
+            run_id = json.load(r)["runId"]
+        p = subprocess.run(["curl", "-sS", "-N", "-o", "/dev/null", "-w", "%{size_download}",
+                            "-H", "Accept: " + accept,
+                            "http://%s/v1/runs/%s/output?follow=true" % (srv.addr, run_id)],
+                           capture_output=True, text=True, timeout=600)
+        elapsed = time.monotonic() - t0
+        if p.returncode != 0:
+            raise BenchError("curl follow (%s): %s" % (accept, p.stderr.strip()[-300:]))
+        return {"bytes_per_s": nbytes / elapsed, "body_bytes": int(p.stdout)}
+
+    def phase_sse(self):
+        """Following a run's output live over HTTP/1.1, as Server-Sent Events (each chunk
+        a JSON event, its bytes in base64) and as raw bytes, against gRPC StreamOutput
+        (bench_client stream) on the same prismqd; each follow starts its own run of emit
+        bytes=256 MiB; in turn, 3 times."""
+        nbytes = 256 * MIB
+        srv = self.server()
+        try:
+            grpc = ("grpc", lambda: self.cmd("sse.grpc", [self.tool("bench_client"), srv.addr, "stream",
+                                                           str(nbytes), "emit", "bytes=%d" % nbytes]))
+            res = {"sse": self.alternate(3, grpc, ("sse", lambda: self.http_follow(
+                       srv, nbytes, "text/event-stream")), "bytes_per_s"),
+                   "raw": self.alternate(3, grpc, ("raw", lambda: self.http_follow(
+                       srv, nbytes, "application/octet-stream")), "bytes_per_s")}
+        finally:
+            srv.stop()
+        self.results["sse"] = res
+        self.target("SSE follower vs gRPC follower (output bytes/s)", res["sse"]["ratio"], ">=", 0.5, "x")
 
     # ---- 2. start rate, 3. first byte, 4. streaming ----------------------------------
 

@@ -92,8 +92,8 @@ CORE_LIBS=("$BUILD_DIR/server/libprismq_server_core.a" "$BUILD_DIR/common/libpri
 if stale "$B/gen_runs" "$SRC/gen_runs.c" "${CORE_LIBS[@]}"; then
   # shellcheck disable=SC2046
   gcc "${CFLAGS[@]}" -I"$ROOT/server" -I"$ROOT/common" -I"$BUILD_DIR/gen" \
-    $(pkg-config --cflags sqlite3 libprotobuf-c) "$SRC/gen_runs.c" "${CORE_LIBS[@]}" \
-    $(pkg-config --libs sqlite3 libprotobuf-c) -o "$B/gen_runs"
+    $(pkg-config --cflags sqlite3 libprotobuf-c libevent_core) "$SRC/gen_runs.c" "${CORE_LIBS[@]}" \
+    $(pkg-config --libs sqlite3 libprotobuf-c libevent_core) -lm -o "$B/gen_runs"
 fi
 # The retention sweep: a standalone program on the server's core (retention_bench.c), not
 # a bench.py phase; about 3 minutes, most of it writing its two tables of 100000 runs.
@@ -103,7 +103,7 @@ if stale "$B/retention_bench" "$SRC/retention_bench.c" "${CORE_LIBS[@]}"; then
   # shellcheck disable=SC2046
   gcc "${CFLAGS[@]}" -I"$ROOT/server" -I"$ROOT/common" -I"$BUILD_DIR/gen" \
     $(pkg-config --cflags sqlite3 libprotobuf-c libevent_core) "$SRC/retention_bench.c" "${CORE_LIBS[@]}" \
-    $(pkg-config --libs sqlite3 libprotobuf-c libevent_core) -o "$B/retention_bench"
+    $(pkg-config --libs sqlite3 libprotobuf-c libevent_core) -lm -o "$B/retention_bench"
 fi
 if [ "${BENCH_RETENTION:-}" = 1 ] || { [ "${BENCH_RETENTION:-}" != 0 ] && [ ${#ARGS[@]} -eq 0 ]; }; then
   echo "bench: retention sweep (retention_bench)" >&2

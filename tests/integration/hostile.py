@@ -1377,7 +1377,7 @@ class Battery:
         self.r.attempt(g, "a TLS client (ClientHello, ALPN h2) on the plain port", answered, ok,
                        "handshake fails, closed")
 
-        for alpn in (None, ("http/1.1",)):
+        for alpn in (("grpc-exp",), ("spdy/3", "http/1.0")):
             try:
                 e = tls_common.tls_refusal(tport, tls_common.ssl_context(alpn=alpn))
                 answered, ok = "refused: %s" % (str(e)[:80]), True
@@ -1385,7 +1385,7 @@ class Battery:
                 answered, ok = str(e)[:80], False
             except OSError as e:
                 answered, ok = "closed: %s" % type(e).__name__, True
-            self.r.attempt(g, "TLS client on the TLS port with ALPN %s" % ("absent" if alpn is None else alpn[0]),
+            self.r.attempt(g, "TLS client on the TLS port with ALPN %s" % ", ".join(alpn),
                            answered, ok, "refused")
 
         s = tls_common.tls_connect(tport, self.tls_ctx)

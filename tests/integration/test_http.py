@@ -1,13 +1,16 @@
 """HTTP/1.1 + JSON beside gRPC on the same port, through the real server: every route with
 curl, the proto3 JSON of the answers, errors as {code, message, details} with gRPC's
 HTTP mapping (bad JSON, unknown fields, wrong types, huge bodies), authorization by
-the same rules as gRPC, and gRPC still served on the same listener."""
+the same rules as gRPC, gRPC still served on the same listener, and the web page's files
+(their headers, If-None-Match, http.ui off; test_ui.py drives the page in a browser)."""
 
 import base64
+import http.client
 import json
 import os
 import socket
 import subprocess
+import time
 import unittest
 
 from prismq_testlib import WAIT, Server, protos
@@ -243,6 +246,125 @@ class HttpAuthz(unittest.TestCase):
             self.assertEqual((code, err["code"]), (403, 7), err)
             self.assertIn("permission denied", err["message"])
             self.assertEqual(curl(srv, "/healthz")[0], 200)
+
+
+def get(srv, path, headers=None, method="GET"):
+    """(HTTP status, headers with lowercase names, body bytes) of one request."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT)
+    try:
+        conn.request(method, path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+class HttpUi(unittest.TestCase):
+    """The web page's files at / and /NAME (http.ui, on by default)."""
+
+    FILES = (("/", "text/html; charset=utf-8"), ("/index.html", "text/html; charset=utf-8"),
+             ("/app.js", "text/javascript; charset=utf-8"),
+             ("/style.css", "text/css; charset=utf-8"),
+             ("/favicon.svg", "image/svg+xml; charset=utf-8"))
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(config_yaml=CONFIG).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.stop() == 0
+
+    def test_files_and_headers(self):
+        tags = {}
+        for path, ctype in self.FILES:
+            code, hdr, body = get(self.srv, path)
+            self.assertEqual((code, hdr["content-type"]), (200, ctype), path)
+            self.assertEqual(int(hdr["content-length"]), len(body))
+            self.assertGreater(len(body), 0)
+            self.assertEqual(hdr["cache-control"], "no-cache")
+            self.assertEqual(hdr["x-content-type-options"], "nosniff")
+            self.assertRegex(hdr["etag"], r'^"[0-9a-f]{32}"$')
+            # Only this origin; no inline script or style.
+            csp = [d.strip() for d in hdr["content-security-policy"].split(";")]
+            self.assertIn("default-src 'self'", csp)
+            self.assertNotIn("unsafe", hdr["content-security-policy"])
+            tags[path] = (hdr["etag"], body)
+        self.assertEqual(tags["/"], tags["/index.html"])
+        self.assertTrue(tags["/"][1].startswith(b"<!doctype html>"))
+        self.assertEqual(len({t for t, _ in tags.values()}), len(self.FILES) - 1)
+        # The query does not matter (the page's routes are in its fragment).
+        self.assertEqual(get(self.srv, "/?x=1")[2], tags["/"][1])
+
+    def test_not_modified(self):
+        code, hdr, body = get(self.srv, "/app.js")
+        tag = hdr["etag"]
+        for inm in (tag, "W/" + tag, '"other", ' + tag, "*"):
+            code, hdr2, body2 = get(self.srv, "/app.js", {"If-None-Match": inm})
+            self.assertEqual((code, body2, hdr2["etag"]), (304, b"", tag), inm)
+        code, hdr2, body2 = get(self.srv, "/app.js", {"If-None-Match": '"other"'})
+        self.assertEqual((code, body2, hdr2["etag"]), (200, body, tag))
+
+    def test_other_paths_and_methods(self):
+        for path, method in (("/nope.js", "GET"), ("/", "POST"), ("/ui/app.js", "GET")):
+            code, hdr, body = get(self.srv, path, method=method)
+            self.assertEqual((code, hdr["content-type"]), (404, "application/json"), path)
+            self.assertEqual(json.loads(body)["code"], 5)
+
+    def test_off(self):
+        with Server(config_yaml=CONFIG + "http: {ui: false}\n") as srv:
+            for path, _ in self.FILES:
+                code, hdr, body = get(srv, path)
+                self.assertEqual((code, hdr["content-type"]), (404, "application/json"), path)
+                self.assertEqual(json.loads(body), {"code": 5, "message": "no such route",
+                                                    "details": []})
+            self.assertEqual(curl(srv, "/healthz")[0], 200)
+
+
+class HttpSlow(unittest.TestCase):
+    """A request not whole within http.request_timeout_ms is answered 408 and its
+    connection closed; an idle keep-alive connection is closed without a word; the
+    server serves on and holds no connection afterwards."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(config_yaml=CONFIG + "http: {request_timeout_ms: 1000}\n").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.stop() == 0
+
+    def answer_to(self, head):
+        """Sends `head` on a new connection, then nothing; returns (all that came back
+        until the server closed, seconds it took)."""
+        with socket.create_connection(("127.0.0.1", self.srv.port), timeout=WAIT) as s:
+            s.sendall(head)
+            t0 = time.monotonic()
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            return got, time.monotonic() - t0
+
+    def test_slow_body_and_headers(self):
+        for head in (b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"moduleId\"",
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nAcc"):
+            with self.subTest(head=head[:20]):
+                got, took = self.answer_to(head)
+                status, _, rest = got.partition(b"\r\n")
+                self.assertEqual(status, b"HTTP/1.1 408 Request Timeout")
+                body = json.loads(rest.partition(b"\r\n\r\n")[2])
+                self.assertEqual(body["code"], 4)
+                self.assertIn("not received whole within 1000 ms", body["message"])
+                self.assertGreaterEqual(took, 0.9)
+        self.assertEqual(curl(self.srv, "/healthz")[0], 200)
+        self.srv.wait_stats(lambda st: st.live_connections == 1)  # GetStats' own
+
+    def test_idle_keep_alive_closed(self):
+        got, took = self.answer_to(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got)
+        self.assertNotIn(b"408", got)
+        self.assertGreaterEqual(took, 0.9)
 
 
 if __name__ == "__main__":

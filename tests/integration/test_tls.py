@@ -1,7 +1,8 @@
 """TLS on prismqd's listeners, as stock clients see it (grpcio, python's ssl, the prismq
 CLI, libprismq through tests/integration/libprismq_probe.c): mutual TLS and the caller
 identity it gives, server-only TLS, clients refused at the handshake (no certificate,
-another CA's, an expired one, a revoked one, no h2 in ALPN, TLS 1.1), session
+another CA's, an expired one, a revoked one, no protocol it speaks in ALPN, TLS
+1.1), ALPN choosing gRPC or HTTP/1.1, session
 resumption, the wrong protocol on each port, the handshake timeout, certificates
 re-read on SIGHUP (and a broken reload that keeps the old ones), and the startup
 checks that refuse a bad TLS or listener set-up. Certificates come from
@@ -197,16 +198,31 @@ class MutualTls(TlsCase):
                     self.assertSslRefused(ssl_context(client, version=version), alert)
         self.assertServing()
 
-    def test_alpn_must_offer_h2(self):
-        for alpn in (["http/1.1"], None, ["grpc-exp"]):
-            for version in (TLS12, TLS13):
-                with self.subTest(alpn=alpn, version=version):
-                    e = self.assertSslRefused(ssl_context("client1", alpn=alpn, version=version),
-                                              "alert no application protocol")
-                    self.assertNotIn("application data", str(e))
+    def test_alpn_selects_the_protocol(self):
+        """h2 when offered is gRPC; http/1.1, or no ALPN at all, is the HTTP/1.1 side, with
+        the client certificate's identity as the caller; neither is refused."""
+        for version in (TLS12, TLS13):
+            with self.subTest(version=version):
+                e = self.assertSslRefused(ssl_context("client1", alpn=["grpc-exp"], version=version),
+                                          "alert no application protocol")
+                self.assertNotIn("application data", str(e))
         with tls_connect(self.server.tls_port,
                          ssl_context("client1", alpn=["http/1.1", "h2"])) as tls:
             self.assertEqual(tls.selected_alpn_protocol(), "h2")
+        for alpn in (["http/1.1"], None):
+            with self.subTest(alpn=alpn), \
+                    tls_connect(self.server.tls_port, ssl_context("client1", alpn=alpn)) as tls:
+                self.assertEqual(tls.selected_alpn_protocol(), alpn[0] if alpn else None)
+                body = json.dumps({"moduleId": "echo"}).encode()
+                tls.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                            % (len(body), body))
+                answer = b""
+                while chunk := tls.recv(65536):
+                    answer += chunk
+                head, _, text = answer.partition(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 200 "), answer)
+                self.assertEqual(json.loads(text)["owner"], CLIENT1)
         self.assertServing()
 
     def test_tls_below_1_2_refused(self):

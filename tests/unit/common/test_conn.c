@@ -679,17 +679,24 @@ static int raw_handshake(struct fx *f, int fd, const unsigned char *alpn, unsign
   return r == 1;
 }
 
-/* gRPC over TLS is h2: a client offering no ALPN, or no h2, is refused at its hello
- * with the no_application_protocol alert; one offering h2 is served. */
-static void test_tls_alpn_required(void **state) {
+/* ALPN: h2 when offered (the server's preference), else http/1.1; a client offering
+ * no ALPN is served with none; one offering neither protocol is refused at its hello
+ * with the no_application_protocol alert. conn_alpn says what was selected. */
+static void test_tls_alpn(void **state) {
   struct fx *f = *state;
   static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'},
-                             h2[] = {2, 'h', '2'};
+                             h2[] = {2, 'h', '2'},
+                             both[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1', 2, 'h', '2'},
+                             other[] = {8, 'g', 'r', 'p', 'c', '-', 'e', 'x', 'p'};
   static const struct {
     const unsigned char *alpn;
     unsigned len;
-    int ok;
-  } cases[] = {{NULL, 0, 0}, {http11, sizeof http11, 0}, {h2, sizeof h2, 1}};
+    const char *selected; /* NULL: refused */
+  } cases[] = {{NULL, 0, ""},
+               {http11, sizeof http11, "http/1.1"},
+               {h2, sizeof h2, "h2"},
+               {both, sizeof both, "h2"},
+               {other, sizeof other, NULL}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     f->sctx = server_ctx(0);
     conn_tls_opts stls = {f->sctx, 1, NULL, 5000};
@@ -699,13 +706,15 @@ static void test_tls_alpn_required(void **state) {
     conn *c;
     assert_int_equal(conn_new_socket(&c, f->base, sv[0], &stls), 0);
     attach(&f->a, c);
+    assert_string_equal(conn_alpn(c), "");
     char why[256];
     int ok = raw_handshake(f, f->raw_fd, cases[i].alpn, cases[i].len, why, sizeof why);
-    if (ok != cases[i].ok)
+    if (ok != (cases[i].selected != NULL))
       fail_msg("case %zu: handshake %s (%s)", i, ok ? "completed" : "failed", why);
     if (ok) {
       RUN_UNTIL(f, conn_tls_version(c, NULL) || f->a.err);
       assert_int_equal(f->a.err, 0);
+      assert_string_equal(conn_alpn(c), cases[i].selected);
     } else {
       expect_contains(why, "no application protocol");
       RUN_UNTIL(f, f->a.err);
@@ -834,7 +843,7 @@ int main(void) {
       T(test_tls_wrong_ca),
       T(test_tls_server_name_mismatch),
       T(test_tls_handshake_timeout),
-      T(test_tls_alpn_required),
+      T(test_tls_alpn),
       T(test_bev_read_write),
       T(test_bev_backpressure),
       T(test_want_write_when_idle),

@@ -22,6 +22,7 @@
 #include "call.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpcwire.h"
+#include "metrics.h"
 #include "testh2.h"
 
 #define P_ECHO   "/test.Echo/Unary"
@@ -1603,6 +1604,61 @@ static void test_invoke_role_denied(void **state) {
   assert_int_equal(call_server_live_calls(f->srv), 0);
 }
 
+/* ---- tests: metrics ----------------------------------------------------------------- */
+
+/* With opts.metrics, each call counts once by method and status: answered ones with
+ * their code, calls of no registered method as "unknown", one the client reset as
+ * CANCELLED; each is in the latency histogram of its method. */
+static void test_metrics_count_calls(void **state) {
+  struct fx *f = *state;
+  call_server_free(f->srv);
+  metrics *m;
+  assert_int_equal(metrics_new(&m), 0);
+  call_server_opts o = CALL_SERVER_OPTS_INIT;
+  o.metrics = m;
+  server_start(f, &o);
+  client_connect(&f->cl, f->srv, 0, 0);
+  struct cstream *ok1 = REQ(&f->cl, .path = P_ECHO, MSG("a"));
+  struct cstream *ok2 = REQ(&f->cl, .path = P_ECHO, MSG("b"));
+  struct cstream *bad = REQ(&f->cl, .path = P_FAIL, MSG("c"));
+  struct cstream *none = REQ(&f->cl, .path = "/no.Such/Method", MSG("d"));
+  finish(&f->cl, ok1);
+  finish(&f->cl, ok2);
+  finish(&f->cl, bad);
+  finish(&f->cl, none);
+  struct cstream *hang = REQ(&f->cl, .path = P_HANG, MSG(""));
+  RUN_UNTIL(&f->cl, f->handler_calls == 4);
+  client_cancel(&f->cl, hang);
+  RUN_UNTIL(&f->cl, f->cancels > 0);
+  settle(&f->cl);
+
+  struct evbuffer *b = evbuffer_new();
+  assert_non_null(b);
+  metrics_render(m, b);
+  evbuffer_add(b, "", 1);
+  const char *text = (const char *)evbuffer_pullup(b, -1);
+  static const char *const want[] = {
+      "grpc_server_started_total{grpc_service=\"test.Echo\",grpc_method=\"Unary\"} 2\n",
+      "grpc_server_handled_total{grpc_service=\"test.Echo\",grpc_method=\"Unary\","
+      "grpc_code=\"OK\"} 2\n",
+      "grpc_server_handled_total{grpc_service=\"test.Echo\",grpc_method=\"Fail\","
+      "grpc_code=\"FAILED_PRECONDITION\"} 1\n",
+      "grpc_server_handled_total{grpc_service=\"unknown\",grpc_method=\"unknown\","
+      "grpc_code=\"UNIMPLEMENTED\"} 1\n",
+      "grpc_server_handled_total{grpc_service=\"test.Echo\",grpc_method=\"Hang\","
+      "grpc_code=\"CANCELLED\"} 1\n",
+      "grpc_server_handling_seconds_count{grpc_service=\"test.Echo\",grpc_method=\"Unary\"} 2\n",
+      "grpc_server_handling_seconds_count{grpc_service=\"test.Echo\",grpc_method=\"Hang\"} 1\n",
+      "grpc_server_started_total{grpc_service=\"test.Echo\",grpc_method=\"Open\"} 0\n",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+    if (!strstr(text, want[i])) fail_msg("missing: %s\nin:\n%s", want[i], text);
+  evbuffer_free(b);
+  call_server_free(f->srv);
+  f->srv = NULL;
+  metrics_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dispatch_table),
@@ -1636,6 +1692,7 @@ int main(void) {
       T(test_deadline_after_a_message),
       T(test_deadline_while_request_arrives),
       T(test_client_reset),
+      T(test_metrics_count_calls),
       T(test_client_reset_before_handler),
       T(test_reset_before_dispatch_runs_no_handler),
       T(test_reset_after_finish),

@@ -305,6 +305,15 @@ static void test_lifecycle(void **state) {
   assert_int_equal(c->shutdown.cancel_runs, 0);
   assert_int_equal(c->shutdown.grace_ms, 30000);
   assert_string_equal(c->cgroup_root, "auto");
+  assert_int_equal(c->http.ui, 1);
+  assert_int_equal(c->http.metrics, 1);
+  assert_int_equal(c->http.request_timeout_ms, 30000);
+  config_free(c);
+
+  c = load_ok("http: {ui: false, metrics: false, request_timeout_ms: 5000}\n");
+  assert_int_equal(c->http.ui, 0);
+  assert_int_equal(c->http.metrics, 0);
+  assert_int_equal(c->http.request_timeout_ms, 5000);
   config_free(c);
 
   c = load_ok(
@@ -501,7 +510,8 @@ static const struct {
     /* Unknown keys, at each level. */
     {"listen: [\"tcp://127.0.0.1:1\"]\nlisen: [x]\n",
      "t.yaml:2: top level: unknown key \"lisen\" (expected one of: listen, data_dir, limits, "
-     "modules, allow_insecure_remote, tls, unix_socket, authz, retention, shutdown, cgroups)"},
+     "modules, allow_insecure_remote, tls, unix_socket, authz, retention, shutdown, cgroups, "
+     "http)"},
     {"limits:\n  max_concurent: 3\n",
      "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
      "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
@@ -550,6 +560,11 @@ static const struct {
      "milliseconds, "
      "or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
     {"shutdown: {runs: later}\n", "t.yaml:1: shutdown.runs must be wait or cancel"},
+    {"http: {ui: maybe}\n", "t.yaml:1: http.ui must be true or false"},
+    {"http: {request_timeout_ms: 10}\n",
+     "t.yaml:1: http.request_timeout_ms must be an integer from 1000 to 600000"},
+    {"http: {uii: false}\n",
+     "t.yaml:1: http: unknown key \"uii\" (expected one of: ui, metrics, request_timeout_ms)"},
     {"cgroups: {root: relative/dir}\n",
      "t.yaml:1: cgroups.root must be auto, off or an absolute path"},
     {"modules:\n  - {id: a, argv: [x], cpu_max: 0}\n",
