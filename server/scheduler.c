@@ -14,12 +14,11 @@
 
 #include <event2/event.h>
 
-#include "cgroup.h"
+#include "exec.h"
 #include "ids.h"
 #include "log.h"
 #include "outlog.h"
 #include "preset.h"
-#include "proc.h"
 #include "progress.h"
 #include "quota.h"
 #include "resmon.h"
@@ -57,7 +56,7 @@ struct srun {
   char *cwd;
   char **secret_env; /* "ENV_VAR=value" of its secret parameters, until started; else NULL */
   uint32_t timeout_ms;
-  proc *p;
+  exec_job *job; /* while running */
   outlog *log;
   struct event *timer;
   char *errtail; /* ring of the last ERRTAIL_MAX stderr bytes, while running */
@@ -98,6 +97,7 @@ struct sched {
   void *idle_arg;
   char blocked_why[160]; /* the last resource check that held the queue */
   runstats *stats;       /* NULL without opts.metrics */
+  executor *ex;          /* where runs run (exec.h): this machine */
 };
 
 static const char *status_name(int st) {
@@ -385,11 +385,11 @@ static void finish(struct srun *r, int status, const char *error) {
   persist(s, pb);
   outlog_free(r->log);
   r->log = NULL;
-  if (r->p) {
-    proc_free(r->p);
-    r->p = NULL;
+  if (r->job) {
+    exec_job_free(r->job);
+    r->job = NULL;
   }
-  if (pb->cgroup[0] && s->opts.cg) cgroup_remove(s->opts.cg, pb->run_id);
+  exec_forget(s->ex, pb);
   tdelete(r, &s->index, run_cmp);
   if (r->qprev || r->qnext || s->qhead == r) queue_remove(s, r);
   if (was_running) {
@@ -476,7 +476,7 @@ static void scan_chunk(struct srun *r, progress_scan *sc, int stream, const uint
   Prismq__Runner__V1__Progress pg = PRISMQ__RUNNER__V1__PROGRESS__INIT;
   struct updates u;
   size_t pos = 0, from = 0;
-  int out = stream != PROC_PROGRESS;
+  int out = stream != EXEC_PROGRESS;
   u.n = 0;
   while (progress_scan_next(sc, data, len, &pos, &pg)) {
     add_update(&u, &pg, out ? pos - from : 0, now);
@@ -510,16 +510,15 @@ static void end_progress(struct srun *r) {
   }
 }
 
-static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
-  (void)p;
+static void on_output(void *arg, int stream, const uint8_t *data, size_t len) {
   struct srun *r = arg;
   int64_t now = id_now_ms();
-  if (stream == PROC_PROGRESS) {
+  if (stream == EXEC_PROGRESS) {
     scan_chunk(r, r->fd_scan, stream, data, len, now);
     return;
   }
   /* Modules without a pattern pay this test and nothing more. */
-  if (r->out_scan && stream == PROC_STDOUT)
+  if (r->out_scan && stream == EXEC_STDOUT)
     scan_chunk(r, r->out_scan, stream, data, len, now);
   else
     store_output(r, stream, data, len, now);
@@ -547,8 +546,7 @@ static void stderr_tail(const struct srun *r, char *out, size_t cap) {
   utf8_sanitize(out, cap, lin + from, n - from);
 }
 
-static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u, void *arg) {
-  (void)p;
+static void on_exit_cb(void *arg, int exit_status, int term_signal, const exec_usage *u) {
   struct srun *r = arg;
   sched_run *pb = r->pb;
   char msg[ERRTAIL_MAX + 128];
@@ -583,7 +581,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
   LOG_INFO("run timed out run_id=%s module_id=%s timeout_ms=%u", r->pb->run_id, r->pb->module_id,
            r->timeout_ms);
   r->timed_out = 1;
-  proc_terminate(r->p, r->s->opts.default_grace_ms);
+  exec_terminate(r->job, r->s->opts.default_grace_ms);
 }
 
 /* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
@@ -611,7 +609,7 @@ static char **build_env(const config_module *m, char *const *secret, size_t *now
     snprintf(env[n++], len, "%s=%s", inherit[i], v);
   }
   for (size_t j = 0; j < m->nenv; j++) env[n++] = xstrdup(m->env[j]);
-  _Static_assert(PROC_PROGRESS == 3, "the progress pipe is the child's descriptor 3");
+  _Static_assert(EXEC_PROGRESS == 3, "the progress pipe is the child's descriptor 3");
   if (m->progress_fd) env[n++] = xstrdup("PRISMQ_PROGRESS_FD=3");
   *nown = n;
   for (size_t j = 0; j < nsecret; j++)
@@ -658,47 +656,36 @@ static size_t argv_line(char *buf, size_t cap, char *const *argv) {
   return o;
 }
 
-/* Starts r's process: in a cgroup of its own where there are cgroups, else with its
- * start committed first. Returns 0, or a negative errno with err saying what failed. */
+/* Before a start that nothing surviving a crash would show (exec.h, commit_start). */
+static void commit_start(void *arg) {
+  struct srun *r = arg;
+  persist(r->s, r->pb);
+  runtab_sync(r->s->opts.rt);
+}
+
+/* Starts r's command with the executor. Returns 0, or a negative errno with err saying
+ * what failed. */
 static int spawn(struct srun *r, char *err, size_t errlen) {
   sched *s = r->s;
-  sched_run *pb = r->pb;
-  int cg_fd = -1, rc;
-  if (s->opts.cg) {
-    if ((rc = cgroup_create(&cg_fd, s->opts.cg, pb->run_id, r->mod->memory_max,
-                            r->mod->cpu_max_percent, err, errlen)) < 0)
-      return rc;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
-    set_str(&pb->cgroup, path);
-  } else {
-    /* Without a cgroup, a restart could not tell that the run had started were it
-     * still QUEUED in the table: it would run twice. With one, the cgroup tells. */
-    persist(s, pb);
-    runtab_sync(s->opts.rt);
-  }
-  proc_opts po = PROC_OPTS_INIT;
-  po.cgroup_fd = cg_fd;
-  po.argv = (const char *const *)r->argv;
+  exec_spec es = {.run = r->pb,
+                  .mod = r->mod,
+                  .argv = (const char *const *)r->argv,
+                  .cwd = r->cwd,
+                  .progress_pipe = r->mod->progress_fd,
+                  .commit_start = commit_start,
+                  .on_output = on_output,
+                  .on_exit = on_exit_cb,
+                  .arg = r};
   size_t nown;
   char **envp = build_env(r->mod, r->secret_env, &nown);
-  po.envp = (const char *const *)envp;
-  po.cwd = r->cwd;
-  po.threaded = s->opts.mode == SCHED_THREADED;
-  po.orphan_kill_ms = s->opts.orphan_kill_ms;
-  po.progress_pipe = r->mod->progress_fd;
+  es.envp = (const char *const *)envp;
   proc_input inputs[PROC_MAX_INPUTS];
-  po.inputs = inputs;
-  po.ninputs = secret_inputs(inputs, r->secret_env);
-  po.on_output = on_output;
-  po.on_exit = on_exit_cb;
-  po.arg = r;
+  es.inputs = inputs;
+  es.ninputs = secret_inputs(inputs, r->secret_env);
   r->errtail = xmalloc(ERRTAIL_MAX);
-  rc = proc_spawn(&r->p, s->base, &po);
+  int rc = exec_start(s->ex, &r->job, &es, err, errlen);
   free_env(envp, nown);
   drop_secrets(r);
-  if (cg_fd >= 0) close(cg_fd);
-  if (rc < 0) snprintf(err, errlen, "cannot start \"%.200s\": %s", r->argv[0], strerror(-rc));
   return rc;
 }
 
@@ -739,12 +726,9 @@ static void start_run(struct srun *r) {
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
     return;
   }
-  pb->pid = (int32_t)proc_pid(r->p);
   /* The scanners are ready before the loop delivers any output. */
   if (r->mod->progress) r->out_scan = progress_scan_new(r->mod->progress);
   if (r->mod->progress_fd) r->fd_scan = progress_scan_new(NULL);
-  /* Recovery after a crash tells this process from a later one with the same pid. */
-  proc_pid_start_ticks(pb->pid, &pb->pid_start_ticks);
   config_argv_free(r->argv);
   r->argv = NULL;
   if (r->timeout_ms) {
@@ -1070,7 +1054,7 @@ static void collect_run(const void *node, VISIT v, void *arg) {
   if (v != postorder && v != leaf) return;
   struct collect *c = arg;
   struct srun *r = *(struct srun *const *)node;
-  if (!r->p) return;
+  if (!r->job) return;
   struct srun **a = xrealloc(*c->arr, (*c->n + 1) * sizeof *a);
   a[(*c->n)++] = r;
   *c->arr = a;
@@ -1110,7 +1094,7 @@ int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
   r->cancel_reason = "cancelled";
   /* A client cannot hold a slot for long with a huge grace. */
   if (!grace_ms) grace_ms = s->opts.default_grace_ms;
-  proc_terminate(r->p, grace_ms < SCHED_MAX_GRACE_MS ? grace_ms : SCHED_MAX_GRACE_MS);
+  exec_terminate(r->job, grace_ms < SCHED_MAX_GRACE_MS ? grace_ms : SCHED_MAX_GRACE_MS);
   return 0;
 }
 
@@ -1123,7 +1107,7 @@ static void cancel_running(sched *s) {
     if (running[i]->timed_out || running[i]->cancelled) continue;
     running[i]->cancelled = 1;
     running[i]->cancel_reason = SCHED_SHUTDOWN_MESSAGE;
-    proc_terminate(running[i]->p, s->opts.default_grace_ms);
+    exec_terminate(running[i]->job, s->opts.default_grace_ms);
   }
   free(running);
 }
@@ -1226,39 +1210,6 @@ static int64_t boot_time_ms(void) {
   return (int64_t)btime * 1000;
 }
 
-/* Ends what is left of a run the previous server had running: its cgroup, and its
- * main process's group if that process is still the same one (same pid, same start
- * time, started in this boot). Returns 1 if something was killed. */
-static int end_survivors(const sched_run *pb, int64_t boot_ms) {
-  int ended = 0;
-  if (pb->cgroup[0]) {
-    int rc = cgroup_kill_path(pb->cgroup);
-    if (rc < 0)
-      LOG_WARN("cannot end the cgroup of a lost run run_id=%s path=%s: %s", pb->run_id, pb->cgroup,
-               strerror(-rc));
-    ended = rc > 0;
-  }
-  uint64_t ticks;
-  if (pb->pid > 0 && pb->pid_start_ticks && pb->started_at_ms >= boot_ms &&
-      proc_pid_start_ticks(pb->pid, &ticks) == 0 && ticks == pb->pid_start_ticks) {
-    kill(-pb->pid, SIGKILL);
-    kill(pb->pid, SIGKILL);
-    ended = 1;
-  }
-  return ended;
-}
-
-/* Whether a run recorded QUEUED had in fact started: its cgroup exists (the crash came
- * before its start was committed). Sets pb->cgroup to it if so. */
-static int started_in_cgroup(const sched *s, sched_run *pb) {
-  if (!s->opts.cg) return 0;
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s", cgroup_root_path(s->opts.cg), pb->run_id);
-  if (access(path, F_OK) != 0) return 0;
-  set_str(&pb->cgroup, path);
-  return 1;
-}
-
 /* A run the previous server left QUEUED goes back into the queue. Takes pb on success.
  * Returns 0, or a negative errno with err saying why it cannot (its module is gone, its
  * parameters no longer fit, it had secrets, which no table keeps). */
@@ -1303,7 +1254,7 @@ static int recover(sched *s) {
     char err[512];
     /* A run recorded QUEUED whose cgroup exists had started, its start not committed yet. */
     if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED &&
-        !started_in_cgroup(s, pb)) {
+        !exec_started_before(s->ex, pb)) {
       if (requeue(s, pb, err, sizeof err) == 0) {
         runs[i] = NULL;
         queued++;
@@ -1315,7 +1266,7 @@ static int recover(sched *s) {
       pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED;
       failed++;
     } else {
-      int ended = end_survivors(pb, boot_ms);
+      int ended = exec_end_survivors(s->ex, pb, boot_ms);
       killed += (size_t)ended;
       set_str(&pb->error_message, ended ? SCHED_LOST_MESSAGE
                                       "; its processes were killed at restart"
@@ -1329,7 +1280,7 @@ static int recover(sched *s) {
   }
   runtab_list_free(runs, n);
   if ((rc = runtab_sync(s->opts.rt)) < 0) return rc;
-  size_t swept = s->opts.cg ? cgroup_root_sweep(s->opts.cg) : 0;
+  size_t swept = exec_sweep(s->ex);
   if (n)
     LOG_WARN(
         "runs recovered after a restart lost=%zu processes_killed=%zu requeued=%zu "
@@ -1426,6 +1377,8 @@ int sched_new(sched **out, struct event_base *base, const sched_opts *opts, char
   s->pump_ev = event_new(base, -1, 0, pump_cb, s);
   s->drain_ev = evtimer_new(base, drain_cb, s);
   if (!s->pump_ev || !s->drain_ev) abort();
+  exec_local_opts eo = {opts->cg, opts->mode == SCHED_THREADED, opts->orphan_kill_ms};
+  exec_local_new(&s->ex, base, &eo);
   /* Before the recovery, so that the runs it ends are counted. */
   if (opts->metrics) runstats_new(&s->stats, opts->metrics, stats_gauges, s);
   if ((rc = recover(s)) < 0) {
@@ -1455,7 +1408,7 @@ void sched_free(sched *s) {
   while (s->index) {
     struct srun *r = *(struct srun **)s->index;
     while (r->watchers) sched_unwatch(r->watchers);
-    proc_kill(r->p, SIGKILL);
+    exec_kill(r->job);
     r->pb->exit_code = -1;
     r->pb->term_signal = SIGKILL;
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, SCHED_SHUTDOWN_MESSAGE);
@@ -1474,6 +1427,7 @@ void sched_free(sched *s) {
   free(s->packed);
   free(s->data_dir);
   runstats_free(s->stats);
+  exec_free(s->ex);
   explicit_bzero(s->secret_key, sizeof s->secret_key);
   free(s);
 }

@@ -1,0 +1,153 @@
+/* The local executor: a run's command is a process here (proc.h), in a cgroup of its
+ * own where there are cgroups (cgroup.h). See exec.h. */
+#include "exec.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "xalloc.h"
+
+struct executor {
+  struct event_base *base;
+  exec_local_opts opts;
+};
+
+struct exec_job {
+  proc *p;
+  void (*on_output)(void *arg, int stream, const uint8_t *data, size_t len);
+  void (*on_exit)(void *arg, int exit_status, int term_signal, const exec_usage *u);
+  void *arg;
+};
+
+int exec_local_new(executor **out, struct event_base *base, const exec_local_opts *opts) {
+  static const exec_local_opts defaults = EXEC_LOCAL_OPTS_INIT;
+  executor *ex = xcalloc(1, sizeof *ex);
+  ex->base = base;
+  ex->opts = opts ? *opts : defaults;
+  *out = ex;
+  return 0;
+}
+
+void exec_free(executor *ex) { free(ex); }
+
+static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
+  (void)p;
+  exec_job *j = arg;
+  j->on_output(j->arg, stream, data, len);
+}
+
+static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u,
+                       void *arg) {
+  (void)p;
+  exec_job *j = arg;
+  exec_usage eu = {u->user_cpu_ms, u->sys_cpu_ms, u->max_rss_kb};
+  j->on_exit(j->arg, exit_status, term_signal, &eu);
+}
+
+/* The run's cgroup, recorded in the run, or, without cgroups, the run committed as
+ * started first. Returns its directory's descriptor (-1 without cgroups) or a negative
+ * errno with err. */
+static int place(executor *ex, const exec_spec *spec, char *err, size_t errlen) {
+  Prismq__Runner__V1__Run *run = spec->run;
+  if (!ex->opts.cg) {
+    /* Without a cgroup, a restart could not tell that the run had started were it
+     * still QUEUED in the table: it would run twice. With one, the cgroup tells. */
+    if (spec->commit_start) spec->commit_start(spec->arg);
+    return -1;
+  }
+  int fd = -1;
+  int rc = cgroup_create(&fd, ex->opts.cg, run->run_id, spec->mod->memory_max,
+                         spec->mod->cpu_max_percent, err, errlen);
+  if (rc < 0) return rc;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
+  if (run->cgroup != protobuf_c_empty_string) free(run->cgroup);
+  run->cgroup = xstrdup(path);
+  return fd;
+}
+
+int exec_start(executor *ex, exec_job **out, const exec_spec *spec, char *err, size_t errlen) {
+  int cg_fd = place(ex, spec, err, errlen);
+  if (cg_fd < -1) return cg_fd;
+  exec_job *j = xcalloc(1, sizeof *j);
+  j->on_output = spec->on_output;
+  j->on_exit = spec->on_exit;
+  j->arg = spec->arg;
+  proc_opts po = PROC_OPTS_INIT;
+  po.cgroup_fd = cg_fd;
+  po.argv = spec->argv;
+  po.envp = spec->envp;
+  po.cwd = spec->cwd;
+  po.threaded = ex->opts.threaded;
+  po.orphan_kill_ms = ex->opts.orphan_kill_ms;
+  po.progress_pipe = spec->progress_pipe;
+  po.inputs = spec->inputs;
+  po.ninputs = spec->ninputs;
+  po.on_output = on_output;
+  po.on_exit = on_exit_cb;
+  po.arg = j;
+  int rc = proc_spawn(&j->p, ex->base, &po);
+  if (cg_fd >= 0) close(cg_fd);
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot start \"%.200s\": %s", spec->argv[0], strerror(-rc));
+    free(j);
+    return rc;
+  }
+  Prismq__Runner__V1__Run *run = spec->run;
+  run->pid = (int32_t)proc_pid(j->p);
+  /* Recovery after a crash tells this process from a later one with the same pid. */
+  proc_pid_start_ticks(run->pid, &run->pid_start_ticks);
+  *out = j;
+  return 0;
+}
+
+void exec_terminate(exec_job *j, uint32_t grace_ms) { proc_terminate(j->p, grace_ms); }
+
+void exec_kill(exec_job *j) { proc_kill(j->p, SIGKILL); }
+
+void exec_job_free(exec_job *j) {
+  if (!j) return;
+  proc_free(j->p);
+  free(j);
+}
+
+int exec_started_before(executor *ex, Prismq__Runner__V1__Run *run) {
+  if (!ex->opts.cg) return 0;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
+  if (access(path, F_OK) != 0) return 0;
+  if (run->cgroup != protobuf_c_empty_string) free(run->cgroup);
+  run->cgroup = xstrdup(path);
+  return 1;
+}
+
+int exec_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run, int64_t boot_ms) {
+  (void)ex;
+  int ended = 0;
+  if (run->cgroup[0]) {
+    int rc = cgroup_kill_path(run->cgroup);
+    if (rc < 0)
+      LOG_WARN("cannot end the cgroup of a lost run run_id=%s path=%s: %s", run->run_id,
+               run->cgroup, strerror(-rc));
+    ended = rc > 0;
+  }
+  uint64_t ticks;
+  if (run->pid > 0 && run->pid_start_ticks && run->started_at_ms >= boot_ms &&
+      proc_pid_start_ticks(run->pid, &ticks) == 0 && ticks == run->pid_start_ticks) {
+    kill(-run->pid, SIGKILL);
+    kill(run->pid, SIGKILL);
+    ended = 1;
+  }
+  return ended;
+}
+
+size_t exec_sweep(executor *ex) { return ex->opts.cg ? cgroup_root_sweep(ex->opts.cg) : 0; }
+
+void exec_forget(executor *ex, const Prismq__Runner__V1__Run *run) {
+  if (run->cgroup[0] && ex->opts.cg) cgroup_remove(ex->opts.cg, run->run_id);
+}
