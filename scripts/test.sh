@@ -9,7 +9,7 @@
 #   4. the integration tests once more with every server under valgrind memcheck (main
 #      build; zero errors and zero leaks, or the server's exit code fails its test),
 #      except the load tests and the hostile-client battery, whose time and memory
-#      bounds mean nothing under valgrind;
+#      bounds mean nothing under valgrind, and the Slurm test cluster's, which runs no server;
 #   5. the Debian packages (scripts/package-deb.sh, lintian clean), installed on this
 #      machine, used, and purged (tests/integration/test_package.py: needs root, and
 #      refuses where the packages or their files are there already);
@@ -30,7 +30,7 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 # Integration tests start their own servers on port 0 with temporary directories, so
 # they may run in parallel.
 JOBS=2
-NOT_UNDER_VALGRIND='it\.test_runner_load_|it\.test_hostile'
+NOT_UNDER_VALGRIND='it\.test_runner_load_|it\.test_hostile|it\.test_slurm_cluster'
 
 main_tests() {
   bash "$ROOT/scripts/format.sh" --check
