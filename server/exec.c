@@ -41,8 +41,7 @@ static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void
   j->on_output(j->arg, stream, data, len);
 }
 
-static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u,
-                       void *arg) {
+static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u, void *arg) {
   (void)p;
   exec_job *j = arg;
   exec_usage eu = {u->user_cpu_ms, u->sys_cpu_ms, u->max_rss_kb};

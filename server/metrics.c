@@ -243,8 +243,7 @@ static void put_name(struct evbuffer *out, const metrics_family *f, const metric
   evbuffer_add(out, "}", 1);
 }
 
-static void put_histogram(struct evbuffer *out, const metrics_family *f,
-                          const metrics_series *s) {
+static void put_histogram(struct evbuffer *out, const metrics_family *f, const metrics_series *s) {
   uint64_t cum = 0;
   char le[64];
   for (size_t i = 0; i <= f->nbuckets; i++) {

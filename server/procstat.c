@@ -45,8 +45,9 @@ static double start_time(void) {
   /* Fields after the command name, which may hold spaces and ')' itself. */
   char *p = strrchr(buf, ')');
   unsigned long long ticks = 0;
-  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
-                          "%*d %*d %llu",
+  if (!p || sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+                   "%*d %*d %llu",
                    &ticks) != 1)
     return 0;
   struct timespec up, wall;
@@ -59,8 +60,7 @@ static double start_time(void) {
 
 /* The families procstat_register made, found again by name (a few lookups a scrape,
  * and no state to keep beside the registry). */
-static metrics_series *one(metrics *m, enum metrics_type type, const char *name,
-                           const char *help) {
+static metrics_series *one(metrics *m, enum metrics_type type, const char *name, const char *help) {
   return metrics_series_only(metrics_family_get(m, type, name, help, NULL, NULL, 0));
 }
 

@@ -16,7 +16,7 @@ static const char *const module_label[] = {"module", NULL};
 static const char *const module_status_labels[] = {"module", "status", NULL};
 static const char *const stream_label[] = {"stream", NULL};
 /* Seconds: runs last from milliseconds to days. */
-static const double run_buckets[] = {0.01, 0.05, 0.1, 0.5, 1,    5,     10,    30,
+static const double run_buckets[] = {0.01, 0.05, 0.1, 0.5,  1,    5,     10,   30,
                                      60,   300,  900, 1800, 3600, 14400, 86400};
 
 static void collect(void *arg, metrics *m) {
@@ -38,14 +38,13 @@ int runstats_new(runstats **out, metrics *m, void (*gauges)(void *arg, runstats_
   runstats *rs = xcalloc(1, sizeof *rs);
   rs->started = metrics_family_get(m, METRICS_COUNTER, "prismq_runs_started_total",
                                    "Runs started, by module.", module_label, NULL, 0);
-  rs->finished =
-      metrics_family_get(m, METRICS_COUNTER, "prismq_runs_finished_total",
-                         "Runs that ended, by module and final status.", module_status_labels,
-                         NULL, 0);
-  rs->seconds = metrics_family_get(m, METRICS_HISTOGRAM, "prismq_run_duration_seconds",
-                                   "How long runs ran, from their start to their end, by module.",
-                                   module_label, run_buckets,
-                                   sizeof run_buckets / sizeof *run_buckets);
+  rs->finished = metrics_family_get(m, METRICS_COUNTER, "prismq_runs_finished_total",
+                                    "Runs that ended, by module and final status.",
+                                    module_status_labels, NULL, 0);
+  rs->seconds =
+      metrics_family_get(m, METRICS_HISTOGRAM, "prismq_run_duration_seconds",
+                         "How long runs ran, from their start to their end, by module.",
+                         module_label, run_buckets, sizeof run_buckets / sizeof *run_buckets);
   rs->queued = gauge(m, "prismq_runs_queued", "Runs waiting for a slot.");
   rs->running = gauge(m, "prismq_runs_running", "Runs running now.");
   rs->runs = gauge(m, "prismq_runs", "Runs in the run table, of any status.");
