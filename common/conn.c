@@ -64,8 +64,9 @@ struct conn {
   unsigned write_needs_read : 1; /* tls: the last SSL_write wants the socket readable */
   unsigned write_kick : 1;       /* bev: on_write is due from the kick (output empty) */
   unsigned rev_on : 1, wev_on : 1;
-  unsigned eof : 1; /* bev: the peer has ended the stream */
-  int err_no;       /* ST_FAILED: the errno conn_read/conn_write return */
+  unsigned eof : 1;         /* bev: the peer has ended the stream */
+  unsigned peer_closed : 1; /* socket: failed on a write to a peer that closed (EPIPE) */
+  int err_no;               /* ST_FAILED: the errno conn_read/conn_write return */
   uint32_t hs_timeout_ms;
   char *name; /* connect: the target, for messages */
   conn_peer peer;
@@ -138,7 +139,9 @@ static conn *conn_alloc(struct event_base *base, const struct conn_ops *ops, enu
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-void conn_peer_of_fd(conn_peer *out, int fd) {
+/* Fills *out for the connected socket `fd`: its address, local-ness, and on a unix
+ * socket the peer's uid and "unix:USER" identity. */
+static void peer_of_fd(conn_peer *out, int fd) {
   memset(out, 0, sizeof *out);
   out->uid = -1;
   struct sockaddr_storage ss;
@@ -162,7 +165,7 @@ void conn_peer_of_fd(conn_peer *out, int fd) {
     snprintf(out->identity, sizeof out->identity, "unix:uid:%ld", out->uid);
 }
 
-static void peer_of_socket(conn *c) { conn_peer_of_fd(&c->peer, c->fd); }
+static void peer_of_socket(conn *c) { peer_of_fd(&c->peer, c->fd); }
 
 static void sock_arm(conn *c) {
   int r = 0, w = 0;
@@ -189,8 +192,10 @@ static void sock_arm(conn *c) {
 }
 
 static ssize_t sock_read(conn *c, void *buf, size_t len) {
-  if (c->state == ST_FAILED) return -c->err_no;
-  if (c->state != ST_UP) return -EAGAIN;
+  /* A peer that closed may have said something first (an answer, then close): that is
+   * still read, up to the end of the stream. */
+  if (c->state == ST_FAILED && !c->peer_closed) return -c->err_no;
+  if (c->state != ST_UP && c->state != ST_FAILED) return -EAGAIN;
   ssize_t r = read(c->fd, buf, len);
   if (r >= 0) return r;
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return -EAGAIN;
@@ -220,6 +225,7 @@ static int sock_write(conn *c, struct evbuffer *out) {
     fail(c, EIO, "a file being sent to %s ended before its segment did", c->peer.addr);
     return -EIO;
   }
+  c->peer_closed = e == EPIPE;
   fail(c, e, "write to %s: %s", c->peer.addr, strerror(e));
   return -e;
 }

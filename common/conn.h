@@ -52,11 +52,6 @@ typedef struct conn_peer {
   long uid;  /* the peer's uid on a unix socket (SO_PEERCRED), else -1 */
 } conn_peer;
 
-/* Fills *out for the connected socket `fd` as a plain-socket conn would: its address,
- * local-ness, and on a unix socket the peer's uid and "unix:USER" identity. For a
- * transport that is not a conn (prismqd's HTTP/1.1). */
-void conn_peer_of_fd(conn_peer *out, int fd);
-
 /* TLS set-up of one connection: `ctx` gives certificates and verification (see tlsctx.h;
  * the conn takes its own reference). Client role: `server_name` is sent as SNI (unless
  * it is an IP literal) and the server certificate must match it (host name or IP). */
@@ -102,7 +97,9 @@ void conn_want_write(conn *c);
 
 /* Reads up to len bytes. Returns the count (> 0), 0 at the end of the stream, -EAGAIN
  * when nothing is there now (on_read fires again when there is), or another negative
- * errno when the transport has failed (conn_error says why). */
+ * errno when the transport has failed (conn_error says why). A plain socket whose write
+ * failed because the peer had closed (EPIPE) still gives what the peer sent before it
+ * closed, then the end of the stream (or its error). */
 ssize_t conn_read(conn *c, void *buf, size_t len);
 
 /* Writes as much of `out` as the transport takes now and drains that from `out`.

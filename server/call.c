@@ -195,14 +195,14 @@ static void mark_done(call *c) {
 static void end_invoked(call *c, int status, const char *msg, const uint8_t *details, size_t dlen);
 static int invoked_may_tell(call *c);
 
+static void count_answer(call *c, int status);
+
 /* Sends the status (`msg` as it is, encoded here): as trailers after what was sent,
  * or trailers-only; `details` (a serialized google.rpc.Status, dlen bytes) in
  * grpc-status-details-bin only when not NULL. An invoked call's sink is told instead. */
-static void count_answer(call *c, int status);
-
 static void answer(call *c, int status, const char *msg, const uint8_t *details, size_t dlen) {
   mark_done(c);
-  if (c->srv->opts.metrics) count_answer(c, status);
+  if (c->srv->opts.metrics && !c->counted) count_answer(c, status);
   if (!c->conn) {
     end_invoked(c, status, msg, details, dlen);
     return;
@@ -569,12 +569,16 @@ static void role_names(char *buf, size_t len, const call_server *s, unsigned bit
   }
 }
 
-/* The one authorization check: the caller must hold one of the method's roles. Done
- * before the request body is read, so a caller without them makes us buffer nothing. */
+int call_server_commit(call_server *s) {
+  return s->opts.before_send ? s->opts.before_send(s->opts.before_send_arg) : 0;
+}
+
 unsigned call_server_roles(const call_server *s, const conn_peer *peer) {
   return s->opts.roles ? s->opts.roles(s->opts.roles_arg, peer) : ~0u;
 }
 
+/* The one authorization check: the caller must hold one of the method's roles. Done
+ * before the request body is read, so a caller without them makes us buffer nothing. */
 static int authorized(call *c) {
   call_server *s = c->srv;
   const conn_peer *p = call_peer(c);
@@ -604,6 +608,7 @@ static void request_headers_done(call *c) {
   c->state = CALL_BODY;
   c->method = c->path_too_long ? NULL : find_method(s, c->path, c->pathlen);
   if (!c->method) {
+    if (s->unknown) metrics_add(s->unknown->started, 1);
     answerf(c, GW_UNIMPLEMENTED, "unknown method %.*s", (int)(c->path_too_long ? 64 : c->pathlen),
             c->path);
     return;
@@ -976,14 +981,18 @@ static void count_answer(call *c, int status) {
   c->counted = 1;
   if (status < 0 || status >= NCODES) status = GW_UNKNOWN;
   if (!st->handled[status]) {
-    const char *v[] = {st->labels[0], st->labels[1], gw_status_name(status)};
+    /* Codes by their names in Go's grpc (codes.Code.String()), as go-grpc-prometheus
+     * labels them and alerting rules expect them. */
+    static const char *const names[NCODES] = {
+        "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+        "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+        "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+        "DataLoss", "Unauthenticated"};
+    const char *v[] = {st->labels[0], st->labels[1], names[status]};
     st->handled[status] = metrics_series_get(s->handled, v);
   }
   metrics_add(st->handled[status], 1);
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  metrics_observe(st->seconds, (double)(now.tv_sec - c->opened_at.tv_sec) +
-                                   (double)(now.tv_nsec - c->opened_at.tv_nsec) * 1e-9);
+  metrics_observe_since(st->seconds, &c->opened_at);
 }
 
 static void stats_open(call_server *s) {
@@ -1150,6 +1159,7 @@ static int invoked_may_tell(call *c) {
   if (!s->opts.before_send || s->opts.before_send(s->opts.before_send_arg) == 0) return 0;
   LOG_ERROR("call path=%s answered UNAVAILABLE: the server could not commit its state", c->path);
   c->sink->finish(c->sink_arg, GW_UNAVAILABLE, "server could not commit its state", NULL, 0);
+  if (s->opts.metrics && !c->counted) count_answer(c, GW_UNAVAILABLE);
   /* The handler hears of it from the loop (deadline_cb), not inside its own send. */
   c->dropped = 1;
   arm_timer(c, 0);

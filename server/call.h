@@ -71,7 +71,8 @@ typedef struct call_server_opts {
   /* Where calls are counted (NULL: nowhere; must outlive the server): by method,
    * grpc_server_started_total, grpc_server_handled_total (and status code) and
    * grpc_server_handling_seconds, from the stream's opening to the status; calls of no
-   * registered method count as grpc_service and grpc_method "unknown". Calls made with
+   * registered method count as grpc_service and grpc_method "unknown", a call the client
+   * resets as Canceled; codes by Go's names (NotFound). Calls made with
    * call_server_invoke (the HTTP/1.1 routes) count too. */
   metrics *metrics;
 } call_server_opts;
@@ -108,6 +109,11 @@ int call_server_add_stream(call_server *s, const char *path, call_stream_fn fn, 
  * tests of the dispatch table. */
 call_handler_fn call_server_lookup(const call_server *s, const char *path, size_t len,
                                    void **svc_out);
+
+/* Makes durable what an answer may tell (opts.before_send), for a front-end that
+ * answers something other than a call (the metrics). Returns 0, or the hook's negative
+ * errno: then answer that the server is unavailable. */
+int call_server_commit(call_server *s);
 
 /* The role bits `peer` holds (opts.roles; all when there is none), for a front-end
  * that authorizes something other than a call. */

@@ -261,8 +261,8 @@ static int open_listeners(front *f, const config *cfg, const SSL_CTX *tls, const
   return rc;
 }
 
-/* What the HTTP/1.1 side serves under cfg, with the gRPC side's size limits (which
- * HTTP/1.1 applies per request, so a reload changes them for the next one). */
+/* What the HTTP/1.1 side serves under cfg, with the gRPC side's size limits (a
+ * reload's apply to HTTP/1.1 connections accepted after it: http_reconfigure). */
 static http_opts http_options(const front *f, const config *cfg) {
   http_opts ho = HTTP_OPTS_INIT;
   ho.max_body = cfg->limits.max_message_bytes;

@@ -1,6 +1,8 @@
 /* front: the server's front door. Opens the listeners of the configuration, holds the
  * TLS context of its `tls:` section, and turns each accepted socket into a transport
- * (conn.h: plain, or TLS with its handshake) served by the call layer.
+ * (conn.h: plain, or TLS with its handshake) served by the call layer (HTTP/2: gRPC) or
+ * the HTTP/1.1 side (http.h): a plain connection's first bytes say which, a TLS one's
+ * ALPN.
  *
  * Policy at startup: a tls:// listener needs a tls: section; a plain TCP listener on a
  * non-loopback address is refused unless allow_insecure_remote is set (its callers
@@ -8,8 +10,8 @@
  * they are accepted. Unix socket files get the configured mode and group.
  *
  * front_reload (prismqd calls it on SIGHUP) applies a new configuration: certificates
- * are read again (new connections use the new ones, open connections keep theirs) and
- * listeners are added and removed. */
+ * are read again (new connections use the new ones, open connections keep theirs),
+ * listeners are added and removed, and the http section applies (http_reconfigure). */
 #ifndef PRISMQ_FRONT_H
 #define PRISMQ_FRONT_H
 
@@ -43,10 +45,11 @@ int front_reload(front *f, config *cfg, const char *const *urls, size_t nurls, c
                  size_t errlen);
 
 /* The connections the front holds beside the call layer's: HTTP/1.1 ones, and those
- * whose first bytes are still awaited. */
+ * whose protocol is not known yet (first bytes awaited, TLS handshake going on). */
 size_t front_live_conns(const front *f);
 
-/* Closes the listeners (open connections are the call layer's). */
+/* Closes the listeners (open connections stay with the call layer and the HTTP/1.1
+ * side; TLS handshakes going on, with the front). */
 void front_close(front *f);
 
 /* Closes the listeners and frees the front. Accepts NULL. */

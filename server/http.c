@@ -35,6 +35,8 @@ enum reply_kind {
   REPLY_RAW,    /* OutputChunks' bytes only (application/octet-stream) */
 };
 
+/* A connection whose answers are all out waits this long for the client to close it. */
+#define LINGER_MS 2000
 /* A streamed answer stops taking output while evhttp holds this much unsent. */
 #define STREAM_HIGH (64u << 10)
 /* A relay buffer (see "connections") that passes this stops reading from the other
@@ -49,10 +51,13 @@ struct hconn {
   struct evbuffer *to_inner, *to_outer; /* relayed bytes the other side has not taken */
   struct sockaddr_un name;              /* inner's abstract name, which evhttp sees */
   socklen_t namelen;
-  int efd;               /* evhttp's descriptor of this connection, once known, else -1 */
-  int closing;           /* evhttp is done: the pair ends once outer has drained */
-  struct event *slow_ev; /* a request begun and not whole after the timeout: 408 */
-  int dead;              /* ended: freed from free_ev */
+  int efd;                         /* evhttp's descriptor of this connection, once known, else -1 */
+  struct evhttp_connection *evcon; /* evhttp's connection, from its first request to its close */
+  unsigned inner_done : 1;         /* evhttp takes no more (it closed, or a 408 ended it) */
+  unsigned inner_eof : 1;          /* and says no more: the pair ends once outer has drained */
+  struct event *slow_ev;           /* a request begun and not whole after the timeout: 408 */
+  struct event *stall_ev; /* the client took nothing of what waits for it for the timeout */
+  int dead;               /* ended: freed from free_ev */
   struct event *free_ev;
   conn_peer peer;
   struct evhttp_request *req; /* the request being answered, or NULL */
@@ -167,11 +172,10 @@ static void chunk_written(struct evhttp_connection *evcon, void *arg) {
   if (hc->pending) call_sink_drained(hc->pending);
 }
 
-/* One Server-Sent Event: `event:` its kind, `id:` the seq of an output chunk (what
- * Last-Event-ID gives back on a reconnection), `data:` the chunk as JSON, a line each. */
-/* Appends chunk c to b as one Server-Sent Event: its kind, the seq as the id of an
- * output event, and its JSON a "data:" line per line. The JSON is printed once and its
- * lines cut with memchr; the data's base64 is most of it, on one line. */
+/* Appends chunk c to b as one Server-Sent Event: `event:` its kind, `id:` the seq of an
+ * output chunk (what Last-Event-ID gives back on a reconnection), `data:` the chunk as
+ * JSON, a line each. The JSON is printed once and its lines cut with memchr; the data's
+ * base64 is most of it, on one line. */
 static void put_event(struct evbuffer *b, const Prismq__Runner__V1__OutputChunk *c) {
   char *json = NULL;
   size_t len = 0;
@@ -539,6 +543,11 @@ static void metrics_route(struct hconn *hc) {
                 0);
     return;
   }
+  /* The figures may tell of runs that ended: nothing is told before it is durable. */
+  if (call_server_commit(h->calls) < 0) {
+    reply_error(hc, GW_UNAVAILABLE, "server could not commit its state", NULL, 0);
+    return;
+  }
   evbuffer_drain(hc->body, evbuffer_get_length(hc->body));
   metrics_render(h->metrics, hc->body);
   evhttp_add_header(evhttp_request_get_output_headers(hc->req), "Content-Type",
@@ -575,12 +584,12 @@ static void route(struct hconn *hc, enum evhttp_cmd_type cmd, char *path, struct
   }
 }
 
-static struct hconn *lookup(http *h, int efd);
+static struct hconn *lookup(http *h, struct evhttp_connection *evcon);
 
 static void on_request(struct evhttp_request *req, void *arg) {
   http *h = arg;
   struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-  struct hconn *hc = lookup(h, bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)));
+  struct hconn *hc = lookup(h, evcon);
   if (!hc || hc->dead) { /* not one the front relays: no peer to authorize */
     evhttp_send_error(req, 403, NULL);
     return;
@@ -614,23 +623,54 @@ static void on_request(struct evhttp_request *req, void *arg) {
 
 static void hconn_close(struct hconn *hc);
 
-/* Sends what `buf` holds to `to`; what it does not take now waits for its on_write. */
+/* evhttp takes no more: what the client still sends is read and dropped (closing a
+ * socket with unread input resets it, and the client could lose the answer), what
+ * evhttp said before it went is still read and passed on. */
+static void inner_gone(struct hconn *hc) {
+  hc->inner_done = 1;
+  evbuffer_drain(hc->to_inner, evbuffer_get_length(hc->to_inner));
+  conn_want_read(hc->outer, 1); /* if it waited for evhttp to take more */
+}
+
+/* Once evhttp has said all it will and the client has all of it, the pair ends when
+ * the client closes, or LINGER_MS later (a lingering close, as HTTP servers do). */
+static void maybe_end(struct hconn *hc) {
+  if (!hc->inner_eof) return;
+  if (evbuffer_get_length(hc->to_outer) > 0 || conn_pending(hc->outer) > 0) {
+    conn_want_write(hc->outer); /* back here when it drains */
+    return;
+  }
+  struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+  evtimer_add(hc->stall_ev, &linger);
+}
+
+/* Sends what `buf` holds to `to`; what it does not take now waits for its on_write,
+ * and bytes waiting for the client start its stall timer. A failed write to evhttp
+ * (it closed after an answer such as 413) ends only its side; to the client, the pair. */
 static int relay_send(struct hconn *hc, conn *to, struct evbuffer *buf) {
   if (conn_write(to, buf) < 0) {
-    hconn_close(hc);
+    if (to == hc->inner)
+      inner_gone(hc);
+    else
+      hconn_close(hc);
     return -1;
   }
-  if (evbuffer_get_length(buf) > 0) conn_want_write(to);
+  if (evbuffer_get_length(buf) > 0) {
+    conn_want_write(to);
+    if (to == hc->outer && !evtimer_pending(hc->stall_ev, NULL))
+      evtimer_add(hc->stall_ev, &hc->h->timeout);
+  }
   return 0;
 }
 
-/* Reads what `from` has into `buf` (up to RELAY_MAX: then `from` pauses until `to`
- * drains it) and passes it on to `to`. The client's end or failure ends the pair;
- * evhttp's end does once what it wrote has reached the client. */
+/* Reads what `from` has into `buf` (up to RELAY_MAX: then `from` pauses until `to` has
+ * taken half) and passes it on to `to`. The client's end or failure ends the pair;
+ * evhttp's ends its side (maybe_end). */
 static void relay(struct hconn *hc, conn *from, conn *to, struct evbuffer *buf) {
   for (;;) {
     if (evbuffer_get_length(buf) >= RELAY_MAX) {
       conn_want_read(from, 0);
+      conn_want_write(to); /* relay_written resumes `from`, even if all goes out now */
       break;
     }
     struct evbuffer_iovec v;
@@ -638,14 +678,14 @@ static void relay(struct hconn *hc, conn *from, conn *to, struct evbuffer *buf) 
     ssize_t n = conn_read(from, v.iov_base, v.iov_len);
     if (n == -EAGAIN) break;
     if (n <= 0) {
-      if (from == hc->inner && (evbuffer_get_length(buf) > 0 || conn_pending(to) > 0)) {
-        hc->closing = 1; /* relay_written ends it */
-        conn_want_read(hc->inner, 0);
-        conn_want_read(hc->outer, 0);
-        break;
+      if (from == hc->outer) {
+        hconn_close(hc);
+        return;
       }
-      hconn_close(hc);
-      return;
+      hc->inner_eof = 1;
+      inner_gone(hc);
+      conn_want_read(hc->inner, 0);
+      break;
     }
     int whole = (size_t)n == v.iov_len;
     v.iov_len = (size_t)n;
@@ -654,19 +694,28 @@ static void relay(struct hconn *hc, conn *from, conn *to, struct evbuffer *buf) 
      * for TLS records it holds), which spares a read that would only say EAGAIN. */
     if (!whole) break;
   }
-  if (relay_send(hc, to, buf) == 0 && hc->closing) conn_want_write(to); /* to end there */
+  if (from == hc->outer && hc->inner_done) {
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+    return;
+  }
+  if (relay_send(hc, to, buf) == 0) maybe_end(hc);
 }
 
-/* `to` took more: the side feeding it reads again below half the bound; a closing pair
- * ends once the client has everything. */
+/* `to` took more: the side feeding it reads again below half the bound; a pair whose
+ * evhttp side has ended ends once the client has everything; a client that takes
+ * something has its stall timer start again. */
 static void relay_written(struct hconn *hc, conn *to, conn *from, struct evbuffer *buf) {
+  if (to == hc->inner && hc->inner_done) return;
   if (relay_send(hc, to, buf) < 0) return;
-  if (hc->closing) {
-    if (evbuffer_get_length(buf) == 0 && conn_pending(to) == 0)
-      hconn_close(hc);
-    else if (evbuffer_get_length(buf) == 0)
-      conn_want_write(to); /* TLS ciphertext still on its way */
-    return;
+  if (to == hc->outer) {
+    if (evbuffer_get_length(buf) > 0 || conn_pending(to) > 0)
+      evtimer_add(hc->stall_ev, &hc->h->timeout);
+    else
+      evtimer_del(hc->stall_ev);
+    if (hc->inner_eof) {
+      maybe_end(hc);
+      return;
+    }
   }
   if (evbuffer_get_length(buf) < RELAY_MAX / 2) conn_want_read(from, 1);
   if (hc->pending && to == hc->outer) call_sink_drained(hc->pending);
@@ -679,14 +728,26 @@ static void outer_read(conn *c, void *arg) {
   relay(hc, c, hc->inner, hc->to_inner);
 }
 
+/* An answer is still on its way to the client: in evhttp's output, ours, or the
+ * transport's. */
+static int answering(const struct hconn *hc) {
+  struct bufferevent *bev = hc->evcon ? evhttp_connection_get_bufferevent(hc->evcon) : NULL;
+  return hc->req || (bev && evbuffer_get_length(bufferevent_get_output(bev)) > 0) ||
+         evbuffer_get_length(hc->to_outer) > 0 || conn_pending(hc->outer) > 0;
+}
+
 /* A request did not come in whole within the timeout (evhttp's own, a second later,
- * would close the connection without a word): answered 408 here, and the pair ends
- * once the client has it. */
+ * would close the connection without a word): answered 408 here, after whatever answer
+ * is still on its way, and the pair ends once the client has it. */
 static void slow_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct hconn *hc = arg;
-  if (hc->req || hc->closing || hc->dead) return;
+  if (hc->inner_done || hc->dead) return;
+  if (answering(hc)) {
+    evtimer_add(hc->slow_ev, &hc->h->timeout); /* the client reads slowly: stall_ev's */
+    return;
+  }
   char body[160];
   int n = snprintf(body, sizeof body,
                    "{\"code\": %d, \"message\": \"request not received whole within %ld ms\", "
@@ -698,10 +759,19 @@ static void slow_cb(evutil_socket_t fd, short what, void *arg) {
                           "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
                           n, body) < 0)
     abort();
-  hc->closing = 1;
-  conn_want_read(hc->outer, 0);
+  hc->inner_eof = 1;
+  inner_gone(hc);
   conn_want_read(hc->inner, 0);
-  if (relay_send(hc, hc->outer, hc->to_outer) == 0) conn_want_write(hc->outer);
+  if (relay_send(hc, hc->outer, hc->to_outer) == 0) maybe_end(hc);
+}
+
+/* The client took nothing for the timeout while an answer waited for it (a client that
+ * does not read must not hold its buffers and a connection for ever), or a lingering
+ * close is over: the pair ends. */
+static void stall_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  hconn_close(arg);
 }
 
 static void inner_read(conn *c, void *arg) {
@@ -738,15 +808,17 @@ static void hconn_close(struct hconn *hc) {
 static void hconn_free(struct hconn *hc) {
   http *h = hc->h;
   hconn_close(hc);
-  if (hc->efd >= 0) h->by_fd[hc->efd] = NULL;
+  if (hc->efd >= 0 && h->by_fd[hc->efd] == hc) h->by_fd[hc->efd] = NULL;
   if (hc->prev)
     hc->prev->next = hc->next;
   else
     h->conns = hc->next;
   if (hc->next) hc->next->prev = hc->prev;
+  if (hc->evcon) evhttp_connection_set_closecb(hc->evcon, NULL, NULL);
   conn_free(hc->outer);
   conn_free(hc->inner);
   event_free(hc->slow_ev);
+  event_free(hc->stall_ev);
   evbuffer_free(hc->to_inner);
   evbuffer_free(hc->to_outer);
   event_free(hc->free_ev);
@@ -760,15 +832,30 @@ static void free_cb(evutil_socket_t fd, short what, void *arg) {
   hconn_free(arg);
 }
 
-/* The pair whose inner end is the peer of evhttp's descriptor `efd`, or NULL (a
- * connection made to the private listener from outside prismqd). */
-static struct hconn *lookup(http *h, int efd) {
-  if ((size_t)efd < h->nby_fd && h->by_fd[efd]) return h->by_fd[efd];
+/* evhttp closes (or frees) a connection: its descriptor may be another's soon. */
+static void evcon_closed(struct evhttp_connection *evcon, void *arg) {
+  (void)evcon;
+  struct hconn *hc = arg;
+  http *h = hc->h;
+  if (hc->efd >= 0 && (size_t)hc->efd < h->nby_fd && h->by_fd[hc->efd] == hc)
+    h->by_fd[hc->efd] = NULL;
+  hc->efd = -1;
+  hc->evcon = NULL;
+}
+
+/* The pair whose inner end is the peer of evhttp's connection `evcon`, or NULL (a
+ * connection made to the private listener from outside prismqd). Found by the abstract
+ * name at its first request, then by its descriptor until evhttp closes it. */
+static struct hconn *lookup(http *h, struct evhttp_connection *evcon) {
+  int efd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+  if (efd < 0) return NULL;
+  if ((size_t)efd < h->nby_fd && h->by_fd[efd] && h->by_fd[efd]->evcon == evcon)
+    return h->by_fd[efd];
   struct sockaddr_un sa;
   socklen_t len = sizeof sa;
   if (getpeername(efd, (struct sockaddr *)&sa, &len) != 0) return NULL;
   for (struct hconn *hc = h->conns; hc; hc = hc->next) {
-    if (hc->efd >= 0 || hc->namelen != len || memcmp(&hc->name, &sa, len) != 0) continue;
+    if (hc->evcon || hc->namelen != len || memcmp(&hc->name, &sa, len) != 0) continue;
     if ((size_t)efd >= h->nby_fd) {
       size_t n = (size_t)efd + 64;
       h->by_fd = xrealloc(h->by_fd, n * sizeof *h->by_fd);
@@ -776,7 +863,9 @@ static struct hconn *lookup(http *h, int efd) {
       h->nby_fd = n;
     }
     hc->efd = efd;
+    hc->evcon = evcon;
     h->by_fd[efd] = hc;
+    evhttp_connection_set_closecb(evcon, evcon_closed, hc);
     return hc;
   }
   return NULL;
@@ -823,7 +912,9 @@ int http_accept(http *h, conn *outer) {
   hc->to_outer = evbuffer_new();
   hc->free_ev = evtimer_new(h->base, free_cb, hc);
   hc->slow_ev = evtimer_new(h->base, slow_cb, hc);
-  if (!hc->body || !hc->to_inner || !hc->to_outer || !hc->free_ev || !hc->slow_ev) abort();
+  hc->stall_ev = evtimer_new(h->base, stall_cb, hc);
+  if (!hc->body || !hc->to_inner || !hc->to_outer || !hc->free_ev || !hc->slow_ev || !hc->stall_ev)
+    abort();
   conn_set_handlers(hc->outer, outer_read, outer_written, hc);
   conn_set_handlers(hc->inner, inner_read, inner_written, hc);
   conn_want_read(hc->outer, 1);

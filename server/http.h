@@ -55,8 +55,9 @@ typedef struct http_opts {
  * -ENOMEM with *out untouched. */
 int http_new(http **out, struct event_base *base, call_server *calls, const http_opts *opts);
 
-/* Applies `opts` from now on (a reloaded configuration): requests that begin later
- * get its limits, timeout, page and metrics. */
+/* Applies `opts` from now on (a reloaded configuration): the page and the metrics to
+ * every request that begins later; the size limits and the timeout to connections
+ * accepted later (evhttp copies them into each connection it accepts). */
 void http_reconfigure(http *h, const http_opts *opts);
 
 /* Serves HTTP/1.1 on the client's transport `outer` (a socket, or TLS whose handshake

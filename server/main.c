@@ -297,9 +297,8 @@ static void server_metrics(void *arg, metrics *m) {
   server_counters(&c, srv);
   metrics_set(metrics_series_get(conns, h2), (double)call_server_live_conns(srv->calls));
   metrics_set(metrics_series_get(conns, h1), (double)c.conns);
-  metrics_set(metrics_series_only(metrics_family_get(
-                  m, METRICS_GAUGE, "prismq_followers",
-                  "Calls following a run's output now (gRPC and HTTP).", NULL, NULL, 0)),
+  metrics_set(metrics_single(m, METRICS_GAUGE, "prismq_followers",
+                             "Calls following a run's output now (gRPC and HTTP)."),
               (double)c.followers);
 }
 

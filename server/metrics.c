@@ -134,6 +134,11 @@ metrics_series *metrics_series_get(metrics_family *f, const char *const *values)
   return *slot;
 }
 
+metrics_series *metrics_single(metrics *m, enum metrics_type type, const char *name,
+                               const char *help) {
+  return metrics_series_only(metrics_family_get(m, type, name, help, NULL, NULL, 0));
+}
+
 metrics_series *metrics_series_only(metrics_family *f) {
   assert(f->nlabels == 0);
   return f->first;
@@ -182,6 +187,13 @@ void metrics_observe(metrics_series *s, double v) {
   s->counts[i]++;
   s->count++;
   s->sum += v;
+}
+
+void metrics_observe_since(metrics_series *s, const struct timespec *since) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  metrics_observe(
+      s, (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) * 1e-9);
 }
 
 void metrics_on_render(metrics *m, void (*fn)(void *arg, metrics *m), void *arg) {

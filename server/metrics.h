@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct evbuffer;
 
@@ -57,6 +58,11 @@ metrics_series *metrics_series_get(metrics_family *f, const char *const *values)
 /* The series of a family without labels. */
 metrics_series *metrics_series_only(metrics_family *f);
 
+/* The one series of the family `name` without labels, registered as metrics_family_get
+ * does (type, help) if it is new. */
+metrics_series *metrics_single(metrics *m, enum metrics_type type, const char *name,
+                               const char *help);
+
 /* Adds v (>= 0 for a counter) to a counter's or gauge's value. */
 void metrics_add(metrics_series *s, double v);
 
@@ -65,6 +71,9 @@ void metrics_set(metrics_series *s, double v);
 
 /* Counts the observation v in a histogram: its bucket, the sum and the count. */
 void metrics_observe(metrics_series *s, double v);
+
+/* Observes the seconds from `since` (CLOCK_MONOTONIC) to now in a histogram. */
+void metrics_observe_since(metrics_series *s, const struct timespec *since);
 
 /* Called at the start of every metrics_render, in the order added, to set gauges (and
  * counters kept elsewhere) from the live state: fn(arg, m). */

@@ -58,12 +58,8 @@ static double start_time(void) {
   return boot + (double)ticks / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* The families procstat_register made, found again by name (a few lookups a scrape,
- * and no state to keep beside the registry). */
-static metrics_series *one(metrics *m, enum metrics_type type, const char *name, const char *help) {
-  return metrics_series_only(metrics_family_get(m, type, name, help, NULL, NULL, 0));
-}
-
+/* The families procstat_register made are found again by name at each rendering (a
+ * few lookups a scrape, and no state to keep beside the registry). */
 #define RSS_HELP   "Resident memory size in bytes."
 #define VSIZE_HELP "Virtual memory size in bytes."
 #define FDS_HELP   "Number of open file descriptors."
@@ -76,29 +72,31 @@ static void collect(void *arg, metrics *m) {
   unsigned long size = 0, resident = 0;
   double page = (double)sysconf(_SC_PAGESIZE);
   if (statm(&size, &resident) == 0) {
-    metrics_set(one(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP),
+    metrics_set(metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP),
                 (double)resident * page);
-    metrics_set(one(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP),
+    metrics_set(metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP),
                 (double)size * page);
   }
-  metrics_set(one(m, METRICS_GAUGE, "process_open_fds", FDS_HELP), (double)procstat_open_fds());
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_open_fds", FDS_HELP),
+              (double)procstat_open_fds());
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-    metrics_set(one(m, METRICS_GAUGE, "process_max_fds", MAX_HELP), (double)rl.rlim_cur);
+    metrics_set(metrics_single(m, METRICS_GAUGE, "process_max_fds", MAX_HELP), (double)rl.rlim_cur);
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0)
-    metrics_set(one(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP),
+    metrics_set(metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP),
                 (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
                     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6);
 }
 
 void procstat_register(metrics *m) {
   /* Registered now, so that they keep their place in the rendering. */
-  one(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP);
-  one(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP);
-  one(m, METRICS_GAUGE, "process_open_fds", FDS_HELP);
-  one(m, METRICS_GAUGE, "process_max_fds", MAX_HELP);
-  one(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP);
-  metrics_set(one(m, METRICS_GAUGE, "process_start_time_seconds", START_HELP), start_time());
+  metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_open_fds", FDS_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_max_fds", MAX_HELP);
+  metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP);
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_start_time_seconds", START_HELP),
+              start_time());
   metrics_on_render(m, collect, NULL);
 }

@@ -29,10 +29,6 @@ static void collect(void *arg, metrics *m) {
   metrics_set(rs->runs, (double)g.runs);
 }
 
-static metrics_series *gauge(metrics *m, const char *name, const char *help) {
-  return metrics_series_only(metrics_family_get(m, METRICS_GAUGE, name, help, NULL, NULL, 0));
-}
-
 int runstats_new(runstats **out, metrics *m, void (*gauges)(void *arg, runstats_gauges *g),
                  void *arg) {
   runstats *rs = xcalloc(1, sizeof *rs);
@@ -45,9 +41,10 @@ int runstats_new(runstats **out, metrics *m, void (*gauges)(void *arg, runstats_
       metrics_family_get(m, METRICS_HISTOGRAM, "prismq_run_duration_seconds",
                          "How long runs ran, from their start to their end, by module.",
                          module_label, run_buckets, sizeof run_buckets / sizeof *run_buckets);
-  rs->queued = gauge(m, "prismq_runs_queued", "Runs waiting for a slot.");
-  rs->running = gauge(m, "prismq_runs_running", "Runs running now.");
-  rs->runs = gauge(m, "prismq_runs", "Runs in the run table, of any status.");
+  rs->queued = metrics_single(m, METRICS_GAUGE, "prismq_runs_queued", "Runs waiting for a slot.");
+  rs->running = metrics_single(m, METRICS_GAUGE, "prismq_runs_running", "Runs running now.");
+  rs->runs =
+      metrics_single(m, METRICS_GAUGE, "prismq_runs", "Runs in the run table, of any status.");
   metrics_family *out_bytes =
       metrics_family_get(m, METRICS_COUNTER, "prismq_output_bytes_total",
                          "Output bytes read from runs, by stream.", stream_label, NULL, 0);

@@ -230,15 +230,11 @@ static void rollback(runtab *t) {
 /* Commits the open transaction, which ends the waiting of its updates; on failure
  * rolls it back (they keep waiting) and returns -EIO (logged). */
 static int commit(runtab *t, const char *op, const char *run_id) {
-  struct timespec t0, t1;
+  struct timespec t0;
   if (t->commit_seconds) clock_gettime(CLOCK_MONOTONIC, &t0);
   int rc = step_done(t->st[ST_COMMIT]);
-  if (t->commit_seconds) {
-    /* The checkpoints that commits run (the WAL hook) are in it: they are the slow ones. */
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    metrics_observe(t->commit_seconds,
-                    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
-  }
+  /* The checkpoints that commits run (the WAL hook) are in it: they are the slow ones. */
+  if (t->commit_seconds) metrics_observe_since(t->commit_seconds, &t0);
   if (rc == SQLITE_OK) {
     t->npend = 0;
     t->pend_used = 0;

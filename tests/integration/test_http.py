@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from prismq_testlib import WAIT, Server, protos
+from prismq_testlib import WAIT, Server, protos, temp_dir
 
 pb = protos()
 R = pb.runner_pb2
@@ -155,12 +155,18 @@ class Http(unittest.TestCase):
         self.assertEqual(code, 404)
         code, err = curl(self.srv, "/v1/runs?page_size=x")
         self.assertEqual((code, err["code"]), (400, 3))
-        # A body over limits.max_message_bytes is refused whole. The client waits for
-        # "100 Continue" (as curl does for large bodies): one that sends the body at once
-        # may lose the 413 to the reset of the server's close (no lingering close yet).
+        # A body over limits.max_message_bytes is refused whole, whether the client
+        # waits for "100 Continue" (as curl does for large bodies) or sends it at once:
+        # then the server reads and drops the rest (a lingering close), so that its
+        # close does not reset the connection under the 413.
         big = json.dumps({"moduleId": "echo", "parameters": {"word": "x" * 100000}})
         code, _ = curl(self.srv, "/v1/runs", "-H", "Expect: 100-continue", body=big)
         self.assertEqual(code, 413)
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", self.srv.port), timeout=WAIT) as s:
+                s.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                          b"\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big.encode()))
+                self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 413 "))
         self.assertEqual(curl(self.srv, "/healthz")[0], 200)  # still serving
 
     def test_keep_alive_and_grpc_on_the_same_port(self):
@@ -246,6 +252,29 @@ class HttpAuthz(unittest.TestCase):
             self.assertEqual((code, err["code"]), (403, 7), err)
             self.assertIn("permission denied", err["message"])
             self.assertEqual(curl(srv, "/healthz")[0], 200)
+
+    def test_identity_is_the_connections_own(self):
+        """A connection evhttp has closed (Connection: close) while its answer still
+        waits for a client that does not read keeps nothing of its identity for the next
+        one: an anonymous client is refused what the first could do."""
+        sock = os.path.join(temp_dir(), "p.sock")
+        authz = 'authz:\n  - {identity: "unix:*", roles: [read_all]}\n'
+        with Server(config_yaml=CONFIG + authz, extra_args=("--listen", "unix://" + sock)) as srv:
+            # An answer longer than the sockets hold, for the reader that does not read.
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT)
+            body = json.dumps({"moduleId": "echo",
+                               "labels": {"k%d" % j: "v" * 100 for j in range(3)}})
+            for _ in range(300):
+                conn.request("POST", "/v1/runs", body, {"Content-Type": "application/json"})
+                self.assertEqual(conn.getresponse().read()[:1], b"{")
+            conn.close()
+            with socket.socket(socket.AF_UNIX) as a:
+                a.connect(sock)
+                a.sendall(b"GET /v1/runs?page_size=1000 HTTP/1.1\r\nHost: x\r\n"
+                          b"Connection: close\r\n\r\n")
+                for _ in range(5):
+                    code, err = curl(srv, "/metrics")
+                    self.assertEqual((code, err["code"]), (403, 7), err)
 
 
 def get(srv, path, headers=None, method="GET"):

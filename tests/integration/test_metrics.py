@@ -125,7 +125,7 @@ class Metrics(unittest.TestCase):
         grew("prismq_output_bytes_total", 2 * len("err-line\n"), stream="stderr")
         runner = "prismq.runner.v1.Runner"
         grew("grpc_server_handled_total", 1, grpc_service=runner, grpc_method="GetRun",
-             grpc_code="NOT_FOUND")
+             grpc_code="NotFound")
         grew("grpc_server_handled_total", 3, grpc_service=runner, grpc_method="StartRun",
              grpc_code="OK")
         grew("grpc_server_started_total", 3, grpc_service=runner, grpc_method="StartRun")

@@ -1607,8 +1607,8 @@ static void test_invoke_role_denied(void **state) {
 /* ---- tests: metrics ----------------------------------------------------------------- */
 
 /* With opts.metrics, each call counts once by method and status: answered ones with
- * their code, calls of no registered method as "unknown", one the client reset as
- * CANCELLED; each is in the latency histogram of its method. */
+ * their code (by Go's name), calls of no registered method as "unknown", one the client
+ * reset as Canceled; each is in the latency histogram of its method. */
 static void test_metrics_count_calls(void **state) {
   struct fx *f = *state;
   call_server_free(f->srv);
@@ -1642,14 +1642,15 @@ static void test_metrics_count_calls(void **state) {
       "grpc_server_handled_total{grpc_service=\"test.Echo\",grpc_method=\"Unary\","
       "grpc_code=\"OK\"} 2\n",
       "grpc_server_handled_total{grpc_service=\"test.Echo\",grpc_method=\"Fail\","
-      "grpc_code=\"FAILED_PRECONDITION\"} 1\n",
+      "grpc_code=\"FailedPrecondition\"} 1\n",
       "grpc_server_handled_total{grpc_service=\"unknown\",grpc_method=\"unknown\","
-      "grpc_code=\"UNIMPLEMENTED\"} 1\n",
+      "grpc_code=\"Unimplemented\"} 1\n",
       "grpc_server_handled_total{grpc_service=\"test.Echo\",grpc_method=\"Hang\","
-      "grpc_code=\"CANCELLED\"} 1\n",
+      "grpc_code=\"Canceled\"} 1\n",
       "grpc_server_handling_seconds_count{grpc_service=\"test.Echo\",grpc_method=\"Unary\"} 2\n",
       "grpc_server_handling_seconds_count{grpc_service=\"test.Echo\",grpc_method=\"Hang\"} 1\n",
       "grpc_server_started_total{grpc_service=\"test.Echo\",grpc_method=\"Open\"} 0\n",
+      "grpc_server_started_total{grpc_service=\"unknown\",grpc_method=\"unknown\"} 1\n",
   };
   for (size_t i = 0; i < sizeof want / sizeof *want; i++)
     if (!strstr(text, want[i])) fail_msg("missing: %s\nin:\n%s", want[i], text);
