@@ -697,6 +697,10 @@ void conn_want_write(conn *c) {
   }
 }
 
+void conn_shutdown_write(conn *c) {
+  if (c->kind == CONN_SOCKET && c->state == ST_UP) shutdown(c->fd, SHUT_WR);
+}
+
 ssize_t conn_read(conn *c, void *buf, size_t len) { return c->ops->read(c, buf, len); }
 
 int conn_write(conn *c, struct evbuffer *out) { return c->ops->write(c, out); }

@@ -108,6 +108,11 @@ ssize_t conn_read(conn *c, void *buf, size_t len);
  * writes nothing and returns 0. */
 int conn_write(conn *c, struct evbuffer *out);
 
+/* Ends the sending direction of a plain socket (shutdown SHUT_WR: the peer reads the
+ * end of the stream), which may still be read. Other kinds: nothing. For a lingering
+ * close: say "no more", read what the peer still sends, then free. */
+void conn_shutdown_write(conn *c);
+
 /* Bytes the transport has taken from conn_write but not yet handed to the kernel
  * (TLS ciphertext, a bufferevent's output). They go out on their own; a user that
  * closes once its output is gone waits for on_write while this is not 0. */

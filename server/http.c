@@ -640,6 +640,7 @@ static void maybe_end(struct hconn *hc) {
     conn_want_write(hc->outer); /* back here when it drains */
     return;
   }
+  conn_shutdown_write(hc->outer); /* the client reads the end and closes */
   struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
   evtimer_add(hc->stall_ev, &linger);
 }

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -461,6 +462,48 @@ static void test_socket_eof(void **state) {
   assert_string_equal(conn_error(c), "");
 }
 
+/* A peer that answers and closes before reading what was sent to it: the write fails
+ * (EPIPE), and the answer is still read, then the end of the stream. */
+static void test_socket_read_after_peer_closed(void **state) {
+  struct fx *f = *state;
+  int sv[2];
+  unix_pair(sv);
+  f->raw_fd = sv[1];
+  conn *c;
+  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  signal(SIGPIPE, SIG_IGN); /* as prismqd does: the write's EPIPE, not a signal */
+  assert_int_equal(write(f->raw_fd, "413", 3), 3);
+  close(f->raw_fd);
+  f->raw_fd = -1;
+  struct evbuffer *out = evbuffer_new();
+  assert_non_null(out);
+  evbuffer_add(out, "body", 4);
+  assert_int_equal(conn_write(c, out), -EPIPE);
+  evbuffer_free(out);
+  uint8_t buf[16];
+  assert_int_equal(conn_read(c, buf, sizeof buf), 3);
+  assert_memory_equal(buf, "413", 3);
+  assert_int_equal(conn_read(c, buf, sizeof buf), 0);
+  conn_free(c);
+}
+
+/* conn_shutdown_write: the peer reads the end of the stream, and can still send. */
+static void test_socket_shutdown_write(void **state) {
+  struct fx *f = *state;
+  int sv[2];
+  unix_pair(sv);
+  f->raw_fd = sv[1];
+  conn *c;
+  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  attach(&f->a, c);
+  conn_shutdown_write(c);
+  char buf[8];
+  assert_int_equal(read(f->raw_fd, buf, sizeof buf), 0);
+  assert_int_equal(write(f->raw_fd, "late", 4), 4);
+  RUN_UNTIL(f, evbuffer_get_length(f->a.in) == 4 || f->a.err);
+  assert_int_equal(f->a.err, 0);
+}
+
 static void test_unix_peer(void **state) {
   struct fx *f = *state;
   int sv[2];
@@ -834,6 +877,8 @@ int main(void) {
       T(test_socket_round_trip),
       T(test_socket_made_nonblocking),
       T(test_socket_eof),
+      T(test_socket_read_after_peer_closed),
+      T(test_socket_shutdown_write),
       T(test_unix_peer),
       T(test_tcp_connect),
       T(test_connect_refused),
