@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from prismq_testlib import WAIT, Server, protos, temp_dir
+from prismq_testlib import WAIT, Server, ServerTestCase, protos, temp_dir
 
 pb = protos()
 R = pb.runner_pb2
@@ -70,14 +70,17 @@ def curl(srv, path, *args, body=None):
         return int(code), text
 
 
-class Http(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server(config_yaml=CONFIG).start()
+class HttpCase(ServerTestCase):
+    """One server for the class, on CONFIG unless server_kwargs says otherwise."""
 
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.srv.stop() == 0
+    server_kwargs = {"config_yaml": CONFIG}
+
+    @property
+    def srv(self):
+        return self.server
+
+
+class Http(HttpCase):
 
     def start(self, module="echo", **params):
         code, run = curl(self.srv, "/v1/runs",
@@ -195,14 +198,7 @@ class Http(unittest.TestCase):
         self.assertEqual(curl(self.srv, "/healthz")[0], 200)
 
 
-class HttpOutput(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server(config_yaml=CONFIG).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.srv.stop() == 0
+class HttpOutput(HttpCase):
 
     def test_sse_follow_and_resume(self):
         code, run = curl(self.srv, "/v1/runs", body=json.dumps({"moduleId": "lines"}))
@@ -288,7 +284,7 @@ def get(srv, path, headers=None, method="GET"):
         conn.close()
 
 
-class HttpUi(unittest.TestCase):
+class HttpUi(HttpCase):
     """The web page's files at / and /NAME (http.ui, on by default)."""
 
     FILES = (("/", "text/html; charset=utf-8"), ("/index.html", "text/html; charset=utf-8"),
@@ -296,13 +292,6 @@ class HttpUi(unittest.TestCase):
              ("/style.css", "text/css; charset=utf-8"),
              ("/favicon.svg", "image/svg+xml; charset=utf-8"))
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server(config_yaml=CONFIG).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.srv.stop() == 0
 
     def test_files_and_headers(self):
         tags = {}
@@ -350,18 +339,12 @@ class HttpUi(unittest.TestCase):
             self.assertEqual(curl(srv, "/healthz")[0], 200)
 
 
-class HttpSlow(unittest.TestCase):
+class HttpSlow(HttpCase):
     """A request not whole within http.request_timeout_ms is answered 408 and its
     connection closed; an idle keep-alive connection is closed without a word; the
     server serves on and holds no connection afterwards."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server(config_yaml=CONFIG + "http: {request_timeout_ms: 1000}\n").start()
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.srv.stop() == 0
+    server_kwargs = {"config_yaml": CONFIG + "http: {request_timeout_ms: 1000}\n"}
 
     def answer_to(self, head):
         """Sends `head` on a new connection, then nothing; returns (all that came back

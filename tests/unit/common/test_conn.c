@@ -280,6 +280,17 @@ static void unix_pair(int sv[2]) {
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
 }
 
+/* A plain socket conn whose peer is the raw descriptor f->raw_fd, for tests that play
+ * the peer by hand. */
+static conn *raw_peer_conn(struct fx *f) {
+  int sv[2];
+  unix_pair(sv);
+  f->raw_fd = sv[1];
+  conn *c;
+  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  return c;
+}
+
 static void accept_cb(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   struct fx *f = arg;
@@ -444,11 +455,7 @@ static void test_socket_made_nonblocking(void **state) {
 /* Nothing there: -EAGAIN; the peer closing: 0, not an error. */
 static void test_socket_eof(void **state) {
   struct fx *f = *state;
-  int sv[2];
-  unix_pair(sv);
-  f->raw_fd = sv[1];
-  conn *c;
-  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  conn *c = raw_peer_conn(f);
   uint8_t buf[16];
   assert_int_equal(conn_read(c, buf, sizeof buf), -EAGAIN);
   attach(&f->a, c);
@@ -466,11 +473,7 @@ static void test_socket_eof(void **state) {
  * (EPIPE), and the answer is still read, then the end of the stream. */
 static void test_socket_read_after_peer_closed(void **state) {
   struct fx *f = *state;
-  int sv[2];
-  unix_pair(sv);
-  f->raw_fd = sv[1];
-  conn *c;
-  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  conn *c = raw_peer_conn(f);
   signal(SIGPIPE, SIG_IGN); /* as prismqd does: the write's EPIPE, not a signal */
   assert_int_equal(write(f->raw_fd, "413", 3), 3);
   close(f->raw_fd);
@@ -490,11 +493,7 @@ static void test_socket_read_after_peer_closed(void **state) {
 /* conn_shutdown_write: the peer reads the end of the stream, and can still send. */
 static void test_socket_shutdown_write(void **state) {
   struct fx *f = *state;
-  int sv[2];
-  unix_pair(sv);
-  f->raw_fd = sv[1];
-  conn *c;
-  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  conn *c = raw_peer_conn(f);
   attach(&f->a, c);
   conn_shutdown_write(c);
   char buf[8];
@@ -506,11 +505,7 @@ static void test_socket_shutdown_write(void **state) {
 
 static void test_unix_peer(void **state) {
   struct fx *f = *state;
-  int sv[2];
-  unix_pair(sv);
-  f->raw_fd = sv[1];
-  conn *c;
-  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  conn *c = raw_peer_conn(f);
   attach(&f->a, c);
   const struct passwd *pw = getpwuid(getuid());
   assert_non_null(pw);
@@ -854,11 +849,7 @@ static void test_bev_backpressure(void **state) {
  * socket does so; so must the adapter. */
 static void test_want_write_when_idle(void **state) {
   struct fx *f = *state;
-  int sv[2];
-  unix_pair(sv);
-  f->raw_fd = sv[1];
-  conn *c;
-  assert_int_equal(conn_new_socket(&c, f->base, sv[0], NULL), 0);
+  conn *c = raw_peer_conn(f);
   attach(&f->b, c);
   conn_want_write(c);
   RUN_UNTIL(f, f->b.writes);
