@@ -116,8 +116,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     r->sweeping = 1;
     r->table_done = 0;
   }
+  /* The table is checkpointing on its own thread: a batch would wait for it on the
+   * loop's, and so would an unlink (ext4 holds it until the journal commit that the
+   * checkpoint's fsync forces is over). Back in a millisecond. */
+  if (runtab_busy(r->rt)) {
+    arm(r, 1);
+    return;
+  }
   if (r->next_unlink == r->nids && !r->table_done) purge_batch(r);
-  while (r->next_unlink < r->nids) { /* at least one a pass: a slice of 0 still ends */
+  /* At least one unlink a pass (a slice of 0 still ends), unless the batch's commit has
+   * just started a checkpoint: then they wait for the next pass. */
+  while (r->next_unlink < r->nids && !runtab_busy(r->rt)) {
     unlink_next(r);
     if (mono_us() - t0 >= r->slice_us) break;
   }
@@ -128,7 +137,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   if (took >= RETENTION_LONG_PASS_US) r->cur.long_passes++;
   if (r->on_pass) r->on_pass(r->arg, took, &r->cur);
   if (r->next_unlink < r->nids || !r->table_done)
-    arm(r, 0); /* more to do: after whatever else is ready */
+    arm(r, runtab_busy(r->rt)); /* more to do: after whatever else is ready */
   else
     sweep_end(r);
 }

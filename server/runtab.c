@@ -28,13 +28,21 @@
  * No foreign key from run_labels to runs: both are written in the same transaction by
  * this file alone, and enforcing it would cost a lookup per label on the start path.
  *
- * Checkpoints: run by the commit that takes the WAL past CKPT_PAGES pages (our WAL hook,
- * in place of SQLite's automatic one); it fsyncs the WAL, copies it into the database
- * and fsyncs that. A run writes about ten pages (three transactions), so that is once
- * per few hundred runs. 4000 pages (16 MiB) rather than SQLite's 1000 spend fewer fsyncs
- * per run while the WAL stays small enough for fast reads. They run on the loop's
- * thread: PASSIVE checkpoints from another thread never catch up with a sustained
- * writer, so the WAL would never be rewound and every read would slow down with it.
+ * Checkpoints: started after the commit that takes the WAL past CKPT_PAGES pages (our
+ * WAL hook, in place of SQLite's automatic one); a checkpoint fsyncs the WAL, copies it
+ * into the database and fsyncs that. A run writes about ten pages (three
+ * transactions), so that is once per few hundred runs. 4000 pages (16 MiB) rather than
+ * SQLite's 1000 spend fewer fsyncs per run while the WAL stays small enough for fast
+ * reads. The checkpoint runs on a thread of its own, on this connection, while nothing
+ * else touches it: every function below that uses the connection first waits for the
+ * checkpoint to end (ckpt_join), so the loop waits for its fsyncs only when it needs the
+ * table meanwhile, and runtab_busy lets work that can wait (the retention sweep) come
+ * back later instead. As no writer runs beside it, the checkpoint always completes and
+ * the next write rewinds the WAL (PASSIVE checkpoints from a second connection never
+ * caught up with a sustained writer, and the WAL grew without bound). The thread lives
+ * only for one checkpoint, so the process has a second thread (whose presence makes
+ * every munmap, one per spawn, a TLB shootdown) for a few tens of milliseconds now and
+ * then.
  *
  * Writing the WAL back early: so that the checkpoint's first fsync does not write back
  * all 16 MiB of the WAL while the event loop waits, every FLUSH_PAGES pages the WAL hook
@@ -55,7 +63,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +202,10 @@ struct runtab {
   size_t cap;
   uint64_t count;                 /* rows in runs: this connection is the only writer */
   metrics_series *commit_seconds; /* runtab_set_metrics; NULL: not measured */
+  int ckpt_wanted;                /* the WAL is past CKPT_PAGES: a checkpoint is due */
+  int ckpt_running;               /* ckpt_thread has the connection until joined */
+  atomic_int ckpt_done;           /* set by ckpt_thread as it ends */
+  pthread_t ckpt_thread;
 };
 
 /* protobuf-c leaves strings NULL only if the caller did; treat that as "". */
@@ -227,6 +241,8 @@ static void rollback(runtab *t) {
   if (!sqlite3_get_autocommit(t->db)) step_done(t->st[ST_ROLLBACK]);
 }
 
+static void ckpt_start(runtab *t);
+
 /* Commits the open transaction, which ends the waiting of its updates; on failure
  * rolls it back (they keep waiting) and returns -EIO (logged). */
 static int commit(runtab *t, const char *op, const char *run_id) {
@@ -239,6 +255,7 @@ static int commit(runtab *t, const char *op, const char *run_id) {
     t->npend = 0;
     t->pend_used = 0;
     t->failing = 0;
+    if (t->ckpt_wanted) ckpt_start(t);
     return 0;
   }
   t->failing = 1;
@@ -306,14 +323,44 @@ static int collect(runtab *t, sqlite3_stmt *st, size_t limit, Run ***runs, size_
 
 /* ---- checkpoints ---- */
 
+static void *ckpt_thread(void *arg) {
+  runtab *t = arg;
+  /* PASSIVE, as SQLite's own: with no other connection, it copies the whole WAL. */
+  sqlite3_wal_checkpoint_v2(t->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  atomic_store(&t->ckpt_done, 1);
+  return NULL;
+}
+
+/* Starts the checkpoint that is due, after a commit. Where no thread can be made, it
+ * runs here, as it used to. */
+static void ckpt_start(runtab *t) {
+  t->ckpt_wanted = 0;
+  atomic_store(&t->ckpt_done, 0);
+  if (pthread_create(&t->ckpt_thread, NULL, ckpt_thread, t) == 0) {
+    t->ckpt_running = 1;
+    return;
+  }
+  ckpt_thread(t);
+}
+
+/* Waits for a checkpoint in progress to end: the connection is the caller's again. */
+static void ckpt_join(runtab *t) {
+  if (!t->ckpt_running) return;
+  pthread_join(t->ckpt_thread, NULL);
+  t->ckpt_running = 0;
+}
+
 /* SQLite calls this after each commit with the WAL's size in pages. It replaces
- * sqlite3_wal_autocheckpoint's hook, so it checkpoints as that one does (PASSIVE, on
- * this connection), and in between starts the WAL's writeback. */
+ * sqlite3_wal_autocheckpoint's hook: past CKPT_PAGES a checkpoint is due (commit starts
+ * it once the commit is over, see "Checkpoints"); below, it starts the WAL's
+ * writeback. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages) {
+  (void)db;
+  (void)name;
   runtab *t = arg;
   if (pages < t->flushed_pages) t->flushed_pages = 0; /* the WAL was rewound */
   if (pages >= CKPT_PAGES) {
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    t->ckpt_wanted = 1;
     t->flushed_pages = 0;
   } else if (t->wal_fd >= 0 && pages - t->flushed_pages >= FLUSH_PAGES) {
     /* A failure costs only speed: the checkpoint syncs the WAL itself. */
@@ -451,6 +498,7 @@ fail:
 
 void runtab_free(runtab *t) {
   if (!t) return;
+  ckpt_join(t);
   runtab_sync(t); /* a failure is logged; nothing else to do with it here */
   for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(t->st[i]);
   for (size_t i = 0; i < LIST_CACHE; i++) sqlite3_finalize(t->lists[i].st);
@@ -541,6 +589,7 @@ static void pend_push(runtab *t, const char *run_id, int status, const uint8_t *
 }
 
 int runtab_insert(runtab *t, const Run *run) {
+  ckpt_join(t);
   if (!run->run_id || !id_run_valid(run->run_id, strlen(run->run_id))) return -EINVAL;
   int rc = begin(t, run->run_id);
   if (rc) return rc;
@@ -559,6 +608,7 @@ int runtab_insert(runtab *t, const Run *run) {
 }
 
 int runtab_update(runtab *t, const Run *run) {
+  ckpt_join(t);
   /* Only a valid id can name a row (and fits a pending entry). */
   if (!run->run_id || !id_run_valid(run->run_id, strlen(run->run_id))) return -ENOENT;
   size_t n = pack_run(t, run);
@@ -573,8 +623,16 @@ int runtab_update(runtab *t, const Run *run) {
   return rc;
 }
 
+int runtab_busy(runtab *t) {
+  if (t->ckpt_running && atomic_load(&t->ckpt_done)) ckpt_join(t); /* over: no wait */
+  return t->ckpt_running;
+}
+
 int runtab_sync(runtab *t) {
-  if (!t->npend && sqlite3_get_autocommit(t->db)) return 0;
+  /* During a checkpoint no transaction is open (it starts after a commit, and whatever
+   * opens one waits for it first): with nothing waiting, nothing to do or wait for. */
+  if (!t->npend && (t->ckpt_running || sqlite3_get_autocommit(t->db))) return 0;
+  ckpt_join(t);
   int rc = begin(t, NULL);
   return rc ? rc : commit(t, "commit updates", NULL);
 }
@@ -582,6 +640,7 @@ int runtab_sync(runtab *t) {
 int runtab_writable(const runtab *t) { return !t->failing; }
 
 int runtab_probe(runtab *t) {
+  ckpt_join(t);
   if (!t->failing) return 1;
   if (t->npend || !sqlite3_get_autocommit(t->db)) return runtab_sync(t) == 0;
   /* Nothing waits: a write that changes nothing (the schema version, rewritten as it
@@ -643,6 +702,7 @@ static int purge_rows(runtab *t, char (*ids)[ID_RUN_LEN + 1], size_t n) {
 
 int runtab_purge(runtab *t, int64_t cutoff_ms, uint64_t max_runs, size_t batch,
                  char (*ids)[ID_RUN_LEN + 1], size_t *n_out) {
+  ckpt_join(t);
   if (!batch) return -EINVAL;
   uint64_t over = max_runs && t->count > max_runs ? t->count - max_runs : 0;
   if (!over && cutoff_ms <= 0) {
@@ -672,6 +732,7 @@ int runtab_purge(runtab *t, int64_t cutoff_ms, uint64_t max_runs, size_t batch,
 }
 
 int runtab_active(runtab *t, Run ***out, size_t *n_out) {
+  ckpt_join(t);
   Run **runs = NULL;
   size_t n = 0;
   int more;
@@ -705,6 +766,7 @@ static int get_one(runtab *t, sqlite3_stmt *st, const char *key, Run **out) {
 }
 
 int runtab_get_packed(runtab *t, const char *run_id, const uint8_t **out, size_t *len) {
+  ckpt_join(t);
   sqlite3_stmt *st = t->st[ST_GET];
   sqlite3_bind_text(st, 1, run_id, -1, SQLITE_STATIC);
   int ret, rc = sqlite3_step(st);
@@ -729,10 +791,12 @@ int runtab_get_packed(runtab *t, const char *run_id, const uint8_t **out, size_t
 }
 
 int runtab_get(runtab *t, const char *run_id, Run **out) {
+  ckpt_join(t);
   return get_one(t, t->st[ST_GET], run_id, out);
 }
 
 int runtab_get_by_request_id(runtab *t, const char *request_id, Run **out) {
+  ckpt_join(t);
   /* Runs without one store NULL, which "" (or anything) never equals. */
   return get_one(t, t->st[ST_GET_BY_REQUEST], request_id, out);
 }
@@ -793,6 +857,7 @@ static sqlite3_stmt *list_stmt(runtab *t, const struct list_shape *s) {
 
 int runtab_list(runtab *t, const runtab_filter *f, const char *before_run_id, size_t limit,
                 Run ***out, size_t *n_out, int *more_out) {
+  ckpt_join(t);
   static const runtab_filter all = RUNTAB_FILTER_INIT;
   if (!f) f = &all;
   if (!limit || f->nstatuses > RUNTAB_FILTER_MAX || f->nlabels > RUNTAB_FILTER_MAX ||
@@ -845,6 +910,7 @@ void runtab_list_free(Run **runs, size_t n) {
 typedef Prismq__Runner__V1__Preset Preset;
 
 int runtab_preset_put(runtab *t, const Preset *p, uint32_t max_per_module) {
+  ckpt_join(t);
   sqlite3_stmt *st = t->st[ST_PRESET_COUNT];
   int rc;
   if (max_per_module && runtab_preset_get(t, p->module_id, p->name, NULL) == -ENOENT) {
@@ -876,6 +942,7 @@ int runtab_preset_put(runtab *t, const Preset *p, uint32_t max_per_module) {
 }
 
 int runtab_preset_get(runtab *t, const char *module_id, const char *name, Preset **out) {
+  ckpt_join(t);
   sqlite3_stmt *st = t->st[ST_PRESET_GET];
   sqlite3_bind_text(st, 1, module_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
@@ -896,6 +963,7 @@ int runtab_preset_get(runtab *t, const char *module_id, const char *name, Preset
 }
 
 int runtab_preset_list(runtab *t, const char *module_id, Preset ***out, size_t *n_out) {
+  ckpt_join(t);
   int all = !module_id || !*module_id;
   sqlite3_stmt *st = t->st[all ? ST_PRESET_LIST_ALL : ST_PRESET_LIST];
   Preset **arr = NULL;
@@ -930,6 +998,7 @@ void runtab_preset_list_free(Preset **presets, size_t n) {
 }
 
 int runtab_preset_delete(runtab *t, const char *module_id, const char *name) {
+  ckpt_join(t);
   int rc = begin(t, NULL);
   if (rc) return rc;
   sqlite3_stmt *st = t->st[ST_PRESET_DELETE];

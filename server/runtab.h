@@ -213,6 +213,12 @@ void runtab_preset_list_free(Prismq__Runner__V1__Preset **presets, size_t n);
  * -EIO if SQLite fails (logged; nothing deleted). */
 int runtab_preset_delete(runtab *t, const char *module_id, const char *name);
 
+/* Whether a checkpoint is running on its own thread now (see runtab.c,
+ * "Checkpoints"): any other runtab_* call but runtab_count, runtab_writable and a
+ * runtab_sync with nothing waiting would wait for it to end. For work that can come back
+ * later instead (the retention sweep). */
+int runtab_busy(runtab *t);
+
 /* Measures every commit from now on, in m's histogram prismq_runtab_commit_seconds (m
  * must outlive t). */
 void runtab_set_metrics(runtab *t, metrics *m);
