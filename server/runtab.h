@@ -25,13 +25,13 @@
  * start). The caller syncs before anything outside the process can learn of an update
  * (prismqd: before a connection sends, and at the end of each pass of its loop).
  *
- * Single-threaded: one runtab is used from one thread at a time (the event loop
- * thread), and it is the only user of its file (runtab_open locks it). Calls do
- * blocking file I/O: normally short (page cache, no fsync per commit: a GetRun costs a
- * few microseconds), but about once per few hundred runs a write also checkpoints the
- * WAL into the database, with two fsyncs; the WAL's writeback is started early
- * in between, so those take about a millisecond each here (tens of them on a slow
- * disk). Out of memory aborts (server code). */
+ * Single-threaded: one runtab is used from one thread (the event loop thread), and it
+ * is the only user of its file (runtab_open locks it). Calls do blocking file I/O:
+ * normally short (page cache, no fsync per commit: a GetRun costs a few microseconds).
+ * About once per few hundred runs a commit starts a checkpoint of the WAL into the
+ * database, with two fsyncs, on a thread of its own for its length; a call that needs
+ * the connection meanwhile waits for it to end (runtab_busy tells whether one runs).
+ * Out of memory aborts (server code). */
 #ifndef PRISMQ_RUNTAB_H
 #define PRISMQ_RUNTAB_H
 
