@@ -139,9 +139,11 @@ static conn *conn_alloc(struct event_base *base, const struct conn_ops *ops, enu
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-/* Fills *out for the connected socket `fd`: its address, local-ness, and on a unix
- * socket the peer's uid and "unix:USER" identity. */
-static void peer_of_fd(conn_peer *out, int fd) {
+/* Fills c->peer for its connected socket: its address, local-ness, and on a unix socket
+ * the peer's uid and "unix:USER" identity. */
+static void peer_of_socket(conn *c) {
+  conn_peer *out = &c->peer;
+  int fd = c->fd;
   memset(out, 0, sizeof *out);
   out->uid = -1;
   struct sockaddr_storage ss;
@@ -164,8 +166,6 @@ static void peer_of_fd(conn_peer *out, int fd) {
   else
     snprintf(out->identity, sizeof out->identity, "unix:uid:%ld", out->uid);
 }
-
-static void peer_of_socket(conn *c) { peer_of_fd(&c->peer, c->fd); }
 
 static void sock_arm(conn *c) {
   int r = 0, w = 0;

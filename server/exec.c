@@ -48,6 +48,14 @@ static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usa
   j->on_exit(j->arg, exit_status, term_signal, &eu);
 }
 
+/* Records the run's cgroup (under the root, named by its run_id) in the run. */
+static void set_cgroup(executor *ex, Prismq__Runner__V1__Run *run) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
+  if (run->cgroup != protobuf_c_empty_string) free(run->cgroup);
+  run->cgroup = xstrdup(path);
+}
+
 /* The run's cgroup, recorded in the run, or, without cgroups, the run committed as
  * started first. Returns its directory's descriptor (-1 without cgroups) or a negative
  * errno with err. */
@@ -63,10 +71,7 @@ static int place(executor *ex, const exec_spec *spec, char *err, size_t errlen) 
   int rc = cgroup_create(&fd, ex->opts.cg, run->run_id, spec->mod->memory_max,
                          spec->mod->cpu_max_percent, err, errlen);
   if (rc < 0) return rc;
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
-  if (run->cgroup != protobuf_c_empty_string) free(run->cgroup);
-  run->cgroup = xstrdup(path);
+  set_cgroup(ex, run);
   return fd;
 }
 
@@ -120,8 +125,7 @@ int exec_started_before(executor *ex, Prismq__Runner__V1__Run *run) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
   if (access(path, F_OK) != 0) return 0;
-  if (run->cgroup != protobuf_c_empty_string) free(run->cgroup);
-  run->cgroup = xstrdup(path);
+  set_cgroup(ex, run);
   return 1;
 }
 
