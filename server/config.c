@@ -414,13 +414,17 @@ static int get_strv(const loader *ld, const yaml_node_t *n, const char *what, in
   return 0;
 }
 
-static int get_env(const loader *ld, const yaml_node_t *n, const char *what, config_module *m) {
+/* A mapping of variable names to strings (a module's env, or its slurm.env), as a
+ * NULL-terminated vector of "NAME=value" in *env, *nenv of them. *env is set before the
+ * first entry is read, so that config_free frees what a failure leaves. */
+static int get_env(const loader *ld, const yaml_node_t *n, const char *what, char ***env,
+                   size_t *nenv) {
   size_t len, i;
 
   if (n->type != YAML_MAPPING_NODE)
     return fail_at(ld, n, "%s must be a mapping of names to strings", what);
   len = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-  m->env = xcalloc(len + 1, sizeof *m->env);
+  *env = xcalloc(len + 1, sizeof **env);
   for (i = 0; i < len; i++) {
     const yaml_node_t *kn = node(ld, n->data.mapping.pairs.start[i].key);
     const yaml_node_t *vn = node(ld, n->data.mapping.pairs.start[i].value);
@@ -434,10 +438,10 @@ static int get_env(const loader *ld, const yaml_node_t *n, const char *what, con
     klen = strlen(k);
     if (strchr(k, '=')) rc = fail_at(ld, kn, "%s: name \"%s\" contains \"=\"", what, k);
     for (size_t j = 0; rc == 0 && j < i; j++)
-      if (!strncmp(m->env[j], k, klen) && m->env[j][klen] == '=')
+      if (!strncmp((*env)[j], k, klen) && (*env)[j][klen] == '=')
         rc = fail_at(ld, kn, "%s: duplicate name \"%s\"", what, k);
     snprintf(path, sizeof path, "%s.%s", what, k);
-    if (rc == 0 && (rc = get_str(ld, vn, path, 0, &v)) == 0) m->env[m->nenv++] = kv_new(k, v);
+    if (rc == 0 && (rc = get_str(ld, vn, path, 0, &v)) == 0) (*env)[(*nenv)++] = kv_new(k, v);
     free(k);
     free(v);
     if (rc < 0) return rc;
@@ -939,12 +943,216 @@ static int check_secret_fds(const loader *ld, const yaml_node_t *ps, const char 
   return 0;
 }
 
+/* ---- the Slurm executor ---- */
+
+/* A non-empty absolute path (the slurm section's directories, not opened here). */
+static int get_abs_path(const loader *ld, const yaml_node_t *n, const char *what, char **out) {
+  int rc = get_str(ld, n, what, 1, out);
+
+  if (rc == 0 && (*out)[0] != '/') return fail_at(ld, n, "%s must be an absolute path", what);
+  return rc;
+}
+
+/* A partition, account or qos: one sbatch option's value, which must stay one word. */
+static int get_slurm_name(const loader *ld, const yaml_node_t *n, const char *what, char **out) {
+  int rc = get_str(ld, n, what, 1, out);
+
+  if (rc < 0) return rc;
+  for (const unsigned char *p = (const unsigned char *)*out; *p; p++)
+    if (*p <= ' ' || *p == 0x7f)
+      return fail_at(ld, n, "%s must not contain whitespace or control characters", what);
+  return 0;
+}
+
+/* slurm.memory, as sbatch --mem takes it: digits with an optional unit K, M, G or T (no
+ * unit: megabytes). A plain YAML integer is a string here too. */
+static int get_slurm_memory(const loader *ld, const yaml_node_t *n, const char *what, char **out) {
+  int rc = get_str(ld, n, what, 1, out);
+  size_t digits;
+
+  if (rc < 0) return rc;
+  digits = strspn(*out, "0123456789");
+  if (digits < 1 || digits > 15 ||
+      ((*out)[digits] && (!strchr("KMGT", (*out)[digits]) || (*out)[digits + 1])))
+    return fail_at(ld, n,
+                   "%s must be a number of megabytes, or a number with a unit K, M, G or T "
+                   "(like 512M or 4G), of 1 to 15 digits",
+                   what);
+  return 0;
+}
+
+/* What the Slurm executor gives sbatch itself, so sbatch_args must not: the long
+ * option, its short form (0 if none), and the module key that sets it (NULL if none:
+ * prismqd alone does). */
+static const struct {
+  const char *name;
+  char letter;
+  const char *key;
+} reserved_sbatch[] = {
+    {"output", 'o', NULL},  {"error", 'e', NULL},        {"job-name", 'J', NULL},
+    {"parsable", 0, NULL},  {"wrap", 0, NULL},           {"chdir", 'D', NULL},
+    {"array", 'a', NULL},   {"export", 0, "env"},        {"input", 'i', NULL},
+    {"open-mode", 0, NULL}, {"time", 't', "time_limit"},
+};
+
+/* The entry of reserved_sbatch that sbatch argument a sets, or -1. getopt_long takes
+ * any unambiguous abbreviation of a long option ("--out=x" is --output), and a word of
+ * short options may hold a value ("-ofoo") or begin with flags that take none ("-Ho x"):
+ * those count too. An abbreviation that is also another option's is ambiguous, which
+ * sbatch refuses anyway. */
+static long reserved_sbatch_index(const char *a) {
+  const size_t n = sizeof reserved_sbatch / sizeof reserved_sbatch[0];
+
+  if (a[0] == '-' && a[1] == '-') {
+    size_t len = strcspn(a + 2, "=");
+
+    for (size_t i = 0; len && i < n; i++)
+      if (!strncmp(reserved_sbatch[i].name, a + 2, len)) return (long)i;
+    return -1;
+  }
+  for (const char *p = a[0] == '-' ? a + 1 : ""; *p; p++) {
+    for (size_t i = 0; i < n; i++)
+      if (reserved_sbatch[i].letter == *p) return (long)i;
+    /* sbatch's short options without a value; any other takes the rest of the word. */
+    if (!strchr("HhIOQsuVvW", *p)) break;
+  }
+  return -1;
+}
+
+/* modules[i].slurm.sbatch_args (node n; what names the module): non-empty strings, none
+ * of which sets what prismqd sets. */
+static int load_sbatch_args(const loader *ld, const yaml_node_t *n, const char *what,
+                            config_slurm_job *job) {
+  char path[96];
+  int rc;
+
+  snprintf(path, sizeof path, "%s.slurm.sbatch_args", what);
+  if ((rc = get_strv(ld, n, path, 1, 1, &job->sbatch_args, &job->nsbatch_args)) < 0) return rc;
+  for (size_t i = 0; i < job->nsbatch_args; i++) {
+    const yaml_node_t *an = node(ld, n->data.sequence.items.start[i]);
+    const char *arg = job->sbatch_args[i];
+    long r = reserved_sbatch_index(arg);
+
+    if (r < 0) continue;
+    if (reserved_sbatch[r].key)
+      return fail_at(ld, an, "%s[%zu] \"%s\" sets --%s: use %s.slurm.%s", path, i, arg,
+                     reserved_sbatch[r].name, what, reserved_sbatch[r].key);
+    return fail_at(ld, an, "%s[%zu] \"%s\" sets --%s, which prismqd sets itself", path, i, arg,
+                   reserved_sbatch[r].name);
+  }
+  return 0;
+}
+
+/* modules[i].slurm (node n; what names the module): the sbatch options of its jobs. */
+static int load_slurm_job(const loader *ld, const yaml_node_t *n, const char *what,
+                          config_slurm_job *job) {
+  static const char *const keys[] = {"partition",  "account",     "qos", "cpus", "memory",
+                                     "time_limit", "sbatch_args", "env", NULL};
+  enum { PARTITION, ACCOUNT, QOS, CPUS, MEMORY, TIME, ARGS, ENV, NKEYS };
+  /* Order as in keys, up to QOS: the names. */
+  char **const names[] = {&job->partition, &job->account, &job->qos};
+  yaml_node_t *v[NKEYS];
+  char path[96];
+  uint64_t ms;
+  int rc;
+
+  snprintf(path, sizeof path, "%s.slurm", what);
+  if ((rc = get_fields(ld, n, path, keys, v)) < 0) return rc;
+  for (size_t i = 0; i <= QOS; i++) {
+    snprintf(path, sizeof path, "%s.slurm.%s", what, keys[i]);
+    if (v[i] && (rc = get_slurm_name(ld, v[i], path, names[i])) < 0) return rc;
+  }
+  snprintf(path, sizeof path, "%s.slurm.cpus", what);
+  if (v[CPUS] && (rc = get_u32(ld, v[CPUS], path, 1, 100000, &job->cpus)) < 0) return rc;
+  snprintf(path, sizeof path, "%s.slurm.memory", what);
+  if (v[MEMORY] && (rc = get_slurm_memory(ld, v[MEMORY], path, &job->memory)) < 0) return rc;
+  snprintf(path, sizeof path, "%s.slurm.time_limit", what);
+  if (v[TIME]) {
+    if ((rc = get_duration(ld, v[TIME], path, 60000, (uint64_t)365 * 86400000, &ms)) < 0) return rc;
+    /* Slurm counts whole minutes; rounding up never cuts a run short. */
+    job->time_limit_min = (uint32_t)((ms + 59999) / 60000);
+  }
+  if (v[ARGS] && (rc = load_sbatch_args(ld, v[ARGS], what, job)) < 0) return rc;
+  snprintf(path, sizeof path, "%s.slurm.env", what);
+  if (v[ENV] && (rc = get_env(ld, v[ENV], path, &job->env, &job->nenv)) < 0) return rc;
+  return 0;
+}
+
+/* Where module m's runs are carried out: exec and job are the nodes of its executor and
+ * slurm keys (NULL when not given); c's slurm section is loaded by then. */
+static int load_executor(const loader *ld, const char *what, const config *c, config_module *m,
+                         const yaml_node_t *exec, const yaml_node_t *job) {
+  int rc;
+
+  if (exec) {
+    const char *s = exec->type == YAML_SCALAR_NODE ? (const char *)exec->data.scalar.value : "";
+
+    if (strcmp(s, "local") && strcmp(s, "slurm"))
+      return fail_at(ld, exec, "%s.executor must be local or slurm", what);
+    m->executor = !strcmp(s, "slurm") ? CONFIG_EXEC_SLURM : CONFIG_EXEC_LOCAL;
+  }
+  if (job && (rc = load_slurm_job(ld, job, what, &m->slurm)) < 0) return rc;
+  if (!m->slurm.sbatch_args) m->slurm.sbatch_args = xcalloc(1, sizeof *m->slurm.sbatch_args);
+  if (!m->slurm.env) m->slurm.env = xcalloc(1, sizeof *m->slurm.env);
+  if (job && m->executor != CONFIG_EXEC_SLURM)
+    return fail_at(ld, job, "%s.slurm is given but %s.executor is not slurm", what, what);
+  if (m->executor == CONFIG_EXEC_SLURM && !c->slurm.spool_dir)
+    return fail_at(ld, exec,
+                   "%s.executor is slurm, which needs slurm.spool_dir (a directory this "
+                   "server and the cluster's nodes share)",
+                   what);
+  return 0;
+}
+
+/* What a module the Slurm executor runs cannot have (nodes NULL when not given):
+ * memory_max and cpu_max, the limits of a local run's cgroup (a job's are slurm.memory
+ * and slurm.cpus), and secrets on descriptors, which a job started by slurmd on another
+ * machine has no way to inherit. */
+static int check_slurm_module(const loader *ld, const char *what, const config_module *m,
+                              const yaml_node_t *memmax, const yaml_node_t *cpumax,
+                              const yaml_node_t *params) {
+  if (m->executor != CONFIG_EXEC_SLURM) return 0;
+  if (memmax)
+    return fail_at(ld, memmax,
+                   "%s.memory_max is a limit of the local executor: with executor slurm use "
+                   "%s.slurm.memory",
+                   what, what);
+  if (cpumax)
+    return fail_at(ld, cpumax,
+                   "%s.cpu_max is a limit of the local executor: with executor slurm use "
+                   "%s.slurm.cpus",
+                   what, what);
+  for (size_t i = 0; i < m->nparams; i++)
+    if (m->params[i].fd)
+      return fail_at(ld, node(ld, params->data.sequence.items.start[i]),
+                     "%s.parameters[%zu]: secrets on descriptors are not supported by the "
+                     "slurm executor (give the secret an env_var)",
+                     what, i);
+  return 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx) {
-  static const char *const keys[] = {
-      "id",         "name",           "description",     "argv",       "cwd",        "env",
-      "timeout_ms", "max_concurrent", "pass_parameters", "parameters", "memory_max", "cpu_max",
-      "category",   "tags",           "version",         "enabled",    "presets",    "progress",
-      NULL};
+  static const char *const keys[] = {"id",
+                                     "name",
+                                     "description",
+                                     "argv",
+                                     "cwd",
+                                     "env",
+                                     "timeout_ms",
+                                     "max_concurrent",
+                                     "pass_parameters",
+                                     "parameters",
+                                     "memory_max",
+                                     "cpu_max",
+                                     "category",
+                                     "tags",
+                                     "version",
+                                     "enabled",
+                                     "presets",
+                                     "progress",
+                                     "executor",
+                                     "slurm",
+                                     NULL};
   enum {
     ID,
     NAME,
@@ -964,6 +1172,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
     ENABLED,
     PRESETS,
     PROGRESS,
+    EXECUTOR,
+    SLURM,
     NKEYS
   };
   config_module *m = &c->modules[idx];
@@ -999,7 +1209,7 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   if ((rc = load_command(ld, what, m, v[ARGV], v[CWD])) < 0) return rc;
   if (v[PRESETS] && (rc = load_presets(ld, v[PRESETS], what, m)) < 0) return rc;
   snprintf(path, sizeof path, "%s.env", what);
-  if (v[ENV] && (rc = get_env(ld, v[ENV], path, m)) < 0) return rc;
+  if (v[ENV] && (rc = get_env(ld, v[ENV], path, &m->env, &m->nenv)) < 0) return rc;
   if (!m->env) m->env = xcalloc(1, sizeof *m->env);
 
   if ((rc = load_run_limits(ld, what, m, v[TIMEOUT], v[MAXCONC], v[MEMMAX], v[CPUMAX])) < 0)
@@ -1014,7 +1224,8 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
       return fail_at(ld, pn, "%s.pass_parameters must be none or flags", what);
     m->pass_flags = !strcmp(s, "flags");
   }
-  return 0;
+  if ((rc = load_executor(ld, what, c, m, v[EXECUTOR], v[SLURM])) < 0) return rc;
+  return check_slurm_module(ld, what, m, v[MEMMAX], v[CPUMAX], v[PARAMS]);
 }
 
 static int load_limits(const loader *ld, const yaml_node_t *n, config_limits *l) {
@@ -1281,11 +1492,33 @@ static int load_http(const loader *ld, const yaml_node_t *n, config_http *h) {
   return 0;
 }
 
+/* The slurm: section, what the Slurm executor's modules share; its defaults are set
+ * also without it (config_load_string). */
+static int load_slurm(const loader *ld, const yaml_node_t *n, config_slurm *s) {
+  static const char *const keys[] = {"spool_dir", "poll_interval", "max_jobs", "bin_dir", NULL};
+  enum { SPOOL, POLL, MAXJOBS, BIN, NKEYS };
+  yaml_node_t *v[NKEYS];
+  uint64_t ms;
+  int rc;
+
+  if ((rc = get_fields(ld, n, "slurm", keys, v)) < 0) return rc;
+  if (v[SPOOL] && (rc = get_abs_path(ld, v[SPOOL], "slurm.spool_dir", &s->spool_dir)) < 0)
+    return rc;
+  if (v[POLL]) {
+    if ((rc = get_duration(ld, v[POLL], "slurm.poll_interval", 100, 600000, &ms)) < 0) return rc;
+    s->poll_interval_ms = (uint32_t)ms;
+  }
+  if (v[MAXJOBS] && (rc = get_u32(ld, v[MAXJOBS], "slurm.max_jobs", 1, 1000000, &s->max_jobs)) < 0)
+    return rc;
+  if (v[BIN] && (rc = get_abs_path(ld, v[BIN], "slurm.bin_dir", &s->bin_dir)) < 0) return rc;
+  return 0;
+}
+
 static int load_root(const loader *ld, config *c) {
   static const char *const keys[] = {
       "listen",  "data_dir",    "limits", "modules",   "allow_insecure_remote",
       "tls",     "unix_socket", "authz",  "retention", "shutdown",
-      "cgroups", "http",        NULL};
+      "cgroups", "http",        "slurm",  NULL};
   enum {
     LISTEN,
     DATA_DIR,
@@ -1299,6 +1532,7 @@ static int load_root(const loader *ld, config *c) {
     SHUTDOWN,
     CGROUPS,
     HTTP,
+    SLURM,
     NKEYS
   };
   yaml_node_t *root = yaml_document_get_root_node((yaml_document_t *)&ld->doc);
@@ -1322,6 +1556,8 @@ static int load_root(const loader *ld, config *c) {
   if (v[SHUTDOWN] && (rc = load_shutdown(ld, v[SHUTDOWN], &c->shutdown)) < 0) return rc;
   if (v[CGROUPS] && (rc = load_cgroups(ld, v[CGROUPS], c)) < 0) return rc;
   if (v[HTTP] && (rc = load_http(ld, v[HTTP], &c->http)) < 0) return rc;
+  /* Before the modules: one whose executor is slurm needs slurm.spool_dir. */
+  if (v[SLURM] && (rc = load_slurm(ld, v[SLURM], &c->slurm)) < 0) return rc;
   if (v[MODULES]) {
     const yaml_node_t *ms = v[MODULES];
 
@@ -1388,6 +1624,12 @@ void config_free(config *c) {
       free(m->presets[j].name);
     }
     free(m->presets);
+    config_argv_free(m->slurm.env);
+    config_argv_free(m->slurm.sbatch_args);
+    free(m->slurm.memory);
+    free(m->slurm.qos);
+    free(m->slurm.account);
+    free(m->slurm.partition);
     config_argv_free(m->tags);
     free(m->version);
     free(m->category);
@@ -1404,6 +1646,8 @@ void config_free(config *c) {
     free(c->authz[i].identity);
   }
   free(c->authz);
+  free(c->slurm.bin_dir);
+  free(c->slurm.spool_dir);
   free(c->cgroup_root);
   free(c->unix_group);
   free(c->tls.crl);
@@ -1444,6 +1688,7 @@ int config_load_string(config **out, const char *yaml, size_t len, const char *n
       .sweep_interval_ms = 3600000, .max_age_ms = (uint64_t)7 * 86400000, .max_runs = 100000};
   c->shutdown.grace_ms = 30000;
   c->http = (config_http){.ui = 1, .metrics = 1, .request_timeout_ms = 30000};
+  c->slurm = (config_slurm){.poll_interval_ms = 1000, .max_jobs = 1000};
   rc = load_root(&ld, c);
   yaml_document_delete(&ld.doc);
   if (rc < 0) goto fail_config;

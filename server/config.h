@@ -39,6 +39,9 @@
  *       progress: {pattern: '^PROGRESS (\d+)/(\d+)', fd: true}   # see Progress below
  *       presets:                      # named parameter sets (see Presets below)
  *         - {name: small, description: a kilobyte, parameters: {bytes: "1024"}}
+ *       executor: local               # local (default) | slurm: a batch job (exec.h)
+ *       slurm: {partition: debug, account: lab, qos: normal, cpus: 4, memory: 8G,
+ *               time_limit: 2h, sbatch_args: ["--constraint=fast"], env: {OMP_NUM_THREADS: "4"}}
  *   allow_insecure_remote: false
  *   tls:                              # all of tls is optional; if given, cert and key are required
  *     cert: /etc/prismq/server.pem    # PEM certificate chain
@@ -52,6 +55,8 @@
  *   shutdown: {runs: wait, grace_ms: 30000}   # runs: wait | cancel
  *   cgroups: {root: auto}             # auto | off | /sys/fs/cgroup/some/delegated/dir
  *   http: {ui: true, metrics: true, request_timeout_ms: 30000}   # the HTTP/1.1 side
+ *   slurm: {spool_dir: /shared/prismq, poll_interval: 1s, max_jobs: 1000,
+ *           bin_dir: /usr/bin}        # the Slurm executor's; spool_dir needed by its modules
  *   authz:                            # who may do what (see authz.h)
  *     - identity: "spiffe://prismq/ops*"    # required, non-empty glob
  *       modules: ["*"]                # globs over the module ids it may start
@@ -213,6 +218,22 @@ typedef struct config_preset {
   size_t nparams;
 } config_preset;
 
+/* Where a module's runs are carried out (modules[].executor). */
+enum { CONFIG_EXEC_LOCAL = 0, CONFIG_EXEC_SLURM = 1 };
+
+/* A module's slurm: block: how its runs are submitted as batch jobs (sbatch options).
+ * Strings are NULL when not given (Slurm's default then applies). */
+typedef struct config_slurm_job {
+  char *partition, *account, *qos; /* --partition, --account, --qos */
+  uint32_t cpus;                   /* --cpus-per-task; 0 = not given */
+  char *memory;                    /* --mem: digits with an optional K, M, G or T suffix */
+  uint32_t time_limit_min;         /* --time in minutes; 0 = from timeout_ms (see exec.h) */
+  char **sbatch_args;              /* nsbatch_args extra arguments, then a NULL (never NULL) */
+  size_t nsbatch_args;
+  char **env; /* nenv "KEY=VALUE" added to the job's environment, then a NULL (never NULL) */
+  size_t nenv;
+} config_slurm_job;
+
 /* One module: a command a client may run. argv and cwd are templates (see above). */
 typedef struct config_module {
   char *id;          /* ^[A-Za-z0-9_.-]{1,64}$, unique */
@@ -240,6 +261,8 @@ typedef struct config_module {
   /* progress: (progress.h) */
   struct progress_pattern *progress; /* the pattern compiled; NULL if none */
   int progress_fd;                   /* fd: true, runs get a progress pipe on descriptor 3 */
+  int executor;                      /* CONFIG_EXEC_LOCAL (default) or CONFIG_EXEC_SLURM */
+  config_slurm_job slurm;            /* the slurm: block; all unset unless executor is slurm */
 } config_module;
 
 /* Server-wide limits. For the percentages and min_available_memory_mb, 0 = check off. */
@@ -285,6 +308,16 @@ typedef struct config_http {
   uint32_t request_timeout_ms; /* 1000..600000 (default 30000) */
 } config_http;
 
+/* The slurm: section: what the Slurm executor shares by all its modules. */
+typedef struct config_slurm {
+  char *spool_dir;           /* a directory the cluster's nodes and this server share, for the jobs'
+                    * scripts and output; NULL when not given (then no module may use slurm) */
+  uint32_t poll_interval_ms; /* one status query for all active jobs this often; 100..600000,
+                              * default 1000 */
+  uint32_t max_jobs;         /* jobs submitted and not ended at once, >= 1 (default 1000) */
+  char *bin_dir; /* where sbatch, squeue, scancel and sacct are; NULL: the server's PATH */
+} config_slurm;
+
 /* One rule of the authz: list (see authz.h for how rules are applied). */
 typedef struct config_authz_rule {
   char *identity; /* fnmatch(3) glob over the caller identity, non-empty */
@@ -312,6 +345,7 @@ typedef struct config {
   config_retention retention;
   config_shutdown shutdown;
   config_http http;
+  config_slurm slurm;
   char *cgroup_root; /* cgroups.root: "auto" (default), "off", or an absolute path */
   unsigned refs;     /* references beyond the first (config_ref) */
 } config;

@@ -1,5 +1,6 @@
-/* The local executor: a run's command is a process here (proc.h), in a cgroup of its
- * own where there are cgroups (cgroup.h). See exec.h. */
+/* The executors' public functions, which dispatch on the kind, and the local executor:
+ * a run's command is a process here (proc.h), in a cgroup of its own where there are
+ * cgroups (cgroup.h). See exec.h. */
 #include "exec.h"
 
 #include <errno.h>
@@ -9,47 +10,73 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "exec_impl.h"
 #include "log.h"
 #include "xalloc.h"
 
-struct executor {
+/* ---- dispatch ------------------------------------------------------------------- */
+
+void exec_free(executor *ex) {
+  if (ex) ex->ops->free(ex);
+}
+
+int exec_start(executor *ex, exec_job **out, const exec_spec *spec, char *err, size_t errlen) {
+  return ex->ops->start(ex, out, spec, err, errlen);
+}
+
+void exec_terminate(exec_job *j, uint32_t grace_ms) { j->ops->terminate(j, grace_ms); }
+
+void exec_kill(exec_job *j) { j->ops->kill(j); }
+
+void exec_job_free(exec_job *j) {
+  if (j) j->ops->job_free(j);
+}
+
+int exec_started_before(executor *ex, Prismq__Runner__V1__Run *run) {
+  return ex->ops->started_before(ex, run);
+}
+
+int exec_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run, int64_t boot_ms) {
+  return ex->ops->end_survivors(ex, run, boot_ms);
+}
+
+size_t exec_sweep(executor *ex) { return ex->ops->sweep(ex); }
+
+void exec_forget(executor *ex, const Prismq__Runner__V1__Run *run) { ex->ops->forget(ex, run); }
+
+/* ---- the local executor ---------------------------------------------------------- */
+
+struct local {
+  executor ex; /* first: the dispatch */
   struct event_base *base;
   exec_local_opts opts;
 };
 
-struct exec_job {
+struct local_job {
+  exec_job job; /* first: the dispatch */
   proc *p;
   void (*on_output)(void *arg, int stream, const uint8_t *data, size_t len);
-  void (*on_exit)(void *arg, int exit_status, int term_signal, const exec_usage *u);
+  void (*on_exit)(void *arg, const exec_end *e);
   void *arg;
 };
 
-int exec_local_new(executor **out, struct event_base *base, const exec_local_opts *opts) {
-  static const exec_local_opts defaults = EXEC_LOCAL_OPTS_INIT;
-  executor *ex = xcalloc(1, sizeof *ex);
-  ex->base = base;
-  ex->opts = opts ? *opts : defaults;
-  *out = ex;
-  return 0;
-}
-
-void exec_free(executor *ex) { free(ex); }
+static void local_free(executor *ex) { free(ex); }
 
 static void on_output(proc *p, int stream, const uint8_t *data, size_t len, void *arg) {
   (void)p;
-  exec_job *j = arg;
+  struct local_job *j = arg;
   j->on_output(j->arg, stream, data, len);
 }
 
 static void on_exit_cb(proc *p, int exit_status, int term_signal, const proc_usage *u, void *arg) {
   (void)p;
-  exec_job *j = arg;
-  exec_usage eu = {u->user_cpu_ms, u->sys_cpu_ms, u->max_rss_kb};
-  j->on_exit(j->arg, exit_status, term_signal, &eu);
+  struct local_job *j = arg;
+  exec_end e = {exit_status, term_signal, u->user_cpu_ms, u->sys_cpu_ms, u->max_rss_kb, 0, NULL};
+  j->on_exit(j->arg, &e);
 }
 
 /* Records the run's cgroup (under the root, named by its run_id) in the run. */
-static void set_cgroup(executor *ex, Prismq__Runner__V1__Run *run) {
+static void set_cgroup(struct local *ex, Prismq__Runner__V1__Run *run) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
   if (run->cgroup != protobuf_c_empty_string) free(run->cgroup);
@@ -59,7 +86,7 @@ static void set_cgroup(executor *ex, Prismq__Runner__V1__Run *run) {
 /* The run's cgroup, recorded in the run, or, without cgroups, the run committed as
  * started first. Returns its directory's descriptor (-1 without cgroups) or a negative
  * errno with err. */
-static int place(executor *ex, const exec_spec *spec, char *err, size_t errlen) {
+static int place(struct local *ex, const exec_spec *spec, char *err, size_t errlen) {
   Prismq__Runner__V1__Run *run = spec->run;
   if (!ex->opts.cg) {
     /* Without a cgroup, a restart could not tell that the run had started were it
@@ -75,10 +102,13 @@ static int place(executor *ex, const exec_spec *spec, char *err, size_t errlen) 
   return fd;
 }
 
-int exec_start(executor *ex, exec_job **out, const exec_spec *spec, char *err, size_t errlen) {
+static int local_start(executor *base, exec_job **out, const exec_spec *spec, char *err,
+                       size_t errlen) {
+  struct local *ex = (struct local *)base;
   int cg_fd = place(ex, spec, err, errlen);
   if (cg_fd < -1) return cg_fd;
-  exec_job *j = xcalloc(1, sizeof *j);
+  struct local_job *j = xcalloc(1, sizeof *j);
+  j->job.ops = ex->ex.ops;
   j->on_output = spec->on_output;
   j->on_exit = spec->on_exit;
   j->arg = spec->arg;
@@ -106,21 +136,23 @@ int exec_start(executor *ex, exec_job **out, const exec_spec *spec, char *err, s
   run->pid = (int32_t)proc_pid(j->p);
   /* Recovery after a crash tells this process from a later one with the same pid. */
   proc_pid_start_ticks(run->pid, &run->pid_start_ticks);
-  *out = j;
+  *out = &j->job;
   return 0;
 }
 
-void exec_terminate(exec_job *j, uint32_t grace_ms) { proc_terminate(j->p, grace_ms); }
+static void local_terminate(exec_job *j, uint32_t grace_ms) {
+  proc_terminate(((struct local_job *)j)->p, grace_ms);
+}
 
-void exec_kill(exec_job *j) { proc_kill(j->p, SIGKILL); }
+static void local_kill(exec_job *j) { proc_kill(((struct local_job *)j)->p, SIGKILL); }
 
-void exec_job_free(exec_job *j) {
-  if (!j) return;
-  proc_free(j->p);
+static void local_job_free(exec_job *j) {
+  proc_free(((struct local_job *)j)->p);
   free(j);
 }
 
-int exec_started_before(executor *ex, Prismq__Runner__V1__Run *run) {
+static int local_started_before(executor *base, Prismq__Runner__V1__Run *run) {
+  struct local *ex = (struct local *)base;
   if (!ex->opts.cg) return 0;
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", cgroup_root_path(ex->opts.cg), run->run_id);
@@ -129,7 +161,7 @@ int exec_started_before(executor *ex, Prismq__Runner__V1__Run *run) {
   return 1;
 }
 
-int exec_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run, int64_t boot_ms) {
+static int local_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run, int64_t boot_ms) {
   (void)ex;
   int ended = 0;
   if (run->cgroup[0]) {
@@ -149,8 +181,26 @@ int exec_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run, int64_t
   return ended;
 }
 
-size_t exec_sweep(executor *ex) { return ex->opts.cg ? cgroup_root_sweep(ex->opts.cg) : 0; }
+static size_t local_sweep(executor *base) {
+  struct local *ex = (struct local *)base;
+  return ex->opts.cg ? cgroup_root_sweep(ex->opts.cg) : 0;
+}
 
-void exec_forget(executor *ex, const Prismq__Runner__V1__Run *run) {
+static void local_forget(executor *base, const Prismq__Runner__V1__Run *run) {
+  struct local *ex = (struct local *)base;
   if (run->cgroup[0] && ex->opts.cg) cgroup_remove(ex->opts.cg, run->run_id);
+}
+
+static const exec_ops local_ops = {local_start,    local_terminate,      local_kill,
+                                   local_job_free, local_started_before, local_end_survivors,
+                                   local_sweep,    local_forget,         local_free};
+
+int exec_local_new(executor **out, struct event_base *base, const exec_local_opts *opts) {
+  static const exec_local_opts defaults = EXEC_LOCAL_OPTS_INIT;
+  struct local *ex = xcalloc(1, sizeof *ex);
+  ex->ex.ops = &local_ops;
+  ex->base = base;
+  ex->opts = opts ? *opts : defaults;
+  *out = &ex->ex;
+  return 0;
 }

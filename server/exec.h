@@ -1,12 +1,17 @@
 /* exec: where a run's command is carried out. The scheduler decides
  * when a run starts, renders its command and records all there is to know of it; an
  * executor starts the command, hands its output over as it comes, ends it on request
- * and tells how it ended. It is the seam through which runs may go elsewhere than this
- * machine (a cluster's batch system): the scheduler calls only the functions below.
+ * and tells how it ended. The scheduler calls only the functions below, which dispatch
+ * on the executor's kind:
  *
- * exec_local_new gives the one there is: processes on this machine (proc.h), each in a
- * cgroup of its own where there are cgroups (cgroup.h), else in a process group of its
- * own. A second kind of executor makes these functions dispatch on the executor's kind.
+ *  - exec_local_new: processes on this machine (proc.h), each in a cgroup of its own
+ *    where there are cgroups (cgroup.h), else in a process group of its own. A job has
+ *    started when exec_start returns.
+ *  - exec_slurm_new (exec_slurm.c): batch jobs on a Slurm cluster, submitted with
+ *    sbatch, followed by one squeue for all jobs per interval, their output read from
+ *    files in a directory the cluster shares (tailf.h). A job is pending on the cluster
+ *    until on_remote says it runs; jobs outlive the server, and a restarted server takes
+ *    them up again (exec_spec.resume).
  *
  * Single-threaded, on the scheduler's event_base. Callbacks fire from the loop, never
  * from inside an exec_* call; from inside one, the user may call exec_terminate,
@@ -29,10 +34,24 @@ typedef struct exec_job exec_job;
  * descriptor (exec_spec.progress_pipe). The same numbers as proc's. */
 enum { EXEC_STDOUT = PROC_STDOUT, EXEC_STDERR = PROC_STDERR, EXEC_PROGRESS = PROC_PROGRESS };
 
-/* What the command used, as far as the executor can tell. */
-typedef struct exec_usage {
-  uint64_t user_cpu_ms, sys_cpu_ms, max_rss_kb;
-} exec_usage;
+/* How a job ended (exec_spec.on_exit). */
+typedef struct exec_end {
+  int exit_status;                              /* its exit code (term_signal 0), or -1 ... */
+  int term_signal;                              /* ... with the signal that ended it */
+  uint64_t user_cpu_ms, sys_cpu_ms, max_rss_kb; /* what it used, as far as the executor
+                                                 * can tell (0: unknown) */
+  int timed_out;   /* the executor ended it for a time limit of its own (Slurm's) */
+  const char *why; /* NULL, or what else the executor knows of the end, for a message
+                    * ("cancelled on the cluster", "its node failed") */
+} exec_end;
+
+/* Where a remote job is (exec_spec.on_remote). Strings valid during the call. */
+typedef struct exec_remote {
+  const char *job_id; /* the cluster's id of the job */
+  int running;        /* 0: pending (reason says why), 1: running (on node) */
+  const char *reason; /* "" when the cluster gives none */
+  const char *node;   /* "" until it runs */
+} exec_remote;
 
 /* One run's command and where to tell what becomes of it. Only read during exec_start
  * (the strings too), except the callbacks and arg. */
@@ -47,15 +66,30 @@ typedef struct exec_spec {
   const proc_input *inputs; /* data on descriptors of the command's own (ninputs) */
   size_t ninputs;
   int progress_pipe; /* non-zero: a third stream on the command's descriptor 3 */
+  /* Remote executors: the run may have a job already, from an earlier server (its
+   * run's job_id, or one submitted before the job id was recorded): take it up instead
+   * of submitting another, its output from resume_bytes[0] (stdout) and [1] (stderr)
+   * on, what the run's log holds. Local: ignored (see exec_started_before). */
+  int resume;
+  uint64_t resume_bytes[2];
+  /* The run's timeout (0: none), which the scheduler enforces. Remote executors also
+   * give the job a time limit a little past it (plus the grace), so that the cluster
+   * ends it should this server be gone. */
+  uint32_t timeout_ms;
   /* Called once, before the command starts, when nothing that survives a crash of the
    * server would show that it started (local: no cgroup): the caller records the run
    * as started then, so that a restart does not start it twice. May be NULL. */
   void (*commit_start)(void *arg);
   /* `len` (> 0) bytes of `stream` (EXEC_*), valid during the call, in order per stream. */
   void (*on_output)(void *arg, int stream, const uint8_t *data, size_t len);
-  /* The job is done, exactly once, after its last output: exit_status is its exit code
-   * (term_signal 0), or -1 with term_signal the signal that ended it. */
-  void (*on_exit)(void *arg, int exit_status, int term_signal, const exec_usage *u);
+  /* The job is done, exactly once, after its last output. */
+  void (*on_exit)(void *arg, const exec_end *e);
+  /* Remote executors only: the job could not be carried out (submission refused, the
+   * job lost by the cluster), exactly once and instead of on_exit; why says so. */
+  void (*on_fail)(void *arg, const char *why);
+  /* Remote executors only: the job is submitted (pending, its id known), its pending
+   * reason changed, or it started running. Local jobs run when exec_start returns. */
+  void (*on_remote)(void *arg, const exec_remote *st);
   void *arg;
 } exec_spec;
 
@@ -73,6 +107,24 @@ typedef struct exec_local_opts {
  * *out (free with exec_free). */
 int exec_local_new(executor **out, struct event_base *base, const exec_local_opts *opts);
 
+/* Options of exec_slurm_new. Initialise with EXEC_SLURM_OPTS_INIT. */
+typedef struct exec_slurm_opts {
+  const char *spool_dir;       /* the jobs' scripts and output (shared with the cluster) */
+  const char *bin_dir;         /* where the Slurm commands are; NULL: the server's PATH */
+  uint32_t poll_interval_ms;   /* one squeue for all active jobs this often */
+  uint32_t command_timeout_ms; /* a Slurm command taking longer is killed (and retried) */
+  uint32_t grace_ms;           /* the grace of a time limit (added to --time) */
+} exec_slurm_opts;
+
+#define EXEC_SLURM_OPTS_INIT \
+  { NULL, NULL, 1000, 60000, 10000 }
+
+/* The Slurm executor on `base`. Returns 0 and sets *out (free with exec_free), or a
+ * negative errno with err: -ENOENT (a Slurm command not found), -ENOTDIR, or that of
+ * watching the spool directory (inotify). */
+int exec_slurm_new(executor **out, struct event_base *base, const exec_slurm_opts *opts, char *err,
+                   size_t errlen);
+
 /* Frees an executor whose jobs are all freed. Accepts NULL. */
 void exec_free(executor *ex);
 
@@ -89,8 +141,9 @@ void exec_terminate(exec_job *j, uint32_t grace_ms);
 /* Ends the job now (SIGKILL to everything it started); on_exit fires as usual. */
 void exec_kill(exec_job *j);
 
-/* Releases the job; accepts NULL. No callback fires after it; a job not done is
- * killed. Called from one of its callbacks, the release takes place when it returns. */
+/* Releases the job; accepts NULL. No callback fires after it. A local job not done is
+ * killed; a remote one goes on on the cluster (a later server takes it up again).
+ * Called from one of its callbacks, the release takes place when it returns. */
 void exec_job_free(exec_job *j);
 
 /* After a restart: whether the run `run`, recorded QUEUED by an earlier server, had in

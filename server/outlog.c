@@ -240,6 +240,25 @@ int outlog_open_existing(outlog **out, struct event_base *base, const char *path
   return 0;
 }
 
+int outlog_resume(outlog **out, struct event_base *base, const char *path,
+                  const outlog_opts *opts) {
+  outlog *l = NULL;
+  int rc = log_alloc(&l, base, path, O_RDWR | O_APPEND | O_CLOEXEC, opts);
+  if (rc == -ENOENT) return outlog_new(out, base, path, opts);
+  if (rc) return rc;
+  rc = scan_file(l);
+  if (rc == 0 && ftruncate(l->fd, (off_t)l->size) != 0) rc = -errno;
+  if (rc) {
+    log_unref(l);
+    return rc;
+  }
+  /* What was dropped past max_bytes left no trace: the stored bytes stand for it. */
+  l->stored = l->bytes[0] + l->bytes[1];
+  l->truncated = l->max_bytes && l->stored >= l->max_bytes;
+  *out = l;
+  return 0;
+}
+
 void outlog_free(outlog *l) {
   if (!l) return;
   outlog_end(l);

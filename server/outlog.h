@@ -99,6 +99,15 @@ int outlog_new(outlog **out, struct event_base *base, const char *path, const ou
 int outlog_open_existing(outlog **out, struct event_base *base, const char *path,
                          const outlog_opts *opts);
 
+/* Opens the log of a run that goes on after a restart, for appending: like
+ * outlog_open_existing it rebuilds counters and index from the file, then cuts off a
+ * trailing partial or invalid record (a crash in the middle of an append) so that new
+ * records follow the last whole one, seqs and stream offsets continuing. outlog_bytes
+ * then counts the bytes stored in the file. Without a file it is outlog_new. Returns 0
+ * and sets *out; -EINVAL for a bad option; the negative errno of open(2), pread(2) or
+ * ftruncate(2). */
+int outlog_resume(outlog **out, struct event_base *base, const char *path, const outlog_opts *opts);
+
 /* Drops the owner's reference, ending the log first (outlog_end) so waiting readers
  * learn that nothing more comes. Readers still open keep the log readable until they
  * are freed. Accepts NULL. */

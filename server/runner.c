@@ -437,6 +437,7 @@ static void fill_module(Prismq__Runner__V1__Module *o, const config_module *m,
   o->n_tags = m->ntags;
   o->version = m->version;
   o->enabled = m->enabled != 0;
+  if (m->executor == CONFIG_EXEC_SLURM) o->executor = "slurm";
   o->parameters = pptr;
   o->n_parameters = m->nparams;
   for (size_t j = 0; j < m->nparams; j++) {

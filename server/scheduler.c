@@ -64,6 +64,9 @@ struct srun {
   progress_scan *out_scan; /* stdout's progress lines (the module's pattern), while running */
   progress_scan *fd_scan;  /* the lines of its progress descriptor, while running */
   unsigned cancelled : 1, timed_out : 1, progress_warned : 1;
+  unsigned remote : 1,       /* carried out by the Slurm executor (its module's executor) */
+      resume : 1,            /* remote, recovered after a restart: its job may exist already */
+      holding : 1;           /* counts in nrunning (local) or nremote (remote), and per module */
   int log_errno;             /* the first output write error, or 0 */
   const char *cancel_reason; /* error_message of a cancelled run (static) */
   struct sched_watch *watchers;
@@ -80,6 +83,8 @@ struct sched {
   void *index;                       /* tsearch tree of active runs by run_id */
   struct srun *qhead, *qtail;
   size_t nqueued, nrunning;
+  size_t nremote;         /* remote runs handed to their executor (pending or running there) */
+  size_t nqueued_remote;  /* remote runs in the queue */
   quota *queued_by_owner; /* queued runs per owner (limits.max_queued_per_identity) */
   resmon *res;
   struct {
@@ -98,6 +103,7 @@ struct sched {
   char blocked_why[160]; /* the last resource check that held the queue */
   runstats *stats;       /* NULL without opts.metrics */
   executor *ex;          /* where runs run (exec.h): this machine */
+  executor *slurm;       /* where remote runs run: made at the first (exec_slurm_new) */
 };
 
 static const char *status_name(int st) {
@@ -272,6 +278,7 @@ static void queue_remove(sched *s, struct srun *r) {
     s->qtail = r->qprev;
   r->qprev = r->qnext = NULL;
   s->nqueued--;
+  s->nqueued_remote -= r->remote;
   quota_dec(s->queued_by_owner, r->pb->owner);
 }
 
@@ -283,6 +290,7 @@ static void queue_push(sched *s, struct srun *r) {
     s->qhead = r;
   s->qtail = r;
   s->nqueued++;
+  s->nqueued_remote += r->remote;
   quota_inc(s->queued_by_owner, r->pb->owner);
 }
 
@@ -342,6 +350,7 @@ static struct srun *srun_new(sched *s, const config_module *m, char **argv, char
   r->secret_env = secret_env;
   r->pb = pb;
   r->timeout_ms = timeout_ms;
+  r->remote = !strcmp(pb->executor, "slurm");
   return r;
 }
 
@@ -369,11 +378,34 @@ static void note_dropped(struct srun *r) {
   set_str(&pb->error_message, msg);
 }
 
+/* The executor of r. */
+static executor *executor_of(const struct srun *r) { return r->remote ? r->s->slurm : r->s->ex; }
+
+/* r takes a slot: a local run one of limits.max_concurrent, a remote one one of
+ * slurm.max_jobs; either one of its module's max_concurrent. */
+static void take_slot(struct srun *r) {
+  r->holding = 1;
+  if (r->remote)
+    r->s->nremote++;
+  else
+    r->s->nrunning++;
+  quota_inc(r->s->running_by_module, r->mod->id);
+}
+
+static void release_slot(struct srun *r) {
+  if (!r->holding) return;
+  r->holding = 0;
+  if (r->remote)
+    r->s->nremote--;
+  else
+    r->s->nrunning--;
+  quota_dec(r->s->running_by_module, r->mod->id);
+}
+
 /* The run is over: record it, end its output, tell watchers, free a slot. */
 static void finish(struct srun *r, int status, const char *error) {
   sched *s = r->s;
   sched_run *pb = r->pb;
-  int was_running = pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
   pb->status = status;
   pb->finished_at_ms = id_now_ms();
   runstats_finished(s->stats, pb->module_id, status_name(status),
@@ -389,13 +421,10 @@ static void finish(struct srun *r, int status, const char *error) {
     exec_job_free(r->job);
     r->job = NULL;
   }
-  exec_forget(s->ex, pb);
+  if (r->holding) exec_forget(executor_of(r), pb);
   tdelete(r, &s->index, run_cmp);
   if (r->qprev || r->qnext || s->qhead == r) queue_remove(s, r);
-  if (was_running) {
-    s->nrunning--;
-    quota_dec(s->running_by_module, r->mod->id);
-  }
+  release_slot(r);
   LOG_INFO("run finished run_id=%s module_id=%s status=%s exit_code=%d signal=%d", pb->run_id,
            pb->module_id, status_name(status), pb->exit_code, pb->term_signal);
   notify(r, SCHED_EV_STARTED | SCHED_EV_TERMINAL);
@@ -546,21 +575,27 @@ static void stderr_tail(const struct srun *r, char *out, size_t cap) {
   utf8_sanitize(out, cap, lin + from, n - from);
 }
 
-static void on_exit_cb(void *arg, int exit_status, int term_signal, const exec_usage *u) {
+static void on_exit_cb(void *arg, const exec_end *e) {
   struct srun *r = arg;
   sched_run *pb = r->pb;
   char msg[ERRTAIL_MAX + 128];
+  int exit_status = e->exit_status, term_signal = e->term_signal;
   end_progress(r);
   pb->exit_code = exit_status;
   pb->term_signal = term_signal;
-  pb->user_cpu_ms = u->user_cpu_ms;
-  pb->sys_cpu_ms = u->sys_cpu_ms;
-  pb->max_rss_kb = u->max_rss_kb;
+  pb->user_cpu_ms = e->user_cpu_ms;
+  pb->sys_cpu_ms = e->sys_cpu_ms;
+  pb->max_rss_kb = e->max_rss_kb;
   if (r->cancelled) {
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, r->cancel_reason);
-  } else if (r->timed_out) {
-    snprintf(msg, sizeof msg, "timed out after %u ms", r->timeout_ms);
+  } else if (r->timed_out || e->timed_out) {
+    if (r->timed_out || !e->why)
+      snprintf(msg, sizeof msg, "timed out after %u ms", r->timeout_ms);
+    else
+      snprintf(msg, sizeof msg, "timed out: %s", e->why);
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_TIMED_OUT, msg);
+  } else if (e->why) {
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, e->why);
   } else if (term_signal) {
     snprintf(msg, sizeof msg, "killed by signal %d (%s)", term_signal, strsignal(term_signal));
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, msg);
@@ -646,7 +681,7 @@ static void free_env(char **env, size_t nown) {
 /* The argv as one line a person can read, for dry-run mode. */
 static size_t argv_line(char *buf, size_t cap, char *const *argv) {
   size_t o = 0;
-  for (size_t i = 0; argv[i] && o + 1 < cap; i++) {
+  for (size_t i = 0; argv && argv[i] && o + 1 < cap; i++) {
     int quote = argv[i][0] == '\0' || strpbrk(argv[i], " \t\n'\"\\$`*?[]{}()<>|&;#~") != NULL;
     o += (size_t)snprintf(buf + o, cap - o, quote ? "%s'%s'" : "%s%s", i ? " " : "", argv[i]);
     if (o >= cap) o = cap - 1;
@@ -663,19 +698,75 @@ static void commit_start(void *arg) {
   runtab_sync(r->s->opts.rt);
 }
 
-/* Starts r's command with the executor. Returns 0, or a negative errno with err saying
+/* Counts r's timeout from now: `ms` (the run's timeout, or what is left of it). */
+static void arm_timeout(struct srun *r, uint32_t ms) {
+  r->timer = evtimer_new(r->s->base, timeout_cb, r);
+  if (!r->timer) abort();
+  /* Timers count from the loop's cached time, taken before this iteration's work
+   * (the spawn included): refresh it so a run never times out early. */
+  event_base_update_cache_time(r->s->base);
+  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  evtimer_add(r->timer, &tv);
+}
+
+/* The run's command runs from now on (a local one once spawned, a remote one once its
+ * executor says so): RUNNING, its timeout counting. */
+static void mark_running(struct srun *r) {
+  sched_run *pb = r->pb;
+  pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
+  pb->started_at_ms = id_now_ms();
+  runstats_started(r->s->stats, pb->module_id);
+  if (r->timeout_ms) arm_timeout(r, r->timeout_ms);
+}
+
+/* A remote run's job: submitted, pending for a new reason, or running. */
+static void on_remote(void *arg, const exec_remote *st) {
+  struct srun *r = arg;
+  sched_run *pb = r->pb;
+  int fresh = strcmp(pb->job_id, st->job_id) != 0;
+  set_str(&pb->job_id, st->job_id);
+  set_str(&pb->pending_reason, st->running ? "" : st->reason);
+  set_str(&pb->node, st->node);
+  if (st->running && pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
+    mark_running(r);
+    LOG_INFO("run started run_id=%s module_id=%s job_id=%s node=%s", pb->run_id, pb->module_id,
+             pb->job_id, pb->node);
+    notify(r, SCHED_EV_STARTED);
+  }
+  persist(r->s, pb);
+  /* A restart looks for the job by its id: have it on disk now. */
+  if (fresh) runtab_sync(r->s->opts.rt);
+}
+
+/* A remote run's job could not be carried out. */
+static void on_fail(void *arg, const char *why) {
+  struct srun *r = arg;
+  end_progress(r);
+  r->pb->exit_code = -1;
+  if (r->cancelled)
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, r->cancel_reason);
+  else
+    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, why);
+}
+
+/* Starts r's command with its executor. Returns 0, or a negative errno with err saying
  * what failed. */
 static int spawn(struct srun *r, char *err, size_t errlen) {
-  sched *s = r->s;
-  exec_spec es = {.run = r->pb,
-                  .mod = r->mod,
-                  .argv = (const char *const *)r->argv,
-                  .cwd = r->cwd,
-                  .progress_pipe = r->mod->progress_fd,
-                  .commit_start = commit_start,
-                  .on_output = on_output,
-                  .on_exit = on_exit_cb,
-                  .arg = r};
+  exec_spec es = {
+      .run = r->pb,
+      .mod = r->mod,
+      .argv = (const char *const *)r->argv,
+      .cwd = r->cwd,
+      .progress_pipe = r->mod->progress_fd,
+      .resume = r->resume,
+      .resume_bytes = {outlog_bytes(r->log, OUTLOG_STDOUT), outlog_bytes(r->log, OUTLOG_STDERR)},
+      .timeout_ms = r->timeout_ms,
+      .commit_start = commit_start,
+      .on_output = on_output,
+      .on_exit = on_exit_cb,
+      .on_fail = on_fail,
+      .on_remote = on_remote,
+      .arg = r};
   size_t nown;
   char **envp = build_env(r->mod, r->secret_env, &nown);
   es.envp = (const char *const *)envp;
@@ -683,34 +774,44 @@ static int spawn(struct srun *r, char *err, size_t errlen) {
   es.inputs = inputs;
   es.ninputs = secret_inputs(inputs, r->secret_env);
   r->errtail = xmalloc(ERRTAIL_MAX);
-  int rc = exec_start(s->ex, &r->job, &es, err, errlen);
+  int rc = exec_start(executor_of(r), &r->job, &es, err, errlen);
   free_env(envp, nown);
   drop_secrets(r);
   return rc;
 }
 
+/* Opens r's output log: a new one, or for a remote run taken up after a restart the
+ * one it has, to go on with. Returns 0 or finishes r FAILED and returns -1. */
+static int open_log(struct srun *r) {
+  sched *s = r->s;
+  char path[4096], err[4096 + 128];
+  outlog_opts lo = OUTLOG_OPTS_INIT;
+  lo.max_bytes = r->cfg->limits.output_max_bytes;
+  int rc = outlog_path(path, sizeof path, s->data_dir, r->pb->run_id);
+  if (rc == 0)
+    rc = r->resume ? outlog_resume(&r->log, s->base, path, &lo)
+                   : outlog_new(&r->log, s->base, path, &lo);
+  if (rc == 0) return 0;
+  snprintf(err, sizeof err, "cannot create the output file %s: %s", path, strerror(-rc));
+  LOG_ERROR("%s run_id=%s module_id=%s", err, r->pb->run_id, r->pb->module_id);
+  finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
+  return -1;
+}
+
+/* The time left of a resumed running run's timeout (at least 1 ms). */
+static uint32_t timeout_left(const struct srun *r) {
+  int64_t left = (int64_t)r->timeout_ms - (id_now_ms() - r->pb->started_at_ms);
+  return left > 1 ? (uint32_t)left : 1;
+}
+
 static void start_run(struct srun *r) {
   sched *s = r->s;
   sched_run *pb = r->pb;
-  char path[4096];
   char err[4096 + 128];
   queue_remove(s, r);
-  s->nrunning++;
-  quota_inc(s->running_by_module, r->mod->id);
-  pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
-  pb->started_at_ms = id_now_ms();
-  runstats_started(s->stats, pb->module_id);
-
-  outlog_opts lo = OUTLOG_OPTS_INIT;
-  lo.max_bytes = r->cfg->limits.output_max_bytes;
-  int rc = outlog_path(path, sizeof path, s->data_dir, pb->run_id);
-  if (rc == 0) rc = outlog_new(&r->log, s->base, path, &lo);
-  if (rc < 0) {
-    snprintf(err, sizeof err, "cannot create the output file %s: %s", path, strerror(-rc));
-    LOG_ERROR("%s run_id=%s module_id=%s", err, pb->run_id, pb->module_id);
-    finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
-    return;
-  }
+  take_slot(r);
+  if (!r->remote) mark_running(r);
+  if (open_log(r) < 0) return;
 
   if (s->opts.mode == SCHED_DRY_RUN) {
     size_t n = argv_line(err, sizeof err, r->argv);
@@ -731,23 +832,52 @@ static void start_run(struct srun *r) {
   if (r->mod->progress_fd) r->fd_scan = progress_scan_new(NULL);
   config_argv_free(r->argv);
   r->argv = NULL;
-  if (r->timeout_ms) {
-    r->timer = evtimer_new(s->base, timeout_cb, r);
-    if (!r->timer) abort();
-    /* Timers count from the loop's cached time, taken before this iteration's work
-     * (the spawn included): refresh it so a run never times out early. */
-    event_base_update_cache_time(s->base);
-    struct timeval tv = {(time_t)(r->timeout_ms / 1000),
-                         (suseconds_t)(r->timeout_ms % 1000) * 1000};
-    evtimer_add(r->timer, &tv);
-  }
   persist(s, pb);
+  if (r->remote) {
+    /* Running once its executor says so (on_remote); one taken up again runs already. */
+    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING && r->timeout_ms)
+      arm_timeout(r, timeout_left(r));
+    LOG_INFO("run handed to Slurm run_id=%s module_id=%s resumed=%d", pb->run_id, pb->module_id,
+             (int)r->resume);
+    return;
+  }
   LOG_INFO("run started run_id=%s module_id=%s pid=%d", pb->run_id, pb->module_id, pb->pid);
   notify(r, SCHED_EV_STARTED);
 }
 
+/* Makes the Slurm executor, at the first remote run, from the slurm: section then
+ * current (read once: see docs/slurm.md). Returns 0, or finishes r FAILED and
+ * returns -1. */
+static int slurm_open(sched *s, struct srun *r) {
+  const config_slurm *c = &s->cfg->slurm;
+  char err[512];
+  int rc = -EINVAL;
+  snprintf(err, sizeof err, "the Slurm executor needs slurm.spool_dir in the configuration");
+  if (c->spool_dir) {
+    exec_slurm_opts o = EXEC_SLURM_OPTS_INIT;
+    o.spool_dir = c->spool_dir;
+    o.bin_dir = c->bin_dir;
+    o.poll_interval_ms = c->poll_interval_ms;
+    o.grace_ms = s->opts.default_grace_ms;
+    rc = exec_slurm_new(&s->slurm, s->base, &o, err, sizeof err);
+  }
+  if (rc == 0) return 0;
+  LOG_ERROR("cannot set up the Slurm executor: %s", err);
+  finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, err);
+  return -1;
+}
+
+/* Whether r may start now as far as slots go (resources aside). */
+static int slot_free(const sched *s, const struct srun *r) {
+  uint32_t mmax = r->mod->max_concurrent;
+  if (mmax && quota_get(s->running_by_module, r->mod->id) >= mmax) return 0;
+  if (r->remote) return s->nremote < s->cfg->slurm.max_jobs;
+  return s->nrunning < s->cfg->limits.max_concurrent;
+}
+
 /* Starts queued runs, oldest first, while slots and resources allow. A run whose
- * module is at its own limit is passed over, so it does not hold up other modules.
+ * module is at its own limit is passed over, so it does not hold up other modules;
+ * remote runs take no slot of this machine and pass no check of its resources.
  * Starting a run can end it at once (dry-run, spawn failure), which asks for another
  * pump: that one is folded into this loop rather than run re-entrantly. */
 static void pump(sched *s) {
@@ -757,26 +887,30 @@ static void pump(sched *s) {
   }
   if (s->stopping) return;
   s->pumping = 1;
-  const config_limits *lim = &s->cfg->limits;
   do {
     s->repump = 0;
     struct srun *r = s->qhead;
-    while (r && s->nrunning < lim->max_concurrent) {
-      uint32_t mmax = r->mod->max_concurrent;
-      if (mmax && quota_get(s->running_by_module, r->mod->id) >= mmax) {
+    int local_ok = 1; /* no check of this machine's resources has failed in this scan */
+    while (r && ((local_ok && s->nrunning < s->cfg->limits.max_concurrent) || s->nqueued_remote)) {
+      if (!slot_free(s, r) || (!r->remote && !local_ok)) {
         r = r->qnext;
         continue;
       }
       char why[160];
-      if (s->res && !resmon_check(s->res, why, sizeof why)) {
+      if (!r->remote && s->res && !resmon_check(s->res, why, sizeof why)) {
         if (strcmp(why, s->blocked_why) != 0) {
           LOG_INFO("queued runs wait: %s queued=%zu", why, s->nqueued);
           snprintf(s->blocked_why, sizeof s->blocked_why, "%s", why);
         }
-        s->repump = 0;
-        break;
+        local_ok = 0;
+        r = r->qnext;
+        continue;
       }
-      s->blocked_why[0] = '\0';
+      if (!r->remote) s->blocked_why[0] = '\0';
+      if (r->remote && !s->slurm && slurm_open(s, r) < 0) {
+        r = s->qhead;
+        continue;
+      }
       start_run(r);
       r = s->qhead; /* the queue changed under us: scan again from the oldest */
     }
@@ -832,10 +966,11 @@ static int admit(const sched *s, const config_module *m, const char *owner, char
     return -ESHUTDOWN;
   }
   char why[160];
-  int can_start =
-      s->nrunning < lim->max_concurrent &&
-      (!m->max_concurrent || quota_get(s->running_by_module, m->id) < m->max_concurrent) &&
-      (!s->res || resmon_check(s->res, why, sizeof why));
+  int module_ok = !m->max_concurrent || quota_get(s->running_by_module, m->id) < m->max_concurrent;
+  int can_start = m->executor == CONFIG_EXEC_SLURM
+                      ? module_ok && s->nremote < s->cfg->slurm.max_jobs
+                      : s->nrunning < lim->max_concurrent && module_ok &&
+                            (!s->res || resmon_check(s->res, why, sizeof why));
   if (can_start) return 0;
   uint32_t mine = quota_get(s->queued_by_owner, owner);
   if (lim->max_queued_per_identity && mine >= lim->max_queued_per_identity) {
@@ -942,6 +1077,7 @@ static sched_run *new_record(const config_module *m, const Prismq__Runner__V1__S
   pb->module_id = xstrdup(m->id);
   pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
   pb->timeout_ms = timeout_ms;
+  if (m->executor == CONFIG_EXEC_SLURM) set_str(&pb->executor, "slurm");
   set_str(&pb->request_id, req->request_id);
   set_str(&pb->owner, owner);
   set_str(&pb->preset, req->preset);
@@ -1085,7 +1221,7 @@ int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
   }
   LOG_INFO("run cancel requested run_id=%s module_id=%s status=%s", run_id, r->pb->module_id,
            status_name(r->pb->status));
-  if (r->pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
+  if (!r->job) {
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_CANCELLED, "cancelled while queued");
     return 0;
   }
@@ -1104,7 +1240,8 @@ static void cancel_running(sched *s) {
   struct srun **running = NULL;
   twalk_r(s->index, collect_run, &(struct collect){&running, &n});
   for (size_t i = 0; i < n; i++) {
-    if (running[i]->timed_out || running[i]->cancelled) continue;
+    /* Cluster jobs outlive the server: the next one takes them up again. */
+    if (running[i]->timed_out || running[i]->cancelled || running[i]->remote) continue;
     running[i]->cancelled = 1;
     running[i]->cancel_reason = SCHED_SHUTDOWN_MESSAGE;
     exec_terminate(running[i]->job, s->opts.default_grace_ms);
@@ -1210,14 +1347,24 @@ static int64_t boot_time_ms(void) {
   return (int64_t)btime * 1000;
 }
 
-/* A run the previous server left QUEUED goes back into the queue. Takes pb on success.
- * Returns 0, or a negative errno with err saying why it cannot (its module is gone, its
- * parameters no longer fit, it had secrets, which no table keeps). */
+/* A run the previous server left QUEUED goes back into the queue; so does a remote run
+ * it left QUEUED or RUNNING, to be taken up again (its job goes on, or is submitted if
+ * it never was). Takes pb on success. Returns 0, or a negative errno with err saying
+ * why it cannot (its module is gone, its parameters no longer fit, it had secrets,
+ * which no table keeps, and is still to be started). */
 static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
   const config_module *m = config_find_module(s->cfg, pb->module_id);
   if (!m) {
     snprintf(err, errlen, "module \"%.64s\" is not configured any more", pb->module_id);
     return -ENOENT;
+  }
+  int remote = !strcmp(pb->executor, "slurm");
+  if (remote && pb->job_id[0]) {
+    /* Its job exists: nothing is to be rendered or submitted. */
+    struct srun *r = srun_new(s, m, NULL, NULL, NULL, pb, pb->timeout_ms);
+    r->resume = 1;
+    activate(s, r);
+    return 0;
   }
   if (pb->secret_digest.len) {
     snprintf(err, errlen,
@@ -1236,7 +1383,10 @@ static int requeue(sched *s, sched_run *pb, char *err, size_t errlen) {
   free(names);
   free(values);
   if (rc < 0) return rc;
-  activate(s, srun_new(s, m, argv, cwd, NULL, pb, pb->timeout_ms ? pb->timeout_ms : m->timeout_ms));
+  struct srun *r =
+      srun_new(s, m, argv, cwd, NULL, pb, pb->timeout_ms ? pb->timeout_ms : m->timeout_ms);
+  r->resume = remote;
+  activate(s, r);
   return 0;
 }
 
@@ -1252,16 +1402,19 @@ static int recover(sched *s) {
   for (size_t i = 0; i < n; i++) {
     sched_run *pb = runs[i];
     char err[512];
-    /* A run recorded QUEUED whose cgroup exists had started, its start not committed yet. */
-    if (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED &&
-        !exec_started_before(s->ex, pb)) {
+    /* A run recorded QUEUED whose cgroup exists had started, its start not committed yet.
+     * A remote run's job outlives the server. */
+    int remote = !strcmp(pb->executor, "slurm");
+    if (remote || (pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED &&
+                   !exec_started_before(s->ex, pb))) {
       if (requeue(s, pb, err, sizeof err) == 0) {
         runs[i] = NULL;
         queued++;
         continue;
       }
       char msg[600];
-      snprintf(msg, sizeof msg, "not started after a server restart: %s", err);
+      snprintf(msg, sizeof msg, "%s after a server restart: %s",
+               remote ? "not taken up again" : "not started", err);
       set_str(&pb->error_message, msg);
       pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED;
       failed++;
@@ -1408,6 +1561,15 @@ void sched_free(sched *s) {
   while (s->index) {
     struct srun *r = *(struct srun **)s->index;
     while (r->watchers) sched_unwatch(r->watchers);
+    if (r->remote) {
+      /* Its job goes on on the cluster; the next server takes it up from the table. */
+      exec_job_free(r->job);
+      outlog_free(r->log);
+      tdelete(r, &s->index, run_cmp);
+      release_slot(r);
+      srun_free(r);
+      continue;
+    }
     exec_kill(r->job);
     r->pb->exit_code = -1;
     r->pb->term_signal = SIGKILL;
@@ -1428,6 +1590,7 @@ void sched_free(sched *s) {
   free(s->data_dir);
   runstats_free(s->stats);
   exec_free(s->ex);
+  exec_free(s->slurm);
   explicit_bzero(s->secret_key, sizeof s->secret_key);
   free(s);
 }

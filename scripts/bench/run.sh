@@ -110,6 +110,15 @@ if [ "${BENCH_RETENTION:-}" = 1 ] || { [ "${BENCH_RETENTION:-}" != 0 ] && [ ${#A
   "$B/retention_bench" "$B" | tee "$BUILD_DIR/retention-results.json"
 fi
 
+# The Slurm executor against sbatch in a plain loop on a single-node test cluster
+# (slurm_bench.py, docs/slurm.md): with the full suite (no --only) or BENCH_SLURM=1
+# (never with BENCH_SLURM=0); about 2 minutes; its JSON line goes to
+# $BUILD_DIR/slurm-results.json. Needs root (the cluster's daemons).
+if [ "${BENCH_SLURM:-}" = 1 ] || { [ "${BENCH_SLURM:-}" != 0 ] && [ ${#ARGS[@]} -eq 0 ]; }; then
+  echo "bench: Slurm executor (slurm_bench.py)" >&2
+  PRISMQ_BIN="$BUILD_DIR/bin" /usr/bin/python3 "$SRC/slurm_bench.py" | tee "$BUILD_DIR/slurm-results.json"
+fi
+
 # Followers and connections by the thousand.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

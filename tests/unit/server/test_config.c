@@ -494,6 +494,159 @@ static void test_default_config_values(void **state) {
   config_free(c);
 }
 
+/* A module with executor slurm (line 5) and line 6 as given. */
+#define SLURM_MOD(line6)                                                                      \
+  "slurm: {spool_dir: /srv/spool}\nmodules:\n  - id: m\n    argv: [x]\n    executor: slurm\n" \
+  "    " line6 "\n"
+
+/* A module's slurm block as it is when none is given: nothing set, empty vectors. */
+static void assert_no_slurm_job(const config_module *m) {
+  assert_null(m->slurm.partition);
+  assert_null(m->slurm.account);
+  assert_null(m->slurm.qos);
+  assert_int_equal(m->slurm.cpus, 0);
+  assert_null(m->slurm.memory);
+  assert_int_equal(m->slurm.time_limit_min, 0);
+  assert_int_equal(m->slurm.nsbatch_args, 0);
+  assert_non_null(m->slurm.sbatch_args);
+  assert_null(m->slurm.sbatch_args[0]);
+  assert_int_equal(m->slurm.nenv, 0);
+  assert_non_null(m->slurm.env);
+  assert_null(m->slurm.env[0]);
+}
+
+/* The slurm section and the modules' executor and slurm keys (their errors are in
+ * errors[]). */
+static void test_slurm(void **state) {
+  (void)state;
+  config *c = load_ok("modules:\n  - {id: a, argv: [x]}\n");
+  const config_module *m = &c->modules[0];
+
+  /* Defaults, also without a slurm section; a module runs locally. */
+  assert_null(c->slurm.spool_dir);
+  assert_int_equal(c->slurm.poll_interval_ms, 1000);
+  assert_int_equal(c->slurm.max_jobs, 1000);
+  assert_null(c->slurm.bin_dir);
+  assert_int_equal(m->executor, CONFIG_EXEC_LOCAL);
+  assert_no_slurm_job(m);
+  config_free(c);
+  c = load_ok("slurm: {}\n");
+  assert_null(c->slurm.spool_dir);
+  assert_int_equal(c->slurm.poll_interval_ms, 1000);
+  assert_int_equal(c->slurm.max_jobs, 1000);
+  assert_null(c->slurm.bin_dir);
+  config_free(c);
+
+  c = load_ok(
+      "slurm:\n"
+      "  spool_dir: /srv/prismq/spool\n"
+      "  poll_interval: 2s\n"
+      "  max_jobs: 50\n"
+      "  bin_dir: /opt/slurm/bin\n"
+      "modules:\n"
+      "  - id: sim\n"
+      "    argv: [sim, \"{n}\"]\n"
+      "    executor: slurm\n"
+      "    env: {LC_ALL: C}\n"
+      "    parameters:\n"
+      "      - {name: n, default: \"1\"}\n"
+      "      - {name: token, type: secret, env_var: TOKEN}\n"
+      "    slurm:\n"
+      "      partition: gpu\n"
+      "      account: physics\n"
+      "      qos: high\n"
+      "      cpus: 4\n"
+      "      memory: 4G\n"
+      "      time_limit: 90s\n"
+      "      sbatch_args: [\"--constraint=fast\", \"--gres=gpu:1\"]\n"
+      "      env: {OMP_NUM_THREADS: 4, EMPTY: ''}\n"
+      "  - {id: here, argv: [x], executor: local, memory_max: 1048576}\n"
+      "  - id: small\n"
+      "    argv: [x]\n"
+      "    executor: slurm\n"
+      "    slurm: {memory: 1000}\n"
+      "  - {id: bare, argv: [x], executor: slurm}\n");
+  assert_string_equal(c->slurm.spool_dir, "/srv/prismq/spool");
+  assert_int_equal(c->slurm.poll_interval_ms, 2000);
+  assert_int_equal(c->slurm.max_jobs, 50);
+  assert_string_equal(c->slurm.bin_dir, "/opt/slurm/bin");
+  m = &c->modules[0];
+  assert_int_equal(m->executor, CONFIG_EXEC_SLURM);
+  assert_string_equal(m->slurm.partition, "gpu");
+  assert_string_equal(m->slurm.account, "physics");
+  assert_string_equal(m->slurm.qos, "high");
+  assert_int_equal(m->slurm.cpus, 4);
+  assert_string_equal(m->slurm.memory, "4G");
+  assert_int_equal(m->slurm.time_limit_min, 2); /* 90 s, rounded up */
+  assert_int_equal(m->slurm.nsbatch_args, 2);
+  assert_strv(m->slurm.sbatch_args, (const char *[]){"--constraint=fast", "--gres=gpu:1"}, 2);
+  assert_int_equal(m->slurm.nenv, 2);
+  assert_strv(m->slurm.env, (const char *[]){"OMP_NUM_THREADS=4", "EMPTY="}, 2);
+  assert_strv(m->env, (const char *[]){"LC_ALL=C"}, 1);
+  m = &c->modules[1];
+  assert_int_equal(m->executor, CONFIG_EXEC_LOCAL);
+  assert_int_equal(m->memory_max, 1048576);
+  assert_no_slurm_job(m);
+  m = &c->modules[2];
+  assert_int_equal(m->executor, CONFIG_EXEC_SLURM);
+  assert_string_equal(m->slurm.memory, "1000");
+  assert_int_equal(m->slurm.nsbatch_args, 0);
+  assert_non_null(m->slurm.sbatch_args);
+  assert_non_null(m->slurm.env);
+  m = &c->modules[3];
+  assert_int_equal(m->executor, CONFIG_EXEC_SLURM);
+  assert_no_slurm_job(m);
+  config_free(c);
+
+  /* Each value at and near its bounds. */
+  static const struct {
+    const char *fmt, *v;
+    uint32_t want; /* the value loaded; for memory, its length */
+    int field;     /* 0 time_limit_min, 1 memory, 2 poll_interval_ms */
+  } values[] = {
+      {SLURM_MOD("slurm: {time_limit: %s}"), "1m", 1, 0},
+      {SLURM_MOD("slurm: {time_limit: %s}"), "60000", 1, 0},
+      {SLURM_MOD("slurm: {time_limit: %s}"), "60001", 2, 0},
+      {SLURM_MOD("slurm: {time_limit: %s}"), "90s", 2, 0},
+      {SLURM_MOD("slurm: {time_limit: %s}"), "1h", 60, 0},
+      {SLURM_MOD("slurm: {time_limit: %s}"), "365d", 525600, 0},
+      {SLURM_MOD("slurm: {memory: %s}"), "512M", 4, 1},
+      {SLURM_MOD("slurm: {memory: %s}"), "\"1T\"", 2, 1},
+      {SLURM_MOD("slurm: {memory: %s}"), "16K", 3, 1},
+      {SLURM_MOD("slurm: {memory: %s}"), "123456789012345", 15, 1},
+      {"slurm: {poll_interval: %s}\n", "100", 100, 2},
+      {"slurm: {poll_interval: %s}\n", "250ms", 250, 2},
+      {"slurm: {poll_interval: %s}\n", "10m", 600000, 2},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(values); i++) {
+    char yaml[256];
+    uint32_t got;
+
+    snprintf(yaml, sizeof yaml, values[i].fmt, values[i].v);
+    c = load_ok(yaml);
+    got = values[i].field == 0   ? c->modules[0].slurm.time_limit_min
+          : values[i].field == 1 ? (uint32_t)strlen(c->modules[0].slurm.memory)
+                                 : c->slurm.poll_interval_ms;
+    if (got != values[i].want) fail_msg("case %s: %u, want %u", values[i].v, got, values[i].want);
+    config_free(c);
+  }
+
+  /* sbatch arguments that leave alone what prismqd sets (the refused ones: errors[]). */
+  static const char *const fine[] = {
+      "--constraint=fast", "--gres=gpu:1", "--time-min=5", "--exclusive", "--exclude=n1",
+      "--partition=debug", "-c4",          "-pdebug",      "-H",          "-N1",
+      "--mail-type=END",   "-vc2"};
+  for (size_t i = 0; i < ARRAY_LEN(fine); i++) {
+    char yaml[256];
+
+    snprintf(yaml, sizeof yaml, SLURM_MOD("slurm: {sbatch_args: [\"%s\"]}"), fine[i]);
+    c = load_ok(yaml);
+    assert_int_equal(c->modules[0].slurm.nsbatch_args, 1);
+    assert_string_equal(c->modules[0].slurm.sbatch_args[0], fine[i]);
+    config_free(c);
+  }
+}
+
 /* Each error: the YAML, then the exact message; a message ending in "..." gives only
  * its start (libc's regerror text follows). */
 
@@ -511,7 +664,7 @@ static const struct {
     {"listen: [\"tcp://127.0.0.1:1\"]\nlisen: [x]\n",
      "t.yaml:2: top level: unknown key \"lisen\" (expected one of: listen, data_dir, limits, "
      "modules, allow_insecure_remote, tls, unix_socket, authz, retention, shutdown, cgroups, "
-     "http)"},
+     "http, slurm)"},
     {"limits:\n  max_concurent: 3\n",
      "t.yaml:2: limits: unknown key \"max_concurent\" (expected one of: max_concurrent, "
      "max_queued, max_memory_percent, min_available_memory_mb, max_cpu_percent, "
@@ -520,7 +673,7 @@ static const struct {
     {"modules:\n  - id: a\n    argv: [x]\n    agrv: [y]\n",
      "t.yaml:4: modules[0]: unknown key \"agrv\" (expected one of: id, name, description, "
      "argv, cwd, env, timeout_ms, max_concurrent, pass_parameters, parameters, memory_max, "
-     "cpu_max, category, tags, version, enabled, presets, progress)"},
+     "cpu_max, category, tags, version, enabled, presets, progress, executor, slurm)"},
     {"modules:\n  - id: a\n    argv: [x]\n    parameters:\n"
      "      - name: p\n        requird: true\n",
      "t.yaml:6: modules[0].parameters[0]: unknown key \"requird\" (expected one of: name, "
@@ -882,6 +1035,128 @@ static const struct {
      "t.yaml:3: authz[0].modules[1] must be a non-empty string"},
     {"authz:\n  - identity: a\n    identity: b\n",
      "t.yaml:3: authz[0]: duplicate key \"identity\""},
+
+/* The Slurm executor (SLURM_MOD: above test_slurm). */
+#define SBATCH_ARG(a) SLURM_MOD("slurm: {sbatch_args: [\"--constraint=fast\", \"" a "\"]}")
+    {"slurm: {spool: /s}\n",
+     "t.yaml:1: slurm: unknown key \"spool\" (expected one of: spool_dir, poll_interval, "
+     "max_jobs, bin_dir)"},
+    {"slurm: /srv/spool\n", "t.yaml:1: slurm must be a mapping"},
+    {"slurm:\n", "t.yaml:1: slurm must be a mapping"},
+    {"slurm:\n  spool_dir: spool\n", "t.yaml:2: slurm.spool_dir must be an absolute path"},
+    {"slurm:\n  spool_dir: \"\"\n", "t.yaml:2: slurm.spool_dir must be a non-empty string"},
+    {"slurm:\n  bin_dir: opt/slurm/bin\n", "t.yaml:2: slurm.bin_dir must be an absolute path"},
+    {"slurm:\n  poll_interval: 99\n",
+     "t.yaml:2: slurm.poll_interval must be a duration from 100 ms to 600000 ms: milliseconds, "
+     "or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
+    {"slurm:\n  poll_interval: 11m\n",
+     "t.yaml:2: slurm.poll_interval must be a duration from 100 ms to 600000 ms: milliseconds, "
+     "or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
+    {"slurm:\n  max_jobs: 0\n", "t.yaml:2: slurm.max_jobs must be an integer from 1 to 1000000"},
+    {"slurm:\n  max_jobs: 1000001\n",
+     "t.yaml:2: slurm.max_jobs must be an integer from 1 to 1000000"},
+    {"modules:\n  - id: m\n    argv: [x]\n    executor: remote\n",
+     "t.yaml:4: modules[0].executor must be local or slurm"},
+    {"modules:\n  - id: m\n    argv: [x]\n    executor: [slurm]\n",
+     "t.yaml:4: modules[0].executor must be local or slurm"},
+    {"slurm: {spool_dir: /s}\nmodules:\n  - {id: a, argv: [x]}\n  - id: m\n    argv: [x]\n"
+     "    slurm: {partition: p}\n",
+     "t.yaml:6: modules[1].slurm is given but modules[1].executor is not slurm"},
+    {"slurm: {spool_dir: /s}\nmodules:\n  - id: m\n    argv: [x]\n    executor: local\n"
+     "    slurm: {}\n",
+     "t.yaml:6: modules[0].slurm is given but modules[0].executor is not slurm"},
+    {"modules:\n  - id: m\n    argv: [x]\n    executor: slurm\n",
+     "t.yaml:4: modules[0].executor is slurm, which needs slurm.spool_dir (a directory this "
+     "server and the cluster's nodes share)"},
+    {"slurm: {max_jobs: 5}\nmodules:\n  - id: m\n    argv: [x]\n    executor: slurm\n",
+     "t.yaml:5: modules[0].executor is slurm, which needs slurm.spool_dir (a directory this "
+     "server and the cluster's nodes share)"},
+    {SLURM_MOD("memory_max: 1048576"),
+     "t.yaml:6: modules[0].memory_max is a limit of the local executor: with executor slurm "
+     "use modules[0].slurm.memory"},
+    {SLURM_MOD("cpu_max: 200"),
+     "t.yaml:6: modules[0].cpu_max is a limit of the local executor: with executor slurm use "
+     "modules[0].slurm.cpus"},
+    {SLURM_MOD("parameters:\n      - {name: a, type: secret, env_var: A}\n"
+               "      - {name: b, type: secret, fd: 4}"),
+     "t.yaml:8: modules[0].parameters[1]: secrets on descriptors are not supported by the "
+     "slurm executor (give the secret an env_var)"},
+    {SLURM_MOD("slurm:\n      partition: p\n      partiton: q"),
+     "t.yaml:8: modules[0].slurm: unknown key \"partiton\" (expected one of: partition, "
+     "account, qos, cpus, memory, time_limit, sbatch_args, env)"},
+    {SLURM_MOD("slurm: [partition]"), "t.yaml:6: modules[0].slurm must be a mapping"},
+    {SLURM_MOD("slurm: {partition: \"gpu fast\"}"),
+     "t.yaml:6: modules[0].slurm.partition must not contain whitespace or control characters"},
+    {SLURM_MOD("slurm: {account: \"a\\tb\"}"),
+     "t.yaml:6: modules[0].slurm.account must not contain whitespace or control characters"},
+    {SLURM_MOD("slurm: {qos: \"q\\x01\"}"),
+     "t.yaml:6: modules[0].slurm.qos must not contain whitespace or control characters"},
+    {SLURM_MOD("slurm: {qos: \"\"}"), "t.yaml:6: modules[0].slurm.qos must be a non-empty string"},
+    {SLURM_MOD("slurm: {cpus: 0}"),
+     "t.yaml:6: modules[0].slurm.cpus must be an integer from 1 to 100000"},
+    {SLURM_MOD("slurm: {cpus: 100001}"),
+     "t.yaml:6: modules[0].slurm.cpus must be an integer from 1 to 100000"},
+#define BAD_MEMORY(v)                                                                          \
+  {                                                                                            \
+    SLURM_MOD("slurm: {memory: " v "}"),                                                       \
+        "t.yaml:6: modules[0].slurm.memory must be a number of megabytes, or a number with a " \
+        "unit "                                                                                \
+        "K, M, G or T (like 512M or 4G), of 1 to 15 digits"                                    \
+  }
+    BAD_MEMORY("4GB"),
+    BAD_MEMORY("4g"),
+    BAD_MEMORY("G"),
+    BAD_MEMORY("4.5G"),
+    BAD_MEMORY("-1"),
+    BAD_MEMORY("\" 4G\""),
+    BAD_MEMORY("1234567890123456"),
+#undef BAD_MEMORY
+    {SLURM_MOD("slurm: {memory: ~}"),
+     "t.yaml:6: modules[0].slurm.memory must be a non-empty string"},
+    {SLURM_MOD("slurm: {time_limit: 59s}"),
+     "t.yaml:6: modules[0].slurm.time_limit must be a duration from 60000 ms to 31536000000 ms: "
+     "milliseconds, or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
+    {SLURM_MOD("slurm: {time_limit: 366d}"),
+     "t.yaml:6: modules[0].slurm.time_limit must be a duration from 60000 ms to 31536000000 ms: "
+     "milliseconds, or a number with a unit ms, s, m, h or d (like 30s or 7d)"},
+    {SLURM_MOD("slurm: {sbatch_args: --exclusive}"),
+     "t.yaml:6: modules[0].slurm.sbatch_args must be a list of strings"},
+    {SBATCH_ARG(""), "t.yaml:6: modules[0].slurm.sbatch_args[1] must be a non-empty string"},
+    {SBATCH_ARG("--output=x"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"--output=x\" sets --output, which prismqd "
+     "sets itself"},
+    {SBATCH_ARG("-o"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"-o\" sets --output, which prismqd sets "
+     "itself"},
+    {SBATCH_ARG("-ofoo"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"-ofoo\" sets --output, which prismqd sets "
+     "itself"},
+    {SBATCH_ARG("--time=5"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"--time=5\" sets --time: use "
+     "modules[0].slurm.time_limit"},
+    {SBATCH_ARG("-t10"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"-t10\" sets --time: use "
+     "modules[0].slurm.time_limit"},
+    {SBATCH_ARG("--export=ALL"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"--export=ALL\" sets --export: use "
+     "modules[0].slurm.env"},
+    {SBATCH_ARG("--out=x"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"--out=x\" sets --output, which prismqd sets "
+     "itself"},
+    {SBATCH_ARG("-Ho"),
+     "t.yaml:6: modules[0].slurm.sbatch_args[1] \"-Ho\" sets --output, which prismqd sets "
+     "itself"},
+    {SLURM_MOD("slurm:\n      sbatch_args:\n        - --exclusive\n        - -J\n        - x"),
+     "t.yaml:9: modules[0].slurm.sbatch_args[1] \"-J\" sets --job-name, which prismqd sets "
+     "itself"},
+    {SLURM_MOD("slurm: {env: [A=1]}"),
+     "t.yaml:6: modules[0].slurm.env must be a mapping of names to strings"},
+    {SLURM_MOD("slurm: {env: {A=B: 1}}"),
+     "t.yaml:6: modules[0].slurm.env: name \"A=B\" contains \"=\""},
+    {SLURM_MOD("slurm:\n      env:\n        A: 1\n        A: 2"),
+     "t.yaml:9: modules[0].slurm.env: duplicate name \"A\""},
+    {SLURM_MOD("slurm: {env: {A: [1]}}"), "t.yaml:6: modules[0].slurm.env.A must be a string"},
+#undef SBATCH_ARG
 
     /* YAML itself. */
     {"listen: [a,\ndata_dir: x\n",
@@ -1353,6 +1628,7 @@ int main(void) {
       cmocka_unit_test(test_authz_rules),
       cmocka_unit_test(test_default_config),
       cmocka_unit_test(test_default_config_values),
+      cmocka_unit_test(test_slurm),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_error_buffer),
       cmocka_unit_test(test_load_file),
