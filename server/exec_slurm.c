@@ -592,6 +592,10 @@ static void looked_up(struct cmd *c) {
     return;
   }
   if (c->out.len) slurmjob_parse_squeue(c->out.p, c->out.len, looked_up_line, j);
+  if (!j->job_id[0] && j->cancel_wanted) {
+    deliver_fail(j, "cancelled before its job was submitted");
+    return;
+  }
   if (!j->job_id[0]) {
     submit(j);
     return;

@@ -1197,6 +1197,53 @@ static void test_open_existing(void **state) {
   model_free(&m);
 }
 
+/* A log resumed after a crash goes on past its last whole record: the torn tail is cut
+ * off, seqs and stream offsets continue, and a reader sees one well-formed log. */
+static void test_resume(void **state) {
+  fixture *f = *state;
+  outlog *l;
+  model m = {0};
+  outlog_opts o = OUTLOG_OPTS_INIT;
+  o.index_every_records = 16;
+  assert_int_equal(outlog_new(&l, f->base, f->path, &o), 0);
+  fill_random(l, &m, 300, 5);
+  uint64_t next = outlog_next_seq(l);
+  struct evbuffer *orig = read_all(l, 0, 0);
+  outlog_free(l);
+  static const uint8_t torn[] = {0, 0, 0, 0, 40, 0x08, 0x99};
+  append_raw(f->path, torn, sizeof torn);
+
+  assert_int_equal(outlog_resume(&l, f->base, f->path, &o), 0);
+  assert_false(outlog_ended(l));
+  assert_int_equal(outlog_next_seq(l), next);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDOUT), m.len[0]);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDERR), m.len[1]);
+  assert_int_equal(outlog_append(l, OUTLOG_STDERR, "after", 5, T0), 0);
+  assert_int_equal(outlog_next_seq(l), next + 1);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDERR), m.len[1] + 5);
+  outlog_free(l);
+
+  /* What the file holds now opens as the old records plus the new one. */
+  outlog *re;
+  assert_int_equal(outlog_open_existing(&re, f->base, f->path, &o), 0);
+  assert_int_equal(outlog_next_seq(re), next + 1);
+  assert_int_equal(outlog_bytes(re, OUTLOG_STDERR), m.len[1] + 5);
+  struct evbuffer *b = read_all(re, 0, 0);
+  assert_true(evbuffer_get_length(b) > evbuffer_get_length(orig));
+  assert_memory_equal(evbuffer_pullup(b, -1), evbuffer_pullup(orig, -1), evbuffer_get_length(orig));
+  evbuffer_free(b);
+  outlog_free(re);
+
+  /* Without a file, a resumed log is a new one. */
+  unlink(f->path);
+  assert_int_equal(outlog_resume(&l, f->base, f->path, &o), 0);
+  assert_int_equal(outlog_next_seq(l), 1);
+  assert_int_equal(outlog_append(l, OUTLOG_STDOUT, "x", 1, T0), 0);
+  outlog_free(l);
+  evbuffer_free(orig);
+  model_free(&m);
+}
+
 /* ---- file segments (outlog_reader_read_segment) ----------------------------------- */
 
 /* A value read_segment must leave alone when it hands nothing over. */
@@ -1518,6 +1565,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_error_rollback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_open_existing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
       cmocka_unit_test_setup_teardown(test_segment_equals_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_segment_then_append, setup, teardown),
       cmocka_unit_test_setup_teardown(test_segment_needs_unfiltered_reader_at_start, setup,
