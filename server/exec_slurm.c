@@ -97,7 +97,8 @@ struct sjob {
   unsigned terminating : 1, /* exec_terminate was called */
       killed : 1,           /* the SIGKILL cancel was sent */
       cancel_wanted : 1,    /* a cancel to send once the job id is known */
-      lookup_busy : 1, missing : 2, vanished : 1; /* gone from squeue before its end was seen */
+      lookup_busy : 1, missing : 2, vanished : 1, /* gone from squeue before its end was seen */
+      kicked : 1;                                 /* its first output asked for a poll */
   uint64_t poll_gen, seen_gen;
   struct event *grace_ev;
   struct sjob *prev, *next; /* ex->jobs: every job not freed */
@@ -118,6 +119,7 @@ struct slurm {
   struct event *poll_ev;
   uint64_t gen;        /* of the poll pass in progress */
   int polling;         /* squeue or sacct of a pass in flight */
+  int repoll;          /* a pass was asked for while one was in flight */
   int acct;            /* sacct gives accounting: 1 until it says the cluster keeps none */
   int warned_squeue;   /* the last squeue failed (said once per streak) */
   struct sjob **ended; /* jobs of this pass waiting for sacct */
@@ -355,7 +357,7 @@ static void acct_done(struct cmd *c) {
   }
   ended_deliver(ex);
   ex->polling = 0;
-  if (ex->jobs) poll_later(ex, ex->poll_ms);
+  if (ex->jobs) poll_later(ex, ex->repoll ? 0 : ex->poll_ms);
 }
 
 /* Asks sacct for the accounting of this pass's ended jobs, then delivers them; without
@@ -394,27 +396,32 @@ static void ended_add(struct slurm *ex, struct sjob *j) {
 
 static void cancel_send(struct sjob *j, int kill);
 
+/* squeue says the job runs (on other nodes, if it had been running already). */
+static void now_running(struct sjob *j, const char *nodes) {
+  if (j->phase == P_RUNNING && !strcmp(j->node, nodes)) return;
+  j->phase = P_RUNNING;
+  j->reason[0] = '\0';
+  snprintf(j->node, sizeof j->node, "%s", nodes);
+  LOG_INFO("Slurm job running run_id=%s job_id=%s node=%s", j->run_id, j->job_id, j->node);
+  tell_remote(j);
+}
+
 static void state_line(void *arg, const slurmjob_state *st) {
   struct slurm *ex = arg;
   struct sjob *j = find_job(ex, st->job_id);
   if (!j || j->phase == P_ENDING || j->phase == P_DONE) return;
   j->seen_gen = ex->gen;
   j->missing = 0;
-  if (st->phase == SLURMJOB_PENDING) {
+  if (st->phase == SLURMJOB_PENDING && j->phase == P_PENDING) {
     if (strcmp(j->reason, st->reason) != 0) {
       snprintf(j->reason, sizeof j->reason, "%s", st->reason);
       tell_remote(j);
     }
   } else if (st->phase == SLURMJOB_RUNNING) {
-    if (j->phase != P_RUNNING) {
-      j->phase = P_RUNNING;
-      j->reason[0] = '\0';
-      snprintf(j->node, sizeof j->node, "%s", st->nodes);
-      LOG_INFO("Slurm job running run_id=%s job_id=%s node=%s", j->run_id, j->job_id, j->node);
-      tell_remote(j);
-    }
+    now_running(j, st->nodes);
   } else if (st->phase == SLURMJOB_ENDED) {
-    if (!j->node[0]) snprintf(j->node, sizeof j->node, "%s", st->nodes);
+    /* One that ran between two polls (it had nodes) started all the same. */
+    if (st->nodes[0]) now_running(j, st->nodes);
     slurmjob_wait_status(st->wait_status, &j->end.exit_status, &j->end.term_signal);
     end_from_state(j, st->state);
     LOG_INFO("Slurm job ended run_id=%s job_id=%s state=%s", j->run_id, j->job_id, st->state);
@@ -489,7 +496,7 @@ static int poll_chunk(struct slurm *ex) {
  * comes after the interval while there are jobs. */
 static void pass_end(struct slurm *ex) {
   if (ex->nended) ended_finish(ex);
-  if (!ex->polling && ex->jobs) poll_later(ex, ex->poll_ms);
+  if (!ex->polling && ex->jobs) poll_later(ex, ex->repoll ? 0 : ex->poll_ms);
 }
 
 static void lookup_submit(struct sjob *j);
@@ -497,7 +504,11 @@ static void lookup_submit(struct sjob *j);
 /* A poll pass: lookups that failed are tried again, then squeue for every job with an
  * id, POLL_CHUNK at a time. */
 static void poll_start(struct slurm *ex) {
-  if (ex->polling) return;
+  if (ex->polling) {
+    ex->repoll = 1; /* asked for early: another pass right after this one */
+    return;
+  }
+  ex->repoll = 0;
   ex->gen++;
   for (struct sjob *j = ex->jobs; j; j = j->next)
     if (j->phase == P_LOOKUP && !j->lookup_busy) lookup_submit(j);
@@ -716,7 +727,14 @@ static void slurm_job_free(exec_job *jb) {
 static void file_output(tailf_file *f, const uint8_t *data, size_t len, void *arg) {
   struct sjob *j = arg;
   int stream = f == j->files[0] ? EXEC_STDOUT : f == j->files[1] ? EXEC_STDERR : EXEC_PROGRESS;
-  if (j->on_exit) j->on_output(j->arg, stream, data, len);
+  if (!j->on_exit) return;
+  /* Output shows that the job runs: squeue tells where at once rather than at the next
+   * interval, so the run is RUNNING with its node as soon as can be. */
+  if (j->phase == P_PENDING && !j->kicked) {
+    j->kicked = 1;
+    poll_later(j->ex, 0);
+  }
+  j->on_output(j->arg, stream, data, len);
 }
 
 /* Follows the job's output files: stdout and stderr from what the run's log holds,
