@@ -216,6 +216,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     begin_drain(-1, 0, srv);
 }
 
+/* Whether two optional strings are equal (both NULL counts). */
+static int same_str(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
 /* Settings read only at start-up: a reload that changes them says so. */
 static void warn_restart_only(const config *old, const config *fresh) {
   const config_limits *a = &old->limits, *b = &fresh->limits;
@@ -227,6 +230,12 @@ static void warn_restart_only(const config *old, const config *fresh) {
     LOG_WARN(
         "configuration reload: data_dir, cgroups and the per-connection limits (streams, headers, "
         "message size, idle timeout) change only at a restart");
+  const config_slurm *x = &old->slurm, *y = &fresh->slurm;
+  if (!same_str(x->spool_dir, y->spool_dir) || !same_str(x->bin_dir, y->bin_dir) ||
+      x->poll_interval_ms != y->poll_interval_ms)
+    LOG_WARN(
+        "configuration reload: slurm.spool_dir, bin_dir and poll_interval are read at the "
+        "first Slurm run and change only at a restart (slurm.max_jobs applies now)");
 }
 
 /* READY=1, with what is served for `systemctl status`, and `note` after it. */

@@ -1323,7 +1323,7 @@ int sched_open_output(sched *s, const char *run_id, uint64_t start_seq, int stre
 
 runtab *sched_runtab(const sched *s) { return s->opts.rt; }
 
-size_t sched_active(const sched *s) { return s->nqueued + s->nrunning; }
+size_t sched_active(const sched *s) { return s->nqueued + s->nrunning + s->nremote; }
 
 uint64_t sched_total(const sched *s) { return runtab_count(s->opts.rt); }
 
@@ -1503,10 +1503,23 @@ int sched_set_config(sched *s, config *cfg, char *err, size_t errlen) {
 
 const config *sched_config(const sched *s) { return s->cfg; }
 
+/* Remote runs handed to their executor, by status (pending on the cluster or running). */
+static void count_remote(const void *node, VISIT v, void *arg) {
+  if (v != postorder && v != leaf) return;
+  const struct srun *r = *(struct srun *const *)node;
+  if (!r->remote || !r->holding) return;
+  runstats_gauges *g = arg;
+  if (r->pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING)
+    g->running++;
+  else
+    g->queued++;
+}
+
 static void stats_gauges(void *arg, runstats_gauges *g) {
   const sched *s = arg;
   g->queued = s->nqueued;
   g->running = s->nrunning;
+  if (s->nremote) twalk_r(s->index, count_remote, g);
   g->runs = runtab_count(s->opts.rt);
 }
 

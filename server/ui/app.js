@@ -783,7 +783,10 @@ function renderDetails(dl, r) {
     detail("Timeout", r.timeoutMs ? fmtDuration(r.timeoutMs) : "none"),
     detail("Owner", r.owner || "(anonymous)"),
     detail("Preset", r.preset || "—"),
-    detail("PID", r.pid ? String(r.pid) : "—"),
+    r.executor === "slurm" ?
+        detail("Slurm job", (r.jobId || "not submitted yet") + (r.node ? " on " + r.node : "") +
+                                (r.pendingReason ? " (pending: " + r.pendingReason + ")" : "")) :
+        detail("PID", r.pid ? String(r.pid) : "—"),
     detail("Output", `stdout ${fmtBytes(r.stdoutBytes)}, stderr ${fmtBytes(r.stderrBytes)}`),
     detail("CPU", `user ${fmtDuration(num(r.userCpuMs))}, system ${fmtDuration(num(r.sysCpuMs))}`),
     detail("Max RSS", num(r.maxRssKb) ? fmtBytes(num(r.maxRssKb) * 1024) : "—"),
