@@ -93,12 +93,15 @@ struct sjob {
   void *arg;
   exec_end end;
   char why[160];
-  unsigned refs;            /* the owner's, plus one per command and delivery in progress */
-  unsigned terminating : 1, /* exec_terminate was called */
-      killed : 1,           /* the SIGKILL cancel was sent */
-      cancel_wanted : 1,    /* a cancel to send once the job id is known */
-      lookup_busy : 1, missing : 2, vanished : 1, /* gone from squeue before its end was seen */
-      kicked : 1;                                 /* its first output asked for a poll */
+  unsigned refs;              /* the owner's, plus one per command and delivery in progress */
+  unsigned terminating : 1;   /* exec_terminate was called */
+  unsigned killed : 1;        /* the SIGKILL cancel was sent */
+  unsigned cancel_wanted : 1; /* a cancel to send once the job id is known */
+  unsigned lookup_busy : 1;   /* squeue --name is running for it */
+  unsigned missing : 2;       /* passes in a row squeue did not name it */
+  unsigned vanished : 1;      /* gone from squeue before its end was seen */
+  unsigned kicked : 1;        /* its first output asked for a poll */
+  unsigned in_output : 1;     /* on_output is running */
   uint64_t poll_gen, seen_gen;
   struct event *grace_ev;
   struct sjob *prev, *next; /* ex->jobs: every job not freed */
@@ -117,9 +120,11 @@ struct slurm {
   size_t nids;
   struct cmd *cmds;
   struct event *poll_ev;
-  uint64_t gen;        /* of the poll pass in progress */
-  int polling;         /* squeue or sacct of a pass in flight */
-  int repoll;          /* a pass was asked for while one was in flight */
+  uint64_t gen;      /* of the poll pass in progress */
+  int polling;       /* squeue or sacct of a pass in flight */
+  int repoll;        /* a pass was asked for while one was in flight */
+  struct sjob *reap; /* jobs freed from inside their output: their files go from the loop */
+  struct event *reap_ev;
   int acct;            /* sacct gives accounting: 1 until it says the cluster keeps none */
   int warned_squeue;   /* the last squeue failed (said once per streak) */
   struct sjob **ended; /* jobs of this pass waiting for sacct */
@@ -561,12 +566,12 @@ static void submitted(struct cmd *c) {
   deliver_fail(j, why);
 }
 
-/* Writes the job's script into the spool directory and runs sbatch. */
-static void submit(struct sjob *j) {
+/* Writes the job's script into the spool directory and runs sbatch. Returns 0, or a
+ * negative errno with err saying what failed (no callback then). */
+static int submit(struct sjob *j, char *err, size_t errlen) {
   struct slurm *ex = j->ex;
   const char *script_path = j->sbatch_argv[0];
   for (char **a = j->sbatch_argv; *a; a++) script_path = *a; /* the last argument */
-  char why[4200];
   int fd = open(script_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   size_t len = strlen(j->script);
   int rc = fd < 0 ? -errno : 0;
@@ -576,12 +581,12 @@ static void submit(struct sjob *j) {
     j->phase = P_SUBMIT;
     rc = cmd_run(ex, j, (const char *const *)j->sbatch_argv, (const char *const *)j->sbatch_env,
                  submitted);
-    if (rc == 0) return;
-    snprintf(why, sizeof why, "cannot run %s: %s", j->sbatch_argv[0], strerror(-rc));
+    if (rc == 0) return 0;
+    snprintf(err, errlen, "cannot run %s: %s", j->sbatch_argv[0], strerror(-rc));
   } else {
-    snprintf(why, sizeof why, "cannot write the job script %s: %s", script_path, strerror(-rc));
+    snprintf(err, errlen, "cannot write the job script %s: %s", script_path, strerror(-rc));
   }
-  deliver_fail(j, why);
+  return rc;
 }
 
 static void looked_up_line(void *arg, const slurmjob_state *st) {
@@ -608,7 +613,8 @@ static void looked_up(struct cmd *c) {
     return;
   }
   if (!j->job_id[0]) {
-    submit(j);
+    char why[4200];
+    if (submit(j, why, sizeof why) < 0) deliver_fail(j, why);
     return;
   }
   LOG_INFO("Slurm job of an earlier server found run_id=%s job_id=%s", j->run_id, j->job_id);
@@ -626,7 +632,10 @@ static void lookup_submit(struct sjob *j) {
   slurmjob_name(name, sizeof name, j->run_id);
   const char *argv[] = {ex->progs[SQUEUE],      "-h", "--states=all", "--name", name, "-O",
                         SLURMJOB_SQUEUE_FORMAT, NULL};
-  if (cmd_run(ex, j, argv, NULL, looked_up) == 0) j->lookup_busy = 1;
+  if (cmd_run(ex, j, argv, NULL, looked_up) == 0)
+    j->lookup_busy = 1;
+  else
+    poll_later(ex, ex->poll_ms); /* tried again at the next pass */
 }
 
 /* ---- cancel ----------------------------------------------------------------------- */
@@ -707,10 +716,30 @@ static void job_unref(struct sjob *j) {
   free(j);
 }
 
+static void files_free(struct sjob *j) {
+  for (int i = 0; i < 3; i++) {
+    tailf_file_free(j->files[i]);
+    j->files[i] = NULL;
+  }
+}
+
+/* Frees the files of jobs freed from inside their own output (tailf forbids freeing a
+ * file from its callback). */
+static void reap_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct slurm *ex = arg;
+  while (ex->reap) {
+    struct sjob *j = ex->reap;
+    ex->reap = j->next;
+    files_free(j);
+    job_unref(j);
+  }
+}
+
 static void slurm_job_free(exec_job *jb) {
   struct sjob *j = (struct sjob *)jb;
   struct slurm *ex = j->ex;
-  for (int i = 0; i < 3; i++) tailf_file_free(j->files[i]);
   if (j->grace_ev) event_free(j->grace_ev);
   job_untrack(j);
   if (j->prev)
@@ -721,6 +750,14 @@ static void slurm_job_free(exec_job *jb) {
   /* Commands and deliveries in flight see it as done and let go of it. */
   j->on_exit = NULL;
   j->phase = P_DONE;
+  if (j->in_output) {
+    /* Its files go from the loop; until then their output finds it done. */
+    j->next = ex->reap;
+    ex->reap = j;
+    event_active(ex->reap_ev, 0, 0);
+    return;
+  }
+  files_free(j);
   job_unref(j);
 }
 
@@ -734,7 +771,9 @@ static void file_output(tailf_file *f, const uint8_t *data, size_t len, void *ar
     j->kicked = 1;
     poll_later(j->ex, 0);
   }
+  j->in_output = 1;
   j->on_output(j->arg, stream, data, len);
+  j->in_output = 0;
 }
 
 /* Follows the job's output files: stdout and stderr from what the run's log holds,
@@ -835,10 +874,12 @@ static int slurm_start(executor *base, exec_job **out, const exec_spec *spec, ch
   } else {
     submit_prepare(j, spec);
     j->phase = P_LOOKUP;
-    if (spec->resume)
+    if (spec->resume) {
       lookup_submit(j);
-    else
-      submit(j);
+    } else if ((rc = submit(j, err, errlen)) < 0) {
+      slurm_job_free(&j->job);
+      return rc;
+    }
   }
   *out = &j->job;
   return 0;
@@ -881,6 +922,8 @@ static void slurm_free(executor *base) {
   while (ex->cmds) cmd_free(ex->cmds);
   for (size_t i = 0; i < ex->nended; i++) job_unref(ex->ended[i]);
   free(ex->ended);
+  reap_cb(-1, 0, ex);
+  if (ex->reap_ev) event_free(ex->reap_ev);
   if (ex->poll_ev) event_free(ex->poll_ev);
   tailf_free(ex->tf);
   for (int i = 0; i < NPROGS; i++) free(ex->progs[i]);
@@ -943,7 +986,8 @@ int exec_slurm_new(executor **out, struct event_base *base, const exec_slurm_opt
     goto fail;
   }
   ex->poll_ev = evtimer_new(base, poll_cb, ex);
-  if (!ex->poll_ev) abort();
+  ex->reap_ev = event_new(base, -1, 0, reap_cb, ex);
+  if (!ex->poll_ev || !ex->reap_ev) abort();
   *out = &ex->ex;
   return 0;
 
