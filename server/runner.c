@@ -670,15 +670,26 @@ static void follower_writable(call *c, void *arg) {
   follower_pump(arg);
 }
 
-/* Opens the reader once the run has output (at once, or when a queued run starts). */
+static void follower_started(void *arg, const pb_run *run);
+
+/* Opens the reader once the run has an output log: at once, or when a queued run starts
+ * (a remote run has its log once submitted, while it may still be QUEUED). */
 static void follower_open(struct follower *f) {
   int rc = sched_open_output(f->rn->sch, f->run_id, f->start_seq, f->stream, &f->rd);
+  if (rc == -EAGAIN && f->follow && !f->w) {
+    rc = sched_watch_run(f->rn->sch, &f->w, f->run_id, SCHED_EV_STARTED, follower_started, f);
+    if (rc == 0) return;
+    rc = -ENOENT;
+  }
   if (rc == -EAGAIN) {
-    if (!f->follow) {
-      call_finish(f->c, GW_OK, NULL); /* queued: nothing exists yet */
-      follower_free(f);
-    }
-    return; /* the STARTED watch is set up by the caller */
+    call_finish(f->c, GW_OK, NULL); /* queued: nothing exists yet */
+    follower_free(f);
+    return;
+  }
+  if (rc == -ENOENT) {
+    call_finish(f->c, GW_NOT_FOUND, "run %s not found", f->run_id);
+    follower_free(f);
+    return;
   }
   if (rc < 0) {
     call_finish(f->c, status_of(rc), "cannot open the output of run %s: %s", f->run_id,
@@ -722,21 +733,6 @@ static void stream_output(call *c, const uint8_t *req, size_t len, void *svc) {
   if (!f->buf) abort();
   rn->followers++;
   call_on_cancel(c, follower_cancelled, f);
-  pb_run *run = NULL;
-  if (sched_get(rn->sch, f->run_id, &run) != 0) {
-    call_finish(c, GW_NOT_FOUND, "run %s not found", f->run_id);
-    follower_free(f);
-    goto out;
-  }
-  int queued = run->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
-  prismq__runner__v1__run__free_unpacked(run, NULL);
-  if (queued && f->follow) {
-    if (sched_watch_run(rn->sch, &f->w, f->run_id, SCHED_EV_STARTED, follower_started, f) < 0) {
-      call_finish(c, GW_NOT_FOUND, "run %s not found", f->run_id);
-      follower_free(f);
-    }
-    goto out;
-  }
   follower_open(f);
 out:
   prismq__runner__v1__stream_output_request__free_unpacked(r, NULL);

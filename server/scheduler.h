@@ -182,7 +182,8 @@ void sched_unwatch(sched_watch *w);
 
 /* Opens a reader of the run's output from `start_seq` (0 = the start) filtered by
  * `stream` (0 both, 1 stdout, 2 stderr): see outlog_reader_*. A queued run has no
- * output yet: returns -EAGAIN (watch SCHED_EV_STARTED, then open). Returns 0 and sets
+ * output yet: returns -EAGAIN (watch SCHED_EV_STARTED, then open); a remote run has its
+ * log from its submission on, while it may still be QUEUED. Returns 0 and sets
  * *out (free with outlog_reader_free), or sets *out to NULL for a terminal run that
  * never started (it has no output at all); -ENOENT for an unknown run, -EINVAL for a
  * bad stream, or the negative errno of opening a finished run's output file. */

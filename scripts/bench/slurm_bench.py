@@ -2,7 +2,7 @@
 """The Slurm executor against sbatch in a plain loop, on the same single-node test
 cluster (tests/integration/slurm_cluster.py; docs/slurm.md, "Capacity").
 
-  slurm_bench.py [--jobs N] [--single K] [--active M,...] [--cpus C]
+  slurm_bench.py [--jobs N (50)] [--single K (20)] [--active M,... (10,50)] [--cpus C (64)]
 
 PRISMQ_BIN names the directory of the prismqd to measure (default build/bin). Starts a
 SlurmCluster with C CPUs (default 64, so that jobs do not queue for a CPU), then:
@@ -14,7 +14,8 @@ SlurmCluster with C CPUs (default 64, so that jobs do not queue for a CPU), then
              and until every run is COMPLETED; first byte in each output file after its
              StartRun began (inotify, as the reference);
   single     K runs one at a time, each followed with StreamOutput from the StartRun on:
-             first output as a client sees it;
+             first output as a client sees it, and what the server adds to it: from
+             the job's first write into its file (inotify) to the follower's first chunk;
   capacity   for each M: M runs `sleep 600` at once, with the Slurm commands behind
              counting shims (bin_dir): sbatch, squeue, scancel and sacct calls per second
              over 10 s of steady state, and prismqd's CPU time per second then.
@@ -26,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -108,21 +108,29 @@ def phase_loop(cluster, stub, pb, srv, jobs):
             "completed_per_s": round(jobs / all_done, 2)}
 
 
-def phase_single(stub, pb, k):
-    lat = []
-    for _ in range(k):
-        t = time.monotonic()
-        r = stub.StartRun(pb.runner_pb2.StartRunRequest(module_id="x"))
-        req = pb.runner_pb2.StreamOutputRequest(run_id=r.run_id, follow=True)
-        first = None
-        for chunk in stub.StreamOutput(req, timeout=60):
-            if chunk.data and first is None:
-                first = time.monotonic() - t
-        if first is None:
-            raise RuntimeError("run %s gave no output" % r.run_id)
-        lat.append(first)
-        wait_done(stub, pb, [r.run_id], 60)
-    return {"jobs": k, "first_output_s": slurm_ref.summary(lat)}
+def phase_single(cluster, stub, pb, k):
+    watch = slurm_ref.FirstWrites(cluster.spool_dir)
+    lat, added = [], []
+    try:
+        for _ in range(k):
+            t = time.monotonic()
+            r = stub.StartRun(pb.runner_pb2.StartRunRequest(module_id="x"))
+            req = pb.runner_pb2.StreamOutputRequest(run_id=r.run_id, follow=True)
+            first = None
+            for chunk in stub.StreamOutput(req, timeout=60):
+                if chunk.data and first is None:
+                    first = time.monotonic()
+            if first is None:
+                raise RuntimeError("run %s gave no output" % r.run_id)
+            lat.append(first - t)
+            # What the server's follow path adds: from the job's first write into its
+            # file to the follower's first chunk.
+            added.append(first - watch.first[r.run_id + ".out"])
+            wait_done(stub, pb, [r.run_id], 60)
+    finally:
+        watch.close()
+    return {"jobs": k, "first_output_s": slurm_ref.summary(lat),
+            "file_to_follower_s": slurm_ref.summary(added)}
 
 
 def cpu_ticks(pid):
@@ -137,9 +145,9 @@ def phase_capacity(cluster, m):
     with Server(config(cluster.spool_dir, shims(log)), env=cluster.env()) as srv:
         stub = pb_stub(srv)
         pb = protos()
-        ids = [stub.StartRun(pb.runner_pb2.StartRunRequest(module_id="wait")).run_id
-               for _ in range(m)]
-        wait_log_count(srv, "Slurm job running", m, 120)
+        for _ in range(m):
+            stub.StartRun(pb.runner_pb2.StartRunRequest(module_id="wait"))
+        wait_log_count(srv, "Slurm job running", m, 60 + 3 * m)
         time.sleep(1)  # the last start's poll pass is over: steady state from here
         with open(log, encoding="ascii") as f:
             before = f.read().split()
@@ -188,8 +196,8 @@ def reference(cluster, jobs, single):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=50)
-    ap.add_argument("--single", type=int, default=5)
-    ap.add_argument("--active", default="10,100", help="runs at once for the capacity phase")
+    ap.add_argument("--single", type=int, default=20)
+    ap.add_argument("--active", default="10,50", help="runs at once for the capacity phase")
     ap.add_argument("--cpus", type=int, default=64)
     args = ap.parse_args()
     try:
@@ -203,7 +211,7 @@ def main():
         with Server(config(cluster.spool_dir), env=cluster.env()) as srv:
             stub = pb_stub(srv)
             loop = phase_loop(cluster, stub, pb, srv, args.jobs)
-            single = phase_single(stub, pb, args.single)
+            single = phase_single(cluster, stub, pb, args.single)
         capacity = [phase_capacity(cluster, int(m)) for m in args.active.split(",") if m]
         out = {"bench": "slurm", "cpus": cluster.cpus, "reference": ref,
                "prismqd": {"loop": loop, "single": single, "capacity": capacity},
