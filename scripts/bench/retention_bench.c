@@ -9,12 +9,14 @@
  *       ids) plus KEEP_ACTIVE old QUEUED runs and KEEP_RECENT recent terminal runs, and
  *       an output file for every run that started (SMALL_OUT bytes, BIG_OUT for one in
  *       BIG_EVERY); syncs, so that the sweep finds old files on disk as a server would;
- *       then runs one sweep on an event loop with the server's defaults (batch, slice),
+ *       then runs one sweep on an event loop with the server's defaults (batch),
  *       and checks that exactly the N old terminal runs and their files are gone.
  *       Figures, from retention's timing hook: the sweep's wall and busy time, runs per
  *       second, batches, passes of the loop, and the passes' times (mean, p50, p99,
  *       p99.9, longest, and how many took RETENTION_LONG_PASS_US or more): a pass is
- *       how long the sweep holds the loop at once, target under TARGET_PASS_MS. One JSON
+ *       how long the sweep holds the loop at once, target under TARGET_PASS_MS. Also the
+ *       gaps between two passes (p50, p99, longest), when the loop is free while a
+ *       batch's files are unlinked on retention's worker thread. One JSON
  *       line per limit on stdout; progress and the sweep's log on stderr. The
  *       directories are removed afterwards.
  *
@@ -158,27 +160,23 @@ struct result {
   retention_sweep sweep;
   int done;
   double *passes; /* each pass's time, ms */
-  size_t npasses, cap;
-  uint64_t batches_seen; /* by the last pass */
-  /* Long passes (RETENTION_LONG_PASS_US or more) that ran a batch (its commit may have
-   * checkpointed the WAL), and those that only removed files. */
-  uint64_t long_with_batch, long_files_only;
+  double *gaps;   /* from the end of a pass to the start of the next, ms */
+  size_t npasses, ngaps, cap;
+  double last_end; /* of the previous pass, s; 0 before the first */
 };
 
 static void on_pass(void *arg, uint64_t us, const retention_sweep *so_far) {
+  (void)so_far;
   struct result *p = arg;
-  if (us >= RETENTION_LONG_PASS_US) {
-    if (so_far->batches > p->batches_seen)
-      p->long_with_batch++;
-    else
-      p->long_files_only++;
-  }
-  p->batches_seen = so_far->batches;
+  double end = now_s();
   if (p->npasses == p->cap) {
     p->cap = p->cap ? 2 * p->cap : 4096;
     p->passes = realloc(p->passes, p->cap * sizeof *p->passes);
-    if (!p->passes) abort();
+    p->gaps = realloc(p->gaps, p->cap * sizeof *p->gaps);
+    if (!p->passes || !p->gaps) abort();
   }
+  if (p->last_end > 0) p->gaps[p->ngaps++] = (end - (double)us / 1e6 - p->last_end) * 1000;
+  p->last_end = end;
   p->passes[p->npasses++] = (double)us / 1000;
 }
 
@@ -231,26 +229,29 @@ static int report(const char *name, uint64_t n, struct result *p, runtab *t, con
   const retention_sweep *s = &p->sweep;
   uint64_t after = runtab_count(t);
   long files_after = count_outputs(dir);
-  int ok = p->done && !s->failed && s->runs == n && after == before - n &&
+  int ok = p->done && !s->failed && !s->file_errors && s->runs == n && after == before - n &&
            after == KEEP_RECENT + KEEP_ACTIVE && files_after == (long)files_kept &&
            s->files == (uint64_t)files_before - files_kept;
   double max_ms = (double)s->max_pass_us / 1000;
   qsort(p->passes, p->npasses, sizeof *p->passes, cmp_double);
+  qsort(p->gaps, p->ngaps, sizeof *p->gaps, cmp_double);
   printf("{\"limit\":\"%s\",\"runs\":%" PRIu64 ",\"deleted\":%" PRIu64 ",\"files\":%" PRIu64
          ",\"seconds\":%.3f,\"busy_seconds\":%.3f,\"runs_per_s\":%.0f,\"batches\":%" PRIu64
          ",\"passes\":%" PRIu64
          ",\"max_pass_ms\":%.3f,\"mean_pass_ms\":%.3f,\"p50_pass_ms\":%.3f,\"p99_pass_ms\":%.3f,"
-         "\"p999_pass_ms\":%.3f,\"long_passes\":%" PRIu64 ",\"long_with_batch\":%" PRIu64
-         ",\"long_files_only\":%" PRIu64 ",\"target_ms\":%.1f,\"target_met\":%s,\"ok\":%s}\n",
+         "\"p999_pass_ms\":%.3f,\"long_passes\":%" PRIu64
+         ",\"p50_gap_ms\":%.3f,\"p99_gap_ms\":%.3f,\"max_gap_ms\":%.3f,\"file_errors\":%" PRIu64
+         ",\"target_ms\":%.1f,\"target_met\":%s,\"ok\":%s}\n",
          name, before, s->runs, s->files, (double)s->duration_us / 1e6, (double)s->busy_us / 1e6,
          s->duration_us ? (double)s->runs * 1e6 / (double)s->duration_us : 0.0, s->batches,
          s->passes, max_ms, s->passes ? (double)s->busy_us / 1000 / (double)s->passes : 0.0,
          quantile(p->passes, p->npasses, 0.5), quantile(p->passes, p->npasses, 0.99),
-         quantile(p->passes, p->npasses, 0.999), s->long_passes, p->long_with_batch,
-         p->long_files_only, TARGET_PASS_MS, max_ms < TARGET_PASS_MS ? "true" : "false",
-         ok ? "true" : "false");
+         quantile(p->passes, p->npasses, 0.999), s->long_passes, quantile(p->gaps, p->ngaps, 0.5),
+         quantile(p->gaps, p->ngaps, 0.99), p->ngaps ? p->gaps[p->ngaps - 1] : 0.0, s->file_errors,
+         TARGET_PASS_MS, max_ms < TARGET_PASS_MS ? "true" : "false", ok ? "true" : "false");
   fflush(stdout);
   free(p->passes);
+  free(p->gaps);
   if (!ok)
     fprintf(stderr,
             "retention_bench: %s: expected %" PRIu64 " deleted, %d runs and %" PRIu64
