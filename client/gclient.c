@@ -5,23 +5,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
-#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
 #include "addr.h"
-#include "conn.h"
 #include "b64.h"
+#include "compat.h"
+#include "conn.h"
 #include "grpcwire.h"
 #include "h2conn.h"
 
 #define GCL_USER_AGENT "prismq-c/0.1"
 
 struct gcl_call {
-  LIST_ENTRY(gcl_call) link;
+  gcl_call *next, **prev_next; /* in conn->calls: the next call, and what points to this one */
   gcl_conn *conn;
   int32_t sid; /* 0: no stream was opened (the call failed at start) */
   /* The call's one event: its deadline while the stream is open, then, activated by
@@ -51,14 +50,13 @@ struct gcl_conn {
   char authority[ADDR_FORMAT_LEN];
   const char *scheme; /* "https" over TLS */
   int freeing;
-  char err[256]; /* why the connection is gone, for the calls that end with it */
-  LIST_HEAD(, gcl_call) calls;
+  char err[256];   /* why the connection is gone, for the calls that end with it */
+  gcl_call *calls; /* the calls not completed yet, newest first */
 };
 
 /* ---- call status ---- */
 
-static void call_set_status(gcl_call *call, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void call_set_status(gcl_call *call, int code, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 
 static void call_set_vstatus(gcl_call *call, int code, const char *fmt, va_list ap) {
   if (call->have_status) return;
@@ -80,8 +78,7 @@ static int stream_open(const gcl_call *call) {
 
 /* Ends the call locally with `code`: the stream is reset so the server stops, and
  * on_done follows once h2conn has closed it. */
-static void call_fail(gcl_call *call, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void call_fail(gcl_call *call, int code, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 
 static void call_fail(gcl_call *call, int code, const char *fmt, ...) {
   if (call->have_status) return;
@@ -141,7 +138,8 @@ static void call_complete(gcl_call *call) {
                     nghttp2_http2_strerror(call->reset_code));
   else
     call_set_status(call, GW_INTERNAL, "stream closed without grpc-status");
-  LIST_REMOVE(call, link);
+  *call->prev_next = call->next;
+  if (call->next) call->next->prev_next = call->prev_next;
   call->on_done(call->user, &call->st);
   call_free(call);
 }
@@ -346,7 +344,6 @@ int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
   if (!c) return -ENOMEM;
   c->base = base;
   c->opts = opts ? *opts : defaults;
-  LIST_INIT(&c->calls);
   rc = -ENOMEM;
   c->target = strdup(target);
   if (!c->target) goto fail;
@@ -361,6 +358,8 @@ int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
     addr_format(c->authority, sizeof c->authority, &a);
   }
   rc = conn_open(c, &a, &ss, sslen);
+  if (rc < 0 && rc != -ENOMEM && err && errlen)
+    snprintf(err, errlen, "connect to %s: %s", target, compat_strerror(-rc));
   if (rc < 0) goto fail;
   *out = c;
   return 0;
@@ -377,7 +376,7 @@ void gcl_conn_free(gcl_conn *c) {
   /* Closes every stream (each schedules its completion), then on_conn_close. */
   h2conn_free(c->h2);
   gcl_call *call;
-  while ((call = LIST_FIRST(&c->calls)) != NULL) {
+  while ((call = c->calls) != NULL) {
     call->closed = 1;
     call_complete(call);
   }
@@ -435,7 +434,7 @@ int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t 
     /* The deadline covers connecting too. Past ~68 years it is moot; the cap keeps
      * time_t arithmetic sane. */
     uint64_t sec = timeout_ms / 1000 > INT32_MAX ? INT32_MAX : timeout_ms / 1000;
-    struct timeval tv = {(time_t)sec, (suseconds_t)(timeout_ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = (long)sec, .tv_usec = (long)(timeout_ms % 1000) * 1000};
     if (event_add(call->ev, &tv) < 0) rc = -ENOMEM;
   }
   if (rc < 0) goto fail;
@@ -448,7 +447,10 @@ int gcl_call_start(gcl_call **out, gcl_conn *c, const char *path, const uint8_t 
     if (rc < 0)
       call_set_status(call, GW_UNAVAILABLE, "connection takes no new calls: %s", strerror(-rc));
   }
-  LIST_INSERT_HEAD(&c->calls, call, link);
+  call->next = c->calls;
+  if (c->calls) c->calls->prev_next = &call->next;
+  c->calls = call;
+  call->prev_next = &c->calls;
   if (call->sid == 0) call_schedule_done(call);
   if (out) *out = call;
   return 0;

@@ -60,7 +60,9 @@ typedef struct gcl_conn_opts {
  * `opts` may be NULL for GCL_CONN_OPTS_INIT.
  * Returns 0 and sets *out (caller frees with gcl_conn_free); or -EINVAL for a malformed
  * target or another negative errno for a host that does not resolve, both with `err`
- * (errlen bytes, may be NULL) saying why; -ENOMEM; or a negative errno from socket(2). */
+ * (errlen bytes, may be NULL) saying why; -ENOMEM; or a negative errno from socket(2)
+ * (e.g. -EAFNOSUPPORT for a unix socket where the system has none), with `err` saying
+ * "connect to TARGET: " and why. */
 int gcl_conn_new(gcl_conn **out, struct event_base *base, const char *target,
                  const gcl_conn_opts *opts, char *err, size_t errlen);
 

@@ -4,20 +4,16 @@
 #include "prismq/client.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "compat.h"
 #include "gclient.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -48,9 +44,9 @@ struct prismq_client {
   struct event_base *own_base; /* blocking client: the private loop; NULL when async */
   uint32_t deadline_ms;        /* default per call; 0 = none */
   struct sync *running;        /* the blocking call running its loop, or NULL */
-  /* Blocking client: prismq_client_interrupt writes to the eventfd, which wakes the
-   * private loop; -1 / NULL when async. */
-  int intr_fd;
+  /* Blocking client: prismq_client_interrupt signals the wakeup, which wakes the private
+   * loop; NULL when async. */
+  compat_wakeup *intr;
   struct event *intr_ev;
   int intr_pending; /* an interrupt came with no call running: it is for the next one */
   /* Blocking client: the details of the last call's status, kept until the next call. */
@@ -132,8 +128,7 @@ struct pcall {
 
 /* ---- statuses ---- */
 
-static void status_set(prismq_status *st, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void status_set(prismq_status *st, int code, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 
 static void status_set(prismq_status *st, int code, const char *fmt, ...) {
   va_list ap;
@@ -171,7 +166,7 @@ static __thread int connect_error_rc;
 
 const char *prismq_strerror(int rc) {
   if (rc < 0 && rc == connect_error_rc && connect_error[0]) return connect_error;
-  return strerror(rc < 0 ? -rc : rc);
+  return compat_strerror(rc < 0 ? -rc : rc);
 }
 
 void prismq_run_free(Prismq__Runner__V1__Run *run) {
@@ -245,6 +240,15 @@ static size_t bad_requests_unpack(Google__Rpc__BadRequest **br, const Google__Rp
   return n;
 }
 
+/* Copies s, NUL included, to *at and moves *at past it. Returns the copy. */
+static char *put_string(char **at, const char *s) {
+  char *copy = *at;
+  size_t n = strlen(s) + 1;
+  memcpy(copy, s, n);
+  *at += n;
+  return copy;
+}
+
 /* Copies the field violations of br[0..nbr) into d, sized by bad_requests_unpack. */
 static void details_fill(struct prismq_status_details *d, Google__Rpc__BadRequest *const *br,
                          size_t nbr) {
@@ -252,10 +256,8 @@ static void details_fill(struct prismq_status_details *d, Google__Rpc__BadReques
   size_t k = 0;
   for (size_t i = 0; i < nbr; i++) {
     for (size_t j = 0; br[i] && j < br[i]->n_field_violations; j++, k++) {
-      d->v[k].field = str;
-      str = stpcpy(str, br[i]->field_violations[j]->field) + 1;
-      d->v[k].description = str;
-      str = stpcpy(str, br[i]->field_violations[j]->description) + 1;
+      d->v[k].field = put_string(&str, br[i]->field_violations[j]->field);
+      d->v[k].description = put_string(&str, br[i]->field_violations[j]->description);
     }
   }
 }
@@ -398,41 +400,12 @@ static int call_async(prismq_client *c, const ProtobufCMessage *req, uint32_t de
   return call_start(NULL, c, tmpl, req, deadline_ms);
 }
 
-/* Blocks SIGPIPE in this thread while a blocking call runs its loop, so a write to a
- * connection the server has closed fails with EPIPE instead of killing the program;
- * a SIGPIPE that became pending meanwhile is ours and is discarded (unless one was
- * pending before). The libpq approach: we cannot pass MSG_NOSIGNAL to libevent's
- * writes, and changing the process's signal disposition is not a library's call. */
-struct sigpipe_guard {
-  sigset_t old;
-  int was_pending;
-};
-
-static void sigpipe_block(struct sigpipe_guard *g) {
-  sigset_t pipe_set, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old);
-  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
-}
-
-static void sigpipe_restore(const struct sigpipe_guard *g) {
-  sigset_t pipe_set, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-    const struct timespec zero = {0, 0};
-    sigtimedwait(&pipe_set, NULL, &zero);
-  }
-  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
-/* The private loop's interrupt event: the eventfd was written to. */
+/* The private loop's interrupt event: the wakeup was signalled. */
 static void on_interrupt(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
   (void)what;
   prismq_client *c = arg;
-  eventfd_t n;
-  eventfd_read(fd, &n);
+  compat_wakeup_take(c->intr);
   struct sync *s = c->running;
   if (s && !s->done) {
     s->interrupted = 1;
@@ -446,8 +419,7 @@ static void on_interrupt(evutil_socket_t fd, short what, void *arg) {
 
 /* Consumes an interrupt that came while no call was running. */
 static int take_interrupt(prismq_client *c) {
-  eventfd_t n;
-  int got = c->intr_pending || eventfd_read(c->intr_fd, &n) == 0;
+  int got = c->intr_pending || compat_wakeup_take(c->intr);
   c->intr_pending = 0;
   return got;
 }
@@ -471,8 +443,9 @@ static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
   struct sync s = {0};
   struct pcall tmpl = {.rpc = rpc, .on_chunk = on_chunk, .user = user, .sink = SINK_SYNC};
   tmpl.to.sync = &s;
-  struct sigpipe_guard g;
-  sigpipe_block(&g);
+  /* A write to a connection the server has closed fails with EPIPE, not the program. */
+  compat_sigpipe g;
+  compat_sigpipe_block(&g);
   int rc = call_start(&s.call, c, &tmpl, req, deadline_ms);
   if (rc == 0) {
     c->running = &s;
@@ -480,7 +453,7 @@ static prismq_status call_blocking(prismq_client *c, const struct rpc *rpc,
     while (!s.done) event_base_loop(c->base, EVLOOP_ONCE);
     c->running = NULL;
   }
-  sigpipe_restore(&g);
+  compat_sigpipe_restore(&g);
   if (rc < 0) return start_error(rc);
   c->details = s.details;
   /* A call that had already ended otherwise when the interrupt came keeps its status. */
@@ -505,10 +478,11 @@ static int client_new(prismq_client **out, struct event_base *base,
   if (!target) target = getenv(TARGET_ENV);
   if (!target || !target[0]) target = DEFAULT_TARGET;
 
+  /* Before libevent's base, which makes sockets of its own (winsock on Windows). */
+  int rc = compat_net_init();
+  if (rc < 0) return rc;
   prismq_client *c = calloc(1, sizeof *c);
   if (!c) return -ENOMEM;
-  c->intr_fd = -1;
-  int rc;
   if (opts->ca_file || opts->cert_file || opts->key_file || opts->server_name ||
       strncmp(target, "tls://", 6) == 0) {
     tlsctx_client_opts to = {opts->ca_file, opts->cert_file, opts->key_file};
@@ -530,12 +504,10 @@ static int client_new(prismq_client **out, struct event_base *base,
     event_config_free(ecfg);
     if (!c->own_base) goto fail;
     base = c->own_base;
-    c->intr_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (c->intr_fd < 0) {
-      rc = -errno;
-      goto fail;
-    }
-    c->intr_ev = event_new(base, c->intr_fd, EV_READ | EV_PERSIST, on_interrupt, c);
+    rc = compat_wakeup_new(&c->intr);
+    if (rc < 0) goto fail;
+    rc = -ENOMEM;
+    c->intr_ev = event_new(base, compat_wakeup_fd(c->intr), EV_READ | EV_PERSIST, on_interrupt, c);
     if (!c->intr_ev || event_add(c->intr_ev, NULL) < 0) goto fail;
   }
   c->base = base;
@@ -571,21 +543,15 @@ void prismq_client_free(prismq_client *c) {
   gcl_conn_free(c->conn);
   SSL_CTX_free(c->tls);
   if (c->intr_ev) event_free(c->intr_ev);
-  if (c->intr_fd >= 0) close(c->intr_fd);
+  compat_wakeup_free(c->intr);
   if (c->own_base) event_base_free(c->own_base);
   free(c->details);
   free(c);
 }
 
 int prismq_client_interrupt(prismq_client *c) {
-  if (!c || c->intr_fd < 0) return -EINVAL;
-  /* A signal handler's errno must survive it. EAGAIN (the counter full) is moot: the
-   * interrupt is pending anyway. */
-  int saved = errno;
-  static const uint64_t one = 1;
-  ssize_t w = write(c->intr_fd, &one, sizeof one);
-  (void)w;
-  errno = saved;
+  if (!c || !c->intr) return -EINVAL;
+  compat_wakeup_signal(c->intr);
   return 0;
 }
 

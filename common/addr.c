@@ -1,13 +1,9 @@
 #include "addr.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/un.h>
 
 /* addr.path is copied into sun_path as it is, so they hold the same. */
 _Static_assert(sizeof(((addr *)0)->path) == sizeof(((struct sockaddr_un *)0)->sun_path),
@@ -181,6 +177,11 @@ int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, 
   socklen_t len;
   memset(&tmp, 0, sizeof tmp);
 
+  if (a->kind == ADDR_UNIX_ABSTRACT && !COMPAT_HAVE_ABSTRACT_UNIX) {
+    if (err && errlen)
+      snprintf(err, errlen, "unix-abstract:%s: abstract unix sockets are Linux's alone", a->path);
+    return -EAFNOSUPPORT;
+  }
   if (a->kind == ADDR_UNIX || a->kind == ADDR_UNIX_ABSTRACT) {
     struct sockaddr_un *sun = (struct sockaddr_un *)&tmp;
     int abstract = a->kind == ADDR_UNIX_ABSTRACT;
@@ -200,13 +201,19 @@ int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, 
     struct addrinfo *ai = NULL;
     char port[8];
     snprintf(port, sizeof port, "%u", (unsigned)a->port);
-    int rc = getaddrinfo(a->host, port, &hints, &ai);
+    int rc = compat_net_init();
+    if (rc < 0) {
+      if (err && errlen)
+        snprintf(err, errlen, "cannot resolve host %s: %s", a->host, compat_strerror(-rc));
+      return rc;
+    }
+    rc = getaddrinfo(a->host, port, &hints, &ai);
     if (rc != 0 || !ai) {
       int e;
       switch (rc) {
       case EAI_AGAIN: e = EAGAIN; break;
       case EAI_MEMORY: e = ENOMEM; break;
-      case EAI_SYSTEM: e = errno ? errno : EIO; break;
+      case EVUTIL_EAI_SYSTEM: e = errno ? errno : EIO; break; /* EAI_SYSTEM where there is one */
       case EAI_FAMILY:
       case EAI_SOCKTYPE:
       case EAI_SERVICE:
@@ -215,9 +222,9 @@ int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, 
       }
       if (err && errlen)
         snprintf(err, errlen, "cannot resolve host %s: %s", a->host,
-                 rc == EAI_SYSTEM ? strerror(e)
-                 : rc             ? gai_strerror(rc)
-                                  : "no address");
+                 rc == EVUTIL_EAI_SYSTEM ? strerror(e)
+                 : rc                    ? gai_strerror(rc)
+                                         : "no address");
       if (ai) freeaddrinfo(ai);
       return -e;
     }
@@ -273,7 +280,7 @@ void addr_peer_format(char *buf, size_t len, const struct sockaddr *sa, socklen_
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
     snprintf(buf, len, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
-  } else if (sa && sa->sa_family == AF_UNIX && salen >= (socklen_t)sizeof(sa_family_t)) {
+  } else if (sa && sa->sa_family == AF_UNIX && salen >= (socklen_t)sizeof sa->sa_family) {
     snprintf(buf, len, "unix");
   } else {
     snprintf(buf, len, "unknown");

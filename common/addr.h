@@ -9,7 +9,8 @@
  *                            ("ipv6:::1"); of a comma list, the first address
  *   unix:PATH                a unix socket, relative or absolute path
  *   unix:///ABS/PATH         a unix socket, absolute path
- *   unix-abstract:NAME       a Linux abstract socket (no file; NAME without the NUL)
+ *   unix-abstract:NAME       a Linux abstract socket (no file; NAME without the NUL);
+ *                            parsed everywhere, -EAFNOSUPPORT from addr_sockaddr elsewhere
  *   tcp://HOST[:PORT]        plain HTTP/2 over TCP, as HOST[:PORT]
  *   tls://HOST[:PORT]        the same, over TLS
  *
@@ -22,7 +23,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+#include "compat.h"
 
 /* The port a target that names none gets: prismqd's default. */
 #define ADDR_DEFAULT_PORT 50051
@@ -56,7 +58,8 @@ int addr_parse(addr *out, const char *target, char *err, size_t errlen);
  * offsetof(sun_path) + 1 + strlen(name)); or, with *ss and *sslen untouched and `err`
  * (may be NULL) filled with "cannot resolve host HOST: <gai_strerror>":
  * -EHOSTUNREACH (no such host, or no address for it), -EAGAIN (the resolver failed
- * for now), -ENOMEM, -EINVAL (a bad `a`), or another negative errno. */
+ * for now), -ENOMEM, -EINVAL (a bad `a`), -EAFNOSUPPORT (an abstract socket on a system
+ * without them: COMPAT_HAVE_ABSTRACT_UNIX), or another negative errno. */
 int addr_sockaddr(struct sockaddr_storage *ss, socklen_t *sslen, const addr *a, int passive,
                   char *err, size_t errlen);
 

@@ -1,17 +1,10 @@
 #include "conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -21,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "addr.h"
+#include "compat.h"
 #include "tlsctx.h"
 
 /* Plaintext handed to one SSL_write: one full TLS record. */
@@ -50,7 +44,7 @@ struct conn {
   enum conn_kind kind;
   enum conn_state state;
   struct event_base *base;
-  int fd;                  /* socket kinds; -1 for bev */
+  evutil_socket_t fd;      /* socket kinds; -1 for bev */
   SSL *ssl;                /* tls: reads the socket, writes records into enc */
   struct evbuffer *enc;    /* tls: ciphertext not yet taken by the socket */
   struct bufferevent *bev; /* bev */
@@ -86,7 +80,7 @@ static unsigned set_event(struct event *ev, unsigned on, int want) {
 
 /* The transport failed: remember why, stop its events, and let a waiting handler
  * hear of it from the loop (its next read or write returns the error). */
-static void fail(conn *c, int err_no, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(conn *c, int err_no, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 static void fail(conn *c, int err_no, const char *fmt, ...) {
   if (c->state == ST_FAILED) return;
   c->state = ST_FAILED;
@@ -143,7 +137,7 @@ static conn *conn_alloc(struct event_base *base, const struct conn_ops *ops, enu
  * the peer's uid and "unix:USER" identity. */
 static void peer_of_socket(conn *c) {
   conn_peer *out = &c->peer;
-  int fd = c->fd;
+  evutil_socket_t fd = c->fd;
   memset(out, 0, sizeof *out);
   out->uid = -1;
   struct sockaddr_storage ss;
@@ -155,14 +149,10 @@ static void peer_of_socket(conn *c) {
   addr_peer_format(out->addr, sizeof out->addr, (struct sockaddr *)&ss, len);
   out->local = addr_is_local((struct sockaddr *)&ss);
   if (ss.ss_family != AF_UNIX) return;
-  struct ucred cred;
-  socklen_t clen = sizeof cred;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) return;
-  out->uid = (long)cred.uid;
-  struct passwd pw, *found = NULL;
-  char buf[1024];
-  if (getpwuid_r(cred.uid, &pw, buf, sizeof buf, &found) == 0 && found)
-    snprintf(out->identity, sizeof out->identity, "unix:%s", pw.pw_name);
+  char name[sizeof out->identity - 5];
+  if (compat_sock_peer_user(&out->uid, name, sizeof name, fd) != 0) return;
+  if (name[0])
+    snprintf(out->identity, sizeof out->identity, "unix:%s", name);
   else
     snprintf(out->identity, sizeof out->identity, "unix:uid:%ld", out->uid);
 }
@@ -196,12 +186,11 @@ static ssize_t sock_read(conn *c, void *buf, size_t len) {
    * still read, up to the end of the stream. */
   if (c->state == ST_FAILED && !c->peer_closed) return -c->err_no;
   if (c->state != ST_UP && c->state != ST_FAILED) return -EAGAIN;
-  ssize_t r = read(c->fd, buf, len);
+  ssize_t r = compat_sock_read(c->fd, buf, len);
   if (r >= 0) return r;
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return -EAGAIN;
-  int e = errno;
-  fail(c, e, "read from %s: %s", c->peer.addr, strerror(e));
-  return -e;
+  if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) return -EAGAIN;
+  fail(c, (int)-r, "read from %s: %s", c->peer.addr, compat_strerror((int)-r));
+  return r;
 }
 
 /* One evbuffer_write is one writev(2) or, for a file chain first, one sendfile(2): go
@@ -211,10 +200,10 @@ static int sock_write(conn *c, struct evbuffer *out) {
   if (c->state != ST_UP || evbuffer_get_length(out) == 0) return 0; /* libevent: -1 for 0 */
   int w;
   do {
-    errno = 0;
+    EVUTIL_SET_SOCKET_ERROR(0);
     w = evbuffer_write(out, c->fd);
   } while (w > 0 && evbuffer_get_length(out) > 0);
-  int e = errno;
+  int e = compat_sock_errno();
   if (w >= 0 && !(w == 0 && e == 0 && evbuffer_get_length(out) > 0)) return 0;
   if (w < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)) return 0;
   /* libevent gives 0 for a sendfile that met a full socket (errno EAGAIN) and also for
@@ -226,7 +215,7 @@ static int sock_write(conn *c, struct evbuffer *out) {
     return -EIO;
   }
   c->peer_closed = e == EPIPE;
-  fail(c, e, "write to %s: %s", c->peer.addr, strerror(e));
+  fail(c, e, "write to %s: %s", c->peer.addr, compat_strerror(e));
   return -e;
 }
 
@@ -246,7 +235,8 @@ static void tls_fail(conn *c, int ssl_err, const char *what) {
     const char *reason = ERR_reason_error_string(last);
     if (reason) snprintf(detail, sizeof detail, "%s", reason);
   } else if (ssl_err == SSL_ERROR_SYSCALL) {
-    snprintf(detail, sizeof detail, "%s", errno ? strerror(errno) : "connection closed");
+    int se = compat_sock_errno();
+    snprintf(detail, sizeof detail, "%s", se ? compat_strerror(se) : "connection closed");
   }
   long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
   if (vr != X509_V_OK && c->state == ST_HANDSHAKE)
@@ -261,9 +251,9 @@ static int enc_flush(conn *c) {
   while (evbuffer_get_length(c->enc) > 0) {
     int w = evbuffer_write(c->enc, c->fd);
     if (w > 0) continue;
-    if (w == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
-    int e = errno;
-    fail(c, e, "write to %s: %s", c->peer.addr, strerror(e));
+    int e = compat_sock_errno();
+    if (w == 0 || e == EAGAIN || e == EWOULDBLOCK || e == EINTR) return 0;
+    fail(c, e, "write to %s: %s", c->peer.addr, compat_strerror(e));
     return -e;
   }
   return 0;
@@ -393,8 +383,8 @@ static int tls_write(conn *c, struct evbuffer *out) {
 static const struct conn_ops tls_ops = {tls_read, tls_write, sock_arm};
 
 static int tls_start(conn *c, const conn_tls_opts *t) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, enc_bio_init);
+  static CRYPTO_ONCE once = CRYPTO_ONCE_STATIC_INIT;
+  CRYPTO_THREAD_run_once(&once, enc_bio_init);
   c->ssl = SSL_new(t->ctx);
   c->enc = evbuffer_new();
   if (!c->ssl || !c->enc || !enc_bio_method) return -ENOMEM;
@@ -435,7 +425,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   conn *c = arg;
   if (c->state == ST_CONNECTING)
-    fail(c, ETIMEDOUT, "connect to %s: %s", c->name, strerror(ETIMEDOUT));
+    fail(c, ETIMEDOUT, "connect to %s: %s", c->name, compat_strerror(ETIMEDOUT));
   else if (c->state == ST_HANDSHAKE)
     fail(c, ETIMEDOUT, "TLS handshake with %s timed out after %u ms",
          c->name ? c->name : c->peer.addr, (unsigned)c->hs_timeout_ms);
@@ -443,7 +433,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void arm_timer(conn *c, uint32_t ms) {
   if (!ms || !c->timer) return;
-  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000};
   event_add(c->timer, &tv);
 }
 
@@ -463,11 +453,9 @@ static void socket_up(conn *c) {
 }
 
 static void connect_done(conn *c) {
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  int err = compat_sock_pending_error(c->fd);
   if (err) {
-    fail(c, err, "connect to %s: %s", c->name, strerror(err));
+    fail(c, err, "connect to %s: %s", c->name, compat_strerror(err));
     return;
   }
   peer_of_socket(c);
@@ -512,14 +500,15 @@ static int socket_events(conn *c) {
   return c->rev && c->wev && c->timer ? 0 : -ENOMEM;
 }
 
-int conn_new_socket(conn **out, struct event_base *base, int fd, const conn_tls_opts *tls) {
+int conn_new_socket(conn **out, struct event_base *base, evutil_socket_t fd,
+                    const conn_tls_opts *tls) {
   conn *c = conn_alloc(base, tls ? &tls_ops : &sock_ops, tls ? CONN_TLS : CONN_SOCKET);
   if (!c) {
-    close(fd);
+    evutil_closesocket(fd);
     return -ENOMEM;
   }
   c->fd = fd;
-  int rc = evutil_make_socket_nonblocking(fd) == 0 ? socket_events(c) : -errno;
+  int rc = evutil_make_socket_nonblocking(fd) == 0 ? socket_events(c) : -compat_sock_errno();
   if (rc == 0 && tls) rc = tls_start(c, tls);
   if (rc < 0) {
     conn_free(c);
@@ -534,35 +523,37 @@ int conn_new_socket(conn **out, struct event_base *base, int fd, const conn_tls_
 
 int conn_connect(conn **out, struct event_base *base, const struct sockaddr *sa, socklen_t salen,
                  const char *name, uint32_t connect_timeout_ms, const conn_tls_opts *tls) {
-  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
+  evutil_socket_t fd;
+  int rc = compat_sock_stream(&fd, sa->sa_family);
+  if (rc < 0) return rc;
   if (sa->sa_family != AF_UNIX) {
     /* gRPC messages are small and latency-bound: no Nagle. */
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const void *)&one, sizeof one);
   }
   conn *c = conn_alloc(base, tls ? &tls_ops : &sock_ops, tls ? CONN_TLS : CONN_SOCKET);
   if (!c) {
-    close(fd);
+    evutil_closesocket(fd);
     return -ENOMEM;
   }
   c->fd = fd;
   c->state = ST_CONNECTING;
   c->name = strdup(name);
-  int rc = c->name ? socket_events(c) : -ENOMEM;
+  rc = c->name ? socket_events(c) : -ENOMEM;
   if (rc == 0 && tls) rc = tls_start(c, tls);
   if (rc < 0) {
     conn_free(c);
     return rc;
   }
-  if (connect(fd, sa, salen) == 0) {
+  rc = compat_sock_connect(fd, sa, salen);
+  if (rc == 0) {
     peer_of_socket(c);
     socket_up(c);
-  } else if (errno == EINPROGRESS) {
+  } else if (rc == -EINPROGRESS) {
     arm_timer(c, connect_timeout_ms);
     sock_arm(c);
   } else {
-    fail(c, errno, "connect to %s: %s", name, strerror(errno));
+    fail(c, -rc, "connect to %s: %s", name, compat_strerror(-rc));
   }
   *out = c;
   return 0;
@@ -624,9 +615,8 @@ static void bev_event_cb(struct bufferevent *bev, short what, void *arg) {
     c->eof = 1;
     event_active(c->kick, EV_TIMEOUT, 0);
   } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-    int e = EVUTIL_SOCKET_ERROR();
-    fail(c, e ? e : EIO, "connection to %s failed: %s", c->peer.addr,
-         evutil_socket_error_to_string(e));
+    int e = compat_sock_errno();
+    fail(c, e ? e : EIO, "connection to %s failed: %s", c->peer.addr, compat_strerror(e));
   }
 }
 
@@ -659,7 +649,7 @@ void conn_free(conn *c) {
   event_free(c->kick);
   if (c->ssl) SSL_free(c->ssl);
   if (c->enc) evbuffer_free(c->enc);
-  if (c->fd >= 0) close(c->fd);
+  if (c->fd >= 0) evutil_closesocket(c->fd);
   if (c->bev) bufferevent_free(c->bev);
   free(c->name);
   free(c);
@@ -698,7 +688,7 @@ void conn_want_write(conn *c) {
 }
 
 void conn_shutdown_write(conn *c) {
-  if (c->kind == CONN_SOCKET && c->state == ST_UP) shutdown(c->fd, SHUT_WR);
+  if (c->kind == CONN_SOCKET && c->state == ST_UP) compat_sock_shutdown_write(c->fd);
 }
 
 ssize_t conn_read(conn *c, void *buf, size_t len) { return c->ops->read(c, buf, len); }

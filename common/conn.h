@@ -27,8 +27,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <sys/types.h>
+
+#include "compat.h"
 
 struct bufferevent;
 struct event_base;
@@ -46,10 +47,11 @@ typedef struct conn_peer {
   char addr[64]; /* "127.0.0.1:5555", "[::1]:5555", "unix", "memory" */
   /* The authenticated identity, "" if none: for a verified TLS client certificate its
    * first URI SAN, else its first DNS SAN, else its subject CN; on a unix socket
-   * "unix:" and the peer's user name (or "unix:uid:N" for a uid without a name). */
+   * "unix:" and the peer's user name (or "unix:uid:N" for a uid without a name; none
+   * on Windows, which does not tell a unix socket's peer: compat_sock_peer_user). */
   char identity[256];
   int local; /* a loopback address or a unix socket (or an in-memory pair) */
-  long uid;  /* the peer's uid on a unix socket (SO_PEERCRED), else -1 */
+  long uid;  /* the peer's uid on a unix socket (compat_sock_peer_user), else -1 */
 } conn_peer;
 
 /* TLS set-up of one connection: `ctx` gives certificates and verification (see tlsctx.h;
@@ -66,7 +68,8 @@ typedef struct conn_tls_opts {
  * here if it is not; with `tls` (may be NULL) the socket carries TLS, whose handshake starts at
  * once. Takes ownership of fd, also on failure.
  * Returns 0 and sets *out (free with conn_free), or -ENOMEM / -EINVAL (TLS set-up). */
-int conn_new_socket(conn **out, struct event_base *base, int fd, const conn_tls_opts *tls);
+int conn_new_socket(conn **out, struct event_base *base, evutil_socket_t fd,
+                    const conn_tls_opts *tls);
 
 /* Starts connecting a new stream socket to `sa` (non-blocking; TLS on top with `tls`).
  * `name` (copied) names the target in error messages ("connect to NAME: ..."). The

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <protobuf-c/protobuf-c.h>

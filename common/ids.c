@@ -2,8 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
+
+#include "compat.h"
 
 static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -24,7 +25,7 @@ void id_run_new(char *out, int64_t now_ms) {
     for (int i = 9; i >= 0 && ++last_rand[i] == 0; i--) {
     }
   } else {
-    if (getrandom(last_rand, sizeof last_rand, 0) != (ssize_t)sizeof last_rand) abort();
+    if (compat_random(last_rand, sizeof last_rand) < 0) abort();
     last_rand[0] &= 0x7f; /* headroom so increments within a millisecond never wrap */
     last_ms = now_ms;
   }

@@ -95,7 +95,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...) {
   struct timeval tv;
   struct tm tm;
   gettimeofday(&tv, NULL);
-  gmtime_r(&tv.tv_sec, &tm);
+  time_t sec = tv.tv_sec; /* timeval's is a long on Windows */
+  gmtime_r(&sec, &tm);
   int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ", tm.tm_year + 1900,
                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                    (int)(tv.tv_usec / 1000), level_names[lvl]);

@@ -8,6 +8,8 @@
 #ifndef PRISMQ_LOG_H
 #define PRISMQ_LOG_H
 
+#include "compat.h"
+
 enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARNING, LOG_LVL_ERROR };
 
 /* Parses DEBUG|INFO|WARNING|ERROR (case-insensitive; WARN is accepted too).
@@ -19,7 +21,7 @@ void log_set_level(enum log_level lvl);
 enum log_level log_get_level(void);
 
 /* Prints one line at `lvl` if it passes the filter. */
-void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_msg(enum log_level lvl, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 
 /* Batching, for a thread that logs a lot between waits (an event loop): its lines below
  * ERROR go into a buffer instead of one write(2) each, and leave together, so that a

@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "b64.h"
+#include "compat.h"
 #include "utf8.h"
 
 /* The printer takes the stream's lock once (flockfile, which nests) and writes with the
@@ -240,7 +241,7 @@ struct jp {
   size_t nallocs, cap;
 };
 
-static int jfail(struct jp *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int jfail(struct jp *j, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 static int jfail(struct jp *j, const char *fmt, ...) {
   if (j->err && j->errlen && !j->err[0]) {
     va_list ap;

@@ -22,4 +22,11 @@ void *xrealloc(void *p, size_t n) { return checked(realloc(p, n ? n : 1)); }
 
 char *xstrdup(const char *s) { return checked(strdup(s)); }
 
-char *xstrndup(const char *s, size_t n) { return checked(strndup(s, n)); }
+/* strnlen and a copy: strndup is POSIX's, not in every C library (Windows'). */
+char *xstrndup(const char *s, size_t n) {
+  size_t len = strnlen(s, n);
+  char *p = xmalloc(len + 1);
+  memcpy(p, s, len);
+  p[len] = '\0';
+  return p;
+}

@@ -1,6 +1,7 @@
 /* What the commands share about the connection, runs and formatting for people. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,19 @@ char *cli_xstrdup(const char *s) {
   char *d = strdup(s);
   if (!d) out_of_memory();
   return d;
+}
+
+void cli_append(char **s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *add = NULL;
+  int n = vasprintf(&add, fmt, ap);
+  va_end(ap);
+  if (n < 0) out_of_memory();
+  size_t len = *s ? strlen(*s) : 0;
+  *s = cli_xrealloc(*s, len + (size_t)n + 1);
+  memcpy(*s + len, add, (size_t)n + 1);
+  free(add);
 }
 
 prismq_client *cli_client(cli_ctx *ctx) {
@@ -136,11 +150,18 @@ int cli_run_exit(const cli_run *run) {
   }
 }
 
-/* "SIGKILL", or "signal 77" for a number glibc has no name for. */
+/* A run's signal is the server's number: Linux's (the same on x86_64 and arm64). Their
+ * names as glibc's sigabbrev_np gives them, in a table of our own, so that a client on
+ * another system (other numbers, or no sigabbrev_np) names them the same. */
+static const char *const signal_names[] = {
+    NULL,   "HUP",  "INT",  "QUIT", "ILL",    "TRAP",   "ABRT",  "BUS",  "FPE",  "KILL", "USR1",
+    "SEGV", "USR2", "PIPE", "ALRM", "TERM",   "STKFLT", "CHLD",  "CONT", "STOP", "TSTP", "TTIN",
+    "TTOU", "URG",  "XCPU", "XFSZ", "VTALRM", "PROF",   "WINCH", "POLL", "PWR",  "SYS"};
+
+/* "SIGKILL", or "signal 77" for a number without a name (the real-time ones). */
 static void format_signal(char *buf, size_t cap, int sig) {
-  const char *abbrev = sigabbrev_np(sig);
-  if (abbrev)
-    snprintf(buf, cap, "SIG%s", abbrev);
+  if (sig > 0 && sig < (int)(sizeof signal_names / sizeof signal_names[0]))
+    snprintf(buf, cap, "SIG%s", signal_names[sig]);
   else
     snprintf(buf, cap, "signal %d", sig);
 }

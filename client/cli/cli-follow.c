@@ -17,21 +17,13 @@ static volatile sig_atomic_t interrupted;
  * Ctrl-C during `run -f`'s StartRun still lets the run's id be known for the hint. */
 static _Atomic(prismq_client *) follow_client; /* lock-free: fit for a handler */
 
-static void on_sigint(int sig) {
-  (void)sig;
+static void on_interrupt(void) {
   interrupted = 1;
   prismq_client *c = follow_client;
   if (c) prismq_client_interrupt(c);
 }
 
-void cli_catch_sigint(void) {
-  struct sigaction sa, old;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigint;
-  sigemptyset(&sa.sa_mask);
-  /* A shell starts background jobs with SIGINT ignored: Ctrl-C is not for them. */
-  if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
-}
+void cli_catch_sigint(void) { cli_os_on_interrupt(on_interrupt); }
 
 struct follow {
   uint64_t next_seq; /* the seq after the last chunk written, for the reattach hint */
@@ -93,7 +85,7 @@ int cli_follow(cli_ctx *ctx, const char *run_id, const cli_follow_opts *o) {
 
   int code;
   if (f.write_errno == EPIPE) {
-    code = 128 + SIGPIPE;
+    code = CLI_EXIT_BROKEN_PIPE;
   } else if (f.write_errno) {
     fprintf(stderr, "prismq: writing the output: %s\n", strerror(f.write_errno));
     code = CLI_EXIT_ERROR;
@@ -105,7 +97,7 @@ int cli_follow(cli_ctx *ctx, const char *run_id, const cli_follow_opts *o) {
     code = cli_run_exit(f.final);
   } else if (interrupted) {
     print_detached(ctx, run_id, f.next_seq);
-    code = 128 + SIGINT;
+    code = CLI_EXIT_INTERRUPTED;
   } else if (st.code != PRISMQ_CODE_OK) {
     code = cli_rpc_error(&st);
   } else if (o->follow) {

@@ -9,11 +9,8 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -237,21 +234,13 @@ static int write_all(int fd, const void *buf, size_t n) {
 static void put_stderr(const char *s) { (void)write_all(STDERR_FILENO, s, strlen(s)); }
 
 int cli_progress_mode(void) {
-  const char *term = getenv("TERM");
-  return isatty(STDERR_FILENO) && term && term[0] && strcmp(term, "dumb") != 0 ? CLI_PROGRESS_BAR
-                                                                               : CLI_PROGRESS_PLAIN;
-}
-
-static int same_file(int a, int b) {
-  struct stat sa, sb;
-  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
+  return cli_os_ansi_terminal(STDERR_FILENO) ? CLI_PROGRESS_BAR : CLI_PROGRESS_PLAIN;
 }
 
 cli_progress *cli_progress_new(int mode, int64_t started_at_ms) {
   cli_progress *p = cli_xcalloc(1, sizeof *p);
   p->mode = mode;
-  p->out_shared = same_file(STDOUT_FILENO, STDERR_FILENO);
+  p->out_shared = cli_os_same_file(STDOUT_FILENO, STDERR_FILENO);
   p->started_ms = started_at_ms > 0 ? started_at_ms : cli_now_ms(CLOCK_REALTIME);
   p->at_line_start = 1;
   p->rate = -1;
@@ -270,11 +259,6 @@ static void set_report(Prismq__Runner__V1__Progress *dst, const Prismq__Runner__
   dst->message = cli_xstrdup(src->message);
 }
 
-static unsigned term_width(void) {
-  struct winsize ws;
-  return ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
-}
-
 /* BAR: draws the line where it changed; `final` leaves it as a line of its own. It
  * waits for output that ended mid-line to end its line (or, at the end, ends it). */
 static void show_bar(cli_progress *p, int final) {
@@ -285,7 +269,7 @@ static void show_bar(cli_progress *p, int final) {
   char line[CLI_PROGRESS_LINE_MAX], out[CLI_PROGRESS_LINE_MAX + 16];
   int64_t elapsed = cli_now_ms(CLOCK_REALTIME) - p->started_ms;
   cli_progress_render(line, sizeof line, &p->last, elapsed > 0 ? (uint64_t)elapsed : 0, p->rate,
-                      term_width());
+                      cli_os_term_width(STDERR_FILENO));
   if (p->shown && !final && strcmp(line, p->drawn) == 0) return;
   /* ESC[K: what a longer line before left after this one. */
   snprintf(out, sizeof out, "\r%s\033[K%s", line, final ? "\n" : "");
@@ -365,15 +349,7 @@ void cli_progress_update(cli_progress *p, const Prismq__Runner__V1__Progress *re
     set_report(&p->last, report);
     p->have = 1;
   }
-  if (!p->ticking) {
-    /* Signals stay with the main thread: SIGINT's handler, and SIGPIPE, which the
-     * blocking calls block only in their own thread. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    p->ticking = pthread_create(&p->ticker, NULL, tick, p) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-  }
+  if (!p->ticking) p->ticking = cli_os_thread_start(&p->ticker, tick, p) == 0;
   pthread_mutex_unlock(&p->mu);
 }
 

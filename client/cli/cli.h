@@ -14,6 +14,7 @@
 #define PRISMQ_CLI_H
 
 #include <getopt.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,19 +22,24 @@
 
 #include <prismq/client.h>
 
+#include "compat.h" /* its macros only (COMPAT_PRINTF): compat.c is libprismq's, hidden */
+
 typedef Prismq__Runner__V1__Run cli_run;
 
 /* Exit statuses of prismq (besides a run's own exit code, 1..255, and 128 + signal). */
 enum cli_exit {
   CLI_EXIT_OK = 0,
-  CLI_EXIT_ERROR = 1,        /* an RPC failed, cannot connect, cannot write the output */
-  CLI_EXIT_USAGE = 2,        /* bad command line */
-  CLI_EXIT_LOST = 69,        /* the run is LOST (EX_UNAVAILABLE) */
-  CLI_EXIT_CANCELLED = 75,   /* the run was CANCELLED */
-  CLI_EXIT_ACTIVE = 99,      /* wait --timeout passed: the run is still QUEUED or RUNNING */
-  CLI_EXIT_TIMED_OUT = 124,  /* the run TIMED_OUT (as timeout(1)) */
-  CLI_EXIT_NOT_STARTED = 127 /* the run FAILED without an exit code: its program could not
-                              * start (as a shell's "command not found") */
+  CLI_EXIT_ERROR = 1,         /* an RPC failed, cannot connect, cannot write the output */
+  CLI_EXIT_USAGE = 2,         /* bad command line */
+  CLI_EXIT_LOST = 69,         /* the run is LOST (EX_UNAVAILABLE) */
+  CLI_EXIT_CANCELLED = 75,    /* the run was CANCELLED */
+  CLI_EXIT_ACTIVE = 99,       /* wait --timeout passed: the run is still QUEUED or RUNNING */
+  CLI_EXIT_TIMED_OUT = 124,   /* the run TIMED_OUT (as timeout(1)) */
+  CLI_EXIT_NOT_STARTED = 127, /* the run FAILED without an exit code: its program could not
+                               * start (as a shell's "command not found") */
+  CLI_EXIT_INTERRUPTED = 130, /* 128 + SIGINT: Ctrl-C detached from a followed run */
+  CLI_EXIT_BROKEN_PIPE = 141  /* 128 + SIGPIPE: the reader of our output went away (the
+                               * same number on Windows, which has no SIGPIPE) */
 };
 
 /* What the commands share: the connection settings (global options) and the client,
@@ -85,8 +91,7 @@ int cli_check_args(const struct cli_cmd *cmd, int argc, char **argv, int min, in
 
 /* Prints "prismq NAME: <fmt...>" (if fmt is not NULL), the command's usage line and a
  * pointer to its --help on stderr. Returns CLI_EXIT_USAGE. */
-int cli_usage_error(const struct cli_cmd *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const struct cli_cmd *cmd, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 
 /* Prints a command's full help (usage line, summary, help text) on `f`. */
 void cli_print_help(const struct cli_cmd *cmd, FILE *f);
@@ -130,6 +135,10 @@ void *cli_xmalloc(size_t n);
 void *cli_xcalloc(size_t n, size_t size);
 void *cli_xrealloc(void *p, size_t n);
 char *cli_xstrdup(const char *s);
+
+/* Appends the printf-formatted text to the string *s (NULL: none yet), reallocated (free
+ * it), exiting as cli_xmalloc does on out of memory. */
+void cli_append(char **s, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 
 /* The client of ctx, connecting it on first use. NULL after printing the reason on
  * stderr (an option the library refuses, e.g. TLS). */
@@ -239,8 +248,9 @@ enum cli_progress_mode {
   CLI_PROGRESS_BAR    /* the status line, redrawn in place */
 };
 
-/* CLI_PROGRESS_BAR when stderr is a terminal that takes cursor controls ($TERM set and
- * not "dumb"), else CLI_PROGRESS_PLAIN. */
+/* CLI_PROGRESS_BAR when stderr is a terminal that takes cursor controls
+ * (cli_os_ansi_terminal: $TERM set and not "dumb", or a Windows console), else
+ * CLI_PROGRESS_PLAIN. */
 int cli_progress_mode(void);
 
 /* A run's progress shown on stderr while the run's output passes (writes to stdout and
@@ -298,11 +308,47 @@ typedef struct cli_follow_opts {
  * they are dropped). Returns the exit status of the command:
  *   - without follow: CLI_EXIT_OK;
  *   - with follow: cli_run_exit() of the terminal run, after printing "prismq: run "
- *     and cli_print_outcome() on stderr unless it COMPLETED; or 128 + SIGINT after a
- *     Ctrl-C (follow mode calls cli_catch_sigint), with a hint on stderr saying how to
- *     reattach or cancel;
+ *     and cli_print_outcome() on stderr unless it COMPLETED; or CLI_EXIT_INTERRUPTED
+ *     after a Ctrl-C (follow mode calls cli_catch_sigint), with a hint on stderr saying
+ *     how to reattach or cancel;
  *   - CLI_EXIT_ERROR after printing an RPC or write error; but a reader that went away
- *     (EPIPE) ends it quietly with 128 + SIGPIPE, as it ends a filter it kills. */
+ *     (EPIPE) ends it quietly with CLI_EXIT_BROKEN_PIPE, as SIGPIPE ends a filter. */
 int cli_follow(cli_ctx *ctx, const char *run_id, const cli_follow_opts *o);
+
+/* ---- the system (cli-os.c) ---- */
+
+/* getopt_long(argc, argv, shortopts, longopts, NULL), whose messages for a bad option on
+ * stderr are glibc's on every system: "prismq run: unrecognized option '--bogus'",
+ * "invalid option -- 'x'", "option '--timeout' requires an argument", "option '--json'
+ * doesn't allow an argument", "option '--l' is ambiguous; possibilities: ...", named by
+ * argv[0]. Returns what getopt_long does. */
+int cli_os_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
+
+/* Sets the program up, first thing in main, with main's argc and argv: on Windows the
+ * arguments are read again as UTF-8 (what the server takes; the C library's are in the
+ * ANSI code page), the standard descriptors go to binary mode (no "\r\n" for "\n": output
+ * byte for byte, as on Linux) and a console shows UTF-8 while prismq runs. Nothing
+ * elsewhere. */
+void cli_os_init(int *argc, char ***argv);
+
+/* Makes Ctrl-C (SIGINT) call fn instead of ending the program, unless SIGINT is ignored
+ * (a background job). fn must be async-signal-safe; on Windows it runs on a thread the
+ * console starts for the Ctrl-C. */
+void cli_os_on_interrupt(void (*fn)(void));
+
+/* pthread_create(out, NULL, fn, arg) for a thread that takes no signal (they stay with
+ * the main thread). Returns pthread_create's value. */
+int cli_os_thread_start(pthread_t *out, void *(*fn)(void *), void *arg);
+
+/* Non-zero if fd is a terminal that takes ANSI cursor controls: a tty with $TERM set and
+ * not "dumb"; on Windows a console, which is asked to take them (Windows 10 and later),
+ * $TERM "dumb" excepted. */
+int cli_os_ansi_terminal(int fd);
+
+/* The width in columns of the terminal on fd, or 0 if fd is none or it does not say. */
+unsigned cli_os_term_width(int fd);
+
+/* Non-zero if descriptors a and b write to the same file (or the same console). */
+int cli_os_same_file(int a, int b);
 
 #endif

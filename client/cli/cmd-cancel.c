@@ -12,7 +12,7 @@ static int cancel_exec(cli_ctx *ctx, int argc, char **argv) {
   const struct cli_cmd *cmd = &cli_cmd_cancel;
   Prismq__Runner__V1__CancelRunRequest req = PRISMQ__RUNNER__V1__CANCEL_RUN_REQUEST__INIT;
   int json = 0, opt, rc;
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "h", longopts)) != -1) {
     switch (opt) {
     case 'g':
       if ((rc = cli_opt_duration(&req.grace_ms, cmd, "grace", optarg)) != 0) return rc;

@@ -7,7 +7,7 @@ static const char *const serving_names[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
 static int health_exec(cli_ctx *ctx, int argc, char **argv) {
   static const struct option longopts[] = {CLI_OPT_JSON, CLI_OPT_HELP, {NULL, 0, NULL, 0}};
   int json = 0, opt, rc, serving = PRISMQ_SERVING_UNKNOWN;
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "h", longopts)) != -1) {
     if (opt != 'j') return cli_opt_other(&cli_cmd_health, opt);
     json = 1;
   }

@@ -5,7 +5,7 @@ static int help_exec(cli_ctx *ctx, int argc, char **argv) {
   static const struct option longopts[] = {CLI_OPT_HELP, {NULL, 0, NULL, 0}};
   int opt, rc;
   (void)ctx;
-  if ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1)
+  if ((opt = cli_os_getopt(argc, argv, "h", longopts)) != -1)
     return cli_opt_other(&cli_cmd_help, opt); /* help takes no option but --help */
   if ((rc = cli_check_args(&cli_cmd_help, argc, argv, 0, 1)) != 0) return rc;
   if (optind == argc) {

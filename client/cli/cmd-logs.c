@@ -13,7 +13,7 @@ static int logs_exec(cli_ctx *ctx, int argc, char **argv) {
   const struct cli_cmd *cmd = &cli_cmd_logs;
   cli_follow_opts fo = CLI_FOLLOW_OPTS_INIT;
   int opt, rc;
-  while ((opt = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "fh", longopts)) != -1) {
     switch (opt) {
     case 'f': fo.follow = 1; break;
     case 'o': fo.stream |= PRISMQ__RUNNER__V1__OUTPUT_STREAM__OUTPUT_STREAM_STDOUT; break;

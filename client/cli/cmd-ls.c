@@ -56,7 +56,7 @@ static int parse_args(struct ls_args *a, int *exit_code, int argc, char **argv) 
   };
   const struct cli_cmd *cmd = &cli_cmd_ls;
   int opt, status, code = 0;
-  while (code == 0 && (opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  while (code == 0 && (opt = cli_os_getopt(argc, argv, "h", longopts)) != -1) {
     switch (opt) {
     case 's':
       if (cli_parse_status(&status, optarg) < 0) {

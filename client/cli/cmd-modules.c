@@ -3,39 +3,39 @@
 
 #include "cli.h"
 
-/* What a parameter of type spec accepts, after its name: ":integer(1..10)",
+/* What a parameter of type spec accepts, after its name, appended to *s: ":integer(1..10)",
  * ":fast|slow", ":path(/srv)", ":boolean", "(2..4 bytes)"; nothing for a plain string. */
-static void put_type(FILE *f, const Prismq__Runner__V1__ParameterSpec *p) {
+static void put_type(char **s, const Prismq__Runner__V1__ParameterSpec *p) {
   switch (p->type) {
   case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_INTEGER:
   case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_NUMBER: {
     int integer = p->type == PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_INTEGER;
     int has_min = p->min_bound_case == PRISMQ__RUNNER__V1__PARAMETER_SPEC__MIN_BOUND_MIN;
     int has_max = p->max_bound_case == PRISMQ__RUNNER__V1__PARAMETER_SPEC__MAX_BOUND_MAX;
-    fputs(integer ? ":integer" : ":number", f);
+    cli_append(s, "%s", integer ? ":integer" : ":number");
     if (has_min || has_max) {
-      fputc('(', f);
-      if (has_min) fprintf(f, "%.15g", p->min);
-      fputs("..", f);
-      if (has_max) fprintf(f, "%.15g", p->max);
-      fputc(')', f);
+      cli_append(s, "(");
+      if (has_min) cli_append(s, "%.15g", p->min);
+      cli_append(s, "..");
+      if (has_max) cli_append(s, "%.15g", p->max);
+      cli_append(s, ")");
     }
     break;
   }
-  case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_BOOLEAN: fputs(":boolean", f); break;
+  case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_BOOLEAN: cli_append(s, ":boolean"); break;
   case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_SELECT:
-    for (size_t i = 0; i < p->n_options; i++) fprintf(f, "%c%s", i ? '|' : ':', p->options[i]);
+    for (size_t i = 0; i < p->n_options; i++) cli_append(s, "%c%s", i ? '|' : ':', p->options[i]);
     break;
-  case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_SECRET: fputs(":secret", f); break;
+  case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_SECRET: cli_append(s, ":secret"); break;
   case PRISMQ__RUNNER__V1__PARAMETER_TYPE__PARAMETER_TYPE_PATH:
-    fprintf(f, ":path(%s)", p->base_dir);
+    cli_append(s, ":path(%s)", p->base_dir);
     break;
   default: break;
   }
   if (p->min_length || p->max_length) {
-    fprintf(f, "(%u..", p->min_length);
-    if (p->max_length) fprintf(f, "%u", p->max_length);
-    fputs(" bytes)", f);
+    cli_append(s, "(%u..", p->min_length);
+    if (p->max_length) cli_append(s, "%u", p->max_length);
+    cli_append(s, " bytes)");
   }
 }
 
@@ -43,19 +43,12 @@ static void put_type(FILE *f, const Prismq__Runner__V1__ParameterSpec *p) {
  * ones as [NAME:TYPE=DEFAULT] ("n:integer(1..10) [mode:fast|slow=fast]"). The caller
  * frees the string. */
 static char *param_synopsis(const Prismq__Runner__V1__Module *m) {
-  char *s = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&s, &len);
-  if (!f) return cli_xstrdup("?");
+  char *s = cli_xstrdup("");
   for (size_t i = 0; i < m->n_parameters; i++) {
     const Prismq__Runner__V1__ParameterSpec *p = m->parameters[i];
-    fprintf(f, "%s%s%s", i ? " " : "", p->required ? "" : "[", p->name);
-    put_type(f, p);
-    if (!p->required) fprintf(f, "%s%s]", p->default_value[0] ? "=" : "", p->default_value);
-  }
-  if (fclose(f) != 0) {
-    free(s);
-    return cli_xstrdup("?");
+    cli_append(&s, "%s%s%s", i ? " " : "", p->required ? "" : "[", p->name);
+    put_type(&s, p);
+    if (!p->required) cli_append(&s, "%s%s]", p->default_value[0] ? "=" : "", p->default_value);
   }
   return s;
 }
@@ -88,7 +81,7 @@ static int modules_exec(cli_ctx *ctx, int argc, char **argv) {
   Prismq__Runner__V1__ListModulesRequest req = PRISMQ__RUNNER__V1__LIST_MODULES_REQUEST__INIT;
   char *tags[8];
   int json = 0, opt, rc;
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "h", longopts)) != -1) {
     switch (opt) {
     case 'c': req.category = optarg; break;
     case 't':

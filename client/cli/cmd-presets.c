@@ -7,16 +7,9 @@
 
 /* The parameters of a preset as "k=v k2=v2", which the caller frees. */
 static char *param_list(const Prismq__Runner__V1__Preset *p) {
-  char *s = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&s, &len);
-  if (!f) return cli_xstrdup("?");
+  char *s = cli_xstrdup("");
   for (size_t i = 0; i < p->n_parameters; i++)
-    fprintf(f, "%s%s=%s", i ? " " : "", p->parameters[i]->key, p->parameters[i]->value);
-  if (fclose(f) != 0) {
-    free(s);
-    return cli_xstrdup("?");
-  }
+    cli_append(&s, "%s%s=%s", i ? " " : "", p->parameters[i]->key, p->parameters[i]->value);
   return s;
 }
 
@@ -75,7 +68,7 @@ static int save_preset(cli_ctx *ctx, int argc, char **argv, const char *module_i
   Prismq__Runner__V1__SavePresetRequest req = PRISMQ__RUNNER__V1__SAVE_PRESET_REQUEST__INIT;
   cli_map params = {0, NULL};
   int json = 0, opt, code = 0;
-  while (code == 0 && (opt = getopt_long(argc, argv, "p:h", longopts, NULL)) != -1) {
+  while (code == 0 && (opt = cli_os_getopt(argc, argv, "p:h", longopts)) != -1) {
     switch (opt) {
     case 'p':
       code = cli_opt_map(&params,
@@ -123,7 +116,7 @@ static int presets_exec(cli_ctx *ctx, int argc, char **argv) {
   const struct cli_cmd *cmd = &cli_cmd_presets;
   int json = 0, opt;
   /* "+": options stop at the first argument, so save's own options reach save. */
-  while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "+h", longopts)) != -1) {
     if (opt == 'j')
       json = 1;
     else

@@ -21,7 +21,7 @@ static int run_exec(cli_ctx *ctx, int argc, char **argv) {
   cli_map params = {0, NULL}, labels = {0, NULL};
   cli_run *run = NULL;
   int json = 0, follow = 0, progress = 1, opt, code = 0;
-  while (code == 0 && (opt = getopt_long(argc, argv, "p:fh", longopts, NULL)) != -1) {
+  while (code == 0 && (opt = cli_os_getopt(argc, argv, "p:fh", longopts)) != -1) {
     switch (opt) {
     case 'p':
       code =

@@ -60,7 +60,7 @@ static int wait_exec(cli_ctx *ctx, int argc, char **argv) {
   const struct cli_cmd *cmd = &cli_cmd_wait;
   Prismq__Runner__V1__WaitRunRequest req = PRISMQ__RUNNER__V1__WAIT_RUN_REQUEST__INIT;
   int json = 0, progress = 1, opt, rc;
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "h", longopts)) != -1) {
     switch (opt) {
     case 't':
       if ((rc = cli_opt_duration(&req.timeout_ms, cmd, "timeout", optarg)) != 0) return rc;

@@ -73,6 +73,7 @@ int main(int argc, char **argv) {
       CLI_OPT_HELP,
       {NULL, 0, NULL, 0},
   };
+  cli_os_init(&argc, &argv);
   cli_ctx ctx = {PRISMQ_CLIENT_OPTS_INIT, NULL, NULL};
   ctx.opts.ca_file = env("PRISMQ_TLS_CA");
   ctx.opts.cert_file = env("PRISMQ_TLS_CERT");
@@ -80,7 +81,7 @@ int main(int argc, char **argv) {
   ctx.opts.server_name = env("PRISMQ_TLS_SERVER_NAME");
   /* "+": the options end at the command; the rest are the command's. */
   int opt;
-  while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+  while ((opt = cli_os_getopt(argc, argv, "+h", longopts)) != -1) {
     switch (opt) {
     case 't': ctx.opts.target = ctx.target_arg = optarg; break;
     case 'a': ctx.opts.ca_file = optarg; break;
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
   snprintf(name, sizeof name, "prismq %s", cmd->name);
   int first = optind;
   argv[first] = name;
-  optind = 0; /* glibc: start afresh, permuting again */
+  optind = 0; /* start afresh, permuting again (glibc's getopt, and mingw-w64's) */
   int code = cmd->exec(&ctx, argc - first, argv + first);
   prismq_client_free(ctx.client);
   if (fflush(stdout) != 0 && code == CLI_EXIT_OK) {

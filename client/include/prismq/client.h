@@ -54,7 +54,7 @@
  * program. A prismq_chunk_fn runs inside, so its own writes to a closed pipe fail with
  * EPIPE rather than raise SIGPIPE. Programs using the asynchronous form run the loop
  * themselves and must ignore or block SIGPIPE, as any libevent program writing to
- * sockets must.
+ * sockets must. (Windows has no SIGPIPE: there such writes just fail.)
  *
  * Failures are returned, out of memory included, not aborted on. One known exception
  * remains: the HTTP/2 layer shared with the server (common/h2conn) still aborts if an
@@ -164,7 +164,8 @@ typedef struct prismq_client_opts {
  *             loaded (prismq_strerror then says which and why),
  *   -EHOSTUNREACH  the target's host name does not resolve,
  *   -ENOMEM   out of memory,
- *   another negative errno from socket(2) or eventfd(2) (e.g. -EMFILE).
+ *   another negative errno from socket(2) or eventfd(2) (e.g. -EMFILE; on Windows
+ *             winsock's errors, as the errno values POSIX gives for them).
  * prismq_strerror() turns these into text. */
 int prismq_client_connect(prismq_client **out, const prismq_client_opts *opts);
 
@@ -194,8 +195,9 @@ void prismq_client_free(prismq_client *c);
  * that comes during a call is consumed by it (even when it came too late to change the
  * outcome), except one that comes just as the call ends, which may go to the next.
  *
- * Async-signal-safe (it only write(2)s to an eventfd, and leaves errno as it was), so
- * a signal handler may call it; and safe to call from any thread while the client's
+ * Async-signal-safe (it only write(2)s to an eventfd, or on Windows sends a byte on a
+ * socket, and leaves errno as it was), so a signal handler (on Windows a console control
+ * handler, SetConsoleCtrlHandler) may call it; and safe to call from any thread while the client's
  * own thread is inside a call, but not concurrently with (or after)
  * prismq_client_free.
  * Returns 0, or -EINVAL for NULL or an asynchronous client (whose caller runs the loop

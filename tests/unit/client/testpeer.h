@@ -1,6 +1,7 @@
 /* testpeer: a scripted gRPC server for the client unit tests. Include after cmocka.h.
  *
- * It listens on a unix socket in a temporary directory (nothing leaves the machine) and
+ * It listens on a unix socket in a temporary directory (on Windows, where Wine has no
+ * AF_UNIX, on a loopback TCP port: nothing leaves the machine either way) and
  * speaks HTTP/2 through a raw nghttp2 server session (not h2conn, so that a fault shared
  * by both roles cannot hide itself). It records every request (pseudo-headers, gRPC
  * headers, body, resets) and answers only as the test says: a handler runs once per
@@ -22,9 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -35,6 +33,8 @@
 #include <openssl/evp.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "../testos.h"
+#include "compat.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 
@@ -66,8 +66,9 @@ typedef void (*peer_handler)(struct peer *p, struct pstream *s);
 
 struct peer {
   struct event_base *base;
-  char dir[64];
-  char target[160]; /* "unix:<dir>/sock", for the client */
+  char dir[256];      /* a temporary directory of its own (the socket's) */
+  char target[272];   /* "unix:<dir>/sock" (Windows: "127.0.0.1:PORT"), for the client */
+  char authority[64]; /* what the client sends as :authority for that target */
   struct evconnlistener *lis;
   struct bufferevent *bev; /* the client's connection (one at a time) */
   nghttp2_session *ss;
@@ -82,7 +83,7 @@ struct peer {
   /* Thread mode. */
   pthread_t thread;
   int running;
-  int stop_fd;
+  compat_wakeup *stop;
   struct event *stop_ev;
 };
 
@@ -430,20 +431,34 @@ static inline void peer_accept_cb(struct evconnlistener *lis, evutil_socket_t fd
   peer_flush(p);
 }
 
-/* Listens on a new unix socket, on `base`. */
+/* Listens on a new unix socket (Windows: a loopback TCP port), on `base`. */
 static inline void peer_init(struct peer *p, struct event_base *base) {
   memset(p, 0, sizeof *p);
   p->base = base;
-  p->stop_fd = -1;
-  strcpy(p->dir, "/tmp/test_client.XXXXXX");
-  assert_non_null(mkdtemp(p->dir));
+  assert_int_equal(compat_net_init(), 0);
+  assert_non_null(test_mkdtemp(p->dir, sizeof p->dir, "test_client"));
+#ifdef _WIN32
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  p->lis = evconnlistener_new_bind(base, peer_accept_cb, p,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+                                   (struct sockaddr *)&sin, sizeof sin);
+  assert_non_null(p->lis);
+  socklen_t len = sizeof sin;
+  assert_int_equal(getsockname(evconnlistener_get_fd(p->lis), (struct sockaddr *)&sin, &len), 0);
+  snprintf(p->target, sizeof p->target, "127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+  snprintf(p->authority, sizeof p->authority, "%s", p->target);
+#else
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  snprintf(sun.sun_path, sizeof sun.sun_path, "%s/sock", p->dir);
+  assert_true((size_t)snprintf(sun.sun_path, sizeof sun.sun_path, "%s/sock", p->dir) <
+              sizeof sun.sun_path);
   snprintf(p->target, sizeof p->target, "unix:%s", sun.sun_path);
+  /* gRPC names unix sockets "localhost". */
+  snprintf(p->authority, sizeof p->authority, "localhost");
   p->lis = evconnlistener_new_bind(base, peer_accept_cb, p,
                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
                                    (struct sockaddr *)&sun, sizeof sun);
   assert_non_null(p->lis);
+#endif
 }
 
 static inline void peer_fini(struct peer *p) {
@@ -453,10 +468,7 @@ static inline void peer_fini(struct peer *p) {
     evbuffer_free(p->streams[i].body);
     evbuffer_free(p->streams[i].out);
   }
-  char path[128];
-  snprintf(path, sizeof path, "%s/sock", p->dir);
-  unlink(path);
-  rmdir(p->dir);
+  test_remove_tree(p->dir);
 }
 
 /* The request message of stream s (unframed), decoded with `desc`; free it with
@@ -477,10 +489,11 @@ static inline ProtobufCMessage *peer_request(struct pstream *s,
 /* ---- thread mode ------------------------------------------------------------------ */
 
 static inline void peer_stop_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
   (void)what;
-  eventfd_t n;
-  eventfd_read(fd, &n);
-  event_base_loopbreak(((struct peer *)arg)->base);
+  struct peer *p = arg;
+  compat_wakeup_take(p->stop);
+  event_base_loopbreak(p->base);
 }
 
 static inline void *peer_thread_main(void *arg) {
@@ -491,10 +504,10 @@ static inline void *peer_thread_main(void *arg) {
 
 /* Runs the peer's base on a thread of its own until peer_thread_stop. */
 static inline void peer_thread_start(struct peer *p) {
-  if (p->stop_fd < 0) {
-    p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    assert_true(p->stop_fd >= 0);
-    p->stop_ev = event_new(p->base, p->stop_fd, EV_READ | EV_PERSIST, peer_stop_cb, p);
+  if (!p->stop) {
+    assert_int_equal(compat_wakeup_new(&p->stop), 0);
+    p->stop_ev =
+        event_new(p->base, compat_wakeup_fd(p->stop), EV_READ | EV_PERSIST, peer_stop_cb, p);
     assert_non_null(p->stop_ev);
     assert_int_equal(event_add(p->stop_ev, NULL), 0);
   }
@@ -506,7 +519,7 @@ static inline void peer_thread_start(struct peer *p) {
  * the client had sent by then read (the stop may have come first). */
 static inline void peer_thread_stop(struct peer *p) {
   if (!p->running) return;
-  assert_int_equal(eventfd_write(p->stop_fd, 1), 0);
+  compat_wakeup_signal(p->stop);
   assert_int_equal(pthread_join(p->thread, NULL), 0);
   p->running = 0;
   event_base_loop(p->base, EVLOOP_NONBLOCK);
@@ -515,9 +528,9 @@ static inline void peer_thread_stop(struct peer *p) {
 static inline void peer_thread_fini(struct peer *p) {
   peer_thread_stop(p);
   if (p->stop_ev) event_free(p->stop_ev);
-  if (p->stop_fd >= 0) close(p->stop_fd);
+  compat_wakeup_free(p->stop);
   p->stop_ev = NULL;
-  p->stop_fd = -1;
+  p->stop = NULL;
 }
 
 #endif

@@ -52,12 +52,12 @@
 
 enum { CA, OTHER_CA, SERVER, CLI_URI, CLI_DNS, CLI_CN, CLI_UNIX, CLI_STRANGER, NCERTS, NONE = -1 };
 
-static char g_dir[] = "/tmp/conn-test-XXXXXX";
+static char g_dir[256];
 static struct cert g_certs[NCERTS];
 
 static int group_setup(void **state) {
   (void)state;
-  if (!mkdtemp(g_dir)) return -1;
+  if (!test_mkdtemp(g_dir, sizeof g_dir, "conn-test")) return -1;
   struct cert *c = g_certs;
   make_cert(g_dir, &c[CA], "ca", "Test CA", NULL, -DAY, 30 * DAY, NULL);
   make_cert(g_dir, &c[OTHER_CA], "other-ca", "Other CA", NULL, -DAY, 30 * DAY, NULL);
@@ -79,7 +79,7 @@ static int group_teardown(void **state) {
   for (int i = 0; i < NCERTS; i++) {
     cert_free(&g_certs[i]);
   }
-  return remove_tree(g_dir);
+  return test_remove_tree(g_dir);
 }
 
 /* ---- ends and fixture ------------------------------------------------------------- */

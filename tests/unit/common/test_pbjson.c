@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "../testos.h"
 #include "pbjson.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 
@@ -110,11 +111,10 @@ static void test_round_trip(void **state) {
   c.data.data = (uint8_t *)"\x00\xff bytes\n";
   c.data.len = 9;
   c.run = &run;
-  char *text = NULL;
   size_t tlen = 0;
-  FILE *f = open_memstream(&text, &tlen);
+  FILE *f = test_memout_begin();
   pbjson_print(f, &c.base);
-  fclose(f);
+  char *text = test_memout_end(f, &tlen);
   uint8_t *buf = NULL;
   size_t len = 0;
   char err[200];

@@ -4,7 +4,6 @@
  * certificates are made here with OpenSSL's API into a temporary directory. The
  * identity a verified peer certificate carries is tested through conn (test_conn.c). */
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,14 +27,14 @@
 
 enum { CA, SERVER, EXPIRED, NOT_YET, NCERTS };
 
-static char g_dir[] = "/tmp/tlsctx-test-XXXXXX";
+static char g_dir[256];
 static struct cert g_certs[NCERTS];
 static char g_missing[PATH_MAX]; /* a file that does not exist */
 static char g_garbage[PATH_MAX]; /* a file that holds no PEM at all */
 
 static int group_setup(void **state) {
   (void)state;
-  if (!mkdtemp(g_dir)) return -1;
+  if (!test_mkdtemp(g_dir, sizeof g_dir, "tlsctx-test")) return -1;
   make_cert(g_dir, &g_certs[CA], "ca", "Test CA", NULL, -DAY, 30 * DAY, NULL);
   make_cert(g_dir, &g_certs[SERVER], "server", "localhost", "DNS:localhost,IP:127.0.0.1", -DAY,
             30 * DAY, &g_certs[CA]);
@@ -55,7 +54,7 @@ static int group_teardown(void **state) {
   for (int i = 0; i < NCERTS; i++) {
     cert_free(&g_certs[i]);
   }
-  return remove_tree(g_dir);
+  return test_remove_tree(g_dir);
 }
 
 /* ---- helpers ---------------------------------------------------------------------- */

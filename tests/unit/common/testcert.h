@@ -1,16 +1,17 @@
 /* testcert: certificates made in the test process with OpenSSL's API, for the TLS
- * unit tests (no openssl command, no files kept: remove_tree at teardown). Include
+ * unit tests (no openssl command, no files kept: test_remove_tree at teardown). Include
  * after cmocka.h. */
 #ifndef PRISMQ_TESTCERT_H
 #define PRISMQ_TESTCERT_H
 
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+
+#include "../testos.h"
 
 /* One generated certificate with its key, and the PEM files they were written to. */
 struct cert {
@@ -63,18 +64,6 @@ static inline void make_cert(const char *dir, struct cert *out, const char *name
   assert_int_equal(fclose(fc) | fclose(fk), 0);
   out->x = x;
   out->k = k;
-}
-
-static inline int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
-/* Removes the directory `dir` and everything in it. Returns 0 or -1. */
-static inline int remove_tree(const char *dir) {
-  return nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Frees a certificate made by make_cert (its files stay). */

@@ -74,7 +74,7 @@ static void page_reply(struct fx *f, struct pstream *s) {
 static void stream_reply(struct fx *f, struct pstream *s) {
   if (f->ctrl_c) {
     /* Ctrl-C while the follow waits: the stream stays open, only the CLI can end it. */
-    kill(getpid(), SIGINT);
+    test_interrupt_self();
     return;
   }
   static const struct {
@@ -589,7 +589,9 @@ static void test_follow_ctrl_c(void **state) {
 }
 
 int main(void) {
+#ifdef SIGPIPE
   signal(SIGPIPE, SIG_IGN);
+#endif
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_run),

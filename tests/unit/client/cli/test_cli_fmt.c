@@ -94,8 +94,8 @@ static void test_outcome(void **state) {
     assert_string_equal(got, cases[i].want);
     free(got);
   }
-  /* A signal glibc has no name for. */
-  int rt = SIGRTMIN + 3;
+  /* A signal without a name: a real-time one (Linux's SIGRTMIN + 3). */
+  int rt = 37;
   cli_run r = mkrun(ST(FAILED), 9, -1, rt, NULL);
   char *got = outcome(&r);
   char want[96];
@@ -158,7 +158,7 @@ static void test_format_duration(void **state) {
 static void test_format_time(void **state) {
   (void)state;
   char *tz = getenv("TZ") ? strdup(getenv("TZ")) : NULL;
-  setenv("TZ", "UTC", 1);
+  test_setenv("TZ", "UTC");
   tzset();
   char buf[32];
   cli_format_time(buf, sizeof buf, INT64_C(1700000000123));
@@ -169,10 +169,7 @@ static void test_format_time(void **state) {
   assert_string_equal(buf, "-");
   cli_format_time(buf, 8, INT64_C(1700000000123)); /* too short for the time: "-" */
   assert_string_equal(buf, "-");
-  if (tz)
-    setenv("TZ", tz, 1);
-  else
-    unsetenv("TZ");
+  test_setenv("TZ", tz);
   free(tz);
   tzset();
 }

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../testos.h"
+
 #define CAPTURE_MAX 65536
 
 struct capture {
@@ -55,25 +57,14 @@ static inline void capture_stop(void) {
   capture_read(cap.ferr, cap.err);
 }
 
-/* A memory stream for functions that print on a FILE: memout_end closes it and
- * returns what was written (NUL-terminated; free it). */
+/* A memory stream for functions that print on a FILE (testos.h's): memout_end closes it
+ * and returns what was written (NUL-terminated; free it). */
 struct memout {
   FILE *f;
-  char *buf;
-  size_t len;
 };
 
-static inline FILE *memout_begin(struct memout *m) {
-  m->buf = NULL;
-  m->len = 0;
-  m->f = open_memstream(&m->buf, &m->len);
-  assert_non_null(m->f);
-  return m->f;
-}
+static inline FILE *memout_begin(struct memout *m) { return m->f = test_memout_begin(); }
 
-static inline char *memout_end(struct memout *m) {
-  assert_int_equal(fclose(m->f), 0);
-  return m->buf;
-}
+static inline char *memout_end(struct memout *m) { return test_memout_end(m->f, NULL); }
 
 #endif

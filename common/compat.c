@@ -1,0 +1,391 @@
+#include "compat.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _WIN32
+#include <windows.h>
+/* After windows.h, which it needs. */
+#include <bcrypt.h>
+#else
+#include <pwd.h>
+#include <unistd.h>
+#endif
+#ifdef __linux__
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#endif
+
+/* ---- errors ---- */
+
+#ifdef _WIN32
+/* winsock's error codes as the errno values POSIX gives for the same failures. */
+static int errno_of_wsa(int w) {
+  switch (w) {
+  case 0: return 0;
+  case WSAEWOULDBLOCK: return EAGAIN;
+  case WSAEINTR: return EINTR;
+  case WSAEBADF:
+  case WSAENOTSOCK: return ENOTSOCK;
+  case WSAEACCES: return EACCES;
+  case WSAEFAULT: return EFAULT;
+  case WSAEINVAL:
+  case WSANOTINITIALISED: return EINVAL;
+  case WSAEMFILE: return EMFILE;
+  case WSAEINPROGRESS: return EINPROGRESS;
+  case WSAEALREADY: return EALREADY;
+  case WSAEDESTADDRREQ: return EDESTADDRREQ;
+  case WSAEMSGSIZE: return EMSGSIZE;
+  case WSAEPROTOTYPE: return EPROTOTYPE;
+  case WSAENOPROTOOPT: return ENOPROTOOPT;
+  case WSAEPROTONOSUPPORT:
+  case WSAESOCKTNOSUPPORT: return EPROTONOSUPPORT;
+  case WSAEOPNOTSUPP: return EOPNOTSUPP;
+  case WSAEPFNOSUPPORT:
+  case WSAEAFNOSUPPORT: return EAFNOSUPPORT;
+  case WSAEADDRINUSE: return EADDRINUSE;
+  case WSAEADDRNOTAVAIL: return EADDRNOTAVAIL;
+  case WSAENETDOWN: return ENETDOWN;
+  case WSAENETUNREACH: return ENETUNREACH;
+  case WSAENETRESET: return ENETRESET;
+  case WSAECONNABORTED: return ECONNABORTED;
+  case WSAECONNRESET: return ECONNRESET;
+  case WSAENOBUFS: return ENOBUFS;
+  case WSAEISCONN: return EISCONN;
+  case WSAENOTCONN: return ENOTCONN;
+  case WSAESHUTDOWN: return EPIPE; /* a send after shutdown, as POSIX says it */
+  case WSAETIMEDOUT: return ETIMEDOUT;
+  case WSAECONNREFUSED: return ECONNREFUSED;
+  case WSAEHOSTDOWN:
+  case WSAEHOSTUNREACH: return EHOSTUNREACH;
+  case WSA_NOT_ENOUGH_MEMORY: return ENOMEM;
+  default: return EIO;
+  }
+}
+
+/* glibc's texts of the errno values Windows' C library has none for (its POSIX
+ * supplement, 100 and up: "Unknown error" there). */
+static const struct {
+  int e;
+  const char *text;
+} posix_texts[] = {
+    {EADDRINUSE, "Address already in use"},
+    {EADDRNOTAVAIL, "Cannot assign requested address"},
+    {EAFNOSUPPORT, "Address family not supported by protocol"},
+    {EALREADY, "Operation already in progress"},
+    {EBADMSG, "Bad message"},
+    {ECANCELED, "Operation canceled"},
+    {ECONNABORTED, "Software caused connection abort"},
+    {ECONNREFUSED, "Connection refused"},
+    {ECONNRESET, "Connection reset by peer"},
+    {EDESTADDRREQ, "Destination address required"},
+    {EHOSTUNREACH, "No route to host"},
+    {EIDRM, "Identifier removed"},
+    {EINPROGRESS, "Operation now in progress"},
+    {EISCONN, "Transport endpoint is already connected"},
+    {ELOOP, "Too many levels of symbolic links"},
+    {EMSGSIZE, "Message too long"},
+    {ENETDOWN, "Network is down"},
+    {ENETRESET, "Network dropped connection on reset"},
+    {ENETUNREACH, "Network is unreachable"},
+    {ENOBUFS, "No buffer space available"},
+    {ENODATA, "No data available"},
+    {ENOLINK, "Link has been severed"},
+    {ENOMSG, "No message of desired type"},
+    {ENOPROTOOPT, "Protocol not available"},
+    {ENOSR, "Out of streams resources"},
+    {ENOSTR, "Device not a stream"},
+    {ENOTCONN, "Transport endpoint is not connected"},
+    {ENOTRECOVERABLE, "State not recoverable"},
+    {ENOTSOCK, "Socket operation on non-socket"},
+    {ENOTSUP, "Operation not supported"},
+    {EOPNOTSUPP, "Operation not supported"},
+    {EOVERFLOW, "Value too large for defined data type"},
+    {EOWNERDEAD, "Owner died"},
+    {EPROTO, "Protocol error"},
+    {EPROTONOSUPPORT, "Protocol not supported"},
+    {EPROTOTYPE, "Protocol wrong type for socket"},
+    {ETIME, "Timer expired"},
+    {ETIMEDOUT, "Connection timed out"},
+    {ETXTBSY, "Text file busy"},
+    {EWOULDBLOCK, "Resource temporarily unavailable"},
+};
+#endif
+
+const char *compat_strerror(int e) {
+#ifdef _WIN32
+  for (size_t i = 0; i < sizeof posix_texts / sizeof posix_texts[0]; i++)
+    if (posix_texts[i].e == e) return posix_texts[i].text;
+#endif
+  return strerror(e);
+}
+
+int compat_sock_errno(void) {
+#ifdef _WIN32
+  return errno_of_wsa(WSAGetLastError());
+#else
+  return errno;
+#endif
+}
+
+/* ---- sockets ---- */
+
+#ifdef _WIN32
+static INIT_ONCE net_once = INIT_ONCE_STATIC_INIT;
+static int net_rc;
+
+static BOOL CALLBACK net_start(PINIT_ONCE once, PVOID param, PVOID *ctx) {
+  (void)once;
+  (void)param;
+  (void)ctx;
+  WSADATA d;
+  /* WSAStartup returns its error rather than setting WSAGetLastError's. */
+  int rc = WSAStartup(MAKEWORD(2, 2), &d);
+  net_rc = rc ? -errno_of_wsa(rc) : 0;
+  return TRUE;
+}
+#endif
+
+int compat_net_init(void) {
+#ifdef _WIN32
+  InitOnceExecuteOnce(&net_once, net_start, NULL, NULL);
+  return net_rc;
+#else
+  return 0;
+#endif
+}
+
+int compat_sock_stream(evutil_socket_t *out, int family) {
+  int rc = compat_net_init();
+  if (rc < 0) return rc;
+#if defined(_WIN32)
+  /* Not inherited by the processes this one starts (sockets are, by default). */
+  SOCKET s =
+      WSASocketW(family, SOCK_STREAM, 0, NULL, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET) return -compat_sock_errno();
+  evutil_socket_t fd = (evutil_socket_t)s;
+  if (evutil_make_socket_nonblocking(fd) < 0) {
+    rc = -compat_sock_errno();
+    evutil_closesocket(fd);
+    return rc;
+  }
+#elif defined(SOCK_NONBLOCK)
+  /* Linux and the BSDs: one call. */
+  evutil_socket_t fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+#else
+  evutil_socket_t fd = socket(family, SOCK_STREAM, 0);
+  if (fd < 0) return -errno;
+  if (evutil_make_socket_nonblocking(fd) < 0 || evutil_make_socket_closeonexec(fd) < 0) {
+    rc = -errno;
+    evutil_closesocket(fd);
+    return rc;
+  }
+#endif
+#ifdef SO_NOSIGPIPE
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  *out = fd;
+  return 0;
+}
+
+int compat_sock_connect(evutil_socket_t fd, const struct sockaddr *sa, socklen_t salen) {
+  if (connect(fd, sa, salen) == 0) return 0;
+  int e = compat_sock_errno();
+#ifdef _WIN32
+  /* What winsock says of a non-blocking connect under way. */
+  if (e == EAGAIN) e = EINPROGRESS;
+#endif
+  return -e;
+}
+
+int compat_sock_pending_error(evutil_socket_t fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, (void *)&err, &len) < 0) return compat_sock_errno();
+#ifdef _WIN32
+  return errno_of_wsa(err);
+#else
+  return err;
+#endif
+}
+
+ssize_t compat_sock_read(evutil_socket_t fd, void *buf, size_t len) {
+#ifdef _WIN32
+  int n = recv(fd, buf, len > INT_MAX ? INT_MAX : (int)len, 0);
+#else
+  ssize_t n = read(fd, buf, len);
+#endif
+  return n >= 0 ? n : -compat_sock_errno();
+}
+
+void compat_sock_shutdown_write(evutil_socket_t fd) {
+#ifdef _WIN32
+  shutdown(fd, SD_SEND);
+#else
+  shutdown(fd, SHUT_WR);
+#endif
+}
+
+int compat_sock_peer_user(long *uid, char *name, size_t len, evutil_socket_t fd) {
+#ifdef _WIN32
+  (void)uid;
+  (void)name;
+  (void)len;
+  (void)fd;
+  return -ENOTSUP;
+#else
+#ifdef __linux__
+  struct ucred cred;
+  socklen_t clen = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) return -errno;
+  uid_t id = cred.uid;
+#else
+  uid_t id;
+  gid_t gid;
+  if (getpeereid(fd, &id, &gid) != 0) return -errno;
+#endif
+  struct passwd pw, *found = NULL;
+  char buf[1024];
+  if (getpwuid_r(id, &pw, buf, sizeof buf, &found) == 0 && found)
+    snprintf(name, len, "%s", pw.pw_name);
+  else if (len)
+    name[0] = '\0';
+  *uid = (long)id;
+  return 0;
+#endif
+}
+
+/* ---- randomness ---- */
+
+int compat_random(void *buf, size_t len) {
+  if (len > 256) return -EINVAL;
+#if defined(__linux__)
+  ssize_t n = getrandom(buf, len, 0);
+  return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+#elif defined(_WIN32)
+  return BCRYPT_SUCCESS(BCryptGenRandom(NULL, buf, (ULONG)len, BCRYPT_USE_SYSTEM_PREFERRED_RNG))
+             ? 0
+             : -EIO;
+#else
+  return getentropy(buf, len) == 0 ? 0 : -errno;
+#endif
+}
+
+/* ---- waking an event loop up ---- */
+
+struct compat_wakeup {
+  /* The end watched and the end written to: one eventfd on Linux, so both the same. */
+  evutil_socket_t rd, wr;
+};
+
+int compat_wakeup_new(compat_wakeup **out) {
+  compat_wakeup *w = malloc(sizeof *w);
+  if (!w) return -ENOMEM;
+  int rc = 0;
+#if defined(__linux__)
+  w->rd = w->wr = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (w->rd < 0) rc = -errno;
+#else
+  evutil_socket_t fds[2];
+#ifdef _WIN32
+  rc = compat_net_init();
+  if (rc == 0 && evutil_socketpair(AF_INET, SOCK_STREAM, 0, fds) < 0) rc = -compat_sock_errno();
+#else
+  if (pipe(fds) < 0) rc = -errno;
+#endif
+  if (rc == 0) {
+    w->rd = fds[0];
+    w->wr = fds[1];
+    if (evutil_make_socket_nonblocking(w->rd) < 0 || evutil_make_socket_nonblocking(w->wr) < 0 ||
+        evutil_make_socket_closeonexec(w->rd) < 0 || evutil_make_socket_closeonexec(w->wr) < 0) {
+      rc = -compat_sock_errno();
+      compat_wakeup_free(w);
+      return rc;
+    }
+  }
+#endif
+  if (rc < 0) {
+    free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+void compat_wakeup_free(compat_wakeup *w) {
+  if (!w) return;
+#ifdef __linux__
+  close(w->rd);
+#else
+  evutil_closesocket(w->rd);
+  evutil_closesocket(w->wr);
+#endif
+  free(w);
+}
+
+evutil_socket_t compat_wakeup_fd(const compat_wakeup *w) { return w->rd; }
+
+void compat_wakeup_signal(compat_wakeup *w) {
+  /* A signal handler's errno must survive it. A full counter or buffer (EAGAIN) is moot:
+   * the wakeup is pending anyway. */
+  int saved = errno;
+#if defined(__linux__)
+  static const uint64_t one = 1;
+  ssize_t n = write(w->wr, &one, sizeof one);
+#elif defined(_WIN32)
+  int saved_wsa = WSAGetLastError();
+  int n = send(w->wr, "", 1, 0);
+  WSASetLastError(saved_wsa);
+#else
+  ssize_t n = write(w->wr, "", 1);
+#endif
+  (void)n;
+  errno = saved;
+}
+
+int compat_wakeup_take(compat_wakeup *w) {
+#ifdef __linux__
+  eventfd_t n;
+  return eventfd_read(w->rd, &n) == 0;
+#else
+  char buf[64];
+  int got = 0;
+  while (compat_sock_read(w->rd, buf, sizeof buf) > 0) got = 1;
+  return got;
+#endif
+}
+
+/* ---- SIGPIPE ---- */
+
+void compat_sigpipe_block(compat_sigpipe *g) {
+#if defined(_WIN32) || defined(SO_NOSIGPIPE)
+  (void)g;
+#else
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+#endif
+}
+
+void compat_sigpipe_restore(const compat_sigpipe *g) {
+#if defined(_WIN32) || defined(SO_NOSIGPIPE)
+  (void)g;
+#else
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+    const struct timespec zero = {0, 0};
+    sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+#endif
+}

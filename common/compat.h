@@ -1,0 +1,172 @@
+/* compat: what differs between the systems common/ and the client library run on, in one
+ * place, so that the rest reads the same everywhere:
+ *
+ *   Linux    the reference: every helper does here what the code did before it existed,
+ *            with the same system calls (eventfd, SO_PEERCRED, getrandom, read(2)...);
+ *   POSIX    other POSIX systems (macOS, the BSDs; not built by the project): a fallback
+ *            where Linux has its own call (getpeereid, a pipe, getentropy, SO_NOSIGPIPE);
+ *   Windows  mingw-w64 (docs/windows.md): winsock sockets, whose errors are mapped to the
+ *            errno values the rest of the code tests and prints, AF_UNIX from afunix.h
+ *            (Windows 10), no SIGPIPE, no user names for socket peers.
+ *
+ * It also includes the system's socket headers: a file that uses sockets includes this
+ * instead of <sys/socket.h> and friends. The server's own Linux-only code (cgroups,
+ * pidfds, inotify) does not come here: docs/portability.md says what is Linux-only. */
+#ifndef PRISMQ_COMPAT_H
+#define PRISMQ_COMPAT_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+/* After winsock2.h: the AF_UNIX socket address of Windows 10. */
+#include <afunix.h>
+#else
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#endif
+
+#include <event2/util.h>
+
+/* Whether unix sockets in the abstract namespace (no file) exist: Linux's alone. */
+#ifdef __linux__
+#define COMPAT_HAVE_ABSTRACT_UNIX 1
+#else
+#define COMPAT_HAVE_ABSTRACT_UNIX 0
+#endif
+
+/* ---- the C library ---- */
+
+/* The format attribute of a printf-like function. GCC's "printf" means the C library's
+ * formats, on mingw-w64 Microsoft's (no %zu); our printf there is mingw-w64's own
+ * (__USE_MINGW_ANSI_STDIO, which _GNU_SOURCE turns on), with C99's: gnu_printf. */
+#ifdef __MINGW_PRINTF_FORMAT
+#define COMPAT_PRINTF(fmt, first) __attribute__((format(__MINGW_PRINTF_FORMAT, fmt, first)))
+#else
+#define COMPAT_PRINTF(fmt, first) __attribute__((format(printf, fmt, first)))
+#endif
+
+/* stdio under one lock taken by the caller (flockfile, then the _unlocked calls: pbjson).
+ * fputs_unlocked and fwrite_unlocked are glibc's; elsewhere the locked calls, whose lock
+ * nests in the caller's. Windows names the lock _lock_file and has no putc_unlocked. */
+#ifdef _WIN32
+#define flockfile     _lock_file
+#define funlockfile   _unlock_file
+#define putc_unlocked putc
+#endif
+#ifndef __GLIBC__
+#define fputs_unlocked  fputs
+#define fwrite_unlocked fwrite
+#endif
+
+/* ---- sockets ---- */
+
+/* Makes sockets usable in this process: on Windows, winsock's WSAStartup, once for the
+ * process (and never undone: the process's end does); elsewhere nothing. Safe from any
+ * thread. Returns 0, or a negative errno (winsock unusable). Whatever opens a socket or
+ * resolves a name here calls it first; a program that makes its own sockets calls it too. */
+int compat_net_init(void);
+
+/* The errno value of the last socket call of this thread that failed (errno; on Windows
+ * WSAGetLastError mapped: WSAEWOULDBLOCK is EAGAIN, WSAECONNREFUSED ECONNREFUSED...,
+ * anything unknown EIO). What libevent's own socket calls (evbuffer_write) leave too. */
+int compat_sock_errno(void);
+
+/* Opens a stream socket of `family` (AF_INET, AF_INET6, AF_UNIX), non-blocking and closed
+ * on exec; where the system has SO_NOSIGPIPE, writes to it never raise SIGPIPE. Returns 0
+ * and sets *out (close it with evutil_closesocket), or a negative errno. */
+int compat_sock_stream(evutil_socket_t *out, int family);
+
+/* Starts connecting non-blocking socket fd to sa. Returns 0 (connected at once),
+ * -EINPROGRESS (the socket turns writable once it is done: compat_sock_pending_error then
+ * says how it went), or another negative errno. */
+int compat_sock_connect(evutil_socket_t fd, const struct sockaddr *sa, socklen_t salen);
+
+/* The error a non-blocking connect of fd ended with (SO_ERROR) as an errno value, 0 if
+ * none. */
+int compat_sock_pending_error(evutil_socket_t fd);
+
+/* Reads up to len bytes from socket fd (read(2); recv on Windows). Returns the count, 0 at
+ * the end of the stream, or a negative errno (-EAGAIN: nothing there now). */
+ssize_t compat_sock_read(evutil_socket_t fd, void *buf, size_t len);
+
+/* Ends the sending direction of socket fd (shutdown SHUT_WR / SD_SEND). */
+void compat_sock_shutdown_write(evutil_socket_t fd);
+
+/* The peer of unix socket fd: its uid into *uid and its user name into name (len bytes,
+ * truncated; "" for a uid without one). SO_PEERCRED on Linux, getpeereid elsewhere.
+ * Returns 0, -ENOTSUP where a peer's user cannot be known (Windows), or another negative
+ * errno (*uid and name untouched). */
+int compat_sock_peer_user(long *uid, char *name, size_t len, evutil_socket_t fd);
+
+/* ---- errors ---- */
+
+/* strerror(e), where the C library has no text for e (Windows' has none for the POSIX
+ * networking values: ECONNREFUSED...) glibc's text, so that messages read the same on
+ * every system. A static string. */
+const char *compat_strerror(int e);
+
+/* ---- randomness ---- */
+
+/* Fills buf with len bytes (at most 256) from the system's random source: getrandom on
+ * Linux, getentropy elsewhere, BCryptGenRandom on Windows. Returns 0 or a negative
+ * errno. */
+int compat_random(void *buf, size_t len);
+
+/* ---- waking an event loop up ---- */
+
+/* A descriptor an event loop watches (EV_READ) that becomes readable once
+ * compat_wakeup_signal is called, from any thread or a signal handler (a Ctrl-C handler
+ * on Windows): an eventfd on Linux, a pipe on other POSIX systems, a loopback socket
+ * pair on Windows (where an event loop watches sockets only). */
+typedef struct compat_wakeup compat_wakeup;
+
+/* Returns 0 and sets *out (free with compat_wakeup_free), or a negative errno. */
+int compat_wakeup_new(compat_wakeup **out);
+
+/* Frees w and closes its descriptors. Accepts NULL. */
+void compat_wakeup_free(compat_wakeup *w);
+
+/* The descriptor to watch for EV_READ. */
+evutil_socket_t compat_wakeup_fd(const compat_wakeup *w);
+
+/* Makes w's descriptor readable until the next compat_wakeup_take. Async-signal-safe;
+ * keeps errno. */
+void compat_wakeup_signal(compat_wakeup *w);
+
+/* Returns 1 if w was signalled since the last take (and makes it unreadable again), else
+ * 0. Never blocks. */
+int compat_wakeup_take(compat_wakeup *w);
+
+/* ---- SIGPIPE ---- */
+
+/* While a library call writes to sockets in the caller's thread: SIGPIPE blocked there,
+ * so that a write to a connection the peer has closed fails with EPIPE instead of killing
+ * the program, and a SIGPIPE that became pending meanwhile (ours) discarded unless one was
+ * pending before. The libpq approach: libevent's writes cannot pass MSG_NOSIGNAL, and
+ * changing the process's signal disposition is not a library's call. Nothing where there
+ * is no SIGPIPE (Windows) or where sockets are made without it (SO_NOSIGPIPE). */
+typedef struct compat_sigpipe {
+#if defined(_WIN32) || defined(SO_NOSIGPIPE)
+  char unused;
+#else
+  sigset_t old;
+  int was_pending;
+#endif
+} compat_sigpipe;
+
+/* Blocks SIGPIPE in this thread, remembering the mask in *g. */
+void compat_sigpipe_block(compat_sigpipe *g);
+
+/* Discards a SIGPIPE that came since compat_sigpipe_block(g) and restores the mask. */
+void compat_sigpipe_restore(const compat_sigpipe *g);
+
+#endif
