@@ -363,15 +363,27 @@ int compat_wakeup_take(compat_wakeup *w) {
 
 /* ---- SIGPIPE ---- */
 
+#if !defined(_WIN32) && !defined(SO_NOSIGPIPE)
+static void sigpipe_only(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGPIPE);
+}
+
+/* Whether a SIGPIPE is pending for this thread. */
+static int sigpipe_pending(void) {
+  sigset_t pending;
+  return sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+}
+#endif
+
 void compat_sigpipe_block(compat_sigpipe *g) {
 #if defined(_WIN32) || defined(SO_NOSIGPIPE)
   (void)g;
 #else
-  sigset_t pipe_set, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
+  sigset_t pipe_set;
+  sigpipe_only(&pipe_set);
   pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old);
-  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+  g->was_pending = sigpipe_pending();
 #endif
 }
 
@@ -379,10 +391,9 @@ void compat_sigpipe_restore(const compat_sigpipe *g) {
 #if defined(_WIN32) || defined(SO_NOSIGPIPE)
   (void)g;
 #else
-  sigset_t pipe_set, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+  sigset_t pipe_set;
+  sigpipe_only(&pipe_set);
+  if (!g->was_pending && sigpipe_pending()) {
     const struct timespec zero = {0, 0};
     sigtimedwait(&pipe_set, NULL, &zero);
   }

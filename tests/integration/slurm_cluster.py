@@ -39,7 +39,8 @@ the daemons takes root (SlurmUser=root and slurmd starts jobs as their users).
 Attributes after start(): conf_path, spool_dir (a directory for the jobs' output that
 the jobs and the server share, mode 1777), cpus, node, cluster_name, tmp (the daemons'
 logs: slurmctld.log, slurmd.log, *.out), start_seconds.
-Methods: env() (variables to add to the environment of a child that runs Slurm commands,
+Methods: start_or_skip() (start() for a test class: SkipTest where Slurm is unavailable),
+env() (variables to add to the environment of a child that runs Slurm commands,
 such as prismqd: SLURM_CONF), run(args) (a Slurm command with that environment), sbatch,
 job_state, wait_state, squeue_json, active_jobs, cancel_all, stop.
 
@@ -57,6 +58,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import unittest
 import time
 
 from prismq_testlib import temp_dir
@@ -208,6 +210,14 @@ class SlurmCluster:
     def __exit__(self, exc_type, exc, tb):
         self.stop()
         return False
+
+    def start_or_skip(self):
+        """start() for a test class: unittest.SkipTest, with the reason, where Slurm is
+        unavailable (SlurmUnavailable). Returns self."""
+        try:
+            return self.start()
+        except SlurmUnavailable as e:
+            raise unittest.SkipTest("no Slurm test cluster here: %s" % e) from None
 
     def start(self):
         """Installs, configures and starts the cluster; returns self once the node is

@@ -39,7 +39,7 @@ import grpc
 from prismq_testlib import WAIT, Server, temp_dir
 from runner_common import (CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STDERR, STDOUT,
                            TERMINAL, TIMED_OUT, Client, R, split_final, status_name)
-from slurm_cluster import SlurmCluster, SlurmUnavailable
+from slurm_cluster import SlurmCluster
 
 JOB_WAIT = 30.0      # a job's state change on the cluster, or its run's
 POLL = 0.05
@@ -165,11 +165,7 @@ class SlurmCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.cluster = SlurmCluster()
-        try:
-            cls.cluster.start()
-        except SlurmUnavailable as e:
-            raise unittest.SkipTest(str(e)) from None
+        cls.cluster = SlurmCluster().start_or_skip()
         cls.server = None
         mods = cls.modules(cls.cluster)
         if mods is not None:
