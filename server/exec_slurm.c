@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <search.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,16 +94,17 @@ struct sjob {
   void *arg;
   exec_end end;
   char why[160];
-  unsigned refs;              /* the owner's, plus one per command and delivery in progress */
-  unsigned terminating : 1;   /* exec_terminate was called */
-  unsigned killed : 1;        /* the SIGKILL cancel was sent */
-  unsigned cancel_wanted : 1; /* a cancel to send once the job id is known */
-  unsigned lookup_busy : 1;   /* squeue --name is running for it */
-  unsigned missing : 2;       /* passes in a row squeue did not name it */
-  unsigned vanished : 1;      /* gone from squeue before its end was seen */
-  unsigned kicked : 1;        /* its first output asked for a poll */
-  unsigned in_output : 1;     /* on_output is running */
-  uint64_t poll_gen, seen_gen;
+  unsigned refs;                  /* the owner's, plus one per command and delivery in progress */
+  unsigned terminating : 1;       /* exec_terminate was called */
+  unsigned killed : 1;            /* the SIGKILL cancel was sent */
+  unsigned cancel_wanted : 1;     /* a cancel to send once the job id is known */
+  unsigned lookup_busy : 1;       /* squeue --name is running for it */
+  unsigned missing : 2;           /* passes in a row squeue did not name it */
+  unsigned vanished : 1;          /* gone from squeue before its end was seen */
+  unsigned kicked : 1;            /* its first output asked for a poll */
+  unsigned in_output : 1;         /* on_output is running */
+  uint64_t poll_gen;              /* the pass that last asked squeue for it */
+  uint64_t chunk_gen, seen_chunk; /* the squeue call that asked, and the last that named it */
   struct event *grace_ev;
   struct sjob *prev, *next; /* ex->jobs: every job not freed */
 };
@@ -121,6 +123,7 @@ struct slurm {
   struct cmd *cmds;
   struct event *poll_ev;
   uint64_t gen;      /* of the poll pass in progress */
+  uint64_t chunk;    /* of the last squeue call of a pass (POLL_CHUNK jobs each) */
   int polling;       /* squeue or sacct of a pass in flight */
   int repoll;        /* a pass was asked for while one was in flight */
   struct sjob *reap; /* jobs freed from inside their output: their files go from the loop */
@@ -278,6 +281,7 @@ static void files_drain(struct sjob *j) {
 
 static void deliver_exit(struct sjob *j) {
   files_drain(j);
+  if (!j->on_exit) return; /* freed from its last output */
   job_untrack(j);
   j->phase = P_DONE;
   j->refs++;
@@ -288,6 +292,7 @@ static void deliver_exit(struct sjob *j) {
 static void deliver_fail(struct sjob *j, const char *why) {
   LOG_WARN("Slurm job failed run_id=%s job_id=%s: %s", j->run_id, j->job_id, why);
   files_drain(j);
+  if (!j->on_exit) return; /* freed from its last output */
   job_untrack(j);
   j->phase = P_DONE;
   j->refs++;
@@ -327,6 +332,14 @@ static void acct_line(void *arg, const slurmjob_acct *a) {
   if (!j || j->phase != P_ENDING) return;
   j->end.user_cpu_ms = a->cpu_ms;
   j->end.max_rss_kb = a->max_rss_kb;
+  if (j->vanished && slurmjob_phase(a->state) != SLURMJOB_ENDED) {
+    /* squeue missed it, but it goes on: back to following it (ended_deliver skips it). */
+    j->phase = slurmjob_phase(a->state) == SLURMJOB_RUNNING ? P_RUNNING : P_PENDING;
+    j->vanished = 0;
+    j->missing = 0;
+    j->end.why = NULL;
+    return;
+  }
   if (j->vanished) {
     /* squeue had forgotten it: accounting tells how it ended. */
     j->end.exit_status = a->term_signal ? -1 : a->exit_code;
@@ -373,9 +386,12 @@ static void ended_finish(struct slurm *ex) {
     ended_deliver(ex);
     return;
   }
-  size_t cap = ex->nended * sizeof ex->ended[0]->job_id + 1, o = 0;
+  /* One argument holds at most 128 KiB (MAX_ARG_STRLEN): past POLL_CHUNK jobs ended in
+   * one pass (a mass cancel), the rest end without accounting. */
+  size_t n = ex->nended < POLL_CHUNK ? ex->nended : POLL_CHUNK;
+  size_t cap = n * sizeof ex->ended[0]->job_id + 1, o = 0;
   char *ids = xmalloc(cap);
-  for (size_t i = 0; i < ex->nended; i++)
+  for (size_t i = 0; i < n; i++)
     if (ex->ended[i]->job_id[0])
       o += (size_t)snprintf(ids + o, cap - o, "%s%s", o ? "," : "", ex->ended[i]->job_id);
   const char *argv[] = {ex->progs[SACCT], "-n", "-P", "-j", ids, "-o", SLURMJOB_SACCT_FIELDS, NULL};
@@ -415,9 +431,17 @@ static void state_line(void *arg, const slurmjob_state *st) {
   struct slurm *ex = arg;
   struct sjob *j = find_job(ex, st->job_id);
   if (!j || j->phase == P_ENDING || j->phase == P_DONE) return;
-  j->seen_gen = ex->gen;
+  j->seen_chunk = ex->chunk;
   j->missing = 0;
-  if (st->phase == SLURMJOB_PENDING && j->phase == P_PENDING) {
+  if (st->phase == SLURMJOB_PENDING && j->phase == P_RUNNING) {
+    /* Requeued by Slurm (a node failed, preemption): pending again, on no node. */
+    j->phase = P_PENDING;
+    j->node[0] = '\0';
+    snprintf(j->reason, sizeof j->reason, "%s", st->reason);
+    LOG_INFO("Slurm job pending again run_id=%s job_id=%s reason=%s", j->run_id, j->job_id,
+             j->reason);
+    tell_remote(j);
+  } else if (st->phase == SLURMJOB_PENDING && j->phase == P_PENDING) {
     if (strcmp(j->reason, st->reason) != 0) {
       snprintf(j->reason, sizeof j->reason, "%s", st->reason);
       tell_remote(j);
@@ -438,7 +462,7 @@ static void state_line(void *arg, const slurmjob_state *st) {
 static void missing_check(struct slurm *ex) {
   for (struct sjob *j = ex->jobs, *next; j; j = next) {
     next = j->next;
-    if (j->poll_gen != ex->gen || j->seen_gen == ex->gen) continue;
+    if (j->chunk_gen != ex->chunk || j->seen_chunk == ex->chunk) continue;
     if (j->phase != P_PENDING && j->phase != P_RUNNING) continue;
     if (++j->missing < MISSING_MAX) continue;
     /* sacct may still know how it ended. */
@@ -460,7 +484,9 @@ static void poll_done(struct cmd *c) {
   struct slurm *ex = c->ex;
   /* With none of the ids known any more, squeue fails rather than print nothing. */
   int none = c->exit_status == 1 && c->err.p && strstr(c->err.p, "Invalid job id");
-  if (c->exit_status == 0 || none) {
+  /* An answer cut at CMD_OUT_MAX would make jobs look gone: it counts as a failure. */
+  int cut = c->out.len >= c->out.max;
+  if ((c->exit_status == 0 && !cut) || none) {
     if (ex->warned_squeue) LOG_INFO("squeue answers again");
     ex->warned_squeue = 0;
     if (c->out.len) slurmjob_parse_squeue(c->out.p, c->out.len, state_line, ex);
@@ -486,9 +512,11 @@ static int poll_chunk(struct slurm *ex) {
     if (j->phase != P_PENDING && j->phase != P_RUNNING) continue;
     if (j->phase == P_RUNNING) files_drain(j);
     j->poll_gen = ex->gen;
+    j->chunk_gen = ex->chunk + 1;
     o += (size_t)snprintf(ids + o, cap - o, "%s%s", n++ ? "," : "", j->job_id);
   }
   if (n) {
+    ex->chunk++;
     const char *argv[] = {ex->progs[SQUEUE],      "-h", "--states=all", "-j", ids, "-O",
                           SLURMJOB_SQUEUE_FORMAT, NULL};
     ex->polling = cmd_run(ex, NULL, argv, NULL, poll_done) == 0;
@@ -737,9 +765,22 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg) {
   }
 }
 
+/* A job released while a cancel of it is under way (the server stops): `scancel ID`,
+ * left to run on its own, so that the cancel the client was told of still happens. The
+ * run stays active in the table; the next server sees its job end. */
+static void cancel_detached(struct sjob *j) {
+  const char *argv[] = {j->ex->progs[SCANCEL], j->job_id, NULL};
+  pid_t pid;
+  int rc = posix_spawn(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
+  if (rc != 0)
+    LOG_WARN("cannot cancel the Slurm job %s of run %s: %s", j->job_id, j->run_id, strerror(rc));
+}
+
 static void slurm_job_free(exec_job *jb) {
   struct sjob *j = (struct sjob *)jb;
   struct slurm *ex = j->ex;
+  if (j->terminating && j->job_id[0] && (j->phase == P_PENDING || j->phase == P_RUNNING))
+    cancel_detached(j);
   if (j->grace_ev) event_free(j->grace_ev);
   job_untrack(j);
   if (j->prev)

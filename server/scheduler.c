@@ -225,7 +225,7 @@ int sched_watch_run(sched *s, sched_watch **out, const char *run_id, int events,
   struct srun *r = find_active(s, run_id);
   sched_run *snap = NULL;
   if (r) {
-    int started = r->pb->status != PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED;
+    int started = r->log != NULL; /* a remote run has one once submitted, while QUEUED */
     if ((events & SCHED_EV_STARTED) && started) snap = snapshot(r);
   } else if (runtab_get(s->opts.rt, run_id, &snap) != 0) {
     return -ENOENT;
@@ -716,7 +716,6 @@ static void mark_running(struct srun *r) {
   pb->status = PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_RUNNING;
   pb->started_at_ms = id_now_ms();
   runstats_started(r->s->stats, pb->module_id);
-  if (r->timeout_ms) arm_timeout(r, r->timeout_ms);
 }
 
 /* A remote run's job: submitted, pending for a new reason, or running. */
@@ -729,6 +728,7 @@ static void on_remote(void *arg, const exec_remote *st) {
   set_str(&pb->node, st->node);
   if (st->running && pb->status == PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_QUEUED) {
     mark_running(r);
+    if (r->timeout_ms) arm_timeout(r, r->timeout_ms);
     LOG_INFO("run started run_id=%s module_id=%s job_id=%s node=%s", pb->run_id, pb->module_id,
              pb->job_id, pb->node);
     notify(r, SCHED_EV_STARTED);
@@ -839,8 +839,10 @@ static void start_run(struct srun *r) {
       arm_timeout(r, timeout_left(r));
     LOG_INFO("run handed to Slurm run_id=%s module_id=%s resumed=%d", pb->run_id, pb->module_id,
              (int)r->resume);
+    notify(r, SCHED_EV_STARTED); /* its output log exists: followers may open it */
     return;
   }
+  if (r->timeout_ms) arm_timeout(r, r->timeout_ms);
   LOG_INFO("run started run_id=%s module_id=%s pid=%d", pb->run_id, pb->module_id, pb->pid);
   notify(r, SCHED_EV_STARTED);
 }
@@ -869,6 +871,8 @@ static int slurm_open(sched *s, struct srun *r) {
 
 /* Whether r may start now as far as slots go (resources aside). */
 static int slot_free(const sched *s, const struct srun *r) {
+  /* A job taken up after a restart exists whatever the limits are now. */
+  if (r->resume && r->pb->job_id[0]) return 1;
   uint32_t mmax = r->mod->max_concurrent;
   if (mmax && quota_get(s->running_by_module, r->mod->id) >= mmax) return 0;
   if (r->remote) return s->nremote < s->cfg->slurm.max_jobs;
@@ -891,7 +895,8 @@ static void pump(sched *s) {
     s->repump = 0;
     struct srun *r = s->qhead;
     int local_ok = 1; /* no check of this machine's resources has failed in this scan */
-    while (r && ((local_ok && s->nrunning < s->cfg->limits.max_concurrent) || s->nqueued_remote)) {
+    while (r && ((local_ok && s->nrunning < s->cfg->limits.max_concurrent) ||
+                 (s->nqueued_remote && s->nremote < s->cfg->slurm.max_jobs))) {
       if (!slot_free(s, r) || (!r->remote && !local_ok)) {
         r = r->qnext;
         continue;

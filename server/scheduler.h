@@ -160,7 +160,8 @@ int sched_list(sched *s, const runtab_filter *f, const char *before_run_id, size
 
 /* What a watcher waits for. */
 enum {
-  SCHED_EV_STARTED = 1,  /* the run left QUEUED (to RUNNING or terminal) */
+  SCHED_EV_STARTED = 1,  /* the run left QUEUED (to RUNNING or terminal), or, a remote
+                          * one, was handed to its executor: its output log exists */
   SCHED_EV_TERMINAL = 2, /* the run is terminal and its output log has ended */
 };
 

@@ -45,7 +45,7 @@ typedef Prismq__Runner__V1__Run Run;
 static struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  char dir[64];        /* the fixture's directory; "" watches nothing */
+  char dir[72];        /* the fixture's directory; "" watches nothing */
   pthread_t loop;      /* the loop's thread */
   atomic_int on_loop;  /* removals under dir on the loop's thread */
   atomic_int off_loop; /* ... and on another one */
