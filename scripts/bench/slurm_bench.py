@@ -168,31 +168,6 @@ def pb_stub(srv):
     return protos().runner_pb2_grpc.RunnerStub(grpc.insecure_channel(srv.addr))
 
 
-def reference(cluster, jobs, single):
-    watch = slurm_ref.FirstWrites(cluster.spool_dir)
-    try:
-        started, loop_jobs = {}, []
-        t0 = time.monotonic()
-        for _ in range(jobs):
-            slurm_ref.submit(cluster, started, loop_jobs)
-        loop_s = time.monotonic() - t0
-        slurm_ref.wait_completed(cluster, loop_jobs, 60 + 5 * jobs)
-        all_done = time.monotonic() - t0
-        loop_lat = slurm_ref.latencies(watch, started)
-        single_started = {}
-        for _ in range(single):
-            job = slurm_ref.submit(cluster, single_started, [])
-            slurm_ref.wait_completed(cluster, [job], 60)
-        single_lat = slurm_ref.latencies(watch, single_started)
-    finally:
-        watch.close()
-    return {"loop": {"jobs": jobs, "submit_s": round(loop_s, 3),
-                     "submits_per_s": round(jobs / loop_s, 1),
-                     "first_output_s": slurm_ref.summary(loop_lat),
-                     "all_completed_s": round(all_done, 3)},
-            "single": {"jobs": single, "first_output_s": slurm_ref.summary(single_lat)}}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=50)
@@ -206,7 +181,7 @@ def main():
         print("slurm_bench: no Slurm cluster: %s" % e, file=sys.stderr)
         return 1
     try:
-        ref = reference(cluster, args.jobs, args.single)
+        ref = slurm_ref.measure(cluster, args.jobs, args.single)
         pb = protos()
         with Server(config(cluster.spool_dir), env=cluster.env()) as srv:
             stub = pb_stub(srv)

@@ -122,6 +122,35 @@ def latencies(watch, started):
     return [watch.first[j + ".out"] - started[j] for j in started]
 
 
+def measure(cluster, jobs, single):
+    """The loop and single figures on a started cluster (see the top): a dict with
+    "loop" and "single". Raises RuntimeError when a job does not complete."""
+    watch = FirstWrites(cluster.spool_dir)
+    try:
+        started, loop_jobs = {}, []
+        t0 = time.monotonic()
+        for _ in range(jobs):
+            submit(cluster, started, loop_jobs)
+        loop_s = time.monotonic() - t0
+        wait_completed(cluster, loop_jobs, 60 + 5 * jobs)
+        all_done_s = time.monotonic() - t0
+        loop_lat = latencies(watch, started)
+        single_started = {}
+        for _ in range(single):
+            job = submit(cluster, single_started, [])
+            wait_completed(cluster, [job], 60)
+        single_lat = latencies(watch, single_started)
+    finally:
+        watch.close()
+    return {"loop": {"jobs": jobs, "submit_s": round(loop_s, 3),
+                     "submits_per_s": round(jobs / loop_s, 1),
+                     "first_output_s": summary(loop_lat),
+                     "all_completed_s": round(all_done_s, 3),
+                     "completed_per_s": round(jobs / all_done_s, 2)},
+            "single": {"jobs": single, "first_output_s": summary(single_lat)}
+            if single else None}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=50, help="jobs submitted in the loop (50)")
@@ -135,46 +164,18 @@ def main():
     except SlurmUnavailable as e:
         print("slurm_ref: no Slurm cluster: %s" % e, file=sys.stderr)
         return 1
-    watch = None
     try:
-        watch = FirstWrites(cluster.spool_dir)
         version = cluster.squeue_json()["meta"]["Slurm"]["release"]
-
-        started, loop_jobs = {}, []
-        t0 = time.monotonic()
-        for _ in range(args.jobs):
-            submit(cluster, started, loop_jobs)
-        loop_s = time.monotonic() - t0
-        wait_completed(cluster, loop_jobs, 60 + 5 * args.jobs)
-        all_done_s = time.monotonic() - t0
-        loop_lat = latencies(watch, started)
-
-        single_started, single_jobs = {}, []
-        for _ in range(args.single):
-            job = submit(cluster, single_started, single_jobs)
-            wait_completed(cluster, [job], 60)
-        single_lat = latencies(watch, single_started)
-
-        out = {
-            "bench": "slurm_ref", "slurm": version, "cpus": cluster.cpus,
-            "cluster_start_s": round(cluster.start_seconds, 3),
-            "loop": {"jobs": args.jobs, "submit_s": round(loop_s, 3),
-                     "submits_per_s": round(args.jobs / loop_s, 1),
-                     "first_output_s": summary(loop_lat),
-                     "all_completed_s": round(all_done_s, 3),
-                     "completed_per_s": round(args.jobs / all_done_s, 2)},
-            "single": {"jobs": args.single, "first_output_s": summary(single_lat)}
-            if args.single else None,
-            "watch": "inotify IN_MODIFY",
-        }
+        out = {"bench": "slurm_ref", "slurm": version, "cpus": cluster.cpus,
+               "cluster_start_s": round(cluster.start_seconds, 3)}
+        out.update(measure(cluster, args.jobs, args.single))
+        out["watch"] = "inotify IN_MODIFY"
         print(json.dumps(out))
         return 0
     except RuntimeError as e:
         print("slurm_ref: %s" % e, file=sys.stderr)
         return 1
     finally:
-        if watch is not None:
-            watch.close()
         cluster.stop()
 
 
