@@ -4,6 +4,7 @@
 #include "exec.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,8 @@ int exec_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run, int64_t
 size_t exec_sweep(executor *ex) { return ex->ops->sweep(ex); }
 
 void exec_forget(executor *ex, const Prismq__Runner__V1__Run *run) { ex->ops->forget(ex, run); }
+
+void exec_quiesce(executor *ex, void (*fn)(void *arg), void *arg) { ex->ops->quiesce(ex, fn, arg); }
 
 /* ---- the local executor ---------------------------------------------------------- */
 
@@ -191,9 +194,30 @@ static void local_forget(executor *base, const Prismq__Runner__V1__Run *run) {
   if (run->cgroup[0] && ex->opts.cg) cgroup_remove(ex->opts.cg, run->run_id);
 }
 
-static const exec_ops local_ops = {local_start,    local_terminate,      local_kill,
-                                   local_job_free, local_started_before, local_end_survivors,
-                                   local_sweep,    local_forget,         local_free};
+/* Local jobs are the scheduler's to wait for: nothing of the executor's own runs. */
+struct quiet {
+  void (*fn)(void *arg);
+  void *arg;
+};
+
+static void local_quiesce_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct quiet q = *(struct quiet *)arg;
+  free(arg);
+  q.fn(q.arg);
+}
+
+static void local_quiesce(executor *base, void (*fn)(void *arg), void *arg) {
+  struct local *ex = (struct local *)base;
+  struct quiet *q = xmalloc(sizeof *q);
+  *q = (struct quiet){fn, arg};
+  if (event_base_once(ex->base, -1, EV_TIMEOUT, local_quiesce_cb, q, NULL) != 0) abort();
+}
+
+static const exec_ops local_ops = {
+    local_start,         local_terminate, local_kill,   local_job_free, local_started_before,
+    local_end_survivors, local_sweep,     local_forget, local_quiesce,  local_free};
 
 int exec_local_new(executor **out, struct event_base *base, const exec_local_opts *opts) {
   static const exec_local_opts defaults = EXEC_LOCAL_OPTS_INIT;

@@ -128,6 +128,11 @@ int exec_slurm_new(executor **out, struct event_base *base, const exec_slurm_opt
 /* Frees an executor whose jobs are all freed. Accepts NULL. */
 void exec_free(executor *ex);
 
+/* The server stops: the executor starts no command of its own any more (Slurm: no
+ * poll, no lookup) and calls fn(arg) once, from the loop, when none is under way
+ * (local: at once), so that exec_free leaves no child process behind. */
+void exec_quiesce(executor *ex, void (*fn)(void *arg), void *arg);
+
 /* Starts spec's command. Returns 0 and sets *out (free with exec_job_free; the
  * callbacks fire from the loop), or a negative errno with err (errlen bytes) saying what
  * failed, *out untouched, no callback to come and nothing left running: -ENOENT (no

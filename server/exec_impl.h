@@ -14,6 +14,7 @@ typedef struct exec_ops {
   int (*end_survivors)(executor *ex, const Prismq__Runner__V1__Run *run, int64_t boot_ms);
   size_t (*sweep)(executor *ex);
   void (*forget)(executor *ex, const Prismq__Runner__V1__Run *run);
+  void (*quiesce)(executor *ex, void (*fn)(void *arg), void *arg);
   void (*free)(executor *ex);
 } exec_ops;
 

@@ -127,6 +127,10 @@ struct slurm {
   int polling;       /* squeue or sacct of a pass in flight */
   int repoll;        /* a pass was asked for while one was in flight */
   struct sjob *reap; /* jobs freed from inside their output: their files go from the loop */
+  void (*quiet_fn)(void *arg); /* exec_quiesce's: fires once no command is under way */
+  void *quiet_arg;
+  struct event *quiet_ev;
+  int quiescing; /* no poll or lookup of its own any more */
   struct event *reap_ev;
   int acct;            /* sacct gives accounting: 1 until it says the cluster keeps none */
   int warned_squeue;   /* the last squeue failed (said once per streak) */
@@ -188,6 +192,7 @@ static void cmd_free(struct cmd *c) {
   free(c->err.p);
   if (c->job) job_unref(c->job);
   free(c);
+  if (ex->quiet_fn && !ex->cmds) event_active(ex->quiet_ev, 0, 0);
 }
 
 static void cmd_exit(proc *p, int exit_status, int term_signal, const proc_usage *u, void *arg) {
@@ -250,6 +255,7 @@ static void poll_start(struct slurm *ex);
 
 /* Polls again after the interval (or after `ms`, if sooner than one pending). */
 static void poll_later(struct slurm *ex, uint32_t ms) {
+  if (ex->quiescing) return;
   struct timeval tv = {ms / 1000, (ms % 1000) * 1000}, left;
   if (evtimer_pending(ex->poll_ev, &left)) {
     struct timeval now;
@@ -537,6 +543,7 @@ static void lookup_submit(struct sjob *j);
 /* A poll pass: lookups that failed are tried again, then squeue for every job with an
  * id, POLL_CHUNK at a time. */
 static void poll_start(struct slurm *ex) {
+  if (ex->quiescing) return;
   if (ex->polling) {
     ex->repoll = 1; /* asked for early: another pass right after this one */
     return;
@@ -960,11 +967,13 @@ static void slurm_forget(executor *base, const Prismq__Runner__V1__Run *run) {
 
 static void slurm_free(executor *base) {
   struct slurm *ex = (struct slurm *)base;
+  ex->quiet_fn = NULL;
   while (ex->cmds) cmd_free(ex->cmds);
   for (size_t i = 0; i < ex->nended; i++) job_unref(ex->ended[i]);
   free(ex->ended);
   reap_cb(-1, 0, ex);
   if (ex->reap_ev) event_free(ex->reap_ev);
+  if (ex->quiet_ev) event_free(ex->quiet_ev);
   if (ex->poll_ev) event_free(ex->poll_ev);
   tailf_free(ex->tf);
   for (int i = 0; i < NPROGS; i++) free(ex->progs[i]);
@@ -973,9 +982,27 @@ static void slurm_free(executor *base) {
   free(ex);
 }
 
-static const exec_ops slurm_ops = {slurm_start,    slurm_terminate,      slurm_kill,
-                                   slurm_job_free, slurm_started_before, slurm_end_survivors,
-                                   slurm_sweep,    slurm_forget,         slurm_free};
+static void quiet_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct slurm *ex = arg;
+  void (*fn)(void *) = ex->quiet_fn;
+  ex->quiet_fn = NULL;
+  if (fn && !ex->cmds) fn(ex->quiet_arg);
+}
+
+static void slurm_quiesce(executor *base, void (*fn)(void *arg), void *arg) {
+  struct slurm *ex = (struct slurm *)base;
+  ex->quiescing = 1;
+  evtimer_del(ex->poll_ev);
+  ex->quiet_fn = fn;
+  ex->quiet_arg = arg;
+  if (!ex->cmds) event_active(ex->quiet_ev, 0, 0);
+}
+
+static const exec_ops slurm_ops = {
+    slurm_start,         slurm_terminate, slurm_kill,   slurm_job_free, slurm_started_before,
+    slurm_end_survivors, slurm_sweep,     slurm_forget, slurm_quiesce,  slurm_free};
 
 /* The path of program `name`: in bin_dir, or else the first in the server's PATH. */
 static char *find_prog(const char *bin_dir, const char *name) {
@@ -1028,7 +1055,8 @@ int exec_slurm_new(executor **out, struct event_base *base, const exec_slurm_opt
   }
   ex->poll_ev = evtimer_new(base, poll_cb, ex);
   ex->reap_ev = event_new(base, -1, 0, reap_cb, ex);
-  if (!ex->poll_ev || !ex->reap_ev) abort();
+  ex->quiet_ev = event_new(base, -1, 0, quiet_cb, ex);
+  if (!ex->poll_ev || !ex->reap_ev || !ex->quiet_ev) abort();
   *out = &ex->ex;
   return 0;
 

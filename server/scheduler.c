@@ -104,6 +104,7 @@ struct sched {
   runstats *stats;       /* NULL without opts.metrics */
   executor *ex;          /* where runs run (exec.h): this machine */
   executor *slurm;       /* where remote runs run: made at the first (exec_slurm_new) */
+  int slurm_busy;        /* after sched_shutdown: its commands are still under way */
 };
 
 static const char *status_name(int st) {
@@ -362,7 +363,7 @@ static void activate(sched *s, struct srun *r) {
 
 /* After sched_shutdown: tells the caller once no run is running (queued runs stay). */
 static void maybe_idle(sched *s) {
-  if (s->stopping && s->on_idle && s->nrunning == 0) {
+  if (s->stopping && s->on_idle && s->nrunning == 0 && !s->slurm_busy) {
     void (*fn)(void *) = s->on_idle;
     s->on_idle = NULL;
     fn(s->idle_arg);
@@ -1263,11 +1264,23 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg) {
   cancel_running(s);
 }
 
+/* The Slurm executor's last commands have ended (exec_quiesce). */
+static void slurm_quiet(void *arg) {
+  sched *s = arg;
+  s->slurm_busy = 0;
+  maybe_idle(s);
+}
+
 void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle)(void *arg),
                     void *arg) {
   s->stopping = 1;
   s->on_idle = on_idle;
   s->idle_arg = arg;
+  if (s->slurm) {
+    /* Its jobs go on; its own commands (a poll, an sbatch) end before the server does. */
+    s->slurm_busy = 1;
+    exec_quiesce(s->slurm, slurm_quiet, s);
+  }
   if (s->nqueued)
     LOG_INFO("shutdown: queued runs stay queued for the next start count=%zu", s->nqueued);
   if (cancel_runs || !grace_ms) {
