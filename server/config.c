@@ -1131,6 +1131,41 @@ static int check_slurm_module(const loader *ld, const char *what, const config_m
   return 0;
 }
 
+/* modules[idx]'s id (required, unique), name (default: the id) and description. */
+static int load_module_names(const loader *ld, const char *what, config *c, size_t idx,
+                             const yaml_node_t *id, const yaml_node_t *name,
+                             const yaml_node_t *desc) {
+  config_module *m = &c->modules[idx];
+  char path[96];
+  int rc;
+
+  snprintf(path, sizeof path, "%s.id", what);
+  if ((rc = get_str(ld, id, path, 1, &m->id)) < 0) return rc;
+  if (!valid_module_id(m->id))
+    return fail_at(ld, id, "%s \"%s\" must match ^[A-Za-z0-9_.-]{1,64}$", path, m->id);
+  for (size_t j = 0; j < idx; j++)
+    if (!strcmp(c->modules[j].id, m->id))
+      return fail_at(ld, id, "%s: duplicate module id \"%s\" (also modules[%zu].id)", path, m->id,
+                     j);
+  snprintf(path, sizeof path, "%s.name", what);
+  if (name && (rc = get_str(ld, name, path, 1, &m->name)) < 0) return rc;
+  if (!m->name) m->name = xstrdup(m->id);
+  snprintf(path, sizeof path, "%s.description", what);
+  if (desc && (rc = get_str(ld, desc, path, 0, &m->description)) < 0) return rc;
+  if (!m->description) m->description = xstrdup("");
+  return 0;
+}
+
+/* modules[i].pass_parameters (node pn): none or flags. */
+static int load_pass(const loader *ld, const yaml_node_t *pn, const char *what, config_module *m) {
+  const char *s = pn->type == YAML_SCALAR_NODE ? (const char *)pn->data.scalar.value : "";
+
+  if (strcmp(s, "none") && strcmp(s, "flags"))
+    return fail_at(ld, pn, "%s.pass_parameters must be none or flags", what);
+  m->pass_flags = !strcmp(s, "flags");
+  return 0;
+}
+
 static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t idx) {
   static const char *const keys[] = {"id",
                                      "name",
@@ -1186,21 +1221,7 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
   if (!v[ID]) return fail_at(ld, n, "%s: missing required key \"id\"", what);
   if (!v[ARGV]) return fail_at(ld, n, "%s: missing required key \"argv\"", what);
 
-  snprintf(path, sizeof path, "%s.id", what);
-  if ((rc = get_str(ld, v[ID], path, 1, &m->id)) < 0) return rc;
-  if (!valid_module_id(m->id))
-    return fail_at(ld, v[ID], "%s \"%s\" must match ^[A-Za-z0-9_.-]{1,64}$", path, m->id);
-  for (size_t j = 0; j < idx; j++)
-    if (!strcmp(c->modules[j].id, m->id))
-      return fail_at(ld, v[ID], "%s: duplicate module id \"%s\" (also modules[%zu].id)", path,
-                     m->id, j);
-
-  snprintf(path, sizeof path, "%s.name", what);
-  if (v[NAME] && (rc = get_str(ld, v[NAME], path, 1, &m->name)) < 0) return rc;
-  if (!m->name) m->name = xstrdup(m->id);
-  snprintf(path, sizeof path, "%s.description", what);
-  if (v[DESCRIPTION] && (rc = get_str(ld, v[DESCRIPTION], path, 0, &m->description)) < 0) return rc;
-  if (!m->description) m->description = xstrdup("");
+  if ((rc = load_module_names(ld, what, c, idx, v[ID], v[NAME], v[DESCRIPTION])) < 0) return rc;
   if ((rc = load_module_meta(ld, what, m, v + CATEGORY)) < 0) return rc;
 
   /* Parameters first: the argv and cwd templates are checked against them. */
@@ -1216,14 +1237,7 @@ static int load_module(const loader *ld, const yaml_node_t *n, config *c, size_t
     return rc;
   if (v[PROGRESS] && (rc = load_progress(ld, v[PROGRESS], what, m)) < 0) return rc;
   if (v[PARAMS] && (rc = check_secret_fds(ld, v[PARAMS], what, m)) < 0) return rc;
-  if (v[PASS]) {
-    const yaml_node_t *pn = v[PASS];
-    const char *s = pn->type == YAML_SCALAR_NODE ? (const char *)pn->data.scalar.value : "";
-
-    if (strcmp(s, "none") && strcmp(s, "flags"))
-      return fail_at(ld, pn, "%s.pass_parameters must be none or flags", what);
-    m->pass_flags = !strcmp(s, "flags");
-  }
+  if (v[PASS] && (rc = load_pass(ld, v[PASS], what, m)) < 0) return rc;
   if ((rc = load_executor(ld, what, c, m, v[EXECUTOR], v[SLURM])) < 0) return rc;
   return check_slurm_module(ld, what, m, v[MEMMAX], v[CPUMAX], v[PARAMS]);
 }

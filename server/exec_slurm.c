@@ -1004,22 +1004,13 @@ static const exec_ops slurm_ops = {
     slurm_start,         slurm_terminate, slurm_kill,   slurm_job_free, slurm_started_before,
     slurm_end_survivors, slurm_sweep,     slurm_forget, slurm_quiesce,  slurm_free};
 
-/* The path of program `name`: in bin_dir, or else the first in the server's PATH. */
+/* The path of program `name`: in bin_dir, or else as proc_spawn would find it in the
+ * server's PATH. */
 static char *find_prog(const char *bin_dir, const char *name) {
-  char path[PATH_MAX];
-  if (bin_dir) {
-    snprintf(path, sizeof path, "%s/%s", bin_dir, name);
-    return access(path, X_OK) == 0 ? xstrdup(path) : NULL;
-  }
-  const char *p = getenv("PATH");
-  if (!p) p = "/usr/local/bin:/usr/bin:/bin";
-  while (*p) {
-    size_t n = strcspn(p, ":");
-    snprintf(path, sizeof path, "%.*s/%s", (int)n, n ? p : ".", name);
-    if (access(path, X_OK) == 0) return xstrdup(path);
-    p += n + (p[n] == ':');
-  }
-  return NULL;
+  char file[PATH_MAX], path[PATH_MAX];
+  snprintf(file, sizeof file, "%s%s%s", bin_dir ? bin_dir : "", bin_dir ? "/" : "", name);
+  return proc_resolve(path, sizeof path, file, (const char *const *)environ) == 0 ? xstrdup(path)
+                                                                                  : NULL;
 }
 
 int exec_slurm_new(executor **out, struct event_base *base, const exec_slurm_opts *opts, char *err,

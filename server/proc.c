@@ -314,6 +314,10 @@ static int resolve(char *out, size_t cap, int dirfd, const char *file, const cha
   return rc;
 }
 
+int proc_resolve(char *out, size_t cap, const char *file, const char *const *envp) {
+  return resolve(out, cap, AT_FDCWD, file, envp);
+}
+
 /* The child's set-up, run by posix_spawn between fork and exec. Order matters: the
  * chdir needs cwd_fd before closefrom, and the pipes are placed before /dev/null is
  * opened on 0 in case a pipe end got a low number. Pipe s goes to descriptor s + 1. */

@@ -157,6 +157,12 @@ int proc_kill(proc *p, int sig);
 /* The pid of the main process, which is also the process group id. */
 pid_t proc_pid(const proc *p);
 
+/* Finds the file proc_spawn would execute for `file` (an argv[0]) in the PATH of
+ * `envp` (NULL-terminated; "/bin:/usr/bin" without a PATH), relative names from the
+ * current directory, into out (cap bytes). Returns 0, -ENOENT, -EACCES (found, not an
+ * executable regular file) or -ENAMETOOLONG. */
+int proc_resolve(char *out, size_t cap, const char *file, const char *const *envp);
+
 /* The start time of process `pid` in clock ticks after boot (/proc/PID/stat field 22):
  * with the pid it names one process, as a pid alone may have been reused. Returns 0
  * and sets *out, -ESRCH if there is no such process or it has exited (a zombie), or

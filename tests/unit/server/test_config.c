@@ -517,12 +517,12 @@ static void assert_no_slurm_job(const config_module *m) {
 
 /* The slurm section and the modules' executor and slurm keys (their errors are in
  * errors[]). */
-static void test_slurm(void **state) {
+/* Defaults, also without a slurm section; a module runs locally. */
+static void test_slurm_defaults(void **state) {
   (void)state;
   config *c = load_ok("modules:\n  - {id: a, argv: [x]}\n");
   const config_module *m = &c->modules[0];
 
-  /* Defaults, also without a slurm section; a module runs locally. */
   assert_null(c->slurm.spool_dir);
   assert_int_equal(c->slurm.poll_interval_ms, 1000);
   assert_int_equal(c->slurm.max_jobs, 1000);
@@ -536,8 +536,12 @@ static void test_slurm(void **state) {
   assert_int_equal(c->slurm.max_jobs, 1000);
   assert_null(c->slurm.bin_dir);
   config_free(c);
+}
 
-  c = load_ok(
+/* A whole slurm section and modules of either executor. */
+static void test_slurm_full(void **state) {
+  (void)state;
+  config *c = load_ok(
       "slurm:\n"
       "  spool_dir: /srv/prismq/spool\n"
       "  poll_interval: 2s\n"
@@ -570,7 +574,7 @@ static void test_slurm(void **state) {
   assert_int_equal(c->slurm.poll_interval_ms, 2000);
   assert_int_equal(c->slurm.max_jobs, 50);
   assert_string_equal(c->slurm.bin_dir, "/opt/slurm/bin");
-  m = &c->modules[0];
+  const config_module *m = &c->modules[0];
   assert_int_equal(m->executor, CONFIG_EXEC_SLURM);
   assert_string_equal(m->slurm.partition, "gpu");
   assert_string_equal(m->slurm.account, "physics");
@@ -597,8 +601,11 @@ static void test_slurm(void **state) {
   assert_int_equal(m->executor, CONFIG_EXEC_SLURM);
   assert_no_slurm_job(m);
   config_free(c);
+}
 
-  /* Each value at and near its bounds. */
+/* Each value at and near its bounds. */
+static void test_slurm_bounds(void **state) {
+  (void)state;
   static const struct {
     const char *fmt, *v;
     uint32_t want; /* the value loaded; for memory, its length */
@@ -623,15 +630,18 @@ static void test_slurm(void **state) {
     uint32_t got;
 
     snprintf(yaml, sizeof yaml, values[i].fmt, values[i].v);
-    c = load_ok(yaml);
+    config *c = load_ok(yaml);
     got = values[i].field == 0   ? c->modules[0].slurm.time_limit_min
           : values[i].field == 1 ? (uint32_t)strlen(c->modules[0].slurm.memory)
                                  : c->slurm.poll_interval_ms;
     if (got != values[i].want) fail_msg("case %s: %u, want %u", values[i].v, got, values[i].want);
     config_free(c);
   }
+}
 
-  /* sbatch arguments that leave alone what prismqd sets (the refused ones: errors[]). */
+/* sbatch arguments that leave alone what prismqd sets (the refused ones: errors[]). */
+static void test_slurm_sbatch_args(void **state) {
+  (void)state;
   static const char *const fine[] = {
       "--constraint=fast", "--gres=gpu:1", "--time-min=5", "--exclusive", "--exclude=n1",
       "--partition=debug", "-c4",          "-pdebug",      "-H",          "-N1",
@@ -640,7 +650,7 @@ static void test_slurm(void **state) {
     char yaml[256];
 
     snprintf(yaml, sizeof yaml, SLURM_MOD("slurm: {sbatch_args: [\"%s\"]}"), fine[i]);
-    c = load_ok(yaml);
+    config *c = load_ok(yaml);
     assert_int_equal(c->modules[0].slurm.nsbatch_args, 1);
     assert_string_equal(c->modules[0].slurm.sbatch_args[0], fine[i]);
     config_free(c);
@@ -1628,7 +1638,10 @@ int main(void) {
       cmocka_unit_test(test_authz_rules),
       cmocka_unit_test(test_default_config),
       cmocka_unit_test(test_default_config_values),
-      cmocka_unit_test(test_slurm),
+      cmocka_unit_test(test_slurm_defaults),
+      cmocka_unit_test(test_slurm_full),
+      cmocka_unit_test(test_slurm_bounds),
+      cmocka_unit_test(test_slurm_sbatch_args),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_error_buffer),
       cmocka_unit_test(test_load_file),
