@@ -11,13 +11,276 @@
 #include <windows.h>
 /* After windows.h, which it needs. */
 #include <bcrypt.h>
+#include <direct.h>
+#include <io.h>
+#include <signal.h>
+#include <sys/stat.h>
 #else
+#include <fnmatch.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 #ifdef __linux__
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#endif
+
+/* ---- the C library ---- */
+
+struct timeval compat_timeval_ms(uint64_t ms) {
+  struct timeval tv;
+  tv.tv_sec = (long)(ms / 1000);
+  tv.tv_usec = (long)(ms % 1000) * 1000;
+  return tv;
+}
+
+#ifdef _WIN32
+ssize_t compat_pread(int fd, void *buf, size_t len, uint64_t off) {
+  HANDLE h = (HANDLE)_get_osfhandle(fd);
+  OVERLAPPED o = {0};
+  o.Offset = (DWORD)off;
+  o.OffsetHigh = (DWORD)(off >> 32);
+  DWORD got = 0, want = len > 0x40000000u ? 0x40000000u : (DWORD)len;
+  if (h == INVALID_HANDLE_VALUE) {
+    errno = EBADF;
+    return -1;
+  }
+  if (!ReadFile(h, buf, want, &got, &o)) {
+    if (GetLastError() == ERROR_HANDLE_EOF) return 0;
+    errno = EIO;
+    return -1;
+  }
+  return (ssize_t)got;
+}
+
+ssize_t compat_writev(int fd, const struct iovec *v, int n) {
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += v[i].iov_len;
+  char *buf = malloc(total ? total : 1);
+  if (!buf) {
+    errno = ENOMEM;
+    return -1;
+  }
+  size_t o = 0;
+  for (int i = 0; i < n; i++) {
+    memcpy(buf + o, v[i].iov_base, v[i].iov_len);
+    o += v[i].iov_len;
+  }
+  int w = _write(fd, buf, (unsigned)total);
+  free(buf);
+  return w;
+}
+#endif
+
+int compat_mkdir(const char *path, unsigned mode) {
+#ifdef _WIN32
+  (void)mode;
+  return _mkdir(path);
+#else
+  return mkdir(path, (mode_t)mode);
+#endif
+}
+
+#ifdef _WIN32
+/* The bracket expression at p (just after its '['), against c. Returns the position after
+ * its ']' and sets *hit, or NULL when it has no ']' (then '[' is an ordinary character). */
+static const char *bracket(const char *p, unsigned char c, int *hit) {
+  int neg = *p == '!' || *p == '^', in = 0;
+  if (neg) p++;
+  const char *start = p;
+  while (*p && (*p != ']' || p == start)) {
+    unsigned char lo = (unsigned char)*p++, hi = lo;
+    if (lo == '\\' && *p) lo = hi = (unsigned char)*p++;
+    if (*p == '-' && p[1] && p[1] != ']') {
+      hi = (unsigned char)p[1];
+      p += 2;
+      if (hi == '\\' && *p) hi = (unsigned char)*p++;
+    }
+    if (c >= lo && c <= hi) in = 1;
+  }
+  if (*p != ']') return NULL;
+  *hit = in != neg;
+  return p + 1;
+}
+
+/* Backtracking over the last '*' only: each '*' takes the shortest run that lets the rest
+ * match, which is linear per '*' (the classic glob match). */
+int compat_fnmatch(const char *glob, const char *s) {
+  const char *star = NULL, *star_s = NULL;
+  while (*s) {
+    int hit = 0;
+    const char *next = NULL;
+    if (*glob == '*') {
+      star = ++glob;
+      star_s = s;
+      continue;
+    }
+    if (*glob == '?') {
+      next = glob + 1;
+    } else if (*glob == '[' && (next = bracket(glob + 1, (unsigned char)*s, &hit)) != NULL) {
+      if (!hit) next = NULL;
+    } else {
+      const char *g = glob;
+      if (*g == '\\' && g[1]) g++;
+      if (*g && *g == *s) next = g + 1;
+    }
+    if (next) {
+      glob = next;
+      s++;
+    } else if (star) {
+      glob = star;
+      s = ++star_s;
+    } else {
+      return 0;
+    }
+  }
+  while (*glob == '*') glob++;
+  return *glob == '\0';
+}
+#else
+int compat_fnmatch(const char *glob, const char *s) { return fnmatch(glob, s, 0) == 0; }
+#endif
+
+#ifdef __GLIBC__
+void compat_explicit_bzero(void *p, size_t n) { explicit_bzero(p, n); }
+
+void *compat_memrchr(const void *s, int c, size_t n) { return memrchr(s, c, n); }
+
+void *compat_memmem(const void *hay, size_t hlen, const void *needle, size_t nlen) {
+  return memmem(hay, hlen, needle, nlen);
+}
+
+const char *compat_strsignal(int sig) { return strsignal(sig); }
+
+void compat_twalk_r(const void *root, void (*fn)(const void *node, VISIT v, void *arg), void *arg) {
+  twalk_r(root, fn, arg);
+}
+
+void compat_tdestroy(void *root, int (*cmp)(const void *, const void *),
+                     void (*free_node)(void *)) {
+  (void)cmp;
+  tdestroy(root, free_node);
+}
+#else
+void compat_explicit_bzero(void *p, size_t n) {
+#ifdef _WIN32
+  SecureZeroMemory(p, n);
+#else
+  explicit_bzero(p, n); /* the BSDs' and macOS's (as memset_s) */
+#endif
+}
+
+void *compat_memrchr(const void *s, int c, size_t n) {
+  const unsigned char *p = s;
+  while (n--)
+    if (p[n] == (unsigned char)c) return (void *)(p + n);
+  return NULL;
+}
+
+/* First-byte scan with memchr, then a compare: fine for the short needles used here. */
+void *compat_memmem(const void *hay, size_t hlen, const void *needle, size_t nlen) {
+  const char *h = hay, *end = h + hlen;
+  if (nlen == 0) return (void *)h;
+  while (hlen >= nlen) {
+    const char *p = memchr(h, *(const char *)needle, hlen - nlen + 1);
+    if (!p) return NULL;
+    if (memcmp(p, needle, nlen) == 0) return (void *)p;
+    h = p + 1;
+    hlen = (size_t)(end - h);
+  }
+  return NULL;
+}
+
+/* glibc's texts, for the signals a run reports (proc_win.c maps Windows' ends to them). */
+const char *compat_strsignal(int sig) {
+  switch (sig) {
+  case SIGINT: return "Interrupt";
+  case SIGILL: return "Illegal instruction";
+  case SIGABRT: return "Aborted";
+  case SIGFPE: return "Floating point exception";
+  case SIGKILL: return "Killed";
+  case SIGSEGV: return "Segmentation fault";
+  case SIGTERM: return "Terminated";
+  default: return "Unknown signal";
+  }
+}
+
+static _Thread_local void (*walk_fn)(const void *, VISIT, void *);
+static _Thread_local void *walk_arg;
+
+static void walk_visit(const void *node, VISIT v, int depth) {
+  (void)depth;
+  walk_fn(node, v, walk_arg);
+}
+
+void compat_twalk_r(const void *root, void (*fn)(const void *node, VISIT v, void *arg), void *arg) {
+  void (*saved_fn)(const void *, VISIT, void *) = walk_fn;
+  void *saved_arg = walk_arg;
+  walk_fn = fn;
+  walk_arg = arg;
+  twalk(root, walk_visit);
+  walk_fn = saved_fn;
+  walk_arg = saved_arg;
+}
+
+void compat_tdestroy(void *root, int (*cmp)(const void *, const void *),
+                     void (*free_node)(void *)) {
+  while (root) {
+    void *key = *(void **)root;
+    tdelete(key, &root, cmp);
+    free_node(key);
+  }
+}
+#endif
+
+#ifdef _WIN32
+FILE *compat_memstream_open(compat_memstream *m) {
+  char dir[MAX_PATH + 1], path[MAX_PATH + 1];
+  m->f = NULL;
+  m->buf = NULL;
+  m->len = 0;
+  if (!GetTempPathA(sizeof dir, dir) || !GetTempFileNameA(dir, "pq", 0, path)) {
+    errno = EIO;
+    return NULL;
+  }
+  int fd = _open(
+      path,
+      _O_RDWR | _O_CREAT | _O_TRUNC | _O_BINARY | _O_NOINHERIT | _O_TEMPORARY | _O_SHORT_LIVED,
+      _S_IREAD | _S_IWRITE);
+  if (fd < 0) return NULL;
+  if (!(m->f = _fdopen(fd, "w+b"))) _close(fd);
+  return m->f;
+}
+
+int compat_memstream_close(compat_memstream *m) {
+  long n = fflush(m->f) == 0 ? ftell(m->f) : -1;
+  char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  int ok = buf && fseek(m->f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)n, m->f) == (size_t)n;
+  fclose(m->f);
+  m->f = NULL;
+  if (!ok) {
+    free(buf);
+    errno = EIO;
+    return -1;
+  }
+  buf[n] = '\0';
+  m->buf = buf;
+  m->len = (size_t)n;
+  return 0;
+}
+#else
+FILE *compat_memstream_open(compat_memstream *m) {
+  m->buf = NULL;
+  m->len = 0;
+  return m->f = open_memstream(&m->buf, &m->len);
+}
+
+int compat_memstream_close(compat_memstream *m) {
+  int rc = fclose(m->f);
+  m->f = NULL;
+  return rc == 0 ? 0 : -1;
+}
 #endif
 
 /* ---- errors ---- */
@@ -103,6 +366,7 @@ static const struct {
     {ENOTRECOVERABLE, "State not recoverable"},
     {ENOTSOCK, "Socket operation on non-socket"},
     {ENOTSUP, "Operation not supported"},
+    {ESHUTDOWN, "Cannot send after transport endpoint shutdown"},
     {EOPNOTSUPP, "Operation not supported"},
     {EOVERFLOW, "Value too large for defined data type"},
     {EOWNERDEAD, "Owner died"},

@@ -16,6 +16,7 @@
 #define PRISMQ_COMPAT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -31,6 +32,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #endif
 
@@ -66,6 +68,88 @@
 #define fputs_unlocked  fputs
 #define fwrite_unlocked fwrite
 #endif
+
+/* What mingw-w64's C library lacks, under the POSIX names the code uses:
+ *   O_CLOEXEC  _O_NOINHERIT: a descriptor no child inherits; with _O_BINARY, as every open
+ *              of ours says O_CLOEXEC and none wants text mode's CR LF translation;
+ *   ESHUTDOWN  a value of its own (compat_strerror has its text);
+ *   SIGKILL    the number a run killed outright reports (term_signal), as on Linux. */
+#ifdef _WIN32
+#include <fcntl.h>
+#ifndef O_CLOEXEC
+#define O_CLOEXEC (_O_NOINHERIT | _O_BINARY)
+#endif
+#ifndef ESHUTDOWN
+#define ESHUTDOWN 1108
+#endif
+#ifndef SIGKILL
+#define SIGKILL 9
+#endif
+#endif
+
+/* Files: pread(2) and writev(2), which Windows' C library lacks (there: ReadFile at an
+ * offset, and the pieces gathered into one write so that a record is one append); fsync is
+ * _commit there. Same returns as the POSIX calls. */
+#ifdef _WIN32
+struct iovec {
+  void *iov_base;
+  size_t iov_len;
+};
+ssize_t compat_pread(int fd, void *buf, size_t len, uint64_t off);
+ssize_t compat_writev(int fd, const struct iovec *v, int n);
+#define fsync(fd) _commit(fd)
+#else
+#include <sys/uio.h>
+#include <unistd.h>
+static inline ssize_t compat_pread(int fd, void *buf, size_t len, uint64_t off) {
+  return pread(fd, buf, len, (off_t)off);
+}
+static inline ssize_t compat_writev(int fd, const struct iovec *v, int n) {
+  return writev(fd, v, n);
+}
+#endif
+
+/* glibc's extensions the code uses, for the C libraries without them (Windows'):
+ *   compat_explicit_bzero  explicit_bzero (SecureZeroMemory);
+ *   compat_memrchr/memmem  memrchr, memmem;
+ *   compat_strsignal       strsignal, for the signals a run can report on any system. */
+void compat_explicit_bzero(void *p, size_t n);
+void *compat_memrchr(const void *s, int c, size_t n);
+void *compat_memmem(const void *hay, size_t hlen, const void *needle, size_t nlen);
+const char *compat_strsignal(int sig);
+
+/* twalk_r(root, fn, arg) and tdestroy(root, free_node) of <search.h>, which only glibc has:
+ * elsewhere twalk with the closure in a thread-local variable, and the nodes deleted one by
+ * one (tdelete needs the tree's cmp). */
+#include <search.h>
+void compat_twalk_r(const void *root, void (*fn)(const void *node, VISIT v, void *arg), void *arg);
+void compat_tdestroy(void *root, int (*cmp)(const void *, const void *), void (*free_node)(void *));
+
+/* A FILE that writes to memory (open_memstream). Windows has no such FILE: there it is a
+ * temporary file that is deleted once closed (and short-lived, so kept in the cache),
+ * read back by compat_memstream_close. Open with compat_memstream_open(&m) (NULL on
+ * failure, errno set); compat_memstream_close(&m) closes it and returns 0 with m.buf
+ * (malloc'd, NUL-terminated; the caller frees it) and m.len, or -1 with errno. */
+typedef struct compat_memstream {
+  FILE *f;
+  char *buf;
+  size_t len;
+} compat_memstream;
+FILE *compat_memstream_open(compat_memstream *m);
+int compat_memstream_close(compat_memstream *m);
+
+/* A struct timeval of ms milliseconds (libevent's timeouts). */
+struct timeval compat_timeval_ms(uint64_t ms);
+
+/* mkdir(path, mode); Windows' takes no mode (a directory's access is its ACL's). Returns
+ * 0 or -1 with errno, as mkdir. */
+int compat_mkdir(const char *path, unsigned mode);
+
+/* Whether s matches the shell pattern glob ('*', '?', "[...]" with '!' or '^' negation and
+ * ranges, '\\' quoting the next character): fnmatch(glob, s, 0) == 0, and on Windows, which
+ * has no fnmatch, the same rules here. Returns 1 or 0 (a malformed bracket matches itself,
+ * as glibc's does). */
+int compat_fnmatch(const char *glob, const char *s);
 
 /* ---- sockets ---- */
 

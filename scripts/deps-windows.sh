@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-builds PrismQ Runner's libraries for Windows (x86_64-w64-mingw32) into a static prefix:
 # libevent (with libevent_openssl), nghttp2 (library only), protobuf-c (runtime only), OpenSSL,
-# SQLite and libyaml. Debian ships no mingw builds of them, so their Debian source packages are
+# SQLite, libyaml and TRE (POSIX regular expressions, which mingw-w64's C library lacks). Debian ships no mingw builds of them, so their Debian source packages are
 # fetched with apt-get source, through an apt configuration of this script's own (a deb-src entry
 # made from the machine's deb entries; the machine's sources are never edited), and built once.
 #
@@ -26,7 +26,7 @@ LOGS=$WORK/logs
 HOST=x86_64-w64-mingw32
 JOBS=${JOBS:-$(nproc)}
 # Source packages, in build order (libevent's libevent_openssl needs OpenSSL first).
-DEPS=(openssl libevent nghttp2 protobuf-c sqlite3 libyaml cmocka)
+DEPS=(openssl libevent nghttp2 protobuf-c sqlite3 libyaml tre cmocka)
 
 die() {
   echo "deps-windows.sh: error: $*" >&2
@@ -255,6 +255,16 @@ build_libyaml() {
   autotools_build
 }
 
+# POSIX regular expressions (regcomp/regexec, REG_EXTENDED), which mingw-w64's C library has not:
+# TRE, a POSIX-conformant implementation (leftmost-longest matches, as glibc's). Its tre/regex.h
+# maps regcomp & co. onto tre_regcomp & co.; the server includes it as <regex.h> on Windows
+# (server/ere.h). No agrep program, no approximate matching (not used), no NLS; multibyte off,
+# so that patterns are matched byte by byte as UTF-8, as glibc's C locale does.
+build_tre() {
+  autotools_build --disable-agrep --disable-approx --disable-nls --disable-multibyte \
+    --disable-wchar
+}
+
 # The unit tests' framework, static: WITH_STATIC_LIB adds libcmocka-static.a beside the DLL;
 # it becomes libcmocka.a (cmocka.h declares no dllimport), and the DLL, its import library
 # and its CMake package (which names the DLL) are not kept.
@@ -309,6 +319,7 @@ declare -A PRODUCTS=(
   [protobuf-c]="lib/libprotobuf-c.a lib/pkgconfig/libprotobuf-c.pc include/protobuf-c/protobuf-c.h"
   [sqlite3]="lib/libsqlite3.a lib/pkgconfig/sqlite3.pc include/sqlite3.h"
   [libyaml]="lib/libyaml.a lib/pkgconfig/yaml-0.1.pc include/yaml.h"
+  [tre]="lib/libtre.a lib/pkgconfig/tre.pc include/tre/regex.h"
   [cmocka]="lib/libcmocka.a lib/pkgconfig/cmocka.pc include/cmocka.h"
 )
 products_ok() {

@@ -1,8 +1,9 @@
 #include "authz.h"
 
-#include <fnmatch.h>
 #include <stddef.h>
 #include <string.h>
+
+#include "compat.h"
 
 /* Role names in bit order: names[i] is the name of bit 1u << i. Only the first
  * NGRANTABLE can be written in a rule. */
@@ -18,9 +19,9 @@ static int allowed_without_rules(const config *cfg, int local) {
   return local || cfg->allow_insecure_remote;
 }
 
-/* fnmatch returns 0 on a match; any other value (no match, or an error, which glibc
- * never reports for flags 0) counts as no match, so a bad glob fails closed. */
-static int glob_matches(const char *glob, const char *s) { return fnmatch(glob, s, 0) == 0; }
+/* fnmatch's rules (compat_fnmatch): an error, which glibc never reports for flags 0,
+ * counts as no match, so a bad glob fails closed. */
+static int glob_matches(const char *glob, const char *s) { return compat_fnmatch(glob, s); }
 
 /* The next rule, from cfg->authz[*i] on, whose identity glob matches `identity` (NULL
  * is matched as ""), with *i moved past it; NULL when there is none. */

@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "compat.h"
 #include "conn.h"
 
 struct evbuffer;
@@ -230,7 +231,7 @@ int call_sends_files(const call *c);
 /* Ends the call with `status` (enum gw_status) and a printf-style message (may be
  * NULL), sent percent-encoded in grpc-message. Nothing sent yet and status non-zero
  * gives a trailers-only answer. The call is the layer's from now on. */
-void call_finish(call *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void call_finish(call *c, int status, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 
 /* As call_finish, with rich error details: `details` (len bytes, a serialized
  * google.rpc.Status whose code and message agree with status and the message; the
@@ -238,7 +239,7 @@ void call_finish(call *c, int status, const char *fmt, ...) __attribute__((forma
  * gRPC clients decode (grpcio-status's rpc_status.from_call, grpc-go's status). Keep it
  * to a few KiB: clients bound their metadata (grpcio: 8 KiB by default). */
 void call_finish_details(call *c, int status, const uint8_t *details, size_t len, const char *fmt,
-                         ...) __attribute__((format(printf, 5, 6)));
+                         ...) COMPAT_PRINTF(5, 6);
 
 /* Who calls: the peer's address and identity (valid during the call). */
 const conn_peer *call_peer(const call *c);

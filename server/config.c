@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "authz.h"
+#include "compat.h"
 #include "ere.h"
 #include "log.h"
 #include "param.h"
@@ -22,6 +23,67 @@
 #define ALPHA "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #define ALNUM ALPHA "0123456789"
 
+#ifdef _WIN32
+/* Windows' own programs, as every Windows (and Wine) has them. cmd.exe parses its command
+ * line itself: the only free text, echo's message, is held to characters cmd takes
+ * literally. */
+const char config_default_yaml[] =
+    "# prismqd built-in configuration (Windows): used when no configuration file is given.\n"
+    "listen: [\"tcp://127.0.0.1:50051\"]\n"
+    "data_dir: ./var\n"
+    "limits: {max_concurrent: 8}\n"
+    "modules:\n"
+    "  - id: echo\n"
+    "    name: Echo\n"
+    "    description: Prints a message on stdout\n"
+    "    category: demo\n"
+    "    tags: [text]\n"
+    "    argv: [cmd.exe, /d, /c, \"echo {message}\"]\n"
+    "    parameters:\n"
+    "      - {name: message, default: hello, max_length: 4096, pattern: '^[A-Za-z0-9 .,:+=_-]*$',\n"
+    "         description: \"the text to print (letters, digits, spaces and .,:+=_-)\"}\n"
+    "  - id: sleep\n"
+    "    name: Sleep\n"
+    "    description: Pings this machine N times, a second apart, then exits 0 (try cancelling "
+    "it)\n"
+    "    category: demo\n"
+    "    tags: [time]\n"
+    "    argv: [ping.exe, -n, \"{count}\", 127.0.0.1]\n"
+    "    timeout_ms: 600000\n"
+    "    parameters:\n"
+    "      - {name: count, type: integer, min: 1, max: 600, default: \"2\",\n"
+    "         description: how many pings}\n"
+    "  - id: count\n"
+    "    name: Count\n"
+    "    description: Prints the lines 1 to N\n"
+    "    category: demo\n"
+    "    tags: [output]\n"
+    "    argv: [cmd.exe, /d, /c, \"for /l %i in (1,1,{n}) do @echo %i\"]\n"
+    "    parameters:\n"
+    "      - {name: n, type: integer, min: 1, max: 100000000, default: \"10\",\n"
+    "         description: the last number}\n"
+    "  - id: fail\n"
+    "    name: Fail\n"
+    "    description: Exits with the code given, after a message on stderr\n"
+    "    category: demo\n"
+    "    tags: [errors]\n"
+    "    argv: [cmd.exe, /d, /c, \"echo failing with {code} 1>&2 & exit {code}\"]\n"
+    "    parameters:\n"
+    "      - {name: code, type: integer, min: 0, max: 255, default: \"3\", description: the exit "
+    "code}\n"
+    "  - id: progress\n"
+    "    name: Progress\n"
+    "    description: Works through N steps, printing a line its progress pattern reads for each\n"
+    "    category: demo\n"
+    "    tags: [progress]\n"
+    "    argv: [cmd.exe, /d, /c, \"for /l %i in (1,1,{steps}) do @echo PROGRESS %i/{steps} step %i "
+    "done\"]\n"
+    "    progress: {pattern: '^PROGRESS (?P<done>[0-9]+)/(?P<total>[0-9]+)(?: "
+    "(?P<message>.*))?$'}\n"
+    "    parameters:\n"
+    "      - {name: steps, type: integer, min: 1, max: 1000, default: \"10\",\n"
+    "         description: how many steps}\n";
+#else
 const char config_default_yaml[] =
     "# prismqd built-in configuration: used when no configuration file is given.\n"
     "listen: [\"tcp://127.0.0.1:50051\"]\n"
@@ -119,6 +181,7 @@ const char config_default_yaml[] =
     "    parameters:\n"
     "      - {name: stages, type: integer, min: 1, max: 1000, default: \"5\",\n"
     "         description: how many stages}\n";
+#endif
 
 static void oom(void) {
   LOG_ERROR("out of memory in config");
@@ -138,8 +201,7 @@ void config_argv_free(char **v) {
   free(v);
 }
 
-static int set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int set_err(char *err, size_t errlen, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 static int set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
 
@@ -165,9 +227,8 @@ static long param_index(const config_module *m, const char *name, size_t len) {
  * m->params[i] or NULL. Returns the expansion, or NULL with a message in msg. */
 static char *expand(const config_module *m, const char *t, char *const *vals, char *msg,
                     size_t msglen) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
+  compat_memstream ms;
+  FILE *f = compat_memstream_open(&ms);
 
   if (!f) oom();
   while (*t) {
@@ -216,13 +277,12 @@ static char *expand(const config_module *m, const char *t, char *const *vals, ch
       fputc(*t++, f);
     }
   }
-  /* The stream allocates as it writes and at the final flush in fclose. */
-  if (ferror(f) | fclose(f)) oom();
-  return buf;
+  /* The stream allocates as it writes and at the final flush in the close. */
+  if (ferror(f) | compat_memstream_close(&ms)) oom();
+  return ms.buf;
 
 fail:
-  fclose(f);
-  free(buf);
+  if (compat_memstream_close(&ms) == 0) free(ms.buf);
   return NULL;
 }
 
@@ -236,7 +296,7 @@ typedef struct loader {
 } loader;
 
 static int fail_at(const loader *ld, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    COMPAT_PRINTF(3, 4);
 static int fail_at(const loader *ld, const yaml_node_t *n, const char *fmt, ...) {
   char msg[512];
   va_list ap;
@@ -552,8 +612,10 @@ static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node
   if (rc <= 0) return rc;
   snprintf(path, sizeof path, "%s.base_dir", what);
   if ((rc = get_str(ld, base, path, 1, &p->base_dir)) < 0) return rc;
-  if (param_resolve_base(&p->base_resolved, p->base_dir) < 0)
-    return fail_at(ld, base, "%s must be an absolute path", path);
+  if ((rc = param_resolve_base(&p->base_resolved, p->base_dir)) < 0)
+    return fail_at(ld, base, "%s %s", path,
+                   rc == -ENOTSUP ? "is not supported on Windows yet (path parameters)"
+                                  : "must be an absolute path");
   return 0;
 }
 
@@ -1089,6 +1151,10 @@ static int load_executor(const loader *ld, const char *what, const config *c, co
 
     if (strcmp(s, "local") && strcmp(s, "slurm"))
       return fail_at(ld, exec, "%s.executor must be local or slurm", what);
+#ifdef _WIN32
+    if (!strcmp(s, "slurm"))
+      return fail_at(ld, exec, "%s.executor: slurm is not available on Windows", what);
+#endif
     m->executor = !strcmp(s, "slurm") ? CONFIG_EXEC_SLURM : CONFIG_EXEC_LOCAL;
   }
   if (job && (rc = load_slurm_job(ld, job, what, &m->slurm)) < 0) return rc;
@@ -1957,7 +2023,7 @@ out:
   for (size_t k = 0; k < m->nparams; k++) {
     /* A secret's value leaves no copy behind in freed memory. */
     if (vals[k] && m->params[k].type == CONFIG_PARAM_SECRET)
-      explicit_bzero(vals[k], strlen(vals[k]));
+      compat_explicit_bzero(vals[k], strlen(vals[k]));
     free(vals[k]);
   }
   free(vals);

@@ -172,7 +172,7 @@
 #ifndef PRISMQ_CONFIG_H
 #define PRISMQ_CONFIG_H
 
-#include <regex.h>
+#include "ere.h" /* regex_t */
 #include <stddef.h>
 #include <stdint.h>
 

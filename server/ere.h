@@ -6,8 +6,13 @@
 #ifndef PRISMQ_ERE_H
 #define PRISMQ_ERE_H
 
-#include <regex.h>
 #include <stddef.h>
+#ifdef _WIN32
+/* TRE's, as mingw-w64's C library has none (scripts/deps-windows.sh). */
+#include <tre/regex.h>
+#else
+#include <regex.h>
+#endif
 
 /* Compiles `ere` into *re with regcomp(re, ere, cflags). Returns 0 (free *re with
  * regfree); -E2BIG for stacked repetitions, with `why` (whylen bytes) saying so

@@ -174,6 +174,11 @@ static int local_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run,
                run->cgroup, strerror(-rc));
     ended = rc > 0;
   }
+#ifdef _WIN32
+  /* Nothing survives there: each run's Job Object kills its processes when the last
+   * handle to it goes, which was the earlier server's death (proc_win.c). */
+  (void)boot_ms;
+#else
   uint64_t ticks;
   if (run->pid > 0 && run->pid_start_ticks && run->started_at_ms >= boot_ms &&
       proc_pid_start_ticks(run->pid, &ticks) == 0 && ticks == run->pid_start_ticks) {
@@ -181,6 +186,7 @@ static int local_end_survivors(executor *ex, const Prismq__Runner__V1__Run *run,
     kill(run->pid, SIGKILL);
     ended = 1;
   }
+#endif
   return ended;
 }
 
@@ -228,3 +234,17 @@ int exec_local_new(executor **out, struct event_base *base, const exec_local_opt
   *out = &ex->ex;
   return 0;
 }
+
+#ifdef _WIN32
+/* The Slurm executor (exec_slurm.c) is Linux's: a Windows server refuses `executor: slurm`
+ * when it loads the configuration, and a Slurm run in its table (from a Linux server's)
+ * ends FAILED with this. */
+int exec_slurm_new(executor **out, struct event_base *base, const exec_slurm_opts *opts, char *err,
+                   size_t errlen) {
+  (void)out;
+  (void)base;
+  (void)opts;
+  snprintf(err, errlen, "the Slurm executor is not available on Windows");
+  return -ENOTSUP;
+}
+#endif

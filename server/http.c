@@ -1,12 +1,9 @@
 #include "http.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -16,6 +13,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
+#include "compat.h"
 #include "google/rpc/status.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "authz.h"
@@ -43,13 +41,23 @@ enum reply_kind {
  * side until it drains to half. */
 #define RELAY_MAX (256u << 10)
 
+/* The private listener evhttp serves, and the ends connected to it: abstract unix
+ * sockets where there are such (Linux), else loopback TCP. */
+#if COMPAT_HAVE_ABSTRACT_UNIX
+typedef struct sockaddr_un inner_addr;
+#define INNER_FAMILY AF_UNIX
+#else
+typedef struct sockaddr_in inner_addr;
+#define INNER_FAMILY AF_INET
+#endif
+
 /* One HTTP/1.1 connection. evhttp answers its requests one at a time, so there is at
  * most one request, and one call, in flight. */
 struct hconn {
   http *h;
   conn *outer, *inner;                  /* the client's transport; ours to evhttp */
   struct evbuffer *to_inner, *to_outer; /* relayed bytes the other side has not taken */
-  struct sockaddr_un name;              /* inner's abstract name, which evhttp sees */
+  inner_addr name;                      /* inner's name, which evhttp sees as its peer */
   socklen_t namelen;
   int efd;                         /* evhttp's descriptor of this connection, once known, else -1 */
   struct evhttp_connection *evcon; /* evhttp's connection, from its first request to its close */
@@ -74,8 +82,8 @@ struct http {
   struct event_base *base;
   call_server *calls;
   struct evhttp *evh;
-  struct timeval timeout;  /* http_opts.timeout_ms */
-  struct sockaddr_un addr; /* evhttp's private listener */
+  struct timeval timeout; /* http_opts.timeout_ms */
+  inner_addr addr;        /* evhttp's private listener */
   socklen_t addrlen;
   struct hconn *conns;
   size_t nconns;
@@ -102,16 +110,16 @@ static void reply(struct hconn *hc, int code) {
 
 /* A stream to print JSON on (pbjson prints on a FILE, the CLI's stdout as much as
  * this); body_close appends what was printed to hc->body. */
-static FILE *body_open(char **buf, size_t *len) {
-  FILE *f = open_memstream(buf, len);
+static FILE *body_open(compat_memstream *m) {
+  FILE *f = compat_memstream_open(m);
   if (!f) abort();
   return f;
 }
 
-static void body_close(struct hconn *hc, FILE *f, char **buf, size_t *len) {
-  if (fclose(f) != 0) abort();
-  if (evbuffer_add(hc->body, *buf, *len) != 0) abort();
-  free(*buf);
+static void body_close(struct hconn *hc, compat_memstream *m) {
+  if (compat_memstream_close(m) != 0) abort();
+  if (evbuffer_add(hc->body, m->buf, m->len) != 0) abort();
+  free(m->buf);
 }
 
 /* The details of a google.rpc.Status (each Any as its type URL and base64 value). */
@@ -129,16 +137,15 @@ static void put_details(FILE *f, const uint8_t *details, size_t dlen) {
 /* Ends the request in flight with an error: {"code", "message", "details"}. */
 static void reply_error(struct hconn *hc, int status, const char *msg, const uint8_t *details,
                         size_t dlen) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = body_open(&buf, &len);
+  compat_memstream m;
+  FILE *f = body_open(&m);
   fprintf(f, "{\"code\": %d, \"message\": ", status);
   pbjson_string(f, msg);
   fputs(", \"details\": ", f);
   put_details(f, details, dlen);
   fputs("}\n", f);
   evbuffer_drain(hc->body, evbuffer_get_length(hc->body));
-  body_close(hc, f, &buf, &len);
+  body_close(hc, &m);
   reply(hc, http_status(status));
 }
 
@@ -177,12 +184,13 @@ static void chunk_written(struct evhttp_connection *evcon, void *arg) {
  * JSON, a line each. The JSON is printed once and its lines cut with memchr; the data's
  * base64 is most of it, on one line. */
 static void put_event(struct evbuffer *b, const Prismq__Runner__V1__OutputChunk *c) {
-  char *json = NULL;
-  size_t len = 0;
-  FILE *j = open_memstream(&json, &len);
+  compat_memstream m;
+  FILE *j = compat_memstream_open(&m);
   if (!j) abort();
   pbjson_print(j, &c->base);
-  if (fclose(j) != 0) abort();
+  if (compat_memstream_close(&m) != 0) abort();
+  char *json = m.buf;
+  size_t len = m.len;
   int rc = 0;
   if (c->progress)
     rc = evbuffer_add(b, "event: progress\n", 16);
@@ -224,11 +232,10 @@ static void sink_message(void *arg, const ProtobufCMessage *msg) {
   if (hc->kind == REPLY_HEALTH)
     hc->serving = ((const Grpc__Health__V1__HealthCheckResponse *)msg)->status ==
                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = body_open(&buf, &len);
+  compat_memstream m;
+  FILE *f = body_open(&m);
   pbjson_print(f, msg);
-  body_close(hc, f, &buf, &len);
+  body_close(hc, &m);
 }
 
 /* Answers stored in wire form (a run is encoded once): each message decoded with the
@@ -271,14 +278,13 @@ static void sink_finish(void *arg, int status, const char *msg, const uint8_t *d
     stream_start(hc);
     if (status != GW_OK && hc->kind == REPLY_SSE) {
       /* A stream cut short says why, as its last event. */
-      char *buf = NULL;
-      size_t len = 0;
-      FILE *f = body_open(&buf, &len);
+      compat_memstream m;
+      FILE *f = body_open(&m);
       fprintf(f, "event: error\ndata: {\"code\": %d, \"message\": ", status);
       pbjson_string(f, msg);
       fputs("}\n\n", f);
       evbuffer_drain(hc->body, evbuffer_get_length(hc->body));
-      body_close(hc, f, &buf, &len);
+      body_close(hc, &m);
       evhttp_send_reply_chunk(hc->req, hc->body);
     }
     struct bufferevent *bev = req_bev(hc);
@@ -852,7 +858,7 @@ static struct hconn *lookup(http *h, struct evhttp_connection *evcon) {
   if (efd < 0) return NULL;
   if ((size_t)efd < h->nby_fd && h->by_fd[efd] && h->by_fd[efd]->evcon == evcon)
     return h->by_fd[efd];
-  struct sockaddr_un sa;
+  inner_addr sa;
   socklen_t len = sizeof sa;
   if (getpeername(efd, (struct sockaddr *)&sa, &len) != 0) return NULL;
   for (struct hconn *hc = h->conns; hc; hc = hc->next) {
@@ -872,22 +878,56 @@ static struct hconn *lookup(http *h, struct evhttp_connection *evcon) {
   return NULL;
 }
 
-/* A unix socket connected to evhttp's private listener, bound to an abstract name the
- * kernel picks (autobind), into hc->name. Returns it, or -1 with errno. */
-static int connect_inner(http *h, struct hconn *hc) {
-  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (s < 0) return -1;
+/* A socket of the inner kind bound to a name the system picks (an abstract unix name by
+ * autobind; a loopback port), non-blocking but where `blocking`. Returns 0 and sets *out,
+ * or a negative errno. */
+static int inner_socket(evutil_socket_t *out, int blocking) {
+  evutil_socket_t s;
+  int rc = compat_sock_stream(&s, INNER_FAMILY);
+  if (rc < 0) return rc;
+#if COMPAT_HAVE_ABSTRACT_UNIX
   struct sockaddr_un any = {.sun_family = AF_UNIX};
-  hc->namelen = sizeof hc->name;
-  if (bind(s, (struct sockaddr *)&any, sizeof(sa_family_t)) != 0 ||
-      getsockname(s, (struct sockaddr *)&hc->name, &hc->namelen) != 0 ||
-      connect(s, (struct sockaddr *)&h->addr, h->addrlen) != 0) {
-    int e = errno;
-    close(s);
-    errno = e;
-    return -1;
+  socklen_t len = sizeof(sa_family_t);
+#else
+  struct sockaddr_in any = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof any;
+#endif
+  if (bind(s, (struct sockaddr *)&any, len) != 0) {
+    rc = -compat_sock_errno();
+    evutil_closesocket(s);
+    return rc;
   }
-  return s;
+#ifdef _WIN32
+  u_long nb = !blocking;
+  ioctlsocket(s, FIONBIO, &nb);
+#else
+  (void)blocking;
+#endif
+  *out = s;
+  return 0;
+}
+
+/* A socket connected to evhttp's private listener, its name into hc->name. A unix
+ * socket's connect completes at once; a loopback TCP one (Windows) is connected while
+ * blocking, which loopback answers at once too (a full backlog is refused there, never
+ * waited for), then made non-blocking. Returns it, or a negative errno. */
+static int connect_inner(http *h, struct hconn *hc, evutil_socket_t *out) {
+  evutil_socket_t s;
+  int rc = inner_socket(&s, 1);
+  if (rc < 0) return rc;
+  hc->namelen = sizeof hc->name;
+  if (getsockname(s, (struct sockaddr *)&hc->name, &hc->namelen) != 0 ||
+      connect(s, (struct sockaddr *)&h->addr, h->addrlen) != 0
+#ifdef _WIN32
+      || evutil_make_socket_nonblocking(s) != 0
+#endif
+  ) {
+    rc = -compat_sock_errno();
+    evutil_closesocket(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
 }
 
 int http_accept(http *h, conn *outer) {
@@ -895,9 +935,9 @@ int http_accept(http *h, conn *outer) {
   hc->h = h;
   hc->efd = -1;
   hc->peer = *conn_get_peer(outer);
-  int s = connect_inner(h, hc), rc;
-  if (s < 0) {
-    rc = -errno;
+  evutil_socket_t s = -1;
+  int rc = connect_inner(h, hc, &s);
+  if (rc < 0) {
     conn_free(outer);
     free(hc);
     return rc;
@@ -927,22 +967,21 @@ int http_accept(http *h, conn *outer) {
   return 0;
 }
 
-/* evhttp's private listener: an abstract unix socket whose name the kernel picks. */
+/* evhttp's private listener, on a name the system picks (inner_socket). */
 static int open_inner(http *h) {
-  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (s < 0) return -errno;
-  struct sockaddr_un any = {.sun_family = AF_UNIX};
+  evutil_socket_t s;
+  int rc = inner_socket(&s, 0);
+  if (rc < 0) return rc;
   h->addrlen = sizeof h->addr;
-  if (bind(s, (struct sockaddr *)&any, sizeof(sa_family_t)) != 0 || listen(s, 1024) != 0 ||
-      getsockname(s, (struct sockaddr *)&h->addr, &h->addrlen) != 0) {
-    int e = errno;
-    close(s);
-    return -e;
+  if (listen(s, 1024) != 0 || getsockname(s, (struct sockaddr *)&h->addr, &h->addrlen) != 0) {
+    rc = -compat_sock_errno();
+    evutil_closesocket(s);
+    return rc;
   }
   struct evconnlistener *lev =
       evconnlistener_new(h->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, s);
   if (!lev) {
-    close(s);
+    evutil_closesocket(s);
     return -ENOMEM;
   }
   if (!evhttp_bind_listener(h->evh, lev)) {
@@ -957,8 +996,7 @@ void http_reconfigure(http *h, const http_opts *opts) {
   h->metrics = opts->metrics;
   evhttp_set_max_body_size(h->evh, (ev_ssize_t)opts->max_body);
   evhttp_set_max_headers_size(h->evh, (ev_ssize_t)opts->max_headers);
-  h->timeout.tv_sec = (time_t)(opts->timeout_ms / 1000);
-  h->timeout.tv_usec = (suseconds_t)(opts->timeout_ms % 1000) * 1000;
+  h->timeout = compat_timeval_ms(opts->timeout_ms);
   /* A second more than ours: a slow request is answered 408 (slow_cb) before evhttp
    * drops it; an idle keep-alive connection goes then. */
   struct timeval evh = h->timeout;

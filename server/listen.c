@@ -2,23 +2,24 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <grp.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
+#ifdef _WIN32
+typedef unsigned gid_t; /* unix_prepare's, unused there: Windows has no groups */
+#else
+#include <grp.h>
+#endif
 
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 
 #include "addr.h"
+#include "compat.h"
 #include "log.h"
 
 /* How long accepting pauses after accept(2) failed (a full descriptor table). */
@@ -46,7 +47,7 @@ static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sock
   if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
     /* gRPC messages are small and latency-bound: do not wait to coalesce. */
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const void *)&one, sizeof one);
   }
   l->fn(fd, l, l->arg);
 }
@@ -76,7 +77,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg) {
 }
 
 /* Formats into a new string; the server may abort on out-of-memory. */
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xprintf(const char *fmt, ...) COMPAT_PRINTF(1, 2);
 static char *xprintf(const char *fmt, ...) {
   char *s = NULL;
   va_list ap;
@@ -87,6 +88,7 @@ static char *xprintf(const char *fmt, ...) {
   return s;
 }
 
+#ifndef _WIN32
 /* The gid of `group`: a number as it is, else the group database's entry. */
 static int group_gid(gid_t *out, const char *group, char *err, size_t errlen) {
   if (isdigit((unsigned char)group[0])) {
@@ -123,6 +125,7 @@ static int group_gid(gid_t *out, const char *group, char *err, size_t errlen) {
   }
   return 0;
 }
+#endif
 
 /* Before a unix socket is bound: checks the options, resolves the group, makes the
  * path absolute (*abs_path, caller frees: it names the socket in the URL and for the
@@ -135,6 +138,17 @@ static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen
       snprintf(err, errlen, "bad unix socket mode %o for %s", opts->unix_mode, url);
     return -EINVAL;
   }
+#ifdef _WIN32
+  /* Windows' AF_UNIX (Windows 10) is not wired up yet (docs/windows.md); Wine has none. */
+  (void)a;
+  (void)opts;
+  (void)gid;
+  (void)abs_path;
+  if (err && errlen)
+    snprintf(err, errlen, "cannot listen on %s: unix sockets are not supported on Windows yet",
+             url);
+  return -ENOTSUP;
+#else
   int rc;
   if (opts->unix_group && (rc = group_gid(gid, opts->unix_group, err, errlen)) < 0) return rc;
   char *path;
@@ -163,6 +177,7 @@ static int unix_prepare(char **abs_path, gid_t *gid, const addr *a, const listen
   }
   *abs_path = path;
   return 0;
+#endif
 }
 
 /* The URL of a bound listener (malloc'd): the real port of a TCP one. */
@@ -185,8 +200,9 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   socklen_t sslen, blen = sizeof bound;
   addr a;
   gid_t gid = (gid_t)-1;
-  int fd = -1, file_made = 0, rc;
-  const char *step = NULL; /* the call that failed, for err */
+  evutil_socket_t fd = -1;
+  int file_made = 0, rc, sock_err = 1; /* errors from sockets (compat_sock_errno) or files */
+  const char *step = NULL;             /* the call that failed, for err */
   char *abs_path = NULL;
   listen_sock *l = NULL;
   if (!opts) opts = &defaults;
@@ -199,13 +215,15 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
     goto fail;
 
   step = "socket";
-  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) goto fail_errno;
-  if (a.kind == ADDR_TCP) {
-    int one = 1;
-    step = "SO_REUSEADDR";
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) goto fail_errno;
+  if ((rc = compat_sock_stream(&fd, ss.ss_family)) < 0) {
+    errno = -rc;
+    sock_err = 0;
+    goto fail_errno;
   }
+  /* SO_REUSEADDR where it means "rebind past TIME_WAIT"; not on Windows, where it would
+   * let another program bind the same port (libevent knows which). */
+  step = "SO_REUSEADDR";
+  if (a.kind == ADDR_TCP && evutil_make_listen_socket_reuseable(fd) < 0) goto fail_errno;
   step = "bind";
   if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) goto fail_errno;
   if (a.kind == ADDR_UNIX) {
@@ -213,10 +231,14 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
      * so no connection is ever accepted through looser permissions. (fchmod on the
      * socket would change the socket's inode, not the file's.) */
     file_made = 1;
+    sock_err = 0;
     step = "chmod";
     if (chmod(a.path, (mode_t)opts->unix_mode) < 0) goto fail_errno;
+#ifndef _WIN32
     step = "chown";
     if (opts->unix_group && chown(a.path, (uid_t)-1, gid) < 0) goto fail_errno;
+#endif
+    sock_err = 1;
   }
   step = "listen";
   if (listen(fd, 1024) < 0) goto fail_errno;
@@ -247,11 +269,11 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   return 0;
 
 fail_errno:
-  rc = -errno;
+  rc = sock_err ? -compat_sock_errno() : -errno;
   if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s: %s", url, step, strerror(-rc));
 fail:
   free(l);
-  if (fd >= 0) close(fd);
+  if (fd >= 0) evutil_closesocket(fd);
   if (file_made) unlink(a.path);
   free(abs_path);
   return rc;

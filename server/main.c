@@ -3,13 +3,15 @@
  * SIGINT, then shuts down gracefully. */
 #include <errno.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <malloc.h>
+#include <sys/resource.h>
+#endif
 
 #include <event2/event.h>
 
@@ -17,6 +19,7 @@
 #include "authz.h"
 #include "call.h"
 #include "cgroup.h"
+#include "compat.h"
 #include "config.h"
 #include "front.h"
 #include "health.h"
@@ -191,7 +194,7 @@ static void begin_drain(evutil_socket_t fd, short what, void *arg) {
   call_server_shutdown(srv->calls, runs_ms, on_calls_idle, srv);
   sched_shutdown(srv->sch, sd->cancel_runs, sd->grace_ms, on_runs_idle, srv);
   uint64_t limit_ms = (uint64_t)runs_ms + SHUTDOWN_MARGIN_MS;
-  struct timeval limit = {(time_t)(limit_ms / 1000), (suseconds_t)(limit_ms % 1000) * 1000};
+  struct timeval limit = compat_timeval_ms(limit_ms);
   event_base_loopexit(srv->base, &limit);
 }
 
@@ -216,6 +219,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     begin_drain(-1, 0, srv);
 }
 
+/* READY=1, with what is served for `systemctl status`, and `note` after it. */
+static void notify_ready(struct server *srv, const char *note) {
+  sdnotify_send(srv->notify, "READY=1\nSTATUS=serving %zu modules%s", srv->cfg->nmodules, note);
+}
+
+#ifndef _WIN32 /* SIGHUP's reload; Windows has no SIGHUP (open_events) */
 /* Whether two optional strings are equal (both NULL counts). */
 static int same_str(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
 
@@ -236,11 +245,6 @@ static void warn_restart_only(const config *old, const config *fresh) {
     LOG_WARN(
         "configuration reload: slurm.spool_dir, bin_dir and poll_interval are read at the "
         "first Slurm run and change only at a restart (slurm.max_jobs applies now)");
-}
-
-/* READY=1, with what is served for `systemctl status`, and `note` after it. */
-static void notify_ready(struct server *srv, const char *note) {
-  sdnotify_send(srv->notify, "READY=1\nSTATUS=serving %zu modules%s", srv->cfg->nmodules, note);
 }
 
 /* SIGHUP's reload: the configuration file is read again. If it is valid, it becomes
@@ -283,6 +287,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
   int rc = reload_config(srv);
   notify_ready(srv, rc == 0 ? "" : "; the last reload was refused, see the log");
 }
+#endif
 
 /* The call layer's authorization: what the current configuration's authz section grants. */
 /* GetStats's counters: the Runner's, and the connections the front holds beside the
@@ -391,8 +396,11 @@ static int read_environment(const struct cmdline *cl, enum sched_mode *mode) {
   return -1;
 }
 
-/* What the process needs of its environment before anything starts. */
+/* What the process needs of its environment before anything starts. Windows has no
+ * SIGPIPE or file size limit, its C library's allocator no such thresholds, and its
+ * handles no soft limit: nothing to do there. */
 static void setup_process(void) {
+#ifndef _WIN32
   /* A peer that goes away mid-write must not kill the server. */
   signal(SIGPIPE, SIG_IGN);
   /* Nor a file size limit: a write past it fails with EFBIG, which is handled (the
@@ -414,11 +422,17 @@ static void setup_process(void) {
     nofile.rlim_cur = nofile.rlim_max < NOFILE_MAX ? nofile.rlim_max : NOFILE_MAX;
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
+#endif
 }
 
 /* Runs in cgroups where the machine allows (cgroups.root); else in process groups,
  * said once, with what that does not cover. */
 static void open_cgroups(struct server *srv, const char *data_dir) {
+#ifdef _WIN32
+  (void)srv;
+  (void)data_dir;
+  LOG_INFO("runs in Job Objects of their own (Windows has no cgroups; cgroups.root is unused)");
+#else
   const char *where = srv->cfg->cgroup_root;
   char err[512];
   if (strcmp(where, "off") == 0) {
@@ -445,6 +459,7 @@ static void open_cgroups(struct server *srv, const char *data_dir) {
           "module %s: memory_max/cpu_max not applied, the controller is not available under %s",
           m->id, cgroup_root_path(srv->cg));
   }
+#endif
 }
 
 /* The loop and the core: the data directory, the run table, the scheduler. Returns 0,
@@ -452,6 +467,11 @@ static void open_cgroups(struct server *srv, const char *data_dir) {
  * why. */
 static int open_core(struct server *srv, const char *data_dir, enum sched_mode mode) {
   char err[512], dbpath[4096];
+  int rc = compat_net_init(); /* winsock, before the loop makes its socket pairs */
+  if (rc < 0) {
+    LOG_ERROR("cannot use sockets: %s", compat_strerror(-rc));
+    return 1;
+  }
   /* Timeouts a client can observe (WaitRun, deadlines, run timeouts) must not fire
    * early: libevent's default coarse clock can be a few milliseconds behind. */
   struct event_config *ecfg = event_config_new();
@@ -489,7 +509,7 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
   ro.rt = srv->rt;
   ro.data_dir = data_dir;
   ro.limits = srv->cfg->retention;
-  int rc = retention_new(&srv->ret, srv->base, &ro, err, sizeof err);
+  rc = retention_new(&srv->ret, srv->base, &ro, err, sizeof err);
   if (rc < 0) {
     LOG_ERROR("%s", err);
     return rc == -EINVAL ? 2 : 1;
@@ -524,21 +544,27 @@ static int open_services(struct server *srv) {
 }
 
 /* SIGTERM, SIGINT, SIGHUP, and the event that writes a pass's log lines. Returns 0 or
- * -ENOMEM. */
+ * -ENOMEM. On Windows: Ctrl-C (SIGINT) and Ctrl-Break (SIGBREAK, in SIGTERM's place: what a
+ * console sends a process group, and what `prismq`-less tools such as taskkill cannot);
+ * no SIGHUP, so a changed configuration takes a restart there (docs/windows.md). */
 static int open_events(struct server *srv) {
+#ifdef _WIN32
+  srv->sigterm = evsignal_new(srv->base, SIGBREAK, on_signal, srv);
+#else
   srv->sigterm = evsignal_new(srv->base, SIGTERM, on_signal, srv);
-  srv->sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
   srv->sighup = evsignal_new(srv->base, SIGHUP, on_sighup, srv);
+  if (!srv->sighup) return -ENOMEM;
+  evsignal_add(srv->sighup, NULL);
+#endif
+  srv->sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
   srv->log_flush = event_new(srv->base, -1, 0, on_log_flush, NULL);
   srv->table_check = event_new(srv->base, -1, EV_PERSIST, on_table_check, srv);
-  if (!srv->sigterm || !srv->sigint || !srv->sighup || !srv->log_flush || !srv->table_check)
-    return -ENOMEM;
+  if (!srv->sigterm || !srv->sigint || !srv->log_flush || !srv->table_check) return -ENOMEM;
   srv->table_ok = 1;
   struct timeval second = {1, 0};
   evtimer_add(srv->table_check, &second);
   evsignal_add(srv->sigterm, NULL);
   evsignal_add(srv->sigint, NULL);
-  evsignal_add(srv->sighup, NULL);
   return 0;
 }
 

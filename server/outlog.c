@@ -8,10 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "grpcwire.h"
 #include "prismq/runner/v1/runner.pb-c.h"
 #include "xalloc.h"
@@ -53,7 +52,7 @@ struct outlog {
   int write_err;            /* set when a failed append could not be rolled back */
   int ended;
   int truncated;
-  LIST_HEAD(, outlog_reader) waiters;
+  outlog_reader *waiters; /* readers waiting for more (waiter_add) */
 };
 
 struct outlog_reader {
@@ -65,9 +64,26 @@ struct outlog_reader {
   int filter;
   outlog_wake_fn fn;
   void *arg;
-  int waiting; /* on log->waiters */
-  LIST_ENTRY(outlog_reader) link;
+  int waiting;           /* on log->waiters */
+  outlog_reader *next;   /* on log->waiters */
+  outlog_reader **prevp; /* the pointer to r on log->waiters */
 };
+
+/* log->waiters is a list with O(1) removal from anywhere (sys/queue.h's LIST, which not
+ * every C library has). */
+static void waiter_add(outlog *l, outlog_reader *r) {
+  r->next = l->waiters;
+  if (r->next) r->next->prevp = &r->next;
+  l->waiters = r;
+  r->prevp = &l->waiters;
+  r->waiting = 1;
+}
+
+static void waiter_remove(outlog_reader *r) {
+  *r->prevp = r->next;
+  if (r->next) r->next->prevp = r->prevp;
+  r->waiting = 0;
+}
 
 /* Looks at the record starting at p (avail bytes there). Returns 1 and sets *size
  * (prefix included) if it is whole, 0 if more bytes are needed, -1 if the prefix is
@@ -133,9 +149,8 @@ static const struct idx_entry *index_find(const outlog *l, uint64_t seq) {
 
 static void wake_waiters(outlog *l) {
   outlog_reader *r;
-  while ((r = LIST_FIRST(&l->waiters)) != NULL) {
-    LIST_REMOVE(r, link);
-    r->waiting = 0;
+  while ((r = l->waiters) != NULL) {
+    waiter_remove(r);
     event_active(r->ev, 0, 0);
   }
 }
@@ -165,7 +180,6 @@ static int log_alloc(outlog **out, struct event_base *base, const char *path, in
   l->idx_every_recs = opts->index_every_records;
   l->idx_every_bytes = opts->index_every_bytes;
   l->next_seq = 1;
-  LIST_INIT(&l->waiters);
   *out = l;
   return 0;
 }
@@ -197,7 +211,7 @@ static int scan_file(outlog *l) {
   uint64_t off = 0;
   int rc = 0;
   for (;;) {
-    ssize_t got = pread(l->fd, buf, READ_BLOCK, (off_t)off);
+    ssize_t got = compat_pread(l->fd, buf, READ_BLOCK, off);
     if (got < 0) {
       rc = -errno;
       break;
@@ -361,7 +375,7 @@ static int write_iov(outlog *l, struct iovec *v, int nv, const size_t *rec, int 
     l->path = NULL;
   }
   while (done < n) {
-    ssize_t w = writev(l->fd, v, nv);
+    ssize_t w = compat_writev(l->fd, v, nv);
     if (w < 0) {
       if (errno == EINTR) continue;
       rc = -errno;
@@ -554,7 +568,7 @@ int outlog_reader_new(outlog_reader **out, outlog *l, uint64_t start_seq, int st
 
 void outlog_reader_free(outlog_reader *r) {
   if (!r) return;
-  if (r->waiting) LIST_REMOVE(r, link);
+  if (r->waiting) waiter_remove(r);
   event_free(r->ev); /* also takes it off the active queue: a pending wake never fires */
   log_unref(r->log);
   free(r);
@@ -612,7 +626,7 @@ ssize_t outlog_reader_read(outlog_reader *r, struct evbuffer *dst, size_t max_by
     if (want > l->size - r->off) want = (size_t)(l->size - r->off);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(dst, (ev_ssize_t)want, &v, 1) != 1) abort();
-    ssize_t got = pread(l->fd, v.iov_base, want, (off_t)r->off);
+    ssize_t got = compat_pread(l->fd, v.iov_base, want, r->off);
     size_t kept = 0, walked = 0;
     if (got < 0)
       rc = -errno;
@@ -661,10 +675,8 @@ void outlog_reader_wait(outlog_reader *r, outlog_wake_fn fn, void *arg) {
   r->arg = arg;
   if (r->off < r->log->size || r->log->ended)
     event_active(r->ev, 0, 0);
-  else if (!r->waiting) {
-    LIST_INSERT_HEAD(&r->log->waiters, r, link);
-    r->waiting = 1;
-  }
+  else if (!r->waiting)
+    waiter_add(r->log, r);
 }
 
 int outlog_reader_caught_up(const outlog_reader *r) { return r->off >= r->log->size; }

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 
+#include "compat.h"
 #include "config.h"
 
 /* Checks value v (NUL-terminated) against p. On success returns 0 and sets *out to
@@ -57,8 +58,7 @@ typedef struct param_report {
   { NULL, 0 }
 
 /* Appends a violation of parameter `name` (copied) with the formatted message. */
-void param_report_add(param_report *r, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void param_report_add(param_report *r, const char *name, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 
 /* Writes the messages joined by "; " into buf (len bytes, truncated, NUL-terminated). */
 void param_report_join(const param_report *r, char *buf, size_t len);

@@ -22,6 +22,7 @@
 #include <event2/util.h>
 
 #include "cgroup.h"
+#include "compat.h"
 #include "log.h"
 
 /* One read per readiness: a pipe holds 64 KiB by default, and reading once per
@@ -72,11 +73,6 @@ static void must0(int err) {
     LOG_ERROR("proc spawn set-up failed err=%s", strerror(err));
     abort();
   }
-}
-
-static struct timeval ms_tv(uint32_t ms) {
-  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-  return tv;
 }
 
 /* Only called while the main process is not reaped, so the group id is still ours.
@@ -191,7 +187,7 @@ static void settle(proc *p) {
   if (p->done || !p->exited) return;
   if (streams_open(p)) {
     if (!evtimer_pending(p->orphan_ev, NULL)) {
-      struct timeval tv = ms_tv(p->orphan_kill_ms);
+      struct timeval tv = compat_timeval_ms(p->orphan_kill_ms);
       evtimer_add(p->orphan_ev, &tv);
     }
     return;
@@ -248,7 +244,7 @@ static void orphan_cb(evutil_socket_t fd, short what, void *arg) {
   proc *p = arg;
   if (!p->group_killed) {
     kill_group(p, SIGKILL);
-    struct timeval tv = ms_tv(p->orphan_kill_ms);
+    struct timeval tv = compat_timeval_ms(p->orphan_kill_ms);
     evtimer_add(p->orphan_ev, &tv);
     return;
   }
@@ -620,7 +616,7 @@ void proc_terminate(proc *p, uint32_t grace_ms) {
   p->term_sent = 1;
   kill_group(p, SIGTERM);
   kill_group(p, SIGCONT);
-  struct timeval tv = ms_tv(grace_ms);
+  struct timeval tv = compat_timeval_ms(grace_ms);
   evtimer_add(p->term_ev, &tv);
 }
 

@@ -2,12 +2,12 @@
 
 #include <errno.h>
 #include <math.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "compat.h"
 #include "ere.h"
 #include "utf8.h"
 #include "xalloc.h"
@@ -43,8 +43,7 @@ struct progress_scan {
   char line[PROGRESS_LINE_MAX + 1]; /* + 1: a NUL after a line given to regexec */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 static int fail(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -292,9 +291,13 @@ static int take_line(progress_scan *s, const char *line, size_t n,
      * the lines copied are those that begin with the prefix only. */
     if (line != s->line) memcpy(s->line, line, n);
     s->line[n] = '\0';
+#ifdef REG_STARTEND
     s->m[0].rm_so = 0;
     s->m[0].rm_eo = (regoff_t)n;
     if (regexec(&s->pat->re, s->line, s->pat->nmatch, s->m, REG_STARTEND) != 0) return 0;
+#else /* TRE (Windows): its regnexec takes the length, as REG_STARTEND does */
+    if (regnexec(&s->pat->re, s->line, n, s->pat->nmatch, s->m, 0) != 0) return 0;
+#endif
     rc = from_match(s, s->line, out);
   }
   if (rc < 0) s->rejected++;
@@ -315,7 +318,7 @@ static void keep(progress_scan *s, const char *data, size_t n) {
 /* The chunk's end from d[p] on holds no line start that begins with the prefix: which
  * state its last line (the one begun after the last newline) leaves. */
 static void note_tail(progress_scan *s, const char *d, size_t p, size_t len) {
-  const char *nl = memrchr(d + p, '\n', len - p);
+  const char *nl = compat_memrchr(d + p, '\n', len - p);
   size_t from = nl ? (size_t)(nl - d) + 1 : p, k = s->needle_len - 1;
   s->state = SKIP;
   if (nl && from == len) {
@@ -340,7 +343,8 @@ static const char *next_candidate(const progress_scan *s, const char *d, size_t 
       return NULL;
     if (q[-1] == '\n' && memcmp(q, prefix, k) == 0) return q;
   }
-  const char *hit = q < end ? memmem(q - 1, (size_t)(end - q + 1), s->needle, s->needle_len) : NULL;
+  const char *hit =
+      q < end ? compat_memmem(q - 1, (size_t)(end - q + 1), s->needle, s->needle_len) : NULL;
   return hit ? hit + 1 : NULL;
 }
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compat.h"
+
 struct quota_entry {
   uint32_t n;
   const char *owner; /* for an entry in the tree, the bytes right after it */
@@ -31,7 +33,7 @@ quota *quota_new(void) {
 
 void quota_free(quota *q) {
   if (!q) return;
-  tdestroy(q->root, free);
+  compat_tdestroy(q->root, entry_cmp, free);
   free(q);
 }
 

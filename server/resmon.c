@@ -10,7 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "log.h"
+#ifdef _WIN32
+#include <windows.h>
+#endif
 
 /* Only the first line of stat is needed, and the kernel formats the whole file (the
  * "intr" line alone can be kilobytes): read just enough for the aggregate cpu line. */
@@ -32,6 +36,7 @@ struct cpu_times {
 
 struct resmon {
   struct event *timer;
+  int native; /* Windows without proc_root: the system's counters, not procfs files */
   resmon_limits lim;
   resmon_sample_fn on_sample;
   void *arg;
@@ -131,7 +136,32 @@ static int meminfo_field(const char *buf, const char *key, uint64_t *out) {
   return -EBADMSG;
 }
 
+#ifdef _WIN32
+static uint64_t ft64(FILETIME f) { return (uint64_t)f.dwHighDateTime << 32 | f.dwLowDateTime; }
+
+/* GetSystemTimes: its kernel time includes the idle time, as psutil reads it there. */
+static int native_cpu(struct cpu_times *t) {
+  FILETIME idle, kernel, user;
+  if (!GetSystemTimes(&idle, &kernel, &user)) return -EIO;
+  t->total = ft64(kernel) + ft64(user);
+  t->idle = ft64(idle);
+  return 0;
+}
+
+/* GlobalMemoryStatusEx: physical memory, and what is available without paging. */
+static int native_mem(uint64_t *total, uint64_t *avail) {
+  MEMORYSTATUSEX ms = {.dwLength = sizeof ms};
+  if (!GlobalMemoryStatusEx(&ms)) return -EIO;
+  *total = ms.ullTotalPhys / 1024;
+  *avail = ms.ullAvailPhys / 1024;
+  return 0;
+}
+#endif
+
 static int read_stat(resmon *m, struct cpu_times *t) {
+#ifdef _WIN32
+  if (m->native) return native_cpu(t);
+#endif
   char buf[STAT_READ];
   int rc = read_head(m->stat.path, buf, sizeof buf);
   return rc ? rc : parse_stat(buf, t);
@@ -140,9 +170,17 @@ static int read_stat(resmon *m, struct cpu_times *t) {
 static int read_meminfo(resmon *m) {
   char buf[MEMINFO_READ];
   uint64_t total, avail;
-  int rc = read_head(m->meminfo.path, buf, sizeof buf);
-  if (!rc) rc = meminfo_field(buf, "MemTotal:", &total);
-  if (!rc) rc = meminfo_field(buf, "MemAvailable:", &avail);
+  int rc;
+#ifdef _WIN32
+  if (m->native)
+    rc = native_mem(&total, &avail);
+  else
+#endif
+  {
+    rc = read_head(m->meminfo.path, buf, sizeof buf);
+    if (!rc) rc = meminfo_field(buf, "MemTotal:", &total);
+    if (!rc) rc = meminfo_field(buf, "MemAvailable:", &avail);
+  }
   if (!rc && total == 0) rc = -EBADMSG;
   if (rc) return rc;
   m->last.mem_total_kb = total;
@@ -200,15 +238,20 @@ int resmon_new(resmon **out, struct event_base *base, const resmon_opts *opts) {
   m->lim = opts->limits;
   m->on_sample = opts->on_sample;
   m->arg = opts->arg;
+#ifdef _WIN32
+  m->native = !opts->proc_root;
+  m->stat.path = m->native ? must(strdup("GetSystemTimes")) : path_join(root, "stat");
+  m->meminfo.path = m->native ? must(strdup("GlobalMemoryStatusEx")) : path_join(root, "meminfo");
+#else
   m->stat.path = path_join(root, "stat");
   m->meminfo.path = path_join(root, "meminfo");
+#endif
   m->last.cpu_percent = -1;
   int rc = read_stat(m, &m->prev);
   if (!rc) rc = read_meminfo(m);
   if (rc) goto fail;
   m->timer = must(event_new(base, -1, EV_PERSIST, tick_cb, m));
-  struct timeval tv = {.tv_sec = opts->interval_ms / 1000,
-                       .tv_usec = (suseconds_t)(opts->interval_ms % 1000) * 1000};
+  struct timeval tv = compat_timeval_ms(opts->interval_ms);
   if (event_add(m->timer, &tv) < 0) {
     rc = -EIO;
     goto fail;
@@ -220,8 +263,7 @@ fail:
   return rc;
 }
 
-static int refuse(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int refuse(char *why, size_t whylen, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 static int refuse(char *why, size_t whylen, const char *fmt, ...) {
   if (whylen) {
     va_list ap;

@@ -16,6 +16,9 @@
  * sample cannot be read, the previous readings stay in place and a warning is logged
  * (once, and once more when reading works again).
  *
+ * On Windows, without proc_root, the same figures come from the system: CPU times from
+ * GetSystemTimes, physical memory total and available from GlobalMemoryStatusEx.
+ *
  * Single-threaded: every function runs on the thread of the monitor's event_base.
  * Memory: the server aborts on out-of-memory; no function here reports -ENOMEM. */
 #ifndef PRISMQ_RESMON_H

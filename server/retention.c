@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "compat.h"
 #include "ids.h"
 #include "log.h"
 #include "outlog.h"
@@ -69,7 +70,7 @@ static uint64_t mono_us(void) {
 }
 
 static void arm(retention *r, uint64_t ms) {
-  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  struct timeval tv = compat_timeval_ms(ms);
   evtimer_add(r->timer, &tv);
 }
 
@@ -96,8 +97,10 @@ static void unlink_batch(retention *r) {
  * SCHED_BATCH thread wait for its turn instead). */
 static void *worker_main(void *arg) {
   retention *r = arg;
+#ifdef SCHED_BATCH /* Linux's; elsewhere the thread keeps the default policy */
   struct sched_param sp = {0};
   pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp); /* a failure costs only that */
+#endif
   int stop;
   do {
     while (sem_wait(&r->go) != 0 && errno == EINTR) continue;

@@ -11,6 +11,7 @@
 
 #include "authz.h"
 #include "b64.h"
+#include "compat.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -536,7 +537,7 @@ static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t time
     wt->timer = evtimer_new(call_base(c), waiter_timeout, wt);
     if (!wt->timer) abort();
     event_base_update_cache_time(call_base(c)); /* count from now, not the loop's start */
-    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    struct timeval tv = compat_timeval_ms(timeout_ms);
     evtimer_add(wt->timer, &tv);
   }
   call_on_cancel(c, waiter_cancelled, wt);

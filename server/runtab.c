@@ -73,6 +73,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
@@ -211,8 +212,7 @@ struct runtab {
 /* protobuf-c leaves strings NULL only if the caller did; treat that as "". */
 static const char *str_or_empty(const char *s) { return s ? s : ""; }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) COMPAT_PRINTF(3, 4);
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   if (!errlen) return;
   va_list ap;
@@ -364,7 +364,9 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages) {
     t->flushed_pages = 0;
   } else if (t->wal_fd >= 0 && pages - t->flushed_pages >= FLUSH_PAGES) {
     /* A failure costs only speed: the checkpoint syncs the WAL itself. */
+#ifdef SYNC_FILE_RANGE_WRITE
     sync_file_range(t->wal_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
     t->flushed_pages = pages;
   }
   return SQLITE_OK;
@@ -468,6 +470,8 @@ int runtab_open(runtab **out, const char *path, char *err, size_t errlen) {
   t = xcalloc(1, sizeof *t);
   t->db = db;
   t->wal_fd = -1;
+#ifdef SYNC_FILE_RANGE_WRITE /* Linux's; elsewhere no early writeback (and no handle that
+                              * would keep Windows from deleting the WAL) */
   const char *file = sqlite3_db_filename(db, "main"); /* "" for :memory: */
   if (file && *file) {
     /* WAL mode has made the file by now; without it checkpoints are only slower. */
@@ -477,6 +481,7 @@ int runtab_open(runtab **out, const char *path, char *err, size_t errlen) {
       t->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
     if (t->wal_fd < 0) LOG_WARN("run table: cannot open %s-wal: %s", file, strerror(errno));
   }
+#endif
   sqlite3_wal_hook(db, wal_hook, t);
   t->count = (uint64_t)count;
   for (int i = 0; i < ST_COUNT; i++) {

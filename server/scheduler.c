@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "compat.h"
 #include "exec.h"
 #include "ids.h"
 #include "log.h"
@@ -320,7 +322,7 @@ static void sync_cb(evutil_socket_t fd, short what, void *arg) {
 /* Frees the secret values of r, leaving no copy in freed memory. */
 static void drop_secrets(struct srun *r) {
   for (size_t i = 0; r->secret_env && r->secret_env[i]; i++)
-    explicit_bzero(r->secret_env[i], strlen(r->secret_env[i]));
+    compat_explicit_bzero(r->secret_env[i], strlen(r->secret_env[i]));
   config_argv_free(r->secret_env);
   r->secret_env = NULL;
 }
@@ -598,7 +600,8 @@ static void on_exit_cb(void *arg, const exec_end *e) {
   } else if (e->why) {
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, e->why);
   } else if (term_signal) {
-    snprintf(msg, sizeof msg, "killed by signal %d (%s)", term_signal, strsignal(term_signal));
+    snprintf(msg, sizeof msg, "killed by signal %d (%s)", term_signal,
+             compat_strsignal(term_signal));
     finish(r, PRISMQ__RUNNER__V1__RUN_STATUS__RUN_STATUS_FAILED, msg);
   } else if (exit_status != 0) {
     stderr_tail(r, msg, sizeof msg);
@@ -620,25 +623,38 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg) {
   exec_terminate(r->job, r->s->opts.default_grace_ms);
 }
 
-/* The child's clean environment: PATH, HOME and LANG from ours (PATH has a safe
- * default), then the module's own variables, which win, PRISMQ_PROGRESS_FD=3 if it has a
+/* The child's clean environment: some variables of ours (PATH, which has a safe default,
+ * HOME and LANG; on Windows PATH and what its programs expect to find, SystemRoot first,
+ * without which some cannot even start, names compared without case as Windows does),
+ * then the module's own variables, which win, PRISMQ_PROGRESS_FD=3 if it has a
  * progress descriptor, then its secret parameters
  * (secret, NULL-terminated, borrowed: the caller frees the result's first n strings
  * only, *nown). */
+#ifdef _WIN32
+static const char *const inherit[] = {"PATH", "SystemRoot", "SystemDrive", "windir",
+                                      "TEMP", "TMP",        "USERPROFILE", "PATHEXT"};
+#define PATH_DEFAULT NULL /* proc_resolve searches the system's directories */
+#define env_ncmp     strncasecmp
+#else
+static const char *const inherit[] = {"PATH", "HOME", "LANG"};
+#define PATH_DEFAULT "/usr/local/bin:/usr/bin:/bin"
+#define env_ncmp     strncmp
+#endif
+#define NINHERIT (sizeof inherit / sizeof inherit[0])
+
 static char **build_env(const config_module *m, char *const *secret, size_t *nown) {
-  static const char *const inherit[] = {"PATH", "HOME", "LANG"};
   size_t nsecret = 0;
   while (secret && secret[nsecret]) nsecret++;
-  char **env = xmalloc((4 + m->nenv + nsecret + 1) * sizeof *env);
+  char **env = xmalloc((NINHERIT + 1 + m->nenv + nsecret + 1) * sizeof *env);
   size_t n = 0;
-  for (size_t i = 0; i < 3; i++) {
+  for (size_t i = 0; i < NINHERIT; i++) {
     const char *v = getenv(inherit[i]);
-    if (!v && i == 0) v = "/usr/local/bin:/usr/bin:/bin";
+    if (!v && i == 0) v = PATH_DEFAULT;
     if (!v) continue;
     int overridden = 0;
     size_t klen = strlen(inherit[i]);
     for (size_t j = 0; j < m->nenv; j++)
-      overridden |= strncmp(m->env[j], inherit[i], klen) == 0 && m->env[j][klen] == '=';
+      overridden |= env_ncmp(m->env[j], inherit[i], klen) == 0 && m->env[j][klen] == '=';
     if (overridden) continue;
     size_t len = klen + 1 + strlen(v) + 1;
     env[n] = xmalloc(len);
@@ -706,7 +722,7 @@ static void arm_timeout(struct srun *r, uint32_t ms) {
   /* Timers count from the loop's cached time, taken before this iteration's work
    * (the spawn included): refresh it so a run never times out early. */
   event_base_update_cache_time(r->s->base);
-  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  struct timeval tv = compat_timeval_ms(ms);
   evtimer_add(r->timer, &tv);
 }
 
@@ -1038,7 +1054,7 @@ static void rendered_clear(struct rendered *rd) {
   free(rd->cwd);
   config_argv_free(rd->params);
   for (size_t i = 0; rd->secret_env && rd->secret_env[i]; i++)
-    explicit_bzero(rd->secret_env[i], strlen(rd->secret_env[i]));
+    compat_explicit_bzero(rd->secret_env[i], strlen(rd->secret_env[i]));
   config_argv_free(rd->secret_env);
   memset(rd, 0, sizeof *rd);
 }
@@ -1190,7 +1206,7 @@ struct collect {
   size_t *n;
 };
 
-/* twalk_r visitor: gathers the running runs (each node once, at its leaf or
+/* compat_twalk_r visitor: gathers the running runs (each node once, at its leaf or
  * post-order visit), since finishing runs while walking would change the tree. */
 static void collect_run(const void *node, VISIT v, void *arg) {
   if (v != postorder && v != leaf) return;
@@ -1244,7 +1260,7 @@ int sched_cancel(sched *s, const char *run_id, uint32_t grace_ms) {
 static void cancel_running(sched *s) {
   size_t n = 0;
   struct srun **running = NULL;
-  twalk_r(s->index, collect_run, &(struct collect){&running, &n});
+  compat_twalk_r(s->index, collect_run, &(struct collect){&running, &n});
   for (size_t i = 0; i < n; i++) {
     /* Cluster jobs outlive the server: the next one takes them up again. */
     if (running[i]->timed_out || running[i]->cancelled || running[i]->remote) continue;
@@ -1287,7 +1303,7 @@ void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle
     cancel_running(s);
   } else if (s->nrunning) {
     LOG_INFO("shutdown: waiting for running runs count=%zu grace_ms=%u", s->nrunning, grace_ms);
-    struct timeval tv = {(time_t)(grace_ms / 1000), (suseconds_t)(grace_ms % 1000) * 1000};
+    struct timeval tv = compat_timeval_ms(grace_ms);
     evtimer_add(s->drain_ev, &tv);
   }
   maybe_idle(s);
@@ -1470,10 +1486,10 @@ static int mkdir_p(const char *path) {
   for (char *p = buf + 1; *p; p++) {
     if (*p != '/') continue;
     *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
+    if (compat_mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
     *p = '/';
   }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
+  if (compat_mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
   return 0;
 }
 
@@ -1537,7 +1553,7 @@ static void stats_gauges(void *arg, runstats_gauges *g) {
   const sched *s = arg;
   g->queued = s->nqueued;
   g->running = s->nrunning;
-  if (s->nremote) twalk_r(s->index, count_remote, g);
+  if (s->nremote) compat_twalk_r(s->index, count_remote, g);
   g->runs = runtab_count(s->opts.rt);
 }
 
@@ -1622,6 +1638,6 @@ void sched_free(sched *s) {
   runstats_free(s->stats);
   exec_free(s->ex);
   exec_free(s->slurm);
-  explicit_bzero(s->secret_key, sizeof s->secret_key);
+  compat_explicit_bzero(s->secret_key, sizeof s->secret_key);
   free(s);
 }

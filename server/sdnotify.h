@@ -21,6 +21,8 @@
 
 #include <stddef.h>
 
+#include "compat.h"
+
 typedef struct sdnotify sdnotify;
 
 /* Reads NOTIFY_SOCKET and opens a non-blocking, close-on-exec datagram socket to send
@@ -36,7 +38,7 @@ int sdnotify_new(sdnotify **out, char *err, size_t errlen);
  * newline (it would end the assignment). The message is dropped if it cannot be sent
  * at once (no listener, a full queue) or is longer than 1023 bytes; only the first
  * failure is logged. */
-void sdnotify_send(sdnotify *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sdnotify_send(sdnotify *n, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 
 /* Sends RELOADING=1 with MONOTONIC_USEC (CLOCK_MONOTONIC now, in microseconds), which
  * systemd uses to tell this reload from an earlier one, and `status` as STATUS= when

@@ -6,11 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+
+#include "compat.h"
 
 #define KEY_FILE "secret.key"
 
@@ -29,16 +30,17 @@ static int read_all(int fd, uint8_t *buf, size_t len) {
 }
 
 /* Writes a new key to path, all or nothing: a temporary file renamed into place, so
- * that a crash never leaves a short key behind. The bytes come from getrandom(2):
- * OpenSSL's generator would set all of OpenSSL up (2 MiB of the idle server's memory)
+ * that a crash never leaves a short key behind. The bytes come from the system
+ * (compat_random: getrandom(2) on Linux): OpenSSL's generator would set all of OpenSSL up (2 MiB of the idle server's memory)
  * in a server that may never use it. */
 static int create_key(uint8_t *key, const char *path) {
   char tmp[4096 + 16];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  if (getrandom(key, SECRETKEY_LEN, 0) != SECRETKEY_LEN) return errno ? -errno : -EIO;
+  int rc = compat_random(key, SECRETKEY_LEN);
+  if (rc < 0) return rc;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return -errno;
-  int rc =
+  rc =
       write(fd, key, SECRETKEY_LEN) == SECRETKEY_LEN && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
   if (close(fd) < 0 && rc == 0) rc = -errno;
   if (rc == 0 && rename(tmp, path) < 0) rc = -errno;

@@ -7,6 +7,10 @@ environment (a test file also runs alone, defaulting to the repository layout):
   PRISMQ_KEEP_TMP=1 keeps each server's temporary directory for inspection.
   PRISMQ_VALGRIND=1 runs every Server under valgrind memcheck: any error or leak makes
                 its exit code 99 (so stop() fails the test), and WAIT grows fivefold.
+  PRISMQ_WINEPREFIX=DIR runs PRISMQ_BIN/prismqd.exe under Wine (scripts/wine-run.sh with
+                that prefix) instead of prismqd (the Windows build's tests, tests/windows):
+                its Linux paths work as they are (Wine's drive Z: is /), stop() sends
+                SIGINT (Ctrl-C there; Windows has no SIGTERM) and WAIT grows threefold.
 
 API:
   protos()          -> namespace of generated modules: runner_pb2, runner_pb2_grpc,
@@ -43,7 +47,8 @@ import types
 import unittest
 
 VALGRIND = os.environ.get("PRISMQ_VALGRIND") == "1"
-WAIT = 50.0 if VALGRIND else 10.0
+WINEPREFIX = os.environ.get("PRISMQ_WINEPREFIX")
+WAIT = 50.0 if VALGRIND else 30.0 if WINEPREFIX else 10.0
 # memcheck around the server: errors and definite or indirect leaks fail its exit code;
 # the runs it starts are not traced.
 VALGRIND_ARGS = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
@@ -173,8 +178,12 @@ class Server:
     # -- life cycle ------------------------------------------------------------
 
     def start(self):
-        args = [os.path.join(BIN_DIR, "prismqd"), "--listen", "tcp://127.0.0.1:0",
-                "--data-dir", self.data_dir]
+        if WINEPREFIX:
+            args = [os.path.join(_REPO, "scripts", "wine-run.sh"), WINEPREFIX,
+                    os.path.join(BIN_DIR, "prismqd.exe")]
+        else:
+            args = [os.path.join(BIN_DIR, "prismqd")]
+        args += ["--listen", "tcp://127.0.0.1:0", "--data-dir", self.data_dir]
         if self._config_yaml is not None:
             path = os.path.join(self.tmp, "prismq.yaml")
             with open(path, "w", encoding="utf-8") as f:
@@ -220,8 +229,9 @@ class Server:
         self.addr = "127.0.0.1:%d" % self.port
         return self
 
-    def stop(self, sig=signal.SIGTERM):
-        """Sends `sig` (default SIGTERM) and waits up to WAIT seconds for the exit.
+    def stop(self, sig=None):
+        """Sends `sig` (default SIGTERM; SIGINT under Wine) and waits up to WAIT seconds for
+        the exit.
 
         Returns the exit code (negative: killed by that signal). If the server does not
         exit in time it is killed and AssertionError is raised. Calling stop() again
@@ -233,6 +243,8 @@ class Server:
             self._admin = None
         if self.returncode is not None or self._proc is None:
             return self.returncode
+        if sig is None:
+            sig = signal.SIGINT if WINEPREFIX else signal.SIGTERM
         if self._proc.poll() is None:
             self._proc.send_signal(sig)
         try:

@@ -1,7 +1,6 @@
 /* Unit tests for server/ere: regcomp with stacked repetitions refused before glibc sees
  * them (they cost it unbounded memory). */
 #include <errno.h>
-#include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

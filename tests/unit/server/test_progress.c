@@ -294,11 +294,16 @@ static void test_messages(void **state) {
   r = scan_cut(NULL, bad, sizeof bad - 1, NULL, 0);
   assert_int_equal(r.n, 1);
   assert_string_equal(r.u[0].message, "a?b?c");
-  /* A pattern sees the whole line, NUL bytes too (where "." matches none, as POSIX says). */
+  /* A pattern sees the whole line, NUL bytes too (where "." matches none, as glibc's
+   * POSIX syntax says; TRE's, on Windows, matches them: docs/windows.md). */
   progress_pattern *p = compile(EXAMPLE);
   static const char out[] = "PROGRESS 1/2 x\0y\n";
   r = scan_cut(p, out, sizeof out - 1, NULL, 0);
+#ifdef _WIN32
+  assert_int_equal(r.n, 1);
+#else
   assert_int_equal(r.n, 0);
+#endif
   progress_pattern_free(p);
   p = compile("^PROGRESS (\\d+)/(\\d+) ([^z]*)$");
   r = scan_cut(p, out, sizeof out - 1, NULL, 0);

@@ -15,7 +15,9 @@
 
 #include <cmocka.h>
 
+#include "compat.h"
 #include "resmon.h"
+#include "../testos.h"
 
 #define WAIT_LIMIT_S 5
 
@@ -34,7 +36,7 @@
 #define STAT_BUSY "cpu  1100 0 100 700 100 0 0 0 0 0\n"
 
 struct fx {
-  char dir[32];
+  char dir[300];
   struct event_base *base;
   resmon *m;
   int samples;
@@ -46,9 +48,8 @@ struct fx {
 static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
   if (!f) return -1;
-  strcpy(f->dir, "/tmp/resmon-XXXXXX");
-  f->base = event_base_new();
-  if (!mkdtemp(f->dir) || !f->base) {
+  f->base = compat_net_init() == 0 ? event_base_new() : NULL;
+  if (!test_mkdtemp(f->dir, sizeof f->dir, "resmon") || !f->base) {
     if (f->base) event_base_free(f->base);
     free(f);
     return -1;
@@ -60,7 +61,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   struct fx *f = *state;
   resmon_free(f->m);
-  char path[64];
+  char path[400];
   snprintf(path, sizeof path, "%s/stat", f->dir);
   unlink(path);
   snprintf(path, sizeof path, "%s/meminfo", f->dir);
@@ -73,13 +74,13 @@ static int teardown(void **state) {
 
 /* Replaces dir/name with `text`, or removes it when text is NULL. */
 static void put_file(struct fx *f, const char *name, const char *text) {
-  char path[64];
+  char path[400];
   snprintf(path, sizeof path, "%s/%s", f->dir, name);
   if (!text) {
     assert_int_equal(unlink(path), 0);
     return;
   }
-  FILE *fp = fopen(path, "w");
+  FILE *fp = fopen(path, "wb");
   assert_non_null(fp);
   assert_int_equal(fputs(text, fp) >= 0, 1);
   assert_int_equal(fclose(fp), 0);

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "compat.h"
 #include "ui.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -33,12 +34,12 @@ static void test_index_at_root(void **state) {
   assert_string_equal(root.content_type, "text/html; charset=utf-8");
   assert_string_equal(root.etag, index.etag);
   assert_true(root.len > 0);
-  assert_non_null(memmem(root.data, root.len, "<!doctype html>", 15));
+  assert_non_null(compat_memmem(root.data, root.len, "<!doctype html>", 15));
   /* Its script and style are files (the CSP allows no inline ones). */
-  assert_non_null(memmem(root.data, root.len, "src=\"/app.js\"", 13));
-  assert_non_null(memmem(root.data, root.len, "href=\"/style.css\"", 17));
-  assert_null(memmem(root.data, root.len, "<style", 6));
-  assert_null(memmem(root.data, root.len, "<script>", 8));
+  assert_non_null(compat_memmem(root.data, root.len, "src=\"/app.js\"", 13));
+  assert_non_null(compat_memmem(root.data, root.len, "href=\"/style.css\"", 17));
+  assert_null(compat_memmem(root.data, root.len, "<style", 6));
+  assert_null(compat_memmem(root.data, root.len, "<script>", 8));
   assert_etag_shape(root.etag);
 }
 
@@ -68,8 +69,8 @@ static void test_nothing_external(void **state) {
   for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
     ui_asset a;
     assert_int_equal(ui_lookup(&a, paths[i]), 0);
-    if (memmem(a.data, a.len, "://", 3)) fail_msg("%s: holds an absolute URL", paths[i]);
-    if (memmem(a.data, a.len, "url(", 4) || memmem(a.data, a.len, "@import", 7))
+    if (compat_memmem(a.data, a.len, "://", 3)) fail_msg("%s: holds an absolute URL", paths[i]);
+    if (compat_memmem(a.data, a.len, "url(", 4) || compat_memmem(a.data, a.len, "@import", 7))
       fail_msg("%s: loads a CSS resource", paths[i]);
   }
 }

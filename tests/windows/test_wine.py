@@ -1,0 +1,166 @@
+"""prismqd.exe under Wine, driven by Debian's grpcio like the Linux server
+(tests/integration): what docs/windows.md promises of the Windows build. ctest of a
+Windows build tree runs it (tests/windows/CMakeLists.txt) with PRISMQ_BIN pointing at
+prismqd.exe and PRISMQ_WINEPREFIX at the tree's Wine prefix; the program the runs run
+is wchild.exe (wchild.c beside this file).
+
+Covered: start and exit codes (0, 3, a program that does not exist), live output and
+replay from any seq, cancel of a tree (a child that started a grandchild: none of it
+is left), cancel of a child that ignores Ctrl-Break (killed after the grace), the
+run's timeout, and a restart after a crash (kill -9): the running run is LOST with its
+processes gone (its Job Object died with the server), the queued one starts and
+completes. Processes are looked for in the process list, where Wine shows a Windows
+program with its command line.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+
+from prismq_testlib import BIN_DIR, WAIT, Server, ServerTestCase, temp_dir  # noqa: E402
+from runner_common import (CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, STDERR,  # noqa: E402
+                           STDOUT, TIMED_OUT, Client, R, config_yaml, poll_until,
+                           split_final, status_name)
+
+WCHILD = os.path.join(os.environ.get("PRISMQ_TESTBIN", BIN_DIR), "wchild.exe")
+LOST = R.RUN_STATUS_LOST
+
+
+def module(mid, *args, **extra):
+    """A module running wchild.exe with these arguments ({x} are parameters)."""
+    m = {"id": mid, "name": mid, "argv": [WCHILD] + list(args)}
+    m.update(extra)
+    return m
+
+
+MODULES = [
+    module("lines", "lines", "{n}", "{ms}",
+           parameters=[{"name": "n", "type": "integer", "default": "5"},
+                       {"name": "ms", "type": "integer", "default": "0"}]),
+    module("exit", "exit", "{code}", parameters=[{"name": "code", "type": "integer",
+                                                   "required": True}]),
+    module("tree", "tree", "{mark}", parameters=[{"name": "mark", "required": True}]),
+    module("sleep", "sleep", "{mark}", parameters=[{"name": "mark", "required": True}]),
+    module("stubborn", "stubborn"),
+    {"id": "missing", "name": "missing", "argv": ["no-such-program.exe"]},
+]
+
+
+def marked(mark):
+    """The pids of the processes whose command line holds `mark`."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True,
+                         check=True).stdout
+    return [int(line.split(None, 1)[0]) for line in out.splitlines()
+            if mark in line and "ps -eo" not in line]
+
+
+def assert_gone(test, mark):
+    # Wine takes a moment to take a terminated process off the list: there is no
+    # event for that to wait on, so it is polled, bounded.
+    poll_until(lambda: not marked(mark), "no process marked %s" % mark)
+
+
+class WineRuns(ServerTestCase):
+    server_kwargs = {"config_yaml": config_yaml(MODULES, max_concurrent=4)}
+
+    def setUp(self):
+        self.c = Client(self.server)
+
+    def tearDown(self):
+        self.c.close()
+
+    def test_exit_codes_and_output(self):
+        run = self.c.wait(self.c.start("lines", params={"n": "3"}).run_id)
+        self.assertEqual(run.status, COMPLETED, status_name(run.status))
+        self.assertEqual(run.exit_code, 0)
+        self.assertEqual(self.c.output(run.run_id), (b"line 1\nline 2\nline 3\n", b""))
+        run = self.c.wait(self.c.start("exit", params={"code": "3"}).run_id)
+        self.assertEqual((run.status, run.exit_code), (FAILED, 3))
+        self.assertEqual(self.c.output(run.run_id), (b"", b"exiting 3\n"))
+
+    def test_program_not_found(self):
+        run = self.c.wait(self.c.start("missing").run_id)
+        self.assertEqual(run.status, FAILED, status_name(run.status))
+        self.assertEqual(run.error_message,
+                         'cannot start "no-such-program.exe": No such file or directory')
+
+    def test_live_output_then_replay(self):
+        run = self.c.start("lines", params={"n": "20", "ms": "100"})
+        it = self.c.stream(run.run_id, follow=True)
+        first, out = self.c.read_until(it, b"line 2\n")
+        # Output arrives while the run still runs: live, not at the end.
+        self.assertEqual(self.c.get(run.run_id).status, RUNNING)
+        data, final = split_final(first + list(it))
+        self.assertEqual(final.status, COMPLETED)
+        whole = b"".join(c.data for c in data if c.stream == STDOUT)
+        self.assertEqual(whole, b"".join(b"line %d\n" % i for i in range(1, 21)))
+        # Replay from any seq gives exactly the chunks from there on.
+        for k in range(len(data)):
+            again, _ = self.c.chunks(run.run_id, start_seq=data[k].seq)
+            self.assertEqual([(c.seq, c.data) for c in again],
+                             [(c.seq, c.data) for c in data[k:]])
+
+    def test_cancel_ends_the_whole_tree(self):
+        mark = "tree-%d" % os.getpid()
+        run = self.c.start("tree", params={"mark": mark})
+        self.c.read_until(self.c.stream(run.run_id, follow=True), b"grandchild started\n")
+        self.assertEqual(len(marked(mark)), 2)  # the child and the grandchild
+        self.c.cancel(run.run_id, grace_ms=500)
+        done = self.c.wait(run.run_id)
+        self.assertEqual(done.status, CANCELLED, status_name(done.status))
+        assert_gone(self, mark)
+
+    def test_cancel_of_a_child_that_ignores_ctrl_break(self):
+        run = self.c.start("stubborn")
+        self.c.read_until(self.c.stream(run.run_id, follow=True), b"ready\n")
+        t0 = time.monotonic()
+        self.c.cancel(run.run_id, grace_ms=300)
+        done = self.c.wait(run.run_id)
+        self.assertEqual(done.status, CANCELLED)
+        self.assertEqual(done.term_signal, signal.SIGKILL)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+
+    def test_timeout(self):
+        mark = "timeout-%d" % os.getpid()
+        run = self.c.start("sleep", params={"mark": mark}, timeout_ms=500)
+        done = self.c.wait(run.run_id)
+        self.assertEqual(done.status, TIMED_OUT, status_name(done.status))
+        self.assertEqual(done.timeout_ms, 500)
+        assert_gone(self, mark)
+
+
+class WineRestart(unittest.TestCase):
+    def test_crash_then_restart(self):
+        mark = "crash-%d" % os.getpid()
+        cfg = config_yaml(MODULES, max_concurrent=1)
+        data_dir = os.path.join(temp_dir(), "var")
+        s1 = Server(cfg, extra_args=("--data-dir", data_dir)).start()
+        c1 = Client(s1)
+        running = c1.start("sleep", params={"mark": mark})
+        poll_until(lambda: c1.get(running.run_id).status == RUNNING, "the first run runs")
+        queued = c1.start("lines", params={"n": "2"})
+        self.assertEqual(c1.get(queued.run_id).status, QUEUED)
+        c1.ch.close()
+        self.assertEqual(s1.stop(signal.SIGKILL), -signal.SIGKILL)
+        # Its Job Object went with the server: nothing of the run outlives it.
+        assert_gone(self, mark)
+        s2 = Server(cfg, extra_args=("--data-dir", data_dir)).start()
+        c2 = Client(s2)
+        try:
+            lost = c2.get(running.run_id)
+            self.assertEqual(lost.status, LOST, status_name(lost.status))
+            done = c2.wait(queued.run_id)
+            self.assertEqual(done.status, COMPLETED, status_name(done.status))
+            self.assertEqual(c2.output(queued.run_id), (b"line 1\nline 2\n", b""))
+        finally:
+            c2.close()
+        self.assertEqual(s2.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
