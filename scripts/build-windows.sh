@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Cross-builds PrismQ Runner's client side for Windows (x86_64, mingw-w64) and packs it as a
-# zip: prismq.exe, libprismq.dll with its import library, the headers and pkg-config files
-# (docs/windows.md, "The client on Windows"). The server is not built for Windows (yet).
+# Cross-builds PrismQ Runner for Windows (x86_64, mingw-w64) and packs it as a zip: prismqd.exe,
+# prismq.exe, libprismq.dll with its import library, the headers and pkg-config files
+# (docs/windows.md).
 #
 # Usage: scripts/build-windows.sh [OUT_DIR]     (default: build-windows under the repo root)
 # Env:   JOBS=N   parallel build jobs (default: nproc)
@@ -9,8 +9,8 @@
 # Steps: scripts/deps-windows.sh (the static dependencies in build-windows/deps; quick once
 # built), CMake with cmake/mingw-w64.cmake in OUT_DIR/build (Release, warnings as errors),
 # the build, `cmake --install --strip` into OUT_DIR/stage/prismq-VERSION-windows-x86_64, and
-# OUT_DIR/prismq-windows-x86_64.zip holding that folder. The unit tests are not run here:
-# `ctest --test-dir OUT_DIR/build -L unit` runs them under Wine.
+# OUT_DIR/prismq-windows-x86_64.zip holding that folder. The tests are not run here:
+# `ctest --test-dir OUT_DIR/build` runs them under Wine (scripts/test.sh --windows).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,7 +50,7 @@ cmake --install "$BUILD" --prefix "$STAGE/$NAME" --strip >/dev/null ||
   die "cmake --install failed"
 
 # What the zip must hold, and nothing that needs a DLL it does not hold.
-for f in bin/prismq.exe bin/libprismq.dll lib/libprismq.dll.a include/prismq/client.h \
+for f in bin/prismqd.exe bin/prismq.exe bin/libprismq.dll lib/libprismq.dll.a include/prismq/client.h \
   include/prismq/runner/v1/runner.pb-c.h include/protobuf-c/protobuf-c.h \
   lib/pkgconfig/prismq.pc lib/pkgconfig/libprotobuf-c.pc lib/libprotobuf-c.a; do
   [ -e "$STAGE/$NAME/$f" ] || die "the install left no $f"
@@ -67,5 +67,5 @@ done
 
 rm -f "$ZIP"
 (cd "$STAGE" && zip -qr -X "$ZIP" "$NAME") || die "zip failed"
-echo "Windows client ($NAME) in $ZIP:"
+echo "Windows build ($NAME) in $ZIP:"
 (cd "$STAGE" && find "$NAME" -type f | sort | sed 's/^/  /')
