@@ -192,16 +192,21 @@ void *compat_memmem(const void *hay, size_t hlen, const void *needle, size_t nle
   return NULL;
 }
 
-/* glibc's texts, for the signals a run reports (proc_win.c maps Windows' ends to them). */
+/* glibc's texts for the signals a run can report, by Linux's numbers: the ones the API
+ * carries on every system (proc_win.c maps Windows' ends to them; mingw's own SIGABRT is
+ * 22). */
 const char *compat_strsignal(int sig) {
   switch (sig) {
-  case SIGINT: return "Interrupt";
-  case SIGILL: return "Illegal instruction";
-  case SIGABRT: return "Aborted";
-  case SIGFPE: return "Floating point exception";
-  case SIGKILL: return "Killed";
-  case SIGSEGV: return "Segmentation fault";
-  case SIGTERM: return "Terminated";
+  case 2: return "Interrupt";
+  case 4: return "Illegal instruction";
+  case 5: return "Trace/breakpoint trap";
+  case 6: return "Aborted";
+  case 7: return "Bus error";
+  case 8: return "Floating point exception";
+  case 9: return "Killed";
+  case 11: return "Segmentation fault";
+  case 13: return "Broken pipe";
+  case 15: return "Terminated";
   default: return "Unknown signal";
   }
 }

@@ -45,16 +45,17 @@
  *     (and the cgroup) of Linux. Its processes cannot leave it, and they all die when it
  *     is terminated or when its last handle, the server's, closes, however the server
  *     ends (a kill of the server too). It shares the server's console if there is one
- *     (so that console events reach it), else gets one of its own with no window.
+ *     (so that console events reach it), else has none (DETACHED_PROCESS).
  *   - Descriptors: the C runtime's, passed in STARTUPINFO's lpReserved2 table: stdin the
  *     NUL device, stdout and stderr pipes, and the progress pipe and the inputs on their
  *     descriptors, so that _read/_write reach them in a C program (msvcrt's or the
  *     UCRT's). The child inherits those handles and no other
  *     (PROC_THREAD_ATTRIBUTE_HANDLE_LIST).
- *   - Output and exit: a thread per proc waits on the pipes (overlapped reads, one chunk
- *     of up to 64 KiB in flight per stream, so the child still blocks on a full pipe
- *     while the loop is busy) and on the process, and wakes the loop through a loopback
- *     socket; callbacks still fire from the loop only. The thread never calls libevent.
+ *   - Output and exit: a thread per proc waits on the pipes (overlapped reads of up to
+ *     256 KiB, two chunks at most per stream waiting for the loop, so the child still
+ *     blocks on a full pipe while the loop is busy) and on the process, and wakes the
+ *     loop through a loopback socket; callbacks still fire from the loop only. The
+ *     thread never calls libevent.
  *   - "The group" is the job everywhere below: a SIGKILL is TerminateJobObject; SIGTERM
  *     and SIGINT are a CTRL_BREAK_EVENT to the child's process group
  *     (GenerateConsoleCtrlEvent), which only reaches it through a console both share.
@@ -96,7 +97,8 @@ typedef struct proc proc;
 /* Resource usage of the main process (and of the descendants it waited for), from
  * wait4. On Windows, of the whole job (JobObjectBasicAccountingInformation, the main
  * process's own times where the job counts none, as under Wine), and max_rss_kb is the
- * job's peak committed memory (PeakJobMemoryUsed), not a resident set. */
+ * job's peak committed memory (PeakJobMemoryUsed), not a resident set (0 under Wine,
+ * which does not count it). */
 typedef struct proc_usage {
   uint64_t user_cpu_ms; /* user CPU time, ms */
   uint64_t sys_cpu_ms;  /* system CPU time, ms */
@@ -178,7 +180,8 @@ typedef struct proc_opts {
   void *arg;                /* passed to both callbacks */
   /* Windows only: a bound on the committed memory of the whole job, in bytes
    * (JOB_OBJECT_LIMIT_JOB_MEMORY: an allocation over it fails); 0, the default, for
-   * none. Ignored on Linux, where the run's cgroup (cgroup_fd) carries the limit. */
+   * none. Ignored on Linux, where the run's cgroup (cgroup_fd) carries the limit.
+   * Wine (8.0) accepts the limit but does not enforce it. */
   uint64_t memory_max;
 } proc_opts;
 

@@ -119,6 +119,24 @@ if [ "${BENCH_SLURM:-}" = 1 ] || { [ "${BENCH_SLURM:-}" != 0 ] && [ ${#ARGS[@]} 
   PRISMQ_BIN="$BUILD_DIR/bin" /usr/bin/python3 "$SRC/slurm_bench.py" | tee "$BUILD_DIR/slurm-results.json"
 fi
 
+# prismqd.exe under Wine against plain Windows programs under the same Wine
+# (wine_bench.py, docs/windows.md): with the full suite (no --only) or BENCH_WINE=1 (never
+# with BENCH_WINE=0); builds the Windows tree first (scripts/build-windows.sh: about 13
+# minutes once for its dependencies), then about 3 minutes; its JSON line goes to
+# $BUILD_DIR/wine-results.json.
+if [ "${BENCH_WINE:-}" = 1 ] || { [ "${BENCH_WINE:-}" != 0 ] && [ ${#ARGS[@]} -eq 0 ]; }; then
+  echo "bench: Windows build under Wine (wine_bench.py)" >&2
+  bash "$ROOT/scripts/build-windows.sh" >/dev/null
+  WIN="$ROOT/build-windows/build"
+  if stale "$B/spawn_ref_win.exe" "$SRC/spawn_ref_win.c"; then
+    x86_64-w64-mingw32-gcc -O2 -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+      -Wmissing-prototypes -static "$SRC/spawn_ref_win.c" -o "$B/spawn_ref_win.exe"
+  fi
+  PRISMQ_BIN="$WIN/bin" PRISMQ_WINEPREFIX="$WIN/wineprefix" SPAWN_REF_WIN="$B/spawn_ref_win.exe" \
+    BENCH_CLIENT="$B/bench_client" /usr/bin/python3 "$SRC/wine_bench.py" |
+    tee "$BUILD_DIR/wine-results.json"
+fi
+
 # Followers and connections by the thousand.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
