@@ -167,7 +167,7 @@ void compat_explicit_bzero(void *p, size_t n) {
 #ifdef _WIN32
   SecureZeroMemory(p, n);
 #else
-  explicit_bzero(p, n); /* the BSDs' and macOS's (as memset_s) */
+  explicit_bzero(p, n); /* the BSDs' (macOS would want memset_s) */
 #endif
 }
 

@@ -1484,10 +1484,16 @@ static int mkdir_p(const char *path) {
   char buf[4096];
   snprintf(buf, sizeof buf, "%s", path);
   for (char *p = buf + 1; *p; p++) {
+#ifdef _WIN32
+    /* Either separator; a drive ("C:") is no directory to make. */
+    if ((*p != '/' && *p != '\\') || p[-1] == ':') continue;
+#else
     if (*p != '/') continue;
+#endif
+    char sep = *p;
     *p = '\0';
     if (compat_mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
-    *p = '/';
+    *p = sep;
   }
   if (compat_mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
   return 0;

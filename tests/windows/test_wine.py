@@ -9,7 +9,9 @@ replay from any seq, cancel of a tree (a child that started a grandchild: none o
 is left), cancel of a child that ignores Ctrl-Break (killed after the grace), the
 run's timeout, and a restart after a crash (kill -9): the running run is LOST with its
 processes gone (its Job Object died with the server), the queued one starts and
-completes. Processes are looked for in the process list, where Wine shows a Windows
+completes. Also the built-in configuration (Windows' own programs), a data directory
+given as a Windows path, and what a Windows server refuses to load (the Slurm executor,
+path parameters). Processes are looked for in the process list, where Wine shows a Windows
 program with its command line.
 """
 
@@ -132,6 +134,47 @@ class WineRuns(ServerTestCase):
         self.assertEqual(done.status, TIMED_OUT, status_name(done.status))
         self.assertEqual(done.timeout_ms, 500)
         assert_gone(self, mark)
+
+
+class WineConfig(unittest.TestCase):
+    def test_builtin_configuration_runs(self):
+        with Server() as srv:
+            c = Client(srv)
+            try:
+                mods = c.stub.ListModules(R.ListModulesRequest(), timeout=WAIT).modules
+                self.assertEqual([m.id for m in mods], ["echo", "sleep", "count", "fail", "progress"])
+                run = c.wait(c.start("count", params={"n": "3"}).run_id)
+                self.assertEqual((run.status, run.exit_code), (COMPLETED, 0))
+                self.assertEqual(c.output(run.run_id)[0].split(), [b"1", b"2", b"3"])
+                run = c.wait(c.start("fail", params={"code": "4"}).run_id)
+                self.assertEqual((run.status, run.exit_code), (FAILED, 4))
+            finally:
+                c.close()
+
+    def test_windows_data_dir(self):
+        # A Windows path, with backslashes and directories to make: Wine's Z: is /.
+        base = temp_dir()
+        win = "Z:" + os.path.join(base, "a", "b", "var").replace("/", "\\")
+        with Server(config_yaml(MODULES), extra_args=("--data-dir", win)) as srv:
+            c = Client(srv)
+            try:
+                run = c.wait(c.start("lines", params={"n": "1"}).run_id)
+                self.assertEqual(c.output(run.run_id), (b"line 1\n", b""))
+            finally:
+                c.close()
+        self.assertTrue(os.path.isfile(os.path.join(base, "a", "b", "var", "runs.db")))
+
+    def test_what_windows_refuses(self):
+        for module, why in (
+                ({"id": "s", "name": "s", "argv": ["x"], "executor": "slurm"},
+                 "modules[0].executor: slurm is not available on Windows"),
+                ({"id": "p", "name": "p", "argv": ["x", "{f}"], "parameters": [
+                    {"name": "f", "type": "path", "base_dir": "C:/data"}]},
+                 "base_dir is not supported on Windows yet (path parameters)")):
+            srv = Server(config_yaml([module], sections={"slurm": {"spool_dir": "/spool"}}))
+            with self.assertRaises(RuntimeError) as cm:
+                srv.start()
+            self.assertIn(why, str(cm.exception))
 
 
 class WineRestart(unittest.TestCase):
