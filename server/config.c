@@ -612,10 +612,8 @@ static int load_base_dir(const loader *ld, const yaml_node_t *n, const yaml_node
   if (rc <= 0) return rc;
   snprintf(path, sizeof path, "%s.base_dir", what);
   if ((rc = get_str(ld, base, path, 1, &p->base_dir)) < 0) return rc;
-  if ((rc = param_resolve_base(&p->base_resolved, p->base_dir)) < 0)
-    return fail_at(ld, base, "%s %s", path,
-                   rc == -ENOTSUP ? "is not supported on Windows yet (path parameters)"
-                                  : "must be an absolute path");
+  if (param_resolve_base(&p->base_resolved, p->base_dir) < 0)
+    return fail_at(ld, base, "%s must be an absolute path", path);
   return 0;
 }
 

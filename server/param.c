@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include "compat.h"
+#include "ppath.h"
 #include "xalloc.h"
 
 static const char *const type_names[] = {
@@ -109,115 +109,27 @@ static int check_select(const config_param *p, const char *v, char *why, size_t 
   return fail(why, whylen, "must be one of %s", list);
 }
 
-#ifdef _WIN32
-/* Windows paths (drive letters, '\\', case-insensitive names, junctions) need a resolver
- * of their own, which is still to come (docs/windows.md): until then no PATH parameter is
- * accepted there, rather than one checked by POSIX rules. */
 int param_resolve_base(char **out, const char *base_dir) {
-  (void)out;
-  (void)base_dir;
-  return -ENOTSUP;
-}
-
-static int check_path(char **resolved, const config_param *p, const char *v, char *why,
-                      size_t whylen) {
-  (void)resolved;
-  (void)p;
-  (void)v;
-  return fail(why, whylen, "cannot be checked: path parameters are not supported on Windows yet");
-}
-#else
-/* Appends component c (len bytes) to the absolute path in buf (len *n), lexically: "."
- * is nothing, ".." drops the last component (never above "/"). */
-static void push_component(char *buf, size_t *n, const char *c, size_t len) {
-  if (len == 0 || (len == 1 && c[0] == '.')) return;
-  if (len == 2 && c[0] == '.' && c[1] == '.') {
-    while (*n > 1 && buf[*n - 1] != '/') (*n)--;
-    if (*n > 1) (*n)--;
-    buf[*n] = '\0';
-    return;
-  }
-  if (*n > 1) buf[(*n)++] = '/';
-  memcpy(buf + *n, c, len);
-  *n += len;
-  buf[*n] = '\0';
-}
-
-/* The lexical form of `rel` taken from directory `base` (or alone if rel is absolute)
- * into buf (PATH_MAX bytes): absolute, no ".", "..", or repeated "/". -ENAMETOOLONG. */
-static int normalize(char *buf, const char *base, const char *rel) {
-  size_t n = 1;
-  buf[0] = '/';
-  buf[1] = '\0';
-  for (int pass = rel[0] == '/'; pass < 2; pass++) {
-    const char *s = pass ? rel : base;
-    while (*s) {
-      size_t len = strcspn(s, "/");
-      if (n + 1 + len >= PATH_MAX) return -ENAMETOOLONG;
-      push_component(buf, &n, s, len);
-      s += len + (s[len] == '/');
-    }
-  }
-  return 0;
-}
-
-/* Resolves the symbolic links of the longest existing prefix of the normalized absolute
- * path in buf (PATH_MAX bytes), in place; the rest stays as it is. -ELOOP for a
- * component past that prefix that is itself a symbolic link (one that points nowhere:
- * the run could still create what it names, anywhere); -ENAMETOOLONG; another -errno
- * of realpath (a component that is not a directory, a loop of links, no access). */
-static int resolve_links(char *buf) {
-  char real[PATH_MAX], tail[PATH_MAX] = "";
-  size_t cut = strlen(buf);
-  for (;;) {
-    char saved = buf[cut];
-    buf[cut] = '\0';
-    const char *prefix = cut ? buf : "/";
-    if (realpath(prefix, real)) {
-      buf[cut] = saved;
-      break;
-    }
-    struct stat st;
-    if (errno != ENOENT) return -errno;
-    if (cut && lstat(prefix, &st) == 0) return -ELOOP;
-    buf[cut] = saved;
-    while (cut > 0 && buf[cut - 1] != '/') cut--;
-    if (cut > 0) cut--;
-  }
-  /* buf = real + the part that does not exist (which starts with "/"). */
-  size_t tlen = strlen(buf + cut), rlen = strcmp(real, "/") == 0 && tlen ? 0 : strlen(real);
-  if (rlen + tlen >= PATH_MAX) return -ENAMETOOLONG;
-  memcpy(tail, buf + cut, tlen + 1);
-  memcpy(buf, real, rlen);
-  memcpy(buf + rlen, tail, tlen + 1);
-  return 0;
-}
-
-int param_resolve_base(char **out, const char *base_dir) {
-  char buf[PATH_MAX];
-  if (base_dir[0] != '/' || normalize(buf, "/", base_dir) < 0 || resolve_links(buf) < 0)
-    return -EINVAL;
+  char buf[PPATH_MAX];
+  if (ppath_resolve(buf, NULL, base_dir) < 0) return -EINVAL;
   *out = xstrdup(buf);
   return 0;
 }
 
 static int check_path(char **resolved, const config_param *p, const char *v, char *why,
                       size_t whylen) {
-  char buf[PATH_MAX];
+  char buf[PPATH_MAX];
   if (!*v) return fail(why, whylen, "must not be empty");
-  int rc = normalize(buf, p->base_resolved, v);
-  if (rc == 0) rc = resolve_links(buf);
+  int rc = ppath_resolve(buf, p->base_resolved, v);
   if (rc == -ELOOP) return fail(why, whylen, "leads through a symbolic link that points nowhere");
   if (rc == -ENAMETOOLONG) return fail(why, whylen, "is too long a path");
+  if (rc == -EINVAL) return fail(why, whylen, "is not a path this server takes");
   if (rc < 0) return fail(why, whylen, "cannot be resolved: %s", strerror(-rc));
-  size_t blen = strlen(p->base_resolved);
-  int under = strncmp(buf, p->base_resolved, blen) == 0 &&
-              (buf[blen] == '\0' || buf[blen] == '/' || strcmp(p->base_resolved, "/") == 0);
-  if (!under) return fail(why, whylen, "leads outside %s", p->base_dir);
+  if (!ppath_under(buf, p->base_resolved))
+    return fail(why, whylen, "leads outside %s", p->base_dir);
   *resolved = xstrdup(buf);
   return 0;
 }
-#endif
 
 /* The checks of the type, after the lengths; sets *canon for a BOOLEAN, *resolved for
  * a PATH. */

@@ -12,8 +12,9 @@
  *     STRING and SECRET any text;
  *   - min / max for INTEGER and NUMBER;
  *   - the pattern, on the value as given.
- * The checks read the file system only for PATH (lstat/realpath of its prefix that
- * exists, on the caller's thread); the result says where the path led at check time.
+ * The checks read the file system only for PATH (ppath.h: the system's path rules, the
+ * links of its prefix that exists, on the caller's thread); the result says where the
+ * path led at check time.
  *
  * Server code: out of memory aborts. */
 #ifndef PRISMQ_PARAM_H

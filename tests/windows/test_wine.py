@@ -10,8 +10,9 @@ is left), cancel of a child that ignores Ctrl-Break (killed after the grace), th
 run's timeout, and a restart after a crash (kill -9): the running run is LOST with its
 processes gone (its Job Object died with the server), the queued one starts and
 completes. Also the built-in configuration (Windows' own programs), a data directory
-given as a Windows path, and what a Windows server refuses to load (the Slurm executor,
-path parameters). Processes are looked for in the process list, where Wine shows a Windows
+given as a Windows path, PATH parameters by Windows' rules (links and junctions resolved,
+names Win32 would rewrite refused), and what a Windows server refuses to load (the Slurm
+executor, a relative base_dir). Processes are looked for in the process list, where Wine shows a Windows
 program with its command line.
 """
 
@@ -169,12 +170,47 @@ class WineConfig(unittest.TestCase):
                 ({"id": "s", "name": "s", "argv": ["x"], "executor": "slurm"},
                  "modules[0].executor: slurm is not available on Windows"),
                 ({"id": "p", "name": "p", "argv": ["x", "{f}"], "parameters": [
-                    {"name": "f", "type": "path", "base_dir": "C:/data"}]},
-                 "base_dir is not supported on Windows yet (path parameters)")):
+                    {"name": "f", "type": "path", "base_dir": "data"}]},
+                 "modules[0].parameters[0].base_dir must be an absolute path")):
             srv = Server(config_yaml([module], sections={"slurm": {"spool_dir": "/spool"}}))
             with self.assertRaises(RuntimeError) as cm:
                 srv.start()
             self.assertIn(why, str(cm.exception))
+
+
+class WinePaths(unittest.TestCase):
+    """PATH parameters by Windows' rules (server/ppath_win.c): a base directory given as a
+    Windows path; links made here, on the Linux side, are what Wine resolves. (A link to
+    nowhere is not tested: Wine does not show one to Windows programs at all, where
+    Windows shows the link and ppath_win.c refuses it.)"""
+
+    def test_path_parameter(self):
+        import grpc
+        base = temp_dir()
+        os.makedirs(os.path.join(base, "in"))
+        os.symlink("/etc", os.path.join(base, "out"))
+        win_base = "Z:" + base.replace("/", "\\")
+        mod = module("say", "say", "{f}", parameters=[
+            {"name": "f", "type": "path", "base_dir": win_base, "required": True}])
+        with Server(config_yaml([mod])) as srv:
+            c = Client(srv)
+            try:
+                run = c.wait(c.start("say", params={"f": "in/../in\\file.txt"}).run_id)
+                self.assertEqual(run.status, COMPLETED, run.error_message)
+                self.assertEqual(c.output(run.run_id)[0],
+                                 (win_base + "\\in\\file.txt\n").encode())
+                for value, why in (("..\\x", "leads outside " + win_base),
+                                   ("C:\\windows", "leads outside " + win_base),
+                                   ("out\\passwd", "leads outside " + win_base),
+                                   ("in\\NUL", "is not a path this server takes"),
+                                   ("in\\x.", "is not a path this server takes")):
+                    with self.subTest(value=value):
+                        with self.assertRaises(grpc.RpcError) as cm:
+                            c.start("say", params={"f": value})
+                        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                        self.assertEqual(cm.exception.details(), 'parameter "f" ' + why)
+            finally:
+                c.close()
 
 
 class WineRestart(unittest.TestCase):

@@ -2,6 +2,7 @@
  * test asks of it, named by its first argument:
  *   lines N MS    prints "line 1".."line N" on stdout, one every MS ms, then exits 0;
  *   exit CODE     prints "exiting CODE" on stderr, then exits with CODE;
+ *   say TEXT      prints TEXT and a newline on stdout, then exits 0;
  *   tree MARK     starts "wchild sleep MARK" (which inherits stdout and stderr), prints
  *                 "grandchild started", then sleeps until killed;
  *   sleep MARK    sleeps until killed (MARK names it in the process list);
@@ -51,6 +52,10 @@ int main(int argc, char **argv) {
       fflush(stdout);
       if (ms) Sleep((DWORD)ms);
     }
+    return 0;
+  }
+  if (!strcmp(role, "say") && argc == 3) {
+    say(stdout, argv[2]);
     return 0;
   }
   if (!strcmp(role, "exit") && argc == 3) {
