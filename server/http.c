@@ -882,7 +882,7 @@ static struct hconn *lookup(http *h, struct evhttp_connection *evcon) {
  * autobind; a loopback port), non-blocking but where `blocking`. Returns 0 and sets *out,
  * or a negative errno. */
 static int inner_socket(evutil_socket_t *out, int blocking) {
-  evutil_socket_t s;
+  evutil_socket_t s = -1;
   int rc = compat_sock_stream(&s, INNER_FAMILY);
   if (rc < 0) return rc;
 #if COMPAT_HAVE_ABSTRACT_UNIX
@@ -912,7 +912,7 @@ static int inner_socket(evutil_socket_t *out, int blocking) {
  * blocking, which loopback answers at once too (a full backlog is refused there, never
  * waited for), then made non-blocking. Returns it, or a negative errno. */
 static int connect_inner(http *h, struct hconn *hc, evutil_socket_t *out) {
-  evutil_socket_t s;
+  evutil_socket_t s = -1;
   int rc = inner_socket(&s, 1);
   if (rc < 0) return rc;
   hc->namelen = sizeof hc->name;
@@ -969,7 +969,7 @@ int http_accept(http *h, conn *outer) {
 
 /* evhttp's private listener, on a name the system picks (inner_socket). */
 static int open_inner(http *h) {
-  evutil_socket_t s;
+  evutil_socket_t s = -1;
   int rc = inner_socket(&s, 0);
   if (rc < 0) return rc;
   h->addrlen = sizeof h->addr;
