@@ -135,7 +135,7 @@ static int final_path(char *real, const char *path) {
     s += 4;
   }
   return WideCharToMultiByte(CP_UTF8, 0, s, -1, real, PPATH_MAX, NULL, NULL) > 0 ? 0
-                                                                                  : -ENAMETOOLONG;
+                                                                                 : -ENAMETOOLONG;
 }
 
 /* Resolves the links of the longest existing prefix of the normal path in buf, in
