@@ -105,9 +105,16 @@ static const char *bracket(const char *p, unsigned char c, int *hit) {
 }
 
 /* Backtracking over the last '*' only: each '*' takes the shortest run that lets the rest
- * match, which is linear per '*' (the classic glob match). */
+ * match, which is linear per '*' (the classic glob match). What this does not take as
+ * glibc does fails closed, as the identity globs of authz want: a pattern with a
+ * character class or its kin ("[:", "[.", "[=", not supported here) or ending in a lone
+ * '\\' (invalid) matches nothing. */
 int compat_fnmatch(const char *glob, const char *s) {
   const char *star = NULL, *star_s = NULL;
+  if (strstr(glob, "[:") || strstr(glob, "[.") || strstr(glob, "[=")) return 0;
+  size_t n = strlen(glob), bs = 0;
+  while (bs < n && glob[n - 1 - bs] == '\\') bs++;
+  if (bs % 2) return 0;
   while (*s) {
     int hit = 0;
     const char *next = NULL;
@@ -192,9 +199,11 @@ void *compat_memmem(const void *hay, size_t hlen, const void *needle, size_t nle
   return NULL;
 }
 
-/* glibc's texts for the signals a run can report, by Linux's numbers: the ones the API
- * carries on every system (proc_win.c maps Windows' ends to them; mingw's own SIGABRT is
- * 22). */
+#ifndef _WIN32
+const char *compat_strsignal(int sig) { return strsignal(sig); }
+#else
+/* glibc's texts for the signals a run can report there, by Linux's numbers, which
+ * proc_win.c maps Windows' ends to (mingw's own SIGABRT is 22). */
 const char *compat_strsignal(int sig) {
   switch (sig) {
   case 2: return "Interrupt";
@@ -210,6 +219,7 @@ const char *compat_strsignal(int sig) {
   default: return "Unknown signal";
   }
 }
+#endif
 
 static _Thread_local void (*walk_fn)(const void *, VISIT, void *);
 static _Thread_local void *walk_arg;
@@ -253,9 +263,43 @@ FILE *compat_memstream_open(compat_memstream *m) {
       path,
       _O_RDWR | _O_CREAT | _O_TRUNC | _O_BINARY | _O_NOINHERIT | _O_TEMPORARY | _O_SHORT_LIVED,
       _S_IREAD | _S_IWRITE);
-  if (fd < 0) return NULL;
-  if (!(m->f = _fdopen(fd, "w+b"))) _close(fd);
+  if (fd < 0) {
+    int e = errno;
+    DeleteFileA(path); /* GetTempFileNameA made it */
+    errno = e;
+    return NULL;
+  }
+  if (!(m->f = _fdopen(fd, "w+b"))) _close(fd); /* _O_TEMPORARY: the close deletes it */
   return m->f;
+}
+
+/* How many bytes of s (n of them) are in set. */
+static size_t count_in(const char *s, size_t n, const char *set) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) k += s[i] && strchr(set, s[i]) != NULL;
+  return k;
+}
+
+int compat_ansi_safe(const char *s, const char *special) {
+  int wn = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+  if (wn <= 0) return 0;
+  wchar_t *w = malloc((size_t)wn * sizeof *w);
+  int an = w ? MultiByteToWideChar(CP_UTF8, 0, s, -1, w, wn) : 0;
+  an = an > 0 ? WideCharToMultiByte(CP_ACP, 0, w, -1, NULL, 0, NULL, NULL) : 0;
+  char *a = an > 0 ? malloc((size_t)an) : NULL;
+  int ok = a && WideCharToMultiByte(CP_ACP, 0, w, -1, a, an, NULL, NULL) > 0 &&
+           count_in(a, (size_t)an, special) == count_in(s, strlen(s), special);
+  free(a);
+  free(w);
+  return ok;
+}
+
+const char *compat_getenv(const char *name, char *buf, size_t len) {
+  wchar_t wname[64], wval[4096];
+  if (MultiByteToWideChar(CP_UTF8, 0, name, -1, wname, 64) <= 0) return NULL;
+  DWORD n = GetEnvironmentVariableW(wname, wval, 4096);
+  if (n == 0 || n >= 4096) return NULL;
+  return WideCharToMultiByte(CP_UTF8, 0, wval, -1, buf, (int)len, NULL, NULL) > 0 ? buf : NULL;
 }
 
 int compat_memstream_close(compat_memstream *m) {
@@ -279,6 +323,12 @@ FILE *compat_memstream_open(compat_memstream *m) {
   m->buf = NULL;
   m->len = 0;
   return m->f = open_memstream(&m->buf, &m->len);
+}
+
+const char *compat_getenv(const char *name, char *buf, size_t len) {
+  (void)buf;
+  (void)len;
+  return getenv(name);
 }
 
 int compat_memstream_close(compat_memstream *m) {

@@ -138,6 +138,20 @@ typedef struct compat_memstream {
 FILE *compat_memstream_open(compat_memstream *m);
 int compat_memstream_close(compat_memstream *m);
 
+/* The environment variable `name` as UTF-8: getenv's pointer, or on Windows (whose C
+ * library gives the ANSI code page) the variable read as UTF-16 and converted into buf
+ * (len bytes). NULL when unset (or, on Windows, too long for buf or 4096 characters). */
+const char *compat_getenv(const char *name, char *buf, size_t len);
+
+#ifdef _WIN32
+/* Whether UTF-8 text s means the same to a program that reads it in the ANSI code page (an
+ * ANSI main(), GetCommandLineA): Windows' "best fit" conversion turns some characters into
+ * ASCII ones (U+FF0E FULLWIDTH FULL STOP into '.', U+FF02 into '"', U+00A5 into '\\' in
+ * code page 932...). Returns 1 if the conversion leaves the count of each byte of
+ * `special` as it is in s, 0 if it adds some (or s is not UTF-8). */
+int compat_ansi_safe(const char *s, const char *special);
+#endif
+
 /* A struct timeval of ms milliseconds (libevent's timeouts). */
 struct timeval compat_timeval_ms(uint64_t ms);
 

@@ -282,7 +282,8 @@ static char *expand(const config_module *m, const char *t, char *const *vals, ch
   return ms.buf;
 
 fail:
-  if (compat_memstream_close(&ms) == 0) free(ms.buf);
+  compat_memstream_close(&ms);
+  free(ms.buf);
   return NULL;
 }
 

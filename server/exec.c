@@ -125,6 +125,7 @@ static int local_start(executor *base, exec_job **out, const exec_spec *spec, ch
   po.progress_pipe = spec->progress_pipe;
   po.inputs = spec->inputs;
   po.ninputs = spec->ninputs;
+  po.memory_max = spec->mod->memory_max; /* Windows' job limit; the cgroup's on Linux */
   po.on_output = on_output;
   po.on_exit = on_exit_cb;
   po.arg = j;

@@ -50,6 +50,12 @@ typedef struct sockaddr_un inner_addr;
 typedef struct sockaddr_in inner_addr;
 #define INNER_FAMILY AF_INET
 #endif
+/* Windows cuts a plain backlog to about 200; SOMAXCONN_HINT asks for what we mean. */
+#ifdef SOMAXCONN_HINT
+#define INNER_BACKLOG SOMAXCONN_HINT(4096)
+#else
+#define INNER_BACKLOG 1024
+#endif
 
 /* One HTTP/1.1 connection. evhttp answers its requests one at a time, so there is at
  * most one request, and one call, in flight. */
@@ -909,8 +915,10 @@ static int inner_socket(evutil_socket_t *out, int blocking) {
 
 /* A socket connected to evhttp's private listener, its name into hc->name. A unix
  * socket's connect completes at once; a loopback TCP one (Windows) is connected while
- * blocking, which loopback answers at once too (a full backlog is refused there, never
- * waited for), then made non-blocking. Returns it, or a negative errno. */
+ * blocking, then made non-blocking: loopback answers at once while the listener's
+ * backlog (INNER_BACKLOG) has room, and a full one (thousands of new HTTP connections in
+ * one pass of the loop) makes the connect wait for a retry (docs/windows.md). Returns it, or a
+ * negative errno. */
 static int connect_inner(http *h, struct hconn *hc, evutil_socket_t *out) {
   evutil_socket_t s = -1;
   int rc = inner_socket(&s, 1);
@@ -973,7 +981,8 @@ static int open_inner(http *h) {
   int rc = inner_socket(&s, 0);
   if (rc < 0) return rc;
   h->addrlen = sizeof h->addr;
-  if (listen(s, 1024) != 0 || getsockname(s, (struct sockaddr *)&h->addr, &h->addrlen) != 0) {
+  if (listen(s, INNER_BACKLOG) != 0 ||
+      getsockname(s, (struct sockaddr *)&h->addr, &h->addrlen) != 0) {
     rc = -compat_sock_errno();
     evutil_closesocket(s);
     return rc;

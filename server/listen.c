@@ -221,9 +221,17 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
     goto fail_errno;
   }
   /* SO_REUSEADDR where it means "rebind past TIME_WAIT"; not on Windows, where it would
-   * let another program bind the same port (libevent knows which). */
+   * let another program bind the same port (libevent knows which). There, the port is
+   * made ours alone instead: no other socket, even of our own user, binds over it. */
   step = "SO_REUSEADDR";
   if (a.kind == ADDR_TCP && evutil_make_listen_socket_reuseable(fd) < 0) goto fail_errno;
+#ifdef _WIN32
+  int one = 1;
+  step = "SO_EXCLUSIVEADDRUSE";
+  if (a.kind == ADDR_TCP &&
+      setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&one, sizeof one) != 0)
+    goto fail_errno;
+#endif
   step = "bind";
   if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) goto fail_errno;
   if (a.kind == ADDR_UNIX) {

@@ -14,6 +14,8 @@
 
 #include <windows.h>
 
+#include "compat.h"
+
 /* A drive-absolute path: "X:" and a separator. */
 static int drive_abs(const char *p) {
   return ((p[0] >= 'A' && p[0] <= 'Z') || (p[0] >= 'a' && p[0] <= 'z')) && p[1] == ':' &&
@@ -23,15 +25,21 @@ static int drive_abs(const char *p) {
 static int is_sep(char c) { return c == '\\' || c == '/'; }
 
 /* Whether name (len bytes) is one of Windows' device names, with or without an
- * extension ("NUL", "nul.txt", "COM1"). */
+ * extension, and with spaces before it, which Win32 drops ("NUL", "nul.txt", "NUL .txt",
+ * "COM1", "LPT0", "COM\u00b9"). */
 static int device_name(const char *c, size_t len) {
   static const char *const dev[] = {"CON", "PRN", "AUX", "NUL"};
   size_t base = 0;
   while (base < len && c[base] != '.') base++;
+  while (base > 0 && c[base - 1] == ' ') base--;
   for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
     if (base == 3 && strncasecmp(c, dev[i], 3) == 0) return 1;
-  return base == 4 && (strncasecmp(c, "COM", 3) == 0 || strncasecmp(c, "LPT", 3) == 0) &&
-         c[3] >= '1' && c[3] <= '9';
+  if (base < 4 || (strncasecmp(c, "COM", 3) != 0 && strncasecmp(c, "LPT", 3) != 0)) return 0;
+  /* A digit, or a superscript one, two or three (U+00B9, U+00B2, U+00B3 in UTF-8). */
+  return (base == 4 && c[3] >= '0' && c[3] <= '9') ||
+         (base == 5 && (unsigned char)c[3] == 0xC2 &&
+          ((unsigned char)c[4] == 0xB9 || (unsigned char)c[4] == 0xB2 ||
+           (unsigned char)c[4] == 0xB3));
 }
 
 /* Whether component c (len bytes, not "." or "..") is a name Win32 takes as written. */
@@ -105,10 +113,15 @@ static int errno_of(DWORD e) {
  * bytes, "X:\..." or "\\server\share\..."). Returns 0, -ENOENT when it does not exist,
  * -ELOOP when it is a link that leads nowhere, or another negative errno. */
 static int final_path(char *real, const char *path) {
-  wchar_t w[PPATH_MAX], f[PPATH_MAX];
-  if (utf16(w, PPATH_MAX, path) < 0) return -EINVAL;
-  HANDLE h = CreateFileW(w, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
-                         OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+  /* "\\?\": no MAX_PATH limit (a prefix past it would look missing), and the path is
+   * taken as it is, which it may be: normal, and its names checked. */
+  wchar_t w[PPATH_MAX + 4] = L"\\\\?\\", f[PPATH_MAX];
+  if (utf16(w + 4, PPATH_MAX, path) < 0) return -EINVAL;
+  /* Opened with no rights and, should a link lead to a named pipe, no identity to
+   * borrow (SECURITY_IDENTIFICATION). */
+  HANDLE h = CreateFileW(
+      w, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL, OPEN_EXISTING,
+      FILE_FLAG_BACKUP_SEMANTICS | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION, NULL);
   if (h == INVALID_HANDLE_VALUE) {
     int rc = errno_of(GetLastError());
     /* A link whose target is missing is still an entry of its directory (names here
@@ -123,9 +136,11 @@ static int final_path(char *real, const char *path) {
     return rc;
   }
   DWORD n = GetFinalPathNameByHandleW(h, f, PPATH_MAX, FILE_NAME_NORMALIZED | VOLUME_NAME_DOS);
-  DWORD e = GetLastError();
   CloseHandle(h);
-  if (n == 0 || n >= PPATH_MAX) return n ? -ENAMETOOLONG : errno_of(e);
+  /* It exists but has no path with a drive (a volume mounted without a letter, a shadow
+   * copy): never "missing", which would keep the rest unresolved. */
+  if (n == 0) return -EXDEV;
+  if (n >= PPATH_MAX) return -ENAMETOOLONG;
   /* "\\?\C:\x" is "C:\x"; "\\?\UNC\server\share" is "\\server\share". */
   const wchar_t *s = f;
   if (wcsncmp(s, L"\\\\?\\UNC\\", 8) == 0) {
@@ -162,7 +177,9 @@ static int resolve_links(char *buf) {
 }
 
 int ppath_resolve(char *out, const char *base, const char *v) {
-  if (!*v || (!base && !drive_abs(v))) return -EINVAL;
+  /* What a program reading its command line in the ANSI code page would see as a
+   * separator, a dot or a stream's colon must be one here too. */
+  if (!*v || (!base && !drive_abs(v)) || !compat_ansi_safe(v, "\\/.:\"")) return -EINVAL;
   int rc = normalize(out, base, v);
   return rc < 0 ? rc : resolve_links(out);
 }

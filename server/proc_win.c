@@ -15,7 +15,7 @@
  * forever, and CancelSynchronousIo cannot tell whether the thread has entered the call
  * yet).
  *
- * Backpressure. A stream has two 64 KiB buffers. The watcher reads into one while the
+ * Backpressure. A stream has two buffers (PROC_READ_MAX). The watcher reads into one while the
  * other waits for the loop (so the loop's delivery and the next read overlap: every
  * handoff costs a wake-up of the loop and one of the watcher, under Wine a round trip to
  * its server each), and reads no further while both are full; the loop frees a buffer
@@ -555,9 +555,12 @@ static int has_ext(const wchar_t *s) {
   return 0;
 }
 
+/* Whether s ends with ext, as Win32 reads names: without case, trailing dots and
+ * spaces dropped ("x.bat." and "x.bat " are x.bat). */
 static int ends_with(const wchar_t *s, const wchar_t *ext) {
   size_t n = wcslen(s), e = wcslen(ext);
-  return n >= e && _wcsicmp(s + n - e, ext) == 0;
+  while (n > 0 && (s[n - 1] == L'.' || s[n - 1] == L' ')) n--;
+  return n >= e && _wcsnicmp(s + n - e, ext, e) == 0;
 }
 
 /* 0 if `path` is a file CreateProcessW runs without a shell, else -errno. */
@@ -684,15 +687,16 @@ static int quote_arg(wchar_t *cmd, size_t *pos, const wchar_t *arg, int first) {
   return 0;
 }
 
-/* The command line for argv (free it). Returns 0, -EINVAL (not UTF-8, or a quote in
- * argv[0]) or -E2BIG. */
+/* The command line for argv (free it). Returns 0, -EINVAL (not UTF-8, a quote in
+ * argv[0], or an argument that a program reading its command line in the ANSI code page
+ * would split otherwise: compat_ansi_safe) or -E2BIG. */
 static int build_cmdline(wchar_t **out, const char *const *argv) {
   wchar_t *cmd = xmalloc(PROC_CMDLINE_MAX * sizeof *cmd);
   size_t pos = 0;
   cmd[0] = 0;
   for (size_t i = 0; argv[i]; i++) {
     wchar_t *w = NULL;
-    int rc = to_wide(&w, argv[i]);
+    int rc = compat_ansi_safe(argv[i], "\"\\ \t") ? to_wide(&w, argv[i]) : -EINVAL;
     if (rc == 0) rc = quote_arg(cmd, &pos, w, i == 0);
     free(w);
     if (rc < 0) {

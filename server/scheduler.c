@@ -648,7 +648,8 @@ static char **build_env(const config_module *m, char *const *secret, size_t *now
   char **env = xmalloc((NINHERIT + 1 + m->nenv + nsecret + 1) * sizeof *env);
   size_t n = 0;
   for (size_t i = 0; i < NINHERIT; i++) {
-    const char *v = getenv(inherit[i]);
+    char buf[4096];
+    const char *v = compat_getenv(inherit[i], buf, sizeof buf);
     if (!v && i == 0) v = PATH_DEFAULT;
     if (!v) continue;
     int overridden = 0;

@@ -53,6 +53,13 @@ static void test_fnmatch(void **state) {
       {"CN=*,O=Example", "CN=svc-1,O=Example", 1},
       {"spiffe://example.org/*", "spiffe://example.org/ns/prod/sa/runner", 1},
       {"spiffe://example.org/*", "spiffe://evil.org/example.org/x", 0},
+      /* Invalid: a lone trailing backslash matches nothing (not even itself). */
+      {"a\\", "a\\", 0},
+      {"a\\\\", "a\\", 1},
+#ifdef _WIN32
+      /* Classes are glibc's; compat's own code fails closed on them. */
+      {"[[:alpha:]]", "a", 0},
+#endif
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++)
     if (compat_fnmatch(cases[i].glob, cases[i].s) != cases[i].match)

@@ -59,8 +59,11 @@ static void test_relative_and_under(void **state) {
 static void test_refused_names(void **state) {
   (void)state;
   static const char *const bad[] = {
-      ".. ", "x.",   "x ", "a:b", "NUL",   "nul.txt", "COM1",  "lpt9.log", "con",       "a<b",
-      "a|b", "a\"b", "a?", "*",   "\\abs", "/abs",    "D:rel", "ok\\bad.", "ok/..  /x", "x\x01y"};
+      ".. ", "x.", "x ", "a:b", "NUL", "nul.txt", "COM1", "lpt9.log", "con", "a<b", "a|b", "a\"b",
+      "a?", "*", "\\abs", "/abs", "D:rel", "ok\\bad.", "ok/..  /x", "x\x01y", "LPT0", "NUL .txt",
+      "COM\xc2\xb9",
+      /* what the ANSI code page's best fit makes "..\\..\\x" of (U+FF0E, U+FF3C) */
+      "\xef\xbc\x8e\xef\xbc\x8e\xef\xbc\xbc\xef\xbc\x8e\xef\xbc\x8e\xef\xbc\xbcx"};
   char base[PPATH_MAX], out[PPATH_MAX];
   assert_int_equal(ppath_resolve(base, NULL, "C:\\windows"), 0);
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
