@@ -2,6 +2,7 @@
  * (listeners → call layer → services) on one event loop and runs it until SIGTERM or
  * SIGINT, then shuts down gracefully. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -76,24 +77,29 @@ struct cmdline {
   const char *listen_urls[MAX_LISTEN];
   size_t nlisten;
   int nlisten_given; /* --listen replaces the configuration's, also after a reload */
-  const char *level, *config_path, *data_dir;
+  const char *level, *config_path, *data_dir, *log_file;
   const char *tls_cert, *tls_key, *tls_client_ca; /* replace the config's tls: files */
 };
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: prismqd [--config FILE] [--listen URL]... [--data-dir DIR] [--log-level LEVEL]\n"
-          "               [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
-          "       prismqd --version\n"
-          "  --config FILE     YAML configuration (default: the built-in demo configuration)\n"
-          "  --listen URL      tcp://HOST:PORT, tls://HOST:PORT, unix:///path, unix-abstract:NAME\n"
-          "                    (repeatable; replaces the config's)\n"
-          "  --data-dir DIR    where runs.db and run output go (replaces the config's)\n"
-          "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
-          "  --tls-cert FILE, --tls-key FILE, --tls-client-ca FILE\n"
-          "                    replace the config's tls.cert, tls.key, tls.client_ca\n"
-          "  --version         print the version and the git commit built from, and exit\n"
-          "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
+  fprintf(
+      f,
+      "usage: prismqd [--config FILE] [--listen URL]... [--data-dir DIR] [--log-level LEVEL]\n"
+      "               [--log-file FILE] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+#ifdef _WIN32
+      "       prismqd --service [OPTION]...   (as a Windows service)\n"
+#endif
+      "       prismqd --version\n"
+      "  --config FILE     YAML configuration (default: the built-in demo configuration)\n"
+      "  --listen URL      tcp://HOST:PORT, tls://HOST:PORT, unix:///path, unix-abstract:NAME\n"
+      "                    (repeatable; replaces the config's)\n"
+      "  --data-dir DIR    where runs.db and run output go (replaces the config's)\n"
+      "  --log-level L     DEBUG, INFO, WARNING or ERROR (default: env LOG_LEVEL, else INFO)\n"
+      "  --log-file FILE   append the log to FILE instead of writing it on stderr\n"
+      "  --tls-cert FILE, --tls-key FILE, --tls-client-ca FILE\n"
+      "                    replace the config's tls.cert, tls.key, tls.client_ca\n"
+      "  --version         print the version and the git commit built from, and exit\n"
+      "environment: LOG_LEVEL, PRISMQ_RUN_MODE=async|threaded|dry-run\n");
 }
 
 /* Parses argv into *cl. Returns -1 to go on, else the exit status. */
@@ -103,6 +109,7 @@ static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
       {"data-dir", required_argument, NULL, 'd'},
       {"listen", required_argument, NULL, 'l'},
       {"log-level", required_argument, NULL, 'L'},
+      {"log-file", required_argument, NULL, 'F'},
       {"tls-cert", required_argument, NULL, 'C'},
       {"tls-key", required_argument, NULL, 'K'},
       {"tls-client-ca", required_argument, NULL, 'A'},
@@ -120,6 +127,7 @@ static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
       cl->listen_urls[cl->nlisten++] = optarg;
       break;
     case 'L': cl->level = optarg; break;
+    case 'F': cl->log_file = optarg; break;
     case 'c': cl->config_path = optarg; break;
     case 'd': cl->data_dir = optarg; break;
     case 'C': cl->tls_cert = optarg; break;
@@ -135,6 +143,20 @@ static int parse_cmdline(struct cmdline *cl, int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  return -1;
+}
+
+/* --log-file: the log, and whatever else the server says on stderr, appended to the file
+ * instead (a Windows service, for one, has no stderr). Returns -1 to go on, else the
+ * exit status after saying why on stderr. */
+static int open_log_file(const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0 || dup2(fd, 2) < 0) {
+    fprintf(stderr, "prismqd: --log-file %s: %s\n", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    return 2;
+  }
+  if (fd != 2) close(fd);
   return -1;
 }
 
@@ -591,10 +613,12 @@ static void server_free(struct server *srv) {
   config_free(srv->cfg);
 }
 
-int main(int argc, char **argv) {
+/* The server's life, from its command line to its exit status. */
+static int server_main(int argc, char **argv) {
   struct cmdline cl = {.level = getenv("LOG_LEVEL")};
   enum sched_mode smode;
   int status = parse_cmdline(&cl, argc, argv);
+  if (status < 0 && cl.log_file) status = open_log_file(cl.log_file);
   if (status < 0) status = read_environment(&cl, &smode);
   if (status >= 0) return status;
   struct server srv;
@@ -640,4 +664,15 @@ int main(int argc, char **argv) {
   }
   server_free(&srv);
   return status;
+}
+
+int main(int argc, char **argv) {
+#ifdef _WIN32
+  /* As a Windows service, the service control manager's thread runs the server. */
+  if (argc > 1 && strcmp(argv[1], "--service") == 0) {
+    argv[1] = argv[0];
+    return sdnotify_service(argc - 1, argv + 1, server_main);
+  }
+#endif
+  return server_main(argc, argv);
 }

@@ -48,4 +48,15 @@ void sdnotify_reloading(sdnotify *n, const char *status);
 /* Closes the socket and frees. Accepts NULL. */
 void sdnotify_free(sdnotify *n);
 
+#ifdef _WIN32
+/* Windows: runs fn(argc, argv) as the service the service control manager started (the
+ * service's command line is `prismqd --service ...`, argv here without --service),
+ * on the SCM's service thread. While it runs, sdnotify_new's notifier tells the SCM what
+ * systemd would be told (READY=1: running; STOPPING=1: stop pending), and the SCM's
+ * Stop and the system's shutdown raise SIGBREAK, the graceful stop. The service stops
+ * with fn's status. Returns that status, or 1 when the process was not started by the
+ * SCM (said on stderr). */
+int sdnotify_service(int argc, char **argv, int (*fn)(int argc, char **argv));
+#endif
+
 #endif

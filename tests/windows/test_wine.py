@@ -10,7 +10,7 @@ is left), cancel of a child that ignores Ctrl-Break (killed after the grace), th
 run's timeout, and a restart after a crash (kill -9): the running run is LOST with its
 processes gone (its Job Object died with the server), the queued one starts and
 completes. Also the built-in configuration (Windows' own programs), a data directory
-given as a Windows path, PATH parameters by Windows' rules (links and junctions resolved,
+given as a Windows path, prismqd.exe as a Windows service (sc.exe), PATH parameters by Windows' rules (links and junctions resolved,
 names Win32 would rewrite refused), and what a Windows server refuses to load (the Slurm
 executor, a relative base_dir). Processes are looked for in the process list, where Wine shows a Windows
 program with its command line.
@@ -211,6 +211,76 @@ class WinePaths(unittest.TestCase):
                         self.assertEqual(cm.exception.details(), 'parameter "f" ' + why)
             finally:
                 c.close()
+
+
+WINE_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
+                        "wine-run.sh")
+
+
+def wine(*args, timeout=120):
+    """Runs a Windows program (sc.exe...) under the tests' Wine prefix: (exit status,
+    output)."""
+    p = subprocess.run([WINE_RUN, os.environ["PRISMQ_WINEPREFIX"]] + list(args),
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout
+
+
+def windows_path(path):
+    """A Linux path as Wine's drive Z: names it."""
+    return "Z:" + path.replace("/", "\\")
+
+
+class WineService(unittest.TestCase):
+    """prismqd.exe as a Windows service, through Wine's service control manager: sc create
+    with `--service`, sc start (RUNNING once it serves), a run, sc stop (the graceful stop,
+    then STOPPED with exit code 0), the log in --log-file."""
+
+    def state(self, name):
+        out = wine("sc.exe", "query", name)[1]
+        return out.split("STATE")[1].split()[2] if "STATE" in out else out
+
+    def test_service(self):
+        import grpc
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        tmp = temp_dir()
+        name = "prismq-test-%d" % os.getpid()
+        log = os.path.join(tmp, "prismqd.log")
+        cmd = "%s --service --listen tcp://127.0.0.1:%d --data-dir %s --log-file %s" % (
+            windows_path(os.path.join(BIN_DIR, "prismqd.exe")), port,
+            windows_path(os.path.join(tmp, "var")), windows_path(log))
+        self.assertEqual(wine("sc.exe", "create", name, "binPath=", cmd)[0], 0)
+        # Wine ends its services once no program of the prefix runs: one runs meanwhile.
+        keeper = subprocess.Popen(
+            [WINE_RUN, os.environ["PRISMQ_WINEPREFIX"], "ping.exe", "-n", "600", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wine("sc.exe", "start", name)
+            poll_until(lambda: self.state(name) == "RUNNING", "the service runs")
+            srv = type("Srv", (), {"channel": lambda self: grpc.insecure_channel(
+                "127.0.0.1:%d" % port)})()
+            c = Client(srv)
+            try:
+                run = c.wait(c.start("count", params={"n": "2"}).run_id)
+                self.assertEqual((run.status, run.exit_code), (COMPLETED, 0))
+            finally:
+                c.close()
+            wine("sc.exe", "stop", name)
+            poll_until(lambda: self.state(name) == "STOPPED", "the service stops")
+            self.assertIn("EXIT_CODE  : 0", wine("sc.exe", "query", name)[1])
+            with open(log, encoding="utf-8") as f:
+                text = f.read()
+            self.assertIn("prismqd ready", text)
+            self.assertIn("shutting down on signal 21", text)  # SIGBREAK
+            self.assertIn("prismqd stopped", text)
+        finally:
+            if self.state(name) != "STOPPED":
+                wine("sc.exe", "stop", name)
+            wine("sc.exe", "delete", name)
+            keeper.kill()
+            keeper.wait()
 
 
 class WineRestart(unittest.TestCase):
