@@ -246,7 +246,6 @@ static void notify_ready(struct server *srv, const char *note) {
   sdnotify_send(srv->notify, "READY=1\nSTATUS=serving %zu modules%s", srv->cfg->nmodules, note);
 }
 
-#ifndef _WIN32 /* SIGHUP's reload; Windows has no SIGHUP (open_events) */
 /* Whether two optional strings are equal (both NULL counts). */
 static int same_str(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
 
@@ -309,7 +308,6 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
   int rc = reload_config(srv);
   notify_ready(srv, rc == 0 ? "" : "; the last reload was refused, see the log");
 }
-#endif
 
 /* The call layer's authorization: what the current configuration's authz section grants. */
 /* GetStats's counters: the Runner's, and the connections the front holds beside the
@@ -566,26 +564,21 @@ static int open_services(struct server *srv) {
 }
 
 /* SIGTERM, SIGINT, SIGHUP, and the event that writes a pass's log lines. Returns 0 or
- * -ENOMEM. On Windows: Ctrl-C (SIGINT) and Ctrl-Break (SIGBREAK, in SIGTERM's place: what a
- * console sends a process group, and what `prismq`-less tools such as taskkill cannot);
- * no SIGHUP, so a changed configuration takes a restart there (docs/windows.md). */
+ * -ENOMEM. On Windows (sdnotify.h): Ctrl-C (SIGINT) and Ctrl-Break or the service's Stop
+ * (SIGBREAK) stop, the service's PARAMCHANGE (SIGTERM there) reloads. */
 static int open_events(struct server *srv) {
-#ifdef _WIN32
-  srv->sigterm = evsignal_new(srv->base, SIGBREAK, on_signal, srv);
-#else
-  srv->sigterm = evsignal_new(srv->base, SIGTERM, on_signal, srv);
-  srv->sighup = evsignal_new(srv->base, SIGHUP, on_sighup, srv);
-  if (!srv->sighup) return -ENOMEM;
-  evsignal_add(srv->sighup, NULL);
-#endif
+  srv->sigterm = evsignal_new(srv->base, SDNOTIFY_STOP_SIGNAL, on_signal, srv);
+  srv->sighup = evsignal_new(srv->base, SDNOTIFY_RELOAD_SIGNAL, on_sighup, srv);
   srv->sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
   srv->log_flush = event_new(srv->base, -1, 0, on_log_flush, NULL);
   srv->table_check = event_new(srv->base, -1, EV_PERSIST, on_table_check, srv);
-  if (!srv->sigterm || !srv->sigint || !srv->log_flush || !srv->table_check) return -ENOMEM;
+  if (!srv->sigterm || !srv->sighup || !srv->sigint || !srv->log_flush || !srv->table_check)
+    return -ENOMEM;
   srv->table_ok = 1;
   struct timeval second = {1, 0};
   evtimer_add(srv->table_check, &second);
   evsignal_add(srv->sigterm, NULL);
+  evsignal_add(srv->sighup, NULL);
   evsignal_add(srv->sigint, NULL);
   return 0;
 }

@@ -19,6 +19,7 @@
 #ifndef PRISMQ_SDNOTIFY_H
 #define PRISMQ_SDNOTIFY_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "compat.h"
@@ -48,12 +49,25 @@ void sdnotify_reloading(sdnotify *n, const char *status);
 /* Closes the socket and frees. Accepts NULL. */
 void sdnotify_free(sdnotify *n);
 
+/* The signals the server stops and reloads its configuration on. Windows has no SIGHUP,
+ * and nothing there sends SIGTERM: the stop is Ctrl-Break's SIGBREAK (what the service's
+ * Stop raises too) and the reload the service's PARAMCHANGE control, which raises
+ * SIGTERM (sdnotify_service). */
+#ifdef _WIN32
+#define SDNOTIFY_STOP_SIGNAL   SIGBREAK
+#define SDNOTIFY_RELOAD_SIGNAL SIGTERM
+#else
+#define SDNOTIFY_STOP_SIGNAL   SIGTERM
+#define SDNOTIFY_RELOAD_SIGNAL SIGHUP
+#endif
+
 #ifdef _WIN32
 /* Windows: runs fn(argc, argv) as the service the service control manager started (the
  * service's command line is `prismqd --service ...`, argv here without --service),
  * on the SCM's service thread. While it runs, sdnotify_new's notifier tells the SCM what
- * systemd would be told (READY=1: running; STOPPING=1: stop pending), and the SCM's
- * Stop and the system's shutdown raise SIGBREAK, the graceful stop. The service stops
+ * systemd would be told (READY=1: running; STOPPING=1: stop pending; RELOADING=1: the
+ * same, running), the SCM's Stop and the system's shutdown raise SDNOTIFY_STOP_SIGNAL,
+ * and its PARAMCHANGE SDNOTIFY_RELOAD_SIGNAL. The service stops
  * with fn's status. Returns that status, or 1 when the process was not started by the
  * SCM (said on stderr). */
 int sdnotify_service(int argc, char **argv, int (*fn)(int argc, char **argv));

@@ -2,7 +2,8 @@
  * Run as a service (prismqd --service, sdnotify_service), what systemd would be told
  * becomes the service's status: READY=1 SERVICE_RUNNING, STOPPING=1
  * SERVICE_STOP_PENDING; the SCM's Stop (and the system's shutdown) becomes SIGBREAK,
- * prismqd's graceful stop, and the service stops with the server's exit status. Not run
+ * prismqd's graceful stop, its PARAMCHANGE SIGTERM, the reload, and the service stops
+ * with the server's exit status. Not run
  * as a service, there is nothing to tell and every function does nothing. */
 #include "sdnotify.h"
 
@@ -30,7 +31,8 @@ static sdnotify g_notifier;
 static void report(DWORD state, DWORD exit_code) {
   SERVICE_STATUS st = {.dwServiceType = SERVICE_WIN32_OWN_PROCESS, .dwCurrentState = state};
   if (state == SERVICE_RUNNING)
-    st.dwControlsAccepted = SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN;
+    st.dwControlsAccepted =
+        SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN | SERVICE_ACCEPT_PARAMCHANGE;
   if (exit_code) {
     st.dwWin32ExitCode = ERROR_SERVICE_SPECIFIC_ERROR;
     st.dwServiceSpecificExitCode = exit_code;
@@ -40,8 +42,8 @@ static void report(DWORD state, DWORD exit_code) {
   SetServiceStatus(g_handle, &st);
 }
 
-/* On the dispatcher thread: a stop is SIGBREAK, whose handler (libevent's, open_events)
- * wakes the loop for the graceful shutdown. */
+/* On the dispatcher thread: a stop or a reload is a signal raised here, whose handler
+ * (libevent's, main.c's open_events) wakes the loop. */
 static DWORD WINAPI control(DWORD ctl, DWORD type, void *data, void *ctx) {
   (void)type;
   (void)data;
@@ -50,8 +52,9 @@ static DWORD WINAPI control(DWORD ctl, DWORD type, void *data, void *ctx) {
   case SERVICE_CONTROL_STOP:
   case SERVICE_CONTROL_SHUTDOWN:
     report(SERVICE_STOP_PENDING, 0);
-    raise(SIGBREAK);
+    raise(SDNOTIFY_STOP_SIGNAL);
     return NO_ERROR;
+  case SERVICE_CONTROL_PARAMCHANGE: raise(SDNOTIFY_RELOAD_SIGNAL); return NO_ERROR;
   case SERVICE_CONTROL_INTERROGATE: return NO_ERROR;
   default: return ERROR_CALL_NOT_IMPLEMENTED;
   }
@@ -104,7 +107,7 @@ void sdnotify_send(sdnotify *n, const char *fmt, ...) {
     report(SERVICE_RUNNING, 0);
 }
 
-/* No reload on Windows (docs/windows.md). */
+/* The SCM has no state for a reload: the service stays RUNNING through it. */
 void sdnotify_reloading(sdnotify *n, const char *status) {
   (void)n;
   (void)status;

@@ -232,7 +232,8 @@ def windows_path(path):
 
 class WineService(unittest.TestCase):
     """prismqd.exe as a Windows service, through Wine's service control manager: sc create
-    with `--service`, sc start (RUNNING once it serves), a run, sc stop (the graceful stop,
+    with `--service`, sc start (RUNNING once it serves), a run, a reload by the control
+    PARAMCHANGE (wchild.exe sends it: Wine's sc.exe cannot), sc stop (the graceful stop,
     then STOPPED with exit code 0), the log in --log-file."""
 
     def state(self, name):
@@ -248,8 +249,11 @@ class WineService(unittest.TestCase):
         tmp = temp_dir()
         name = "prismq-test-%d" % os.getpid()
         log = os.path.join(tmp, "prismqd.log")
-        cmd = "%s --service --listen tcp://127.0.0.1:%d --data-dir %s --log-file %s" % (
-            windows_path(os.path.join(BIN_DIR, "prismqd.exe")), port,
+        cfg = os.path.join(tmp, "prismqd.yaml")
+        with open(cfg, "w", encoding="utf-8") as f:
+            f.write(config_yaml(MODULES[:1]))
+        cmd = "%s --service --config %s --listen tcp://127.0.0.1:%d --data-dir %s --log-file %s" % (
+            windows_path(os.path.join(BIN_DIR, "prismqd.exe")), windows_path(cfg), port,
             windows_path(os.path.join(tmp, "var")), windows_path(log))
         self.assertEqual(wine("sc.exe", "create", name, "binPath=", cmd)[0], 0)
         # Wine ends its services once no program of the prefix runs: one runs meanwhile.
@@ -263,8 +267,14 @@ class WineService(unittest.TestCase):
                 "127.0.0.1:%d" % port)})()
             c = Client(srv)
             try:
-                run = c.wait(c.start("count", params={"n": "2"}).run_id)
+                run = c.wait(c.start("lines", params={"n": "2"}).run_id)
                 self.assertEqual((run.status, run.exit_code), (COMPLETED, 0))
+                with open(cfg, "w", encoding="utf-8") as f:
+                    f.write(config_yaml(MODULES[:2]))
+                self.assertEqual(wine(WCHILD, "paramchange", name)[0], 0)
+                poll_until(lambda: len(c.stub.ListModules(R.ListModulesRequest(),
+                                                          timeout=WAIT).modules) == 2,
+                           "the reloaded configuration")
             finally:
                 c.close()
             wine("sc.exe", "stop", name)
@@ -273,6 +283,7 @@ class WineService(unittest.TestCase):
             with open(log, encoding="utf-8") as f:
                 text = f.read()
             self.assertIn("prismqd ready", text)
+            self.assertIn("configuration reloaded modules=2", text)
             self.assertIn("shutting down on signal 21", text)  # SIGBREAK
             self.assertIn("prismqd stopped", text)
         finally:

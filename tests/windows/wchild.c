@@ -3,6 +3,9 @@
  *   lines N MS    prints "line 1".."line N" on stdout, one every MS ms, then exits 0;
  *   exit CODE     prints "exiting CODE" on stderr, then exits with CODE;
  *   say TEXT      prints TEXT and a newline on stdout, then exits 0;
+ *   paramchange SERVICE
+ *                 sends the service SERVICE the control SERVICE_CONTROL_PARAMCHANGE (what
+ *                 Wine's sc.exe cannot), exits 0 when it was accepted;
  *   tree MARK     starts "wchild sleep MARK" (which inherits stdout and stderr), prints
  *                 "grandchild started", then sleeps until killed;
  *   sleep MARK    sleeps until killed (MARK names it in the process list);
@@ -31,6 +34,17 @@ static BOOL WINAPI on_break(DWORD type) {
   ExitProcess(7);
 }
 
+static int paramchange(const char *name) {
+  SC_HANDLE scm = OpenSCManagerA(NULL, NULL, SC_MANAGER_CONNECT);
+  SC_HANDLE svc = scm ? OpenServiceA(scm, name, SERVICE_PAUSE_CONTINUE) : NULL;
+  SERVICE_STATUS st;
+  int ok = svc && ControlService(svc, SERVICE_CONTROL_PARAMCHANGE, &st);
+  if (!ok) fprintf(stderr, "wchild: paramchange %s: error %lu\n", name, GetLastError());
+  if (svc) CloseServiceHandle(svc);
+  if (scm) CloseServiceHandle(scm);
+  return ok ? 0 : 1;
+}
+
 static int start_grandchild(const char *mark) {
   char self[MAX_PATH], cmd[2 * MAX_PATH + 64];
   if (!GetModuleFileNameA(NULL, self, sizeof self)) return -1;
@@ -54,6 +68,7 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
+  if (!strcmp(role, "paramchange") && argc == 3) return paramchange(argv[2]);
   if (!strcmp(role, "say") && argc == 3) {
     say(stdout, argv[2]);
     return 0;
