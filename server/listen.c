@@ -193,6 +193,39 @@ static char *bound_url(const addr *a, const struct sockaddr *bound, socklen_t bl
   return xprintf("%s", buf);
 }
 
+/* A TCP listener's options, before bind: SO_REUSEADDR where it means "rebind past
+ * TIME_WAIT"; not on Windows, where it would let another program bind the same port
+ * (libevent knows which). There, the port is made ours alone instead: no other socket,
+ * even of our own user, binds over it. Returns 0, or -1 with the socket error left for
+ * compat_sock_errno and *step naming the call. */
+static int tcp_options(evutil_socket_t fd, const char **step) {
+  *step = "SO_REUSEADDR";
+  if (evutil_make_listen_socket_reuseable(fd) < 0) return -1;
+#ifdef _WIN32
+  int one = 1;
+  *step = "SO_EXCLUSIVEADDRUSE";
+  if (setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&one, sizeof one) != 0)
+    return -1;
+#endif
+  return 0;
+}
+
+/* bind made the unix socket's file with the umask's mode: sets the one asked for (and
+ * the group) before listen, so no connection is ever accepted through looser
+ * permissions. (fchmod on the socket would change the socket's inode, not the file's.)
+ * Returns 0, or a negative errno with *step naming the call. */
+static int unix_file_mode(const char *path, const listen_opts *opts, gid_t gid, const char **step) {
+  *step = "chmod";
+  if (chmod(path, (mode_t)opts->unix_mode) < 0) return -errno;
+#ifdef _WIN32
+  (void)gid;
+#else
+  *step = "chown";
+  if (opts->unix_group && chown(path, (uid_t)-1, gid) < 0) return -errno;
+#endif
+  return 0;
+}
+
 int listen_new(listen_sock **out, struct event_base *base, const char *url, const listen_opts *opts,
                listen_accept_fn fn, void *arg, char *err, size_t errlen) {
   static const listen_opts defaults = LISTEN_OPTS_INIT;
@@ -201,8 +234,8 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   addr a;
   gid_t gid = (gid_t)-1;
   evutil_socket_t fd = -1;
-  int file_made = 0, rc, sock_err = 1; /* errors from sockets (compat_sock_errno) or files */
-  const char *step = NULL;             /* the call that failed, for err */
+  int file_made = 0, rc;
+  const char *step = NULL; /* the call that failed, for err */
   char *abs_path = NULL;
   listen_sock *l = NULL;
   if (!opts) opts = &defaults;
@@ -215,38 +248,13 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
     goto fail;
 
   step = "socket";
-  if ((rc = compat_sock_stream(&fd, ss.ss_family)) < 0) {
-    errno = -rc;
-    sock_err = 0;
-    goto fail_errno;
-  }
-  /* SO_REUSEADDR where it means "rebind past TIME_WAIT"; not on Windows, where it would
-   * let another program bind the same port (libevent knows which). There, the port is
-   * made ours alone instead: no other socket, even of our own user, binds over it. */
-  step = "SO_REUSEADDR";
-  if (a.kind == ADDR_TCP && evutil_make_listen_socket_reuseable(fd) < 0) goto fail_errno;
-#ifdef _WIN32
-  int one = 1;
-  step = "SO_EXCLUSIVEADDRUSE";
-  if (a.kind == ADDR_TCP &&
-      setsockopt(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&one, sizeof one) != 0)
-    goto fail_errno;
-#endif
+  if ((rc = compat_sock_stream(&fd, ss.ss_family)) < 0) goto fail_step;
+  if (a.kind == ADDR_TCP && tcp_options(fd, &step) < 0) goto fail_errno;
   step = "bind";
   if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) goto fail_errno;
   if (a.kind == ADDR_UNIX) {
-    /* bind made the file with the umask's mode; set the one asked for before listen,
-     * so no connection is ever accepted through looser permissions. (fchmod on the
-     * socket would change the socket's inode, not the file's.) */
     file_made = 1;
-    sock_err = 0;
-    step = "chmod";
-    if (chmod(a.path, (mode_t)opts->unix_mode) < 0) goto fail_errno;
-#ifndef _WIN32
-    step = "chown";
-    if (opts->unix_group && chown(a.path, (uid_t)-1, gid) < 0) goto fail_errno;
-#endif
-    sock_err = 1;
+    if ((rc = unix_file_mode(a.path, opts, gid, &step)) < 0) goto fail_step;
   }
   step = "listen";
   if (listen(fd, 1024) < 0) goto fail_errno;
@@ -277,7 +285,8 @@ int listen_new(listen_sock **out, struct event_base *base, const char *url, cons
   return 0;
 
 fail_errno:
-  rc = sock_err ? -compat_sock_errno() : -errno;
+  rc = -compat_sock_errno();
+fail_step:
   if (err && errlen) snprintf(err, errlen, "cannot listen on %s: %s: %s", url, step, strerror(-rc));
 fail:
   free(l);

@@ -60,43 +60,40 @@ static double start_time(void) {
 
 /* The families procstat_register made are found again by name at each rendering (a
  * few lookups a scrape, and no state to keep beside the registry). */
-#define RSS_HELP   "Resident memory size in bytes."
-#define VSIZE_HELP "Virtual memory size in bytes."
-#define FDS_HELP   "Number of open file descriptors."
-#define MAX_HELP   "Maximum number of open file descriptors."
-#define CPU_HELP   "Total user and system CPU time spent in seconds."
-#define START_HELP "Start time of the process since unix epoch in seconds."
 
 static void collect(void *arg, metrics *m) {
   (void)arg;
   unsigned long size = 0, resident = 0;
   double page = (double)sysconf(_SC_PAGESIZE);
   if (statm(&size, &resident) == 0) {
-    metrics_set(metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP),
-                (double)resident * page);
-    metrics_set(metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP),
-                (double)size * page);
+    metrics_set(
+        metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", PROCSTAT_RSS_HELP),
+        (double)resident * page);
+    metrics_set(
+        metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", PROCSTAT_VSIZE_HELP),
+        (double)size * page);
   }
-  metrics_set(metrics_single(m, METRICS_GAUGE, "process_open_fds", FDS_HELP),
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_open_fds", PROCSTAT_FDS_HELP),
               (double)procstat_open_fds());
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-    metrics_set(metrics_single(m, METRICS_GAUGE, "process_max_fds", MAX_HELP), (double)rl.rlim_cur);
+    metrics_set(metrics_single(m, METRICS_GAUGE, "process_max_fds", PROCSTAT_MAX_HELP),
+                (double)rl.rlim_cur);
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0)
-    metrics_set(metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP),
+    metrics_set(metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", PROCSTAT_CPU_HELP),
                 (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
                     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6);
 }
 
 void procstat_register(metrics *m) {
   /* Registered now, so that they keep their place in the rendering. */
-  metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP);
-  metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP);
-  metrics_single(m, METRICS_GAUGE, "process_open_fds", FDS_HELP);
-  metrics_single(m, METRICS_GAUGE, "process_max_fds", MAX_HELP);
-  metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP);
-  metrics_set(metrics_single(m, METRICS_GAUGE, "process_start_time_seconds", START_HELP),
+  metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", PROCSTAT_RSS_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", PROCSTAT_VSIZE_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_open_fds", PROCSTAT_FDS_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_max_fds", PROCSTAT_MAX_HELP);
+  metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", PROCSTAT_CPU_HELP);
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_start_time_seconds", PROCSTAT_START_HELP),
               start_time());
   metrics_on_render(m, collect, NULL);
 }

@@ -9,13 +9,6 @@
 /* After windows.h, which it needs. */
 #include <psapi.h>
 
-#define RSS_HELP   "Resident memory size in bytes."
-#define VSIZE_HELP "Virtual memory size in bytes."
-#define FDS_HELP   "Number of open file descriptors."
-#define MAX_HELP   "Maximum number of open file descriptors."
-#define CPU_HELP   "Total user and system CPU time spent in seconds."
-#define START_HELP "Start time of the process since unix epoch in seconds."
-
 /* Windows' documented ceiling on one process's handles. */
 #define MAX_HANDLES (16u << 20)
 /* 100 ns FILETIME units between 1601-01-01 and the unix epoch. */
@@ -43,30 +36,34 @@ static void collect(void *arg, metrics *m) {
   (void)arg;
   PROCESS_MEMORY_COUNTERS_EX pmc;
   if (memory(&pmc) == 0) {
-    metrics_set(metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP),
-                (double)pmc.WorkingSetSize);
-    metrics_set(metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP),
-                (double)pmc.PrivateUsage);
+    metrics_set(
+        metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", PROCSTAT_RSS_HELP),
+        (double)pmc.WorkingSetSize);
+    metrics_set(
+        metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", PROCSTAT_VSIZE_HELP),
+        (double)pmc.PrivateUsage);
   }
-  metrics_set(metrics_single(m, METRICS_GAUGE, "process_open_fds", FDS_HELP),
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_open_fds", PROCSTAT_FDS_HELP),
               (double)procstat_open_fds());
-  metrics_set(metrics_single(m, METRICS_GAUGE, "process_max_fds", MAX_HELP), (double)MAX_HANDLES);
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_max_fds", PROCSTAT_MAX_HELP),
+              (double)MAX_HANDLES);
   FILETIME created, exited, kernel, user;
   if (GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user))
-    metrics_set(metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP),
+    metrics_set(metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", PROCSTAT_CPU_HELP),
                 (double)(ft64(kernel) + ft64(user)) * 1e-7);
 }
 
 void procstat_register(metrics *m) {
-  metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", RSS_HELP);
-  metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", VSIZE_HELP);
-  metrics_single(m, METRICS_GAUGE, "process_open_fds", FDS_HELP);
-  metrics_single(m, METRICS_GAUGE, "process_max_fds", MAX_HELP);
-  metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", CPU_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_resident_memory_bytes", PROCSTAT_RSS_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_virtual_memory_bytes", PROCSTAT_VSIZE_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_open_fds", PROCSTAT_FDS_HELP);
+  metrics_single(m, METRICS_GAUGE, "process_max_fds", PROCSTAT_MAX_HELP);
+  metrics_single(m, METRICS_COUNTER, "process_cpu_seconds_total", PROCSTAT_CPU_HELP);
   FILETIME created, exited, kernel, user;
   double start = 0;
   if (GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user))
     start = (double)(ft64(created) - EPOCH_DIFF) * 1e-7;
-  metrics_set(metrics_single(m, METRICS_GAUGE, "process_start_time_seconds", START_HELP), start);
+  metrics_set(metrics_single(m, METRICS_GAUGE, "process_start_time_seconds", PROCSTAT_START_HELP),
+              start);
   metrics_on_render(m, collect, NULL);
 }
