@@ -36,7 +36,7 @@ say() { echo "deps-windows.sh: $*" >&2; }
 
 # --- 1. The Debian packages this needs, installed by scripts/deps.sh (apt-get update once). ------
 TOOLS=(gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 mingw-w64-tools dpkg-dev
-       autoconf automake libtool cmake make pkg-config perl tcl wine64)
+       autoconf automake autopoint libtool cmake make pkg-config perl tcl wine64)
 need=()
 for p in "${TOOLS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
