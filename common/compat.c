@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _WIN32
 #include <windows.h>
@@ -28,10 +29,30 @@
 
 /* ---- the C library ---- */
 
-struct timeval compat_timeval_ms(uint64_t ms) {
+/* One tick of the clock a loop without EVENT_BASE_FLAG_PRECISE_TIMER keeps time by, in
+ * microseconds: libevent reads CLOCK_MONOTONIC_COARSE on Linux and GetTickCount64 on
+ * Windows, both up to a tick behind the true time; elsewhere a precise clock. */
+static uint64_t coarse_tick_us(void) {
+#ifdef _WIN32
+  DWORD adjustment, increment; /* 100 ns units */
+  BOOL disabled;
+  if (GetSystemTimeAdjustment(&adjustment, &increment, &disabled)) return (increment + 9) / 10;
+  return 15625; /* the default clock interrupt */
+#elif defined(CLOCK_MONOTONIC_COARSE)
+  struct timespec res;
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0)
+    return (uint64_t)res.tv_sec * 1000000u + ((uint64_t)res.tv_nsec + 999) / 1000;
+  return 10000; /* the coarsest tick Linux has (HZ=100) */
+#else
+  return 0;
+#endif
+}
+
+struct timeval compat_timeout_ms(uint64_t ms) {
+  uint64_t us = ms ? ms * 1000u + coarse_tick_us() : 0; /* 0: the next pass, at once */
   struct timeval tv;
-  tv.tv_sec = (long)(ms / 1000);
-  tv.tv_usec = (long)(ms % 1000) * 1000;
+  tv.tv_sec = (long)(us / 1000000u);
+  tv.tv_usec = (long)(us % 1000000u);
   return tv;
 }
 

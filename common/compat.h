@@ -152,8 +152,13 @@ const char *compat_getenv(const char *name, char *buf, size_t len);
 int compat_ansi_safe(const char *s, const char *special);
 #endif
 
-/* A struct timeval of ms milliseconds (libevent's timeouts). */
-struct timeval compat_timeval_ms(uint64_t ms);
+/* The struct timeval to give libevent for a timer that must not fire before ms
+ * milliseconds have passed: ms plus one tick of the coarse clock that an event loop
+ * without EVENT_BASE_FLAG_PRECISE_TIMER keeps time by (up to 4 ms on Linux, about 16 ms
+ * on Windows, nothing where libevent's clock is precise), since such a loop's "now" can
+ * be up to a tick behind. 0 stays 0: the timer fires in the loop's next pass. prismqd's loop runs on that clock, which spares it a
+ * timerfd_settime per pass of the loop (docs/performance.md). */
+struct timeval compat_timeout_ms(uint64_t ms);
 
 /* mkdir(path, mode); Windows' takes no mode (a directory's access is its ACL's). Returns
  * 0 or -1 with errno, as mkdir. */

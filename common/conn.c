@@ -433,7 +433,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void arm_timer(conn *c, uint32_t ms) {
   if (!ms || !c->timer) return;
-  struct timeval tv = compat_timeval_ms(ms);
+  struct timeval tv = compat_timeout_ms(ms);
   event_add(c->timer, &tv);
 }
 

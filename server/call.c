@@ -182,7 +182,7 @@ static void drop_request(call *c) {
 }
 
 static void arm_timer(call *c, uint64_t ms) {
-  struct timeval tv = compat_timeval_ms(ms);
+  struct timeval tv = compat_timeout_ms(ms);
   evtimer_add(c->deadline_ev, &tv);
 }
 
@@ -1022,7 +1022,7 @@ int call_server_new(call_server **out, struct event_base *base, const call_serve
     /* A short timeout (tests) is looked at more often, within a quarter of itself. */
     uint32_t every =
         s->opts.idle_timeout_ms / 4 < SWEEP_MS ? s->opts.idle_timeout_ms / 4 + 1 : SWEEP_MS;
-    struct timeval tv = compat_timeval_ms(every);
+    struct timeval tv = compat_timeout_ms(every);
     if (!s->sweep_ev || event_add(s->sweep_ev, &tv) < 0) {
       if (s->sweep_ev) event_free(s->sweep_ev);
       event_free(s->dispatch_ev);
@@ -1141,7 +1141,7 @@ void call_server_shutdown(call_server *s, uint32_t drain_ms, void (*on_idle)(voi
   if (drain_ms && !s->drain_ev) {
     s->drain_ev = evtimer_new(s->base, drain_cb, s);
     if (!s->drain_ev) abort();
-    struct timeval tv = compat_timeval_ms(drain_ms);
+    struct timeval tv = compat_timeout_ms(drain_ms);
     evtimer_add(s->drain_ev, &tv);
   }
   for (struct call_conn *cn = s->conns; cn; cn = cn->next) h2conn_shutdown(cn->h2);

@@ -162,7 +162,7 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg) {
  * event, which libevent frees after its callback (and at event_base_free, if pending). */
 static void sniff_wait(front *f, int fd) {
   uint32_t ms = f->cfg->limits.idle_timeout_ms ? f->cfg->limits.idle_timeout_ms : 300000;
-  struct timeval tv = compat_timeval_ms(ms);
+  struct timeval tv = compat_timeout_ms(ms);
   if (event_base_once(f->base, fd, EV_READ, sniff_cb, f, &tv) != 0) abort();
 }
 

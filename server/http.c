@@ -88,8 +88,9 @@ struct http {
   struct event_base *base;
   call_server *calls;
   struct evhttp *evh;
-  struct timeval timeout; /* http_opts.timeout_ms */
-  inner_addr addr;        /* evhttp's private listener */
+  struct timeval timeout; /* http_opts.timeout_ms, as a libevent timeout */
+  uint32_t timeout_ms;
+  inner_addr addr; /* evhttp's private listener */
   socklen_t addrlen;
   struct hconn *conns;
   size_t nconns;
@@ -765,8 +766,7 @@ static void slow_cb(evutil_socket_t fd, short what, void *arg) {
   int n = snprintf(body, sizeof body,
                    "{\"code\": %d, \"message\": \"request not received whole within %ld ms\", "
                    "\"details\": []}\n",
-                   GW_DEADLINE_EXCEEDED,
-                   (long)hc->h->timeout.tv_sec * 1000 + (long)hc->h->timeout.tv_usec / 1000);
+                   GW_DEADLINE_EXCEEDED, (long)hc->h->timeout_ms);
   if (evbuffer_add_printf(hc->to_outer,
                           "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
                           "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
@@ -1005,7 +1005,8 @@ void http_reconfigure(http *h, const http_opts *opts) {
   h->metrics = opts->metrics;
   evhttp_set_max_body_size(h->evh, (ev_ssize_t)opts->max_body);
   evhttp_set_max_headers_size(h->evh, (ev_ssize_t)opts->max_headers);
-  h->timeout = compat_timeval_ms(opts->timeout_ms);
+  h->timeout_ms = opts->timeout_ms;
+  h->timeout = compat_timeout_ms(opts->timeout_ms);
   /* A second more than ours: a slow request is answered 408 (slow_cb) before evhttp
    * drops it; an idle keep-alive connection goes then. */
   struct timeval evh = h->timeout;

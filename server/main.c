@@ -216,7 +216,7 @@ static void begin_drain(evutil_socket_t fd, short what, void *arg) {
   call_server_shutdown(srv->calls, runs_ms, on_calls_idle, srv);
   sched_shutdown(srv->sch, sd->cancel_runs, sd->grace_ms, on_runs_idle, srv);
   uint64_t limit_ms = (uint64_t)runs_ms + SHUTDOWN_MARGIN_MS;
-  struct timeval limit = compat_timeval_ms(limit_ms);
+  struct timeval limit = compat_timeout_ms(limit_ms);
   event_base_loopexit(srv->base, &limit);
 }
 
@@ -492,11 +492,18 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
     LOG_ERROR("cannot use sockets: %s", compat_strerror(-rc));
     return 1;
   }
-  /* Timeouts a client can observe (WaitRun, deadlines, run timeouts) must not fire
-   * early: libevent's default coarse clock can be a few milliseconds behind. */
+  /* Two system calls fewer (docs/performance.md, "The event loop's system calls"):
+   * - libevent's default clock (coarse on Linux) rather than EVENT_BASE_FLAG_PRECISE_TIMER,
+   *   whose timerfd costs a timerfd_settime per pass of the loop. Every timer is added
+   *   with compat_timeout_ms, which allows for the coarse clock, so none fires early.
+   * - epoll changes gathered until the loop next waits: what is disabled and enabled
+   *   again in one pass (evhttp's reads and writes, once per request) costs nothing.
+   *   libevent warns against it where a descriptor is dup'ed into the same loop; no
+   *   descriptor of ours is, and one closed and reused in a pass is handled (a MOD that
+   *   finds nothing becomes an ADD). */
   struct event_config *ecfg = event_config_new();
   if (ecfg) {
-    event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     srv->base = event_base_new_with_config(ecfg);
     event_config_free(ecfg);
   }

@@ -187,7 +187,7 @@ static void settle(proc *p) {
   if (p->done || !p->exited) return;
   if (streams_open(p)) {
     if (!evtimer_pending(p->orphan_ev, NULL)) {
-      struct timeval tv = compat_timeval_ms(p->orphan_kill_ms);
+      struct timeval tv = compat_timeout_ms(p->orphan_kill_ms);
       evtimer_add(p->orphan_ev, &tv);
     }
     return;
@@ -244,7 +244,7 @@ static void orphan_cb(evutil_socket_t fd, short what, void *arg) {
   proc *p = arg;
   if (!p->group_killed) {
     kill_group(p, SIGKILL);
-    struct timeval tv = compat_timeval_ms(p->orphan_kill_ms);
+    struct timeval tv = compat_timeout_ms(p->orphan_kill_ms);
     evtimer_add(p->orphan_ev, &tv);
     return;
   }
@@ -616,7 +616,7 @@ void proc_terminate(proc *p, uint32_t grace_ms) {
   p->term_sent = 1;
   kill_group(p, SIGTERM);
   kill_group(p, SIGCONT);
-  struct timeval tv = compat_timeval_ms(grace_ms);
+  struct timeval tv = compat_timeout_ms(grace_ms);
   evtimer_add(p->term_ev, &tv);
 }
 

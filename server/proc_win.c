@@ -423,7 +423,7 @@ static void settle(proc *p) {
   if (p->done || !p->exited) return;
   if (streams_open(p)) {
     if (!evtimer_pending(p->orphan_ev, NULL)) {
-      struct timeval tv = compat_timeval_ms(p->orphan_kill_ms);
+      struct timeval tv = compat_timeout_ms(p->orphan_kill_ms);
       evtimer_add(p->orphan_ev, &tv);
     }
     return;
@@ -492,7 +492,7 @@ static void orphan_cb(evutil_socket_t fd, short what, void *arg) {
   proc *p = arg;
   if (!p->killed) {
     kill_job(p);
-    struct timeval tv = compat_timeval_ms(p->orphan_kill_ms);
+    struct timeval tv = compat_timeout_ms(p->orphan_kill_ms);
     evtimer_add(p->orphan_ev, &tv);
     return;
   }
@@ -1038,7 +1038,7 @@ void proc_terminate(proc *p, uint32_t grace_ms) {
   if (p->done || p->term_sent) return;
   p->term_sent = 1;
   send_ctrl(p, LX_SIGTERM);
-  struct timeval tv = compat_timeval_ms(grace_ms);
+  struct timeval tv = compat_timeout_ms(grace_ms);
   evtimer_add(p->term_ev, &tv);
 }
 

@@ -251,7 +251,7 @@ int resmon_new(resmon **out, struct event_base *base, const resmon_opts *opts) {
   if (!rc) rc = read_meminfo(m);
   if (rc) goto fail;
   m->timer = must(event_new(base, -1, EV_PERSIST, tick_cb, m));
-  struct timeval tv = compat_timeval_ms(opts->interval_ms);
+  struct timeval tv = compat_timeout_ms(opts->interval_ms);
   if (event_add(m->timer, &tv) < 0) {
     rc = -EIO;
     goto fail;

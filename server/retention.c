@@ -70,7 +70,7 @@ static uint64_t mono_us(void) {
 }
 
 static void arm(retention *r, uint64_t ms) {
-  struct timeval tv = compat_timeval_ms(ms);
+  struct timeval tv = compat_timeout_ms(ms);
   evtimer_add(r->timer, &tv);
 }
 

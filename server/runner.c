@@ -537,7 +537,7 @@ static void wait_terminal(runner *rn, call *c, const char *run_id, uint32_t time
     wt->timer = evtimer_new(call_base(c), waiter_timeout, wt);
     if (!wt->timer) abort();
     event_base_update_cache_time(call_base(c)); /* count from now, not the loop's start */
-    struct timeval tv = compat_timeval_ms(timeout_ms);
+    struct timeval tv = compat_timeout_ms(timeout_ms);
     evtimer_add(wt->timer, &tv);
   }
   call_on_cancel(c, waiter_cancelled, wt);

@@ -723,7 +723,7 @@ static void arm_timeout(struct srun *r, uint32_t ms) {
   /* Timers count from the loop's cached time, taken before this iteration's work
    * (the spawn included): refresh it so a run never times out early. */
   event_base_update_cache_time(r->s->base);
-  struct timeval tv = compat_timeval_ms(ms);
+  struct timeval tv = compat_timeout_ms(ms);
   evtimer_add(r->timer, &tv);
 }
 
@@ -1304,7 +1304,7 @@ void sched_shutdown(sched *s, int cancel_runs, uint32_t grace_ms, void (*on_idle
     cancel_running(s);
   } else if (s->nrunning) {
     LOG_INFO("shutdown: waiting for running runs count=%zu grace_ms=%u", s->nrunning, grace_ms);
-    struct timeval tv = compat_timeval_ms(grace_ms);
+    struct timeval tv = compat_timeout_ms(grace_ms);
     evtimer_add(s->drain_ev, &tv);
   }
   maybe_idle(s);

