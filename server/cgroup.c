@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "compat.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -135,7 +136,7 @@ static int kill_and_remove(int rootfd, const char *name) {
 
 static void schedule_retry(cgroup_root *r) {
   if (!evtimer_pending(r->retry_ev, NULL)) {
-    struct timeval tv = {0, RETRY_MS * 1000};
+    struct timeval tv = compat_timeout_ms(RETRY_MS);
     evtimer_add(r->retry_ev, &tv);
   }
 }

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "exec.h"
 #include "exec_impl.h"
 #include "log.h"
@@ -237,7 +238,7 @@ static int cmd_run(struct slurm *ex, struct sjob *j, const char *const *argv,
   }
   c->timer = evtimer_new(ex->base, cmd_timeout, c);
   if (!c->timer) abort();
-  struct timeval tv = {ex->cmd_timeout_ms / 1000, (ex->cmd_timeout_ms % 1000) * 1000};
+  struct timeval tv = compat_timeout_ms(ex->cmd_timeout_ms);
   evtimer_add(c->timer, &tv);
   if (j) {
     c->job = j;
@@ -256,7 +257,7 @@ static void poll_start(struct slurm *ex);
 /* Polls again after the interval (or after `ms`, if sooner than one pending). */
 static void poll_later(struct slurm *ex, uint32_t ms) {
   if (ex->quiescing) return;
-  struct timeval tv = {ms / 1000, (ms % 1000) * 1000}, left;
+  struct timeval tv = compat_timeout_ms(ms), left;
   if (evtimer_pending(ex->poll_ev, &left)) {
     struct timeval now;
     event_base_gettimeofday_cached(ex->base, &now);
@@ -726,7 +727,7 @@ static void slurm_terminate(exec_job *jb, uint32_t grace_ms) {
     cancel_send(j, 0);
     j->grace_ev = evtimer_new(j->ex->base, grace_over, j);
     if (!j->grace_ev) abort();
-    struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
+    struct timeval tv = compat_timeout_ms(grace_ms);
     evtimer_add(j->grace_ev, &tv);
     break;
   default: break;

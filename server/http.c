@@ -654,7 +654,7 @@ static void maybe_end(struct hconn *hc) {
     return;
   }
   conn_shutdown_write(hc->outer); /* the client reads the end and closes */
-  struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+  struct timeval linger = compat_timeout_ms(LINGER_MS);
   evtimer_add(hc->stall_ev, &linger);
 }
 

@@ -65,7 +65,7 @@ static void error_cb(struct evconnlistener *ev, void *arg) {
         "report)",
         l->url, evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS, held);
   evconnlistener_disable(ev);
-  struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+  struct timeval tv = compat_timeout_ms(ACCEPT_PAUSE_MS);
   evtimer_add(l->resume_ev, &tv);
 }
 

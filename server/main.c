@@ -582,7 +582,7 @@ static int open_events(struct server *srv) {
   if (!srv->sigterm || !srv->sighup || !srv->sigint || !srv->log_flush || !srv->table_check)
     return -ENOMEM;
   srv->table_ok = 1;
-  struct timeval second = {1, 0};
+  struct timeval second = compat_timeout_ms(1000);
   evtimer_add(srv->table_check, &second);
   evsignal_add(srv->sigterm, NULL);
   evsignal_add(srv->sighup, NULL);
