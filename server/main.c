@@ -494,7 +494,7 @@ static int open_core(struct server *srv, const char *data_dir, enum sched_mode m
   }
   /* Two system calls fewer (docs/performance.md, "The event loop's system calls"):
    * - libevent's default clock (coarse on Linux) rather than EVENT_BASE_FLAG_PRECISE_TIMER,
-   *   whose timerfd costs a timerfd_settime per pass of the loop. Every timer is added
+   *   whose timerfd costs a timerfd_settime per pass of the loop. Every timeout is added
    *   with compat_timeout_ms, which allows for the coarse clock, so none fires early.
    * - epoll changes gathered until the loop next waits: what is disabled and enabled
    *   again in one pass (evhttp's reads and writes, once per request) costs nothing.

@@ -74,6 +74,14 @@ static void arm(retention *r, uint64_t ms) {
   evtimer_add(r->timer, &tv);
 }
 
+/* Back in about a millisecond (a look at the worker or the table), or in the next pass
+ * with `now`. A poll, not a timeout: firing early does no harm, so no tick is added
+ * (compat_timeout_ms's would make each wait 5 ms). */
+static void poll_again(retention *r, int now) {
+  struct timeval tv = {0, now ? 0 : 1000};
+  evtimer_add(r->timer, &tv);
+}
+
 /* The unlinks of a batch, on the worker (or the loop, where no thread can be made):
  * the output files of ids[0..nids), counted. Touches nothing else: no logging, no run
  * table. */
@@ -203,12 +211,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
    * on the loop's). */
   if (r->unlinking) {
     if (sem_trywait(&r->done) != 0) {
-      arm(r, 1);
+      poll_again(r, 0);
       return;
     }
     unlinks_answered(r);
   } else if (runtab_busy(r->rt)) { /* no batch out: the table is not done, or it had ended */
-    arm(r, 1);
+    poll_again(r, 0);
     return;
   }
   if (!r->table_done && !runtab_busy(r->rt)) purge_batch(r);
@@ -220,7 +228,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   if (took >= RETENTION_LONG_PASS_US) r->cur.long_passes++;
   if (r->on_pass) r->on_pass(r->arg, took, &r->cur);
   if (r->unlinking || !r->table_done)
-    arm(r, r->unlinking || runtab_busy(r->rt)); /* else after whatever else is ready */
+    poll_again(r, !r->unlinking && !runtab_busy(r->rt)); /* now: after whatever else is ready */
   else
     sweep_end(r); /* the worker, if any, is joined */
 }
