@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@
 /* One tick of the clock a loop without EVENT_BASE_FLAG_PRECISE_TIMER keeps time by, in
  * microseconds: libevent reads CLOCK_MONOTONIC_COARSE on Linux and GetTickCount64 on
  * Windows, both up to a tick behind the true time; elsewhere a precise clock. */
-static uint64_t coarse_tick_us(void) {
+static uint64_t read_coarse_tick_us(void) {
 #ifdef _WIN32
   DWORD adjustment, increment; /* 100 ns units */
   BOOL disabled;
@@ -46,6 +47,18 @@ static uint64_t coarse_tick_us(void) {
 #else
   return 0;
 #endif
+}
+
+/* The tick, read once: it is the system's constant, and a timeout is added on every
+ * call's path. Any thread may be first; all read the same value. */
+static uint64_t coarse_tick_us(void) {
+  static _Atomic uint64_t tick = UINT64_MAX;
+  uint64_t t = atomic_load_explicit(&tick, memory_order_relaxed);
+  if (t == UINT64_MAX) {
+    t = read_coarse_tick_us();
+    atomic_store_explicit(&tick, t, memory_order_relaxed);
+  }
+  return t;
 }
 
 struct timeval compat_timeout_ms(uint64_t ms) {

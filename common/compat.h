@@ -156,8 +156,9 @@ int compat_ansi_safe(const char *s, const char *special);
  * milliseconds have passed: ms plus one tick of the coarse clock that an event loop
  * without EVENT_BASE_FLAG_PRECISE_TIMER keeps time by (up to 4 ms on Linux, about 16 ms
  * on Windows, nothing where libevent's clock is precise), since such a loop's "now" can
- * be up to a tick behind. 0 stays 0: the timer fires in the loop's next pass. prismqd's loop runs on that clock, which spares it a
- * timerfd_settime per pass of the loop (docs/performance.md). */
+ * be up to a tick behind. 0 stays 0: the timer fires in the loop's next pass. prismqd's
+ * loop runs on that clock, which spares it a timerfd_settime per pass of the loop
+ * (docs/performance.md). */
 struct timeval compat_timeout_ms(uint64_t ms);
 
 /* mkdir(path, mode); Windows' takes no mode (a directory's access is its ACL's). Returns
