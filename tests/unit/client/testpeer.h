@@ -402,7 +402,9 @@ static inline void peer_read_cb(struct bufferevent *bev, void *arg) {
 static inline void peer_event_cb(struct bufferevent *bev, short what, void *arg) {
   (void)bev;
   struct peer *p = arg;
-  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) peer_close_conn(p);
+  /* A write that fails (EPIPE: the client has closed) ends only our sending; what the
+   * client sent before it closed (a reset, say) is still to be read, up to the end. */
+  if ((what & BEV_EVENT_READING) && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) peer_close_conn(p);
 }
 
 static inline void peer_accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
