@@ -196,12 +196,13 @@ int outlog_new(outlog **out, struct event_base *base, const char *path, const ou
   return log_alloc(out, base, path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, opts);
 }
 
-/* Whether c is what we write after what the log holds so far: output at the offset
- * where its stream's bytes end, or a progress update (no stream, no data). */
+/* Whether c is what we write after what the log holds so far: output at or past the
+ * offset where its stream's bytes end (past it after output a write error dropped), or
+ * a progress update (no stream, no data). */
 static int rec_fits(const outlog *l, const Prismq__Runner__V1__OutputChunk *c) {
   if (c->progress) return c->stream == 0 && c->data.len == 0 && c->offset == 0;
   return (c->stream == OUTLOG_STDOUT || c->stream == OUTLOG_STDERR) &&
-         c->offset == l->bytes[c->stream - 1];
+         c->offset >= l->bytes[c->stream - 1] && c->offset <= UINT64_MAX - c->data.len;
 }
 
 /* Rebuilds index and counters from the file, stopping at the first record that is
@@ -223,7 +224,10 @@ static int scan_file(outlog *l) {
       valid = c && c->seq == l->next_seq && rec_fits(l, c);
       if (valid) {
         index_note(l, c->seq, off + pos);
-        if (!c->progress) l->bytes[c->stream - 1] += c->data.len;
+        if (!c->progress) {
+          l->bytes[c->stream - 1] = c->offset + c->data.len;
+          l->stored += c->data.len;
+        }
         l->next_seq++;
         pos += size;
       }
@@ -266,8 +270,6 @@ int outlog_resume(outlog **out, struct event_base *base, const char *path,
     log_unref(l);
     return rc;
   }
-  /* What was dropped past max_bytes left no trace: the stored bytes stand for it. */
-  l->stored = l->bytes[0] + l->bytes[1];
   l->truncated = l->max_bytes && l->stored >= l->max_bytes;
   *out = l;
   return 0;

@@ -92,8 +92,10 @@ int outlog_new(outlog **out, struct event_base *base, const char *path, const ou
 /* Opens the file of a finished run for replay: scans it once to rebuild the index and
  * the counters, and ignores a trailing partial or invalid record (a crash in the
  * middle of an append). The log is ended at once; appends fail. opts.max_bytes is
- * unused. outlog_bytes then counts the bytes stored in the file (a truncation notice
- * included), as dropped bytes leave no trace there.
+ * unused. outlog_bytes then counts each stream up to the end of its last record in the
+ * file: output a write error dropped before a record that was stored counts (the
+ * record's offset says where it is), but nothing dropped after the last one, nor past
+ * max_bytes, leaves a trace there.
  * Returns 0 and sets *out; -EINVAL for a bad option; the negative errno of open(2) or
  * pread(2). */
 int outlog_open_existing(outlog **out, struct event_base *base, const char *path,
@@ -103,7 +105,7 @@ int outlog_open_existing(outlog **out, struct event_base *base, const char *path
  * outlog_open_existing it rebuilds counters and index from the file, then cuts off a
  * trailing partial or invalid record (a crash in the middle of an append) so that new
  * records follow the last whole one, seqs and stream offsets continuing. outlog_bytes
- * then counts the bytes stored in the file. Without a file it is outlog_new. Returns 0
+ * then counts as after outlog_open_existing. Without a file it is outlog_new. Returns 0
  * and sets *out; -EINVAL for a bad option; the negative errno of open(2), pread(2) or
  * ftruncate(2). */
 int outlog_resume(outlog **out, struct event_base *base, const char *path, const outlog_opts *opts);

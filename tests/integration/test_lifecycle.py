@@ -664,16 +664,31 @@ class OutputErrors(LifecycleMixin, ServerTestCase):
         self.roots.add(cgroup_root(srv))
         c = self.client(srv)
         total = 3 * limit
-        run = c.wait(c.start("child", "bytes", total).run_id)
+        run_id = c.start("child", "bytes", total).run_id
+        follow = c.stream(run_id, follow=True)
+        run = c.wait(run_id)
         self.assertStatus(run, COMPLETED)
         self.assertEqual((run.exit_code, run.stdout_bytes), (0, total))
         self.assertGreater(run.output_dropped_bytes, 0, run)
         data, _ = c.chunks(run.run_id)
-        out = b"".join(x.data for x in data if x.stream == STDOUT)
-        self.assertEqual(len(out) + run.output_dropped_bytes, total, run)
-        self.assertLessEqual(len(out), limit)
-        self.assertTrue(out == runner_child.pattern_bytes(len(out)), "stored stdout differs")
+        out = [x for x in data if x.stream == STDOUT]
+        stored = sum(len(x.data) for x in out)
+        self.assertEqual(stored + run.output_dropped_bytes, total, run)
+        self.assertLessEqual(stored, limit)
+        # What was stored is where it was written: a read that fitted after one that did
+        # not follows a gap, which its offset shows.
+        pattern = runner_child.pattern_bytes(total)
+        end = 0
+        for x in out:
+            self.assertGreaterEqual(x.offset, end)
+            self.assertTrue(x.data == pattern[x.offset:x.offset + len(x.data)],
+                            "stored stdout at %d differs" % x.offset)
+            end = x.offset + len(x.data)
         self.assertEqual([x.seq for x in data], list(range(1, len(data) + 1)))
+        # The replay from the file is what a follower saw live.
+        live, final = split_final(list(follow))
+        self.assertEqual([chunk_key(x) for x in live], [chunk_key(x) for x in data])
+        self.assertEqual(final, run)
         self.assertIn("%d output bytes not stored" % run.output_dropped_bytes, run.error_message)
         self.assertIn(os.strerror(errno.EFBIG), run.error_message)
         srv.wait_log(r"output not stored run_id=%s" % run.run_id)

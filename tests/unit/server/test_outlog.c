@@ -1066,7 +1066,8 @@ static void test_bad_args(void **state) {
 }
 
 /* A write that hits a file size limit half-way is rolled back: the file keeps whole
- * records, the error is returned, and appends work again once there is room. */
+ * records, the error is returned, and appends work again once there is room, after a
+ * gap in the stream's offsets that a replay from the file shows as well. */
 static void test_write_error_rollback(void **state) {
   fixture *f = *state;
   outlog *l;
@@ -1100,6 +1101,33 @@ static void test_write_error_rollback(void **state) {
   check_recs(&r, &m, 1, 0, 0);
   r.n = 2;
   recs_free(&r);
+  outlog_free(l);
+
+  /* Replayed from the file, the log is the same: the record after the gap is taken, and
+   * the stream counts up to its end. */
+  assert_int_equal(outlog_open_existing(&l, f->base, f->path, NULL), 0);
+  assert_int_equal(outlog_next_seq(l), 3);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDOUT), 2002);
+  struct evbuffer *replay = read_all(l, 0, 0);
+  assert_true(buf_equal(replay, b));
+  evbuffer_free(replay);
+  outlog_free(l);
+
+  /* Resumed, max_bytes weighs what is stored (1,002 bytes), not where the stream is. */
+  outlog_opts o = OUTLOG_OPTS_INIT;
+  o.max_bytes = 1010;
+  assert_int_equal(outlog_resume(&l, f->base, f->path, &o), 0);
+  assert_int_equal(outlog_append(l, OUTLOG_STDOUT, "0123456789abcdef", 16, T0), 0);
+  assert_int_equal(outlog_bytes(l, OUTLOG_STDOUT), 2018);
+  replay = read_all(l, 0, 0);
+  r = decode(replay);
+  assert_int_equal(r.n, 4); /* the 8 bytes that fit, then the truncation notice */
+  assert_int_equal(r.c[2]->offset, 2002);
+  assert_int_equal(r.c[2]->data.len, 8);
+  assert_memory_equal(r.c[2]->data.data, "01234567", 8);
+  assert_int_equal(r.c[3]->stream, OUTLOG_STDERR);
+  recs_free(&r);
+  evbuffer_free(replay);
   evbuffer_free(b);
   outlog_free(l);
   model_free(&m);
@@ -1172,11 +1200,12 @@ static void test_open_existing(void **state) {
     outlog_free(re);
     assert_int_equal(truncate(f->path, (off_t)evbuffer_get_length(orig)), 0);
   }
-  /* Well-formed records that do not continue the log (wrong seq, or an offset that
-   * does not follow its stream) end it too. */
+  /* Well-formed records that do not continue the log (wrong seq, or an offset before
+   * where its stream is) end it too. */
+  assert_true(m.len[0] > 0);
   const struct {
     uint64_t seq, offset;
-  } stale[] = {{next + 1, m.len[0]}, {next, m.len[0] + 1}, {next, 0}};
+  } stale[] = {{next + 1, m.len[0]}, {next, m.len[0] - 1}, {next, 0}, {next, UINT64_MAX - 2}};
   for (size_t t = 0; t < sizeof stale / sizeof stale[0]; t++) {
     append_stdout_record(f->path, stale[t].seq, stale[t].offset, "stale");
     outlog *re;
@@ -1186,12 +1215,14 @@ static void test_open_existing(void **state) {
     outlog_free(re);
     assert_int_equal(truncate(f->path, (off_t)evbuffer_get_length(orig)), 0);
   }
-  /* The right next record is taken. */
+  /* The right next record is taken, at its stream's end or past it (after output a
+   * write error dropped). */
   append_stdout_record(f->path, next, m.len[0], "more");
+  append_stdout_record(f->path, next + 1, m.len[0] + 10, "gap");
   outlog *re;
   assert_int_equal(outlog_open_existing(&re, f->base, f->path, &o), 0);
-  assert_int_equal(outlog_next_seq(re), next + 1);
-  assert_int_equal(outlog_bytes(re, OUTLOG_STDOUT), m.len[0] + 4);
+  assert_int_equal(outlog_next_seq(re), next + 2);
+  assert_int_equal(outlog_bytes(re, OUTLOG_STDOUT), m.len[0] + 13);
   outlog_free(re);
   evbuffer_free(orig);
   model_free(&m);
